@@ -1,0 +1,20 @@
+//! The engine: store, catalog, volumes, providers, coordinator, writers, exposure, transport.
+//!
+//! **Architecture Invariant:** nothing in this module prints, reads the terminal or the process
+//! environment, or decides an exit code. It returns data, reports progress through
+//! [`progress::Progress`], and takes its clock and ID generator as injected values
+//! ([`clock::Clock`], [`clock::IdSource`]) so that tests are deterministic.
+
+pub mod catalog;
+pub mod clock;
+pub mod coordinator;
+pub mod device;
+pub mod expose;
+pub mod ids;
+pub mod model;
+pub mod progress;
+pub mod provider;
+pub mod store;
+pub mod transport;
+pub mod vss;
+pub mod writer;

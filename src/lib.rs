@@ -1,0 +1,12 @@
+//! diskshadow: the Volume Shadow Copy Service model and its DiskShadow shell, for image-file
+//! volumes on Linux.
+//!
+//! Dependencies point one way (see README.md, "Architecture"):
+//! `ui` -> `session` -> (`syntax`, `service`) -> `engine`. The engine never prints, never reads
+//! the terminal or the environment, and never decides exit codes.
+
+pub mod engine;
+pub mod service;
+pub mod session;
+pub mod syntax;
+pub mod ui;
