@@ -31,6 +31,7 @@ enum ToyRequest {
     Chatter(u32),
     Ask(String),
     Panic,
+    Sleep(u64),
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -83,6 +84,10 @@ impl Handler for ToyHandler {
                 Err(error) => ToyResponse::Failed(error.to_string()),
             },
             ToyRequest::Panic => panic!("the toy handler was asked to panic"),
+            ToyRequest::Sleep(milliseconds) => {
+                std::thread::sleep(Duration::from_millis(milliseconds));
+                ToyResponse::Count(0)
+            }
         }
     }
 
@@ -696,4 +701,49 @@ fn sigterm_stops_the_service_gracefully() {
     assert!(client.status().is_err(), "the session was closed");
     let log = std::fs::read_to_string(store.path().join("service.log")).unwrap();
     assert!(log.contains("service stopped: termination signal"), "{log}");
+}
+
+#[test]
+fn a_stop_lets_a_running_request_finish_and_answer() {
+    let directory = tempfile::tempdir().unwrap();
+    let handler = Arc::new(ToyHandler::default());
+    let server = serve(
+        &directory.path().join("s.sock"),
+        Arc::clone(&handler),
+        never_idle(),
+    )
+    .unwrap();
+    let socket = server.socket_path().to_path_buf();
+    let sleeper = std::thread::spawn(move || {
+        let mut client = Client::connect(&socket).unwrap();
+        call(&mut client, ToyRequest::Sleep(400))
+    });
+    wait_until("the request is running", || server.status().sessions == 1);
+    std::thread::sleep(Duration::from_millis(100));
+    server.stop();
+    assert_eq!(server.wait(), StopReason::StopRequested);
+    assert_eq!(sleeper.join().unwrap(), ToyResponse::Count(0));
+    assert_eq!(
+        handler.ended.lock().unwrap().len(),
+        1,
+        "the stop ended the session"
+    );
+}
+
+#[test]
+fn a_service_of_another_protocol_version_is_reported_not_restarted() {
+    let store = tempfile::tempdir().unwrap();
+    let listener = UnixListener::bind(store.path().join("service.sock")).unwrap();
+    let impostor = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        writeln!(stream, r#"{{"hello": {{"protocol": 99, "pid": 1}}}}"#).unwrap();
+    });
+    match connect_or_start(store.path(), &|| panic!("must not start a service")) {
+        Err(ServiceError::ProtocolMismatch {
+            ours: 1,
+            theirs: 99,
+        }) => {}
+        other => panic!("expected ProtocolMismatch, got {other:?}"),
+    }
+    impostor.join().unwrap();
 }

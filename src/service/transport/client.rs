@@ -247,8 +247,11 @@ pub fn connect_or_start_within(
     wait: Duration,
 ) -> Result<Client, ServiceError> {
     let paths = ServicePaths::for_store(store);
-    if let Ok(client) = Client::connect(&paths.socket_for_requesters()) {
-        return Ok(client);
+    match Client::connect(&paths.socket_for_requesters()) {
+        Ok(client) => return Ok(client),
+        // A service of another version is running: starting one more cannot help.
+        Err(error @ ServiceError::ProtocolMismatch { .. }) => return Err(error),
+        Err(_) => {}
     }
     let deadline = Instant::now() + wait;
     let mut starts = 0;
@@ -264,11 +267,15 @@ pub fn connect_or_start_within(
         }
         thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
         pause = (pause * 2).min(Duration::from_millis(200));
-        if let Ok(client) = Client::connect(&paths.socket_for_requesters()) {
-            if let Some(child) = child.take() {
-                reap_in_background(child);
+        match Client::connect(&paths.socket_for_requesters()) {
+            Ok(client) => {
+                if let Some(child) = child.take() {
+                    reap_in_background(child);
+                }
+                return Ok(client);
             }
-            return Ok(client);
+            Err(error @ ServiceError::ProtocolMismatch { .. }) => return Err(error),
+            Err(_) => {}
         }
         if let Some(running) = child.as_mut() {
             match running.try_wait() {

@@ -69,7 +69,9 @@ pub trait Handler: Send + Sync + 'static {
     ) -> Self::Response;
 
     /// The connection ended, however it ended (clean close, requester killed, service
-    /// stopping): release the session's volatile state. Called once per session.
+    /// stopping): release the session's volatile state. Called once per session. A requester
+    /// killed during a request is noticed when that request's `handle` returns (or at once,
+    /// if the handler is waiting in [`EventSink::ask`] or writing events).
     fn session_ended(&self, session: SessionId);
 
     /// True while something outlives requesters (an exposure, an attached volume): the service

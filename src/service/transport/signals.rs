@@ -1,4 +1,4 @@
-//! SIGTERM and SIGINT turn into a graceful stop, through a self-pipe.
+//! SIGTERM and SIGINT turn into a graceful stop, through a self-pipe; SIGPIPE is ignored.
 //!
 //! The handler only does async-signal-safe things: it sets a flag and writes one byte to a
 //! pipe. Every server that asked for signal handling polls the pipe's read end and checks the
@@ -48,6 +48,14 @@ pub(crate) fn install_termination_handler() -> Result<RawFd, ServiceError> {
                     .raw_os_error()
                     .unwrap_or(libc::EINVAL));
             }
+        }
+        // A requester killed mid-response must cost the service an EPIPE on that connection,
+        // never its life: SIGPIPE's default action would end the whole process.
+        // SAFETY: SIG_IGN is always a valid disposition for SIGPIPE.
+        if unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) } == libc::SIG_ERR {
+            return Err(io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EINVAL));
         }
         Ok(ends[0])
     });
