@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,8 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use diskshadow::service::transport::{
-    connect_or_start, connect_or_start_within, serve, serve_store, Client, EventSink, Handler,
-    Incoming, RemoteErrorKind, ServerOptions, ServiceError, ServicePaths, SessionId, StopReason,
+    connect_or_start, connect_or_start_within, serve, serve_store, spawn_detached, Client,
+    EventSink, Handler, Incoming, RemoteErrorKind, ServerOptions, ServiceError, ServicePaths,
+    SessionId, StopReason,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -154,11 +154,10 @@ fn child_command(role: &str) -> Command {
 
 /// Starts a detached child service for `store`, as the integrator's start closure would.
 fn start_child_service(store: &Path, idle_milliseconds: u64) -> std::io::Result<Child> {
-    child_command(&format!("service:{idle_milliseconds}:{}", store.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
+    spawn_detached(
+        child_command(&format!("service:{idle_milliseconds}:{}", store.display())),
+        &ServicePaths::for_store(store).log_file,
+    )
 }
 
 /// Not a test of its own: the entry point of the child processes. Without

@@ -1,9 +1,11 @@
 //! The requester side: connecting, calling, and starting the service on demand.
 
+use std::fs::OpenOptions;
 use std::io::{self, BufReader};
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -310,4 +312,47 @@ fn reap_in_background(mut child: Child) {
         .spawn(move || {
             let _ = child.wait();
         });
+}
+
+/// Spawns `command` as a detached service process: stdin and stdout null, stderr appended to
+/// `log_file` (so panics land in the service log), and a new session (`setsid`), so the
+/// terminal's signals and hang-up do not reach it. Meant for the `start` closure of
+/// [`connect_or_start`]:
+///
+/// ```no_run
+/// # use std::path::Path;
+/// # use diskshadow::service::transport::{connect_or_start, spawn_detached, ServicePaths};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = Path::new("/tmp/store");
+/// let start = || {
+///     let mut command = std::process::Command::new(std::env::current_exe()?);
+///     command.args(["service", "run", "--store"]).arg(store);
+///     spawn_detached(command, &ServicePaths::for_store(store).log_file)
+/// };
+/// let client = connect_or_start(store, &start)?;
+/// # Ok(()) }
+/// ```
+pub fn spawn_detached(mut command: Command, log_file: &Path) -> io::Result<Child> {
+    if let Some(directory) = log_file.parent() {
+        std::fs::create_dir_all(directory)?;
+    }
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_file)?;
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log));
+    // SAFETY: the closure runs between fork and exec and only calls setsid(2), which is
+    // async-signal-safe and allocates nothing.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.spawn()
 }

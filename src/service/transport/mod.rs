@@ -46,7 +46,9 @@ mod signals;
 pub mod store;
 pub mod wire;
 
-pub use client::{connect_or_start, connect_or_start_within, Client, DEFAULT_START_WAIT};
+pub use client::{
+    connect_or_start, connect_or_start_within, spawn_detached, Client, DEFAULT_START_WAIT,
+};
 pub use error::ServiceError;
 pub use log::ServiceLog;
 pub use server::{

@@ -41,6 +41,9 @@ pub const MAX_SOCKET_PATH_BYTES: usize = 107;
 /// The idle timeout of a service started with default options, as VSS's `IdleTimeout`.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// How long a stop waits for running requests to finish before it cuts their connections.
+const STOP_GRACE_PERIOD: Duration = Duration::from_secs(30);
+
 /// One requester connection, unique for the lifetime of a service process (counting from 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SessionId(pub u64);
@@ -680,6 +683,20 @@ impl<H: Handler> AcceptLoop<H> {
         // the session thread then reads end-of-stream and ends the session.
         for stream in lock_ignoring_poison(&control.state).sessions.values() {
             let _ = stream.shutdown(Shutdown::Read);
+        }
+        // A requester that stopped reading (suspended, say) could block a session thread in a
+        // write forever. After a grace period, shut the writing side too, which fails that write.
+        let grace_deadline = Instant::now() + STOP_GRACE_PERIOD;
+        while self
+            .session_threads
+            .iter()
+            .any(|thread| !thread.is_finished())
+            && Instant::now() < grace_deadline
+        {
+            thread::sleep(Duration::from_millis(10));
+        }
+        for stream in lock_ignoring_poison(&control.state).sessions.values() {
+            let _ = stream.shutdown(Shutdown::Both);
         }
         for thread in self.session_threads.drain(..) {
             if thread.join().is_err() {
