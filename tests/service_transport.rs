@@ -746,3 +746,18 @@ fn a_service_of_another_protocol_version_is_reported_not_restarted() {
     }
     impostor.join().unwrap();
 }
+
+#[test]
+fn a_store_named_through_a_symlink_reaches_the_same_service() {
+    let directory = tempfile::tempdir().unwrap();
+    let store = directory.path().join("store");
+    let alias = directory.path().join("alias-with-a-much-longer-name");
+    let server = serve_store(&store, Arc::new(ToyHandler::default()), never_idle()).unwrap();
+    std::os::unix::fs::symlink(&store, &alias).unwrap();
+    let mut client = Client::connect_store(&alias).unwrap();
+    assert_eq!(client.status().unwrap().socket, server.socket_path());
+    assert!(matches!(
+        serve_store(&alias, Arc::new(ToyHandler::default()), never_idle()),
+        Err(ServiceError::AlreadyRunning { .. })
+    ));
+}

@@ -48,10 +48,13 @@ pub struct ServicePaths {
 }
 
 impl ServicePaths {
-    /// The paths for `store`. A relative store is made absolute against the current directory,
-    /// so the socket path does not depend on where a requester runs.
+    /// The paths for `store`. The store is canonicalized when it exists (else made absolute),
+    /// so the service and every requester spell the socket path the same way, whatever their
+    /// current directory or symlinks, and agree on whether it fits in `sun_path`.
     pub fn for_store(store: &Path) -> ServicePaths {
-        let store = std::path::absolute(store).unwrap_or_else(|_| store.to_path_buf());
+        let store = std::fs::canonicalize(store)
+            .or_else(|_| std::path::absolute(store))
+            .unwrap_or_else(|_| store.to_path_buf());
         ServicePaths {
             lock_file: store.join("service.lock"),
             socket_file: store.join("service.sock"),
@@ -187,11 +190,11 @@ pub fn serve_store<H: Handler>(
     handler: Arc<H>,
     mut options: ServerOptions,
 ) -> Result<ServerHandle, ServiceError> {
-    let paths = ServicePaths::for_store(store);
-    fs::create_dir_all(&paths.store).map_err(|source| ServiceError::StoreDirectory {
-        path: paths.store.clone(),
+    fs::create_dir_all(store).map_err(|source| ServiceError::StoreDirectory {
+        path: store.to_path_buf(),
         source,
     })?;
+    let paths = ServicePaths::for_store(store);
     let lock_file = lock_store(&paths)?;
     let log = match options.log.take() {
         Some(log) => log,
