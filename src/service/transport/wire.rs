@@ -1,0 +1,210 @@
+//! The wire format: one JSON object per line (`\n`-terminated) in each direction.
+//!
+//! Requester to service:
+//!
+//! | frame | meaning |
+//! |---|---|
+//! | `{"request": R}` | run one request; requests on a connection are sequential |
+//! | `{"answer": V}` | the answer to the pending `ask` |
+//! | `{"decline": {}}` | the requester will not answer the pending `ask` |
+//! | `{"control": "status"}` / `{"control": "stop"}` | transport-level status or graceful stop |
+//!
+//! Service to requester:
+//!
+//! | frame | meaning |
+//! |---|---|
+//! | `{"hello": {"protocol": 1, "pid": P}}` | sent once when the connection is accepted |
+//! | `{"event": V}` | progress, log or step output of the running request |
+//! | `{"ask": V}` | a question; the requester replies with `answer` or `decline` |
+//! | `{"response": R}` | the final response; the request is over |
+//! | `{"error": {"kind": K, "message": M}}` | the request was refused; the connection stays usable |
+//! | `{"status": S}` / `{"stopping": {}}` | replies to the control frames |
+//!
+//! The outer object always has exactly one key, so a frame's kind never depends on the content
+//! of the payload that the handler chose.
+
+use std::fmt;
+use std::io::{self, BufRead, Write};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version in the `hello` frame. Bump it whenever a frame changes meaning.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The longest frame line accepted, in bytes. A longer line is refused rather than buffered,
+/// so a confused peer cannot make the other side allocate without bound.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+
+/// A frame from the requester to the service.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum ClientFrame {
+    Request(serde_json::Value),
+    Answer(serde_json::Value),
+    Decline {},
+    Control(ControlRequest),
+}
+
+/// Requests that the transport answers itself, without the handler.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ControlRequest {
+    Status,
+    Stop,
+}
+
+/// A frame from the service to the requester.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum ServerFrame {
+    Hello(Hello),
+    Event(serde_json::Value),
+    Ask(serde_json::Value),
+    Response(serde_json::Value),
+    Error(RemoteError),
+    Status(ServiceStatus),
+    Stopping {},
+}
+
+/// The greeting the service sends on every new connection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Hello {
+    pub protocol: u32,
+    pub pid: u32,
+}
+
+/// Why the service refused a frame.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct RemoteError {
+    pub kind: RemoteErrorKind,
+    pub message: String,
+}
+
+/// The kinds of refusal in an `error` frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoteErrorKind {
+    /// The line was not JSON, not a known frame, or its request did not fit the request type.
+    MalformedRequest,
+    /// An `answer` or `decline` arrived when no question was pending.
+    UnexpectedFrame,
+    /// The handler panicked while handling the request; the service itself keeps running.
+    HandlerPanicked,
+    /// The handler's response could not be turned into JSON.
+    ResponseNotSerializable,
+}
+
+impl fmt::Display for RemoteErrorKind {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(match self {
+            RemoteErrorKind::MalformedRequest => "malformed request",
+            RemoteErrorKind::UnexpectedFrame => "unexpected frame",
+            RemoteErrorKind::HandlerPanicked => "handler panicked",
+            RemoteErrorKind::ResponseNotSerializable => "response not serializable",
+        })
+    }
+}
+
+/// What `status` reports about a running service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    /// The service's process ID.
+    pub pid: u32,
+    /// When the service started (UTC).
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    /// Whole seconds since the service started.
+    pub uptime_seconds: u64,
+    /// Connected requester sessions, the asking one included.
+    pub sessions: usize,
+    /// The store the service owns, when it was started for a store.
+    pub store: Option<PathBuf>,
+    /// The socket it listens on.
+    pub socket: PathBuf,
+    /// The idle timeout in milliseconds, or `None` when the service never idles out.
+    pub idle_timeout_milliseconds: Option<u64>,
+}
+
+/// Writes one frame as a single line. The frame is serialized first so that a frame is either
+/// written whole or not at all from the serializer's point of view.
+pub(crate) fn write_frame<W: Write, F: Serialize>(writer: &mut W, frame: &F) -> io::Result<()> {
+    let mut line = serde_json::to_vec(frame).map_err(io::Error::other)?;
+    line.push(b'\n');
+    writer.write_all(&line)?;
+    writer.flush()
+}
+
+/// Reads one line (without its `\n`), or `None` at a clean end of stream. A final line without
+/// `\n` is returned as a line. Lines longer than `limit` are an `InvalidData` error.
+pub(crate) fn read_frame_line<R: BufRead>(
+    reader: &mut R,
+    limit: usize,
+) -> io::Result<Option<Vec<u8>>> {
+    let mut line = Vec::new();
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(available) => available,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        if available.is_empty() {
+            return Ok(if line.is_empty() { None } else { Some(line) });
+        }
+        let (taken, complete) = match available.iter().position(|byte| *byte == b'\n') {
+            Some(newline) => (newline + 1, true),
+            None => (available.len(), false),
+        };
+        let content = if complete { taken - 1 } else { taken };
+        if line.len() + content > limit {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a frame is longer than {limit} bytes"),
+            ));
+        }
+        line.extend_from_slice(&available[..content]);
+        reader.consume(taken);
+        if complete {
+            return Ok(Some(line));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_have_one_outer_key_naming_their_kind() {
+        let event =
+            serde_json::to_value(ServerFrame::Event(serde_json::json!({"response": 1}))).unwrap();
+        assert_eq!(event, serde_json::json!({"event": {"response": 1}}));
+        let decline = serde_json::to_value(ClientFrame::Decline {}).unwrap();
+        assert_eq!(decline, serde_json::json!({"decline": {}}));
+        let control: ClientFrame = serde_json::from_str(r#"{"control":"status"}"#).unwrap();
+        assert!(matches!(
+            control,
+            ClientFrame::Control(ControlRequest::Status)
+        ));
+    }
+
+    #[test]
+    fn lines_are_split_at_newlines_and_bounded() {
+        let mut input = io::Cursor::new(b"one\ntwo\nthree".to_vec());
+        assert_eq!(
+            read_frame_line(&mut input, 16).unwrap(),
+            Some(b"one".to_vec())
+        );
+        assert_eq!(
+            read_frame_line(&mut input, 16).unwrap(),
+            Some(b"two".to_vec())
+        );
+        assert_eq!(
+            read_frame_line(&mut input, 16).unwrap(),
+            Some(b"three".to_vec())
+        );
+        assert_eq!(read_frame_line(&mut input, 16).unwrap(), None);
+        let mut long = io::Cursor::new(vec![b'x'; 40]);
+        let error = read_frame_line(&mut long, 16).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+    }
+}
