@@ -140,16 +140,20 @@ impl SyntaxError {
         self
     }
 
-    /// Turns an error on a word holding a `%NAME%` reference into an `unexpanded_reference`
-    /// warning: the word may be valid once the reference is expanded, when the line runs.
-    pub(crate) fn into_unexpanded_reference(mut self) -> Self {
-        self.details.message = format!(
-            "cannot check this line before `%NAME%` references are expanded ({})",
-            self.details.message
+    /// Turns an error on `word`, which holds a `%NAME%` reference, into an
+    /// `unexpanded_reference` warning: the word may be valid once expanded, when the line runs.
+    pub(crate) fn into_unexpanded_reference(mut self, word: &str) -> Self {
+        let details = &mut self.details;
+        details.message = format!(
+            "`{word}` is not a {}; it is checked again once expanded",
+            details.expected_noun()
         );
-        self.details.label = "contains a %NAME% reference".to_string();
-        self.details.help = "the line is checked again when it runs, after expansion".to_string();
-        self.details.kind = SyntaxErrorKind::UnexpandedReference;
+        details.label = "expanded when the line runs".to_string();
+        details.help =
+            "if the line fails when it runs, check what the reference expands to".to_string();
+        details.suggestion = None;
+        details.related = None;
+        details.kind = SyntaxErrorKind::UnexpandedReference;
         self
     }
 
@@ -243,6 +247,18 @@ impl Diagnostic for SyntaxError {
             LabeledSpan::new_with_span(Some(label.clone()), source_span(*span))
         });
         Some(Box::new(std::iter::once(primary).chain(related)))
+    }
+}
+
+impl ErrorDetails {
+    /// What the word that failed should have been, for the unexpanded-reference message.
+    fn expected_noun(&self) -> &'static str {
+        match self.kind {
+            SyntaxErrorKind::UnknownCommand => "command",
+            SyntaxErrorKind::InvalidDriveLetter => "drive letter",
+            SyntaxErrorKind::UnknownHelpTopic => "command to give help on",
+            _ => "keyword that fits here",
+        }
     }
 }
 

@@ -78,7 +78,10 @@ impl<'s> Lowering<'s> {
         let command = match rule {
             Rule::help_switch => Command::Help { topic: Vec::new() },
             Rule::help_request => Command::Help {
-                topic: inner.map(word_of).collect(),
+                topic: inner
+                    .filter(|pair| pair.as_rule() == Rule::word)
+                    .map(word_of)
+                    .collect(),
             },
             Rule::set_command => Command::Set(match inner.next() {
                 None => SetCommand::Show,

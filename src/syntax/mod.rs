@@ -77,10 +77,11 @@ pub fn parse_script(source: &str) -> ParsedScript {
         if let Some(error) = outcome.error {
             // A `%NAME%` reference where a command or keyword must be can only be checked after
             // expansion, when the line runs: DiskShadow expands a line before reading it.
-            if is_deferrable(&error)
-                && diagnose::contains_reference(&source[error.span().start..error.span().end])
-            {
-                parsed.warnings.push(error.into_unexpanded_reference());
+            let word = source
+                .get(error.span().start..error.span().end)
+                .unwrap_or_default();
+            if is_deferrable(&error) && diagnose::contains_reference(word) {
+                parsed.warnings.push(error.into_unexpanded_reference(word));
             } else {
                 parsed.errors.push(error);
             }
@@ -169,8 +170,10 @@ fn lower_line<'s>(source: &'s str, line: Pair<'s, Rule>) -> LineOutcome<'s> {
     };
     match content.as_rule() {
         Rule::comment_line => {
-            outcome.text = content.as_str();
-            outcome.span = Span::new(content.as_span().start(), content.as_span().end());
+            // The comment runs to the line feed; a CRLF's carriage return is not part of it.
+            outcome.text = content.as_str().trim_end();
+            let start = content.as_span().start();
+            outcome.span = Span::new(start, start + outcome.text.len());
         }
         Rule::command_line => {
             let Some(statement) = content.into_inner().next() else {
