@@ -1161,9 +1161,7 @@ impl Engine {
                 }
             }
         }
-        cow.write(offset, data).map_err(WriteFailure::Io)?;
-        cow.fingerprint = cow.live.fingerprint().map_err(WriteFailure::Io)?;
-        Ok(())
+        cow.write(offset, data).map_err(WriteFailure::Io)
     }
 
     fn flush_locked(&self, cow: &mut CowVolume) -> Result<(), WriteFailure> {

@@ -371,7 +371,8 @@ impl CowVolume {
             io::Error::new(io::ErrorKind::InvalidInput, format!("write past the end of the volume ({} bytes)", self.size))
         })?;
         if self.shadows.is_empty() && self.pending.is_empty() {
-            return self.live.write_at(offset, data);
+            self.live.write_at(offset, data)?;
+            return self.refresh_fingerprint();
         }
         let first = offset / self.chunk_size;
         let last = (end - 1) / self.chunk_size;
@@ -422,6 +423,13 @@ impl CowVolume {
         if self.pending_bytes >= self.pending_limit {
             self.drain()?;
         }
+        self.refresh_fingerprint()
+    }
+
+    /// Records the image's state after diskshadow's own change, so that change detection only
+    /// ever reports changes made by others.
+    fn refresh_fingerprint(&mut self) -> io::Result<()> {
+        self.fingerprint = self.live.fingerprint()?;
         Ok(())
     }
 
@@ -452,7 +460,7 @@ impl CowVolume {
         if let Some((run_start, bytes)) = run {
             self.live.write_at(run_start, &bytes)?;
         }
-        Ok(())
+        self.refresh_fingerprint()
     }
 
     /// Drains and syncs the live image.

@@ -36,6 +36,14 @@ pub struct Version {
     pub slot: Slot,
 }
 
+/// Grows a vector by 1/8 instead of doubling it, so that spare capacity stays small: the
+/// block map of a 1 TiB volume holds millions of entries.
+fn grow_gently<T>(vector: &mut Vec<T>) {
+    if vector.len() == vector.capacity() {
+        vector.reserve_exact(64usize.max(vector.len() / 8));
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct BlockMap {
     sorted: Vec<Entry>,
@@ -116,6 +124,7 @@ impl BlockMap {
         // Lookups consult both parts, so only the vector's own order matters here.
         let appends_in_order = self.sorted.last().is_none_or(|last| (last.chunk, last.tag) < (chunk, tag));
         if appends_in_order {
+            grow_gently(&mut self.sorted);
             self.sorted.push(Entry { chunk, tag, slot });
         } else {
             self.recent.insert((chunk, tag), slot);
@@ -123,7 +132,9 @@ impl BlockMap {
                 self.merge();
             }
         }
-        self.by_tag.entry(tag).or_default().push(chunk);
+        let list = self.by_tag.entry(tag).or_default();
+        grow_gently(list);
+        list.push(chunk);
         self.live += 1;
     }
 
