@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod clock;
 pub mod coordinator;
+pub mod core;
 pub mod device;
 pub mod expose;
 pub mod ids;
@@ -18,3 +19,5 @@ pub mod store;
 pub mod transport;
 pub mod vss;
 pub mod writer;
+
+pub use self::core::Engine;

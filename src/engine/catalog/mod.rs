@@ -1,1 +1,406 @@
-//! (being built)
+//! The catalog: volumes, the drive map, shadow copies and per-volume settings.
+//!
+//! It is a base snapshot (`catalog/base.json`) plus an append-only journal
+//! (`catalog/journal.log`) of transactions. A transaction is one journal record, made durable
+//! by one `sync_data`; it is the commit point, so a crash leaves the state before or after it,
+//! never a mix. When the journal outgrows the base, the state is written to a new base (write,
+//! sync, rename, sync directory) and the journal is emptied; records carry the base generation
+//! they apply to, so records already folded into a newer base are skipped after a crash.
+//! Committing is O(size of the change), not O(size of the catalog), amortized.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::ids::{ProviderId, ShadowId, ShadowSetId, VolumeId};
+use crate::engine::model::{DriveTarget, Exposure, RequesterId};
+use crate::engine::store::{DurableBackend, DurableFile, FileFingerprint};
+use crate::engine::vss::{Attributes, Context};
+
+const BASE_FORMAT_VERSION: u32 = 1;
+const JOURNAL_MAGIC: u32 = 0x4453_4a31; // "DSJ1"
+const RECORD_HEADER_BYTES: usize = 20;
+/// The journal is folded into a new base once it is larger than this and than the base.
+const MIN_COMPACTION_BYTES: u64 = 256 << 10;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    pub id: VolumeId,
+    pub path: PathBuf,
+    pub size: u64,
+    pub chunk_size: u32,
+    pub max_diff_area_bytes: Option<u64>,
+    /// The image as diskshadow last left it.
+    pub fingerprint: Option<FileFingerprint>,
+    /// Set (durably) before diskshadow first modifies the image after recording a fingerprint,
+    /// cleared when it records the next one. A crash while set means the fingerprint is stale
+    /// because of diskshadow's own writes, so it is re-recorded rather than reported.
+    pub writing: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShadowRecord {
+    pub id: ShadowId,
+    pub set_id: ShadowSetId,
+    pub original_count: u32,
+    pub volume: VolumeId,
+    /// The volume's size at the point in time; what the shadow device serves.
+    pub volume_size: u64,
+    pub created_at: DateTime<Utc>,
+    pub sequence: u64,
+    pub device_number: u64,
+    pub originating_machine: String,
+    pub service_machine: String,
+    pub exposure: Option<Exposure>,
+    pub provider_id: ProviderId,
+    /// Context, extra and provider bits; exposure bits are derived from `exposure`.
+    pub attributes: Attributes,
+    pub context: Context,
+    pub owner: Option<RequesterId>,
+    pub suspect: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevertRecord {
+    pub volume: VolumeId,
+    pub shadow: ShadowId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CatalogState {
+    pub volumes: BTreeMap<VolumeId, VolumeRecord>,
+    pub drives: BTreeMap<char, DriveTarget>,
+    pub shadows: BTreeMap<ShadowId, ShadowRecord>,
+    /// The next shadow sequence number; sequences start at 1 and never repeat.
+    pub next_sequence: u64,
+    /// N of the next `HarddiskVolumeShadowCopyN`; starts at 1.
+    pub next_device_number: u64,
+    /// A revert that must be finished after a restart.
+    pub reverts_in_progress: Vec<RevertRecord>,
+}
+
+/// One change; a transaction is a list of them, applied together.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CatalogChange {
+    RegisterVolume(VolumeRecord),
+    MapDrive { letter: char, target: DriveTarget },
+    UnmapDrive { letter: char },
+    AddShadow(ShadowRecord),
+    DeleteShadow(ShadowId),
+    SetExposure { shadow: ShadowId, exposure: Option<Exposure> },
+    SetMaxDiffArea { volume: VolumeId, max_bytes: Option<u64> },
+    SetVolumeState { volume: VolumeId, fingerprint: Option<FileFingerprint>, writing: bool, size: u64 },
+    /// Every current shadow of the volume becomes suspect.
+    MarkSuspect { volume: VolumeId, reason: String },
+    RevertStarted(RevertRecord),
+    RevertFinished { volume: VolumeId },
+}
+
+impl CatalogState {
+    fn new() -> Self {
+        Self { next_sequence: 1, next_device_number: 1, ..Self::default() }
+    }
+
+    pub fn apply(&mut self, change: &CatalogChange) {
+        match change {
+            CatalogChange::RegisterVolume(record) => {
+                self.volumes.insert(record.id, record.clone());
+            }
+            CatalogChange::MapDrive { letter, target } => {
+                self.drives.insert(*letter, target.clone());
+            }
+            CatalogChange::UnmapDrive { letter } => {
+                self.drives.remove(letter);
+            }
+            CatalogChange::AddShadow(record) => {
+                self.next_sequence = self.next_sequence.max(record.sequence + 1);
+                self.next_device_number = self.next_device_number.max(record.device_number + 1);
+                self.shadows.insert(record.id, record.clone());
+            }
+            CatalogChange::DeleteShadow(id) => {
+                self.shadows.remove(id);
+            }
+            CatalogChange::SetExposure { shadow, exposure } => {
+                if let Some(record) = self.shadows.get_mut(shadow) {
+                    record.exposure = exposure.clone();
+                }
+            }
+            CatalogChange::SetMaxDiffArea { volume, max_bytes } => {
+                if let Some(record) = self.volumes.get_mut(volume) {
+                    record.max_diff_area_bytes = *max_bytes;
+                }
+            }
+            CatalogChange::SetVolumeState { volume, fingerprint, writing, size } => {
+                if let Some(record) = self.volumes.get_mut(volume) {
+                    record.fingerprint = *fingerprint;
+                    record.writing = *writing;
+                    record.size = *size;
+                }
+            }
+            CatalogChange::MarkSuspect { volume, reason } => {
+                for record in self.shadows.values_mut().filter(|record| record.volume == *volume) {
+                    if record.suspect.is_none() {
+                        record.suspect = Some(reason.clone());
+                    }
+                }
+            }
+            CatalogChange::RevertStarted(revert) => {
+                self.reverts_in_progress.retain(|existing| existing.volume != revert.volume);
+                self.reverts_in_progress.push(revert.clone());
+            }
+            CatalogChange::RevertFinished { volume } => {
+                self.reverts_in_progress.retain(|existing| existing.volume != *volume);
+            }
+        }
+    }
+
+    /// Shadows of one volume, oldest first.
+    pub fn shadows_of(&self, volume: VolumeId) -> Vec<&ShadowRecord> {
+        let mut shadows: Vec<&ShadowRecord> =
+            self.shadows.values().filter(|record| record.volume == volume).collect();
+        shadows.sort_by_key(|record| record.sequence);
+        shadows
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("cannot {action} the catalog file {}: {source}", path.display())]
+    Io { action: &'static str, path: PathBuf, source: io::Error },
+    #[error(
+        "the catalog base {} is damaged ({detail}); restore it from a backup of the store or \
+         move the store aside to start an empty one",
+        path.display()
+    )]
+    Corrupt { path: PathBuf, detail: String },
+}
+
+#[derive(Serialize, Deserialize)]
+struct BaseFile {
+    format_version: u32,
+    generation: u64,
+    state: CatalogState,
+}
+
+/// The open catalog. Not internally synchronized: the engine holds it behind a mutex.
+pub struct Catalog {
+    backend: Arc<dyn DurableBackend>,
+    dir: PathBuf,
+    state: CatalogState,
+    generation: u64,
+    journal: Arc<dyn DurableFile>,
+    journal_length: u64,
+    base_length: u64,
+}
+
+impl Catalog {
+    fn base_path(dir: &Path) -> PathBuf {
+        dir.join("base.json")
+    }
+
+    fn journal_path(dir: &Path) -> PathBuf {
+        dir.join("journal.log")
+    }
+
+    fn io_error<'path>(action: &'static str, path: &'path Path) -> impl FnOnce(io::Error) -> CatalogError + 'path {
+        move |source| CatalogError::Io { action, path: path.to_path_buf(), source }
+    }
+
+    /// Opens (creating if missing) the catalog in `dir`, replaying the journal and cutting off
+    /// a torn last record.
+    pub fn open(backend: Arc<dyn DurableBackend>, dir: &Path) -> Result<Catalog, CatalogError> {
+        backend.create_dir_all(dir).map_err(Self::io_error("create the directory of", dir))?;
+        let base_path = Self::base_path(dir);
+        let (mut state, generation, base_length) = if base_path.exists() {
+            let file = backend.open_file(&base_path, false).map_err(Self::io_error("open", &base_path))?;
+            let length = file.len().map_err(Self::io_error("read", &base_path))?;
+            let mut bytes = vec![0u8; length as usize];
+            file.read_exact_or_zero(0, &mut bytes).map_err(Self::io_error("read", &base_path))?;
+            let base: BaseFile = serde_json::from_slice(&bytes)
+                .map_err(|error| CatalogError::Corrupt { path: base_path.clone(), detail: error.to_string() })?;
+            if base.format_version != BASE_FORMAT_VERSION {
+                return Err(CatalogError::Corrupt {
+                    path: base_path,
+                    detail: format!("format version {} is not supported", base.format_version),
+                });
+            }
+            (base.state, base.generation, length)
+        } else {
+            (CatalogState::new(), 0, 0)
+        };
+
+        let journal_path = Self::journal_path(dir);
+        let journal_existed = journal_path.exists();
+        let journal = backend.open_file(&journal_path, true).map_err(Self::io_error("open", &journal_path))?;
+        if !journal_existed {
+            backend.sync_dir(dir).map_err(Self::io_error("create", &journal_path))?;
+        }
+        let journal_bytes_total = journal.len().map_err(Self::io_error("read", &journal_path))?;
+        let mut bytes = vec![0u8; journal_bytes_total as usize];
+        journal.read_exact_or_zero(0, &mut bytes).map_err(Self::io_error("read", &journal_path))?;
+        let mut position = 0usize;
+        while let Some((record_generation, changes, record_length)) = Self::decode_record(&bytes[position..]) {
+            if record_generation == generation {
+                for change in &changes {
+                    state.apply(change);
+                }
+            }
+            position += record_length;
+        }
+        if (position as u64) < journal_bytes_total {
+            // A torn record from a crash mid-append: it was never committed.
+            journal.set_len(position as u64).map_err(Self::io_error("truncate", &journal_path))?;
+            journal.sync_data().map_err(Self::io_error("sync", &journal_path))?;
+        }
+        Ok(Catalog {
+            backend,
+            dir: dir.to_path_buf(),
+            state,
+            generation,
+            journal,
+            journal_length: position as u64,
+            base_length,
+        })
+    }
+
+    /// `(generation, changes, bytes used)` of the record at the start of `bytes`, or `None`
+    /// when it is missing, torn or damaged.
+    fn decode_record(bytes: &[u8]) -> Option<(u64, Vec<CatalogChange>, usize)> {
+        let header = bytes.get(..RECORD_HEADER_BYTES)?;
+        let magic = u32::from_le_bytes(header[0..4].try_into().ok()?);
+        let generation = u64::from_le_bytes(header[4..12].try_into().ok()?);
+        let length = u32::from_le_bytes(header[12..16].try_into().ok()?) as usize;
+        let checksum = u32::from_le_bytes(header[16..20].try_into().ok()?);
+        if magic != JOURNAL_MAGIC {
+            return None;
+        }
+        let payload = bytes.get(RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + length)?;
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&header[4..16]);
+        hasher.update(payload);
+        if hasher.finalize() != checksum {
+            return None;
+        }
+        let changes: Vec<CatalogChange> = serde_json::from_slice(payload).ok()?;
+        Some((generation, changes, RECORD_HEADER_BYTES + length))
+    }
+
+    fn encode_record(generation: u64, changes: &[CatalogChange]) -> Vec<u8> {
+        let payload = serde_json::to_vec(changes).unwrap_or_default();
+        let mut header = Vec::with_capacity(RECORD_HEADER_BYTES + payload.len());
+        header.extend_from_slice(&JOURNAL_MAGIC.to_le_bytes());
+        header.extend_from_slice(&generation.to_le_bytes());
+        header.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&header[4..16]);
+        hasher.update(&payload);
+        header.extend_from_slice(&hasher.finalize().to_le_bytes());
+        header.extend_from_slice(&payload);
+        header
+    }
+
+    pub fn state(&self) -> &CatalogState {
+        &self.state
+    }
+
+    /// Commits `changes` as one transaction: durable when this returns `Ok`, and applied to the
+    /// in-memory state only then.
+    pub fn commit(&mut self, changes: Vec<CatalogChange>) -> Result<(), CatalogError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let journal_path = Self::journal_path(&self.dir);
+        let record = Self::encode_record(self.generation, &changes);
+        self.journal
+            .write_at(self.journal_length, &record)
+            .map_err(Self::io_error("append to", &journal_path))?;
+        self.journal.sync_data().map_err(Self::io_error("sync", &journal_path))?;
+        self.journal_length += record.len() as u64;
+        for change in &changes {
+            self.state.apply(change);
+        }
+        if self.journal_length > MIN_COMPACTION_BYTES.max(self.base_length) {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Folds the journal into a new base.
+    pub fn compact(&mut self) -> Result<(), CatalogError> {
+        let base_path = Self::base_path(&self.dir);
+        let new_path = self.dir.join("base.json.new");
+        let journal_path = Self::journal_path(&self.dir);
+        let base = BaseFile { format_version: BASE_FORMAT_VERSION, generation: self.generation + 1, state: self.state.clone() };
+        let bytes = serde_json::to_vec(&base)
+            .map_err(|error| CatalogError::Corrupt { path: new_path.clone(), detail: error.to_string() })?;
+        let file = self.backend.open_file(&new_path, true).map_err(Self::io_error("create", &new_path))?;
+        file.set_len(0).map_err(Self::io_error("truncate", &new_path))?;
+        file.write_at(0, &bytes).map_err(Self::io_error("write", &new_path))?;
+        file.sync_data().map_err(Self::io_error("sync", &new_path))?;
+        self.backend.rename(&new_path, &base_path).map_err(Self::io_error("replace", &base_path))?;
+        self.backend.sync_dir(&self.dir).map_err(Self::io_error("sync the directory of", &base_path))?;
+        // From here the new base is the truth; old journal records carry the old generation.
+        self.generation += 1;
+        self.base_length = bytes.len() as u64;
+        self.journal.set_len(0).map_err(Self::io_error("truncate", &journal_path))?;
+        self.journal.sync_data().map_err(Self::io_error("sync", &journal_path))?;
+        self.journal_length = 0;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::store::RealBackend;
+
+    fn volume(index: u128) -> VolumeRecord {
+        VolumeRecord {
+            id: VolumeId(uuid::Uuid::from_u128(index)),
+            path: PathBuf::from(format!("/images/{}/{index}.img", "long-directory-name".repeat(50))),
+            size: 1 << 20,
+            chunk_size: 65536,
+            max_diff_area_bytes: None,
+            fingerprint: None,
+            writing: false,
+        }
+    }
+
+    #[test]
+    fn commits_survive_reopen_and_compaction() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend: Arc<dyn DurableBackend> = Arc::new(RealBackend);
+        let mut catalog = Catalog::open(backend.clone(), dir.path()).expect("open");
+        for index in 0..400u128 {
+            catalog.commit(vec![CatalogChange::RegisterVolume(volume(index))]).expect("commit");
+        }
+        assert!(catalog.generation > 0, "the journal was compacted at least once");
+        catalog.commit(vec![CatalogChange::MapDrive { letter: 'C', target: DriveTarget::Directory("/x".into()) }]).expect("commit");
+        let expected = catalog.state().clone();
+        drop(catalog);
+        let reopened = Catalog::open(backend, dir.path()).expect("reopen");
+        assert_eq!(reopened.state(), &expected);
+        assert_eq!(reopened.state().volumes.len(), 400);
+    }
+
+    #[test]
+    fn a_torn_last_record_is_ignored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend: Arc<dyn DurableBackend> = Arc::new(RealBackend);
+        let mut catalog = Catalog::open(backend.clone(), dir.path()).expect("open");
+        catalog.commit(vec![CatalogChange::RegisterVolume(volume(1))]).expect("commit");
+        catalog.commit(vec![CatalogChange::RegisterVolume(volume(2))]).expect("commit");
+        drop(catalog);
+        let journal = Catalog::journal_path(dir.path());
+        let length = std::fs::metadata(&journal).expect("meta").len();
+        let file = std::fs::OpenOptions::new().write(true).open(&journal).expect("open");
+        file.set_len(length - 3).expect("tear");
+        let reopened = Catalog::open(backend, dir.path()).expect("reopen");
+        assert_eq!(reopened.state().volumes.len(), 1);
+    }
+}

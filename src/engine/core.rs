@@ -1,0 +1,1523 @@
+//! The engine core: one store, its catalog, its volumes and the copy-on-write provider,
+//! behind one `Send + Sync` handle.
+//!
+//! **Architecture Invariant (locking):** locks are taken in this order and never the other
+//! way: the volume table, then volume locks in ascending `VolumeId` order, then the catalog.
+//! Shadow reads take a volume's lock shared, so they run concurrently; writes to a volume
+//! take it exclusively, so they serialize.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::engine::catalog::{Catalog, CatalogChange, CatalogError, CatalogState, RevertRecord, ShadowRecord, VolumeRecord};
+use crate::engine::clock::{Clock, IdSource, RandomIds, SystemClock};
+use crate::engine::device::BlockDevice;
+use crate::engine::ids::{parse_guid, ProviderId, ShadowId, ShadowSetId, VolumeId};
+use crate::engine::model::{
+    CreateSpec, CreatedSet, DeleteSelector, DriveTarget, Exposure, ExposureKind, ProviderInfo, ShadowHealth, ShadowInfo,
+    StorageInfo, VolumeInfo,
+};
+use crate::engine::progress::{NoProgress, Progress};
+use crate::engine::provider::cow::{CowVolume, MAX_SEQUENCE};
+use crate::engine::provider::ProviderChoice;
+use crate::engine::store::{DurableBackend, RealBackend, StoreLayout, StoreLock};
+use crate::engine::store::LockFailure;
+use crate::engine::vss::{limits, Attributes, Context, VssCode};
+
+/// The default copy-on-write granularity: 64 KiB, as qcow2 clusters and dm-thin chunks;
+/// `benches/engine.rs` measures it.
+pub const DEFAULT_CHUNK_SIZE: u32 = 64 << 10;
+pub const MIN_CHUNK_SIZE: u32 = 4 << 10;
+pub const MAX_CHUNK_SIZE: u32 = 1 << 20;
+/// First writes buffered per volume before one group commit of the diff area.
+pub const DEFAULT_WRITE_BACK_BYTES: usize = 32 << 20;
+
+/// What the engine is given from outside.
+#[derive(Clone)]
+pub struct EngineOptions {
+    pub clock: Arc<dyn Clock>,
+    pub ids: Arc<dyn IdSource>,
+    /// Shown as the originating and service machine of every shadow.
+    pub machine_name: String,
+    /// Chunk size of newly registered volumes (power of two, 4 KiB to 1 MiB).
+    pub default_chunk_size: u32,
+    pub backend: Arc<dyn DurableBackend>,
+    /// Bytes of first-write data buffered per volume before the diff area is synced.
+    pub write_back_bytes: usize,
+}
+
+impl EngineOptions {
+    pub fn new(
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn IdSource>,
+        machine_name: impl Into<String>,
+        default_chunk_size: u32,
+        backend: Arc<dyn DurableBackend>,
+    ) -> Self {
+        Self {
+            clock,
+            ids,
+            machine_name: machine_name.into(),
+            default_chunk_size,
+            backend,
+            write_back_bytes: DEFAULT_WRITE_BACK_BYTES,
+        }
+    }
+
+    /// The real clock, random GUIDs, this host's name, 64 KiB chunks and the real disk.
+    pub fn system() -> Self {
+        Self::new(Arc::new(SystemClock), Arc::new(RandomIds), host_name(), DEFAULT_CHUNK_SIZE, Arc::new(RealBackend))
+    }
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self::system()
+    }
+}
+
+impl fmt::Debug for EngineOptions {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("EngineOptions")
+            .field("machine_name", &self.machine_name)
+            .field("default_chunk_size", &self.default_chunk_size)
+            .field("write_back_bytes", &self.write_back_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// This host's name (`gethostname`), or `localhost`.
+pub fn host_name() -> String {
+    let mut buffer = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most that many bytes.
+    let result = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
+    if result != 0 {
+        return "localhost".to_string();
+    }
+    let length = buffer.iter().position(|byte| *byte == 0).unwrap_or(buffer.len());
+    String::from_utf8_lossy(&buffer[..length]).into_owned()
+}
+
+fn check_chunk_size(chunk_size: u32) -> bool {
+    chunk_size.is_power_of_two() && (MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(
+        "the store {} is in use by another diskshadow process; stop that process (or let its \
+         service exit) and try again, or choose another store with --store",
+        path.display()
+    )]
+    Locked { path: PathBuf },
+    #[error("cannot {action} {}: {source}; check that the store directory is writable", path.display())]
+    Io { action: &'static str, path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("cannot open the diff area of volume {volume}: {source}; run `check` after fixing the disk")]
+    DiffArea { volume: VolumeId, source: io::Error },
+    #[error("cannot finish the revert interrupted by the last crash: {0}")]
+    Revert(Box<RevertError>),
+}
+
+impl OpenError {
+    pub fn vss_code(&self) -> VssCode {
+        match self {
+            OpenError::Locked { .. } => VssCode::VSS_E_BAD_STATE,
+            OpenError::Revert(error) => error.vss_code(),
+            _ => VssCode::VSS_E_UNEXPECTED,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    #[error("no volume '{spec}' is registered; name its image file to register it, or list volumes to see the known ones")]
+    NotFound { spec: String },
+    #[error("drive {letter}: is not mapped; map it to an image file in the store's drive map first")]
+    DriveNotMapped { letter: char },
+    #[error("drive {letter}: is mapped to the directory {}, not to a volume image; map it to an image file", path.display())]
+    DriveIsDirectory { letter: char, path: PathBuf },
+    #[error("'{spec}' is not a volume: {why}; name the whole volume (an image file, a drive letter or a volume GUID)")]
+    NotAVolume { spec: String, why: String },
+    #[error("the image file {} does not exist; check the path (relative paths start at {})", path.display(), base.display())]
+    Missing { path: PathBuf, base: PathBuf },
+    #[error("{} is {kind}, not a regular file; a volume is an image file", path.display())]
+    NotRegularFile { path: PathBuf, kind: &'static str },
+    #[error("{} is {size} bytes, larger than the 64 TiB VSS allows for a volume", path.display())]
+    TooLarge { path: PathBuf, size: u64 },
+    #[error("chunk size {chunk_size} is invalid; use a power of two from 4096 (4 KiB) to 1048576 (1 MiB)")]
+    InvalidChunkSize { chunk_size: u32 },
+    #[error("volume {volume} ({}) cannot be used: {reason}", path.display())]
+    Unavailable { volume: VolumeId, path: PathBuf, reason: String },
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io { action: &'static str, path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+impl VolumeError {
+    pub fn vss_code(&self) -> VssCode {
+        match self {
+            VolumeError::NotFound { .. }
+            | VolumeError::DriveNotMapped { .. }
+            | VolumeError::Missing { .. }
+            | VolumeError::Unavailable { .. } => VssCode::VSS_E_OBJECT_NOT_FOUND,
+            VolumeError::DriveIsDirectory { .. }
+            | VolumeError::NotAVolume { .. }
+            | VolumeError::NotRegularFile { .. }
+            | VolumeError::TooLarge { .. }
+            | VolumeError::InvalidChunkSize { .. } => VssCode::VSS_E_VOLUME_NOT_SUPPORTED,
+            VolumeError::Io { .. } | VolumeError::Catalog(_) => VssCode::VSS_E_UNEXPECTED,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriveMapError {
+    #[error("'{letter}' is not a drive letter; use A to Z")]
+    InvalidLetter { letter: char },
+    #[error("drive {letter}: is not mapped; nothing to unmap")]
+    NotMapped { letter: char },
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+impl DriveMapError {
+    pub fn vss_code(&self) -> VssCode {
+        match self {
+            DriveMapError::InvalidLetter { .. } | DriveMapError::NotMapped { .. } => VssCode::VSS_E_OBJECT_NOT_FOUND,
+            DriveMapError::Catalog(_) => VssCode::VSS_E_UNEXPECTED,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("the shadow copy set has no volumes; add a volume first")]
+    NoVolumes,
+    #[error("a shadow copy set holds at most {} volumes, this one has {count}; split it into several sets", limits::MAX_VOLUMES_PER_SET)]
+    TooManyVolumes { count: usize },
+    #[error("volume {volume} is in the set twice; add each volume once")]
+    DuplicateVolume { volume: VolumeId },
+    #[error("volume {volume} is not registered; register its image file first")]
+    UnknownVolume { volume: VolumeId },
+    #[error("volume {volume} cannot be shadowed: {reason}")]
+    VolumeUnavailable { volume: VolumeId, reason: String },
+    #[error("provider {provider} is not registered; list providers to see the available ones")]
+    UnknownProvider { provider: ProviderId },
+    #[error(
+        "the provider {provider} cannot make {what} shadow copies of volume {volume}; choose a \
+         provider that can, or drop the attribute"
+    )]
+    UnsupportedByProvider { volume: VolumeId, provider: ProviderId, what: String },
+    #[error("the attributes DIFFERENTIAL and PLEX exclude each other; ask for one of them")]
+    ConflictingAttributes,
+    #[error(
+        "volume {volume} already has {limit} shadow copies, the most VSS allows; delete old ones \
+         (delete shadows oldest) and try again"
+    )]
+    TooManyShadows { volume: VolumeId, limit: usize },
+    #[error(
+        "volume {volume} already has {limit} client-accessible shadow copies; delete old ones \
+         (delete shadows oldest) and try again"
+    )]
+    TooManyClientAccessible { volume: VolumeId, limit: usize },
+    #[error("a shadow copy set {set_id} already exists; use a new set ID")]
+    SetIdInUse { set_id: ShadowSetId },
+    #[error("the store has used up its shadow sequence numbers; move to a new store")]
+    SequencesExhausted,
+    #[error("cannot prepare volume {volume} for the shadow copy: {source}")]
+    Io { volume: VolumeId, source: io::Error },
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+impl CreateError {
+    pub fn vss_code(&self) -> VssCode {
+        match self {
+            CreateError::NoVolumes | CreateError::DuplicateVolume { .. } => VssCode::VSS_E_BAD_STATE,
+            CreateError::TooManyVolumes { .. } => VssCode::VSS_E_MAXIMUM_NUMBER_OF_VOLUMES_REACHED,
+            CreateError::UnknownVolume { .. } | CreateError::UnknownProvider { .. } => VssCode::VSS_E_OBJECT_NOT_FOUND,
+            CreateError::VolumeUnavailable { .. } => VssCode::VSS_E_VOLUME_NOT_SUPPORTED,
+            CreateError::UnsupportedByProvider { .. } => VssCode::VSS_E_VOLUME_NOT_SUPPORTED_BY_PROVIDER,
+            CreateError::ConflictingAttributes => VssCode::VSS_E_UNSUPPORTED_CONTEXT,
+            CreateError::TooManyShadows { .. } | CreateError::TooManyClientAccessible { .. } => {
+                VssCode::VSS_E_MAXIMUM_NUMBER_OF_SNAPSHOTS_REACHED
+            }
+            CreateError::SetIdInUse { .. } => VssCode::VSS_E_OBJECT_ALREADY_EXISTS,
+            CreateError::SequencesExhausted | CreateError::Io { .. } | CreateError::Catalog(_) => {
+                VssCode::VSS_E_UNEXPECTED_PROVIDER_ERROR
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteError {
+    #[error("{what} was not found; list shadows to see the existing ones")]
+    NotFound { what: String },
+    #[error("cannot free the diff area of volume {volume}: {source}; run `check`")]
+    Io { volume: VolumeId, source: io::Error },
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+impl DeleteError {
+    pub fn vss_code(&self) -> VssCode {
+        match self {
+            DeleteError::NotFound { .. } => VssCode::VSS_E_OBJECT_NOT_FOUND,
+            DeleteError::Io { .. } | DeleteError::Catalog(_) => VssCode::VSS_E_UNEXPECTED_PROVIDER_ERROR,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RevertError {
+    #[error("shadow copy {shadow} was not found; list shadows to see the existing ones")]
+    NotFound { shadow: ShadowId },
+    #[error(
+        "shadow copy {shadow} was made in the {context} context; only persistent shadow copies \
+         can be reverted to (set context persistent before create)"
+    )]
+    UnsupportedContext { shadow: ShadowId, context: &'static str },
+    #[error("shadow copy {shadow} is suspect ({reason}); it cannot be reverted to; delete it")]
+    Suspect { shadow: ShadowId, reason: String },
+    #[error("volume {volume} cannot be written: {reason}")]
+    VolumeUnavailable { volume: VolumeId, reason: String },
+    #[error(
+        "the diff area of volume {volume} is too small to revert while keeping shadow copy \
+         {shadow}; raise its maximum size (resize shadowstorage) and try again"
+    )]
+    InsufficientStorage { volume: VolumeId, shadow: ShadowId },
+    #[error("revert of volume {volume} failed: {source}; the revert resumes when the store is opened again")]
+    Io { volume: VolumeId, source: io::Error },
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+impl RevertError {
+    pub fn vss_code(&self) -> VssCode {
+        match self {
+            RevertError::NotFound { .. } => VssCode::VSS_E_OBJECT_NOT_FOUND,
+            RevertError::UnsupportedContext { .. } => VssCode::VSS_E_UNSUPPORTED_CONTEXT,
+            RevertError::Suspect { .. } | RevertError::VolumeUnavailable { .. } => VssCode::VSS_E_VOLUME_NOT_SUPPORTED,
+            RevertError::InsufficientStorage { .. } => VssCode::VSS_E_INSUFFICIENT_STORAGE,
+            RevertError::Io { .. } | RevertError::Catalog(_) => VssCode::VSS_E_UNEXPECTED_PROVIDER_ERROR,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("volume {volume} is not registered")]
+    VolumeNotFound { volume: VolumeId },
+    #[error("shadow copy {shadow} was not found; list shadows to see the existing ones")]
+    ShadowNotFound { shadow: ShadowId },
+    #[error("shadow copy {shadow} is suspect and is not served: {reason}; delete it and create a new one")]
+    Suspect { shadow: ShadowId, reason: String },
+    #[error("volume {volume} cannot be opened: {reason}")]
+    Unavailable { volume: VolumeId, reason: String },
+    #[error("cannot check volume {volume}: {source}")]
+    Io { volume: VolumeId, source: io::Error },
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+impl DeviceError {
+    pub fn vss_code(&self) -> VssCode {
+        match self {
+            DeviceError::VolumeNotFound { .. } | DeviceError::ShadowNotFound { .. } => VssCode::VSS_E_OBJECT_NOT_FOUND,
+            DeviceError::Suspect { .. } | DeviceError::Unavailable { .. } => VssCode::VSS_E_VOLUME_NOT_SUPPORTED,
+            DeviceError::Io { .. } | DeviceError::Catalog(_) => VssCode::VSS_E_UNEXPECTED,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExposureError {
+    #[error("shadow copy {shadow} was not found; list shadows to see the existing ones")]
+    NotFound { shadow: ShadowId },
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+impl ExposureError {
+    pub fn vss_code(&self) -> VssCode {
+        match self {
+            ExposureError::NotFound { .. } => VssCode::VSS_E_OBJECT_NOT_FOUND,
+            ExposureError::Catalog(_) => VssCode::VSS_E_UNEXPECTED,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("volume {volume} is not registered")]
+    VolumeNotFound { volume: VolumeId },
+    #[error("cannot shrink the diff area of volume {volume}: {source}")]
+    Io { volume: VolumeId, source: io::Error },
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+impl StorageError {
+    pub fn vss_code(&self) -> VssCode {
+        match self {
+            StorageError::VolumeNotFound { .. } => VssCode::VSS_E_OBJECT_NOT_FOUND,
+            StorageError::Io { .. } | StorageError::Catalog(_) => VssCode::VSS_E_UNEXPECTED,
+        }
+    }
+}
+
+/// What went wrong inside the shared write path.
+#[derive(Debug)]
+enum WriteFailure {
+    Io(io::Error),
+    Catalog(CatalogError),
+    /// Making room would delete the shadow a revert is restoring.
+    WouldDeleteProtected,
+}
+
+impl From<WriteFailure> for io::Error {
+    fn from(failure: WriteFailure) -> io::Error {
+        match failure {
+            WriteFailure::Io(error) => error,
+            WriteFailure::Catalog(error) => io::Error::other(error.to_string()),
+            WriteFailure::WouldDeleteProtected => io::Error::other("the diff area is too small"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Check report
+// ---------------------------------------------------------------------------------------------
+
+/// What `check` found. Read-only: nothing is repaired.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    pub volumes_checked: usize,
+    pub shadows_checked: usize,
+    pub preserved_chunks: usize,
+    pub problems: Vec<String>,
+    /// Diff-area bytes no shadow needs.
+    pub leaked_bytes: u64,
+}
+
+impl CheckReport {
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty() && self.leaked_bytes == 0
+    }
+}
+
+impl fmt::Display for CheckReport {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            formatter,
+            "Checked {} volume(s), {} shadow copy(ies), {} preserved chunk(s).",
+            self.volumes_checked, self.shadows_checked, self.preserved_chunks
+        )?;
+        if self.is_clean() {
+            return writeln!(formatter, "No problems found.");
+        }
+        for problem in &self.problems {
+            writeln!(formatter, "- {problem}")?;
+        }
+        writeln!(formatter, "Leaked diff-area space: {} bytes (reclaimed when the store is next opened).", self.leaked_bytes)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The engine
+// ---------------------------------------------------------------------------------------------
+
+enum VolumeSlot {
+    Ready(Box<CowVolume>),
+    Unavailable(String),
+}
+
+struct VolumeHandle {
+    id: VolumeId,
+    state: RwLock<VolumeSlot>,
+}
+
+struct Shared {
+    layout: StoreLayout,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdSource>,
+    machine_name: String,
+    default_chunk_size: u32,
+    backend: Arc<dyn DurableBackend>,
+    write_back_bytes: usize,
+    catalog: Mutex<Catalog>,
+    volumes: RwLock<BTreeMap<VolumeId, Arc<VolumeHandle>>>,
+    /// Shadow sequences start here at least (above every tag in any diff area).
+    sequence_floor: u64,
+    _lock: StoreLock,
+}
+
+/// The engine: the store, its catalog and volumes, and the providers.
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+fn lock_mutex<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+fn read_lock<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    match lock.read() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+fn write_lock<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    match lock.write() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+fn exposure_attributes(exposure: &Option<Exposure>) -> u32 {
+    match exposure.as_ref().map(|exposure| exposure.kind) {
+        Some(ExposureKind::Directory) | Some(ExposureKind::Drive) => Attributes::EXPOSED_LOCALLY,
+        Some(ExposureKind::Share) => Attributes::EXPOSED_REMOTELY,
+        None => 0,
+    }
+}
+
+fn volume_info(state: &CatalogState, record: &VolumeRecord, live_size: Option<u64>) -> VolumeInfo {
+    let drive_letter = state
+        .drives
+        .iter()
+        .find(|(_, target)| matches!(target, DriveTarget::Volume(path) if *path == record.path))
+        .map(|(letter, _)| *letter);
+    VolumeInfo {
+        id: record.id,
+        path: record.path.clone(),
+        size: live_size.unwrap_or(record.size),
+        chunk_size: record.chunk_size,
+        drive_letter,
+    }
+}
+
+fn shadow_info(state: &CatalogState, record: &ShadowRecord, unavailable: Option<&str>) -> ShadowInfo {
+    let volume = match state.volumes.get(&record.volume) {
+        Some(volume_record) => volume_info(state, volume_record, None),
+        None => VolumeInfo {
+            id: record.volume,
+            path: PathBuf::new(),
+            size: record.volume_size,
+            chunk_size: 0,
+            drive_letter: None,
+        },
+    };
+    let health = match (&record.suspect, unavailable) {
+        (Some(reason), _) => ShadowHealth::Suspect { reason: reason.clone() },
+        (None, Some(reason)) => ShadowHealth::Suspect { reason: reason.to_string() },
+        (None, None) => ShadowHealth::Good,
+    };
+    ShadowInfo {
+        id: record.id,
+        set_id: record.set_id,
+        original_count: record.original_count,
+        volume,
+        created_at: record.created_at,
+        sequence: record.sequence,
+        device_name: format!("\\\\?\\GLOBALROOT\\Device\\HarddiskVolumeShadowCopy{}", record.device_number),
+        originating_machine: record.originating_machine.clone(),
+        service_machine: record.service_machine.clone(),
+        exposure: record.exposure.clone(),
+        provider_id: record.provider_id,
+        attributes: record.attributes.with(exposure_attributes(&record.exposure)),
+        context: record.context,
+        health,
+        owner: record.owner,
+    }
+}
+
+/// `C:`, `c:`, `C:\` or `C:/` -> `C`.
+fn drive_letter_of(text: &str) -> Option<char> {
+    let mut characters = text.chars();
+    let letter = characters.next()?;
+    if !letter.is_ascii_alphabetic() || characters.next()? != ':' {
+        return None;
+    }
+    match characters.as_str() {
+        "" | "\\" | "/" => Some(letter.to_ascii_uppercase()),
+        _ => None,
+    }
+}
+
+impl Engine {
+    /// Opens (creating if needed) the store at `store_dir`, takes its lock, drops volatile
+    /// shadows left by an earlier process, recovers the diff areas and finishes an interrupted
+    /// revert.
+    pub fn open(store_dir: &Path, options: EngineOptions) -> Result<Engine, OpenError> {
+        let layout = StoreLayout::new(store_dir);
+        let backend = options.backend.clone();
+        for dir in [layout.root.clone(), layout.diff_root()] {
+            backend
+                .create_dir_all(&dir)
+                .map_err(|source| OpenError::Io { action: "create the store directory", path: dir.clone(), source })?;
+        }
+        let lock = StoreLock::acquire(&layout.lock_file()).map_err(|failure| match failure {
+            LockFailure::HeldElsewhere => OpenError::Locked { path: layout.root.clone() },
+            LockFailure::Io(source) => OpenError::Io { action: "lock", path: layout.lock_file(), source },
+        })?;
+        let mut catalog = Catalog::open(backend.clone(), &layout.catalog_dir())?;
+
+        // Volatile shadows vanish with the process that made them.
+        let volatile: Vec<CatalogChange> = catalog
+            .state()
+            .shadows
+            .values()
+            .filter(|record| !record.context.is_persistent())
+            .map(|record| CatalogChange::DeleteShadow(record.id))
+            .collect();
+        catalog.commit(volatile)?;
+
+        let mut volumes = BTreeMap::new();
+        let mut state_changes = Vec::new();
+        let mut sequence_floor = catalog.state().next_sequence;
+        let records: Vec<VolumeRecord> = catalog.state().volumes.values().cloned().collect();
+        for record in records {
+            let shadows: BTreeSet<u64> =
+                catalog.state().shadows_of(record.id).iter().map(|shadow| shadow.sequence).collect();
+            let slot = if !record.path.is_file() {
+                VolumeSlot::Unavailable(format!("the image file {} is missing", record.path.display()))
+            } else {
+                let (mut cow, _recovery) = CowVolume::open(
+                    backend.clone(),
+                    record.id,
+                    &record.path,
+                    &layout.diff_dir(record.id),
+                    record.chunk_size,
+                    shadows,
+                    options.write_back_bytes,
+                )
+                .map_err(|source| OpenError::DiffArea { volume: record.id, source })?;
+                if let Some(recorded) = record.fingerprint {
+                    // While `writing` is set the recorded fingerprint predates diskshadow's own
+                    // last writes, so a difference proves nothing.
+                    if recorded != cow.fingerprint && !record.writing {
+                        state_changes.push(CatalogChange::MarkSuspect {
+                            volume: record.id,
+                            reason: recorded.describe_change(&cow.fingerprint),
+                        });
+                        cow.suspect_through = cow.newest_shadow().unwrap_or(0);
+                    }
+                }
+                if record.fingerprint != Some(cow.fingerprint) || record.writing || record.size != cow.size {
+                    state_changes.push(CatalogChange::SetVolumeState {
+                        volume: record.id,
+                        fingerprint: Some(cow.fingerprint),
+                        writing: false,
+                        size: cow.size,
+                    });
+                }
+                let suspect_through = catalog
+                    .state()
+                    .shadows_of(record.id)
+                    .iter()
+                    .filter(|shadow| shadow.suspect.is_some())
+                    .map(|shadow| shadow.sequence)
+                    .max()
+                    .unwrap_or(0);
+                cow.suspect_through = cow.suspect_through.max(suspect_through);
+                sequence_floor = sequence_floor.max(cow.max_tag().map_or(0, |tag| u64::from(tag) + 1));
+                VolumeSlot::Ready(Box::new(cow))
+            };
+            volumes.insert(record.id, Arc::new(VolumeHandle { id: record.id, state: RwLock::new(slot) }));
+        }
+        catalog.commit(state_changes)?;
+        let reverts = catalog.state().reverts_in_progress.clone();
+
+        let engine = Engine {
+            shared: Arc::new(Shared {
+                layout,
+                clock: options.clock,
+                ids: options.ids,
+                machine_name: options.machine_name,
+                default_chunk_size: options.default_chunk_size,
+                backend,
+                write_back_bytes: options.write_back_bytes,
+                catalog: Mutex::new(catalog),
+                volumes: RwLock::new(volumes),
+                sequence_floor,
+                _lock: lock,
+            }),
+        };
+        for revert in reverts {
+            let exists = lock_mutex(&engine.shared.catalog).state().shadows.contains_key(&revert.shadow);
+            if exists {
+                engine.revert(revert.shadow, &NoProgress).map_err(|error| OpenError::Revert(Box::new(error)))?;
+            } else {
+                lock_mutex(&engine.shared.catalog).commit(vec![CatalogChange::RevertFinished { volume: revert.volume }])?;
+            }
+        }
+        Ok(engine)
+    }
+
+    /// The store directory.
+    pub fn store_dir(&self) -> &Path {
+        &self.shared.layout.root
+    }
+
+    fn handle(&self, volume: VolumeId) -> Option<Arc<VolumeHandle>> {
+        read_lock(&self.shared.volumes).get(&volume).cloned()
+    }
+
+    fn handles(&self) -> Vec<Arc<VolumeHandle>> {
+        read_lock(&self.shared.volumes).values().cloned().collect()
+    }
+
+    // ---- volumes ------------------------------------------------------------------------
+
+    /// Resolves what a user typed to a volume: an image path (relative to `base_dir`,
+    /// registered on first use), a drive letter through the drive map, `\\?\Volume{GUID}\` or
+    /// `{GUID}`.
+    pub fn resolve_volume(&self, spec: &str, base_dir: &Path) -> Result<VolumeInfo, VolumeError> {
+        let text = spec.trim();
+        if let Some(letter) = drive_letter_of(text) {
+            let target = lock_mutex(&self.shared.catalog).state().drives.get(&letter).cloned();
+            return match target {
+                None => Err(VolumeError::DriveNotMapped { letter }),
+                Some(DriveTarget::Directory(path)) => Err(VolumeError::DriveIsDirectory { letter, path }),
+                Some(DriveTarget::Volume(path)) => self.register_volume(&path, None),
+            };
+        }
+        let mut characters = text.chars();
+        if let (Some(letter), Some(':')) = (characters.next(), characters.next()) {
+            if letter.is_ascii_alphabetic() && text.len() > 3 {
+                return Err(VolumeError::NotAVolume {
+                    spec: spec.to_string(),
+                    why: format!("it names a path inside drive {}:", letter.to_ascii_uppercase()),
+                });
+            }
+        }
+        let guid_text = text
+            .strip_prefix("\\\\?\\Volume")
+            .map(|rest| rest.trim_end_matches('\\'))
+            .or_else(|| text.starts_with('{').then_some(text));
+        if let Some(guid_text) = guid_text {
+            let volume = parse_guid(guid_text)
+                .map(VolumeId)
+                .ok_or_else(|| VolumeError::NotFound { spec: spec.to_string() })?;
+            let catalog = lock_mutex(&self.shared.catalog);
+            let state = catalog.state();
+            return state
+                .volumes
+                .get(&volume)
+                .map(|record| volume_info(state, record, None))
+                .ok_or_else(|| VolumeError::NotFound { spec: spec.to_string() });
+        }
+        let path = if Path::new(text).is_absolute() { PathBuf::from(text) } else { base_dir.join(text) };
+        if !path.exists() {
+            if let Some(image) = path.ancestors().skip(1).find(|ancestor| ancestor.is_file()) {
+                return Err(VolumeError::NotAVolume {
+                    spec: spec.to_string(),
+                    why: format!("it names a path inside the image file {}", image.display()),
+                });
+            }
+            return Err(VolumeError::Missing { path, base: base_dir.to_path_buf() });
+        }
+        self.register_volume(&path, None)
+    }
+
+    /// Registers an image file as a volume (or returns the existing registration).
+    pub fn register_volume(&self, path: &Path, chunk_size: Option<u32>) -> Result<VolumeInfo, VolumeError> {
+        let metadata = std::fs::metadata(path).map_err(|source| {
+            if source.kind() == io::ErrorKind::NotFound {
+                VolumeError::Missing { path: path.to_path_buf(), base: PathBuf::from(".") }
+            } else {
+                VolumeError::Io { action: "inspect", path: path.to_path_buf(), source }
+            }
+        })?;
+        if metadata.is_dir() {
+            return Err(VolumeError::NotRegularFile { path: path.to_path_buf(), kind: "a directory" });
+        }
+        if !metadata.is_file() {
+            return Err(VolumeError::NotRegularFile { path: path.to_path_buf(), kind: "a device or special file" });
+        }
+        if metadata.len() > limits::MAX_VOLUME_BYTES {
+            return Err(VolumeError::TooLarge { path: path.to_path_buf(), size: metadata.len() });
+        }
+        let chunk_size = chunk_size.unwrap_or(self.shared.default_chunk_size);
+        if !check_chunk_size(chunk_size) {
+            return Err(VolumeError::InvalidChunkSize { chunk_size });
+        }
+        let path = path
+            .canonicalize()
+            .map_err(|source| VolumeError::Io { action: "resolve", path: path.to_path_buf(), source })?;
+
+        let mut volumes = write_lock(&self.shared.volumes);
+        {
+            let catalog = lock_mutex(&self.shared.catalog);
+            let state = catalog.state();
+            if let Some(record) = state.volumes.values().find(|record| record.path == path) {
+                return Ok(volume_info(state, record, None));
+            }
+        }
+        let volume = VolumeId(self.shared.ids.new_uuid());
+        let diff_dir = self.shared.layout.diff_dir(volume);
+        let (cow, _) = CowVolume::open(
+            self.shared.backend.clone(),
+            volume,
+            &path,
+            &diff_dir,
+            chunk_size,
+            BTreeSet::new(),
+            self.shared.write_back_bytes,
+        )
+        .map_err(|source| VolumeError::Io { action: "set up the diff area for", path: path.clone(), source })?;
+        let diff_root = self.shared.layout.diff_root();
+        self.shared
+            .backend
+            .sync_dir(&diff_root)
+            .map_err(|source| VolumeError::Io { action: "sync", path: diff_root.clone(), source })?;
+        let record = VolumeRecord {
+            id: volume,
+            path,
+            size: cow.size,
+            chunk_size,
+            max_diff_area_bytes: None,
+            fingerprint: Some(cow.fingerprint),
+            writing: false,
+        };
+        let mut catalog = lock_mutex(&self.shared.catalog);
+        catalog.commit(vec![CatalogChange::RegisterVolume(record.clone())])?;
+        volumes.insert(volume, Arc::new(VolumeHandle { id: volume, state: RwLock::new(VolumeSlot::Ready(Box::new(cow))) }));
+        Ok(volume_info(catalog.state(), &record, None))
+    }
+
+    /// Registered volumes, in GUID order.
+    pub fn volumes(&self) -> Vec<VolumeInfo> {
+        let sizes: BTreeMap<VolumeId, u64> = self
+            .handles()
+            .iter()
+            .filter_map(|handle| match &*read_lock(&handle.state) {
+                VolumeSlot::Ready(cow) => Some((handle.id, cow.size)),
+                VolumeSlot::Unavailable(_) => None,
+            })
+            .collect();
+        let catalog = lock_mutex(&self.shared.catalog);
+        let state = catalog.state();
+        state.volumes.values().map(|record| volume_info(state, record, sizes.get(&record.id).copied())).collect()
+    }
+
+    /// Maps a drive letter in the store's drive map (what `C:` means in scripts).
+    pub fn map_drive(&self, letter: char, target: DriveTarget) -> Result<(), DriveMapError> {
+        if !letter.is_ascii_alphabetic() {
+            return Err(DriveMapError::InvalidLetter { letter });
+        }
+        let target = match target {
+            DriveTarget::Volume(path) => DriveTarget::Volume(path.canonicalize().unwrap_or(path)),
+            DriveTarget::Directory(path) => DriveTarget::Directory(path.canonicalize().unwrap_or(path)),
+        };
+        lock_mutex(&self.shared.catalog)
+            .commit(vec![CatalogChange::MapDrive { letter: letter.to_ascii_uppercase(), target }])?;
+        Ok(())
+    }
+
+    pub fn unmap_drive(&self, letter: char) -> Result<(), DriveMapError> {
+        let letter = letter.to_ascii_uppercase();
+        let mut catalog = lock_mutex(&self.shared.catalog);
+        if !catalog.state().drives.contains_key(&letter) {
+            return Err(DriveMapError::NotMapped { letter });
+        }
+        catalog.commit(vec![CatalogChange::UnmapDrive { letter }])?;
+        Ok(())
+    }
+
+    pub fn drive_map(&self) -> Vec<(char, DriveTarget)> {
+        lock_mutex(&self.shared.catalog).state().drives.iter().map(|(letter, target)| (*letter, target.clone())).collect()
+    }
+
+    // ---- change detection ---------------------------------------------------------------
+
+    /// Compares the image with what diskshadow last left; a difference makes every current
+    /// shadow of the volume suspect (durably) and becomes the new baseline.
+    fn verify_unchanged(&self, cow: &mut CowVolume) -> Result<(), WriteFailure> {
+        let current = cow.live.fingerprint().map_err(WriteFailure::Io)?;
+        if current == cow.fingerprint {
+            return Ok(());
+        }
+        let reason = cow.fingerprint.describe_change(&current);
+        cow.fingerprint = current;
+        cow.size = current.size;
+        cow.suspect_through = cow.suspect_through.max(cow.newest_shadow().unwrap_or(0));
+        lock_mutex(&self.shared.catalog)
+            .commit(vec![
+                CatalogChange::MarkSuspect { volume: cow.volume, reason },
+                CatalogChange::SetVolumeState { volume: cow.volume, fingerprint: Some(current), writing: false, size: current.size },
+            ])
+            .map_err(WriteFailure::Catalog)
+    }
+
+    fn verify_all(&self) {
+        for handle in self.handles() {
+            if let VolumeSlot::Ready(cow) = &mut *write_lock(&handle.state) {
+                // A failure here shows up again at the next use of the volume.
+                let _ = self.verify_unchanged(cow);
+            }
+        }
+    }
+
+    // ---- shadows ------------------------------------------------------------------------
+
+    fn unavailable_reasons(&self) -> BTreeMap<VolumeId, String> {
+        self.handles()
+            .iter()
+            .filter_map(|handle| match &*read_lock(&handle.state) {
+                VolumeSlot::Unavailable(reason) => Some((handle.id, reason.clone())),
+                VolumeSlot::Ready(_) => None,
+            })
+            .collect()
+    }
+
+    /// Every shadow copy, oldest first.
+    pub fn shadows(&self) -> Vec<ShadowInfo> {
+        self.verify_all();
+        let unavailable = self.unavailable_reasons();
+        let catalog = lock_mutex(&self.shared.catalog);
+        let state = catalog.state();
+        let mut shadows: Vec<ShadowInfo> = state
+            .shadows
+            .values()
+            .map(|record| shadow_info(state, record, unavailable.get(&record.volume).map(String::as_str)))
+            .collect();
+        shadows.sort_by_key(|shadow| shadow.sequence);
+        shadows
+    }
+
+    pub fn shadow(&self, id: ShadowId) -> Option<ShadowInfo> {
+        let volume = lock_mutex(&self.shared.catalog).state().shadows.get(&id)?.volume;
+        if let Some(handle) = self.handle(volume) {
+            if let VolumeSlot::Ready(cow) = &mut *write_lock(&handle.state) {
+                let _ = self.verify_unchanged(cow);
+            }
+        }
+        let unavailable = self.unavailable_reasons();
+        let catalog = lock_mutex(&self.shared.catalog);
+        let state = catalog.state();
+        state.shadows.get(&id).map(|record| shadow_info(state, record, unavailable.get(&record.volume).map(String::as_str)))
+    }
+
+    /// The provider commit: one shadow per volume, all at one point in time. O(1) in volume
+    /// size, data written and number of existing shadows: one catalog transaction.
+    pub fn create_shadow_set(&self, spec: &CreateSpec) -> Result<CreatedSet, CreateError> {
+        if spec.volumes.is_empty() {
+            return Err(CreateError::NoVolumes);
+        }
+        if spec.volumes.len() > limits::MAX_VOLUMES_PER_SET {
+            return Err(CreateError::TooManyVolumes { count: spec.volumes.len() });
+        }
+        let extra = spec.extra_attributes;
+        if extra.contains(Attributes::DIFFERENTIAL) && extra.contains(Attributes::PLEX) {
+            return Err(CreateError::ConflictingAttributes);
+        }
+        let mut providers = Vec::with_capacity(spec.volumes.len());
+        let mut seen = BTreeSet::new();
+        for entry in &spec.volumes {
+            if !seen.insert(entry.volume) {
+                return Err(CreateError::DuplicateVolume { volume: entry.volume });
+            }
+            let provider = ProviderChoice::from_id(entry.provider)
+                .ok_or(CreateError::UnknownProvider { provider: entry.provider.unwrap_or_else(ProviderId::nil) })?;
+            let unsupported = extra.0 & provider.unsupported_attributes();
+            if unsupported != 0 {
+                return Err(CreateError::UnsupportedByProvider {
+                    volume: entry.volume,
+                    provider: provider.id(),
+                    what: Attributes(unsupported).diskshadow_words(),
+                });
+            }
+            providers.push(provider);
+        }
+
+        // Lock every volume of the set (ascending IDs), so no write slips between the shadows.
+        let mut handles: Vec<Arc<VolumeHandle>> = Vec::new();
+        for volume in &seen {
+            handles.push(self.handle(*volume).ok_or(CreateError::UnknownVolume { volume: *volume })?);
+        }
+        let mut guards: BTreeMap<VolumeId, RwLockWriteGuard<'_, VolumeSlot>> = BTreeMap::new();
+        for handle in &handles {
+            guards.insert(handle.id, write_lock(&handle.state));
+        }
+        for (volume, guard) in guards.iter_mut() {
+            let cow = match &mut **guard {
+                VolumeSlot::Ready(cow) => cow,
+                VolumeSlot::Unavailable(reason) => {
+                    return Err(CreateError::VolumeUnavailable { volume: *volume, reason: reason.clone() })
+                }
+            };
+            self.verify_unchanged(cow).map_err(|failure| match failure {
+                WriteFailure::Catalog(error) => CreateError::Catalog(error),
+                other => CreateError::Io { volume: *volume, source: other.into() },
+            })?;
+            cow.drain().map_err(|source| CreateError::Io { volume: *volume, source })?;
+            if cow.shadows().len() >= limits::MAX_SHADOWS_PER_VOLUME {
+                return Err(CreateError::TooManyShadows { volume: *volume, limit: limits::MAX_SHADOWS_PER_VOLUME });
+            }
+        }
+
+        let mut catalog = lock_mutex(&self.shared.catalog);
+        if spec.context == Context::ClientAccessible {
+            for volume in &seen {
+                let count = catalog
+                    .state()
+                    .shadows_of(*volume)
+                    .iter()
+                    .filter(|shadow| shadow.attributes.contains(Attributes::CLIENT_ACCESSIBLE))
+                    .count();
+                if count >= limits::DEFAULT_MAX_CLIENT_ACCESSIBLE {
+                    return Err(CreateError::TooManyClientAccessible {
+                        volume: *volume,
+                        limit: limits::DEFAULT_MAX_CLIENT_ACCESSIBLE,
+                    });
+                }
+            }
+        }
+        let set_id = spec.set_id.unwrap_or_else(|| ShadowSetId(self.shared.ids.new_uuid()));
+        if catalog.state().shadows.values().any(|shadow| shadow.set_id == set_id) {
+            return Err(CreateError::SetIdInUse { set_id });
+        }
+        let first_sequence = catalog.state().next_sequence.max(self.shared.sequence_floor);
+        if first_sequence + spec.volumes.len() as u64 > MAX_SEQUENCE {
+            return Err(CreateError::SequencesExhausted);
+        }
+        let first_device = catalog.state().next_device_number;
+        let now = self.shared.clock.now();
+        let owner = if spec.context.is_persistent() { None } else { Some(spec.requester) };
+        let mut records = Vec::with_capacity(spec.volumes.len());
+        for (position, (entry, provider)) in spec.volumes.iter().zip(&providers).enumerate() {
+            let volume_size = match guards.get(&entry.volume).map(|guard| &**guard) {
+                Some(VolumeSlot::Ready(cow)) => cow.size,
+                _ => 0,
+            };
+            records.push(ShadowRecord {
+                id: ShadowId(self.shared.ids.new_uuid()),
+                set_id,
+                original_count: spec.volumes.len() as u32,
+                volume: entry.volume,
+                volume_size,
+                created_at: now,
+                sequence: first_sequence + position as u64,
+                device_number: first_device + position as u64,
+                originating_machine: self.shared.machine_name.clone(),
+                service_machine: self.shared.machine_name.clone(),
+                exposure: None,
+                provider_id: provider.id(),
+                attributes: spec.context.attributes().with(extra.0).with(provider.attributes().0),
+                context: spec.context,
+                owner,
+                suspect: None,
+            });
+        }
+        catalog.commit(records.iter().cloned().map(CatalogChange::AddShadow).collect())?;
+        for record in &records {
+            if let Some(VolumeSlot::Ready(cow)) = guards.get_mut(&record.volume).map(|guard| &mut **guard) {
+                cow.add_shadow(record.sequence);
+            }
+        }
+        let state = catalog.state();
+        Ok(CreatedSet { set_id, shadows: records.iter().map(|record| shadow_info(state, record, None)).collect() })
+    }
+
+    /// Deletes the selected shadows in one catalog transaction and frees the diff-area chunks
+    /// only they needed. Returns what was deleted, oldest first.
+    pub fn delete_shadows(&self, selector: &DeleteSelector) -> Result<Vec<ShadowInfo>, DeleteError> {
+        let targets: Vec<(ShadowId, VolumeId)> = {
+            let catalog = lock_mutex(&self.shared.catalog);
+            let state = catalog.state();
+            let all = state.shadows.values();
+            let selected: Vec<&ShadowRecord> = match selector {
+                DeleteSelector::All => all.collect(),
+                DeleteSelector::Volume(volume) => {
+                    if !state.volumes.contains_key(volume) {
+                        return Err(DeleteError::NotFound { what: format!("volume {volume}") });
+                    }
+                    all.filter(|record| record.volume == *volume).collect()
+                }
+                DeleteSelector::Oldest(volume) => {
+                    let oldest = state.shadows_of(*volume).first().copied();
+                    vec![oldest.ok_or_else(|| DeleteError::NotFound { what: format!("a shadow copy of volume {volume}") })?]
+                }
+                DeleteSelector::Set(set_id) => {
+                    let members: Vec<&ShadowRecord> = all.filter(|record| record.set_id == *set_id).collect();
+                    if members.is_empty() {
+                        return Err(DeleteError::NotFound { what: format!("shadow copy set {set_id}") });
+                    }
+                    members
+                }
+                DeleteSelector::Id(id) => {
+                    vec![state.shadows.get(id).ok_or_else(|| DeleteError::NotFound { what: format!("shadow copy {id}") })?]
+                }
+                DeleteSelector::OwnedBy(requester) => all.filter(|record| record.owner == Some(*requester)).collect(),
+            };
+            selected.iter().map(|record| (record.id, record.volume)).collect()
+        };
+        if targets.is_empty() {
+            return Ok(Vec::new());
+        }
+        let volumes: BTreeSet<VolumeId> = targets.iter().map(|(_, volume)| *volume).collect();
+        let handles: Vec<Arc<VolumeHandle>> = volumes.iter().filter_map(|volume| self.handle(*volume)).collect();
+        let mut guards: Vec<RwLockWriteGuard<'_, VolumeSlot>> = handles.iter().map(|handle| write_lock(&handle.state)).collect();
+        let mut cows: BTreeMap<VolumeId, &mut CowVolume> = BTreeMap::new();
+        for guard in guards.iter_mut() {
+            if let VolumeSlot::Ready(cow) = &mut **guard {
+                cow.drain().map_err(|source| DeleteError::Io { volume: cow.volume, source })?;
+                cows.insert(cow.volume, cow);
+            }
+        }
+        let mut catalog = lock_mutex(&self.shared.catalog);
+        let unavailable: BTreeMap<VolumeId, String> = BTreeMap::new();
+        let mut deleted: Vec<ShadowInfo> = targets
+            .iter()
+            .filter_map(|(id, _)| catalog.state().shadows.get(id))
+            .map(|record| shadow_info(catalog.state(), record, unavailable.get(&record.volume).map(String::as_str)))
+            .collect();
+        deleted.sort_by_key(|shadow| shadow.sequence);
+        catalog.commit(deleted.iter().map(|shadow| CatalogChange::DeleteShadow(shadow.id)).collect())?;
+        drop(catalog);
+        for shadow in &deleted {
+            if let Some(cow) = cows.get_mut(&shadow.volume.id) {
+                cow.delete_shadow(shadow.sequence).map_err(|source| DeleteError::Io { volume: shadow.volume.id, source })?;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes the oldest shadows of a locked volume (diff-area limit), one transaction each.
+    fn delete_oldest_locked(&self, cow: &mut CowVolume, protected: Option<u64>) -> Result<Option<ShadowInfo>, WriteFailure> {
+        let Some(oldest) = cow.oldest_shadow() else {
+            return Ok(None);
+        };
+        if protected == Some(oldest) {
+            return Err(WriteFailure::WouldDeleteProtected);
+        }
+        cow.drain().map_err(WriteFailure::Io)?;
+        let mut catalog = lock_mutex(&self.shared.catalog);
+        let record = catalog
+            .state()
+            .shadows_of(cow.volume)
+            .into_iter()
+            .find(|record| record.sequence == oldest)
+            .cloned();
+        let info = match &record {
+            Some(record) => {
+                let info = shadow_info(catalog.state(), record, None);
+                catalog.commit(vec![CatalogChange::DeleteShadow(record.id)]).map_err(WriteFailure::Catalog)?;
+                Some(info)
+            }
+            None => None,
+        };
+        drop(catalog);
+        cow.delete_shadow(oldest).map_err(WriteFailure::Io)?;
+        Ok(info)
+    }
+
+    /// The one write path: marks the image as being written (durably, once per flush cycle),
+    /// makes room in the diff area by deleting the oldest shadows when a limit is set, then
+    /// writes through the provider.
+    fn write_locked(&self, cow: &mut CowVolume, offset: u64, data: &[u8], protected: Option<u64>) -> Result<(), WriteFailure> {
+        if cow.persisted_clean {
+            lock_mutex(&self.shared.catalog)
+                .commit(vec![CatalogChange::SetVolumeState {
+                    volume: cow.volume,
+                    fingerprint: Some(cow.fingerprint),
+                    writing: true,
+                    size: cow.size,
+                }])
+                .map_err(WriteFailure::Catalog)?;
+            cow.persisted_clean = false;
+        }
+        let max_bytes = lock_mutex(&self.shared.catalog)
+            .state()
+            .volumes
+            .get(&cow.volume)
+            .and_then(|record| record.max_diff_area_bytes);
+        if let Some(max_bytes) = max_bytes {
+            loop {
+                let needed = cow.preservation_bytes_needed(offset, data.len() as u64);
+                if needed == 0 || cow.used_bytes() + needed <= max_bytes {
+                    break;
+                }
+                if self.delete_oldest_locked(cow, protected)?.is_none() {
+                    break;
+                }
+            }
+        }
+        cow.write(offset, data).map_err(WriteFailure::Io)
+    }
+
+    fn flush_locked(&self, cow: &mut CowVolume) -> Result<(), WriteFailure> {
+        cow.flush().map_err(WriteFailure::Io)?;
+        cow.fingerprint = cow.live.fingerprint().map_err(WriteFailure::Io)?;
+        if !cow.persisted_clean {
+            lock_mutex(&self.shared.catalog)
+                .commit(vec![CatalogChange::SetVolumeState {
+                    volume: cow.volume,
+                    fingerprint: Some(cow.fingerprint),
+                    writing: false,
+                    size: cow.size,
+                }])
+                .map_err(WriteFailure::Catalog)?;
+            cow.persisted_clean = true;
+        }
+        Ok(())
+    }
+
+    /// Makes the volume's content the shadow's. O(chunks changed since the shadow); every chunk
+    /// is written through the normal write path, so all other shadows stay intact and the
+    /// shadow itself survives.
+    pub fn revert(&self, shadow: ShadowId, progress: &dyn Progress) -> Result<(), RevertError> {
+        let record = lock_mutex(&self.shared.catalog)
+            .state()
+            .shadows
+            .get(&shadow)
+            .cloned()
+            .ok_or(RevertError::NotFound { shadow })?;
+        if !record.context.is_persistent() {
+            return Err(RevertError::UnsupportedContext { shadow, context: record.context.name() });
+        }
+        let volume = record.volume;
+        let handle = self.handle(volume).ok_or(RevertError::VolumeUnavailable {
+            volume,
+            reason: "it is not registered".to_string(),
+        })?;
+        let mut guard = write_lock(&handle.state);
+        let cow = match &mut *guard {
+            VolumeSlot::Ready(cow) => cow,
+            VolumeSlot::Unavailable(reason) => return Err(RevertError::VolumeUnavailable { volume, reason: reason.clone() }),
+        };
+        let io_failure = |failure: WriteFailure| match failure {
+            WriteFailure::Io(source) => RevertError::Io { volume, source },
+            WriteFailure::Catalog(error) => RevertError::Catalog(error),
+            WriteFailure::WouldDeleteProtected => RevertError::InsufficientStorage { volume, shadow },
+        };
+        self.verify_unchanged(cow).map_err(io_failure)?;
+        if let Some(reason) = lock_mutex(&self.shared.catalog).state().shadows.get(&shadow).and_then(|record| record.suspect.clone()) {
+            return Err(RevertError::Suspect { shadow, reason });
+        }
+        cow.drain().map_err(|source| RevertError::Io { volume, source })?;
+        lock_mutex(&self.shared.catalog).commit(vec![CatalogChange::RevertStarted(RevertRecord { volume, shadow })])?;
+
+        let chunks = cow.chunks_changed_since(record.sequence);
+        progress.begin("revert", chunks.len() as u64);
+        let size = record.volume_size.min(cow.size);
+        let mut content = vec![0u8; cow.chunk_size as usize];
+        for chunk in chunks {
+            let start = chunk * cow.chunk_size;
+            if start >= size {
+                progress.advance(1);
+                continue;
+            }
+            let length = (size - start).min(cow.chunk_size) as usize;
+            let buffer = &mut content[..length];
+            cow.read_shadow(record.sequence, start, buffer).map_err(|source| RevertError::Io { volume, source })?;
+            let bytes = buffer.to_vec();
+            self.write_locked(cow, start, &bytes, Some(record.sequence)).map_err(io_failure)?;
+            progress.advance(1);
+        }
+        self.flush_locked(cow).map_err(io_failure)?;
+        lock_mutex(&self.shared.catalog).commit(vec![CatalogChange::RevertFinished { volume }])?;
+        progress.finish();
+        Ok(())
+    }
+
+    // ---- devices ------------------------------------------------------------------------
+
+    /// The live volume, read-write: every write passes the provider.
+    pub fn open_volume(&self, volume: VolumeId) -> Result<Arc<dyn BlockDevice>, DeviceError> {
+        let handle = self.handle(volume).ok_or(DeviceError::VolumeNotFound { volume })?;
+        {
+            let mut guard = write_lock(&handle.state);
+            match &mut *guard {
+                VolumeSlot::Ready(cow) => self.verify_unchanged(cow).map_err(|failure| match failure {
+                    WriteFailure::Catalog(error) => DeviceError::Catalog(error),
+                    other => DeviceError::Io { volume, source: other.into() },
+                })?,
+                VolumeSlot::Unavailable(reason) => return Err(DeviceError::Unavailable { volume, reason: reason.clone() }),
+            }
+        }
+        Ok(Arc::new(VolumeDevice { engine: Engine { shared: self.shared.clone() }, handle }))
+    }
+
+    /// A shadow copy, read-only. A suspect shadow is refused.
+    pub fn open_shadow(&self, shadow: ShadowId) -> Result<Arc<dyn BlockDevice>, DeviceError> {
+        let info = self.shadow(shadow).ok_or(DeviceError::ShadowNotFound { shadow })?;
+        if let ShadowHealth::Suspect { reason } = info.health {
+            return Err(DeviceError::Suspect { shadow, reason });
+        }
+        let handle = self.handle(info.volume.id).ok_or(DeviceError::VolumeNotFound { volume: info.volume.id })?;
+        let size = lock_mutex(&self.shared.catalog)
+            .state()
+            .shadows
+            .get(&shadow)
+            .map(|record| record.volume_size)
+            .ok_or(DeviceError::ShadowNotFound { shadow })?;
+        Ok(Arc::new(ShadowDevice { handle, shadow, sequence: info.sequence, size }))
+    }
+
+    // ---- exposure, providers, storage ---------------------------------------------------
+
+    /// Records where a shadow is exposed (or that it no longer is).
+    pub fn set_exposure(&self, shadow: ShadowId, exposure: Option<Exposure>) -> Result<(), ExposureError> {
+        let mut catalog = lock_mutex(&self.shared.catalog);
+        if !catalog.state().shadows.contains_key(&shadow) {
+            return Err(ExposureError::NotFound { shadow });
+        }
+        catalog.commit(vec![CatalogChange::SetExposure { shadow, exposure }])?;
+        Ok(())
+    }
+
+    pub fn providers(&self) -> Vec<ProviderInfo> {
+        ProviderChoice::all().into_iter().map(ProviderChoice::info).collect()
+    }
+
+    /// Sets (or clears) the maximum diff-area size of a volume; shadows are deleted oldest
+    /// first until the diff area fits. Returns the deleted shadows.
+    pub fn set_max_diff_area(&self, volume: VolumeId, max_bytes: Option<u64>) -> Result<Vec<ShadowInfo>, StorageError> {
+        let handle = self.handle(volume).ok_or(StorageError::VolumeNotFound { volume })?;
+        let mut guard = write_lock(&handle.state);
+        lock_mutex(&self.shared.catalog).commit(vec![CatalogChange::SetMaxDiffArea { volume, max_bytes }])?;
+        let mut deleted = Vec::new();
+        if let (VolumeSlot::Ready(cow), Some(max_bytes)) = (&mut *guard, max_bytes) {
+            while cow.used_bytes() > max_bytes {
+                match self.delete_oldest_locked(cow, None) {
+                    Ok(Some(info)) => deleted.push(info),
+                    Ok(None) => break,
+                    Err(WriteFailure::Catalog(error)) => return Err(StorageError::Catalog(error)),
+                    Err(other) => return Err(StorageError::Io { volume, source: other.into() }),
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Diff-area use of every volume that has shadows or a maximum size.
+    pub fn storage(&self) -> Vec<StorageInfo> {
+        let mut usage = BTreeMap::new();
+        for handle in self.handles() {
+            if let VolumeSlot::Ready(cow) = &*read_lock(&handle.state) {
+                usage.insert(handle.id, (cow.used_bytes(), cow.allocated_bytes(), cow.shadows().len(), cow.size));
+            }
+        }
+        let catalog = lock_mutex(&self.shared.catalog);
+        let state = catalog.state();
+        state
+            .volumes
+            .values()
+            .filter_map(|record| {
+                let (used_bytes, allocated_bytes, shadow_count, size) = usage.get(&record.id).copied()?;
+                if shadow_count == 0 && record.max_diff_area_bytes.is_none() && used_bytes == 0 {
+                    return None;
+                }
+                Some(StorageInfo {
+                    volume: volume_info(state, record, Some(size)),
+                    used_bytes,
+                    allocated_bytes,
+                    max_bytes: record.max_diff_area_bytes,
+                })
+            })
+            .collect()
+    }
+
+    /// Bytes of block-map memory per preserved chunk, over all volumes (`None` when nothing is
+    /// preserved).
+    pub fn index_bytes_per_preserved_chunk(&self) -> Option<f64> {
+        let (mut bytes, mut chunks) = (0usize, 0usize);
+        for handle in self.handles() {
+            if let VolumeSlot::Ready(cow) = &*read_lock(&handle.state) {
+                bytes += cow.index_memory_bytes();
+                chunks += cow.preserved_versions();
+            }
+        }
+        (chunks > 0).then(|| bytes as f64 / chunks as f64)
+    }
+
+    /// Makes every buffered write of every volume durable.
+    pub fn flush(&self) -> io::Result<()> {
+        for handle in self.handles() {
+            if let VolumeSlot::Ready(cow) = &mut *write_lock(&handle.state) {
+                self.flush_locked(cow)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Read-only consistency check of the catalog against the diff areas.
+    pub fn check(&self) -> CheckReport {
+        let mut report = CheckReport::default();
+        let mut volume_shadows: BTreeMap<VolumeId, BTreeSet<u64>> = BTreeMap::new();
+        for handle in self.handles() {
+            report.volumes_checked += 1;
+            if let VolumeSlot::Ready(cow) = &*read_lock(&handle.state) {
+                report.preserved_chunks += cow.preserved_versions();
+                volume_shadows.insert(handle.id, cow.shadows().clone());
+                match cow.check() {
+                    Ok(problems) => {
+                        for problem in problems {
+                            report.leaked_bytes += problem.leaked_bytes;
+                            report.problems.push(format!("volume {}: {}", handle.id, problem.description));
+                        }
+                    }
+                    Err(error) => report.problems.push(format!("volume {}: cannot read the diff area: {error}", handle.id)),
+                }
+            }
+        }
+        let catalog = lock_mutex(&self.shared.catalog);
+        let state = catalog.state();
+        for record in state.shadows.values() {
+            report.shadows_checked += 1;
+            if !state.volumes.contains_key(&record.volume) {
+                report.problems.push(format!("shadow copy {} belongs to unknown volume {}", record.id, record.volume));
+            } else if let Some(sequences) = volume_shadows.get(&record.volume) {
+                if !sequences.contains(&record.sequence) {
+                    report.problems.push(format!("shadow copy {} is in the catalog but not in its volume's block map", record.id));
+                }
+            }
+            if record.sequence >= state.next_sequence {
+                report.problems.push(format!("shadow copy {} has sequence {} beyond the catalog's next", record.id, record.sequence));
+            }
+        }
+        for (volume, sequences) in &volume_shadows {
+            for sequence in sequences {
+                if !state.shadows.values().any(|record| record.volume == *volume && record.sequence == *sequence) {
+                    report.problems.push(format!("volume {volume}: shadow sequence {sequence} is in the block map but not in the catalog"));
+                }
+            }
+        }
+        for revert in &state.reverts_in_progress {
+            report.problems.push(format!("a revert of volume {} to {} is unfinished", revert.volume, revert.shadow));
+        }
+        report
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // Only the last handle (devices hold engine clones) drains the write-back buffers.
+        if Arc::strong_count(&self.shared) == 1 {
+            let _ = self.flush();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Devices
+// ---------------------------------------------------------------------------------------------
+
+struct VolumeDevice {
+    engine: Engine,
+    handle: Arc<VolumeHandle>,
+}
+
+fn unavailable(reason: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, reason.to_string())
+}
+
+fn check_range(offset: u64, length: usize, size: u64) -> io::Result<()> {
+    match offset.checked_add(length as u64) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("access past the end of the device ({size} bytes)"))),
+    }
+}
+
+impl BlockDevice for VolumeDevice {
+    fn size(&self) -> u64 {
+        match &*read_lock(&self.handle.state) {
+            VolumeSlot::Ready(cow) => cow.size,
+            VolumeSlot::Unavailable(_) => 0,
+        }
+    }
+
+    fn read_at(&self, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
+        match &*read_lock(&self.handle.state) {
+            VolumeSlot::Ready(cow) => {
+                check_range(offset, buffer.len(), cow.size)?;
+                cow.read_live(offset, buffer)
+            }
+            VolumeSlot::Unavailable(reason) => Err(unavailable(reason)),
+        }
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        match &mut *write_lock(&self.handle.state) {
+            VolumeSlot::Ready(cow) => {
+                check_range(offset, data.len(), cow.size)?;
+                Ok(self.engine.write_locked(cow, offset, data, None)?)
+            }
+            VolumeSlot::Unavailable(reason) => Err(unavailable(reason)),
+        }
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        match &mut *write_lock(&self.handle.state) {
+            VolumeSlot::Ready(cow) => Ok(self.engine.flush_locked(cow)?),
+            VolumeSlot::Unavailable(reason) => Err(unavailable(reason)),
+        }
+    }
+
+    fn is_read_only(&self) -> bool {
+        false
+    }
+}
+
+struct ShadowDevice {
+    handle: Arc<VolumeHandle>,
+    shadow: ShadowId,
+    sequence: u64,
+    size: u64,
+}
+
+impl BlockDevice for ShadowDevice {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
+        check_range(offset, buffer.len(), self.size)?;
+        match &*read_lock(&self.handle.state) {
+            VolumeSlot::Ready(cow) => {
+                if !cow.shadows().contains(&self.sequence) {
+                    return Err(unavailable(&format!("shadow copy {} was deleted", self.shadow)));
+                }
+                if self.sequence <= cow.suspect_through {
+                    return Err(io::Error::other(format!(
+                        "shadow copy {} became suspect: its volume was changed outside diskshadow",
+                        self.shadow
+                    )));
+                }
+                cow.read_shadow(self.sequence, offset, buffer)
+            }
+            VolumeSlot::Unavailable(reason) => Err(unavailable(reason)),
+        }
+    }
+
+    fn write_at(&self, _offset: u64, _data: &[u8]) -> io::Result<()> {
+        Err(io::Error::new(io::ErrorKind::PermissionDenied, format!("shadow copy {} is read-only", self.shadow)))
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn is_read_only(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,614 @@
+//! The copy-on-write (system) provider for one volume.
+//!
+//! The first write to a chunk after the newest shadow preserves the chunk's old content once,
+//! tagged with that shadow's sequence number, in the diff area; every older shadow reads
+//! through the same copy. Shadow `s` reads chunk `c` from the preserved version with the
+//! smallest tag >= `s`, else from the live image.
+//!
+//! **Invariant (durability):** a preserved chunk and its index record are synced before the
+//! overwrite of the live chunk is issued. First writes are held in a bounded write-back buffer
+//! (`pending`), so one pair of syncs covers a whole batch; reads of the live volume see it.
+//!
+//! **Invariant (buffer):** every chunk in `pending` has a version tagged >= the newest shadow,
+//! so shadow reads never need the buffer. The buffer is drained before anything that could
+//! break this (creating or deleting a shadow, revert, flush).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::engine::ids::VolumeId;
+use crate::engine::store::{DurableBackend, DurableFile, FileFingerprint};
+
+use super::index::{BlockMap, ChunkIndex, Slot, Tag, MAX_SLOT, ZERO_SLOT};
+
+const RECORD_BYTES: usize = 32;
+const RECORD_MAGIC: u32 = 0x4453_4958; // "DSIX"
+const KIND_PRESERVE: u8 = 1;
+const KIND_FREE: u8 = 2;
+
+/// The block-map tag of a shadow sequence number. The engine refuses to create shadows whose
+/// sequence does not fit.
+pub fn tag_of(sequence: u64) -> Tag {
+    Tag::try_from(sequence).unwrap_or(Tag::MAX)
+}
+
+/// The largest shadow sequence number the block map can tag.
+pub const MAX_SEQUENCE: u64 = Tag::MAX as u64 - 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct IndexRecord {
+    kind: u8,
+    tag: Tag,
+    chunk: ChunkIndex,
+    slot: Slot,
+}
+
+impl IndexRecord {
+    fn encode(&self) -> [u8; RECORD_BYTES] {
+        let mut bytes = [0u8; RECORD_BYTES];
+        bytes[0] = self.kind;
+        bytes[4..8].copy_from_slice(&self.tag.to_le_bytes());
+        bytes[8..16].copy_from_slice(&self.chunk.to_le_bytes());
+        bytes[16..20].copy_from_slice(&self.slot.to_le_bytes());
+        let checksum = crc32fast::hash(&bytes[0..24]);
+        bytes[24..28].copy_from_slice(&checksum.to_le_bytes());
+        bytes[28..32].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> Option<IndexRecord> {
+        let bytes: &[u8; RECORD_BYTES] = bytes.try_into().ok()?;
+        let magic = u32::from_le_bytes(bytes[28..32].try_into().ok()?);
+        let checksum = u32::from_le_bytes(bytes[24..28].try_into().ok()?);
+        if magic != RECORD_MAGIC || checksum != crc32fast::hash(&bytes[0..24]) {
+            return None;
+        }
+        let kind = bytes[0];
+        if kind != KIND_PRESERVE && kind != KIND_FREE {
+            return None;
+        }
+        Some(IndexRecord {
+            kind,
+            tag: Tag::from_le_bytes(bytes[4..8].try_into().ok()?),
+            chunk: ChunkIndex::from_le_bytes(bytes[8..16].try_into().ok()?),
+            slot: Slot::from_le_bytes(bytes[16..20].try_into().ok()?),
+        })
+    }
+}
+
+/// What opening a diff area found and repaired.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Index records cut off at the end of the log (torn by a crash).
+    pub torn_records: u64,
+    /// Preserved versions no shadow needed any more (a delete interrupted by a crash, or
+    /// volatile shadows that vanished with it); their space was reclaimed.
+    pub reclaimed_versions: u64,
+}
+
+/// A problem `check` found in one diff area.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiffAreaProblem {
+    pub description: String,
+    pub leaked_bytes: u64,
+}
+
+/// One volume under the copy-on-write provider.
+pub struct CowVolume {
+    pub volume: VolumeId,
+    pub chunk_size: u64,
+    /// The live image's size.
+    pub size: u64,
+    backend: Arc<dyn DurableBackend>,
+    diff_dir: PathBuf,
+    pub live: Arc<dyn DurableFile>,
+    data: Arc<dyn DurableFile>,
+    index_log: Arc<dyn DurableFile>,
+    index_log_length: u64,
+    map: BlockMap,
+    /// Sequences of this volume's current shadows.
+    shadows: BTreeSet<u64>,
+    free_slots: Vec<Slot>,
+    slot_high_water: u64,
+    data_slots_used: u64,
+    pending: BTreeMap<ChunkIndex, Vec<u8>>,
+    pending_bytes: usize,
+    pending_limit: usize,
+    diff_unsynced: bool,
+    /// The image as diskshadow last left it (refreshed after each of its own writes).
+    pub fingerprint: FileFingerprint,
+    /// The catalog holds a fingerprint that is still true (no write since it was recorded).
+    pub persisted_clean: bool,
+    /// Shadows with sequence <= this are suspect and not served.
+    pub suspect_through: u64,
+}
+
+fn io_context(error: io::Error, what: &str, path: &Path) -> io::Error {
+    io::Error::new(error.kind(), format!("{what} {}: {error}", path.display()))
+}
+
+impl CowVolume {
+    fn data_path(diff_dir: &Path) -> PathBuf {
+        diff_dir.join("chunks.dat")
+    }
+
+    fn index_path(diff_dir: &Path) -> PathBuf {
+        diff_dir.join("index.log")
+    }
+
+    /// Opens the live image and the diff area, replays the index log, and drops versions that
+    /// no shadow in `shadows` needs.
+    pub fn open(
+        backend: Arc<dyn DurableBackend>,
+        volume: VolumeId,
+        live_path: &Path,
+        diff_dir: &Path,
+        chunk_size: u32,
+        shadows: BTreeSet<u64>,
+        pending_limit: usize,
+    ) -> io::Result<(CowVolume, Recovery)> {
+        let live = backend.open_file(live_path, false).map_err(|error| io_context(error, "cannot open the image", live_path))?;
+        backend.create_dir_all(diff_dir)?;
+        let data_path = Self::data_path(diff_dir);
+        let index_path = Self::index_path(diff_dir);
+        let created = !data_path.exists() || !index_path.exists();
+        let data = backend.open_file(&data_path, true)?;
+        let index_log = backend.open_file(&index_path, true)?;
+        if created {
+            backend.sync_dir(diff_dir)?;
+        }
+        let fingerprint = live.fingerprint()?;
+        let chunk_size = u64::from(chunk_size);
+
+        let mut recovery = Recovery::default();
+        let log_length = index_log.len()?;
+        let mut bytes = vec![0u8; log_length as usize];
+        index_log.read_exact_or_zero(0, &mut bytes)?;
+        let mut versions: BTreeMap<(ChunkIndex, Tag), Slot> = BTreeMap::new();
+        let mut position = 0usize;
+        while let Some(record) = bytes.get(position..position + RECORD_BYTES).and_then(IndexRecord::decode) {
+            match record.kind {
+                KIND_PRESERVE => {
+                    versions.insert((record.chunk, record.tag), record.slot);
+                }
+                _ => {
+                    versions.remove(&(record.chunk, record.tag));
+                }
+            }
+            position += RECORD_BYTES;
+        }
+        let records_read = (position / RECORD_BYTES) as u64;
+        if (position as u64) < log_length {
+            recovery.torn_records = (log_length - position as u64).div_ceil(RECORD_BYTES as u64);
+            index_log.set_len(position as u64)?;
+            index_log.sync_data()?;
+        }
+
+        // Keep a version only if some shadow reads it: one in (previous kept tag, tag].
+        let mut map = BlockMap::new();
+        let mut previous: Option<(ChunkIndex, Tag)> = None;
+        for (&(chunk, tag), &slot) in &versions {
+            let previous_tag = match previous {
+                Some((previous_chunk, previous_tag)) if previous_chunk == chunk => u64::from(previous_tag),
+                _ => 0,
+            };
+            if shadows.range(previous_tag + 1..=u64::from(tag)).next().is_some() {
+                map.insert(chunk, tag, slot);
+                previous = Some((chunk, tag));
+            } else {
+                recovery.reclaimed_versions += 1;
+            }
+        }
+
+        let mut volume = CowVolume {
+            volume,
+            chunk_size,
+            size: fingerprint.size,
+            backend,
+            diff_dir: diff_dir.to_path_buf(),
+            live,
+            data,
+            index_log,
+            index_log_length: position as u64,
+            map,
+            shadows,
+            free_slots: Vec::new(),
+            slot_high_water: 0,
+            data_slots_used: 0,
+            pending: BTreeMap::new(),
+            pending_bytes: 0,
+            pending_limit,
+            diff_unsynced: false,
+            fingerprint,
+            persisted_clean: true,
+            suspect_through: 0,
+        };
+        volume.rebuild_slots()?;
+        if recovery.reclaimed_versions > 0 || records_read > 2 * volume.map.len() as u64 + 4096 {
+            volume.rewrite_index_log()?;
+        }
+        Ok((volume, recovery))
+    }
+
+    fn rebuild_slots(&mut self) -> io::Result<()> {
+        let mut used: Vec<Slot> =
+            self.map.entries().into_iter().map(|(_, _, slot)| slot).filter(|slot| *slot != ZERO_SLOT).collect();
+        used.sort_unstable();
+        used.dedup();
+        self.data_slots_used = used.len() as u64;
+        self.slot_high_water = used.last().map_or(0, |last| u64::from(*last) + 1);
+        let mut free = Vec::new();
+        let mut used_iter = used.iter().peekable();
+        for slot in 0..self.slot_high_water as Slot {
+            if used_iter.next_if_eq(&&slot).is_none() {
+                free.push(slot);
+            }
+        }
+        free.reverse();
+        self.free_slots = free;
+        // Space past the last used slot is leaked by a crash; give it back.
+        if self.data.len()? > self.slot_high_water * self.chunk_size {
+            self.data.set_len(self.slot_high_water * self.chunk_size)?;
+            self.data.sync_data()?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the index log by one holding only the current versions (write, sync, rename,
+    /// sync directory: a crash leaves the old or the new log, both correct).
+    fn rewrite_index_log(&mut self) -> io::Result<()> {
+        let index_path = Self::index_path(&self.diff_dir);
+        let new_path = self.diff_dir.join("index.log.new");
+        let mut bytes = Vec::with_capacity(self.map.len() * RECORD_BYTES);
+        for (chunk, tag, slot) in self.map.entries() {
+            bytes.extend_from_slice(&IndexRecord { kind: KIND_PRESERVE, tag, chunk, slot }.encode());
+        }
+        let file = self.backend.open_file(&new_path, true)?;
+        file.set_len(0)?;
+        file.write_at(0, &bytes)?;
+        file.sync_data()?;
+        self.backend.rename(&new_path, &index_path)?;
+        self.backend.sync_dir(&self.diff_dir)?;
+        self.index_log = file;
+        self.index_log_length = bytes.len() as u64;
+        Ok(())
+    }
+
+    fn append_record(&mut self, record: IndexRecord) -> io::Result<()> {
+        self.index_log.write_at(self.index_log_length, &record.encode())?;
+        self.index_log_length += RECORD_BYTES as u64;
+        self.diff_unsynced = true;
+        Ok(())
+    }
+
+    pub fn shadows(&self) -> &BTreeSet<u64> {
+        &self.shadows
+    }
+
+    pub fn add_shadow(&mut self, sequence: u64) {
+        self.shadows.insert(sequence);
+    }
+
+    pub fn newest_shadow(&self) -> Option<u64> {
+        self.shadows.last().copied()
+    }
+
+    pub fn oldest_shadow(&self) -> Option<u64> {
+        self.shadows.first().copied()
+    }
+
+    /// Bytes of preserved chunk data.
+    pub fn used_bytes(&self) -> u64 {
+        self.data_slots_used * self.chunk_size
+    }
+
+    /// Bytes the diff-area data file occupies (including free slots for reuse).
+    pub fn allocated_bytes(&self) -> u64 {
+        self.slot_high_water * self.chunk_size
+    }
+
+    pub fn preserved_versions(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn max_tag(&self) -> Option<Tag> {
+        self.map.max_tag()
+    }
+
+    pub fn index_memory_bytes(&self) -> usize {
+        self.map.memory_bytes()
+    }
+
+    fn chunk_length(&self, chunk: ChunkIndex) -> u64 {
+        self.chunk_size.min(self.size.saturating_sub(chunk * self.chunk_size))
+    }
+
+    fn needs_preservation(&self, chunk: ChunkIndex) -> bool {
+        match self.newest_shadow() {
+            Some(newest) => !self.pending.contains_key(&chunk) && self.map.lookup(chunk, tag_of(newest)).is_none(),
+            None => false,
+        }
+    }
+
+    /// Upper bound on the diff-area bytes a write of `length` bytes at `offset` adds.
+    pub fn preservation_bytes_needed(&self, offset: u64, length: u64) -> u64 {
+        if length == 0 || self.shadows.is_empty() {
+            return 0;
+        }
+        let first = offset / self.chunk_size;
+        let last = (offset + length - 1) / self.chunk_size;
+        let needing = (first..=last).filter(|chunk| self.needs_preservation(*chunk)).count() as u64;
+        needing * self.chunk_size
+    }
+
+    fn chunk_is_hole(&self, chunk_start: u64, chunk_length: u64) -> io::Result<bool> {
+        Ok(match self.live.next_data(chunk_start)? {
+            None => true,
+            Some(data_offset) => data_offset >= chunk_start + chunk_length,
+        })
+    }
+
+    fn allocate_slot(&mut self) -> io::Result<Slot> {
+        if let Some(slot) = self.free_slots.pop() {
+            return Ok(slot);
+        }
+        if self.slot_high_water > u64::from(MAX_SLOT) {
+            return Err(io::Error::other("the diff area is full: it cannot address more chunks"));
+        }
+        let slot = self.slot_high_water as Slot;
+        self.slot_high_water += 1;
+        Ok(slot)
+    }
+
+    /// Writes through the provider. The caller has made room in the diff area.
+    pub fn write(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let end = offset.checked_add(data.len() as u64).filter(|end| *end <= self.size).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("write past the end of the volume ({} bytes)", self.size))
+        })?;
+        if self.shadows.is_empty() && self.pending.is_empty() {
+            self.live.write_at(offset, data)?;
+            return self.refresh_fingerprint();
+        }
+        let first = offset / self.chunk_size;
+        let last = (end - 1) / self.chunk_size;
+        // A run of pieces that go straight to the live image, written with one call.
+        let mut direct_run: Option<(u64, u64)> = None;
+        for chunk in first..=last {
+            let chunk_start = chunk * self.chunk_size;
+            let chunk_length = self.chunk_length(chunk);
+            let piece_start = offset.max(chunk_start);
+            let piece_end = end.min(chunk_start + chunk_length);
+            let within = (piece_start - chunk_start) as usize;
+            let piece = &data[(piece_start - offset) as usize..(piece_end - offset) as usize];
+            let direct = !self.pending.contains_key(&chunk) && !self.needs_preservation(chunk);
+            if direct {
+                direct_run = Some(match direct_run {
+                    Some((run_start, _)) => (run_start, piece_end),
+                    None => (piece_start, piece_end),
+                });
+                continue;
+            }
+            if let Some((run_start, run_end)) = direct_run.take() {
+                self.live.write_at(run_start, &data[(run_start - offset) as usize..(run_end - offset) as usize])?;
+            }
+            if let Some(buffered) = self.pending.get_mut(&chunk) {
+                buffered[within..within + piece.len()].copy_from_slice(piece);
+                continue;
+            }
+            let mut content = vec![0u8; chunk_length as usize];
+            let slot = if self.chunk_is_hole(chunk_start, chunk_length)? {
+                ZERO_SLOT
+            } else {
+                self.live.read_exact_or_zero(chunk_start, &mut content)?;
+                let slot = self.allocate_slot()?;
+                self.data.write_at(u64::from(slot) * self.chunk_size, &content)?;
+                self.data_slots_used += 1;
+                slot
+            };
+            let tag = tag_of(self.newest_shadow().unwrap_or(0));
+            self.append_record(IndexRecord { kind: KIND_PRESERVE, tag, chunk, slot })?;
+            self.map.insert(chunk, tag, slot);
+            content[within..within + piece.len()].copy_from_slice(piece);
+            self.pending_bytes += content.len();
+            self.pending.insert(chunk, content);
+        }
+        if let Some((run_start, run_end)) = direct_run {
+            self.live.write_at(run_start, &data[(run_start - offset) as usize..(run_end - offset) as usize])?;
+        }
+        if self.pending_bytes >= self.pending_limit {
+            self.drain()?;
+        }
+        self.refresh_fingerprint()
+    }
+
+    /// Records the image's state after diskshadow's own change, so that change detection only
+    /// ever reports changes made by others.
+    fn refresh_fingerprint(&mut self) -> io::Result<()> {
+        self.fingerprint = self.live.fingerprint()?;
+        Ok(())
+    }
+
+    /// Makes the preserved chunks and their index records durable, then writes the buffered
+    /// live chunks. The live writes themselves are not synced here.
+    pub fn drain(&mut self) -> io::Result<()> {
+        if self.diff_unsynced {
+            self.data.sync_data()?;
+            self.index_log.sync_data()?;
+            self.diff_unsynced = false;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        // Adjacent chunks are written with one call.
+        let mut run: Option<(u64, Vec<u8>)> = None;
+        for (chunk, content) in pending {
+            let start = chunk * self.chunk_size;
+            match &mut run {
+                Some((run_start, bytes)) if *run_start + bytes.len() as u64 == start => bytes.extend_from_slice(&content),
+                _ => {
+                    if let Some((run_start, bytes)) = run.take() {
+                        self.live.write_at(run_start, &bytes)?;
+                    }
+                    run = Some((start, content));
+                }
+            }
+        }
+        if let Some((run_start, bytes)) = run {
+            self.live.write_at(run_start, &bytes)?;
+        }
+        self.refresh_fingerprint()
+    }
+
+    /// Drains and syncs the live image.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.drain()?;
+        self.live.sync_data()
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Reads the live volume (including buffered writes).
+    pub fn read_live(&self, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
+        self.live.read_exact_or_zero(offset, buffer)?;
+        if buffer.is_empty() || self.pending.is_empty() {
+            return Ok(());
+        }
+        let end = offset + buffer.len() as u64;
+        let first = offset / self.chunk_size;
+        let last = (end - 1) / self.chunk_size;
+        for (&chunk, content) in self.pending.range(first..=last) {
+            let chunk_start = chunk * self.chunk_size;
+            let from = offset.max(chunk_start);
+            let to = end.min(chunk_start + content.len() as u64);
+            if from < to {
+                buffer[(from - offset) as usize..(to - offset) as usize]
+                    .copy_from_slice(&content[(from - chunk_start) as usize..(to - chunk_start) as usize]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads shadow `sequence`'s view: one block-map lookup per chunk.
+    pub fn read_shadow(&self, sequence: u64, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
+        if buffer.is_empty() {
+            return Ok(());
+        }
+        let tag = tag_of(sequence);
+        let end = offset + buffer.len() as u64;
+        let first = offset / self.chunk_size;
+        let last = (end - 1) / self.chunk_size;
+        let mut live_run: Option<(u64, u64)> = None;
+        for chunk in first..=last {
+            let chunk_start = chunk * self.chunk_size;
+            let from = offset.max(chunk_start);
+            let to = end.min(chunk_start + self.chunk_size);
+            match self.map.lookup(chunk, tag) {
+                None => {
+                    live_run = Some(match live_run {
+                        Some((run_start, _)) => (run_start, to),
+                        None => (from, to),
+                    });
+                }
+                Some(version) => {
+                    if let Some((run_start, run_end)) = live_run.take() {
+                        self.read_live(run_start, &mut buffer[(run_start - offset) as usize..(run_end - offset) as usize])?;
+                    }
+                    let target = &mut buffer[(from - offset) as usize..(to - offset) as usize];
+                    if version.slot == ZERO_SLOT {
+                        target.fill(0);
+                    } else {
+                        let slot_start = u64::from(version.slot) * self.chunk_size;
+                        self.data.read_exact_or_zero(slot_start + (from - chunk_start), target)?;
+                    }
+                }
+            }
+        }
+        if let Some((run_start, run_end)) = live_run {
+            self.read_live(run_start, &mut buffer[(run_start - offset) as usize..(run_end - offset) as usize])?;
+        }
+        Ok(())
+    }
+
+    /// Chunks whose content differs (may differ) from shadow `sequence`'s: those written
+    /// since it was created.
+    pub fn chunks_changed_since(&self, sequence: u64) -> Vec<ChunkIndex> {
+        self.map.chunks_changed_since(tag_of(sequence))
+    }
+
+    /// Forgets shadow `sequence` and frees the versions only it needed: O(versions tagged
+    /// between it and the next newer shadow). Free records are not synced: a crash before
+    /// they reach the disk leaves versions that reopening reclaims.
+    pub fn delete_shadow(&mut self, sequence: u64) -> io::Result<u64> {
+        if !self.shadows.remove(&sequence) {
+            return Ok(0);
+        }
+        let previous_shadow = self.shadows.range(..sequence).next_back().copied().unwrap_or(0);
+        let next_shadow = self.shadows.range(sequence + 1..).next().copied().unwrap_or(u64::MAX);
+        let mut freed_count = 0;
+        for tag in self.map.tags_in(tag_of(sequence), next_shadow) {
+            // A version tagged `tag` serves shadows in (previous tag, tag]; the only shadow
+            // left that could be there is `previous_shadow`.
+            let freed = self.map.free_where(tag, |map, chunk| {
+                let previous_tag = map.previous_tag(chunk, tag).map_or(0, u64::from);
+                previous_shadow <= previous_tag
+            });
+            for (chunk, slot) in freed {
+                self.append_record(IndexRecord { kind: KIND_FREE, tag, chunk, slot })?;
+                if slot != ZERO_SLOT {
+                    self.free_slots.push(slot);
+                    self.data_slots_used -= 1;
+                }
+                freed_count += 1;
+            }
+        }
+        Ok(freed_count)
+    }
+
+    /// Read-only consistency check of the block map against the diff area.
+    pub fn check(&self) -> io::Result<Vec<DiffAreaProblem>> {
+        let mut problems = Vec::new();
+        let data_length = self.data.len()?;
+        let mut seen_slots = BTreeSet::new();
+        let mut previous: Option<(ChunkIndex, Tag)> = None;
+        for (chunk, tag, slot) in self.map.entries() {
+            if slot != ZERO_SLOT {
+                if (u64::from(slot) + 1) * self.chunk_size > data_length.max(self.slot_high_water * self.chunk_size) {
+                    problems.push(DiffAreaProblem {
+                        description: format!("chunk {chunk} (tag {tag}) points at slot {slot}, past the end of the diff area"),
+                        leaked_bytes: 0,
+                    });
+                }
+                if !seen_slots.insert(slot) {
+                    problems.push(DiffAreaProblem {
+                        description: format!("slot {slot} is used by more than one preserved chunk (chunk {chunk}, tag {tag})"),
+                        leaked_bytes: 0,
+                    });
+                }
+            }
+            let previous_tag = match previous {
+                Some((previous_chunk, previous_tag)) if previous_chunk == chunk => u64::from(previous_tag),
+                _ => 0,
+            };
+            if self.shadows.range(previous_tag + 1..=u64::from(tag)).next().is_none() {
+                problems.push(DiffAreaProblem {
+                    description: format!("chunk {chunk} preserved under tag {tag} is needed by no shadow (leaked)"),
+                    leaked_bytes: if slot == ZERO_SLOT { 0 } else { self.chunk_size },
+                });
+            }
+            previous = Some((chunk, tag));
+        }
+        if self.free_slots.iter().any(|slot| seen_slots.contains(slot)) {
+            problems.push(DiffAreaProblem {
+                description: "a slot is both free and in use".to_string(),
+                leaked_bytes: 0,
+            });
+        }
+        Ok(problems)
+    }
+}

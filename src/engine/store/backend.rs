@@ -1,0 +1,491 @@
+//! The one door for durable I/O. Every byte the engine must keep (catalog, diff areas, index
+//! logs, live volume writes) goes through [`DurableBackend`] and [`DurableFile`], so that tests
+//! can replace the disk with [`FaultBackend`], which simulates a power loss at any sync point.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
+
+/// What identifies one state of an image file: if any field differs from what diskshadow
+/// recorded after its own last write, someone else changed the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileFingerprint {
+    pub size: u64,
+    /// Modification time in nanoseconds since the Unix epoch.
+    pub modified_ns: i128,
+    pub inode: u64,
+}
+
+impl FileFingerprint {
+    fn from_metadata(metadata: &std::fs::Metadata) -> Self {
+        Self {
+            size: metadata.len(),
+            modified_ns: i128::from(metadata.mtime()) * 1_000_000_000 + i128::from(metadata.mtime_nsec()),
+            inode: metadata.ino(),
+        }
+    }
+
+    /// A sentence naming what differs between `self` (recorded) and `current`.
+    pub fn describe_change(&self, current: &FileFingerprint) -> String {
+        let mut parts = Vec::new();
+        if self.size != current.size {
+            parts.push(format!("size changed from {} to {} bytes", self.size, current.size));
+        }
+        if self.inode != current.inode {
+            parts.push(format!("the file was replaced (inode {} is now {})", self.inode, current.inode));
+        }
+        if self.modified_ns != current.modified_ns {
+            parts.push("modification time changed".to_string());
+        }
+        format!("the image was changed outside diskshadow: {}", parts.join(", "))
+    }
+}
+
+/// An open file. Offsets are absolute; there is no file position.
+pub trait DurableFile: Send + Sync {
+    /// Reads up to `buffer.len()` bytes; fewer only at end of file.
+    fn read_at(&self, offset: u64, buffer: &mut [u8]) -> io::Result<usize>;
+    /// Writes all of `data`. Not durable until [`DurableFile::sync_data`].
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// A sync point: every completed write to this file becomes durable.
+    fn sync_data(&self) -> io::Result<()>;
+    fn len(&self) -> io::Result<u64>;
+    fn set_len(&self, length: u64) -> io::Result<()>;
+    /// The first offset at or after `offset` that holds data (`SEEK_DATA`), `None` when only a
+    /// hole follows. Used to skip copying never-written chunks.
+    fn next_data(&self, offset: u64) -> io::Result<Option<u64>>;
+    fn fingerprint(&self) -> io::Result<FileFingerprint>;
+
+    /// Fills `buffer` completely, treating bytes past the end of file as zeros.
+    fn read_exact_or_zero(&self, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
+        let mut done = 0;
+        while done < buffer.len() {
+            let read = self.read_at(offset + done as u64, &mut buffer[done..])?;
+            if read == 0 {
+                buffer[done..].fill(0);
+                break;
+            }
+            done += read;
+        }
+        Ok(())
+    }
+}
+
+/// File-system operations that must be ordered and made durable explicitly.
+pub trait DurableBackend: Send + Sync {
+    /// Opens `path` read-write; creates it (empty) when `create` is set and it is missing.
+    /// A newly created file's name is durable only after [`DurableBackend::sync_dir`] of its
+    /// directory.
+    fn open_file(&self, path: &Path, create: bool) -> io::Result<Arc<dyn DurableFile>>;
+    /// Replaces `to` by `from` atomically; durable after `sync_dir` of the directory.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// A sync point: names created, renamed or removed in `dir` become durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// The real disk.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RealBackend;
+
+struct RealFile {
+    file: File,
+}
+
+impl DurableFile for RealFile {
+    fn read_at(&self, offset: u64, buffer: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.file.read_at(buffer, offset) {
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.file.write_all_at(data, offset)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn set_len(&self, length: u64) -> io::Result<()> {
+        self.file.set_len(length)
+    }
+
+    fn next_data(&self, offset: u64) -> io::Result<Option<u64>> {
+        let Ok(signed_offset) = libc::off_t::try_from(offset) else {
+            return Ok(None);
+        };
+        // SAFETY: lseek on a descriptor we own; it does not touch memory.
+        let result = unsafe { libc::lseek(self.file.as_raw_fd(), signed_offset, libc::SEEK_DATA) };
+        if result < 0 {
+            let error = io::Error::last_os_error();
+            return match error.raw_os_error() {
+                Some(libc::ENXIO) => Ok(None),
+                // File systems without SEEK_DATA: report data everywhere (always copy).
+                Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => Ok(Some(offset)),
+                _ => Err(error),
+            };
+        }
+        Ok(Some(result as u64))
+    }
+
+    fn fingerprint(&self) -> io::Result<FileFingerprint> {
+        Ok(FileFingerprint::from_metadata(&self.file.metadata()?))
+    }
+}
+
+impl DurableBackend for RealBackend {
+    fn open_file(&self, path: &Path, create: bool) -> io::Result<Arc<dyn DurableFile>> {
+        let file = OpenOptions::new().read(true).write(true).create(create).truncate(false).open(path)?;
+        Ok(Arc::new(RealFile { file }))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+}
+
+/// What survives the simulated power loss.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CrashMode {
+    /// Every write and name change not yet synced is lost.
+    DropUnsynced,
+    /// Unsynced writes to files outside this directory (the live volumes) reach the disk
+    /// anyway, while unsynced writes inside it (the store) are lost: the worst case for the
+    /// copy-on-write ordering rule.
+    KeepUnsyncedOutside(PathBuf),
+}
+
+enum Undo {
+    Write { inode: u64, path: PathBuf, offset: u64, old_bytes: Vec<u8>, old_length: u64 },
+    Create { dir: PathBuf, path: PathBuf },
+    Rename { dir: PathBuf, from: PathBuf, to: PathBuf, backup: Option<PathBuf> },
+    Remove { dir: PathBuf, path: PathBuf, backup: PathBuf },
+}
+
+struct FaultState {
+    crash_at_sync: Option<u64>,
+    sync_points: u64,
+    crashed: bool,
+    mode: CrashMode,
+    undo: Vec<Undo>,
+    backup_counter: u64,
+}
+
+/// A disk that loses power at a chosen sync point. Writes go to real files at once (as into a
+/// page cache), with the bytes they replace remembered until the file is synced; at the crash
+/// those bytes are put back (newest first) and unsynced renames, creations and removals are
+/// undone. After the crash every call fails, as I/O to a dead disk would.
+#[derive(Clone)]
+pub struct FaultBackend {
+    state: Arc<Mutex<FaultState>>,
+}
+
+fn simulated_power_loss() -> io::Error {
+    io::Error::other("simulated power loss: the fault-injecting backend has crashed")
+}
+
+fn parent_of(path: &Path) -> PathBuf {
+    path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+}
+
+impl FaultBackend {
+    /// `crash_at_sync`: the 0-based sync point at which power is lost (that sync does not
+    /// happen); `None` never crashes and only counts.
+    pub fn new(crash_at_sync: Option<u64>, mode: CrashMode) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(FaultState {
+                crash_at_sync,
+                sync_points: 0,
+                crashed: false,
+                mode,
+                undo: Vec::new(),
+                backup_counter: 0,
+            })),
+        }
+    }
+
+    /// Sync points reached so far.
+    pub fn sync_points(&self) -> u64 {
+        self.lock().sync_points
+    }
+
+    pub fn has_crashed(&self) -> bool {
+        self.lock().crashed
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FaultState> {
+        match self.state.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn alive(state: &FaultState) -> io::Result<()> {
+        if state.crashed {
+            Err(simulated_power_loss())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Counts one sync point; at the chosen one, loses power instead.
+    fn sync_point(state: &mut FaultState) -> io::Result<()> {
+        Self::alive(state)?;
+        let this_point = state.sync_points;
+        state.sync_points += 1;
+        if state.crash_at_sync == Some(this_point) {
+            Self::lose_power(state);
+            return Err(simulated_power_loss());
+        }
+        Ok(())
+    }
+
+    fn lose_power(state: &mut FaultState) {
+        state.crashed = true;
+        let undo = std::mem::take(&mut state.undo);
+        for entry in undo.into_iter().rev() {
+            // Best effort: the simulation runs on a healthy real disk.
+            let _ = Self::apply_undo(&state.mode, entry);
+        }
+    }
+
+    fn apply_undo(mode: &CrashMode, entry: Undo) -> io::Result<()> {
+        match entry {
+            Undo::Write { path, offset, old_bytes, old_length, .. } => {
+                if let CrashMode::KeepUnsyncedOutside(store) = mode {
+                    if !path.starts_with(store) {
+                        return Ok(());
+                    }
+                }
+                let file = OpenOptions::new().write(true).open(&path)?;
+                file.write_all_at(&old_bytes, offset)?;
+                file.set_len(old_length)?;
+            }
+            Undo::Create { path, .. } => {
+                let _ = std::fs::remove_file(&path);
+            }
+            Undo::Rename { from, to, backup, .. } => {
+                std::fs::rename(&to, &from)?;
+                if let Some(backup) = backup {
+                    std::fs::rename(&backup, &to)?;
+                }
+            }
+            Undo::Remove { path, backup, .. } => {
+                std::fs::rename(&backup, &path)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn backup_path(state: &mut FaultState, path: &Path) -> PathBuf {
+        state.backup_counter += 1;
+        let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+        parent_of(path).join(format!(".{name}.fault-backup-{}", state.backup_counter))
+    }
+}
+
+struct FaultFile {
+    backend: FaultBackend,
+    path: PathBuf,
+    inode: u64,
+    file: File,
+}
+
+impl DurableFile for FaultFile {
+    fn read_at(&self, offset: u64, buffer: &mut [u8]) -> io::Result<usize> {
+        FaultBackend::alive(&self.backend.lock())?;
+        self.file.read_at(buffer, offset)
+    }
+
+    fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut state = self.backend.lock();
+        FaultBackend::alive(&state)?;
+        let old_length = self.file.metadata()?.len();
+        let keep = old_length.saturating_sub(offset).min(data.len() as u64) as usize;
+        let mut old_bytes = vec![0u8; keep];
+        self.file.read_exact_at(&mut old_bytes, offset)?;
+        state.undo.push(Undo::Write { inode: self.inode, path: self.path.clone(), offset, old_bytes, old_length });
+        self.file.write_all_at(data, offset)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        let mut state = self.backend.lock();
+        FaultBackend::sync_point(&mut state)?;
+        let inode = self.inode;
+        state.undo.retain(|entry| !matches!(entry, Undo::Write { inode: written, .. } if *written == inode));
+        Ok(())
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        FaultBackend::alive(&self.backend.lock())?;
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn set_len(&self, length: u64) -> io::Result<()> {
+        let mut state = self.backend.lock();
+        FaultBackend::alive(&state)?;
+        let old_length = self.file.metadata()?.len();
+        let mut old_bytes = vec![0u8; old_length.saturating_sub(length) as usize];
+        self.file.read_exact_at(&mut old_bytes, length.min(old_length))?;
+        state.undo.push(Undo::Write {
+            inode: self.inode,
+            path: self.path.clone(),
+            offset: length.min(old_length),
+            old_bytes,
+            old_length,
+        });
+        self.file.set_len(length)
+    }
+
+    fn next_data(&self, offset: u64) -> io::Result<Option<u64>> {
+        FaultBackend::alive(&self.backend.lock())?;
+        RealFile { file: self.file.try_clone()? }.next_data(offset)
+    }
+
+    fn fingerprint(&self) -> io::Result<FileFingerprint> {
+        FaultBackend::alive(&self.backend.lock())?;
+        Ok(FileFingerprint::from_metadata(&self.file.metadata()?))
+    }
+}
+
+impl DurableBackend for FaultBackend {
+    fn open_file(&self, path: &Path, create: bool) -> io::Result<Arc<dyn DurableFile>> {
+        let mut state = self.lock();
+        FaultBackend::alive(&state)?;
+        let existed = path.exists();
+        let file = OpenOptions::new().read(true).write(true).create(create).truncate(false).open(path)?;
+        if !existed {
+            state.undo.push(Undo::Create { dir: parent_of(path), path: path.to_path_buf() });
+        }
+        let inode = file.metadata()?.ino();
+        Ok(Arc::new(FaultFile { backend: self.clone(), path: path.to_path_buf(), inode, file }))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        FaultBackend::alive(&state)?;
+        let backup = if to.exists() {
+            let backup = FaultBackend::backup_path(&mut state, to);
+            std::fs::hard_link(to, &backup)?;
+            Some(backup)
+        } else {
+            None
+        };
+        std::fs::rename(from, to)?;
+        state.undo.push(Undo::Rename { dir: parent_of(to), from: from.to_path_buf(), to: to.to_path_buf(), backup });
+        Ok(())
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        FaultBackend::alive(&state)?;
+        let backup = FaultBackend::backup_path(&mut state, path);
+        std::fs::rename(path, &backup)?;
+        state.undo.push(Undo::Remove { dir: parent_of(path), path: path.to_path_buf(), backup });
+        Ok(())
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        FaultBackend::sync_point(&mut state)?;
+        let mut kept = Vec::new();
+        for entry in std::mem::take(&mut state.undo) {
+            let entry_dir = match &entry {
+                Undo::Write { .. } => None,
+                Undo::Create { dir, .. } | Undo::Rename { dir, .. } | Undo::Remove { dir, .. } => Some(dir),
+            };
+            if entry_dir.is_some_and(|entry_dir| entry_dir == dir) {
+                match entry {
+                    Undo::Rename { backup: Some(backup), .. } | Undo::Remove { backup, .. } => {
+                        let _ = std::fs::remove_file(backup);
+                    }
+                    _ => {}
+                }
+            } else {
+                kept.push(entry);
+            }
+        }
+        state.undo = kept;
+        Ok(())
+    }
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        FaultBackend::alive(&self.lock())?;
+        // Directories are created once at store set-up; the simulation treats them as durable.
+        std::fs::create_dir_all(dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_backend_drops_unsynced_writes_and_keeps_synced_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("file");
+        std::fs::write(&path, b"original").expect("write");
+        let backend = FaultBackend::new(Some(1), CrashMode::DropUnsynced);
+        let file = backend.open_file(&path, false).expect("open");
+        file.write_at(0, b"synced!!").expect("write");
+        file.sync_data().expect("first sync point survives");
+        file.write_at(0, b"lost").expect("write");
+        file.write_at(8, b"-tail").expect("write");
+        assert!(file.sync_data().is_err(), "second sync point is the crash");
+        assert!(backend.has_crashed());
+        assert!(file.write_at(0, b"x").is_err());
+        assert_eq!(std::fs::read(&path).expect("read"), b"synced!!");
+    }
+
+    #[test]
+    fn fault_backend_undoes_unsynced_renames() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = dir.path().join("catalog");
+        let new = dir.path().join("catalog.new");
+        std::fs::write(&old, b"old").expect("write");
+        std::fs::write(&new, b"new").expect("write");
+        let backend = FaultBackend::new(Some(0), CrashMode::DropUnsynced);
+        backend.rename(&new, &old).expect("rename");
+        assert!(backend.sync_dir(Path::new("/nonexistent-dir-for-test")).is_err());
+        assert_eq!(std::fs::read(&old).expect("read"), b"old");
+        assert_eq!(std::fs::read(&new).expect("read"), b"new");
+    }
+
+    #[test]
+    fn real_backend_finds_holes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sparse");
+        let file = RealBackend.open_file(&path, true).expect("open");
+        file.set_len(4 << 20).expect("set_len");
+        file.write_at(2 << 20, &[1u8; 4096]).expect("write");
+        let first = file.next_data(0).expect("seek");
+        assert!(matches!(first, Some(offset) if offset <= 2 << 20 && offset > 0) || first == Some(0));
+        assert_eq!(file.next_data(3 << 20).expect("seek"), None);
+    }
+}
