@@ -5,8 +5,11 @@
 //! `ui` -> `session` -> (`syntax`, `service`) -> `engine`. The engine never prints, never reads
 //! the terminal or the environment, and never decides exit codes.
 
+pub mod cli;
+pub mod connect;
 pub mod engine;
 pub mod service;
 pub mod session;
 pub mod syntax;
 pub mod ui;
+pub mod vssadmin;

@@ -1,1 +1,390 @@
-fn main() {}
+//! `diskshadow`: the DiskShadow shell (interactive or `-s SCRIPT`), `--check`, and the
+//! `volume`, `drive` and `check-store` commands of `spec/cli.md`. Thin: the work is in the
+//! library.
+
+use std::fs::File;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use diskshadow::cli::{normalize_arguments, Cli, DriveCommand, Subcommands, VolumeCommand};
+use diskshadow::engine::ids::parse_guid;
+use diskshadow::engine::model::DriveTarget;
+use diskshadow::service::{ServiceError, ShadowService};
+use diskshadow::session::console::Console;
+use diskshadow::session::render::TimeZoneChoice;
+use diskshadow::session::{exit_status, render_syntax_error, Mode, Session, SessionConfig};
+use diskshadow::ui::{self, terminal::TerminalConsole};
+use diskshadow::{connect, syntax, vssadmin};
+
+fn main() -> ExitCode {
+    let arguments = normalize_arguments(std::env::args_os());
+    let cli = match Cli::try_parse_from(arguments) {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return ExitCode::from(if error.use_stderr() {
+                exit_status::USAGE as u8
+            } else {
+                0
+            });
+        }
+    };
+    let status = run(cli);
+    ExitCode::from(status as u8)
+}
+
+fn run(cli: Cli) -> i32 {
+    if let Some(script) = &cli.check {
+        return check(script);
+    }
+    let store = vssadmin::default_store(cli.store.clone());
+    match cli.command {
+        Some(Subcommands::Volume(command)) => {
+            with_service(&store, |service| volume(service, command))
+        }
+        Some(Subcommands::Drive(command)) => {
+            with_service(&store, |service| drive(service, command))
+        }
+        Some(Subcommands::CheckStore(arguments)) => match connect::check_store(&store) {
+            Ok(report) => {
+                if arguments.json {
+                    let json = serde_json::json!({
+                        "clean": report.is_clean(),
+                        "volumes_checked": report.volumes_checked,
+                        "shadows_checked": report.shadows_checked,
+                        "preserved_chunks": report.preserved_chunks,
+                        "leaked_bytes": report.leaked_bytes,
+                        "problems": report.problems,
+                    });
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&json).unwrap_or_default()
+                    );
+                } else {
+                    println!("{report}");
+                }
+                if report.is_clean() {
+                    exit_status::SUCCESS
+                } else {
+                    exit_status::COMMAND_FAILED
+                }
+            }
+            Err(error) => fail(&error),
+        },
+        None => shell(&cli, &store),
+    }
+}
+
+fn fail(error: &ServiceError) -> i32 {
+    eprintln!("error: {error}");
+    if let Some(help) = &error.help {
+        eprintln!("  help: {help}");
+    }
+    exit_status::COMMAND_FAILED
+}
+
+fn with_service(
+    store: &Path,
+    work: impl FnOnce(&mut dyn ShadowService) -> Result<(), ServiceError>,
+) -> i32 {
+    let mut service = match connect::connect(store) {
+        Ok(service) => service,
+        Err(error) => return fail(&error),
+    };
+    let result = work(service.as_mut());
+    let _ = service.release_requester();
+    match result {
+        Ok(()) => exit_status::SUCCESS,
+        Err(error) => fail(&error),
+    }
+}
+
+fn base_dir() -> PathBuf {
+    std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"))
+}
+
+/// `--check`: every syntax error of a script, exit status 2 if there is any.
+fn check(script: &Path) -> i32 {
+    let source = match std::fs::read_to_string(script) {
+        Ok(source) => source,
+        Err(error) => {
+            eprintln!("error: {} cannot be read: {error}", script.display());
+            return exit_status::USAGE;
+        }
+    };
+    let name = script.display().to_string();
+    let parsed = syntax::parse_script(&source);
+    let terminal = std::io::stderr().is_terminal();
+    for diagnostic in parsed.warnings.iter().chain(parsed.errors.iter()) {
+        eprintln!(
+            "{}",
+            render_syntax_error(diagnostic, &name, &source, terminal, 100)
+        );
+    }
+    if parsed.errors.is_empty() {
+        println!("{name}: no syntax errors.");
+        exit_status::SUCCESS
+    } else {
+        let count = parsed.errors.len();
+        eprintln!(
+            "{name}: {count} syntax error{}.",
+            if count == 1 { "" } else { "s" }
+        );
+        exit_status::USAGE
+    }
+}
+
+fn shell(cli: &Cli, store: &Path) -> i32 {
+    let log = match &cli.log {
+        Some(path) => match File::create(path) {
+            Ok(file) => Some(file),
+            Err(error) => {
+                eprintln!(
+                    "error: the log file {} cannot be created: {error}",
+                    path.display()
+                );
+                return exit_status::USAGE;
+            }
+        },
+        None => None,
+    };
+    let script = match cli.script.split_first() {
+        Some((path, parameters)) => match std::fs::read_to_string(path) {
+            Ok(source) => Some((path.clone(), source, parameters.to_vec())),
+            Err(error) => {
+                eprintln!("error: the script {path} cannot be read: {error}");
+                return exit_status::USAGE;
+            }
+        },
+        None => None,
+    };
+    let stdin_script = if script.is_none() && !std::io::stdin().is_terminal() {
+        let mut source = String::new();
+        if let Err(error) = std::io::stdin().read_to_string(&mut source) {
+            eprintln!("error: standard input cannot be read: {error}");
+            return exit_status::USAGE;
+        }
+        Some(source)
+    } else {
+        None
+    };
+    let mut console = TerminalConsole::new(log);
+    for line in ui::banner(&ui::machine_name()) {
+        console.out(&line);
+    }
+    let service = match connect::connect(store) {
+        Ok(service) => service,
+        Err(error) => {
+            let mut text = format!("error: {error}");
+            if let Some(help) = &error.help {
+                text.push_str(&format!("\n  help: {help}"));
+            }
+            console.err(&text);
+            return exit_status::COMMAND_FAILED;
+        }
+    };
+    let interactive = script.is_none() && stdin_script.is_none();
+    let config = SessionConfig {
+        mode: if interactive {
+            Mode::Interactive
+        } else {
+            Mode::Script
+        },
+        base_dir: base_dir(),
+        environment: std::env::vars().collect(),
+        parameters: script
+            .as_ref()
+            .map(|(_, _, parameters)| parameters.clone())
+            .unwrap_or_default(),
+        time_zone: TimeZoneChoice::Local,
+        width: 100,
+    };
+    let mut session = Session::new(service, &mut console, config);
+    if let Some((path, source, _)) = script {
+        return session.run_script(&path, &source);
+    }
+    if let Some(source) = stdin_script {
+        return session.run_script("<stdin>", &source);
+    }
+    match ui::repl::run(&mut session, &store.join("history")) {
+        Ok(()) => exit_status::SUCCESS,
+        Err(error) => {
+            eprintln!("error: the terminal failed: {error}");
+            exit_status::COMMAND_FAILED
+        }
+    }
+}
+
+const IO_CHUNK: usize = 4 << 20;
+
+fn volume(service: &mut dyn ShadowService, command: VolumeCommand) -> Result<(), ServiceError> {
+    let base = base_dir();
+    match command {
+        VolumeCommand::Write {
+            volume,
+            offset,
+            input,
+        } => {
+            let mut reader: Box<dyn Read> = match &input {
+                Some(path) => Box::new(File::open(path).map_err(|error| {
+                    ServiceError::io(format!("{} cannot be read: {error}", path.display()))
+                })?),
+                None => Box::new(std::io::stdin()),
+            };
+            let mut position = offset;
+            let mut buffer = vec![0u8; IO_CHUNK];
+            loop {
+                let filled = read_full(&mut reader, &mut buffer)
+                    .map_err(|error| ServiceError::io(format!("reading the input: {error}")))?;
+                if filled == 0 {
+                    break;
+                }
+                service.write(&volume, position, &buffer[..filled], &base)?;
+                position += filled as u64;
+            }
+            Ok(())
+        }
+        VolumeCommand::Read {
+            target,
+            offset,
+            length,
+            output,
+        } => {
+            let mut writer: Box<dyn Write> = match &output {
+                Some(path) => Box::new(File::create(path).map_err(|error| {
+                    ServiceError::io(format!("{} cannot be created: {error}", path.display()))
+                })?),
+                None => Box::new(std::io::stdout().lock()),
+            };
+            let mut position = offset;
+            let mut remaining = length.unwrap_or(u64::MAX);
+            while remaining > 0 {
+                let want = remaining.min(IO_CHUNK as u64);
+                let data = service.read(&target, position, want, &base)?;
+                if data.is_empty() {
+                    break;
+                }
+                writer
+                    .write_all(&data)
+                    .map_err(|error| ServiceError::io(format!("writing the output: {error}")))?;
+                position += data.len() as u64;
+                remaining -= data.len() as u64;
+                if (data.len() as u64) < want {
+                    break;
+                }
+            }
+            writer
+                .flush()
+                .map_err(|error| ServiceError::io(format!("writing the output: {error}")))
+        }
+        VolumeCommand::Info { target, json } => {
+            if let Some(uuid) = parse_guid(&target) {
+                if let Some(shadow) = service
+                    .shadows()?
+                    .into_iter()
+                    .find(|shadow| shadow.id.0 == uuid)
+                {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&shadow).unwrap_or_default()
+                        );
+                    } else {
+                        println!("Shadow copy {}", shadow.id);
+                        println!("  Shadow copy set: {}", shadow.set_id);
+                        println!("  Original volume: {}", shadow.volume.display_name());
+                        println!("  Size: {} bytes", shadow.volume.size);
+                        println!("  Attributes: {}", shadow.attributes.diskshadow_words());
+                    }
+                    return Ok(());
+                }
+            }
+            let info = service.resolve_volume(&target, &base)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&info).unwrap_or_default()
+                );
+            } else {
+                let shadows = service
+                    .shadows()?
+                    .into_iter()
+                    .filter(|shadow| shadow.volume.id == info.id)
+                    .count();
+                println!("Volume {}", info.display_name());
+                println!("  Image file: {}", info.path.display());
+                println!("  Size: {} bytes", info.size);
+                println!("  Chunk size: {} bytes", info.chunk_size);
+                println!("  Shadow copies: {shadows}");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn read_full(reader: &mut dyn Read, buffer: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match reader.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(count) => filled += count,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(filled)
+}
+
+fn drive(service: &mut dyn ShadowService, command: DriveCommand) -> Result<(), ServiceError> {
+    let letter_of = |text: &str| -> Result<char, ServiceError> {
+        let trimmed = text.trim_end_matches('\\');
+        let mut chars = trimmed.chars();
+        match (chars.next(), chars.next(), chars.next()) {
+            (Some(letter), Some(':'), None) if letter.is_ascii_alphabetic() => {
+                Ok(letter.to_ascii_uppercase())
+            }
+            _ => Err(
+                ServiceError::invalid(format!("`{text}` is not a drive letter"))
+                    .with_help("write a letter and a colon, for example C:"),
+            ),
+        }
+    };
+    match command {
+        DriveCommand::List => {
+            for (letter, target) in service.drive_map()? {
+                match target {
+                    DriveTarget::Volume(path) => {
+                        println!("{letter}:  volume     {}", path.display())
+                    }
+                    DriveTarget::Directory(path) => {
+                        println!("{letter}:  directory  {}", path.display())
+                    }
+                }
+            }
+            Ok(())
+        }
+        DriveCommand::Map { letter, target } => {
+            let letter = letter_of(&letter)?;
+            let path = if target.is_absolute() {
+                target
+            } else {
+                base_dir().join(target)
+            };
+            let target = if path.is_dir() {
+                DriveTarget::Directory(path)
+            } else if path.is_file() {
+                DriveTarget::Volume(path)
+            } else {
+                return Err(
+                    ServiceError::invalid(format!("{} does not exist", path.display()))
+                        .with_help("map a letter to an existing image file or directory"),
+                );
+            };
+            service.map_drive(letter, target)
+        }
+        DriveCommand::Unmap { letter } => service.unmap_drive(letter_of(&letter)?),
+    }
+}

@@ -184,10 +184,11 @@ impl fmt::Debug for Attributes {
 }
 
 /// The context a shadow copy set is created in: `set context`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Context {
     /// `volatile`: VSS_CTX_BACKUP (with writers), released when the requester ends.
+    #[default]
     Volatile,
     /// `volatile nowriters`: VSS_CTX_FILE_SHARE_BACKUP.
     VolatileNoWriters,
@@ -197,12 +198,6 @@ pub enum Context {
     PersistentNoWriters,
     /// `clientaccessible`: VSS_CTX_CLIENT_ACCESSIBLE (persistent, no writers, system provider).
     ClientAccessible,
-}
-
-impl Default for Context {
-    fn default() -> Self {
-        Context::Volatile
-    }
 }
 
 impl Context {

@@ -1,3 +1,15 @@
-//! (being built)
+//! The service API: what a requester (the shell, `vssadmin`, `diskshadow volume …`) may ask of
+//! the service that owns a store. One trait, [`ShadowService`], implemented in-process by
+//! [`local::LocalService`] and over the store's Unix socket by the client in `remote`.
+//!
+//! **Architecture Invariant:** requesters reach the engine only through this trait, so the same
+//! session code runs in-process (tests) and against the service process (users).
 
+pub mod api;
+pub mod error;
+pub mod local;
+pub mod remote;
 pub mod transport;
+
+pub use api::*;
+pub use error::{ServiceError, ServiceErrorKind};

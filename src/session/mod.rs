@@ -1,1 +1,387 @@
-//! (being built)
+//! The interpreter: requester state, the command registry and the script runner. The REPL and
+//! script mode both feed lines to [`Session::execute_line`], so what a user sees interactively
+//! is what the transcript tests check.
+
+pub mod console;
+pub mod expand;
+pub mod registry;
+pub mod render;
+pub mod state;
+
+use std::path::{Path, PathBuf};
+
+use miette::{GraphicalReportHandler, GraphicalTheme, NamedSource};
+
+use crate::engine::vss::VssCode;
+use crate::service::{ServiceError, ServiceErrorKind, ShadowService};
+use crate::syntax::{self, ast::Command, SyntaxError};
+use console::Console;
+use expand::{ExpandError, Variables};
+use render::TimeZoneChoice;
+use state::{Phase, SessionState};
+
+/// How lines reach the session, which decides the echo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The REPL: the prompt is the echo, nothing more is printed.
+    Interactive,
+    /// `-s SCRIPT`: each command is echoed as `-> command`, the first failure stops the script.
+    Script,
+    /// Transcript tests: each line is echoed as `DISKSHADOW> line` and a failure does not stop.
+    Transcript,
+}
+
+/// Fixed facts of a session, injected so tests are deterministic.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub mode: Mode,
+    /// The requester's working directory: relative paths are resolved against it.
+    pub base_dir: PathBuf,
+    /// The process environment, for `%NAME%` and for programs run by `exec`.
+    pub environment: Vec<(String, String)>,
+    /// `%DISKSH_PARAM_n%`.
+    pub parameters: Vec<String>,
+    pub time_zone: TimeZoneChoice,
+    /// Width for rendering diagnostics.
+    pub width: usize,
+}
+
+/// What happened to one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineOutcome {
+    /// Ran (or was blank); go on.
+    Continue,
+    /// `exit` was given.
+    Exit,
+    /// The line failed; in script mode the script stops.
+    Failed,
+}
+
+/// Exit statuses (spec/cli.md): the one table that maps outcomes to codes.
+pub mod exit_status {
+    /// Every command succeeded.
+    pub const SUCCESS: i32 = 0;
+    /// A command failed (a script stopped there).
+    pub const COMMAND_FAILED: i32 = 1;
+    /// The command line or the script's syntax is wrong; nothing was run.
+    pub const USAGE: i32 = 2;
+}
+
+/// Why a command failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandError {
+    pub message: String,
+    pub code: Option<VssCode>,
+    pub help: Option<String>,
+    /// Print this command's help, as DiskShadow does for wrong or missing parameters.
+    pub command_help: Option<&'static str>,
+}
+
+impl CommandError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            code: None,
+            help: None,
+            command_help: None,
+        }
+    }
+
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    pub fn with_code(mut self, code: VssCode) -> Self {
+        self.code = Some(code);
+        self
+    }
+
+    pub fn usage(command: &'static str, message: impl Into<String>) -> Self {
+        let mut error = Self::new(message);
+        error.command_help = Some(command);
+        error
+    }
+
+    pub fn bad_state(message: impl Into<String>, help: impl Into<String>) -> Self {
+        Self::new(message)
+            .with_code(VssCode::VSS_E_BAD_STATE)
+            .with_help(help)
+    }
+}
+
+impl From<ServiceError> for CommandError {
+    fn from(error: ServiceError) -> Self {
+        let help = error.help.clone().or_else(|| match error.kind {
+            ServiceErrorKind::Unavailable => Some(
+                "check `diskshadow service status` and the service log in the store".to_string(),
+            ),
+            _ => None,
+        });
+        Self {
+            message: error.message,
+            code: error.code,
+            help,
+            command_help: None,
+        }
+    }
+}
+
+/// One requester: its state, its service connection and where its output goes.
+pub struct Session<'a> {
+    pub(crate) service: Box<dyn ShadowService + 'a>,
+    pub(crate) console: &'a mut dyn Console,
+    pub(crate) state: SessionState,
+    pub(crate) variables: Variables,
+    pub(crate) config: SessionConfig,
+    /// Line number in the running script, for error positions.
+    current_line: Option<(String, usize)>,
+}
+
+impl<'a> Session<'a> {
+    pub fn new(
+        service: Box<dyn ShadowService + 'a>,
+        console: &'a mut dyn Console,
+        config: SessionConfig,
+    ) -> Self {
+        let variables = Variables::new(&config.environment, &config.parameters);
+        Self {
+            service,
+            console,
+            state: SessionState::default(),
+            variables,
+            config,
+            current_line: None,
+        }
+    }
+
+    pub fn state(&self) -> &SessionState {
+        &self.state
+    }
+
+    pub fn variables(&self) -> &Variables {
+        &self.variables
+    }
+
+    /// The service, for completion and other read-only look-ups by the REPL.
+    pub fn service(&mut self) -> &mut dyn ShadowService {
+        self.service.as_mut()
+    }
+
+    /// Prints a line through the session's console (for hosts of the session, such as tests).
+    pub fn print(&mut self, line: &str) {
+        self.console.out(line);
+    }
+
+    pub(crate) fn out(&mut self, line: impl AsRef<str>) {
+        self.console.out(line.as_ref());
+    }
+
+    pub(crate) fn out_lines(&mut self, lines: impl IntoIterator<Item = String>) {
+        for line in lines {
+            self.console.out(&line);
+        }
+    }
+
+    /// Runs one line: expands `%NAME%`, parses, runs, and reports any failure.
+    pub fn execute_line(&mut self, raw_line: &str) -> LineOutcome {
+        let line = raw_line.trim_end_matches(['\r', '\n']);
+        let trimmed = line.trim();
+        let is_comment = trimmed.is_empty() || trimmed.starts_with('#');
+        match self.config.mode {
+            Mode::Transcript => self.console.out(&format!("DISKSHADOW> {line}")),
+            Mode::Script if !is_comment => self.console.out(&format!("-> {trimmed}")),
+            _ => {}
+        }
+        if is_comment {
+            return LineOutcome::Continue;
+        }
+        let (expanded, expansions) = match self.variables.expand(line) {
+            Ok(result) => result,
+            Err(error) => {
+                self.report_expand_error(&error);
+                return LineOutcome::Failed;
+            }
+        };
+        for expansion in &expansions {
+            if expansion.is_alias && self.config.mode != Mode::Interactive {
+                self.console
+                    .out(&format!("-> %{}% = {}", expansion.name, expansion.value));
+            }
+        }
+        let command = match syntax::parse_line(&expanded) {
+            Ok(Some(command)) => command,
+            Ok(None) => return LineOutcome::Continue,
+            Err(error) => {
+                self.report_syntax_error(&error, "line", &expanded);
+                return LineOutcome::Failed;
+            }
+        };
+        match registry::dispatch(self, &command) {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                self.report_command_error(&command, &error);
+                LineOutcome::Failed
+            }
+        }
+    }
+
+    /// Runs a whole script (`-s FILE`, stdin): checks its syntax first (nothing runs if any line
+    /// is wrong), then runs line by line, stopping at the first failure. Returns the exit status.
+    pub fn run_script(&mut self, name: &str, source: &str) -> i32 {
+        let parsed = syntax::parse_script(source);
+        for warning in &parsed.warnings {
+            let text = self.render_diagnostic(warning, name, source);
+            self.console.err(&text);
+        }
+        if !parsed.errors.is_empty() {
+            for error in &parsed.errors {
+                let text = self.render_diagnostic(error, name, source);
+                self.console.err(&text);
+            }
+            let count = parsed.errors.len();
+            self.console.err(&format!(
+                "{count} syntax error{} in {name}; nothing was run.",
+                if count == 1 { "" } else { "s" }
+            ));
+            return exit_status::USAGE;
+        }
+        for (index, line) in source.lines().enumerate() {
+            self.current_line = Some((name.to_string(), index + 1));
+            match self.execute_line(line) {
+                LineOutcome::Continue => {}
+                LineOutcome::Exit => {
+                    self.current_line = None;
+                    self.finish();
+                    self.console.out("->");
+                    return exit_status::SUCCESS;
+                }
+                LineOutcome::Failed => {
+                    self.current_line = None;
+                    self.finish();
+                    self.console.out("DiskShadow is exiting.");
+                    return exit_status::COMMAND_FAILED;
+                }
+            }
+        }
+        self.current_line = None;
+        self.finish();
+        self.console.out("->");
+        exit_status::SUCCESS
+    }
+
+    /// Ends the session as `exit` or the end of input does: DiskShadow's exit notes, then the
+    /// release of this requester's volatile shadows.
+    pub fn finish(&mut self) {
+        if self.state.phase == Phase::BackupBegun {
+            self.console
+                .out("Note: END BACKUP was not commanded, writers not notified BackupComplete.");
+        }
+        if let Err(error) = self.service.release_requester() {
+            self.console.err(&format!(
+                "error: the volatile shadow copies of this session could not be released: {error}"
+            ));
+        }
+    }
+
+    fn position_prefix(&self) -> String {
+        match &self.current_line {
+            Some((name, line)) => format!("{name}:{line}: "),
+            None => String::new(),
+        }
+    }
+
+    fn report_expand_error(&mut self, error: &ExpandError) {
+        let help = match error {
+            ExpandError::Undefined { .. } => {
+                "aliases are set by `add alias`, by `add volume … alias` once `create` ran, and by `load metadata`; `add` lists them"
+            }
+            ExpandError::Unclosed { .. } => "close the name with '%', or write '%%' for a literal '%'",
+        };
+        let text = format!(
+            "{}error[dsh::expand]: {error}\n  help: {help}",
+            self.position_prefix()
+        );
+        self.console.err(&text);
+    }
+
+    fn report_syntax_error(&mut self, error: &SyntaxError, name: &str, source: &str) {
+        let display_name = match &self.current_line {
+            Some((script, line)) => format!("{script}:{line}"),
+            None => name.to_string(),
+        };
+        let text = self.render_diagnostic(error, &display_name, source);
+        self.console.err(&text);
+        if let Some(spec) = error.command_name().and_then(syntax::commands::find) {
+            self.print_command_help(spec);
+        }
+    }
+
+    fn report_command_error(&mut self, command: &Command, error: &CommandError) {
+        let mut text = format!("{}error: {}", self.position_prefix(), error.message);
+        if let Some(code) = error.code {
+            text.push_str(&format!(" [{code}]"));
+        }
+        if let Some(help) = &error.help {
+            text.push_str(&format!("\n  help: {help}"));
+        }
+        self.console.err(&text);
+        let _ = command;
+        if let Some(spec) = error.command_help.and_then(syntax::commands::find) {
+            self.print_command_help(spec);
+        }
+    }
+
+    /// A command's help block as DiskShadow prints it: the syntax line, a blank line, then the
+    /// parameters.
+    pub(crate) fn print_command_help(&mut self, spec: &syntax::commands::CommandSpec) {
+        self.console.out(spec.syntax);
+        self.console.out("");
+        for line in spec.help.lines() {
+            self.console.out(line);
+        }
+    }
+
+    /// Renders a diagnostic with its source snippet: plain text unless on a terminal.
+    pub fn render_diagnostic(&self, error: &SyntaxError, name: &str, source: &str) -> String {
+        render_syntax_error(
+            error,
+            name,
+            source,
+            self.console.is_terminal(),
+            self.config.width,
+        )
+    }
+
+    pub(crate) fn resolve_path(&self, path: &str) -> PathBuf {
+        let candidate = Path::new(path);
+        if candidate.is_absolute() {
+            candidate.to_path_buf()
+        } else {
+            self.config.base_dir.join(candidate)
+        }
+    }
+}
+
+/// Renders a syntax error the way `--check`, scripts and the REPL show it.
+pub fn render_syntax_error(
+    error: &SyntaxError,
+    name: &str,
+    source: &str,
+    terminal: bool,
+    width: usize,
+) -> String {
+    let theme = if terminal {
+        GraphicalTheme::unicode()
+    } else {
+        GraphicalTheme::unicode_nocolor()
+    };
+    let handler = GraphicalReportHandler::new_themed(theme).with_width(width);
+    let report = miette::Report::new(error.clone())
+        .with_source_code(NamedSource::new(name, source.to_string()));
+    let mut text = String::new();
+    if handler.render_report(&mut text, report.as_ref()).is_err() {
+        text = format!("{name}:{}:{}: {error}", error.line(), error.column());
+    }
+    text.trim_end().to_string()
+}

@@ -149,7 +149,9 @@ impl CowVolume {
         shadows: BTreeSet<u64>,
         pending_limit: usize,
     ) -> io::Result<(CowVolume, Recovery)> {
-        let live = backend.open_file(live_path, false).map_err(|error| io_context(error, "cannot open the image", live_path))?;
+        let live = backend
+            .open_file(live_path, false)
+            .map_err(|error| io_context(error, "cannot open the image", live_path))?;
         backend.create_dir_all(diff_dir)?;
         let data_path = Self::data_path(diff_dir);
         let index_path = Self::index_path(diff_dir);
@@ -168,7 +170,10 @@ impl CowVolume {
         index_log.read_exact_or_zero(0, &mut bytes)?;
         let mut versions: BTreeMap<(ChunkIndex, Tag), Slot> = BTreeMap::new();
         let mut position = 0usize;
-        while let Some(record) = bytes.get(position..position + RECORD_BYTES).and_then(IndexRecord::decode) {
+        while let Some(record) = bytes
+            .get(position..position + RECORD_BYTES)
+            .and_then(IndexRecord::decode)
+        {
             match record.kind {
                 KIND_PRESERVE => {
                     versions.insert((record.chunk, record.tag), record.slot);
@@ -191,10 +196,16 @@ impl CowVolume {
         let mut previous: Option<(ChunkIndex, Tag)> = None;
         for (&(chunk, tag), &slot) in &versions {
             let previous_tag = match previous {
-                Some((previous_chunk, previous_tag)) if previous_chunk == chunk => u64::from(previous_tag),
+                Some((previous_chunk, previous_tag)) if previous_chunk == chunk => {
+                    u64::from(previous_tag)
+                }
                 _ => 0,
             };
-            if shadows.range(previous_tag + 1..=u64::from(tag)).next().is_some() {
+            if shadows
+                .range(previous_tag + 1..=u64::from(tag))
+                .next()
+                .is_some()
+            {
                 map.insert(chunk, tag, slot);
                 previous = Some((chunk, tag));
             } else {
@@ -233,8 +244,13 @@ impl CowVolume {
     }
 
     fn rebuild_slots(&mut self) -> io::Result<()> {
-        let mut used: Vec<Slot> =
-            self.map.entries().into_iter().map(|(_, _, slot)| slot).filter(|slot| *slot != ZERO_SLOT).collect();
+        let mut used: Vec<Slot> = self
+            .map
+            .entries()
+            .into_iter()
+            .map(|(_, _, slot)| slot)
+            .filter(|slot| *slot != ZERO_SLOT)
+            .collect();
         used.sort_unstable();
         used.dedup();
         self.data_slots_used = used.len() as u64;
@@ -263,7 +279,15 @@ impl CowVolume {
         let new_path = self.diff_dir.join("index.log.new");
         let mut bytes = Vec::with_capacity(self.map.len() * RECORD_BYTES);
         for (chunk, tag, slot) in self.map.entries() {
-            bytes.extend_from_slice(&IndexRecord { kind: KIND_PRESERVE, tag, chunk, slot }.encode());
+            bytes.extend_from_slice(
+                &IndexRecord {
+                    kind: KIND_PRESERVE,
+                    tag,
+                    chunk,
+                    slot,
+                }
+                .encode(),
+            );
         }
         let file = self.backend.open_file(&new_path, true)?;
         file.set_len(0)?;
@@ -277,7 +301,8 @@ impl CowVolume {
     }
 
     fn append_record(&mut self, record: IndexRecord) -> io::Result<()> {
-        self.index_log.write_at(self.index_log_length, &record.encode())?;
+        self.index_log
+            .write_at(self.index_log_length, &record.encode())?;
         self.index_log_length += RECORD_BYTES as u64;
         self.diff_unsynced = true;
         Ok(())
@@ -322,12 +347,16 @@ impl CowVolume {
     }
 
     fn chunk_length(&self, chunk: ChunkIndex) -> u64 {
-        self.chunk_size.min(self.size.saturating_sub(chunk * self.chunk_size))
+        self.chunk_size
+            .min(self.size.saturating_sub(chunk * self.chunk_size))
     }
 
     fn needs_preservation(&self, chunk: ChunkIndex) -> bool {
         match self.newest_shadow() {
-            Some(newest) => !self.pending.contains_key(&chunk) && self.map.lookup(chunk, tag_of(newest)).is_none(),
+            Some(newest) => {
+                !self.pending.contains_key(&chunk)
+                    && self.map.lookup(chunk, tag_of(newest)).is_none()
+            }
             None => false,
         }
     }
@@ -339,7 +368,9 @@ impl CowVolume {
         }
         let first = offset / self.chunk_size;
         let last = (offset + length - 1) / self.chunk_size;
-        let needing = (first..=last).filter(|chunk| self.needs_preservation(*chunk)).count() as u64;
+        let needing = (first..=last)
+            .filter(|chunk| self.needs_preservation(*chunk))
+            .count() as u64;
         needing * self.chunk_size
     }
 
@@ -355,7 +386,9 @@ impl CowVolume {
             return Ok(slot);
         }
         if self.slot_high_water > u64::from(MAX_SLOT) {
-            return Err(io::Error::other("the diff area is full: it cannot address more chunks"));
+            return Err(io::Error::other(
+                "the diff area is full: it cannot address more chunks",
+            ));
         }
         let slot = self.slot_high_water as Slot;
         self.slot_high_water += 1;
@@ -367,9 +400,15 @@ impl CowVolume {
         if data.is_empty() {
             return Ok(());
         }
-        let end = offset.checked_add(data.len() as u64).filter(|end| *end <= self.size).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, format!("write past the end of the volume ({} bytes)", self.size))
-        })?;
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|end| *end <= self.size)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("write past the end of the volume ({} bytes)", self.size),
+                )
+            })?;
         if self.shadows.is_empty() && self.pending.is_empty() {
             self.live.write_at(offset, data)?;
             return self.refresh_fingerprint();
@@ -394,7 +433,10 @@ impl CowVolume {
                 continue;
             }
             if let Some((run_start, run_end)) = direct_run.take() {
-                self.live.write_at(run_start, &data[(run_start - offset) as usize..(run_end - offset) as usize])?;
+                self.live.write_at(
+                    run_start,
+                    &data[(run_start - offset) as usize..(run_end - offset) as usize],
+                )?;
             }
             if let Some(buffered) = self.pending.get_mut(&chunk) {
                 buffered[within..within + piece.len()].copy_from_slice(piece);
@@ -406,19 +448,28 @@ impl CowVolume {
             } else {
                 self.live.read_exact_or_zero(chunk_start, &mut content)?;
                 let slot = self.allocate_slot()?;
-                self.data.write_at(u64::from(slot) * self.chunk_size, &content)?;
+                self.data
+                    .write_at(u64::from(slot) * self.chunk_size, &content)?;
                 self.data_slots_used += 1;
                 slot
             };
             let tag = tag_of(self.newest_shadow().unwrap_or(0));
-            self.append_record(IndexRecord { kind: KIND_PRESERVE, tag, chunk, slot })?;
+            self.append_record(IndexRecord {
+                kind: KIND_PRESERVE,
+                tag,
+                chunk,
+                slot,
+            })?;
             self.map.insert(chunk, tag, slot);
             content[within..within + piece.len()].copy_from_slice(piece);
             self.pending_bytes += content.len();
             self.pending.insert(chunk, content);
         }
         if let Some((run_start, run_end)) = direct_run {
-            self.live.write_at(run_start, &data[(run_start - offset) as usize..(run_end - offset) as usize])?;
+            self.live.write_at(
+                run_start,
+                &data[(run_start - offset) as usize..(run_end - offset) as usize],
+            )?;
         }
         if self.pending_bytes >= self.pending_limit {
             self.drain()?;
@@ -448,7 +499,9 @@ impl CowVolume {
         for (chunk, content) in pending {
             let start = chunk * self.chunk_size;
             match &mut run {
-                Some((run_start, bytes)) if *run_start + bytes.len() as u64 == start => bytes.extend_from_slice(&content),
+                Some((run_start, bytes)) if *run_start + bytes.len() as u64 == start => {
+                    bytes.extend_from_slice(&content)
+                }
                 _ => {
                     if let Some((run_start, bytes)) = run.take() {
                         self.live.write_at(run_start, &bytes)?;
@@ -487,8 +540,9 @@ impl CowVolume {
             let from = offset.max(chunk_start);
             let to = end.min(chunk_start + content.len() as u64);
             if from < to {
-                buffer[(from - offset) as usize..(to - offset) as usize]
-                    .copy_from_slice(&content[(from - chunk_start) as usize..(to - chunk_start) as usize]);
+                buffer[(from - offset) as usize..(to - offset) as usize].copy_from_slice(
+                    &content[(from - chunk_start) as usize..(to - chunk_start) as usize],
+                );
             }
         }
         Ok(())
@@ -517,20 +571,27 @@ impl CowVolume {
                 }
                 Some(version) => {
                     if let Some((run_start, run_end)) = live_run.take() {
-                        self.read_live(run_start, &mut buffer[(run_start - offset) as usize..(run_end - offset) as usize])?;
+                        self.read_live(
+                            run_start,
+                            &mut buffer[(run_start - offset) as usize..(run_end - offset) as usize],
+                        )?;
                     }
                     let target = &mut buffer[(from - offset) as usize..(to - offset) as usize];
                     if version.slot == ZERO_SLOT {
                         target.fill(0);
                     } else {
                         let slot_start = u64::from(version.slot) * self.chunk_size;
-                        self.data.read_exact_or_zero(slot_start + (from - chunk_start), target)?;
+                        self.data
+                            .read_exact_or_zero(slot_start + (from - chunk_start), target)?;
                     }
                 }
             }
         }
         if let Some((run_start, run_end)) = live_run {
-            self.read_live(run_start, &mut buffer[(run_start - offset) as usize..(run_end - offset) as usize])?;
+            self.read_live(
+                run_start,
+                &mut buffer[(run_start - offset) as usize..(run_end - offset) as usize],
+            )?;
         }
         Ok(())
     }
@@ -548,8 +609,18 @@ impl CowVolume {
         if !self.shadows.remove(&sequence) {
             return Ok(0);
         }
-        let previous_shadow = self.shadows.range(..sequence).next_back().copied().unwrap_or(0);
-        let next_shadow = self.shadows.range(sequence + 1..).next().copied().unwrap_or(u64::MAX);
+        let previous_shadow = self
+            .shadows
+            .range(..sequence)
+            .next_back()
+            .copied()
+            .unwrap_or(0);
+        let next_shadow = self
+            .shadows
+            .range(sequence + 1..)
+            .next()
+            .copied()
+            .unwrap_or(u64::MAX);
         let mut freed_count = 0;
         for tag in self.map.tags_in(tag_of(sequence), next_shadow) {
             // A version tagged `tag` serves shadows in (previous tag, tag]; the only shadow
@@ -559,7 +630,12 @@ impl CowVolume {
                 previous_shadow <= previous_tag
             });
             for (chunk, slot) in freed {
-                self.append_record(IndexRecord { kind: KIND_FREE, tag, chunk, slot })?;
+                self.append_record(IndexRecord {
+                    kind: KIND_FREE,
+                    tag,
+                    chunk,
+                    slot,
+                })?;
                 if slot != ZERO_SLOT {
                     self.free_slots.push(slot);
                     self.data_slots_used -= 1;
@@ -578,7 +654,9 @@ impl CowVolume {
         let mut previous: Option<(ChunkIndex, Tag)> = None;
         for (chunk, tag, slot) in self.map.entries() {
             if slot != ZERO_SLOT {
-                if (u64::from(slot) + 1) * self.chunk_size > data_length.max(self.slot_high_water * self.chunk_size) {
+                if (u64::from(slot) + 1) * self.chunk_size
+                    > data_length.max(self.slot_high_water * self.chunk_size)
+                {
                     problems.push(DiffAreaProblem {
                         description: format!("chunk {chunk} (tag {tag}) points at slot {slot}, past the end of the diff area"),
                         leaked_bytes: 0,
@@ -592,13 +670,26 @@ impl CowVolume {
                 }
             }
             let previous_tag = match previous {
-                Some((previous_chunk, previous_tag)) if previous_chunk == chunk => u64::from(previous_tag),
+                Some((previous_chunk, previous_tag)) if previous_chunk == chunk => {
+                    u64::from(previous_tag)
+                }
                 _ => 0,
             };
-            if self.shadows.range(previous_tag + 1..=u64::from(tag)).next().is_none() {
+            if self
+                .shadows
+                .range(previous_tag + 1..=u64::from(tag))
+                .next()
+                .is_none()
+            {
                 problems.push(DiffAreaProblem {
-                    description: format!("chunk {chunk} preserved under tag {tag} is needed by no shadow (leaked)"),
-                    leaked_bytes: if slot == ZERO_SLOT { 0 } else { self.chunk_size },
+                    description: format!(
+                        "chunk {chunk} preserved under tag {tag} is needed by no shadow (leaked)"
+                    ),
+                    leaked_bytes: if slot == ZERO_SLOT {
+                        0
+                    } else {
+                        self.chunk_size
+                    },
                 });
             }
             previous = Some((chunk, tag));

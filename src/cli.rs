@@ -1,0 +1,183 @@
+//! The command line of `spec/cli.md`, shared by the `diskshadow` binary and its tests.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "diskshadow",
+    version,
+    about = "The DiskShadow shell for image-file volumes on Linux",
+    long_about = "Runs DiskShadow commands interactively, or a script with -s (or /s). \
+                  Without -s and with standard input not a terminal, standard input is the script."
+)]
+pub struct Cli {
+    /// The store (a directory holding the catalog, diff areas and writers); defaults to
+    /// $DISKSHADOW_STORE, then to a per-user data directory.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+
+    /// Copy everything shown to LOGFILE as well (`/l` on Windows).
+    #[arg(short = 'l', long = "log", value_name = "LOGFILE")]
+    pub log: Option<PathBuf>,
+
+    /// Run SCRIPT; the PARAMs that follow are %DISKSH_PARAM_1%, %DISKSH_PARAM_2%, …
+    #[arg(short = 's', long = "script", num_args = 1.., value_name = "SCRIPT [PARAM]...", allow_hyphen_values = false)]
+    pub script: Vec<String>,
+
+    /// Parse SCRIPT only and report every syntax error (exit status 2 if any).
+    #[arg(long, value_name = "SCRIPT", conflicts_with = "script")]
+    pub check: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Option<Subcommands>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Subcommands {
+    /// Read, write and describe volumes and shadow copies through the engine.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+    /// Map drive letters to image files (volumes) or directories (exposure targets).
+    #[command(subcommand)]
+    Drive(DriveCommand),
+    /// Check the store's catalog and diff areas; changes nothing.
+    CheckStore(CheckStoreArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Write FILE (or standard input) at BYTES; shadows keep what they show.
+    Write {
+        /// An image path, a mapped drive letter (C:) or a volume GUID.
+        volume: String,
+        #[arg(long, value_name = "BYTES")]
+        offset: u64,
+        #[arg(long, value_name = "FILE")]
+        input: Option<PathBuf>,
+    },
+    /// Read a volume or a shadow copy ({GUID}) to FILE or standard output.
+    Read {
+        target: String,
+        #[arg(long, value_name = "BYTES", default_value_t = 0)]
+        offset: u64,
+        /// Defaults to the rest of the volume.
+        #[arg(long, value_name = "BYTES")]
+        length: Option<u64>,
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Describe a volume or a shadow copy.
+    Info {
+        target: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DriveCommand {
+    /// List the drive map.
+    List,
+    /// Map LETTER (e.g. C:) to an image file or a directory.
+    Map { letter: String, target: PathBuf },
+    /// Remove LETTER from the drive map.
+    Unmap { letter: String },
+}
+
+#[derive(Debug, Args)]
+pub struct CheckStoreArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Accepts the Windows forms `/s`, `/l` and `/?` (any case) as `-s`, `-l` and `--help`, up to
+/// the script name: what follows the script is its parameters and is left as written.
+pub fn normalize_arguments(arguments: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut normalized = Vec::new();
+    let mut after_script = false;
+    let mut expect_script = false;
+    for (index, argument) in arguments.into_iter().enumerate() {
+        if index == 0 || after_script {
+            normalized.push(argument);
+            continue;
+        }
+        if expect_script {
+            expect_script = false;
+            after_script = true;
+            normalized.push(argument);
+            continue;
+        }
+        let text = argument.to_string_lossy().to_string();
+        let replacement = match text.to_ascii_lowercase().as_str() {
+            "/s" | "-s" | "--script" => {
+                expect_script = true;
+                Some("-s")
+            }
+            "/l" => Some("-l"),
+            "/?" | "-?" => Some("--help"),
+            _ => None,
+        };
+        normalized.push(replacement.map(OsString::from).unwrap_or(argument));
+    }
+    // After the script, `/l LOG` may still follow the parameters, as on Windows.
+    let mut result = Vec::with_capacity(normalized.len());
+    for argument in normalized {
+        if argument.to_string_lossy().eq_ignore_ascii_case("/l") {
+            result.push(OsString::from("-l"));
+        } else {
+            result.push(argument);
+        }
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(arguments: &[&str]) -> Cli {
+        let arguments = normalize_arguments(arguments.iter().map(OsString::from));
+        Cli::try_parse_from(arguments).expect("parses")
+    }
+
+    #[test]
+    fn windows_switches_and_script_parameters() {
+        let cli = parse(&[
+            "diskshadow",
+            "/s",
+            "backup.dsh",
+            "one",
+            "two",
+            "/l",
+            "out.log",
+        ]);
+        assert_eq!(cli.script, vec!["backup.dsh", "one", "two"]);
+        assert_eq!(cli.log, Some(PathBuf::from("out.log")));
+        let cli = parse(&["diskshadow", "-l", "x.log", "-s", "a.dsh"]);
+        assert_eq!(cli.script, vec!["a.dsh"]);
+    }
+
+    #[test]
+    fn volume_subcommands_parse() {
+        let cli = parse(&[
+            "diskshadow",
+            "--store",
+            "/tmp/s",
+            "volume",
+            "read",
+            "C:",
+            "--length",
+            "10",
+        ]);
+        assert!(matches!(
+            cli.command,
+            Some(Subcommands::Volume(VolumeCommand::Read {
+                length: Some(10),
+                ..
+            }))
+        ));
+    }
+}

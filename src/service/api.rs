@@ -1,0 +1,146 @@
+//! The requests a requester can make, as one trait.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::error::ServiceError;
+use crate::engine::ids::{ProviderId, ShadowId};
+use crate::engine::model::{
+    CreatedSet, DeleteSelector, DriveTarget, Exposure, ProviderInfo, ShadowInfo, StorageInfo,
+    VolumeInfo,
+};
+use crate::engine::vss::{Attributes, BackupType, Context};
+
+/// One volume of the shadow copy set being built by `add volume`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetVolume {
+    pub volume: VolumeInfo,
+    pub provider: Option<ProviderId>,
+}
+
+/// Writer components chosen by `writer verify` / `writer exclude`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriterSelection {
+    pub verify: Vec<String>,
+    pub exclude: Vec<String>,
+}
+
+/// Everything `create` needs from the session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateRequest {
+    pub volumes: Vec<SetVolume>,
+    pub context: Context,
+    /// DIFFERENTIAL or PLEX, TRANSPORTABLE, ROLLBACK_RECOVERY, TXF_RECOVERY, NO_AUTORECOVERY.
+    pub extra_attributes: Attributes,
+    pub backup_type: BackupType,
+    pub writers: WriterSelection,
+    /// Shadow aliases (`add volume … alias x`) by position in `volumes`, for the metadata file.
+    pub aliases: Vec<Option<String>>,
+    /// Where `set metadata` asked the .cab to be written, if anywhere.
+    pub metadata_path: Option<PathBuf>,
+}
+
+/// What `create` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateOutcome {
+    pub set: CreatedSet,
+    /// Files inserted into the metadata .cab, in order (`Inserted file … into .cab file …`).
+    pub metadata_files: Vec<String>,
+}
+
+/// What the service reports while it works on a request: verbose lines (writer inclusion,
+/// events, replies, writer log lines) and progress. The shell renders them; the service never
+/// prints.
+pub trait ServiceObserver: Send {
+    /// A line for verbose mode (writer selection, each writer event and reply, writer logs).
+    fn verbose_line(&mut self, line: &str);
+    /// A line shown whatever the verbose setting.
+    fn line(&mut self, line: &str);
+    /// Long work started / advanced / ended.
+    fn progress_begin(&mut self, what: &str, total: u64);
+    fn progress_advance(&mut self, units: u64);
+    fn progress_end(&mut self);
+}
+
+/// An observer that keeps nothing.
+#[derive(Debug, Default)]
+pub struct SilentObserver;
+
+impl ServiceObserver for SilentObserver {
+    fn verbose_line(&mut self, _line: &str) {}
+    fn line(&mut self, _line: &str) {}
+    fn progress_begin(&mut self, _what: &str, _total: u64) {}
+    fn progress_advance(&mut self, _units: u64) {}
+    fn progress_end(&mut self) {}
+}
+
+/// The service, as requesters see it. `base_dir` arguments are the requester's working
+/// directory, against which relative paths are resolved.
+pub trait ShadowService {
+    /// Resolves an image path, drive letter or volume GUID to a volume, registering an image
+    /// file the first time it is named.
+    fn resolve_volume(&mut self, spec: &str, base_dir: &Path) -> Result<VolumeInfo, ServiceError>;
+    fn volumes(&mut self) -> Result<Vec<VolumeInfo>, ServiceError>;
+
+    fn drive_map(&mut self) -> Result<Vec<(char, DriveTarget)>, ServiceError>;
+    fn map_drive(&mut self, letter: char, target: DriveTarget) -> Result<(), ServiceError>;
+    fn unmap_drive(&mut self, letter: char) -> Result<(), ServiceError>;
+
+    /// Runs the whole creation sequence (writers, when the context has them) and commits.
+    fn create(
+        &mut self,
+        request: &CreateRequest,
+        observer: &mut dyn ServiceObserver,
+    ) -> Result<CreateOutcome, ServiceError>;
+    fn shadows(&mut self) -> Result<Vec<ShadowInfo>, ServiceError>;
+    fn delete_shadows(
+        &mut self,
+        selector: &DeleteSelector,
+    ) -> Result<Vec<ShadowInfo>, ServiceError>;
+    fn revert(
+        &mut self,
+        shadow: ShadowId,
+        observer: &mut dyn ServiceObserver,
+    ) -> Result<(), ServiceError>;
+    fn providers(&mut self) -> Result<Vec<ProviderInfo>, ServiceError>;
+
+    fn storage(&mut self) -> Result<Vec<StorageInfo>, ServiceError>;
+    /// Sets (or with `None` removes) the diff-area limit; returns shadows deleted to fit.
+    fn set_max_diff_area(
+        &mut self,
+        volume: &VolumeInfo,
+        max_bytes: Option<u64>,
+    ) -> Result<Vec<ShadowInfo>, ServiceError>;
+
+    /// Exposes a persistent shadow at a directory, drive letter or share.
+    fn expose(
+        &mut self,
+        shadow: ShadowId,
+        target: &str,
+        base_dir: &Path,
+    ) -> Result<Exposure, ServiceError>;
+    /// Removes an exposure named by shadow ID, drive, directory or share; returns the shadow.
+    fn unexpose(&mut self, target: &str, base_dir: &Path) -> Result<ShadowInfo, ServiceError>;
+
+    /// Reads `length` bytes of a volume or shadow at `offset`.
+    fn read(
+        &mut self,
+        target: &str,
+        offset: u64,
+        length: u64,
+        base_dir: &Path,
+    ) -> Result<Vec<u8>, ServiceError>;
+    /// Writes through the provider, so every shadow keeps its content.
+    fn write(
+        &mut self,
+        volume: &str,
+        offset: u64,
+        data: &[u8],
+        base_dir: &Path,
+    ) -> Result<(), ServiceError>;
+
+    /// Releases everything this requester owns (its volatile shadows). Called by `reset`,
+    /// `exit` and when the requester ends.
+    fn release_requester(&mut self) -> Result<Vec<ShadowInfo>, ServiceError>;
+}

@@ -1,0 +1,489 @@
+//! The service API over the store's socket: [`Request`] and [`Reply`] are the wire messages,
+//! [`EngineHandler`] serves them in the service process (one [`LocalService`] per requester
+//! connection), and [`RemoteService`] is the requester's side of the same trait.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::api::{CreateOutcome, CreateRequest, ServiceObserver, ShadowService};
+use super::error::{ServiceError, ServiceErrorKind};
+use super::local::LocalService;
+use super::transport::{self, EventSink, Handler, SessionId};
+use crate::engine::ids::ShadowId;
+use crate::engine::model::{
+    DeleteSelector, DriveTarget, Exposure, ProviderInfo, RequesterId, ShadowInfo, StorageInfo,
+    VolumeInfo,
+};
+use crate::engine::Engine;
+
+/// One request of the service API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Request {
+    ResolveVolume {
+        spec: String,
+        base_dir: PathBuf,
+    },
+    Volumes,
+    DriveMap,
+    MapDrive {
+        letter: char,
+        target: DriveTarget,
+    },
+    UnmapDrive {
+        letter: char,
+    },
+    Create {
+        request: CreateRequest,
+    },
+    Shadows,
+    DeleteShadows {
+        selector: DeleteSelector,
+    },
+    Revert {
+        shadow: ShadowId,
+    },
+    Providers,
+    Storage,
+    SetMaxDiffArea {
+        volume: VolumeInfo,
+        max_bytes: Option<u64>,
+    },
+    Expose {
+        shadow: ShadowId,
+        target: String,
+        base_dir: PathBuf,
+    },
+    Unexpose {
+        target: String,
+        base_dir: PathBuf,
+    },
+    Read {
+        target: String,
+        offset: u64,
+        length: u64,
+        base_dir: PathBuf,
+    },
+    /// `data` is base64.
+    Write {
+        volume: String,
+        offset: u64,
+        data: String,
+        base_dir: PathBuf,
+    },
+    ReleaseRequester,
+}
+
+/// What a request returns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    Volume(VolumeInfo),
+    Volumes(Vec<VolumeInfo>),
+    DriveMap(Vec<(char, DriveTarget)>),
+    Done,
+    Created(Box<CreateOutcome>),
+    Shadows(Vec<ShadowInfo>),
+    Providers(Vec<ProviderInfo>),
+    Storage(Vec<StorageInfo>),
+    Exposure(Exposure),
+    Shadow(ShadowInfo),
+    /// base64.
+    Data(String),
+}
+
+/// Sends a service observer's reports to the requester as events.
+struct EventObserver<'e> {
+    events: &'e EventSink,
+}
+
+impl ServiceObserver for EventObserver<'_> {
+    fn verbose_line(&mut self, line: &str) {
+        let _ = self.events.send(json!({ "verbose": line }));
+    }
+    fn line(&mut self, line: &str) {
+        let _ = self.events.send(json!({ "line": line }));
+    }
+    fn progress_begin(&mut self, what: &str, total: u64) {
+        let _ = self
+            .events
+            .send(json!({ "progress_begin": { "what": what, "total": total } }));
+    }
+    fn progress_advance(&mut self, units: u64) {
+        let _ = self.events.send(json!({ "progress_advance": units }));
+    }
+    fn progress_end(&mut self) {
+        let _ = self.events.send(json!({ "progress_end": true }));
+    }
+}
+
+/// Replays events from the service on the requester's observer.
+fn replay(observer: &mut dyn ServiceObserver, event: &Value) {
+    if let Some(line) = event.get("verbose").and_then(Value::as_str) {
+        observer.verbose_line(line);
+    } else if let Some(line) = event.get("line").and_then(Value::as_str) {
+        observer.line(line);
+    } else if let Some(begin) = event.get("progress_begin") {
+        let what = begin.get("what").and_then(Value::as_str).unwrap_or("");
+        observer.progress_begin(
+            what,
+            begin.get("total").and_then(Value::as_u64).unwrap_or(0),
+        );
+    } else if let Some(units) = event.get("progress_advance").and_then(Value::as_u64) {
+        observer.progress_advance(units);
+    } else if event.get("progress_end").is_some() {
+        observer.progress_end();
+    }
+}
+
+/// The service process's handler: the engine, shared; one requester per connection.
+pub struct EngineHandler {
+    engine: Arc<Engine>,
+    sessions: Mutex<HashMap<u64, Arc<Mutex<LocalService>>>>,
+}
+
+impl EngineHandler {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self {
+            engine,
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn session(&self, session: SessionId) -> Arc<Mutex<LocalService>> {
+        let mut sessions = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        sessions
+            .entry(session.0)
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(LocalService::new(
+                    self.engine.clone(),
+                    RequesterId(session.0),
+                )))
+            })
+            .clone()
+    }
+}
+
+fn decode(data: &str) -> Result<Vec<u8>, ServiceError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .map_err(|error| {
+            ServiceError::new(
+                ServiceErrorKind::Unavailable,
+                format!("bad data on the wire: {error}"),
+            )
+        })
+}
+
+fn encode(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+/// Runs one request against a requester's in-process service.
+pub fn dispatch(
+    service: &mut dyn ShadowService,
+    request: Request,
+    observer: &mut dyn ServiceObserver,
+) -> Result<Reply, ServiceError> {
+    Ok(match request {
+        Request::ResolveVolume { spec, base_dir } => {
+            Reply::Volume(service.resolve_volume(&spec, &base_dir)?)
+        }
+        Request::Volumes => Reply::Volumes(service.volumes()?),
+        Request::DriveMap => Reply::DriveMap(service.drive_map()?),
+        Request::MapDrive { letter, target } => {
+            service.map_drive(letter, target)?;
+            Reply::Done
+        }
+        Request::UnmapDrive { letter } => {
+            service.unmap_drive(letter)?;
+            Reply::Done
+        }
+        Request::Create { request } => {
+            Reply::Created(Box::new(service.create(&request, observer)?))
+        }
+        Request::Shadows => Reply::Shadows(service.shadows()?),
+        Request::DeleteShadows { selector } => Reply::Shadows(service.delete_shadows(&selector)?),
+        Request::Revert { shadow } => {
+            service.revert(shadow, observer)?;
+            Reply::Done
+        }
+        Request::Providers => Reply::Providers(service.providers()?),
+        Request::Storage => Reply::Storage(service.storage()?),
+        Request::SetMaxDiffArea { volume, max_bytes } => {
+            Reply::Shadows(service.set_max_diff_area(&volume, max_bytes)?)
+        }
+        Request::Expose {
+            shadow,
+            target,
+            base_dir,
+        } => Reply::Exposure(service.expose(shadow, &target, &base_dir)?),
+        Request::Unexpose { target, base_dir } => {
+            Reply::Shadow(service.unexpose(&target, &base_dir)?)
+        }
+        Request::Read {
+            target,
+            offset,
+            length,
+            base_dir,
+        } => Reply::Data(encode(&service.read(&target, offset, length, &base_dir)?)),
+        Request::Write {
+            volume,
+            offset,
+            data,
+            base_dir,
+        } => {
+            service.write(&volume, offset, &decode(&data)?, &base_dir)?;
+            Reply::Done
+        }
+        Request::ReleaseRequester => Reply::Shadows(service.release_requester()?),
+    })
+}
+
+impl Handler for EngineHandler {
+    type Request = Request;
+    type Response = Result<Reply, ServiceError>;
+
+    fn handle(&self, session: SessionId, request: Request, events: &EventSink) -> Self::Response {
+        let service = self.session(session);
+        let mut service = service
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut observer = EventObserver { events };
+        dispatch(&mut *service, request, &mut observer)
+    }
+
+    fn session_ended(&self, session: SessionId) {
+        let ended = {
+            let mut sessions = self
+                .sessions
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            sessions.remove(&session.0)
+        };
+        let service = ended.unwrap_or_else(|| {
+            Arc::new(Mutex::new(LocalService::new(
+                self.engine.clone(),
+                RequesterId(session.0),
+            )))
+        });
+        let mut service = service
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // The requester is gone however it went: its volatile shadows go with it.
+        let _ = service.release_requester();
+    }
+
+    fn keeps_service_alive(&self) -> bool {
+        self.engine
+            .shadows()
+            .iter()
+            .any(|shadow| shadow.exposure.is_some())
+    }
+}
+
+/// The requester's side: every call goes over the socket.
+pub struct RemoteService {
+    client: transport::Client,
+}
+
+impl RemoteService {
+    pub fn new(client: transport::Client) -> Self {
+        Self { client }
+    }
+
+    fn call(
+        &mut self,
+        request: Request,
+        observer: &mut dyn ServiceObserver,
+    ) -> Result<Reply, ServiceError> {
+        let reply: Result<Reply, ServiceError> = self
+            .client
+            .call(&request, &mut |event| {
+                replay(observer, &event);
+                None
+            })
+            .map_err(|error| {
+                ServiceError::new(
+                    ServiceErrorKind::Unavailable,
+                    format!("the service did not answer: {error}"),
+                )
+            })?;
+        reply
+    }
+
+    fn quiet(&mut self, request: Request) -> Result<Reply, ServiceError> {
+        self.call(request, &mut super::api::SilentObserver)
+    }
+}
+
+fn unexpected(reply: Reply) -> ServiceError {
+    ServiceError::new(
+        ServiceErrorKind::Unavailable,
+        format!("the service answered out of turn: {reply:?}"),
+    )
+}
+
+impl ShadowService for RemoteService {
+    fn resolve_volume(&mut self, spec: &str, base_dir: &Path) -> Result<VolumeInfo, ServiceError> {
+        match self.quiet(Request::ResolveVolume {
+            spec: spec.to_string(),
+            base_dir: base_dir.to_path_buf(),
+        })? {
+            Reply::Volume(volume) => Ok(volume),
+            other => Err(unexpected(other)),
+        }
+    }
+    fn volumes(&mut self) -> Result<Vec<VolumeInfo>, ServiceError> {
+        match self.quiet(Request::Volumes)? {
+            Reply::Volumes(volumes) => Ok(volumes),
+            other => Err(unexpected(other)),
+        }
+    }
+    fn drive_map(&mut self) -> Result<Vec<(char, DriveTarget)>, ServiceError> {
+        match self.quiet(Request::DriveMap)? {
+            Reply::DriveMap(map) => Ok(map),
+            other => Err(unexpected(other)),
+        }
+    }
+    fn map_drive(&mut self, letter: char, target: DriveTarget) -> Result<(), ServiceError> {
+        self.quiet(Request::MapDrive { letter, target }).map(|_| ())
+    }
+    fn unmap_drive(&mut self, letter: char) -> Result<(), ServiceError> {
+        self.quiet(Request::UnmapDrive { letter }).map(|_| ())
+    }
+    fn create(
+        &mut self,
+        request: &CreateRequest,
+        observer: &mut dyn ServiceObserver,
+    ) -> Result<CreateOutcome, ServiceError> {
+        match self.call(
+            Request::Create {
+                request: request.clone(),
+            },
+            observer,
+        )? {
+            Reply::Created(outcome) => Ok(*outcome),
+            other => Err(unexpected(other)),
+        }
+    }
+    fn shadows(&mut self) -> Result<Vec<ShadowInfo>, ServiceError> {
+        match self.quiet(Request::Shadows)? {
+            Reply::Shadows(shadows) => Ok(shadows),
+            other => Err(unexpected(other)),
+        }
+    }
+    fn delete_shadows(
+        &mut self,
+        selector: &DeleteSelector,
+    ) -> Result<Vec<ShadowInfo>, ServiceError> {
+        match self.quiet(Request::DeleteShadows {
+            selector: selector.clone(),
+        })? {
+            Reply::Shadows(shadows) => Ok(shadows),
+            other => Err(unexpected(other)),
+        }
+    }
+    fn revert(
+        &mut self,
+        shadow: ShadowId,
+        observer: &mut dyn ServiceObserver,
+    ) -> Result<(), ServiceError> {
+        self.call(Request::Revert { shadow }, observer).map(|_| ())
+    }
+    fn providers(&mut self) -> Result<Vec<ProviderInfo>, ServiceError> {
+        match self.quiet(Request::Providers)? {
+            Reply::Providers(providers) => Ok(providers),
+            other => Err(unexpected(other)),
+        }
+    }
+    fn storage(&mut self) -> Result<Vec<StorageInfo>, ServiceError> {
+        match self.quiet(Request::Storage)? {
+            Reply::Storage(storage) => Ok(storage),
+            other => Err(unexpected(other)),
+        }
+    }
+    fn set_max_diff_area(
+        &mut self,
+        volume: &VolumeInfo,
+        max_bytes: Option<u64>,
+    ) -> Result<Vec<ShadowInfo>, ServiceError> {
+        match self.quiet(Request::SetMaxDiffArea {
+            volume: volume.clone(),
+            max_bytes,
+        })? {
+            Reply::Shadows(shadows) => Ok(shadows),
+            other => Err(unexpected(other)),
+        }
+    }
+    fn expose(
+        &mut self,
+        shadow: ShadowId,
+        target: &str,
+        base_dir: &Path,
+    ) -> Result<Exposure, ServiceError> {
+        match self.quiet(Request::Expose {
+            shadow,
+            target: target.to_string(),
+            base_dir: base_dir.to_path_buf(),
+        })? {
+            Reply::Exposure(exposure) => Ok(exposure),
+            other => Err(unexpected(other)),
+        }
+    }
+    fn unexpose(&mut self, target: &str, base_dir: &Path) -> Result<ShadowInfo, ServiceError> {
+        match self.quiet(Request::Unexpose {
+            target: target.to_string(),
+            base_dir: base_dir.to_path_buf(),
+        })? {
+            Reply::Shadow(shadow) => Ok(shadow),
+            other => Err(unexpected(other)),
+        }
+    }
+    fn read(
+        &mut self,
+        target: &str,
+        offset: u64,
+        length: u64,
+        base_dir: &Path,
+    ) -> Result<Vec<u8>, ServiceError> {
+        match self.quiet(Request::Read {
+            target: target.to_string(),
+            offset,
+            length,
+            base_dir: base_dir.to_path_buf(),
+        })? {
+            Reply::Data(data) => decode(&data),
+            other => Err(unexpected(other)),
+        }
+    }
+    fn write(
+        &mut self,
+        volume: &str,
+        offset: u64,
+        data: &[u8],
+        base_dir: &Path,
+    ) -> Result<(), ServiceError> {
+        self.quiet(Request::Write {
+            volume: volume.to_string(),
+            offset,
+            data: encode(data),
+            base_dir: base_dir.to_path_buf(),
+        })
+        .map(|_| ())
+    }
+    fn release_requester(&mut self) -> Result<Vec<ShadowInfo>, ServiceError> {
+        match self.quiet(Request::ReleaseRequester)? {
+            Reply::Shadows(shadows) => Ok(shadows),
+            other => Err(unexpected(other)),
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! Where a session's output goes: a terminal (with an optional log file), or a transcript in
+//! tests. The session decides what to say; the console decides how it reaches the user.
+
+/// The output side of a session.
+pub trait Console: Send {
+    /// One line of normal output (no trailing newline).
+    fn out(&mut self, line: &str);
+    /// An error or warning, possibly several lines (no trailing newline).
+    fn err(&mut self, text: &str);
+    /// Long work started; `total` units expected.
+    fn progress_begin(&mut self, what: &str, total: u64);
+    fn progress_advance(&mut self, units: u64);
+    fn progress_end(&mut self);
+    /// Whether errors may use colour and Unicode art (a terminal), or must be plain.
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+/// Collects everything, as a transcript: normal lines as they are, error lines prefixed with
+/// `! `. Used by the transcript tests and by anything that wants a session's output as text.
+#[derive(Debug, Default, Clone)]
+pub struct TranscriptConsole {
+    pub text: String,
+}
+
+impl Console for TranscriptConsole {
+    fn out(&mut self, line: &str) {
+        self.text.push_str(line);
+        self.text.push('\n');
+    }
+
+    fn err(&mut self, text: &str) {
+        for line in text.lines() {
+            self.text.push_str("! ");
+            self.text.push_str(line);
+            self.text.push('\n');
+        }
+    }
+
+    fn progress_begin(&mut self, _what: &str, _total: u64) {}
+    fn progress_advance(&mut self, _units: u64) {}
+    fn progress_end(&mut self) {}
+}

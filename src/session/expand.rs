@@ -1,0 +1,169 @@
+//! `%NAME%` expansion: aliases, then `DISKSH_PARAM_n`, then environment variables, all
+//! case-insensitive as on Windows. It runs on a line's text just before the line runs, so
+//! aliases set by earlier lines are seen.
+
+use std::collections::BTreeMap;
+
+/// One expansion made, for the `-> %x% = {…}` echo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expansion {
+    /// The name as written between the percent signs.
+    pub name: String,
+    pub value: String,
+    /// True when the name was an alias (DiskShadow echoes alias expansions).
+    pub is_alias: bool,
+}
+
+/// A `%NAME%` that nothing defines, or a lone `%`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExpandError {
+    #[error("%{name}% is not an alias, a script parameter or an environment variable")]
+    Undefined { name: String, column: usize },
+    #[error("a '%' at column {column} has no closing '%'")]
+    Unclosed { column: usize },
+}
+
+/// Names visible to `%…%`, case-insensitively.
+#[derive(Debug, Clone, Default)]
+pub struct Variables {
+    /// Lower-cased name -> (name as defined, value).
+    aliases: BTreeMap<String, (String, String)>,
+    /// Lower-cased name -> value: script parameters and the environment.
+    others: BTreeMap<String, String>,
+}
+
+impl Variables {
+    pub fn new(environment: &[(String, String)], parameters: &[String]) -> Self {
+        let mut others = BTreeMap::new();
+        for (name, value) in environment {
+            others.insert(name.to_ascii_lowercase(), value.clone());
+        }
+        for (index, value) in parameters.iter().enumerate() {
+            others.insert(format!("disksh_param_{}", index + 1), value.clone());
+        }
+        Self {
+            aliases: BTreeMap::new(),
+            others,
+        }
+    }
+
+    pub fn set_alias(&mut self, name: &str, value: &str) {
+        self.aliases.insert(
+            name.to_ascii_lowercase(),
+            (name.to_string(), value.to_string()),
+        );
+    }
+
+    pub fn alias(&self, name: &str) -> Option<&str> {
+        self.aliases
+            .get(&name.to_ascii_lowercase())
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// Aliases in name order, as defined.
+    pub fn aliases(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.aliases
+            .values()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+    }
+
+    pub fn clear_aliases(&mut self) {
+        self.aliases.clear();
+    }
+
+    fn lookup(&self, name: &str) -> Option<(String, bool)> {
+        let key = name.to_ascii_lowercase();
+        if let Some((_, value)) = self.aliases.get(&key) {
+            return Some((value.clone(), true));
+        }
+        self.others.get(&key).map(|value| (value.clone(), false))
+    }
+
+    /// Expands every `%NAME%` in `line`. `%%` stands for a literal `%`. Comment lines are not
+    /// expanded by callers.
+    pub fn expand(&self, line: &str) -> Result<(String, Vec<Expansion>), ExpandError> {
+        let mut output = String::with_capacity(line.len());
+        let mut expansions = Vec::new();
+        let mut rest = line;
+        let mut consumed_chars = 0usize;
+        while let Some(start) = rest.find('%') {
+            output.push_str(&rest[..start]);
+            let column = consumed_chars + rest[..start].chars().count() + 1;
+            let after = &rest[start + 1..];
+            let Some(end) = after.find('%') else {
+                return Err(ExpandError::Unclosed { column });
+            };
+            let name = &after[..end];
+            if name.is_empty() {
+                output.push('%');
+            } else if name.chars().any(char::is_whitespace) {
+                return Err(ExpandError::Unclosed { column });
+            } else {
+                let Some((value, is_alias)) = self.lookup(name) else {
+                    return Err(ExpandError::Undefined {
+                        name: name.to_string(),
+                        column,
+                    });
+                };
+                output.push_str(&value);
+                expansions.push(Expansion {
+                    name: name.to_string(),
+                    value,
+                    is_alias,
+                });
+            }
+            let taken = start + 1 + end + 1;
+            consumed_chars += rest[..taken].chars().count();
+            rest = &rest[taken..];
+        }
+        output.push_str(rest);
+        Ok((output, expansions))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn variables() -> Variables {
+        let mut variables = Variables::new(
+            &[("HOME".to_string(), "/root".to_string())],
+            &["first".to_string(), "second".to_string()],
+        );
+        variables.set_alias("Sys1", "{11111111-1111-1111-1111-111111111111}");
+        variables
+    }
+
+    #[test]
+    fn aliases_parameters_and_environment_expand_case_insensitively() {
+        let (text, expansions) = variables()
+            .expand("expose %SYS1% %disksh_param_2% %home%")
+            .expect("expands");
+        assert_eq!(
+            text,
+            "expose {11111111-1111-1111-1111-111111111111} second /root"
+        );
+        assert_eq!(expansions.len(), 3);
+        assert!(expansions[0].is_alias);
+        assert!(!expansions[1].is_alias);
+    }
+
+    #[test]
+    fn undefined_and_unclosed_names_are_errors_with_columns() {
+        assert_eq!(
+            variables().expand("expose %nope% x:"),
+            Err(ExpandError::Undefined {
+                name: "nope".into(),
+                column: 8
+            })
+        );
+        assert_eq!(
+            variables().expand("a %b"),
+            Err(ExpandError::Unclosed { column: 3 })
+        );
+        assert_eq!(
+            variables().expand("100%% done").map(|(text, _)| text),
+            Ok("100% done".into())
+        );
+    }
+}

@@ -1,0 +1,990 @@
+//! One entry per command: its name (the key of its syntax, help and examples in
+//! [`crate::syntax::commands::COMMANDS`]) and its handler. `help` output comes from the same
+//! table, and a test keeps the two in step.
+
+use std::path::PathBuf;
+use std::process::Command as Process;
+
+use super::render::{self, AliasLookup};
+use super::state::{PendingVolume, Phase, SessionState};
+use super::{CommandError, LineOutcome, Session};
+use crate::engine::ids::{parse_guid, ProviderId, ShadowId, ShadowSetId};
+use crate::engine::model::{DeleteSelector, DriveTarget, ExposureKind, ShadowInfo};
+use crate::engine::vss::{limits, BackupType, Context, VssCode};
+use crate::service::{CreateRequest, ServiceObserver, SetVolume, WriterSelection};
+use crate::syntax::ast::{
+    AddCommand, Command, ContextSetting, DeleteShadows, ListCommand, MapCommand, SetCommand,
+    ShadowSelector, Word, WriterAction,
+};
+use crate::syntax::commands;
+
+type Handler = fn(&mut Session<'_>, &Command) -> Result<LineOutcome, CommandError>;
+
+/// The registry: command name -> handler.
+pub static HANDLERS: &[(&str, Handler)] = &[
+    ("set", set),
+    ("simulate restore", simulate_restore),
+    ("load metadata", load_metadata),
+    ("writer", writer),
+    ("add", add),
+    ("create", create),
+    ("exec", exec),
+    ("begin", begin),
+    ("end", end),
+    ("reset", reset),
+    ("list", list),
+    ("delete shadows", delete_shadows),
+    ("import", unsupported_hardware),
+    ("mask", unsupported_hardware),
+    ("expose", expose),
+    ("unexpose", unexpose),
+    ("break", unsupported_hardware),
+    ("revert", revert),
+    ("resync", unsupported_hardware),
+    ("exit", exit),
+    ("help", help),
+    ("map", map),
+    ("unmap", map),
+    ("attach", attach),
+    ("detach", detach),
+];
+
+pub(super) fn dispatch(
+    session: &mut Session<'_>,
+    command: &Command,
+) -> Result<LineOutcome, CommandError> {
+    let name = command.name();
+    match HANDLERS.iter().find(|(entry, _)| *entry == name) {
+        Some((_, handler)) => handler(session, command),
+        None => Err(
+            CommandError::new(format!("the command `{name}` has no handler"))
+                .with_code(VssCode::VSS_E_UNEXPECTED),
+        ),
+    }
+}
+
+const DONE: Result<LineOutcome, CommandError> = Ok(LineOutcome::Continue);
+
+fn mismatch(command: &Command) -> CommandError {
+    CommandError::new(format!(
+        "internal: `{}` reached the wrong handler",
+        command.name()
+    ))
+    .with_code(VssCode::VSS_E_UNEXPECTED)
+}
+
+/// Alias look-up for the `%alias%` column of shadow blocks: a user alias wins over the
+/// default `VSS_SHADOW_n`.
+struct SessionAliases<'s>(&'s super::expand::Variables);
+
+impl AliasLookup for SessionAliases<'_> {
+    fn alias_for(&self, value: &str) -> Option<String> {
+        let mut found: Option<&str> = None;
+        for (name, alias_value) in self.0.aliases() {
+            if alias_value.eq_ignore_ascii_case(value) {
+                let is_default = name.to_ascii_uppercase().starts_with("VSS_SHADOW_")
+                    && !name.eq_ignore_ascii_case("VSS_SHADOW_SET");
+                match found {
+                    Some(_) if is_default => {}
+                    _ => found = Some(name),
+                }
+            }
+        }
+        found.map(str::to_string)
+    }
+}
+
+/// Renders service reports through the session's console: verbose lines only when verbose.
+struct ConsoleObserver<'c> {
+    console: &'c mut dyn super::console::Console,
+    verbose: bool,
+}
+
+impl ServiceObserver for ConsoleObserver<'_> {
+    fn verbose_line(&mut self, line: &str) {
+        if self.verbose {
+            self.console.out(line);
+        }
+    }
+    fn line(&mut self, line: &str) {
+        self.console.out(line);
+    }
+    fn progress_begin(&mut self, what: &str, total: u64) {
+        self.console.progress_begin(what, total);
+    }
+    fn progress_advance(&mut self, units: u64) {
+        self.console.progress_advance(units);
+    }
+    fn progress_end(&mut self) {
+        self.console.progress_end();
+    }
+}
+
+impl Session<'_> {
+    /// A shadow named by `{GUID}` (after expansion) or, as DiskShadow tolerates, by an alias
+    /// name written without percent signs.
+    fn shadow_argument(
+        &self,
+        word: &Word,
+        command: &'static str,
+    ) -> Result<ShadowId, CommandError> {
+        if let Some(uuid) = parse_guid(&word.text) {
+            return Ok(ShadowId(uuid));
+        }
+        if let Some(uuid) = self.variables.alias(&word.text).and_then(parse_guid) {
+            return Ok(ShadowId(uuid));
+        }
+        Err(CommandError::usage(
+            command,
+            format!("`{}` is neither a shadow copy ID nor an alias", word.text),
+        )
+        .with_help("give the ID as {xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx} or an alias as %name%; `list shadows all` shows the IDs"))
+    }
+
+    fn set_argument(
+        &self,
+        word: &Word,
+        command: &'static str,
+    ) -> Result<ShadowSetId, CommandError> {
+        self.shadow_argument(word, command)
+            .map(|id| ShadowSetId(id.0))
+    }
+
+    fn shadows_or_fail(&mut self) -> Result<Vec<ShadowInfo>, CommandError> {
+        Ok(self.service.shadows()?)
+    }
+}
+
+fn set(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
+    let Command::Set(setting) = command else {
+        return Err(mismatch(command));
+    };
+    let state = &mut session.state;
+    match setting {
+        SetCommand::Show => {
+            let lines = settings_listing(state);
+            session.out_lines(lines);
+        }
+        SetCommand::Context(context) => {
+            state.context = match context {
+                ContextSetting::ClientAccessible => Context::ClientAccessible,
+                ContextSetting::Persistent { no_writers: false } => Context::Persistent,
+                ContextSetting::Persistent { no_writers: true } => Context::PersistentNoWriters,
+                ContextSetting::Volatile { no_writers: false } => Context::Volatile,
+                ContextSetting::Volatile { no_writers: true } => Context::VolatileNoWriters,
+            };
+        }
+        SetCommand::Option(options) => state.options = *options,
+        SetCommand::Verbose(on) => state.verbose = *on,
+        SetCommand::Step(on) => state.step = *on,
+        SetCommand::Metadata(path) => {
+            let resolved = session.resolve_path(&path.text);
+            if resolved.is_dir() {
+                return Err(CommandError::usage(
+                    "set",
+                    format!("{} is a directory", resolved.display()),
+                )
+                .with_help("name a file, for example backup.cab"));
+            }
+            if resolved.exists() {
+                session.out("The existing file will be overwritten.");
+            }
+            session.state.metadata_path = Some(resolved);
+        }
+    }
+    DONE
+}
+
+fn settings_listing(state: &SessionState) -> Vec<String> {
+    vec![
+        format!(
+            "Context: {} ({}, 0x{:02x})",
+            state.context.diskshadow_words(),
+            state.context.name(),
+            state.context.value()
+        ),
+        format!("Options: {}", state.option_words()),
+        format!("Verbose: {}", if state.verbose { "on" } else { "off" }),
+        format!("Step: {}", if state.step { "on" } else { "off" }),
+        format!(
+            "Metadata file: {}",
+            state
+                .metadata_path
+                .as_ref()
+                .map(|path| path.display().to_string())
+                .unwrap_or_else(|| "(none)".to_string())
+        ),
+        format!("Backup type: {}", state.backup_type.protocol_name()),
+    ]
+}
+
+fn add(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
+    let Command::Add(add) = command else {
+        return Err(mismatch(command));
+    };
+    match add {
+        AddCommand::Show => {
+            let mut lines = Vec::new();
+            for pending in &session.state.volumes {
+                let alias = pending
+                    .alias
+                    .as_deref()
+                    .map(|alias| format!(" alias {alias}"))
+                    .unwrap_or_default();
+                lines.push(format!(
+                    "Volume {}{alias}    GUID {}",
+                    pending.spec,
+                    pending.volume.device_name()
+                ));
+            }
+            let count = session.state.volumes.len();
+            lines.push(format!(
+                "{count} volume{} in Shadow Copy Set.",
+                if count == 1 { "" } else { "s" }
+            ));
+            let aliases: Vec<String> = session
+                .variables
+                .aliases()
+                .map(|(name, value)| format!("Alias {name} = {value}"))
+                .collect();
+            if aliases.is_empty() {
+                lines.push("No Diskshadow aliases in the environment.".to_string());
+            } else {
+                lines.push(format!(
+                    "{} Diskshadow alias{} in the environment:",
+                    aliases.len(),
+                    if aliases.len() == 1 { "" } else { "es" }
+                ));
+                lines.extend(aliases.into_iter().map(|line| format!("\t{line}")));
+            }
+            session.out_lines(lines);
+        }
+        AddCommand::Volume {
+            volume,
+            alias,
+            provider,
+        } => {
+            if session.state.volumes.len() >= limits::MAX_VOLUMES_PER_SET {
+                return Err(CommandError::new(format!(
+                    "the shadow copy set already holds {} volumes, the most a set can hold",
+                    limits::MAX_VOLUMES_PER_SET
+                ))
+                .with_code(VssCode::VSS_E_MAXIMUM_NUMBER_OF_VOLUMES_REACHED)
+                .with_help(
+                    "create this set, then `reset` and add the remaining volumes to another",
+                ));
+            }
+            let provider = match provider {
+                None => None,
+                Some(word) => Some(ProviderId(parse_guid(&word.text).ok_or_else(|| {
+                    CommandError::usage("add", format!("`{}` is not a provider ID", word.text))
+                        .with_help("`list providers` shows the registered provider IDs")
+                })?)),
+            };
+            let base_dir = session.config.base_dir.clone();
+            let info = session.service.resolve_volume(&volume.text, &base_dir)?;
+            if session
+                .state
+                .volumes
+                .iter()
+                .any(|pending| pending.volume.id == info.id)
+            {
+                return Err(CommandError::new(format!(
+                    "the volume {} is already in the shadow copy set",
+                    info.display_name()
+                ))
+                .with_code(VssCode::VSS_E_OBJECT_ALREADY_EXISTS)
+                .with_help("`add` lists the set; `reset` empties it"));
+            }
+            if let Some(alias) = alias {
+                if session.state.volumes.iter().any(|pending| {
+                    pending
+                        .alias
+                        .as_deref()
+                        .is_some_and(|name| name.eq_ignore_ascii_case(&alias.text))
+                }) {
+                    return Err(CommandError::usage(
+                        "add",
+                        format!("the alias {} is already used in this set", alias.text),
+                    ));
+                }
+            }
+            session.state.volumes.push(PendingVolume {
+                spec: volume.text.clone(),
+                volume: info,
+                alias: alias.as_ref().map(|word| word.text.clone()),
+                provider,
+            });
+        }
+        AddCommand::Alias { name, value } => {
+            session.variables.set_alias(&name.text, &value.text);
+        }
+        AddCommand::Shadow { shadow, target } => {
+            session.shadow_argument(shadow, "add")?;
+            session.state.resync_pairs.push((
+                shadow.text.clone(),
+                target.as_ref().map(|word| word.text.clone()),
+            ));
+        }
+    }
+    DONE
+}
+
+fn create(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
+    if !matches!(command, Command::Create) {
+        return Err(mismatch(command));
+    }
+    if session.state.volumes.is_empty() {
+        return Err(CommandError::bad_state(
+            "the shadow copy set is empty",
+            "add at least one volume with `add volume <volume>` before `create`",
+        ));
+    }
+    let state = &session.state;
+    let request = CreateRequest {
+        volumes: state
+            .volumes
+            .iter()
+            .map(|pending| SetVolume {
+                volume: pending.volume.clone(),
+                provider: pending.provider,
+            })
+            .collect(),
+        context: state.context,
+        extra_attributes: state.extra_attributes(),
+        backup_type: state.backup_type,
+        writers: WriterSelection {
+            verify: state.writer_verify.clone(),
+            exclude: state.writer_exclude.clone(),
+        },
+        aliases: state
+            .volumes
+            .iter()
+            .map(|pending| pending.alias.clone())
+            .collect(),
+        metadata_path: state.metadata_path.clone(),
+    };
+    let pending = session.state.volumes.clone();
+    let mut observer = ConsoleObserver {
+        console: &mut *session.console,
+        verbose: session.state.verbose,
+    };
+    let outcome = session.service.create(&request, &mut observer)?;
+    let mut lines = Vec::new();
+    for (index, shadow) in outcome.set.shadows.iter().enumerate() {
+        let default_name = format!("VSS_SHADOW_{}", index + 1);
+        session
+            .variables
+            .set_alias(&default_name, &shadow.id.to_string());
+        let alias = pending
+            .get(index)
+            .and_then(|volume| volume.alias.clone())
+            .unwrap_or(default_name);
+        session.variables.set_alias(&alias, &shadow.id.to_string());
+        lines.push(format!(
+            "Alias {alias} for shadow ID {} set as environment variable.",
+            shadow.id
+        ));
+    }
+    session
+        .variables
+        .set_alias("VSS_SHADOW_SET", &outcome.set.set_id.to_string());
+    lines.push(format!(
+        "Alias VSS_SHADOW_SET for shadow set ID {} set as environment variable.",
+        outcome.set.set_id
+    ));
+    if session.state.verbose {
+        if let Some(path) = &session.state.metadata_path {
+            let cab_name = path
+                .file_name()
+                .map(|name| name.to_string_lossy().to_string())
+                .unwrap_or_default();
+            for file in &outcome.metadata_files {
+                lines.push(format!("Inserted file {file} into .cab file {cab_name}"));
+            }
+        }
+    }
+    lines.push(String::new());
+    let header = format!(
+        "Querying all shadow copies with the shadow copy set ID {}",
+        outcome.set.set_id
+    );
+    let listing = render::shadow_listing(
+        &header,
+        &outcome.set.shadows,
+        &SessionAliases(&session.variables),
+        session.config.time_zone,
+    );
+    lines.extend(listing);
+    session.out_lines(lines);
+    session.state.volumes.clear();
+    session.state.last_created_set = Some(outcome.set.set_id);
+    DONE
+}
+
+fn exec(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
+    let Command::Exec { program, arguments } = command else {
+        return Err(mismatch(command));
+    };
+    let path = session.resolve_path(&program.text);
+    if !path.is_file() {
+        return Err(CommandError::new(format!(
+            "{} does not exist or is not a file",
+            path.display()
+        ))
+        .with_help(
+            "give the path of a script or program; relative paths start at the working directory",
+        ));
+    }
+    let runs_directly = is_executable(&path);
+    let mut process = if runs_directly {
+        Process::new(&path)
+    } else {
+        let mut shell = Process::new("sh");
+        shell.arg(&path);
+        shell
+    };
+    process.args(arguments.iter().map(|word| word.text.as_str()));
+    process.current_dir(&session.config.base_dir);
+    process.env_clear();
+    process.envs(
+        session
+            .config
+            .environment
+            .iter()
+            .map(|(name, value)| (name, value)),
+    );
+    for (name, value) in session.variables.aliases() {
+        process.env(name, value);
+    }
+    let output = process.output().map_err(|error| {
+        CommandError::new(format!("{} could not be started: {error}", path.display()))
+            .with_help("make the file executable (chmod +x) or give a shell script")
+    })?;
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        session.console.out(line);
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !stderr.trim().is_empty() {
+        session.console.err(stderr.trim_end());
+    }
+    if !output.status.success() {
+        let status = match output.status.code() {
+            Some(code) => format!("exit status {code}"),
+            None => "a signal".to_string(),
+        };
+        return Err(
+            CommandError::new(format!("{} failed with {status}", path.display()))
+                .with_help("the script stops here; fix the program and run the script again"),
+        );
+    }
+    DONE
+}
+
+#[cfg(unix)]
+fn is_executable(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .map(|meta| meta.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+fn begin(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
+    match command {
+        Command::BeginBackup => begin_backup(session, command),
+        Command::BeginRestore => begin_restore(session, command),
+        _ => Err(mismatch(command)),
+    }
+}
+
+fn end(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
+    match command {
+        Command::EndBackup => end_backup(session, command),
+        Command::EndRestore => end_restore(session, command),
+        _ => Err(mismatch(command)),
+    }
+}
+
+fn begin_backup(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
+    if !matches!(command, Command::BeginBackup) {
+        return Err(mismatch(command));
+    }
+    match session.state.phase {
+        Phase::BackupBegun => Err(CommandError::bad_state(
+            "a backup is already in progress",
+            "`end backup` ends it",
+        )),
+        Phase::RestoreBegun => Err(CommandError::bad_state(
+            "a restore is in progress",
+            "`end restore` ends it first",
+        )),
+        Phase::Idle => {
+            session.state.phase = Phase::BackupBegun;
+            session.state.backup_type = BackupType::Full;
+            DONE
+        }
+    }
+}
+
+fn end_backup(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
+    if !matches!(command, Command::EndBackup) {
+        return Err(mismatch(command));
+    }
+    if session.state.phase != Phase::BackupBegun {
+        return Err(CommandError::bad_state(
+            "END BACKUP without BEGIN BACKUP",
+            "`begin backup` before `create` starts a full backup; `end backup` ends it",
+        ));
+    }
+    session.state.phase = Phase::Idle;
+    session.state.backup_type = BackupType::Copy;
+    DONE
+}
+
+fn begin_restore(
+    session: &mut Session<'_>,
+    command: &Command,
+) -> Result<LineOutcome, CommandError> {
+    if !matches!(command, Command::BeginRestore) {
+        return Err(mismatch(command));
+    }
+    if session.state.loaded_metadata.is_none() {
+        return Err(CommandError::bad_state(
+            "no metadata is loaded",
+            "`load metadata <file.cab>` loads the writers and components to restore",
+        ));
+    }
+    if session.state.phase != Phase::Idle {
+        return Err(CommandError::bad_state(
+            "a backup or restore is already in progress",
+            "end it first",
+        ));
+    }
+    Err(writers_unavailable("begin restore"))
+}
+
+fn end_restore(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
+    if !matches!(command, Command::EndRestore) {
+        return Err(mismatch(command));
+    }
+    if session.state.phase != Phase::RestoreBegun {
+        return Err(CommandError::bad_state(
+            "END RESTORE without BEGIN RESTORE",
+            "`begin restore` starts a restore",
+        ));
+    }
+    Err(writers_unavailable("end restore"))
+}
+
+fn simulate_restore(
+    session: &mut Session<'_>,
+    command: &Command,
+) -> Result<LineOutcome, CommandError> {
+    if !matches!(command, Command::SimulateRestore) {
+        return Err(mismatch(command));
+    }
+    if session.state.loaded_metadata.is_none() {
+        return Err(CommandError::bad_state(
+            "no metadata is loaded",
+            "`load metadata <file.cab>` first; simulate restore checks the writers it names",
+        ));
+    }
+    Err(writers_unavailable("simulate restore"))
+}
+
+fn load_metadata(
+    session: &mut Session<'_>,
+    command: &Command,
+) -> Result<LineOutcome, CommandError> {
+    let Command::LoadMetadata { path } = command else {
+        return Err(mismatch(command));
+    };
+    let resolved = session.resolve_path(&path.text);
+    if !resolved.is_file() {
+        return Err(CommandError::new(format!(
+            "the metadata file {} does not exist",
+            resolved.display()
+        ))
+        .with_code(VssCode::VSS_E_OBJECT_NOT_FOUND)
+        .with_help("`set metadata <file.cab>` before `create` writes one"));
+    }
+    Err(writers_unavailable("load metadata"))
+}
+
+fn writers_unavailable(command: &str) -> CommandError {
+    CommandError::new(format!(
+        "`{command}` is not supported yet: this build has no writer coordinator"
+    ))
+    .with_code(VssCode::VSS_E_NOT_SUPPORTED)
+    .with_help("use a `nowriters` context for crash-consistent shadow copies")
+}
+
+fn writer(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
+    let Command::Writer { action, target } = command else {
+        return Err(mismatch(command));
+    };
+    let list = match action {
+        WriterAction::Verify => &mut session.state.writer_verify,
+        WriterAction::Exclude => &mut session.state.writer_exclude,
+    };
+    if !list
+        .iter()
+        .any(|existing| existing.eq_ignore_ascii_case(&target.text))
+    {
+        list.push(target.text.clone());
+    }
+    DONE
+}
+
+fn reset(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
+    if !matches!(command, Command::Reset) {
+        return Err(mismatch(command));
+    }
+    let released = session.service.release_requester()?;
+    session.state = SessionState::default();
+    session.variables.clear_aliases();
+    if !released.is_empty() {
+        session.out(format!(
+            "Released {} volatile shadow cop{}.",
+            released.len(),
+            if released.len() == 1 { "y" } else { "ies" }
+        ));
+    }
+    DONE
+}
+
+fn list(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
+    let Command::List(list) = command else {
+        return Err(mismatch(command));
+    };
+    match list {
+        ListCommand::Providers => {
+            let providers = session.service.providers()?;
+            session.out_lines(render::provider_listing(&providers));
+        }
+        ListCommand::Shadows(selector) => {
+            let all = session.shadows_or_fail()?;
+            let (header, shadows): (String, Vec<ShadowInfo>) = match selector {
+                ShadowSelector::All => (
+                    "Querying all shadow copies on the computer ...".to_string(),
+                    all,
+                ),
+                ShadowSelector::Set(word) => {
+                    let set = session.set_argument(word, "list")?;
+                    (
+                        format!("Querying all shadow copies with the shadow copy set ID {set}"),
+                        all.into_iter()
+                            .filter(|shadow| shadow.set_id == set)
+                            .collect(),
+                    )
+                }
+                ShadowSelector::Id(word) => {
+                    let id = session.shadow_argument(word, "list")?;
+                    (
+                        format!("Querying shadow copy with ID {id}"),
+                        all.into_iter().filter(|shadow| shadow.id == id).collect(),
+                    )
+                }
+            };
+            let lines = render::shadow_listing(
+                &header,
+                &shadows,
+                &SessionAliases(&session.variables),
+                session.config.time_zone,
+            );
+            session.out_lines(lines);
+        }
+        ListCommand::Writers(_) => return Err(writers_unavailable("list writers")),
+    }
+    DONE
+}
+
+fn delete_shadows(
+    session: &mut Session<'_>,
+    command: &Command,
+) -> Result<LineOutcome, CommandError> {
+    let Command::DeleteShadows(target) = command else {
+        return Err(mismatch(command));
+    };
+    let base_dir = session.config.base_dir.clone();
+    let selector = match target {
+        DeleteShadows::All => DeleteSelector::All,
+        DeleteShadows::Set(word) => {
+            DeleteSelector::Set(session.set_argument(word, "delete shadows")?)
+        }
+        DeleteShadows::Id(word) => {
+            DeleteSelector::Id(session.shadow_argument(word, "delete shadows")?)
+        }
+        DeleteShadows::Volume(word) | DeleteShadows::Oldest(word) => {
+            // DiskShadow tolerates an alias name here (observed: `delete shadows volume df`).
+            if let Some(uuid) = session.variables.alias(&word.text).and_then(parse_guid) {
+                DeleteSelector::Id(ShadowId(uuid))
+            } else {
+                let volume = session.service.resolve_volume(&word.text, &base_dir)?;
+                if matches!(target, DeleteShadows::Oldest(_)) {
+                    DeleteSelector::Oldest(volume.id)
+                } else {
+                    DeleteSelector::Volume(volume.id)
+                }
+            }
+        }
+        DeleteShadows::Exposed(word) => {
+            let shadows = session.shadows_or_fail()?;
+            let shadow = find_exposed(&shadows, &word.text, &session.resolve_path(&word.text))
+                .ok_or_else(|| {
+                    CommandError::new(format!("no shadow copy is exposed at {}", word.text))
+                        .with_code(VssCode::VSS_E_OBJECT_NOT_FOUND)
+                        .with_help("`list shadows all` shows where shadow copies are exposed")
+                })?;
+            session
+                .service
+                .unexpose(&shadow.id.to_string(), &base_dir)?;
+            DeleteSelector::Id(shadow.id)
+        }
+    };
+    let deleted = session.service.delete_shadows(&selector)?;
+    session.out_lines(render::deletion_listing(&deleted));
+    DONE
+}
+
+/// The shadow exposed at a drive letter, directory or share, by the name the user gave.
+fn find_exposed<'s>(
+    shadows: &'s [ShadowInfo],
+    name: &str,
+    resolved: &std::path::Path,
+) -> Option<&'s ShadowInfo> {
+    let wanted = name.trim_end_matches(['\\', '/']);
+    shadows.iter().find(|shadow| {
+        shadow.exposure.as_ref().is_some_and(|exposure| {
+            exposure
+                .name
+                .trim_end_matches(['\\', '/'])
+                .eq_ignore_ascii_case(wanted)
+                || (exposure.kind != ExposureKind::Share
+                    && std::path::Path::new(&exposure.location) == resolved)
+        })
+    })
+}
+
+fn expose(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
+    let Command::Expose { shadow, target } = command else {
+        return Err(mismatch(command));
+    };
+    let id = session.shadow_argument(shadow, "expose")?;
+    let base_dir = session.config.base_dir.clone();
+    let exposure = session.service.expose(id, &target.text, &base_dir)?;
+    let shown = match exposure.kind {
+        ExposureKind::Drive => format!("{}\\", exposure.name.trim_end_matches('\\')),
+        _ => exposure.name.clone(),
+    };
+    session.out(format!(
+        "The shadow copy was successfully exposed as {shown}."
+    ));
+    DONE
+}
+
+fn unexpose(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
+    let Command::Unexpose { target } = command else {
+        return Err(mismatch(command));
+    };
+    let base_dir = session.config.base_dir.clone();
+    let text = match parse_guid(&target.text)
+        .or_else(|| session.variables.alias(&target.text).and_then(parse_guid))
+    {
+        Some(uuid) => ShadowId(uuid).to_string(),
+        None => target.text.clone(),
+    };
+    let shadow = session.service.unexpose(&text, &base_dir)?;
+    session.out(format!(
+        "The shadow copy {} is no longer exposed.",
+        shadow.id
+    ));
+    DONE
+}
+
+fn revert(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
+    let Command::Revert { shadow } = command else {
+        return Err(mismatch(command));
+    };
+    let id = session.shadow_argument(shadow, "revert")?;
+    let mut observer = ConsoleObserver {
+        console: &mut *session.console,
+        verbose: session.state.verbose,
+    };
+    session.service.revert(id, &mut observer)?;
+    session.out(format!("The volume was reverted to the shadow copy {id}."));
+    DONE
+}
+
+fn unsupported_hardware(
+    _session: &mut Session<'_>,
+    command: &Command,
+) -> Result<LineOutcome, CommandError> {
+    let name = command.name();
+    Err(CommandError::new(format!(
+        "`{name}` is not supported yet: it works on transportable hardware shadow copies, and diskshadow's providers do not make them"
+    ))
+    .with_code(VssCode::VSS_E_NOT_SUPPORTED)
+    .with_help(match name {
+        "resync" => "`revert <shadow>` brings a volume back to a shadow copy",
+        "break" => "`expose <shadow> <dir>` makes a persistent shadow copy readable",
+        _ => "shadow copies made by `create` are already in the store; `list shadows all` shows them",
+    }))
+}
+
+fn exit(_session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
+    if !matches!(command, Command::Exit) {
+        return Err(mismatch(command));
+    }
+    Ok(LineOutcome::Exit)
+}
+
+fn help(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
+    let Command::Help { topic } = command else {
+        return Err(mismatch(command));
+    };
+    if topic.is_empty() {
+        let mut lines = Vec::new();
+        for spec in commands::COMMANDS {
+            lines.push(format!(
+                "{:<20}- {}",
+                spec.name.to_ascii_uppercase(),
+                spec.summary
+            ));
+        }
+        lines.push(String::new());
+        lines.push("For more information on a command, type: HELP <command>".to_string());
+        session.out_lines(lines);
+        return DONE;
+    }
+    let wanted = topic
+        .iter()
+        .map(|word| word.text.to_ascii_lowercase())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let spec = commands::find(&wanted)
+        .or_else(|| {
+            topic
+                .first()
+                .and_then(|word| commands::find(&word.text.to_ascii_lowercase()))
+        })
+        .ok_or_else(|| {
+            CommandError::new(format!("there is no command `{wanted}`"))
+                .with_help("`help` lists every command")
+        })?;
+    session.print_command_help(spec);
+    if !spec.examples.is_empty() {
+        session.out("");
+        session.out("Examples:");
+        let examples: Vec<String> = spec
+            .examples
+            .iter()
+            .map(|example| format!("        {example}"))
+            .collect();
+        session.out_lines(examples);
+    }
+    DONE
+}
+
+fn drive_letter(word: &Word, command: &'static str) -> Result<char, CommandError> {
+    let text = word.text.trim_end_matches('\\');
+    let mut chars = text.chars();
+    match (chars.next(), chars.next(), chars.next()) {
+        (Some(letter), Some(':'), None) if letter.is_ascii_alphabetic() => {
+            Ok(letter.to_ascii_uppercase())
+        }
+        _ => Err(
+            CommandError::usage(command, format!("`{}` is not a drive letter", word.text))
+                .with_help("write a letter and a colon, for example `c:`"),
+        ),
+    }
+}
+
+fn map(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
+    let Command::Map(map) = command else {
+        return Err(mismatch(command));
+    };
+    match map {
+        MapCommand::Show => {
+            let drives = session.service.drive_map()?;
+            let mut lines = Vec::new();
+            for (letter, target) in &drives {
+                lines.push(match target {
+                    DriveTarget::Volume(path) => {
+                        format!("{letter}:\\  volume     {}", path.display())
+                    }
+                    DriveTarget::Directory(path) => {
+                        format!("{letter}:\\  directory  {}", path.display())
+                    }
+                });
+            }
+            lines.push(format!(
+                "{} drive letter{} mapped.",
+                drives.len(),
+                if drives.len() == 1 { "" } else { "s" }
+            ));
+            session.out_lines(lines);
+        }
+        MapCommand::Map { drive, target } => {
+            let letter = drive_letter(drive, "map")?;
+            let path = session.resolve_path(&target.text);
+            let target = if path.is_dir() {
+                DriveTarget::Directory(path)
+            } else if path.is_file() {
+                DriveTarget::Volume(path)
+            } else {
+                return Err(CommandError::new(format!("{} does not exist", path.display()))
+                    .with_help("map a letter to an existing image file (a volume) or directory (an exposure target)"));
+            };
+            session.service.map_drive(letter, target)?;
+        }
+        MapCommand::Unmap { drive } => {
+            let letter = drive_letter(drive, "map")?;
+            session.service.unmap_drive(letter)?;
+        }
+    }
+    DONE
+}
+
+fn attach(_session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
+    let Command::Attach { .. } = command else {
+        return Err(mismatch(command));
+    };
+    Err(CommandError::new(
+        "`attach` is not supported yet: live volumes cannot be attached in this build",
+    )
+    .with_code(VssCode::VSS_E_NOT_SUPPORTED)
+    .with_help("write to volumes with `diskshadow volume write`, which passes the provider"))
+}
+
+fn detach(_session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
+    let Command::Detach { .. } = command else {
+        return Err(mismatch(command));
+    };
+    Err(CommandError::new(
+        "`detach` is not supported yet: live volumes cannot be attached in this build",
+    )
+    .with_code(VssCode::VSS_E_NOT_SUPPORTED))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_in_the_language_has_exactly_one_handler_and_help() {
+        for spec in commands::COMMANDS {
+            let handlers = HANDLERS
+                .iter()
+                .filter(|(name, _)| *name == spec.name)
+                .count();
+            assert_eq!(handlers, 1, "`{}` has {handlers} handlers", spec.name);
+        }
+        for (name, _) in HANDLERS {
+            assert!(
+                commands::find(name).is_some(),
+                "`{name}` has a handler but no syntax or help"
+            );
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! What a requester holds between commands (reference §0.4). `reset` returns it to default.
+
+use std::path::PathBuf;
+
+use crate::engine::ids::{ProviderId, ShadowSetId};
+use crate::engine::model::VolumeInfo;
+use crate::engine::vss::{Attributes, BackupType, Context};
+use crate::syntax::ast::{CopyMethod, OptionSetting};
+
+/// A volume added to the shadow copy set being built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingVolume {
+    /// As the user wrote it (`c:`, `/srv/data.img`).
+    pub spec: String,
+    pub volume: VolumeInfo,
+    pub alias: Option<String>,
+    pub provider: Option<ProviderId>,
+}
+
+/// Where the backup or restore protocol stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Phase {
+    #[default]
+    Idle,
+    /// `begin backup` was given; `end backup` has not been.
+    BackupBegun,
+    /// `begin restore` was given; `end restore` has not been.
+    RestoreBegun,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SessionState {
+    pub context: Context,
+    pub options: OptionSetting,
+    pub verbose: bool,
+    /// Extension: pause before each writer event.
+    pub step: bool,
+    pub metadata_path: Option<PathBuf>,
+    pub volumes: Vec<PendingVolume>,
+    pub writer_verify: Vec<String>,
+    pub writer_exclude: Vec<String>,
+    pub backup_type: BackupType,
+    pub phase: Phase,
+    /// The set made by the last `create`, for `end backup`.
+    pub last_created_set: Option<ShadowSetId>,
+    /// The path of the metadata file loaded by `load metadata`.
+    pub loaded_metadata: Option<PathBuf>,
+    /// `add shadow` pairs for `resync`.
+    pub resync_pairs: Vec<(String, Option<String>)>,
+}
+
+impl SessionState {
+    /// The attribute bits `set option` asks for.
+    pub fn extra_attributes(&self) -> Attributes {
+        let options = self.options;
+        let mut bits = 0;
+        match options.copy_method {
+            Some(CopyMethod::Differential) => bits |= Attributes::DIFFERENTIAL,
+            Some(CopyMethod::Plex) => bits |= Attributes::PLEX,
+            None => {}
+        }
+        if options.transportable {
+            bits |= Attributes::TRANSPORTABLE;
+        }
+        if options.rollback_recover {
+            bits |= Attributes::ROLLBACK_RECOVERY;
+        }
+        if options.txf_recover {
+            bits |= Attributes::TXF_RECOVERY;
+        }
+        if options.no_auto_recover {
+            bits |= Attributes::NO_AUTORECOVERY;
+        }
+        Attributes(bits)
+    }
+
+    /// `set option` as the user would type it, or `(none)`.
+    pub fn option_words(&self) -> String {
+        let options = self.options;
+        let mut words = Vec::new();
+        match options.copy_method {
+            Some(CopyMethod::Differential) => words.push("differential"),
+            Some(CopyMethod::Plex) => words.push("plex"),
+            None => {}
+        }
+        for (on, word) in [
+            (options.transportable, "transportable"),
+            (options.rollback_recover, "rollbackrecover"),
+            (options.txf_recover, "txfrecover"),
+            (options.no_auto_recover, "noautorecover"),
+        ] {
+            if on {
+                words.push(word);
+            }
+        }
+        if words.is_empty() {
+            "(none)".to_string()
+        } else {
+            words.join(" ")
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The console of a real process: stdout and stderr, a copy of everything in the `-l` log, and
+//! indicatif progress only when stderr is a terminal.
+
+use std::fs::File;
+use std::io::{IsTerminal, Write};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::session::console::Console;
+
+pub struct TerminalConsole {
+    log: Option<File>,
+    terminal: bool,
+    progress: Option<ProgressBar>,
+}
+
+impl TerminalConsole {
+    pub fn new(log: Option<File>) -> Self {
+        Self {
+            log,
+            terminal: std::io::stderr().is_terminal(),
+            progress: None,
+        }
+    }
+
+    fn log_line(&mut self, line: &str) {
+        if let Some(log) = &mut self.log {
+            // A log that cannot be written must not stop the work it records.
+            let _ = writeln!(log, "{line}");
+        }
+    }
+}
+
+impl Console for TerminalConsole {
+    fn out(&mut self, line: &str) {
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "{line}");
+        let _ = stdout.flush();
+        drop(stdout);
+        self.log_line(line);
+    }
+
+    fn err(&mut self, text: &str) {
+        let mut stderr = std::io::stderr().lock();
+        let _ = writeln!(stderr, "{text}");
+        drop(stderr);
+        let plain = strip_ansi(text);
+        self.log_line(&plain);
+    }
+
+    fn progress_begin(&mut self, what: &str, total: u64) {
+        if !self.terminal {
+            return;
+        }
+        let bar = ProgressBar::new(total);
+        if let Ok(style) = ProgressStyle::with_template(
+            "{msg} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(what.to_string());
+        self.progress = Some(bar);
+    }
+
+    fn progress_advance(&mut self, units: u64) {
+        if let Some(bar) = &self.progress {
+            bar.inc(units);
+        }
+    }
+
+    fn progress_end(&mut self) {
+        if let Some(bar) = self.progress.take() {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn is_terminal(&self) -> bool {
+        self.terminal
+    }
+}
+
+/// Removes ANSI colour sequences, so the log holds plain text.
+fn strip_ansi(text: &str) -> String {
+    let mut output = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(character) = chars.next() {
+        if character == '\u{1b}' && chars.peek() == Some(&'[') {
+            chars.next();
+            for following in chars.by_ref() {
+                if following.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            output.push(character);
+        }
+    }
+    output
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn colour_sequences_are_removed_from_the_log() {
+        assert_eq!(super::strip_ansi("\u{1b}[31merror\u{1b}[0m: x"), "error: x");
+    }
+}

@@ -1,0 +1,251 @@
+//! Process-level tests of the binaries: arguments, exit statuses, stdin scripts, `/l` logs,
+//! and `volume read|write` through the engine.
+
+use std::fs;
+use std::path::Path;
+
+use assert_cmd::Command;
+
+fn diskshadow(store: &Path) -> Command {
+    let mut command = Command::cargo_bin("diskshadow").expect("binary");
+    command
+        .arg("--store")
+        .arg(store)
+        .env_remove("DISKSHADOW_STORE");
+    command
+}
+
+fn image(path: &Path, size: u64) {
+    fs::File::create(path)
+        .and_then(|file| file.set_len(size))
+        .expect("image");
+}
+
+#[test]
+fn check_reports_every_error_and_exits_2() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let script = work.path().join("bad.dsh");
+    fs::write(
+        &script,
+        "set context persistent\ncrate\nlist shadows everything\nexit\n",
+    )
+    .expect("script");
+    let output = Command::cargo_bin("diskshadow")
+        .expect("binary")
+        .arg("--check")
+        .arg(&script)
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("dsh::parse::unknown_command"), "{stderr}");
+    assert!(
+        stderr.contains("create"),
+        "a did-you-mean suggestion: {stderr}"
+    );
+    assert!(stderr.contains("2 syntax errors"), "{stderr}");
+}
+
+#[test]
+fn check_accepts_every_shipped_script() {
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts");
+    let mut checked = 0;
+    for entry in fs::read_dir(&scripts).expect("scripts/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|extension| extension == "dsh") {
+            Command::cargo_bin("diskshadow")
+                .expect("binary")
+                .arg("--check")
+                .arg(&path)
+                .assert()
+                .success();
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no scripts in scripts/");
+}
+
+#[test]
+fn a_script_stops_at_its_first_failure_with_status_1_and_logs_with_slash_l() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let store = work.path().join("store");
+    let script = work.path().join("stop.dsh");
+    let log = work.path().join("run.log");
+    fs::write(&script, "set verbose on\r\ndelete shadows id {00000000-0000-0000-0000-000000000001}\r\nset verbose off\r\n").expect("script");
+    let output = diskshadow(&store)
+        .arg("/s")
+        .arg(&script)
+        .arg("/l")
+        .arg(&log)
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("-> set verbose on"), "{stdout}");
+    assert!(stdout.contains("DiskShadow is exiting."), "{stdout}");
+    assert!(
+        !stdout.contains("-> set verbose off"),
+        "the script went on after the failure: {stdout}"
+    );
+    let logged = fs::read_to_string(&log).expect("log written");
+    assert!(
+        logged.contains("-> set verbose on") && logged.contains("DiskShadow is exiting."),
+        "{logged}"
+    );
+    assert!(
+        logged.contains("VSS_E_OBJECT_NOT_FOUND"),
+        "errors reach the log too: {logged}"
+    );
+}
+
+#[test]
+fn syntax_errors_in_a_script_run_nothing_and_exit_2() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let script = work.path().join("bad.dsh");
+    fs::write(
+        &script,
+        "add alias x {11111111-2222-3333-4444-555555555555}\nlst shadows all\n",
+    )
+    .expect("script");
+    let output = diskshadow(&work.path().join("store"))
+        .arg("-s")
+        .arg(&script)
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        !String::from_utf8_lossy(&output.stdout).contains("-> add alias"),
+        "nothing may run"
+    );
+}
+
+#[test]
+fn standard_input_is_a_script_with_parameters_unavailable() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let output = diskshadow(&work.path().join("store"))
+        .write_stdin("list providers\nexit\n")
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("-> list providers"), "{stdout}");
+    assert!(
+        stdout.contains("{b5946137-7b9f-4925-af80-51abd60b20d5}"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn script_parameters_expand() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let script = work.path().join("params.dsh");
+    fs::write(&script, "add alias p %DISKSH_PARAM_1%\nadd\n").expect("script");
+    let output = diskshadow(&work.path().join("store"))
+        .arg("-s")
+        .arg(&script)
+        .arg("{11111111-2222-3333-4444-555555555555}")
+        .output()
+        .expect("runs");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout)
+        .contains("Alias p = {11111111-2222-3333-4444-555555555555}"));
+}
+
+#[test]
+fn windows_help_switch_and_bad_switches() {
+    Command::cargo_bin("diskshadow")
+        .expect("binary")
+        .arg("/?")
+        .assert()
+        .success();
+    Command::cargo_bin("diskshadow")
+        .expect("binary")
+        .arg("--bogus")
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn volume_write_and_read_go_through_the_engine_and_shadows_keep_their_bytes() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let store = work.path().join("store");
+    let volume = work.path().join("data.img");
+    image(&volume, 1 << 20);
+    let before = work.path().join("before.bin");
+    fs::write(&before, vec![0x5a; 8192]).expect("input");
+    diskshadow(&store)
+        .args(["volume", "write"])
+        .arg(&volume)
+        .args(["--offset", "4096", "--input"])
+        .arg(&before)
+        .assert()
+        .success();
+
+    let script = work.path().join("snap.dsh");
+    fs::write(
+        &script,
+        format!(
+            "set context persistent nowriters\nadd volume {} alias s\ncreate\n",
+            volume.display()
+        ),
+    )
+    .expect("script");
+    let output = diskshadow(&store)
+        .arg("-s")
+        .arg(&script)
+        .output()
+        .expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let shadow_id = stdout
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("Alias s for shadow ID ")
+                .and_then(|rest| rest.split_whitespace().next())
+        })
+        .expect("shadow ID printed")
+        .to_string();
+
+    diskshadow(&store)
+        .args(["volume", "write"])
+        .arg(&volume)
+        .args(["--offset", "4096"])
+        .write_stdin(vec![0xa5u8; 8192])
+        .assert()
+        .success();
+    let live = diskshadow(&store)
+        .args(["volume", "read"])
+        .arg(&volume)
+        .args(["--offset", "4096", "--length", "8192"])
+        .output()
+        .expect("read");
+    assert_eq!(live.stdout, vec![0xa5u8; 8192]);
+    let shadow = diskshadow(&store)
+        .args([
+            "volume", "read", &shadow_id, "--offset", "4096", "--length", "8192",
+        ])
+        .output()
+        .expect("read");
+    assert_eq!(
+        shadow.stdout,
+        vec![0x5au8; 8192],
+        "the shadow shows the bytes from before the write"
+    );
+    let info = diskshadow(&store)
+        .args(["volume", "info"])
+        .arg(&volume)
+        .arg("--json")
+        .output()
+        .expect("info");
+    let json: serde_json::Value = serde_json::from_slice(&info.stdout).expect("json");
+    assert_eq!(json["size"], 1 << 20);
+}

@@ -1,0 +1,258 @@
+//! Shared by the integration tests: a deterministic in-process session over a fresh store.
+#![allow(dead_code)]
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::FixedOffset;
+use diskshadow::engine::clock::{SeededIds, SteppingClock};
+use diskshadow::engine::core::EngineOptions;
+use diskshadow::engine::model::RequesterId;
+use diskshadow::engine::Engine;
+use diskshadow::service::local::LocalService;
+use diskshadow::service::ShadowService;
+use diskshadow::session::console::TranscriptConsole;
+use diskshadow::session::render::TimeZoneChoice;
+use diskshadow::session::{Mode, Session, SessionConfig};
+
+/// A scratch directory at a fixed path per test, so that paths in transcripts are stable
+/// without filtering output.
+pub fn scratch(name: &str) -> PathBuf {
+    let directory = PathBuf::from("/tmp/diskshadow-tests").join(name);
+    let _ = fs::remove_dir_all(&directory);
+    fs::create_dir_all(&directory).expect("scratch directory");
+    directory
+}
+
+/// The engine as transcripts see it: seeded IDs, a stepping clock, a fixed machine name.
+pub fn open_engine(store: &Path) -> Arc<Engine> {
+    let mut options = EngineOptions::system();
+    options.machine_name = "TESTHOST".to_string();
+    options.clock = Arc::new(SteppingClock::default());
+    options.ids = Arc::new(SeededIds::new(1));
+    Arc::new(Engine::open(store, options).expect("engine opens"))
+}
+
+pub fn parse_size(text: &str) -> u64 {
+    let text = text.trim();
+    let (number, multiplier) = match text.chars().last() {
+        Some('K') => (&text[..text.len() - 1], 1u64 << 10),
+        Some('M') => (&text[..text.len() - 1], 1 << 20),
+        Some('G') => (&text[..text.len() - 1], 1 << 30),
+        Some('T') => (&text[..text.len() - 1], 1 << 40),
+        _ => (text, 1),
+    };
+    number.parse::<u64>().expect("size") * multiplier
+}
+
+/// What `#!` directive lines set up before a transcript runs.
+#[derive(Debug, Default)]
+pub struct Setup {
+    pub mode: Option<Mode>,
+    pub parameters: Vec<String>,
+    pub maps: Vec<(String, String)>,
+    pub environment: Vec<(String, String)>,
+}
+
+/// Applies the directives of `source` inside `work`:
+/// `#! image NAME SIZE`, `#! fill NAME OFFSET LENGTH BYTE`, `#! dir NAME`,
+/// `#! script NAME: COMMAND` (an executable sh script), `#! map X: NAME`, `#! param VALUE`,
+/// `#! env NAME=VALUE`, `#! mode script|transcript`.
+pub fn apply_directives(source: &str, work: &Path) -> Setup {
+    let mut setup = Setup::default();
+    for line in source.lines() {
+        let Some(directive) = line.trim().strip_prefix("#!") else {
+            continue;
+        };
+        let words: Vec<&str> = directive.split_whitespace().collect();
+        match words.as_slice() {
+            ["image", name, size] => {
+                let file = fs::File::create(work.join(name)).expect("image");
+                file.set_len(parse_size(size)).expect("image size");
+            }
+            ["fill", name, offset, length, byte] => {
+                let mut file = OpenOptions::new()
+                    .write(true)
+                    .open(work.join(name))
+                    .expect("image to fill");
+                let byte = u8::from_str_radix(byte.trim_start_matches("0x"), 16).expect("hex byte");
+                use std::io::Seek;
+                file.seek(std::io::SeekFrom::Start(parse_size(offset)))
+                    .expect("seek");
+                file.write_all(&vec![byte; parse_size(length) as usize])
+                    .expect("fill");
+            }
+            ["dir", name] => fs::create_dir_all(work.join(name)).expect("dir"),
+            ["map", letter, name] => setup.maps.push((letter.to_string(), name.to_string())),
+            ["param", value] => setup.parameters.push(value.to_string()),
+            ["env", assignment] => {
+                let (name, value) = assignment.split_once('=').expect("NAME=VALUE");
+                setup
+                    .environment
+                    .push((name.to_string(), value.to_string()));
+            }
+            ["write", ..] | ["read", ..] => {}
+            ["mode", "script"] => setup.mode = Some(Mode::Script),
+            ["mode", "transcript"] => setup.mode = Some(Mode::Transcript),
+            [name, ..] if name.ends_with(':') && directive.contains(':') => {}
+            ["script", ..] => {
+                let rest = directive.trim_start().trim_start_matches("script").trim();
+                let (name, command) = rest.split_once(':').expect("script NAME: COMMAND");
+                let path = work.join(name.trim());
+                fs::write(&path, format!("#!/bin/sh\n{}\n", command.trim())).expect("script");
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
+            }
+            other => panic!("unknown directive {other:?}"),
+        }
+    }
+    setup
+}
+
+/// Runs a `.dsh` file in-process and returns its transcript.
+pub fn transcript(path: &Path, default_mode: Mode, scratch_name: &str) -> String {
+    let source = fs::read_to_string(path).expect("transcript source");
+    let work = scratch(scratch_name);
+    let setup = apply_directives(&source, &work);
+    let engine = open_engine(&work.join("store"));
+    let mut service = LocalService::new(engine, RequesterId(1));
+    for (letter, name) in &setup.maps {
+        let letter = letter.chars().next().expect("letter").to_ascii_uppercase();
+        let target = work.join(name);
+        let target = if target.is_dir() {
+            diskshadow::engine::model::DriveTarget::Directory(target)
+        } else {
+            diskshadow::engine::model::DriveTarget::Volume(target)
+        };
+        service.map_drive(letter, target).expect("drive map");
+    }
+    let mut environment = vec![
+        (
+            "PATH".to_string(),
+            std::env::var("PATH").unwrap_or_default(),
+        ),
+        ("WORK".to_string(), work.display().to_string()),
+    ];
+    environment.extend(setup.environment.clone());
+    let mode = setup.mode.unwrap_or(default_mode);
+    let config = SessionConfig {
+        mode,
+        base_dir: work.clone(),
+        environment,
+        parameters: setup.parameters.clone(),
+        time_zone: TimeZoneChoice::Fixed(FixedOffset::east_opt(0).expect("UTC")),
+        width: 100,
+    };
+    let mut console = TranscriptConsole::default();
+    let status = {
+        let mut session = Session::new(Box::new(service), &mut console, config);
+        let name = path
+            .file_name()
+            .map(|name| name.to_string_lossy().to_string())
+            .unwrap_or_default();
+        match mode {
+            Mode::Script => session.run_script(&name, &source),
+            _ => {
+                let mut status = 0;
+                for line in source.lines() {
+                    if let Some(directive) = line.trim_start().strip_prefix("#!") {
+                        in_place_directive(&mut session, directive, &mut status);
+                        continue;
+                    }
+                    match session.execute_line(line) {
+                        diskshadow::session::LineOutcome::Exit => break,
+                        diskshadow::session::LineOutcome::Failed => status = 1,
+                        diskshadow::session::LineOutcome::Continue => {}
+                    }
+                }
+                session.finish();
+                status
+            }
+        }
+    };
+    format!("{}[exit status: {status}]\n", console.text)
+}
+
+/// `#! write VOLUME OFFSET LENGTH BYTE` and `#! read TARGET OFFSET LENGTH`, run where they
+/// stand, through the service (so writes pass the provider). Their results are part of the
+/// transcript.
+fn in_place_directive(session: &mut Session<'_>, directive: &str, status: &mut i32) {
+    let words: Vec<&str> = directive.split_whitespace().collect();
+    let expand = |session: &Session<'_>, word: &str| -> String {
+        session
+            .variables()
+            .expand(word)
+            .map(|(text, _)| text)
+            .unwrap_or_else(|_| word.to_string())
+    };
+    let base = PathBuf::from("/");
+    match words.as_slice() {
+        ["write", target, offset, length, byte] => {
+            let target = expand(session, target);
+            let byte = u8::from_str_radix(byte, 16).expect("hex byte");
+            let data = vec![byte; parse_size(length) as usize];
+            let result = session
+                .service()
+                .write(&target, parse_size(offset), &data, &base);
+            let line = match result {
+                Ok(()) => format!("#! wrote {length} of 0x{byte:02x} at {offset} of {target}"),
+                Err(error) => {
+                    *status = 1;
+                    format!("#! write failed: {error}")
+                }
+            };
+            session_out(session, &line);
+        }
+        ["read", target, offset, length] => {
+            let target_text = expand(session, target);
+            let result =
+                session
+                    .service()
+                    .read(&target_text, parse_size(offset), parse_size(length), &base);
+            let line = match result {
+                Ok(data) => format!("#! read {target} at {offset}: {}", describe(&data)),
+                Err(error) => {
+                    *status = 1;
+                    format!("#! read {target} failed: {error}")
+                }
+            };
+            session_out(session, &line);
+        }
+        _ => {}
+    }
+}
+
+fn session_out(session: &mut Session<'_>, line: &str) {
+    session.print(line);
+}
+
+/// `4096 bytes, all 0xaa` or `4096 bytes: 0xaa x1024, 0x00 x3072` (runs, at most four).
+pub fn describe(data: &[u8]) -> String {
+    let mut runs: Vec<(u8, usize)> = Vec::new();
+    for &byte in data {
+        match runs.last_mut() {
+            Some((last, count)) if *last == byte => *count += 1,
+            _ => runs.push((byte, 1)),
+        }
+    }
+    match runs.as_slice() {
+        [] => "0 bytes".to_string(),
+        [(byte, _)] => format!("{} bytes, all 0x{byte:02x}", data.len()),
+        runs if runs.len() <= 4 => format!(
+            "{} bytes: {}",
+            data.len(),
+            runs.iter()
+                .map(|(byte, count)| format!("0x{byte:02x} x{count}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        _ => format!(
+            "{} bytes in {} runs, crc32 {:08x}",
+            data.len(),
+            runs.len(),
+            crc32fast::hash(data)
+        ),
+    }
+}
