@@ -559,11 +559,19 @@ fn corpus_of_real_scripts_parses_without_errors() {
                 path.display(),
                 line.text
             );
-            if line.command.is_some() {
+            if let Some(command) = &line.command {
                 assert!(
                     !line.text.contains(" #"),
                     "{}: {:?}",
                     path.display(),
+                    line.text
+                );
+                // The session parses the (expanded) text again just before running it.
+                let again = parse_line(&line.text).ok().flatten();
+                assert_eq!(
+                    again.map(|again| again.name()),
+                    Some(command.name()),
+                    "{:?}",
                     line.text
                 );
             }
