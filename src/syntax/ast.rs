@@ -59,7 +59,10 @@ pub struct Script {
 pub struct ScriptLine {
     /// 1-based line number.
     pub number: usize,
-    /// The line as written, without its line ending and without a trailing ` #` comment.
+    /// The line as written, without its line ending, surrounding whitespace or a trailing ` #`
+    /// comment. A comment line keeps its comment (`#End of script`); a blank line is empty.
+    /// `parse_line(text)` of a command line gives its command again, so the session can expand
+    /// `%NAME%` references in `text` and parse the result.
     pub text: String,
     /// Where `text` sits in the script.
     pub span: Span,

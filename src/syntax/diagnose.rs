@@ -309,24 +309,30 @@ fn unexpected(
     )
 }
 
-/// `usage: <the syntax line of the command that best matches what was typed>`.
+/// `usage: <the syntax line that best matches what was typed>`; when several lines match
+/// equally (`list` alone), a pointer to the command's help, which shows every form.
 fn usage_for(name: &str, typed: &[&str]) -> String {
     let Some(spec) = commands::find(name) else {
         return "type `help` to list every command".to_string();
     };
     let typed_lower: Vec<String> = typed.iter().map(|word| word.to_lowercase()).collect();
-    let best = spec
+    let matching = |line: &str| {
+        line.to_lowercase()
+            .split_whitespace()
+            .zip(&typed_lower)
+            .take_while(|(syntax_word, typed_word)| syntax_word == typed_word)
+            .count()
+    };
+    let best = spec.syntax.lines().map(matching).max().unwrap_or(0);
+    let candidates: Vec<&str> = spec
         .syntax
         .lines()
-        .max_by_key(|line| {
-            line.to_lowercase()
-                .split_whitespace()
-                .zip(&typed_lower)
-                .take_while(|(syntax_word, typed_word)| syntax_word == typed_word)
-                .count()
-        })
-        .unwrap_or(spec.syntax);
-    format!("usage: {}", best.trim())
+        .filter(|line| matching(line) == best)
+        .collect();
+    match candidates.as_slice() {
+        [only] => format!("usage: {}", only.trim()),
+        _ => format!("`help {name}` shows every form of `{name}`"),
+    }
 }
 
 /// "`a`", "`a` or `b`", "one of `a`, `b`, `c`".

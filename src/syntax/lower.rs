@@ -172,7 +172,7 @@ impl<'s> Lowering<'s> {
                 let mut seen = Seen::default();
                 let (mut no_volume_check, mut revert_original_signature) = (false, false);
                 for flag in inner {
-                    let keyword = self.keyword_seen(&mut seen, &flag)?;
+                    let keyword = self.keyword_seen("resync", &mut seen, &flag)?;
                     match keyword.as_str() {
                         "novolcheck" => no_volume_check = true,
                         _ => revert_original_signature = true,
@@ -305,7 +305,7 @@ impl<'s> Lowering<'s> {
         let mut seen = Seen::default();
         let mut setting = OptionSetting::default();
         for flag in flags {
-            let keyword = self.keyword_seen(&mut seen, &flag)?;
+            let keyword = self.keyword_seen("set", &mut seen, &flag)?;
             let span = span_of(&flag);
             for (first, second) in CONFLICTS {
                 let other = if keyword == *first {
@@ -341,7 +341,12 @@ impl<'s> Lowering<'s> {
     }
 
     /// Records a flag or clause keyword; a repeat is an error pointing at the repeat.
-    fn keyword_seen(&self, seen: &mut Seen, pair: &Pair<'_, Rule>) -> Result<String, SyntaxError> {
+    fn keyword_seen(
+        &self,
+        command: &'static str,
+        seen: &mut Seen,
+        pair: &Pair<'_, Rule>,
+    ) -> Result<String, SyntaxError> {
         let keyword_text = pair.as_str().split_whitespace().next().unwrap_or_default();
         let keyword = keyword_text.to_ascii_lowercase();
         let span = Span::new(
@@ -357,7 +362,8 @@ impl<'s> Lowering<'s> {
                     "repeated here",
                     format!("remove the second `{keyword}`"),
                 )
-                .with_related(earlier, "first given here"));
+                .with_related(earlier, "first given here")
+                .with_command_name(Some(command)));
         }
         seen.0.push((keyword.clone(), span));
         Ok(keyword)
@@ -376,8 +382,7 @@ impl<'s> Lowering<'s> {
                 let mut seen = Seen::default();
                 let (mut alias, mut provider) = (None, None);
                 for clause in inner {
-                    self.keyword_seen(&mut seen, &clause)
-                        .map_err(|error| error.with_command_name(Some("add")))?;
+                    self.keyword_seen("add", &mut seen, &clause)?;
                     let is_alias = clause.as_rule() == Rule::volume_alias;
                     let value = clause.into_inner().next().map(word_of);
                     if is_alias {

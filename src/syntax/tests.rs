@@ -294,6 +294,13 @@ fn completion_offers_the_table_keywords() {
     assert!(completions("# comment").is_empty());
     assert!(completions("list #").is_empty());
     assert_eq!(completions("e"), ["exec", "end", "expose", "exit"]);
+    assert_eq!(completions("set context persistent "), ["nowriters"]);
+    assert_eq!(
+        completions("  DELETE Shadows "),
+        ["all", "volume", "oldest", "set", "id", "exposed"]
+    );
+    assert!(completions("end backup ").is_empty());
+    assert_eq!(completions("").len(), COMMAND_SHAPES.len());
     assert_eq!(expected_argument("add volume "), Some("<volume>"));
     assert_eq!(
         expected_argument("add volume c: alias "),
