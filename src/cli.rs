@@ -45,6 +45,24 @@ pub enum Subcommands {
     Drive(DriveCommand),
     /// Check the store's catalog and diff areas; changes nothing.
     CheckStore(CheckStoreArgs),
+    /// The service that owns the store (started on demand by every requester).
+    #[command(subcommand)]
+    Service(ServiceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Run the service in the foreground (requesters start it this way when none runs).
+    Run {
+        /// Exit after this many seconds with no requester, exposure or attachment
+        /// (default: $DISKSHADOW_IDLE_TIMEOUT, else 180, as the VSS service).
+        #[arg(long, value_name = "SECONDS")]
+        idle_timeout: Option<u64>,
+    },
+    /// Show whether the service runs, its pid, uptime and sessions.
+    Status,
+    /// Ask the service to stop once its running requests finish.
+    Stop,
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,7 +9,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use diskshadow::cli::{normalize_arguments, Cli, DriveCommand, Subcommands, VolumeCommand};
+use diskshadow::cli::{
+    normalize_arguments, Cli, DriveCommand, ServiceCommand, Subcommands, VolumeCommand,
+};
 use diskshadow::engine::ids::parse_guid;
 use diskshadow::engine::model::DriveTarget;
 use diskshadow::service::{ServiceError, ShadowService};
@@ -48,33 +50,77 @@ fn run(cli: Cli) -> i32 {
         Some(Subcommands::Drive(command)) => {
             with_service(&store, |service| drive(service, command))
         }
-        Some(Subcommands::CheckStore(arguments)) => match connect::check_store(&store) {
-            Ok(report) => {
+        Some(Subcommands::CheckStore(arguments)) => {
+            let mut clean = true;
+            let status = with_service(&store, |service| {
+                let check = service.check_store()?;
+                clean = check.clean;
                 if arguments.json {
-                    let json = serde_json::json!({
-                        "clean": report.is_clean(),
-                        "volumes_checked": report.volumes_checked,
-                        "shadows_checked": report.shadows_checked,
-                        "preserved_chunks": report.preserved_chunks,
-                        "leaked_bytes": report.leaked_bytes,
-                        "problems": report.problems,
-                    });
                     println!(
                         "{}",
-                        serde_json::to_string_pretty(&json).unwrap_or_default()
+                        serde_json::to_string_pretty(&check).unwrap_or_default()
                     );
                 } else {
-                    println!("{report}");
+                    println!(
+                        "Checked {} volumes, {} shadow copies, {} preserved chunks.",
+                        check.volumes_checked, check.shadows_checked, check.preserved_chunks
+                    );
+                    println!("Leaked diff-area space: {} bytes.", check.leaked_bytes);
+                    for problem in &check.problems {
+                        println!("Problem: {problem}");
+                    }
+                    let verdict = if check.clean {
+                        "The store is consistent."
+                    } else {
+                        "The store has problems."
+                    };
+                    println!("{verdict}");
                 }
-                if report.is_clean() {
-                    exit_status::SUCCESS
-                } else {
-                    exit_status::COMMAND_FAILED
-                }
+                Ok(())
+            });
+            if status == exit_status::SUCCESS && !clean {
+                exit_status::COMMAND_FAILED
+            } else {
+                status
+            }
+        }
+        Some(Subcommands::Service(command)) => service(&store, command),
+        None => shell(&cli, &store),
+    }
+}
+
+fn service(store: &Path, command: ServiceCommand) -> i32 {
+    match command {
+        ServiceCommand::Run { idle_timeout } => match connect::run_service(store, idle_timeout) {
+            Ok(()) => exit_status::SUCCESS,
+            Err(error) => fail(&error),
+        },
+        ServiceCommand::Status => match connect::service_status(store) {
+            Ok(Some(status)) => {
+                println!("The service for {} is running.", store.display());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status).unwrap_or_default()
+                );
+                exit_status::SUCCESS
+            }
+            Ok(None) => {
+                println!("No service is running for {}.", store.display());
+                exit_status::SUCCESS
             }
             Err(error) => fail(&error),
         },
-        None => shell(&cli, &store),
+        ServiceCommand::Stop => match connect::stop_service(store) {
+            Ok(true) => {
+                println!("The service for {} is stopping.", store.display());
+                exit_status::SUCCESS
+            }
+            Ok(false) => {
+                println!("No service is running for {}.", store.display());
+                exit_status::SUCCESS
+            }
+            Err(error) => fail(&error),
+        },
     }
 }
 

@@ -249,3 +249,69 @@ fn volume_write_and_read_go_through_the_engine_and_shadows_keep_their_bytes() {
     let json: serde_json::Value = serde_json::from_slice(&info.stdout).expect("json");
     assert_eq!(json["size"], 1 << 20);
 }
+
+#[test]
+fn a_killed_requester_loses_its_volatile_shadows_and_keeps_its_persistent_ones() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let store = work.path().join("store");
+    let volume = work.path().join("data.img");
+    image(&volume, 1 << 20);
+    let marker = work.path().join("created");
+    let wait = work.path().join("wait.sh");
+    fs::write(
+        &wait,
+        format!("#!/bin/sh\ntouch {}\nsleep 30\n", marker.display()),
+    )
+    .expect("script");
+    let script = work.path().join("hold.dsh");
+    fs::write(
+        &script,
+        format!(
+            "set context persistent nowriters\nadd volume {v}\ncreate\nset context volatile nowriters\nadd volume {v}\ncreate\nexec {w}\n",
+            v = volume.display(),
+            w = wait.display()
+        ),
+    )
+    .expect("script");
+    let binary = assert_cmd::cargo::cargo_bin("diskshadow");
+    let mut requester = std::process::Command::new(binary)
+        .arg("--store")
+        .arg(&store)
+        .arg("-s")
+        .arg(&script)
+        .env("DISKSHADOW_IDLE_TIMEOUT", "5")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("requester starts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !marker.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the script never reached its exec step"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    requester.kill().expect("kill");
+    let _ = requester.wait();
+    // The service notices the dropped connection; give it a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let listing = diskshadow(&store)
+            .write_stdin("list shadows all\n")
+            .output()
+            .expect("list");
+        let stdout = String::from_utf8_lossy(&listing.stdout).to_string();
+        if stdout.contains("Number of shadow copies listed: 1") {
+            assert!(
+                stdout.contains("No_Auto_Release Persistent No_Writers Differential"),
+                "{stdout}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the volatile shadow outlived its requester: {stdout}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -49,6 +49,18 @@ pub struct CreateOutcome {
     pub metadata_files: Vec<String>,
 }
 
+/// What `check-store` found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreCheck {
+    pub clean: bool,
+    pub volumes_checked: usize,
+    pub shadows_checked: usize,
+    pub preserved_chunks: usize,
+    /// Diff-area bytes no shadow needs.
+    pub leaked_bytes: u64,
+    pub problems: Vec<String>,
+}
+
 /// What the service reports while it works on a request: verbose lines (writer inclusion,
 /// events, replies, writer log lines) and progress. The shell renders them; the service never
 /// prints.
@@ -139,6 +151,9 @@ pub trait ShadowService {
         data: &[u8],
         base_dir: &Path,
     ) -> Result<(), ServiceError>;
+
+    /// Checks the store's catalog and diff areas without changing anything.
+    fn check_store(&mut self) -> Result<StoreCheck, ServiceError>;
 
     /// Releases everything this requester owns (its volatile shadows). Called by `reset`,
     /// `exit` and when the requester ends.

@@ -259,6 +259,18 @@ impl ShadowService for LocalService {
             .map_err(|error| ServiceError::io(format!("writing {volume}: {error}")))
     }
 
+    fn check_store(&mut self) -> Result<super::api::StoreCheck, ServiceError> {
+        let report = self.engine.check();
+        Ok(super::api::StoreCheck {
+            clean: report.is_clean(),
+            volumes_checked: report.volumes_checked,
+            shadows_checked: report.shadows_checked,
+            preserved_chunks: report.preserved_chunks,
+            leaked_bytes: report.leaked_bytes,
+            problems: report.problems.clone(),
+        })
+    }
+
     fn release_requester(&mut self) -> Result<Vec<ShadowInfo>, ServiceError> {
         from_engine!(self
             .engine

@@ -77,6 +77,7 @@ pub enum Request {
         base_dir: PathBuf,
     },
     ReleaseRequester,
+    CheckStore,
 }
 
 /// What a request returns.
@@ -92,9 +93,10 @@ pub enum Reply {
     Providers(Vec<ProviderInfo>),
     Storage(Vec<StorageInfo>),
     Exposure(Exposure),
-    Shadow(ShadowInfo),
+    Shadow(Box<ShadowInfo>),
     /// base64.
     Data(String),
+    Check(super::api::StoreCheck),
 }
 
 /// Sends a service observer's reports to the requester as events.
@@ -227,7 +229,7 @@ pub fn dispatch(
             base_dir,
         } => Reply::Exposure(service.expose(shadow, &target, &base_dir)?),
         Request::Unexpose { target, base_dir } => {
-            Reply::Shadow(service.unexpose(&target, &base_dir)?)
+            Reply::Shadow(Box::new(service.unexpose(&target, &base_dir)?))
         }
         Request::Read {
             target,
@@ -245,6 +247,7 @@ pub fn dispatch(
             Reply::Done
         }
         Request::ReleaseRequester => Reply::Shadows(service.release_requester()?),
+        Request::CheckStore => Reply::Check(service.check_store()?),
     })
 }
 
@@ -444,7 +447,7 @@ impl ShadowService for RemoteService {
             target: target.to_string(),
             base_dir: base_dir.to_path_buf(),
         })? {
-            Reply::Shadow(shadow) => Ok(shadow),
+            Reply::Shadow(shadow) => Ok(*shadow),
             other => Err(unexpected(other)),
         }
     }
@@ -480,6 +483,13 @@ impl ShadowService for RemoteService {
         })
         .map(|_| ())
     }
+    fn check_store(&mut self) -> Result<super::api::StoreCheck, ServiceError> {
+        match self.quiet(Request::CheckStore)? {
+            Reply::Check(check) => Ok(check),
+            other => Err(unexpected(other)),
+        }
+    }
+
     fn release_requester(&mut self) -> Result<Vec<ShadowInfo>, ServiceError> {
         match self.quiet(Request::ReleaseRequester)? {
             Reply::Shadows(shadows) => Ok(shadows),

@@ -2,7 +2,6 @@
 //! [`crate::syntax::commands::COMMANDS`]) and its handler. `help` output comes from the same
 //! table, and a test keeps the two in step.
 
-use std::path::PathBuf;
 use std::process::Command as Process;
 
 use super::render::{self, AliasLookup};
