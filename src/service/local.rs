@@ -62,14 +62,45 @@ impl Progress for ObserverProgress<'_> {
     }
 }
 
+/// What every requester of one service shares: the engine, and the rule that one shadow copy
+/// set is created at a time.
+pub struct ServiceCore {
+    pub engine: Arc<Engine>,
+    /// Held for the whole creation sequence; a second requester gets
+    /// VSS_E_SNAPSHOT_SET_IN_PROGRESS instead of waiting (as VSS does).
+    creation: std::sync::Mutex<()>,
+}
+
+impl ServiceCore {
+    pub fn new(engine: Arc<Engine>) -> Arc<Self> {
+        Arc::new(Self {
+            engine,
+            creation: std::sync::Mutex::new(()),
+        })
+    }
+}
+
+/// One requester's view of the service.
 pub struct LocalService {
+    core: Arc<ServiceCore>,
     engine: Arc<Engine>,
     requester: RequesterId,
 }
 
 impl LocalService {
+    /// A requester with a service of its own (tests, `DISKSHADOW_IN_PROCESS`).
     pub fn new(engine: Arc<Engine>, requester: RequesterId) -> Self {
-        Self { engine, requester }
+        Self::with_core(ServiceCore::new(engine), requester)
+    }
+
+    /// A requester sharing `core` with the service's other requesters.
+    pub fn with_core(core: Arc<ServiceCore>, requester: RequesterId) -> Self {
+        let engine = core.engine.clone();
+        Self {
+            core,
+            engine,
+            requester,
+        }
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -132,6 +163,20 @@ impl ShadowService for LocalService {
             )
             .with_help("leave `set metadata` out; the shadow copies are recorded in the store"));
         }
+        let core = self.core.clone();
+        let _creating = match core.creation.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                return Err(ServiceError::invalid(
+                    "another requester is creating a shadow copy set",
+                )
+                .with_code(VssCode::VSS_E_SNAPSHOT_SET_IN_PROGRESS)
+                .with_help(
+                    "try again when it has finished (vssadmin create shadow /AutoRetry=N waits)",
+                ));
+            }
+        };
         let spec = CreateSpec {
             volumes: request
                 .volumes

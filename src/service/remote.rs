@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::api::{CreateOutcome, CreateRequest, ServiceObserver, ShadowService};
 use super::error::{ServiceError, ServiceErrorKind};
-use super::local::LocalService;
+use super::local::{LocalService, ServiceCore};
 use super::transport::{self, EventSink, Handler, SessionId};
 use crate::engine::ids::ShadowId;
 use crate::engine::model::{
@@ -145,14 +145,14 @@ fn replay(observer: &mut dyn ServiceObserver, event: &Value) {
 
 /// The service process's handler: the engine, shared; one requester per connection.
 pub struct EngineHandler {
-    engine: Arc<Engine>,
+    core: Arc<ServiceCore>,
     sessions: Mutex<HashMap<u64, Arc<Mutex<LocalService>>>>,
 }
 
 impl EngineHandler {
     pub fn new(engine: Arc<Engine>) -> Self {
         Self {
-            engine,
+            core: ServiceCore::new(engine),
             sessions: Mutex::new(HashMap::new()),
         }
     }
@@ -165,8 +165,8 @@ impl EngineHandler {
         sessions
             .entry(session.0)
             .or_insert_with(|| {
-                Arc::new(Mutex::new(LocalService::new(
-                    self.engine.clone(),
+                Arc::new(Mutex::new(LocalService::with_core(
+                    self.core.clone(),
                     RequesterId(session.0),
                 )))
             })
@@ -273,8 +273,8 @@ impl Handler for EngineHandler {
             sessions.remove(&session.0)
         };
         let service = ended.unwrap_or_else(|| {
-            Arc::new(Mutex::new(LocalService::new(
-                self.engine.clone(),
+            Arc::new(Mutex::new(LocalService::with_core(
+                self.core.clone(),
                 RequesterId(session.0),
             )))
         });
@@ -286,7 +286,8 @@ impl Handler for EngineHandler {
     }
 
     fn keeps_service_alive(&self) -> bool {
-        self.engine
+        self.core
+            .engine
             .shadows()
             .iter()
             .any(|shadow| shadow.exposure.is_some())

@@ -147,6 +147,7 @@ fn completion_data(session: &mut Session<'_>) -> CompletionData {
 pub fn run(session: &mut Session<'_>, history_file: &Path) -> Result<(), ReadlineError> {
     let config = Config::builder()
         .auto_add_history(false)
+        .completion_type(CompletionType::List)
         .max_history_size(2000)?
         .build();
     let mut editor: Editor<ShellHelper, DefaultHistory> = Editor::with_config(config)?;
