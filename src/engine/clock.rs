@@ -31,9 +31,7 @@ pub struct SteppingClock {
 
 impl SteppingClock {
     pub fn starting_at(unix_seconds: i64) -> Self {
-        Self {
-            next_second: AtomicI64::new(unix_seconds),
-        }
+        Self { next_second: AtomicI64::new(unix_seconds) }
     }
 }
 
@@ -74,9 +72,7 @@ pub struct SeededIds {
 
 impl SeededIds {
     pub fn new(seed: u64) -> Self {
-        Self {
-            generator: Mutex::new(SmallRng::seed_from_u64(seed)),
-        }
+        Self { generator: Mutex::new(SmallRng::seed_from_u64(seed)) }
     }
 }
 

@@ -92,13 +92,8 @@ mod tests {
         let text = "{80E56935-d434-4518-bfa8-74886732b972}";
         let id: ShadowId = text.parse().expect("valid GUID");
         assert_eq!(id.to_string(), "{80e56935-d434-4518-bfa8-74886732b972}");
-        assert_eq!(
-            parse_guid("80e56935-d434-4518-bfa8-74886732b972"),
-            Some(id.0)
-        );
+        assert_eq!(parse_guid("80e56935-d434-4518-bfa8-74886732b972"), Some(id.0));
         assert!("{80e56935}".parse::<ShadowId>().is_err());
-        assert!("80e56935d4344518bfa874886732b972"
-            .parse::<ShadowId>()
-            .is_err());
+        assert!("80e56935d4344518bfa874886732b972".parse::<ShadowId>().is_err());
     }
 }

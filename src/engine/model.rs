@@ -82,9 +82,7 @@ pub enum ShadowHealth {
     Good,
     /// The volume changed behind diskshadow's back (size, mtime or generation differ from what
     /// the catalog recorded): the shadow is not served as good.
-    Suspect {
-        reason: String,
-    },
+    Suspect { reason: String },
 }
 
 /// One shadow copy, as `list shadows` shows it.

@@ -174,12 +174,7 @@ impl Attributes {
 
 impl fmt::Debug for Attributes {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            formatter,
-            "Attributes(0x{:08X} {})",
-            self.0,
-            self.diskshadow_words()
-        )
+        write!(formatter, "Attributes(0x{:08X} {})", self.0, self.diskshadow_words())
     }
 }
 
@@ -344,10 +339,7 @@ mod tests {
             .with(Attributes::EXPOSED_LOCALLY);
         assert_eq!(attributes.0, 0x0012_0019);
         assert_eq!(
-            Context::PersistentNoWriters
-                .attributes()
-                .with(Attributes::DIFFERENTIAL)
-                .diskshadow_words(),
+            Context::PersistentNoWriters.attributes().with(Attributes::DIFFERENTIAL).diskshadow_words(),
             "No_Auto_Release Persistent No_Writers Differential"
         );
     }

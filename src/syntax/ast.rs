@@ -37,10 +37,7 @@ pub struct Word {
 
 impl Word {
     pub fn new(text: impl Into<String>, span: Span) -> Self {
-        Self {
-            text: text.into(),
-            span,
-        }
+        Self { text: text.into(), span }
     }
 
     pub fn as_str(&self) -> &str {
@@ -73,20 +70,12 @@ pub struct ScriptLine {
 pub enum Command {
     Set(SetCommand),
     SimulateRestore,
-    LoadMetadata {
-        path: Word,
-    },
-    Writer {
-        action: WriterAction,
-        target: Word,
-    },
+    LoadMetadata { path: Word },
+    Writer { action: WriterAction, target: Word },
     Add(AddCommand),
     Create,
     /// `exec <file> [args…]`.
-    Exec {
-        program: Word,
-        arguments: Vec<Word>,
-    },
+    Exec { program: Word, arguments: Vec<Word> },
     BeginBackup,
     EndBackup,
     BeginRestore,
@@ -95,45 +84,23 @@ pub enum Command {
     List(ListCommand),
     DeleteShadows(DeleteShadows),
     Import,
-    Mask {
-        shadow_set: Word,
-    },
-    Expose {
-        shadow: Word,
-        target: Word,
-    },
-    Unexpose {
-        target: Word,
-    },
-    Break {
-        writable: bool,
-        shadow_set: Word,
-    },
-    Revert {
-        shadow: Word,
-    },
-    Resync {
-        no_volume_check: bool,
-        revert_original_signature: bool,
-    },
+    Mask { shadow_set: Word },
+    Expose { shadow: Word, target: Word },
+    Unexpose { target: Word },
+    Break { writable: bool, shadow_set: Word },
+    Revert { shadow: Word },
+    Resync { no_volume_check: bool, revert_original_signature: bool },
     Exit,
     /// `help [command…]` and `/?`.
-    Help {
-        topic: Vec<Word>,
-    },
+    Help { topic: Vec<Word> },
     /// Extension: `map` (list), `map <d:> <path>` (map a drive letter to an image file or a
     /// directory), `unmap <d:>`.
     Map(MapCommand),
     /// Extension: `attach <volume> <target>`: serve a live volume read-write as a FUSE file
     /// (a path) or an NBD export (`nbd://…`, `nbd+unix://…`).
-    Attach {
-        volume: Word,
-        target: Word,
-    },
+    Attach { volume: Word, target: Word },
     /// Extension: `detach <volume-or-target>`.
-    Detach {
-        target: Word,
-    },
+    Detach { target: Word },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -182,20 +149,10 @@ pub enum WriterAction {
 pub enum AddCommand {
     /// Bare `add`: list the volumes in the set and the aliases.
     Show,
-    Volume {
-        volume: Word,
-        alias: Option<Word>,
-        provider: Option<Word>,
-    },
-    Alias {
-        name: Word,
-        value: Word,
-    },
+    Volume { volume: Word, alias: Option<Word>, provider: Option<Word> },
+    Alias { name: Word, value: Word },
     /// `add shadow <alias> [<target volume>]` (resync).
-    Shadow {
-        shadow: Word,
-        target: Option<Word>,
-    },
+    Shadow { shadow: Word, target: Option<Word> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
