@@ -632,11 +632,11 @@ impl WriterHost {
                     }
                     WriterLine::Success { id, .. } | WriterLine::Failure { id, .. } => observer
                         .protocol_violation(
-                        &name,
-                        &format!(
+                            &name,
+                            &format!(
                             "an answer with id {id} arrived while request {request_id} was waiting"
                         ),
-                    ),
+                        ),
                     WriterLine::Invalid { line, reason } => {
                         return Err(EventFailure::InvalidLine { line, reason })
                     }
