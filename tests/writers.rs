@@ -118,6 +118,7 @@ impl Fixture {
                 event_timeout: Duration::from_secs(3),
                 shutdown_grace: Duration::from_millis(500),
                 ids: Arc::new(SeededIds::new(1)),
+                ..HostOptions::default()
             },
         )
     }

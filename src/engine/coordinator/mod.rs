@@ -14,6 +14,7 @@
 //!   remain.
 //! - `nowriters` contexts send no writer event at all.
 
+pub mod conformance;
 pub mod flush;
 pub mod selection;
 

@@ -36,6 +36,10 @@ pub struct HostOptions {
     pub shutdown_grace: Duration,
     /// Gives instance IDs to writers whose metadata has none.
     pub ids: Arc<dyn IdSource>,
+    /// After a writer misses its deadline, how long to keep listening for its late answer
+    /// before stopping it, so a conformance check can report "answered after the deadline".
+    /// Zero (the default) stops it at once.
+    pub late_answer_grace: Duration,
 }
 
 impl Default for HostOptions {
@@ -44,6 +48,7 @@ impl Default for HostOptions {
             event_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(2),
             ids: Arc::new(RandomIds),
+            late_answer_grace: Duration::ZERO,
         }
     }
 }
@@ -54,6 +59,7 @@ impl std::fmt::Debug for HostOptions {
             .debug_struct("HostOptions")
             .field("event_timeout", &self.event_timeout)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("late_answer_grace", &self.late_answer_grace)
             .finish_non_exhaustive()
     }
 }
@@ -234,17 +240,22 @@ impl WriterProcess {
     }
 
     /// Closes standard input (the writer's abort signal), waits up to `grace`, then kills.
-    fn stop(mut self, grace: Duration) {
+    /// Returns whether the process exited on its own.
+    fn stop(mut self, grace: Duration) -> bool {
         self.stdin = None;
         let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
+        loop {
             if !matches!(self.child.try_wait(), Ok(None)) {
-                return;
+                return true;
+            }
+            if Instant::now() >= deadline {
+                break;
             }
             thread::sleep(Duration::from_millis(10));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        false
     }
 
     fn exit_status_text(&mut self) -> String {
@@ -547,7 +558,7 @@ impl WriterHost {
         if !running {
             if let Some(ended) = slot.process.take() {
                 Self::drain(&slot.registration.name, &ended, observer);
-                ended.stop(Duration::ZERO);
+                let _ = ended.stop(Duration::ZERO);
             }
             if !may_start {
                 return Err(EventFailure::NotRunning);
@@ -571,7 +582,7 @@ impl WriterHost {
         if written.is_err() {
             let status = process.exit_status_text();
             if let Some(ended) = slot.process.take() {
-                ended.stop(Duration::ZERO);
+                let _ = ended.stop(Duration::ZERO);
             }
             return Err(EventFailure::Exited { status });
         }
@@ -645,44 +656,93 @@ impl WriterHost {
                     let status = process.exit_status_text();
                     if let Some(ended) = slot.process.take() {
                         Self::drain(&name, &ended, observer);
-                        ended.stop(Duration::ZERO);
+                        let _ = ended.stop(Duration::ZERO);
                     }
                     return Err(EventFailure::Exited { status });
                 }
                 Err(RecvTimeoutError::Timeout) => {
+                    let waited = started.elapsed();
+                    self.listen_for_late_answer(slot, request_id, observer);
                     // A hung writer is stopped so that the next backup starts it afresh; closing
                     // its input first lets a writer that is merely slow thaw on its own.
                     if let Some(hung) = slot.process.take() {
-                        hung.stop(self.options.shutdown_grace.min(Duration::from_millis(200)));
+                        let _ =
+                            hung.stop(self.options.shutdown_grace.min(Duration::from_millis(200)));
                     }
-                    return Err(EventFailure::NotResponding {
-                        waited: started.elapsed(),
-                    });
+                    return Err(EventFailure::NotResponding { waited });
                 }
             }
         }
     }
 
-    /// Closes every writer's standard input and waits for them to exit (killing stragglers).
-    pub fn shutdown(&self) {
-        let processes: Vec<WriterProcess> = self
+    /// Reports an answer that arrives within `late_answer_grace` after the deadline.
+    fn listen_for_late_answer(
+        &self,
+        slot: &mut WriterSlot,
+        request_id: u64,
+        observer: &dyn WriterObserver,
+    ) {
+        let grace = self.options.late_answer_grace;
+        if grace.is_zero() {
+            return;
+        }
+        let name = slot.registration.name.clone();
+        let Some(process) = slot.process.as_mut() else {
+            return;
+        };
+        let missed = Instant::now();
+        let until = missed + grace;
+        while let Some(remaining) = until.checked_duration_since(Instant::now()) {
+            match process.lines.recv_timeout(remaining) {
+                Ok(ProcessLine::Stdout(text)) => match WriterLine::parse(&text) {
+                    WriterLine::Success { id, .. } | WriterLine::Failure { id, .. }
+                        if id == request_id =>
+                    {
+                        observer.protocol_violation(
+                            &name,
+                            &format!(
+                                "answered request {request_id} {} ms after its deadline",
+                                missed.elapsed().as_millis()
+                            ),
+                        );
+                        return;
+                    }
+                    WriterLine::Log(text) => observer.writer_log(&name, &text),
+                    _ => {}
+                },
+                Ok(ProcessLine::Stderr(text)) => observer.writer_log(&name, &text),
+                Ok(ProcessLine::StdoutClosed) | Err(_) => return,
+            }
+        }
+    }
+
+    /// Closes every writer's standard input and waits for them to exit, killing those still
+    /// running after the grace period. Returns each stopped writer's name and whether it
+    /// exited on its own (a writer must treat end of input as abort and exit).
+    pub fn shutdown(&self) -> Vec<(String, bool)> {
+        let processes: Vec<(String, WriterProcess)> = self
             .lock()
             .iter_mut()
-            .filter_map(|slot| slot.process.take())
+            .filter_map(|slot| {
+                slot.process
+                    .take()
+                    .map(|process| (slot.registration.name.clone(), process))
+            })
             .collect();
         let mut stoppers = Vec::new();
-        for process in processes {
+        for (name, process) in processes {
             let grace = self.options.shutdown_grace;
-            stoppers.push(thread::spawn(move || process.stop(grace)));
+            stoppers.push((name, thread::spawn(move || process.stop(grace))));
         }
-        for stopper in stoppers {
-            let _ = stopper.join();
-        }
+        stoppers
+            .into_iter()
+            .map(|(name, stopper)| (name, stopper.join().unwrap_or(false)))
+            .collect()
     }
 }
 
 impl Drop for WriterHost {
     fn drop(&mut self) {
-        self.shutdown();
+        let _ = self.shutdown();
     }
 }
