@@ -886,3 +886,85 @@ fn an_empty_plan_creates_without_writers() {
     assert_eq!(failed.vss_code(), VssCode::VSS_E_UNEXPECTED_PROVIDER_ERROR);
     assert!(!failed.commit_happened());
 }
+
+#[test]
+fn a_commit_longer_than_the_commit_limit_is_handed_back_for_deletion() {
+    let fixture = Fixture::new();
+    let host = fixture.host();
+    let observer = Recorder::default();
+    let coordinator =
+        Coordinator::new(&host, &observer).with_commit_limit(Duration::from_millis(50));
+    let error = coordinator
+        .create_shadow_set(
+            &request(Context::PersistentNoWriters),
+            &SelectionPlan::without_writers(),
+            &mut || -> Result<u8, String> {
+                std::thread::sleep(Duration::from_millis(120));
+                Ok(9)
+            },
+            &mut |_| Vec::new(),
+        )
+        .expect_err("too slow");
+    assert!(matches!(
+        *error.failure,
+        CreationFailure::CommitTooSlow { .. }
+    ));
+    assert_eq!(error.vss_code(), VssCode::VSS_E_HOLD_WRITES_TIMEOUT);
+    assert_eq!(
+        error.committed,
+        Some(9),
+        "the committed set comes back so the caller deletes it"
+    );
+}
+
+#[test]
+fn post_snapshot_gives_read_write_paths_only_during_auto_recovery() {
+    for autorecover in [false, true] {
+        let mut fixture = Fixture::new();
+        fixture.writer("Recovering Writer", Duration::from_secs(5), "");
+        let host = fixture.host();
+        let observer = Recorder::default();
+        let coordinator = Coordinator::new(&host, &observer);
+        let gathered = coordinator.gather_metadata();
+        let plan = coordinator
+            .select(
+                &gathered,
+                &WriterSelection::default(),
+                &[VOLUME_IN_SET],
+                &resolve,
+            )
+            .expect("plan");
+        let creation = CreationRequest {
+            autorecover,
+            ..request(Context::Persistent)
+        };
+        coordinator
+            .create_shadow_set(
+                &creation,
+                &plan,
+                &mut || -> Result<ShadowId, String> { Ok(ShadowId(Uuid::from_u128(1))) },
+                &mut |shadow: &ShadowId| {
+                    vec![PostSnapshotShadow {
+                        volume: "/images/data.img".to_string(),
+                        shadow_id: *shadow,
+                        path: Some(PathBuf::from("/run/diskshadow/rw/1")),
+                    }]
+                },
+            )
+            .expect("created");
+        let post = fixture.writers[0].request("post_snapshot");
+        assert_eq!(post["autorecover"], autorecover);
+        let expected = if autorecover {
+            Value::from("/run/diskshadow/rw/1")
+        } else {
+            Value::Null
+        };
+        assert_eq!(post["shadows"][0]["path"], expected);
+    }
+}
+
+#[test]
+fn the_host_can_be_shared_between_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<WriterHost>();
+}

@@ -291,11 +291,22 @@ impl RestoreError {
 pub struct Coordinator<'a> {
     host: &'a WriterHost,
     observer: &'a dyn CoordinatorObserver,
+    commit_limit: Duration,
 }
 
 impl<'a> Coordinator<'a> {
     pub fn new(host: &'a WriterHost, observer: &'a dyn CoordinatorObserver) -> Self {
-        Self { host, observer }
+        Self {
+            host,
+            observer,
+            commit_limit: COMMIT_LIMIT,
+        }
+    }
+
+    /// Replaces the 10-second bound on the provider commit (tests shorten it).
+    pub fn with_commit_limit(mut self, commit_limit: Duration) -> Self {
+        self.commit_limit = commit_limit;
+        self
     }
 
     fn participants(&self, writers: &[SelectedWriter]) -> Vec<WriterStatus> {
@@ -827,11 +838,12 @@ impl CreationRun<'_, '_> {
             )
         })?;
 
-        if commit_duration > COMMIT_LIMIT {
+        let commit_limit = self.coordinator.commit_limit;
+        if commit_duration > commit_limit {
             return Err((
                 CreationFailure::CommitTooSlow {
                     elapsed: commit_duration,
-                    limit: COMMIT_LIMIT,
+                    limit: commit_limit,
                 },
                 Some(committed),
             ));
@@ -864,17 +876,22 @@ impl CreationRun<'_, '_> {
         } else {
             post_snapshot_shadows(&committed)
         };
+        let autorecover = self.request.autorecover;
         let shadow_values: Vec<Value> = shadows
             .iter()
             .map(|shadow| {
                 serde_json::json!({
                     "volume": shadow.volume,
                     "shadow_id": shadow.shadow_id.to_string(),
-                    "path": shadow.path.as_ref().map(|path| path.display().to_string()),
+                    // A read-write view is only offered during auto-recovery.
+                    "path": shadow
+                        .path
+                        .as_ref()
+                        .filter(|_| autorecover)
+                        .map(|path| path.display().to_string()),
                 })
             })
             .collect();
-        let autorecover = self.request.autorecover;
         let post = self.send(
             WriterEvent::PostSnapshot,
             &|_| {

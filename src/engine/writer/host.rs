@@ -95,6 +95,9 @@ impl WriterStatus {
 }
 
 /// Hears what passes between the host and its writers.
+///
+/// The methods are called while the host is busy with an exchange: they must not call back
+/// into the [`WriterHost`] (that would wait for the exchange to end, forever).
 pub trait WriterObserver {
     fn event_sent(&self, _writer: &WriterStatus, _event: WriterEvent) {}
     fn reply_received(
@@ -344,6 +347,11 @@ impl WriterHost {
         }
     }
 
+    /// Loads the registrations of `directory` (the store's `writers/`) and hosts them.
+    pub fn from_directory(directory: &std::path::Path, options: HostOptions) -> Self {
+        Self::new(super::registration::load_registrations(directory), options)
+    }
+
     pub fn options(&self) -> &HostOptions {
         &self.options
     }
@@ -512,8 +520,9 @@ impl WriterHost {
                 Err(failure) => {
                     let outcome = Err(failure);
                     slot.record(event, &outcome);
+                    // Nothing was sent (the writer is not running or could not start); the
+                    // failure is still a reply to the requester.
                     let status = slot.status(request.writer);
-                    observer.event_sent(&status, event);
                     observer.reply_received(&status, event, Duration::ZERO, &outcome);
                     replies.push(EventReply {
                         writer: request.writer,

@@ -2,6 +2,7 @@
 //! (`shared/spec/writer-protocol.md`).
 
 pub mod host;
+pub mod listing;
 pub mod metadata;
 pub mod protocol;
 pub mod registration;
