@@ -406,7 +406,7 @@ fn a_hung_writer_times_out_and_is_restarted_on_next_need() {
     fixture.writer("Healthy Writer", Duration::from_secs(5), "");
     fixture.writer(
         "Hanging Writer",
-        Duration::from_millis(700),
+        Duration::from_secs(1),
         "[events.freeze]\naction = \"hang\"\n",
     );
     let host = fixture.host();
@@ -502,14 +502,14 @@ fn a_writer_that_crashes_mid_freeze_fails_the_set_and_the_others_are_aborted() {
 #[test]
 fn a_commit_that_overruns_the_freeze_deadline_aborts_the_set_and_hands_the_commit_back() {
     let mut fixture = Fixture::new();
-    fixture.writer("Quick Writer", Duration::from_millis(300), "");
+    fixture.writer("Quick Writer", Duration::from_secs(1), "");
     let host = fixture.host();
     let observer = Recorder::default();
     let run = create(
         &host,
         &observer,
         Context::Persistent,
-        Duration::from_millis(500),
+        Duration::from_millis(1300),
     );
     let (failure, commit_happened) = run.result.expect_err("overrun");
     assert!(
@@ -967,4 +967,42 @@ fn post_snapshot_gives_read_write_paths_only_during_auto_recovery() {
 fn the_host_can_be_shared_between_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<WriterHost>();
+}
+
+#[test]
+fn a_writer_that_cannot_start_is_unavailable_and_the_others_still_work() {
+    let mut fixture = Fixture::new();
+    fixture.registrations.push(Registration::new(
+        "Missing Writer",
+        WriterId(Uuid::from_u128(0x3000)),
+        vec!["/nonexistent/diskshadow-writer".to_string()],
+    ));
+    fixture.writer("Present Writer", Duration::from_secs(5), "");
+    let host = fixture.host();
+    let observer = Recorder::default();
+    let coordinator = Coordinator::new(&host, &observer);
+    let gathered = coordinator.gather_metadata();
+    assert_eq!(gathered.writers.len(), 1);
+    assert_eq!(gathered.unavailable.len(), 1);
+    assert_eq!(
+        gathered.unavailable[0].code,
+        VssCode::VSS_E_WRITER_INFRASTRUCTURE
+    );
+    assert_eq!(
+        host.statuses()[0].state,
+        WriterState::VSS_WS_FAILED_AT_IDENTIFY
+    );
+    let verify = WriterSelection {
+        verify: vec!["Missing Writer".to_string()],
+        exclude: Vec::new(),
+    };
+    let error = coordinator
+        .select(&gathered, &verify, &[VOLUME_IN_SET], &resolve)
+        .expect_err("unavailable");
+    assert_eq!(error.vss_code(), VssCode::VSS_E_WRITER_INFRASTRUCTURE);
+
+    // The instance ID given to a writer that names none stays the same for its process.
+    let first = gathered.writers[0].instance_id;
+    let again = coordinator.gather_metadata();
+    assert_eq!(again.writers[0].instance_id, first);
 }

@@ -445,11 +445,13 @@ impl WriterHost {
                             "`metadata` does not follow the schema: {error}"
                         ))
                     })?;
-                slot.instance_id = Some(
-                    metadata
-                        .instance_id
-                        .unwrap_or_else(|| WriterInstanceId(self.options.ids.new_uuid())),
-                );
+                // A writer that names no instance keeps the one given to its process until
+                // the process is restarted.
+                let instance_id = metadata
+                    .instance_id
+                    .or(slot.instance_id)
+                    .unwrap_or_else(|| WriterInstanceId(self.options.ids.new_uuid()));
+                slot.instance_id = Some(instance_id);
                 slot.metadata = Some(metadata);
                 Ok(())
             });
@@ -574,6 +576,8 @@ impl WriterHost {
             }
             slot.process =
                 Some(WriterProcess::start(&slot.registration).map_err(EventFailure::StartFailed)?);
+            // A new process is a new writer instance.
+            slot.instance_id = None;
         }
         let request_id = slot.next_request_id;
         slot.next_request_id += 1;
