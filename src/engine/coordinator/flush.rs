@@ -34,6 +34,17 @@ impl HeldFileSystems {
     pub fn freeze(mount_points: &[PathBuf]) -> Result<Self, FlushAndHoldError> {
         let mut held = Self::default();
         for mount_point in mount_points {
+            // Freezing a path that is not a mount point would freeze whatever file system holds
+            // it (possibly the root, and the service with it); only mount points are accepted.
+            if !is_mount_point(mount_point) {
+                return Err(FlushAndHoldError {
+                    mount_point: mount_point.clone(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::InvalidInput,
+                        "it is not the mount point of a file system",
+                    ),
+                });
+            }
             let file = File::open(mount_point).map_err(|source| FlushAndHoldError {
                 mount_point: mount_point.clone(),
                 source,
@@ -70,6 +81,23 @@ impl Drop for HeldFileSystems {
     }
 }
 
+/// A directory is a mount point when its device differs from its parent's (or it is `/`).
+fn is_mount_point(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(canonical) = path.canonicalize() else {
+        return false;
+    };
+    let Some(parent) = canonical.parent() else {
+        return true;
+    };
+    match (std::fs::metadata(&canonical), std::fs::metadata(parent)) {
+        (Ok(own), Ok(parents)) => {
+            own.is_dir() && (own.dev() != parents.dev() || own.ino() == parents.ino())
+        }
+        _ => false,
+    }
+}
+
 fn ioctl(file: &File, request: libc::c_ulong) -> std::io::Result<()> {
     // SAFETY: FIFREEZE and FITHAW take an integer argument that the kernel ignores; the file
     // descriptor is valid for the duration of the call because `file` is borrowed.
@@ -90,6 +118,15 @@ mod tests {
         let held = HeldFileSystems::freeze(&[]).expect("nothing to freeze");
         assert_eq!(held.mount_points().count(), 0);
         held.release();
+    }
+
+    #[test]
+    fn a_directory_that_is_not_a_mount_point_is_refused() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let inner = directory.path().join("inner");
+        std::fs::create_dir(&inner).expect("mkdir");
+        let error = HeldFileSystems::freeze(&[inner]).expect_err("not a mount point");
+        assert!(error.to_string().contains("not the mount point"), "{error}");
     }
 
     #[test]
