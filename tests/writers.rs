@@ -1006,3 +1006,61 @@ fn a_writer_that_cannot_start_is_unavailable_and_the_others_still_work() {
     let again = coordinator.gather_metadata();
     assert_eq!(again.writers[0].instance_id, first);
 }
+
+#[test]
+fn the_test_writer_can_be_configured_by_flags_alone() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let record = directory.path().join("flags.record");
+    let registration = Registration::new(
+        "Flag Writer",
+        WriterId(Uuid::from_u128(0x4000)),
+        [
+            TEST_WRITER,
+            "--component",
+            "data=/images/data.img",
+            "--on",
+            "prepare_backup=log:getting ready",
+            "--on",
+            "freeze=fail:timeout",
+            "--record",
+        ]
+        .iter()
+        .map(|argument| argument.to_string())
+        .chain([record.display().to_string()])
+        .collect(),
+    );
+    let host = WriterHost::new(
+        RegistrationSet {
+            registrations: vec![registration],
+            problems: Vec::new(),
+        },
+        HostOptions {
+            event_timeout: Duration::from_secs(3),
+            ..HostOptions::default()
+        },
+    );
+    let observer = Recorder::default();
+    let run = create(&host, &observer, Context::Volatile, Duration::ZERO);
+    let (failure, _) = run.result.expect_err("freeze fails");
+    assert_eq!(failure.vss_code(), VssCode::VSS_E_WRITERERROR_TIMEOUT);
+    assert!(observer
+        .logs
+        .borrow()
+        .iter()
+        .any(|(_, line)| line == "getting ready"));
+    let writer = TestWriter {
+        name: "Flag Writer".to_string(),
+        record,
+    };
+    assert_eq!(
+        writer.events(),
+        events(&[
+            "identify",
+            "prepare_backup",
+            "prepare_snapshot",
+            "freeze",
+            "abort",
+            "backup_shutdown"
+        ])
+    );
+}
