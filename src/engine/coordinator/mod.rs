@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use crate::engine::ids::{ShadowId, ShadowSetId, VolumeId, WriterId, WriterInstanceId};
+use crate::engine::ids::{ShadowId, ShadowSetId, VolumeId, WriterId};
 use crate::engine::vss::{BackupType, Context, VssCode};
 use crate::engine::writer::host::{
     EventFailure, EventRequest, WriterHost, WriterIndex, WriterObserver, WriterStatus,
@@ -930,13 +930,4 @@ impl CreationRun<'_, '_> {
         }
         let _ = coordinator.backup_shutdown(self.session);
     }
-}
-
-/// The writer IDs and instance IDs of a session, for the backup components document.
-pub fn session_writer_ids(session: &BackupSession) -> Vec<(WriterId, WriterInstanceId)> {
-    session
-        .writers
-        .iter()
-        .map(|writer| (writer.writer_id, writer.instance_id))
-        .collect()
 }
