@@ -1,0 +1,276 @@
+//! Writer registrations: one TOML file per writer in the store's `writers/` directory
+//! (`spec/writer-protocol.md`, "Registration").
+//!
+//! **Invariant:** a registration file that cannot be read or is invalid is reported with its
+//! reason and never stops the other writers from loading.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::engine::ids::{parse_guid, WriterId};
+
+/// The longest freeze a writer may ask for, and the default (VSS's 60-second freeze window).
+pub const MAX_FREEZE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One valid writer registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// The friendly name, shown by `list writers`.
+    pub name: String,
+    /// The writer class ID, stable across versions.
+    pub writer_id: WriterId,
+    /// The program and its arguments; never empty.
+    pub command: Vec<String>,
+    pub working_dir: Option<PathBuf>,
+    /// The writer's own Freeze->Thaw limit, at most [`MAX_FREEZE_TIMEOUT`].
+    pub freeze_timeout: Duration,
+    /// The file the registration was read from, if any.
+    pub source: Option<PathBuf>,
+}
+
+impl Registration {
+    /// A registration made in code (tests, conformance checks).
+    pub fn new(name: impl Into<String>, writer_id: WriterId, command: Vec<String>) -> Self {
+        Self {
+            name: name.into(),
+            writer_id,
+            command,
+            working_dir: None,
+            freeze_timeout: MAX_FREEZE_TIMEOUT,
+            source: None,
+        }
+    }
+
+    /// Parses the TOML text of one registration file.
+    pub fn from_toml(text: &str, source: Option<&Path>) -> Result<Self, RegistrationError> {
+        let raw: RawRegistration = toml::from_str(text)
+            .map_err(|error| RegistrationError::Syntax(error.message().to_string()))?;
+        let name = raw.name.trim().to_string();
+        if name.is_empty() {
+            return Err(RegistrationError::EmptyName);
+        }
+        let writer_id = parse_guid(&raw.id)
+            .map(WriterId)
+            .ok_or_else(|| RegistrationError::InvalidId(raw.id.clone()))?;
+        if raw
+            .command
+            .first()
+            .is_none_or(|program| program.trim().is_empty())
+        {
+            return Err(RegistrationError::EmptyCommand);
+        }
+        let freeze_timeout = match raw.freeze_timeout.as_deref() {
+            None => MAX_FREEZE_TIMEOUT,
+            Some(text) => {
+                let timeout = parse_duration(text)
+                    .ok_or_else(|| RegistrationError::InvalidDuration(text.to_string()))?;
+                if timeout > MAX_FREEZE_TIMEOUT {
+                    return Err(RegistrationError::FreezeTimeoutTooLong(text.to_string()));
+                }
+                if timeout.is_zero() {
+                    return Err(RegistrationError::InvalidDuration(text.to_string()));
+                }
+                timeout
+            }
+        };
+        Ok(Self {
+            name,
+            writer_id,
+            command: raw.command,
+            working_dir: raw.working_dir.map(PathBuf::from),
+            freeze_timeout,
+            source: source.map(Path::to_path_buf),
+        })
+    }
+
+    /// Reads one registration file.
+    pub fn from_file(path: &Path) -> Result<Self, RegistrationError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| RegistrationError::Unreadable(error.to_string()))?;
+        Self::from_toml(&text, Some(path))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegistration {
+    name: String,
+    id: String,
+    command: Vec<String>,
+    working_dir: Option<String>,
+    freeze_timeout: Option<String>,
+}
+
+/// Why one registration file is not usable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistrationError {
+    #[error("cannot read the file: {0}")]
+    Unreadable(String),
+    #[error("invalid TOML: {0}")]
+    Syntax(String),
+    #[error("`name` is empty")]
+    EmptyName,
+    #[error("`id` '{0}' is not a GUID; expected {{xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx}}")]
+    InvalidId(String),
+    #[error("`command` is empty; it must name the writer program")]
+    EmptyCommand,
+    #[error("`freeze_timeout` '{0}' is not a duration such as \"20s\" or \"500ms\"")]
+    InvalidDuration(String),
+    #[error("`freeze_timeout` '{0}' is longer than the 60s VSS allows")]
+    FreezeTimeoutTooLong(String),
+    #[error("writer ID {0} is already registered by {1}")]
+    DuplicateId(WriterId, String),
+}
+
+/// A registration file that was skipped, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationProblem {
+    pub file: PathBuf,
+    pub error: RegistrationError,
+}
+
+impl fmt::Display for RegistrationProblem {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{}: {}", self.file.display(), self.error)
+    }
+}
+
+/// Every registration of a directory, valid ones and problems.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegistrationSet {
+    /// In file-name order, so writer order is stable between runs.
+    pub registrations: Vec<Registration>,
+    pub problems: Vec<RegistrationProblem>,
+}
+
+/// Loads every `*.toml` file of `directory`. A missing directory holds no writers.
+pub fn load_registrations(directory: &Path) -> RegistrationSet {
+    let mut set = RegistrationSet::default();
+    let entries = match std::fs::read_dir(directory) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return set,
+        Err(error) => {
+            set.problems.push(RegistrationProblem {
+                file: directory.to_path_buf(),
+                error: RegistrationError::Unreadable(error.to_string()),
+            });
+            return set;
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|extension| extension == "toml")
+        })
+        .collect();
+    files.sort();
+    for file in files {
+        match Registration::from_file(&file) {
+            Ok(registration) => {
+                let duplicate = set
+                    .registrations
+                    .iter()
+                    .find(|existing| existing.writer_id == registration.writer_id)
+                    .map(|existing| existing.name.clone());
+                match duplicate {
+                    Some(existing_name) => set.problems.push(RegistrationProblem {
+                        file,
+                        error: RegistrationError::DuplicateId(
+                            registration.writer_id,
+                            existing_name,
+                        ),
+                    }),
+                    None => set.registrations.push(registration),
+                }
+            }
+            Err(error) => set.problems.push(RegistrationProblem { file, error }),
+        }
+    }
+    set
+}
+
+/// Parses `20s`, `500ms`, `1m`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|character: char| !character.is_ascii_digit()) {
+        Some(split) => text.split_at(split),
+        None => (text, "s"),
+    };
+    let value: u64 = number.parse().ok()?;
+    match unit.trim() {
+        "ms" => Some(Duration::from_millis(value)),
+        "s" => Some(Duration::from_secs(value)),
+        "m" | "min" => value.checked_mul(60).map(Duration::from_secs),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = r#"
+name = "Journal Writer"
+id = "{6f1b9d7e-3c2a-4e5f-9a8b-1c2d3e4f5a6b}"
+command = ["/usr/local/bin/journal-writer", "--vss"]
+freeze_timeout = "20s"
+"#;
+
+    #[test]
+    fn a_valid_registration_parses_with_its_freeze_timeout() {
+        let registration = Registration::from_toml(VALID, None).expect("valid");
+        assert_eq!(registration.name, "Journal Writer");
+        assert_eq!(registration.freeze_timeout, Duration::from_secs(20));
+        assert_eq!(
+            registration.writer_id.to_string(),
+            "{6f1b9d7e-3c2a-4e5f-9a8b-1c2d3e4f5a6b}"
+        );
+    }
+
+    #[test]
+    fn invalid_files_are_reported_and_do_not_stop_the_others() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        std::fs::write(directory.path().join("a.toml"), VALID).expect("write");
+        std::fs::write(
+            directory.path().join("b.toml"),
+            "name = \"x\"\nid = \"nope\"\ncommand = [\"x\"]",
+        )
+        .expect("write");
+        std::fs::write(
+            directory.path().join("c.toml"),
+            VALID.replace("20s", "90s").replace("6f1b9d7e", "7f1b9d7e"),
+        )
+        .expect("write");
+        std::fs::write(directory.path().join("d.toml"), "not toml [").expect("write");
+        std::fs::write(directory.path().join("ignored.txt"), "anything").expect("write");
+        let set = load_registrations(directory.path());
+        assert_eq!(set.registrations.len(), 1);
+        assert_eq!(set.problems.len(), 3);
+        assert!(matches!(
+            set.problems[0].error,
+            RegistrationError::InvalidId(_)
+        ));
+        assert!(matches!(
+            set.problems[1].error,
+            RegistrationError::FreezeTimeoutTooLong(_)
+        ));
+        assert!(matches!(
+            set.problems[2].error,
+            RegistrationError::Syntax(_)
+        ));
+    }
+
+    #[test]
+    fn durations_parse_in_the_usual_units() {
+        assert_eq!(parse_duration("1s"), Some(Duration::from_secs(1)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_duration("soon"), None);
+    }
+}
