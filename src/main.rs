@@ -247,6 +247,7 @@ fn shell(cli: &Cli, store: &Path) -> i32 {
             .unwrap_or_default(),
         time_zone: TimeZoneChoice::Local,
         width: 100,
+        show_latencies: true,
     };
     let mut session = Session::new(service, &mut console, config);
     if let Some((path, source, _)) = script {

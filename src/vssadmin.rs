@@ -509,6 +509,7 @@ fn create_shadow(
         writers: WriterSelection::default(),
         aliases: vec![None],
         metadata_path: None,
+        step: false,
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(retry_minutes * 60);
     let created = loop {

@@ -65,6 +65,15 @@ fn engine_transcripts() {
 }
 
 #[test]
+fn writer_transcripts() {
+    check_area(
+        "writers",
+        &root().join("tests/transcripts/writers"),
+        Mode::Transcript,
+    );
+}
+
+#[test]
 fn shipped_scripts_run_as_users_run_them() {
     check_area("scripts", &root().join("scripts"), Mode::Script);
 }

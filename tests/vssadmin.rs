@@ -17,7 +17,7 @@ fn vssadmin_commands_over_the_same_store() {
         .and_then(|file| file.set_len(2 << 30))
         .expect("image");
     let engine = support::open_engine(&work.join("store"));
-    let mut service = LocalService::new(engine, RequesterId(7));
+    let mut service = LocalService::with_core(support::service_core(engine), RequesterId(7));
     service
         .map_drive('C', DriveTarget::Volume(image))
         .expect("drive map");

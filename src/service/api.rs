@@ -39,6 +39,29 @@ pub struct CreateRequest {
     pub aliases: Vec<Option<String>>,
     /// Where `set metadata` asked the .cab to be written, if anywhere.
     pub metadata_path: Option<PathBuf>,
+    /// Step-through mode: ask the requester before each writer event.
+    pub step: bool,
+}
+
+/// Which `list writers` listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriterListing {
+    Metadata,
+    Detailed,
+    Status,
+}
+
+/// What `load metadata` found in a metadata file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadedMetadata {
+    pub set_id: crate::engine::ids::ShadowSetId,
+    /// `(name, value)`: the aliases saved with the set.
+    pub aliases: Vec<(String, String)>,
+    /// The members read, in order (`Extracted file … from .cab file …` in verbose mode).
+    pub files: Vec<String>,
+    /// Names of the writers that took part in the backup.
+    pub writers: Vec<String>,
 }
 
 /// What `create` did.
@@ -69,6 +92,28 @@ pub trait ServiceObserver: Send {
     fn verbose_line(&mut self, line: &str);
     /// A line shown whatever the verbose setting.
     fn line(&mut self, line: &str);
+    /// A writer answered an event (verbose mode shows it with its latency).
+    fn writer_reply(
+        &mut self,
+        writer: &str,
+        event: &str,
+        latency: std::time::Duration,
+        outcome: Result<(), String>,
+    ) {
+        let shown = match outcome {
+            Ok(()) => "ok".to_string(),
+            Err(error) => format!("failed: {error}"),
+        };
+        self.verbose_line(&format!(
+            "Writer \"{writer}\" answered {event} in {} ms: {shown}",
+            latency.as_millis()
+        ));
+    }
+    /// Step-through mode: the coordinator is about to send `event`; `writers` are the
+    /// `list writers status` lines. Returns false to abort the creation.
+    fn step(&mut self, _event: &str, _writers: &[String]) -> bool {
+        true
+    }
     /// Long work started / advanced / ended.
     fn progress_begin(&mut self, what: &str, total: u64);
     fn progress_advance(&mut self, units: u64);
@@ -154,6 +199,23 @@ pub trait ShadowService {
 
     /// Checks the store's catalog and diff areas without changing anything.
     fn check_store(&mut self) -> Result<StoreCheck, ServiceError>;
+
+    /// `list writers [metadata | detailed | status]`, in DiskShadow's layout.
+    fn list_writers(&mut self, listing: WriterListing) -> Result<Vec<String>, ServiceError>;
+    /// `end backup`: BackupComplete, then BackupShutdown, to the writers of the last set.
+    fn end_backup(&mut self, observer: &mut dyn ServiceObserver) -> Result<(), ServiceError>;
+    /// `load metadata`: reads a metadata .cab for `import` or a restore.
+    fn load_metadata(&mut self, path: &Path) -> Result<LoadedMetadata, ServiceError>;
+    /// `simulate restore`: which writers a restore involves, sending no event. `verify` are
+    /// the `writer verify` entries, each of which must be present.
+    fn simulate_restore(&mut self, verify: &[String]) -> Result<Vec<String>, ServiceError>;
+    /// `begin restore` (PreRestore) and `end restore` (PostRestore).
+    fn begin_restore(
+        &mut self,
+        verify: &[String],
+        observer: &mut dyn ServiceObserver,
+    ) -> Result<(), ServiceError>;
+    fn end_restore(&mut self, observer: &mut dyn ServiceObserver) -> Result<(), ServiceError>;
 
     /// Releases everything this requester owns (its volatile shadows). Called by `reset`,
     /// `exit` and when the requester ends.

@@ -5,16 +5,37 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::api::{CreateOutcome, CreateRequest, ServiceObserver, ShadowService};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::api::{
+    CreateOutcome, CreateRequest, LoadedMetadata, ServiceObserver, ShadowService, WriterListing,
+};
 use super::error::{ServiceError, ServiceErrorKind};
+use crate::engine::clock::{IdSource, RandomIds};
+use crate::engine::coordinator::{
+    BackupSession, Coordinator, CoordinatorObserver, CreationRequest, GatheredMetadata,
+    PostSnapshotShadow, RestoreWriter, SelectionPlan, StepDecision, WriterEventError,
+    WriterSelection,
+};
 use crate::engine::device::BlockDevice;
+use crate::engine::ids::ShadowSetId;
 use crate::engine::ids::{parse_guid, ShadowId};
 use crate::engine::model::{
     CreateSpec, CreateVolume, DeleteSelector, DriveTarget, Exposure, ProviderInfo, RequesterId,
     ShadowInfo, StorageInfo, VolumeInfo,
 };
 use crate::engine::progress::Progress;
+use crate::engine::transport::{
+    log_file_name, read_metadata_cab, write_metadata_cab, BackupComponents, ManifestShadow,
+    MetadataCabinet, WriterDocument,
+};
+use crate::engine::vss::Attributes;
 use crate::engine::vss::VssCode;
+use crate::engine::writer::host::{EventFailure, HostOptions, WriterHost, WriterStatus};
+use crate::engine::writer::listing;
+use crate::engine::writer::protocol::WriterEvent;
 use crate::engine::Engine;
 
 /// Maps an engine error (anything with a VSS code and a message) into the service error.
@@ -62,29 +83,174 @@ impl Progress for ObserverProgress<'_> {
     }
 }
 
-/// What every requester of one service shares: the engine, and the rule that one shadow copy
-/// set is created at a time.
+/// What every requester of one service shares: the engine, the writers, and the rule that one
+/// shadow copy set is created at a time.
 pub struct ServiceCore {
     pub engine: Arc<Engine>,
+    /// Gives shadow copy set IDs before the commit (writers hear of the set first).
+    ids: Arc<dyn IdSource>,
     /// Held for the whole creation sequence; a second requester gets
     /// VSS_E_SNAPSHOT_SET_IN_PROGRESS instead of waiting (as VSS does).
-    creation: std::sync::Mutex<()>,
+    creation: Mutex<()>,
+    /// The writers registered in the store's `writers/` directory, started on first need and
+    /// kept running while the service runs.
+    writers: Mutex<Option<Arc<WriterHost>>>,
+    writer_options: HostOptions,
 }
 
 impl ServiceCore {
     pub fn new(engine: Arc<Engine>) -> Arc<Self> {
+        Self::with_ids(engine, Arc::new(RandomIds), HostOptions::default())
+    }
+
+    /// With an injected ID source and writer timeouts (tests).
+    pub fn with_ids(
+        engine: Arc<Engine>,
+        ids: Arc<dyn IdSource>,
+        writer_options: HostOptions,
+    ) -> Arc<Self> {
         Arc::new(Self {
             engine,
-            creation: std::sync::Mutex::new(()),
+            ids,
+            creation: Mutex::new(()),
+            writers: Mutex::new(None),
+            writer_options,
         })
+    }
+
+    /// The store's directory of writer registrations.
+    pub fn writers_directory(&self) -> PathBuf {
+        self.engine.store_dir().join("writers")
+    }
+
+    /// The writer host, loading the registrations the first time.
+    pub fn writer_host(&self) -> Arc<WriterHost> {
+        let mut slot = self
+            .writers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        slot.get_or_insert_with(|| {
+            Arc::new(WriterHost::from_directory(
+                &self.writers_directory(),
+                self.writer_options.clone(),
+            ))
+        })
+        .clone()
     }
 }
 
-/// One requester's view of the service.
+/// Hears the coordinator and tells the requester's observer; also keeps the creation log for
+/// the metadata file. The coordinator calls it through `&self`, so the observer sits behind a
+/// mutex.
+struct CoordinatorBridge<'o> {
+    observer: Mutex<&'o mut dyn ServiceObserver>,
+    step: bool,
+    log: Mutex<Vec<String>>,
+}
+
+impl<'o> CoordinatorBridge<'o> {
+    fn new(observer: &'o mut dyn ServiceObserver, step: bool) -> Self {
+        Self {
+            observer: Mutex::new(observer),
+            step,
+            log: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn with<R>(&self, work: impl FnOnce(&mut dyn ServiceObserver) -> R) -> R {
+        let mut observer = self
+            .observer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        work(&mut **observer)
+    }
+
+    fn record(&self, line: &str) {
+        self.log
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(line.to_string());
+    }
+
+    fn log_text(&self) -> String {
+        let log = self
+            .log
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut text = log.join("\r\n");
+        text.push_str("\r\n");
+        text
+    }
+}
+
+impl CoordinatorObserver for CoordinatorBridge<'_> {
+    fn event_sent(&self, writer: &WriterStatus, event: WriterEvent) {
+        let line = format!("Sent {event} to writer \"{}\".", writer.name);
+        self.record(&line);
+        self.with(|observer| observer.verbose_line(&line));
+    }
+
+    fn reply_received(
+        &self,
+        writer: &WriterStatus,
+        event: WriterEvent,
+        latency: Duration,
+        outcome: &Result<(), EventFailure>,
+    ) {
+        let outcome = outcome
+            .as_ref()
+            .map(|_| ())
+            .map_err(|failure| failure.to_string());
+        self.record(&format!(
+            "Writer \"{}\" answered {event}: {outcome:?}",
+            writer.name
+        ));
+        self.with(|observer| {
+            observer.writer_reply(&writer.name, &event.to_string(), latency, outcome)
+        });
+    }
+
+    fn writer_log(&self, writer: &str, line: &str) {
+        let line = format!("Writer \"{writer}\" log: {line}");
+        self.record(&line);
+        self.with(|observer| observer.verbose_line(&line));
+    }
+
+    fn protocol_violation(&self, writer: &str, description: &str) {
+        let line = format!("Warning: writer \"{writer}\" broke the writer protocol: {description}");
+        self.record(&line);
+        self.with(|observer| observer.line(&line));
+    }
+
+    fn verbose(&self, line: &str) {
+        self.record(line);
+        self.with(|observer| observer.verbose_line(line));
+    }
+
+    fn before_event(&self, event: WriterEvent, writers: &[WriterStatus]) -> StepDecision {
+        if !self.step {
+            return StepDecision::Continue;
+        }
+        let lines = listing::status_lines(writers);
+        if self.with(|observer| observer.step(&event.to_string(), &lines)) {
+            StepDecision::Continue
+        } else {
+            StepDecision::Abort
+        }
+    }
+}
+
+/// One requester's view of the service, with what it holds between commands.
 pub struct LocalService {
     core: Arc<ServiceCore>,
     engine: Arc<Engine>,
     requester: RequesterId,
+    /// The writers of the last `create`, until `end backup` (or the requester's end).
+    backup: Option<BackupSession>,
+    /// The metadata loaded by `load metadata`.
+    loaded: Option<MetadataCabinet>,
+    /// The writers told of a restore by `begin restore`, until `end restore`.
+    restoring: Option<Vec<RestoreWriter>>,
 }
 
 impl LocalService {
@@ -100,6 +266,9 @@ impl LocalService {
             core,
             engine,
             requester,
+            backup: None,
+            loaded: None,
+            restoring: None,
         }
     }
 
@@ -121,6 +290,122 @@ impl LocalService {
         }
         let volume = from_engine!(self.engine.resolve_volume(target, base_dir))?;
         from_engine!(self.engine.open_volume(volume.id))
+    }
+
+    /// A volume as a writer names it (image path, drive letter, volume GUID), if registered.
+    fn resolve_writer_volume(&self, name: &str) -> Option<crate::engine::ids::VolumeId> {
+        self.engine
+            .resolve_volume(name, Path::new("/"))
+            .ok()
+            .map(|volume| volume.id)
+    }
+
+    fn writer_error(message: String, code: VssCode) -> ServiceError {
+        ServiceError::new(ServiceErrorKind::Writer, message).with_code(code)
+    }
+
+    fn event_errors(errors: Vec<WriterEventError>) -> ServiceError {
+        let code = errors
+            .first()
+            .map(WriterEventError::vss_code)
+            .unwrap_or(VssCode::VSS_E_UNEXPECTED_WRITER_ERROR);
+        let message = errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        Self::writer_error(message, code)
+            .with_help("`list writers status` shows each writer's state and failure")
+    }
+
+    /// The restore's writers, after checking every `writer verify` entry is among them.
+    fn restore_writers(&self, verify: &[String]) -> Result<Vec<RestoreWriter>, ServiceError> {
+        let Some(cabinet) = &self.loaded else {
+            return Err(ServiceError::invalid("no metadata is loaded")
+                .with_code(VssCode::VSS_E_BAD_STATE)
+                .with_help("`load metadata <file.cab>` first"));
+        };
+        let writers = cabinet.restore_writers();
+        for wanted in verify {
+            let found = writers.iter().any(|writer| {
+                writer.name.eq_ignore_ascii_case(wanted)
+                    || writer.writer_id.to_string().eq_ignore_ascii_case(wanted)
+                    || writer.components.iter().any(|component| {
+                        format!("{}:{}", writer.name, component).eq_ignore_ascii_case(wanted)
+                    })
+            });
+            if !found {
+                return Err(Self::writer_error(
+                    format!("the writer or component `{wanted}` that `writer verify` requires is not in the loaded metadata"),
+                    VssCode::VSS_E_WRITER_INFRASTRUCTURE,
+                )
+                .with_help("`simulate restore` lists the writers and components the metadata holds"));
+            }
+        }
+        Ok(writers)
+    }
+
+    fn manifest_volume_name(volume: &VolumeInfo) -> String {
+        match volume.drive_letter {
+            Some(letter) => format!("{letter}:\\"),
+            None => volume.path.display().to_string(),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write_metadata(
+        &self,
+        path: &Path,
+        request: &CreateRequest,
+        set: &crate::engine::model::CreatedSet,
+        session: &BackupSession,
+        gathered: &GatheredMetadata,
+        log: String,
+    ) -> Result<Vec<String>, ServiceError> {
+        let mut aliases: Vec<(String, String)> = Vec::new();
+        let shadows = set
+            .shadows
+            .iter()
+            .enumerate()
+            .map(|(index, shadow)| {
+                let alias = request.aliases.get(index).cloned().flatten();
+                let name = alias
+                    .clone()
+                    .unwrap_or_else(|| format!("VSS_SHADOW_{}", index + 1));
+                aliases.push((name, shadow.id.to_string()));
+                ManifestShadow {
+                    shadow_id: shadow.id,
+                    alias,
+                    original_volume: Self::manifest_volume_name(&shadow.volume),
+                    provider_id: shadow.provider_id,
+                }
+            })
+            .collect();
+        aliases.push(("VSS_SHADOW_SET".to_string(), set.set_id.to_string()));
+        let cabinet = MetadataCabinet {
+            snapshot_set_id: set.set_id,
+            machine_name: set
+                .shadows
+                .first()
+                .map(|shadow| shadow.originating_machine.clone())
+                .unwrap_or_default(),
+            shadows,
+            aliases,
+            backup_components: (!session.writers.is_empty())
+                .then(|| BackupComponents::from_session(session)),
+            writers: WriterDocument::for_session(session, gathered),
+            log_name: log_file_name(self.core.ids.new_uuid().as_u128()),
+            log,
+        };
+        write_metadata_cab(path, &cabinet).map_err(|error| {
+            engine_error(
+                error.vss_code(),
+                format!(
+                    "the metadata file {} was not written: {error}",
+                    path.display()
+                ),
+            )
+        })
     }
 }
 
@@ -148,21 +433,8 @@ impl ShadowService for LocalService {
     fn create(
         &mut self,
         request: &CreateRequest,
-        _observer: &mut dyn ServiceObserver,
+        observer: &mut dyn ServiceObserver,
     ) -> Result<CreateOutcome, ServiceError> {
-        if request.context.has_writers() {
-            return Err(ServiceError::not_supported(format!(
-                "the context `{}` involves writers, and this build has no writer coordinator yet",
-                request.context.diskshadow_words()
-            ))
-            .with_help("`set context persistent nowriters` or `set context volatile nowriters` makes crash-consistent shadow copies"));
-        }
-        if request.metadata_path.is_some() {
-            return Err(ServiceError::not_supported(
-                "metadata files (`set metadata`) are not supported yet",
-            )
-            .with_help("leave `set metadata` out; the shadow copies are recorded in the store"));
-        }
         let core = self.core.clone();
         let _creating = match core.creation.try_lock() {
             Ok(guard) => guard,
@@ -177,6 +449,13 @@ impl ShadowService for LocalService {
                 ));
             }
         };
+        if let Some(previous) = self.backup.take() {
+            // A new set replaces the backup of the last one: its writers hear BackupShutdown.
+            let host = core.writer_host();
+            let _ = Coordinator::new(&host, &crate::engine::coordinator::SilentObserver)
+                .backup_shutdown(&previous);
+        }
+        let set_id = ShadowSetId(core.ids.new_uuid());
         let spec = CreateSpec {
             volumes: request
                 .volumes
@@ -189,12 +468,109 @@ impl ShadowService for LocalService {
             context: request.context,
             extra_attributes: request.extra_attributes,
             requester: self.requester,
-            set_id: None,
+            set_id: Some(set_id),
         };
-        let set = from_engine!(self.engine.create_shadow_set(&spec))?;
+        let volume_names: Vec<String> = request
+            .volumes
+            .iter()
+            .map(|volume| volume.volume.path.display().to_string())
+            .collect();
+        let volume_ids: Vec<_> = request
+            .volumes
+            .iter()
+            .map(|volume| volume.volume.id)
+            .collect();
+        let host = core.writer_host();
+        let bridge = CoordinatorBridge::new(observer, request.step);
+        let coordinator = Coordinator::new(&host, &bridge);
+        let (gathered, plan) = if request.context.has_writers() {
+            let gathered = coordinator.gather_metadata();
+            let selection = WriterSelection {
+                verify: request.writers.verify.clone(),
+                exclude: request.writers.exclude.clone(),
+            };
+            let resolve = |name: &str| self.resolve_writer_volume(name);
+            let plan = coordinator
+                .select(&gathered, &selection, &volume_ids, &resolve)
+                .map_err(|error| {
+                    Self::writer_error(error.to_string(), error.vss_code())
+                        .with_help("`list writers` shows the writers and their components")
+                })?;
+            (gathered, plan)
+        } else {
+            (
+                GatheredMetadata::default(),
+                SelectionPlan::without_writers(),
+            )
+        };
+        let creation = CreationRequest {
+            snapshot_set_id: set_id,
+            context: request.context,
+            backup_type: request.backup_type,
+            volumes: volume_names.clone(),
+            flush_mount_points: Vec::new(),
+            autorecover: !request
+                .extra_attributes
+                .contains(Attributes::NO_AUTORECOVERY),
+        };
+        let engine = self.engine.clone();
+        let mut commit = || engine.create_shadow_set(&spec);
+        let mut post_snapshot = |set: &crate::engine::model::CreatedSet| {
+            set.shadows
+                .iter()
+                .zip(&volume_names)
+                .map(|(shadow, volume)| PostSnapshotShadow {
+                    volume: volume.clone(),
+                    shadow_id: shadow.id,
+                    path: None,
+                })
+                .collect()
+        };
+        let outcome = match coordinator.create_shadow_set(
+            &creation,
+            &plan,
+            &mut commit,
+            &mut post_snapshot,
+        ) {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                if let Some(set) = &error.committed {
+                    // No shadow of a failed set may remain.
+                    let _ = self.engine.delete_shadows(&DeleteSelector::Set(set.set_id));
+                }
+                let code = error.vss_code();
+                return Err(Self::writer_error(format!("the shadow copy set was not created: {}", error.failure), code)
+                    .with_help("`list writers status` shows which writer failed; no shadow copy of the set was kept"));
+            }
+        };
+        let set = outcome.committed;
+        let metadata_files = match &request.metadata_path {
+            Some(path) => {
+                let written = self.write_metadata(
+                    path,
+                    request,
+                    &set,
+                    &outcome.session,
+                    &gathered,
+                    bridge.log_text(),
+                );
+                match written {
+                    Ok(files) => files,
+                    Err(error) => {
+                        let _ =
+                            Coordinator::new(&host, &crate::engine::coordinator::SilentObserver)
+                                .abort(&outcome.session, "the metadata file could not be written");
+                        let _ = self.engine.delete_shadows(&DeleteSelector::Set(set.set_id));
+                        return Err(error);
+                    }
+                }
+            }
+            None => Vec::new(),
+        };
+        self.backup = Some(outcome.session);
         Ok(CreateOutcome {
             set,
-            metadata_files: Vec::new(),
+            metadata_files,
         })
     }
 
@@ -304,6 +680,188 @@ impl ShadowService for LocalService {
             .map_err(|error| ServiceError::io(format!("writing {volume}: {error}")))
     }
 
+    fn list_writers(&mut self, listing_kind: WriterListing) -> Result<Vec<String>, ServiceError> {
+        let host = self.core.writer_host();
+        let coordinator = Coordinator::new(&host, &crate::engine::coordinator::SilentObserver);
+        let mut lines = Vec::new();
+        for problem in host.problems() {
+            lines.push(format!("Warning: {problem}"));
+        }
+        // Identify only writers never identified: `identify` starts a writer's backup state
+        // afresh, and listing must not erase the state of a backup in progress.
+        if host
+            .statuses()
+            .iter()
+            .any(|status| status.instance_id.is_none() || host.metadata(status.index).is_none())
+        {
+            coordinator.gather_metadata();
+        }
+        let statuses = host.statuses();
+        if listing_kind == WriterListing::Status {
+            lines.extend(listing::status_lines(&statuses));
+            return Ok(lines);
+        }
+        lines.push("Listing writer metadata ...".to_string());
+        let engine = self.engine.clone();
+        let display = move |name: &str| match engine.resolve_volume(name, Path::new("/")) {
+            Ok(volume) => volume.display_name(),
+            Err(_) => name.to_string(),
+        };
+        let mut listed = 0;
+        for status in &statuses {
+            let (Some(instance_id), Some(metadata)) =
+                (status.instance_id, host.metadata(status.index))
+            else {
+                lines.push(format!(
+                    "* WRITER \"{}\" did not identify itself: {} [{}]",
+                    status.name,
+                    status
+                        .failure_message
+                        .clone()
+                        .unwrap_or_else(|| "no answer".to_string()),
+                    status.failure_code_text()
+                ));
+                continue;
+            };
+            listed += 1;
+            lines.extend(listing::metadata_lines(
+                &status.name,
+                status.writer_id,
+                instance_id,
+                &metadata,
+                &display,
+            ));
+            if listing_kind == WriterListing::Detailed {
+                for component in &metadata.components {
+                    lines.push(format!(
+                        "    - Files of component \"{}\":",
+                        component.full_path()
+                    ));
+                    for file in &component.files {
+                        let recursive = if file.recursive { " (recursive)" } else { "" };
+                        lines.push(format!(
+                            "       - Volume {}, Path = {}, Filespec = {}{recursive}",
+                            display(&file.volume),
+                            file.path,
+                            file.filespec
+                        ));
+                    }
+                }
+            }
+            lines.push(String::new());
+        }
+        lines.push(format!(
+            "{listed} writer{} listed.",
+            if listed == 1 { "" } else { "s" }
+        ));
+        Ok(lines)
+    }
+
+    fn end_backup(&mut self, observer: &mut dyn ServiceObserver) -> Result<(), ServiceError> {
+        let Some(session) = self.backup.take() else {
+            return Ok(());
+        };
+        let host = self.core.writer_host();
+        let bridge = CoordinatorBridge::new(observer, false);
+        let coordinator = Coordinator::new(&host, &bridge);
+        let completed = coordinator.backup_complete(&session, true);
+        let shut = coordinator.backup_shutdown(&session);
+        completed.map_err(Self::event_errors)?;
+        shut.map_err(Self::event_errors)
+    }
+
+    fn load_metadata(&mut self, path: &Path) -> Result<LoadedMetadata, ServiceError> {
+        let cabinet = read_metadata_cab(path).map_err(|error| {
+            engine_error(
+                error.vss_code(),
+                format!("{} is not a usable metadata file: {error}", path.display()),
+            )
+            .with_help("give a .cab written by `set metadata` and `create`")
+        })?;
+        let mut files = vec![crate::engine::transport::MANIFEST_FILE.to_string()];
+        if cabinet.backup_components.is_some() {
+            files.push(crate::engine::transport::BACKUP_COMPONENTS_FILE.to_string());
+        }
+        files.extend((0..cabinet.writers.len()).map(|index| format!("WM{index}.xml")));
+        files.push(cabinet.log_name.clone());
+        let loaded = LoadedMetadata {
+            set_id: cabinet.snapshot_set_id,
+            aliases: cabinet.aliases.clone(),
+            files,
+            writers: cabinet
+                .writers
+                .iter()
+                .map(|writer| writer.name.clone())
+                .collect(),
+        };
+        self.loaded = Some(cabinet);
+        Ok(loaded)
+    }
+
+    fn simulate_restore(&mut self, verify: &[String]) -> Result<Vec<String>, ServiceError> {
+        let writers = self.restore_writers(verify)?;
+        let host = self.core.writer_host();
+        let coordinator = Coordinator::new(&host, &crate::engine::coordinator::SilentObserver);
+        let involvement = coordinator
+            .simulate_restore(&writers)
+            .map_err(|error| Self::writer_error(error.to_string(), error.vss_code()))?;
+        let mut lines = Vec::new();
+        for writer in &involvement {
+            lines.push(format!(
+                "* WRITER \"{}\" {}: {}, {}",
+                writer.name,
+                writer.writer_id,
+                if writer.registered {
+                    "registered"
+                } else {
+                    "not registered here"
+                },
+                if writer.gets_restore_events {
+                    "gets PreRestore and PostRestore"
+                } else {
+                    "gets no restore events"
+                }
+            ));
+            for component in &writer.components {
+                lines.push(format!("        + Component: {component}"));
+            }
+        }
+        lines.push(format!(
+            "{} writer{} involved in the restore.",
+            involvement.len(),
+            if involvement.len() == 1 { "" } else { "s" }
+        ));
+        Ok(lines)
+    }
+
+    fn begin_restore(
+        &mut self,
+        verify: &[String],
+        observer: &mut dyn ServiceObserver,
+    ) -> Result<(), ServiceError> {
+        let writers = self.restore_writers(verify)?;
+        let host = self.core.writer_host();
+        let bridge = CoordinatorBridge::new(observer, false);
+        Coordinator::new(&host, &bridge)
+            .pre_restore(&writers)
+            .map_err(|error| Self::writer_error(error.to_string(), error.vss_code()))?;
+        self.restoring = Some(writers);
+        Ok(())
+    }
+
+    fn end_restore(&mut self, observer: &mut dyn ServiceObserver) -> Result<(), ServiceError> {
+        let Some(writers) = self.restoring.take() else {
+            return Err(ServiceError::invalid("no restore is in progress")
+                .with_code(VssCode::VSS_E_BAD_STATE)
+                .with_help("`begin restore` starts one"));
+        };
+        let host = self.core.writer_host();
+        let bridge = CoordinatorBridge::new(observer, false);
+        Coordinator::new(&host, &bridge)
+            .post_restore(&writers)
+            .map_err(|error| Self::writer_error(error.to_string(), error.vss_code()))
+    }
+
     fn check_store(&mut self) -> Result<super::api::StoreCheck, ServiceError> {
         let report = self.engine.check();
         Ok(super::api::StoreCheck {
@@ -317,6 +875,14 @@ impl ShadowService for LocalService {
     }
 
     fn release_requester(&mut self) -> Result<Vec<ShadowInfo>, ServiceError> {
+        if let Some(session) = self.backup.take() {
+            // The requester ends without `end backup`: its writers get BackupShutdown only.
+            let host = self.core.writer_host();
+            let _ = Coordinator::new(&host, &crate::engine::coordinator::SilentObserver)
+                .backup_shutdown(&session);
+        }
+        self.loaded = None;
+        self.restoring = None;
         from_engine!(self
             .engine
             .delete_shadows(&DeleteSelector::OwnedBy(self.requester)))

@@ -10,7 +10,9 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::api::{CreateOutcome, CreateRequest, ServiceObserver, ShadowService};
+use super::api::{
+    CreateOutcome, CreateRequest, LoadedMetadata, ServiceObserver, ShadowService, WriterListing,
+};
 use super::error::{ServiceError, ServiceErrorKind};
 use super::local::{LocalService, ServiceCore};
 use super::transport::{self, EventSink, Handler, SessionId};
@@ -78,6 +80,20 @@ pub enum Request {
     },
     ReleaseRequester,
     CheckStore,
+    ListWriters {
+        listing: WriterListing,
+    },
+    EndBackup,
+    LoadMetadata {
+        path: PathBuf,
+    },
+    SimulateRestore {
+        verify: Vec<String>,
+    },
+    BeginRestore {
+        verify: Vec<String>,
+    },
+    EndRestore,
 }
 
 /// What a request returns.
@@ -97,6 +113,8 @@ pub enum Reply {
     /// base64.
     Data(String),
     Check(super::api::StoreCheck),
+    Lines(Vec<String>),
+    Loaded(LoadedMetadata),
 }
 
 /// Sends a service observer's reports to the requester as events.
@@ -122,10 +140,64 @@ impl ServiceObserver for EventObserver<'_> {
     fn progress_end(&mut self) {
         let _ = self.events.send(json!({ "progress_end": true }));
     }
+    fn writer_reply(
+        &mut self,
+        writer: &str,
+        event: &str,
+        latency: std::time::Duration,
+        outcome: Result<(), String>,
+    ) {
+        let _ = self.events.send(json!({ "writer_reply": {
+            "writer": writer, "event": event, "latency_ms": latency.as_millis() as u64, "error": outcome.err(),
+        } }));
+    }
+    fn step(&mut self, event: &str, writers: &[String]) -> bool {
+        // A requester that cannot answer (it went away) aborts, never leaves writers frozen.
+        match self
+            .events
+            .ask(json!({ "step": { "event": event, "writers": writers } }))
+        {
+            Ok(answer) => answer.as_bool().unwrap_or(false),
+            Err(_) => false,
+        }
+    }
 }
 
-/// Replays events from the service on the requester's observer.
-fn replay(observer: &mut dyn ServiceObserver, event: &Value) {
+/// Replays events from the service on the requester's observer; answers step questions.
+fn replay(observer: &mut dyn ServiceObserver, event: &Value) -> Option<Value> {
+    if let Some(step) = event.get("step") {
+        let name = step.get("event").and_then(Value::as_str).unwrap_or("");
+        let writers: Vec<String> = step
+            .get("writers")
+            .and_then(Value::as_array)
+            .map(|lines| {
+                lines
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        return Some(Value::Bool(observer.step(name, &writers)));
+    }
+    if let Some(reply) = event.get("writer_reply") {
+        let text = |key: &str| {
+            reply
+                .get(key)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let latency = std::time::Duration::from_millis(
+            reply.get("latency_ms").and_then(Value::as_u64).unwrap_or(0),
+        );
+        let outcome = match reply.get("error").and_then(Value::as_str) {
+            Some(error) => Err(error.to_string()),
+            None => Ok(()),
+        };
+        observer.writer_reply(&text("writer"), &text("event"), latency, outcome);
+        return None;
+    }
     if let Some(line) = event.get("verbose").and_then(Value::as_str) {
         observer.verbose_line(line);
     } else if let Some(line) = event.get("line").and_then(Value::as_str) {
@@ -141,6 +213,7 @@ fn replay(observer: &mut dyn ServiceObserver, event: &Value) {
     } else if event.get("progress_end").is_some() {
         observer.progress_end();
     }
+    None
 }
 
 /// The service process's handler: the engine, shared; one requester per connection.
@@ -248,6 +321,21 @@ pub fn dispatch(
         }
         Request::ReleaseRequester => Reply::Shadows(service.release_requester()?),
         Request::CheckStore => Reply::Check(service.check_store()?),
+        Request::ListWriters { listing } => Reply::Lines(service.list_writers(listing)?),
+        Request::EndBackup => {
+            service.end_backup(observer)?;
+            Reply::Done
+        }
+        Request::LoadMetadata { path } => Reply::Loaded(service.load_metadata(&path)?),
+        Request::SimulateRestore { verify } => Reply::Lines(service.simulate_restore(&verify)?),
+        Request::BeginRestore { verify } => {
+            service.begin_restore(&verify, observer)?;
+            Reply::Done
+        }
+        Request::EndRestore => {
+            service.end_restore(observer)?;
+            Reply::Done
+        }
     })
 }
 
@@ -311,10 +399,7 @@ impl RemoteService {
     ) -> Result<Reply, ServiceError> {
         let reply: Result<Reply, ServiceError> = self
             .client
-            .call(&request, &mut |event| {
-                replay(observer, &event);
-                None
-            })
+            .call(&request, &mut |event| replay(observer, &event))
             .map_err(|error| {
                 ServiceError::new(
                     ServiceErrorKind::Unavailable,
@@ -489,6 +574,48 @@ impl ShadowService for RemoteService {
             Reply::Check(check) => Ok(check),
             other => Err(unexpected(other)),
         }
+    }
+
+    fn list_writers(&mut self, listing: WriterListing) -> Result<Vec<String>, ServiceError> {
+        match self.quiet(Request::ListWriters { listing })? {
+            Reply::Lines(lines) => Ok(lines),
+            other => Err(unexpected(other)),
+        }
+    }
+    fn end_backup(&mut self, observer: &mut dyn ServiceObserver) -> Result<(), ServiceError> {
+        self.call(Request::EndBackup, observer).map(|_| ())
+    }
+    fn load_metadata(&mut self, path: &Path) -> Result<LoadedMetadata, ServiceError> {
+        match self.quiet(Request::LoadMetadata {
+            path: path.to_path_buf(),
+        })? {
+            Reply::Loaded(loaded) => Ok(loaded),
+            other => Err(unexpected(other)),
+        }
+    }
+    fn simulate_restore(&mut self, verify: &[String]) -> Result<Vec<String>, ServiceError> {
+        match self.quiet(Request::SimulateRestore {
+            verify: verify.to_vec(),
+        })? {
+            Reply::Lines(lines) => Ok(lines),
+            other => Err(unexpected(other)),
+        }
+    }
+    fn begin_restore(
+        &mut self,
+        verify: &[String],
+        observer: &mut dyn ServiceObserver,
+    ) -> Result<(), ServiceError> {
+        self.call(
+            Request::BeginRestore {
+                verify: verify.to_vec(),
+            },
+            observer,
+        )
+        .map(|_| ())
+    }
+    fn end_restore(&mut self, observer: &mut dyn ServiceObserver) -> Result<(), ServiceError> {
+        self.call(Request::EndRestore, observer).map(|_| ())
     }
 
     fn release_requester(&mut self) -> Result<Vec<ShadowInfo>, ServiceError> {

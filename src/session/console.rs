@@ -11,6 +11,9 @@ pub trait Console: Send {
     fn progress_begin(&mut self, what: &str, total: u64);
     fn progress_advance(&mut self, units: u64);
     fn progress_end(&mut self);
+    /// Asks the user a question (step-through mode) and returns the answer line, or `None` when
+    /// there is no one to answer (end of input).
+    fn ask(&mut self, prompt: &str) -> Option<String>;
     /// Whether errors may use colour and Unicode art (a terminal), or must be plain.
     fn is_terminal(&self) -> bool {
         false
@@ -22,6 +25,8 @@ pub trait Console: Send {
 #[derive(Debug, Default, Clone)]
 pub struct TranscriptConsole {
     pub text: String,
+    /// Answers to give to `ask`, in order; the questions and answers are part of the transcript.
+    pub answers: std::collections::VecDeque<String>,
 }
 
 impl Console for TranscriptConsole {
@@ -41,4 +46,13 @@ impl Console for TranscriptConsole {
     fn progress_begin(&mut self, _what: &str, _total: u64) {}
     fn progress_advance(&mut self, _units: u64) {}
     fn progress_end(&mut self) {}
+
+    fn ask(&mut self, prompt: &str) -> Option<String> {
+        let answer = self.answers.pop_front();
+        self.text.push_str(prompt);
+        self.text
+            .push_str(answer.as_deref().unwrap_or("<end of input>"));
+        self.text.push('\n');
+        answer
+    }
 }

@@ -44,6 +44,9 @@ pub struct SessionConfig {
     pub time_zone: TimeZoneChoice,
     /// Width for rendering diagnostics.
     pub width: usize,
+    /// Show writers' reply latencies in verbose mode (transcripts turn them off: they are
+    /// measured, not injected).
+    pub show_latencies: bool,
 }
 
 /// What happened to one line.

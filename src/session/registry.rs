@@ -10,10 +10,10 @@ use super::{CommandError, LineOutcome, Session};
 use crate::engine::ids::{parse_guid, ProviderId, ShadowId, ShadowSetId};
 use crate::engine::model::{DeleteSelector, DriveTarget, ExposureKind, ShadowInfo};
 use crate::engine::vss::{limits, BackupType, Context, VssCode};
-use crate::service::{CreateRequest, ServiceObserver, SetVolume, WriterSelection};
+use crate::service::{CreateRequest, ServiceObserver, SetVolume, WriterListing, WriterSelection};
 use crate::syntax::ast::{
     AddCommand, Command, ContextSetting, DeleteShadows, ListCommand, MapCommand, SetCommand,
-    ShadowSelector, Word, WriterAction,
+    ShadowSelector, Word, WriterAction, WriterListDetail,
 };
 use crate::syntax::commands;
 
@@ -97,6 +97,7 @@ impl AliasLookup for SessionAliases<'_> {
 struct ConsoleObserver<'c> {
     console: &'c mut dyn super::console::Console,
     verbose: bool,
+    show_latencies: bool,
 }
 
 impl ServiceObserver for ConsoleObserver<'_> {
@@ -116,6 +117,55 @@ impl ServiceObserver for ConsoleObserver<'_> {
     }
     fn progress_end(&mut self) {
         self.console.progress_end();
+    }
+    fn writer_reply(
+        &mut self,
+        writer: &str,
+        event: &str,
+        latency: std::time::Duration,
+        outcome: Result<(), String>,
+    ) {
+        if !self.verbose {
+            return;
+        }
+        let shown = match outcome {
+            Ok(()) => "ok".to_string(),
+            Err(error) => format!("failed: {error}"),
+        };
+        let timing = if self.show_latencies {
+            format!(" in {} ms", latency.as_millis())
+        } else {
+            String::new()
+        };
+        self.console.out(&format!(
+            "Writer \"{writer}\" answered {event}{timing}: {shown}"
+        ));
+    }
+    fn step(&mut self, event: &str, writers: &[String]) -> bool {
+        self.console
+            .out(&format!("Step: the next writer event is {event}."));
+        loop {
+            let answer = self
+                .console
+                .ask("Continue, show writer status, or abort? [c/s/a] ");
+            match answer
+                .as_deref()
+                .map(|text| text.trim().to_ascii_lowercase())
+            {
+                Some(text) if text.is_empty() || text == "c" || text == "continue" => return true,
+                Some(text) if text == "s" || text == "status" => {
+                    for line in writers {
+                        self.console.out(line);
+                    }
+                }
+                Some(text) if text == "a" || text == "abort" => return false,
+                Some(other) => self.console.out(&format!(
+                    "`{other}` is not an answer: c continues, s shows the writers, a aborts."
+                )),
+                // No one to answer: abort rather than leave writers waiting.
+                None => return false,
+            }
+        }
     }
 }
 
@@ -362,11 +412,13 @@ fn create(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, C
             .map(|pending| pending.alias.clone())
             .collect(),
         metadata_path: state.metadata_path.clone(),
+        step: state.step,
     };
     let pending = session.state.volumes.clone();
     let mut observer = ConsoleObserver {
         console: &mut *session.console,
         verbose: session.state.verbose,
+        show_latencies: session.config.show_latencies,
     };
     let outcome = session.service.create(&request, &mut observer)?;
     let mut lines = Vec::new();
@@ -537,6 +589,12 @@ fn end_backup(session: &mut Session<'_>, command: &Command) -> Result<LineOutcom
     }
     session.state.phase = Phase::Idle;
     session.state.backup_type = BackupType::Copy;
+    let mut observer = ConsoleObserver {
+        console: &mut *session.console,
+        verbose: session.state.verbose,
+        show_latencies: session.config.show_latencies,
+    };
+    session.service.end_backup(&mut observer)?;
     DONE
 }
 
@@ -559,7 +617,15 @@ fn begin_restore(
             "end it first",
         ));
     }
-    Err(writers_unavailable("begin restore"))
+    let verify = session.state.writer_verify.clone();
+    let mut observer = ConsoleObserver {
+        console: &mut *session.console,
+        verbose: session.state.verbose,
+        show_latencies: session.config.show_latencies,
+    };
+    session.service.begin_restore(&verify, &mut observer)?;
+    session.state.phase = Phase::RestoreBegun;
+    DONE
 }
 
 fn end_restore(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
@@ -572,7 +638,14 @@ fn end_restore(session: &mut Session<'_>, command: &Command) -> Result<LineOutco
             "`begin restore` starts a restore",
         ));
     }
-    Err(writers_unavailable("end restore"))
+    session.state.phase = Phase::Idle;
+    let mut observer = ConsoleObserver {
+        console: &mut *session.console,
+        verbose: session.state.verbose,
+        show_latencies: session.config.show_latencies,
+    };
+    session.service.end_restore(&mut observer)?;
+    DONE
 }
 
 fn simulate_restore(
@@ -588,7 +661,10 @@ fn simulate_restore(
             "`load metadata <file.cab>` first; simulate restore checks the writers it names",
         ));
     }
-    Err(writers_unavailable("simulate restore"))
+    let verify = session.state.writer_verify.clone();
+    let lines = session.service.simulate_restore(&verify)?;
+    session.out_lines(lines);
+    DONE
 }
 
 fn load_metadata(
@@ -607,15 +683,27 @@ fn load_metadata(
         .with_code(VssCode::VSS_E_OBJECT_NOT_FOUND)
         .with_help("`set metadata <file.cab>` before `create` writes one"));
     }
-    Err(writers_unavailable("load metadata"))
-}
-
-fn writers_unavailable(command: &str) -> CommandError {
-    CommandError::new(format!(
-        "`{command}` is not supported yet: this build has no writer coordinator"
-    ))
-    .with_code(VssCode::VSS_E_NOT_SUPPORTED)
-    .with_help("use a `nowriters` context for crash-consistent shadow copies")
+    let loaded = session.service.load_metadata(&resolved)?;
+    if session.state.verbose {
+        let cab_name = resolved
+            .file_name()
+            .map(|name| name.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let lines: Vec<String> = loaded
+            .files
+            .iter()
+            .map(|file| format!("Extracted file {file} from .cab file {cab_name}"))
+            .collect();
+        session.out_lines(lines);
+    }
+    for (name, value) in &loaded.aliases {
+        session.variables.set_alias(name, value);
+        session.out(format!(
+            "Alias {name} for value {value} set as environment variable."
+        ));
+    }
+    session.state.loaded_metadata = Some(resolved);
+    DONE
 }
 
 fn writer(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
@@ -693,7 +781,15 @@ fn list(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, Com
             );
             session.out_lines(lines);
         }
-        ListCommand::Writers(_) => return Err(writers_unavailable("list writers")),
+        ListCommand::Writers(detail) => {
+            let listing = match detail {
+                WriterListDetail::Metadata => WriterListing::Metadata,
+                WriterListDetail::Detailed => WriterListing::Detailed,
+                WriterListDetail::Status => WriterListing::Status,
+            };
+            let lines = session.service.list_writers(listing)?;
+            session.out_lines(lines);
+        }
     }
     DONE
 }
@@ -809,6 +905,7 @@ fn revert(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, C
     let mut observer = ConsoleObserver {
         console: &mut *session.console,
         verbose: session.state.verbose,
+        show_latencies: session.config.show_latencies,
     };
     session.service.revert(id, &mut observer)?;
     session.out(format!("The volume was reverted to the shadow copy {id}."));

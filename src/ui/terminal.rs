@@ -74,6 +74,22 @@ impl Console for TerminalConsole {
         }
     }
 
+    fn ask(&mut self, prompt: &str) -> Option<String> {
+        let mut stdout = std::io::stdout().lock();
+        let _ = write!(stdout, "{prompt}");
+        let _ = stdout.flush();
+        drop(stdout);
+        let mut answer = String::new();
+        match std::io::stdin().read_line(&mut answer) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => {
+                let answer = answer.trim_end_matches(['\r', '\n']).to_string();
+                self.log_line(&format!("{prompt}{answer}"));
+                Some(answer)
+            }
+        }
+    }
+
     fn is_terminal(&self) -> bool {
         self.terminal
     }

@@ -10,8 +10,9 @@ use chrono::FixedOffset;
 use diskshadow::engine::clock::{SeededIds, SteppingClock};
 use diskshadow::engine::core::EngineOptions;
 use diskshadow::engine::model::RequesterId;
+use diskshadow::engine::writer::host::HostOptions;
 use diskshadow::engine::Engine;
-use diskshadow::service::local::LocalService;
+use diskshadow::service::local::{LocalService, ServiceCore};
 use diskshadow::service::ShadowService;
 use diskshadow::session::console::TranscriptConsole;
 use diskshadow::session::render::TimeZoneChoice;
@@ -35,6 +36,17 @@ pub fn open_engine(store: &Path) -> Arc<Engine> {
     Arc::new(Engine::open(store, options).expect("engine opens"))
 }
 
+/// The service core as transcripts see it: seeded set IDs, short writer timeouts.
+pub fn service_core(engine: Arc<Engine>) -> Arc<ServiceCore> {
+    let options = HostOptions {
+        event_timeout: std::time::Duration::from_secs(5),
+        shutdown_grace: std::time::Duration::from_millis(500),
+        ids: Arc::new(SeededIds::new(3)),
+        ..HostOptions::default()
+    };
+    ServiceCore::with_ids(engine, Arc::new(SeededIds::new(2)), options)
+}
+
 pub fn parse_size(text: &str) -> u64 {
     let text = text.trim();
     let (number, multiplier) = match text.chars().last() {
@@ -54,6 +66,8 @@ pub struct Setup {
     pub parameters: Vec<String>,
     pub maps: Vec<(String, String)>,
     pub environment: Vec<(String, String)>,
+    /// Answers to step-mode questions, in order.
+    pub answers: Vec<String>,
 }
 
 /// Applies the directives of `source` inside `work`:
@@ -93,7 +107,38 @@ pub fn apply_directives(source: &str, work: &Path) -> Setup {
                     .environment
                     .push((name.to_string(), value.to_string()));
             }
-            ["write", ..] | ["read", ..] => {}
+            ["write", ..] | ["read", ..] | ["events", ..] => {}
+            ["answer", rest @ ..] => setup.answers.push(rest.join(" ")),
+            ["writer", file, name, id, arguments @ ..] => {
+                // A registration for the shipped test writer; `_` in NAME stands for a space,
+                // `$WORK` in arguments for the scratch directory.
+                let name = name.replace('_', " ");
+                let directory = work.join("store/writers");
+                fs::create_dir_all(&directory).expect("writers directory");
+                let mut command = vec![
+                    env!("CARGO_BIN_EXE_diskshadow-test-writer").to_string(),
+                    "--name".to_string(),
+                    name.clone(),
+                    "--id".to_string(),
+                    id.to_string(),
+                ];
+                command.extend(
+                    arguments
+                        .iter()
+                        .map(|argument| argument.replace("$WORK", &work.display().to_string())),
+                );
+                let registration = format!(
+                    "name = {:?}\nid = {:?}\ncommand = [{}]\nfreeze_timeout = \"5s\"\n",
+                    name,
+                    id,
+                    command
+                        .iter()
+                        .map(|part| format!("{part:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                fs::write(directory.join(file), registration).expect("registration");
+            }
             ["mode", "script"] => setup.mode = Some(Mode::Script),
             ["mode", "transcript"] => setup.mode = Some(Mode::Transcript),
             [name, ..] if name.ends_with(':') && directive.contains(':') => {}
@@ -117,7 +162,7 @@ pub fn transcript(path: &Path, default_mode: Mode, scratch_name: &str) -> String
     let work = scratch(scratch_name);
     let setup = apply_directives(&source, &work);
     let engine = open_engine(&work.join("store"));
-    let mut service = LocalService::new(engine, RequesterId(1));
+    let mut service = LocalService::with_core(service_core(engine), RequesterId(1));
     for (letter, name) in &setup.maps {
         let letter = letter.chars().next().expect("letter").to_ascii_uppercase();
         let target = work.join(name);
@@ -144,8 +189,12 @@ pub fn transcript(path: &Path, default_mode: Mode, scratch_name: &str) -> String
         parameters: setup.parameters.clone(),
         time_zone: TimeZoneChoice::Fixed(FixedOffset::east_opt(0).expect("UTC")),
         width: 100,
+        show_latencies: false,
     };
-    let mut console = TranscriptConsole::default();
+    let mut console = TranscriptConsole {
+        answers: setup.answers.iter().cloned().collect(),
+        ..TranscriptConsole::default()
+    };
     let status = {
         let mut session = Session::new(Box::new(service), &mut console, config);
         let name = path
@@ -158,7 +207,7 @@ pub fn transcript(path: &Path, default_mode: Mode, scratch_name: &str) -> String
                 let mut status = 0;
                 for line in source.lines() {
                     if let Some(directive) = line.trim_start().strip_prefix("#!") {
-                        in_place_directive(&mut session, directive, &mut status);
+                        in_place_directive(&mut session, directive, &mut status, &work);
                         continue;
                     }
                     match session.execute_line(line) {
@@ -178,7 +227,7 @@ pub fn transcript(path: &Path, default_mode: Mode, scratch_name: &str) -> String
 /// `#! write VOLUME OFFSET LENGTH BYTE` and `#! read TARGET OFFSET LENGTH`, run where they
 /// stand, through the service (so writes pass the provider). Their results are part of the
 /// transcript.
-fn in_place_directive(session: &mut Session<'_>, directive: &str, status: &mut i32) {
+fn in_place_directive(session: &mut Session<'_>, directive: &str, status: &mut i32, work: &Path) {
     let words: Vec<&str> = directive.split_whitespace().collect();
     let expand = |session: &Session<'_>, word: &str| -> String {
         session
@@ -219,6 +268,21 @@ fn in_place_directive(session: &mut Session<'_>, directive: &str, status: &mut i
                 }
             };
             session_out(session, &line);
+        }
+        ["events", file] => {
+            // The events a test writer recorded, in order, one line.
+            let recorded = fs::read_to_string(work.join(file)).unwrap_or_default();
+            let events: Vec<String> = recorded
+                .lines()
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                .filter_map(|request| {
+                    request
+                        .get("event")
+                        .and_then(|event| event.as_str())
+                        .map(str::to_string)
+                })
+                .collect();
+            session_out(session, &format!("#! {file}: {}", events.join(", ")));
         }
         _ => {}
     }
