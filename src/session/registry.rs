@@ -1063,28 +1063,6 @@ fn detach(_session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, 
     .with_code(VssCode::VSS_E_NOT_SUPPORTED))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_command_in_the_language_has_exactly_one_handler_and_help() {
-        for spec in commands::COMMANDS {
-            let handlers = HANDLERS
-                .iter()
-                .filter(|(name, _)| *name == spec.name)
-                .count();
-            assert_eq!(handlers, 1, "`{}` has {handlers} handlers", spec.name);
-        }
-        for (name, _) in HANDLERS {
-            assert!(
-                commands::find(name).is_some(),
-                "`{name}` has a handler but no syntax or help"
-            );
-        }
-    }
-}
-
 /// The language reference in the README, generated from the registry so it cannot drift
 /// (a test compares it with README.md).
 pub fn markdown_reference() -> String {
@@ -1116,4 +1094,26 @@ pub fn markdown_reference() -> String {
         }
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_in_the_language_has_exactly_one_handler_and_help() {
+        for spec in commands::COMMANDS {
+            let handlers = HANDLERS
+                .iter()
+                .filter(|(name, _)| *name == spec.name)
+                .count();
+            assert_eq!(handlers, 1, "`{}` has {handlers} handlers", spec.name);
+        }
+        for (name, _) in HANDLERS {
+            assert!(
+                commands::find(name).is_some(),
+                "`{name}` has a handler but no syntax or help"
+            );
+        }
+    }
 }
