@@ -1,0 +1,87 @@
+//! The service with several requesters at once: listing runs beside a creation, and a second
+//! creation during the first gets VSS_E_SNAPSHOT_SET_IN_PROGRESS rather than waiting.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use diskshadow::engine::model::{DriveTarget, RequesterId};
+use diskshadow::engine::vss::{Attributes, BackupType, Context, VssCode};
+use diskshadow::service::local::LocalService;
+use diskshadow::service::{
+    CreateRequest, SetVolume, ShadowService, SilentObserver, WriterSelection,
+};
+
+fn request(service: &mut LocalService, context: Context) -> CreateRequest {
+    let volume = service
+        .resolve_volume("D:", std::path::Path::new("/"))
+        .expect("volume");
+    CreateRequest {
+        volumes: vec![SetVolume {
+            volume,
+            provider: None,
+        }],
+        context,
+        extra_attributes: Attributes(0),
+        backup_type: BackupType::Copy,
+        writers: WriterSelection::default(),
+        aliases: vec![None],
+        metadata_path: None,
+        step: false,
+    }
+}
+
+#[test]
+fn one_creation_at_a_time_while_lists_run_alongside() {
+    let work = support::scratch("service-concurrency");
+    std::fs::File::create(work.join("data.img"))
+        .and_then(|file| file.set_len(8 << 20))
+        .expect("image");
+    support::apply_directives(
+        "#! writer slow.toml Slow_Writer {44444444-aaaa-4bbb-8ccc-555555555555} --component db=D: --on freeze=delay:1500",
+        &work,
+    );
+    let engine = support::open_engine(&work.join("store"));
+    let core = support::service_core(engine);
+    let mut first = LocalService::with_core(core.clone(), RequesterId(1));
+    let mut second = LocalService::with_core(core.clone(), RequesterId(2));
+    let mut lister = LocalService::with_core(core, RequesterId(3));
+    first
+        .map_drive('D', DriveTarget::Volume(work.join("data.img")))
+        .expect("map");
+    let slow = request(&mut first, Context::Persistent);
+    let quick = request(&mut second, Context::PersistentNoWriters);
+
+    let first_done = Arc::new(AtomicBool::new(false));
+    let done = first_done.clone();
+    let creator = std::thread::spawn(move || {
+        let result = first.create(&slow, &mut SilentObserver);
+        done.store(true, Ordering::SeqCst);
+        result
+    });
+    // Wait until the slow writer is frozen: the creation holds the set lock by then.
+    std::thread::sleep(Duration::from_millis(500));
+    let listed = lister.shadows().expect("list runs beside a creation");
+    assert!(listed.is_empty());
+    assert!(
+        !first_done.load(Ordering::SeqCst),
+        "listing waited for the creation to finish"
+    );
+    let refused = second
+        .create(&quick, &mut SilentObserver)
+        .expect_err("second creation refused");
+    assert_eq!(refused.code, Some(VssCode::VSS_E_SNAPSHOT_SET_IN_PROGRESS));
+
+    let created = creator
+        .join()
+        .expect("creator thread")
+        .expect("first creation");
+    assert_eq!(created.set.shadows.len(), 1);
+    let again = second
+        .create(&quick, &mut SilentObserver)
+        .expect("after the first, the second goes through");
+    assert_eq!(again.set.shadows.len(), 1);
+    assert_eq!(lister.shadows().expect("list").len(), 2);
+}
