@@ -1,0 +1,402 @@
+//! One NBD client: the fixed newstyle handshake, option haggling, then transmission until the
+//! client disconnects or the export stops.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use super::protocol::*;
+use crate::engine::device::BlockDevice;
+
+/// What a connection serves: one named export.
+pub(super) struct ExportSpec {
+    pub device: Arc<dyn BlockDevice>,
+    pub name: String,
+    pub read_only: bool,
+}
+
+impl ExportSpec {
+    fn transmission_flags(&self) -> u16 {
+        // Multi-connection is safe: every connection writes to the same device, and a flush
+        // on one connection makes every completed write durable, whichever connection made it.
+        let mut flags =
+            TRANSMISSION_HAS_FLAGS | TRANSMISSION_SEND_FLUSH | TRANSMISSION_CAN_MULTI_CONN;
+        if self.read_only {
+            flags |= TRANSMISSION_READ_ONLY;
+        } else {
+            flags |= TRANSMISSION_SEND_FUA | TRANSMISSION_SEND_WRITE_ZEROES;
+        }
+        flags
+    }
+
+    /// The empty name selects the default export, and this server has exactly one.
+    fn answers_to(&self, requested_name: &[u8]) -> bool {
+        requested_name.is_empty() || requested_name == self.name.as_bytes()
+    }
+}
+
+/// How negotiation ended.
+enum Negotiated {
+    /// Transmission starts.
+    Transmit,
+    /// The client aborted or asked for an export we do not have: close the connection.
+    Close,
+}
+
+/// Serves one client to the end. I/O errors on the socket end the connection; they are the
+/// normal way a client (or [`super::NbdExport::stop`]) ends it.
+pub(super) fn serve_client<S: Read + Write>(stream: &mut S, export: &ExportSpec) -> io::Result<()> {
+    match negotiate(stream, export)? {
+        Negotiated::Transmit => transmit(stream, export),
+        Negotiated::Close => Ok(()),
+    }
+}
+
+fn negotiate<S: Read + Write>(stream: &mut S, export: &ExportSpec) -> io::Result<Negotiated> {
+    let mut greeting = Vec::with_capacity(18);
+    greeting.extend_from_slice(&INITIAL_MAGIC.to_be_bytes());
+    greeting.extend_from_slice(&OPTION_MAGIC.to_be_bytes());
+    greeting.extend_from_slice(&(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES).to_be_bytes());
+    stream.write_all(&greeting)?;
+    stream.flush()?;
+
+    let client_flags = read_u32(stream)?;
+    if client_flags & CLIENT_FLAG_FIXED_NEWSTYLE == 0 {
+        // Old-style newstyle clients cannot receive error replies; the protocol says to close.
+        return Ok(Negotiated::Close);
+    }
+    if client_flags & !(CLIENT_FLAG_FIXED_NEWSTYLE | CLIENT_FLAG_NO_ZEROES) != 0 {
+        return Ok(Negotiated::Close);
+    }
+    let no_zeroes = client_flags & CLIENT_FLAG_NO_ZEROES != 0;
+
+    loop {
+        if read_u64(stream)? != OPTION_MAGIC {
+            return Ok(Negotiated::Close);
+        }
+        let option = read_u32(stream)?;
+        let length = read_u32(stream)?;
+        if length > MAX_OPTION_LENGTH {
+            // We cannot skip an absurd payload safely; a conforming client never sends one.
+            return Ok(Negotiated::Close);
+        }
+        let mut payload = vec![0u8; length as usize];
+        stream.read_exact(&mut payload)?;
+
+        match option {
+            OPT_EXPORT_NAME => {
+                if !export.answers_to(&payload) {
+                    // EXPORT_NAME has no error reply: the protocol says to close.
+                    return Ok(Negotiated::Close);
+                }
+                let mut reply = Vec::with_capacity(10 + 124);
+                reply.extend_from_slice(&export.device.size().to_be_bytes());
+                reply.extend_from_slice(&export.transmission_flags().to_be_bytes());
+                if !no_zeroes {
+                    reply.extend_from_slice(&[0u8; 124]);
+                }
+                stream.write_all(&reply)?;
+                stream.flush()?;
+                return Ok(Negotiated::Transmit);
+            }
+            OPT_ABORT => {
+                // The client may already have closed; an error here changes nothing.
+                let _ = send_option_reply(stream, option, REP_ACK, &[]);
+                return Ok(Negotiated::Close);
+            }
+            OPT_LIST => {
+                if !payload.is_empty() {
+                    send_option_reply(stream, option, REP_ERR_INVALID, b"LIST takes no data")?;
+                    continue;
+                }
+                let mut server = Vec::with_capacity(4 + export.name.len());
+                server.extend_from_slice(&(export.name.len() as u32).to_be_bytes());
+                server.extend_from_slice(export.name.as_bytes());
+                send_option_reply(stream, option, REP_SERVER, &server)?;
+                send_option_reply(stream, option, REP_ACK, &[])?;
+            }
+            OPT_INFO | OPT_GO => {
+                let Some(request) = parse_info_request(&payload) else {
+                    send_option_reply(
+                        stream,
+                        option,
+                        REP_ERR_INVALID,
+                        b"malformed INFO/GO request",
+                    )?;
+                    continue;
+                };
+                if !export.answers_to(request.name) {
+                    send_option_reply(stream, option, REP_ERR_UNKNOWN, b"no such export")?;
+                    continue;
+                }
+                send_export_information(stream, option, export, &request)?;
+                send_option_reply(stream, option, REP_ACK, &[])?;
+                if option == OPT_GO {
+                    return Ok(Negotiated::Transmit);
+                }
+            }
+            OPT_STARTTLS => {
+                send_option_reply(
+                    stream,
+                    option,
+                    REP_ERR_POLICY,
+                    b"TLS is not offered on a local export",
+                )?;
+            }
+            OPT_STRUCTURED_REPLY => {
+                send_option_reply(
+                    stream,
+                    option,
+                    REP_ERR_UNSUP,
+                    b"only simple replies are supported",
+                )?;
+            }
+            _ => {
+                send_option_reply(stream, option, REP_ERR_UNSUP, b"option not supported")?;
+            }
+        }
+    }
+}
+
+struct InfoRequest<'a> {
+    name: &'a [u8],
+    requested: Vec<u16>,
+}
+
+fn parse_info_request(payload: &[u8]) -> Option<InfoRequest<'_>> {
+    let name_length = u32::from_be_bytes(payload.get(0..4)?.try_into().ok()?) as usize;
+    let name_end = 4usize.checked_add(name_length)?;
+    let name = payload.get(4..name_end)?;
+    let count = u16::from_be_bytes(payload.get(name_end..name_end + 2)?.try_into().ok()?) as usize;
+    let list = payload.get(name_end + 2..)?;
+    if list.len() != count * 2 {
+        return None;
+    }
+    let requested = list
+        .chunks_exact(2)
+        .map(|pair| u16::from_be_bytes([pair[0], pair[1]]))
+        .collect();
+    Some(InfoRequest { name, requested })
+}
+
+fn send_export_information<S: Write>(
+    stream: &mut S,
+    option: u32,
+    export: &ExportSpec,
+    request: &InfoRequest<'_>,
+) -> io::Result<()> {
+    let mut information = Vec::with_capacity(12);
+    information.extend_from_slice(&INFO_EXPORT.to_be_bytes());
+    information.extend_from_slice(&export.device.size().to_be_bytes());
+    information.extend_from_slice(&export.transmission_flags().to_be_bytes());
+    send_option_reply(stream, option, REP_INFO, &information)?;
+
+    // Block sizes are always sent: they tell the client our request limit.
+    let mut block_size = Vec::with_capacity(14);
+    block_size.extend_from_slice(&INFO_BLOCK_SIZE.to_be_bytes());
+    block_size.extend_from_slice(&1u32.to_be_bytes());
+    block_size.extend_from_slice(&PREFERRED_BLOCK_SIZE.to_be_bytes());
+    block_size.extend_from_slice(&MAX_REQUEST_LENGTH.to_be_bytes());
+    send_option_reply(stream, option, REP_INFO, &block_size)?;
+
+    if request.requested.contains(&INFO_NAME) {
+        let mut name = Vec::with_capacity(2 + export.name.len());
+        name.extend_from_slice(&INFO_NAME.to_be_bytes());
+        name.extend_from_slice(export.name.as_bytes());
+        send_option_reply(stream, option, REP_INFO, &name)?;
+    }
+    if request.requested.contains(&INFO_DESCRIPTION) {
+        let text = if export.read_only {
+            "diskshadow read-only export"
+        } else {
+            "diskshadow read-write export"
+        };
+        let mut description = Vec::with_capacity(2 + text.len());
+        description.extend_from_slice(&INFO_DESCRIPTION.to_be_bytes());
+        description.extend_from_slice(text.as_bytes());
+        send_option_reply(stream, option, REP_INFO, &description)?;
+    }
+    Ok(())
+}
+
+fn send_option_reply<S: Write>(
+    stream: &mut S,
+    option: u32,
+    reply_type: u32,
+    data: &[u8],
+) -> io::Result<()> {
+    let mut reply = Vec::with_capacity(20 + data.len());
+    reply.extend_from_slice(&OPTION_REPLY_MAGIC.to_be_bytes());
+    reply.extend_from_slice(&option.to_be_bytes());
+    reply.extend_from_slice(&reply_type.to_be_bytes());
+    reply.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    reply.extend_from_slice(data);
+    stream.write_all(&reply)?;
+    stream.flush()
+}
+
+/// The transmission phase: requests are answered in order with simple replies.
+fn transmit<S: Read + Write>(stream: &mut S, export: &ExportSpec) -> io::Result<()> {
+    let device = export.device.as_ref();
+    let size = device.size();
+    let mut buffer: Vec<u8> = Vec::new();
+    loop {
+        let mut header = [0u8; 28];
+        match stream.read_exact(&mut header) {
+            Ok(()) => {}
+            // A client that closes without DISC is common (and allowed to be treated as DISC).
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(error) => return Err(error),
+        }
+        let magic = u32::from_be_bytes([header[0], header[1], header[2], header[3]]);
+        if magic != REQUEST_MAGIC {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "bad NBD request magic",
+            ));
+        }
+        let flags = u16::from_be_bytes([header[4], header[5]]);
+        let command = u16::from_be_bytes([header[6], header[7]]);
+        let cookie = u64::from_be_bytes(header[8..16].try_into().unwrap_or_default());
+        let offset = u64::from_be_bytes(header[16..24].try_into().unwrap_or_default());
+        let length = u32::from_be_bytes([header[24], header[25], header[26], header[27]]);
+        let in_range = offset
+            .checked_add(u64::from(length))
+            .is_some_and(|end| end <= size);
+
+        match command {
+            CMD_READ => {
+                if length > MAX_REQUEST_LENGTH || !in_range {
+                    send_simple_reply(stream, cookie, ERROR_INVALID, &[])?;
+                    continue;
+                }
+                buffer.resize(length as usize, 0);
+                match device.read_at(offset, &mut buffer) {
+                    Ok(()) => send_simple_reply(stream, cookie, 0, &buffer)?,
+                    Err(error) => send_simple_reply(stream, cookie, error_code(&error), &[])?,
+                }
+            }
+            CMD_WRITE => {
+                // The payload follows the header whatever we answer; read it (or skip it) first.
+                if length > MAX_REQUEST_LENGTH {
+                    discard(stream, u64::from(length))?;
+                    send_simple_reply(stream, cookie, ERROR_INVALID, &[])?;
+                    continue;
+                }
+                buffer.resize(length as usize, 0);
+                stream.read_exact(&mut buffer)?;
+                let error = if export.read_only {
+                    ERROR_PERM
+                } else if !in_range {
+                    ERROR_NO_SPACE
+                } else {
+                    write_and_maybe_flush(device, offset, &buffer, flags)
+                };
+                send_simple_reply(stream, cookie, error, &[])?;
+            }
+            CMD_WRITE_ZEROES => {
+                let error = if export.read_only {
+                    ERROR_PERM
+                } else if !in_range {
+                    ERROR_NO_SPACE
+                } else {
+                    write_zeroes(device, offset, length, flags)
+                };
+                send_simple_reply(stream, cookie, error, &[])?;
+            }
+            CMD_FLUSH => {
+                let error = match device.flush() {
+                    Ok(()) => 0,
+                    Err(error) => error_code(&error),
+                };
+                send_simple_reply(stream, cookie, error, &[])?;
+            }
+            CMD_DISC => return Ok(()),
+            _ => send_simple_reply(stream, cookie, ERROR_NOT_SUPPORTED, &[])?,
+        }
+    }
+}
+
+fn write_and_maybe_flush(device: &dyn BlockDevice, offset: u64, data: &[u8], flags: u16) -> u32 {
+    let result = device.write_at(offset, data).and_then(|()| {
+        if flags & CMD_FLAG_FUA != 0 {
+            device.flush()
+        } else {
+            Ok(())
+        }
+    });
+    match result {
+        Ok(()) => 0,
+        Err(error) => error_code(&error),
+    }
+}
+
+fn write_zeroes(device: &dyn BlockDevice, offset: u64, length: u32, flags: u16) -> u32 {
+    const ZERO_PIECE: usize = 1024 * 1024;
+    let zeroes = vec![0u8; ZERO_PIECE.min(length as usize)];
+    let mut done: u64 = 0;
+    while done < u64::from(length) {
+        let piece = (u64::from(length) - done).min(ZERO_PIECE as u64) as usize;
+        if let Err(error) = device.write_at(offset + done, &zeroes[..piece]) {
+            return error_code(&error);
+        }
+        done += piece as u64;
+    }
+    if flags & CMD_FLAG_FUA != 0 {
+        if let Err(error) = device.flush() {
+            return error_code(&error);
+        }
+    }
+    0
+}
+
+fn discard<S: Read>(stream: &mut S, length: u64) -> io::Result<()> {
+    let copied = io::copy(&mut stream.take(length), &mut io::sink())?;
+    if copied != length {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "client closed mid-request",
+        ));
+    }
+    Ok(())
+}
+
+fn error_code(error: &io::Error) -> u32 {
+    match error.kind() {
+        io::ErrorKind::PermissionDenied => ERROR_PERM,
+        io::ErrorKind::InvalidInput | io::ErrorKind::UnexpectedEof => ERROR_INVALID,
+        io::ErrorKind::StorageFull => ERROR_NO_SPACE,
+        io::ErrorKind::Unsupported => ERROR_NOT_SUPPORTED,
+        _ => ERROR_IO,
+    }
+}
+
+fn send_simple_reply<S: Write>(
+    stream: &mut S,
+    cookie: u64,
+    error: u32,
+    data: &[u8],
+) -> io::Result<()> {
+    let mut header = [0u8; 16];
+    header[0..4].copy_from_slice(&SIMPLE_REPLY_MAGIC.to_be_bytes());
+    header[4..8].copy_from_slice(&error.to_be_bytes());
+    header[8..16].copy_from_slice(&cookie.to_be_bytes());
+    if data.is_empty() {
+        stream.write_all(&header)?;
+    } else {
+        stream.write_all(&header)?;
+        stream.write_all(data)?;
+    }
+    stream.flush()
+}
+
+fn read_u32<S: Read>(stream: &mut S) -> io::Result<u32> {
+    let mut bytes = [0u8; 4];
+    stream.read_exact(&mut bytes)?;
+    Ok(u32::from_be_bytes(bytes))
+}
+
+fn read_u64<S: Read>(stream: &mut S) -> io::Result<u64> {
+    let mut bytes = [0u8; 8];
+    stream.read_exact(&mut bytes)?;
+    Ok(u64::from_be_bytes(bytes))
+}
