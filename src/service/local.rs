@@ -22,6 +22,7 @@ use crate::engine::coordinator::{
 use crate::engine::device::BlockDevice;
 use crate::engine::ids::ShadowSetId;
 use crate::engine::ids::{parse_guid, ShadowId};
+use crate::engine::model::ExposureKind;
 use crate::engine::model::{
     CreateSpec, CreateVolume, DeleteSelector, DriveTarget, Exposure, ProviderInfo, RequesterId,
     ShadowInfo, StorageInfo, VolumeInfo,
@@ -37,6 +38,7 @@ use crate::engine::writer::host::{EventFailure, HostOptions, WriterHost, WriterS
 use crate::engine::writer::listing;
 use crate::engine::writer::protocol::WriterEvent;
 use crate::engine::Engine;
+use crate::service::exposure::{parse_target, ExposureTarget, Exposures, Handle};
 
 /// Maps an engine error (anything with a VSS code and a message) into the service error.
 pub fn engine_error(code: VssCode, message: String) -> ServiceError {
@@ -96,6 +98,8 @@ pub struct ServiceCore {
     /// kept running while the service runs.
     writers: Mutex<Option<Arc<WriterHost>>>,
     writer_options: HostOptions,
+    /// What `expose` made, alive until `unexpose`, deletion, or the service's end.
+    exposures: Mutex<Exposures>,
 }
 
 impl ServiceCore {
@@ -115,7 +119,61 @@ impl ServiceCore {
             creation: Mutex::new(()),
             writers: Mutex::new(None),
             writer_options,
+            exposures: Mutex::new(Exposures::default()),
         })
+    }
+
+    /// True while a shadow is exposed: the service must not idle out under its clients.
+    pub fn has_exposures(&self) -> bool {
+        !self
+            .exposures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .is_empty()
+    }
+
+    /// Takes down the exposure of `shadow`, if any, and clears the catalog's record.
+    fn unexpose_shadow(&self, shadow: ShadowId) -> Result<Option<Exposure>, ServiceError> {
+        let removed = self
+            .exposures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(shadow);
+        let Some((exposure, handle)) = removed else {
+            return Ok(None);
+        };
+        handle.close();
+        from_engine!(self.engine.set_exposure(shadow, None))?;
+        Ok(Some(exposure))
+    }
+
+    /// At service start: exposures recorded by a service that ended without taking them down
+    /// (killed, crashed) have no handle; their mounts and sockets are cleaned and their
+    /// records cleared.
+    pub fn clear_stale_exposures(&self) -> Vec<ShadowId> {
+        let mut cleared = Vec::new();
+        let mut sockets = Vec::new();
+        let mut mounts = Vec::new();
+        for shadow in self.engine.shadows() {
+            let Some(exposure) = &shadow.exposure else {
+                continue;
+            };
+            match exposure.kind {
+                ExposureKind::Share => {
+                    if let Some(socket) = exposure.location.split("socket=").nth(1) {
+                        sockets.push(PathBuf::from(socket));
+                    }
+                }
+                ExposureKind::Directory | ExposureKind::Drive => {
+                    mounts.push(PathBuf::from(&exposure.location))
+                }
+            }
+            if self.engine.set_exposure(shadow.id, None).is_ok() {
+                cleared.push(shadow.id);
+            }
+        }
+        let _ = crate::engine::expose::cleanup_stale(&mounts, &sockets);
+        cleared
     }
 
     /// The store's directory of writer registrations.
@@ -409,6 +467,26 @@ impl LocalService {
     }
 }
 
+/// Whether `selector` picks `shadow` (as the engine will decide), among `all`.
+fn selected(selector: &DeleteSelector, shadow: &ShadowInfo, all: &[ShadowInfo]) -> bool {
+    match selector {
+        DeleteSelector::All => true,
+        DeleteSelector::Volume(volume) => shadow.volume.id == *volume,
+        DeleteSelector::Oldest(volume) => {
+            shadow.volume.id == *volume
+                && all
+                    .iter()
+                    .filter(|other| other.volume.id == *volume)
+                    .map(|other| other.sequence)
+                    .min()
+                    == Some(shadow.sequence)
+        }
+        DeleteSelector::Set(set) => shadow.set_id == *set,
+        DeleteSelector::Id(id) => shadow.id == *id,
+        DeleteSelector::OwnedBy(requester) => shadow.owner == Some(*requester),
+    }
+}
+
 impl ShadowService for LocalService {
     fn resolve_volume(&mut self, spec: &str, base_dir: &Path) -> Result<VolumeInfo, ServiceError> {
         from_engine!(self.engine.resolve_volume(spec, base_dir))
@@ -582,6 +660,14 @@ impl ShadowService for LocalService {
         &mut self,
         selector: &DeleteSelector,
     ) -> Result<Vec<ShadowInfo>, ServiceError> {
+        // An exposed shadow loses its exposure before it goes: never a mount or share serving
+        // a deleted shadow.
+        let all = self.engine.shadows();
+        for shadow in &all {
+            if shadow.exposure.is_some() && selected(selector, shadow, &all) {
+                self.core.unexpose_shadow(shadow.id)?;
+            }
+        }
         from_engine!(self.engine.delete_shadows(selector))
     }
 
@@ -614,20 +700,130 @@ impl ShadowService for LocalService {
 
     fn expose(
         &mut self,
-        _shadow: ShadowId,
-        _target: &str,
-        _base_dir: &Path,
+        shadow_id: ShadowId,
+        target: &str,
+        base_dir: &Path,
     ) -> Result<Exposure, ServiceError> {
-        Err(ServiceError::not_supported(
-            "`expose` is not supported yet: this build cannot mount or share shadow copies",
-        )
-        .with_help("`diskshadow volume read {shadow-id}` reads a shadow copy's bytes"))
+        let Some(shadow) = self.engine.shadow(shadow_id) else {
+            return Err(
+                ServiceError::not_found(format!("shadow copy {shadow_id} was not found"))
+                    .with_help("`list shadows all` shows the shadow copies"),
+            );
+        };
+        if !shadow.context.is_persistent()
+            || shadow.context == crate::engine::vss::Context::ClientAccessible
+        {
+            return Err(ServiceError::invalid(format!(
+                "shadow copy {shadow_id} was made in the {} context; only persistent shadow copies can be exposed",
+                shadow.context.name()
+            ))
+            .with_code(VssCode::VSS_E_UNSUPPORTED_CONTEXT)
+            .with_help("create it after `set context persistent` (or `persistent nowriters`)"));
+        }
+        let store = self.engine.store_dir().to_path_buf();
+        let parsed = parse_target(
+            target,
+            shadow_id,
+            base_dir,
+            &store,
+            &self.engine.drive_map(),
+        )?;
+        let mut exposures = self
+            .core
+            .exposures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if exposures.contains(shadow_id) {
+            return Err(ServiceError::invalid(format!(
+                "shadow copy {shadow_id} is already exposed"
+            ))
+            .with_code(VssCode::VSS_E_OBJECT_ALREADY_EXISTS)
+            .with_help("`unexpose` it first; `list shadows all` shows where"));
+        }
+        let device = from_engine!(self.engine.open_shadow(shadow_id))?;
+        let (exposure, handle) = match parsed {
+            ExposureTarget::Share {
+                name,
+                export_name,
+                listener,
+            } => {
+                if let crate::engine::expose::nbd::NbdListener::Unix(path) = &listener {
+                    if let Some(parent) = path.parent() {
+                        std::fs::create_dir_all(parent).map_err(|error| {
+                            ServiceError::io(format!(
+                                "{} cannot be created: {error}",
+                                parent.display()
+                            ))
+                        })?;
+                    }
+                }
+                let export = crate::engine::expose::serve_nbd(device, &export_name, listener, true)
+                    .map_err(|error| {
+                        engine_error(
+                            error.vss_code(),
+                            format!("the share {name} could not be served: {error}"),
+                        )
+                    })?;
+                let exposure = Exposure {
+                    kind: ExposureKind::Share,
+                    name,
+                    location: export.url(),
+                };
+                (exposure, Handle::Nbd(export))
+            }
+            ExposureTarget::Mount { name, .. } => {
+                return Err(ServiceError::not_supported(format!(
+                    "exposing at a directory ({name}) is not supported yet: this build has no FUSE mounts"
+                ))
+                .with_help("expose it as a share instead: `expose <shadow> \\\\localhost\\NAME` serves it over NBD"));
+            }
+        };
+        if let Err(error) = self.engine.set_exposure(shadow_id, Some(exposure.clone())) {
+            handle.close();
+            return Err(engine_error(error.vss_code(), error.to_string()));
+        }
+        exposures.insert(shadow_id, exposure.clone(), handle);
+        Ok(exposure)
     }
 
-    fn unexpose(&mut self, _target: &str, _base_dir: &Path) -> Result<ShadowInfo, ServiceError> {
-        Err(ServiceError::not_supported(
-            "`unexpose` is not supported yet: this build cannot mount or share shadow copies",
-        ))
+    fn unexpose(&mut self, target: &str, base_dir: &Path) -> Result<ShadowInfo, ServiceError> {
+        let shadow_id = match parse_guid(target) {
+            Some(uuid) => ShadowId(uuid),
+            None => {
+                let text = target.trim();
+                let resolved = if Path::new(text).is_absolute() {
+                    PathBuf::from(text)
+                } else {
+                    base_dir.join(text)
+                };
+                let bare = text.trim_end_matches('\\');
+                let name = match bare.strip_suffix(':') {
+                    Some(letter) if letter.len() == 1 => {
+                        format!("{}:", letter.to_ascii_uppercase())
+                    }
+                    _ => text.to_string(),
+                };
+                let found = self
+                    .core
+                    .exposures
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .find(&name, &resolved);
+                found.ok_or_else(|| {
+                    ServiceError::not_found(format!("nothing is exposed at {text}"))
+                        .with_help("`list shadows all` shows where shadow copies are exposed")
+                })?
+            }
+        };
+        match self.core.unexpose_shadow(shadow_id)? {
+            Some(_) => self.engine.shadow(shadow_id).ok_or_else(|| {
+                ServiceError::not_found(format!("shadow copy {shadow_id} was not found"))
+            }),
+            None => Err(
+                ServiceError::not_found(format!("shadow copy {shadow_id} is not exposed"))
+                    .with_help("`list shadows all` shows where shadow copies are exposed"),
+            ),
+        }
     }
 
     fn read(

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod error;
+pub mod exposure;
 pub mod local;
 pub mod remote;
 pub mod transport;

@@ -223,9 +223,13 @@ pub struct EngineHandler {
 }
 
 impl EngineHandler {
+    /// The handler of a service that just opened the store. Exposures the catalog records now
+    /// were left by a service that ended without taking them down: they are cleaned first.
     pub fn new(engine: Arc<Engine>) -> Self {
+        let core = ServiceCore::new(engine);
+        core.clear_stale_exposures();
         Self {
-            core: ServiceCore::new(engine),
+            core,
             sessions: Mutex::new(HashMap::new()),
         }
     }
@@ -374,11 +378,7 @@ impl Handler for EngineHandler {
     }
 
     fn keeps_service_alive(&self) -> bool {
-        self.core
-            .engine
-            .shadows()
-            .iter()
-            .any(|shadow| shadow.exposure.is_some())
+        self.core.has_exposures()
     }
 }
 

@@ -1,0 +1,278 @@
+//! Exposures held by the service: what `expose` made, kept alive until `unexpose`, deletion of
+//! the shadow, or the service's end. DiskShadow's targets map to Linux as follows:
+//!
+//! - a directory (mount point) or a drive letter mapped to a directory: a read-only FUSE mount;
+//! - a share `\\host\name`: a read-only NBD export named `name` on a Unix socket in the store
+//!   (`<store>/shares/<name>.sock`);
+//! - `nbd://127.0.0.1:PORT/name` or `nbd+unix:///name?socket=PATH`: an NBD export there.
+//!
+//! **Architecture Invariant:** a shadow is exposed at most once, and the catalog's record of an
+//! exposure and the live handle are added and removed together.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::engine::expose::nbd::{NbdExport, NbdListener};
+use crate::engine::ids::ShadowId;
+use crate::engine::model::{DriveTarget, Exposure, ExposureKind};
+use crate::engine::vss::VssCode;
+use crate::service::ServiceError;
+
+/// Where a shadow is to be exposed, once the user's text is understood.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExposureTarget {
+    /// A FUSE mount at `directory`; `name` is what the user wrote (`Z:` or the path).
+    Mount {
+        kind: ExposureKind,
+        name: String,
+        directory: PathBuf,
+    },
+    /// An NBD export.
+    Share {
+        name: String,
+        export_name: String,
+        listener: NbdListener,
+    },
+}
+
+fn drive_letter(text: &str) -> Option<char> {
+    let trimmed = text.trim_end_matches('\\');
+    let mut chars = trimmed.chars();
+    match (chars.next(), chars.next(), chars.next()) {
+        (Some(letter), Some(':'), None) if letter.is_ascii_alphabetic() => {
+            Some(letter.to_ascii_uppercase())
+        }
+        _ => None,
+    }
+}
+
+fn share_socket(store: &Path, export_name: &str) -> PathBuf {
+    let in_store = store.join("shares").join(format!("{export_name}.sock"));
+    // A Unix socket path must fit in 108 bytes; long store paths fall back to /tmp.
+    if in_store.as_os_str().len() < 100 {
+        in_store
+    } else {
+        std::env::temp_dir()
+            .join(format!("diskshadow-shares-{}", current_uid()))
+            .join(format!("{export_name}.sock"))
+    }
+}
+
+/// The real user ID, for a per-user directory name.
+fn current_uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}
+
+/// Understands an `expose` / `unexpose` target.
+pub fn parse_target(
+    target: &str,
+    shadow: ShadowId,
+    base_dir: &Path,
+    store: &Path,
+    drive_map: &[(char, DriveTarget)],
+) -> Result<ExposureTarget, ServiceError> {
+    let text = target.trim();
+    if let Some(letter) = drive_letter(text) {
+        return match drive_map.iter().find(|(mapped, _)| *mapped == letter) {
+            Some((_, DriveTarget::Directory(directory))) => Ok(ExposureTarget::Mount {
+                kind: ExposureKind::Drive,
+                name: format!("{letter}:"),
+                directory: directory.clone(),
+            }),
+            Some((_, DriveTarget::Volume(path))) => Err(ServiceError::invalid(format!(
+                "drive {letter}: is mapped to the volume {}, not to a directory a shadow copy can be exposed at",
+                path.display()
+            ))
+            .with_code(VssCode::VSS_E_OBJECT_ALREADY_EXISTS)
+            .with_help("choose another letter, or `map <letter>: <directory>` first")),
+            None => Err(ServiceError::not_found(format!("drive {letter}: is not mapped"))
+                .with_help(format!("map it to an empty directory first: `map {letter}: /mnt/shadow`"))),
+        };
+    }
+    if let Some(rest) = text.strip_prefix("\\\\") {
+        let mut parts = rest.split('\\').filter(|part| !part.is_empty());
+        let _host = parts.next();
+        let export_name = parts
+            .next()
+            .map(str::to_string)
+            .unwrap_or_else(|| shadow.to_string());
+        let name = format!("\\\\{}", rest.trim_end_matches('\\'));
+        let listener = NbdListener::Unix(share_socket(store, &export_name));
+        return Ok(ExposureTarget::Share {
+            name,
+            export_name,
+            listener,
+        });
+    }
+    if let Some(rest) = text.strip_prefix("nbd+unix:///") {
+        let (export_name, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let socket = query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("socket="))
+            .ok_or_else(|| {
+                ServiceError::invalid(format!("`{text}` names no socket"))
+                    .with_help("write nbd+unix:///NAME?socket=/path/to/socket")
+            })?;
+        let export_name = if export_name.is_empty() {
+            shadow.to_string()
+        } else {
+            export_name.to_string()
+        };
+        return Ok(ExposureTarget::Share {
+            name: text.to_string(),
+            export_name,
+            listener: NbdListener::Unix(PathBuf::from(socket)),
+        });
+    }
+    if let Some(rest) = text.strip_prefix("nbd://") {
+        let (address, export_name) = rest.split_once('/').unwrap_or((rest, ""));
+        let address = address.replace("localhost", "127.0.0.1");
+        let address: SocketAddr = address.parse().map_err(|_| {
+            ServiceError::invalid(format!("`{text}` does not name an address and port"))
+                .with_help("write nbd://127.0.0.1:10809/NAME")
+        })?;
+        if !address.ip().is_loopback() {
+            return Err(ServiceError::invalid(format!(
+                "{} is not a loopback address",
+                address.ip()
+            ))
+            .with_help("shares listen on this machine only: use 127.0.0.1 or [::1]"));
+        }
+        let export_name = if export_name.is_empty() {
+            shadow.to_string()
+        } else {
+            export_name.to_string()
+        };
+        return Ok(ExposureTarget::Share {
+            name: text.to_string(),
+            export_name,
+            listener: NbdListener::Tcp(address),
+        });
+    }
+    let directory = if Path::new(text).is_absolute() {
+        PathBuf::from(text)
+    } else {
+        base_dir.join(text)
+    };
+    Ok(ExposureTarget::Mount {
+        kind: ExposureKind::Directory,
+        name: directory.display().to_string(),
+        directory,
+    })
+}
+
+/// A live exposure.
+pub enum Handle {
+    Nbd(NbdExport),
+}
+
+impl Handle {
+    /// Takes the exposure down: no listener, socket, mount or thread is left.
+    pub fn close(self) {
+        match self {
+            Handle::Nbd(export) => export.stop(),
+        }
+    }
+}
+
+/// The service's exposures, by shadow.
+#[derive(Default)]
+pub struct Exposures {
+    live: HashMap<ShadowId, (Exposure, Handle)>,
+}
+
+impl Exposures {
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+
+    pub fn contains(&self, shadow: ShadowId) -> bool {
+        self.live.contains_key(&shadow)
+    }
+
+    pub fn insert(&mut self, shadow: ShadowId, exposure: Exposure, handle: Handle) {
+        self.live.insert(shadow, (exposure, handle));
+    }
+
+    pub fn remove(&mut self, shadow: ShadowId) -> Option<(Exposure, Handle)> {
+        self.live.remove(&shadow)
+    }
+
+    /// The shadow exposed under `name` (drive, directory or share, as the user wrote it or as
+    /// the exposure records it).
+    pub fn find(&self, name: &str, resolved: &Path) -> Option<ShadowId> {
+        let wanted = name.trim_end_matches(['\\', '/']);
+        self.live.iter().find_map(|(shadow, (exposure, _))| {
+            let matches = exposure
+                .name
+                .trim_end_matches(['\\', '/'])
+                .eq_ignore_ascii_case(wanted)
+                || exposure.location == name
+                || (exposure.kind != ExposureKind::Share
+                    && Path::new(&exposure.location) == resolved);
+            matches.then_some(*shadow)
+        })
+    }
+
+    /// Whether a directory or share location is already used by another exposure.
+    pub fn location_in_use(&self, location: &str) -> bool {
+        self.live
+            .values()
+            .any(|(exposure, _)| exposure.location == location)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shadow() -> ShadowId {
+        ShadowId(uuid::Uuid::from_u128(7))
+    }
+
+    #[test]
+    fn targets_are_understood_as_drive_share_url_or_directory() {
+        let map = vec![
+            ('Z', DriveTarget::Directory(PathBuf::from("/mnt/z"))),
+            ('C', DriveTarget::Volume(PathBuf::from("/c.img"))),
+        ];
+        let store = Path::new("/s");
+        let base = Path::new("/work");
+        assert_eq!(
+            parse_target("z:\\", shadow(), base, store, &map),
+            Ok(ExposureTarget::Mount {
+                kind: ExposureKind::Drive,
+                name: "Z:".into(),
+                directory: "/mnt/z".into()
+            })
+        );
+        assert!(parse_target("c:", shadow(), base, store, &map).is_err());
+        assert!(parse_target("q:", shadow(), base, store, &map).is_err());
+        assert_eq!(
+            parse_target("\\\\host\\data", shadow(), base, store, &map),
+            Ok(ExposureTarget::Share {
+                name: "\\\\host\\data".into(),
+                export_name: "data".into(),
+                listener: NbdListener::Unix("/s/shares/data.sock".into())
+            })
+        );
+        assert!(matches!(
+            parse_target("nbd://127.0.0.1:10809/x", shadow(), base, store, &map),
+            Ok(ExposureTarget::Share {
+                listener: NbdListener::Tcp(_),
+                ..
+            })
+        ));
+        assert!(parse_target("nbd://10.0.0.1:10809/x", shadow(), base, store, &map).is_err());
+        assert_eq!(
+            parse_target("mnt/shadow", shadow(), base, store, &map),
+            Ok(ExposureTarget::Mount {
+                kind: ExposureKind::Directory,
+                name: "/work/mnt/shadow".into(),
+                directory: "/work/mnt/shadow".into()
+            })
+        );
+    }
+}
