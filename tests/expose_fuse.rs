@@ -517,3 +517,151 @@ fn a_mount_left_by_a_dead_process_is_cleaned_up() {
     // The directory is usable again.
     assert!(fs::read_dir(&mountpoint).unwrap().next().is_none());
 }
+
+/// Builds an NTFS image with mkntfs and fills it through an ntfs-3g mount.
+fn build_ntfs(directory: &Path) -> Option<(PathBuf, PathBuf)> {
+    if !tool_available("mkntfs", "--version") || !tool_available("ntfs-3g", "--version") {
+        eprintln!("skipped: mkntfs/ntfs-3g are not installed (Debian package ntfs-3g)");
+        return None;
+    }
+    let source = directory.join("ntfs-source");
+    fs::create_dir_all(source.join("Docs/Sub")).unwrap();
+    fs::write(source.join("Docs/readme.txt"), b"hello from NTFS\n").unwrap();
+    fs::write(source.join("Docs/Sub/leaf.txt"), b"leaf").unwrap();
+    fs::write(source.join("empty.dat"), b"").unwrap();
+    let mut big = vec![0u8; 3 * 1024 * 1024 + 4321];
+    rand::rngs::SmallRng::seed_from_u64(11).fill(&mut big[..]);
+    fs::write(source.join("big.bin"), &big).unwrap();
+    fs::write(
+        source.join("A Long File Name With Spaces.txt"),
+        b"long name",
+    )
+    .unwrap();
+    set_mtime(&source.join("big.bin"), 1_600_000_000);
+
+    let image = directory.join("ntfs.img");
+    File::create(&image)
+        .unwrap()
+        .set_len(24 * 1024 * 1024)
+        .unwrap();
+    let made = Command::new("mkntfs")
+        .args(["-F", "-f", "-q"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let filler = directory.join("ntfs-fill");
+    fs::create_dir(&filler).unwrap();
+    let mounted = Command::new("ntfs-3g")
+        .arg(&image)
+        .arg(&filler)
+        .output()
+        .unwrap();
+    if !mounted.status.success() {
+        eprintln!(
+            "skipped: ntfs-3g cannot mount here: {}",
+            String::from_utf8_lossy(&mounted.stderr)
+        );
+        return None;
+    }
+    let copied = Command::new("cp")
+        .args(["-a", "--no-preserve=ownership,mode"])
+        .arg(format!("{}/.", source.display()))
+        .arg(&filler)
+        .status()
+        .unwrap();
+    let unmounted = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&filler)
+        .status()
+        .unwrap();
+    assert!(copied.success() && unmounted.success());
+    Some((source, image))
+}
+
+#[test]
+fn ntfs_files_are_shown_read_only() {
+    if !fuse_available() {
+        return;
+    }
+    let directory = tempfile::tempdir().unwrap();
+    let Some((source, image)) = build_ntfs(directory.path()) else {
+        return;
+    };
+    let device = Arc::new(FileDevice::open(&image, true).unwrap());
+    assert_eq!(detect_filesystem(device.as_ref()), FilesystemKind::Ntfs);
+    let mountpoint = directory.path().join("mnt");
+    fs::create_dir(&mountpoint).unwrap();
+    let mounted = mount(
+        device,
+        &mountpoint,
+        MountOptions::read_only_files("ntfs-shadow"),
+    )
+    .unwrap();
+    assert_eq!(mounted.view(), &MountedView::NtfsFiles);
+
+    let mut root_names: Vec<String> = fs::read_dir(&mountpoint)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    root_names.sort();
+    // System files ($MFT, $Bitmap, ...) are hidden; only what was copied in is shown.
+    assert_eq!(
+        root_names,
+        vec![
+            "A Long File Name With Spaces.txt",
+            "Docs",
+            "big.bin",
+            "empty.dat"
+        ]
+    );
+    for relative in [
+        "Docs/readme.txt",
+        "Docs/Sub/leaf.txt",
+        "empty.dat",
+        "big.bin",
+        "A Long File Name With Spaces.txt",
+    ] {
+        let expected = fs::read(source.join(relative)).unwrap();
+        let shown = mountpoint.join(relative);
+        assert_eq!(
+            fs::metadata(&shown).unwrap().len(),
+            expected.len() as u64,
+            "size of {relative}"
+        );
+        assert!(
+            fs::read(&shown).unwrap() == expected,
+            "content of {relative}"
+        );
+    }
+    assert!(fs::metadata(mountpoint.join("Docs/Sub")).unwrap().is_dir());
+    assert_eq!(
+        fs::metadata(mountpoint.join("big.bin")).unwrap().mtime(),
+        1_600_000_000
+    );
+    assert_eq!(
+        fs::metadata(mountpoint.join("big.bin")).unwrap().mode() & 0o7777,
+        0o444
+    );
+    let mut piece = vec![0u8; 5000];
+    File::open(mountpoint.join("big.bin"))
+        .unwrap()
+        .read_exact_at(&mut piece, 2 * 1024 * 1024 + 3)
+        .unwrap();
+    assert_eq!(
+        piece,
+        fs::read(source.join("big.bin")).unwrap()[2 * 1024 * 1024 + 3..2 * 1024 * 1024 + 5003]
+    );
+    assert_eq!(
+        fs::write(mountpoint.join("new"), b"x")
+            .unwrap_err()
+            .raw_os_error(),
+        Some(libc::EROFS)
+    );
+    mounted.unmount().unwrap();
+    assert!(!is_mounted(&mountpoint));
+}
