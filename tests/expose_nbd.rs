@@ -159,6 +159,11 @@ fn two_clients_read_at_the_same_time() {
         assert!(child.wait().unwrap().success());
         assert_eq!(std::fs::read(&copy).unwrap(), expected);
     }
+    // The copies' server threads notice their clients left a moment after the processes exit.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while export.connected_clients() != 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     assert_eq!(
         export.connected_clients(),
         1,

@@ -86,9 +86,21 @@ impl InodeTable {
     }
 }
 
+/// One directory entry as readdir returns it.
+type Listing = Vec<(INodeNo, FileType, Vec<u8>)>;
+
 pub(super) struct TreeFileSystem {
     jobs: Mutex<Sender<Job>>,
     inodes: Mutex<InodeTable>,
+    /// Listings taken at opendir, so that a large directory read in many readdir calls is
+    /// listed once, not once per call.
+    open_directories: Mutex<OpenDirectories>,
+}
+
+#[derive(Default)]
+struct OpenDirectories {
+    next_handle: u64,
+    listings: HashMap<u64, Listing>,
 }
 
 impl TreeFileSystem {
@@ -130,6 +142,7 @@ impl TreeFileSystem {
                 parents: vec![INodeNo::ROOT],
                 by_path: HashMap::from([(b"/".to_vec(), INodeNo::ROOT)]),
             }),
+            open_directories: Mutex::new(OpenDirectories::default()),
         })
     }
 
@@ -164,6 +177,22 @@ impl TreeFileSystem {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .inode_for(path, parent)
+    }
+
+    /// Lists a directory with "." and "..", handing out inode numbers for the children.
+    fn listing(&self, inode: INodeNo) -> Result<Listing, Errno> {
+        let (path, parent) = self.path_of(inode)?;
+        let listing_path = path.clone();
+        let listed = self.call(move |source| source.list_directory(&listing_path))?;
+        let mut entries = vec![
+            (inode, FileType::Directory, b".".to_vec()),
+            (parent, FileType::Directory, b"..".to_vec()),
+        ];
+        for entry in listed {
+            let child = self.inode_for(child_path(&path, &entry.name), inode);
+            entries.push((child, entry.kind, entry.name));
+        }
+        Ok(entries)
     }
 
     fn attributes_of(&self, inode: INodeNo, path: Vec<u8>) -> Result<FileAttr, Errno> {
@@ -292,46 +321,67 @@ impl fuser::Filesystem for TreeFileSystem {
         reply.ok();
     }
 
-    fn readdir(
-        &self,
-        _request: &Request,
-        inode: INodeNo,
-        _handle: FileHandle,
-        offset: u64,
-        mut reply: ReplyDirectory,
-    ) {
-        let result = (|| {
-            let (path, parent) = self.path_of(inode)?;
-            let listing_path = path.clone();
-            let listed = self.call(move |source| source.list_directory(&listing_path))?;
-            let mut entries = vec![
-                (inode, FileType::Directory, b".".to_vec()),
-                (parent, FileType::Directory, b"..".to_vec()),
-            ];
-            for entry in listed {
-                let child = self.inode_for(child_path(&path, &entry.name), inode);
-                entries.push((child, entry.kind, entry.name));
-            }
-            Ok::<_, Errno>(entries)
-        })();
-        match result {
-            Ok(entries) => {
-                for (index, (entry_inode, kind, name)) in
-                    entries.iter().enumerate().skip(offset as usize)
-                {
-                    if reply.add(
-                        *entry_inode,
-                        index as u64 + 1,
-                        *kind,
-                        OsStr::from_bytes(name),
-                    ) {
-                        break;
-                    }
-                }
-                reply.ok();
+    fn opendir(&self, _request: &Request, inode: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.listing(inode) {
+            Ok(listing) => {
+                let mut directories = self
+                    .open_directories
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                directories.next_handle += 1;
+                let handle = directories.next_handle;
+                directories.listings.insert(handle, listing);
+                reply.opened(
+                    FileHandle(handle),
+                    FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
+                );
             }
             Err(errno) => reply.error(errno),
         }
+    }
+
+    fn readdir(
+        &self,
+        _request: &Request,
+        _inode: INodeNo,
+        handle: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let directories = self
+            .open_directories
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(entries) = directories.listings.get(&handle.0) else {
+            return reply.error(Errno::EBADF);
+        };
+        for (index, (entry_inode, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
+            if reply.add(
+                *entry_inode,
+                index as u64 + 1,
+                *kind,
+                OsStr::from_bytes(name),
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _request: &Request,
+        _inode: INodeNo,
+        handle: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.open_directories
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .listings
+            .remove(&handle.0);
+        reply.ok();
     }
 
     fn statfs(&self, _request: &Request, _inode: INodeNo, reply: ReplyStatfs) {
