@@ -492,6 +492,14 @@ fn a_mount_left_by_a_dead_process_is_cleaned_up() {
     let directory = tempfile::tempdir().unwrap();
     let mountpoint = directory.path().join("left");
     fs::create_dir(&mountpoint).unwrap();
+    /// Detaches the dead mount even when an assertion below fails.
+    struct DetachOnDrop(PathBuf);
+    impl Drop for DetachOnDrop {
+        fn drop(&mut self) {
+            cleanup_stale(std::slice::from_ref(&self.0), &[]);
+        }
+    }
+    let _guard = DetachOnDrop(mountpoint.clone());
     let status = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
