@@ -159,6 +159,11 @@ fn two_clients_read_at_the_same_time() {
         assert!(child.wait().unwrap().success());
         assert_eq!(std::fs::read(&copy).unwrap(), expected);
     }
+    // The copies' server threads notice their clients left a moment after the processes exit.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while export.connected_clients() != 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     assert_eq!(
         export.connected_clients(),
         1,
@@ -166,13 +171,14 @@ fn two_clients_read_at_the_same_time() {
     );
     export.stop();
     // Stopping closed the idle client's connection.
+    idle.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
     let mut rest = Vec::new();
-    assert_eq!(
-        idle.read_to_end(&mut rest)
-            .map(|count| count == 0)
-            .unwrap_or(true),
-        true
-    );
+    match idle.read_to_end(&mut rest) {
+        Ok(0) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the idle connection must be closed, got {other:?}"),
+    }
 }
 
 #[test]
@@ -437,4 +443,148 @@ fn listeners_are_checked_before_serving() {
     assert!(RawClient::connect(&stale, "z").is_ok());
     drop(second);
     assert!(!stale.exists());
+}
+
+/// Sends one option and returns every reply (type, data) up to the first ACK or error.
+fn option_round_trip(stream: &mut UnixStream, option: u32, data: &[u8]) -> Vec<(u32, Vec<u8>)> {
+    let mut request = Vec::new();
+    request.extend_from_slice(b"IHAVEOPT");
+    request.extend_from_slice(&option.to_be_bytes());
+    request.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    request.extend_from_slice(data);
+    stream.write_all(&request).unwrap();
+    let mut replies = Vec::new();
+    loop {
+        let mut header = [0u8; 20];
+        stream.read_exact(&mut header).unwrap();
+        assert_eq!(
+            u64::from_be_bytes(header[0..8].try_into().unwrap()),
+            0x0003_e889_0455_65a9
+        );
+        assert_eq!(
+            u32::from_be_bytes(header[8..12].try_into().unwrap()),
+            option
+        );
+        let reply_type = u32::from_be_bytes(header[12..16].try_into().unwrap());
+        let length = u32::from_be_bytes(header[16..20].try_into().unwrap());
+        let mut payload = vec![0u8; length as usize];
+        stream.read_exact(&mut payload).unwrap();
+        replies.push((reply_type, payload));
+        if reply_type != 2 && reply_type != 3 {
+            return replies;
+        }
+    }
+}
+
+fn start_negotiation(socket: &Path, client_flags: u32) -> UnixStream {
+    let mut stream = UnixStream::connect(socket).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut greeting = [0u8; 18];
+    stream.read_exact(&mut greeting).unwrap();
+    assert_eq!(
+        u16::from_be_bytes([greeting[16], greeting[17]]),
+        0b11,
+        "FIXED_NEWSTYLE | NO_ZEROES"
+    );
+    stream.write_all(&client_flags.to_be_bytes()).unwrap();
+    stream
+}
+
+#[test]
+fn raw_protocol_options_list_info_unsupported_abort_and_export_name() {
+    let directory = tempfile::tempdir().unwrap();
+    let image = directory.path().join("volume.img");
+    let expected = make_image(&image, 9);
+    let socket = directory.path().join("export.sock");
+    let _export = serve_nbd(
+        open_device(&image, true),
+        "vol-9",
+        NbdListener::Unix(socket.clone()),
+        true,
+    )
+    .unwrap();
+
+    let mut stream = start_negotiation(&socket, 3);
+    // LIST names the one export, then ACKs.
+    let replies = option_round_trip(&mut stream, 3, &[]);
+    assert_eq!(replies.len(), 2);
+    assert_eq!(replies[0].0, 2);
+    assert_eq!(&replies[0].1[4..], b"vol-9");
+    assert_eq!(replies[1].0, 1);
+    // STRUCTURED_REPLY and unknown options are refused with ERR_UNSUP; negotiation goes on.
+    assert_eq!(
+        option_round_trip(&mut stream, 8, &[]),
+        vec![((1 << 31) | 1, b"only simple replies are supported".to_vec())]
+    );
+    assert_eq!(
+        option_round_trip(&mut stream, 99, &[]).last().unwrap().0,
+        (1 << 31) | 1
+    );
+    // INFO describes the export without starting transmission.
+    let mut info_request = Vec::new();
+    info_request.extend_from_slice(&5u32.to_be_bytes());
+    info_request.extend_from_slice(b"vol-9");
+    info_request.extend_from_slice(&1u16.to_be_bytes());
+    info_request.extend_from_slice(&1u16.to_be_bytes());
+    let replies = option_round_trip(&mut stream, 6, &info_request);
+    let export_info = replies
+        .iter()
+        .find(|(kind, data)| *kind == 3 && data[0..2] == [0, 0])
+        .unwrap();
+    assert_eq!(
+        u64::from_be_bytes(export_info.1[2..10].try_into().unwrap()),
+        IMAGE_BYTES as u64
+    );
+    assert!(replies
+        .iter()
+        .any(|(kind, data)| *kind == 3 && data[0..2] == [0, 1] && &data[2..] == b"vol-9"));
+    assert_eq!(replies.last().unwrap().0, 1);
+    // A malformed INFO is ERR_INVALID.
+    assert_eq!(
+        option_round_trip(&mut stream, 6, &[0, 0]).last().unwrap().0,
+        (1 << 31) | 3
+    );
+    // EXPORT_NAME answers with size and flags (no zeroes: the client asked) and transmission starts.
+    let mut request = Vec::new();
+    request.extend_from_slice(b"IHAVEOPT");
+    request.extend_from_slice(&1u32.to_be_bytes());
+    request.extend_from_slice(&5u32.to_be_bytes());
+    request.extend_from_slice(b"vol-9");
+    stream.write_all(&request).unwrap();
+    let mut answer = [0u8; 10];
+    stream.read_exact(&mut answer).unwrap();
+    assert_eq!(
+        u64::from_be_bytes(answer[0..8].try_into().unwrap()),
+        IMAGE_BYTES as u64
+    );
+    assert_ne!(u16::from_be_bytes([answer[8], answer[9]]) & 0x2, 0);
+    let mut client = RawClient {
+        stream,
+        size: IMAGE_BYTES as u64,
+        transmission_flags: 0,
+    };
+    let (error, data) = client.request(0, 0, 16, &[]);
+    assert_eq!((error, data.as_slice()), (0, &expected[0..16]));
+
+    // ABORT is acknowledged and the connection closes.
+    let mut stream = start_negotiation(&socket, 1);
+    assert_eq!(
+        option_round_trip(&mut stream, 2, &[]),
+        vec![(1, Vec::new())]
+    );
+    let mut rest = Vec::new();
+    assert_eq!(stream.read_to_end(&mut rest).unwrap(), 0);
+
+    // EXPORT_NAME with an unknown name closes the connection (the protocol has no error reply).
+    let mut stream = start_negotiation(&socket, 1);
+    let mut request = Vec::new();
+    request.extend_from_slice(b"IHAVEOPT");
+    request.extend_from_slice(&1u32.to_be_bytes());
+    request.extend_from_slice(&4u32.to_be_bytes());
+    request.extend_from_slice(b"nope");
+    stream.write_all(&request).unwrap();
+    let mut rest = Vec::new();
+    assert_eq!(stream.read_to_end(&mut rest).unwrap(), 0);
 }

@@ -14,9 +14,14 @@
 //! socket file, no thread left behind).
 
 mod file_device;
+pub mod fuse;
 pub mod nbd;
 pub mod stale;
 
 pub use file_device::FileDevice;
+pub use fuse::{
+    detect_filesystem, mount, FilesystemKind, FuseMount, MountError, MountOptions, MountView,
+    MountedView,
+};
 pub use nbd::{serve_nbd, NbdError, NbdExport, NbdListener};
 pub use stale::{cleanup_stale, StaleCleanup};

@@ -155,7 +155,7 @@ pub(crate) fn is_fuse_mount_point(path: &Path) -> bool {
     })
 }
 
-fn lazy_unmount(mountpoint: &Path) -> Result<(), String> {
+pub(crate) fn lazy_unmount(mountpoint: &Path) -> Result<(), String> {
     let helper = Command::new("fusermount3")
         .arg("-u")
         .arg("-z")

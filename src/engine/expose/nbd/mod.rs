@@ -365,8 +365,12 @@ fn accept_loop(listening: Listening, wakee: UnixStream, shared: Arc<ServerShared
         let (connection, socket) = match accepted {
             Ok(pair) => pair,
             // A client that vanished between connect and accept, or a transient shortage of file
-            // descriptors, must not end the export.
-            Err(_) => continue,
+            // descriptors, must not end the export; the pause keeps a persistent failure from
+            // spinning.
+            Err(_) => {
+                thread::sleep(std::time::Duration::from_millis(50));
+                continue;
+            }
         };
         let mut clients = shared
             .clients
