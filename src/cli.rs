@@ -93,6 +93,14 @@ pub enum VolumeCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Serve a live volume read-write, every write passing the provider: TARGET is an NBD URL
+    /// (nbd://127.0.0.1:PORT/NAME, nbd+unix:///NAME?socket=PATH), a share (\\host\NAME), or a
+    /// directory (a FUSE file).
+    Attach { volume: String, target: String },
+    /// End an attachment, named by its volume or its target.
+    Detach { target: String },
+    /// List the attached volumes.
+    Attachments,
 }
 
 #[derive(Debug, Subcommand)]

@@ -327,6 +327,36 @@ fn volume(service: &mut dyn ShadowService, command: VolumeCommand) -> Result<(),
                 .flush()
                 .map_err(|error| ServiceError::io(format!("writing the output: {error}")))
         }
+        VolumeCommand::Attach { volume, target } => {
+            let attachment = service.attach(&volume, &target, &base)?;
+            println!(
+                "{volume} is attached read-write as {} ({}).",
+                attachment.name, attachment.location
+            );
+            Ok(())
+        }
+        VolumeCommand::Detach { target } => {
+            let volume = service.detach(&target, &base)?;
+            println!("{} is detached.", volume.display_name());
+            Ok(())
+        }
+        VolumeCommand::Attachments => {
+            let attachments = service.attachments()?;
+            for (volume, attachment) in &attachments {
+                println!(
+                    "{}  {}  {}",
+                    volume.display_name(),
+                    attachment.name,
+                    attachment.location
+                );
+            }
+            println!(
+                "{} volume{} attached.",
+                attachments.len(),
+                if attachments.len() == 1 { "" } else { "s" }
+            );
+            Ok(())
+        }
         VolumeCommand::Info { target, json } => {
             if let Some(uuid) = parse_guid(&target) {
                 if let Some(shadow) = service

@@ -180,6 +180,19 @@ pub trait ShadowService {
     /// Removes an exposure named by shadow ID, drive, directory or share; returns the shadow.
     fn unexpose(&mut self, target: &str, base_dir: &Path) -> Result<ShadowInfo, ServiceError>;
 
+    /// Serves a live volume read-write at a target (a share or NBD URL, or a directory or
+    /// drive for a FUSE file); every write passes the provider.
+    fn attach(
+        &mut self,
+        volume: &str,
+        target: &str,
+        base_dir: &Path,
+    ) -> Result<Exposure, ServiceError>;
+    /// Ends an attachment named by its volume or target; returns the volume.
+    fn detach(&mut self, target: &str, base_dir: &Path) -> Result<VolumeInfo, ServiceError>;
+    /// The live attachments: volume and where it is served.
+    fn attachments(&mut self) -> Result<Vec<(VolumeInfo, Exposure)>, ServiceError>;
+
     /// Reads `length` bytes of a volume or shadow at `offset`.
     fn read(
         &mut self,

@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::engine::expose::nbd::{NbdExport, NbdListener};
+use crate::engine::expose::FuseMount;
 use crate::engine::ids::ShadowId;
 use crate::engine::model::{DriveTarget, Exposure, ExposureKind};
 use crate::engine::vss::VssCode;
@@ -166,6 +167,7 @@ pub fn parse_target(
 /// A live exposure.
 pub enum Handle {
     Nbd(NbdExport),
+    Fuse(FuseMount),
 }
 
 impl Handle {
@@ -173,38 +175,94 @@ impl Handle {
     pub fn close(self) {
         match self {
             Handle::Nbd(export) => export.stop(),
+            // A busy mount is detached lazily by the unmount itself; nothing is left mounted.
+            Handle::Fuse(mount) => {
+                let _ = mount.unmount();
+            }
         }
     }
 }
 
-/// The service's exposures, by shadow.
-#[derive(Default)]
-pub struct Exposures {
-    live: HashMap<ShadowId, (Exposure, Handle)>,
+/// The mount points of file systems mounted from `file` through a loop device: what
+/// flush-and-hold must freeze when `file` is an attached volume's FUSE file.
+pub fn filesystems_on(file: &Path) -> Vec<PathBuf> {
+    let mut devices = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/sys/block") {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if !name.starts_with("loop") {
+                continue;
+            }
+            let backing = entry.path().join("loop/backing_file");
+            if let Ok(text) = std::fs::read_to_string(&backing) {
+                if Path::new(text.trim()) == file {
+                    devices.push(format!("/dev/{name}"));
+                }
+            }
+        }
+    }
+    if devices.is_empty() {
+        return Vec::new();
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            // `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS ... - FSTYPE SOURCE SUPEROPTIONS`
+            let (before, after) = line.split_once(" - ")?;
+            let mount_point = before.split_whitespace().nth(4)?;
+            let source = after.split_whitespace().nth(1)?;
+            devices
+                .iter()
+                .any(|device| device == source)
+                .then(|| PathBuf::from(unescape_mount_path(mount_point)))
+        })
+        .collect()
 }
 
-impl Exposures {
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape_mount_path(text: &str) -> String {
+    text.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+/// Live exposures (by shadow) or attachments (by volume).
+pub struct Exposures<K = ShadowId> {
+    live: HashMap<K, (Exposure, Handle)>,
+}
+
+impl<K> Default for Exposures<K> {
+    fn default() -> Self {
+        Self {
+            live: HashMap::new(),
+        }
+    }
+}
+
+impl<K: Copy + Eq + std::hash::Hash> Exposures<K> {
     pub fn is_empty(&self) -> bool {
         self.live.is_empty()
     }
 
-    pub fn contains(&self, shadow: ShadowId) -> bool {
-        self.live.contains_key(&shadow)
+    pub fn contains(&self, key: K) -> bool {
+        self.live.contains_key(&key)
     }
 
-    pub fn insert(&mut self, shadow: ShadowId, exposure: Exposure, handle: Handle) {
-        self.live.insert(shadow, (exposure, handle));
+    pub fn insert(&mut self, key: K, exposure: Exposure, handle: Handle) {
+        self.live.insert(key, (exposure, handle));
     }
 
-    pub fn remove(&mut self, shadow: ShadowId) -> Option<(Exposure, Handle)> {
-        self.live.remove(&shadow)
+    pub fn remove(&mut self, key: K) -> Option<(Exposure, Handle)> {
+        self.live.remove(&key)
     }
 
     /// The shadow exposed under `name` (drive, directory or share, as the user wrote it or as
     /// the exposure records it).
-    pub fn find(&self, name: &str, resolved: &Path) -> Option<ShadowId> {
+    pub fn find(&self, name: &str, resolved: &Path) -> Option<K> {
         let wanted = name.trim_end_matches(['\\', '/']);
-        self.live.iter().find_map(|(shadow, (exposure, _))| {
+        self.live.iter().find_map(|(key, (exposure, _))| {
             let matches = exposure
                 .name
                 .trim_end_matches(['\\', '/'])
@@ -212,8 +270,13 @@ impl Exposures {
                 || exposure.location == name
                 || (exposure.kind != ExposureKind::Share
                     && Path::new(&exposure.location) == resolved);
-            matches.then_some(*shadow)
+            matches.then_some(*key)
         })
+    }
+
+    /// Every exposure, by key.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &Exposure)> {
+        self.live.iter().map(|(key, (exposure, _))| (key, exposure))
     }
 
     /// Whether a directory or share location is already used by another exposure.

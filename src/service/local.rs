@@ -20,8 +20,8 @@ use crate::engine::coordinator::{
     WriterSelection,
 };
 use crate::engine::device::BlockDevice;
-use crate::engine::ids::ShadowSetId;
 use crate::engine::ids::{parse_guid, ShadowId};
+use crate::engine::ids::{ShadowSetId, VolumeId};
 use crate::engine::model::ExposureKind;
 use crate::engine::model::{
     CreateSpec, CreateVolume, DeleteSelector, DriveTarget, Exposure, ProviderInfo, RequesterId,
@@ -100,6 +100,8 @@ pub struct ServiceCore {
     writer_options: HostOptions,
     /// What `expose` made, alive until `unexpose`, deletion, or the service's end.
     exposures: Mutex<Exposures>,
+    /// Live volumes served read-write by `attach`, until `detach` or the service's end.
+    attachments: Mutex<Exposures<VolumeId>>,
 }
 
 impl ServiceCore {
@@ -120,7 +122,26 @@ impl ServiceCore {
             writers: Mutex::new(None),
             writer_options,
             exposures: Mutex::new(Exposures::default()),
+            attachments: Mutex::new(Exposures::default()),
         })
+    }
+
+    /// The file systems mounted from the attached FUSE files of `volumes`: flush-and-hold
+    /// freezes them around the commit, as VSS flushes and holds the file system.
+    fn filesystems_to_hold(&self, volumes: &[VolumeId]) -> Vec<PathBuf> {
+        let attachments = self
+            .attachments
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        attachments
+            .iter()
+            .filter(|(volume, exposure)| {
+                volumes.contains(volume) && exposure.kind != ExposureKind::Share
+            })
+            .flat_map(|(_, exposure)| {
+                crate::service::exposure::filesystems_on(Path::new(&exposure.location))
+            })
+            .collect()
     }
 
     /// True while a shadow is exposed: the service must not idle out under its clients.
@@ -586,7 +607,7 @@ impl ShadowService for LocalService {
             context: request.context,
             backup_type: request.backup_type,
             volumes: volume_names.clone(),
-            flush_mount_points: Vec::new(),
+            flush_mount_points: self.core.filesystems_to_hold(&volume_ids),
             autorecover: !request
                 .extra_attributes
                 .contains(Attributes::NO_AUTORECOVERY),
@@ -771,11 +792,29 @@ impl ShadowService for LocalService {
                 };
                 (exposure, Handle::Nbd(export))
             }
-            ExposureTarget::Mount { name, .. } => {
-                return Err(ServiceError::not_supported(format!(
-                    "exposing at a directory ({name}) is not supported yet: this build has no FUSE mounts"
-                ))
-                .with_help("expose it as a share instead: `expose <shadow> \\\\localhost\\NAME` serves it over NBD"));
+            ExposureTarget::Mount {
+                kind,
+                name,
+                directory,
+            } => {
+                let options =
+                    crate::engine::expose::MountOptions::read_only_files(&shadow_id.to_string());
+                let mount =
+                    crate::engine::expose::mount(device, &directory, options).map_err(|error| {
+                        engine_error(
+                            error.vss_code(),
+                            format!("the shadow copy cannot be exposed at {name}: {error}"),
+                        )
+                    })?;
+                let location = directory.display().to_string();
+                (
+                    Exposure {
+                        kind,
+                        name,
+                        location,
+                    },
+                    Handle::Fuse(mount),
+                )
             }
         };
         if let Err(error) = self.engine.set_exposure(shadow_id, Some(exposure.clone())) {
@@ -824,6 +863,158 @@ impl ShadowService for LocalService {
                     .with_help("`list shadows all` shows where shadow copies are exposed"),
             ),
         }
+    }
+
+    fn attach(
+        &mut self,
+        volume: &str,
+        target: &str,
+        base_dir: &Path,
+    ) -> Result<Exposure, ServiceError> {
+        let info = from_engine!(self.engine.resolve_volume(volume, base_dir))?;
+        let key = info.id;
+        let store = self.engine.store_dir().to_path_buf();
+        let parsed = parse_target(
+            target,
+            ShadowId(info.id.0),
+            base_dir,
+            &store,
+            &self.engine.drive_map(),
+        )?;
+        let mut attachments = self
+            .core
+            .attachments
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if attachments.contains(key) {
+            return Err(ServiceError::invalid(format!(
+                "the volume {} is already attached",
+                info.display_name()
+            ))
+            .with_code(VssCode::VSS_E_OBJECT_ALREADY_EXISTS)
+            .with_help("`detach` it first"));
+        }
+        let device = from_engine!(self.engine.open_volume(info.id))?;
+        let (attachment, handle) = match parsed {
+            ExposureTarget::Share {
+                name,
+                export_name,
+                listener,
+            } => {
+                if let crate::engine::expose::nbd::NbdListener::Unix(path) = &listener {
+                    if let Some(parent) = path.parent() {
+                        std::fs::create_dir_all(parent).map_err(|error| {
+                            ServiceError::io(format!(
+                                "{} cannot be created: {error}",
+                                parent.display()
+                            ))
+                        })?;
+                    }
+                }
+                let export =
+                    crate::engine::expose::serve_nbd(device, &export_name, listener, false)
+                        .map_err(|error| {
+                            engine_error(
+                                error.vss_code(),
+                                format!("{name} could not be served: {error}"),
+                            )
+                        })?;
+                (
+                    Exposure {
+                        kind: ExposureKind::Share,
+                        name,
+                        location: export.url(),
+                    },
+                    Handle::Nbd(export),
+                )
+            }
+            ExposureTarget::Mount {
+                kind,
+                name,
+                directory,
+            } => {
+                let file_name = info
+                    .path
+                    .file_name()
+                    .map(|name| name.to_string_lossy().to_string())
+                    .unwrap_or_else(|| "volume.img".to_string());
+                let options = crate::engine::expose::MountOptions::image_file(
+                    &info.id.to_string(),
+                    &file_name,
+                    false,
+                );
+                let mount =
+                    crate::engine::expose::mount(device, &directory, options).map_err(|error| {
+                        engine_error(
+                            error.vss_code(),
+                            format!("the volume cannot be attached at {name}: {error}"),
+                        )
+                    })?;
+                let location = directory.join(&file_name).display().to_string();
+                (
+                    Exposure {
+                        kind,
+                        name,
+                        location,
+                    },
+                    Handle::Fuse(mount),
+                )
+            }
+        };
+        attachments.insert(key, attachment.clone(), handle);
+        Ok(attachment)
+    }
+
+    fn detach(&mut self, target: &str, base_dir: &Path) -> Result<VolumeInfo, ServiceError> {
+        let text = target.trim();
+        let resolved = if Path::new(text).is_absolute() {
+            PathBuf::from(text)
+        } else {
+            base_dir.join(text)
+        };
+        let by_volume = self
+            .engine
+            .resolve_volume(text, base_dir)
+            .ok()
+            .map(|volume| volume.id);
+        let mut attachments = self
+            .core
+            .attachments
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let key = by_volume
+            .filter(|key| attachments.contains(*key))
+            .or_else(|| attachments.find(text, &resolved))
+            .ok_or_else(|| {
+                ServiceError::not_found(format!("nothing is attached as {text}"))
+                    .with_help("`diskshadow volume attachments` lists the attached volumes")
+            })?;
+        if let Some((_, handle)) = attachments.remove(key) {
+            handle.close();
+        }
+        self.engine
+            .volumes()
+            .into_iter()
+            .find(|volume| volume.id == key)
+            .ok_or_else(|| ServiceError::not_found("the attached volume is no longer registered"))
+    }
+
+    fn attachments(&mut self) -> Result<Vec<(VolumeInfo, Exposure)>, ServiceError> {
+        let volumes = self.engine.volumes();
+        let attachments = self
+            .core
+            .attachments
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok(attachments
+            .iter()
+            .filter_map(|(key, exposure)| {
+                volumes
+                    .iter()
+                    .find(|volume| volume.id == *key)
+                    .map(|volume| (volume.clone(), exposure.clone()))
+            })
+            .collect())
     }
 
     fn read(

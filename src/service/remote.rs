@@ -80,6 +80,16 @@ pub enum Request {
     },
     ReleaseRequester,
     CheckStore,
+    Attach {
+        volume: String,
+        target: String,
+        base_dir: PathBuf,
+    },
+    Detach {
+        target: String,
+        base_dir: PathBuf,
+    },
+    Attachments,
     ListWriters {
         listing: WriterListing,
     },
@@ -115,6 +125,7 @@ pub enum Reply {
     Check(super::api::StoreCheck),
     Lines(Vec<String>),
     Loaded(LoadedMetadata),
+    Attachments(Vec<(VolumeInfo, Exposure)>),
 }
 
 /// Sends a service observer's reports to the requester as events.
@@ -325,6 +336,13 @@ pub fn dispatch(
         }
         Request::ReleaseRequester => Reply::Shadows(service.release_requester()?),
         Request::CheckStore => Reply::Check(service.check_store()?),
+        Request::Attach {
+            volume,
+            target,
+            base_dir,
+        } => Reply::Exposure(service.attach(&volume, &target, &base_dir)?),
+        Request::Detach { target, base_dir } => Reply::Volume(service.detach(&target, &base_dir)?),
+        Request::Attachments => Reply::Attachments(service.attachments()?),
         Request::ListWriters { listing } => Reply::Lines(service.list_writers(listing)?),
         Request::EndBackup => {
             service.end_backup(observer)?;
@@ -576,6 +594,37 @@ impl ShadowService for RemoteService {
         }
     }
 
+    fn attach(
+        &mut self,
+        volume: &str,
+        target: &str,
+        base_dir: &Path,
+    ) -> Result<Exposure, ServiceError> {
+        let request = Request::Attach {
+            volume: volume.to_string(),
+            target: target.to_string(),
+            base_dir: base_dir.to_path_buf(),
+        };
+        match self.quiet(request)? {
+            Reply::Exposure(exposure) => Ok(exposure),
+            other => Err(unexpected(other)),
+        }
+    }
+    fn detach(&mut self, target: &str, base_dir: &Path) -> Result<VolumeInfo, ServiceError> {
+        match self.quiet(Request::Detach {
+            target: target.to_string(),
+            base_dir: base_dir.to_path_buf(),
+        })? {
+            Reply::Volume(volume) => Ok(volume),
+            other => Err(unexpected(other)),
+        }
+    }
+    fn attachments(&mut self) -> Result<Vec<(VolumeInfo, Exposure)>, ServiceError> {
+        match self.quiet(Request::Attachments)? {
+            Reply::Attachments(list) => Ok(list),
+            other => Err(unexpected(other)),
+        }
+    }
     fn list_writers(&mut self, listing: WriterListing) -> Result<Vec<String>, ServiceError> {
         match self.quiet(Request::ListWriters { listing })? {
             Reply::Lines(lines) => Ok(lines),

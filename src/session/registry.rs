@@ -1042,25 +1042,32 @@ fn map(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, Comm
     DONE
 }
 
-fn attach(_session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
-    let Command::Attach { .. } = command else {
+fn attach(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
+    let Command::Attach { volume, target } = command else {
         return Err(mismatch(command));
     };
-    Err(CommandError::new(
-        "`attach` is not supported yet: live volumes cannot be attached in this build",
-    )
-    .with_code(VssCode::VSS_E_NOT_SUPPORTED)
-    .with_help("write to volumes with `diskshadow volume write`, which passes the provider"))
+    let base_dir = session.config.base_dir.clone();
+    let attachment = session
+        .service
+        .attach(&volume.text, &target.text, &base_dir)?;
+    session.out(format!(
+        "The volume {} was attached read-write as {} ({}).",
+        volume.text, attachment.name, attachment.location
+    ));
+    DONE
 }
 
-fn detach(_session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
-    let Command::Detach { .. } = command else {
+fn detach(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
+    let Command::Detach { target } = command else {
         return Err(mismatch(command));
     };
-    Err(CommandError::new(
-        "`detach` is not supported yet: live volumes cannot be attached in this build",
-    )
-    .with_code(VssCode::VSS_E_NOT_SUPPORTED))
+    let base_dir = session.config.base_dir.clone();
+    let volume = session.service.detach(&target.text, &base_dir)?;
+    session.out(format!(
+        "The volume {} was detached.",
+        volume.display_name()
+    ));
+    DONE
 }
 
 /// The language reference in the README, generated from the registry so it cannot drift
