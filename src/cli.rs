@@ -45,9 +45,20 @@ pub enum Subcommands {
     Drive(DriveCommand),
     /// Check the store's catalog and diff areas; changes nothing.
     CheckStore(CheckStoreArgs),
+    /// Writers registered in the store.
+    #[command(subcommand)]
+    Writer(WriterCommand),
     /// The service that owns the store (started on demand by every requester).
     #[command(subcommand)]
     Service(ServiceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WriterCommand {
+    /// Drive a writer through a full backup, an abort after freeze, a freeze timeout and a
+    /// restore, and report every breach of the writer protocol. WRITER is a registration
+    /// file, or the name or ID of a writer registered in the store.
+    Check { writer: String },
 }
 
 #[derive(Debug, Subcommand)]

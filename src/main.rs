@@ -11,6 +11,7 @@ use clap::Parser;
 
 use diskshadow::cli::{
     normalize_arguments, Cli, DriveCommand, ServiceCommand, Subcommands, VolumeCommand,
+    WriterCommand,
 };
 use diskshadow::engine::ids::parse_guid;
 use diskshadow::engine::model::DriveTarget;
@@ -85,6 +86,7 @@ fn run(cli: Cli) -> i32 {
             }
         }
         Some(Subcommands::Service(command)) => service(&store, command),
+        Some(Subcommands::Writer(WriterCommand::Check { writer })) => check_writer(&store, &writer),
         None => shell(&cli, &store),
     }
 }
@@ -121,6 +123,73 @@ fn service(store: &Path, command: ServiceCommand) -> i32 {
             }
             Err(error) => fail(&error),
         },
+    }
+}
+
+/// `diskshadow writer check`: the conformance check, run here (it starts its own copy of the
+/// writer and needs nothing of the service).
+fn check_writer(store: &Path, writer: &str) -> i32 {
+    use diskshadow::engine::coordinator::conformance::{check_writer, ConformanceOptions};
+    use diskshadow::engine::writer::registration::{load_registrations, Registration};
+    let path = Path::new(writer);
+    let registration = if path.is_file() {
+        match Registration::from_file(path) {
+            Ok(registration) => registration,
+            Err(error) => {
+                eprintln!(
+                    "error: {} is not a valid writer registration: {error}",
+                    path.display()
+                );
+                return exit_status::COMMAND_FAILED;
+            }
+        }
+    } else {
+        let set = load_registrations(&store.join("writers"));
+        match set.registrations.into_iter().find(|registration| {
+            registration.name.eq_ignore_ascii_case(writer)
+                || registration
+                    .writer_id
+                    .to_string()
+                    .eq_ignore_ascii_case(writer)
+        }) {
+            Some(registration) => registration,
+            None => {
+                eprintln!(
+                    "error: no writer named {writer} is registered in {}",
+                    store.join("writers").display()
+                );
+                eprintln!("  help: give the registration file's path, or register it in the store's writers/ directory");
+                return exit_status::COMMAND_FAILED;
+            }
+        }
+    };
+    println!(
+        "Checking writer \"{}\" {} against the writer protocol ...",
+        registration.name, registration.writer_id
+    );
+    let report = check_writer(&registration, &ConformanceOptions::default());
+    for scenario in &report.scenarios {
+        let events: Vec<String> = report
+            .events
+            .iter()
+            .filter(|(name, _, _)| name == scenario)
+            .map(|(_, event, ok)| format!("{event}{}", if *ok { "" } else { " (vetoed)" }))
+            .collect();
+        println!("  {scenario}: {}", events.join(", "));
+    }
+    for finding in &report.findings {
+        println!("  violation: {finding}");
+    }
+    if report.is_conformant() {
+        println!("The writer follows the protocol.");
+        exit_status::SUCCESS
+    } else {
+        println!(
+            "{} protocol violation{} found.",
+            report.findings.len(),
+            if report.findings.len() == 1 { "" } else { "s" }
+        );
+        exit_status::COMMAND_FAILED
     }
 }
 

@@ -315,3 +315,56 @@ fn a_killed_requester_loses_its_volatile_shadows_and_keeps_its_persistent_ones()
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+#[test]
+fn writer_check_passes_a_conforming_writer_and_reports_violations() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let python =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/writers/python_writer.py");
+    let python_available = std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if python_available {
+        let good = work.path().join("good.toml");
+        fs::write(
+            &good,
+            format!(
+                "name = \"Python Writer\"\nid = \"{{7a7a7a7a-1111-4222-8333-444444444444}}\"\ncommand = [\"python3\", {:?}, \"/srv/data.img\", {:?}]\n",
+                python.display().to_string(),
+                work.path().join("record.jsonl").display().to_string()
+            ),
+        )
+        .expect("registration");
+        let output = diskshadow(&work.path().join("store"))
+            .args(["writer", "check"])
+            .arg(&good)
+            .output()
+            .expect("runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{stdout}");
+        assert!(
+            stdout.contains("The writer follows the protocol."),
+            "{stdout}"
+        );
+    } else {
+        eprintln!("skipped: python3 is not installed");
+    }
+    let bad = work.path().join("bad.toml");
+    fs::write(
+        &bad,
+        format!(
+            "name = \"Bad Writer\"\nid = \"{{7a7a7a7a-1111-4222-8333-555555555555}}\"\ncommand = [{:?}, \"--name\", \"Bad Writer\", \"--on\", \"thaw=garbage\"]\n",
+            env!("CARGO_BIN_EXE_diskshadow-test-writer")
+        ),
+    )
+    .expect("registration");
+    let output = diskshadow(&work.path().join("store"))
+        .args(["writer", "check"])
+        .arg(&bad)
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("violation: [full backup] thaw"), "{stdout}");
+}

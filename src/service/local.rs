@@ -602,12 +602,19 @@ impl ShadowService for LocalService {
                 SelectionPlan::without_writers(),
             )
         };
+        let held_file_systems = self.core.filesystems_to_hold(&volume_ids);
+        for file_system in &held_file_systems {
+            bridge.verbose(&format!(
+                "Flushing and holding writes on the file system at {}.",
+                file_system.display()
+            ));
+        }
         let creation = CreationRequest {
             snapshot_set_id: set_id,
             context: request.context,
             backup_type: request.backup_type,
             volumes: volume_names.clone(),
-            flush_mount_points: self.core.filesystems_to_hold(&volume_ids),
+            flush_mount_points: held_file_systems.clone(),
             autorecover: !request
                 .extra_attributes
                 .contains(Attributes::NO_AUTORECOVERY),
