@@ -13,6 +13,7 @@ pub mod device;
 pub mod expose;
 pub mod ids;
 pub mod model;
+pub mod overlay;
 pub mod progress;
 pub mod provider;
 pub mod store;

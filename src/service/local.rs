@@ -27,6 +27,7 @@ use crate::engine::model::{
     CreateSpec, CreateVolume, DeleteSelector, DriveTarget, Exposure, ProviderInfo, RequesterId,
     ShadowInfo, StorageInfo, VolumeInfo,
 };
+use crate::engine::overlay::{OverlayDevice, OVERLAY_CHUNK};
 use crate::engine::progress::Progress;
 use crate::engine::transport::{
     log_file_name, read_metadata_cab, write_metadata_cab, BackupComponents, ManifestShadow,
@@ -124,6 +125,83 @@ impl ServiceCore {
             exposures: Mutex::new(Exposures::default()),
             attachments: Mutex::new(Exposures::default()),
         })
+    }
+
+    /// Where a shadow's auto-recovery overlay lives.
+    pub fn overlay_path(&self, shadow: ShadowId) -> PathBuf {
+        self.engine
+            .store_dir()
+            .join("recovery")
+            .join(format!("{shadow}.overlay"))
+    }
+
+    /// A shadow copy as requesters read it: the engine's point-in-time content with its sealed
+    /// auto-recovery overlay, if writers changed it during PostSnapshot.
+    pub fn shadow_device(&self, shadow: ShadowId) -> Result<Arc<dyn BlockDevice>, ServiceError> {
+        let base = from_engine!(self.engine.open_shadow(shadow))?;
+        let path = self.overlay_path(shadow);
+        if !OverlayDevice::exists(&path) {
+            return Ok(base);
+        }
+        let overlay = OverlayDevice::open(base, &path, false).map_err(|error| {
+            ServiceError::io(format!(
+                "the auto-recovery overlay {} cannot be read: {error}",
+                path.display()
+            ))
+        })?;
+        Ok(Arc::new(overlay))
+    }
+
+    /// Opens read-write views of new shadows for PostSnapshot: each a FUSE image file over the
+    /// shadow's own overlay, never the live volume. A view that cannot be made is reported and
+    /// left out (its writer gets no path).
+    fn recovery_views(
+        &self,
+        shadows: &[ShadowInfo],
+        report: &dyn Fn(&str),
+    ) -> Vec<(
+        ShadowId,
+        Option<PathBuf>,
+        Option<crate::engine::expose::FuseMount>,
+    )> {
+        shadows
+            .iter()
+            .map(|shadow| {
+                let made = (|| -> Result<(PathBuf, crate::engine::expose::FuseMount), String> {
+                    let base = self
+                        .engine
+                        .open_shadow(shadow.id)
+                        .map_err(|error| error.to_string())?;
+                    let overlay = OverlayDevice::open(base, &self.overlay_path(shadow.id), true)
+                        .map_err(|error| error.to_string())?;
+                    let directory = self
+                        .engine
+                        .store_dir()
+                        .join("recovery")
+                        .join(shadow.id.to_string());
+                    std::fs::create_dir_all(&directory).map_err(|error| error.to_string())?;
+                    let options = crate::engine::expose::MountOptions::image_file(
+                        &shadow.id.to_string(),
+                        "volume.img",
+                        false,
+                    );
+                    let mount =
+                        crate::engine::expose::mount(Arc::new(overlay), &directory, options)
+                            .map_err(|error| error.to_string())?;
+                    Ok((directory.join("volume.img"), mount))
+                })();
+                match made {
+                    Ok((path, mount)) => (shadow.id, Some(path), Some(mount)),
+                    Err(error) => {
+                        report(&format!(
+                            "Warning: no auto-recovery view for shadow copy {}: {error}",
+                            shadow.id
+                        ));
+                        (shadow.id, None, None)
+                    }
+                }
+            })
+            .collect()
     }
 
     /// The file systems mounted from the attached FUSE files of `volumes`: flush-and-hold
@@ -364,7 +442,7 @@ impl LocalService {
         if let Some(uuid) = parse_guid(target) {
             let shadow = ShadowId(uuid);
             if self.engine.shadow(shadow).is_some() {
-                return from_engine!(self.engine.open_shadow(shadow));
+                return self.core.shadow_device(shadow);
             }
         }
         let volume = from_engine!(self.engine.resolve_volume(target, base_dir))?;
@@ -621,28 +699,51 @@ impl ShadowService for LocalService {
         };
         let engine = self.engine.clone();
         let mut commit = || engine.create_shadow_set(&spec);
+        // Auto-recovery: writers get a read-write view of each new shadow during PostSnapshot.
+        let recovering =
+            creation.autorecover && request.context.has_writers() && !plan.writers.is_empty();
+        let mut recovery_mounts: Vec<crate::engine::expose::FuseMount> = Vec::new();
+        let core_for_views = core.clone();
         let mut post_snapshot = |set: &crate::engine::model::CreatedSet| {
-            set.shadows
-                .iter()
+            let views = if recovering {
+                core_for_views.recovery_views(&set.shadows, &|line: &str| bridge.verbose(line))
+            } else {
+                set.shadows
+                    .iter()
+                    .map(|shadow| (shadow.id, None, None))
+                    .collect()
+            };
+            views
+                .into_iter()
                 .zip(&volume_names)
-                .map(|(shadow, volume)| PostSnapshotShadow {
-                    volume: volume.clone(),
-                    shadow_id: shadow.id,
-                    path: None,
+                .map(|((shadow_id, path, mount), volume)| {
+                    if let Some(mount) = mount {
+                        recovery_mounts.push(mount);
+                    }
+                    PostSnapshotShadow {
+                        volume: volume.clone(),
+                        shadow_id,
+                        path,
+                    }
                 })
                 .collect()
         };
-        let outcome = match coordinator.create_shadow_set(
-            &creation,
-            &plan,
-            &mut commit,
-            &mut post_snapshot,
-        ) {
+        let outcome =
+            coordinator.create_shadow_set(&creation, &plan, &mut commit, &mut post_snapshot);
+        drop(post_snapshot);
+        // The shadows are sealed: their recovery views go, their overlays stay (read-only).
+        for mount in recovery_mounts.drain(..) {
+            let _ = mount.unmount();
+        }
+        let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(error) => {
                 if let Some(set) = &error.committed {
-                    // No shadow of a failed set may remain.
+                    // No shadow of a failed set may remain, nor its recovery overlays.
                     let _ = self.engine.delete_shadows(&DeleteSelector::Set(set.set_id));
+                    for shadow in &set.shadows {
+                        let _ = std::fs::remove_file(core.overlay_path(shadow.id));
+                    }
                 }
                 let code = error.vss_code();
                 return Err(Self::writer_error(format!("the shadow copy set was not created: {}", error.failure), code)
@@ -696,7 +797,11 @@ impl ShadowService for LocalService {
                 self.core.unexpose_shadow(shadow.id)?;
             }
         }
-        from_engine!(self.engine.delete_shadows(selector))
+        let deleted = from_engine!(self.engine.delete_shadows(selector))?;
+        for shadow in &deleted {
+            let _ = std::fs::remove_file(self.core.overlay_path(shadow.id));
+        }
+        Ok(deleted)
     }
 
     fn revert(
@@ -707,7 +812,35 @@ impl ShadowService for LocalService {
         let progress = ObserverProgress {
             observer: std::sync::Mutex::new(observer),
         };
-        from_engine!(self.engine.revert(shadow, &progress))
+        from_engine!(self.engine.revert(shadow, &progress))?;
+        // What writers repaired during auto-recovery is part of the shadow: revert brings it
+        // back too, through the normal write path.
+        let path = self.core.overlay_path(shadow);
+        if OverlayDevice::exists(&path) {
+            let info = self.engine.shadow(shadow).ok_or_else(|| {
+                ServiceError::not_found("the shadow copy disappeared during revert")
+            })?;
+            let base = from_engine!(self.engine.open_shadow(shadow))?;
+            let overlay = OverlayDevice::open(base, &path, false).map_err(|error| {
+                ServiceError::io(format!("the auto-recovery overlay cannot be read: {error}"))
+            })?;
+            let volume = from_engine!(self.engine.open_volume(info.volume.id))?;
+            let mut buffer = vec![0u8; OVERLAY_CHUNK as usize];
+            for chunk in overlay.overlaid_chunks() {
+                let start = chunk * OVERLAY_CHUNK;
+                let length = (overlay.size() - start).min(OVERLAY_CHUNK) as usize;
+                overlay
+                    .read_at(start, &mut buffer[..length])
+                    .and_then(|()| volume.write_at(start, &buffer[..length]))
+                    .map_err(|error| {
+                        ServiceError::io(format!("reverting the recovered chunks: {error}"))
+                    })?;
+            }
+            volume
+                .flush()
+                .map_err(|error| ServiceError::io(format!("reverting: {error}")))?;
+        }
+        Ok(())
     }
 
     fn providers(&mut self) -> Result<Vec<ProviderInfo>, ServiceError> {
@@ -768,7 +901,7 @@ impl ShadowService for LocalService {
             .with_code(VssCode::VSS_E_OBJECT_ALREADY_EXISTS)
             .with_help("`unexpose` it first; `list shadows all` shows where"));
         }
-        let device = from_engine!(self.engine.open_shadow(shadow_id))?;
+        let device = self.core.shadow_device(shadow_id)?;
         let (exposure, handle) = match parsed {
             ExposureTarget::Share {
                 name,
