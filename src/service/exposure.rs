@@ -121,10 +121,16 @@ pub fn parse_target(
         } else {
             export_name.to_string()
         };
+        // A relative socket path is the requester's, not the service's working directory.
+        let socket = if Path::new(socket).is_absolute() {
+            PathBuf::from(socket)
+        } else {
+            base_dir.join(socket)
+        };
         return Ok(ExposureTarget::Share {
             name: text.to_string(),
             export_name,
-            listener: NbdListener::Unix(PathBuf::from(socket)),
+            listener: NbdListener::Unix(socket),
         });
     }
     if let Some(rest) = text.strip_prefix("nbd://") {

@@ -236,7 +236,7 @@ fn in_place_directive(session: &mut Session<'_>, directive: &str, status: &mut i
             .map(|(text, _)| text)
             .unwrap_or_else(|_| word.to_string())
     };
-    let base = PathBuf::from("/");
+    let base = work.to_path_buf();
     match words.as_slice() {
         ["write", target, offset, length, byte] => {
             let target = expand(session, target);
