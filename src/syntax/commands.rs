@@ -295,19 +295,22 @@ MAP <drive:> <image file or directory>",
     },
     CommandSpec {
         name: "attach",
-        syntax: "ATTACH <volume> {<file path> | nbd://<host>[:<port>]/<export> | nbd+unix://...}",
-        summary: "(diskshadow extension) Serves a live volume read-write as a file or an NBD export, so writes go through the shadow copy engine.",
+        syntax: "ATTACH <volume> {<directory> | <drive:> | <share> | nbd://<host>:<port>/<export> | nbd+unix:///<export>?socket=<path>}",
+        summary: "(diskshadow extension) Serves a live volume read-write as a FUSE file or an NBD export, so every write passes the provider.",
         help: "        <volume>                The volume: a drive letter, an image file or a volume GUID.
-        <file path>             Where a FUSE file that is the volume appears.
-        nbd://...               An NBD export of the volume.",
-        examples: &["attach c: /mnt/c.img", "attach c: nbd://127.0.0.1:10809/c"],
+        <directory>             A FUSE mount there holds one file, named as the image file, that
+                                is the volume; loop-mount it to use its file system.
+        <drive:>                The directory the drive map gives the letter.
+        <share>                 \\\\host\\name: an NBD export on a socket in the store.
+        nbd://...               An NBD export on a loopback port or a Unix socket.",
+        examples: &["attach c: /mnt/live", "attach c: nbd://127.0.0.1:10809/c"],
     },
     CommandSpec {
         name: "detach",
         syntax: "DETACH {<volume> | <target>}",
         summary: "(diskshadow extension) Stops serving a volume attached by using the attach command.",
         help: "        <volume>                The attached volume.
-        <target>                The file path or NBD URL it is served at.",
+        <target>                The directory, drive, share or NBD URL it is served at.",
         examples: &["detach c:"],
     },
 ];
