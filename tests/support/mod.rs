@@ -312,6 +312,14 @@ pub fn describe(data: &[u8]) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+        _ if data.len() <= 16 => format!(
+            "{} bytes: {}",
+            data.len(),
+            data.iter()
+                .map(|byte| format!("{byte:02x}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
         _ => format!(
             "{} bytes in {} runs, crc32 {:08x}",
             data.len(),
