@@ -968,7 +968,16 @@ impl Engine {
                 WriteFailure::Catalog(error) => CreateError::Catalog(error),
                 other => CreateError::Io { volume: *volume, source: other.into() },
             })?;
-            cow.drain().map_err(|source| CreateError::Io { volume: *volume, source })?;
+            // The point in time must be durable before a persistent shadow claims it (VSS
+            // flushes the volume before the commit). Syncing clean data costs next to nothing.
+            if spec.context.is_persistent() {
+                self.flush_locked(cow).map_err(|failure| match failure {
+                    WriteFailure::Catalog(error) => CreateError::Catalog(error),
+                    other => CreateError::Io { volume: *volume, source: other.into() },
+                })?;
+            } else {
+                cow.drain().map_err(|source| CreateError::Io { volume: *volume, source })?;
+            }
             if cow.shadows().len() >= limits::MAX_SHADOWS_PER_VOLUME {
                 return Err(CreateError::TooManyShadows { volume: *volume, limit: limits::MAX_SHADOWS_PER_VOLUME });
             }

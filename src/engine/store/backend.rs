@@ -235,6 +235,7 @@ impl FaultBackend {
         self.lock().sync_points
     }
 
+    /// True once power was lost.
     pub fn has_crashed(&self) -> bool {
         self.lock().crashed
     }
