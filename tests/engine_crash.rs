@@ -82,7 +82,7 @@ fn scenario(setup: &Setup, backend: &FaultBackend, observed: &mut Observed) -> R
     let mut model = std::fs::read(&setup.image).map_err(|error| error.to_string())?;
     let fail = |error: &dyn std::fmt::Display| error.to_string();
     let mut engine = Some(Engine::open(&setup.store, options(Arc::new(backend.clone()), 2)).map_err(|e| fail(&e))?);
-    let mut create = |engine: &Engine, context: Context, model: &[u8], observed: &mut Observed| -> Result<ShadowId, String> {
+    let create = |engine: &Engine, context: Context, model: &[u8], observed: &mut Observed| -> Result<ShadowId, String> {
         match engine.create_shadow_set(&spec(setup.volume, context)) {
             Ok(set) => {
                 if context.is_persistent() {
