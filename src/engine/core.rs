@@ -609,6 +609,7 @@ impl Engine {
                     options.write_back_bytes,
                 )
                 .map_err(|source| OpenError::DiffArea { volume: record.id, source })?;
+                cow.max_diff_bytes = record.max_diff_area_bytes;
                 if let Some(recorded) = record.fingerprint {
                     // While `writing` is set the recorded fingerprint predates diskshadow's own
                     // last writes, so a difference proves nothing.
@@ -1304,6 +1305,9 @@ impl Engine {
         let handle = self.handle(volume).ok_or(StorageError::VolumeNotFound { volume })?;
         let mut guard = write_lock(&handle.state);
         lock_mutex(&self.shared.catalog).commit(vec![CatalogChange::SetMaxDiffArea { volume, max_bytes }])?;
+        if let VolumeSlot::Ready(cow) = &mut *guard {
+            cow.max_diff_bytes = max_bytes;
+        }
         let mut deleted = Vec::new();
         if let (VolumeSlot::Ready(cow), Some(max_bytes)) = (&mut *guard, max_bytes) {
             while cow.used_bytes() > max_bytes {

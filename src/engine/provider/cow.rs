@@ -27,6 +27,8 @@ const RECORD_BYTES: usize = 32;
 const RECORD_MAGIC: u32 = 0x4453_4958; // "DSIX"
 const KIND_PRESERVE: u8 = 1;
 const KIND_FREE: u8 = 2;
+/// The most a sequential writer gets preserved ahead of it in one group commit.
+const MAX_AHEAD_BYTES: u64 = 32 << 20;
 
 /// The block-map tag of a shadow sequence number. The engine refuses to create shadows whose
 /// sequence does not fit.
@@ -78,6 +80,22 @@ impl IndexRecord {
     }
 }
 
+#[derive(Debug, Clone, Copy)]
+enum ReadSource {
+    Live,
+    Zero,
+    /// Byte offset in the diff-area data file.
+    Diff(u64),
+}
+
+/// A contiguous piece of a shadow read, `[from, to)` in volume bytes.
+#[derive(Debug, Clone, Copy)]
+struct ReadRun {
+    source: ReadSource,
+    from: u64,
+    to: u64,
+}
+
 /// What opening a diff area found and repaired.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recovery {
@@ -117,6 +135,12 @@ pub struct CowVolume {
     pending_bytes: usize,
     pending_limit: usize,
     diff_unsynced: bool,
+    /// The chunk a sequential writer is expected to touch next, and how many chunks to
+    /// preserve ahead of it (doubling up to `MAX_AHEAD_BYTES`).
+    sequential_next: Option<ChunkIndex>,
+    ahead_chunks: u64,
+    /// The diff-area limit, so preserving ahead never overshoots it.
+    pub max_diff_bytes: Option<u64>,
     /// The image as diskshadow last left it (refreshed after each of its own writes).
     pub fingerprint: FileFingerprint,
     /// The catalog holds a fingerprint that is still true (no write since it was recorded).
@@ -221,6 +245,9 @@ impl CowVolume {
             pending_bytes: 0,
             pending_limit,
             diff_unsynced: false,
+            sequential_next: None,
+            ahead_chunks: 1,
+            max_diff_bytes: None,
             fingerprint,
             persisted_clean: true,
             suspect_through: 0,
@@ -400,20 +427,46 @@ impl CowVolume {
                 buffered[within..within + piece.len()].copy_from_slice(piece);
                 continue;
             }
-            let mut content = vec![0u8; chunk_length as usize];
-            let slot = if self.chunk_is_hole(chunk_start, chunk_length)? {
-                ZERO_SLOT
+            if self.sequential_next == Some(chunk) {
+                // A sequential writer: preserve a growing window ahead of it with one group
+                // commit, then write the live chunks directly (no buffering, no extra copy).
+                // Chunks beyond this write are preserved only for a writer that keeps coming
+                // back sequentially across calls; what it never writes is wasted space,
+                // bounded by the window.
+                let chunk_count = self.size.div_ceil(self.chunk_size);
+                let mut last_ahead = last;
+                if chunk == first {
+                    self.ahead_chunks = (self.ahead_chunks * 2).min((MAX_AHEAD_BYTES / self.chunk_size).max(1));
+                    last_ahead = last_ahead.max(chunk + self.ahead_chunks - 1);
+                }
+                let last_ahead = last_ahead.min(chunk_count.saturating_sub(1));
+                for ahead in chunk..=last_ahead {
+                    let room = self.max_diff_bytes.is_none_or(|max| self.used_bytes() + self.chunk_size <= max);
+                    if ahead > chunk && !room {
+                        break;
+                    }
+                    if self.needs_preservation(ahead) {
+                        self.preserve(ahead)?;
+                    }
+                }
+                self.data.sync_data()?;
+                self.index_log.sync_data()?;
+                self.diff_unsynced = false;
+                self.sequential_next = Some(last_ahead + 1);
+                direct_run = Some((piece_start, piece_end));
+                continue;
+            }
+            self.ahead_chunks = 1;
+            self.sequential_next = Some(chunk + 1);
+            self.preserve(chunk)?;
+            let content = if piece.len() as u64 == chunk_length {
+                piece.to_vec()
             } else {
+                let mut content = vec![0u8; chunk_length as usize];
                 self.live.read_exact_or_zero(chunk_start, &mut content)?;
-                let slot = self.allocate_slot()?;
-                self.data.write_at(u64::from(slot) * self.chunk_size, &content)?;
-                self.data_slots_used += 1;
-                slot
+                content[within..within + piece.len()].copy_from_slice(piece);
+                content
             };
-            let tag = tag_of(self.newest_shadow().unwrap_or(0));
-            self.append_record(IndexRecord { kind: KIND_PRESERVE, tag, chunk, slot })?;
-            self.map.insert(chunk, tag, slot);
-            content[within..within + piece.len()].copy_from_slice(piece);
             self.pending_bytes += content.len();
             self.pending.insert(chunk, content);
         }
@@ -433,6 +486,25 @@ impl CowVolume {
         Ok(())
     }
 
+    /// Copies a chunk's current content into the diff area (in the kernel where possible) or
+    /// records a zero marker for a hole, tagged with the newest shadow. Not yet durable.
+    fn preserve(&mut self, chunk: ChunkIndex) -> io::Result<()> {
+        let chunk_start = chunk * self.chunk_size;
+        let chunk_length = self.chunk_length(chunk);
+        let slot = if self.chunk_is_hole(chunk_start, chunk_length)? {
+            ZERO_SLOT
+        } else {
+            let slot = self.allocate_slot()?;
+            self.live.copy_to(chunk_start, &*self.data, u64::from(slot) * self.chunk_size, chunk_length)?;
+            self.data_slots_used += 1;
+            slot
+        };
+        let tag = tag_of(self.newest_shadow().unwrap_or(0));
+        self.append_record(IndexRecord { kind: KIND_PRESERVE, tag, chunk, slot })?;
+        self.map.insert(chunk, tag, slot);
+        Ok(())
+    }
+
     /// Makes the preserved chunks and their index records durable, then writes the buffered
     /// live chunks. The live writes themselves are not synced here.
     pub fn drain(&mut self) -> io::Result<()> {
@@ -443,22 +515,8 @@ impl CowVolume {
         }
         let pending = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
-        // Adjacent chunks are written with one call.
-        let mut run: Option<(u64, Vec<u8>)> = None;
         for (chunk, content) in pending {
-            let start = chunk * self.chunk_size;
-            match &mut run {
-                Some((run_start, bytes)) if *run_start + bytes.len() as u64 == start => bytes.extend_from_slice(&content),
-                _ => {
-                    if let Some((run_start, bytes)) = run.take() {
-                        self.live.write_at(run_start, &bytes)?;
-                    }
-                    run = Some((start, content));
-                }
-            }
-        }
-        if let Some((run_start, bytes)) = run {
-            self.live.write_at(run_start, &bytes)?;
+            self.live.write_at(chunk * self.chunk_size, &content)?;
         }
         self.refresh_fingerprint()
     }
@@ -503,36 +561,48 @@ impl CowVolume {
         let end = offset + buffer.len() as u64;
         let first = offset / self.chunk_size;
         let last = (end - 1) / self.chunk_size;
-        let mut live_run: Option<(u64, u64)> = None;
+        // Adjacent pieces from the same place (the live image, or consecutive diff-area slots)
+        // are read with one call.
+        let mut run: Option<ReadRun> = None;
         for chunk in first..=last {
             let chunk_start = chunk * self.chunk_size;
             let from = offset.max(chunk_start);
             let to = end.min(chunk_start + self.chunk_size);
-            match self.map.lookup(chunk, tag) {
-                None => {
-                    live_run = Some(match live_run {
-                        Some((run_start, _)) => (run_start, to),
-                        None => (from, to),
-                    });
+            let source = match self.map.lookup(chunk, tag) {
+                None => ReadSource::Live,
+                Some(version) if version.slot == ZERO_SLOT => ReadSource::Zero,
+                Some(version) => ReadSource::Diff(u64::from(version.slot) * self.chunk_size + (from - chunk_start)),
+            };
+            if let Some(current) = &mut run {
+                let continues = match (current.source, source) {
+                    (ReadSource::Live, ReadSource::Live) | (ReadSource::Zero, ReadSource::Zero) => true,
+                    (ReadSource::Diff(start), ReadSource::Diff(next)) => start + (current.to - current.from) == next,
+                    _ => false,
+                };
+                if continues {
+                    current.to = to;
+                    continue;
                 }
-                Some(version) => {
-                    if let Some((run_start, run_end)) = live_run.take() {
-                        self.read_live(run_start, &mut buffer[(run_start - offset) as usize..(run_end - offset) as usize])?;
-                    }
-                    let target = &mut buffer[(from - offset) as usize..(to - offset) as usize];
-                    if version.slot == ZERO_SLOT {
-                        target.fill(0);
-                    } else {
-                        let slot_start = u64::from(version.slot) * self.chunk_size;
-                        self.data.read_exact_or_zero(slot_start + (from - chunk_start), target)?;
-                    }
-                }
+                self.read_run(current, offset, buffer)?;
             }
+            run = Some(ReadRun { source, from, to });
         }
-        if let Some((run_start, run_end)) = live_run {
-            self.read_live(run_start, &mut buffer[(run_start - offset) as usize..(run_end - offset) as usize])?;
+        if let Some(current) = &run {
+            self.read_run(current, offset, buffer)?;
         }
         Ok(())
+    }
+
+    fn read_run(&self, run: &ReadRun, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
+        let target = &mut buffer[(run.from - offset) as usize..(run.to - offset) as usize];
+        match run.source {
+            ReadSource::Live => self.read_live(run.from, target),
+            ReadSource::Zero => {
+                target.fill(0);
+                Ok(())
+            }
+            ReadSource::Diff(start) => self.data.read_exact_or_zero(start, target),
+        }
     }
 
     /// Chunks whose content differs (may differ) from shadow `sequence`'s: those written
