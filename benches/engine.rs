@@ -53,7 +53,10 @@ fn seconds(duration: Duration) -> f64 {
 }
 
 fn rate(bytes: u64, duration: Duration) -> String {
-    format!("{:.0} MiB/s", bytes as f64 / MIB as f64 / seconds(duration).max(1e-9))
+    format!(
+        "{:.0} MiB/s",
+        bytes as f64 / MIB as f64 / seconds(duration).max(1e-9)
+    )
 }
 
 fn millis(duration: Duration) -> String {
@@ -61,12 +64,21 @@ fn millis(duration: Duration) -> String {
 }
 
 fn options() -> EngineOptions {
-    EngineOptions::new(Arc::new(SystemClock), Arc::new(RandomIds), "bench", DEFAULT_CHUNK_SIZE, Arc::new(RealBackend))
+    EngineOptions::new(
+        Arc::new(SystemClock),
+        Arc::new(RandomIds),
+        "bench",
+        DEFAULT_CHUNK_SIZE,
+        Arc::new(RealBackend),
+    )
 }
 
 fn spec(volume: VolumeId) -> CreateSpec {
     CreateSpec {
-        volumes: vec![CreateVolume { volume, provider: None }],
+        volumes: vec![CreateVolume {
+            volume,
+            provider: None,
+        }],
         context: Context::PersistentNoWriters,
         extra_attributes: Attributes::default(),
         requester: RequesterId(1),
@@ -80,7 +92,12 @@ fn create(engine: &Engine, volume: VolumeId) -> Result<ShadowId> {
 
 /// A sparse file of `size` with its first `data` bytes written and synced.
 fn image(path: &Path, size: u64, data: u64, seed: u8) -> Result<()> {
-    let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
     file.set_len(size)?;
     let block = vec![seed; MIB as usize];
     let mut offset = 0;
@@ -122,7 +139,9 @@ fn engine_sequential(device: &dyn BlockDevice, region: u64, seed: u8) -> Result<
 fn random_offsets(region: u64, count: u64) -> Vec<u64> {
     let chunks = region / WRITE;
     let step = (chunks / count).max(1);
-    let mut offsets: Vec<u64> = (0..count).map(|index| (index * step % chunks) * WRITE + 4 * KIB).collect();
+    let mut offsets: Vec<u64> = (0..count)
+        .map(|index| (index * step % chunks) * WRITE + 4 * KIB)
+        .collect();
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     for index in (1..offsets.len()).rev() {
         state ^= state << 13;
@@ -133,7 +152,11 @@ fn random_offsets(region: u64, count: u64) -> Vec<u64> {
     offsets
 }
 
-fn time_random(offsets: &[u64], mut write: impl FnMut(u64, &[u8]) -> Result<()>, finish: impl FnOnce() -> Result<()>) -> Result<Duration> {
+fn time_random(
+    offsets: &[u64],
+    mut write: impl FnMut(u64, &[u8]) -> Result<()>,
+    finish: impl FnOnce() -> Result<()>,
+) -> Result<Duration> {
     let block = vec![0x5au8; 4 * KIB as usize];
     let start = Instant::now();
     for offset in offsets {
@@ -168,7 +191,10 @@ fn bench_create(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<()> {
     }
     let (big_time, small_time) = (median(big_samples), median(small_samples));
     rows.push(Row {
-        what: format!("create, 1 TiB sparse volume with {} GiB data vs 1 GiB volume", sizes.big_volume_data as f64 / GIB as f64),
+        what: format!(
+            "create, 1 TiB sparse volume with {} GiB data vs 1 GiB volume",
+            sizes.big_volume_data as f64 / GIB as f64
+        ),
         ours: millis(big_time),
         baseline: millis(small_time),
         ratio: seconds(big_time) / seconds(small_time),
@@ -205,7 +231,10 @@ fn bench_writes(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<()> {
     let raw_time = raw_sequential(&raw, region, 2)?;
     let ours_time = engine_sequential(&*device, region, 2)?;
     rows.push(Row {
-        what: format!("first write after a shadow, 64 KiB sequential, {} MiB", region / MIB),
+        what: format!(
+            "first write after a shadow, 64 KiB sequential, {} MiB",
+            region / MIB
+        ),
         ours: rate(region, ours_time),
         baseline: rate(region, raw_time),
         ratio: seconds(raw_time) / seconds(ours_time),
@@ -252,10 +281,21 @@ fn bench_writes(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<()> {
     create(&engine, volume)?;
     let offsets = random_offsets(region, sizes.random_writes);
     let raw_file = OpenOptions::new().write(true).open(&raw)?;
-    let raw_time = time_random(&offsets, |offset, data| Ok(raw_file.write_all_at(data, offset)?), || Ok(raw_file.sync_data()?))?;
-    let ours_time = time_random(&offsets, |offset, data| Ok(device.write_at(offset, data)?), || Ok(device.flush()?))?;
+    let raw_time = time_random(
+        &offsets,
+        |offset, data| Ok(raw_file.write_all_at(data, offset)?),
+        || Ok(raw_file.sync_data()?),
+    )?;
+    let ours_time = time_random(
+        &offsets,
+        |offset, data| Ok(device.write_at(offset, data)?),
+        || Ok(device.flush()?),
+    )?;
     rows.push(Row {
-        what: format!("first write after a shadow, 4 KiB random, {} writes", offsets.len()),
+        what: format!(
+            "first write after a shadow, 4 KiB random, {} writes",
+            offsets.len()
+        ),
         ours: format!("{:.0} IOPS", offsets.len() as f64 / seconds(ours_time)),
         baseline: format!("{:.0} IOPS", offsets.len() as f64 / seconds(raw_time)),
         ratio: seconds(raw_time) / seconds(ours_time),
@@ -291,7 +331,10 @@ fn bench_shadow_count(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<
     for count in [64usize, 512] {
         let many = first_write_with_shadows(dir, region, count)?;
         rows.push(Row {
-            what: format!("first-write throughput with {count} shadows vs 1, {} MiB", region / MIB),
+            what: format!(
+                "first-write throughput with {count} shadows vs 1, {} MiB",
+                region / MIB
+            ),
             ours: rate(region, many),
             baseline: rate(region, one),
             ratio: seconds(one) / seconds(many),
@@ -321,7 +364,11 @@ fn bench_revert(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<Durati
 
     let copy_target = dir.join("copy.img");
     let source = File::open(&path)?;
-    let target = OpenOptions::new().write(true).create(true).truncate(true).open(&copy_target)?;
+    let target = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&copy_target)?;
     let mut buffer = vec![0u8; MIB as usize];
     let start = Instant::now();
     let mut offset = 0;
@@ -334,7 +381,10 @@ fn bench_revert(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<Durati
     let copy_time = start.elapsed();
     std::fs::remove_file(&copy_target)?;
     rows.push(Row {
-        what: format!("revert after changing 1% of {} MiB vs copying the volume", size / MIB),
+        what: format!(
+            "revert after changing 1% of {} MiB vs copying the volume",
+            size / MIB
+        ),
         ours: millis(revert_time),
         baseline: millis(copy_time),
         ratio: seconds(revert_time) / seconds(copy_time),
@@ -347,26 +397,47 @@ fn run(program: &str, arguments: &[&str]) -> Result<Duration> {
     let start = Instant::now();
     let output = Command::new(program).args(arguments).output()?;
     if !output.status.success() {
-        return Err(format!("{program} {arguments:?} failed: {}", String::from_utf8_lossy(&output.stderr)).into());
+        return Err(format!(
+            "{program} {arguments:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+        .into());
     }
     Ok(start.elapsed())
 }
 
 fn have(program: &str) -> bool {
-    Command::new(program).arg("--version").output().is_ok_and(|output| output.status.success())
+    Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success())
 }
 
 fn bench_qemu(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<()> {
     if !have("qemu-img") || !have("qemu-io") {
-        eprintln!("skipped: qcow2 comparison needs qemu-img and qemu-io (apt-get install qemu-utils)");
+        eprintln!(
+            "skipped: qcow2 comparison needs qemu-img and qemu-io (apt-get install qemu-utils)"
+        );
         return Ok(());
     }
     let size = sizes.revert_volume;
     let image_path = dir.join("bench.qcow2");
     let image = image_path.to_string_lossy().into_owned();
     let size_text = size.to_string();
-    run("qemu-img", &["create", "-q", "-f", "qcow2", &image, &size_text])?;
-    run("qemu-io", &["-f", "qcow2", "-c", &format!("write -q -P 1 0 {size}"), &image])?;
+    run(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", &image, &size_text],
+    )?;
+    run(
+        "qemu-io",
+        &[
+            "-f",
+            "qcow2",
+            "-c",
+            &format!("write -q -P 1 0 {size}"),
+            &image,
+        ],
+    )?;
     // Our create on a volume of the same size and data, for the same row.
     let ours_path = dir.join("qemu-peer.img");
     self::image(&ours_path, size, size, 1)?;
@@ -377,7 +448,10 @@ fn bench_qemu(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<()> {
     let ours_create = start.elapsed();
     let qemu_create = run("qemu-img", &["snapshot", "-c", "s1", &image])?;
     rows.push(Row {
-        what: format!("create vs qemu-img snapshot -c, {} MiB full image", size / MIB),
+        what: format!(
+            "create vs qemu-img snapshot -c, {} MiB full image",
+            size / MIB
+        ),
         ours: millis(ours_create),
         baseline: millis(qemu_create),
         ratio: seconds(ours_create) / seconds(qemu_create),
@@ -386,12 +460,26 @@ fn bench_qemu(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<()> {
 
     let startup = run("qemu-io", &["-f", "qcow2", "-c", "read -q 0 512", &image])?;
     let region = sizes.first_write_region.min(size);
-    let qemu_write = run("qemu-io", &["-f", "qcow2", "-c", &format!("write -q -P 2 0 {region}"), "-c", "flush", &image])?
-        .saturating_sub(startup);
+    let qemu_write = run(
+        "qemu-io",
+        &[
+            "-f",
+            "qcow2",
+            "-c",
+            &format!("write -q -P 2 0 {region}"),
+            "-c",
+            "flush",
+            &image,
+        ],
+    )?
+    .saturating_sub(startup);
     let device = engine.open_volume(volume)?;
     let ours_write = engine_sequential(&*device, region, 2)?;
     rows.push(Row {
-        what: format!("first write after a shadow vs qcow2 after snapshot -c, {} MiB", region / MIB),
+        what: format!(
+            "first write after a shadow vs qcow2 after snapshot -c, {} MiB",
+            region / MIB
+        ),
         ours: rate(region, ours_write),
         baseline: rate(region, qemu_write),
         ratio: seconds(qemu_write) / seconds(ours_write),
@@ -403,7 +491,10 @@ fn bench_qemu(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<()> {
     let mut commands = Vec::new();
     for index in 0..chunks / 100 {
         commands.push("-c".to_string());
-        commands.push(format!("write -q -P 4 {} 65536", (index * 100 + 37) % chunks * WRITE));
+        commands.push(format!(
+            "write -q -P 4 {} 65536",
+            (index * 100 + 37) % chunks * WRITE
+        ));
     }
     run("qemu-img", &["snapshot", "-c", "s2", &image])?;
     let mut arguments: Vec<&str> = vec!["-f", "qcow2"];
@@ -432,7 +523,8 @@ fn bench_qemu(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<()> {
 }
 
 fn main() -> Result<()> {
-    let quick = std::env::args().any(|argument| argument == "--quick") || std::env::var_os("DISKSHADOW_BENCH_QUICK").is_some();
+    let quick = std::env::args().any(|argument| argument == "--quick")
+        || std::env::var_os("DISKSHADOW_BENCH_QUICK").is_some();
     let sizes = if quick {
         Sizes {
             big_volume_data: 256 * MIB,
@@ -450,19 +542,45 @@ fn main() -> Result<()> {
             revert_volume: 4 * GIB,
         }
     };
-    let work = tempfile::Builder::new().prefix("diskshadow-bench").tempdir_in(std::env::temp_dir())?;
+    let work = tempfile::Builder::new()
+        .prefix("diskshadow-bench")
+        .tempdir_in(std::env::temp_dir())?;
     let dir: PathBuf = work.path().to_path_buf();
     let mut rows = Vec::new();
-    bench_create(&dir, &sizes, &mut rows)?;
-    bench_writes(&dir, &sizes, &mut rows)?;
-    bench_shadow_count(&dir, &sizes, &mut rows)?;
-    bench_revert(&dir, &sizes, &mut rows)?;
-    bench_qemu(&dir, &sizes, &mut rows)?;
+    // `DISKSHADOW_BENCH_ONLY=writes` (create, writes, count, revert, qemu) runs one group,
+    // e.g. under a profiler.
+    let only = std::env::var("DISKSHADOW_BENCH_ONLY").ok();
+    let wanted = |name: &str| only.as_deref().is_none_or(|only| only == name);
+    if wanted("create") {
+        bench_create(&dir, &sizes, &mut rows)?;
+    }
+    if wanted("writes") {
+        bench_writes(&dir, &sizes, &mut rows)?;
+    }
+    if wanted("count") {
+        bench_shadow_count(&dir, &sizes, &mut rows)?;
+    }
+    if wanted("revert") {
+        bench_revert(&dir, &sizes, &mut rows)?;
+    }
+    if wanted("qemu") {
+        bench_qemu(&dir, &sizes, &mut rows)?;
+    }
 
-    println!("diskshadow engine benchmark ({} mode, chunk size {} KiB)", if quick { "quick" } else { "full" }, DEFAULT_CHUNK_SIZE / 1024);
-    println!("{:<72} {:>14} {:>14} {:>8}  target", "workload", "engine", "baseline", "ratio");
+    println!(
+        "diskshadow engine benchmark ({} mode, chunk size {} KiB)",
+        if quick { "quick" } else { "full" },
+        DEFAULT_CHUNK_SIZE / 1024
+    );
+    println!(
+        "{:<72} {:>14} {:>14} {:>8}  target",
+        "workload", "engine", "baseline", "ratio"
+    );
     for row in rows {
-        println!("{:<72} {:>14} {:>14} {:>8.3}  {}", row.what, row.ours, row.baseline, row.ratio, row.target);
+        println!(
+            "{:<72} {:>14} {:>14} {:>8.3}  {}",
+            row.what, row.ours, row.baseline, row.ratio, row.target
+        );
     }
     Ok(())
 }

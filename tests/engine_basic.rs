@@ -8,7 +8,8 @@ use diskshadow::engine::clock::{SeededIds, SteppingClock};
 use diskshadow::engine::core::{CreateError, EngineOptions, OpenError, RevertError, VolumeError};
 use diskshadow::engine::ids::ShadowId;
 use diskshadow::engine::model::{
-    CreateSpec, CreateVolume, DeleteSelector, DriveTarget, Exposure, ExposureKind, RequesterId, ShadowHealth,
+    CreateSpec, CreateVolume, DeleteSelector, DriveTarget, Exposure, ExposureKind, RequesterId,
+    ShadowHealth,
 };
 use diskshadow::engine::progress::NoProgress;
 use diskshadow::engine::store::RealBackend;
@@ -18,7 +19,13 @@ use diskshadow::engine::Engine;
 const CHUNK: u32 = 4096;
 
 fn options() -> EngineOptions {
-    EngineOptions::new(Arc::new(SteppingClock::default()), Arc::new(SeededIds::new(1)), "HOST", CHUNK, Arc::new(RealBackend))
+    EngineOptions::new(
+        Arc::new(SteppingClock::default()),
+        Arc::new(SeededIds::new(1)),
+        "HOST",
+        CHUNK,
+        Arc::new(RealBackend),
+    )
 }
 
 fn image(dir: &Path, name: &str, size: u64) -> PathBuf {
@@ -30,7 +37,13 @@ fn image(dir: &Path, name: &str, size: u64) -> PathBuf {
 
 fn spec(volumes: &[diskshadow::engine::ids::VolumeId], context: Context) -> CreateSpec {
     CreateSpec {
-        volumes: volumes.iter().map(|volume| CreateVolume { volume: *volume, provider: None }).collect(),
+        volumes: volumes
+            .iter()
+            .map(|volume| CreateVolume {
+                volume: *volume,
+                provider: None,
+            })
+            .collect(),
         context,
         extra_attributes: Attributes::default(),
         requester: RequesterId(7),
@@ -65,25 +78,62 @@ fn volumes_resolve_by_path_drive_letter_and_guid() {
     image(dir.path(), "disk.img", 1 << 20);
     let by_path = engine.resolve_volume("disk.img", dir.path()).expect("path");
     assert_eq!(by_path.chunk_size, CHUNK);
-    assert_eq!(engine.resolve_volume("disk.img", dir.path()).expect("again").id, by_path.id);
-    engine.map_drive('c', DriveTarget::Volume(dir.path().join("disk.img"))).expect("map");
+    assert_eq!(
+        engine
+            .resolve_volume("disk.img", dir.path())
+            .expect("again")
+            .id,
+        by_path.id
+    );
+    engine
+        .map_drive('c', DriveTarget::Volume(dir.path().join("disk.img")))
+        .expect("map");
     for spec in ["C:", "c:", "C:\\"] {
         let info = engine.resolve_volume(spec, Path::new("/")).expect("drive");
         assert_eq!(info.id, by_path.id);
         assert_eq!(info.drive_letter, Some('C'));
     }
     let guid = by_path.id.to_string();
-    assert_eq!(engine.resolve_volume(&guid, Path::new("/")).expect("guid").id, by_path.id);
-    assert_eq!(engine.resolve_volume(&by_path.device_name(), Path::new("/")).expect("device").id, by_path.id);
+    assert_eq!(
+        engine
+            .resolve_volume(&guid, Path::new("/"))
+            .expect("guid")
+            .id,
+        by_path.id
+    );
+    assert_eq!(
+        engine
+            .resolve_volume(&by_path.device_name(), Path::new("/"))
+            .expect("device")
+            .id,
+        by_path.id
+    );
     assert_eq!(engine.drive_map().len(), 1);
 
-    let inside = engine.resolve_volume("disk.img/etc/passwd", dir.path()).expect_err("inside");
+    let inside = engine
+        .resolve_volume("disk.img/etc/passwd", dir.path())
+        .expect_err("inside");
     assert!(matches!(inside, VolumeError::NotAVolume { .. }), "{inside}");
-    assert!(matches!(engine.resolve_volume("C:\\Windows", dir.path()), Err(VolumeError::NotAVolume { .. })));
-    assert!(matches!(engine.resolve_volume("D:", dir.path()), Err(VolumeError::DriveNotMapped { letter: 'D' })));
-    assert!(matches!(engine.resolve_volume(".", dir.path()), Err(VolumeError::NotRegularFile { .. })));
-    assert!(matches!(engine.resolve_volume("missing.img", dir.path()), Err(VolumeError::Missing { .. })));
-    assert!(matches!(engine.register_volume(&dir.path().join("disk.img"), Some(3000)), Err(VolumeError::InvalidChunkSize { .. })));
+    assert!(matches!(
+        engine.resolve_volume("C:\\Windows", dir.path()),
+        Err(VolumeError::NotAVolume { .. })
+    ));
+    assert!(matches!(
+        engine.resolve_volume("D:", dir.path()),
+        Err(VolumeError::DriveNotMapped { letter: 'D' })
+    ));
+    assert!(matches!(
+        engine.resolve_volume(".", dir.path()),
+        Err(VolumeError::NotRegularFile { .. })
+    ));
+    assert!(matches!(
+        engine.resolve_volume("missing.img", dir.path()),
+        Err(VolumeError::Missing { .. })
+    ));
+    assert!(matches!(
+        engine.register_volume(&dir.path().join("disk.img"), Some(3000)),
+        Err(VolumeError::InvalidChunkSize { .. })
+    ));
     drop(engine);
     let engine = Engine::open(&dir.path().join("store"), options()).expect("reopen");
     assert_eq!(engine.volumes().len(), 1);
@@ -96,16 +146,30 @@ fn volumes_resolve_by_path_drive_letter_and_guid() {
 fn shadows_keep_their_point_in_time_and_delete_frees_space() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = Engine::open(&dir.path().join("store"), options()).expect("open");
-    let volume = engine.resolve_volume(image(dir.path(), "a.img", 64 * 1024).to_str().expect("utf8"), dir.path()).expect("vol");
+    let volume = engine
+        .resolve_volume(
+            image(dir.path(), "a.img", 64 * 1024)
+                .to_str()
+                .expect("utf8"),
+            dir.path(),
+        )
+        .expect("vol");
     let device = engine.open_volume(volume.id).expect("open volume");
     device.write_at(0, &[1u8; 20_000]).expect("write");
-    let first = engine.create_shadow_set(&spec(&[volume.id], Context::PersistentNoWriters)).expect("create");
+    let first = engine
+        .create_shadow_set(&spec(&[volume.id], Context::PersistentNoWriters))
+        .expect("create");
     let info = &first.shadows[0];
     assert_eq!(info.attributes.0, 0x0002_0019);
-    assert_eq!(info.device_name, "\\\\?\\GLOBALROOT\\Device\\HarddiskVolumeShadowCopy1");
+    assert_eq!(
+        info.device_name,
+        "\\\\?\\GLOBALROOT\\Device\\HarddiskVolumeShadowCopy1"
+    );
     assert_eq!(info.owner, None);
     device.write_at(1000, &[2u8; 10_000]).expect("write");
-    let second = engine.create_shadow_set(&spec(&[volume.id], Context::Volatile)).expect("create");
+    let second = engine
+        .create_shadow_set(&spec(&[volume.id], Context::Volatile))
+        .expect("create");
     assert_eq!(second.shadows[0].owner, Some(RequesterId(7)));
     assert!(second.shadows[0].device_name.ends_with("Copy2"));
     device.write_at(0, &[3u8; 64 * 1024]).expect("write");
@@ -114,46 +178,92 @@ fn shadows_keep_their_point_in_time_and_delete_frees_space() {
     expected_first[..20_000].fill(1);
     let mut expected_second = expected_first.clone();
     expected_second[1000..11_000].fill(2);
-    assert_eq!(read_all(&*engine.open_shadow(info.id).expect("shadow")), expected_first);
-    assert_eq!(read_all(&*engine.open_shadow(second.shadows[0].id).expect("shadow")), expected_second);
+    assert_eq!(
+        read_all(&*engine.open_shadow(info.id).expect("shadow")),
+        expected_first
+    );
+    assert_eq!(
+        read_all(&*engine.open_shadow(second.shadows[0].id).expect("shadow")),
+        expected_second
+    );
     assert_eq!(read_all(&*device), vec![3u8; 64 * 1024]);
     assert!(engine.check().is_clean(), "{}", engine.check());
 
     let used_before = engine.storage()[0].used_bytes;
     assert!(used_before > 0);
-    let deleted = engine.delete_shadows(&DeleteSelector::Id(info.id)).expect("delete");
+    let deleted = engine
+        .delete_shadows(&DeleteSelector::Id(info.id))
+        .expect("delete");
     assert_eq!(deleted.len(), 1);
-    assert!(engine.storage()[0].used_bytes < used_before, "deleting frees the chunks only it needed");
-    assert_eq!(read_all(&*engine.open_shadow(second.shadows[0].id).expect("shadow")), expected_second);
+    assert!(
+        engine.storage()[0].used_bytes < used_before,
+        "deleting frees the chunks only it needed"
+    );
+    assert_eq!(
+        read_all(&*engine.open_shadow(second.shadows[0].id).expect("shadow")),
+        expected_second
+    );
     assert!(engine.check().is_clean(), "{}", engine.check());
-    let deleted = engine.delete_shadows(&DeleteSelector::OwnedBy(RequesterId(7))).expect("delete");
+    let deleted = engine
+        .delete_shadows(&DeleteSelector::OwnedBy(RequesterId(7)))
+        .expect("delete");
     assert_eq!(deleted.len(), 1);
-    assert_eq!(engine.storage().first().map_or(0, |storage| storage.used_bytes), 0);
-    assert!(matches!(engine.delete_shadows(&DeleteSelector::Id(ShadowId::nil())), Err(error) if error.vss_code() == VssCode::VSS_E_OBJECT_NOT_FOUND));
+    assert_eq!(
+        engine
+            .storage()
+            .first()
+            .map_or(0, |storage| storage.used_bytes),
+        0
+    );
+    assert!(
+        matches!(engine.delete_shadows(&DeleteSelector::Id(ShadowId::nil())), Err(error) if error.vss_code() == VssCode::VSS_E_OBJECT_NOT_FOUND)
+    );
 }
 
 #[test]
 fn revert_restores_the_content_and_keeps_every_shadow() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = Engine::open(&dir.path().join("store"), options()).expect("open");
-    let volume = engine.register_volume(&image(dir.path(), "a.img", 32 * 1024), None).expect("vol");
+    let volume = engine
+        .register_volume(&image(dir.path(), "a.img", 32 * 1024), None)
+        .expect("vol");
     let device = engine.open_volume(volume.id).expect("open volume");
     device.write_at(0, &[1u8; 8192]).expect("write");
-    let base = engine.create_shadow_set(&spec(&[volume.id], Context::Persistent)).expect("create").shadows[0].clone();
+    let base = engine
+        .create_shadow_set(&spec(&[volume.id], Context::Persistent))
+        .expect("create")
+        .shadows[0]
+        .clone();
     device.write_at(4096, &[2u8; 8192]).expect("write");
-    let later = engine.create_shadow_set(&spec(&[volume.id], Context::Persistent)).expect("create").shadows[0].clone();
+    let later = engine
+        .create_shadow_set(&spec(&[volume.id], Context::Persistent))
+        .expect("create")
+        .shadows[0]
+        .clone();
     let later_content = read_all(&*engine.open_shadow(later.id).expect("shadow"));
     device.write_at(0, &[9u8; 32 * 1024]).expect("write");
     let base_content = read_all(&*engine.open_shadow(base.id).expect("shadow"));
 
     engine.revert(base.id, &NoProgress).expect("revert");
     assert_eq!(read_all(&*device), base_content);
-    assert_eq!(read_all(&*engine.open_shadow(base.id).expect("shadow")), base_content);
-    assert_eq!(read_all(&*engine.open_shadow(later.id).expect("shadow")), later_content);
+    assert_eq!(
+        read_all(&*engine.open_shadow(base.id).expect("shadow")),
+        base_content
+    );
+    assert_eq!(
+        read_all(&*engine.open_shadow(later.id).expect("shadow")),
+        later_content
+    );
     assert!(engine.check().is_clean(), "{}", engine.check());
 
-    let volatile = engine.create_shadow_set(&spec(&[volume.id], Context::Volatile)).expect("create").shadows[0].clone();
-    let error = engine.revert(volatile.id, &NoProgress).expect_err("volatile");
+    let volatile = engine
+        .create_shadow_set(&spec(&[volume.id], Context::Volatile))
+        .expect("create")
+        .shadows[0]
+        .clone();
+    let error = engine
+        .revert(volatile.id, &NoProgress)
+        .expect_err("volatile");
     assert!(matches!(error, RevertError::UnsupportedContext { .. }));
     assert_eq!(error.vss_code(), VssCode::VSS_E_UNSUPPORTED_CONTEXT);
 }
@@ -165,66 +275,134 @@ fn a_volume_changed_behind_our_back_makes_its_shadows_suspect() {
     let path = image(dir.path(), "a.img", 16 * 1024);
     let engine = Engine::open(&store, options()).expect("open");
     let volume = engine.register_volume(&path, None).expect("vol");
-    let shadow = engine.create_shadow_set(&spec(&[volume.id], Context::Persistent)).expect("create").shadows[0].clone();
+    let shadow = engine
+        .create_shadow_set(&spec(&[volume.id], Context::Persistent))
+        .expect("create")
+        .shadows[0]
+        .clone();
     drop(engine);
     std::thread::sleep(std::time::Duration::from_millis(20));
     std::fs::write(&path, vec![5u8; 16 * 1024]).expect("external write");
     let engine = Engine::open(&store, options()).expect("reopen");
     let listed = engine.shadow(shadow.id).expect("listed");
-    assert!(matches!(listed.health, ShadowHealth::Suspect { ref reason } if reason.contains("outside diskshadow")), "{listed:?}");
+    assert!(
+        matches!(listed.health, ShadowHealth::Suspect { ref reason } if reason.contains("outside diskshadow")),
+        "{listed:?}"
+    );
     assert!(engine.open_shadow(shadow.id).is_err());
     // New shadows made after the change are good.
-    let fresh = engine.create_shadow_set(&spec(&[volume.id], Context::Persistent)).expect("create").shadows[0].clone();
-    assert_eq!(engine.shadow(fresh.id).expect("fresh").health, ShadowHealth::Good);
+    let fresh = engine
+        .create_shadow_set(&spec(&[volume.id], Context::Persistent))
+        .expect("create")
+        .shadows[0]
+        .clone();
+    assert_eq!(
+        engine.shadow(fresh.id).expect("fresh").health,
+        ShadowHealth::Good
+    );
     // A change while the engine runs is found on next use.
     std::thread::sleep(std::time::Duration::from_millis(20));
     std::fs::write(&path, vec![6u8; 16 * 1024]).expect("external write");
-    assert!(engine.shadows().iter().all(|shadow| shadow.health != ShadowHealth::Good));
+    assert!(engine
+        .shadows()
+        .iter()
+        .all(|shadow| shadow.health != ShadowHealth::Good));
 }
 
 #[test]
 fn limits_and_provider_capabilities_are_enforced() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = Engine::open(&dir.path().join("store"), options()).expect("open");
-    let volume = engine.register_volume(&image(dir.path(), "a.img", 8192), None).expect("vol");
+    let volume = engine
+        .register_volume(&image(dir.path(), "a.img", 8192), None)
+        .expect("vol");
     let mut plex = spec(&[volume.id], Context::Persistent);
     plex.extra_attributes = Attributes(Attributes::PLEX);
-    assert_eq!(engine.create_shadow_set(&plex).expect_err("plex").vss_code(), VssCode::VSS_E_VOLUME_NOT_SUPPORTED_BY_PROVIDER);
+    assert_eq!(
+        engine
+            .create_shadow_set(&plex)
+            .expect_err("plex")
+            .vss_code(),
+        VssCode::VSS_E_VOLUME_NOT_SUPPORTED_BY_PROVIDER
+    );
     let too_many = spec(&vec![volume.id; 65], Context::Persistent);
-    assert_eq!(engine.create_shadow_set(&too_many).expect_err("65").vss_code(), VssCode::VSS_E_MAXIMUM_NUMBER_OF_VOLUMES_REACHED);
+    assert_eq!(
+        engine
+            .create_shadow_set(&too_many)
+            .expect_err("65")
+            .vss_code(),
+        VssCode::VSS_E_MAXIMUM_NUMBER_OF_VOLUMES_REACHED
+    );
     for _ in 0..64 {
-        engine.create_shadow_set(&spec(&[volume.id], Context::ClientAccessible)).expect("create");
+        engine
+            .create_shadow_set(&spec(&[volume.id], Context::ClientAccessible))
+            .expect("create");
     }
-    let error = engine.create_shadow_set(&spec(&[volume.id], Context::ClientAccessible)).expect_err("65th");
+    let error = engine
+        .create_shadow_set(&spec(&[volume.id], Context::ClientAccessible))
+        .expect_err("65th");
     assert!(matches!(error, CreateError::TooManyClientAccessible { .. }));
-    assert_eq!(error.vss_code(), VssCode::VSS_E_MAXIMUM_NUMBER_OF_SNAPSHOTS_REACHED);
+    assert_eq!(
+        error.vss_code(),
+        VssCode::VSS_E_MAXIMUM_NUMBER_OF_SNAPSHOTS_REACHED
+    );
     for _ in 64..512 {
-        engine.create_shadow_set(&spec(&[volume.id], Context::Persistent)).expect("create");
+        engine
+            .create_shadow_set(&spec(&[volume.id], Context::Persistent))
+            .expect("create");
     }
-    let error = engine.create_shadow_set(&spec(&[volume.id], Context::Persistent)).expect_err("513th");
+    let error = engine
+        .create_shadow_set(&spec(&[volume.id], Context::Persistent))
+        .expect_err("513th");
     assert!(matches!(error, CreateError::TooManyShadows { .. }));
     assert_eq!(engine.shadows().len(), 512);
-    let deleted = engine.delete_shadows(&DeleteSelector::All).expect("delete all");
+    let deleted = engine
+        .delete_shadows(&DeleteSelector::All)
+        .expect("delete all");
     assert_eq!(deleted.len(), 512);
-    assert_eq!(engine.providers()[0].name, "Microsoft Software Shadow Copy provider 1.0");
+    assert_eq!(
+        engine.providers()[0].name,
+        "Microsoft Software Shadow Copy provider 1.0"
+    );
 }
 
 #[test]
 fn exceeding_the_diff_area_limit_deletes_the_oldest_shadows_and_the_write_succeeds() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = Engine::open(&dir.path().join("store"), options()).expect("open");
-    let volume = engine.register_volume(&image(dir.path(), "a.img", 64 * 1024), None).expect("vol");
+    let volume = engine
+        .register_volume(&image(dir.path(), "a.img", 64 * 1024), None)
+        .expect("vol");
     let device = engine.open_volume(volume.id).expect("open");
     device.write_at(0, &[1u8; 64 * 1024]).expect("fill");
-    let oldest = engine.create_shadow_set(&spec(&[volume.id], Context::Persistent)).expect("create").shadows[0].clone();
+    let oldest = engine
+        .create_shadow_set(&spec(&[volume.id], Context::Persistent))
+        .expect("create")
+        .shadows[0]
+        .clone();
     device.write_at(0, &[2u8; 4 * 4096]).expect("write");
-    let newest = engine.create_shadow_set(&spec(&[volume.id], Context::Persistent)).expect("create").shadows[0].clone();
-    assert!(engine.set_max_diff_area(volume.id, Some(6 * 4096)).expect("limit").is_empty());
-    device.write_at(8 * 4096, &[3u8; 4 * 4096]).expect("write that overflows");
+    let newest = engine
+        .create_shadow_set(&spec(&[volume.id], Context::Persistent))
+        .expect("create")
+        .shadows[0]
+        .clone();
+    assert!(engine
+        .set_max_diff_area(volume.id, Some(6 * 4096))
+        .expect("limit")
+        .is_empty());
+    device
+        .write_at(8 * 4096, &[3u8; 4 * 4096])
+        .expect("write that overflows");
     let remaining: Vec<ShadowId> = engine.shadows().iter().map(|shadow| shadow.id).collect();
-    assert_eq!(remaining, vec![newest.id], "the oldest shadow was sacrificed");
+    assert_eq!(
+        remaining,
+        vec![newest.id],
+        "the oldest shadow was sacrificed"
+    );
     assert!(!remaining.contains(&oldest.id));
-    let deleted = engine.set_max_diff_area(volume.id, Some(0)).expect("shrink");
+    let deleted = engine
+        .set_max_diff_area(volume.id, Some(0))
+        .expect("shrink");
     assert_eq!(deleted.len(), 1);
     assert!(engine.check().is_clean(), "{}", engine.check());
 }
@@ -233,15 +411,30 @@ fn exceeding_the_diff_area_limit_deletes_the_oldest_shadows_and_the_write_succee
 fn exposure_sets_the_exposed_attributes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = Engine::open(&dir.path().join("store"), options()).expect("open");
-    let volume = engine.register_volume(&image(dir.path(), "a.img", 8192), None).expect("vol");
-    let shadow = engine.create_shadow_set(&spec(&[volume.id], Context::PersistentNoWriters)).expect("create").shadows[0].clone();
-    let exposure = Exposure { kind: ExposureKind::Drive, name: "P:".into(), location: "/mnt/p".into() };
-    engine.set_exposure(shadow.id, Some(exposure.clone())).expect("expose");
+    let volume = engine
+        .register_volume(&image(dir.path(), "a.img", 8192), None)
+        .expect("vol");
+    let shadow = engine
+        .create_shadow_set(&spec(&[volume.id], Context::PersistentNoWriters))
+        .expect("create")
+        .shadows[0]
+        .clone();
+    let exposure = Exposure {
+        kind: ExposureKind::Drive,
+        name: "P:".into(),
+        location: "/mnt/p".into(),
+    };
+    engine
+        .set_exposure(shadow.id, Some(exposure.clone()))
+        .expect("expose");
     let listed = engine.shadow(shadow.id).expect("listed");
     assert_eq!(listed.attributes.0, 0x0012_0019);
     assert_eq!(listed.exposure, Some(exposure));
     engine.set_exposure(shadow.id, None).expect("unexpose");
-    assert_eq!(engine.shadow(shadow.id).expect("listed").attributes.0, 0x0002_0019);
+    assert_eq!(
+        engine.shadow(shadow.id).expect("listed").attributes.0,
+        0x0002_0019
+    );
 }
 
 #[test]
@@ -249,19 +442,39 @@ fn never_written_chunks_are_not_copied_and_the_index_is_small() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = Engine::open(&dir.path().join("store"), options()).expect("open");
     let chunks = 20_000u64;
-    let volume = engine.register_volume(&image(dir.path(), "sparse.img", chunks * u64::from(CHUNK)), None).expect("vol");
+    let volume = engine
+        .register_volume(
+            &image(dir.path(), "sparse.img", chunks * u64::from(CHUNK)),
+            None,
+        )
+        .expect("vol");
     let device = engine.open_volume(volume.id).expect("open");
-    device.write_at(0, &vec![7u8; 10 * CHUNK as usize]).expect("write");
-    engine.create_shadow_set(&spec(&[volume.id], Context::Persistent)).expect("create");
+    device
+        .write_at(0, &vec![7u8; 10 * CHUNK as usize])
+        .expect("write");
+    engine
+        .create_shadow_set(&spec(&[volume.id], Context::Persistent))
+        .expect("create");
     // Every other chunk, so preserved chunks are not one contiguous run.
     let block = vec![8u8; CHUNK as usize];
     for chunk in (0..chunks).step_by(2) {
-        device.write_at(chunk * u64::from(CHUNK), &block).expect("write");
+        device
+            .write_at(chunk * u64::from(CHUNK), &block)
+            .expect("write");
     }
     device.flush().expect("flush");
     let storage = &engine.storage()[0];
-    assert_eq!(storage.used_bytes, 5 * u64::from(CHUNK), "only the 5 written chunks needed copies; holes got zero markers");
-    let bytes_per_chunk = engine.index_bytes_per_preserved_chunk().expect("some preserved");
+    assert_eq!(
+        storage.used_bytes,
+        5 * u64::from(CHUNK),
+        "only the 5 written chunks needed copies; holes got zero markers"
+    );
+    let bytes_per_chunk = engine
+        .index_bytes_per_preserved_chunk()
+        .expect("some preserved");
     eprintln!("block-map memory: {bytes_per_chunk:.1} bytes per preserved chunk");
-    assert!(bytes_per_chunk < 32.0, "{bytes_per_chunk} bytes per preserved chunk");
+    assert!(
+        bytes_per_chunk < 32.0,
+        "{bytes_per_chunk} bytes per preserved chunk"
+    );
 }

@@ -24,10 +24,23 @@ const VOLUMES: [(usize, u32); 3] = [(40_000, 4096), (70_000, 8192), (24_576, 409
 
 #[derive(Debug, Clone)]
 enum Operation {
-    Write { volume: usize, offset_fraction: f64, length: usize, seed: u8 },
-    Create { volume_mask: u8, context: usize },
-    Delete { selector: usize, pick: usize },
-    Revert { pick: usize },
+    Write {
+        volume: usize,
+        offset_fraction: f64,
+        length: usize,
+        seed: u8,
+    },
+    Create {
+        volume_mask: u8,
+        context: usize,
+    },
+    Delete {
+        selector: usize,
+        pick: usize,
+    },
+    Revert {
+        pick: usize,
+    },
     Restart,
     Flush,
 }
@@ -44,8 +57,13 @@ fn operation() -> impl Strategy<Value = Operation> {
     ]
 }
 
-const CONTEXTS: [Context; 5] =
-    [Context::Volatile, Context::VolatileNoWriters, Context::Persistent, Context::PersistentNoWriters, Context::ClientAccessible];
+const CONTEXTS: [Context; 5] = [
+    Context::Volatile,
+    Context::VolatileNoWriters,
+    Context::Persistent,
+    Context::PersistentNoWriters,
+    Context::ClientAccessible,
+];
 
 struct ModelShadow {
     volume: usize,
@@ -86,11 +104,26 @@ impl Harness {
         let mut live = Vec::new();
         for (index, (size, chunk_size)) in VOLUMES.iter().enumerate() {
             let path = dir.path().join(format!("volume{index}.img"));
-            std::fs::File::create(&path).and_then(|file| file.set_len(*size as u64)).expect("image");
-            volumes.push(engine.register_volume(&path, Some(*chunk_size)).expect("register").id);
+            std::fs::File::create(&path)
+                .and_then(|file| file.set_len(*size as u64))
+                .expect("image");
+            volumes.push(
+                engine
+                    .register_volume(&path, Some(*chunk_size))
+                    .expect("register")
+                    .id,
+            );
             live.push(vec![0u8; *size]);
         }
-        Harness { _dir: dir, store, engine: Some(engine), volumes, live, shadows: BTreeMap::new(), restarts: 0 }
+        Harness {
+            _dir: dir,
+            store,
+            engine: Some(engine),
+            volumes,
+            live,
+            shadows: BTreeMap::new(),
+            restarts: 0,
+        }
     }
 
     fn engine(&self) -> &Engine {
@@ -99,20 +132,41 @@ impl Harness {
 
     fn apply(&mut self, operation: &Operation) {
         match operation {
-            Operation::Write { volume, offset_fraction, length, seed } => {
+            Operation::Write {
+                volume,
+                offset_fraction,
+                length,
+                seed,
+            } => {
                 let size = self.live[*volume].len();
                 let offset = ((size as f64) * offset_fraction) as usize;
                 let length = (*length).min(size - offset);
-                let data: Vec<u8> = (0..length).map(|index| seed.wrapping_add((index / 1000) as u8) | 1).collect();
-                let device = self.engine().open_volume(self.volumes[*volume]).expect("open volume");
+                let data: Vec<u8> = (0..length)
+                    .map(|index| seed.wrapping_add((index / 1000) as u8) | 1)
+                    .collect();
+                let device = self
+                    .engine()
+                    .open_volume(self.volumes[*volume])
+                    .expect("open volume");
                 device.write_at(offset as u64, &data).expect("write");
                 self.live[*volume][offset..offset + length].copy_from_slice(&data);
             }
-            Operation::Create { volume_mask, context } => {
+            Operation::Create {
+                volume_mask,
+                context,
+            } => {
                 let context = CONTEXTS[*context];
-                let chosen: Vec<usize> = (0..3).filter(|index| volume_mask & (1 << index) != 0).collect();
+                let chosen: Vec<usize> = (0..3)
+                    .filter(|index| volume_mask & (1 << index) != 0)
+                    .collect();
                 let spec = CreateSpec {
-                    volumes: chosen.iter().map(|index| CreateVolume { volume: self.volumes[*index], provider: None }).collect(),
+                    volumes: chosen
+                        .iter()
+                        .map(|index| CreateVolume {
+                            volume: self.volumes[*index],
+                            provider: None,
+                        })
+                        .collect(),
                     context,
                     extra_attributes: Attributes::default(),
                     requester: RequesterId(1),
@@ -139,7 +193,10 @@ impl Harness {
                 let volume = self.volumes[volume_index];
                 let (selector, expected): (DeleteSelector, Vec<ShadowId>) = match selector {
                     0 => (DeleteSelector::All, ids.clone()),
-                    1 => (DeleteSelector::Volume(volume), self.ids_where(|shadow| shadow.volume == volume_index)),
+                    1 => (
+                        DeleteSelector::Volume(volume),
+                        self.ids_where(|shadow| shadow.volume == volume_index),
+                    ),
                     2 => {
                         let oldest = self
                             .shadows
@@ -154,17 +211,28 @@ impl Harness {
                     }
                     3 if !ids.is_empty() => {
                         let set_id = self.shadows[&ids[pick % ids.len()]].set_id;
-                        (DeleteSelector::Set(set_id), self.ids_where(|shadow| shadow.set_id == set_id))
+                        (
+                            DeleteSelector::Set(set_id),
+                            self.ids_where(|shadow| shadow.set_id == set_id),
+                        )
                     }
                     4 if !ids.is_empty() => {
                         let id = ids[pick % ids.len()];
                         (DeleteSelector::Id(id), vec![id])
                     }
-                    5 => (DeleteSelector::OwnedBy(RequesterId(1)), self.ids_where(|shadow| !shadow.persistent)),
+                    5 => (
+                        DeleteSelector::OwnedBy(RequesterId(1)),
+                        self.ids_where(|shadow| !shadow.persistent),
+                    ),
                     _ => return,
                 };
-                let mut deleted: Vec<ShadowId> =
-                    self.engine().delete_shadows(&selector).expect("delete").iter().map(|shadow| shadow.id).collect();
+                let mut deleted: Vec<ShadowId> = self
+                    .engine()
+                    .delete_shadows(&selector)
+                    .expect("delete")
+                    .iter()
+                    .map(|shadow| shadow.id)
+                    .collect();
                 let mut expected = expected;
                 deleted.sort();
                 expected.sort();
@@ -186,7 +254,8 @@ impl Harness {
             Operation::Restart => {
                 drop(self.engine.take());
                 self.restarts += 1;
-                self.engine = Some(Engine::open(&self.store, options(self.restarts)).expect("reopen"));
+                self.engine =
+                    Some(Engine::open(&self.store, options(self.restarts)).expect("reopen"));
                 self.shadows.retain(|_, shadow| shadow.persistent);
             }
             Operation::Flush => self.engine().flush().expect("flush"),
@@ -194,7 +263,11 @@ impl Harness {
     }
 
     fn ids_where(&self, predicate: impl Fn(&ModelShadow) -> bool) -> Vec<ShadowId> {
-        self.shadows.iter().filter(|(_, shadow)| predicate(shadow)).map(|(id, _)| *id).collect()
+        self.shadows
+            .iter()
+            .filter(|(_, shadow)| predicate(shadow))
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     fn verify(&self, step: usize) {
@@ -203,21 +276,39 @@ impl Harness {
             let device = engine.open_volume(*volume).expect("open volume");
             let mut content = vec![0u8; self.live[index].len()];
             device.read_at(0, &mut content).expect("read volume");
-            assert!(content == self.live[index], "step {step}: live volume {index} differs from the model");
+            assert!(
+                content == self.live[index],
+                "step {step}: live volume {index} differs from the model"
+            );
         }
         let listed = engine.shadows();
-        assert_eq!(listed.len(), self.shadows.len(), "step {step}: shadow count");
+        assert_eq!(
+            listed.len(),
+            self.shadows.len(),
+            "step {step}: shadow count"
+        );
         for shadow in &listed {
-            let model = self.shadows.get(&shadow.id).unwrap_or_else(|| panic!("step {step}: unknown shadow {}", shadow.id));
+            let model = self
+                .shadows
+                .get(&shadow.id)
+                .unwrap_or_else(|| panic!("step {step}: unknown shadow {}", shadow.id));
             let device = engine.open_shadow(shadow.id).expect("open shadow");
             let mut content = vec![0u8; model.content.len()];
             device.read_at(0, &mut content).expect("read shadow");
-            assert!(content == model.content, "step {step}: shadow {} (volume {}) differs from its point in time", shadow.id, model.volume);
+            assert!(
+                content == model.content,
+                "step {step}: shadow {} (volume {}) differs from its point in time",
+                shadow.id,
+                model.volume
+            );
             // Unaligned reads agree with the aligned one.
             let mut piece = vec![0u8; 5000];
             let offset = 3001u64.min(model.content.len() as u64 - 5000);
             device.read_at(offset, &mut piece).expect("read piece");
-            assert!(piece[..] == model.content[offset as usize..offset as usize + 5000], "step {step}: unaligned read");
+            assert!(
+                piece[..] == model.content[offset as usize..offset as usize + 5000],
+                "step {step}: unaligned read"
+            );
         }
         let report = engine.check();
         assert!(report.is_clean(), "step {step}: {report}");

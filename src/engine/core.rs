@@ -12,19 +12,21 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::engine::catalog::{Catalog, CatalogChange, CatalogError, CatalogState, RevertRecord, ShadowRecord, VolumeRecord};
+use crate::engine::catalog::{
+    Catalog, CatalogChange, CatalogError, CatalogState, RevertRecord, ShadowRecord, VolumeRecord,
+};
 use crate::engine::clock::{Clock, IdSource, RandomIds, SystemClock};
 use crate::engine::device::BlockDevice;
 use crate::engine::ids::{parse_guid, ProviderId, ShadowId, ShadowSetId, VolumeId};
 use crate::engine::model::{
-    CreateSpec, CreatedSet, DeleteSelector, DriveTarget, Exposure, ExposureKind, ProviderInfo, ShadowHealth, ShadowInfo,
-    StorageInfo, VolumeInfo,
+    CreateSpec, CreatedSet, DeleteSelector, DriveTarget, Exposure, ExposureKind, ProviderInfo,
+    ShadowHealth, ShadowInfo, StorageInfo, VolumeInfo,
 };
 use crate::engine::progress::{NoProgress, Progress};
 use crate::engine::provider::cow::{CowVolume, MAX_SEQUENCE};
 use crate::engine::provider::ProviderChoice;
-use crate::engine::store::{DurableBackend, RealBackend, StoreLayout, StoreLock};
 use crate::engine::store::LockFailure;
+use crate::engine::store::{DurableBackend, RealBackend, StoreLayout, StoreLock};
 use crate::engine::vss::{limits, Attributes, Context, VssCode};
 
 /// The default copy-on-write granularity: 64 KiB, as qcow2 clusters and dm-thin chunks;
@@ -69,7 +71,13 @@ impl EngineOptions {
 
     /// The real clock, random GUIDs, this host's name, 64 KiB chunks and the real disk.
     pub fn system() -> Self {
-        Self::new(Arc::new(SystemClock), Arc::new(RandomIds), host_name(), DEFAULT_CHUNK_SIZE, Arc::new(RealBackend))
+        Self::new(
+            Arc::new(SystemClock),
+            Arc::new(RandomIds),
+            host_name(),
+            DEFAULT_CHUNK_SIZE,
+            Arc::new(RealBackend),
+        )
     }
 }
 
@@ -98,7 +106,10 @@ pub fn host_name() -> String {
     if result != 0 {
         return "localhost".to_string();
     }
-    let length = buffer.iter().position(|byte| *byte == 0).unwrap_or(buffer.len());
+    let length = buffer
+        .iter()
+        .position(|byte| *byte == 0)
+        .unwrap_or(buffer.len());
     String::from_utf8_lossy(&buffer[..length]).into_owned()
 }
 
@@ -119,10 +130,16 @@ pub enum OpenError {
     )]
     Locked { path: PathBuf },
     #[error("cannot {action} {}: {source}; check that the store directory is writable", path.display())]
-    Io { action: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
-    #[error("cannot open the diff area of volume {volume}: {source}; run `check` after fixing the disk")]
+    #[error(
+        "cannot open the diff area of volume {volume}: {source}; run `check` after fixing the disk"
+    )]
     DiffArea { volume: VolumeId, source: io::Error },
     #[error("cannot finish the revert interrupted by the last crash: {0}")]
     Revert(Box<RevertError>),
@@ -142,7 +159,9 @@ impl OpenError {
 pub enum VolumeError {
     #[error("no volume '{spec}' is registered; name its image file to register it, or list volumes to see the known ones")]
     NotFound { spec: String },
-    #[error("drive {letter}: is not mapped; map it to an image file in the store's drive map first")]
+    #[error(
+        "drive {letter}: is not mapped; map it to an image file in the store's drive map first"
+    )]
     DriveNotMapped { letter: char },
     #[error("drive {letter}: is mapped to the directory {}, not to a volume image; map it to an image file", path.display())]
     DriveIsDirectory { letter: char, path: PathBuf },
@@ -157,9 +176,17 @@ pub enum VolumeError {
     #[error("chunk size {chunk_size} is invalid; use a power of two from 4096 (4 KiB) to 1048576 (1 MiB)")]
     InvalidChunkSize { chunk_size: u32 },
     #[error("volume {volume} ({}) cannot be used: {reason}", path.display())]
-    Unavailable { volume: VolumeId, path: PathBuf, reason: String },
+    Unavailable {
+        volume: VolumeId,
+        path: PathBuf,
+        reason: String,
+    },
     #[error("cannot {action} {}: {source}", path.display())]
-    Io { action: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
 }
@@ -194,7 +221,9 @@ pub enum DriveMapError {
 impl DriveMapError {
     pub fn vss_code(&self) -> VssCode {
         match self {
-            DriveMapError::InvalidLetter { .. } | DriveMapError::NotMapped { .. } => VssCode::VSS_E_OBJECT_NOT_FOUND,
+            DriveMapError::InvalidLetter { .. } | DriveMapError::NotMapped { .. } => {
+                VssCode::VSS_E_OBJECT_NOT_FOUND
+            }
             DriveMapError::Catalog(_) => VssCode::VSS_E_UNEXPECTED,
         }
     }
@@ -218,7 +247,11 @@ pub enum CreateError {
         "the provider {provider} cannot make {what} shadow copies of volume {volume}; choose a \
          provider that can, or drop the attribute"
     )]
-    UnsupportedByProvider { volume: VolumeId, provider: ProviderId, what: String },
+    UnsupportedByProvider {
+        volume: VolumeId,
+        provider: ProviderId,
+        what: String,
+    },
     #[error("the attributes DIFFERENTIAL and PLEX exclude each other; ask for one of them")]
     ConflictingAttributes,
     #[error(
@@ -244,11 +277,17 @@ pub enum CreateError {
 impl CreateError {
     pub fn vss_code(&self) -> VssCode {
         match self {
-            CreateError::NoVolumes | CreateError::DuplicateVolume { .. } => VssCode::VSS_E_BAD_STATE,
+            CreateError::NoVolumes | CreateError::DuplicateVolume { .. } => {
+                VssCode::VSS_E_BAD_STATE
+            }
             CreateError::TooManyVolumes { .. } => VssCode::VSS_E_MAXIMUM_NUMBER_OF_VOLUMES_REACHED,
-            CreateError::UnknownVolume { .. } | CreateError::UnknownProvider { .. } => VssCode::VSS_E_OBJECT_NOT_FOUND,
+            CreateError::UnknownVolume { .. } | CreateError::UnknownProvider { .. } => {
+                VssCode::VSS_E_OBJECT_NOT_FOUND
+            }
             CreateError::VolumeUnavailable { .. } => VssCode::VSS_E_VOLUME_NOT_SUPPORTED,
-            CreateError::UnsupportedByProvider { .. } => VssCode::VSS_E_VOLUME_NOT_SUPPORTED_BY_PROVIDER,
+            CreateError::UnsupportedByProvider { .. } => {
+                VssCode::VSS_E_VOLUME_NOT_SUPPORTED_BY_PROVIDER
+            }
             CreateError::ConflictingAttributes => VssCode::VSS_E_UNSUPPORTED_CONTEXT,
             CreateError::TooManyShadows { .. } | CreateError::TooManyClientAccessible { .. } => {
                 VssCode::VSS_E_MAXIMUM_NUMBER_OF_SNAPSHOTS_REACHED
@@ -275,7 +314,9 @@ impl DeleteError {
     pub fn vss_code(&self) -> VssCode {
         match self {
             DeleteError::NotFound { .. } => VssCode::VSS_E_OBJECT_NOT_FOUND,
-            DeleteError::Io { .. } | DeleteError::Catalog(_) => VssCode::VSS_E_UNEXPECTED_PROVIDER_ERROR,
+            DeleteError::Io { .. } | DeleteError::Catalog(_) => {
+                VssCode::VSS_E_UNEXPECTED_PROVIDER_ERROR
+            }
         }
     }
 }
@@ -288,7 +329,10 @@ pub enum RevertError {
         "shadow copy {shadow} was made in the {context} context; only persistent shadow copies \
          can be reverted to (set context persistent before create)"
     )]
-    UnsupportedContext { shadow: ShadowId, context: &'static str },
+    UnsupportedContext {
+        shadow: ShadowId,
+        context: &'static str,
+    },
     #[error("shadow copy {shadow} is suspect ({reason}); it cannot be reverted to; delete it")]
     Suspect { shadow: ShadowId, reason: String },
     #[error("volume {volume} cannot be written: {reason}")]
@@ -309,9 +353,13 @@ impl RevertError {
         match self {
             RevertError::NotFound { .. } => VssCode::VSS_E_OBJECT_NOT_FOUND,
             RevertError::UnsupportedContext { .. } => VssCode::VSS_E_UNSUPPORTED_CONTEXT,
-            RevertError::Suspect { .. } | RevertError::VolumeUnavailable { .. } => VssCode::VSS_E_VOLUME_NOT_SUPPORTED,
+            RevertError::Suspect { .. } | RevertError::VolumeUnavailable { .. } => {
+                VssCode::VSS_E_VOLUME_NOT_SUPPORTED
+            }
             RevertError::InsufficientStorage { .. } => VssCode::VSS_E_INSUFFICIENT_STORAGE,
-            RevertError::Io { .. } | RevertError::Catalog(_) => VssCode::VSS_E_UNEXPECTED_PROVIDER_ERROR,
+            RevertError::Io { .. } | RevertError::Catalog(_) => {
+                VssCode::VSS_E_UNEXPECTED_PROVIDER_ERROR
+            }
         }
     }
 }
@@ -335,8 +383,12 @@ pub enum DeviceError {
 impl DeviceError {
     pub fn vss_code(&self) -> VssCode {
         match self {
-            DeviceError::VolumeNotFound { .. } | DeviceError::ShadowNotFound { .. } => VssCode::VSS_E_OBJECT_NOT_FOUND,
-            DeviceError::Suspect { .. } | DeviceError::Unavailable { .. } => VssCode::VSS_E_VOLUME_NOT_SUPPORTED,
+            DeviceError::VolumeNotFound { .. } | DeviceError::ShadowNotFound { .. } => {
+                VssCode::VSS_E_OBJECT_NOT_FOUND
+            }
+            DeviceError::Suspect { .. } | DeviceError::Unavailable { .. } => {
+                VssCode::VSS_E_VOLUME_NOT_SUPPORTED
+            }
             DeviceError::Io { .. } | DeviceError::Catalog(_) => VssCode::VSS_E_UNEXPECTED,
         }
     }
@@ -431,7 +483,11 @@ impl fmt::Display for CheckReport {
         for problem in &self.problems {
             writeln!(formatter, "- {problem}")?;
         }
-        writeln!(formatter, "Leaked diff-area space: {} bytes (reclaimed when the store is next opened).", self.leaked_bytes)
+        writeln!(
+            formatter,
+            "Leaked diff-area space: {} bytes (reclaimed when the store is next opened).",
+            self.leaked_bytes
+        )
     }
 }
 
@@ -513,7 +569,11 @@ fn volume_info(state: &CatalogState, record: &VolumeRecord, live_size: Option<u6
     }
 }
 
-fn shadow_info(state: &CatalogState, record: &ShadowRecord, unavailable: Option<&str>) -> ShadowInfo {
+fn shadow_info(
+    state: &CatalogState,
+    record: &ShadowRecord,
+    unavailable: Option<&str>,
+) -> ShadowInfo {
     let volume = match state.volumes.get(&record.volume) {
         Some(volume_record) => volume_info(state, volume_record, None),
         None => VolumeInfo {
@@ -525,8 +585,12 @@ fn shadow_info(state: &CatalogState, record: &ShadowRecord, unavailable: Option<
         },
     };
     let health = match (&record.suspect, unavailable) {
-        (Some(reason), _) => ShadowHealth::Suspect { reason: reason.clone() },
-        (None, Some(reason)) => ShadowHealth::Suspect { reason: reason.to_string() },
+        (Some(reason), _) => ShadowHealth::Suspect {
+            reason: reason.clone(),
+        },
+        (None, Some(reason)) => ShadowHealth::Suspect {
+            reason: reason.to_string(),
+        },
         (None, None) => ShadowHealth::Good,
     };
     ShadowInfo {
@@ -536,12 +600,17 @@ fn shadow_info(state: &CatalogState, record: &ShadowRecord, unavailable: Option<
         volume,
         created_at: record.created_at,
         sequence: record.sequence,
-        device_name: format!("\\\\?\\GLOBALROOT\\Device\\HarddiskVolumeShadowCopy{}", record.device_number),
+        device_name: format!(
+            "\\\\?\\GLOBALROOT\\Device\\HarddiskVolumeShadowCopy{}",
+            record.device_number
+        ),
         originating_machine: record.originating_machine.clone(),
         service_machine: record.service_machine.clone(),
         exposure: record.exposure.clone(),
         provider_id: record.provider_id,
-        attributes: record.attributes.with(exposure_attributes(&record.exposure)),
+        attributes: record
+            .attributes
+            .with(exposure_attributes(&record.exposure)),
         context: record.context,
         health,
         owner: record.owner,
@@ -571,11 +640,21 @@ impl Engine {
         for dir in [layout.root.clone(), layout.diff_root()] {
             backend
                 .create_dir_all(&dir)
-                .map_err(|source| OpenError::Io { action: "create the store directory", path: dir.clone(), source })?;
+                .map_err(|source| OpenError::Io {
+                    action: "create the store directory",
+                    path: dir.clone(),
+                    source,
+                })?;
         }
         let lock = StoreLock::acquire(&layout.lock_file()).map_err(|failure| match failure {
-            LockFailure::HeldElsewhere => OpenError::Locked { path: layout.root.clone() },
-            LockFailure::Io(source) => OpenError::Io { action: "lock", path: layout.lock_file(), source },
+            LockFailure::HeldElsewhere => OpenError::Locked {
+                path: layout.root.clone(),
+            },
+            LockFailure::Io(source) => OpenError::Io {
+                action: "lock",
+                path: layout.lock_file(),
+                source,
+            },
         })?;
         let mut catalog = Catalog::open(backend.clone(), &layout.catalog_dir())?;
 
@@ -594,10 +673,17 @@ impl Engine {
         let mut sequence_floor = catalog.state().next_sequence;
         let records: Vec<VolumeRecord> = catalog.state().volumes.values().cloned().collect();
         for record in records {
-            let shadows: BTreeSet<u64> =
-                catalog.state().shadows_of(record.id).iter().map(|shadow| shadow.sequence).collect();
+            let shadows: BTreeSet<u64> = catalog
+                .state()
+                .shadows_of(record.id)
+                .iter()
+                .map(|shadow| shadow.sequence)
+                .collect();
             let slot = if !record.path.is_file() {
-                VolumeSlot::Unavailable(format!("the image file {} is missing", record.path.display()))
+                VolumeSlot::Unavailable(format!(
+                    "the image file {} is missing",
+                    record.path.display()
+                ))
             } else {
                 let (mut cow, _recovery) = CowVolume::open(
                     backend.clone(),
@@ -608,7 +694,10 @@ impl Engine {
                     shadows,
                     options.write_back_bytes,
                 )
-                .map_err(|source| OpenError::DiffArea { volume: record.id, source })?;
+                .map_err(|source| OpenError::DiffArea {
+                    volume: record.id,
+                    source,
+                })?;
                 cow.max_diff_bytes = record.max_diff_area_bytes;
                 if let Some(recorded) = record.fingerprint {
                     // While `writing` is set the recorded fingerprint predates diskshadow's own
@@ -621,7 +710,10 @@ impl Engine {
                         cow.suspect_through = cow.newest_shadow().unwrap_or(0);
                     }
                 }
-                if record.fingerprint != Some(cow.fingerprint) || record.writing || record.size != cow.size {
+                if record.fingerprint != Some(cow.fingerprint)
+                    || record.writing
+                    || record.size != cow.size
+                {
                     state_changes.push(CatalogChange::SetVolumeState {
                         volume: record.id,
                         fingerprint: Some(cow.fingerprint),
@@ -638,10 +730,17 @@ impl Engine {
                     .max()
                     .unwrap_or(0);
                 cow.suspect_through = cow.suspect_through.max(suspect_through);
-                sequence_floor = sequence_floor.max(cow.max_tag().map_or(0, |tag| u64::from(tag) + 1));
+                sequence_floor =
+                    sequence_floor.max(cow.max_tag().map_or(0, |tag| u64::from(tag) + 1));
                 VolumeSlot::Ready(Box::new(cow))
             };
-            volumes.insert(record.id, Arc::new(VolumeHandle { id: record.id, state: RwLock::new(slot) }));
+            volumes.insert(
+                record.id,
+                Arc::new(VolumeHandle {
+                    id: record.id,
+                    state: RwLock::new(slot),
+                }),
+            );
         }
         catalog.commit(state_changes)?;
         let reverts = catalog.state().reverts_in_progress.clone();
@@ -662,11 +761,18 @@ impl Engine {
             }),
         };
         for revert in reverts {
-            let exists = lock_mutex(&engine.shared.catalog).state().shadows.contains_key(&revert.shadow);
+            let exists = lock_mutex(&engine.shared.catalog)
+                .state()
+                .shadows
+                .contains_key(&revert.shadow);
             if exists {
-                engine.revert(revert.shadow, &NoProgress).map_err(|error| OpenError::Revert(Box::new(error)))?;
+                engine
+                    .revert(revert.shadow, &NoProgress)
+                    .map_err(|error| OpenError::Revert(Box::new(error)))?;
             } else {
-                lock_mutex(&engine.shared.catalog).commit(vec![CatalogChange::RevertFinished { volume: revert.volume }])?;
+                lock_mutex(&engine.shared.catalog).commit(vec![CatalogChange::RevertFinished {
+                    volume: revert.volume,
+                }])?;
             }
         }
         Ok(engine)
@@ -693,10 +799,16 @@ impl Engine {
     pub fn resolve_volume(&self, spec: &str, base_dir: &Path) -> Result<VolumeInfo, VolumeError> {
         let text = spec.trim();
         if let Some(letter) = drive_letter_of(text) {
-            let target = lock_mutex(&self.shared.catalog).state().drives.get(&letter).cloned();
+            let target = lock_mutex(&self.shared.catalog)
+                .state()
+                .drives
+                .get(&letter)
+                .cloned();
             return match target {
                 None => Err(VolumeError::DriveNotMapped { letter }),
-                Some(DriveTarget::Directory(path)) => Err(VolumeError::DriveIsDirectory { letter, path }),
+                Some(DriveTarget::Directory(path)) => {
+                    Err(VolumeError::DriveIsDirectory { letter, path })
+                }
                 Some(DriveTarget::Volume(path)) => self.register_volume(&path, None),
             };
         }
@@ -705,7 +817,10 @@ impl Engine {
             if letter.is_ascii_alphabetic() && text.len() > 3 {
                 return Err(VolumeError::NotAVolume {
                     spec: spec.to_string(),
-                    why: format!("it names a path inside drive {}:", letter.to_ascii_uppercase()),
+                    why: format!(
+                        "it names a path inside drive {}:",
+                        letter.to_ascii_uppercase()
+                    ),
                 });
             }
         }
@@ -714,18 +829,27 @@ impl Engine {
             .map(|rest| rest.trim_end_matches('\\'))
             .or_else(|| text.starts_with('{').then_some(text));
         if let Some(guid_text) = guid_text {
-            let volume = parse_guid(guid_text)
-                .map(VolumeId)
-                .ok_or_else(|| VolumeError::NotFound { spec: spec.to_string() })?;
+            let volume =
+                parse_guid(guid_text)
+                    .map(VolumeId)
+                    .ok_or_else(|| VolumeError::NotFound {
+                        spec: spec.to_string(),
+                    })?;
             let catalog = lock_mutex(&self.shared.catalog);
             let state = catalog.state();
             return state
                 .volumes
                 .get(&volume)
                 .map(|record| volume_info(state, record, None))
-                .ok_or_else(|| VolumeError::NotFound { spec: spec.to_string() });
+                .ok_or_else(|| VolumeError::NotFound {
+                    spec: spec.to_string(),
+                });
         }
-        let path = if Path::new(text).is_absolute() { PathBuf::from(text) } else { base_dir.join(text) };
+        let path = if Path::new(text).is_absolute() {
+            PathBuf::from(text)
+        } else {
+            base_dir.join(text)
+        };
         if !path.exists() {
             if let Some(image) = path.ancestors().skip(1).find(|ancestor| ancestor.is_file()) {
                 return Err(VolumeError::NotAVolume {
@@ -733,36 +857,61 @@ impl Engine {
                     why: format!("it names a path inside the image file {}", image.display()),
                 });
             }
-            return Err(VolumeError::Missing { path, base: base_dir.to_path_buf() });
+            return Err(VolumeError::Missing {
+                path,
+                base: base_dir.to_path_buf(),
+            });
         }
         self.register_volume(&path, None)
     }
 
     /// Registers an image file as a volume (or returns the existing registration).
-    pub fn register_volume(&self, path: &Path, chunk_size: Option<u32>) -> Result<VolumeInfo, VolumeError> {
+    pub fn register_volume(
+        &self,
+        path: &Path,
+        chunk_size: Option<u32>,
+    ) -> Result<VolumeInfo, VolumeError> {
         let metadata = std::fs::metadata(path).map_err(|source| {
             if source.kind() == io::ErrorKind::NotFound {
-                VolumeError::Missing { path: path.to_path_buf(), base: PathBuf::from(".") }
+                VolumeError::Missing {
+                    path: path.to_path_buf(),
+                    base: PathBuf::from("."),
+                }
             } else {
-                VolumeError::Io { action: "inspect", path: path.to_path_buf(), source }
+                VolumeError::Io {
+                    action: "inspect",
+                    path: path.to_path_buf(),
+                    source,
+                }
             }
         })?;
         if metadata.is_dir() {
-            return Err(VolumeError::NotRegularFile { path: path.to_path_buf(), kind: "a directory" });
+            return Err(VolumeError::NotRegularFile {
+                path: path.to_path_buf(),
+                kind: "a directory",
+            });
         }
         if !metadata.is_file() {
-            return Err(VolumeError::NotRegularFile { path: path.to_path_buf(), kind: "a device or special file" });
+            return Err(VolumeError::NotRegularFile {
+                path: path.to_path_buf(),
+                kind: "a device or special file",
+            });
         }
         if metadata.len() > limits::MAX_VOLUME_BYTES {
-            return Err(VolumeError::TooLarge { path: path.to_path_buf(), size: metadata.len() });
+            return Err(VolumeError::TooLarge {
+                path: path.to_path_buf(),
+                size: metadata.len(),
+            });
         }
         let chunk_size = chunk_size.unwrap_or(self.shared.default_chunk_size);
         if !check_chunk_size(chunk_size) {
             return Err(VolumeError::InvalidChunkSize { chunk_size });
         }
-        let path = path
-            .canonicalize()
-            .map_err(|source| VolumeError::Io { action: "resolve", path: path.to_path_buf(), source })?;
+        let path = path.canonicalize().map_err(|source| VolumeError::Io {
+            action: "resolve",
+            path: path.to_path_buf(),
+            source,
+        })?;
 
         let mut volumes = write_lock(&self.shared.volumes);
         {
@@ -783,12 +932,20 @@ impl Engine {
             BTreeSet::new(),
             self.shared.write_back_bytes,
         )
-        .map_err(|source| VolumeError::Io { action: "set up the diff area for", path: path.clone(), source })?;
+        .map_err(|source| VolumeError::Io {
+            action: "set up the diff area for",
+            path: path.clone(),
+            source,
+        })?;
         let diff_root = self.shared.layout.diff_root();
         self.shared
             .backend
             .sync_dir(&diff_root)
-            .map_err(|source| VolumeError::Io { action: "sync", path: diff_root.clone(), source })?;
+            .map_err(|source| VolumeError::Io {
+                action: "sync",
+                path: diff_root.clone(),
+                source,
+            })?;
         let record = VolumeRecord {
             id: volume,
             path,
@@ -800,7 +957,13 @@ impl Engine {
         };
         let mut catalog = lock_mutex(&self.shared.catalog);
         catalog.commit(vec![CatalogChange::RegisterVolume(record.clone())])?;
-        volumes.insert(volume, Arc::new(VolumeHandle { id: volume, state: RwLock::new(VolumeSlot::Ready(Box::new(cow))) }));
+        volumes.insert(
+            volume,
+            Arc::new(VolumeHandle {
+                id: volume,
+                state: RwLock::new(VolumeSlot::Ready(Box::new(cow))),
+            }),
+        );
         Ok(volume_info(catalog.state(), &record, None))
     }
 
@@ -816,7 +979,11 @@ impl Engine {
             .collect();
         let catalog = lock_mutex(&self.shared.catalog);
         let state = catalog.state();
-        state.volumes.values().map(|record| volume_info(state, record, sizes.get(&record.id).copied())).collect()
+        state
+            .volumes
+            .values()
+            .map(|record| volume_info(state, record, sizes.get(&record.id).copied()))
+            .collect()
     }
 
     /// Maps a drive letter in the store's drive map (what `C:` means in scripts).
@@ -826,10 +993,14 @@ impl Engine {
         }
         let target = match target {
             DriveTarget::Volume(path) => DriveTarget::Volume(path.canonicalize().unwrap_or(path)),
-            DriveTarget::Directory(path) => DriveTarget::Directory(path.canonicalize().unwrap_or(path)),
+            DriveTarget::Directory(path) => {
+                DriveTarget::Directory(path.canonicalize().unwrap_or(path))
+            }
         };
-        lock_mutex(&self.shared.catalog)
-            .commit(vec![CatalogChange::MapDrive { letter: letter.to_ascii_uppercase(), target }])?;
+        lock_mutex(&self.shared.catalog).commit(vec![CatalogChange::MapDrive {
+            letter: letter.to_ascii_uppercase(),
+            target,
+        }])?;
         Ok(())
     }
 
@@ -844,7 +1015,12 @@ impl Engine {
     }
 
     pub fn drive_map(&self) -> Vec<(char, DriveTarget)> {
-        lock_mutex(&self.shared.catalog).state().drives.iter().map(|(letter, target)| (*letter, target.clone())).collect()
+        lock_mutex(&self.shared.catalog)
+            .state()
+            .drives
+            .iter()
+            .map(|(letter, target)| (*letter, target.clone()))
+            .collect()
     }
 
     // ---- change detection ---------------------------------------------------------------
@@ -862,8 +1038,16 @@ impl Engine {
         cow.suspect_through = cow.suspect_through.max(cow.newest_shadow().unwrap_or(0));
         lock_mutex(&self.shared.catalog)
             .commit(vec![
-                CatalogChange::MarkSuspect { volume: cow.volume, reason },
-                CatalogChange::SetVolumeState { volume: cow.volume, fingerprint: Some(current), writing: false, size: current.size },
+                CatalogChange::MarkSuspect {
+                    volume: cow.volume,
+                    reason,
+                },
+                CatalogChange::SetVolumeState {
+                    volume: cow.volume,
+                    fingerprint: Some(current),
+                    writing: false,
+                    size: current.size,
+                },
             ])
             .map_err(WriteFailure::Catalog)
     }
@@ -898,14 +1082,24 @@ impl Engine {
         let mut shadows: Vec<ShadowInfo> = state
             .shadows
             .values()
-            .map(|record| shadow_info(state, record, unavailable.get(&record.volume).map(String::as_str)))
+            .map(|record| {
+                shadow_info(
+                    state,
+                    record,
+                    unavailable.get(&record.volume).map(String::as_str),
+                )
+            })
             .collect();
         shadows.sort_by_key(|shadow| shadow.sequence);
         shadows
     }
 
     pub fn shadow(&self, id: ShadowId) -> Option<ShadowInfo> {
-        let volume = lock_mutex(&self.shared.catalog).state().shadows.get(&id)?.volume;
+        let volume = lock_mutex(&self.shared.catalog)
+            .state()
+            .shadows
+            .get(&id)?
+            .volume;
         if let Some(handle) = self.handle(volume) {
             if let VolumeSlot::Ready(cow) = &mut *write_lock(&handle.state) {
                 let _ = self.verify_unchanged(cow);
@@ -914,7 +1108,13 @@ impl Engine {
         let unavailable = self.unavailable_reasons();
         let catalog = lock_mutex(&self.shared.catalog);
         let state = catalog.state();
-        state.shadows.get(&id).map(|record| shadow_info(state, record, unavailable.get(&record.volume).map(String::as_str)))
+        state.shadows.get(&id).map(|record| {
+            shadow_info(
+                state,
+                record,
+                unavailable.get(&record.volume).map(String::as_str),
+            )
+        })
     }
 
     /// The provider commit: one shadow per volume, all at one point in time. O(1) in volume
@@ -924,7 +1124,9 @@ impl Engine {
             return Err(CreateError::NoVolumes);
         }
         if spec.volumes.len() > limits::MAX_VOLUMES_PER_SET {
-            return Err(CreateError::TooManyVolumes { count: spec.volumes.len() });
+            return Err(CreateError::TooManyVolumes {
+                count: spec.volumes.len(),
+            });
         }
         let extra = spec.extra_attributes;
         if extra.contains(Attributes::DIFFERENTIAL) && extra.contains(Attributes::PLEX) {
@@ -934,10 +1136,14 @@ impl Engine {
         let mut seen = BTreeSet::new();
         for entry in &spec.volumes {
             if !seen.insert(entry.volume) {
-                return Err(CreateError::DuplicateVolume { volume: entry.volume });
+                return Err(CreateError::DuplicateVolume {
+                    volume: entry.volume,
+                });
             }
-            let provider = ProviderChoice::from_id(entry.provider)
-                .ok_or(CreateError::UnknownProvider { provider: entry.provider.unwrap_or_else(ProviderId::nil) })?;
+            let provider =
+                ProviderChoice::from_id(entry.provider).ok_or(CreateError::UnknownProvider {
+                    provider: entry.provider.unwrap_or_else(ProviderId::nil),
+                })?;
             let unsupported = extra.0 & provider.unsupported_attributes();
             if unsupported != 0 {
                 return Err(CreateError::UnsupportedByProvider {
@@ -952,7 +1158,10 @@ impl Engine {
         // Lock every volume of the set (ascending IDs), so no write slips between the shadows.
         let mut handles: Vec<Arc<VolumeHandle>> = Vec::new();
         for volume in &seen {
-            handles.push(self.handle(*volume).ok_or(CreateError::UnknownVolume { volume: *volume })?);
+            handles.push(
+                self.handle(*volume)
+                    .ok_or(CreateError::UnknownVolume { volume: *volume })?,
+            );
         }
         let mut guards: BTreeMap<VolumeId, RwLockWriteGuard<'_, VolumeSlot>> = BTreeMap::new();
         for handle in &handles {
@@ -962,25 +1171,41 @@ impl Engine {
             let cow = match &mut **guard {
                 VolumeSlot::Ready(cow) => cow,
                 VolumeSlot::Unavailable(reason) => {
-                    return Err(CreateError::VolumeUnavailable { volume: *volume, reason: reason.clone() })
+                    return Err(CreateError::VolumeUnavailable {
+                        volume: *volume,
+                        reason: reason.clone(),
+                    })
                 }
             };
-            self.verify_unchanged(cow).map_err(|failure| match failure {
-                WriteFailure::Catalog(error) => CreateError::Catalog(error),
-                other => CreateError::Io { volume: *volume, source: other.into() },
-            })?;
+            self.verify_unchanged(cow)
+                .map_err(|failure| match failure {
+                    WriteFailure::Catalog(error) => CreateError::Catalog(error),
+                    other => CreateError::Io {
+                        volume: *volume,
+                        source: other.into(),
+                    },
+                })?;
             // The point in time must be durable before a persistent shadow claims it (VSS
             // flushes the volume before the commit). Syncing clean data costs next to nothing.
             if spec.context.is_persistent() {
                 self.flush_locked(cow).map_err(|failure| match failure {
                     WriteFailure::Catalog(error) => CreateError::Catalog(error),
-                    other => CreateError::Io { volume: *volume, source: other.into() },
+                    other => CreateError::Io {
+                        volume: *volume,
+                        source: other.into(),
+                    },
                 })?;
             } else {
-                cow.drain().map_err(|source| CreateError::Io { volume: *volume, source })?;
+                cow.drain().map_err(|source| CreateError::Io {
+                    volume: *volume,
+                    source,
+                })?;
             }
             if cow.shadows().len() >= limits::MAX_SHADOWS_PER_VOLUME {
-                return Err(CreateError::TooManyShadows { volume: *volume, limit: limits::MAX_SHADOWS_PER_VOLUME });
+                return Err(CreateError::TooManyShadows {
+                    volume: *volume,
+                    limit: limits::MAX_SHADOWS_PER_VOLUME,
+                });
             }
         }
 
@@ -1001,17 +1226,31 @@ impl Engine {
                 }
             }
         }
-        let set_id = spec.set_id.unwrap_or_else(|| ShadowSetId(self.shared.ids.new_uuid()));
-        if catalog.state().shadows.values().any(|shadow| shadow.set_id == set_id) {
+        let set_id = spec
+            .set_id
+            .unwrap_or_else(|| ShadowSetId(self.shared.ids.new_uuid()));
+        if catalog
+            .state()
+            .shadows
+            .values()
+            .any(|shadow| shadow.set_id == set_id)
+        {
             return Err(CreateError::SetIdInUse { set_id });
         }
-        let first_sequence = catalog.state().next_sequence.max(self.shared.sequence_floor);
+        let first_sequence = catalog
+            .state()
+            .next_sequence
+            .max(self.shared.sequence_floor);
         if first_sequence + spec.volumes.len() as u64 > MAX_SEQUENCE {
             return Err(CreateError::SequencesExhausted);
         }
         let first_device = catalog.state().next_device_number;
         let now = self.shared.clock.now();
-        let owner = if spec.context.is_persistent() { None } else { Some(spec.requester) };
+        let owner = if spec.context.is_persistent() {
+            None
+        } else {
+            Some(spec.requester)
+        };
         let mut records = Vec::with_capacity(spec.volumes.len());
         for (position, (entry, provider)) in spec.volumes.iter().zip(&providers).enumerate() {
             let volume_size = match guards.get(&entry.volume).map(|guard| &**guard) {
@@ -1031,25 +1270,46 @@ impl Engine {
                 service_machine: self.shared.machine_name.clone(),
                 exposure: None,
                 provider_id: provider.id(),
-                attributes: spec.context.attributes().with(extra.0).with(provider.attributes().0),
+                attributes: spec
+                    .context
+                    .attributes()
+                    .with(extra.0)
+                    .with(provider.attributes().0),
                 context: spec.context,
                 owner,
                 suspect: None,
             });
         }
-        catalog.commit(records.iter().cloned().map(CatalogChange::AddShadow).collect())?;
+        catalog.commit(
+            records
+                .iter()
+                .cloned()
+                .map(CatalogChange::AddShadow)
+                .collect(),
+        )?;
         for record in &records {
-            if let Some(VolumeSlot::Ready(cow)) = guards.get_mut(&record.volume).map(|guard| &mut **guard) {
+            if let Some(VolumeSlot::Ready(cow)) =
+                guards.get_mut(&record.volume).map(|guard| &mut **guard)
+            {
                 cow.add_shadow(record.sequence);
             }
         }
         let state = catalog.state();
-        Ok(CreatedSet { set_id, shadows: records.iter().map(|record| shadow_info(state, record, None)).collect() })
+        Ok(CreatedSet {
+            set_id,
+            shadows: records
+                .iter()
+                .map(|record| shadow_info(state, record, None))
+                .collect(),
+        })
     }
 
     /// Deletes the selected shadows in one catalog transaction and frees the diff-area chunks
     /// only they needed. Returns what was deleted, oldest first.
-    pub fn delete_shadows(&self, selector: &DeleteSelector) -> Result<Vec<ShadowInfo>, DeleteError> {
+    pub fn delete_shadows(
+        &self,
+        selector: &DeleteSelector,
+    ) -> Result<Vec<ShadowInfo>, DeleteError> {
         let targets: Vec<(ShadowId, VolumeId)> = {
             let catalog = lock_mutex(&self.shared.catalog);
             let state = catalog.state();
@@ -1058,38 +1318,61 @@ impl Engine {
                 DeleteSelector::All => all.collect(),
                 DeleteSelector::Volume(volume) => {
                     if !state.volumes.contains_key(volume) {
-                        return Err(DeleteError::NotFound { what: format!("volume {volume}") });
+                        return Err(DeleteError::NotFound {
+                            what: format!("volume {volume}"),
+                        });
                     }
                     all.filter(|record| record.volume == *volume).collect()
                 }
                 DeleteSelector::Oldest(volume) => {
                     let oldest = state.shadows_of(*volume).first().copied();
-                    vec![oldest.ok_or_else(|| DeleteError::NotFound { what: format!("a shadow copy of volume {volume}") })?]
+                    vec![oldest.ok_or_else(|| DeleteError::NotFound {
+                        what: format!("a shadow copy of volume {volume}"),
+                    })?]
                 }
                 DeleteSelector::Set(set_id) => {
-                    let members: Vec<&ShadowRecord> = all.filter(|record| record.set_id == *set_id).collect();
+                    let members: Vec<&ShadowRecord> =
+                        all.filter(|record| record.set_id == *set_id).collect();
                     if members.is_empty() {
-                        return Err(DeleteError::NotFound { what: format!("shadow copy set {set_id}") });
+                        return Err(DeleteError::NotFound {
+                            what: format!("shadow copy set {set_id}"),
+                        });
                     }
                     members
                 }
                 DeleteSelector::Id(id) => {
-                    vec![state.shadows.get(id).ok_or_else(|| DeleteError::NotFound { what: format!("shadow copy {id}") })?]
+                    vec![state.shadows.get(id).ok_or_else(|| DeleteError::NotFound {
+                        what: format!("shadow copy {id}"),
+                    })?]
                 }
-                DeleteSelector::OwnedBy(requester) => all.filter(|record| record.owner == Some(*requester)).collect(),
+                DeleteSelector::OwnedBy(requester) => all
+                    .filter(|record| record.owner == Some(*requester))
+                    .collect(),
             };
-            selected.iter().map(|record| (record.id, record.volume)).collect()
+            selected
+                .iter()
+                .map(|record| (record.id, record.volume))
+                .collect()
         };
         if targets.is_empty() {
             return Ok(Vec::new());
         }
         let volumes: BTreeSet<VolumeId> = targets.iter().map(|(_, volume)| *volume).collect();
-        let handles: Vec<Arc<VolumeHandle>> = volumes.iter().filter_map(|volume| self.handle(*volume)).collect();
-        let mut guards: Vec<RwLockWriteGuard<'_, VolumeSlot>> = handles.iter().map(|handle| write_lock(&handle.state)).collect();
+        let handles: Vec<Arc<VolumeHandle>> = volumes
+            .iter()
+            .filter_map(|volume| self.handle(*volume))
+            .collect();
+        let mut guards: Vec<RwLockWriteGuard<'_, VolumeSlot>> = handles
+            .iter()
+            .map(|handle| write_lock(&handle.state))
+            .collect();
         let mut cows: BTreeMap<VolumeId, &mut CowVolume> = BTreeMap::new();
         for guard in guards.iter_mut() {
             if let VolumeSlot::Ready(cow) = &mut **guard {
-                cow.drain().map_err(|source| DeleteError::Io { volume: cow.volume, source })?;
+                cow.drain().map_err(|source| DeleteError::Io {
+                    volume: cow.volume,
+                    source,
+                })?;
                 cows.insert(cow.volume, cow);
             }
         }
@@ -1098,21 +1381,40 @@ impl Engine {
         let mut deleted: Vec<ShadowInfo> = targets
             .iter()
             .filter_map(|(id, _)| catalog.state().shadows.get(id))
-            .map(|record| shadow_info(catalog.state(), record, unavailable.get(&record.volume).map(String::as_str)))
+            .map(|record| {
+                shadow_info(
+                    catalog.state(),
+                    record,
+                    unavailable.get(&record.volume).map(String::as_str),
+                )
+            })
             .collect();
         deleted.sort_by_key(|shadow| shadow.sequence);
-        catalog.commit(deleted.iter().map(|shadow| CatalogChange::DeleteShadow(shadow.id)).collect())?;
+        catalog.commit(
+            deleted
+                .iter()
+                .map(|shadow| CatalogChange::DeleteShadow(shadow.id))
+                .collect(),
+        )?;
         drop(catalog);
         for shadow in &deleted {
             if let Some(cow) = cows.get_mut(&shadow.volume.id) {
-                cow.delete_shadow(shadow.sequence).map_err(|source| DeleteError::Io { volume: shadow.volume.id, source })?;
+                cow.delete_shadow(shadow.sequence)
+                    .map_err(|source| DeleteError::Io {
+                        volume: shadow.volume.id,
+                        source,
+                    })?;
             }
         }
         Ok(deleted)
     }
 
     /// Deletes the oldest shadows of a locked volume (diff-area limit), one transaction each.
-    fn delete_oldest_locked(&self, cow: &mut CowVolume, protected: Option<u64>) -> Result<Option<ShadowInfo>, WriteFailure> {
+    fn delete_oldest_locked(
+        &self,
+        cow: &mut CowVolume,
+        protected: Option<u64>,
+    ) -> Result<Option<ShadowInfo>, WriteFailure> {
         let Some(oldest) = cow.oldest_shadow() else {
             return Ok(None);
         };
@@ -1130,7 +1432,9 @@ impl Engine {
         let info = match &record {
             Some(record) => {
                 let info = shadow_info(catalog.state(), record, None);
-                catalog.commit(vec![CatalogChange::DeleteShadow(record.id)]).map_err(WriteFailure::Catalog)?;
+                catalog
+                    .commit(vec![CatalogChange::DeleteShadow(record.id)])
+                    .map_err(WriteFailure::Catalog)?;
                 Some(info)
             }
             None => None,
@@ -1143,7 +1447,13 @@ impl Engine {
     /// The one write path: marks the image as being written (durably, once per flush cycle),
     /// makes room in the diff area by deleting the oldest shadows when a limit is set, then
     /// writes through the provider.
-    fn write_locked(&self, cow: &mut CowVolume, offset: u64, data: &[u8], protected: Option<u64>) -> Result<(), WriteFailure> {
+    fn write_locked(
+        &self,
+        cow: &mut CowVolume,
+        offset: u64,
+        data: &[u8],
+        protected: Option<u64>,
+    ) -> Result<(), WriteFailure> {
         if cow.persisted_clean {
             lock_mutex(&self.shared.catalog)
                 .commit(vec![CatalogChange::SetVolumeState {
@@ -1202,7 +1512,10 @@ impl Engine {
             .cloned()
             .ok_or(RevertError::NotFound { shadow })?;
         if !record.context.is_persistent() {
-            return Err(RevertError::UnsupportedContext { shadow, context: record.context.name() });
+            return Err(RevertError::UnsupportedContext {
+                shadow,
+                context: record.context.name(),
+            });
         }
         let volume = record.volume;
         let handle = self.handle(volume).ok_or(RevertError::VolumeUnavailable {
@@ -1212,19 +1525,34 @@ impl Engine {
         let mut guard = write_lock(&handle.state);
         let cow = match &mut *guard {
             VolumeSlot::Ready(cow) => cow,
-            VolumeSlot::Unavailable(reason) => return Err(RevertError::VolumeUnavailable { volume, reason: reason.clone() }),
+            VolumeSlot::Unavailable(reason) => {
+                return Err(RevertError::VolumeUnavailable {
+                    volume,
+                    reason: reason.clone(),
+                })
+            }
         };
         let io_failure = |failure: WriteFailure| match failure {
             WriteFailure::Io(source) => RevertError::Io { volume, source },
             WriteFailure::Catalog(error) => RevertError::Catalog(error),
-            WriteFailure::WouldDeleteProtected => RevertError::InsufficientStorage { volume, shadow },
+            WriteFailure::WouldDeleteProtected => {
+                RevertError::InsufficientStorage { volume, shadow }
+            }
         };
         self.verify_unchanged(cow).map_err(io_failure)?;
-        if let Some(reason) = lock_mutex(&self.shared.catalog).state().shadows.get(&shadow).and_then(|record| record.suspect.clone()) {
+        if let Some(reason) = lock_mutex(&self.shared.catalog)
+            .state()
+            .shadows
+            .get(&shadow)
+            .and_then(|record| record.suspect.clone())
+        {
             return Err(RevertError::Suspect { shadow, reason });
         }
-        cow.drain().map_err(|source| RevertError::Io { volume, source })?;
-        lock_mutex(&self.shared.catalog).commit(vec![CatalogChange::RevertStarted(RevertRecord { volume, shadow })])?;
+        cow.drain()
+            .map_err(|source| RevertError::Io { volume, source })?;
+        lock_mutex(&self.shared.catalog).commit(vec![CatalogChange::RevertStarted(
+            RevertRecord { volume, shadow },
+        )])?;
 
         let chunks = cow.chunks_changed_since(record.sequence);
         progress.begin("revert", chunks.len() as u64);
@@ -1238,9 +1566,11 @@ impl Engine {
             }
             let length = (size - start).min(cow.chunk_size) as usize;
             let buffer = &mut content[..length];
-            cow.read_shadow(record.sequence, start, buffer).map_err(|source| RevertError::Io { volume, source })?;
+            cow.read_shadow(record.sequence, start, buffer)
+                .map_err(|source| RevertError::Io { volume, source })?;
             let bytes = buffer.to_vec();
-            self.write_locked(cow, start, &bytes, Some(record.sequence)).map_err(io_failure)?;
+            self.write_locked(cow, start, &bytes, Some(record.sequence))
+                .map_err(io_failure)?;
             progress.advance(1);
         }
         self.flush_locked(cow).map_err(io_failure)?;
@@ -1253,40 +1583,73 @@ impl Engine {
 
     /// The live volume, read-write: every write passes the provider.
     pub fn open_volume(&self, volume: VolumeId) -> Result<Arc<dyn BlockDevice>, DeviceError> {
-        let handle = self.handle(volume).ok_or(DeviceError::VolumeNotFound { volume })?;
+        let handle = self
+            .handle(volume)
+            .ok_or(DeviceError::VolumeNotFound { volume })?;
         {
             let mut guard = write_lock(&handle.state);
             match &mut *guard {
-                VolumeSlot::Ready(cow) => self.verify_unchanged(cow).map_err(|failure| match failure {
-                    WriteFailure::Catalog(error) => DeviceError::Catalog(error),
-                    other => DeviceError::Io { volume, source: other.into() },
-                })?,
-                VolumeSlot::Unavailable(reason) => return Err(DeviceError::Unavailable { volume, reason: reason.clone() }),
+                VolumeSlot::Ready(cow) => {
+                    self.verify_unchanged(cow)
+                        .map_err(|failure| match failure {
+                            WriteFailure::Catalog(error) => DeviceError::Catalog(error),
+                            other => DeviceError::Io {
+                                volume,
+                                source: other.into(),
+                            },
+                        })?
+                }
+                VolumeSlot::Unavailable(reason) => {
+                    return Err(DeviceError::Unavailable {
+                        volume,
+                        reason: reason.clone(),
+                    })
+                }
             }
         }
-        Ok(Arc::new(VolumeDevice { engine: Engine { shared: self.shared.clone() }, handle }))
+        Ok(Arc::new(VolumeDevice {
+            engine: Engine {
+                shared: self.shared.clone(),
+            },
+            handle,
+        }))
     }
 
     /// A shadow copy, read-only. A suspect shadow is refused.
     pub fn open_shadow(&self, shadow: ShadowId) -> Result<Arc<dyn BlockDevice>, DeviceError> {
-        let info = self.shadow(shadow).ok_or(DeviceError::ShadowNotFound { shadow })?;
+        let info = self
+            .shadow(shadow)
+            .ok_or(DeviceError::ShadowNotFound { shadow })?;
         if let ShadowHealth::Suspect { reason } = info.health {
             return Err(DeviceError::Suspect { shadow, reason });
         }
-        let handle = self.handle(info.volume.id).ok_or(DeviceError::VolumeNotFound { volume: info.volume.id })?;
+        let handle = self
+            .handle(info.volume.id)
+            .ok_or(DeviceError::VolumeNotFound {
+                volume: info.volume.id,
+            })?;
         let size = lock_mutex(&self.shared.catalog)
             .state()
             .shadows
             .get(&shadow)
             .map(|record| record.volume_size)
             .ok_or(DeviceError::ShadowNotFound { shadow })?;
-        Ok(Arc::new(ShadowDevice { handle, shadow, sequence: info.sequence, size }))
+        Ok(Arc::new(ShadowDevice {
+            handle,
+            shadow,
+            sequence: info.sequence,
+            size,
+        }))
     }
 
     // ---- exposure, providers, storage ---------------------------------------------------
 
     /// Records where a shadow is exposed (or that it no longer is).
-    pub fn set_exposure(&self, shadow: ShadowId, exposure: Option<Exposure>) -> Result<(), ExposureError> {
+    pub fn set_exposure(
+        &self,
+        shadow: ShadowId,
+        exposure: Option<Exposure>,
+    ) -> Result<(), ExposureError> {
         let mut catalog = lock_mutex(&self.shared.catalog);
         if !catalog.state().shadows.contains_key(&shadow) {
             return Err(ExposureError::NotFound { shadow });
@@ -1296,15 +1659,25 @@ impl Engine {
     }
 
     pub fn providers(&self) -> Vec<ProviderInfo> {
-        ProviderChoice::all().into_iter().map(ProviderChoice::info).collect()
+        ProviderChoice::all()
+            .into_iter()
+            .map(ProviderChoice::info)
+            .collect()
     }
 
     /// Sets (or clears) the maximum diff-area size of a volume; shadows are deleted oldest
     /// first until the diff area fits. Returns the deleted shadows.
-    pub fn set_max_diff_area(&self, volume: VolumeId, max_bytes: Option<u64>) -> Result<Vec<ShadowInfo>, StorageError> {
-        let handle = self.handle(volume).ok_or(StorageError::VolumeNotFound { volume })?;
+    pub fn set_max_diff_area(
+        &self,
+        volume: VolumeId,
+        max_bytes: Option<u64>,
+    ) -> Result<Vec<ShadowInfo>, StorageError> {
+        let handle = self
+            .handle(volume)
+            .ok_or(StorageError::VolumeNotFound { volume })?;
         let mut guard = write_lock(&handle.state);
-        lock_mutex(&self.shared.catalog).commit(vec![CatalogChange::SetMaxDiffArea { volume, max_bytes }])?;
+        lock_mutex(&self.shared.catalog)
+            .commit(vec![CatalogChange::SetMaxDiffArea { volume, max_bytes }])?;
         if let VolumeSlot::Ready(cow) = &mut *guard {
             cow.max_diff_bytes = max_bytes;
         }
@@ -1315,7 +1688,12 @@ impl Engine {
                     Ok(Some(info)) => deleted.push(info),
                     Ok(None) => break,
                     Err(WriteFailure::Catalog(error)) => return Err(StorageError::Catalog(error)),
-                    Err(other) => return Err(StorageError::Io { volume, source: other.into() }),
+                    Err(other) => {
+                        return Err(StorageError::Io {
+                            volume,
+                            source: other.into(),
+                        })
+                    }
                 }
             }
         }
@@ -1327,7 +1705,15 @@ impl Engine {
         let mut usage = BTreeMap::new();
         for handle in self.handles() {
             if let VolumeSlot::Ready(cow) = &*read_lock(&handle.state) {
-                usage.insert(handle.id, (cow.used_bytes(), cow.allocated_bytes(), cow.shadows().len(), cow.size));
+                usage.insert(
+                    handle.id,
+                    (
+                        cow.used_bytes(),
+                        cow.allocated_bytes(),
+                        cow.shadows().len(),
+                        cow.size,
+                    ),
+                );
             }
         }
         let catalog = lock_mutex(&self.shared.catalog);
@@ -1336,7 +1722,8 @@ impl Engine {
             .volumes
             .values()
             .filter_map(|record| {
-                let (used_bytes, allocated_bytes, shadow_count, size) = usage.get(&record.id).copied()?;
+                let (used_bytes, allocated_bytes, shadow_count, size) =
+                    usage.get(&record.id).copied()?;
                 if shadow_count == 0 && record.max_diff_area_bytes.is_none() && used_bytes == 0 {
                     return None;
                 }
@@ -1386,10 +1773,15 @@ impl Engine {
                     Ok(problems) => {
                         for problem in problems {
                             report.leaked_bytes += problem.leaked_bytes;
-                            report.problems.push(format!("volume {}: {}", handle.id, problem.description));
+                            report
+                                .problems
+                                .push(format!("volume {}: {}", handle.id, problem.description));
                         }
                     }
-                    Err(error) => report.problems.push(format!("volume {}: cannot read the diff area: {error}", handle.id)),
+                    Err(error) => report.problems.push(format!(
+                        "volume {}: cannot read the diff area: {error}",
+                        handle.id
+                    )),
                 }
             }
         }
@@ -1398,25 +1790,41 @@ impl Engine {
         for record in state.shadows.values() {
             report.shadows_checked += 1;
             if !state.volumes.contains_key(&record.volume) {
-                report.problems.push(format!("shadow copy {} belongs to unknown volume {}", record.id, record.volume));
+                report.problems.push(format!(
+                    "shadow copy {} belongs to unknown volume {}",
+                    record.id, record.volume
+                ));
             } else if let Some(sequences) = volume_shadows.get(&record.volume) {
                 if !sequences.contains(&record.sequence) {
-                    report.problems.push(format!("shadow copy {} is in the catalog but not in its volume's block map", record.id));
+                    report.problems.push(format!(
+                        "shadow copy {} is in the catalog but not in its volume's block map",
+                        record.id
+                    ));
                 }
             }
             if record.sequence >= state.next_sequence {
-                report.problems.push(format!("shadow copy {} has sequence {} beyond the catalog's next", record.id, record.sequence));
+                report.problems.push(format!(
+                    "shadow copy {} has sequence {} beyond the catalog's next",
+                    record.id, record.sequence
+                ));
             }
         }
         for (volume, sequences) in &volume_shadows {
             for sequence in sequences {
-                if !state.shadows.values().any(|record| record.volume == *volume && record.sequence == *sequence) {
+                if !state
+                    .shadows
+                    .values()
+                    .any(|record| record.volume == *volume && record.sequence == *sequence)
+                {
                     report.problems.push(format!("volume {volume}: shadow sequence {sequence} is in the block map but not in the catalog"));
                 }
             }
         }
         for revert in &state.reverts_in_progress {
-            report.problems.push(format!("a revert of volume {} to {} is unfinished", revert.volume, revert.shadow));
+            report.problems.push(format!(
+                "a revert of volume {} to {} is unfinished",
+                revert.volume, revert.shadow
+            ));
         }
         report
     }
@@ -1447,7 +1855,10 @@ fn unavailable(reason: &str) -> io::Error {
 fn check_range(offset: u64, length: usize, size: u64) -> io::Result<()> {
     match offset.checked_add(length as u64) {
         Some(end) if end <= size => Ok(()),
-        _ => Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("access past the end of the device ({size} bytes)"))),
+        _ => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("access past the end of the device ({size} bytes)"),
+        )),
     }
 }
 
@@ -1508,7 +1919,10 @@ impl BlockDevice for ShadowDevice {
         match &*read_lock(&self.handle.state) {
             VolumeSlot::Ready(cow) => {
                 if !cow.shadows().contains(&self.sequence) {
-                    return Err(unavailable(&format!("shadow copy {} was deleted", self.shadow)));
+                    return Err(unavailable(&format!(
+                        "shadow copy {} was deleted",
+                        self.shadow
+                    )));
                 }
                 if self.sequence <= cow.suspect_through {
                     return Err(io::Error::other(format!(
@@ -1523,7 +1937,10 @@ impl BlockDevice for ShadowDevice {
     }
 
     fn write_at(&self, _offset: u64, _data: &[u8]) -> io::Result<()> {
-        Err(io::Error::new(io::ErrorKind::PermissionDenied, format!("shadow copy {} is read-only", self.shadow)))
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("shadow copy {} is read-only", self.shadow),
+        ))
     }
 
     fn flush(&self) -> io::Result<()> {

@@ -88,22 +88,47 @@ pub struct CatalogState {
 #[serde(rename_all = "snake_case")]
 pub enum CatalogChange {
     RegisterVolume(VolumeRecord),
-    MapDrive { letter: char, target: DriveTarget },
-    UnmapDrive { letter: char },
+    MapDrive {
+        letter: char,
+        target: DriveTarget,
+    },
+    UnmapDrive {
+        letter: char,
+    },
     AddShadow(ShadowRecord),
     DeleteShadow(ShadowId),
-    SetExposure { shadow: ShadowId, exposure: Option<Exposure> },
-    SetMaxDiffArea { volume: VolumeId, max_bytes: Option<u64> },
-    SetVolumeState { volume: VolumeId, fingerprint: Option<FileFingerprint>, writing: bool, size: u64 },
+    SetExposure {
+        shadow: ShadowId,
+        exposure: Option<Exposure>,
+    },
+    SetMaxDiffArea {
+        volume: VolumeId,
+        max_bytes: Option<u64>,
+    },
+    SetVolumeState {
+        volume: VolumeId,
+        fingerprint: Option<FileFingerprint>,
+        writing: bool,
+        size: u64,
+    },
     /// Every current shadow of the volume becomes suspect.
-    MarkSuspect { volume: VolumeId, reason: String },
+    MarkSuspect {
+        volume: VolumeId,
+        reason: String,
+    },
     RevertStarted(RevertRecord),
-    RevertFinished { volume: VolumeId },
+    RevertFinished {
+        volume: VolumeId,
+    },
 }
 
 impl CatalogState {
     fn new() -> Self {
-        Self { next_sequence: 1, next_device_number: 1, ..Self::default() }
+        Self {
+            next_sequence: 1,
+            next_device_number: 1,
+            ..Self::default()
+        }
     }
 
     pub fn apply(&mut self, change: &CatalogChange) {
@@ -135,7 +160,12 @@ impl CatalogState {
                     record.max_diff_area_bytes = *max_bytes;
                 }
             }
-            CatalogChange::SetVolumeState { volume, fingerprint, writing, size } => {
+            CatalogChange::SetVolumeState {
+                volume,
+                fingerprint,
+                writing,
+                size,
+            } => {
                 if let Some(record) = self.volumes.get_mut(volume) {
                     record.fingerprint = *fingerprint;
                     record.writing = *writing;
@@ -143,26 +173,35 @@ impl CatalogState {
                 }
             }
             CatalogChange::MarkSuspect { volume, reason } => {
-                for record in self.shadows.values_mut().filter(|record| record.volume == *volume) {
+                for record in self
+                    .shadows
+                    .values_mut()
+                    .filter(|record| record.volume == *volume)
+                {
                     if record.suspect.is_none() {
                         record.suspect = Some(reason.clone());
                     }
                 }
             }
             CatalogChange::RevertStarted(revert) => {
-                self.reverts_in_progress.retain(|existing| existing.volume != revert.volume);
+                self.reverts_in_progress
+                    .retain(|existing| existing.volume != revert.volume);
                 self.reverts_in_progress.push(revert.clone());
             }
             CatalogChange::RevertFinished { volume } => {
-                self.reverts_in_progress.retain(|existing| existing.volume != *volume);
+                self.reverts_in_progress
+                    .retain(|existing| existing.volume != *volume);
             }
         }
     }
 
     /// Shadows of one volume, oldest first.
     pub fn shadows_of(&self, volume: VolumeId) -> Vec<&ShadowRecord> {
-        let mut shadows: Vec<&ShadowRecord> =
-            self.shadows.values().filter(|record| record.volume == volume).collect();
+        let mut shadows: Vec<&ShadowRecord> = self
+            .shadows
+            .values()
+            .filter(|record| record.volume == volume)
+            .collect();
         shadows.sort_by_key(|record| record.sequence);
         shadows
     }
@@ -171,7 +210,11 @@ impl CatalogState {
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("cannot {action} the catalog file {}: {source}", path.display())]
-    Io { action: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
     #[error(
         "the catalog base {} is damaged ({detail}); restore it from a backup of the store or \
          move the store aside to start an empty one",
@@ -207,22 +250,37 @@ impl Catalog {
         dir.join("journal.log")
     }
 
-    fn io_error<'path>(action: &'static str, path: &'path Path) -> impl FnOnce(io::Error) -> CatalogError + 'path {
-        move |source| CatalogError::Io { action, path: path.to_path_buf(), source }
+    fn io_error<'path>(
+        action: &'static str,
+        path: &'path Path,
+    ) -> impl FnOnce(io::Error) -> CatalogError + 'path {
+        move |source| CatalogError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
     }
 
     /// Opens (creating if missing) the catalog in `dir`, replaying the journal and cutting off
     /// a torn last record.
     pub fn open(backend: Arc<dyn DurableBackend>, dir: &Path) -> Result<Catalog, CatalogError> {
-        backend.create_dir_all(dir).map_err(Self::io_error("create the directory of", dir))?;
+        backend
+            .create_dir_all(dir)
+            .map_err(Self::io_error("create the directory of", dir))?;
         let base_path = Self::base_path(dir);
         let (mut state, generation, base_length) = if base_path.exists() {
-            let file = backend.open_file(&base_path, false).map_err(Self::io_error("open", &base_path))?;
-            let length = file.len().map_err(Self::io_error("read", &base_path))?;
+            let file = backend
+                .open_file(&base_path, false)
+                .map_err(Self::io_error("open", &base_path))?;
+            let length = file.size().map_err(Self::io_error("read", &base_path))?;
             let mut bytes = vec![0u8; length as usize];
-            file.read_exact_or_zero(0, &mut bytes).map_err(Self::io_error("read", &base_path))?;
-            let base: BaseFile = serde_json::from_slice(&bytes)
-                .map_err(|error| CatalogError::Corrupt { path: base_path.clone(), detail: error.to_string() })?;
+            file.read_exact_or_zero(0, &mut bytes)
+                .map_err(Self::io_error("read", &base_path))?;
+            let base: BaseFile =
+                serde_json::from_slice(&bytes).map_err(|error| CatalogError::Corrupt {
+                    path: base_path.clone(),
+                    detail: error.to_string(),
+                })?;
             if base.format_version != BASE_FORMAT_VERSION {
                 return Err(CatalogError::Corrupt {
                     path: base_path,
@@ -236,15 +294,25 @@ impl Catalog {
 
         let journal_path = Self::journal_path(dir);
         let journal_existed = journal_path.exists();
-        let journal = backend.open_file(&journal_path, true).map_err(Self::io_error("open", &journal_path))?;
+        let journal = backend
+            .open_file(&journal_path, true)
+            .map_err(Self::io_error("open", &journal_path))?;
         if !journal_existed {
-            backend.sync_dir(dir).map_err(Self::io_error("create", &journal_path))?;
+            backend
+                .sync_dir(dir)
+                .map_err(Self::io_error("create", &journal_path))?;
         }
-        let journal_bytes_total = journal.len().map_err(Self::io_error("read", &journal_path))?;
+        let journal_bytes_total = journal
+            .size()
+            .map_err(Self::io_error("read", &journal_path))?;
         let mut bytes = vec![0u8; journal_bytes_total as usize];
-        journal.read_exact_or_zero(0, &mut bytes).map_err(Self::io_error("read", &journal_path))?;
+        journal
+            .read_exact_or_zero(0, &mut bytes)
+            .map_err(Self::io_error("read", &journal_path))?;
         let mut position = 0usize;
-        while let Some((record_generation, changes, record_length)) = Self::decode_record(&bytes[position..]) {
+        while let Some((record_generation, changes, record_length)) =
+            Self::decode_record(&bytes[position..])
+        {
             if record_generation == generation {
                 for change in &changes {
                     state.apply(change);
@@ -254,8 +322,12 @@ impl Catalog {
         }
         if (position as u64) < journal_bytes_total {
             // A torn record from a crash mid-append: it was never committed.
-            journal.set_len(position as u64).map_err(Self::io_error("truncate", &journal_path))?;
-            journal.sync_data().map_err(Self::io_error("sync", &journal_path))?;
+            journal
+                .set_len(position as u64)
+                .map_err(Self::io_error("truncate", &journal_path))?;
+            journal
+                .sync_data()
+                .map_err(Self::io_error("sync", &journal_path))?;
         }
         Ok(Catalog {
             backend,
@@ -319,7 +391,9 @@ impl Catalog {
         self.journal
             .write_at(self.journal_length, &record)
             .map_err(Self::io_error("append to", &journal_path))?;
-        self.journal.sync_data().map_err(Self::io_error("sync", &journal_path))?;
+        self.journal
+            .sync_data()
+            .map_err(Self::io_error("sync", &journal_path))?;
         self.journal_length += record.len() as u64;
         for change in &changes {
             self.state.apply(change);
@@ -335,20 +409,40 @@ impl Catalog {
         let base_path = Self::base_path(&self.dir);
         let new_path = self.dir.join("base.json.new");
         let journal_path = Self::journal_path(&self.dir);
-        let base = BaseFile { format_version: BASE_FORMAT_VERSION, generation: self.generation + 1, state: self.state.clone() };
-        let bytes = serde_json::to_vec(&base)
-            .map_err(|error| CatalogError::Corrupt { path: new_path.clone(), detail: error.to_string() })?;
-        let file = self.backend.open_file(&new_path, true).map_err(Self::io_error("create", &new_path))?;
-        file.set_len(0).map_err(Self::io_error("truncate", &new_path))?;
-        file.write_at(0, &bytes).map_err(Self::io_error("write", &new_path))?;
-        file.sync_data().map_err(Self::io_error("sync", &new_path))?;
-        self.backend.rename(&new_path, &base_path).map_err(Self::io_error("replace", &base_path))?;
-        self.backend.sync_dir(&self.dir).map_err(Self::io_error("sync the directory of", &base_path))?;
+        let base = BaseFile {
+            format_version: BASE_FORMAT_VERSION,
+            generation: self.generation + 1,
+            state: self.state.clone(),
+        };
+        let bytes = serde_json::to_vec(&base).map_err(|error| CatalogError::Corrupt {
+            path: new_path.clone(),
+            detail: error.to_string(),
+        })?;
+        let file = self
+            .backend
+            .open_file(&new_path, true)
+            .map_err(Self::io_error("create", &new_path))?;
+        file.set_len(0)
+            .map_err(Self::io_error("truncate", &new_path))?;
+        file.write_at(0, &bytes)
+            .map_err(Self::io_error("write", &new_path))?;
+        file.sync_data()
+            .map_err(Self::io_error("sync", &new_path))?;
+        self.backend
+            .rename(&new_path, &base_path)
+            .map_err(Self::io_error("replace", &base_path))?;
+        self.backend
+            .sync_dir(&self.dir)
+            .map_err(Self::io_error("sync the directory of", &base_path))?;
         // From here the new base is the truth; old journal records carry the old generation.
         self.generation += 1;
         self.base_length = bytes.len() as u64;
-        self.journal.set_len(0).map_err(Self::io_error("truncate", &journal_path))?;
-        self.journal.sync_data().map_err(Self::io_error("sync", &journal_path))?;
+        self.journal
+            .set_len(0)
+            .map_err(Self::io_error("truncate", &journal_path))?;
+        self.journal
+            .sync_data()
+            .map_err(Self::io_error("sync", &journal_path))?;
         self.journal_length = 0;
         Ok(())
     }
@@ -362,7 +456,10 @@ mod tests {
     fn volume(index: u128) -> VolumeRecord {
         VolumeRecord {
             id: VolumeId(uuid::Uuid::from_u128(index)),
-            path: PathBuf::from(format!("/images/{}/{index}.img", "long-directory-name".repeat(50))),
+            path: PathBuf::from(format!(
+                "/images/{}/{index}.img",
+                "long-directory-name".repeat(50)
+            )),
             size: 1 << 20,
             chunk_size: 65536,
             max_diff_area_bytes: None,
@@ -377,10 +474,20 @@ mod tests {
         let backend: Arc<dyn DurableBackend> = Arc::new(RealBackend);
         let mut catalog = Catalog::open(backend.clone(), dir.path()).expect("open");
         for index in 0..400u128 {
-            catalog.commit(vec![CatalogChange::RegisterVolume(volume(index))]).expect("commit");
+            catalog
+                .commit(vec![CatalogChange::RegisterVolume(volume(index))])
+                .expect("commit");
         }
-        assert!(catalog.generation > 0, "the journal was compacted at least once");
-        catalog.commit(vec![CatalogChange::MapDrive { letter: 'C', target: DriveTarget::Directory("/x".into()) }]).expect("commit");
+        assert!(
+            catalog.generation > 0,
+            "the journal was compacted at least once"
+        );
+        catalog
+            .commit(vec![CatalogChange::MapDrive {
+                letter: 'C',
+                target: DriveTarget::Directory("/x".into()),
+            }])
+            .expect("commit");
         let expected = catalog.state().clone();
         drop(catalog);
         let reopened = Catalog::open(backend, dir.path()).expect("reopen");
@@ -393,12 +500,19 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let backend: Arc<dyn DurableBackend> = Arc::new(RealBackend);
         let mut catalog = Catalog::open(backend.clone(), dir.path()).expect("open");
-        catalog.commit(vec![CatalogChange::RegisterVolume(volume(1))]).expect("commit");
-        catalog.commit(vec![CatalogChange::RegisterVolume(volume(2))]).expect("commit");
+        catalog
+            .commit(vec![CatalogChange::RegisterVolume(volume(1))])
+            .expect("commit");
+        catalog
+            .commit(vec![CatalogChange::RegisterVolume(volume(2))])
+            .expect("commit");
         drop(catalog);
         let journal = Catalog::journal_path(dir.path());
         let length = std::fs::metadata(&journal).expect("meta").len();
-        let file = std::fs::OpenOptions::new().write(true).open(&journal).expect("open");
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&journal)
+            .expect("open");
         file.set_len(length - 3).expect("tear");
         let reopened = Catalog::open(backend, dir.path()).expect("reopen");
         assert_eq!(reopened.state().volumes.len(), 1);

@@ -28,7 +28,7 @@ const RECORD_MAGIC: u32 = 0x4453_4958; // "DSIX"
 const KIND_PRESERVE: u8 = 1;
 const KIND_FREE: u8 = 2;
 /// The most a sequential writer gets preserved ahead of it in one group commit.
-const MAX_AHEAD_BYTES: u64 = 32 << 20;
+const MAX_AHEAD_BYTES: u64 = 64 << 20;
 
 /// The block-map tag of a shadow sequence number. The engine refuses to create shadows whose
 /// sequence does not fit.
@@ -173,7 +173,9 @@ impl CowVolume {
         shadows: BTreeSet<u64>,
         pending_limit: usize,
     ) -> io::Result<(CowVolume, Recovery)> {
-        let live = backend.open_file(live_path, false).map_err(|error| io_context(error, "cannot open the image", live_path))?;
+        let live = backend
+            .open_file(live_path, false)
+            .map_err(|error| io_context(error, "cannot open the image", live_path))?;
         backend.create_dir_all(diff_dir)?;
         let data_path = Self::data_path(diff_dir);
         let index_path = Self::index_path(diff_dir);
@@ -187,12 +189,15 @@ impl CowVolume {
         let chunk_size = u64::from(chunk_size);
 
         let mut recovery = Recovery::default();
-        let log_length = index_log.len()?;
+        let log_length = index_log.size()?;
         let mut bytes = vec![0u8; log_length as usize];
         index_log.read_exact_or_zero(0, &mut bytes)?;
         let mut versions: BTreeMap<(ChunkIndex, Tag), Slot> = BTreeMap::new();
         let mut position = 0usize;
-        while let Some(record) = bytes.get(position..position + RECORD_BYTES).and_then(IndexRecord::decode) {
+        while let Some(record) = bytes
+            .get(position..position + RECORD_BYTES)
+            .and_then(IndexRecord::decode)
+        {
             match record.kind {
                 KIND_PRESERVE => {
                     versions.insert((record.chunk, record.tag), record.slot);
@@ -215,10 +220,16 @@ impl CowVolume {
         let mut previous: Option<(ChunkIndex, Tag)> = None;
         for (&(chunk, tag), &slot) in &versions {
             let previous_tag = match previous {
-                Some((previous_chunk, previous_tag)) if previous_chunk == chunk => u64::from(previous_tag),
+                Some((previous_chunk, previous_tag)) if previous_chunk == chunk => {
+                    u64::from(previous_tag)
+                }
                 _ => 0,
             };
-            if shadows.range(previous_tag + 1..=u64::from(tag)).next().is_some() {
+            if shadows
+                .range(previous_tag + 1..=u64::from(tag))
+                .next()
+                .is_some()
+            {
                 map.insert(chunk, tag, slot);
                 previous = Some((chunk, tag));
             } else {
@@ -260,8 +271,13 @@ impl CowVolume {
     }
 
     fn rebuild_slots(&mut self) -> io::Result<()> {
-        let mut used: Vec<Slot> =
-            self.map.entries().into_iter().map(|(_, _, slot)| slot).filter(|slot| *slot != ZERO_SLOT).collect();
+        let mut used: Vec<Slot> = self
+            .map
+            .entries()
+            .into_iter()
+            .map(|(_, _, slot)| slot)
+            .filter(|slot| *slot != ZERO_SLOT)
+            .collect();
         used.sort_unstable();
         used.dedup();
         self.data_slots_used = used.len() as u64;
@@ -276,7 +292,7 @@ impl CowVolume {
         free.reverse();
         self.free_slots = free;
         // Space past the last used slot is leaked by a crash; give it back.
-        if self.data.len()? > self.slot_high_water * self.chunk_size {
+        if self.data.size()? > self.slot_high_water * self.chunk_size {
             self.data.set_len(self.slot_high_water * self.chunk_size)?;
             self.data.sync_data()?;
         }
@@ -290,7 +306,15 @@ impl CowVolume {
         let new_path = self.diff_dir.join("index.log.new");
         let mut bytes = Vec::with_capacity(self.map.len() * RECORD_BYTES);
         for (chunk, tag, slot) in self.map.entries() {
-            bytes.extend_from_slice(&IndexRecord { kind: KIND_PRESERVE, tag, chunk, slot }.encode());
+            bytes.extend_from_slice(
+                &IndexRecord {
+                    kind: KIND_PRESERVE,
+                    tag,
+                    chunk,
+                    slot,
+                }
+                .encode(),
+            );
         }
         let file = self.backend.open_file(&new_path, true)?;
         file.set_len(0)?;
@@ -304,7 +328,8 @@ impl CowVolume {
     }
 
     fn append_record(&mut self, record: IndexRecord) -> io::Result<()> {
-        self.index_log.write_at(self.index_log_length, &record.encode())?;
+        self.index_log
+            .write_at(self.index_log_length, &record.encode())?;
         self.index_log_length += RECORD_BYTES as u64;
         self.diff_unsynced = true;
         Ok(())
@@ -349,12 +374,16 @@ impl CowVolume {
     }
 
     fn chunk_length(&self, chunk: ChunkIndex) -> u64 {
-        self.chunk_size.min(self.size.saturating_sub(chunk * self.chunk_size))
+        self.chunk_size
+            .min(self.size.saturating_sub(chunk * self.chunk_size))
     }
 
     fn needs_preservation(&self, chunk: ChunkIndex) -> bool {
         match self.newest_shadow() {
-            Some(newest) => !self.pending.contains_key(&chunk) && self.map.lookup(chunk, tag_of(newest)).is_none(),
+            Some(newest) => {
+                !self.pending.contains_key(&chunk)
+                    && self.map.lookup(chunk, tag_of(newest)).is_none()
+            }
             None => false,
         }
     }
@@ -366,7 +395,9 @@ impl CowVolume {
         }
         let first = offset / self.chunk_size;
         let last = (offset + length - 1) / self.chunk_size;
-        let needing = (first..=last).filter(|chunk| self.needs_preservation(*chunk)).count() as u64;
+        let needing = (first..=last)
+            .filter(|chunk| self.needs_preservation(*chunk))
+            .count() as u64;
         needing * self.chunk_size
     }
 
@@ -382,7 +413,9 @@ impl CowVolume {
             return Ok(slot);
         }
         if self.slot_high_water > u64::from(MAX_SLOT) {
-            return Err(io::Error::other("the diff area is full: it cannot address more chunks"));
+            return Err(io::Error::other(
+                "the diff area is full: it cannot address more chunks",
+            ));
         }
         let slot = self.slot_high_water as Slot;
         self.slot_high_water += 1;
@@ -394,9 +427,15 @@ impl CowVolume {
         if data.is_empty() {
             return Ok(());
         }
-        let end = offset.checked_add(data.len() as u64).filter(|end| *end <= self.size).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, format!("write past the end of the volume ({} bytes)", self.size))
-        })?;
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|end| *end <= self.size)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("write past the end of the volume ({} bytes)", self.size),
+                )
+            })?;
         if self.shadows.is_empty() && self.pending.is_empty() {
             self.live.write_at(offset, data)?;
             return self.refresh_fingerprint();
@@ -421,7 +460,10 @@ impl CowVolume {
                 continue;
             }
             if let Some((run_start, run_end)) = direct_run.take() {
-                self.live.write_at(run_start, &data[(run_start - offset) as usize..(run_end - offset) as usize])?;
+                self.live.write_at(
+                    run_start,
+                    &data[(run_start - offset) as usize..(run_end - offset) as usize],
+                )?;
             }
             if let Some(buffered) = self.pending.get_mut(&chunk) {
                 buffered[within..within + piece.len()].copy_from_slice(piece);
@@ -436,12 +478,15 @@ impl CowVolume {
                 let chunk_count = self.size.div_ceil(self.chunk_size);
                 let mut last_ahead = last;
                 if chunk == first {
-                    self.ahead_chunks = (self.ahead_chunks * 2).min((MAX_AHEAD_BYTES / self.chunk_size).max(1));
+                    self.ahead_chunks =
+                        (self.ahead_chunks * 2).min((MAX_AHEAD_BYTES / self.chunk_size).max(1));
                     last_ahead = last_ahead.max(chunk + self.ahead_chunks - 1);
                 }
                 let last_ahead = last_ahead.min(chunk_count.saturating_sub(1));
                 for ahead in chunk..=last_ahead {
-                    let room = self.max_diff_bytes.is_none_or(|max| self.used_bytes() + self.chunk_size <= max);
+                    let room = self
+                        .max_diff_bytes
+                        .is_none_or(|max| self.used_bytes() + self.chunk_size <= max);
                     if ahead > chunk && !room {
                         break;
                     }
@@ -471,7 +516,10 @@ impl CowVolume {
             self.pending.insert(chunk, content);
         }
         if let Some((run_start, run_end)) = direct_run {
-            self.live.write_at(run_start, &data[(run_start - offset) as usize..(run_end - offset) as usize])?;
+            self.live.write_at(
+                run_start,
+                &data[(run_start - offset) as usize..(run_end - offset) as usize],
+            )?;
         }
         if self.pending_bytes >= self.pending_limit {
             self.drain()?;
@@ -495,12 +543,22 @@ impl CowVolume {
             ZERO_SLOT
         } else {
             let slot = self.allocate_slot()?;
-            self.live.copy_to(chunk_start, &*self.data, u64::from(slot) * self.chunk_size, chunk_length)?;
+            self.live.copy_to(
+                chunk_start,
+                &*self.data,
+                u64::from(slot) * self.chunk_size,
+                chunk_length,
+            )?;
             self.data_slots_used += 1;
             slot
         };
         let tag = tag_of(self.newest_shadow().unwrap_or(0));
-        self.append_record(IndexRecord { kind: KIND_PRESERVE, tag, chunk, slot })?;
+        self.append_record(IndexRecord {
+            kind: KIND_PRESERVE,
+            tag,
+            chunk,
+            slot,
+        })?;
         self.map.insert(chunk, tag, slot);
         Ok(())
     }
@@ -545,8 +603,9 @@ impl CowVolume {
             let from = offset.max(chunk_start);
             let to = end.min(chunk_start + content.len() as u64);
             if from < to {
-                buffer[(from - offset) as usize..(to - offset) as usize]
-                    .copy_from_slice(&content[(from - chunk_start) as usize..(to - chunk_start) as usize]);
+                buffer[(from - offset) as usize..(to - offset) as usize].copy_from_slice(
+                    &content[(from - chunk_start) as usize..(to - chunk_start) as usize],
+                );
             }
         }
         Ok(())
@@ -571,12 +630,18 @@ impl CowVolume {
             let source = match self.map.lookup(chunk, tag) {
                 None => ReadSource::Live,
                 Some(version) if version.slot == ZERO_SLOT => ReadSource::Zero,
-                Some(version) => ReadSource::Diff(u64::from(version.slot) * self.chunk_size + (from - chunk_start)),
+                Some(version) => ReadSource::Diff(
+                    u64::from(version.slot) * self.chunk_size + (from - chunk_start),
+                ),
             };
             if let Some(current) = &mut run {
                 let continues = match (current.source, source) {
-                    (ReadSource::Live, ReadSource::Live) | (ReadSource::Zero, ReadSource::Zero) => true,
-                    (ReadSource::Diff(start), ReadSource::Diff(next)) => start + (current.to - current.from) == next,
+                    (ReadSource::Live, ReadSource::Live) | (ReadSource::Zero, ReadSource::Zero) => {
+                        true
+                    }
+                    (ReadSource::Diff(start), ReadSource::Diff(next)) => {
+                        start + (current.to - current.from) == next
+                    }
                     _ => false,
                 };
                 if continues {
@@ -618,8 +683,18 @@ impl CowVolume {
         if !self.shadows.remove(&sequence) {
             return Ok(0);
         }
-        let previous_shadow = self.shadows.range(..sequence).next_back().copied().unwrap_or(0);
-        let next_shadow = self.shadows.range(sequence + 1..).next().copied().unwrap_or(u64::MAX);
+        let previous_shadow = self
+            .shadows
+            .range(..sequence)
+            .next_back()
+            .copied()
+            .unwrap_or(0);
+        let next_shadow = self
+            .shadows
+            .range(sequence + 1..)
+            .next()
+            .copied()
+            .unwrap_or(u64::MAX);
         let mut freed_count = 0;
         for tag in self.map.tags_in(tag_of(sequence), next_shadow) {
             // A version tagged `tag` serves shadows in (previous tag, tag]; the only shadow
@@ -629,7 +704,12 @@ impl CowVolume {
                 previous_shadow <= previous_tag
             });
             for (chunk, slot) in freed {
-                self.append_record(IndexRecord { kind: KIND_FREE, tag, chunk, slot })?;
+                self.append_record(IndexRecord {
+                    kind: KIND_FREE,
+                    tag,
+                    chunk,
+                    slot,
+                })?;
                 if slot != ZERO_SLOT {
                     self.free_slots.push(slot);
                     self.data_slots_used -= 1;
@@ -643,12 +723,14 @@ impl CowVolume {
     /// Read-only consistency check of the block map against the diff area.
     pub fn check(&self) -> io::Result<Vec<DiffAreaProblem>> {
         let mut problems = Vec::new();
-        let data_length = self.data.len()?;
+        let data_length = self.data.size()?;
         let mut seen_slots = BTreeSet::new();
         let mut previous: Option<(ChunkIndex, Tag)> = None;
         for (chunk, tag, slot) in self.map.entries() {
             if slot != ZERO_SLOT {
-                if (u64::from(slot) + 1) * self.chunk_size > data_length.max(self.slot_high_water * self.chunk_size) {
+                if (u64::from(slot) + 1) * self.chunk_size
+                    > data_length.max(self.slot_high_water * self.chunk_size)
+                {
                     problems.push(DiffAreaProblem {
                         description: format!("chunk {chunk} (tag {tag}) points at slot {slot}, past the end of the diff area"),
                         leaked_bytes: 0,
@@ -662,13 +744,26 @@ impl CowVolume {
                 }
             }
             let previous_tag = match previous {
-                Some((previous_chunk, previous_tag)) if previous_chunk == chunk => u64::from(previous_tag),
+                Some((previous_chunk, previous_tag)) if previous_chunk == chunk => {
+                    u64::from(previous_tag)
+                }
                 _ => 0,
             };
-            if self.shadows.range(previous_tag + 1..=u64::from(tag)).next().is_none() {
+            if self
+                .shadows
+                .range(previous_tag + 1..=u64::from(tag))
+                .next()
+                .is_none()
+            {
                 problems.push(DiffAreaProblem {
-                    description: format!("chunk {chunk} preserved under tag {tag} is needed by no shadow (leaked)"),
-                    leaked_bytes: if slot == ZERO_SLOT { 0 } else { self.chunk_size },
+                    description: format!(
+                        "chunk {chunk} preserved under tag {tag} is needed by no shadow (leaked)"
+                    ),
+                    leaked_bytes: if slot == ZERO_SLOT {
+                        0
+                    } else {
+                        self.chunk_size
+                    },
                 });
             }
             previous = Some((chunk, tag));

@@ -70,7 +70,8 @@ impl BlockMap {
     }
 
     fn sorted_lower_bound(&self, chunk: ChunkIndex, tag: Tag) -> usize {
-        self.sorted.partition_point(|entry| (entry.chunk, entry.tag) < (chunk, tag))
+        self.sorted
+            .partition_point(|entry| (entry.chunk, entry.tag) < (chunk, tag))
     }
 
     /// The version with the smallest tag >= `min_tag`.
@@ -82,7 +83,10 @@ impl BlockMap {
                 break;
             }
             if entry.slot != TOMBSTONE {
-                best = Some(Version { tag: entry.tag, slot: entry.slot });
+                best = Some(Version {
+                    tag: entry.tag,
+                    slot: entry.slot,
+                });
                 break;
             }
             position += 1;
@@ -110,7 +114,9 @@ impl BlockMap {
                 break;
             }
         }
-        if let Some((&(found_chunk, found_tag), _)) = self.recent.range((chunk, 0)..(chunk, tag)).next_back() {
+        if let Some((&(found_chunk, found_tag), _)) =
+            self.recent.range((chunk, 0)..(chunk, tag)).next_back()
+        {
             if found_chunk == chunk && best.is_none_or(|current| found_tag > current) {
                 best = Some(found_tag);
             }
@@ -122,7 +128,10 @@ impl BlockMap {
     pub fn insert(&mut self, chunk: ChunkIndex, tag: Tag, slot: Slot) {
         // Appending in order (sequential first writes) goes straight to the vector.
         // Lookups consult both parts, so only the vector's own order matters here.
-        let appends_in_order = self.sorted.last().is_none_or(|last| (last.chunk, last.tag) < (chunk, tag));
+        let appends_in_order = self
+            .sorted
+            .last()
+            .is_none_or(|last| (last.chunk, last.tag) < (chunk, tag));
         if appends_in_order {
             grow_gently(&mut self.sorted);
             self.sorted.push(Entry { chunk, tag, slot });
@@ -162,7 +171,11 @@ impl BlockMap {
 
     /// Removes the versions of `tag` for which `should_free(chunk)` is true, returning
     /// `(chunk, slot)` of each.
-    pub fn free_where(&mut self, tag: Tag, mut should_free: impl FnMut(&Self, ChunkIndex) -> bool) -> Vec<(ChunkIndex, Slot)> {
+    pub fn free_where(
+        &mut self,
+        tag: Tag,
+        mut should_free: impl FnMut(&Self, ChunkIndex) -> bool,
+    ) -> Vec<(ChunkIndex, Slot)> {
         let Some(chunks) = self.by_tag.remove(&tag) else {
             return Vec::new();
         };
@@ -220,7 +233,11 @@ impl BlockMap {
             .iter()
             .filter(|entry| entry.slot != TOMBSTONE)
             .map(|entry| (entry.chunk, entry.tag, entry.slot))
-            .chain(self.recent.iter().map(|(&(chunk, tag), &slot)| (chunk, tag, slot)))
+            .chain(
+                self.recent
+                    .iter()
+                    .map(|(&(chunk, tag), &slot)| (chunk, tag, slot)),
+            )
             .collect();
         all.sort_unstable();
         all
@@ -234,9 +251,14 @@ impl BlockMap {
         let recent = std::mem::take(&mut self.recent);
         let old = std::mem::take(&mut self.sorted);
         let mut merged = Vec::with_capacity(self.live);
-        let mut recent_iter = recent.into_iter().map(|((chunk, tag), slot)| Entry { chunk, tag, slot }).peekable();
+        let mut recent_iter = recent
+            .into_iter()
+            .map(|((chunk, tag), slot)| Entry { chunk, tag, slot })
+            .peekable();
         for entry in old.into_iter().filter(|entry| entry.slot != TOMBSTONE) {
-            while let Some(next) = recent_iter.next_if(|next| (next.chunk, next.tag) < (entry.chunk, entry.tag)) {
+            while let Some(next) =
+                recent_iter.next_if(|next| (next.chunk, next.tag) < (entry.chunk, entry.tag))
+            {
                 merged.push(next);
             }
             merged.push(entry);
@@ -256,7 +278,9 @@ impl BlockMap {
             .values()
             .map(|list| list.capacity() * std::mem::size_of::<ChunkIndex>() + 48)
             .sum();
-        self.sorted.capacity() * std::mem::size_of::<Entry>() + self.recent.len() * btree_entry_bytes + tag_lists
+        self.sorted.capacity() * std::mem::size_of::<Entry>()
+            + self.recent.len() * btree_entry_bytes
+            + tag_lists
     }
 }
 
@@ -290,7 +314,9 @@ mod tests {
         let mut expected = BTreeMap::new();
         let mut state = 12345u64;
         for slot in 0..50_000u32 {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let chunk = (state >> 33) % 20_000;
             let tag = 1 + ((state >> 20) % 5) as u32;
             if expected.contains_key(&(chunk, tag)) {

@@ -40,7 +40,9 @@ impl ProviderChoice {
     /// Attribute bits a requester may ask for that this provider cannot honour.
     pub fn unsupported_attributes(self) -> u32 {
         match self {
-            ProviderChoice::System => Attributes::PLEX | Attributes::TRANSPORTABLE | Attributes::HARDWARE_ASSISTED,
+            ProviderChoice::System => {
+                Attributes::PLEX | Attributes::TRANSPORTABLE | Attributes::HARDWARE_ASSISTED
+            }
         }
     }
 

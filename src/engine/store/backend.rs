@@ -25,7 +25,8 @@ impl FileFingerprint {
     fn from_metadata(metadata: &std::fs::Metadata) -> Self {
         Self {
             size: metadata.len(),
-            modified_ns: i128::from(metadata.mtime()) * 1_000_000_000 + i128::from(metadata.mtime_nsec()),
+            modified_ns: i128::from(metadata.mtime()) * 1_000_000_000
+                + i128::from(metadata.mtime_nsec()),
             inode: metadata.ino(),
         }
     }
@@ -34,15 +35,24 @@ impl FileFingerprint {
     pub fn describe_change(&self, current: &FileFingerprint) -> String {
         let mut parts = Vec::new();
         if self.size != current.size {
-            parts.push(format!("size changed from {} to {} bytes", self.size, current.size));
+            parts.push(format!(
+                "size changed from {} to {} bytes",
+                self.size, current.size
+            ));
         }
         if self.inode != current.inode {
-            parts.push(format!("the file was replaced (inode {} is now {})", self.inode, current.inode));
+            parts.push(format!(
+                "the file was replaced (inode {} is now {})",
+                self.inode, current.inode
+            ));
         }
         if self.modified_ns != current.modified_ns {
             parts.push("modification time changed".to_string());
         }
-        format!("the image was changed outside diskshadow: {}", parts.join(", "))
+        format!(
+            "the image was changed outside diskshadow: {}",
+            parts.join(", ")
+        )
     }
 }
 
@@ -54,7 +64,7 @@ pub trait DurableFile: Send + Sync {
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;
     /// A sync point: every completed write to this file becomes durable.
     fn sync_data(&self) -> io::Result<()>;
-    fn len(&self) -> io::Result<u64>;
+    fn size(&self) -> io::Result<u64>;
     fn set_len(&self, length: u64) -> io::Result<()>;
     /// The first offset at or after `offset` that holds data (`SEEK_DATA`), `None` when only a
     /// hole follows. Used to skip copying never-written chunks.
@@ -68,7 +78,13 @@ pub trait DurableFile: Send + Sync {
 
     /// Copies `length` bytes at `source_offset` to `target_offset` of `target`; bytes past the
     /// end of this file copy as zeros. Not durable until `target` is synced.
-    fn copy_to(&self, source_offset: u64, target: &dyn DurableFile, target_offset: u64, length: u64) -> io::Result<()> {
+    fn copy_to(
+        &self,
+        source_offset: u64,
+        target: &dyn DurableFile,
+        target_offset: u64,
+        length: u64,
+    ) -> io::Result<()> {
         copy_through_buffer(self, source_offset, target, target_offset, length)
     }
 
@@ -145,7 +161,7 @@ impl DurableFile for RealFile {
         self.file.sync_data()
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.file.metadata()?.len())
     }
 
@@ -180,12 +196,20 @@ impl DurableFile for RealFile {
     }
 
     /// `copy_file_range`: the data never passes through user space.
-    fn copy_to(&self, source_offset: u64, target: &dyn DurableFile, target_offset: u64, length: u64) -> io::Result<()> {
+    fn copy_to(
+        &self,
+        source_offset: u64,
+        target: &dyn DurableFile,
+        target_offset: u64,
+        length: u64,
+    ) -> io::Result<()> {
         let Some(target_descriptor) = target.raw_descriptor() else {
             return copy_through_buffer(self, source_offset, target, target_offset, length);
         };
-        let (Ok(mut input), Ok(mut output)) = (libc::off64_t::try_from(source_offset), libc::off64_t::try_from(target_offset))
-        else {
+        let (Ok(mut input), Ok(mut output)) = (
+            libc::off64_t::try_from(source_offset),
+            libc::off64_t::try_from(target_offset),
+        ) else {
             return copy_through_buffer(self, source_offset, target, target_offset, length);
         };
         let mut remaining = length;
@@ -206,9 +230,18 @@ impl DurableFile for RealFile {
                 let error = io::Error::last_os_error();
                 return match error.raw_os_error() {
                     Some(libc::EINTR) => continue,
-                    Some(libc::EXDEV) | Some(libc::ENOSYS) | Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => {
+                    Some(libc::EXDEV)
+                    | Some(libc::ENOSYS)
+                    | Some(libc::EINVAL)
+                    | Some(libc::EOPNOTSUPP) => {
                         let done = length - remaining;
-                        copy_through_buffer(self, source_offset + done, target, target_offset + done, remaining)
+                        copy_through_buffer(
+                            self,
+                            source_offset + done,
+                            target,
+                            target_offset + done,
+                            remaining,
+                        )
                     }
                     _ => Err(error),
                 };
@@ -226,7 +259,12 @@ impl DurableFile for RealFile {
 
 impl DurableBackend for RealBackend {
     fn open_file(&self, path: &Path, create: bool) -> io::Result<Arc<dyn DurableFile>> {
-        let file = OpenOptions::new().read(true).write(true).create(create).truncate(false).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(path)?;
         Ok(Arc::new(RealFile { file }))
     }
 
@@ -259,10 +297,28 @@ pub enum CrashMode {
 }
 
 enum Undo {
-    Write { inode: u64, path: PathBuf, offset: u64, old_bytes: Vec<u8>, old_length: u64 },
-    Create { dir: PathBuf, path: PathBuf },
-    Rename { dir: PathBuf, from: PathBuf, to: PathBuf, backup: Option<PathBuf> },
-    Remove { dir: PathBuf, path: PathBuf, backup: PathBuf },
+    Write {
+        inode: u64,
+        path: PathBuf,
+        offset: u64,
+        old_bytes: Vec<u8>,
+        old_length: u64,
+    },
+    Create {
+        dir: PathBuf,
+        path: PathBuf,
+    },
+    Rename {
+        dir: PathBuf,
+        from: PathBuf,
+        to: PathBuf,
+        backup: Option<PathBuf>,
+    },
+    Remove {
+        dir: PathBuf,
+        path: PathBuf,
+        backup: PathBuf,
+    },
 }
 
 struct FaultState {
@@ -288,7 +344,9 @@ fn simulated_power_loss() -> io::Error {
 }
 
 fn parent_of(path: &Path) -> PathBuf {
-    path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    path.parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 impl FaultBackend {
@@ -355,7 +413,13 @@ impl FaultBackend {
 
     fn apply_undo(mode: &CrashMode, entry: Undo) -> io::Result<()> {
         match entry {
-            Undo::Write { path, offset, old_bytes, old_length, .. } => {
+            Undo::Write {
+                path,
+                offset,
+                old_bytes,
+                old_length,
+                ..
+            } => {
                 if let CrashMode::KeepUnsyncedOutside(store) = mode {
                     if !path.starts_with(store) {
                         return Ok(());
@@ -368,7 +432,9 @@ impl FaultBackend {
             Undo::Create { path, .. } => {
                 let _ = std::fs::remove_file(&path);
             }
-            Undo::Rename { from, to, backup, .. } => {
+            Undo::Rename {
+                from, to, backup, ..
+            } => {
                 std::fs::rename(&to, &from)?;
                 if let Some(backup) = backup {
                     std::fs::rename(&backup, &to)?;
@@ -383,7 +449,10 @@ impl FaultBackend {
 
     fn backup_path(state: &mut FaultState, path: &Path) -> PathBuf {
         state.backup_counter += 1;
-        let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
         parent_of(path).join(format!(".{name}.fault-backup-{}", state.backup_counter))
     }
 }
@@ -408,7 +477,13 @@ impl DurableFile for FaultFile {
         let keep = old_length.saturating_sub(offset).min(data.len() as u64) as usize;
         let mut old_bytes = vec![0u8; keep];
         self.file.read_exact_at(&mut old_bytes, offset)?;
-        state.undo.push(Undo::Write { inode: self.inode, path: self.path.clone(), offset, old_bytes, old_length });
+        state.undo.push(Undo::Write {
+            inode: self.inode,
+            path: self.path.clone(),
+            offset,
+            old_bytes,
+            old_length,
+        });
         self.file.write_all_at(data, offset)
     }
 
@@ -416,11 +491,13 @@ impl DurableFile for FaultFile {
         let mut state = self.backend.lock();
         FaultBackend::sync_point(&mut state)?;
         let inode = self.inode;
-        state.undo.retain(|entry| !matches!(entry, Undo::Write { inode: written, .. } if *written == inode));
+        state.undo.retain(
+            |entry| !matches!(entry, Undo::Write { inode: written, .. } if *written == inode),
+        );
         Ok(())
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         FaultBackend::alive(&self.backend.lock())?;
         Ok(self.file.metadata()?.len())
     }
@@ -430,7 +507,8 @@ impl DurableFile for FaultFile {
         FaultBackend::alive(&state)?;
         let old_length = self.file.metadata()?.len();
         let mut old_bytes = vec![0u8; old_length.saturating_sub(length) as usize];
-        self.file.read_exact_at(&mut old_bytes, length.min(old_length))?;
+        self.file
+            .read_exact_at(&mut old_bytes, length.min(old_length))?;
         state.undo.push(Undo::Write {
             inode: self.inode,
             path: self.path.clone(),
@@ -443,7 +521,10 @@ impl DurableFile for FaultFile {
 
     fn next_data(&self, offset: u64) -> io::Result<Option<u64>> {
         FaultBackend::alive(&self.backend.lock())?;
-        RealFile { file: self.file.try_clone()? }.next_data(offset)
+        RealFile {
+            file: self.file.try_clone()?,
+        }
+        .next_data(offset)
     }
 
     fn fingerprint(&self) -> io::Result<FileFingerprint> {
@@ -457,12 +538,25 @@ impl DurableBackend for FaultBackend {
         let mut state = self.lock();
         FaultBackend::alive(&state)?;
         let existed = path.exists();
-        let file = OpenOptions::new().read(true).write(true).create(create).truncate(false).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false)
+            .open(path)?;
         if !existed {
-            state.undo.push(Undo::Create { dir: parent_of(path), path: path.to_path_buf() });
+            state.undo.push(Undo::Create {
+                dir: parent_of(path),
+                path: path.to_path_buf(),
+            });
         }
         let inode = file.metadata()?.ino();
-        Ok(Arc::new(FaultFile { backend: self.clone(), path: path.to_path_buf(), inode, file }))
+        Ok(Arc::new(FaultFile {
+            backend: self.clone(),
+            path: path.to_path_buf(),
+            inode,
+            file,
+        }))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -476,7 +570,12 @@ impl DurableBackend for FaultBackend {
             None
         };
         std::fs::rename(from, to)?;
-        state.undo.push(Undo::Rename { dir: parent_of(to), from: from.to_path_buf(), to: to.to_path_buf(), backup });
+        state.undo.push(Undo::Rename {
+            dir: parent_of(to),
+            from: from.to_path_buf(),
+            to: to.to_path_buf(),
+            backup,
+        });
         Ok(())
     }
 
@@ -485,7 +584,11 @@ impl DurableBackend for FaultBackend {
         FaultBackend::alive(&state)?;
         let backup = FaultBackend::backup_path(&mut state, path);
         std::fs::rename(path, &backup)?;
-        state.undo.push(Undo::Remove { dir: parent_of(path), path: path.to_path_buf(), backup });
+        state.undo.push(Undo::Remove {
+            dir: parent_of(path),
+            path: path.to_path_buf(),
+            backup,
+        });
         Ok(())
     }
 
@@ -496,11 +599,17 @@ impl DurableBackend for FaultBackend {
         for entry in std::mem::take(&mut state.undo) {
             let entry_dir = match &entry {
                 Undo::Write { .. } => None,
-                Undo::Create { dir, .. } | Undo::Rename { dir, .. } | Undo::Remove { dir, .. } => Some(dir),
+                Undo::Create { dir, .. } | Undo::Rename { dir, .. } | Undo::Remove { dir, .. } => {
+                    Some(dir)
+                }
             };
             if entry_dir.is_some_and(|entry_dir| entry_dir == dir) {
                 match entry {
-                    Undo::Rename { backup: Some(backup), .. } | Undo::Remove { backup, .. } => {
+                    Undo::Rename {
+                        backup: Some(backup),
+                        ..
+                    }
+                    | Undo::Remove { backup, .. } => {
                         let _ = std::fs::remove_file(backup);
                     }
                     _ => {}
@@ -550,7 +659,9 @@ mod tests {
         std::fs::write(&new, b"new").expect("write");
         let backend = FaultBackend::new(Some(0), CrashMode::DropUnsynced);
         backend.rename(&new, &old).expect("rename");
-        assert!(backend.sync_dir(Path::new("/nonexistent-dir-for-test")).is_err());
+        assert!(backend
+            .sync_dir(Path::new("/nonexistent-dir-for-test"))
+            .is_err());
         assert_eq!(std::fs::read(&old).expect("read"), b"old");
         assert_eq!(std::fs::read(&new).expect("read"), b"new");
     }
@@ -563,7 +674,9 @@ mod tests {
         file.set_len(4 << 20).expect("set_len");
         file.write_at(2 << 20, &[1u8; 4096]).expect("write");
         let first = file.next_data(0).expect("seek");
-        assert!(matches!(first, Some(offset) if offset <= 2 << 20 && offset > 0) || first == Some(0));
+        assert!(
+            matches!(first, Some(offset) if offset <= 2 << 20 && offset > 0) || first == Some(0)
+        );
         assert_eq!(file.next_data(3 << 20).expect("seek"), None);
     }
 }

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 use crate::engine::ids::VolumeId;
 
-pub use backend::{CrashMode, DurableBackend, DurableFile, FaultBackend, FileFingerprint, RealBackend};
+pub use backend::{
+    CrashMode, DurableBackend, DurableFile, FaultBackend, FileFingerprint, RealBackend,
+};
 
 /// Where each part of a store lives.
 #[derive(Debug, Clone)]
@@ -20,7 +22,9 @@ pub struct StoreLayout {
 
 impl StoreLayout {
     pub fn new(root: &Path) -> Self {
-        Self { root: root.to_path_buf() }
+        Self {
+            root: root.to_path_buf(),
+        }
     }
 
     pub fn lock_file(&self) -> PathBuf {
@@ -86,7 +90,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("store.lock");
         let first = StoreLock::acquire(&path).expect("first lock");
-        assert!(matches!(StoreLock::acquire(&path), Err(LockFailure::HeldElsewhere)));
+        assert!(matches!(
+            StoreLock::acquire(&path),
+            Err(LockFailure::HeldElsewhere)
+        ));
         drop(first);
         assert!(StoreLock::acquire(&path).is_ok());
     }
