@@ -139,6 +139,9 @@ pub struct CowVolume {
     /// preserve ahead of it (doubling up to `MAX_AHEAD_BYTES`).
     sequential_next: Option<ChunkIndex>,
     ahead_chunks: u64,
+    /// Chunks `[start, end)` preserved ahead of a sequential writer whose copies are being
+    /// written back but are not yet synced: they must not be overwritten before a sync.
+    unsynced_ahead: Option<(ChunkIndex, ChunkIndex)>,
     /// The diff-area limit, so preserving ahead never overshoots it.
     pub max_diff_bytes: Option<u64>,
     /// The image as diskshadow last left it (refreshed after each of its own writes).
@@ -258,6 +261,7 @@ impl CowVolume {
             diff_unsynced: false,
             sequential_next: None,
             ahead_chunks: 1,
+            unsynced_ahead: None,
             max_diff_bytes: None,
             fingerprint,
             persisted_clean: true,
@@ -451,6 +455,14 @@ impl CowVolume {
             let piece_end = end.min(chunk_start + chunk_length);
             let within = (piece_start - chunk_start) as usize;
             let piece = &data[(piece_start - offset) as usize..(piece_end - offset) as usize];
+            if let Some((ahead_start, ahead_end)) = self.unsynced_ahead {
+                if (ahead_start..ahead_end).contains(&chunk) {
+                    // The writer reached the window prepared ahead of it: wait for its copies
+                    // to be durable, and prepare the next one while it writes this one.
+                    self.sync_diff()?;
+                    self.prepare_ahead(ahead_end)?;
+                }
+            }
             let direct = !self.pending.contains_key(&chunk) && !self.needs_preservation(chunk);
             if direct {
                 direct_run = Some(match direct_run {
@@ -470,34 +482,22 @@ impl CowVolume {
                 continue;
             }
             if self.sequential_next == Some(chunk) {
-                // A sequential writer: preserve a growing window ahead of it with one group
-                // commit, then write the live chunks directly (no buffering, no extra copy).
-                // Chunks beyond this write are preserved only for a writer that keeps coming
-                // back sequentially across calls; what it never writes is wasted space,
-                // bounded by the window.
-                let chunk_count = self.size.div_ceil(self.chunk_size);
-                let mut last_ahead = last;
-                if chunk == first {
-                    self.ahead_chunks =
-                        (self.ahead_chunks * 2).min((MAX_AHEAD_BYTES / self.chunk_size).max(1));
-                    last_ahead = last_ahead.max(chunk + self.ahead_chunks - 1);
-                }
-                let last_ahead = last_ahead.min(chunk_count.saturating_sub(1));
-                for ahead in chunk..=last_ahead {
-                    let room = self
-                        .max_diff_bytes
-                        .is_none_or(|max| self.used_bytes() + self.chunk_size <= max);
-                    if ahead > chunk && !room {
-                        break;
-                    }
+                // A sequential writer: preserve the rest of this write with one group commit,
+                // write the live chunks directly (no buffering, no extra copy), and prepare a
+                // growing window ahead of the writer whose write-back overlaps its next writes.
+                // What the writer never reaches costs diff-area space, bounded by the window.
+                for ahead in chunk..=last {
                     if self.needs_preservation(ahead) {
                         self.preserve(ahead)?;
                     }
                 }
-                self.data.sync_data()?;
-                self.index_log.sync_data()?;
-                self.diff_unsynced = false;
-                self.sequential_next = Some(last_ahead + 1);
+                self.sync_diff()?;
+                if chunk == first {
+                    // Sequential across calls: worth preparing ahead.
+                    self.prepare_ahead(last + 1)?;
+                } else {
+                    self.sequential_next = Some(last + 1);
+                }
                 direct_run = Some((piece_start, piece_end));
                 continue;
             }
@@ -563,14 +563,53 @@ impl CowVolume {
         Ok(())
     }
 
-    /// Makes the preserved chunks and their index records durable, then writes the buffered
-    /// live chunks. The live writes themselves are not synced here.
-    pub fn drain(&mut self) -> io::Result<()> {
+    /// Syncs the diff area's data and index: every preserved chunk so far becomes durable.
+    fn sync_diff(&mut self) -> io::Result<()> {
         if self.diff_unsynced {
             self.data.sync_data()?;
             self.index_log.sync_data()?;
             self.diff_unsynced = false;
         }
+        self.unsynced_ahead = None;
+        Ok(())
+    }
+
+    /// Preserves a window of chunks from `start` (doubling per window up to
+    /// `MAX_AHEAD_BYTES`, never past the diff-area limit) and starts writing it back without
+    /// waiting. The window is recorded in `unsynced_ahead` until the next sync.
+    fn prepare_ahead(&mut self, start: ChunkIndex) -> io::Result<()> {
+        let chunk_count = self.size.div_ceil(self.chunk_size);
+        self.ahead_chunks = (self.ahead_chunks * 2).min((MAX_AHEAD_BYTES / self.chunk_size).max(1));
+        let end = (start + self.ahead_chunks).min(chunk_count);
+        let mut prepared_end = start;
+        for chunk in start..end {
+            if self.pending.contains_key(&chunk) {
+                break;
+            }
+            if self.needs_preservation(chunk) {
+                let room = self
+                    .max_diff_bytes
+                    .is_none_or(|max| self.used_bytes() + self.chunk_size <= max);
+                if !room {
+                    break;
+                }
+                self.preserve(chunk)?;
+            }
+            prepared_end = chunk + 1;
+        }
+        self.sequential_next = Some(prepared_end);
+        if self.diff_unsynced && prepared_end > start {
+            self.data.start_writeback()?;
+            self.index_log.start_writeback()?;
+            self.unsynced_ahead = Some((start, prepared_end));
+        }
+        Ok(())
+    }
+
+    /// Makes the preserved chunks and their index records durable, then writes the buffered
+    /// live chunks. The live writes themselves are not synced here.
+    pub fn drain(&mut self) -> io::Result<()> {
+        self.sync_diff()?;
         let pending = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
         for (chunk, content) in pending {
