@@ -478,3 +478,48 @@ fn never_written_chunks_are_not_copied_and_the_index_is_small() {
         "{bytes_per_chunk} bytes per preserved chunk"
     );
 }
+
+#[test]
+fn shadow_reads_run_beside_writes_from_other_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Engine>();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Arc::new(Engine::open(&dir.path().join("store"), options()).expect("open"));
+    let volume = engine
+        .register_volume(&image(dir.path(), "a.img", 256 * 1024), None)
+        .expect("vol");
+    let device = engine.open_volume(volume.id).expect("open");
+    device.write_at(0, &vec![1u8; 256 * 1024]).expect("fill");
+    let shadow = engine
+        .create_shadow_set(&spec(&[volume.id], Context::Persistent))
+        .expect("create")
+        .shadows[0]
+        .clone();
+    let writer = {
+        let device = device.clone();
+        std::thread::spawn(move || {
+            for round in 0..50u64 {
+                let offset = (round * 7 % 60) * 4096;
+                device
+                    .write_at(offset, &[round as u8 + 2; 8192])
+                    .expect("write");
+            }
+        })
+    };
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let engine = engine.clone();
+            std::thread::spawn(move || {
+                let shadow_device = engine.open_shadow(shadow.id).expect("shadow");
+                for _ in 0..20 {
+                    assert_eq!(read_all(&*shadow_device), vec![1u8; 256 * 1024]);
+                }
+            })
+        })
+        .collect();
+    writer.join().expect("writer");
+    for reader in readers {
+        reader.join().expect("reader");
+    }
+    assert!(engine.check().is_clean());
+}
