@@ -523,3 +523,66 @@ fn shadow_reads_run_beside_writes_from_other_threads() {
     }
     assert!(engine.check().is_clean());
 }
+
+#[test]
+fn the_full_copy_provider_keeps_an_independent_copy() {
+    use diskshadow::engine::provider::FULL_COPY_PROVIDER_ID;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let engine = Engine::open(&store, options()).expect("open");
+    let path = image(dir.path(), "a.img", 64 * 1024);
+    let volume = engine.register_volume(&path, None).expect("vol");
+    assert_eq!(engine.providers().len(), 2);
+    let device = engine.open_volume(volume.id).expect("open");
+    device.write_at(0, &[1u8; 64 * 1024]).expect("fill");
+    let mut plex = spec(&[volume.id], Context::Persistent);
+    plex.volumes[0].provider = Some(diskshadow::engine::ids::ProviderId(FULL_COPY_PROVIDER_ID));
+    plex.extra_attributes = Attributes(Attributes::PLEX);
+    let copy = engine
+        .create_shadow_set(&plex)
+        .expect("plex create")
+        .shadows[0]
+        .clone();
+    assert!(copy.attributes.contains(Attributes::PLEX));
+    assert!(!copy.attributes.contains(Attributes::DIFFERENTIAL));
+    let cow = engine
+        .create_shadow_set(&spec(&[volume.id], Context::Persistent))
+        .expect("cow create")
+        .shadows[0]
+        .clone();
+    device.write_at(4096, &[2u8; 20_000]).expect("write");
+    assert_eq!(
+        read_all(&*engine.open_shadow(copy.id).expect("copy")),
+        vec![1u8; 64 * 1024]
+    );
+    assert_eq!(
+        read_all(&*engine.open_shadow(cow.id).expect("cow")),
+        vec![1u8; 64 * 1024]
+    );
+    engine
+        .revert(copy.id, &NoProgress)
+        .expect("revert to the copy");
+    assert_eq!(read_all(&*device), vec![1u8; 64 * 1024]);
+    assert!(engine.check().is_clean(), "{}", engine.check());
+
+    let mut differential = plex.clone();
+    differential.extra_attributes = Attributes(Attributes::DIFFERENTIAL);
+    assert_eq!(
+        engine
+            .create_shadow_set(&differential)
+            .expect_err("differential")
+            .vss_code(),
+        VssCode::VSS_E_VOLUME_NOT_SUPPORTED_BY_PROVIDER
+    );
+    engine
+        .delete_shadows(&DeleteSelector::Id(copy.id))
+        .expect("delete");
+    assert!(engine.check().is_clean(), "{}", engine.check());
+    let leftovers = std::fs::read_dir(store.join("diff"))
+        .expect("diff")
+        .flatten()
+        .flat_map(|volume_dir| std::fs::read_dir(volume_dir.path()).expect("dir").flatten())
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with("plex-"))
+        .count();
+    assert_eq!(leftovers, 0, "the copy was removed with its shadow");
+}

@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use diskshadow::engine::clock::{SeededIds, SteppingClock};
 use diskshadow::engine::core::EngineOptions;
-use diskshadow::engine::ids::{ShadowId, VolumeId};
+use diskshadow::engine::ids::{ProviderId, ShadowId, VolumeId};
 use diskshadow::engine::model::{CreateSpec, CreateVolume, DeleteSelector, RequesterId};
 use diskshadow::engine::progress::NoProgress;
+use diskshadow::engine::provider::FULL_COPY_PROVIDER_ID;
 use diskshadow::engine::store::{CrashMode, DurableBackend, FaultBackend, RealBackend};
 use diskshadow::engine::vss::{Attributes, Context};
 use diskshadow::engine::Engine;
@@ -158,6 +159,17 @@ fn scenario(setup: &Setup, backend: &FaultBackend, observed: &mut Observed) -> R
         &pattern(3, 2 * CHUNK as usize),
     )?;
     let second = create(current, Context::PersistentNoWriters, &model, observed)?;
+    // A full copy (plex provider): copied and synced before its commit.
+    let mut plex = spec(setup.volume, Context::Persistent);
+    plex.volumes[0].provider = Some(ProviderId(FULL_COPY_PROVIDER_ID));
+    plex.extra_attributes = Attributes(Attributes::PLEX);
+    observed.maybe_created.push(model.clone());
+    let full_copy = current
+        .create_shadow_set(&plex)
+        .map_err(|e| e.to_string())?
+        .shadows[0]
+        .id;
+    observed.created.insert(full_copy, model.clone());
     create(current, Context::Volatile, &model, observed)?;
     write(current, &mut model, 0, &pattern(4, 5 * CHUNK as usize))?;
     write(
@@ -194,6 +206,7 @@ fn scenario(setup: &Setup, backend: &FaultBackend, observed: &mut Observed) -> R
         &pattern(7, CHUNK as usize),
     )?;
     delete(current, third, observed)?;
+    delete(current, full_copy, observed)?;
     current.flush().map_err(|e| e.to_string())?;
     let device = current
         .open_volume(setup.volume)

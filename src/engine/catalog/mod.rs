@@ -173,11 +173,10 @@ impl CatalogState {
                 }
             }
             CatalogChange::MarkSuspect { volume, reason } => {
-                for record in self
-                    .shadows
-                    .values_mut()
-                    .filter(|record| record.volume == *volume)
-                {
+                // Full copies (PLEX) do not depend on the volume's later content.
+                for record in self.shadows.values_mut().filter(|record| {
+                    record.volume == *volume && !record.attributes.contains(Attributes::PLEX)
+                }) {
                     if record.suspect.is_none() {
                         record.suspect = Some(reason.clone());
                     }
