@@ -142,6 +142,8 @@ pub struct CowVolume {
     /// Chunks `[start, end)` preserved ahead of a sequential writer whose copies are being
     /// written back but are not yet synced: they must not be overwritten before a sync.
     unsynced_ahead: Option<(ChunkIndex, ChunkIndex)>,
+    /// One chunk of scratch space, reused by every preservation.
+    copy_buffer: Vec<u8>,
     /// The diff-area limit, so preserving ahead never overshoots it.
     pub max_diff_bytes: Option<u64>,
     /// The image as diskshadow last left it (refreshed after each of its own writes).
@@ -262,6 +264,7 @@ impl CowVolume {
             sequential_next: None,
             ahead_chunks: 1,
             unsynced_ahead: None,
+            copy_buffer: Vec::new(),
             max_diff_bytes: None,
             fingerprint,
             persisted_clean: true,
@@ -507,8 +510,7 @@ impl CowVolume {
             let content = if piece.len() as u64 == chunk_length {
                 piece.to_vec()
             } else {
-                let mut content = vec![0u8; chunk_length as usize];
-                self.live.read_exact_or_zero(chunk_start, &mut content)?;
+                let mut content = self.copy_buffer[..chunk_length as usize].to_vec();
                 content[within..within + piece.len()].copy_from_slice(piece);
                 content
             };
@@ -534,24 +536,27 @@ impl CowVolume {
         Ok(())
     }
 
-    /// Copies a chunk's current content into the diff area (in the kernel where possible) or
-    /// records a zero marker for a hole, tagged with the newest shadow. Not yet durable.
+    /// Copies a chunk's current content into the diff area or records a zero marker for a
+    /// hole, tagged with the newest shadow. Not yet durable. Afterwards `copy_buffer` holds the
+    /// old content (zeros for a hole). A plain read and write through one reused buffer is
+    /// several times cheaper than `copy_file_range` for chunk-sized pieces (splice overhead).
     fn preserve(&mut self, chunk: ChunkIndex) -> io::Result<()> {
         let chunk_start = chunk * self.chunk_size;
         let chunk_length = self.chunk_length(chunk);
+        let mut buffer = std::mem::take(&mut self.copy_buffer);
+        buffer.resize(chunk_length as usize, 0);
         let slot = if self.chunk_is_hole(chunk_start, chunk_length)? {
+            buffer.fill(0);
             ZERO_SLOT
         } else {
             let slot = self.allocate_slot()?;
-            self.live.copy_to(
-                chunk_start,
-                &*self.data,
-                u64::from(slot) * self.chunk_size,
-                chunk_length,
-            )?;
+            self.live.read_exact_or_zero(chunk_start, &mut buffer)?;
+            self.data
+                .write_at(u64::from(slot) * self.chunk_size, &buffer)?;
             self.data_slots_used += 1;
             slot
         };
+        self.copy_buffer = buffer;
         let tag = tag_of(self.newest_shadow().unwrap_or(0));
         self.append_record(IndexRecord {
             kind: KIND_PRESERVE,
