@@ -200,15 +200,19 @@ fn bench_create(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<()> {
         ratio: seconds(big_time) / seconds(small_time),
         target: "<= 1.2 and < 20 ms".into(),
     });
-    // Create with 512 shadows already there (G1): fill the big volume's count.
-    for _ in 7..511 {
+    // Create with up to 512 shadows already there (G1): the median of the last seven.
+    for _ in 7..505 {
         create(&engine, big_volume)?;
     }
-    let start = Instant::now();
-    create(&engine, big_volume)?;
-    let with_512 = start.elapsed();
+    let mut late_samples = Vec::new();
+    for _ in 505..512 {
+        let start = Instant::now();
+        create(&engine, big_volume)?;
+        late_samples.push(start.elapsed());
+    }
+    let with_512 = median(late_samples);
     rows.push(Row {
-        what: "create, the 512th shadow of the 1 TiB volume vs the first of 1 GiB".into(),
+        what: "create, shadows 506-512 of the 1 TiB volume vs the first of 1 GiB".into(),
         ours: millis(with_512),
         baseline: millis(small_time),
         ratio: seconds(with_512) / seconds(small_time),
@@ -360,9 +364,14 @@ fn first_write_with_shadows(dir: &Path, region: u64, shadows: usize) -> Result<D
 
 fn bench_shadow_count(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<()> {
     let region = sizes.shadow_count_region;
-    let one = first_write_with_shadows(dir, region, REPETITIONS)?;
+    let mut results = Vec::new();
     for count in [64usize, 512] {
-        let many = first_write_with_shadows(dir, region, count)?;
+        results.push((count, first_write_with_shadows(dir, region, count)?));
+    }
+    // The baseline runs last: the first run of the group pays for write-back left over from
+    // earlier groups, which would flatter the many-shadow runs.
+    let one = first_write_with_shadows(dir, region, REPETITIONS)?;
+    for (count, many) in results {
         rows.push(Row {
             what: format!(
                 "first-write throughput with {count} shadows vs {REPETITIONS}, {} MiB",
@@ -461,16 +470,19 @@ fn bench_qemu(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<()> {
         "qemu-img",
         &["create", "-q", "-f", "qcow2", &image, &size_text],
     )?;
-    run(
-        "qemu-io",
-        &[
-            "-f",
-            "qcow2",
-            "-c",
-            &format!("write -q -P 1 0 {size}"),
-            &image,
-        ],
-    )?;
+    // qemu-io refuses requests of 2 GiB or more: fill in 512 MiB pieces.
+    let mut fill: Vec<String> = Vec::new();
+    let mut offset = 0;
+    while offset < size {
+        let piece = (size - offset).min(512 * MIB);
+        fill.push("-c".into());
+        fill.push(format!("write -q -P 1 {offset} {piece}"));
+        offset += piece;
+    }
+    let mut arguments: Vec<&str> = vec!["-f", "qcow2"];
+    arguments.extend(fill.iter().map(String::as_str));
+    arguments.push(&image);
+    run("qemu-io", &arguments)?;
     // Our create on a volume of the same size and data, for the same row.
     let ours_path = dir.join("qemu-peer.img");
     self::image(&ours_path, size, size, 1)?;
@@ -597,7 +609,9 @@ fn main() -> Result<()> {
         bench_revert(&dir, &sizes, &mut rows)?;
     }
     if wanted("qemu") {
-        bench_qemu(&dir, &sizes, &mut rows)?;
+        if let Err(error) = bench_qemu(&dir, &sizes, &mut rows) {
+            eprintln!("skipped: the qcow2 comparison failed: {error}");
+        }
     }
 
     println!(

@@ -586,3 +586,60 @@ fn the_full_copy_provider_keeps_an_independent_copy() {
         .count();
     assert_eq!(leftovers, 0, "the copy was removed with its shadow");
 }
+
+#[test]
+fn a_sequential_writer_gets_chunks_preserved_ahead_and_every_shadow_stays_exact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let size = 3 * 1024 * 1024 + 1000;
+    let path = image(dir.path(), "a.img", size as u64);
+    let engine = Engine::open(&store, options()).expect("open");
+    let volume = engine.register_volume(&path, None).expect("vol");
+    let device = engine.open_volume(volume.id).expect("open");
+    // Data in the first two thirds, a hole after.
+    let original: Vec<u8> = (0..size)
+        .map(|index| {
+            if index < 2 << 20 {
+                (index / 4096) as u8 | 1
+            } else {
+                0
+            }
+        })
+        .collect();
+    device.write_at(0, &original[..2 << 20]).expect("fill");
+    let first = engine
+        .create_shadow_set(&spec(&[volume.id], Context::Persistent))
+        .expect("create")
+        .shadows[0]
+        .clone();
+    let mut live = original.clone();
+    // Sequential writes across calls, 6000 bytes each (not chunk-aligned), up to the end.
+    let mut offset = 0;
+    while offset < size {
+        let length = 6000.min(size - offset);
+        let data = vec![(offset / 6000) as u8 | 0x80; length];
+        device.write_at(offset as u64, &data).expect("write");
+        live[offset..offset + length].copy_from_slice(&data);
+        offset += length;
+        if offset == 600_000 {
+            // A second shadow in the middle of the run.
+            engine
+                .create_shadow_set(&spec(&[volume.id], Context::Persistent))
+                .expect("create");
+        }
+    }
+    let second = engine.shadows()[1].clone();
+    let mut second_expected = live.clone();
+    second_expected[600_000..].copy_from_slice(&original[600_000..]);
+    assert!(read_all(&*engine.open_shadow(first.id).expect("first")) == original);
+    assert!(read_all(&*engine.open_shadow(second.id).expect("second")) == second_expected);
+    assert!(read_all(&*device) == live);
+    assert!(engine.check().is_clean(), "{}", engine.check());
+    drop(device);
+    drop(engine);
+    let engine = Engine::open(&store, options()).expect("reopen");
+    assert!(read_all(&*engine.open_shadow(first.id).expect("first")) == original);
+    assert!(read_all(&*engine.open_shadow(second.id).expect("second")) == second_expected);
+    assert!(read_all(&*engine.open_volume(volume.id).expect("volume")) == live);
+    assert!(engine.check().is_clean(), "{}", engine.check());
+}

@@ -1092,11 +1092,16 @@ impl Engine {
             .map_err(WriteFailure::Catalog)
     }
 
+    /// Change detection for listings. A volume busy with diskshadow's own work (a long revert,
+    /// a write) is skipped rather than waited for: listing must stay fast, and the volume is
+    /// checked again at its next use.
     fn verify_all(&self) {
         for handle in self.handles() {
-            if let VolumeSlot::Ready(cow) = &mut *write_lock(&handle.state) {
-                // A failure here shows up again at the next use of the volume.
-                let _ = self.verify_unchanged(cow);
+            if let Ok(mut guard) = handle.state.try_write() {
+                if let VolumeSlot::Ready(cow) = &mut *guard {
+                    // A failure here shows up again at the next use of the volume.
+                    let _ = self.verify_unchanged(cow);
+                }
             }
         }
     }
@@ -1106,7 +1111,8 @@ impl Engine {
     fn unavailable_reasons(&self) -> BTreeMap<VolumeId, String> {
         self.handles()
             .iter()
-            .filter_map(|handle| match &*read_lock(&handle.state) {
+            // A volume locked for writing is in use, hence available.
+            .filter_map(|handle| match &*handle.state.try_read().ok()? {
                 VolumeSlot::Unavailable(reason) => Some((handle.id, reason.clone())),
                 VolumeSlot::Ready(_) => None,
             })
@@ -1485,17 +1491,10 @@ impl Engine {
             }
         }
         let mut catalog = lock_mutex(&self.shared.catalog);
-        let unavailable: BTreeMap<VolumeId, String> = BTreeMap::new();
         let mut deleted: Vec<ShadowInfo> = targets
             .iter()
             .filter_map(|(id, _)| catalog.state().shadows.get(id))
-            .map(|record| {
-                shadow_info(
-                    catalog.state(),
-                    record,
-                    unavailable.get(&record.volume).map(String::as_str),
-                )
-            })
+            .map(|record| shadow_info(catalog.state(), record, None))
             .collect();
         deleted.sort_by_key(|shadow| shadow.sequence);
         catalog.commit(

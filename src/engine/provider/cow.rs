@@ -144,6 +144,8 @@ pub struct CowVolume {
     unsynced_ahead: Option<(ChunkIndex, ChunkIndex)>,
     /// One chunk of scratch space, reused by every preservation.
     copy_buffer: Vec<u8>,
+    /// Encoded index records not yet written to the log.
+    record_buffer: Vec<u8>,
     /// The diff-area limit, so preserving ahead never overshoots it.
     pub max_diff_bytes: Option<u64>,
     /// The image as diskshadow last left it (refreshed after each of its own writes).
@@ -265,6 +267,7 @@ impl CowVolume {
             ahead_chunks: 1,
             unsynced_ahead: None,
             copy_buffer: Vec::new(),
+            record_buffer: Vec::new(),
             max_diff_bytes: None,
             fingerprint,
             persisted_clean: true,
@@ -334,11 +337,21 @@ impl CowVolume {
         Ok(())
     }
 
+    /// Queues an index record; records reach the log in one write just before the sync that
+    /// makes them durable (`sync_diff`), so a batch costs one system call.
     fn append_record(&mut self, record: IndexRecord) -> io::Result<()> {
-        self.index_log
-            .write_at(self.index_log_length, &record.encode())?;
-        self.index_log_length += RECORD_BYTES as u64;
+        self.record_buffer.extend_from_slice(&record.encode());
         self.diff_unsynced = true;
+        Ok(())
+    }
+
+    fn write_records(&mut self) -> io::Result<()> {
+        if !self.record_buffer.is_empty() {
+            self.index_log
+                .write_at(self.index_log_length, &self.record_buffer)?;
+            self.index_log_length += self.record_buffer.len() as u64;
+            self.record_buffer.clear();
+        }
         Ok(())
     }
 
@@ -571,6 +584,7 @@ impl CowVolume {
     /// Syncs the diff area's data and index: every preserved chunk so far becomes durable.
     fn sync_diff(&mut self) -> io::Result<()> {
         if self.diff_unsynced {
+            self.write_records()?;
             self.data.sync_data()?;
             self.index_log.sync_data()?;
             self.diff_unsynced = false;
@@ -599,14 +613,79 @@ impl CowVolume {
                     break;
                 }
                 self.preserve(chunk)?;
+                if let Some(run) = self.batch_run(chunk + 1, end)? {
+                    self.preserve_run(chunk + 1, run)?;
+                }
             }
             prepared_end = chunk + 1;
         }
         self.sequential_next = Some(prepared_end);
         if self.diff_unsynced && prepared_end > start {
+            self.write_records()?;
             self.data.start_writeback()?;
             self.index_log.start_writeback()?;
             self.unsynced_ahead = Some((start, prepared_end));
+        }
+        Ok(())
+    }
+
+    /// How many chunks from `start` (below `end`, at most 1 MiB) can be preserved as one run:
+    /// full-size, not holes, needing preservation, with fresh consecutive slots after the one
+    /// just allocated, and room in the diff area.
+    fn batch_run(&self, start: ChunkIndex, end: ChunkIndex) -> io::Result<Option<u64>> {
+        if !self.free_slots.is_empty() {
+            return Ok(None);
+        }
+        let most = ((1u64 << 20) / self.chunk_size).max(1);
+        let mut count = 0;
+        while count < most && start + count < end {
+            let chunk = start + count;
+            let room = self
+                .max_diff_bytes
+                .is_none_or(|max| self.used_bytes() + (count + 1) * self.chunk_size <= max);
+            if !room
+                || self.pending.contains_key(&chunk)
+                || !self.needs_preservation(chunk)
+                || self.chunk_length(chunk) != self.chunk_size
+                || self.chunk_is_hole(chunk * self.chunk_size, self.chunk_size)?
+            {
+                break;
+            }
+            count += 1;
+        }
+        Ok((count > 0).then_some(count))
+    }
+
+    /// Preserves `count` adjacent full chunks from `start` into fresh consecutive slots with one
+    /// read and one write (see `batch_run`).
+    fn preserve_run(&mut self, start: ChunkIndex, count: u64) -> io::Result<()> {
+        let bytes = (count * self.chunk_size) as usize;
+        let mut buffer = std::mem::take(&mut self.copy_buffer);
+        buffer.resize(bytes, 0);
+        self.live
+            .read_exact_or_zero(start * self.chunk_size, &mut buffer)?;
+        let first_slot = self.slot_high_water;
+        if first_slot + count > u64::from(MAX_SLOT) {
+            self.copy_buffer = buffer;
+            return Err(io::Error::other(
+                "the diff area is full: it cannot address more chunks",
+            ));
+        }
+        self.data.write_at(first_slot * self.chunk_size, &buffer)?;
+        self.copy_buffer = buffer;
+        self.slot_high_water += count;
+        self.data_slots_used += count;
+        let tag = tag_of(self.newest_shadow().unwrap_or(0));
+        for index in 0..count {
+            let chunk = start + index;
+            let slot = (first_slot + index) as Slot;
+            self.append_record(IndexRecord {
+                kind: KIND_PRESERVE,
+                tag,
+                chunk,
+                slot,
+            })?;
+            self.map.insert(chunk, tag, slot);
         }
         Ok(())
     }
