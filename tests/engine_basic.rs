@@ -478,3 +478,168 @@ fn never_written_chunks_are_not_copied_and_the_index_is_small() {
         "{bytes_per_chunk} bytes per preserved chunk"
     );
 }
+
+#[test]
+fn shadow_reads_run_beside_writes_from_other_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Engine>();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Arc::new(Engine::open(&dir.path().join("store"), options()).expect("open"));
+    let volume = engine
+        .register_volume(&image(dir.path(), "a.img", 256 * 1024), None)
+        .expect("vol");
+    let device = engine.open_volume(volume.id).expect("open");
+    device.write_at(0, &vec![1u8; 256 * 1024]).expect("fill");
+    let shadow = engine
+        .create_shadow_set(&spec(&[volume.id], Context::Persistent))
+        .expect("create")
+        .shadows[0]
+        .clone();
+    let writer = {
+        let device = device.clone();
+        std::thread::spawn(move || {
+            for round in 0..50u64 {
+                let offset = (round * 7 % 60) * 4096;
+                device
+                    .write_at(offset, &[round as u8 + 2; 8192])
+                    .expect("write");
+            }
+        })
+    };
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let engine = engine.clone();
+            std::thread::spawn(move || {
+                let shadow_device = engine.open_shadow(shadow.id).expect("shadow");
+                for _ in 0..20 {
+                    assert_eq!(read_all(&*shadow_device), vec![1u8; 256 * 1024]);
+                }
+            })
+        })
+        .collect();
+    writer.join().expect("writer");
+    for reader in readers {
+        reader.join().expect("reader");
+    }
+    assert!(engine.check().is_clean());
+}
+
+#[test]
+fn the_full_copy_provider_keeps_an_independent_copy() {
+    use diskshadow::engine::provider::FULL_COPY_PROVIDER_ID;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let engine = Engine::open(&store, options()).expect("open");
+    let path = image(dir.path(), "a.img", 64 * 1024);
+    let volume = engine.register_volume(&path, None).expect("vol");
+    assert_eq!(engine.providers().len(), 2);
+    let device = engine.open_volume(volume.id).expect("open");
+    device.write_at(0, &[1u8; 64 * 1024]).expect("fill");
+    let mut plex = spec(&[volume.id], Context::Persistent);
+    plex.volumes[0].provider = Some(diskshadow::engine::ids::ProviderId(FULL_COPY_PROVIDER_ID));
+    plex.extra_attributes = Attributes(Attributes::PLEX);
+    let copy = engine
+        .create_shadow_set(&plex)
+        .expect("plex create")
+        .shadows[0]
+        .clone();
+    assert!(copy.attributes.contains(Attributes::PLEX));
+    assert!(!copy.attributes.contains(Attributes::DIFFERENTIAL));
+    let cow = engine
+        .create_shadow_set(&spec(&[volume.id], Context::Persistent))
+        .expect("cow create")
+        .shadows[0]
+        .clone();
+    device.write_at(4096, &[2u8; 20_000]).expect("write");
+    assert_eq!(
+        read_all(&*engine.open_shadow(copy.id).expect("copy")),
+        vec![1u8; 64 * 1024]
+    );
+    assert_eq!(
+        read_all(&*engine.open_shadow(cow.id).expect("cow")),
+        vec![1u8; 64 * 1024]
+    );
+    engine
+        .revert(copy.id, &NoProgress)
+        .expect("revert to the copy");
+    assert_eq!(read_all(&*device), vec![1u8; 64 * 1024]);
+    assert!(engine.check().is_clean(), "{}", engine.check());
+
+    let mut differential = plex.clone();
+    differential.extra_attributes = Attributes(Attributes::DIFFERENTIAL);
+    assert_eq!(
+        engine
+            .create_shadow_set(&differential)
+            .expect_err("differential")
+            .vss_code(),
+        VssCode::VSS_E_VOLUME_NOT_SUPPORTED_BY_PROVIDER
+    );
+    engine
+        .delete_shadows(&DeleteSelector::Id(copy.id))
+        .expect("delete");
+    assert!(engine.check().is_clean(), "{}", engine.check());
+    let leftovers = std::fs::read_dir(store.join("diff"))
+        .expect("diff")
+        .flatten()
+        .flat_map(|volume_dir| std::fs::read_dir(volume_dir.path()).expect("dir").flatten())
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with("plex-"))
+        .count();
+    assert_eq!(leftovers, 0, "the copy was removed with its shadow");
+}
+
+#[test]
+fn a_sequential_writer_gets_chunks_preserved_ahead_and_every_shadow_stays_exact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let size = 3 * 1024 * 1024 + 1000;
+    let path = image(dir.path(), "a.img", size as u64);
+    let engine = Engine::open(&store, options()).expect("open");
+    let volume = engine.register_volume(&path, None).expect("vol");
+    let device = engine.open_volume(volume.id).expect("open");
+    // Data in the first two thirds, a hole after.
+    let original: Vec<u8> = (0..size)
+        .map(|index| {
+            if index < 2 << 20 {
+                (index / 4096) as u8 | 1
+            } else {
+                0
+            }
+        })
+        .collect();
+    device.write_at(0, &original[..2 << 20]).expect("fill");
+    let first = engine
+        .create_shadow_set(&spec(&[volume.id], Context::Persistent))
+        .expect("create")
+        .shadows[0]
+        .clone();
+    let mut live = original.clone();
+    // Sequential writes across calls, 6000 bytes each (not chunk-aligned), up to the end.
+    let mut offset = 0;
+    while offset < size {
+        let length = 6000.min(size - offset);
+        let data = vec![(offset / 6000) as u8 | 0x80; length];
+        device.write_at(offset as u64, &data).expect("write");
+        live[offset..offset + length].copy_from_slice(&data);
+        offset += length;
+        if offset == 600_000 {
+            // A second shadow in the middle of the run.
+            engine
+                .create_shadow_set(&spec(&[volume.id], Context::Persistent))
+                .expect("create");
+        }
+    }
+    let second = engine.shadows()[1].clone();
+    let mut second_expected = live.clone();
+    second_expected[600_000..].copy_from_slice(&original[600_000..]);
+    assert!(read_all(&*engine.open_shadow(first.id).expect("first")) == original);
+    assert!(read_all(&*engine.open_shadow(second.id).expect("second")) == second_expected);
+    assert!(read_all(&*device) == live);
+    assert!(engine.check().is_clean(), "{}", engine.check());
+    drop(device);
+    drop(engine);
+    let engine = Engine::open(&store, options()).expect("reopen");
+    assert!(read_all(&*engine.open_shadow(first.id).expect("first")) == original);
+    assert!(read_all(&*engine.open_shadow(second.id).expect("second")) == second_expected);
+    assert!(read_all(&*engine.open_volume(volume.id).expect("volume")) == live);
+    assert!(engine.check().is_clean(), "{}", engine.check());
+}

@@ -24,7 +24,7 @@ use crate::engine::model::{
 };
 use crate::engine::progress::{NoProgress, Progress};
 use crate::engine::provider::cow::{CowVolume, MAX_SEQUENCE};
-use crate::engine::provider::ProviderChoice;
+use crate::engine::provider::{plex, ProviderChoice};
 use crate::engine::store::LockFailure;
 use crate::engine::store::{DurableBackend, RealBackend, StoreLayout, StoreLock};
 use crate::engine::vss::{limits, Attributes, Context, VssCode};
@@ -617,6 +617,27 @@ fn shadow_info(
     }
 }
 
+/// True when the shadow lives in the copy-on-write block map (not a full copy).
+fn is_copy_on_write(record: &ShadowRecord) -> bool {
+    ProviderChoice::from_id(Some(record.provider_id)).is_some_and(ProviderChoice::is_copy_on_write)
+}
+
+/// Full copies in a volume's diff directory that no catalog shadow owns (a create interrupted
+/// between the copy and the commit).
+fn orphan_copies(diff_dir: &Path, state: &CatalogState) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(diff_dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let shadow = plex::shadow_of_copy(&name)?;
+            (!state.shadows.contains_key(&shadow)).then(|| entry.path())
+        })
+        .collect()
+}
+
 /// `C:`, `c:`, `C:\` or `C:/` -> `C`.
 fn drive_letter_of(text: &str) -> Option<char> {
     let mut characters = text.chars();
@@ -677,8 +698,27 @@ impl Engine {
                 .state()
                 .shadows_of(record.id)
                 .iter()
+                .filter(|shadow| is_copy_on_write(shadow))
                 .map(|shadow| shadow.sequence)
                 .collect();
+            let diff_dir = layout.diff_dir(record.id);
+            let orphans = orphan_copies(&diff_dir, catalog.state());
+            for orphan in &orphans {
+                backend
+                    .remove_file(orphan)
+                    .map_err(|source| OpenError::DiffArea {
+                        volume: record.id,
+                        source,
+                    })?;
+            }
+            if !orphans.is_empty() {
+                backend
+                    .sync_dir(&diff_dir)
+                    .map_err(|source| OpenError::DiffArea {
+                        volume: record.id,
+                        source,
+                    })?;
+            }
             let slot = if !record.path.is_file() {
                 VolumeSlot::Unavailable(format!(
                     "the image file {} is missing",
@@ -698,6 +738,7 @@ impl Engine {
                     volume: record.id,
                     source,
                 })?;
+                cow.max_diff_bytes = record.max_diff_area_bytes;
                 if let Some(recorded) = record.fingerprint {
                     // While `writing` is set the recorded fingerprint predates diskshadow's own
                     // last writes, so a difference proves nothing.
@@ -1051,11 +1092,16 @@ impl Engine {
             .map_err(WriteFailure::Catalog)
     }
 
+    /// Change detection for listings. A volume busy with diskshadow's own work (a long revert,
+    /// a write) is skipped rather than waited for: listing must stay fast, and the volume is
+    /// checked again at its next use.
     fn verify_all(&self) {
         for handle in self.handles() {
-            if let VolumeSlot::Ready(cow) = &mut *write_lock(&handle.state) {
-                // A failure here shows up again at the next use of the volume.
-                let _ = self.verify_unchanged(cow);
+            if let Ok(mut guard) = handle.state.try_write() {
+                if let VolumeSlot::Ready(cow) = &mut *guard {
+                    // A failure here shows up again at the next use of the volume.
+                    let _ = self.verify_unchanged(cow);
+                }
             }
         }
     }
@@ -1065,7 +1111,8 @@ impl Engine {
     fn unavailable_reasons(&self) -> BTreeMap<VolumeId, String> {
         self.handles()
             .iter()
-            .filter_map(|handle| match &*read_lock(&handle.state) {
+            // A volume locked for writing is in use, hence available.
+            .filter_map(|handle| match &*handle.state.try_read().ok()? {
                 VolumeSlot::Unavailable(reason) => Some((handle.id, reason.clone())),
                 VolumeSlot::Ready(_) => None,
             })
@@ -1119,6 +1166,16 @@ impl Engine {
     /// The provider commit: one shadow per volume, all at one point in time. O(1) in volume
     /// size, data written and number of existing shadows: one catalog transaction.
     pub fn create_shadow_set(&self, spec: &CreateSpec) -> Result<CreatedSet, CreateError> {
+        self.create_shadow_set_with_progress(spec, &NoProgress)
+    }
+
+    /// As [`Engine::create_shadow_set`], reporting the progress of full copies (the
+    /// copy-on-write commit has nothing long to report).
+    pub fn create_shadow_set_with_progress(
+        &self,
+        spec: &CreateSpec,
+        progress: &dyn Progress,
+    ) -> Result<CreatedSet, CreateError> {
         if spec.volumes.is_empty() {
             return Err(CreateError::NoVolumes);
         }
@@ -1184,11 +1241,29 @@ impl Engine {
                         source: other.into(),
                     },
                 })?;
-            cow.drain().map_err(|source| CreateError::Io {
-                volume: *volume,
-                source,
-            })?;
-            if cow.shadows().len() >= limits::MAX_SHADOWS_PER_VOLUME {
+            // The point in time must be durable before a persistent shadow claims it (VSS
+            // flushes the volume before the commit). Syncing clean data costs next to nothing.
+            if spec.context.is_persistent() {
+                self.flush_locked(cow).map_err(|failure| match failure {
+                    WriteFailure::Catalog(error) => CreateError::Catalog(error),
+                    other => CreateError::Io {
+                        volume: *volume,
+                        source: other.into(),
+                    },
+                })?;
+            } else {
+                cow.drain().map_err(|source| CreateError::Io {
+                    volume: *volume,
+                    source,
+                })?;
+            }
+            let existing = lock_mutex(&self.shared.catalog)
+                .state()
+                .shadows
+                .values()
+                .filter(|record| record.volume == *volume)
+                .count();
+            if existing >= limits::MAX_SHADOWS_PER_VOLUME {
                 return Err(CreateError::TooManyShadows {
                     volume: *volume,
                     limit: limits::MAX_SHADOWS_PER_VOLUME,
@@ -1196,39 +1271,82 @@ impl Engine {
             }
         }
 
-        let mut catalog = lock_mutex(&self.shared.catalog);
-        if spec.context == Context::ClientAccessible {
-            for volume in &seen {
-                let count = catalog
-                    .state()
-                    .shadows_of(*volume)
-                    .iter()
-                    .filter(|shadow| shadow.attributes.contains(Attributes::CLIENT_ACCESSIBLE))
-                    .count();
-                if count >= limits::DEFAULT_MAX_CLIENT_ACCESSIBLE {
-                    return Err(CreateError::TooManyClientAccessible {
-                        volume: *volume,
-                        limit: limits::DEFAULT_MAX_CLIENT_ACCESSIBLE,
-                    });
-                }
-            }
-        }
         let set_id = spec
             .set_id
             .unwrap_or_else(|| ShadowSetId(self.shared.ids.new_uuid()));
-        if catalog
-            .state()
-            .shadows
-            .values()
-            .any(|shadow| shadow.set_id == set_id)
         {
-            return Err(CreateError::SetIdInUse { set_id });
+            let catalog = lock_mutex(&self.shared.catalog);
+            if spec.context == Context::ClientAccessible {
+                for volume in &seen {
+                    let count = catalog
+                        .state()
+                        .shadows
+                        .values()
+                        .filter(|shadow| {
+                            shadow.volume == *volume
+                                && shadow.attributes.contains(Attributes::CLIENT_ACCESSIBLE)
+                        })
+                        .count();
+                    if count >= limits::DEFAULT_MAX_CLIENT_ACCESSIBLE {
+                        return Err(CreateError::TooManyClientAccessible {
+                            volume: *volume,
+                            limit: limits::DEFAULT_MAX_CLIENT_ACCESSIBLE,
+                        });
+                    }
+                }
+            }
+            if catalog
+                .state()
+                .shadows
+                .values()
+                .any(|shadow| shadow.set_id == set_id)
+            {
+                return Err(CreateError::SetIdInUse { set_id });
+            }
         }
+
+        // Full copies are made (and synced) before the commit, outside the catalog lock; the
+        // volumes stay locked, so the copies hold the same point in time as the other shadows.
+        let shadow_ids: Vec<ShadowId> = spec
+            .volumes
+            .iter()
+            .map(|_| ShadowId(self.shared.ids.new_uuid()))
+            .collect();
+        let mut copies: Vec<PathBuf> = Vec::new();
+        let remove_copies = |copies: &[PathBuf]| {
+            for copy in copies {
+                let _ = self.shared.backend.remove_file(copy);
+            }
+        };
+        for ((entry, provider), shadow) in spec.volumes.iter().zip(&providers).zip(&shadow_ids) {
+            if provider.is_copy_on_write() {
+                continue;
+            }
+            let Some(VolumeSlot::Ready(cow)) = guards.get(&entry.volume).map(|guard| &**guard)
+            else {
+                continue;
+            };
+            let path = plex::copy_path(&self.shared.layout.diff_dir(entry.volume), *shadow);
+            if let Err(source) =
+                plex::make_copy(&*self.shared.backend, &*cow.live, cow.size, &path, progress)
+            {
+                copies.push(path);
+                remove_copies(&copies);
+                return Err(CreateError::Io {
+                    volume: entry.volume,
+                    source,
+                });
+            }
+            copies.push(path);
+        }
+
+        let mut catalog = lock_mutex(&self.shared.catalog);
         let first_sequence = catalog
             .state()
             .next_sequence
             .max(self.shared.sequence_floor);
         if first_sequence + spec.volumes.len() as u64 > MAX_SEQUENCE {
+            remove_copies(&copies);
             return Err(CreateError::SequencesExhausted);
         }
         let first_device = catalog.state().next_device_number;
@@ -1239,13 +1357,19 @@ impl Engine {
             Some(spec.requester)
         };
         let mut records = Vec::with_capacity(spec.volumes.len());
-        for (position, (entry, provider)) in spec.volumes.iter().zip(&providers).enumerate() {
+        for (position, ((entry, provider), shadow)) in spec
+            .volumes
+            .iter()
+            .zip(&providers)
+            .zip(&shadow_ids)
+            .enumerate()
+        {
             let volume_size = match guards.get(&entry.volume).map(|guard| &**guard) {
                 Some(VolumeSlot::Ready(cow)) => cow.size,
                 _ => 0,
             };
             records.push(ShadowRecord {
-                id: ShadowId(self.shared.ids.new_uuid()),
+                id: *shadow,
                 set_id,
                 original_count: spec.volumes.len() as u32,
                 volume: entry.volume,
@@ -1267,14 +1391,17 @@ impl Engine {
                 suspect: None,
             });
         }
-        catalog.commit(
+        if let Err(error) = catalog.commit(
             records
                 .iter()
                 .cloned()
                 .map(CatalogChange::AddShadow)
                 .collect(),
-        )?;
-        for record in &records {
+        ) {
+            remove_copies(&copies);
+            return Err(error.into());
+        }
+        for record in records.iter().filter(|record| is_copy_on_write(record)) {
             if let Some(VolumeSlot::Ready(cow)) =
                 guards.get_mut(&record.volume).map(|guard| &mut **guard)
             {
@@ -1364,17 +1491,10 @@ impl Engine {
             }
         }
         let mut catalog = lock_mutex(&self.shared.catalog);
-        let unavailable: BTreeMap<VolumeId, String> = BTreeMap::new();
         let mut deleted: Vec<ShadowInfo> = targets
             .iter()
             .filter_map(|(id, _)| catalog.state().shadows.get(id))
-            .map(|record| {
-                shadow_info(
-                    catalog.state(),
-                    record,
-                    unavailable.get(&record.volume).map(String::as_str),
-                )
-            })
+            .map(|record| shadow_info(catalog.state(), record, None))
             .collect();
         deleted.sort_by_key(|shadow| shadow.sequence);
         catalog.commit(
@@ -1391,6 +1511,32 @@ impl Engine {
                         volume: shadow.volume.id,
                         source,
                     })?;
+            }
+        }
+        // Full copies go after the commit: a crash in between leaves an orphan copy that the
+        // next open removes.
+        let mut synced_dirs = BTreeSet::new();
+        for shadow in deleted
+            .iter()
+            .filter(|shadow| shadow.attributes.contains(Attributes::PLEX))
+        {
+            let dir = self.shared.layout.diff_dir(shadow.volume.id);
+            let io_error = |source| DeleteError::Io {
+                volume: shadow.volume.id,
+                source,
+            };
+            match self
+                .shared
+                .backend
+                .remove_file(&plex::copy_path(&dir, shadow.id))
+            {
+                Err(error) if error.kind() != io::ErrorKind::NotFound => {
+                    return Err(io_error(error))
+                }
+                _ => {}
+            }
+            if synced_dirs.insert(dir.clone()) {
+                self.shared.backend.sync_dir(&dir).map_err(io_error)?;
             }
         }
         Ok(deleted)
@@ -1541,10 +1687,28 @@ impl Engine {
             RevertRecord { volume, shadow },
         )])?;
 
-        let chunks = cow.chunks_changed_since(record.sequence);
-        progress.begin("revert", chunks.len() as u64);
+        // A copy-on-write shadow differs from the volume exactly in the chunks written since it
+        // was made; a full copy is compared chunk by chunk and only differences are written.
         let size = record.volume_size.min(cow.size);
+        let copy = if is_copy_on_write(&record) {
+            None
+        } else {
+            let path = plex::copy_path(&self.shared.layout.diff_dir(volume), shadow);
+            Some(
+                self.shared
+                    .backend
+                    .open_file(&path, false)
+                    .map_err(|source| RevertError::Io { volume, source })?,
+            )
+        };
+        let chunks: Vec<u64> = match &copy {
+            None => cow.chunks_changed_since(record.sequence),
+            Some(_) => (0..size.div_ceil(cow.chunk_size)).collect(),
+        };
+        let protected = copy.is_none().then_some(record.sequence);
+        progress.begin("revert", chunks.len() as u64);
         let mut content = vec![0u8; cow.chunk_size as usize];
+        let mut current = vec![0u8; cow.chunk_size as usize];
         for chunk in chunks {
             let start = chunk * cow.chunk_size;
             if start >= size {
@@ -1553,10 +1717,21 @@ impl Engine {
             }
             let length = (size - start).min(cow.chunk_size) as usize;
             let buffer = &mut content[..length];
-            cow.read_shadow(record.sequence, start, buffer)
-                .map_err(|source| RevertError::Io { volume, source })?;
+            match &copy {
+                None => cow.read_shadow(record.sequence, start, buffer),
+                Some(copy) => copy.read_exact_or_zero(start, buffer),
+            }
+            .map_err(|source| RevertError::Io { volume, source })?;
+            if copy.is_some() {
+                cow.read_live(start, &mut current[..length])
+                    .map_err(|source| RevertError::Io { volume, source })?;
+                if current[..length] == *buffer {
+                    progress.advance(1);
+                    continue;
+                }
+            }
             let bytes = buffer.to_vec();
-            self.write_locked(cow, start, &bytes, Some(record.sequence))
+            self.write_locked(cow, start, &bytes, protected)
                 .map_err(io_failure)?;
             progress.advance(1);
         }
@@ -1615,17 +1790,35 @@ impl Engine {
             .ok_or(DeviceError::VolumeNotFound {
                 volume: info.volume.id,
             })?;
-        let size = lock_mutex(&self.shared.catalog)
+        let record = lock_mutex(&self.shared.catalog)
             .state()
             .shadows
             .get(&shadow)
-            .map(|record| record.volume_size)
+            .cloned()
             .ok_or(DeviceError::ShadowNotFound { shadow })?;
+        let copy = if is_copy_on_write(&record) {
+            None
+        } else {
+            let path = plex::copy_path(&self.shared.layout.diff_dir(record.volume), shadow);
+            let file = self
+                .shared
+                .backend
+                .open_file(&path, false)
+                .map_err(|source| DeviceError::Unavailable {
+                    volume: record.volume,
+                    reason: format!(
+                        "the full copy {} cannot be opened: {source}",
+                        path.display()
+                    ),
+                })?;
+            Some(file)
+        };
         Ok(Arc::new(ShadowDevice {
             handle,
             shadow,
             sequence: info.sequence,
-            size,
+            size: record.volume_size,
+            copy,
         }))
     }
 
@@ -1665,6 +1858,9 @@ impl Engine {
         let mut guard = write_lock(&handle.state);
         lock_mutex(&self.shared.catalog)
             .commit(vec![CatalogChange::SetMaxDiffArea { volume, max_bytes }])?;
+        if let VolumeSlot::Ready(cow) = &mut *guard {
+            cow.max_diff_bytes = max_bytes;
+        }
         let mut deleted = Vec::new();
         if let (VolumeSlot::Ready(cow), Some(max_bytes)) = (&mut *guard, max_bytes) {
             while cow.used_bytes() > max_bytes {
@@ -1778,6 +1974,15 @@ impl Engine {
                     "shadow copy {} belongs to unknown volume {}",
                     record.id, record.volume
                 ));
+            } else if !is_copy_on_write(record) {
+                let path = plex::copy_path(&self.shared.layout.diff_dir(record.volume), record.id);
+                if !path.is_file() {
+                    report.problems.push(format!(
+                        "full-copy shadow copy {} has lost its copy {}",
+                        record.id,
+                        path.display()
+                    ));
+                }
             } else if let Some(sequences) = volume_shadows.get(&record.volume) {
                 if !sequences.contains(&record.sequence) {
                     report.problems.push(format!(
@@ -1802,6 +2007,16 @@ impl Engine {
                 {
                     report.problems.push(format!("volume {volume}: shadow sequence {sequence} is in the block map but not in the catalog"));
                 }
+            }
+        }
+        for volume in state.volumes.keys() {
+            for orphan in orphan_copies(&self.shared.layout.diff_dir(*volume), state) {
+                report.leaked_bytes +=
+                    std::fs::metadata(&orphan).map_or(0, |metadata| metadata.len());
+                report.problems.push(format!(
+                    "volume {volume}: the full copy {} belongs to no shadow copy (leaked)",
+                    orphan.display()
+                ));
             }
         }
         for revert in &state.reverts_in_progress {
@@ -1891,6 +2106,8 @@ struct ShadowDevice {
     shadow: ShadowId,
     sequence: u64,
     size: u64,
+    /// The image of a full-copy shadow; `None` for copy-on-write shadows.
+    copy: Option<Arc<dyn crate::engine::store::DurableFile>>,
 }
 
 impl BlockDevice for ShadowDevice {
@@ -1900,6 +2117,9 @@ impl BlockDevice for ShadowDevice {
 
     fn read_at(&self, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
         check_range(offset, buffer.len(), self.size)?;
+        if let Some(copy) = &self.copy {
+            return copy.read_exact_or_zero(offset, buffer);
+        }
         match &*read_lock(&self.handle.state) {
             VolumeSlot::Ready(cow) => {
                 if !cow.shadows().contains(&self.sequence) {

@@ -730,7 +730,6 @@ impl ShadowService for LocalService {
         };
         let outcome =
             coordinator.create_shadow_set(&creation, &plan, &mut commit, &mut post_snapshot);
-        drop(post_snapshot);
         // The shadows are sealed: their recovery views go, their overlays stay (read-only).
         for mount in recovery_mounts.drain(..) {
             let _ = mount.unmount();

@@ -173,11 +173,10 @@ impl CatalogState {
                 }
             }
             CatalogChange::MarkSuspect { volume, reason } => {
-                for record in self
-                    .shadows
-                    .values_mut()
-                    .filter(|record| record.volume == *volume)
-                {
+                // Full copies (PLEX) do not depend on the volume's later content.
+                for record in self.shadows.values_mut().filter(|record| {
+                    record.volume == *volume && !record.attributes.contains(Attributes::PLEX)
+                }) {
                     if record.suspect.is_none() {
                         record.suspect = Some(reason.clone());
                     }
@@ -272,7 +271,7 @@ impl Catalog {
             let file = backend
                 .open_file(&base_path, false)
                 .map_err(Self::io_error("open", &base_path))?;
-            let length = file.len().map_err(Self::io_error("read", &base_path))?;
+            let length = file.size().map_err(Self::io_error("read", &base_path))?;
             let mut bytes = vec![0u8; length as usize];
             file.read_exact_or_zero(0, &mut bytes)
                 .map_err(Self::io_error("read", &base_path))?;
@@ -303,7 +302,7 @@ impl Catalog {
                 .map_err(Self::io_error("create", &journal_path))?;
         }
         let journal_bytes_total = journal
-            .len()
+            .size()
             .map_err(Self::io_error("read", &journal_path))?;
         let mut bytes = vec![0u8; journal_bytes_total as usize];
         journal
@@ -516,5 +515,51 @@ mod tests {
         file.set_len(length - 3).expect("tear");
         let reopened = Catalog::open(backend, dir.path()).expect("reopen");
         assert_eq!(reopened.state().volumes.len(), 1);
+    }
+
+    #[test]
+    fn a_crash_at_any_sync_point_of_commit_and_compaction_leaves_before_or_after() {
+        use crate::engine::store::{CrashMode, FaultBackend};
+        let mut crash_point = 0;
+        loop {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let real: Arc<dyn DurableBackend> = Arc::new(RealBackend);
+            let mut catalog = Catalog::open(real.clone(), dir.path()).expect("open");
+            for index in 0..3u128 {
+                catalog
+                    .commit(vec![CatalogChange::RegisterVolume(volume(index))])
+                    .expect("commit");
+            }
+            let before = catalog.state().clone();
+            drop(catalog);
+
+            let fault = FaultBackend::new(Some(crash_point), CrashMode::DropUnsynced);
+            let mut catalog = Catalog::open(Arc::new(fault.clone()), dir.path()).expect("open");
+            let outcome = catalog
+                .commit(vec![CatalogChange::RegisterVolume(volume(3))])
+                .and_then(|()| catalog.compact())
+                .and_then(|()| catalog.commit(vec![CatalogChange::UnmapDrive { letter: 'Z' }]));
+            let after = {
+                let mut state = before.clone();
+                state.apply(&CatalogChange::RegisterVolume(volume(3)));
+                state
+            };
+            drop(catalog);
+            let reopened = Catalog::open(real, dir.path()).expect("reopen");
+            assert!(
+                reopened.state() == &before || reopened.state() == &after,
+                "crash at sync point {crash_point}: the catalog is neither the state before nor after"
+            );
+            if outcome.is_ok() {
+                assert!(!fault.has_crashed());
+                assert_eq!(reopened.state(), &after);
+                break;
+            }
+            crash_point += 1;
+        }
+        assert!(
+            crash_point >= 4,
+            "commit, compaction and the next commit have several sync points"
+        );
     }
 }

@@ -27,6 +27,8 @@ const RECORD_BYTES: usize = 32;
 const RECORD_MAGIC: u32 = 0x4453_4958; // "DSIX"
 const KIND_PRESERVE: u8 = 1;
 const KIND_FREE: u8 = 2;
+/// The most a sequential writer gets preserved ahead of it in one group commit.
+const MAX_AHEAD_BYTES: u64 = 64 << 20;
 
 /// The block-map tag of a shadow sequence number. The engine refuses to create shadows whose
 /// sequence does not fit.
@@ -78,6 +80,22 @@ impl IndexRecord {
     }
 }
 
+#[derive(Debug, Clone, Copy)]
+enum ReadSource {
+    Live,
+    Zero,
+    /// Byte offset in the diff-area data file.
+    Diff(u64),
+}
+
+/// A contiguous piece of a shadow read, `[from, to)` in volume bytes.
+#[derive(Debug, Clone, Copy)]
+struct ReadRun {
+    source: ReadSource,
+    from: u64,
+    to: u64,
+}
+
 /// What opening a diff area found and repaired.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recovery {
@@ -117,6 +135,19 @@ pub struct CowVolume {
     pending_bytes: usize,
     pending_limit: usize,
     diff_unsynced: bool,
+    /// The chunk a sequential writer is expected to touch next, and how many chunks to
+    /// preserve ahead of it (doubling up to `MAX_AHEAD_BYTES`).
+    sequential_next: Option<ChunkIndex>,
+    ahead_chunks: u64,
+    /// Chunks `[start, end)` preserved ahead of a sequential writer whose copies are being
+    /// written back but are not yet synced: they must not be overwritten before a sync.
+    unsynced_ahead: Option<(ChunkIndex, ChunkIndex)>,
+    /// One chunk of scratch space, reused by every preservation.
+    copy_buffer: Vec<u8>,
+    /// Encoded index records not yet written to the log.
+    record_buffer: Vec<u8>,
+    /// The diff-area limit, so preserving ahead never overshoots it.
+    pub max_diff_bytes: Option<u64>,
     /// The image as diskshadow last left it (refreshed after each of its own writes).
     pub fingerprint: FileFingerprint,
     /// The catalog holds a fingerprint that is still true (no write since it was recorded).
@@ -165,7 +196,7 @@ impl CowVolume {
         let chunk_size = u64::from(chunk_size);
 
         let mut recovery = Recovery::default();
-        let log_length = index_log.len()?;
+        let log_length = index_log.size()?;
         let mut bytes = vec![0u8; log_length as usize];
         index_log.read_exact_or_zero(0, &mut bytes)?;
         let mut versions: BTreeMap<(ChunkIndex, Tag), Slot> = BTreeMap::new();
@@ -232,6 +263,12 @@ impl CowVolume {
             pending_bytes: 0,
             pending_limit,
             diff_unsynced: false,
+            sequential_next: None,
+            ahead_chunks: 1,
+            unsynced_ahead: None,
+            copy_buffer: Vec::new(),
+            record_buffer: Vec::new(),
+            max_diff_bytes: None,
             fingerprint,
             persisted_clean: true,
             suspect_through: 0,
@@ -265,7 +302,7 @@ impl CowVolume {
         free.reverse();
         self.free_slots = free;
         // Space past the last used slot is leaked by a crash; give it back.
-        if self.data.len()? > self.slot_high_water * self.chunk_size {
+        if self.data.size()? > self.slot_high_water * self.chunk_size {
             self.data.set_len(self.slot_high_water * self.chunk_size)?;
             self.data.sync_data()?;
         }
@@ -300,11 +337,21 @@ impl CowVolume {
         Ok(())
     }
 
+    /// Queues an index record; records reach the log in one write just before the sync that
+    /// makes them durable (`sync_diff`), so a batch costs one system call.
     fn append_record(&mut self, record: IndexRecord) -> io::Result<()> {
-        self.index_log
-            .write_at(self.index_log_length, &record.encode())?;
-        self.index_log_length += RECORD_BYTES as u64;
+        self.record_buffer.extend_from_slice(&record.encode());
         self.diff_unsynced = true;
+        Ok(())
+    }
+
+    fn write_records(&mut self) -> io::Result<()> {
+        if !self.record_buffer.is_empty() {
+            self.index_log
+                .write_at(self.index_log_length, &self.record_buffer)?;
+            self.index_log_length += self.record_buffer.len() as u64;
+            self.record_buffer.clear();
+        }
         Ok(())
     }
 
@@ -424,6 +471,14 @@ impl CowVolume {
             let piece_end = end.min(chunk_start + chunk_length);
             let within = (piece_start - chunk_start) as usize;
             let piece = &data[(piece_start - offset) as usize..(piece_end - offset) as usize];
+            if let Some((ahead_start, ahead_end)) = self.unsynced_ahead {
+                if (ahead_start..ahead_end).contains(&chunk) {
+                    // The writer reached the window prepared ahead of it: wait for its copies
+                    // to be durable, and prepare the next one while it writes this one.
+                    self.sync_diff()?;
+                    self.prepare_ahead(ahead_end)?;
+                }
+            }
             let direct = !self.pending.contains_key(&chunk) && !self.needs_preservation(chunk);
             if direct {
                 direct_run = Some(match direct_run {
@@ -442,26 +497,36 @@ impl CowVolume {
                 buffered[within..within + piece.len()].copy_from_slice(piece);
                 continue;
             }
-            let mut content = vec![0u8; chunk_length as usize];
-            let slot = if self.chunk_is_hole(chunk_start, chunk_length)? {
-                ZERO_SLOT
+            if self.sequential_next == Some(chunk) {
+                // A sequential writer: preserve the rest of this write with one group commit,
+                // write the live chunks directly (no buffering, no extra copy), and prepare a
+                // growing window ahead of the writer whose write-back overlaps its next writes.
+                // What the writer never reaches costs diff-area space, bounded by the window.
+                for ahead in chunk..=last {
+                    if self.needs_preservation(ahead) {
+                        self.preserve(ahead)?;
+                    }
+                }
+                self.sync_diff()?;
+                if chunk == first {
+                    // Sequential across calls: worth preparing ahead.
+                    self.prepare_ahead(last + 1)?;
+                } else {
+                    self.sequential_next = Some(last + 1);
+                }
+                direct_run = Some((piece_start, piece_end));
+                continue;
+            }
+            self.ahead_chunks = 1;
+            self.sequential_next = Some(chunk + 1);
+            self.preserve(chunk)?;
+            let content = if piece.len() as u64 == chunk_length {
+                piece.to_vec()
             } else {
-                self.live.read_exact_or_zero(chunk_start, &mut content)?;
-                let slot = self.allocate_slot()?;
-                self.data
-                    .write_at(u64::from(slot) * self.chunk_size, &content)?;
-                self.data_slots_used += 1;
-                slot
+                let mut content = self.copy_buffer[..chunk_length as usize].to_vec();
+                content[within..within + piece.len()].copy_from_slice(piece);
+                content
             };
-            let tag = tag_of(self.newest_shadow().unwrap_or(0));
-            self.append_record(IndexRecord {
-                kind: KIND_PRESERVE,
-                tag,
-                chunk,
-                slot,
-            })?;
-            self.map.insert(chunk, tag, slot);
-            content[within..within + piece.len()].copy_from_slice(piece);
             self.pending_bytes += content.len();
             self.pending.insert(chunk, content);
         }
@@ -484,34 +549,155 @@ impl CowVolume {
         Ok(())
     }
 
-    /// Makes the preserved chunks and their index records durable, then writes the buffered
-    /// live chunks. The live writes themselves are not synced here.
-    pub fn drain(&mut self) -> io::Result<()> {
+    /// Copies a chunk's current content into the diff area or records a zero marker for a
+    /// hole, tagged with the newest shadow. Not yet durable. Afterwards `copy_buffer` holds the
+    /// old content (zeros for a hole). A plain read and write through one reused buffer is
+    /// several times cheaper than `copy_file_range` for chunk-sized pieces (splice overhead).
+    fn preserve(&mut self, chunk: ChunkIndex) -> io::Result<()> {
+        let chunk_start = chunk * self.chunk_size;
+        let chunk_length = self.chunk_length(chunk);
+        let mut buffer = std::mem::take(&mut self.copy_buffer);
+        buffer.resize(chunk_length as usize, 0);
+        let slot = if self.chunk_is_hole(chunk_start, chunk_length)? {
+            buffer.fill(0);
+            ZERO_SLOT
+        } else {
+            let slot = self.allocate_slot()?;
+            self.live.read_exact_or_zero(chunk_start, &mut buffer)?;
+            self.data
+                .write_at(u64::from(slot) * self.chunk_size, &buffer)?;
+            self.data_slots_used += 1;
+            slot
+        };
+        self.copy_buffer = buffer;
+        let tag = tag_of(self.newest_shadow().unwrap_or(0));
+        self.append_record(IndexRecord {
+            kind: KIND_PRESERVE,
+            tag,
+            chunk,
+            slot,
+        })?;
+        self.map.insert(chunk, tag, slot);
+        Ok(())
+    }
+
+    /// Syncs the diff area's data and index: every preserved chunk so far becomes durable.
+    fn sync_diff(&mut self) -> io::Result<()> {
         if self.diff_unsynced {
+            self.write_records()?;
             self.data.sync_data()?;
             self.index_log.sync_data()?;
             self.diff_unsynced = false;
         }
-        let pending = std::mem::take(&mut self.pending);
-        self.pending_bytes = 0;
-        // Adjacent chunks are written with one call.
-        let mut run: Option<(u64, Vec<u8>)> = None;
-        for (chunk, content) in pending {
-            let start = chunk * self.chunk_size;
-            match &mut run {
-                Some((run_start, bytes)) if *run_start + bytes.len() as u64 == start => {
-                    bytes.extend_from_slice(&content)
+        self.unsynced_ahead = None;
+        Ok(())
+    }
+
+    /// Preserves a window of chunks from `start` (doubling per window up to
+    /// `MAX_AHEAD_BYTES`, never past the diff-area limit) and starts writing it back without
+    /// waiting. The window is recorded in `unsynced_ahead` until the next sync.
+    fn prepare_ahead(&mut self, start: ChunkIndex) -> io::Result<()> {
+        let chunk_count = self.size.div_ceil(self.chunk_size);
+        self.ahead_chunks = (self.ahead_chunks * 2).min((MAX_AHEAD_BYTES / self.chunk_size).max(1));
+        let end = (start + self.ahead_chunks).min(chunk_count);
+        let mut prepared_end = start;
+        for chunk in start..end {
+            if self.pending.contains_key(&chunk) {
+                break;
+            }
+            if self.needs_preservation(chunk) {
+                let room = self
+                    .max_diff_bytes
+                    .is_none_or(|max| self.used_bytes() + self.chunk_size <= max);
+                if !room {
+                    break;
                 }
-                _ => {
-                    if let Some((run_start, bytes)) = run.take() {
-                        self.live.write_at(run_start, &bytes)?;
-                    }
-                    run = Some((start, content));
+                self.preserve(chunk)?;
+                if let Some(run) = self.batch_run(chunk + 1, end)? {
+                    self.preserve_run(chunk + 1, run)?;
                 }
             }
+            prepared_end = chunk + 1;
         }
-        if let Some((run_start, bytes)) = run {
-            self.live.write_at(run_start, &bytes)?;
+        self.sequential_next = Some(prepared_end);
+        if self.diff_unsynced && prepared_end > start {
+            self.write_records()?;
+            self.data.start_writeback()?;
+            self.index_log.start_writeback()?;
+            self.unsynced_ahead = Some((start, prepared_end));
+        }
+        Ok(())
+    }
+
+    /// How many chunks from `start` (below `end`, at most 1 MiB) can be preserved as one run:
+    /// full-size, not holes, needing preservation, with fresh consecutive slots after the one
+    /// just allocated, and room in the diff area.
+    fn batch_run(&self, start: ChunkIndex, end: ChunkIndex) -> io::Result<Option<u64>> {
+        if !self.free_slots.is_empty() {
+            return Ok(None);
+        }
+        let most = ((1u64 << 20) / self.chunk_size).max(1);
+        let mut count = 0;
+        while count < most && start + count < end {
+            let chunk = start + count;
+            let room = self
+                .max_diff_bytes
+                .is_none_or(|max| self.used_bytes() + (count + 1) * self.chunk_size <= max);
+            if !room
+                || self.pending.contains_key(&chunk)
+                || !self.needs_preservation(chunk)
+                || self.chunk_length(chunk) != self.chunk_size
+                || self.chunk_is_hole(chunk * self.chunk_size, self.chunk_size)?
+            {
+                break;
+            }
+            count += 1;
+        }
+        Ok((count > 0).then_some(count))
+    }
+
+    /// Preserves `count` adjacent full chunks from `start` into fresh consecutive slots with one
+    /// read and one write (see `batch_run`).
+    fn preserve_run(&mut self, start: ChunkIndex, count: u64) -> io::Result<()> {
+        let bytes = (count * self.chunk_size) as usize;
+        let mut buffer = std::mem::take(&mut self.copy_buffer);
+        buffer.resize(bytes, 0);
+        self.live
+            .read_exact_or_zero(start * self.chunk_size, &mut buffer)?;
+        let first_slot = self.slot_high_water;
+        if first_slot + count > u64::from(MAX_SLOT) {
+            self.copy_buffer = buffer;
+            return Err(io::Error::other(
+                "the diff area is full: it cannot address more chunks",
+            ));
+        }
+        self.data.write_at(first_slot * self.chunk_size, &buffer)?;
+        self.copy_buffer = buffer;
+        self.slot_high_water += count;
+        self.data_slots_used += count;
+        let tag = tag_of(self.newest_shadow().unwrap_or(0));
+        for index in 0..count {
+            let chunk = start + index;
+            let slot = (first_slot + index) as Slot;
+            self.append_record(IndexRecord {
+                kind: KIND_PRESERVE,
+                tag,
+                chunk,
+                slot,
+            })?;
+            self.map.insert(chunk, tag, slot);
+        }
+        Ok(())
+    }
+
+    /// Makes the preserved chunks and their index records durable, then writes the buffered
+    /// live chunks. The live writes themselves are not synced here.
+    pub fn drain(&mut self) -> io::Result<()> {
+        self.sync_diff()?;
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        for (chunk, content) in pending {
+            self.live.write_at(chunk * self.chunk_size, &content)?;
         }
         self.refresh_fingerprint()
     }
@@ -557,43 +743,54 @@ impl CowVolume {
         let end = offset + buffer.len() as u64;
         let first = offset / self.chunk_size;
         let last = (end - 1) / self.chunk_size;
-        let mut live_run: Option<(u64, u64)> = None;
+        // Adjacent pieces from the same place (the live image, or consecutive diff-area slots)
+        // are read with one call.
+        let mut run: Option<ReadRun> = None;
         for chunk in first..=last {
             let chunk_start = chunk * self.chunk_size;
             let from = offset.max(chunk_start);
             let to = end.min(chunk_start + self.chunk_size);
-            match self.map.lookup(chunk, tag) {
-                None => {
-                    live_run = Some(match live_run {
-                        Some((run_start, _)) => (run_start, to),
-                        None => (from, to),
-                    });
-                }
-                Some(version) => {
-                    if let Some((run_start, run_end)) = live_run.take() {
-                        self.read_live(
-                            run_start,
-                            &mut buffer[(run_start - offset) as usize..(run_end - offset) as usize],
-                        )?;
+            let source = match self.map.lookup(chunk, tag) {
+                None => ReadSource::Live,
+                Some(version) if version.slot == ZERO_SLOT => ReadSource::Zero,
+                Some(version) => ReadSource::Diff(
+                    u64::from(version.slot) * self.chunk_size + (from - chunk_start),
+                ),
+            };
+            if let Some(current) = &mut run {
+                let continues = match (current.source, source) {
+                    (ReadSource::Live, ReadSource::Live) | (ReadSource::Zero, ReadSource::Zero) => {
+                        true
                     }
-                    let target = &mut buffer[(from - offset) as usize..(to - offset) as usize];
-                    if version.slot == ZERO_SLOT {
-                        target.fill(0);
-                    } else {
-                        let slot_start = u64::from(version.slot) * self.chunk_size;
-                        self.data
-                            .read_exact_or_zero(slot_start + (from - chunk_start), target)?;
+                    (ReadSource::Diff(start), ReadSource::Diff(next)) => {
+                        start + (current.to - current.from) == next
                     }
+                    _ => false,
+                };
+                if continues {
+                    current.to = to;
+                    continue;
                 }
+                self.read_run(current, offset, buffer)?;
             }
+            run = Some(ReadRun { source, from, to });
         }
-        if let Some((run_start, run_end)) = live_run {
-            self.read_live(
-                run_start,
-                &mut buffer[(run_start - offset) as usize..(run_end - offset) as usize],
-            )?;
+        if let Some(current) = &run {
+            self.read_run(current, offset, buffer)?;
         }
         Ok(())
+    }
+
+    fn read_run(&self, run: &ReadRun, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
+        let target = &mut buffer[(run.from - offset) as usize..(run.to - offset) as usize];
+        match run.source {
+            ReadSource::Live => self.read_live(run.from, target),
+            ReadSource::Zero => {
+                target.fill(0);
+                Ok(())
+            }
+            ReadSource::Diff(start) => self.data.read_exact_or_zero(start, target),
+        }
     }
 
     /// Chunks whose content differs (may differ) from shadow `sequence`'s: those written
@@ -649,7 +846,7 @@ impl CowVolume {
     /// Read-only consistency check of the block map against the diff area.
     pub fn check(&self) -> io::Result<Vec<DiffAreaProblem>> {
         let mut problems = Vec::new();
-        let data_length = self.data.len()?;
+        let data_length = self.data.size()?;
         let mut seen_slots = BTreeSet::new();
         let mut previous: Option<(ChunkIndex, Tag)> = None;
         for (chunk, tag, slot) in self.map.entries() {

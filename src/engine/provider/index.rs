@@ -336,4 +336,29 @@ mod tests {
         }
         assert_eq!(map.len(), expected.len());
     }
+
+    #[test]
+    fn memory_per_entry_stays_under_32_bytes_for_random_inserts() {
+        let mut map = BlockMap::new();
+        let mut state = 99u64;
+        let mut seen = std::collections::HashSet::new();
+        while map.len() < 300_000 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let chunk = (state >> 20) % 10_000_000;
+            let tag = 1 + ((state >> 8) % 4) as u32;
+            if seen.insert((chunk, tag)) {
+                map.insert(chunk, tag, map.len() as u32);
+            }
+            if map.len() % 50_000 == 0 {
+                let per_entry = map.memory_bytes() as f64 / map.len() as f64;
+                assert!(
+                    per_entry < 32.0,
+                    "{per_entry} bytes per entry at {} entries",
+                    map.len()
+                );
+            }
+        }
+    }
 }

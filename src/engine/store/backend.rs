@@ -5,7 +5,7 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::os::unix::io::AsRawFd;
+use std::os::unix::io::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -64,12 +64,41 @@ pub trait DurableFile: Send + Sync {
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;
     /// A sync point: every completed write to this file becomes durable.
     fn sync_data(&self) -> io::Result<()>;
-    fn len(&self) -> io::Result<u64>;
+    fn size(&self) -> io::Result<u64>;
     fn set_len(&self, length: u64) -> io::Result<()>;
     /// The first offset at or after `offset` that holds data (`SEEK_DATA`), `None` when only a
     /// hole follows. Used to skip copying never-written chunks.
     fn next_data(&self, offset: u64) -> io::Result<Option<u64>>;
     fn fingerprint(&self) -> io::Result<FileFingerprint>;
+
+    /// Starts writing dirty data back to the disk without waiting; not a sync point (nothing
+    /// becomes durable until `sync_data`). Lets the write-back overlap other work.
+    fn start_writeback(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Makes `target` a reflink clone of this whole file (`FICLONE`), sharing its blocks.
+    /// `Ok(false)` where the file system cannot; the caller then copies.
+    fn clone_to(&self, _target: &dyn DurableFile) -> io::Result<bool> {
+        Ok(false)
+    }
+
+    /// The descriptor, where the file is a plain open file (lets copies stay in the kernel).
+    fn raw_descriptor(&self) -> Option<RawFd> {
+        None
+    }
+
+    /// Copies `length` bytes at `source_offset` to `target_offset` of `target`; bytes past the
+    /// end of this file copy as zeros. Not durable until `target` is synced.
+    fn copy_to(
+        &self,
+        source_offset: u64,
+        target: &dyn DurableFile,
+        target_offset: u64,
+        length: u64,
+    ) -> io::Result<()> {
+        copy_through_buffer(self, source_offset, target, target_offset, length)
+    }
 
     /// Fills `buffer` completely, treating bytes past the end of file as zeros.
     fn read_exact_or_zero(&self, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
@@ -84,6 +113,24 @@ pub trait DurableFile: Send + Sync {
         }
         Ok(())
     }
+}
+
+fn copy_through_buffer<F: DurableFile + ?Sized>(
+    source: &F,
+    source_offset: u64,
+    target: &dyn DurableFile,
+    target_offset: u64,
+    length: u64,
+) -> io::Result<()> {
+    let mut buffer = vec![0u8; length.min(1 << 20) as usize];
+    let mut done = 0u64;
+    while done < length {
+        let step = (length - done).min(buffer.len() as u64) as usize;
+        source.read_exact_or_zero(source_offset + done, &mut buffer[..step])?;
+        target.write_at(target_offset + done, &buffer[..step])?;
+        done += step as u64;
+    }
+    Ok(())
 }
 
 /// File-system operations that must be ordered and made durable explicitly.
@@ -126,7 +173,7 @@ impl DurableFile for RealFile {
         self.file.sync_data()
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.file.metadata()?.len())
     }
 
@@ -154,6 +201,105 @@ impl DurableFile for RealFile {
 
     fn fingerprint(&self) -> io::Result<FileFingerprint> {
         Ok(FileFingerprint::from_metadata(&self.file.metadata()?))
+    }
+
+    fn raw_descriptor(&self) -> Option<RawFd> {
+        Some(self.file.as_raw_fd())
+    }
+
+    fn clone_to(&self, target: &dyn DurableFile) -> io::Result<bool> {
+        let Some(target_descriptor) = target.raw_descriptor() else {
+            return Ok(false);
+        };
+        /// `_IOW(0x94, 9, int)` from `linux/fs.h`.
+        const FICLONE: libc::c_ulong = 0x4004_9409;
+        // SAFETY: FICLONE takes the source descriptor as its integer argument; both are open.
+        let result = unsafe { libc::ioctl(target_descriptor, FICLONE as _, self.file.as_raw_fd()) };
+        if result == 0 {
+            return Ok(true);
+        }
+        let error = io::Error::last_os_error();
+        match error.raw_os_error() {
+            Some(libc::EOPNOTSUPP)
+            | Some(libc::EXDEV)
+            | Some(libc::EINVAL)
+            | Some(libc::ENOTTY)
+            | Some(libc::ENOSYS) => Ok(false),
+            _ => Err(error),
+        }
+    }
+
+    fn start_writeback(&self) -> io::Result<()> {
+        // SAFETY: sync_file_range on a descriptor we own; no memory is passed.
+        let result = unsafe {
+            libc::sync_file_range(self.file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE)
+        };
+        if result != 0 {
+            // Only a hint: file systems without it lose nothing.
+            return Ok(());
+        }
+        Ok(())
+    }
+
+    /// `copy_file_range`: the data never passes through user space.
+    fn copy_to(
+        &self,
+        source_offset: u64,
+        target: &dyn DurableFile,
+        target_offset: u64,
+        length: u64,
+    ) -> io::Result<()> {
+        let Some(target_descriptor) = target.raw_descriptor() else {
+            return copy_through_buffer(self, source_offset, target, target_offset, length);
+        };
+        let (Ok(mut input), Ok(mut output)) = (
+            libc::off64_t::try_from(source_offset),
+            libc::off64_t::try_from(target_offset),
+        ) else {
+            return copy_through_buffer(self, source_offset, target, target_offset, length);
+        };
+        let mut remaining = length;
+        while remaining > 0 {
+            // SAFETY: both descriptors are open for the life of this call, and the offsets are
+            // plain integers the kernel updates.
+            let copied = unsafe {
+                libc::copy_file_range(
+                    self.file.as_raw_fd(),
+                    &mut input,
+                    target_descriptor,
+                    &mut output,
+                    remaining as usize,
+                    0,
+                )
+            };
+            if copied < 0 {
+                let error = io::Error::last_os_error();
+                return match error.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(libc::EXDEV)
+                    | Some(libc::ENOSYS)
+                    | Some(libc::EINVAL)
+                    | Some(libc::EOPNOTSUPP) => {
+                        let done = length - remaining;
+                        copy_through_buffer(
+                            self,
+                            source_offset + done,
+                            target,
+                            target_offset + done,
+                            remaining,
+                        )
+                    }
+                    _ => Err(error),
+                };
+            }
+            if copied == 0 {
+                // End of the source: the rest reads as zeros.
+                let done = length - remaining;
+                return target.write_at(target_offset + done, &vec![0u8; remaining as usize]);
+            }
+            remaining -= copied as u64;
+        }
+        Ok(())
     }
 }
 
@@ -270,6 +416,7 @@ impl FaultBackend {
         self.lock().sync_points
     }
 
+    /// True once power was lost.
     pub fn has_crashed(&self) -> bool {
         self.lock().crashed
     }
@@ -396,7 +543,7 @@ impl DurableFile for FaultFile {
         Ok(())
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         FaultBackend::alive(&self.backend.lock())?;
         Ok(self.file.metadata()?.len())
     }
