@@ -87,6 +87,9 @@ impl Drop for Cleanup {
     }
 }
 
+/// A file name and the bytes synced to it before a shadow was taken.
+type SyncedFile = (String, Vec<u8>);
+
 fn make_ext4(image: &Path, content: &Path) {
     let output = Process::new("mkfs.ext4")
         .args(["-q", "-F", "-b", "4096", "-d"])
@@ -236,7 +239,7 @@ fn shadows_of_a_live_mounted_ext4_check_clean_and_keep_every_synced_file() {
         .arg(format!("i=0; while [ $i -lt 400 ]; do dd if=/dev/urandom of={}/busy.$((i % 7)) bs=64k count=2 2>/dev/null; i=$((i+1)); done", mnt.display()))
         .spawn()
         .expect("background writer");
-    let mut expectations: Vec<(String, Vec<(String, Vec<u8>)>)> = Vec::new();
+    let mut expectations: Vec<(String, Vec<SyncedFile>)> = Vec::new();
     for round in 0..3 {
         let name = format!("synced-{round}.txt");
         let body = format!("round {round}\n").repeat(2000).into_bytes();

@@ -15,9 +15,9 @@ use super::api::{
 use super::error::{ServiceError, ServiceErrorKind};
 use crate::engine::clock::{IdSource, RandomIds};
 use crate::engine::coordinator::{
-    BackupSession, Coordinator, CoordinatorObserver, CreationRequest, GatheredMetadata,
-    PostSnapshotShadow, RestoreWriter, SelectionPlan, StepDecision, WriterEventError,
-    WriterSelection,
+    BackupSession, Coordinator, CoordinatorObserver, CreationFailure, CreationRequest,
+    GatheredMetadata, PostSnapshotShadow, RestoreWriter, SelectionPlan, StepDecision,
+    WriterEventError, WriterSelection,
 };
 use crate::engine::device::BlockDevice;
 use crate::engine::ids::{parse_guid, ShadowId};
@@ -698,7 +698,13 @@ impl ShadowService for LocalService {
                 .contains(Attributes::NO_AUTORECOVERY),
         };
         let engine = self.engine.clone();
-        let mut commit = || engine.create_shadow_set(&spec);
+        // The coordinator reports a refused commit as a message; keep the provider's own code.
+        let commit_code = std::cell::Cell::new(None);
+        let mut commit = || {
+            engine
+                .create_shadow_set(&spec)
+                .inspect_err(|error| commit_code.set(Some(error.vss_code())))
+        };
         // Auto-recovery: writers get a read-write view of each new shadow during PostSnapshot.
         let recovering =
             creation.autorecover && request.context.has_writers() && !plan.writers.is_empty();
@@ -744,9 +750,34 @@ impl ShadowService for LocalService {
                         let _ = std::fs::remove_file(core.overlay_path(shadow.id));
                     }
                 }
-                let code = error.vss_code();
-                return Err(Self::writer_error(format!("the shadow copy set was not created: {}", error.failure), code)
-                    .with_help("`list writers status` shows which writer failed; no shadow copy of the set was kept"));
+                let (kind, code, help) = match &*error.failure {
+                    CreationFailure::CommitFailed { .. } => (
+                        ServiceErrorKind::Invalid,
+                        commit_code.get().unwrap_or_else(|| error.vss_code()),
+                        "the provider refused the set: `list providers` shows the providers (plex needs the full-copy provider, `add volume … provider {…}`)",
+                    ),
+                    CreationFailure::StepAborted { .. } => (
+                        ServiceErrorKind::Writer,
+                        error.vss_code(),
+                        "you aborted in step mode; every writer was told, and no shadow copy of the set was kept",
+                    ),
+                    CreationFailure::FlushAndHold(_) | CreationFailure::CommitTooSlow { .. } => (
+                        ServiceErrorKind::Io,
+                        error.vss_code(),
+                        "a file system could not be held, or the commit was too slow; try again when the volumes are less busy",
+                    ),
+                    _ => (
+                        ServiceErrorKind::Writer,
+                        error.vss_code(),
+                        "`list writers status` shows which writer failed; no shadow copy of the set was kept",
+                    ),
+                };
+                return Err(ServiceError::new(
+                    kind,
+                    format!("the shadow copy set was not created: {}", error.failure),
+                )
+                .with_code(code)
+                .with_help(help));
             }
         };
         let set = outcome.committed;
