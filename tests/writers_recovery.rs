@@ -79,8 +79,7 @@ fn post_snapshot(work: &Path) -> serde_json::Value {
         .expect("record")
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|request| request["event"] == "post_snapshot")
-        .last()
+        .rfind(|request| request["event"] == "post_snapshot")
         .expect("a post_snapshot event")
 }
 
