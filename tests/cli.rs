@@ -368,3 +368,95 @@ fn writer_check_passes_a_conforming_writer_and_reports_violations() {
     assert_eq!(output.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("violation: [full backup] thaw"), "{stdout}");
 }
+
+#[test]
+fn a_requester_killed_mid_freeze_leaves_writers_thawed_or_aborted_and_no_partial_set() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let store = work.path().join("store");
+    image(&work.path().join("one.img"), 1 << 20);
+    image(&work.path().join("two.img"), 1 << 20);
+    let record = work.path().join("events.jsonl");
+    fs::create_dir_all(store.join("writers")).expect("writers");
+    fs::write(
+        store.join("writers/slow.toml"),
+        format!(
+            "name = \"Slow Writer\"\nid = \"{{66666666-aaaa-4bbb-8ccc-777777777777}}\"\ncommand = [{:?}, \"--name\", \"Slow Writer\", \"--component\", {:?}, \"--on\", \"freeze=delay:1500\", \"--record\", {:?}]\n",
+            env!("CARGO_BIN_EXE_diskshadow-test-writer"),
+            format!("db={}", work.path().join("one.img").display()),
+            record.display().to_string()
+        ),
+    )
+    .expect("registration");
+    let script = work.path().join("backup.dsh");
+    fs::write(
+        &script,
+        format!(
+            "set context persistent\nadd volume {}\nadd volume {}\ncreate\n",
+            work.path().join("one.img").display(),
+            work.path().join("two.img").display()
+        ),
+    )
+    .expect("script");
+    let mut requester = std::process::Command::new(assert_cmd::cargo::cargo_bin("diskshadow"))
+        .arg("--store")
+        .arg(&store)
+        .arg("-s")
+        .arg(&script)
+        .env("DISKSHADOW_IDLE_TIMEOUT", "5")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("requester");
+    let events = |record: &Path| -> Vec<String> {
+        fs::read_to_string(record)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter_map(|request| request["event"].as_str().map(str::to_string))
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !events(&record).iter().any(|event| event == "freeze") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer never got freeze"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    requester.kill().expect("kill the requester mid-freeze");
+    let _ = requester.wait();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let seen = events(&record);
+        let after_freeze: Vec<&String> = seen
+            .iter()
+            .skip_while(|event| *event != "freeze")
+            .skip(1)
+            .collect();
+        let endings = after_freeze
+            .iter()
+            .filter(|event| ***event == "thaw" || ***event == "abort")
+            .count();
+        if endings > 0 {
+            assert_eq!(
+                endings, 1,
+                "exactly one thaw or abort after freeze: {seen:?}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the frozen writer was never thawed or aborted: {seen:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let listing = diskshadow(&store)
+        .write_stdin("list shadows all\n")
+        .output()
+        .expect("list");
+    let listing = String::from_utf8_lossy(&listing.stdout).to_string();
+    assert!(
+        listing.contains("Number of shadow copies listed: 0")
+            || listing.contains("Number of shadow copies listed: 2"),
+        "a set is all or nothing: {listing}"
+    );
+}

@@ -85,3 +85,49 @@ fn one_creation_at_a_time_while_lists_run_alongside() {
     assert_eq!(again.set.shadows.len(), 1);
     assert_eq!(lister.shadows().expect("list").len(), 2);
 }
+
+#[test]
+fn an_exposure_of_a_shadow_the_engine_deleted_to_fit_its_diff_area_is_taken_down() {
+    let work = support::scratch("service-dangling");
+    std::fs::write(work.join("data.img"), vec![0x10u8; 4 << 20]).expect("image");
+    let engine = support::open_engine(&work.join("store"));
+    let core = support::service_core(engine.clone());
+    let mut service = LocalService::with_core(core.clone(), RequesterId(1));
+    service
+        .map_drive('D', DriveTarget::Volume(work.join("data.img")))
+        .expect("map");
+    let create = request(&mut service, Context::PersistentNoWriters);
+    let shadow = service
+        .create(&create, &mut SilentObserver)
+        .expect("create");
+    let id = shadow.set.shadows[0].id;
+    let socket = work.join("share.sock");
+    service
+        .expose(
+            id,
+            &format!("nbd+unix:///s?socket={}", socket.display()),
+            &work,
+        )
+        .expect("expose");
+    assert!(socket.exists());
+    // A small diff-area limit: rewriting the whole volume makes the engine drop the shadow.
+    let volume = service
+        .resolve_volume("D:", std::path::Path::new("/"))
+        .expect("volume");
+    service
+        .set_max_diff_area(&volume, Some(1 << 20))
+        .expect("limit");
+    service
+        .write("D:", 0, &vec![0x20u8; 4 << 20], std::path::Path::new("/"))
+        .expect("write succeeds");
+    assert!(
+        engine.shadow(id).is_none(),
+        "the engine deleted the shadow to fit the limit"
+    );
+    assert_eq!(core.reap_dangling_exposures(), vec![id]);
+    assert!(
+        !socket.exists(),
+        "no share is left serving a deleted shadow"
+    );
+    assert!(!core.has_exposures());
+}

@@ -222,6 +222,27 @@ impl ServiceCore {
             .collect()
     }
 
+    /// Takes down exposures whose shadow the engine deleted by itself (oldest first, when a
+    /// write would exceed a diff-area limit), so no exposure serves a deleted shadow. Returns
+    /// the shadows whose exposures went.
+    pub fn reap_dangling_exposures(&self) -> Vec<ShadowId> {
+        let mut exposures = self
+            .exposures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let gone: Vec<ShadowId> = exposures
+            .iter()
+            .map(|(shadow, _)| *shadow)
+            .filter(|shadow| self.engine.shadow(*shadow).is_none())
+            .collect();
+        for shadow in &gone {
+            if let Some((_, handle)) = exposures.remove(*shadow) {
+                handle.close();
+            }
+        }
+        gone
+    }
+
     /// True while a shadow is exposed: the service must not idle out under its clients.
     pub fn has_exposures(&self) -> bool {
         !self

@@ -396,6 +396,9 @@ impl Handler for EngineHandler {
     }
 
     fn keeps_service_alive(&self) -> bool {
+        // Polled on every tick of the service: also the moment to notice shadows the engine
+        // deleted under an exposure.
+        self.core.reap_dangling_exposures();
         self.core.has_exposures()
     }
 }
