@@ -6,14 +6,9 @@ use std::path::Path;
 
 use assert_cmd::Command;
 
-fn diskshadow(store: &Path) -> Command {
-    let mut command = Command::cargo_bin("diskshadow").expect("binary");
-    command
-        .arg("--store")
-        .arg(store)
-        .env_remove("DISKSHADOW_STORE");
-    command
-}
+mod support;
+
+use support::process::diskshadow;
 
 fn image(path: &Path, size: u64) {
     fs::File::create(path)

@@ -5,17 +5,9 @@ use std::fs;
 use std::path::Path;
 use std::process::Command as Process;
 
-use assert_cmd::Command;
+mod support;
 
-fn diskshadow(store: &Path) -> Command {
-    let mut command = Command::cargo_bin("diskshadow").expect("binary");
-    command
-        .arg("--store")
-        .arg(store)
-        .env_remove("DISKSHADOW_STORE")
-        .env("DISKSHADOW_IDLE_TIMEOUT", "5");
-    command
-}
+use support::process::{diskshadow, run_script, shadow_ids};
 
 fn tool(name: &str) -> bool {
     let found = Process::new("sh")
@@ -28,24 +20,6 @@ fn tool(name: &str) -> bool {
         eprintln!("skipped: {name} is not installed (apt-get install qemu-utils libnbd-bin)");
     }
     found
-}
-
-fn run_script(store: &Path, work: &Path, name: &str, body: &str) -> String {
-    let script = work.join(name);
-    fs::write(&script, body).expect("script");
-    let output = diskshadow(store)
-        .arg("-s")
-        .arg(&script)
-        .current_dir(work)
-        .output()
-        .expect("runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    assert!(
-        output.status.success(),
-        "{name} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
 }
 
 #[test]
@@ -200,16 +174,14 @@ fn unexpose_and_a_killed_service_leave_nothing_stale() {
 
 fn first_shadow(store: &Path) -> String {
     let listing = diskshadow(store)
-        .write_stdin("list shadows all\n")
+        .write_stdin(
+            "list shadows all
+",
+        )
         .output()
         .expect("list");
-    let listing = String::from_utf8_lossy(&listing.stdout).to_string();
-    listing
-        .lines()
-        .find_map(|line| {
-            line.trim()
-                .strip_prefix("* Shadow copy ID = ")
-                .map(|rest| rest.split_whitespace().next().unwrap_or("").to_string())
-        })
+    shadow_ids(&String::from_utf8_lossy(&listing.stdout))
+        .into_iter()
+        .next()
         .expect("a shadow is listed")
 }

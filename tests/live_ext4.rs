@@ -6,17 +6,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command as Process;
 
-use assert_cmd::Command;
+mod support;
 
-fn diskshadow(store: &Path) -> Command {
-    let mut command = Command::cargo_bin("diskshadow").expect("binary");
-    command
-        .arg("--store")
-        .arg(store)
-        .env_remove("DISKSHADOW_STORE")
-        .env("DISKSHADOW_IDLE_TIMEOUT", "5");
-    command
-}
+use support::process::{diskshadow, run_script, shadow_ids};
 
 fn sh(command: &str) -> std::process::Output {
     Process::new("sh")
@@ -43,32 +35,6 @@ fn can_run() -> bool {
         }
     }
     true
-}
-
-fn run_script(store: &Path, work: &Path, name: &str, body: &str) -> String {
-    let script = work.join(name);
-    fs::write(&script, body).expect("script");
-    let output = diskshadow(store)
-        .arg("-s")
-        .arg(&script)
-        .current_dir(work)
-        .output()
-        .expect("runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    assert!(
-        output.status.success(),
-        "{name} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-}
-
-fn shadow_ids(stdout: &str) -> Vec<String> {
-    stdout
-        .lines()
-        .filter_map(|line| line.trim().strip_prefix("* Shadow copy ID = "))
-        .map(|rest| rest.split_whitespace().next().unwrap_or("").to_string())
-        .collect()
 }
 
 /// Unmounts and detaches whatever a test mounted, even when it fails.

@@ -189,6 +189,65 @@ impl Handle {
     }
 }
 
+/// Starts serving `device` at `target`: an NBD export (read-only when `share_read_only`), or a
+/// FUSE mount with `mount_options`. `mounted_file` names the one file a mount shows (attached
+/// volumes); the exposure's location is then that file, else the mount point. Errors start
+/// with `failure_prefix` (`the shadow copy cannot be exposed at`).
+pub fn open_exposure(
+    device: std::sync::Arc<dyn crate::engine::device::BlockDevice>,
+    target: ExposureTarget,
+    share_read_only: bool,
+    mount_options: crate::engine::expose::MountOptions,
+    mounted_file: Option<&str>,
+    failure_prefix: &str,
+) -> Result<(Exposure, Handle), ServiceError> {
+    let failed = |name: &str, code: VssCode, error: &dyn std::fmt::Display| {
+        ServiceError::invalid(format!("{failure_prefix} {name}: {error}")).with_code(code)
+    };
+    match target {
+        ExposureTarget::Share {
+            name,
+            export_name,
+            listener,
+        } => {
+            if let NbdListener::Unix(path) = &listener {
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).map_err(|error| {
+                        ServiceError::io(format!("{} cannot be created: {error}", parent.display()))
+                    })?;
+                }
+            }
+            let export =
+                crate::engine::expose::serve_nbd(device, &export_name, listener, share_read_only)
+                    .map_err(|error| failed(&name, error.vss_code(), &error))?;
+            let exposure = Exposure {
+                kind: ExposureKind::Share,
+                name,
+                location: export.url(),
+            };
+            Ok((exposure, Handle::Nbd(export)))
+        }
+        ExposureTarget::Mount {
+            kind,
+            name,
+            directory,
+        } => {
+            let mount = crate::engine::expose::mount(device, &directory, mount_options)
+                .map_err(|error| failed(&name, error.vss_code(), &error))?;
+            let location = match mounted_file {
+                Some(file) => directory.join(file),
+                None => directory,
+            };
+            let exposure = Exposure {
+                kind,
+                name,
+                location: location.display().to_string(),
+            };
+            Ok((exposure, Handle::Fuse(mount)))
+        }
+    }
+}
+
 /// The mount points of file systems mounted from `file` through a loop device: what
 /// flush-and-hold must freeze when `file` is an attached volume's FUSE file.
 pub fn filesystems_on(file: &Path) -> Vec<PathBuf> {

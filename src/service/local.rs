@@ -39,7 +39,7 @@ use crate::engine::writer::host::{EventFailure, HostOptions, WriterHost, WriterS
 use crate::engine::writer::listing;
 use crate::engine::writer::protocol::WriterEvent;
 use crate::engine::Engine;
-use crate::service::exposure::{parse_target, ExposureTarget, Exposures, Handle};
+use crate::service::exposure::{open_exposure, parse_target, Exposures};
 
 /// Maps an engine error (anything with a VSS code and a message) into the service error.
 pub fn engine_error(code: VssCode, message: String) -> ServiceError {
@@ -953,61 +953,15 @@ impl ShadowService for LocalService {
             .with_help("`unexpose` it first; `list shadows all` shows where"));
         }
         let device = self.core.shadow_device(shadow_id)?;
-        let (exposure, handle) = match parsed {
-            ExposureTarget::Share {
-                name,
-                export_name,
-                listener,
-            } => {
-                if let crate::engine::expose::nbd::NbdListener::Unix(path) = &listener {
-                    if let Some(parent) = path.parent() {
-                        std::fs::create_dir_all(parent).map_err(|error| {
-                            ServiceError::io(format!(
-                                "{} cannot be created: {error}",
-                                parent.display()
-                            ))
-                        })?;
-                    }
-                }
-                let export = crate::engine::expose::serve_nbd(device, &export_name, listener, true)
-                    .map_err(|error| {
-                        engine_error(
-                            error.vss_code(),
-                            format!("the share {name} could not be served: {error}"),
-                        )
-                    })?;
-                let exposure = Exposure {
-                    kind: ExposureKind::Share,
-                    name,
-                    location: export.url(),
-                };
-                (exposure, Handle::Nbd(export))
-            }
-            ExposureTarget::Mount {
-                kind,
-                name,
-                directory,
-            } => {
-                let options =
-                    crate::engine::expose::MountOptions::read_only_files(&shadow_id.to_string());
-                let mount =
-                    crate::engine::expose::mount(device, &directory, options).map_err(|error| {
-                        engine_error(
-                            error.vss_code(),
-                            format!("the shadow copy cannot be exposed at {name}: {error}"),
-                        )
-                    })?;
-                let location = directory.display().to_string();
-                (
-                    Exposure {
-                        kind,
-                        name,
-                        location,
-                    },
-                    Handle::Fuse(mount),
-                )
-            }
-        };
+        let options = crate::engine::expose::MountOptions::read_only_files(&shadow_id.to_string());
+        let (exposure, handle) = open_exposure(
+            device,
+            parsed,
+            true,
+            options,
+            None,
+            "the shadow copy cannot be exposed at",
+        )?;
         if let Err(error) = self.engine.set_exposure(shadow_id, Some(exposure.clone())) {
             handle.close();
             return Err(engine_error(error.vss_code(), error.to_string()));
@@ -1086,72 +1040,24 @@ impl ShadowService for LocalService {
             .with_help("`detach` it first"));
         }
         let device = from_engine!(self.engine.open_volume(info.id))?;
-        let (attachment, handle) = match parsed {
-            ExposureTarget::Share {
-                name,
-                export_name,
-                listener,
-            } => {
-                if let crate::engine::expose::nbd::NbdListener::Unix(path) = &listener {
-                    if let Some(parent) = path.parent() {
-                        std::fs::create_dir_all(parent).map_err(|error| {
-                            ServiceError::io(format!(
-                                "{} cannot be created: {error}",
-                                parent.display()
-                            ))
-                        })?;
-                    }
-                }
-                let export =
-                    crate::engine::expose::serve_nbd(device, &export_name, listener, false)
-                        .map_err(|error| {
-                            engine_error(
-                                error.vss_code(),
-                                format!("{name} could not be served: {error}"),
-                            )
-                        })?;
-                (
-                    Exposure {
-                        kind: ExposureKind::Share,
-                        name,
-                        location: export.url(),
-                    },
-                    Handle::Nbd(export),
-                )
-            }
-            ExposureTarget::Mount {
-                kind,
-                name,
-                directory,
-            } => {
-                let file_name = info
-                    .path
-                    .file_name()
-                    .map(|name| name.to_string_lossy().to_string())
-                    .unwrap_or_else(|| "volume.img".to_string());
-                let options = crate::engine::expose::MountOptions::image_file(
-                    &info.id.to_string(),
-                    &file_name,
-                    false,
-                );
-                let mount =
-                    crate::engine::expose::mount(device, &directory, options).map_err(|error| {
-                        engine_error(
-                            error.vss_code(),
-                            format!("the volume cannot be attached at {name}: {error}"),
-                        )
-                    })?;
-                let location = directory.join(&file_name).display().to_string();
-                (
-                    Exposure {
-                        kind,
-                        name,
-                        location,
-                    },
-                    Handle::Fuse(mount),
-                )
-            }
-        };
+        let file_name = info
+            .path
+            .file_name()
+            .map(|name| name.to_string_lossy().to_string())
+            .unwrap_or_else(|| "volume.img".to_string());
+        let options = crate::engine::expose::MountOptions::image_file(
+            &info.id.to_string(),
+            &file_name,
+            false,
+        );
+        let (attachment, handle) = open_exposure(
+            device,
+            parsed,
+            false,
+            options,
+            Some(&file_name),
+            "the volume cannot be attached at",
+        )?;
         attachments.insert(key, attachment.clone(), handle);
         Ok(attachment)
     }

@@ -1,6 +1,8 @@
 //! Shared by the integration tests: a deterministic in-process session over a fresh store.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
