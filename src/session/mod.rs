@@ -261,8 +261,9 @@ impl<'a> Session<'a> {
                 }
                 LineOutcome::Failed => {
                     self.current_line = None;
-                    self.finish();
-                    self.console.out("DiskShadow is exiting.");
+                    if !self.finish() {
+                        self.console.out("DiskShadow is exiting.");
+                    }
                     return exit_status::COMMAND_FAILED;
                 }
             }
@@ -275,16 +276,22 @@ impl<'a> Session<'a> {
 
     /// Ends the session as `exit` or the end of input does: DiskShadow's exit notes, then the
     /// release of this requester's volatile shadows.
-    pub fn finish(&mut self) {
+    /// Returns whether it said `DiskShadow is exiting.` (it does after an exit note, as
+    /// DiskShadow does).
+    pub fn finish(&mut self) -> bool {
+        let mut said_exiting = false;
         if self.state.phase == Phase::BackupBegun {
             self.console
                 .out("Note: END BACKUP was not commanded, writers not notified BackupComplete.");
+            self.console.out("DiskShadow is exiting.");
+            said_exiting = true;
         }
         if let Err(error) = self.service.release_requester() {
             self.console.err(&format!(
                 "error: the volatile shadow copies of this session could not be released: {error}"
             ));
         }
+        said_exiting
     }
 
     fn position_prefix(&self) -> String {
