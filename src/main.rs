@@ -350,6 +350,11 @@ fn volume(service: &mut dyn ShadowService, command: VolumeCommand) -> Result<(),
                 })?),
                 None => Box::new(std::io::stdin()),
             };
+            let total = input
+                .as_ref()
+                .and_then(|path| std::fs::metadata(path).ok())
+                .map(|meta| meta.len());
+            let progress = ui::progress_bar("writing", total);
             let mut position = offset;
             let mut buffer = vec![0u8; IO_CHUNK];
             loop {
@@ -360,6 +365,12 @@ fn volume(service: &mut dyn ShadowService, command: VolumeCommand) -> Result<(),
                 }
                 service.write(&volume, position, &buffer[..filled], &base)?;
                 position += filled as u64;
+                if let Some(bar) = &progress {
+                    bar.inc(filled as u64);
+                }
+            }
+            if let Some(bar) = progress {
+                bar.finish_and_clear();
             }
             Ok(())
         }
@@ -375,8 +386,15 @@ fn volume(service: &mut dyn ShadowService, command: VolumeCommand) -> Result<(),
                 })?),
                 None => Box::new(std::io::stdout().lock()),
             };
+            let size = target_size(service, &target, &base)?;
             let mut position = offset;
-            let mut remaining = length.unwrap_or(u64::MAX);
+            let mut remaining = length.unwrap_or(u64::MAX).min(size.saturating_sub(offset));
+            // Progress only when the bytes go to a file: stdout may be the terminal itself.
+            let progress = if output.is_some() {
+                ui::progress_bar("reading", Some(remaining))
+            } else {
+                None
+            };
             while remaining > 0 {
                 let want = remaining.min(IO_CHUNK as u64);
                 let data = service.read(&target, position, want, &base)?;
@@ -388,9 +406,15 @@ fn volume(service: &mut dyn ShadowService, command: VolumeCommand) -> Result<(),
                     .map_err(|error| ServiceError::io(format!("writing the output: {error}")))?;
                 position += data.len() as u64;
                 remaining -= data.len() as u64;
+                if let Some(bar) = &progress {
+                    bar.inc(data.len() as u64);
+                }
                 if (data.len() as u64) < want {
                     break;
                 }
+            }
+            if let Some(bar) = progress {
+                bar.finish_and_clear();
             }
             writer
                 .flush()
@@ -469,6 +493,24 @@ fn volume(service: &mut dyn ShadowService, command: VolumeCommand) -> Result<(),
             Ok(())
         }
     }
+}
+
+/// The size of a volume or shadow copy, for progress and for reads "to the end".
+fn target_size(
+    service: &mut dyn ShadowService,
+    target: &str,
+    base: &Path,
+) -> Result<u64, ServiceError> {
+    if let Some(uuid) = parse_guid(target) {
+        if let Some(shadow) = service
+            .shadows()?
+            .into_iter()
+            .find(|shadow| shadow.id.0 == uuid)
+        {
+            return Ok(shadow.volume.size);
+        }
+    }
+    Ok(service.resolve_volume(target, base)?.size)
 }
 
 fn read_full(reader: &mut dyn Read, buffer: &mut [u8]) -> std::io::Result<usize> {

@@ -20,6 +20,28 @@ pub fn banner(machine_name: &str) -> Vec<String> {
     ]
 }
 
+/// A byte progress bar on standard error when it is a terminal, else nothing.
+pub fn progress_bar(what: &str, total: Option<u64>) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = match total {
+        Some(total) => indicatif::ProgressBar::new(total),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    let template = if total.is_some() {
+        "{msg} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})"
+    } else {
+        "{msg} {bytes} ({bytes_per_sec})"
+    };
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_string());
+    Some(bar)
+}
+
 /// This machine's name, as VSS shows the originating machine.
 pub fn machine_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::io::{IsTerminal, Write};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 
 use crate::session::console::Console;
 
@@ -49,17 +49,7 @@ impl Console for TerminalConsole {
     }
 
     fn progress_begin(&mut self, what: &str, total: u64) {
-        if !self.terminal {
-            return;
-        }
-        let bar = ProgressBar::new(total);
-        if let Ok(style) = ProgressStyle::with_template(
-            "{msg} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
-        ) {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar.set_message(what.to_string());
-        self.progress = Some(bar);
+        self.progress = super::progress_bar(what, Some(total));
     }
 
     fn progress_advance(&mut self, units: u64) {
