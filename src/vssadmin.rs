@@ -510,6 +510,7 @@ fn create_shadow(
         aliases: vec![None],
         metadata_path: None,
         step: false,
+        default_metadata: None,
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(retry_minutes * 60);
     let created = loop {

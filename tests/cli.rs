@@ -398,6 +398,8 @@ fn a_requester_killed_mid_freeze_leaves_writers_thawed_or_aborted_and_no_partial
         .arg("-s")
         .arg(&script)
         .env("DISKSHADOW_IDLE_TIMEOUT", "5")
+        // DiskShadow saves a metadata .cab in the working directory when writers take part.
+        .current_dir(work.path())
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("requester");

@@ -30,6 +30,7 @@ fn request(service: &mut LocalService, context: Context) -> CreateRequest {
         aliases: vec![None],
         metadata_path: None,
         step: false,
+        default_metadata: None,
     }
 }
 

@@ -67,6 +67,7 @@ fn create(service: &mut LocalService, extra: u32) -> diskshadow::engine::model::
         aliases: vec![None],
         metadata_path: None,
         step: false,
+        default_metadata: None,
     };
     let outcome = service
         .create(&request, &mut SilentObserver)

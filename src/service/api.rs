@@ -41,6 +41,10 @@ pub struct CreateRequest {
     pub metadata_path: Option<PathBuf>,
     /// Step-through mode: ask the requester before each writer event.
     pub step: bool,
+    /// When writers take part and `metadata_path` is `None`, DiskShadow saves the metadata in
+    /// the working directory as `<yyyy-MM-dd>_<hh-mm-ss>_<COMPUTERNAME>.cab`: this directory,
+    /// and the requester's UTC offset in seconds for the name's local time.
+    pub default_metadata: Option<(PathBuf, i32)>,
 }
 
 /// Which `list writers` listing.
@@ -70,6 +74,8 @@ pub struct CreateOutcome {
     pub set: CreatedSet,
     /// Files inserted into the metadata .cab, in order (`Inserted file … into .cab file …`).
     pub metadata_files: Vec<String>,
+    /// The metadata .cab written, if any (`set metadata`, or DiskShadow's default name).
+    pub metadata_path: Option<PathBuf>,
 }
 
 /// What `check-store` found.

@@ -587,6 +587,28 @@ impl LocalService {
     }
 }
 
+/// DiskShadow's name for the metadata file it saves unasked:
+/// `<yyyy-MM-dd>_<hh-mm-ss>_<COMPUTERNAME>.cab`, a 12-hour clock without AM/PM (observed).
+fn default_metadata_name(set: &crate::engine::model::CreatedSet, offset_seconds: i32) -> String {
+    let created = set
+        .shadows
+        .first()
+        .map(|shadow| shadow.created_at)
+        .unwrap_or_default();
+    let offset = chrono::FixedOffset::east_opt(offset_seconds)
+        .unwrap_or_else(|| chrono::Offset::fix(&chrono::Utc));
+    let machine = set
+        .shadows
+        .first()
+        .map(|shadow| shadow.originating_machine.to_ascii_uppercase())
+        .unwrap_or_default();
+    format!(
+        "{}_{}.cab",
+        created.with_timezone(&offset).format("%Y-%m-%d_%I-%M-%S"),
+        machine
+    )
+}
+
 /// Whether `selector` picks `shadow` (as the engine will decide), among `all`.
 fn selected(selector: &DeleteSelector, shadow: &ShadowInfo, all: &[ShadowInfo]) -> bool {
     match selector {
@@ -802,7 +824,14 @@ impl ShadowService for LocalService {
             }
         };
         let set = outcome.committed;
-        let metadata_files = match &request.metadata_path {
+        let default_path = match (&request.metadata_path, &request.default_metadata) {
+            (None, Some((directory, offset_seconds))) if !outcome.session.writers.is_empty() => {
+                Some(directory.join(default_metadata_name(&set, *offset_seconds)))
+            }
+            _ => None,
+        };
+        let written_path = request.metadata_path.clone().or(default_path);
+        let metadata_files = match written_path.as_ref() {
             Some(path) => {
                 let written = self.write_metadata(
                     path,
@@ -829,6 +858,7 @@ impl ShadowService for LocalService {
         Ok(CreateOutcome {
             set,
             metadata_files,
+            metadata_path: written_path,
         })
     }
 

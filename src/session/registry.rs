@@ -413,6 +413,10 @@ fn create(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, C
             .collect(),
         metadata_path: state.metadata_path.clone(),
         step: state.step,
+        default_metadata: Some((
+            session.config.base_dir.clone(),
+            session.config.time_zone.offset_seconds(),
+        )),
     };
     let pending = session.state.volumes.clone();
     let mut observer = ConsoleObserver {
@@ -445,7 +449,7 @@ fn create(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, C
         outcome.set.set_id
     ));
     if session.state.verbose {
-        if let Some(path) = &session.state.metadata_path {
+        if let Some(path) = &outcome.metadata_path {
             let cab_name = path
                 .file_name()
                 .map(|name| name.to_string_lossy().to_string())

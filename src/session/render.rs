@@ -13,6 +13,14 @@ pub enum TimeZoneChoice {
 }
 
 impl TimeZoneChoice {
+    /// The offset from UTC in seconds, now.
+    pub fn offset_seconds(self) -> i32 {
+        match self {
+            TimeZoneChoice::Local => Local::now().offset().local_minus_utc(),
+            TimeZoneChoice::Fixed(offset) => offset.local_minus_utc(),
+        }
+    }
+
     /// `9/19/2025 11:12:19 AM`, as DiskShadow prints times.
     pub fn format(self, instant: DateTime<Utc>) -> String {
         const PATTERN: &str = "%-m/%-d/%Y %-I:%M:%S %p";
