@@ -100,6 +100,22 @@ impl Switches {
             .and_then(|(_, value)| value.as_deref())
     }
 
+    /// A switch that must be given: `/For=…` is named `For` in the error.
+    fn required(&self, name: &str, shown: &str) -> Result<&str, Failure> {
+        self.value(name)
+            .ok_or_else(|| Failure::Usage(format!("Error: Missing /{shown} option.")))
+    }
+
+    /// A switch holding a GUID, if given.
+    fn guid(&self, name: &str) -> Result<Option<uuid::Uuid>, Failure> {
+        match self.value(name) {
+            None => Ok(None),
+            Some(text) => parse_guid(text)
+                .map(Some)
+                .ok_or_else(|| Failure::Usage(format!("Error: Invalid option value: '{text}'"))),
+        }
+    }
+
     fn flag(&self, name: &str) -> bool {
         self.0.iter().any(|(key, _)| key == name)
     }
@@ -311,16 +327,10 @@ fn list_shadows(
         let volume = resolve(service, spec, base_dir)?;
         shadows.retain(|shadow| shadow.volume.id == volume.id);
     }
-    if let Some(text) = switches.value("shadow") {
-        let id = parse_guid(text)
-            .map(ShadowId)
-            .ok_or_else(|| Failure::Usage(format!("Error: Invalid option value: '{text}'")))?;
+    if let Some(id) = switches.guid("shadow")?.map(ShadowId) {
         shadows.retain(|shadow| shadow.id == id);
     }
-    if let Some(text) = switches.value("set") {
-        let id = parse_guid(text)
-            .map(ShadowSetId)
-            .ok_or_else(|| Failure::Usage(format!("Error: Invalid option value: '{text}'")))?;
+    if let Some(id) = switches.guid("set")?.map(ShadowSetId) {
         shadows.retain(|shadow| shadow.set_id == id);
     }
     if shadows.is_empty() {
@@ -488,9 +498,7 @@ fn create_shadow(
     switches
         .check_allowed(&["for", "autoretry"])
         .map_err(Failure::Usage)?;
-    let spec = switches
-        .value("for")
-        .ok_or_else(|| Failure::Usage("Error: Missing /For option.".to_string()))?;
+    let spec = switches.required("for", "For")?;
     let volume = resolve(service, spec, base_dir)?;
     let retry_minutes: u64 = match switches.value("autoretry") {
         Some(text) => text
@@ -563,10 +571,7 @@ fn delete_shadows(
     if let Some(volume) = &for_volume {
         shadows.retain(|shadow| shadow.volume.id == volume.id);
     }
-    let chosen: Vec<ShadowInfo> = if let Some(text) = switches.value("shadow") {
-        let id = parse_guid(text)
-            .map(ShadowId)
-            .ok_or_else(|| Failure::Usage(format!("Error: Invalid option value: '{text}'")))?;
+    let chosen: Vec<ShadowInfo> = if let Some(id) = switches.guid("shadow")?.map(ShadowId) {
         shadows
             .into_iter()
             .filter(|shadow| shadow.id == id)
@@ -636,12 +641,8 @@ fn resize_storage(
     switches
         .check_allowed(&["for", "on", "maxsize"])
         .map_err(Failure::Usage)?;
-    let for_spec = switches
-        .value("for")
-        .ok_or_else(|| Failure::Usage("Error: Missing /For option.".to_string()))?;
-    let on_spec = switches
-        .value("on")
-        .ok_or_else(|| Failure::Usage("Error: Missing /On option.".to_string()))?;
+    let for_spec = switches.required("for", "For")?;
+    let on_spec = switches.required("on", "On")?;
     let volume = resolve(service, for_spec, base_dir)?;
     let on = resolve(service, on_spec, base_dir)?;
     if on.id != volume.id {
@@ -683,9 +684,7 @@ fn delete_storage(
     switches
         .check_allowed(&["for", "on", "quiet"])
         .map_err(Failure::Usage)?;
-    let for_spec = switches
-        .value("for")
-        .ok_or_else(|| Failure::Usage("Error: Missing /For option.".to_string()))?;
+    let for_spec = switches.required("for", "For")?;
     let volume = resolve(service, for_spec, base_dir)?;
     service.set_max_diff_area(&volume, None)?;
     outcome.out("Successfully deleted the shadow copy storage association(s)");
@@ -700,12 +699,11 @@ fn revert_shadow(
     switches
         .check_allowed(&["shadow", "forcedismount"])
         .map_err(Failure::Usage)?;
-    let text = switches
-        .value("shadow")
-        .ok_or_else(|| Failure::Usage("Error: Missing /Shadow option.".to_string()))?;
-    let id = parse_guid(text)
+    switches.required("shadow", "Shadow")?;
+    let id = switches
+        .guid("shadow")?
         .map(ShadowId)
-        .ok_or_else(|| Failure::Usage(format!("Error: Invalid option value: '{text}'")))?;
+        .ok_or_else(|| Failure::Usage("Error: Missing /Shadow option.".to_string()))?;
     service.revert(id, &mut SilentObserver)?;
     outcome.out(format!("The volume has been reverted to shadow copy {id}."));
     Ok(())

@@ -100,6 +100,20 @@ struct ConsoleObserver<'c> {
     show_latencies: bool,
 }
 
+/// The observer for a command's service call. It takes the session's parts, not the session, so
+/// the service can be borrowed beside it.
+fn console_observer<'c>(
+    console: &'c mut dyn super::console::Console,
+    state: &SessionState,
+    config: &super::SessionConfig,
+) -> ConsoleObserver<'c> {
+    ConsoleObserver {
+        console,
+        verbose: state.verbose,
+        show_latencies: config.show_latencies,
+    }
+}
+
 impl ServiceObserver for ConsoleObserver<'_> {
     fn verbose_line(&mut self, line: &str) {
         if self.verbose {
@@ -419,11 +433,7 @@ fn create(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, C
         )),
     };
     let pending = session.state.volumes.clone();
-    let mut observer = ConsoleObserver {
-        console: &mut *session.console,
-        verbose: session.state.verbose,
-        show_latencies: session.config.show_latencies,
-    };
+    let mut observer = console_observer(&mut *session.console, &session.state, &session.config);
     let outcome = session.service.create(&request, &mut observer)?;
     let mut lines = Vec::new();
     for (index, shadow) in outcome.set.shadows.iter().enumerate() {
@@ -593,11 +603,7 @@ fn end_backup(session: &mut Session<'_>, command: &Command) -> Result<LineOutcom
     }
     session.state.phase = Phase::Idle;
     session.state.backup_type = BackupType::Copy;
-    let mut observer = ConsoleObserver {
-        console: &mut *session.console,
-        verbose: session.state.verbose,
-        show_latencies: session.config.show_latencies,
-    };
+    let mut observer = console_observer(&mut *session.console, &session.state, &session.config);
     session.service.end_backup(&mut observer)?;
     DONE
 }
@@ -622,11 +628,7 @@ fn begin_restore(
         ));
     }
     let verify = session.state.writer_verify.clone();
-    let mut observer = ConsoleObserver {
-        console: &mut *session.console,
-        verbose: session.state.verbose,
-        show_latencies: session.config.show_latencies,
-    };
+    let mut observer = console_observer(&mut *session.console, &session.state, &session.config);
     session.service.begin_restore(&verify, &mut observer)?;
     session.state.phase = Phase::RestoreBegun;
     DONE
@@ -643,11 +645,7 @@ fn end_restore(session: &mut Session<'_>, command: &Command) -> Result<LineOutco
         ));
     }
     session.state.phase = Phase::Idle;
-    let mut observer = ConsoleObserver {
-        console: &mut *session.console,
-        verbose: session.state.verbose,
-        show_latencies: session.config.show_latencies,
-    };
+    let mut observer = console_observer(&mut *session.console, &session.state, &session.config);
     session.service.end_restore(&mut observer)?;
     DONE
 }
@@ -906,11 +904,7 @@ fn revert(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, C
         return Err(mismatch(command));
     };
     let id = session.shadow_argument(shadow, "revert")?;
-    let mut observer = ConsoleObserver {
-        console: &mut *session.console,
-        verbose: session.state.verbose,
-        show_latencies: session.config.show_latencies,
-    };
+    let mut observer = console_observer(&mut *session.console, &session.state, &session.config);
     session.service.revert(id, &mut observer)?;
     session.out(format!("The volume was reverted to the shadow copy {id}."));
     DONE
