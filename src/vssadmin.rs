@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::engine::ids::{parse_guid, ShadowId, ShadowSetId};
 use crate::engine::model::{CreateVolume, ShadowInfo, VolumeInfo};
-use crate::engine::vss::{providers, Attributes, BackupType, Context};
+use crate::engine::vss::{providers, Attributes, BackupType, Context, VssCode, WriterState};
 use crate::service::{
     CreateRequest, ServiceError, SetVolume, ShadowService, SilentObserver, WriterSelection,
 };
@@ -257,9 +257,7 @@ pub fn run(
                 // left in progress for another requester to see.
                 outcome.out("No reverts are in progress.");
             }),
-        "list writers" => Err(Failure::Service(ServiceError::not_supported(
-            "list writers is not supported yet: this build has no writer coordinator",
-        ))),
+        "list writers" => list_writers(service, &switches, &mut outcome),
         _ => return usage(outcome.fail(2, "Error: Invalid command."), true),
     };
     match result {
@@ -408,6 +406,64 @@ fn list_providers(
         outcome.out(format!("   Provider type: {kind}"));
         outcome.out(format!("   Provider Id: {}", provider.id));
         outcome.out(format!("   Version: {}", provider.version));
+        outcome.out("");
+    }
+    Ok(())
+}
+
+/// vssadmin's words for a writer state: `[1] Stable`, `[5] Waiting for completion`, `[9] Failed`.
+fn writer_state_text(state: WriterState) -> String {
+    let words = match state {
+        WriterState::VSS_WS_STABLE => "Stable",
+        WriterState::VSS_WS_WAITING_FOR_FREEZE => "Waiting for freeze",
+        WriterState::VSS_WS_WAITING_FOR_THAW => "Waiting for thaw",
+        WriterState::VSS_WS_WAITING_FOR_POST_SNAPSHOT => "Waiting for post snapshot",
+        WriterState::VSS_WS_WAITING_FOR_BACKUP_COMPLETE => "Waiting for completion",
+        WriterState::VSS_WS_UNKNOWN => "Unknown",
+        _ => "Failed",
+    };
+    format!("[{}] {words}", state.value())
+}
+
+/// vssadmin's words for a writer's last error.
+fn writer_error_text(failure: Option<VssCode>) -> &'static str {
+    match failure {
+        None => "No error",
+        Some(VssCode::VSS_E_WRITERERROR_RETRYABLE) => "Retryable error",
+        Some(VssCode::VSS_E_WRITERERROR_NONRETRYABLE) => "Non-retryable error",
+        Some(VssCode::VSS_E_WRITERERROR_TIMEOUT) | Some(VssCode::VSS_E_WRITER_NOT_RESPONDING) => {
+            "Timed out"
+        }
+        Some(VssCode::VSS_E_WRITERERROR_INCONSISTENTSNAPSHOT) => "Inconsistent shadow copy",
+        Some(VssCode::VSS_E_WRITERERROR_OUTOFRESOURCES) => "Out of resources",
+        Some(_) => "Unexpected error",
+    }
+}
+
+fn list_writers(
+    service: &mut dyn ShadowService,
+    switches: &Switches,
+    outcome: &mut Outcome,
+) -> Result<(), Failure> {
+    switches.check_allowed(&[]).map_err(Failure::Usage)?;
+    outcome.out("Waiting for responses. These may be delayed if a shadow copy is being prepared.");
+    outcome.out("");
+    let statuses = service.writer_statuses()?;
+    if statuses.is_empty() {
+        outcome.out("No items found that satisfy the query.");
+    }
+    for status in statuses {
+        outcome.out(format!("Writer name: '{}'", status.name));
+        outcome.out(format!("   Writer Id: {}", status.writer_id));
+        match status.instance_id {
+            Some(instance) => outcome.out(format!("   Writer Instance Id: {instance}")),
+            None => outcome.out("   Writer Instance Id: (not identified)"),
+        }
+        outcome.out(format!("   State: {}", writer_state_text(status.state)));
+        outcome.out(format!(
+            "   Last error: {}",
+            writer_error_text(status.failure)
+        ));
         outcome.out("");
     }
     Ok(())

@@ -16,6 +16,10 @@ fn vssadmin_commands_over_the_same_store() {
     std::fs::File::create(&image)
         .and_then(|file| file.set_len(2 << 30))
         .expect("image");
+    support::apply_directives(
+        "#! writer journal.toml Journal_Writer {6f1b9d7e-3c2a-4e5f-9a8b-1c2d3e4f5a6b} --component journal=C:",
+        &work,
+    );
     let engine = support::open_engine(&work.join("store"));
     let mut service = LocalService::with_core(support::service_core(engine), RequesterId(7));
     service
@@ -44,6 +48,7 @@ fn vssadmin_commands_over_the_same_store() {
         ),
         ("", "list shadows /bogus"),
         ("", "frobnicate shadows"),
+        ("", "list writers"),
         ("y\n", "delete shadows /all"),
         ("", "list shadows"),
     ];

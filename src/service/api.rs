@@ -56,6 +56,17 @@ pub enum WriterListing {
     Status,
 }
 
+/// One writer's state, for `vssadmin list writers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriterStatusView {
+    pub name: String,
+    pub writer_id: crate::engine::ids::WriterId,
+    pub instance_id: Option<crate::engine::ids::WriterInstanceId>,
+    pub state: crate::engine::vss::WriterState,
+    /// `None`: no error.
+    pub failure: Option<crate::engine::vss::VssCode>,
+}
+
 /// What `load metadata` found in a metadata file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoadedMetadata {
@@ -221,6 +232,8 @@ pub trait ShadowService {
 
     /// `list writers [metadata | detailed | status]`, in DiskShadow's layout.
     fn list_writers(&mut self, listing: WriterListing) -> Result<Vec<String>, ServiceError>;
+    /// Every registered writer's state (identifying writers never identified).
+    fn writer_statuses(&mut self) -> Result<Vec<WriterStatusView>, ServiceError>;
     /// `end backup`: BackupComplete, then BackupShutdown, to the writers of the last set.
     fn end_backup(&mut self, observer: &mut dyn ServiceObserver) -> Result<(), ServiceError>;
     /// `load metadata`: reads a metadata .cab for `import` or a restore.

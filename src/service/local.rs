@@ -1271,6 +1271,28 @@ impl ShadowService for LocalService {
         Ok(lines)
     }
 
+    fn writer_statuses(&mut self) -> Result<Vec<super::api::WriterStatusView>, ServiceError> {
+        let host = self.core.writer_host();
+        if host
+            .statuses()
+            .iter()
+            .any(|status| status.instance_id.is_none())
+        {
+            Coordinator::new(&host, &crate::engine::coordinator::SilentObserver).gather_metadata();
+        }
+        Ok(host
+            .statuses()
+            .into_iter()
+            .map(|status| super::api::WriterStatusView {
+                name: status.name,
+                writer_id: status.writer_id,
+                instance_id: status.instance_id,
+                state: status.state,
+                failure: status.failure,
+            })
+            .collect())
+    }
+
     fn end_backup(&mut self, observer: &mut dyn ServiceObserver) -> Result<(), ServiceError> {
         let Some(session) = self.backup.take() else {
             return Ok(());

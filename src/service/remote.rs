@@ -90,6 +90,7 @@ pub enum Request {
         base_dir: PathBuf,
     },
     Attachments,
+    WriterStatuses,
     ListWriters {
         listing: WriterListing,
     },
@@ -126,6 +127,7 @@ pub enum Reply {
     Lines(Vec<String>),
     Loaded(LoadedMetadata),
     Attachments(Vec<(VolumeInfo, Exposure)>),
+    WriterStatuses(Vec<super::api::WriterStatusView>),
 }
 
 /// Sends a service observer's reports to the requester as events.
@@ -344,6 +346,7 @@ pub fn dispatch(
         Request::Detach { target, base_dir } => Reply::Volume(service.detach(&target, &base_dir)?),
         Request::Attachments => Reply::Attachments(service.attachments()?),
         Request::ListWriters { listing } => Reply::Lines(service.list_writers(listing)?),
+        Request::WriterStatuses => Reply::WriterStatuses(service.writer_statuses()?),
         Request::EndBackup => {
             service.end_backup(observer)?;
             Reply::Done
@@ -631,6 +634,12 @@ impl ShadowService for RemoteService {
     fn list_writers(&mut self, listing: WriterListing) -> Result<Vec<String>, ServiceError> {
         match self.quiet(Request::ListWriters { listing })? {
             Reply::Lines(lines) => Ok(lines),
+            other => Err(unexpected(other)),
+        }
+    }
+    fn writer_statuses(&mut self) -> Result<Vec<super::api::WriterStatusView>, ServiceError> {
+        match self.quiet(Request::WriterStatuses)? {
+            Reply::WriterStatuses(statuses) => Ok(statuses),
             other => Err(unexpected(other)),
         }
     }
