@@ -361,6 +361,19 @@ impl<'o> CoordinatorBridge<'o> {
     }
 }
 
+/// A full copy (plex) inside the commit reports its progress to the requester.
+impl Progress for CoordinatorBridge<'_> {
+    fn begin(&self, what: &str, total: u64) {
+        self.with(|observer| observer.progress_begin(what, total));
+    }
+    fn advance(&self, units: u64) {
+        self.with(|observer| observer.progress_advance(units));
+    }
+    fn finish(&self) {
+        self.with(|observer| observer.progress_end());
+    }
+}
+
 impl CoordinatorObserver for CoordinatorBridge<'_> {
     fn event_sent(&self, writer: &WriterStatus, event: WriterEvent) {
         let line = format!("Sent {event} to writer \"{}\".", writer.name);
@@ -745,7 +758,7 @@ impl ShadowService for LocalService {
         let commit_code = std::cell::Cell::new(None);
         let mut commit = || {
             engine
-                .create_shadow_set(&spec)
+                .create_shadow_set_with_progress(&spec, &bridge)
                 .inspect_err(|error| commit_code.set(Some(error.vss_code())))
         };
         // Auto-recovery: writers get a read-write view of each new shadow during PostSnapshot.
