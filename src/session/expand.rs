@@ -23,6 +23,22 @@ pub enum ExpandError {
     Unclosed { column: usize },
 }
 
+/// Splits a line into its command part and a trailing comment (white space then `#`, outside
+/// double quotes), so that `%NAME%` in a comment is never expanded.
+pub fn split_trailing_comment(line: &str) -> (&str, &str) {
+    let mut in_quotes = false;
+    let mut previous_is_space = false;
+    for (index, character) in line.char_indices() {
+        match character {
+            '"' => in_quotes = !in_quotes,
+            '#' if previous_is_space && !in_quotes => return line.split_at(index),
+            _ => {}
+        }
+        previous_is_space = character == ' ' || character == '\t';
+    }
+    (line, "")
+}
+
 /// Names visible to `%…%`, case-insensitively.
 #[derive(Debug, Clone, Default)]
 pub struct Variables {
@@ -146,6 +162,22 @@ mod tests {
         assert_eq!(expansions.len(), 3);
         assert!(expansions[0].is_alias);
         assert!(!expansions[1].is_alias);
+    }
+
+    #[test]
+    fn trailing_comments_are_split_off_outside_quotes_only() {
+        assert_eq!(
+            split_trailing_comment("create # for %nope%"),
+            ("create ", "# for %nope%")
+        );
+        assert_eq!(
+            split_trailing_comment("set metadata c:\\a#b.cab"),
+            ("set metadata c:\\a#b.cab", "")
+        );
+        assert_eq!(
+            split_trailing_comment("exec \"a #b.sh\" #x"),
+            ("exec \"a #b.sh\" ", "#x")
+        );
     }
 
     #[test]

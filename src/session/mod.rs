@@ -199,8 +199,9 @@ impl<'a> Session<'a> {
         if is_comment {
             return LineOutcome::Continue;
         }
-        let (expanded, expansions) = match self.variables.expand(line) {
-            Ok(result) => result,
+        let (command_part, comment) = expand::split_trailing_comment(line);
+        let (expanded, expansions) = match self.variables.expand(command_part) {
+            Ok((text, expansions)) => (format!("{text}{comment}"), expansions),
             Err(error) => {
                 self.report_expand_error(&error);
                 return LineOutcome::Failed;
