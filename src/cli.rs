@@ -112,6 +112,37 @@ pub enum VolumeCommand {
     Detach { target: String },
     /// List the attached volumes.
     Attachments,
+    /// Register an image file as a volume now, choosing its copy-on-write chunk size (a power
+    /// of two from 4K to 1M; default 64K). Volumes are otherwise registered on first use.
+    Register {
+        image: String,
+        #[arg(long, value_name = "BYTES", value_parser = parse_chunk_size)]
+        chunk_size: Option<u32>,
+    },
+}
+
+/// `16K`, `64k`, `1M` or a number of bytes.
+pub fn parse_chunk_size(text: &str) -> Result<u32, String> {
+    let upper = text.trim().to_ascii_uppercase();
+    let (number, multiplier) = match upper.strip_suffix('K') {
+        Some(number) => (number, 1024),
+        None => match upper.strip_suffix('M') {
+            Some(number) => (number, 1024 * 1024),
+            None => (upper.as_str(), 1),
+        },
+    };
+    let value: u32 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size such as 16K or 1M"))?;
+    let bytes = value
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("`{text}` is too large"))?;
+    if !bytes.is_power_of_two() || !(4096..=1 << 20).contains(&bytes) {
+        return Err(format!(
+            "the chunk size must be a power of two from 4K to 1M, not {text}"
+        ));
+    }
+    Ok(bytes)
 }
 
 #[derive(Debug, Subcommand)]
@@ -195,6 +226,16 @@ mod tests {
         assert_eq!(cli.log, Some(PathBuf::from("out.log")));
         let cli = parse(&["diskshadow", "-l", "x.log", "-s", "a.dsh"]);
         assert_eq!(cli.script, vec!["a.dsh"]);
+    }
+
+    #[test]
+    fn chunk_sizes_are_powers_of_two_from_4k_to_1m() {
+        assert_eq!(parse_chunk_size("16K"), Ok(16384));
+        assert_eq!(parse_chunk_size("1m"), Ok(1 << 20));
+        assert_eq!(parse_chunk_size("65536"), Ok(65536));
+        assert!(parse_chunk_size("2K").is_err());
+        assert!(parse_chunk_size("48K").is_err());
+        assert!(parse_chunk_size("2M").is_err());
     }
 
     #[test]

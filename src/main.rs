@@ -433,6 +433,15 @@ fn volume(service: &mut dyn ShadowService, command: VolumeCommand) -> Result<(),
             println!("{} is detached.", volume.display_name());
             Ok(())
         }
+        VolumeCommand::Register { image, chunk_size } => {
+            let volume = service.register_volume(&image, chunk_size, &base)?;
+            println!(
+                "{} is registered with {}-byte chunks.",
+                volume.display_name(),
+                volume.chunk_size
+            );
+            Ok(())
+        }
         VolumeCommand::Attachments => {
             let attachments = service.attachments()?;
             for (volume, attachment) in &attachments {

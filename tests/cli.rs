@@ -457,3 +457,45 @@ fn a_requester_killed_mid_freeze_leaves_writers_thawed_or_aborted_and_no_partial
         "a set is all or nothing: {listing}"
     );
 }
+
+#[test]
+fn a_volume_can_be_registered_with_its_own_chunk_size_once() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let store = work.path().join("store");
+    let volume = work.path().join("small-chunks.img");
+    image(&volume, 1 << 20);
+    let output = diskshadow(&store)
+        .args(["volume", "register"])
+        .arg(&volume)
+        .args(["--chunk-size", "16K"])
+        .output()
+        .expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("16384-byte chunks"));
+    let info = diskshadow(&store)
+        .args(["volume", "info"])
+        .arg(&volume)
+        .arg("--json")
+        .output()
+        .expect("info");
+    let json: serde_json::Value = serde_json::from_slice(&info.stdout).expect("json");
+    assert_eq!(json["chunk_size"], 16384);
+    let again = diskshadow(&store)
+        .args(["volume", "register"])
+        .arg(&volume)
+        .args(["--chunk-size", "1M"])
+        .output()
+        .expect("runs");
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("chosen once, at registration"));
+    diskshadow(&store)
+        .args(["volume", "register"])
+        .arg(&volume)
+        .args(["--chunk-size", "3K"])
+        .assert()
+        .code(2);
+}

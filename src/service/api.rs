@@ -156,6 +156,14 @@ pub trait ShadowService {
     /// file the first time it is named.
     fn resolve_volume(&mut self, spec: &str, base_dir: &Path) -> Result<VolumeInfo, ServiceError>;
     fn volumes(&mut self) -> Result<Vec<VolumeInfo>, ServiceError>;
+    /// Registers an image file with a chosen copy-on-write chunk size (a power of two, 4 KiB to
+    /// 1 MiB; `None`: the default). The chunk size is fixed at registration.
+    fn register_volume(
+        &mut self,
+        path: &str,
+        chunk_size: Option<u32>,
+        base_dir: &Path,
+    ) -> Result<VolumeInfo, ServiceError>;
 
     fn drive_map(&mut self) -> Result<Vec<(char, DriveTarget)>, ServiceError>;
     fn map_drive(&mut self, letter: char, target: DriveTarget) -> Result<(), ServiceError>;

@@ -647,6 +647,38 @@ impl ShadowService for LocalService {
         from_engine!(self.engine.resolve_volume(spec, base_dir))
     }
 
+    fn register_volume(
+        &mut self,
+        path: &str,
+        chunk_size: Option<u32>,
+        base_dir: &Path,
+    ) -> Result<VolumeInfo, ServiceError> {
+        let full = if Path::new(path).is_absolute() {
+            PathBuf::from(path)
+        } else {
+            base_dir.join(path)
+        };
+        let canonical = full.canonicalize().unwrap_or_else(|_| full.clone());
+        if let Some(existing) = self
+            .engine
+            .volumes()
+            .into_iter()
+            .find(|volume| volume.path == canonical)
+        {
+            if chunk_size.is_some_and(|wanted| wanted != existing.chunk_size) {
+                return Err(ServiceError::invalid(format!(
+                    "{} is already registered with {}-byte chunks; the chunk size is chosen once, at registration",
+                    existing.display_name(),
+                    existing.chunk_size
+                ))
+                .with_code(VssCode::VSS_E_OBJECT_ALREADY_EXISTS)
+                .with_help("register a copy of the image under another path to use another chunk size"));
+            }
+            return Ok(existing);
+        }
+        from_engine!(self.engine.register_volume(&full, chunk_size))
+    }
+
     fn volumes(&mut self) -> Result<Vec<VolumeInfo>, ServiceError> {
         Ok(self.engine.volumes())
     }

@@ -32,6 +32,11 @@ pub enum Request {
         base_dir: PathBuf,
     },
     Volumes,
+    RegisterVolume {
+        path: String,
+        chunk_size: Option<u32>,
+        base_dir: PathBuf,
+    },
     DriveMap,
     MapDrive {
         letter: char,
@@ -290,6 +295,11 @@ pub fn dispatch(
             Reply::Volume(service.resolve_volume(&spec, &base_dir)?)
         }
         Request::Volumes => Reply::Volumes(service.volumes()?),
+        Request::RegisterVolume {
+            path,
+            chunk_size,
+            base_dir,
+        } => Reply::Volume(service.register_volume(&path, chunk_size, &base_dir)?),
         Request::DriveMap => Reply::DriveMap(service.drive_map()?),
         Request::MapDrive { letter, target } => {
             service.map_drive(letter, target)?;
@@ -451,6 +461,22 @@ impl ShadowService for RemoteService {
             spec: spec.to_string(),
             base_dir: base_dir.to_path_buf(),
         })? {
+            Reply::Volume(volume) => Ok(volume),
+            other => Err(unexpected(other)),
+        }
+    }
+    fn register_volume(
+        &mut self,
+        path: &str,
+        chunk_size: Option<u32>,
+        base_dir: &Path,
+    ) -> Result<VolumeInfo, ServiceError> {
+        let request = Request::RegisterVolume {
+            path: path.to_string(),
+            chunk_size,
+            base_dir: base_dir.to_path_buf(),
+        };
+        match self.quiet(request)? {
             Reply::Volume(volume) => Ok(volume),
             other => Err(unexpected(other)),
         }
