@@ -44,6 +44,16 @@ pub fn connect(store: &Path) -> Result<Box<dyn ShadowService>, ServiceError> {
             store.display()
         ))
     })?;
+    let client = connect_client(store)?;
+    let store = store.to_path_buf();
+    Ok(Box::new(RemoteService::with_reconnect(
+        client,
+        Box::new(move || connect_client(&store)),
+    )))
+}
+
+/// One connection to the store's service, starting it if none runs.
+fn connect_client(store: &Path) -> Result<transport::Client, ServiceError> {
     let paths = ServicePaths::for_store(store);
     let start = || {
         let executable = std::env::current_exe()?;
@@ -51,10 +61,9 @@ pub fn connect(store: &Path) -> Result<Box<dyn ShadowService>, ServiceError> {
         command.arg("--store").arg(store).args(["service", "run"]);
         transport::spawn_detached(command, &paths.log_file)
     };
-    let client = transport::connect_or_start(store, &start).map_err(|error| {
+    transport::connect_or_start(store, &start).map_err(|error| {
         unavailable(error).with_help(format!("the service log is {}", paths.log_file.display()))
-    })?;
-    Ok(Box::new(RemoteService::new(client)))
+    })
 }
 
 /// `diskshadow service run`: owns the store until idle, stopped, or signalled.

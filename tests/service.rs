@@ -132,3 +132,55 @@ fn an_exposure_of_a_shadow_the_engine_deleted_to_fit_its_diff_area_is_taken_down
     );
     assert!(!core.has_exposures());
 }
+
+#[test]
+fn a_requester_reconnects_to_a_new_service_after_its_service_died() {
+    use diskshadow::service::remote::RemoteService;
+    use diskshadow::service::transport::{connect_or_start, spawn_detached, ServicePaths};
+    let work = tempfile::tempdir().expect("tempdir");
+    let store = work.path().join("store");
+    std::fs::create_dir_all(&store).expect("store");
+    let start_store = store.clone();
+    let connect = move || {
+        let paths = ServicePaths::for_store(&start_store);
+        let start = || {
+            let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_diskshadow"));
+            command.arg("--store").arg(&start_store).args([
+                "service",
+                "run",
+                "--idle-timeout",
+                "5",
+            ]);
+            spawn_detached(command, &paths.log_file)
+        };
+        connect_or_start(&start_store, &start).map_err(|error| {
+            diskshadow::service::ServiceError::new(
+                diskshadow::service::ServiceErrorKind::Unavailable,
+                error.to_string(),
+            )
+        })
+    };
+    let first = connect().expect("service starts");
+    let first_pid = first.service_pid();
+    let mut service = RemoteService::with_reconnect(first, Box::new(connect));
+    assert!(service.providers().expect("providers").len() >= 1);
+
+    // SAFETY: kill(2) with a pid the service reported and SIGKILL has no memory effects.
+    unsafe { libc::kill(first_pid as i32, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(200));
+    let broken = service
+        .shadows()
+        .expect_err("the dead service cannot answer");
+    assert_eq!(
+        broken.kind,
+        diskshadow::service::ServiceErrorKind::Unavailable
+    );
+    assert!(
+        broken.help.as_deref().unwrap_or("").contains("new service"),
+        "{broken:?}"
+    );
+    let listed = service
+        .shadows()
+        .expect("the next request reconnects to a new service");
+    assert!(listed.is_empty());
+}

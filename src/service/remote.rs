@@ -417,13 +417,31 @@ impl Handler for EngineHandler {
 }
 
 /// The requester's side: every call goes over the socket.
+/// Connects (or reconnects) to the service, starting it if needed.
+pub type Connector = Box<dyn Fn() -> Result<transport::Client, ServiceError> + Send>;
+
 pub struct RemoteService {
-    client: transport::Client,
+    /// `None` after the connection broke: the next request reconnects.
+    client: Option<transport::Client>,
+    reconnect: Option<Connector>,
 }
 
 impl RemoteService {
     pub fn new(client: transport::Client) -> Self {
-        Self { client }
+        Self {
+            client: Some(client),
+            reconnect: None,
+        }
+    }
+
+    /// A requester that reconnects (starting a new service) after its service went away. The
+    /// request that found the connection broken fails; it is not sent again, since it may have
+    /// been carried out. What the lost connection owned (volatile shadows) is gone with it.
+    pub fn with_reconnect(client: transport::Client, reconnect: Connector) -> Self {
+        Self {
+            client: Some(client),
+            reconnect: Some(reconnect),
+        }
     }
 
     fn call(
@@ -431,15 +449,36 @@ impl RemoteService {
         request: Request,
         observer: &mut dyn ServiceObserver,
     ) -> Result<Reply, ServiceError> {
-        let reply: Result<Reply, ServiceError> = self
-            .client
+        if self.client.is_none() {
+            if let Some(reconnect) = &self.reconnect {
+                self.client = Some(reconnect()?);
+            }
+        }
+        let Some(client) = self.client.as_mut() else {
+            return Err(ServiceError::new(
+                ServiceErrorKind::Unavailable,
+                "the connection to the service is closed",
+            )
+            .with_help("start the shell again"));
+        };
+        let reply: Result<Reply, ServiceError> = match client
             .call(&request, &mut |event| replay(observer, &event))
-            .map_err(|error| {
-                ServiceError::new(
+        {
+            Ok(reply) => reply,
+            Err(error) => {
+                self.client = None;
+                let mut failure = ServiceError::new(
                     ServiceErrorKind::Unavailable,
                     format!("the service did not answer: {error}"),
-                )
-            })?;
+                );
+                if self.reconnect.is_some() {
+                    failure = failure.with_help(
+                        "the next command connects to a new service; volatile shadow copies of this session are gone",
+                    );
+                }
+                return Err(failure);
+            }
+        };
         reply
     }
 
