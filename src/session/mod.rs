@@ -364,6 +364,35 @@ impl<'a> Session<'a> {
         )
     }
 
+    /// A file named in a script, which may be a Windows path: `z:\dir\file` with Z: mapped to
+    /// a directory is that directory's `dir/file`; on any other letter it is `dir/file` in the
+    /// working directory; a relative `dir\file` is `dir/file`.
+    pub(crate) fn resolve_file_path(&mut self, text: &str) -> Result<PathBuf, CommandError> {
+        let bytes = text.as_bytes();
+        let has_drive = bytes.len() >= 3
+            && bytes[0].is_ascii_alphabetic()
+            && bytes[1] == b':'
+            && (bytes[2] == b'\\' || bytes[2] == b'/');
+        if has_drive {
+            let letter = char::from(bytes[0]).to_ascii_uppercase();
+            let rest = text[3..].replace('\\', "/");
+            let map = self.service.drive_map()?;
+            return Ok(match map.iter().find(|(mapped, _)| *mapped == letter) {
+                Some((_, crate::engine::model::DriveTarget::Directory(directory))) => {
+                    directory.join(rest)
+                }
+                // A letter that names a volume (or nothing) has no directory of files here: the
+                // working directory stands in for its root, so `exec c:\scripts\copy.cmd` runs
+                // `./scripts/copy.cmd`.
+                _ => self.config.base_dir.join(rest),
+            });
+        }
+        if text.contains('\\') && !text.contains('/') {
+            return Ok(self.resolve_path(&text.replace('\\', "/")));
+        }
+        Ok(self.resolve_path(text))
+    }
+
     pub(crate) fn resolve_path(&self, path: &str) -> PathBuf {
         let candidate = Path::new(path);
         if candidate.is_absolute() {

@@ -241,7 +241,7 @@ fn set(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, Comm
         SetCommand::Verbose(on) => state.verbose = *on,
         SetCommand::Step(on) => state.step = *on,
         SetCommand::Metadata(path) => {
-            let resolved = session.resolve_path(&path.text);
+            let resolved = session.resolve_file_path(&path.text)?;
             if resolved.is_dir() {
                 return Err(CommandError::usage(
                     "set",
@@ -491,7 +491,7 @@ fn exec(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, Com
     let Command::Exec { program, arguments } = command else {
         return Err(mismatch(command));
     };
-    let path = session.resolve_path(&program.text);
+    let path = session.resolve_file_path(&program.text)?;
     if !path.is_file() {
         return Err(CommandError::new(format!(
             "{} does not exist or is not a file",
@@ -676,7 +676,7 @@ fn load_metadata(
     let Command::LoadMetadata { path } = command else {
         return Err(mismatch(command));
     };
-    let resolved = session.resolve_path(&path.text);
+    let resolved = session.resolve_file_path(&path.text)?;
     if !resolved.is_file() {
         return Err(CommandError::new(format!(
             "the metadata file {} does not exist",
