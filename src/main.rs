@@ -537,17 +537,10 @@ fn read_full(reader: &mut dyn Read, buffer: &mut [u8]) -> std::io::Result<usize>
 
 fn drive(service: &mut dyn ShadowService, command: DriveCommand) -> Result<(), ServiceError> {
     let letter_of = |text: &str| -> Result<char, ServiceError> {
-        let trimmed = text.trim_end_matches('\\');
-        let mut chars = trimmed.chars();
-        match (chars.next(), chars.next(), chars.next()) {
-            (Some(letter), Some(':'), None) if letter.is_ascii_alphabetic() => {
-                Ok(letter.to_ascii_uppercase())
-            }
-            _ => Err(
-                ServiceError::invalid(format!("`{text}` is not a drive letter"))
-                    .with_help("write a letter and a colon, for example C:"),
-            ),
-        }
+        diskshadow::engine::model::parse_drive_letter(text).ok_or_else(|| {
+            ServiceError::invalid(format!("`{text}` is not a drive letter"))
+                .with_help("write a letter and a colon, for example C:")
+        })
     };
     match command {
         DriveCommand::List => {

@@ -44,6 +44,18 @@ impl VolumeInfo {
     }
 }
 
+/// `C:`, `c:` or `C:\` as an upper-case drive letter; anything else is not one.
+pub fn parse_drive_letter(text: &str) -> Option<char> {
+    let trimmed = text.trim_end_matches('\\');
+    let mut chars = trimmed.chars();
+    match (chars.next(), chars.next(), chars.next()) {
+        (Some(letter), Some(':'), None) if letter.is_ascii_alphabetic() => {
+            Some(letter.to_ascii_uppercase())
+        }
+        _ => None,
+    }
+}
+
 /// What a drive letter stands for in the store's drive map.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -37,17 +37,6 @@ pub enum ExposureTarget {
     },
 }
 
-fn drive_letter(text: &str) -> Option<char> {
-    let trimmed = text.trim_end_matches('\\');
-    let mut chars = trimmed.chars();
-    match (chars.next(), chars.next(), chars.next()) {
-        (Some(letter), Some(':'), None) if letter.is_ascii_alphabetic() => {
-            Some(letter.to_ascii_uppercase())
-        }
-        _ => None,
-    }
-}
-
 fn share_socket(store: &Path, export_name: &str) -> PathBuf {
     let in_store = store.join("shares").join(format!("{export_name}.sock"));
     // A Unix socket path must fit in 108 bytes; long store paths fall back to /tmp.
@@ -75,7 +64,7 @@ pub fn parse_target(
     drive_map: &[(char, DriveTarget)],
 ) -> Result<ExposureTarget, ServiceError> {
     let text = target.trim();
-    if let Some(letter) = drive_letter(text) {
+    if let Some(letter) = crate::engine::model::parse_drive_letter(text) {
         return match drive_map.iter().find(|(mapped, _)| *mapped == letter) {
             Some((_, DriveTarget::Directory(directory))) => Ok(ExposureTarget::Mount {
                 kind: ExposureKind::Drive,

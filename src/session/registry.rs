@@ -833,9 +833,6 @@ fn delete_shadows(
                         .with_code(VssCode::VSS_E_OBJECT_NOT_FOUND)
                         .with_help("`list shadows all` shows where shadow copies are exposed")
                 })?;
-            session
-                .service
-                .unexpose(&shadow.id.to_string(), &base_dir)?;
             DeleteSelector::Id(shadow.id)
         }
     };
@@ -981,17 +978,10 @@ fn help(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, Com
 }
 
 fn drive_letter(word: &Word, command: &'static str) -> Result<char, CommandError> {
-    let text = word.text.trim_end_matches('\\');
-    let mut chars = text.chars();
-    match (chars.next(), chars.next(), chars.next()) {
-        (Some(letter), Some(':'), None) if letter.is_ascii_alphabetic() => {
-            Ok(letter.to_ascii_uppercase())
-        }
-        _ => Err(
-            CommandError::usage(command, format!("`{}` is not a drive letter", word.text))
-                .with_help("write a letter and a colon, for example `c:`"),
-        ),
-    }
+    crate::engine::model::parse_drive_letter(&word.text).ok_or_else(|| {
+        CommandError::usage(command, format!("`{}` is not a drive letter", word.text))
+            .with_help("write a letter and a colon, for example `c:`")
+    })
 }
 
 fn map(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
