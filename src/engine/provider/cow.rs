@@ -27,6 +27,8 @@ const RECORD_BYTES: usize = 32;
 const RECORD_MAGIC: u32 = 0x4453_4958; // "DSIX"
 const KIND_PRESERVE: u8 = 1;
 const KIND_FREE: u8 = 2;
+/// The most one in-kernel copy preserves (`preserve_run`).
+const MAX_RUN_BYTES: u64 = 1 << 20;
 /// The most a sequential writer gets preserved ahead of it in one group commit.
 const MAX_AHEAD_BYTES: u64 = 64 << 20;
 
@@ -135,6 +137,9 @@ pub struct CowVolume {
     pending_bytes: usize,
     pending_limit: usize,
     diff_unsynced: bool,
+    /// The byte range of `chunks.dat` written since the last sync: its pages are dropped from
+    /// the page cache once the sync made them durable.
+    unsynced_data_range: Option<(u64, u64)>,
     /// The chunk a sequential writer is expected to touch next, and how many chunks to
     /// preserve ahead of it (doubling up to `MAX_AHEAD_BYTES`).
     sequential_next: Option<ChunkIndex>,
@@ -263,6 +268,7 @@ impl CowVolume {
             pending_bytes: 0,
             pending_limit,
             diff_unsynced: false,
+            unsynced_data_range: None,
             sequential_next: None,
             ahead_chunks: 1,
             unsynced_ahead: None,
@@ -421,6 +427,14 @@ impl CowVolume {
         needing * self.chunk_size
     }
 
+    /// Notes that `[from, to)` of `chunks.dat` was written and is not yet synced.
+    fn note_data_written(&mut self, from: u64, to: u64) {
+        self.unsynced_data_range = Some(match self.unsynced_data_range {
+            Some((old_from, old_to)) => (old_from.min(from), old_to.max(to)),
+            None => (from, to),
+        });
+    }
+
     fn chunk_is_hole(&self, chunk_start: u64, chunk_length: u64) -> io::Result<bool> {
         Ok(match self.live.next_data(chunk_start)? {
             None => true,
@@ -564,8 +578,9 @@ impl CowVolume {
         } else {
             let slot = self.allocate_slot()?;
             self.live.read_exact_or_zero(chunk_start, &mut buffer)?;
-            self.data
-                .write_at(u64::from(slot) * self.chunk_size, &buffer)?;
+            let slot_start = u64::from(slot) * self.chunk_size;
+            self.data.write_at(slot_start, &buffer)?;
+            self.note_data_written(slot_start, slot_start + buffer.len() as u64);
             self.data_slots_used += 1;
             slot
         };
@@ -588,6 +603,12 @@ impl CowVolume {
             self.data.sync_data()?;
             self.index_log.sync_data()?;
             self.diff_unsynced = false;
+            if let Some((from, to)) = self.unsynced_data_range.take() {
+                // Preserved copies are cold (read only through a shadow): keeping them cached
+                // doubles the page cache cost of a first write, and the freed pages serve the
+                // next copies at once.
+                self.data.drop_cached(from, to - from)?;
+            }
         }
         self.unsynced_ahead = None;
         Ok(())
@@ -624,19 +645,23 @@ impl CowVolume {
             self.write_records()?;
             self.data.start_writeback()?;
             self.index_log.start_writeback()?;
+            // The live chunks written since the previous window go to the disk meanwhile too,
+            // so the final flush has little left to wait for. Only a hint: the ordering rule
+            // holds because those chunks' copies were synced before they were written.
+            self.live.start_writeback()?;
             self.unsynced_ahead = Some((start, prepared_end));
         }
         Ok(())
     }
 
-    /// How many chunks from `start` (below `end`, at most 1 MiB) can be preserved as one run:
-    /// full-size, not holes, needing preservation, with fresh consecutive slots after the one
+    /// How many chunks from `start` (below `end`, at most `MAX_RUN_BYTES`) can be preserved as
+    /// one run: full-size, not holes, needing preservation, with fresh consecutive slots after the one
     /// just allocated, and room in the diff area.
     fn batch_run(&self, start: ChunkIndex, end: ChunkIndex) -> io::Result<Option<u64>> {
         if !self.free_slots.is_empty() {
             return Ok(None);
         }
-        let most = ((1u64 << 20) / self.chunk_size).max(1);
+        let most = (MAX_RUN_BYTES / self.chunk_size).max(1);
         let mut count = 0;
         while count < most && start + count < end {
             let chunk = start + count;
@@ -657,22 +682,20 @@ impl CowVolume {
     }
 
     /// Preserves `count` adjacent full chunks from `start` into fresh consecutive slots with one
-    /// read and one write (see `batch_run`).
+    /// in-kernel copy (see `batch_run`): the old data never passes through user space, and
+    /// file systems with shared extents copy no data at all.
     fn preserve_run(&mut self, start: ChunkIndex, count: u64) -> io::Result<()> {
-        let bytes = (count * self.chunk_size) as usize;
-        let mut buffer = std::mem::take(&mut self.copy_buffer);
-        buffer.resize(bytes, 0);
-        self.live
-            .read_exact_or_zero(start * self.chunk_size, &mut buffer)?;
         let first_slot = self.slot_high_water;
         if first_slot + count > u64::from(MAX_SLOT) {
-            self.copy_buffer = buffer;
             return Err(io::Error::other(
                 "the diff area is full: it cannot address more chunks",
             ));
         }
-        self.data.write_at(first_slot * self.chunk_size, &buffer)?;
-        self.copy_buffer = buffer;
+        let bytes = count * self.chunk_size;
+        let target = first_slot * self.chunk_size;
+        self.live
+            .copy_to(start * self.chunk_size, &*self.data, target, bytes)?;
+        self.note_data_written(target, target + bytes);
         self.slot_high_water += count;
         self.data_slots_used += count;
         let tag = tag_of(self.newest_shadow().unwrap_or(0));
