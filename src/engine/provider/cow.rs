@@ -98,6 +98,15 @@ struct ReadRun {
     to: u64,
 }
 
+/// A first write held back until its chunk's preserved copy is durable: the chunk's whole new
+/// content (what reads of the live volume see) and the byte range within it that was written,
+/// which is all the drain has to write (the rest is still on the live image unchanged).
+struct PendingChunk {
+    content: Vec<u8>,
+    written_from: usize,
+    written_to: usize,
+}
+
 /// What opening a diff area found and repaired.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recovery {
@@ -133,7 +142,7 @@ pub struct CowVolume {
     free_slots: Vec<Slot>,
     slot_high_water: u64,
     data_slots_used: u64,
-    pending: BTreeMap<ChunkIndex, Vec<u8>>,
+    pending: BTreeMap<ChunkIndex, PendingChunk>,
     pending_bytes: usize,
     pending_limit: usize,
     diff_unsynced: bool,
@@ -508,7 +517,9 @@ impl CowVolume {
                 )?;
             }
             if let Some(buffered) = self.pending.get_mut(&chunk) {
-                buffered[within..within + piece.len()].copy_from_slice(piece);
+                buffered.content[within..within + piece.len()].copy_from_slice(piece);
+                buffered.written_from = buffered.written_from.min(within);
+                buffered.written_to = buffered.written_to.max(within + piece.len());
                 continue;
             }
             if self.sequential_next == Some(chunk) {
@@ -542,7 +553,14 @@ impl CowVolume {
                 content
             };
             self.pending_bytes += content.len();
-            self.pending.insert(chunk, content);
+            self.pending.insert(
+                chunk,
+                PendingChunk {
+                    content,
+                    written_from: within,
+                    written_to: within + piece.len(),
+                },
+            );
         }
         if let Some((run_start, run_end)) = direct_run {
             self.live.write_at(
@@ -719,8 +737,12 @@ impl CowVolume {
         self.sync_diff()?;
         let pending = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
-        for (chunk, content) in pending {
-            self.live.write_at(chunk * self.chunk_size, &content)?;
+        for (chunk, buffered) in pending {
+            // Only the written bytes: a 4 KiB write into a 64 KiB chunk writes 4 KiB.
+            self.live.write_at(
+                chunk * self.chunk_size + buffered.written_from as u64,
+                &buffered.content[buffered.written_from..buffered.written_to],
+            )?;
         }
         self.refresh_fingerprint()
     }
@@ -744,7 +766,8 @@ impl CowVolume {
         let end = offset + buffer.len() as u64;
         let first = offset / self.chunk_size;
         let last = (end - 1) / self.chunk_size;
-        for (&chunk, content) in self.pending.range(first..=last) {
+        for (&chunk, buffered) in self.pending.range(first..=last) {
+            let content = &buffered.content;
             let chunk_start = chunk * self.chunk_size;
             let from = offset.max(chunk_start);
             let to = end.min(chunk_start + content.len() as u64);
