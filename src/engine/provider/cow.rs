@@ -158,6 +158,8 @@ pub struct CowVolume {
     unsynced_ahead: Option<(ChunkIndex, ChunkIndex)>,
     /// One chunk of scratch space, reused by every preservation.
     copy_buffer: Vec<u8>,
+    /// The helper thread submitting the write-back of the last window prepared ahead.
+    writeback: Option<std::thread::JoinHandle<()>>,
     /// Encoded index records not yet written to the log.
     record_buffer: Vec<u8>,
     /// The diff-area limit, so preserving ahead never overshoots it.
@@ -281,6 +283,7 @@ impl CowVolume {
             sequential_next: None,
             ahead_chunks: 1,
             unsynced_ahead: None,
+            writeback: None,
             copy_buffer: Vec::new(),
             record_buffer: Vec::new(),
             max_diff_bytes: None,
@@ -661,15 +664,39 @@ impl CowVolume {
         self.sequential_next = Some(prepared_end);
         if self.diff_unsynced && prepared_end > start {
             self.write_records()?;
-            self.data.start_writeback()?;
-            self.index_log.start_writeback()?;
-            // The live chunks written since the previous window go to the disk meanwhile too,
-            // so the final flush has little left to wait for. Only a hint: the ordering rule
-            // holds because those chunks' copies were synced before they were written.
-            self.live.start_writeback()?;
+            self.start_writeback_in_background();
             self.unsynced_ahead = Some((start, prepared_end));
         }
         Ok(())
+    }
+
+    /// Starts writing back the window just prepared (and the live chunks written since the
+    /// previous one, so the final flush has little left to wait for) on a helper thread: the
+    /// submission of that I/O costs tens of milliseconds per window that the writer spends
+    /// writing instead. Only a hint, never a sync point: the diff area is made durable by
+    /// `sync_diff`'s `fdatasync` whether or not this has run, and every live page dirty at this
+    /// point may reach the disk at any time anyway (its chunk's copy was synced before it was
+    /// written), so the helper can change no ordering.
+    fn start_writeback_in_background(&mut self) {
+        if let Some(previous) = self.writeback.take() {
+            // The previous window's submission is long done; joining bounds the helpers to one.
+            let _ = previous.join();
+        }
+        let files = [self.data.clone(), self.index_log.clone(), self.live.clone()];
+        let submit = move || {
+            for file in &files {
+                // A hint whose failure loses nothing (see `DurableFile::start_writeback`).
+                let _ = file.start_writeback();
+            }
+        };
+        match std::thread::Builder::new()
+            .name("diskshadow-writeback".into())
+            .spawn(submit.clone())
+        {
+            Ok(handle) => self.writeback = Some(handle),
+            // No thread to be had: submit here instead.
+            Err(_) => submit(),
+        }
     }
 
     /// How many chunks from `start` (below `end`, at most `MAX_RUN_BYTES`) can be preserved as
