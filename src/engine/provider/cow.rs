@@ -27,7 +27,7 @@ const RECORD_BYTES: usize = 32;
 const RECORD_MAGIC: u32 = 0x4453_4958; // "DSIX"
 const KIND_PRESERVE: u8 = 1;
 const KIND_FREE: u8 = 2;
-/// The most one in-kernel copy preserves (`preserve_run`).
+/// The most chunks `batch_run` puts in one run of fresh consecutive slots.
 const MAX_RUN_BYTES: u64 = 1 << 20;
 /// The most a sequential writer gets preserved ahead of it in one group commit.
 const MAX_AHEAD_BYTES: u64 = 64 << 20;
@@ -107,6 +107,42 @@ struct PendingChunk {
     written_to: usize,
 }
 
+/// Makes `copies` from the live image into the diff area, then starts their write-back and the
+/// live image's. The start of write-back is a hint, never a sync point (see
+/// `DurableFile::start_writeback`): the copies are made durable by `sync_diff`, and every dirty
+/// live page may reach the disk at any time (its chunk's copy was synced before it was
+/// written), so no ordering changes.
+fn copy_and_start_writeback(
+    live: &dyn DurableFile,
+    data: &dyn DurableFile,
+    copies: &[RangeCopy],
+) -> io::Result<()> {
+    for copy in copies {
+        live.copy_to(copy.source, data, copy.target, copy.length)?;
+    }
+    data.start_writeback()?;
+    live.start_writeback()
+}
+
+/// One in-kernel copy from the live image into the diff area.
+#[derive(Debug, Clone, Copy)]
+struct RangeCopy {
+    source: u64,
+    target: u64,
+    length: u64,
+}
+
+/// A window ahead of a sequential writer whose copies a helper thread is making.
+struct AheadCopy {
+    /// `None` when the copies were made without a helper.
+    handle: Option<std::thread::JoinHandle<io::Result<()>>>,
+    /// The versions the copies preserve, recorded when they are done.
+    versions: Vec<(ChunkIndex, Slot)>,
+    tag: Tag,
+    /// The chunks `[start, end)` the window covers: none of them needs preserving meanwhile.
+    chunks: (ChunkIndex, ChunkIndex),
+}
+
 /// What opening a diff area found and repaired.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recovery {
@@ -158,8 +194,8 @@ pub struct CowVolume {
     unsynced_ahead: Option<(ChunkIndex, ChunkIndex)>,
     /// One chunk of scratch space, reused by every preservation.
     copy_buffer: Vec<u8>,
-    /// The helper thread submitting the write-back of the last window prepared ahead.
-    writeback: Option<std::thread::JoinHandle<()>>,
+    /// The window ahead of a sequential writer being copied by a helper thread.
+    ahead_copy: Option<AheadCopy>,
     /// Encoded index records not yet written to the log.
     record_buffer: Vec<u8>,
     /// The diff-area limit, so preserving ahead never overshoots it.
@@ -283,7 +319,7 @@ impl CowVolume {
             sequential_next: None,
             ahead_chunks: 1,
             unsynced_ahead: None,
-            writeback: None,
+            ahead_copy: None,
             copy_buffer: Vec::new(),
             record_buffer: Vec::new(),
             max_diff_bytes: None,
@@ -417,6 +453,11 @@ impl CowVolume {
     }
 
     fn needs_preservation(&self, chunk: ChunkIndex) -> bool {
+        if let Some(copy) = &self.ahead_copy {
+            if (copy.chunks.0..copy.chunks.1).contains(&chunk) {
+                return false;
+            }
+        }
         match self.newest_shadow() {
             Some(newest) => {
                 !self.pending.contains_key(&chunk)
@@ -619,6 +660,7 @@ impl CowVolume {
 
     /// Syncs the diff area's data and index: every preserved chunk so far becomes durable.
     fn sync_diff(&mut self) -> io::Result<()> {
+        self.finish_ahead_copy()?;
         if self.diff_unsynced {
             self.write_records()?;
             self.data.sync_data()?;
@@ -635,68 +677,143 @@ impl CowVolume {
         Ok(())
     }
 
-    /// Preserves a window of chunks from `start` (doubling per window up to
-    /// `MAX_AHEAD_BYTES`, never past the diff-area limit) and starts writing it back without
-    /// waiting. The window is recorded in `unsynced_ahead` until the next sync.
+    /// Plans the preservation of a window of chunks from `start` (doubling per window up to
+    /// `MAX_AHEAD_BYTES`, never past the diff-area limit) and hands the copying, then the
+    /// write-back, to a helper thread, so the writer writes its current window meanwhile. The
+    /// window is recorded in `unsynced_ahead` until the next sync, which first waits for the
+    /// helper and only then records the versions (`finish_ahead_copy`).
     fn prepare_ahead(&mut self, start: ChunkIndex) -> io::Result<()> {
         let chunk_count = self.size.div_ceil(self.chunk_size);
         self.ahead_chunks = (self.ahead_chunks * 2).min((MAX_AHEAD_BYTES / self.chunk_size).max(1));
         let end = (start + self.ahead_chunks).min(chunk_count);
-        let mut prepared_end = start;
-        for chunk in start..end {
+        let mut copies: Vec<RangeCopy> = Vec::new();
+        let mut versions: Vec<(ChunkIndex, Slot)> = Vec::new();
+        let mut chunk = start;
+        while chunk < end {
             if self.pending.contains_key(&chunk) {
                 break;
             }
-            if self.needs_preservation(chunk) {
-                let room = self
-                    .max_diff_bytes
-                    .is_none_or(|max| self.used_bytes() + self.chunk_size <= max);
-                if !room {
-                    break;
-                }
-                self.preserve(chunk)?;
-                if let Some(run) = self.batch_run(chunk + 1, end)? {
-                    self.preserve_run(chunk + 1, run)?;
-                }
+            if !self.needs_preservation(chunk) {
+                chunk += 1;
+                continue;
             }
-            prepared_end = chunk + 1;
+            let room = self
+                .max_diff_bytes
+                .is_none_or(|max| self.used_bytes() + self.chunk_size <= max);
+            if !room {
+                break;
+            }
+            let chunk_length = self.chunk_length(chunk);
+            if self.chunk_is_hole(chunk * self.chunk_size, chunk_length)? {
+                versions.push((chunk, ZERO_SLOT));
+                chunk += 1;
+                continue;
+            }
+            let slot = self.allocate_slot()?;
+            self.data_slots_used += 1;
+            versions.push((chunk, slot));
+            self.plan_copy(&mut copies, chunk, slot, chunk_length);
+            let run = self.batch_run(chunk + 1, end)?.unwrap_or(0);
+            if self.slot_high_water + run > u64::from(MAX_SLOT) {
+                return Err(io::Error::other(
+                    "the diff area is full: it cannot address more chunks",
+                ));
+            }
+            for next in chunk + 1..chunk + 1 + run {
+                let slot = self.slot_high_water as Slot;
+                self.slot_high_water += 1;
+                self.data_slots_used += 1;
+                versions.push((next, slot));
+                self.plan_copy(&mut copies, next, slot, self.chunk_size);
+            }
+            chunk += 1 + run;
         }
+        let prepared_end = chunk;
         self.sequential_next = Some(prepared_end);
-        if self.diff_unsynced && prepared_end > start {
-            self.write_records()?;
-            self.start_writeback_in_background();
-            self.unsynced_ahead = Some((start, prepared_end));
+        if versions.is_empty() {
+            return Ok(());
         }
+        let (live, data, planned) = (self.live.clone(), self.data.clone(), copies.clone());
+        let handle = match std::thread::Builder::new()
+            .name("diskshadow-preserve".into())
+            .spawn(move || copy_and_start_writeback(&*live, &*data, &planned))
+        {
+            Ok(handle) => Some(handle),
+            // No thread to be had: copy here instead.
+            Err(_) => {
+                copy_and_start_writeback(&*self.live, &*self.data, &copies)?;
+                None
+            }
+        };
+        self.ahead_copy = Some(AheadCopy {
+            handle,
+            versions,
+            tag: tag_of(self.newest_shadow().unwrap_or(0)),
+            chunks: (start, prepared_end),
+        });
+        self.unsynced_ahead = Some((start, prepared_end));
         Ok(())
     }
 
-    /// Starts writing back the window just prepared (and the live chunks written since the
-    /// previous one, so the final flush has little left to wait for) on a helper thread: the
-    /// submission of that I/O costs tens of milliseconds per window that the writer spends
-    /// writing instead. Only a hint, never a sync point: the diff area is made durable by
-    /// `sync_diff`'s `fdatasync` whether or not this has run, and every live page dirty at this
-    /// point may reach the disk at any time anyway (its chunk's copy was synced before it was
-    /// written), so the helper can change no ordering.
-    fn start_writeback_in_background(&mut self) {
-        if let Some(previous) = self.writeback.take() {
-            // The previous window's submission is long done; joining bounds the helpers to one.
-            let _ = previous.join();
-        }
-        let files = [self.data.clone(), self.index_log.clone(), self.live.clone()];
-        let submit = move || {
-            for file in &files {
-                // A hint whose failure loses nothing (see `DurableFile::start_writeback`).
-                let _ = file.start_writeback();
+    /// Adds the copy of `chunk` into `slot` to `copies`, extending the last copy when both
+    /// follow on from it.
+    fn plan_copy(
+        &mut self,
+        copies: &mut Vec<RangeCopy>,
+        chunk: ChunkIndex,
+        slot: Slot,
+        length: u64,
+    ) {
+        let source = chunk * self.chunk_size;
+        let target = u64::from(slot) * self.chunk_size;
+        self.note_data_written(target, target + length);
+        if let Some(last) = copies.last_mut() {
+            if last.source + last.length == source && last.target + last.length == target {
+                last.length += length;
+                return;
             }
-        };
-        match std::thread::Builder::new()
-            .name("diskshadow-writeback".into())
-            .spawn(submit.clone())
-        {
-            Ok(handle) => self.writeback = Some(handle),
-            // No thread to be had: submit here instead.
-            Err(_) => submit(),
         }
+        copies.push(RangeCopy {
+            source,
+            target,
+            length,
+        });
+    }
+
+    /// Waits for the helper copying the window ahead and records its versions (in the block
+    /// map and, not yet durably, in the index log). Until then the window's chunks are neither
+    /// in the map (shadows read them from the live image, which keeps their old content until
+    /// the next sync) nor in need of preservation.
+    fn finish_ahead_copy(&mut self) -> io::Result<()> {
+        let Some(copy) = self.ahead_copy.take() else {
+            return Ok(());
+        };
+        let copied = match copy.handle {
+            Some(handle) => handle.join().unwrap_or_else(|_| {
+                Err(io::Error::other("the preservation helper thread panicked"))
+            }),
+            None => Ok(()),
+        };
+        if let Err(error) = copied {
+            // Nothing was recorded: the chunks still need preserving, and their slots are free.
+            for (_, slot) in copy.versions {
+                if slot != ZERO_SLOT {
+                    self.free_slots.push(slot);
+                    self.data_slots_used -= 1;
+                }
+            }
+            return Err(error);
+        }
+        for (chunk, slot) in copy.versions {
+            self.append_record(IndexRecord {
+                kind: KIND_PRESERVE,
+                tag: copy.tag,
+                chunk,
+                slot,
+            })?;
+            self.map.insert(chunk, copy.tag, slot);
+        }
+        Ok(())
     }
 
     /// How many chunks from `start` (below `end`, at most `MAX_RUN_BYTES`) can be preserved as
@@ -724,38 +841,6 @@ impl CowVolume {
             count += 1;
         }
         Ok((count > 0).then_some(count))
-    }
-
-    /// Preserves `count` adjacent full chunks from `start` into fresh consecutive slots with one
-    /// in-kernel copy (see `batch_run`): the old data never passes through user space, and
-    /// file systems with shared extents copy no data at all.
-    fn preserve_run(&mut self, start: ChunkIndex, count: u64) -> io::Result<()> {
-        let first_slot = self.slot_high_water;
-        if first_slot + count > u64::from(MAX_SLOT) {
-            return Err(io::Error::other(
-                "the diff area is full: it cannot address more chunks",
-            ));
-        }
-        let bytes = count * self.chunk_size;
-        let target = first_slot * self.chunk_size;
-        self.live
-            .copy_to(start * self.chunk_size, &*self.data, target, bytes)?;
-        self.note_data_written(target, target + bytes);
-        self.slot_high_water += count;
-        self.data_slots_used += count;
-        let tag = tag_of(self.newest_shadow().unwrap_or(0));
-        for index in 0..count {
-            let chunk = start + index;
-            let slot = (first_slot + index) as Slot;
-            self.append_record(IndexRecord {
-                kind: KIND_PRESERVE,
-                tag,
-                chunk,
-                slot,
-            })?;
-            self.map.insert(chunk, tag, slot);
-        }
-        Ok(())
     }
 
     /// Makes the preserved chunks and their index records durable, then writes the buffered
@@ -971,5 +1056,15 @@ impl CowVolume {
             });
         }
         Ok(problems)
+    }
+}
+
+impl Drop for CowVolume {
+    /// A helper still copying must not outlive the volume: a reopened diff area could
+    /// otherwise be written behind its back.
+    fn drop(&mut self) {
+        if let Some(handle) = self.ahead_copy.take().and_then(|copy| copy.handle) {
+            let _ = handle.join();
+        }
     }
 }
