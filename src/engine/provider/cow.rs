@@ -29,6 +29,8 @@ const KIND_PRESERVE: u8 = 1;
 const KIND_FREE: u8 = 2;
 /// The most chunks `batch_run` puts in one run of fresh consecutive slots.
 const MAX_RUN_BYTES: u64 = 1 << 20;
+/// How much a helper copies before starting the write-back of what it copied.
+const WRITEBACK_PIECE_BYTES: u64 = 4 << 20;
 /// The most a sequential writer gets preserved ahead of it in one group commit.
 const MAX_AHEAD_BYTES: u64 = 64 << 20;
 
@@ -117,10 +119,16 @@ fn copy_and_start_writeback(
     data: &dyn DurableFile,
     copies: &[RangeCopy],
 ) -> io::Result<()> {
+    // Write-back starts after each piece, so the disk writes while the rest is copied.
     for copy in copies {
-        live.copy_to(copy.source, data, copy.target, copy.length)?;
+        let mut done = 0;
+        while done < copy.length {
+            let piece = (copy.length - done).min(WRITEBACK_PIECE_BYTES);
+            live.copy_to(copy.source + done, data, copy.target + done, piece)?;
+            data.start_writeback()?;
+            done += piece;
+        }
     }
-    data.start_writeback()?;
     live.start_writeback()
 }
 
