@@ -193,6 +193,8 @@ pub struct CowVolume {
     /// The byte range of `chunks.dat` written since the last sync: its pages are dropped from
     /// the page cache once the sync made them durable.
     unsynced_data_range: Option<(u64, u64)>,
+    /// The byte range of `chunks.dat` synced but still cached (see `release_synced_copies`).
+    synced_data_range: Option<(u64, u64)>,
     /// The chunk a sequential writer is expected to touch next, and how many chunks to
     /// preserve ahead of it (doubling up to `MAX_AHEAD_BYTES`).
     sequential_next: Option<ChunkIndex>,
@@ -324,6 +326,7 @@ impl CowVolume {
             pending_limit,
             diff_unsynced: false,
             unsynced_data_range: None,
+            synced_data_range: None,
             sequential_next: None,
             ahead_chunks: 1,
             unsynced_ahead: None,
@@ -623,7 +626,19 @@ impl CowVolume {
         if self.pending_bytes >= self.pending_limit {
             self.drain()?;
         }
+        self.release_synced_copies()?;
         self.refresh_fingerprint()
+    }
+
+    /// Drops the synced preserved copies from the page cache. Preserved copies are cold (read
+    /// only through a shadow): keeping them cached doubles the page cache cost of a first
+    /// write, and the freed pages serve the next copies at once. Called after a window ahead
+    /// was handed to its helper, so that this overlaps the copying.
+    fn release_synced_copies(&mut self) -> io::Result<()> {
+        if let Some((from, to)) = self.synced_data_range.take() {
+            self.data.drop_cached(from, to - from)?;
+        }
+        Ok(())
     }
 
     /// Records the image's state after diskshadow's own change, so that change detection only
@@ -675,10 +690,10 @@ impl CowVolume {
             self.index_log.sync_data()?;
             self.diff_unsynced = false;
             if let Some((from, to)) = self.unsynced_data_range.take() {
-                // Preserved copies are cold (read only through a shadow): keeping them cached
-                // doubles the page cache cost of a first write, and the freed pages serve the
-                // next copies at once.
-                self.data.drop_cached(from, to - from)?;
+                self.synced_data_range = Some(match self.synced_data_range {
+                    Some((old_from, old_to)) => (old_from.min(from), old_to.max(to)),
+                    None => (from, to),
+                });
             }
         }
         self.unsynced_ahead = None;
@@ -864,6 +879,7 @@ impl CowVolume {
                 &buffered.content[buffered.written_from..buffered.written_to],
             )?;
         }
+        self.release_synced_copies()?;
         self.refresh_fingerprint()
     }
 
