@@ -706,6 +706,8 @@ impl CowVolume {
     /// window is recorded in `unsynced_ahead` until the next sync, which first waits for the
     /// helper and only then records the versions (`finish_ahead_copy`).
     fn prepare_ahead(&mut self, start: ChunkIndex) -> io::Result<()> {
+        // Callers sync first: a second window in flight would lose the first one's guard.
+        debug_assert!(self.ahead_copy.is_none() && self.unsynced_ahead.is_none());
         let chunk_count = self.size.div_ceil(self.chunk_size);
         self.ahead_chunks = (self.ahead_chunks * 2).min((MAX_AHEAD_BYTES / self.chunk_size).max(1));
         let end = (start + self.ahead_chunks).min(chunk_count);
