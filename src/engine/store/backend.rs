@@ -77,6 +77,15 @@ pub trait DurableFile: Send + Sync {
         Ok(())
     }
 
+    /// Tells the kernel that `[offset, offset + length)` will not be read soon, so its cached
+    /// pages can be freed once clean (`POSIX_FADV_DONTNEED`); not a sync point and never loses
+    /// data (dirty pages are only written back, not dropped). Used for preserved copies that
+    /// were just synced: they are cold, and recycling their pages at once keeps the next
+    /// copies from paying for fresh memory.
+    fn drop_cached(&self, _offset: u64, _length: u64) -> io::Result<()> {
+        Ok(())
+    }
+
     /// Makes `target` a reflink clone of this whole file (`FICLONE`), sharing its blocks.
     /// `Ok(false)` where the file system cannot; the caller then copies.
     fn clone_to(&self, _target: &dyn DurableFile) -> io::Result<bool> {
@@ -238,6 +247,25 @@ impl DurableFile for RealFile {
             // Only a hint: file systems without it lose nothing.
             return Ok(());
         }
+        Ok(())
+    }
+
+    fn drop_cached(&self, offset: u64, length: u64) -> io::Result<()> {
+        let (Ok(signed_offset), Ok(signed_length)) =
+            (libc::off_t::try_from(offset), libc::off_t::try_from(length))
+        else {
+            return Ok(());
+        };
+        // SAFETY: posix_fadvise on a descriptor we own; no memory is passed. Only a hint: a
+        // file system that ignores it loses nothing, so its result is not an error.
+        let _ = unsafe {
+            libc::posix_fadvise(
+                self.file.as_raw_fd(),
+                signed_offset,
+                signed_length,
+                libc::POSIX_FADV_DONTNEED,
+            )
+        };
         Ok(())
     }
 
