@@ -1,6 +1,7 @@
 //! How the copy-on-write chunk size trades first-write speed against diff-area space: the
 //! measurements behind the 64 KiB default. Each figure is a ratio against raw I/O on a plain
-//! file measured in the same run; every timed write phase ends durable (fdatasync / flush).
+//! file measured in the same run; every timed write phase ends durable (fdatasync / flush) and
+//! both read phases start with nothing cached.
 //!
 //! `cargo bench --bench chunk_size` (256 MiB volumes) or `-- --quick` (64 MiB).
 
@@ -48,6 +49,14 @@ fn settle() {
     unsafe { libc::sync() };
 }
 
+/// Starts a read phase with nothing cached, on both sides alike: the engine drops the diff
+/// area's synced pages itself, so a raw baseline read from the page cache would not be a fair
+/// comparison. Needs root; without it the reads are as warm as they happen to be.
+fn cold() {
+    settle();
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "1");
+}
+
 struct Figures {
     sequential: Duration,
     random: Duration,
@@ -74,7 +83,7 @@ fn raw(path: &Path, size: u64, random: &[u64]) -> Result<Figures> {
     file.sync_data()?;
     let random = start.elapsed();
     let mut buffer = vec![0u8; MIB as usize];
-    settle();
+    cold();
     let start = Instant::now();
     for offset in (0..size).step_by(MIB as usize) {
         file.read_exact_at(&mut buffer, offset)?;
@@ -145,7 +154,7 @@ fn engine(
         .sum::<u64>();
     let shadow = engine.open_shadow(first)?;
     let mut buffer = vec![0u8; MIB as usize];
-    settle();
+    cold();
     let start = Instant::now();
     for offset in (0..size).step_by(MIB as usize) {
         shadow.read_at(offset, &mut buffer)?;
