@@ -8,7 +8,7 @@ use assert_cmd::Command;
 
 mod support;
 
-use support::process::diskshadow;
+use support::process::{diskshadow, wait_for};
 
 fn image(path: &Path, size: u64) {
     fs::File::create(path)
@@ -278,14 +278,9 @@ fn a_killed_requester_loses_its_volatile_shadows_and_keeps_its_persistent_ones()
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("requester starts");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !marker.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the script never reached its exec step"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_for(30, "the script never reached its exec step", || {
+        marker.exists()
+    });
     requester.kill().expect("kill");
     let _ = requester.wait();
     // The service notices the dropped connection; give it a moment.
@@ -411,14 +406,9 @@ fn a_requester_killed_mid_freeze_leaves_writers_thawed_or_aborted_and_no_partial
             .filter_map(|request| request["event"].as_str().map(str::to_string))
             .collect()
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !events(&record).iter().any(|event| event == "freeze") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the writer never got freeze"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_for(30, "the writer never got freeze", || {
+        events(&record).iter().any(|event| event == "freeze")
+    });
     requester.kill().expect("kill the requester mid-freeze");
     let _ = requester.wait();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

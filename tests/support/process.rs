@@ -44,3 +44,12 @@ pub fn shadow_ids(stdout: &str) -> Vec<String> {
         .map(|rest| rest.split_whitespace().next().unwrap_or("").to_string())
         .collect()
 }
+
+/// Polls `condition` every 20 ms until it holds, failing the test with `what` after `seconds`.
+pub fn wait_for(seconds: u64, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
