@@ -80,11 +80,6 @@ impl OverlayDevice {
         })
     }
 
-    /// Whether an overlay file exists for this path.
-    pub fn exists(path: &Path) -> bool {
-        path.exists()
-    }
-
     /// Chunks the overlay holds.
     pub fn overlaid_chunks(&self) -> Vec<u64> {
         let state = self

@@ -332,13 +332,6 @@ impl<K: Copy + Eq + std::hash::Hash> Exposures<K> {
     pub fn iter(&self) -> impl Iterator<Item = (&K, &Exposure)> {
         self.live.iter().map(|(key, (exposure, _))| (key, exposure))
     }
-
-    /// Whether a directory or share location is already used by another exposure.
-    pub fn location_in_use(&self, location: &str) -> bool {
-        self.live
-            .values()
-            .any(|(exposure, _)| exposure.location == location)
-    }
 }
 
 #[cfg(test)]

@@ -140,7 +140,7 @@ impl ServiceCore {
     pub fn shadow_device(&self, shadow: ShadowId) -> Result<Arc<dyn BlockDevice>, ServiceError> {
         let base = from_engine!(self.engine.open_shadow(shadow))?;
         let path = self.overlay_path(shadow);
-        if !OverlayDevice::exists(&path) {
+        if !path.exists() {
             return Ok(base);
         }
         let overlay = OverlayDevice::open(base, &path, false).map_err(|error| {
@@ -202,6 +202,21 @@ impl ServiceCore {
                 }
             })
             .collect()
+    }
+
+    /// The writer host with every writer identified at least once. Writers already identified
+    /// are not asked again: `identify` starts a writer's backup state afresh, and looking must
+    /// not erase the state of a backup in progress.
+    fn identified_writer_host(&self) -> Arc<WriterHost> {
+        let host = self.writer_host();
+        if host
+            .statuses()
+            .iter()
+            .any(|status| status.instance_id.is_none() || host.metadata(status.index).is_none())
+        {
+            Coordinator::new(&host, &crate::engine::coordinator::SilentObserver).gather_metadata();
+        }
+        host
     }
 
     /// The file systems mounted from the attached FUSE files of `volumes`: flush-and-hold
@@ -434,7 +449,6 @@ impl CoordinatorObserver for CoordinatorBridge<'_> {
 /// One requester's view of the service, with what it holds between commands.
 pub struct LocalService {
     core: Arc<ServiceCore>,
-    engine: Arc<Engine>,
     requester: RequesterId,
     /// The writers of the last `create`, until `end backup` (or the requester's end).
     backup: Option<BackupSession>,
@@ -452,19 +466,13 @@ impl LocalService {
 
     /// A requester sharing `core` with the service's other requesters.
     pub fn with_core(core: Arc<ServiceCore>, requester: RequesterId) -> Self {
-        let engine = core.engine.clone();
         Self {
             core,
-            engine,
             requester,
             backup: None,
             loaded: None,
             restoring: None,
         }
-    }
-
-    pub fn engine(&self) -> &Arc<Engine> {
-        &self.engine
     }
 
     /// A shadow copy (`{GUID}`) or a volume, as a device.
@@ -475,17 +483,18 @@ impl LocalService {
     ) -> Result<Arc<dyn BlockDevice>, ServiceError> {
         if let Some(uuid) = parse_guid(target) {
             let shadow = ShadowId(uuid);
-            if self.engine.shadow(shadow).is_some() {
+            if self.core.engine.shadow(shadow).is_some() {
                 return self.core.shadow_device(shadow);
             }
         }
-        let volume = from_engine!(self.engine.resolve_volume(target, base_dir))?;
-        from_engine!(self.engine.open_volume(volume.id))
+        let volume = from_engine!(self.core.engine.resolve_volume(target, base_dir))?;
+        from_engine!(self.core.engine.open_volume(volume.id))
     }
 
     /// A volume as a writer names it (image path, drive letter, volume GUID), if registered.
     fn resolve_writer_volume(&self, name: &str) -> Option<crate::engine::ids::VolumeId> {
-        self.engine
+        self.core
+            .engine
             .resolve_volume(name, Path::new("/"))
             .ok()
             .map(|volume| volume.id)
@@ -644,7 +653,7 @@ fn selected(selector: &DeleteSelector, shadow: &ShadowInfo, all: &[ShadowInfo]) 
 
 impl ShadowService for LocalService {
     fn resolve_volume(&mut self, spec: &str, base_dir: &Path) -> Result<VolumeInfo, ServiceError> {
-        from_engine!(self.engine.resolve_volume(spec, base_dir))
+        from_engine!(self.core.engine.resolve_volume(spec, base_dir))
     }
 
     fn register_volume(
@@ -660,6 +669,7 @@ impl ShadowService for LocalService {
         };
         let canonical = full.canonicalize().unwrap_or_else(|_| full.clone());
         if let Some(existing) = self
+            .core
             .engine
             .volumes()
             .into_iter()
@@ -676,23 +686,23 @@ impl ShadowService for LocalService {
             }
             return Ok(existing);
         }
-        from_engine!(self.engine.register_volume(&full, chunk_size))
+        from_engine!(self.core.engine.register_volume(&full, chunk_size))
     }
 
     fn volumes(&mut self) -> Result<Vec<VolumeInfo>, ServiceError> {
-        Ok(self.engine.volumes())
+        Ok(self.core.engine.volumes())
     }
 
     fn drive_map(&mut self) -> Result<Vec<(char, DriveTarget)>, ServiceError> {
-        Ok(self.engine.drive_map())
+        Ok(self.core.engine.drive_map())
     }
 
     fn map_drive(&mut self, letter: char, target: DriveTarget) -> Result<(), ServiceError> {
-        from_engine!(self.engine.map_drive(letter, target))
+        from_engine!(self.core.engine.map_drive(letter, target))
     }
 
     fn unmap_drive(&mut self, letter: char) -> Result<(), ServiceError> {
-        from_engine!(self.engine.unmap_drive(letter))
+        from_engine!(self.core.engine.unmap_drive(letter))
     }
 
     fn create(
@@ -785,7 +795,7 @@ impl ShadowService for LocalService {
                 .extra_attributes
                 .contains(Attributes::NO_AUTORECOVERY),
         };
-        let engine = self.engine.clone();
+        let engine = self.core.engine.clone();
         // The coordinator reports a refused commit as a message; keep the provider's own code.
         let commit_code = std::cell::Cell::new(None);
         let mut commit = || {
@@ -833,7 +843,10 @@ impl ShadowService for LocalService {
             Err(error) => {
                 if let Some(set) = &error.committed {
                     // No shadow of a failed set may remain, nor its recovery overlays.
-                    let _ = self.engine.delete_shadows(&DeleteSelector::Set(set.set_id));
+                    let _ = self
+                        .core
+                        .engine
+                        .delete_shadows(&DeleteSelector::Set(set.set_id));
                     for shadow in &set.shadows {
                         let _ = std::fs::remove_file(core.overlay_path(shadow.id));
                     }
@@ -892,7 +905,10 @@ impl ShadowService for LocalService {
                         let _ =
                             Coordinator::new(&host, &crate::engine::coordinator::SilentObserver)
                                 .abort(&outcome.session, "the metadata file could not be written");
-                        let _ = self.engine.delete_shadows(&DeleteSelector::Set(set.set_id));
+                        let _ = self
+                            .core
+                            .engine
+                            .delete_shadows(&DeleteSelector::Set(set.set_id));
                         return Err(error);
                     }
                 }
@@ -908,7 +924,7 @@ impl ShadowService for LocalService {
     }
 
     fn shadows(&mut self) -> Result<Vec<ShadowInfo>, ServiceError> {
-        Ok(self.engine.shadows())
+        Ok(self.core.engine.shadows())
     }
 
     fn delete_shadows(
@@ -917,13 +933,13 @@ impl ShadowService for LocalService {
     ) -> Result<Vec<ShadowInfo>, ServiceError> {
         // An exposed shadow loses its exposure before it goes: never a mount or share serving
         // a deleted shadow.
-        let all = self.engine.shadows();
+        let all = self.core.engine.shadows();
         for shadow in &all {
             if shadow.exposure.is_some() && selected(selector, shadow, &all) {
                 self.core.unexpose_shadow(shadow.id)?;
             }
         }
-        let deleted = from_engine!(self.engine.delete_shadows(selector))?;
+        let deleted = from_engine!(self.core.engine.delete_shadows(selector))?;
         for shadow in &deleted {
             let _ = std::fs::remove_file(self.core.overlay_path(shadow.id));
         }
@@ -938,19 +954,19 @@ impl ShadowService for LocalService {
         let progress = ObserverProgress {
             observer: std::sync::Mutex::new(observer),
         };
-        from_engine!(self.engine.revert(shadow, &progress))?;
+        from_engine!(self.core.engine.revert(shadow, &progress))?;
         // What writers repaired during auto-recovery is part of the shadow: revert brings it
         // back too, through the normal write path.
         let path = self.core.overlay_path(shadow);
-        if OverlayDevice::exists(&path) {
-            let info = self.engine.shadow(shadow).ok_or_else(|| {
+        if path.exists() {
+            let info = self.core.engine.shadow(shadow).ok_or_else(|| {
                 ServiceError::not_found("the shadow copy disappeared during revert")
             })?;
-            let base = from_engine!(self.engine.open_shadow(shadow))?;
+            let base = from_engine!(self.core.engine.open_shadow(shadow))?;
             let overlay = OverlayDevice::open(base, &path, false).map_err(|error| {
                 ServiceError::io(format!("the auto-recovery overlay cannot be read: {error}"))
             })?;
-            let volume = from_engine!(self.engine.open_volume(info.volume.id))?;
+            let volume = from_engine!(self.core.engine.open_volume(info.volume.id))?;
             let mut buffer = vec![0u8; OVERLAY_CHUNK as usize];
             for chunk in overlay.overlaid_chunks() {
                 let start = chunk * OVERLAY_CHUNK;
@@ -970,11 +986,11 @@ impl ShadowService for LocalService {
     }
 
     fn providers(&mut self) -> Result<Vec<ProviderInfo>, ServiceError> {
-        Ok(self.engine.providers())
+        Ok(self.core.engine.providers())
     }
 
     fn storage(&mut self) -> Result<Vec<StorageInfo>, ServiceError> {
-        Ok(self.engine.storage())
+        Ok(self.core.engine.storage())
     }
 
     fn set_max_diff_area(
@@ -982,7 +998,7 @@ impl ShadowService for LocalService {
         volume: &VolumeInfo,
         max_bytes: Option<u64>,
     ) -> Result<Vec<ShadowInfo>, ServiceError> {
-        from_engine!(self.engine.set_max_diff_area(volume.id, max_bytes))
+        from_engine!(self.core.engine.set_max_diff_area(volume.id, max_bytes))
     }
 
     fn expose(
@@ -991,7 +1007,7 @@ impl ShadowService for LocalService {
         target: &str,
         base_dir: &Path,
     ) -> Result<Exposure, ServiceError> {
-        let Some(shadow) = self.engine.shadow(shadow_id) else {
+        let Some(shadow) = self.core.engine.shadow(shadow_id) else {
             return Err(
                 ServiceError::not_found(format!("shadow copy {shadow_id} was not found"))
                     .with_help("`list shadows all` shows the shadow copies"),
@@ -1007,13 +1023,13 @@ impl ShadowService for LocalService {
             .with_code(VssCode::VSS_E_UNSUPPORTED_CONTEXT)
             .with_help("create it after `set context persistent` (or `persistent nowriters`)"));
         }
-        let store = self.engine.store_dir().to_path_buf();
+        let store = self.core.engine.store_dir().to_path_buf();
         let parsed = parse_target(
             target,
             shadow_id,
             base_dir,
             &store,
-            &self.engine.drive_map(),
+            &self.core.engine.drive_map(),
         )?;
         let mut exposures = self
             .core
@@ -1037,7 +1053,11 @@ impl ShadowService for LocalService {
             None,
             "the shadow copy cannot be exposed at",
         )?;
-        if let Err(error) = self.engine.set_exposure(shadow_id, Some(exposure.clone())) {
+        if let Err(error) = self
+            .core
+            .engine
+            .set_exposure(shadow_id, Some(exposure.clone()))
+        {
             handle.close();
             return Err(engine_error(error.vss_code(), error.to_string()));
         }
@@ -1075,7 +1095,7 @@ impl ShadowService for LocalService {
             }
         };
         match self.core.unexpose_shadow(shadow_id)? {
-            Some(_) => self.engine.shadow(shadow_id).ok_or_else(|| {
+            Some(_) => self.core.engine.shadow(shadow_id).ok_or_else(|| {
                 ServiceError::not_found(format!("shadow copy {shadow_id} was not found"))
             }),
             None => Err(
@@ -1091,15 +1111,15 @@ impl ShadowService for LocalService {
         target: &str,
         base_dir: &Path,
     ) -> Result<Exposure, ServiceError> {
-        let info = from_engine!(self.engine.resolve_volume(volume, base_dir))?;
+        let info = from_engine!(self.core.engine.resolve_volume(volume, base_dir))?;
         let key = info.id;
-        let store = self.engine.store_dir().to_path_buf();
+        let store = self.core.engine.store_dir().to_path_buf();
         let parsed = parse_target(
             target,
             ShadowId(info.id.0),
             base_dir,
             &store,
-            &self.engine.drive_map(),
+            &self.core.engine.drive_map(),
         )?;
         let mut attachments = self
             .core
@@ -1114,7 +1134,7 @@ impl ShadowService for LocalService {
             .with_code(VssCode::VSS_E_OBJECT_ALREADY_EXISTS)
             .with_help("`detach` it first"));
         }
-        let device = from_engine!(self.engine.open_volume(info.id))?;
+        let device = from_engine!(self.core.engine.open_volume(info.id))?;
         let file_name = info
             .path
             .file_name()
@@ -1145,6 +1165,7 @@ impl ShadowService for LocalService {
             base_dir.join(text)
         };
         let by_volume = self
+            .core
             .engine
             .resolve_volume(text, base_dir)
             .ok()
@@ -1164,7 +1185,8 @@ impl ShadowService for LocalService {
         if let Some((_, handle)) = attachments.remove(key) {
             handle.close();
         }
-        self.engine
+        self.core
+            .engine
             .volumes()
             .into_iter()
             .find(|volume| volume.id == key)
@@ -1172,7 +1194,7 @@ impl ShadowService for LocalService {
     }
 
     fn attachments(&mut self) -> Result<Vec<(VolumeInfo, Exposure)>, ServiceError> {
-        let volumes = self.engine.volumes();
+        let volumes = self.core.engine.volumes();
         let attachments = self
             .core
             .attachments
@@ -1223,8 +1245,8 @@ impl ShadowService for LocalService {
         data: &[u8],
         base_dir: &Path,
     ) -> Result<(), ServiceError> {
-        let info = from_engine!(self.engine.resolve_volume(volume, base_dir))?;
-        let device = from_engine!(self.engine.open_volume(info.id))?;
+        let info = from_engine!(self.core.engine.resolve_volume(volume, base_dir))?;
+        let device = from_engine!(self.core.engine.open_volume(info.id))?;
         let end = offset.saturating_add(data.len() as u64);
         if end > device.size() {
             return Err(ServiceError::invalid(format!(
@@ -1240,20 +1262,10 @@ impl ShadowService for LocalService {
     }
 
     fn list_writers(&mut self, listing_kind: WriterListing) -> Result<Vec<String>, ServiceError> {
-        let host = self.core.writer_host();
-        let coordinator = Coordinator::new(&host, &crate::engine::coordinator::SilentObserver);
+        let host = self.core.identified_writer_host();
         let mut lines = Vec::new();
         for problem in host.problems() {
             lines.push(format!("Warning: {problem}"));
-        }
-        // Identify only writers never identified: `identify` starts a writer's backup state
-        // afresh, and listing must not erase the state of a backup in progress.
-        if host
-            .statuses()
-            .iter()
-            .any(|status| status.instance_id.is_none() || host.metadata(status.index).is_none())
-        {
-            coordinator.gather_metadata();
         }
         let statuses = host.statuses();
         if listing_kind == WriterListing::Status {
@@ -1261,7 +1273,7 @@ impl ShadowService for LocalService {
             return Ok(lines);
         }
         lines.push("Listing writer metadata ...".to_string());
-        let engine = self.engine.clone();
+        let engine = self.core.engine.clone();
         let display = move |name: &str| match engine.resolve_volume(name, Path::new("/")) {
             Ok(volume) => volume.display_name(),
             Err(_) => name.to_string(),
@@ -1317,14 +1329,7 @@ impl ShadowService for LocalService {
     }
 
     fn writer_statuses(&mut self) -> Result<Vec<super::api::WriterStatusView>, ServiceError> {
-        let host = self.core.writer_host();
-        if host
-            .statuses()
-            .iter()
-            .any(|status| status.instance_id.is_none())
-        {
-            Coordinator::new(&host, &crate::engine::coordinator::SilentObserver).gather_metadata();
-        }
+        let host = self.core.identified_writer_host();
         Ok(host
             .statuses()
             .into_iter()
@@ -1444,7 +1449,7 @@ impl ShadowService for LocalService {
     }
 
     fn check_store(&mut self) -> Result<super::api::StoreCheck, ServiceError> {
-        let report = self.engine.check();
+        let report = self.core.engine.check();
         Ok(super::api::StoreCheck {
             clean: report.is_clean(),
             volumes_checked: report.volumes_checked,
@@ -1465,6 +1470,7 @@ impl ShadowService for LocalService {
         self.loaded = None;
         self.restoring = None;
         from_engine!(self
+            .core
             .engine
             .delete_shadows(&DeleteSelector::OwnedBy(self.requester)))
     }

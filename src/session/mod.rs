@@ -158,10 +158,6 @@ impl<'a> Session<'a> {
         }
     }
 
-    pub fn state(&self) -> &SessionState {
-        &self.state
-    }
-
     pub fn variables(&self) -> &Variables {
         &self.variables
     }

@@ -212,10 +212,6 @@ impl Session<'_> {
         self.shadow_argument(word, command)
             .map(|id| ShadowSetId(id.0))
     }
-
-    fn shadows_or_fail(&mut self) -> Result<Vec<ShadowInfo>, CommandError> {
-        Ok(self.service.shadows()?)
-    }
 }
 
 fn set(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
@@ -382,12 +378,10 @@ fn add(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, Comm
         AddCommand::Alias { name, value } => {
             session.variables.set_alias(&name.text, &value.text);
         }
-        AddCommand::Shadow { shadow, target } => {
+        AddCommand::Shadow { shadow, .. } => {
+            // Checked so a mistake shows now; `resync`, which would use the pair, needs a
+            // hardware provider and says so.
             session.shadow_argument(shadow, "add")?;
-            session.state.resync_pairs.push((
-                shadow.text.clone(),
-                target.as_ref().map(|word| word.text.clone()),
-            ));
         }
     }
     DONE
@@ -752,7 +746,7 @@ fn list(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, Com
             session.out_lines(render::provider_listing(&providers));
         }
         ListCommand::Shadows(selector) => {
-            let all = session.shadows_or_fail()?;
+            let all = session.service.shadows()?;
             let (header, shadows): (String, Vec<ShadowInfo>) = match selector {
                 ShadowSelector::All => (
                     "Querying all shadow copies on the computer ...".to_string(),
@@ -826,7 +820,7 @@ fn delete_shadows(
             }
         }
         DeleteShadows::Exposed(word) => {
-            let shadows = session.shadows_or_fail()?;
+            let shadows = session.service.shadows()?;
             let shadow = find_exposed(&shadows, &word.text, &session.resolve_path(&word.text))
                 .ok_or_else(|| {
                     CommandError::new(format!("no shadow copy is exposed at {}", word.text))

@@ -45,8 +45,6 @@ pub struct SessionState {
     pub last_created_set: Option<ShadowSetId>,
     /// The path of the metadata file loaded by `load metadata`.
     pub loaded_metadata: Option<PathBuf>,
-    /// `add shadow` pairs for `resync`.
-    pub resync_pairs: Vec<(String, Option<String>)>,
 }
 
 impl SessionState {
