@@ -338,7 +338,7 @@ fn writer_check_passes_a_conforming_writer_and_reports_violations() {
             "{stdout}"
         );
     } else {
-        eprintln!("skipped: python3 is not installed");
+        support::skip("python3 is not installed");
     }
     let bad = work.path().join("bad.toml");
     fs::write(

@@ -2,6 +2,8 @@
 //! view and compared with the directory it was built from; the image-file view, read-write,
 //! carrying a loop-mounted ext4; errors; and cleanup of a mount left behind by a dead process.
 
+mod support;
+
 use std::fs::{self, File};
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
@@ -24,11 +26,11 @@ fn fuse_available() -> bool {
         .open("/dev/fuse")
         .is_err()
     {
-        eprintln!("skipped: /dev/fuse cannot be opened");
+        support::skip("/dev/fuse cannot be opened");
         return false;
     }
     if Command::new("fusermount3").arg("-V").output().is_err() {
-        eprintln!("skipped: fusermount3 is not installed (Debian package fuse3)");
+        support::skip("fusermount3 is not installed (Debian package fuse3)");
         return false;
     }
     true
@@ -94,7 +96,7 @@ fn populate(root: &Path) {
 
 fn build_ext4(directory: &Path) -> Option<(PathBuf, PathBuf)> {
     if !tool_available("mkfs.ext4", "-V") {
-        eprintln!("skipped: mkfs.ext4 is not installed (Debian package e2fsprogs)");
+        support::skip("mkfs.ext4 is not installed (Debian package e2fsprogs)");
         return None;
     }
     let source = directory.join("source");
@@ -308,7 +310,7 @@ fn read_write_image_file_carries_a_loop_mounted_ext4() {
         return;
     }
     if !tool_available("mkfs.ext4", "-V") || !tool_available("debugfs", "-V") {
-        eprintln!("skipped: mkfs.ext4/debugfs are not installed (Debian package e2fsprogs)");
+        support::skip("mkfs.ext4/debugfs are not installed (Debian package e2fsprogs)");
         return;
     }
     let directory = tempfile::tempdir().unwrap();
@@ -396,11 +398,11 @@ fn read_write_image_file_carries_a_loop_mounted_ext4() {
             String::from_utf8_lossy(&fsck.stdout)
         );
     } else {
-        eprintln!(
-            "skipped (loop part): mount -o loop failed: {}",
-            String::from_utf8_lossy(&loop_mount.stderr)
-        );
         mounted.unmount().unwrap();
+        support::skip(format!(
+            "mount -o loop failed: {}",
+            String::from_utf8_lossy(&loop_mount.stderr)
+        ));
     }
     assert!(!is_mounted(&mountpoint));
 }
@@ -538,7 +540,7 @@ fn a_mount_left_by_a_dead_process_is_cleaned_up() {
 /// Builds an NTFS image with mkntfs and fills it through an ntfs-3g mount.
 fn build_ntfs(directory: &Path) -> Option<(PathBuf, PathBuf)> {
     if !tool_available("mkntfs", "--version") || !tool_available("ntfs-3g", "--version") {
-        eprintln!("skipped: mkntfs/ntfs-3g are not installed (Debian package ntfs-3g)");
+        support::skip("mkntfs/ntfs-3g are not installed (Debian package ntfs-3g)");
         return None;
     }
     let source = directory.join("ntfs-source");
@@ -579,10 +581,10 @@ fn build_ntfs(directory: &Path) -> Option<(PathBuf, PathBuf)> {
         .output()
         .unwrap();
     if !mounted.status.success() {
-        eprintln!(
-            "skipped: ntfs-3g cannot mount here: {}",
+        support::skip(format!(
+            "ntfs-3g cannot mount here: {}",
             String::from_utf8_lossy(&mounted.stderr)
-        );
+        ));
         return None;
     }
     let copied = Command::new("cp")

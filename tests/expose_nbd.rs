@@ -1,6 +1,8 @@
 //! The NBD server against real clients (qemu-img, qemu-io, nbdcopy, nbdinfo) and a raw
 //! protocol client for what the tools cannot show (EPERM on a refused write, disconnects).
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
@@ -47,7 +49,7 @@ fn run(command: &mut Command) -> std::process::Output {
 #[test]
 fn qemu_img_copies_a_unix_socket_export_byte_for_byte() {
     if !tool_available("qemu-img") {
-        eprintln!("skipped: qemu-img is not installed (Debian package qemu-utils)");
+        support::skip("qemu-img is not installed (Debian package qemu-utils)");
         return;
     }
     let directory = tempfile::tempdir().unwrap();
@@ -79,7 +81,7 @@ fn qemu_img_copies_a_unix_socket_export_byte_for_byte() {
 #[test]
 fn nbdcopy_and_nbdinfo_read_a_tcp_export_with_several_connections() {
     if !tool_available("nbdcopy") || !tool_available("nbdinfo") {
-        eprintln!("skipped: nbdcopy/nbdinfo are not installed (Debian package libnbd-bin)");
+        support::skip("nbdcopy/nbdinfo are not installed (Debian package libnbd-bin)");
         return;
     }
     let directory = tempfile::tempdir().unwrap();
@@ -125,7 +127,7 @@ fn nbdcopy_and_nbdinfo_read_a_tcp_export_with_several_connections() {
 #[test]
 fn two_clients_read_at_the_same_time() {
     if !tool_available("qemu-img") {
-        eprintln!("skipped: qemu-img is not installed (Debian package qemu-utils)");
+        support::skip("qemu-img is not installed (Debian package qemu-utils)");
         return;
     }
     let directory = tempfile::tempdir().unwrap();
@@ -184,7 +186,7 @@ fn two_clients_read_at_the_same_time() {
 #[test]
 fn qemu_io_write_to_a_read_only_export_is_refused() {
     if !tool_available("qemu-io") {
-        eprintln!("skipped: qemu-io is not installed (Debian package qemu-utils)");
+        support::skip("qemu-io is not installed (Debian package qemu-utils)");
         return;
     }
     let directory = tempfile::tempdir().unwrap();
@@ -211,7 +213,7 @@ fn qemu_io_write_to_a_read_only_export_is_refused() {
 #[test]
 fn qemu_io_writes_and_flushes_reach_a_read_write_device() {
     if !tool_available("qemu-io") {
-        eprintln!("skipped: qemu-io is not installed (Debian package qemu-utils)");
+        support::skip("qemu-io is not installed (Debian package qemu-utils)");
         return;
     }
     let directory = tempfile::tempdir().unwrap();

@@ -17,7 +17,9 @@ fn tool(name: &str) -> bool {
         .map(|output| output.status.success())
         .unwrap_or(false);
     if !found {
-        eprintln!("skipped: {name} is not installed (apt-get install qemu-utils libnbd-bin)");
+        support::skip(format!(
+            "{name} is not installed (apt-get install qemu-utils libnbd-bin)"
+        ));
     }
     found
 }

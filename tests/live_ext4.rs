@@ -30,7 +30,9 @@ fn can_run() -> bool {
     ];
     for (what, present) in checks {
         if !present {
-            eprintln!("skipped: {what} is not available (CI installs fuse3 and e2fsprogs and runs as root)");
+            support::skip(format!(
+                "{what} is not available (CI installs fuse3 and e2fsprogs and runs as root)"
+            ));
             return false;
         }
     }

@@ -1,6 +1,8 @@
 //! DiskShadow's metadata cabinet: written, listed by cabextract, read back, and rejected when
 //! corrupt or foreign.
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -212,7 +214,7 @@ fn cabextract_lists_the_cabinet() {
         .output()
         .is_err()
     {
-        eprintln!("skipped: cabextract is not installed (apt-get install cabextract)");
+        support::skip("cabextract is not installed (apt-get install cabextract)");
         return;
     }
     let directory = tempfile::tempdir().expect("tempdir");

@@ -1,6 +1,8 @@
 //! Writers driven through the coordinator, with real writer processes: the configurable test
 //! writer (`diskshadow-test-writer`) and a Python writer written from the protocol document.
 
+mod support;
+
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -781,7 +783,7 @@ fn python3() -> Option<PathBuf> {
 #[test]
 fn a_python_writer_written_from_the_protocol_document_goes_through_a_full_backup() {
     let Some(python) = python3() else {
-        eprintln!("skipped: python3 is not installed");
+        support::skip("python3 is not installed");
         return;
     };
     let directory = tempfile::tempdir().expect("tempdir");

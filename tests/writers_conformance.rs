@@ -1,6 +1,8 @@
 //! The writer conformance check against writers that follow the protocol and writers that
 //! break it in each way the check must catch.
 
+mod support;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -170,7 +172,7 @@ fn the_python_writer_from_the_protocol_document_conforms() {
         .output()
         .is_err()
     {
-        eprintln!("skipped: python3 is not installed");
+        support::skip("python3 is not installed");
         return;
     }
     let directory = tempfile::tempdir().expect("tempdir");

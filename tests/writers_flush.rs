@@ -1,6 +1,8 @@
 //! Flush-and-hold on a real file system: writes to a mounted ext4 volume wait while the
 //! provider commits, and go through after. Needs root, mkfs.ext4 and loop mounts.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc;
@@ -58,7 +60,7 @@ fn writes_to_a_held_file_system_wait_until_the_commit_is_done() {
     let mounted = match mount_ext4(directory.path()) {
         Ok(mounted) => mounted,
         Err(reason) => {
-            eprintln!("skipped: {reason}");
+            support::skip(reason);
             return;
         }
     };

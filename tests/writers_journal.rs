@@ -2,6 +2,8 @@
 //! and, when the example is built, its writer driven through a backup while the journal app
 //! appends.
 
+mod support;
+
 #[allow(dead_code)]
 #[path = "../examples/journal/journal.rs"]
 mod journal;
@@ -86,7 +88,7 @@ fn records(path: &Path) -> u64 {
 #[test]
 fn the_journal_writer_holds_appends_while_the_shadow_is_committed() {
     let Some(binary) = example_binary() else {
-        eprintln!("skipped: the journal example is not built (cargo test builds it; `cargo build --example journal`)");
+        support::skip("the journal example is not built (cargo test builds it; `cargo build --example journal`)");
         return;
     };
     let directory = tempfile::tempdir().expect("tempdir");

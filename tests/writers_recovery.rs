@@ -20,9 +20,7 @@ fn python() -> bool {
         .is_ok_and(|output| output.status.success());
     let fuse = Path::new("/dev/fuse").exists();
     if !present || !fuse {
-        eprintln!(
-            "skipped: auto-recovery needs python3 (the test writer) and /dev/fuse (the view)"
-        );
+        support::skip("auto-recovery needs python3 (the test writer) and /dev/fuse (the view)");
     }
     present && fuse
 }

@@ -330,3 +330,13 @@ pub fn describe(data: &[u8]) -> String {
         ),
     }
 }
+
+/// Says that a test cannot run here because a system tool or facility is missing. Where CI
+/// promises every tool (`DISKSHADOW_REQUIRE_TOOLS=1`, set by `.ci/run`), a missing tool is a
+/// failure, not a silent pass.
+pub fn skip(reason: impl std::fmt::Display) {
+    if std::env::var_os("DISKSHADOW_REQUIRE_TOOLS").is_some_and(|value| value == "1") {
+        panic!("required tool missing (DISKSHADOW_REQUIRE_TOOLS=1): {reason}");
+    }
+    eprintln!("skipped: {reason}");
+}
