@@ -425,6 +425,24 @@ fn mount_errors_name_the_problem() {
     let error = mount(device.clone(), &image, MountOptions::read_only_files("x")).unwrap_err();
     assert!(matches!(error, MountError::MountPointNotADirectory { .. }));
 
+    // A mount over a directory that holds something would hide it: refused, and it stays.
+    let occupied = directory.path().join("occupied");
+    fs::create_dir(&occupied).unwrap();
+    fs::write(occupied.join("keep.txt"), b"mine").unwrap();
+    let error = mount(
+        device.clone(),
+        &occupied,
+        MountOptions::read_only_files("x"),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(error, MountError::MountPointNotEmpty { .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("keep.txt"), "{error}");
+    assert!(!is_mounted(&occupied));
+    assert_eq!(fs::read(occupied.join("keep.txt")).unwrap(), b"mine");
+
     let mountpoint = directory.path().join("mnt");
     fs::create_dir(&mountpoint).unwrap();
     let error = mount(

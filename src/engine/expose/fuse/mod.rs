@@ -100,6 +100,8 @@ pub enum MountError {
     MountPointMissing { path: PathBuf },
     #[error("mount point {path} is not a directory; choose an empty directory")]
     MountPointNotADirectory { path: PathBuf },
+    #[error("mount point {path} is not empty (it holds {first:?}); a mount there would hide what it holds; choose an empty directory")]
+    MountPointNotEmpty { path: PathBuf, first: String },
     #[error("{path} is already a mount point; unexpose what is mounted there (or run `fusermount3 -uz {path}` if it is a leftover) or choose another directory")]
     MountPointInUse { path: PathBuf },
     #[error("/dev/fuse cannot be opened ({source}); load the module (`modprobe fuse`), or give the container the device (`--device /dev/fuse`)")]
@@ -133,7 +135,9 @@ impl MountError {
     pub fn vss_code(&self) -> VssCode {
         match self {
             MountError::MountPointMissing { .. } => VssCode::VSS_E_OBJECT_NOT_FOUND,
-            MountError::MountPointInUse { .. } => VssCode::VSS_E_OBJECT_ALREADY_EXISTS,
+            MountError::MountPointInUse { .. } | MountError::MountPointNotEmpty { .. } => {
+                VssCode::VSS_E_OBJECT_ALREADY_EXISTS
+            }
             MountError::MountPointNotADirectory { .. }
             | MountError::InvalidFileName { .. }
             | MountError::DeviceIsReadOnly
@@ -370,7 +374,19 @@ fn check_mountpoint(mountpoint: &Path) -> Result<(), MountError> {
         });
     }
     match std::fs::metadata(mountpoint) {
-        Ok(metadata) if metadata.is_dir() => Ok(()),
+        Ok(metadata) if metadata.is_dir() => {
+            let entries = std::fs::read_dir(mountpoint).map_err(|source| MountError::Mount {
+                path: mountpoint.to_path_buf(),
+                source,
+            })?;
+            match entries.flatten().next() {
+                Some(entry) => Err(MountError::MountPointNotEmpty {
+                    path: mountpoint.to_path_buf(),
+                    first: entry.file_name().to_string_lossy().to_string(),
+                }),
+                None => Ok(()),
+            }
+        }
         Ok(_) => Err(MountError::MountPointNotADirectory {
             path: mountpoint.to_path_buf(),
         }),
