@@ -9,7 +9,8 @@ use crate::engine::ids::{parse_guid, ShadowId, ShadowSetId};
 use crate::engine::model::{CreateVolume, ShadowInfo, VolumeInfo};
 use crate::engine::vss::{providers, Attributes, BackupType, Context, VssCode, WriterState};
 use crate::service::{
-    CreateRequest, ServiceError, SetVolume, ShadowService, SilentObserver, WriterSelection,
+    CreateRequest, ServiceError, ServiceObserver, SetVolume, ShadowService, SilentObserver,
+    WriterSelection,
 };
 use crate::session::render::TimeZoneChoice;
 
@@ -70,6 +71,22 @@ impl Outcome {
         self.status = status;
         self
     }
+}
+
+/// Shows the service's lines (what a revert detached, say) and nothing of verbose mode or
+/// progress.
+struct LineObserver<'a> {
+    outcome: &'a mut Outcome,
+}
+
+impl ServiceObserver for LineObserver<'_> {
+    fn verbose_line(&mut self, _line: &str) {}
+    fn line(&mut self, line: &str) {
+        self.outcome.out(line);
+    }
+    fn progress_begin(&mut self, _what: &str, _total: u64) {}
+    fn progress_advance(&mut self, _units: u64) {}
+    fn progress_end(&mut self) {}
 }
 
 /// `/Name=value` and `/Name` switches, names case-insensitive.
@@ -760,7 +777,8 @@ fn revert_shadow(
         .guid("shadow")?
         .map(ShadowId)
         .ok_or_else(|| Failure::Usage("Error: Missing /Shadow option.".to_string()))?;
-    service.revert(id, &mut SilentObserver)?;
+    let force_dismount = switches.flag("forcedismount");
+    service.revert(id, force_dismount, &mut LineObserver { outcome })?;
     outcome.out(format!("The volume has been reverted to shadow copy {id}."));
     Ok(())
 }

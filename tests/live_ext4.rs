@@ -281,3 +281,131 @@ fn shadows_of_a_live_mounted_ext4_check_clean_and_keep_every_synced_file() {
         }
     }
 }
+
+/// A revert rewrites blocks under whoever uses the volume: with a file system mounted from the
+/// attached volume it is refused, naming the mount; once unmounted, the attachment itself still
+/// refuses it unless vssadmin's `/ForceDismount` detaches it (and says so). The file system is
+/// clean afterwards and holds the shadow's content.
+#[test]
+fn revert_of_a_volume_in_use_is_refused_and_force_dismount_detaches_first() {
+    if !can_run() {
+        return;
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    let store = work.path().join("store");
+    let content = work.path().join("content");
+    fs::create_dir_all(&content).expect("content");
+    fs::write(content.join("state.txt"), "before\n").expect("file");
+    let image = work.path().join("data.img");
+    make_ext4(&image, &content);
+    for directory in ["live", "mnt"] {
+        fs::create_dir_all(work.path().join(directory)).expect("dir");
+    }
+    let _cleanup = Cleanup(vec![work.path().join("mnt")], store.clone());
+
+    diskshadow(&store)
+        .args(["volume", "attach", "data.img", "live"])
+        .current_dir(work.path())
+        .assert()
+        .success();
+    let stdout = run_script(
+        &store,
+        work.path(),
+        "create.dsh",
+        "set context persistent nowriters\nadd volume data.img\ncreate\n",
+    );
+    let shadow = shadow_ids(&stdout).pop().expect("shadow");
+    let mnt = work.path().join("mnt");
+    let mounted = sh(&format!(
+        "mount -o loop {} {}",
+        work.path().join("live/data.img").display(),
+        mnt.display()
+    ));
+    assert!(
+        mounted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&mounted.stderr)
+    );
+    fs::write(mnt.join("state.txt"), "after\n").expect("edit");
+    assert!(sh("sync").status.success());
+
+    let revert = |extra: &str| {
+        Process::new(assert_cmd::cargo::cargo_bin("vssadmin"))
+            .arg("--store")
+            .arg(&store)
+            .args(["revert", "shadow", &format!("/shadow={shadow}")])
+            .args(extra.split_whitespace())
+            .env("DISKSHADOW_IDLE_TIMEOUT", "5")
+            .current_dir(work.path())
+            .output()
+            .expect("vssadmin")
+    };
+    let text = |output: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    };
+
+    // Mounted: refused even with force, naming the mount point.
+    for extra in ["", "/ForceDismount"] {
+        let refused = revert(extra);
+        assert!(!refused.status.success(), "{}", text(&refused));
+        assert!(
+            text(&refused).contains("in use")
+                && text(&refused).contains(&mnt.display().to_string()),
+            "{}",
+            text(&refused)
+        );
+    }
+    assert_eq!(
+        fs::read_to_string(mnt.join("state.txt")).unwrap(),
+        "after\n"
+    );
+    assert!(sh(&format!("umount {}", mnt.display())).status.success());
+
+    // Attached: refused without force.
+    let refused = revert("");
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("is attached at") && text(&refused).contains("/ForceDismount"),
+        "{}",
+        text(&refused)
+    );
+
+    // Forced: detached first, said so, then reverted.
+    let forced = revert("/ForceDismount");
+    assert!(forced.status.success(), "{}", text(&forced));
+    assert!(
+        text(&forced).contains("was detached from"),
+        "{}",
+        text(&forced)
+    );
+    let attachments = diskshadow(&store)
+        .args(["volume", "attachments"])
+        .current_dir(work.path())
+        .output()
+        .expect("attachments");
+    assert!(
+        !String::from_utf8_lossy(&attachments.stdout).contains("data.img"),
+        "{}",
+        String::from_utf8_lossy(&attachments.stdout)
+    );
+    let fsck = Process::new("e2fsck")
+        .args(["-fn"])
+        .arg(&image)
+        .output()
+        .expect("e2fsck");
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+    let dump = Process::new("debugfs")
+        .args(["-R", "cat /state.txt"])
+        .arg(&image)
+        .output()
+        .expect("debugfs");
+    assert_eq!(String::from_utf8_lossy(&dump.stdout), "before\n");
+}

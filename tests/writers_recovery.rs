@@ -120,7 +120,7 @@ fn writers_repair_the_shadow_never_the_live_volume_and_the_repair_is_sealed_in()
         .write("D:", 0, &[0x22u8; 4096], Path::new("/"))
         .expect("write live");
     service
-        .revert(shadow.id, &mut SilentObserver)
+        .revert(shadow.id, false, &mut SilentObserver)
         .expect("revert");
     let reverted = service
         .read("D:", 0, 16, Path::new("/"))

@@ -180,9 +180,13 @@ pub trait ShadowService {
         &mut self,
         selector: &DeleteSelector,
     ) -> Result<Vec<ShadowInfo>, ServiceError>;
+    /// Reverts the shadow's volume to it. A volume in use (attached, or with a file system
+    /// mounted from it) is refused with `VSS_E_VOLUME_IN_USE`; `force_dismount` detaches
+    /// diskshadow's own attachment first (and says so), but never unmounts a file system.
     fn revert(
         &mut self,
         shadow: ShadowId,
+        force_dismount: bool,
         observer: &mut dyn ServiceObserver,
     ) -> Result<(), ServiceError>;
     fn providers(&mut self) -> Result<Vec<ProviderInfo>, ServiceError>;

@@ -127,6 +127,71 @@ impl ServiceCore {
         })
     }
 
+    /// Makes sure nothing uses `volume` before a revert rewrites it, as Windows locks or
+    /// dismounts the volume: a file system mounted from the image (or from its attached FUSE
+    /// file) is always refused, since unmounting it is its owner's call; diskshadow's own
+    /// attachment is refused unless `force_dismount`, which detaches it and says so.
+    fn release_for_revert(
+        &self,
+        volume: &VolumeInfo,
+        shadow: ShadowId,
+        force_dismount: bool,
+        observer: &mut dyn ServiceObserver,
+    ) -> Result<(), ServiceError> {
+        let mut attachments = self
+            .attachments
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let attachment = attachments
+            .iter()
+            .find(|(key, _)| **key == volume.id)
+            .map(|(_, exposure)| exposure.clone());
+        let mut mounted = crate::service::exposure::filesystems_on(&volume.path);
+        if let Some(attachment) = &attachment {
+            mounted.extend(crate::service::exposure::filesystems_on(Path::new(
+                &attachment.location,
+            )));
+        }
+        let name = volume.display_name();
+        if !mounted.is_empty() {
+            let places: Vec<String> = mounted
+                .iter()
+                .map(|path| path.display().to_string())
+                .collect();
+            return Err(ServiceError::invalid(format!(
+                "the volume {name} is in use: a file system on it is mounted at {}; a revert would change its blocks under it",
+                places.join(", ")
+            ))
+            .with_code(VssCode::VSS_E_VOLUME_IN_USE)
+            .with_help(format!(
+                "unmount it first (`umount {}`), then revert",
+                places[0]
+            )));
+        }
+        let Some(attachment) = attachment else {
+            return Ok(());
+        };
+        if !force_dismount {
+            return Err(ServiceError::invalid(format!(
+                "the volume {name} is in use: it is attached at {}, and its clients would see it change under them",
+                attachment.name
+            ))
+            .with_code(VssCode::VSS_E_VOLUME_IN_USE)
+            .with_help(format!(
+                "`detach {}` first, or force it: `vssadmin revert shadow /shadow={shadow} /ForceDismount` detaches it for you",
+                attachment.name
+            )));
+        }
+        if let Some((_, handle)) = attachments.remove(volume.id) {
+            handle.close();
+        }
+        observer.line(&format!(
+            "The volume {name} was detached from {} for the revert; its clients were disconnected.",
+            attachment.name
+        ));
+        Ok(())
+    }
+
     /// Where a shadow's auto-recovery overlay lives.
     pub fn overlay_path(&self, shadow: ShadowId) -> PathBuf {
         self.engine
@@ -949,8 +1014,13 @@ impl ShadowService for LocalService {
     fn revert(
         &mut self,
         shadow: ShadowId,
+        force_dismount: bool,
         observer: &mut dyn ServiceObserver,
     ) -> Result<(), ServiceError> {
+        if let Some(info) = self.core.engine.shadow(shadow) {
+            self.core
+                .release_for_revert(&info.volume, shadow, force_dismount, observer)?;
+        }
         let progress = ObserverProgress {
             observer: std::sync::Mutex::new(observer),
         };

@@ -54,6 +54,9 @@ pub enum Request {
     },
     Revert {
         shadow: ShadowId,
+        /// Detach diskshadow's own attachment of the volume first (vssadmin `/ForceDismount`).
+        #[serde(default)]
+        force_dismount: bool,
     },
     Providers,
     Storage,
@@ -314,8 +317,11 @@ pub fn dispatch(
         }
         Request::Shadows => Reply::Shadows(service.shadows()?),
         Request::DeleteShadows { selector } => Reply::Shadows(service.delete_shadows(&selector)?),
-        Request::Revert { shadow } => {
-            service.revert(shadow, observer)?;
+        Request::Revert {
+            shadow,
+            force_dismount,
+        } => {
+            service.revert(shadow, force_dismount, observer)?;
             Reply::Done
         }
         Request::Providers => Reply::Providers(service.providers()?),
@@ -573,9 +579,17 @@ impl ShadowService for RemoteService {
     fn revert(
         &mut self,
         shadow: ShadowId,
+        force_dismount: bool,
         observer: &mut dyn ServiceObserver,
     ) -> Result<(), ServiceError> {
-        self.call(Request::Revert { shadow }, observer).map(|_| ())
+        self.call(
+            Request::Revert {
+                shadow,
+                force_dismount,
+            },
+            observer,
+        )
+        .map(|_| ())
     }
     fn providers(&mut self) -> Result<Vec<ProviderInfo>, ServiceError> {
         match self.quiet(Request::Providers)? {

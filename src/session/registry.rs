@@ -896,7 +896,7 @@ fn revert(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, C
     };
     let id = session.shadow_argument(shadow, "revert")?;
     let mut observer = console_observer(&mut *session.console, &session.state, &session.config);
-    session.service.revert(id, &mut observer)?;
+    session.service.revert(id, false, &mut observer)?;
     session.out(format!("The volume was reverted to the shadow copy {id}."));
     DONE
 }
