@@ -380,13 +380,26 @@ fn volume(service: &mut dyn ShadowService, command: VolumeCommand) -> Result<(),
             length,
             output,
         } => {
-            let mut writer: Box<dyn Write> = match &output {
-                Some(path) => Box::new(File::create(path).map_err(|error| {
-                    ServiceError::io(format!("{} cannot be created: {error}", path.display()))
-                })?),
-                None => Box::new(std::io::stdout().lock()),
-            };
             let size = target_size(service, &target, &base)?;
+            // A file output is written beside its final name and renamed into place only when
+            // every byte was read: a failed read leaves no partial file and keeps an older one.
+            let mut partial = match &output {
+                Some(path) => {
+                    let directory = match path.parent() {
+                        Some(parent) if !parent.as_os_str().is_empty() => parent,
+                        _ => Path::new("."),
+                    };
+                    Some(tempfile::NamedTempFile::new_in(directory).map_err(|error| {
+                        ServiceError::io(format!("{} cannot be created: {error}", path.display()))
+                    })?)
+                }
+                None => None,
+            };
+            let mut stdout = std::io::stdout().lock();
+            let writer: &mut dyn Write = match &mut partial {
+                Some(file) => file.as_file_mut(),
+                None => &mut stdout,
+            };
             let mut position = offset;
             let mut remaining = length.unwrap_or(u64::MAX).min(size.saturating_sub(offset));
             // Progress only when the bytes go to a file: stdout may be the terminal itself.
@@ -418,7 +431,17 @@ fn volume(service: &mut dyn ShadowService, command: VolumeCommand) -> Result<(),
             }
             writer
                 .flush()
-                .map_err(|error| ServiceError::io(format!("writing the output: {error}")))
+                .map_err(|error| ServiceError::io(format!("writing the output: {error}")))?;
+            if let (Some(file), Some(path)) = (partial, &output) {
+                file.persist(path).map_err(|error| {
+                    ServiceError::io(format!(
+                        "{} cannot be written: {}",
+                        path.display(),
+                        error.error
+                    ))
+                })?;
+            }
+            Ok(())
         }
         VolumeCommand::Attach { volume, target } => {
             let attachment = service.attach(&volume, &target, &base)?;

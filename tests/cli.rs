@@ -489,3 +489,63 @@ fn a_volume_can_be_registered_with_its_own_chunk_size_once() {
         .assert()
         .code(2);
 }
+
+/// A read that fails (here: of a shadow made suspect by a change behind diskshadow's back)
+/// leaves no partial output file, and an older file of that name keeps its bytes.
+#[test]
+fn a_failed_volume_read_leaves_no_partial_output() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let store = work.path().join("store");
+    let volume = work.path().join("data.img");
+    image(&volume, 1 << 20);
+    let stdout = support::process::run_script(
+        &store,
+        work.path(),
+        "snap.dsh",
+        "set context persistent nowriters\nadd volume data.img\ncreate\n",
+    );
+    let shadow = support::process::shadow_ids(&stdout)
+        .pop()
+        .expect("shadow ID printed");
+    // Behind diskshadow's back: the shadow becomes suspect and is not served.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&volume)
+        .and_then(|file| {
+            use std::os::unix::fs::FileExt;
+            file.write_all_at(b"outside", 0)
+        })
+        .expect("outside write");
+
+    let fresh = work.path().join("fresh.bin");
+    let failed = diskshadow(&store)
+        .args(["volume", "read", &shadow, "--output"])
+        .arg(&fresh)
+        .output()
+        .expect("read");
+    assert!(!failed.status.success());
+    assert!(
+        String::from_utf8_lossy(&failed.stderr).contains("suspect"),
+        "{}",
+        String::from_utf8_lossy(&failed.stderr)
+    );
+    assert!(!fresh.exists(), "a failed read left {}", fresh.display());
+
+    let older = work.path().join("older.bin");
+    fs::write(&older, b"keep me").expect("older");
+    let failed = diskshadow(&store)
+        .args(["volume", "read", &shadow, "--output"])
+        .arg(&older)
+        .output()
+        .expect("read");
+    assert!(!failed.status.success());
+    assert_eq!(fs::read(&older).expect("older"), b"keep me");
+    let leftovers: Vec<_> = fs::read_dir(work.path())
+        .expect("dir")
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().to_string())
+        .filter(|name| name.starts_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
