@@ -87,9 +87,15 @@ pub fn run_service(store: &Path, idle_timeout: Option<u64>) -> Result<(), Servic
                 .and_then(|text| text.parse().ok())
         })
         .unwrap_or(180);
+    let log = Arc::new(
+        transport::ServiceLog::open(&ServicePaths::for_store(store).log_file)
+            .map_err(unavailable)?,
+    );
+    engine.set_deletion_sink(log.clone());
     let options = ServerOptions {
         idle_timeout: Some(Duration::from_secs(seconds)),
         handle_termination_signals: true,
+        log: Some(log),
         ..ServerOptions::default()
     };
     let handler = Arc::new(EngineHandler::new(Arc::new(engine)));

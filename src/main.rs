@@ -336,6 +336,17 @@ fn shell(cli: &Cli, store: &Path) -> i32 {
 
 const IO_CHUNK: usize = 4 << 20;
 
+/// The sequence of the newest diff-area deletion the store remembers (0: none).
+fn newest_deletion(service: &mut dyn ShadowService) -> Result<u64, ServiceError> {
+    Ok(service
+        .storage()?
+        .iter()
+        .flat_map(|entry| &entry.recent_deletions)
+        .map(|event| event.sequence)
+        .max()
+        .unwrap_or(0))
+}
+
 fn volume(service: &mut dyn ShadowService, command: VolumeCommand) -> Result<(), ServiceError> {
     let base = base_dir();
     match command {
@@ -355,24 +366,35 @@ fn volume(service: &mut dyn ShadowService, command: VolumeCommand) -> Result<(),
                 .and_then(|path| std::fs::metadata(path).ok())
                 .map(|meta| meta.len());
             let progress = ui::progress_bar("writing", total);
+            let deletions_before = newest_deletion(service)?;
             let mut position = offset;
             let mut buffer = vec![0u8; IO_CHUNK];
-            loop {
+            let written = (|| loop {
                 let filled = read_full(&mut reader, &mut buffer)
                     .map_err(|error| ServiceError::io(format!("reading the input: {error}")))?;
                 if filled == 0 {
-                    break;
+                    return Ok(());
                 }
                 service.write(&volume, position, &buffer[..filled], &base)?;
                 position += filled as u64;
                 if let Some(bar) = &progress {
                     bar.inc(filled as u64);
                 }
-            }
+            })();
             if let Some(bar) = progress {
                 bar.finish_and_clear();
             }
-            Ok(())
+            // Shadows deleted to make room are said, whether or not the write then succeeded.
+            if let Ok(storage) = service.storage() {
+                for event in storage
+                    .iter()
+                    .flat_map(|entry| &entry.recent_deletions)
+                    .filter(|event| event.sequence > deletions_before)
+                {
+                    eprintln!("Warning: {}", event.describe());
+                }
+            }
+            written
         }
         VolumeCommand::Read {
             target,

@@ -557,6 +557,9 @@ fn list_storage(
             )),
             None => outcome.out("   Maximum Shadow Copy Storage space: UNBOUNDED (100%)"),
         }
+        for event in entry.recent_deletions.iter().rev().take(5) {
+            outcome.out(format!("   {}", event.describe()));
+        }
         outcome.out("");
     }
     Ok(())

@@ -549,3 +549,85 @@ fn a_failed_volume_read_leaves_no_partial_output() {
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
+
+/// Shadows deleted to make room in a limited diff area are never deleted silently: the write
+/// that caused it warns, the service log says which and why, and `list shadows` and
+/// `vssadmin list shadowstorage` say so afterwards, across service restarts.
+#[test]
+fn shadows_deleted_to_fit_a_diff_area_limit_are_reported_everywhere() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let store = work.path().join("store");
+    let volume = work.path().join("data.img");
+    image(&volume, 32 << 20);
+    let mut created = Vec::new();
+    for _ in 0..2 {
+        let stdout = support::process::run_script(
+            &store,
+            work.path(),
+            "snap.dsh",
+            "set context persistent nowriters\nadd volume data.img\ncreate\n",
+        );
+        created.extend(support::process::shadow_ids(&stdout));
+    }
+    let vssadmin = |args: &[&str]| {
+        let output = std::process::Command::new(assert_cmd::cargo::cargo_bin("vssadmin"))
+            .arg("--store")
+            .arg(&store)
+            .args(args)
+            .env("DISKSHADOW_IDLE_TIMEOUT", "5")
+            .current_dir(work.path())
+            .output()
+            .expect("vssadmin");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
+    vssadmin(&[
+        "resize",
+        "shadowstorage",
+        "/for=data.img",
+        "/on=data.img",
+        "/maxsize=10%",
+    ]);
+
+    let write = diskshadow(&store)
+        .args(["volume", "write", "data.img", "--offset", "0"])
+        .write_stdin(vec![0x77u8; 8 << 20])
+        .current_dir(work.path())
+        .output()
+        .expect("write");
+    let stderr = String::from_utf8_lossy(&write.stderr).to_string();
+    assert!(write.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Warning: ") && stderr.contains("deleted") && stderr.contains(&created[0]),
+        "the write warns which shadow went: {stderr}"
+    );
+    let log = fs::read_to_string(store.join("service.log")).expect("service log");
+    assert!(
+        log.lines().any(
+            |line| line.contains("to make room in the diff area") && line.contains(&created[0])
+        ),
+        "{log}"
+    );
+
+    diskshadow(&store)
+        .args(["service", "stop"])
+        .assert()
+        .success();
+    let listing =
+        support::process::run_script(&store, work.path(), "list.dsh", "list shadows all\n");
+    assert!(
+        listing
+            .lines()
+            .any(|line| line.starts_with("Note: ") && line.contains("to make room")),
+        "{listing}"
+    );
+    let storage = vssadmin(&["list", "shadowstorage"]);
+    assert!(
+        storage.contains("deleted on") && storage.contains(&created[0]),
+        "{storage}"
+    );
+}

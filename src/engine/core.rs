@@ -16,6 +16,7 @@ use crate::engine::catalog::{
     Catalog, CatalogChange, CatalogError, CatalogState, RevertRecord, ShadowRecord, VolumeRecord,
 };
 use crate::engine::clock::{Clock, IdSource, RandomIds, SystemClock};
+use crate::engine::deletions::{DeletionLog, DeletionReason, DeletionSink, DiffAreaDeletion};
 use crate::engine::device::BlockDevice;
 use crate::engine::ids::{parse_guid, ProviderId, ShadowId, ShadowSetId, VolumeId};
 use crate::engine::model::{
@@ -517,6 +518,8 @@ struct Shared {
     volumes: RwLock<BTreeMap<VolumeId, Arc<VolumeHandle>>>,
     /// Shadow sequences start here at least (above every tag in any diff area).
     sequence_floor: u64,
+    /// Shadows deleted to fit diff-area limits: kept in the store and told to the service.
+    deletions: DeletionLog,
     _lock: StoreLock,
 }
 
@@ -797,6 +800,7 @@ impl Engine {
                 catalog: Mutex::new(catalog),
                 volumes: RwLock::new(volumes),
                 sequence_floor,
+                deletions: DeletionLog::open(store_dir),
                 _lock: lock,
             }),
         };
@@ -1604,17 +1608,62 @@ impl Engine {
             .get(&cow.volume)
             .and_then(|record| record.max_diff_area_bytes);
         if let Some(max_bytes) = max_bytes {
+            let needed = cow.preservation_bytes_needed(offset, data.len() as u64);
+            let used_bytes = cow.used_bytes();
+            let mut deleted = Vec::new();
+            let mut outcome = Ok(());
             loop {
-                let needed = cow.preservation_bytes_needed(offset, data.len() as u64);
-                if needed == 0 || cow.used_bytes() + needed <= max_bytes {
+                let still_needed = cow.preservation_bytes_needed(offset, data.len() as u64);
+                if still_needed == 0 || cow.used_bytes() + still_needed <= max_bytes {
                     break;
                 }
-                if self.delete_oldest_locked(cow, protected)?.is_none() {
-                    break;
+                match self.delete_oldest_locked(cow, protected) {
+                    Ok(Some(info)) => deleted.push(info),
+                    Ok(None) => break,
+                    Err(error) => {
+                        outcome = Err(error);
+                        break;
+                    }
                 }
             }
+            // Said even when a later step failed: these shadows are gone either way.
+            self.record_deletions(
+                cow.volume,
+                &deleted,
+                DeletionReason::WriteNeededRoom {
+                    needed_bytes: needed,
+                    used_bytes,
+                    max_bytes,
+                },
+            );
+            outcome?;
         }
         cow.write(offset, data).map_err(WriteFailure::Io)
+    }
+
+    /// Keeps and announces shadows deleted to fit a diff-area limit.
+    fn record_deletions(&self, volume: VolumeId, deleted: &[ShadowInfo], reason: DeletionReason) {
+        let Some(first) = deleted.first() else {
+            return;
+        };
+        self.shared.deletions.record(
+            self.shared.clock.now(),
+            volume,
+            first.volume.path.clone(),
+            deleted.iter().map(|shadow| shadow.id).collect(),
+            reason,
+        );
+    }
+
+    /// Shadows deleted to fit diff-area limits, oldest event first (the newest
+    /// [`crate::engine::deletions::KEPT_DELETIONS`]).
+    pub fn diff_area_deletions(&self) -> Vec<DiffAreaDeletion> {
+        self.shared.deletions.events()
+    }
+
+    /// Where each deletion to fit a limit is told as it happens (the service's log).
+    pub fn set_deletion_sink(&self, sink: Arc<dyn DeletionSink>) {
+        self.shared.deletions.set_sink(sink);
     }
 
     fn flush_locked(&self, cow: &mut CowVolume) -> Result<(), WriteFailure> {
@@ -1863,19 +1912,34 @@ impl Engine {
         }
         let mut deleted = Vec::new();
         if let (VolumeSlot::Ready(cow), Some(max_bytes)) = (&mut *guard, max_bytes) {
+            let used_bytes = cow.used_bytes();
+            let mut outcome = Ok(());
             while cow.used_bytes() > max_bytes {
                 match self.delete_oldest_locked(cow, None) {
                     Ok(Some(info)) => deleted.push(info),
                     Ok(None) => break,
-                    Err(WriteFailure::Catalog(error)) => return Err(StorageError::Catalog(error)),
+                    Err(WriteFailure::Catalog(error)) => {
+                        outcome = Err(StorageError::Catalog(error));
+                        break;
+                    }
                     Err(other) => {
-                        return Err(StorageError::Io {
+                        outcome = Err(StorageError::Io {
                             volume,
                             source: other.into(),
-                        })
+                        });
+                        break;
                     }
                 }
             }
+            self.record_deletions(
+                volume,
+                &deleted,
+                DeletionReason::LimitLowered {
+                    used_bytes,
+                    max_bytes,
+                },
+            );
+            outcome?;
         }
         Ok(deleted)
     }
@@ -1896,6 +1960,7 @@ impl Engine {
                 );
             }
         }
+        let deletions = self.shared.deletions.events();
         let catalog = lock_mutex(&self.shared.catalog);
         let state = catalog.state();
         state
@@ -1904,7 +1969,16 @@ impl Engine {
             .filter_map(|record| {
                 let (used_bytes, allocated_bytes, shadow_count, size) =
                     usage.get(&record.id).copied()?;
-                if shadow_count == 0 && record.max_diff_area_bytes.is_none() && used_bytes == 0 {
+                let recent_deletions: Vec<DiffAreaDeletion> = deletions
+                    .iter()
+                    .filter(|event| event.volume == record.id)
+                    .cloned()
+                    .collect();
+                if shadow_count == 0
+                    && record.max_diff_area_bytes.is_none()
+                    && used_bytes == 0
+                    && recent_deletions.is_empty()
+                {
                     return None;
                 }
                 Some(StorageInfo {
@@ -1912,6 +1986,7 @@ impl Engine {
                     used_bytes,
                     allocated_bytes,
                     max_bytes: record.max_diff_area_bytes,
+                    recent_deletions,
                 })
             })
             .collect()

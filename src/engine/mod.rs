@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod clock;
 pub mod coordinator;
 pub mod core;
+pub mod deletions;
 pub mod device;
 pub mod expose;
 pub mod ids;

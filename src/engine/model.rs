@@ -210,4 +210,7 @@ pub struct StorageInfo {
     pub allocated_bytes: u64,
     /// `None`: unbounded.
     pub max_bytes: Option<u64>,
+    /// Shadows the engine deleted to fit the limit, the newest events kept by the store.
+    #[serde(default)]
+    pub recent_deletions: Vec<crate::engine::deletions::DiffAreaDeletion>,
 }

@@ -769,12 +769,21 @@ fn list(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, Com
                     )
                 }
             };
-            let lines = render::shadow_listing(
+            let mut lines = render::shadow_listing(
                 &header,
                 &shadows,
                 &SessionAliases(&session.variables),
                 session.config.time_zone,
             );
+            if matches!(selector, ShadowSelector::All) {
+                // Nothing may remove a shadow without saying so: the newest deletion to fit
+                // each volume's diff-area limit is told after the listing.
+                for storage in session.service.storage()? {
+                    if let Some(event) = storage.recent_deletions.last() {
+                        lines.push(format!("Note: {}", event.describe()));
+                    }
+                }
+            }
             session.out_lines(lines);
         }
         ListCommand::Writers(detail) => {

@@ -57,6 +57,13 @@ impl ServiceLog {
     }
 }
 
+/// Each shadow the engine deletes to fit a diff-area limit is a line of the log.
+impl crate::engine::deletions::DeletionSink for ServiceLog {
+    fn deleted(&self, event: &crate::engine::deletions::DiffAreaDeletion) {
+        self.write(&event.describe());
+    }
+}
+
 /// Writes to the log when there is one.
 pub(crate) fn log_to(log: &Option<std::sync::Arc<ServiceLog>>, message: &str) {
     if let Some(log) = log {
