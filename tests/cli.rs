@@ -489,3 +489,100 @@ fn a_volume_can_be_registered_with_its_own_chunk_size_once() {
         .assert()
         .code(2);
 }
+
+/// A hostile .cab fails only the requester that loads it: the service keeps running (same
+/// pid) and another requester's volatile shadow survives.
+#[test]
+fn requester_a_hostile_metadata_file_fails_only_its_requester() {
+    let work = support::scratch("requester-hostile-cab");
+    let store = work.join("store");
+    let volume = work.join("data.img");
+    image(&volume, 1 << 20);
+    let marker = work.join("created");
+    let release = work.join("release");
+    let wait = work.join("wait.sh");
+    fs::write(
+        &wait,
+        format!(
+            "#!/bin/sh\ntouch {}\nwhile [ ! -e {} ]; do sleep 0.1; done\n",
+            marker.display(),
+            release.display()
+        ),
+    )
+    .expect("script");
+    let hold = work.join("hold.dsh");
+    fs::write(
+        &hold,
+        format!(
+            "set context volatile nowriters\nadd volume {}\ncreate\nexec {}\n",
+            volume.display(),
+            wait.display()
+        ),
+    )
+    .expect("script");
+    let mut holder = std::process::Command::new(assert_cmd::cargo::cargo_bin("diskshadow"))
+        .arg("--store")
+        .arg(&store)
+        .arg("-s")
+        .arg(&hold)
+        .env("DISKSHADOW_IDLE_TIMEOUT", "5")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("holder starts");
+    wait_for(30, "the holder never reached its exec step", || {
+        marker.exists()
+    });
+    let service_pid = || {
+        let output = diskshadow(&store)
+            .args(["service", "status"])
+            .output()
+            .expect("status");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .find(|line| line.to_lowercase().contains("pid"))
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
+    let before = service_pid();
+    assert!(!before.is_empty(), "no service pid");
+
+    let deep = work.join("deep.cab");
+    support::cabs::write_deeply_nested_cab(&deep, 100_000);
+    let corrupt = work.join("corrupt.cab");
+    support::cabs::write_cab_with_corrupt_folder_offset(&corrupt);
+    for (cab, expected) in [
+        (&deep, "deeper than 64 levels"),
+        (&corrupt, "the cab reader failed on its entry"),
+    ] {
+        let script = work.join("load.dsh");
+        fs::write(&script, format!("load metadata {}\n", cab.display())).expect("script");
+        let output = diskshadow(&store)
+            .arg("-s")
+            .arg(&script)
+            .current_dir(&work)
+            .output()
+            .expect("runs");
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(output.status.code(), Some(1), "{all}");
+        assert!(all.contains(expected), "{all}");
+        assert!(all.contains("VSS_E_CORRUPT_XML_DOCUMENT"), "{all}");
+        assert!(all.contains("Manifest.xml"), "{all}");
+        assert!(!all.contains("panicked"), "{all}");
+    }
+    assert_eq!(service_pid(), before, "the service restarted");
+    let listing = diskshadow(&store)
+        .write_stdin("list shadows all\n")
+        .output()
+        .expect("list");
+    let stdout = String::from_utf8_lossy(&listing.stdout).to_string();
+    assert!(
+        stdout.contains("Number of shadow copies listed: 1"),
+        "the holder's volatile shadow is gone: {stdout}"
+    );
+    fs::write(&release, b"").expect("release");
+    assert!(holder.wait().expect("holder").success());
+}

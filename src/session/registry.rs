@@ -679,7 +679,8 @@ fn load_metadata(
         .with_code(VssCode::VSS_E_OBJECT_NOT_FOUND)
         .with_help("`set metadata <file.cab>` before `create` writes one"));
     }
-    let loaded = session.service.load_metadata(&resolved)?;
+    let cabinet = crate::service::read_metadata_file(&resolved)?;
+    let loaded = session.service.load_metadata(cabinet)?;
     if session.state.verbose {
         let cab_name = resolved
             .file_name()
