@@ -586,3 +586,82 @@ fn requester_a_hostile_metadata_file_fails_only_its_requester() {
     fs::write(&release, b"").expect("release");
     assert!(holder.wait().expect("holder").success());
 }
+
+/// Aliases of a foreign .cab reach `exec` children only under plain, new names: never as
+/// `BASH_ENV`, `LD_PRELOAD` or `PATH`, and each one held back is reported.
+#[test]
+fn requester_foreign_metadata_aliases_do_not_set_sensitive_environment() {
+    let work = support::scratch("requester-cab-environment");
+    let store = work.join("store");
+    let trap = work.join("trap.sh");
+    fs::write(&trap, "echo TRAPPED\n").expect("trap");
+    let cab = work.join("foreign.cab");
+    let trap_text = trap.display().to_string();
+    support::cabs::write_cab_with_aliases(
+        &cab,
+        &[
+            ("BASH_ENV", trap_text.as_str()),
+            ("LD_PRELOAD", "/tmp/evil.so"),
+            ("PATH", "/tmp/evil-bin"),
+            ("Data_1", "{11111111-1111-1111-1111-111111111111}"),
+        ],
+    );
+    let printenv = work.join("printenv.sh");
+    fs::write(&printenv, "#!/bin/bash\nenv\n").expect("printenv");
+    fs::set_permissions(
+        &printenv,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let script = work.join("load.dsh");
+    fs::write(
+        &script,
+        format!(
+            "load metadata {}\nexec {}\n",
+            cab.display(),
+            printenv.display()
+        ),
+    )
+    .expect("script");
+    let output = diskshadow(&store)
+        .arg("-s")
+        .arg(&script)
+        .current_dir(&work)
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("Data_1={11111111-1111-1111-1111-111111111111}"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("TRAPPED"), "{stdout}");
+    let environment: Vec<&str> = stdout.lines().filter(|line| line.contains('=')).collect();
+    assert!(
+        !environment
+            .iter()
+            .any(|line| line.starts_with("BASH_ENV=") || line.starts_with("LD_PRELOAD=")),
+        "{stdout}"
+    );
+    assert!(
+        environment.contains(&"PATH=/usr/local/bin:/usr/bin:/bin"),
+        "{stdout}"
+    );
+    for name in ["BASH_ENV", "LD_PRELOAD", "PATH"] {
+        assert!(
+            stdout.contains(&format!("Alias {name} for value"))
+                && stdout.contains("not as an environment variable"),
+            "{stdout}"
+        );
+        assert!(
+            stderr.contains(&format!("warning: the alias {name} is not passed to")),
+            "{stderr}"
+        );
+    }
+    support::process::diskshadow(&store)
+        .args(["service", "stop"])
+        .assert()
+        .success();
+}
