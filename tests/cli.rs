@@ -665,3 +665,118 @@ fn requester_foreign_metadata_aliases_do_not_set_sensitive_environment() {
         .assert()
         .success();
 }
+
+/// `add alias a %a%%a%` doubles the alias on each line; the expansion bound stops it at once
+/// with an error naming the line and column, instead of a minute and a gigabyte.
+#[test]
+fn requester_self_doubling_alias_stops_at_the_expansion_bound() {
+    let work = support::scratch("requester-alias-doubling");
+    let store = work.join("store");
+    let mut body = String::from("add alias a x\n");
+    for _ in 0..26 {
+        body.push_str("add alias a %a%%a%\n");
+    }
+    let script = work.join("double.dsh");
+    fs::write(&script, body).expect("script");
+    let started = std::time::Instant::now();
+    let output = diskshadow(&store)
+        .arg("-s")
+        .arg(&script)
+        .env("DISKSHADOW_IN_PROCESS", "1")
+        .output()
+        .expect("runs");
+    let elapsed = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("double.dsh:17: error[dsh::expand]: %a% at column 16 makes the line longer than 65536 bytes"),
+        "{stderr}"
+    );
+    assert!(
+        output.stdout.len() < 4 << 20,
+        "{} bytes of output",
+        output.stdout.len()
+    );
+    assert!(
+        elapsed < std::time::Duration::from_secs(2),
+        "took {elapsed:?}"
+    );
+}
+
+fn utf16le_with_bom(text: &str) -> Vec<u8> {
+    let mut bytes = vec![0xFF, 0xFE];
+    bytes.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
+    bytes
+}
+
+/// Scripts saved by Notepad, as UTF-8 with a BOM or as UTF-16LE with CRLF line ends, run with
+/// `-s` and check with `--check`, with line numbers counted as the editor shows them.
+#[test]
+fn requester_bom_and_utf16_scripts_run_and_check() {
+    let work = support::scratch("requester-script-encodings");
+    let store = work.join("store");
+    let mut bom = vec![0xEF, 0xBB, 0xBF];
+    bom.extend_from_slice(b"list providers\r\nexit\r\n");
+    let scripts = [
+        ("bom.dsh", bom),
+        (
+            "utf16.dsh",
+            utf16le_with_bom("# saved by Notepad\r\nlist providers\r\nexit\r\n"),
+        ),
+    ];
+    for (name, bytes) in scripts {
+        let script = work.join(name);
+        fs::write(&script, bytes).expect("script");
+        let output = diskshadow(&store)
+            .arg("-s")
+            .arg(&script)
+            .env("DISKSHADOW_IN_PROCESS", "1")
+            .output()
+            .expect("runs");
+        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+        assert!(
+            output.status.success(),
+            "{name}: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains("-> list providers"), "{name}: {stdout}");
+        assert!(stdout.contains("providers registered."), "{name}: {stdout}");
+        let check = diskshadow(&store)
+            .arg("--check")
+            .arg(&script)
+            .output()
+            .expect("checks");
+        assert!(
+            String::from_utf8_lossy(&check.stdout).contains("no syntax errors"),
+            "{name}: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+    let broken = work.join("broken16.dsh");
+    fs::write(
+        &broken,
+        utf16le_with_bom("# saved by Notepad\r\nlist providers\r\nfrobnicate now\r\n"),
+    )
+    .expect("script");
+    let check = diskshadow(&store)
+        .arg("--check")
+        .arg(&broken)
+        .output()
+        .expect("checks");
+    let stderr = String::from_utf8_lossy(&check.stderr).to_string();
+    assert_eq!(check.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("broken16.dsh:3:1"), "{stderr}");
+    assert!(stderr.contains("unknown command `frobnicate`"), "{stderr}");
+    let odd = work.join("odd16.dsh");
+    let mut bytes = utf16le_with_bom("list providers\r\n");
+    bytes.push(b'x');
+    fs::write(&odd, bytes).expect("script");
+    let output = diskshadow(&store)
+        .arg("-s")
+        .arg(&odd)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("odd number of bytes"), "{stderr}");
+}

@@ -21,7 +21,18 @@ pub enum ExpandError {
     Undefined { name: String, column: usize },
     #[error("a '%' at column {column} has no closing '%'")]
     Unclosed { column: usize },
+    #[error("%{name}% at column {column} makes the line longer than {limit} bytes")]
+    TooLong {
+        name: String,
+        column: usize,
+        limit: usize,
+    },
 }
+
+/// The longest a line may become by `%NAME%` expansion. Values are not expanded again, but
+/// an alias defined from itself (`add alias a %a%%a%`) doubles with every line; the bound
+/// stops that at 64 KiB instead of gigabytes.
+pub const MAX_EXPANDED_LINE_BYTES: usize = 64 * 1024;
 
 /// Splits a line into its command part and a trailing comment (white space then `#`, outside
 /// double quotes), so that `%NAME%` in a comment is never expanded.
@@ -121,6 +132,13 @@ impl Variables {
                         column,
                     });
                 };
+                if output.len() + value.len() > MAX_EXPANDED_LINE_BYTES {
+                    return Err(ExpandError::TooLong {
+                        name: name.to_string(),
+                        column,
+                        limit: MAX_EXPANDED_LINE_BYTES,
+                    });
+                }
                 output.push_str(&value);
                 expansions.push(Expansion {
                     name: name.to_string(),
@@ -323,6 +341,21 @@ mod tests {
         assert_eq!(
             variables().expand("100%% done").map(|(text, _)| text),
             Ok("100% done".into())
+        );
+    }
+
+    #[test]
+    fn expansion_past_the_line_bound_is_an_error_with_its_column() {
+        let mut variables = variables();
+        variables.set_alias("a", &"x".repeat(MAX_EXPANDED_LINE_BYTES / 2));
+        assert!(variables.expand("%a%%a%").is_ok());
+        assert_eq!(
+            variables.expand("add alias a %a%%a%%a%"),
+            Err(ExpandError::TooLong {
+                name: "a".into(),
+                column: 16,
+                limit: MAX_EXPANDED_LINE_BYTES
+            })
         );
     }
 }
