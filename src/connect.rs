@@ -2,7 +2,7 @@
 //! socket, starting it first when none runs (nothing to set up), or, with
 //! `DISKSHADOW_IN_PROCESS=1`, open the engine in this process.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,13 +17,20 @@ use crate::service::{ServiceError, ServiceErrorKind, ShadowService};
 
 /// The engine of a store, for this process.
 pub fn open_engine(store: &Path) -> Result<Engine, ServiceError> {
-    let mut options = EngineOptions::system();
-    options.machine_name = crate::ui::machine_name();
-    Engine::open(store, options).map_err(|error| {
+    open_engine_typed(store).map_err(|error| {
         engine_error(error.vss_code(), error.to_string())
             .with_help("another diskshadow service may own this store: `diskshadow service status`")
     })
 }
+
+fn open_engine_typed(store: &Path) -> Result<Engine, crate::engine::core::OpenError> {
+    let mut options = EngineOptions::system();
+    options.machine_name = crate::ui::machine_name();
+    Engine::open(store, options)
+}
+
+/// How long a starting service waits for a stopping one to let go of the store.
+const HANDOVER_WAIT: Duration = Duration::from_secs(10);
 
 fn unavailable(error: impl std::fmt::Display) -> ServiceError {
     ServiceError::new(ServiceErrorKind::Unavailable, error.to_string())
@@ -52,13 +59,76 @@ pub fn connect(store: &Path) -> Result<Box<dyn ShadowService>, ServiceError> {
     )))
 }
 
+/// Set on every service process this module starts. A process that has it is a service (or
+/// runs under one) and must never start another: a binary that does not understand
+/// `service run` would otherwise connect, find no service and spawn again, without end.
+pub const SPAWNED_SERVICE_ENV: &str = "DISKSHADOW_SPAWNED_SERVICE";
+
+/// Names the `diskshadow` binary that runs the service, for requesters installed elsewhere.
+pub const SERVICE_BINARY_ENV: &str = "DISKSHADOW_SERVICE_BINARY";
+
+/// The binary that understands `service run`: `DISKSHADOW_SERVICE_BINARY`, else this binary
+/// when it is `diskshadow`, else the `diskshadow` installed beside it (as `vssadmin` is).
+pub fn service_binary() -> Result<PathBuf, ServiceError> {
+    if let Some(path) = std::env::var_os(SERVICE_BINARY_ENV).filter(|path| !path.is_empty()) {
+        let path = PathBuf::from(path);
+        if path.is_file() {
+            return Ok(path);
+        }
+        return Err(unavailable(format!(
+            "{SERVICE_BINARY_ENV} names {}, which is not a file",
+            path.display()
+        ))
+        .with_help(format!(
+            "point {SERVICE_BINARY_ENV} at the diskshadow binary, or unset it"
+        )));
+    }
+    let current = std::env::current_exe().map_err(|error| {
+        unavailable(format!("the path of this program is unknown: {error}"))
+            .with_help(format!("set {SERVICE_BINARY_ENV} to the diskshadow binary"))
+    })?;
+    if current.file_name().is_some_and(|name| name == "diskshadow") {
+        return Ok(current);
+    }
+    let beside = current.with_file_name("diskshadow");
+    if beside.is_file() {
+        return Ok(beside);
+    }
+    Err(unavailable(format!(
+        "no service runs for this store, and the diskshadow binary that starts it is not beside {} ({} is missing)",
+        current.display(),
+        beside.display()
+    ))
+    .with_help(format!(
+        "install diskshadow next to it, set {SERVICE_BINARY_ENV}, or start `diskshadow service run` first"
+    )))
+}
+
 /// One connection to the store's service, starting it if none runs.
 fn connect_client(store: &Path) -> Result<transport::Client, ServiceError> {
     let paths = ServicePaths::for_store(store);
+    let spawned = std::env::var_os(SPAWNED_SERVICE_ENV).is_some_and(|value| value == "1");
+    if spawned {
+        // A started service (or a program it runs) only connects; it never starts a service.
+        return transport::Client::connect_store(store).map_err(|error| {
+            unavailable(format!(
+                "{error}; this process runs as a started service ({SPAWNED_SERVICE_ENV}=1) and starts no other"
+            ))
+            .with_help(format!("the service log is {}", paths.log_file.display()))
+        });
+    }
+    if let Ok(client) = transport::Client::connect_store(store) {
+        return Ok(client);
+    }
+    // Only a start needs the binary: a running service is reached from anywhere.
+    let executable = service_binary()?;
     let start = || {
-        let executable = std::env::current_exe()?;
-        let mut command = Command::new(executable);
-        command.arg("--store").arg(store).args(["service", "run"]);
+        let mut command = Command::new(&executable);
+        command
+            .arg("--store")
+            .arg(store)
+            .args(["service", "run"])
+            .env(SPAWNED_SERVICE_ENV, "1");
         transport::spawn_detached(command, &paths.log_file)
     };
     transport::connect_or_start(store, &start).map_err(|error| {
@@ -74,11 +144,23 @@ pub fn run_service(store: &Path, idle_timeout: Option<u64>) -> Result<(), Servic
             store.display()
         ))
     })?;
-    let engine = match open_engine(store) {
-        Ok(engine) => engine,
-        // Another service won the start race and owns the engine: nothing to do.
-        Err(error) if error.message.contains("lock") => return Ok(()),
-        Err(error) => return Err(error),
+    // The store is locked either by a service that won the start race (it answers on the
+    // socket: nothing to do) or by one that is still exiting after a stop (wait for it).
+    let deadline = std::time::Instant::now() + HANDOVER_WAIT;
+    let engine = loop {
+        match open_engine_typed(store) {
+            Ok(engine) => break engine,
+            Err(error @ crate::engine::core::OpenError::Locked { .. }) => {
+                if transport::Client::connect_store(store).is_ok() {
+                    return Ok(());
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Err(engine_error(error.vss_code(), error.to_string()));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(error) => return Err(engine_error(error.vss_code(), error.to_string())),
+        }
     };
     let seconds = idle_timeout
         .or_else(|| {

@@ -217,13 +217,19 @@ fn with_service(
     }
 }
 
+/// A script file as text: UTF-8 (a BOM allowed) or UTF-16 with a BOM.
+fn read_script(path: &Path) -> Result<String, String> {
+    let bytes = std::fs::read(path).map_err(|error| error.to_string())?;
+    syntax::decode_script(&bytes).map_err(|error| error.to_string())
+}
+
 fn base_dir() -> PathBuf {
     std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"))
 }
 
 /// `--check`: every syntax error of a script, exit status 2 if there is any.
 fn check(script: &Path) -> i32 {
-    let source = match std::fs::read_to_string(script) {
+    let source = match read_script(script) {
         Ok(source) => source,
         Err(error) => {
             eprintln!("error: {} cannot be read: {error}", script.display());
@@ -267,7 +273,7 @@ fn shell(cli: &Cli, store: &Path) -> i32 {
         None => None,
     };
     let script = match cli.script.split_first() {
-        Some((path, parameters)) => match std::fs::read_to_string(path) {
+        Some((path, parameters)) => match read_script(Path::new(path)) {
             Ok(source) => Some((path.clone(), source, parameters.to_vec())),
             Err(error) => {
                 eprintln!("error: the script {path} cannot be read: {error}");
@@ -277,12 +283,18 @@ fn shell(cli: &Cli, store: &Path) -> i32 {
         None => None,
     };
     let stdin_script = if script.is_none() && !std::io::stdin().is_terminal() {
-        let mut source = String::new();
-        if let Err(error) = std::io::stdin().read_to_string(&mut source) {
+        let mut bytes = Vec::new();
+        if let Err(error) = std::io::stdin().read_to_end(&mut bytes) {
             eprintln!("error: standard input cannot be read: {error}");
             return exit_status::USAGE;
         }
-        Some(source)
+        match syntax::decode_script(&bytes) {
+            Ok(source) => Some(source),
+            Err(error) => {
+                eprintln!("error: standard input cannot be read: {error}");
+                return exit_status::USAGE;
+            }
+        }
     } else {
         None
     };

@@ -631,3 +631,294 @@ fn shadows_deleted_to_fit_a_diff_area_limit_are_reported_everywhere() {
         "{storage}"
     );
 }
+
+/// A hostile .cab fails only the requester that loads it: the service keeps running (same
+/// pid) and another requester's volatile shadow survives.
+#[test]
+fn requester_a_hostile_metadata_file_fails_only_its_requester() {
+    let work = support::scratch("requester-hostile-cab");
+    let store = work.join("store");
+    let volume = work.join("data.img");
+    image(&volume, 1 << 20);
+    let marker = work.join("created");
+    let release = work.join("release");
+    let wait = work.join("wait.sh");
+    fs::write(
+        &wait,
+        format!(
+            "#!/bin/sh\ntouch {}\nwhile [ ! -e {} ]; do sleep 0.1; done\n",
+            marker.display(),
+            release.display()
+        ),
+    )
+    .expect("script");
+    let hold = work.join("hold.dsh");
+    fs::write(
+        &hold,
+        format!(
+            "set context volatile nowriters\nadd volume {}\ncreate\nexec {}\n",
+            volume.display(),
+            wait.display()
+        ),
+    )
+    .expect("script");
+    let mut holder = std::process::Command::new(assert_cmd::cargo::cargo_bin("diskshadow"))
+        .arg("--store")
+        .arg(&store)
+        .arg("-s")
+        .arg(&hold)
+        .env("DISKSHADOW_IDLE_TIMEOUT", "5")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("holder starts");
+    wait_for(30, "the holder never reached its exec step", || {
+        marker.exists()
+    });
+    let service_pid = || {
+        let output = diskshadow(&store)
+            .args(["service", "status"])
+            .output()
+            .expect("status");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .find(|line| line.to_lowercase().contains("pid"))
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
+    let before = service_pid();
+    assert!(!before.is_empty(), "no service pid");
+
+    let deep = work.join("deep.cab");
+    support::cabs::write_deeply_nested_cab(&deep, 100_000);
+    let corrupt = work.join("corrupt.cab");
+    support::cabs::write_cab_with_corrupt_folder_offset(&corrupt);
+    for (cab, expected) in [
+        (&deep, "deeper than 64 levels"),
+        (&corrupt, "the cab reader failed on its entry"),
+    ] {
+        let script = work.join("load.dsh");
+        fs::write(&script, format!("load metadata {}\n", cab.display())).expect("script");
+        let output = diskshadow(&store)
+            .arg("-s")
+            .arg(&script)
+            .current_dir(&work)
+            .output()
+            .expect("runs");
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(output.status.code(), Some(1), "{all}");
+        assert!(all.contains(expected), "{all}");
+        assert!(all.contains("VSS_E_CORRUPT_XML_DOCUMENT"), "{all}");
+        assert!(all.contains("Manifest.xml"), "{all}");
+        assert!(!all.contains("panicked"), "{all}");
+    }
+    assert_eq!(service_pid(), before, "the service restarted");
+    let listing = diskshadow(&store)
+        .write_stdin("list shadows all\n")
+        .output()
+        .expect("list");
+    let stdout = String::from_utf8_lossy(&listing.stdout).to_string();
+    assert!(
+        stdout.contains("Number of shadow copies listed: 1"),
+        "the holder's volatile shadow is gone: {stdout}"
+    );
+    fs::write(&release, b"").expect("release");
+    assert!(holder.wait().expect("holder").success());
+}
+
+/// Aliases of a foreign .cab reach `exec` children only under plain, new names: never as
+/// `BASH_ENV`, `LD_PRELOAD` or `PATH`, and each one held back is reported.
+#[test]
+fn requester_foreign_metadata_aliases_do_not_set_sensitive_environment() {
+    let work = support::scratch("requester-cab-environment");
+    let store = work.join("store");
+    let trap = work.join("trap.sh");
+    fs::write(&trap, "echo TRAPPED\n").expect("trap");
+    let cab = work.join("foreign.cab");
+    let trap_text = trap.display().to_string();
+    support::cabs::write_cab_with_aliases(
+        &cab,
+        &[
+            ("BASH_ENV", trap_text.as_str()),
+            ("LD_PRELOAD", "/tmp/evil.so"),
+            ("PATH", "/tmp/evil-bin"),
+            ("Data_1", "{11111111-1111-1111-1111-111111111111}"),
+        ],
+    );
+    let printenv = work.join("printenv.sh");
+    fs::write(&printenv, "#!/bin/bash\nenv\n").expect("printenv");
+    fs::set_permissions(
+        &printenv,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let script = work.join("load.dsh");
+    fs::write(
+        &script,
+        format!(
+            "load metadata {}\nexec {}\n",
+            cab.display(),
+            printenv.display()
+        ),
+    )
+    .expect("script");
+    let output = diskshadow(&store)
+        .arg("-s")
+        .arg(&script)
+        .current_dir(&work)
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("Data_1={11111111-1111-1111-1111-111111111111}"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("TRAPPED"), "{stdout}");
+    let environment: Vec<&str> = stdout.lines().filter(|line| line.contains('=')).collect();
+    assert!(
+        !environment
+            .iter()
+            .any(|line| line.starts_with("BASH_ENV=") || line.starts_with("LD_PRELOAD=")),
+        "{stdout}"
+    );
+    assert!(
+        environment.contains(&"PATH=/usr/local/bin:/usr/bin:/bin"),
+        "{stdout}"
+    );
+    for name in ["BASH_ENV", "LD_PRELOAD", "PATH"] {
+        assert!(
+            stdout.contains(&format!("Alias {name} for value"))
+                && stdout.contains("not as an environment variable"),
+            "{stdout}"
+        );
+        assert!(
+            stderr.contains(&format!("warning: the alias {name} is not passed to")),
+            "{stderr}"
+        );
+    }
+    support::process::diskshadow(&store)
+        .args(["service", "stop"])
+        .assert()
+        .success();
+}
+
+/// `add alias a %a%%a%` doubles the alias on each line; the expansion bound stops it at once
+/// with an error naming the line and column, instead of a minute and a gigabyte.
+#[test]
+fn requester_self_doubling_alias_stops_at_the_expansion_bound() {
+    let work = support::scratch("requester-alias-doubling");
+    let store = work.join("store");
+    let mut body = String::from("add alias a x\n");
+    for _ in 0..26 {
+        body.push_str("add alias a %a%%a%\n");
+    }
+    let script = work.join("double.dsh");
+    fs::write(&script, body).expect("script");
+    let started = std::time::Instant::now();
+    let output = diskshadow(&store)
+        .arg("-s")
+        .arg(&script)
+        .env("DISKSHADOW_IN_PROCESS", "1")
+        .output()
+        .expect("runs");
+    let elapsed = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("double.dsh:17: error[dsh::expand]: %a% at column 16 makes the line longer than 65536 bytes"),
+        "{stderr}"
+    );
+    assert!(
+        output.stdout.len() < 4 << 20,
+        "{} bytes of output",
+        output.stdout.len()
+    );
+    assert!(
+        elapsed < std::time::Duration::from_secs(2),
+        "took {elapsed:?}"
+    );
+}
+
+fn utf16le_with_bom(text: &str) -> Vec<u8> {
+    let mut bytes = vec![0xFF, 0xFE];
+    bytes.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
+    bytes
+}
+
+/// Scripts saved by Notepad, as UTF-8 with a BOM or as UTF-16LE with CRLF line ends, run with
+/// `-s` and check with `--check`, with line numbers counted as the editor shows them.
+#[test]
+fn requester_bom_and_utf16_scripts_run_and_check() {
+    let work = support::scratch("requester-script-encodings");
+    let store = work.join("store");
+    let mut bom = vec![0xEF, 0xBB, 0xBF];
+    bom.extend_from_slice(b"list providers\r\nexit\r\n");
+    let scripts = [
+        ("bom.dsh", bom),
+        (
+            "utf16.dsh",
+            utf16le_with_bom("# saved by Notepad\r\nlist providers\r\nexit\r\n"),
+        ),
+    ];
+    for (name, bytes) in scripts {
+        let script = work.join(name);
+        fs::write(&script, bytes).expect("script");
+        let output = diskshadow(&store)
+            .arg("-s")
+            .arg(&script)
+            .env("DISKSHADOW_IN_PROCESS", "1")
+            .output()
+            .expect("runs");
+        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+        assert!(
+            output.status.success(),
+            "{name}: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains("-> list providers"), "{name}: {stdout}");
+        assert!(stdout.contains("providers registered."), "{name}: {stdout}");
+        let check = diskshadow(&store)
+            .arg("--check")
+            .arg(&script)
+            .output()
+            .expect("checks");
+        assert!(
+            String::from_utf8_lossy(&check.stdout).contains("no syntax errors"),
+            "{name}: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+    let broken = work.join("broken16.dsh");
+    fs::write(
+        &broken,
+        utf16le_with_bom("# saved by Notepad\r\nlist providers\r\nfrobnicate now\r\n"),
+    )
+    .expect("script");
+    let check = diskshadow(&store)
+        .arg("--check")
+        .arg(&broken)
+        .output()
+        .expect("checks");
+    let stderr = String::from_utf8_lossy(&check.stderr).to_string();
+    assert_eq!(check.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("broken16.dsh:3:1"), "{stderr}");
+    assert!(stderr.contains("unknown command `frobnicate`"), "{stderr}");
+    let odd = work.join("odd16.dsh");
+    let mut bytes = utf16le_with_bom("list providers\r\n");
+    bytes.push(b'x');
+    fs::write(&odd, bytes).expect("script");
+    let output = diskshadow(&store)
+        .arg("-s")
+        .arg(&odd)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("odd number of bytes"), "{stderr}");
+}

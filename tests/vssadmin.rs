@@ -70,3 +70,105 @@ fn vssadmin_commands_over_the_same_store() {
         insta::assert_snapshot!("vssadmin", transcript);
     });
 }
+
+/// `vssadmin` as the first requester of a fresh store starts the service with the `diskshadow`
+/// binary beside it: once, not a storm of `vssadmin` processes starting each other.
+#[test]
+fn requester_vssadmin_first_requester_starts_one_diskshadow_service() {
+    let work = support::scratch("requester-vssadmin-first");
+    let store = work.join("store");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vssadmin"))
+        .arg("--store")
+        .arg(&store)
+        .args(["list", "shadows"])
+        .env_remove("DISKSHADOW_SPAWNED_SERVICE")
+        .env_remove("DISKSHADOW_SERVICE_BINARY")
+        .env("DISKSHADOW_IDLE_TIMEOUT", "5")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("vssadmin runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut most = 0;
+    let status = loop {
+        most = most.max(support::process::processes_mentioning(&store));
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline || most > 8 {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("vssadmin did not finish: {most} processes mention the store");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    let output = child.wait_with_output().expect("output");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        status.success(),
+        "vssadmin failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("No items found"), "{stdout}");
+    assert!(most <= 3, "{most} processes mention the store at once");
+    // The service that runs is diskshadow's, and it is the only process left.
+    let status = support::process::diskshadow(&store)
+        .args(["service", "status"])
+        .output()
+        .expect("status");
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("is running"),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+    assert_eq!(support::process::processes_mentioning(&store), 1);
+    support::process::diskshadow(&store)
+        .args(["service", "stop"])
+        .assert()
+        .success();
+    support::process::wait_for(10, "the service stops", || {
+        support::process::processes_mentioning(&store) == 0
+    });
+}
+
+/// Without a `diskshadow` beside it, `vssadmin` says so and starts nothing.
+#[test]
+fn requester_vssadmin_without_diskshadow_beside_it_fails_clearly() {
+    let work = support::scratch("requester-vssadmin-alone");
+    let store = work.join("store");
+    let alone = work.join("bin").join("vssadmin");
+    std::fs::create_dir_all(alone.parent().expect("parent")).expect("bin");
+    std::fs::copy(env!("CARGO_BIN_EXE_vssadmin"), &alone).expect("copy");
+    let output = std::process::Command::new(&alone)
+        .arg("--store")
+        .arg(&store)
+        .args(["list", "shadows"])
+        .env_remove("DISKSHADOW_SPAWNED_SERVICE")
+        .env_remove("DISKSHADOW_SERVICE_BINARY")
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the diskshadow binary that starts it is not beside"),
+        "{stderr}"
+    );
+    assert_eq!(support::process::processes_mentioning(&store), 0);
+    assert!(!store.join("service.log").exists());
+}
+
+/// A process started as a service never starts another, whatever binary it is.
+#[test]
+fn requester_vssadmin_as_a_started_service_starts_no_other() {
+    let work = support::scratch("requester-vssadmin-spawned");
+    let store = work.join("store");
+    let output = support::process::vssadmin(&store)
+        .args(["list", "shadows"])
+        .env("DISKSHADOW_SPAWNED_SERVICE", "1")
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("starts no other"), "{stderr}");
+    assert_eq!(support::process::processes_mentioning(&store), 0);
+}

@@ -20,6 +20,9 @@ fn main() -> ExitCode {
         Ok(service) => service,
         Err(error) => {
             eprintln!("Error: {error}");
+            if let Some(help) = &error.help {
+                eprintln!("  help: {help}");
+            }
             return ExitCode::from(1);
         }
     };

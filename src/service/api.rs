@@ -10,6 +10,7 @@ use crate::engine::model::{
     CreatedSet, DeleteSelector, DriveTarget, Exposure, ProviderInfo, ShadowInfo, StorageInfo,
     VolumeInfo,
 };
+use crate::engine::transport::{read_metadata_cab, MetadataCabinet};
 use crate::engine::vss::{Attributes, BackupType, Context};
 
 /// One volume of the shadow copy set being built by `add volume`.
@@ -248,8 +249,10 @@ pub trait ShadowService {
     fn writer_statuses(&mut self) -> Result<Vec<WriterStatusView>, ServiceError>;
     /// `end backup`: BackupComplete, then BackupShutdown, to the writers of the last set.
     fn end_backup(&mut self, observer: &mut dyn ServiceObserver) -> Result<(), ServiceError>;
-    /// `load metadata`: reads a metadata .cab for `import` or a restore.
-    fn load_metadata(&mut self, path: &Path) -> Result<LoadedMetadata, ServiceError>;
+    /// `load metadata`: keeps a metadata .cab for `import` or a restore. The requester reads
+    /// and parses the file ([`read_metadata_file`]), so a hostile file can only fail the
+    /// requester that loads it, never the service and the other requesters' state.
+    fn load_metadata(&mut self, cabinet: MetadataCabinet) -> Result<LoadedMetadata, ServiceError>;
     /// `simulate restore`: which writers a restore involves, sending no event. `verify` are
     /// the `writer verify` entries, each of which must be present.
     fn simulate_restore(&mut self, verify: &[String]) -> Result<Vec<String>, ServiceError>;
@@ -264,4 +267,17 @@ pub trait ShadowService {
     /// Releases everything this requester owns (its volatile shadows). Called by `reset`,
     /// `exit` and when the requester ends.
     fn release_requester(&mut self) -> Result<Vec<ShadowInfo>, ServiceError>;
+}
+
+/// Reads and parses a metadata .cab for `load metadata`, in the requester's process (VSS's
+/// requester owns the document too). The parser is bounded and catches its readers' panics,
+/// so a bad file is one error naming the file and member.
+pub fn read_metadata_file(path: &Path) -> Result<MetadataCabinet, ServiceError> {
+    read_metadata_cab(path).map_err(|error| {
+        super::local::engine_error(
+            error.vss_code(),
+            format!("{} is not a usable metadata file: {error}", path.display()),
+        )
+        .with_help("give a .cab written by `set metadata` and `create`")
+    })
 }

@@ -30,8 +30,8 @@ use crate::engine::model::{
 use crate::engine::overlay::{OverlayDevice, OVERLAY_CHUNK};
 use crate::engine::progress::Progress;
 use crate::engine::transport::{
-    log_file_name, read_metadata_cab, write_metadata_cab, BackupComponents, ManifestShadow,
-    MetadataCabinet, WriterDocument,
+    log_file_name, write_metadata_cab, BackupComponents, ManifestShadow, MetadataCabinet,
+    WriterDocument,
 };
 use crate::engine::vss::Attributes;
 use crate::engine::vss::VssCode;
@@ -1426,14 +1426,7 @@ impl ShadowService for LocalService {
         shut.map_err(Self::event_errors)
     }
 
-    fn load_metadata(&mut self, path: &Path) -> Result<LoadedMetadata, ServiceError> {
-        let cabinet = read_metadata_cab(path).map_err(|error| {
-            engine_error(
-                error.vss_code(),
-                format!("{} is not a usable metadata file: {error}", path.display()),
-            )
-            .with_help("give a .cab written by `set metadata` and `create`")
-        })?;
+    fn load_metadata(&mut self, cabinet: MetadataCabinet) -> Result<LoadedMetadata, ServiceError> {
         let mut files = vec![crate::engine::transport::MANIFEST_FILE.to_string()];
         if cabinet.backup_components.is_some() {
             files.push(crate::engine::transport::BACKUP_COMPONENTS_FILE.to_string());

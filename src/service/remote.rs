@@ -103,8 +103,9 @@ pub enum Request {
         listing: WriterListing,
     },
     EndBackup,
+    /// Parsed by the requester: the service never reads a metadata file.
     LoadMetadata {
-        path: PathBuf,
+        cabinet: Box<crate::engine::transport::MetadataCabinet>,
     },
     SimulateRestore {
         verify: Vec<String>,
@@ -367,7 +368,7 @@ pub fn dispatch(
             service.end_backup(observer)?;
             Reply::Done
         }
-        Request::LoadMetadata { path } => Reply::Loaded(service.load_metadata(&path)?),
+        Request::LoadMetadata { cabinet } => Reply::Loaded(service.load_metadata(*cabinet)?),
         Request::SimulateRestore { verify } => Reply::Lines(service.simulate_restore(&verify)?),
         Request::BeginRestore { verify } => {
             service.begin_restore(&verify, observer)?;
@@ -725,9 +726,12 @@ impl ShadowService for RemoteService {
     fn end_backup(&mut self, observer: &mut dyn ServiceObserver) -> Result<(), ServiceError> {
         self.call(Request::EndBackup, observer).map(|_| ())
     }
-    fn load_metadata(&mut self, path: &Path) -> Result<LoadedMetadata, ServiceError> {
+    fn load_metadata(
+        &mut self,
+        cabinet: crate::engine::transport::MetadataCabinet,
+    ) -> Result<LoadedMetadata, ServiceError> {
         match self.quiet(Request::LoadMetadata {
-            path: path.to_path_buf(),
+            cabinet: Box::new(cabinet),
         })? {
             Reply::Loaded(loaded) => Ok(loaded),
             other => Err(unexpected(other)),

@@ -21,7 +21,18 @@ pub enum ExpandError {
     Undefined { name: String, column: usize },
     #[error("a '%' at column {column} has no closing '%'")]
     Unclosed { column: usize },
+    #[error("%{name}% at column {column} makes the line longer than {limit} bytes")]
+    TooLong {
+        name: String,
+        column: usize,
+        limit: usize,
+    },
 }
+
+/// The longest a line may become by `%NAME%` expansion. Values are not expanded again, but
+/// an alias defined from itself (`add alias a %a%%a%`) doubles with every line; the bound
+/// stops that at 64 KiB instead of gigabytes.
+pub const MAX_EXPANDED_LINE_BYTES: usize = 64 * 1024;
 
 /// Splits a line into its command part and a trailing comment (white space then `#`, outside
 /// double quotes), so that `%NAME%` in a comment is never expanded.
@@ -121,6 +132,13 @@ impl Variables {
                         column,
                     });
                 };
+                if output.len() + value.len() > MAX_EXPANDED_LINE_BYTES {
+                    return Err(ExpandError::TooLong {
+                        name: name.to_string(),
+                        column,
+                        limit: MAX_EXPANDED_LINE_BYTES,
+                    });
+                }
                 output.push_str(&value);
                 expansions.push(Expansion {
                     name: name.to_string(),
@@ -135,6 +153,99 @@ impl Variables {
         output.push_str(rest);
         Ok((output, expansions))
     }
+}
+
+/// Environment variables no alias may set for an `exec` child: each changes what a shell,
+/// the dynamic loader or an interpreter runs, so an alias from a foreign metadata file could
+/// take over the program. Names ending in `*` are prefixes. Compared case-insensitively.
+const SENSITIVE_VARIABLES: &[&str] = &[
+    "PATH",
+    "LD_*",
+    "DYLD_*",
+    "BASH_ENV",
+    "ENV",
+    "BASH_FUNC_*",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "IFS",
+    "CDPATH",
+    "GLOBIGNORE",
+    "PROMPT_COMMAND",
+    "PS1",
+    "PS2",
+    "PS4",
+    "SHELL",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "TMPDIR",
+    "PYTHON*",
+    "PERL5*",
+    "PERLLIB",
+    "PERL_*",
+    "RUBYOPT",
+    "RUBYLIB",
+    "NODE_OPTIONS",
+    "NODE_PATH",
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "GCONV_PATH",
+    "LOCPATH",
+    "NLSPATH",
+    "HOSTALIASES",
+    "RESOLV_HOST_CONF",
+    "MALLOC_*",
+    "GLIBC_TUNABLES",
+    "GIT_*",
+    "SSH_*",
+    "SUDO_*",
+    "XDG_*",
+    "LANG",
+    "LANGUAGE",
+    "LC_*",
+    "TERM",
+    "TZ",
+    "DISKSHADOW_*",
+];
+
+/// Whether the alias `name` = `value` may become an environment variable of an `exec` child,
+/// and if not, why. Only names of DiskShadow's alias syntax (letters, digits, `_`) pass, never
+/// a sensitive variable, and never one the environment already has: an alias adds a variable,
+/// it does not change the child's environment.
+pub fn exportable_alias(
+    name: &str,
+    value: &str,
+    environment: &[(String, String)],
+) -> Result<(), String> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|character| character.is_ascii_alphanumeric() || character == '_')
+    {
+        return Err("its name is not letters, digits and _".to_string());
+    }
+    let upper = name.to_ascii_uppercase();
+    let sensitive = SENSITIVE_VARIABLES
+        .iter()
+        .any(|pattern| match pattern.strip_suffix('*') {
+            Some(prefix) => upper.starts_with(prefix),
+            None => upper == *pattern,
+        });
+    if sensitive {
+        return Err(format!(
+            "{name} is a variable that changes what programs run"
+        ));
+    }
+    if environment
+        .iter()
+        .any(|(existing, _)| existing.eq_ignore_ascii_case(name))
+    {
+        return Err(format!("the environment already has {name}"));
+    }
+    if value.contains('\0') {
+        return Err("its value holds a NUL character".to_string());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -162,6 +273,40 @@ mod tests {
         assert_eq!(expansions.len(), 3);
         assert!(expansions[0].is_alias);
         assert!(!expansions[1].is_alias);
+    }
+
+    #[test]
+    fn only_plain_new_names_become_environment_variables() {
+        let environment = [("Existing".to_string(), "1".to_string())];
+        assert_eq!(
+            exportable_alias("VSS_SHADOW_1", "{x}", &environment),
+            Ok(())
+        );
+        assert_eq!(exportable_alias("sys1", "{x}", &environment), Ok(()));
+        for name in [
+            "PATH",
+            "path",
+            "LD_PRELOAD",
+            "BASH_ENV",
+            "ENV",
+            "IFS",
+            "SHELL",
+            "HOME",
+            "PS4",
+            "PYTHONSTARTUP",
+            "PERL5OPT",
+            "existing",
+            "a-b",
+            "a b",
+            "",
+            "x=y",
+        ] {
+            assert!(
+                exportable_alias(name, "v", &environment).is_err(),
+                "{name} was exported"
+            );
+        }
+        assert!(exportable_alias("fine", "a\0b", &environment).is_err());
     }
 
     #[test]
@@ -196,6 +341,21 @@ mod tests {
         assert_eq!(
             variables().expand("100%% done").map(|(text, _)| text),
             Ok("100% done".into())
+        );
+    }
+
+    #[test]
+    fn expansion_past_the_line_bound_is_an_error_with_its_column() {
+        let mut variables = variables();
+        variables.set_alias("a", &"x".repeat(MAX_EXPANDED_LINE_BYTES / 2));
+        assert!(variables.expand("%a%%a%").is_ok());
+        assert_eq!(
+            variables.expand("add alias a %a%%a%%a%"),
+            Err(ExpandError::TooLong {
+                name: "a".into(),
+                column: 16,
+                limit: MAX_EXPANDED_LINE_BYTES
+            })
         );
     }
 }

@@ -304,6 +304,9 @@ impl<'a> Session<'a> {
                 "aliases are set by `add alias`, by `add volume … alias` once `create` ran, and by `load metadata`; `add` lists them"
             }
             ExpandError::Unclosed { .. } => "close the name with '%', or write '%%' for a literal '%'",
+            ExpandError::TooLong { .. } => {
+                "an alias that grows from itself (`add alias a %a%%a%`) doubles on every line; give it its value directly"
+            }
         };
         let text = format!(
             "{}error[dsh::expand]: {error}\n  help: {help}",

@@ -513,8 +513,20 @@ fn exec(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, Com
             .iter()
             .map(|(name, value)| (name, value)),
     );
+    let mut skipped = Vec::new();
     for (name, value) in session.variables.aliases() {
-        process.env(name, value);
+        match super::expand::exportable_alias(name, value, &session.config.environment) {
+            Ok(()) => {
+                process.env(name, value);
+            }
+            Err(reason) => skipped.push(format!(
+                "warning: the alias {name} is not passed to {} as an environment variable: {reason}",
+                path.display()
+            )),
+        }
+    }
+    for line in skipped {
+        session.console.err(&line);
     }
     let output = process.output().map_err(|error| {
         CommandError::new(format!("{} could not be started: {error}", path.display()))
@@ -679,7 +691,8 @@ fn load_metadata(
         .with_code(VssCode::VSS_E_OBJECT_NOT_FOUND)
         .with_help("`set metadata <file.cab>` before `create` writes one"));
     }
-    let loaded = session.service.load_metadata(&resolved)?;
+    let cabinet = crate::service::read_metadata_file(&resolved)?;
+    let loaded = session.service.load_metadata(cabinet)?;
     if session.state.verbose {
         let cab_name = resolved
             .file_name()
@@ -694,9 +707,14 @@ fn load_metadata(
     }
     for (name, value) in &loaded.aliases {
         session.variables.set_alias(name, value);
-        session.out(format!(
-            "Alias {name} for value {value} set as environment variable."
-        ));
+        match super::expand::exportable_alias(name, value, &session.config.environment) {
+            Ok(()) => session.out(format!(
+                "Alias {name} for value {value} set as environment variable."
+            )),
+            Err(reason) => session.out(format!(
+                "Alias {name} for value {value} set; not as an environment variable: {reason}."
+            )),
+        }
     }
     session.state.loaded_metadata = Some(resolved);
     DONE

@@ -25,6 +25,57 @@ use ast::{Command, Script, ScriptLine, Span};
 pub use error::{SyntaxError, SyntaxErrorKind};
 use grammar::{DiskShadowGrammar, Rule};
 
+/// Why the bytes of a script are not text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ScriptDecodeError(pub String);
+
+/// A script's bytes as text: UTF-8 with or without a BOM, or UTF-16 little- or big-endian
+/// with its BOM (what Notepad saves as "Unicode"). The BOM is dropped, so line and column
+/// numbers count from the first character after it.
+pub fn decode_script(bytes: &[u8]) -> Result<String, ScriptDecodeError> {
+    let utf16 = |rest: &[u8], from: fn([u8; 2]) -> u16, name: &str| {
+        if rest.len() % 2 != 0 {
+            return Err(ScriptDecodeError(format!(
+                "the script starts with a {name} byte order mark but has an odd number of bytes"
+            )));
+        }
+        let units: Vec<u16> = rest
+            .chunks_exact(2)
+            .map(|pair| from([pair[0], pair[1]]))
+            .collect();
+        let mut text = String::with_capacity(units.len());
+        let mut unit = 0;
+        for decoded in char::decode_utf16(units.iter().copied()) {
+            let character = decoded.map_err(|_| {
+                ScriptDecodeError(format!(
+                    "the script is not valid {name} text: a lone surrogate at byte {}",
+                    2 + 2 * unit
+                ))
+            })?;
+            unit += character.len_utf16();
+            text.push(character);
+        }
+        Ok(text)
+    };
+    if let Some(rest) = bytes.strip_prefix(&[0xFF, 0xFE]) {
+        return utf16(rest, u16::from_le_bytes, "UTF-16LE");
+    }
+    if let Some(rest) = bytes.strip_prefix(&[0xFE, 0xFF]) {
+        return utf16(rest, u16::from_be_bytes, "UTF-16BE");
+    }
+    let (offset, rest) = match bytes.strip_prefix(&[0xEF, 0xBB, 0xBF]) {
+        Some(rest) => (3, rest),
+        None => (0, bytes),
+    };
+    std::str::from_utf8(rest).map(str::to_string).map_err(|error| {
+        ScriptDecodeError(format!(
+            "the script is not UTF-8 text (byte {} is not valid); save it as UTF-8 or UTF-16 with a byte order mark",
+            offset + error.valid_up_to()
+        ))
+    })
+}
+
 /// The result of [`parse_script`]: every line, every error, every warning.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParsedScript {

@@ -1,6 +1,7 @@
 //! Shared by the integration tests: a deterministic in-process session over a fresh store.
 #![allow(dead_code)]
 
+pub mod cabs;
 pub mod nbd;
 pub mod process;
 

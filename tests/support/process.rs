@@ -53,3 +53,40 @@ pub fn wait_for(seconds: u64, what: &str, mut condition: impl FnMut() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// How many processes have `needle` in their command line (a test's store path names the
+/// processes it started, the service included).
+pub fn processes_mentioning(needle: &Path) -> usize {
+    let needle = needle.as_os_str().as_encoded_bytes();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .is_some_and(|name| name.bytes().all(|byte| byte.is_ascii_digit()))
+        })
+        .filter_map(|entry| fs::read(entry.path().join("cmdline")).ok())
+        .filter(|cmdline| {
+            cmdline
+                .windows(needle.len().max(1))
+                .any(|window| window == needle)
+        })
+        .count()
+}
+
+/// `vssadmin --store STORE` with a short service idle timeout.
+pub fn vssadmin(store: &Path) -> Command {
+    let mut command = Command::cargo_bin("vssadmin").expect("binary");
+    command
+        .arg("--store")
+        .arg(store)
+        .env_remove("DISKSHADOW_STORE")
+        .env_remove("DISKSHADOW_SPAWNED_SERVICE")
+        .env_remove("DISKSHADOW_SERVICE_BINARY")
+        .env("DISKSHADOW_IDLE_TIMEOUT", "5");
+    command
+}

@@ -10,6 +10,7 @@
 //! unchanged. Our WMD file lists carry a `volume` attribute the Windows schema lacks, because
 //! a volume here is an image file and not the first part of the path.
 
+mod guard;
 pub mod xml;
 
 use std::fs::File;
@@ -33,7 +34,7 @@ pub const MANIFEST_FILE: &str = "Manifest.xml";
 pub const BACKUP_COMPONENTS_FILE: &str = "BCDocument.xml";
 
 /// One shadow of the set, as the manifest records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ManifestShadow {
     pub shadow_id: ShadowId,
     pub alias: Option<String>,
@@ -43,14 +44,14 @@ pub struct ManifestShadow {
 }
 
 /// One writer's part in the backup components document.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BackupComponentsWriter {
     pub writer_id: WriterId,
     pub instance_id: WriterInstanceId,
     pub components: Vec<BackupComponent>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BackupComponent {
     pub logical_path: String,
     pub name: String,
@@ -70,14 +71,14 @@ impl BackupComponent {
 }
 
 /// The backup components document (BCD).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BackupComponents {
     pub backup_type: BackupType,
     pub writers: Vec<BackupComponentsWriter>,
 }
 
 /// One writer metadata document.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WriterDocument {
     pub name: String,
     pub writer_id: WriterId,
@@ -86,7 +87,7 @@ pub struct WriterDocument {
 }
 
 /// Everything a metadata cabinet holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MetadataCabinet {
     pub snapshot_set_id: ShadowSetId,
     pub machine_name: String,
@@ -516,33 +517,93 @@ pub fn backup_components_xml(snapshot_set_id: ShadowSetId, document: &BackupComp
     finish_xml(writer)
 }
 
-/// Reads a metadata cabinet back (`load metadata`).
+/// The largest metadata cabinet `load metadata` reads. DiskShadow's own are a few KiB.
+pub const MAX_CABINET_BYTES: u64 = 16 << 20;
+/// The largest one member (a document or the log) may be once extracted.
+pub const MAX_MEMBER_BYTES: u64 = 4 << 20;
+/// The most all members read from one cabinet may come to once extracted.
+pub const MAX_EXTRACTED_BYTES: u64 = 16 << 20;
+
+fn mib(bytes: u64) -> u64 {
+    bytes >> 20
+}
+
+/// Reads a metadata cabinet back (`load metadata`). The file may come from anywhere, so the
+/// cabinet, each member and their total are bounded in size, documents in depth and element
+/// count ([`xml::MAX_DEPTH`], [`xml::MAX_ELEMENTS`]), and a panic of the cab or XML reader is
+/// an error naming the member.
 pub fn read_metadata_cab(path: &Path) -> Result<MetadataCabinet, MetadataReadError> {
     let path_text = path.display().to_string();
     let file = File::open(path).map_err(|source| MetadataReadError::Io {
         path: path_text.clone(),
         source,
     })?;
-    let mut cabinet = cab::Cabinet::new(file).map_err(|error| MetadataReadError::NotACabinet {
-        path: path_text.clone(),
-        reason: error.to_string(),
-    })?;
+    let size = file
+        .metadata()
+        .map_err(|source| MetadataReadError::Io {
+            path: path_text.clone(),
+            source,
+        })?
+        .len();
+    if size > MAX_CABINET_BYTES {
+        return Err(MetadataReadError::NotACabinet {
+            path: path_text,
+            reason: format!(
+                "it is {size} bytes, more than the {} MiB a metadata file may have",
+                mib(MAX_CABINET_BYTES)
+            ),
+        });
+    }
+    let mut cabinet = guard::catch_panic(|| cab::Cabinet::new(file))
+        .unwrap_or_else(|panic| {
+            Err(std::io::Error::other(format!(
+                "the cab reader failed on its header: {panic}"
+            )))
+        })
+        .map_err(|error| MetadataReadError::NotACabinet {
+            path: path_text.clone(),
+            reason: error.to_string(),
+        })?;
+    let mut extracted = 0u64;
     let mut read_member = |name: &str| -> Result<Vec<u8>, MetadataReadError> {
-        if cabinet.get_file_entry(name).is_none() {
+        let corrupt = |reason: String| MetadataReadError::Corrupt {
+            path: path_text.clone(),
+            member: name.to_string(),
+            reason,
+        };
+        let Some(entry) = cabinet.get_file_entry(name) else {
             return Err(MetadataReadError::MissingMember {
                 path: path_text.clone(),
                 member: name.to_string(),
             });
+        };
+        let declared = u64::from(entry.uncompressed_size());
+        if declared > MAX_MEMBER_BYTES {
+            return Err(corrupt(format!(
+                "it is {declared} bytes, more than the {} MiB a member may have",
+                mib(MAX_MEMBER_BYTES)
+            )));
+        }
+        if extracted + declared > MAX_EXTRACTED_BYTES {
+            return Err(corrupt(format!(
+                "the members come to more than the {} MiB a metadata file may hold",
+                mib(MAX_EXTRACTED_BYTES)
+            )));
         }
         let mut data = Vec::new();
-        cabinet
-            .read_file(name)
-            .and_then(|mut reader| reader.read_to_end(&mut data))
-            .map_err(|error| MetadataReadError::Corrupt {
-                path: path_text.clone(),
-                member: name.to_string(),
-                reason: error.to_string(),
-            })?;
+        guard::catch_panic(|| {
+            cabinet
+                .read_file(name)
+                .and_then(|reader| reader.take(declared + 1).read_to_end(&mut data))
+        })
+        .map_err(|panic| corrupt(format!("the cab reader failed on its entry: {panic}")))?
+        .map_err(|error| corrupt(error.to_string()))?;
+        if data.len() as u64 > declared {
+            return Err(corrupt(format!(
+                "it holds more than the {declared} bytes its entry declares"
+            )));
+        }
+        extracted += data.len() as u64;
         Ok(data)
     };
     let corrupt = |member: &str, reason: String| MetadataReadError::Corrupt {

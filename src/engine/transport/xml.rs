@@ -54,9 +54,34 @@ fn element_from(start: &BytesStart<'_>) -> Result<Element, XmlSyntaxError> {
     })
 }
 
-/// Parses a whole document and returns its root element.
+/// The deepest element nesting a metadata document may have. DiskShadow's documents nest
+/// about eight levels; the bound keeps a hostile document from building a tree whose
+/// recursive walks and drop overflow the stack.
+pub const MAX_DEPTH: usize = 64;
+
+/// The most elements one metadata document may hold.
+pub const MAX_ELEMENTS: usize = 100_000;
+
+/// Parses a whole document and returns its root element. Nesting deeper than [`MAX_DEPTH`]
+/// or more than [`MAX_ELEMENTS`] elements is an error, and so is a panic of the XML reader.
 pub fn parse(text: &str) -> Result<Element, XmlSyntaxError> {
+    super::guard::catch_panic(|| parse_bounded(text))
+        .unwrap_or_else(|panic| Err(XmlSyntaxError(format!("the XML reader failed: {panic}"))))
+}
+
+fn parse_bounded(text: &str) -> Result<Element, XmlSyntaxError> {
     let mut reader = Reader::from_str(text);
+    let mut elements = 0usize;
+    let mut count = |reader: &Reader<&[u8]>| {
+        elements += 1;
+        if elements > MAX_ELEMENTS {
+            return Err(XmlSyntaxError(format!(
+                "at byte {}: more than {MAX_ELEMENTS} elements",
+                reader.buffer_position()
+            )));
+        }
+        Ok(())
+    };
     let mut stack: Vec<Element> = Vec::new();
     let mut root = None;
     loop {
@@ -64,8 +89,18 @@ pub fn parse(text: &str) -> Result<Element, XmlSyntaxError> {
             XmlSyntaxError(format!("at byte {}: {error}", reader.buffer_position()))
         })?;
         match event {
-            Event::Start(start) => stack.push(element_from(&start)?),
+            Event::Start(start) => {
+                count(&reader)?;
+                if stack.len() >= MAX_DEPTH {
+                    return Err(XmlSyntaxError(format!(
+                        "at byte {}: elements nest deeper than {MAX_DEPTH} levels",
+                        reader.buffer_position()
+                    )));
+                }
+                stack.push(element_from(&start)?);
+            }
             Event::Empty(start) => {
+                count(&reader)?;
                 let element = element_from(&start)?;
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(element),
@@ -112,5 +147,22 @@ mod tests {
         assert_eq!(root.children.len(), 2);
         assert!(parse("<a><b></a>").is_err());
         assert!(parse("not xml at all").is_err());
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_bound_is_an_error_not_a_stack_overflow() {
+        let depth = 100_000;
+        let text = format!("{}{}", "<a>".repeat(depth), "</a>".repeat(depth));
+        let error = parse(&text).expect_err("too deep");
+        assert!(error.0.contains("deeper than 64 levels"), "{error}");
+        let fits = format!("{}{}", "<a>".repeat(MAX_DEPTH), "</a>".repeat(MAX_DEPTH));
+        assert!(parse(&fits).is_ok());
+    }
+
+    #[test]
+    fn more_elements_than_the_bound_is_an_error() {
+        let text = format!("<a>{}</a>", "<b/>".repeat(MAX_ELEMENTS));
+        let error = parse(&text).expect_err("too many");
+        assert!(error.0.contains("more than 100000 elements"), "{error}");
     }
 }
