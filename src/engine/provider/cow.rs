@@ -643,7 +643,23 @@ impl CowVolume {
 
     /// Records the image's state after diskshadow's own change, so that change detection only
     /// ever reports changes made by others.
-    fn refresh_fingerprint(&mut self) -> io::Result<()> {
+    ///
+    /// The image's modification time gets diskshadow's write mark (`WRITE_MARK_NS`, in the
+    /// second the kernel stamped): a later write by anyone else replaces it with a kernel time,
+    /// which the next check sees even within the same clock tick, and after a crash a marked
+    /// time tells diskshadow's own interrupted writes from a change made while it was down.
+    /// A file system that cannot keep the mark only makes recovery more conservative.
+    pub fn refresh_fingerprint(&mut self) -> io::Result<()> {
+        let current = self.live.fingerprint()?;
+        // Unchanged (nothing reached the image) or already marked: leave the time alone.
+        if current == self.fingerprint || current.is_write_marked() {
+            self.fingerprint = current;
+            return Ok(());
+        }
+        if self.live.set_modified(current.write_marked_ns()).is_err() {
+            self.fingerprint = current;
+            return Ok(());
+        }
         self.fingerprint = self.live.fingerprint()?;
         Ok(())
     }
