@@ -23,6 +23,12 @@ use diskshadow::ui::{self, terminal::TerminalConsole};
 use diskshadow::{connect, syntax, vssadmin};
 
 fn main() -> ExitCode {
+    // A file-size limit (ulimit -f) must fail the write that crosses it with EFBIG, reported
+    // to its requester, not kill the process (and with it the service and its exposures).
+    // SAFETY: setting a signal's disposition to SIG_IGN before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let arguments = normalize_arguments(std::env::args_os());
     let cli = match Cli::try_parse_from(arguments) {
         Ok(cli) => cli,

@@ -27,7 +27,7 @@ use crate::engine::progress::{NoProgress, Progress};
 use crate::engine::provider::cow::{CowVolume, MAX_SEQUENCE};
 use crate::engine::provider::{plex, ProviderChoice};
 use crate::engine::store::LockFailure;
-use crate::engine::store::{DurableBackend, RealBackend, StoreLayout, StoreLock};
+use crate::engine::store::{DurableBackend, FileFingerprint, RealBackend, StoreLayout, StoreLock};
 use crate::engine::vss::{limits, Attributes, Context, VssCode};
 
 /// The default copy-on-write granularity: 64 KiB, as qcow2 clusters and dm-thin chunks;
@@ -641,6 +641,40 @@ fn orphan_copies(diff_dir: &Path, state: &CatalogState) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Why the image's state at open (`current`) cannot be diskshadow's own doing, given the
+/// fingerprint the catalog recorded and whether diskshadow was in the middle of writing.
+///
+/// With `writing` clear the image must be exactly as recorded. With `writing` set the service
+/// stopped between its own writes and the next recorded fingerprint, so the time differs, but
+/// diskshadow writes in place and marks the time after every write (`WRITE_MARK_NS`): its own
+/// writes leave the same size and inode and a marked time. Anything else (a kernel time, from
+/// a write after diskshadow's last one, typically while the service was down) cannot be proven
+/// to be ours, so the shadows are suspect. A crash between one of diskshadow's writes and its
+/// mark lands here too: conservative, never silently wrong.
+fn unexplained_change(
+    recorded: &FileFingerprint,
+    current: &FileFingerprint,
+    writing: bool,
+) -> Option<String> {
+    if recorded == current {
+        return None;
+    }
+    if !writing {
+        return Some(recorded.describe_change(current));
+    }
+    if recorded.size == current.size && recorded.inode == current.inode && current.is_write_marked()
+    {
+        return None;
+    }
+    Some(format!(
+        "the service stopped while writing and the image then changed ({}); diskshadow \
+         cannot prove the change was its own",
+        recorded
+            .describe_change(current)
+            .trim_start_matches("the image was changed outside diskshadow: ")
+    ))
+}
+
 /// `C:`, `c:`, `C:\` or `C:/` -> `C`.
 fn drive_letter_of(text: &str) -> Option<char> {
     let mut characters = text.chars();
@@ -743,12 +777,12 @@ impl Engine {
                 })?;
                 cow.max_diff_bytes = record.max_diff_area_bytes;
                 if let Some(recorded) = record.fingerprint {
-                    // While `writing` is set the recorded fingerprint predates diskshadow's own
-                    // last writes, so a difference proves nothing.
-                    if recorded != cow.fingerprint && !record.writing {
+                    if let Some(reason) =
+                        unexplained_change(&recorded, &cow.fingerprint, record.writing)
+                    {
                         state_changes.push(CatalogChange::MarkSuspect {
                             volume: record.id,
-                            reason: recorded.describe_change(&cow.fingerprint),
+                            reason,
                         });
                         cow.suspect_through = cow.newest_shadow().unwrap_or(0);
                     }
@@ -1077,9 +1111,8 @@ impl Engine {
             return Ok(());
         }
         let reason = cow.fingerprint.describe_change(&current);
-        cow.fingerprint = current;
-        cow.size = current.size;
-        cow.suspect_through = cow.suspect_through.max(cow.newest_shadow().unwrap_or(0));
+        // Durable first: the shadows are suspect in the catalog before anything (a write, a
+        // read answered) could depend on the new state.
         lock_mutex(&self.shared.catalog)
             .commit(vec![
                 CatalogChange::MarkSuspect {
@@ -1089,11 +1122,37 @@ impl Engine {
                 CatalogChange::SetVolumeState {
                     volume: cow.volume,
                     fingerprint: Some(current),
-                    writing: false,
+                    // Writes of diskshadow's own may still be buffered: they keep the flag.
+                    writing: !cow.persisted_clean,
                     size: current.size,
                 },
             ])
-            .map_err(WriteFailure::Catalog)
+            .map_err(WriteFailure::Catalog)?;
+        cow.fingerprint = current;
+        cow.size = current.size;
+        cow.suspect_through = cow.suspect_through.max(cow.newest_shadow().unwrap_or(0));
+        Ok(())
+    }
+
+    /// Drains the write-back buffer after checking the image: the drain's new fingerprint
+    /// must not adopt a change made since the last check.
+    fn drain_checked(&self, cow: &mut CowVolume) -> Result<(), WriteFailure> {
+        self.verify_unchanged(cow)?;
+        cow.drain().map_err(WriteFailure::Io)
+    }
+
+    /// Change detection on a shadow read: `fingerprint_seen` is the image's state checked
+    /// after the read, under the volume's read lock. Marks the shadows suspect (as
+    /// `verify_unchanged`) and returns the error the read fails with.
+    fn shadow_read_saw_change(&self, handle: &VolumeHandle, shadow: ShadowId) -> io::Error {
+        if let VolumeSlot::Ready(cow) = &mut *write_lock(&handle.state) {
+            if let Err(failure) = self.verify_unchanged(cow) {
+                return failure.into();
+            }
+        }
+        io::Error::other(format!(
+            "shadow copy {shadow} became suspect: its volume was changed outside diskshadow"
+        ))
     }
 
     /// Change detection for listings. A volume busy with diskshadow's own work (a long revert,
@@ -1256,9 +1315,12 @@ impl Engine {
                     },
                 })?;
             } else {
-                cow.drain().map_err(|source| CreateError::Io {
-                    volume: *volume,
-                    source,
+                self.drain_checked(cow).map_err(|failure| match failure {
+                    WriteFailure::Catalog(error) => CreateError::Catalog(error),
+                    other => CreateError::Io {
+                        volume: *volume,
+                        source: other.into(),
+                    },
                 })?;
             }
             let existing = lock_mutex(&self.shared.catalog)
@@ -1487,9 +1549,13 @@ impl Engine {
         let mut cows: BTreeMap<VolumeId, &mut CowVolume> = BTreeMap::new();
         for guard in guards.iter_mut() {
             if let VolumeSlot::Ready(cow) = &mut **guard {
-                cow.drain().map_err(|source| DeleteError::Io {
-                    volume: cow.volume,
-                    source,
+                let volume = cow.volume;
+                self.drain_checked(cow).map_err(|failure| match failure {
+                    WriteFailure::Catalog(error) => DeleteError::Catalog(error),
+                    other => DeleteError::Io {
+                        volume,
+                        source: other.into(),
+                    },
                 })?;
                 cows.insert(cow.volume, cow);
             }
@@ -1591,6 +1657,12 @@ impl Engine {
         data: &[u8],
         protected: Option<u64>,
     ) -> Result<(), WriteFailure> {
+        // The image must be as diskshadow left it before this write can make a new baseline:
+        // otherwise an outside change would be laundered into the fingerprint unnoticed. A
+        // change makes the shadows suspect (durably) and the write then goes ahead: the
+        // shadows are lost either way, and refusing would only fail the volume's own user
+        // (a file system attached over NBD or FUSE turns a failed write into corruption).
+        self.verify_unchanged(cow)?;
         if cow.persisted_clean {
             lock_mutex(&self.shared.catalog)
                 .commit(vec![CatalogChange::SetVolumeState {
@@ -1667,8 +1739,10 @@ impl Engine {
     }
 
     fn flush_locked(&self, cow: &mut CowVolume) -> Result<(), WriteFailure> {
+        // The fingerprint is never simply re-read here: that would adopt an outside change.
+        // Drains refresh it after diskshadow's own writes; anything else is checked first.
+        self.verify_unchanged(cow)?;
         cow.flush().map_err(WriteFailure::Io)?;
-        cow.fingerprint = cow.live.fingerprint().map_err(WriteFailure::Io)?;
         if !cow.persisted_clean {
             lock_mutex(&self.shared.catalog)
                 .commit(vec![CatalogChange::SetVolumeState {
@@ -1863,6 +1937,9 @@ impl Engine {
             Some(file)
         };
         Ok(Arc::new(ShadowDevice {
+            engine: Engine {
+                shared: self.shared.clone(),
+            },
             handle,
             shadow,
             sequence: info.sequence,
@@ -2177,6 +2254,7 @@ impl BlockDevice for VolumeDevice {
 }
 
 struct ShadowDevice {
+    engine: Engine,
     handle: Arc<VolumeHandle>,
     shadow: ShadowId,
     sequence: u64,
@@ -2195,7 +2273,7 @@ impl BlockDevice for ShadowDevice {
         if let Some(copy) = &self.copy {
             return copy.read_exact_or_zero(offset, buffer);
         }
-        match &*read_lock(&self.handle.state) {
+        let unchanged = match &*read_lock(&self.handle.state) {
             VolumeSlot::Ready(cow) => {
                 if !cow.shadows().contains(&self.sequence) {
                     return Err(unavailable(&format!(
@@ -2209,10 +2287,23 @@ impl BlockDevice for ShadowDevice {
                         self.shadow
                     )));
                 }
-                cow.read_shadow(self.sequence, offset, buffer)
+                cow.read_shadow(self.sequence, offset, buffer)?;
+                // Chunks never preserved are read from the live image, exactly where an
+                // outside change would leak in. The check comes after the read: a writer's
+                // kernel stamps the new time before its bytes land, so bytes changed before
+                // (or while) they were read show here. The read lock keeps diskshadow's own
+                // writes (which refresh the fingerprint under the write lock) out meanwhile.
+                cow.live.fingerprint()? == cow.fingerprint
             }
-            VolumeSlot::Unavailable(reason) => Err(unavailable(reason)),
+            VolumeSlot::Unavailable(reason) => return Err(unavailable(reason)),
+        };
+        if unchanged {
+            return Ok(());
         }
+        buffer.fill(0);
+        Err(self
+            .engine
+            .shadow_read_saw_change(&self.handle, self.shadow))
     }
 
     fn write_at(&self, _offset: u64, _data: &[u8]) -> io::Result<()> {

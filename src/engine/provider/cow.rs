@@ -109,6 +109,28 @@ struct PendingChunk {
     written_to: usize,
 }
 
+/// A change a write made to the write-back buffer, and how to undo it.
+enum BufferUndo {
+    Remove {
+        chunk: ChunkIndex,
+    },
+    Restore {
+        chunk: ChunkIndex,
+        written_from: usize,
+        written_to: usize,
+        within: usize,
+        old_bytes: Vec<u8>,
+    },
+}
+
+/// What one write did so far (see `CowVolume::roll_back`).
+#[derive(Default)]
+struct WriteJournal {
+    buffered: Vec<BufferUndo>,
+    preserved: Vec<ChunkIndex>,
+    direct_runs: Vec<(u64, u64)>,
+}
+
 /// Makes `copies` from the live image into the diff area, then starts their write-back and the
 /// live image's. The start of write-back is a hint, never a sync point (see
 /// `DurableFile::start_writeback`): the copies are made durable by `sync_diff`, and every dirty
@@ -216,6 +238,9 @@ pub struct CowVolume {
     pub persisted_clean: bool,
     /// Shadows with sequence <= this are suspect and not served.
     pub suspect_through: u64,
+    /// Chunks preserved by a write that failed before the sync that makes their versions
+    /// durable and not in the buffer: the next write to one syncs first (see `roll_back`).
+    unsynced_preserved: BTreeSet<ChunkIndex>,
 }
 
 fn io_context(error: io::Error, what: &str, path: &Path) -> io::Error {
@@ -337,6 +362,7 @@ impl CowVolume {
             fingerprint,
             persisted_clean: true,
             suspect_through: 0,
+            unsynced_preserved: BTreeSet::new(),
         };
         volume.rebuild_slots()?;
         if recovery.reclaimed_versions > 0 || records_read > 2 * volume.map.len() as u64 + 4096 {
@@ -538,9 +564,46 @@ impl CowVolume {
             self.live.write_at(offset, data)?;
             return self.refresh_fingerprint();
         }
+        // A full buffer is drained before this write, so that a failing drain fails this
+        // write with nothing of it applied.
+        if self.pending_bytes >= self.pending_limit {
+            self.drain()?;
+        }
+        let mut journal = WriteJournal::default();
+        let applied = self
+            .write_pieces(offset, end, data, &mut journal)
+            .and_then(|()| {
+                for (run_start, run_end) in &journal.direct_runs {
+                    self.live.write_at(
+                        *run_start,
+                        &data[(run_start - offset) as usize..(run_end - offset) as usize],
+                    )?;
+                }
+                Ok(())
+            });
+        if let Err(error) = applied {
+            self.roll_back(journal);
+            // Part of a direct run may have reached the image: that is diskshadow's own.
+            let _ = self.refresh_fingerprint();
+            return Err(error);
+        }
+        self.release_synced_copies()?;
+        self.refresh_fingerprint()
+    }
+
+    /// The fallible part of a write: preservations, syncs and buffer updates, each noted in
+    /// `journal` so that a failure can be undone; direct live writes are only planned.
+    fn write_pieces(
+        &mut self,
+        offset: u64,
+        end: u64,
+        data: &[u8],
+        journal: &mut WriteJournal,
+    ) -> io::Result<()> {
         let first = offset / self.chunk_size;
         let last = (end - 1) / self.chunk_size;
-        // A run of pieces that go straight to the live image, written with one call.
+        // Runs of pieces that go straight to the live image, written (one call each) only
+        // after every preservation this write needs has succeeded.
         let mut direct_run: Option<(u64, u64)> = None;
         for chunk in first..=last {
             let chunk_start = chunk * self.chunk_size;
@@ -557,6 +620,10 @@ impl CowVolume {
                     self.prepare_ahead(ahead_end)?;
                 }
             }
+            if self.unsynced_preserved.contains(&chunk) {
+                // Preserved by a write that failed before its sync: durable first.
+                self.sync_diff()?;
+            }
             let direct = !self.pending.contains_key(&chunk) && !self.needs_preservation(chunk);
             if direct {
                 direct_run = Some(match direct_run {
@@ -565,13 +632,17 @@ impl CowVolume {
                 });
                 continue;
             }
-            if let Some((run_start, run_end)) = direct_run.take() {
-                self.live.write_at(
-                    run_start,
-                    &data[(run_start - offset) as usize..(run_end - offset) as usize],
-                )?;
+            if let Some(run) = direct_run.take() {
+                journal.direct_runs.push(run);
             }
             if let Some(buffered) = self.pending.get_mut(&chunk) {
+                journal.buffered.push(BufferUndo::Restore {
+                    chunk,
+                    written_from: buffered.written_from,
+                    written_to: buffered.written_to,
+                    within,
+                    old_bytes: buffered.content[within..within + piece.len()].to_vec(),
+                });
                 buffered.content[within..within + piece.len()].copy_from_slice(piece);
                 buffered.written_from = buffered.written_from.min(within);
                 buffered.written_to = buffered.written_to.max(within + piece.len());
@@ -585,6 +656,7 @@ impl CowVolume {
                 for ahead in chunk..=last {
                     if self.needs_preservation(ahead) {
                         self.preserve(ahead)?;
+                        journal.preserved.push(ahead);
                     }
                 }
                 self.sync_diff()?;
@@ -600,6 +672,7 @@ impl CowVolume {
             self.ahead_chunks = 1;
             self.sequential_next = Some(chunk + 1);
             self.preserve(chunk)?;
+            journal.preserved.push(chunk);
             let content = if piece.len() as u64 == chunk_length {
                 piece.to_vec()
             } else {
@@ -608,6 +681,7 @@ impl CowVolume {
                 content
             };
             self.pending_bytes += content.len();
+            journal.buffered.push(BufferUndo::Remove { chunk });
             self.pending.insert(
                 chunk,
                 PendingChunk {
@@ -617,17 +691,47 @@ impl CowVolume {
                 },
             );
         }
-        if let Some((run_start, run_end)) = direct_run {
-            self.live.write_at(
-                run_start,
-                &data[(run_start - offset) as usize..(run_end - offset) as usize],
-            )?;
+        if let Some(run) = direct_run {
+            journal.direct_runs.push(run);
         }
-        if self.pending_bytes >= self.pending_limit {
-            self.drain()?;
+        Ok(())
+    }
+
+    /// Undoes what a failed write did to the write-back buffer, newest change first, so that
+    /// a failed write leaves nothing to be read or to land later. Chunks it preserved keep
+    /// their versions (the chunk's current content, which the newest shadow reads either way);
+    /// while those are not yet durable, a later write to them syncs before touching the image.
+    fn roll_back(&mut self, journal: WriteJournal) {
+        for undo in journal.buffered.into_iter().rev() {
+            match undo {
+                BufferUndo::Remove { chunk } => {
+                    if let Some(removed) = self.pending.remove(&chunk) {
+                        self.pending_bytes -= removed.content.len();
+                    }
+                }
+                BufferUndo::Restore {
+                    chunk,
+                    written_from,
+                    written_to,
+                    within,
+                    old_bytes,
+                } => {
+                    if let Some(buffered) = self.pending.get_mut(&chunk) {
+                        buffered.content[within..within + old_bytes.len()]
+                            .copy_from_slice(&old_bytes);
+                        buffered.written_from = written_from;
+                        buffered.written_to = written_to;
+                    }
+                }
+            }
         }
-        self.release_synced_copies()?;
-        self.refresh_fingerprint()
+        if self.diff_unsynced {
+            for chunk in journal.preserved {
+                if !self.pending.contains_key(&chunk) {
+                    self.unsynced_preserved.insert(chunk);
+                }
+            }
+        }
     }
 
     /// Drops the synced preserved copies from the page cache. Preserved copies are cold (read
@@ -643,7 +747,23 @@ impl CowVolume {
 
     /// Records the image's state after diskshadow's own change, so that change detection only
     /// ever reports changes made by others.
-    fn refresh_fingerprint(&mut self) -> io::Result<()> {
+    ///
+    /// The image's modification time gets diskshadow's write mark (`WRITE_MARK_NS`, in the
+    /// second the kernel stamped): a later write by anyone else replaces it with a kernel time,
+    /// which the next check sees even within the same clock tick, and after a crash a marked
+    /// time tells diskshadow's own interrupted writes from a change made while it was down.
+    /// A file system that cannot keep the mark only makes recovery more conservative.
+    pub fn refresh_fingerprint(&mut self) -> io::Result<()> {
+        let current = self.live.fingerprint()?;
+        // Unchanged (nothing reached the image) or already marked: leave the time alone.
+        if current == self.fingerprint || current.is_write_marked() {
+            self.fingerprint = current;
+            return Ok(());
+        }
+        if self.live.set_modified(current.write_marked_ns()).is_err() {
+            self.fingerprint = current;
+            return Ok(());
+        }
         self.fingerprint = self.live.fingerprint()?;
         Ok(())
     }
@@ -662,9 +782,17 @@ impl CowVolume {
             ZERO_SLOT
         } else {
             let slot = self.allocate_slot()?;
-            self.live.read_exact_or_zero(chunk_start, &mut buffer)?;
             let slot_start = u64::from(slot) * self.chunk_size;
-            self.data.write_at(slot_start, &buffer)?;
+            let copied = self
+                .live
+                .read_exact_or_zero(chunk_start, &mut buffer)
+                .and_then(|()| self.data.write_at(slot_start, &buffer));
+            if let Err(error) = copied {
+                // Nothing refers to the slot: it is free again (ENOSPC, EFBIG, EIO).
+                self.free_slots.push(slot);
+                self.copy_buffer = buffer;
+                return Err(error);
+            }
             self.note_data_written(slot_start, slot_start + buffer.len() as u64);
             self.data_slots_used += 1;
             slot
@@ -697,6 +825,7 @@ impl CowVolume {
             }
         }
         self.unsynced_ahead = None;
+        self.unsynced_preserved.clear();
         Ok(())
     }
 
@@ -872,14 +1001,19 @@ impl CowVolume {
     /// live chunks. The live writes themselves are not synced here.
     pub fn drain(&mut self) -> io::Result<()> {
         self.sync_diff()?;
-        let pending = std::mem::take(&mut self.pending);
-        self.pending_bytes = 0;
-        for (chunk, buffered) in pending {
+        while let Some((chunk, buffered)) = self.pending.pop_first() {
             // Only the written bytes: a 4 KiB write into a 64 KiB chunk writes 4 KiB.
-            self.live.write_at(
+            let written = self.live.write_at(
                 chunk * self.chunk_size + buffered.written_from as u64,
                 &buffered.content[buffered.written_from..buffered.written_to],
-            )?;
+            );
+            if let Err(error) = written {
+                // Acknowledged writes stay buffered (and visible) until a drain succeeds.
+                self.pending.insert(chunk, buffered);
+                let _ = self.refresh_fingerprint();
+                return Err(error);
+            }
+            self.pending_bytes -= buffered.content.len();
         }
         self.release_synced_copies()?;
         self.refresh_fingerprint()

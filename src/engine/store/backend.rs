@@ -21,7 +21,26 @@ pub struct FileFingerprint {
     pub inode: u64,
 }
 
+/// The nanoseconds field diskshadow gives an image's modification time after each of its own
+/// writes (a multiple of 1 µs, so file systems with µs or 100 ns timestamps keep it). The
+/// kernel stamps a write with the current time, so an image whose mtime carries this mark was
+/// last changed by diskshadow (or by nobody since); any other writer leaves a time without it
+/// (a chance of about one in a million on µs file systems, one in 10^9 on ns ones). This is
+/// what lets open-time recovery tell diskshadow's own interrupted writes from a change made
+/// while the service was down (FORMAT.md, "Change detection").
+pub const WRITE_MARK_NS: i128 = 31_416_000;
+
 impl FileFingerprint {
+    /// Whether the modification time carries diskshadow's write mark.
+    pub fn is_write_marked(&self) -> bool {
+        self.modified_ns.rem_euclid(1_000_000_000) == WRITE_MARK_NS
+    }
+
+    /// The marked modification time in the same second as this one.
+    pub fn write_marked_ns(&self) -> i128 {
+        self.modified_ns.div_euclid(1_000_000_000) * 1_000_000_000 + WRITE_MARK_NS
+    }
+
     fn from_metadata(metadata: &std::fs::Metadata) -> Self {
         Self {
             size: metadata.len(),
@@ -70,6 +89,15 @@ pub trait DurableFile: Send + Sync {
     /// hole follows. Used to skip copying never-written chunks.
     fn next_data(&self, offset: u64) -> io::Result<Option<u64>>;
     fn fingerprint(&self) -> io::Result<FileFingerprint>;
+
+    /// Sets the modification time (nanoseconds since the Unix epoch), leaving the access time.
+    /// Used to put diskshadow's write mark on a live image (see [`WRITE_MARK_NS`]).
+    fn set_modified(&self, _modified_ns: i128) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this file cannot have its modification time set",
+        ))
+    }
 
     /// Starts writing dirty data back to the disk without waiting; not a sync point (nothing
     /// becomes durable until `sync_data`). Lets the write-back overlap other work.
@@ -142,6 +170,28 @@ fn copy_through_buffer<F: DurableFile + ?Sized>(
     Ok(())
 }
 
+/// `futimens` with the access time left alone.
+fn set_modified_time(file: &File, modified_ns: i128) -> io::Result<()> {
+    let seconds = libc::time_t::try_from(modified_ns.div_euclid(1_000_000_000))
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "time out of range"))?;
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: seconds,
+            tv_nsec: modified_ns.rem_euclid(1_000_000_000) as libc::c_long,
+        },
+    ];
+    // SAFETY: futimens reads two timespecs from a live array; the descriptor is ours.
+    let result = unsafe { libc::futimens(file.as_raw_fd(), times.as_ptr()) };
+    if result != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// File-system operations that must be ordered and made durable explicitly.
 pub trait DurableBackend: Send + Sync {
     /// Opens `path` read-write; creates it (empty) when `create` is set and it is missing.
@@ -210,6 +260,10 @@ impl DurableFile for RealFile {
 
     fn fingerprint(&self) -> io::Result<FileFingerprint> {
         Ok(FileFingerprint::from_metadata(&self.file.metadata()?))
+    }
+
+    fn set_modified(&self, modified_ns: i128) -> io::Result<()> {
+        set_modified_time(&self.file, modified_ns)
     }
 
     fn raw_descriptor(&self) -> Option<RawFd> {
@@ -500,8 +554,13 @@ impl FaultBackend {
                     }
                 }
                 let file = OpenOptions::new().write(true).open(&path)?;
+                // Undoing the bytes is the simulation's doing, not a writer's: the file keeps
+                // its modification time (as after a real power loss, the inode's time is one
+                // the file had, never one of the moment of recovery).
+                let modified = FileFingerprint::from_metadata(&file.metadata()?).modified_ns;
                 file.write_all_at(&old_bytes, offset)?;
                 file.set_len(old_length)?;
+                set_modified_time(&file, modified)?;
             }
             Undo::Create { path, .. } => {
                 let _ = std::fs::remove_file(&path);
@@ -604,6 +663,11 @@ impl DurableFile for FaultFile {
     fn fingerprint(&self) -> io::Result<FileFingerprint> {
         FaultBackend::alive(&self.backend.lock())?;
         Ok(FileFingerprint::from_metadata(&self.file.metadata()?))
+    }
+
+    fn set_modified(&self, modified_ns: i128) -> io::Result<()> {
+        FaultBackend::alive(&self.backend.lock())?;
+        set_modified_time(&self.file, modified_ns)
     }
 }
 
