@@ -216,7 +216,9 @@ fn faults_a_shadow_read_after_an_outside_change_fails_and_makes_the_shadow_suspe
 fn tool(name: &str) -> bool {
     let found = sh(&format!("command -v {name}")).status.success();
     if !found {
-        eprintln!("skipped: {name} is not installed (apt-get install qemu-utils)");
+        support::skip(format!(
+            "{name} is not installed (apt-get install qemu-utils)"
+        ));
     }
     found
 }
@@ -275,7 +277,7 @@ fn faults_an_nbd_exposure_refuses_outside_changed_bytes_on_a_new_connection() {
 fn fuse_available() -> bool {
     let ok = Path::new("/dev/fuse").exists() && sh("command -v fusermount3").status.success();
     if !ok {
-        eprintln!("skipped: /dev/fuse or fusermount3 is not available");
+        support::skip("/dev/fuse or fusermount3 is not available");
     }
     ok
 }
@@ -379,7 +381,7 @@ impl SmallFileSystem {
     fn new(dir: &Path) -> Option<SmallFileSystem> {
         let root = sh("test \"$(id -u)\" = 0").status.success();
         if !root || !Path::new("/dev/loop-control").exists() {
-            eprintln!("skipped: root and loop devices are needed to mount a small file system");
+            support::skip("root and loop devices are needed to mount a small file system");
             return None;
         }
         let image = dir.join("small.ext4");
