@@ -305,6 +305,8 @@ fn shell(cli: &Cli, store: &Path) -> i32 {
         None
     };
     let mut console = TerminalConsole::new(log);
+    // From here on Ctrl-C never kills the shell (see ui::interrupt).
+    ui::interrupt::install();
     for line in ui::banner(&ui::machine_name()) {
         console.out(&line);
     }
