@@ -1058,3 +1058,63 @@ fn ctrl_c_at_the_step_prompt_aborts_the_writers_sequence() {
         );
     }
 }
+
+/// `add volume` warns when the image is written outside diskshadow: a loop device backed by
+/// it, or another process holding it open for writing.
+#[test]
+fn add_volume_warns_of_writers_outside_diskshadow() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let store = work.path().join("store");
+    let volume = work.path().join("data.img");
+    image(&volume, 4 << 20);
+    fs::write(work.path().join("add.dsh"), "add volume data.img\n").expect("script");
+    let run = || {
+        let output = diskshadow(&store)
+            .args(["-s", "add.dsh"])
+            .current_dir(work.path())
+            .output()
+            .expect("diskshadow");
+        assert!(output.status.success());
+        String::from_utf8_lossy(&output.stderr).to_string()
+    };
+    assert!(!run().contains("Warning"), "nobody else writes it yet");
+
+    let mut holder = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("exec 3<>data.img; sleep 30")
+        .current_dir(work.path())
+        .spawn()
+        .expect("holder");
+    wait_for(10, "the holder opened the image", || {
+        fs::read_dir(format!("/proc/{}/fd", holder.id()))
+            .map(|fds| fds.count() > 3)
+            .unwrap_or(false)
+    });
+    let warned = run();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(
+        warned.contains("Warning: the volume")
+            && warned.contains(&format!("process {}", holder.id())),
+        "{warned}"
+    );
+
+    let losetup = std::process::Command::new("losetup")
+        .args(["-f", "--show"])
+        .arg(&volume)
+        .output();
+    match losetup {
+        Ok(output) if output.status.success() => {
+            let device = String::from_utf8_lossy(&output.stdout).trim().to_string();
+            let warned = run();
+            let _ = std::process::Command::new("losetup")
+                .args(["-d", &device])
+                .status();
+            assert!(
+                warned.contains(&format!("the loop device {device}")),
+                "{warned}"
+            );
+        }
+        _ => support::skip("losetup cannot attach a loop device here (root and util-linux)"),
+    }
+}

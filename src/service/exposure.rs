@@ -274,6 +274,64 @@ pub fn filesystems_on(file: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Who may write `image` behind diskshadow's back: loop devices backed by it (with where their
+/// file systems are mounted) and other processes that hold it open for writing. This process
+/// (the service, which writes only through the provider) is left out.
+pub fn outside_users(image: &Path) -> Vec<String> {
+    let mut users = Vec::new();
+    let canonical = image.canonicalize().unwrap_or_else(|_| image.to_path_buf());
+    if let Ok(entries) = std::fs::read_dir("/sys/block") {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if !name.starts_with("loop") {
+                continue;
+            }
+            let backing =
+                std::fs::read_to_string(entry.path().join("loop/backing_file")).unwrap_or_default();
+            if Path::new(backing.trim()) == canonical {
+                users.push(format!("the loop device /dev/{name}"));
+            }
+        }
+    }
+    for mount_point in filesystems_on(&canonical) {
+        users.push(format!(
+            "a file system mounted at {}",
+            mount_point.display()
+        ));
+    }
+    let own = std::process::id().to_string();
+    if let Ok(processes) = std::fs::read_dir("/proc") {
+        for process in processes.flatten() {
+            let pid = process.file_name().to_string_lossy().to_string();
+            if !pid.bytes().all(|byte| byte.is_ascii_digit()) || pid == own {
+                continue;
+            }
+            let Ok(descriptors) = std::fs::read_dir(process.path().join("fd")) else {
+                continue;
+            };
+            let writes = descriptors.flatten().any(|descriptor| {
+                std::fs::read_link(descriptor.path()).is_ok_and(|target| target == canonical)
+                    && std::fs::read_to_string(
+                        process.path().join("fdinfo").join(descriptor.file_name()),
+                    )
+                    .ok()
+                    .and_then(|info| {
+                        info.lines()
+                            .find_map(|line| line.strip_prefix("flags:"))
+                            .and_then(|flags| u32::from_str_radix(flags.trim(), 8).ok())
+                    })
+                    .is_some_and(|flags| flags & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32)
+            });
+            if writes {
+                let command =
+                    std::fs::read_to_string(process.path().join("comm")).unwrap_or_default();
+                users.push(format!("process {pid} ({})", command.trim()));
+            }
+        }
+    }
+    users
+}
+
 /// mountinfo escapes space, tab, newline and backslash as octal.
 fn unescape_mount_path(text: &str) -> String {
     text.replace("\\040", " ")

@@ -1263,6 +1263,10 @@ impl ShadowService for LocalService {
             .ok_or_else(|| ServiceError::not_found("the attached volume is no longer registered"))
     }
 
+    fn outside_users(&mut self, volume: &VolumeInfo) -> Result<Vec<String>, ServiceError> {
+        Ok(crate::service::exposure::outside_users(&volume.path))
+    }
+
     fn attachments(&mut self) -> Result<Vec<(VolumeInfo, Exposure)>, ServiceError> {
         let volumes = self.core.engine.volumes();
         let attachments = self
