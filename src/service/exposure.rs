@@ -201,7 +201,7 @@ pub fn open_exposure(
         } => {
             if let NbdListener::Unix(path) = &listener {
                 if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent).map_err(|error| {
+                    crate::engine::store::create_private_dir_all(parent).map_err(|error| {
                         ServiceError::io(format!("{} cannot be created: {error}", parent.display()))
                     })?;
                 }

@@ -4,7 +4,7 @@
 //! sessions, refused frames, idle exit and stop. The start command also sends the process's
 //! stderr here, so panics land in the same file.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -21,7 +21,7 @@ pub struct ServiceLog {
 impl ServiceLog {
     /// Opens (creating if needed) the log at `path` for appending.
     pub fn open(path: &Path) -> Result<ServiceLog, ServiceError> {
-        let file = OpenOptions::new()
+        let file = crate::engine::store::private_open_options()
             .create(true)
             .append(true)
             .open(path)
