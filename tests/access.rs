@@ -233,3 +233,48 @@ fn access_every_file_in_the_store_is_private_with_an_open_umask() {
     }
     stop_service(&store, &work);
 }
+
+#[test]
+fn access_tcp_expose_reports_the_bound_port_and_warns() {
+    if !is_root() {
+        return;
+    }
+    let work = open_scratch("access-tcp-port");
+    let store = work.join("store");
+    fs::write(work.join("data.img"), vec![7u8; 1 << 20]).expect("image");
+    let script = "set context persistent nowriters\nadd volume data.img alias snap\ncreate\n\
+                  expose %snap% nbd://127.0.0.1:0/x\n";
+    let exposed = run(&store, &work, None, &[], script);
+    let output = text(&exposed);
+    assert!(exposed.status.success(), "{output}");
+    let shown = output
+        .lines()
+        .find_map(|line| line.strip_prefix("The shadow copy was successfully exposed as "))
+        .unwrap_or_else(|| panic!("no expose reply in {output}"));
+    let url = shown.trim_end_matches('.');
+    let port: u16 = url
+        .strip_prefix("nbd://127.0.0.1:")
+        .and_then(|rest| rest.strip_suffix("/x"))
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("not a TCP URL with a port: {url}"));
+    assert_ne!(port, 0, "the bound port is reported, not the requested 0");
+    assert!(
+        output.contains(&format!(
+            "Warning: {url} has no authentication: any user of this machine can connect"
+        )),
+        "{output}"
+    );
+    std::net::TcpStream::connect(("127.0.0.1", port)).expect("the reported port listens");
+
+    let listed = run(&store, &work, None, &[], "list shadows all\n");
+    let listing = text(&listed);
+    assert!(
+        listing.contains(&format!("- Exposed remotely as {url}")),
+        "{listing}"
+    );
+    assert!(
+        listing.contains(&format!("- Warning: {url} has no authentication")),
+        "{listing}"
+    );
+    stop_service(&store, &work);
+}

@@ -206,9 +206,13 @@ pub fn open_exposure(
                     })?;
                 }
             }
+            let tcp = matches!(listener, NbdListener::Tcp(_));
             let export =
                 crate::engine::expose::serve_nbd(device, &export_name, listener, share_read_only)
                     .map_err(|error| failed(&name, error.vss_code(), &error))?;
+            // A TCP export is named by the address it really listens on: `nbd://127.0.0.1:0/x`
+            // asked for any free port, and the user needs to know which one.
+            let name = if tcp { export.url() } else { name };
             let exposure = Exposure {
                 kind: ExposureKind::Share,
                 name,

@@ -7,7 +7,7 @@
 //! | `service.lock` | `flock`ed (exclusively) by the running service for its whole life; holds its pid |
 //! | `service.sock` | the listening socket, when its absolute path fits in `sun_path` (107 bytes) |
 //! | `service.addr` | only when `service.sock` would not fit: the path of the socket actually used |
-//! | `service.log`  | the service's log, appended to |
+//! | `service.log`  | the service's log, appended to (0600); past 1 MiB it becomes `service.log.1` and a new one starts |
 //!
 //! When `<store>/service.sock` is longer than 107 bytes, the socket lives in
 //! `$XDG_RUNTIME_DIR/diskshadow/` (or `/tmp/diskshadow-<uid>/`, created with mode 0700 and
