@@ -29,6 +29,18 @@ fn is_root() -> bool {
 /// `diskshadow --store STORE ARGS` with `stdin`, run with umask 000 (so nothing it creates is
 /// private by accident), as `uid` when given.
 fn run(store: &Path, work: &Path, uid: Option<u32>, args: &[&str], stdin: &str) -> Output {
+    run_with_temporary_directory(store, work, uid, args, stdin, None)
+}
+
+/// `run`, with `TMPDIR` (where fallback socket directories go) set when given.
+fn run_with_temporary_directory(
+    store: &Path,
+    work: &Path,
+    uid: Option<u32>,
+    args: &[&str],
+    stdin: &str,
+    temporary: Option<&Path>,
+) -> Output {
     let mut command = Command::new(assert_cmd::cargo::cargo_bin("diskshadow"));
     command
         .arg("--store")
@@ -42,6 +54,11 @@ fn run(store: &Path, work: &Path, uid: Option<u32>, args: &[&str], stdin: &str) 
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
+    if let Some(temporary) = temporary {
+        command
+            .env("TMPDIR", temporary)
+            .env_remove("XDG_RUNTIME_DIR");
+    }
     if let Some(uid) = uid {
         command.uid(uid).gid(uid);
     }
@@ -277,4 +294,91 @@ fn access_tcp_expose_reports_the_bound_port_and_warns() {
         "{listing}"
     );
     stop_service(&store, &work);
+}
+
+#[test]
+fn access_share_names_cannot_leave_the_store() {
+    if !is_root() {
+        return;
+    }
+    let work = open_scratch("access-share-names");
+    let store = work.join("store");
+    fs::write(work.join("data.img"), vec![7u8; 1 << 20]).expect("image");
+    let script = "set context persistent nowriters\nadd volume data.img alias snap\ncreate\n\
+                  expose %snap% \\\\host\\../../x/y\n";
+    let refused = run(&store, &work, None, &[], script);
+    let output = text(&refused);
+    assert!(!refused.status.success(), "{output}");
+    assert!(
+        output.contains("`../../x/y` in `\\\\host\\../../x/y` is not a valid share name"),
+        "{output}"
+    );
+    assert!(
+        !work.join("x").exists(),
+        "no directory was made outside the store"
+    );
+    assert!(
+        !store.join("x").exists(),
+        "no directory was made in the store"
+    );
+    stop_service(&store, &work);
+}
+
+#[test]
+fn access_a_hostile_fallback_share_directory_is_refused() {
+    if !is_root() {
+        return;
+    }
+    let work = open_scratch("access-share-fallback");
+    // A store path so long that its share sockets cannot live in it.
+    let store = work.join("s".repeat(70));
+    let temporary = work.join("tmp");
+    fs::create_dir(&temporary).expect("tmp");
+    fs::write(work.join("data.img"), vec![7u8; 1 << 20]).expect("image");
+    // Another user got there first: a symbolic link to a directory of theirs.
+    let theirs = work.join("theirs");
+    fs::create_dir(&theirs).expect("theirs");
+    std::os::unix::fs::symlink(&theirs, temporary.join("diskshadow-shares-0")).expect("symlink");
+    let script = "set context persistent nowriters\nadd volume data.img alias snap\ncreate\n\
+                  expose %snap% \\\\localhost\\data\n";
+    let refused = run_with_temporary_directory(&store, &work, None, &[], script, Some(&temporary));
+    let output = text(&refused);
+    assert!(!refused.status.success(), "{output}");
+    assert!(
+        output.contains("is not a private directory of this user: it is a symbolic link"),
+        "{output}"
+    );
+    assert_eq!(
+        fs::read_dir(&theirs).expect("theirs").count(),
+        0,
+        "no socket was put in the other user's directory"
+    );
+
+    // An open directory (mode 0777) is refused too; a private one of ours is used.
+    fs::remove_file(temporary.join("diskshadow-shares-0")).expect("unlink");
+    let open = temporary.join("diskshadow-shares-0");
+    fs::create_dir(&open).expect("mkdir");
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).expect("chmod");
+    let expose = "expose %snap% \\\\localhost\\data\n";
+    let again = format!(
+        "set context persistent nowriters\nadd volume data.img alias snap\ncreate\n{expose}"
+    );
+    let refused = run_with_temporary_directory(&store, &work, None, &[], &again, Some(&temporary));
+    assert!(
+        text(&refused).contains("other users have access to it (mode 777)"),
+        "{}",
+        text(&refused)
+    );
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o700)).expect("chmod");
+    let exposed = run_with_temporary_directory(&store, &work, None, &[], &again, Some(&temporary));
+    assert!(exposed.status.success(), "{}", text(&exposed));
+    assert_eq!(mode(&open.join("data.sock")), 0o600);
+    let _ = run_with_temporary_directory(
+        &store,
+        &work,
+        None,
+        &["service", "stop"],
+        "",
+        Some(&temporary),
+    );
 }

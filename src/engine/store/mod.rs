@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use crate::engine::ids::VolumeId;
 
 pub use private::{
-    bind_private_socket, create_private_dir_all, private_open_options, PRIVATE_DIRECTORY_MODE,
-    PRIVATE_FILE_MODE,
+    bind_private_socket, create_private_dir_all, ensure_private_directory, private_open_options,
+    PRIVATE_DIRECTORY_MODE, PRIVATE_FILE_MODE,
 };
 
 pub use backend::{

@@ -9,7 +9,7 @@ use std::fs::{DirBuilder, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
@@ -35,6 +35,62 @@ pub fn create_private_dir_all(directory: &Path) -> io::Result<()> {
         .recursive(true)
         .mode(PRIVATE_DIRECTORY_MODE)
         .create(directory)
+}
+
+/// Makes sure `directory` is a directory only this user can use, creating it (0700) when
+/// missing: what a socket may be put in when others can write the parent (`/tmp`).
+///
+/// Refused (`PermissionDenied`, naming the reason) when it is a symbolic link, not a
+/// directory, belongs to another user, or, unless `tighten`, gives group or other users any
+/// permission: in a shared parent someone else could have made it first to catch the socket.
+/// With `tighten`, a directory of ours that is too open is made 0700 instead (a store's own
+/// `shares/` made by an older version).
+pub fn ensure_private_directory(directory: &Path, tighten: bool) -> io::Result<()> {
+    if let Some(parent) = directory.parent() {
+        if !parent.as_os_str().is_empty() && !parent.exists() {
+            create_private_dir_all(parent)?;
+        }
+    }
+    match DirBuilder::new()
+        .mode(PRIVATE_DIRECTORY_MODE)
+        .create(directory)
+    {
+        Ok(()) => {}
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(error) => return Err(error),
+    }
+    let refuse = |reason: String| {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is not a private directory of this user: {reason}; remove it (another user may have made it to catch the sockets put there)",
+                directory.display()
+            ),
+        ))
+    };
+    let metadata = std::fs::symlink_metadata(directory)?;
+    if metadata.file_type().is_symlink() {
+        return refuse("it is a symbolic link".to_string());
+    }
+    if !metadata.is_dir() {
+        return refuse("it is not a directory".to_string());
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    if metadata.uid() != uid {
+        return refuse(format!("it belongs to uid {}", metadata.uid()));
+    }
+    let mode = metadata.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        if !tighten {
+            return refuse(format!("other users have access to it (mode {mode:o})"));
+        }
+        std::fs::set_permissions(
+            directory,
+            std::fs::Permissions::from_mode(PRIVATE_DIRECTORY_MODE),
+        )?;
+    }
+    Ok(())
 }
 
 /// Binds and listens on a Unix stream socket at `path` whose file has mode `mode` from the
@@ -92,7 +148,50 @@ pub fn bind_private_socket(path: &Path, mode: u32) -> io::Result<UnixListener> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn a_hostile_directory_is_refused_and_a_missing_one_made_private() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let fresh = directory.path().join("fresh");
+        ensure_private_directory(&fresh, false).expect("made");
+        assert_eq!(
+            std::fs::metadata(&fresh).expect("metadata").mode() & 0o777,
+            0o700
+        );
+        ensure_private_directory(&fresh, false).expect("ours, private: used again");
+
+        let target = directory.path().join("elsewhere");
+        std::fs::create_dir(&target).expect("mkdir");
+        let link = directory.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        let error = ensure_private_directory(&link, true).unwrap_err();
+        assert!(error.to_string().contains("symbolic link"), "{error}");
+
+        let open = directory.path().join("open");
+        std::fs::create_dir(&open).expect("mkdir");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let error = ensure_private_directory(&open, false).unwrap_err();
+        assert!(error.to_string().contains("mode 777"), "{error}");
+        ensure_private_directory(&open, true).expect("tightened");
+        assert_eq!(
+            std::fs::metadata(&open).expect("metadata").mode() & 0o777,
+            0o700
+        );
+
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            let theirs = directory.path().join("theirs");
+            std::fs::create_dir(&theirs).expect("mkdir");
+            std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o700))
+                .expect("chmod");
+            std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).expect("chown");
+            let error = ensure_private_directory(&theirs, true).unwrap_err();
+            assert!(
+                error.to_string().contains("belongs to uid 65534"),
+                "{error}"
+            );
+        }
+    }
 
     #[test]
     fn files_directories_and_sockets_are_private_even_with_an_open_umask() {

@@ -21,7 +21,7 @@
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -147,24 +147,14 @@ fn fallback_socket_directory() -> Result<PathBuf, ServiceError> {
         Some(runtime) if runtime.is_absolute() && runtime.is_dir() => runtime.join("diskshadow"),
         _ => std::env::temp_dir().join(format!("diskshadow-{uid}")),
     };
-    let directory_error = |source| ServiceError::SocketDirectory {
-        path: directory.clone(),
-        source,
-    };
-    match fs::DirBuilder::new().mode(0o700).create(&directory) {
-        Ok(()) => {}
-        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(error) => return Err(directory_error(error)),
-    }
     // In a shared /tmp someone else could have made the directory first: use it only if it is
-    // a real directory of ours that nobody else can write to.
-    let metadata = fs::symlink_metadata(&directory).map_err(directory_error)?;
-    if !metadata.is_dir() || metadata.uid() != uid || metadata.mode() & 0o022 != 0 {
-        return Err(directory_error(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            "the directory is not a private directory of this user",
-        )));
-    }
+    // a real directory of ours that nobody else can use.
+    crate::engine::store::ensure_private_directory(&directory, false).map_err(|source| {
+        ServiceError::SocketDirectory {
+            path: directory.clone(),
+            source,
+        }
+    })?;
     Ok(directory)
 }
 
