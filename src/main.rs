@@ -491,6 +491,9 @@ fn volume(service: &mut dyn ShadowService, command: VolumeCommand) -> Result<(),
                 "{volume} is attached read-write as {} ({}).",
                 attachment.name, attachment.location
             );
+            if let Some(warning) = attachment.access_warning("the volume", "read and write") {
+                println!("{warning}");
+            }
             Ok(())
         }
         VolumeCommand::Detach { target } => {

@@ -244,7 +244,8 @@ impl ServiceCore {
                         .store_dir()
                         .join("recovery")
                         .join(shadow.id.to_string());
-                    std::fs::create_dir_all(&directory).map_err(|error| error.to_string())?;
+                    crate::engine::store::create_private_dir_all(&directory)
+                        .map_err(|error| error.to_string())?;
                     let options = crate::engine::expose::MountOptions::image_file(
                         &shadow.id.to_string(),
                         "volume.img",

@@ -904,6 +904,9 @@ fn expose(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, C
     session.out(format!(
         "The shadow copy was successfully exposed as {shown}."
     ));
+    if let Some(warning) = exposure.access_warning("the shadow copy", "read") {
+        session.out(warning);
+    }
     DONE
 }
 
@@ -1072,6 +1075,9 @@ fn attach(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, C
         "The volume {} was attached read-write as {} ({}).",
         volume.text, attachment.name, attachment.location
     ));
+    if let Some(warning) = attachment.access_warning("the volume", "read and write") {
+        session.out(warning);
+    }
     DONE
 }
 
