@@ -21,7 +21,7 @@ fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     if !root {
-        eprintln!("skipped: these tests switch users and need root");
+        support::skip("these tests switch users and need root");
     }
     root
 }
