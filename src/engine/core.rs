@@ -655,6 +655,7 @@ fn unexplained_change(
     recorded: &FileFingerprint,
     current: &FileFingerprint,
     writing: bool,
+    write_stamp_ns: Option<i128>,
 ) -> Option<String> {
     if recorded == current {
         return None;
@@ -662,7 +663,12 @@ fn unexplained_change(
     if !writing {
         return Some(recorded.describe_change(current));
     }
-    if recorded.size == current.size && recorded.inode == current.inode && current.is_write_marked()
+    // Marked: diskshadow's own last write. Unmarked but within the durable write stamp: a
+    // write of diskshadow's cut off by the crash before it could mark the time.
+    let within_stamp = write_stamp_ns.is_some_and(|until| current.modified_ns <= until);
+    if recorded.size == current.size
+        && recorded.inode == current.inode
+        && (current.is_write_marked() || within_stamp)
     {
         return None;
     }
@@ -777,9 +783,12 @@ impl Engine {
                 })?;
                 cow.max_diff_bytes = record.max_diff_area_bytes;
                 if let Some(recorded) = record.fingerprint {
-                    if let Some(reason) =
-                        unexplained_change(&recorded, &cow.fingerprint, record.writing)
-                    {
+                    if let Some(reason) = unexplained_change(
+                        &recorded,
+                        &cow.fingerprint,
+                        record.writing,
+                        cow.write_stamp.until_ns(),
+                    ) {
                         state_changes.push(CatalogChange::MarkSuspect {
                             volume: record.id,
                             reason,
