@@ -197,7 +197,6 @@ pub fn run_service(store: &Path, idle_timeout: Option<u64>) -> Result<(), Servic
         idle_timeout: Some(Duration::from_secs(seconds)),
         handle_termination_signals: true,
         log: Some(log),
-        ..ServerOptions::default()
     };
     let handler = Arc::new(EngineHandler::new(Arc::new(engine)));
     match transport::serve_store(store, handler, options) {
