@@ -24,11 +24,14 @@ use crate::engine::model::{
     ShadowHealth, ShadowInfo, StorageInfo, VolumeInfo,
 };
 use crate::engine::progress::{NoProgress, Progress};
-use crate::engine::provider::cow::{CowVolume, MAX_SEQUENCE};
-use crate::engine::provider::{plex, ProviderChoice};
+use crate::engine::provider::cow::MAX_SEQUENCE;
+use crate::engine::provider::{
+    provider_by_id, providers, DataPathKind, Provider, ProviderContext, SetMember,
+    VolumeProvider,
+};
 use crate::engine::store::LockFailure;
 use crate::engine::store::{DurableBackend, FileFingerprint, RealBackend, StoreLayout, StoreLock};
-use crate::engine::vss::{limits, Attributes, Context, VssCode};
+use crate::engine::vss::{self, limits, Attributes, Context, VssCode};
 
 /// The default copy-on-write granularity: 64 KiB, as qcow2 clusters and dm-thin chunks;
 /// `benches/engine.rs` measures it.
@@ -188,6 +191,8 @@ pub enum VolumeError {
         path: PathBuf,
         source: io::Error,
     },
+    #[error("provider {provider} is not registered; list providers to see the available ones (cow, row, plex)")]
+    UnknownProvider { provider: ProviderId },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
 }
@@ -198,7 +203,8 @@ impl VolumeError {
             VolumeError::NotFound { .. }
             | VolumeError::DriveNotMapped { .. }
             | VolumeError::Missing { .. }
-            | VolumeError::Unavailable { .. } => VssCode::VSS_E_OBJECT_NOT_FOUND,
+            | VolumeError::Unavailable { .. }
+            | VolumeError::UnknownProvider { .. } => VssCode::VSS_E_OBJECT_NOT_FOUND,
             VolumeError::DriveIsDirectory { .. }
             | VolumeError::NotAVolume { .. }
             | VolumeError::NotRegularFile { .. }
@@ -253,6 +259,14 @@ pub enum CreateError {
         provider: ProviderId,
         what: String,
     },
+    #[error(
+        "volume {volume} has {existing} shadow copies, so it cannot get {wanted} ones: a volume          keeps one differential provider at a time; delete its {existing} shadow copies first,          or use the same provider"
+    )]
+    ProviderConflict {
+        volume: VolumeId,
+        wanted: &'static str,
+        existing: &'static str,
+    },
     #[error("the attributes DIFFERENTIAL and PLEX exclude each other; ask for one of them")]
     ConflictingAttributes,
     #[error(
@@ -286,7 +300,7 @@ impl CreateError {
                 VssCode::VSS_E_OBJECT_NOT_FOUND
             }
             CreateError::VolumeUnavailable { .. } => VssCode::VSS_E_VOLUME_NOT_SUPPORTED,
-            CreateError::UnsupportedByProvider { .. } => {
+            CreateError::UnsupportedByProvider { .. } | CreateError::ProviderConflict { .. } => {
                 VssCode::VSS_E_VOLUME_NOT_SUPPORTED_BY_PROVIDER
             }
             CreateError::ConflictingAttributes => VssCode::VSS_E_UNSUPPORTED_CONTEXT,
@@ -497,7 +511,7 @@ impl fmt::Display for CheckReport {
 // ---------------------------------------------------------------------------------------------
 
 enum VolumeSlot {
-    Ready(Box<CowVolume>),
+    Ready(Box<dyn VolumeProvider>),
     Unavailable(String),
 }
 
@@ -620,24 +634,30 @@ fn shadow_info(
     }
 }
 
-/// True when the shadow lives in the copy-on-write block map (not a full copy).
-fn is_copy_on_write(record: &ShadowRecord) -> bool {
-    ProviderChoice::from_id(Some(record.provider_id)).is_some_and(ProviderChoice::is_copy_on_write)
+/// The provider that made a shadow (`None`: an ID this engine does not know).
+fn provider_of(record: &ShadowRecord) -> Option<&'static dyn Provider> {
+    provider_by_id(Some(record.provider_id))
 }
 
-/// Full copies in a volume's diff directory that no catalog shadow owns (a create interrupted
-/// between the copy and the commit).
-fn orphan_copies(diff_dir: &Path, state: &CatalogState) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(diff_dir) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let shadow = plex::shadow_of_copy(&name)?;
-            (!state.shadows.contains_key(&shadow)).then(|| entry.path())
-        })
+/// The data path a shadow lives in (`None`: it is independent of it, e.g. a full copy).
+fn data_path_of(record: &ShadowRecord) -> Option<DataPathKind> {
+    provider_of(record).and_then(|provider| provider.data_path())
+}
+
+fn data_path_name(kind: DataPathKind) -> &'static str {
+    match kind {
+        DataPathKind::CopyOnWrite => "copy-on-write",
+        DataPathKind::RedirectOnWrite => "redirect-on-write",
+    }
+}
+
+/// Files in a volume's diff directory that no catalog shadow owns (a create interrupted
+/// between a provider's preparation and the commit).
+fn orphan_files(diff_dir: &Path, state: &CatalogState) -> Vec<PathBuf> {
+    let is_shadow = |shadow: ShadowId| state.shadows.contains_key(&shadow);
+    providers()
+        .into_iter()
+        .flat_map(|provider| provider.orphans(diff_dir, &is_shadow))
         .collect()
 }
 
@@ -737,15 +757,18 @@ impl Engine {
         let mut sequence_floor = catalog.state().next_sequence;
         let records: Vec<VolumeRecord> = catalog.state().volumes.values().cloned().collect();
         for record in records {
-            let shadows: BTreeSet<u64> = catalog
-                .state()
-                .shadows_of(record.id)
+            let diff_dir = layout.diff_dir(record.id);
+            let of_volume = catalog.state().shadows_of(record.id);
+            let has_row_shadows = of_volume
                 .iter()
-                .filter(|shadow| is_copy_on_write(shadow))
+                .any(|shadow| data_path_of(shadow) == Some(DataPathKind::RedirectOnWrite));
+            let kind = DataPathKind::at_open(&diff_dir, has_row_shadows);
+            let shadows: BTreeSet<u64> = of_volume
+                .iter()
+                .filter(|shadow| data_path_of(shadow) == Some(kind))
                 .map(|shadow| shadow.sequence)
                 .collect();
-            let diff_dir = layout.diff_dir(record.id);
-            let orphans = orphan_copies(&diff_dir, catalog.state());
+            let orphans = orphan_files(&diff_dir, catalog.state());
             for orphan in &orphans {
                 backend
                     .remove_file(orphan)
@@ -768,43 +791,44 @@ impl Engine {
                     record.path.display()
                 ))
             } else {
-                let (mut cow, _recovery) = CowVolume::open(
-                    backend.clone(),
-                    record.id,
-                    &record.path,
-                    &layout.diff_dir(record.id),
-                    record.chunk_size,
-                    shadows,
-                    options.write_back_bytes,
-                )
+                let mut cow = kind
+                    .open(
+                        backend.clone(),
+                        record.id,
+                        &record.path,
+                        &diff_dir,
+                        record.chunk_size,
+                        shadows,
+                        options.write_back_bytes,
+                    )
                 .map_err(|source| OpenError::DiffArea {
                     volume: record.id,
                     source,
                 })?;
-                cow.max_diff_bytes = record.max_diff_area_bytes;
+                cow.set_max_diff_bytes(record.max_diff_area_bytes);
                 if let Some(recorded) = record.fingerprint {
                     if let Some(reason) = unexplained_change(
                         &recorded,
-                        &cow.fingerprint,
+                        &cow.fingerprint(),
                         record.writing,
-                        cow.write_stamp.until_ns(),
+                        cow.write_stamp_until(),
                     ) {
                         state_changes.push(CatalogChange::MarkSuspect {
                             volume: record.id,
                             reason,
                         });
-                        cow.suspect_through = cow.newest_shadow().unwrap_or(0);
+                        cow.set_suspect_through(cow.newest_shadow().unwrap_or(0));
                     }
                 }
-                if record.fingerprint != Some(cow.fingerprint)
+                if record.fingerprint != Some(cow.fingerprint())
                     || record.writing
-                    || record.size != cow.size
+                    || record.size != cow.size()
                 {
                     state_changes.push(CatalogChange::SetVolumeState {
                         volume: record.id,
-                        fingerprint: Some(cow.fingerprint),
+                        fingerprint: Some(cow.fingerprint()),
                         writing: false,
-                        size: cow.size,
+                        size: cow.size(),
                     });
                 }
                 let suspect_through = catalog
@@ -815,10 +839,10 @@ impl Engine {
                     .map(|shadow| shadow.sequence)
                     .max()
                     .unwrap_or(0);
-                cow.suspect_through = cow.suspect_through.max(suspect_through);
+                cow.set_suspect_through(cow.suspect_through().max(suspect_through));
                 sequence_floor =
                     sequence_floor.max(cow.max_tag().map_or(0, |tag| u64::from(tag) + 1));
-                VolumeSlot::Ready(Box::new(cow))
+                VolumeSlot::Ready(cow)
             };
             volumes.insert(
                 record.id,
@@ -829,6 +853,29 @@ impl Engine {
             );
         }
         catalog.commit(state_changes)?;
+        // Provider recovery that writes the image (folding redirected chunks no shadow needs
+        // apart), after change detection and with the image marked as being written.
+        for (id, handle) in &volumes {
+            if let VolumeSlot::Ready(cow) = &mut *write_lock(&handle.state) {
+                if !cow.needs_recovery() {
+                    continue;
+                }
+                let state_change = |cow: &dyn VolumeProvider, writing| {
+                    vec![CatalogChange::SetVolumeState {
+                        volume: *id,
+                        fingerprint: Some(cow.fingerprint()),
+                        writing,
+                        size: cow.size(),
+                    }]
+                };
+                catalog.commit(state_change(&**cow, true))?;
+                cow.recover().map_err(|source| OpenError::DiffArea {
+                    volume: *id,
+                    source,
+                })?;
+                catalog.commit(state_change(&**cow, false))?;
+            }
+        }
         let reverts = catalog.state().reverts_in_progress.clone();
 
         let engine = Engine {
@@ -958,6 +1005,21 @@ impl Engine {
         path: &Path,
         chunk_size: Option<u32>,
     ) -> Result<VolumeInfo, VolumeError> {
+        self.register_volume_with_provider(path, chunk_size, None)
+    }
+
+    /// Registers an image file as a volume whose shadows are made by `provider` unless a
+    /// create names another (`volume register --provider`); `None`: the system provider. An
+    /// existing registration is returned as it is.
+    pub fn register_volume_with_provider(
+        &self,
+        path: &Path,
+        chunk_size: Option<u32>,
+        provider: Option<ProviderId>,
+    ) -> Result<VolumeInfo, VolumeError> {
+        let chosen = provider_by_id(provider).ok_or_else(|| VolumeError::UnknownProvider {
+            provider: provider.unwrap_or_else(ProviderId::nil),
+        })?;
         let metadata = std::fs::metadata(path).map_err(|source| {
             if source.kind() == io::ErrorKind::NotFound {
                 VolumeError::Missing {
@@ -1010,16 +1072,19 @@ impl Engine {
         }
         let volume = VolumeId(self.shared.ids.new_uuid());
         let diff_dir = self.shared.layout.diff_dir(volume);
-        let (cow, _) = CowVolume::open(
-            self.shared.backend.clone(),
-            volume,
-            &path,
-            &diff_dir,
-            chunk_size,
-            BTreeSet::new(),
-            self.shared.write_back_bytes,
-        )
-        .map_err(|source| VolumeError::Io {
+        let cow = chosen
+            .data_path()
+            .unwrap_or(DataPathKind::CopyOnWrite)
+            .open(
+                self.shared.backend.clone(),
+                volume,
+                &path,
+                &diff_dir,
+                chunk_size,
+                BTreeSet::new(),
+                self.shared.write_back_bytes,
+            )
+            .map_err(|source| VolumeError::Io {
             action: "set up the diff area for",
             path: path.clone(),
             source,
@@ -1036,11 +1101,12 @@ impl Engine {
         let record = VolumeRecord {
             id: volume,
             path,
-            size: cow.size,
+            size: cow.size(),
             chunk_size,
             max_diff_area_bytes: None,
-            fingerprint: Some(cow.fingerprint),
+            fingerprint: Some(cow.fingerprint()),
             writing: false,
+            provider: provider.filter(|id| id.0 != vss::providers::SYSTEM_PROVIDER_ID),
         };
         let mut catalog = lock_mutex(&self.shared.catalog);
         catalog.commit(vec![CatalogChange::RegisterVolume(record.clone())])?;
@@ -1048,7 +1114,7 @@ impl Engine {
             volume,
             Arc::new(VolumeHandle {
                 id: volume,
-                state: RwLock::new(VolumeSlot::Ready(Box::new(cow))),
+                state: RwLock::new(VolumeSlot::Ready(cow)),
             }),
         );
         Ok(volume_info(catalog.state(), &record, None))
@@ -1060,7 +1126,7 @@ impl Engine {
             .handles()
             .iter()
             .filter_map(|handle| match &*read_lock(&handle.state) {
-                VolumeSlot::Ready(cow) => Some((handle.id, cow.size)),
+                VolumeSlot::Ready(cow) => Some((handle.id, cow.size())),
                 VolumeSlot::Unavailable(_) => None,
             })
             .collect();
@@ -1114,38 +1180,37 @@ impl Engine {
 
     /// Compares the image with what diskshadow last left; a difference makes every current
     /// shadow of the volume suspect (durably) and becomes the new baseline.
-    fn verify_unchanged(&self, cow: &mut CowVolume) -> Result<(), WriteFailure> {
-        let current = cow.live.fingerprint().map_err(WriteFailure::Io)?;
-        if current == cow.fingerprint {
+    fn verify_unchanged(&self, cow: &mut dyn VolumeProvider) -> Result<(), WriteFailure> {
+        let current = cow.image().fingerprint().map_err(WriteFailure::Io)?;
+        if current == cow.fingerprint() {
             return Ok(());
         }
-        let reason = cow.fingerprint.describe_change(&current);
+        let reason = cow.fingerprint().describe_change(&current);
         // Durable first: the shadows are suspect in the catalog before anything (a write, a
         // read answered) could depend on the new state.
         lock_mutex(&self.shared.catalog)
             .commit(vec![
                 CatalogChange::MarkSuspect {
-                    volume: cow.volume,
+                    volume: cow.volume(),
                     reason,
                 },
                 CatalogChange::SetVolumeState {
-                    volume: cow.volume,
+                    volume: cow.volume(),
                     fingerprint: Some(current),
                     // Writes of diskshadow's own may still be buffered: they keep the flag.
-                    writing: !cow.persisted_clean,
+                    writing: !cow.persisted_clean(),
                     size: current.size,
                 },
             ])
             .map_err(WriteFailure::Catalog)?;
-        cow.fingerprint = current;
-        cow.size = current.size;
-        cow.suspect_through = cow.suspect_through.max(cow.newest_shadow().unwrap_or(0));
+        cow.set_fingerprint(current);
+        cow.set_suspect_through(cow.suspect_through().max(cow.newest_shadow().unwrap_or(0)));
         Ok(())
     }
 
     /// Drains the write-back buffer after checking the image: the drain's new fingerprint
     /// must not adopt a change made since the last check.
-    fn drain_checked(&self, cow: &mut CowVolume) -> Result<(), WriteFailure> {
+    fn drain_checked(&self, cow: &mut dyn VolumeProvider) -> Result<(), WriteFailure> {
         self.verify_unchanged(cow)?;
         cow.drain().map_err(WriteFailure::Io)
     }
@@ -1155,7 +1220,7 @@ impl Engine {
     /// `verify_unchanged`) and returns the error the read fails with.
     fn shadow_read_saw_change(&self, handle: &VolumeHandle, shadow: ShadowId) -> io::Error {
         if let VolumeSlot::Ready(cow) = &mut *write_lock(&handle.state) {
-            if let Err(failure) = self.verify_unchanged(cow) {
+            if let Err(failure) = self.verify_unchanged(&mut **cow) {
                 return failure.into();
             }
         }
@@ -1172,7 +1237,7 @@ impl Engine {
             if let Ok(mut guard) = handle.state.try_write() {
                 if let VolumeSlot::Ready(cow) = &mut *guard {
                     // A failure here shows up again at the next use of the volume.
-                    let _ = self.verify_unchanged(cow);
+                    let _ = self.verify_unchanged(&mut **cow);
                 }
             }
         }
@@ -1220,7 +1285,7 @@ impl Engine {
             .volume;
         if let Some(handle) = self.handle(volume) {
             if let VolumeSlot::Ready(cow) = &mut *write_lock(&handle.state) {
-                let _ = self.verify_unchanged(cow);
+                let _ = self.verify_unchanged(&mut **cow);
             }
         }
         let unavailable = self.unavailable_reasons();
@@ -1268,10 +1333,26 @@ impl Engine {
                     volume: entry.volume,
                 });
             }
-            let provider =
-                ProviderChoice::from_id(entry.provider).ok_or(CreateError::UnknownProvider {
-                    provider: entry.provider.unwrap_or_else(ProviderId::nil),
+            // An explicit provider, else the one chosen for the volume at registration.
+            let record = lock_mutex(&self.shared.catalog)
+                .state()
+                .volumes
+                .get(&entry.volume)
+                .cloned()
+                .ok_or(CreateError::UnknownVolume {
+                    volume: entry.volume,
                 })?;
+            let wanted = entry.provider.or(record.provider);
+            let provider = provider_by_id(wanted).ok_or(CreateError::UnknownProvider {
+                provider: wanted.unwrap_or_else(ProviderId::nil),
+            })?;
+            if !provider.supports(&record) {
+                return Err(CreateError::UnsupportedByProvider {
+                    volume: entry.volume,
+                    provider: provider.id(),
+                    what: "any".to_string(),
+                });
+            }
             let unsupported = extra.0 & provider.unsupported_attributes();
             if unsupported != 0 {
                 return Err(CreateError::UnsupportedByProvider {
@@ -1295,6 +1376,12 @@ impl Engine {
         for handle in &handles {
             guards.insert(handle.id, write_lock(&handle.state));
         }
+        let data_paths: BTreeMap<VolumeId, DataPathKind> = spec
+            .volumes
+            .iter()
+            .zip(&providers)
+            .filter_map(|(entry, provider)| Some((entry.volume, provider.data_path()?)))
+            .collect();
         for (volume, guard) in guards.iter_mut() {
             let cow = match &mut **guard {
                 VolumeSlot::Ready(cow) => cow,
@@ -1305,7 +1392,21 @@ impl Engine {
                     })
                 }
             };
-            self.verify_unchanged(cow)
+            // A volume keeps one differential data path at a time: it changes only while
+            // the volume has no shadows there and keeps nothing.
+            if let Some(wanted) = data_paths.get(volume).copied() {
+                if cow.kind() != wanted {
+                    if !cow.is_idle() {
+                        return Err(CreateError::ProviderConflict {
+                            volume: *volume,
+                            wanted: data_path_name(wanted),
+                            existing: data_path_name(cow.kind()),
+                        });
+                    }
+                    self.switch_data_path(cow, wanted)?;
+                }
+            }
+            self.verify_unchanged(&mut **cow)
                 .map_err(|failure| match failure {
                     WriteFailure::Catalog(error) => CreateError::Catalog(error),
                     other => CreateError::Io {
@@ -1316,7 +1417,7 @@ impl Engine {
             // The point in time must be durable before a persistent shadow claims it (VSS
             // flushes the volume before the commit). Syncing clean data costs next to nothing.
             if spec.context.is_persistent() {
-                self.flush_locked(cow).map_err(|failure| match failure {
+                self.flush_locked(&mut **cow).map_err(|failure| match failure {
                     WriteFailure::Catalog(error) => CreateError::Catalog(error),
                     other => CreateError::Io {
                         volume: *volume,
@@ -1324,7 +1425,7 @@ impl Engine {
                     },
                 })?;
             } else {
-                self.drain_checked(cow).map_err(|failure| match failure {
+                self.drain_checked(&mut **cow).map_err(|failure| match failure {
                     WriteFailure::Catalog(error) => CreateError::Catalog(error),
                     other => CreateError::Io {
                         volume: *volume,
@@ -1380,39 +1481,54 @@ impl Engine {
             }
         }
 
-        // Full copies are made (and synced) before the commit, outside the catalog lock; the
-        // volumes stay locked, so the copies hold the same point in time as the other shadows.
+        // Providers prepare their shadows (full copies are made and synced) before the commit,
+        // outside the catalog lock; the volumes stay locked, so everything holds the same
+        // point in time.
         let shadow_ids: Vec<ShadowId> = spec
             .volumes
             .iter()
             .map(|_| ShadowId(self.shared.ids.new_uuid()))
             .collect();
-        let mut copies: Vec<PathBuf> = Vec::new();
-        let remove_copies = |copies: &[PathBuf]| {
-            for copy in copies {
-                let _ = self.shared.backend.remove_file(copy);
+        let context = ProviderContext {
+            backend: &*self.shared.backend,
+            layout: &self.shared.layout,
+        };
+        // Each provider of the set with its members, in first-use order.
+        let mut by_provider: Vec<(&'static dyn Provider, Vec<(VolumeId, ShadowId)>)> = Vec::new();
+        for ((entry, provider), shadow) in spec.volumes.iter().zip(&providers).zip(&shadow_ids) {
+            match by_provider
+                .iter_mut()
+                .find(|(known, _)| known.id() == provider.id())
+            {
+                Some((_, members)) => members.push((entry.volume, *shadow)),
+                None => by_provider.push((*provider, vec![(entry.volume, *shadow)])),
+            }
+        }
+        let members_of = |members: &[(VolumeId, ShadowId)]| -> Vec<SetMember<'_>> {
+            members
+                .iter()
+                .filter_map(|(volume, shadow)| match guards.get(volume).map(|guard| &**guard) {
+                    Some(VolumeSlot::Ready(cow)) => Some(SetMember {
+                        volume: &**cow,
+                        shadow: *shadow,
+                    }),
+                    _ => None,
+                })
+                .collect()
+        };
+        let abort = |prepared: usize| {
+            for (provider, members) in &by_provider[..prepared] {
+                provider.abort_set(&context, &members_of(members));
             }
         };
-        for ((entry, provider), shadow) in spec.volumes.iter().zip(&providers).zip(&shadow_ids) {
-            if provider.is_copy_on_write() {
-                continue;
-            }
-            let Some(VolumeSlot::Ready(cow)) = guards.get(&entry.volume).map(|guard| &**guard)
-            else {
-                continue;
-            };
-            let path = plex::copy_path(&self.shared.layout.diff_dir(entry.volume), *shadow);
-            if let Err(source) =
-                plex::make_copy(&*self.shared.backend, &*cow.live, cow.size, &path, progress)
-            {
-                copies.push(path);
-                remove_copies(&copies);
+        for (position, (provider, members)) in by_provider.iter().enumerate() {
+            if let Err(source) = provider.prepare_set(&context, &members_of(members), progress) {
+                abort(position);
                 return Err(CreateError::Io {
-                    volume: entry.volume,
+                    volume: members.first().map_or_else(|| VolumeId(uuid::Uuid::nil()), |member| member.0),
                     source,
                 });
             }
-            copies.push(path);
         }
 
         let mut catalog = lock_mutex(&self.shared.catalog);
@@ -1421,7 +1537,8 @@ impl Engine {
             .next_sequence
             .max(self.shared.sequence_floor);
         if first_sequence + spec.volumes.len() as u64 > MAX_SEQUENCE {
-            remove_copies(&copies);
+            drop(catalog);
+            abort(by_provider.len());
             return Err(CreateError::SequencesExhausted);
         }
         let first_device = catalog.state().next_device_number;
@@ -1440,7 +1557,7 @@ impl Engine {
             .enumerate()
         {
             let volume_size = match guards.get(&entry.volume).map(|guard| &**guard) {
-                Some(VolumeSlot::Ready(cow)) => cow.size,
+                Some(VolumeSlot::Ready(cow)) => cow.size(),
                 _ => 0,
             };
             records.push(ShadowRecord {
@@ -1473,10 +1590,17 @@ impl Engine {
                 .map(CatalogChange::AddShadow)
                 .collect(),
         ) {
-            remove_copies(&copies);
+            drop(catalog);
+            abort(by_provider.len());
             return Err(error.into());
         }
-        for record in records.iter().filter(|record| is_copy_on_write(record)) {
+        for (provider, members) in &by_provider {
+            provider.commit_set(&context, &members_of(members));
+        }
+        for record in &records {
+            if data_path_of(record).is_none() {
+                continue;
+            }
             if let Some(VolumeSlot::Ready(cow)) =
                 guards.get_mut(&record.volume).map(|guard| &mut **guard)
             {
@@ -1491,6 +1615,47 @@ impl Engine {
                 .map(|record| shadow_info(state, record, None))
                 .collect(),
         })
+    }
+
+    /// Reopens an idle volume (no shadows in its data path, nothing kept) in another data
+    /// path, after flushing it.
+    fn switch_data_path(
+        &self,
+        cow: &mut Box<dyn VolumeProvider>,
+        kind: DataPathKind,
+    ) -> Result<(), CreateError> {
+        let volume = cow.volume();
+        let record = lock_mutex(&self.shared.catalog)
+            .state()
+            .volumes
+            .get(&volume)
+            .cloned()
+            .ok_or(CreateError::UnknownVolume { volume })?;
+        self.flush_locked(&mut **cow)
+            .map_err(|failure| match failure {
+                WriteFailure::Catalog(error) => CreateError::Catalog(error),
+                other => CreateError::Io {
+                    volume,
+                    source: other.into(),
+                },
+            })?;
+        let mut switched = kind
+            .open(
+                self.shared.backend.clone(),
+                volume,
+                &record.path,
+                &self.shared.layout.diff_dir(volume),
+                record.chunk_size,
+                BTreeSet::new(),
+                self.shared.write_back_bytes,
+            )
+            .map_err(|source| CreateError::Io { volume, source })?;
+        switched.set_fingerprint(cow.fingerprint());
+        switched.set_persisted_clean(cow.persisted_clean());
+        switched.set_suspect_through(cow.suspect_through());
+        switched.set_max_diff_bytes(record.max_diff_area_bytes);
+        *cow = switched;
+        Ok(())
     }
 
     /// Deletes the selected shadows in one catalog transaction and frees the diff-area chunks
@@ -1555,18 +1720,18 @@ impl Engine {
             .iter()
             .map(|handle| write_lock(&handle.state))
             .collect();
-        let mut cows: BTreeMap<VolumeId, &mut CowVolume> = BTreeMap::new();
+        let mut cows: BTreeMap<VolumeId, &mut dyn VolumeProvider> = BTreeMap::new();
         for guard in guards.iter_mut() {
             if let VolumeSlot::Ready(cow) = &mut **guard {
-                let volume = cow.volume;
-                self.drain_checked(cow).map_err(|failure| match failure {
+                let volume = cow.volume();
+                self.drain_checked(&mut **cow).map_err(|failure| match failure {
                     WriteFailure::Catalog(error) => DeleteError::Catalog(error),
                     other => DeleteError::Io {
                         volume,
                         source: other.into(),
                     },
                 })?;
-                cows.insert(cow.volume, cow);
+                cows.insert(cow.volume(), &mut **cow);
             }
         }
         let mut catalog = lock_mutex(&self.shared.catalog);
@@ -1576,6 +1741,10 @@ impl Engine {
             .map(|record| shadow_info(catalog.state(), record, None))
             .collect();
         deleted.sort_by_key(|shadow| shadow.sequence);
+        let records: Vec<ShadowRecord> = deleted
+            .iter()
+            .filter_map(|shadow| catalog.state().shadows.get(&shadow.id).cloned())
+            .collect();
         catalog.commit(
             deleted
                 .iter()
@@ -1585,46 +1754,73 @@ impl Engine {
         drop(catalog);
         for shadow in &deleted {
             if let Some(cow) = cows.get_mut(&shadow.volume.id) {
-                cow.delete_shadow(shadow.sequence)
-                    .map_err(|source| DeleteError::Io {
-                        volume: shadow.volume.id,
-                        source,
+                self.delete_in_data_path(&mut **cow, shadow.sequence)
+                    .map_err(|failure| match failure {
+                        WriteFailure::Catalog(error) => DeleteError::Catalog(error),
+                        other => DeleteError::Io {
+                            volume: shadow.volume.id,
+                            source: other.into(),
+                        },
                     })?;
             }
         }
-        // Full copies go after the commit: a crash in between leaves an orphan copy that the
-        // next open removes.
+        // Independent shadows (full copies) go after the commit: a crash in between leaves an
+        // orphan that the next open removes.
+        let context = ProviderContext {
+            backend: &*self.shared.backend,
+            layout: &self.shared.layout,
+        };
         let mut synced_dirs = BTreeSet::new();
-        for shadow in deleted
-            .iter()
-            .filter(|shadow| shadow.attributes.contains(Attributes::PLEX))
-        {
-            let dir = self.shared.layout.diff_dir(shadow.volume.id);
+        for record in &records {
+            let Some(provider) = provider_of(record) else {
+                continue;
+            };
             let io_error = |source| DeleteError::Io {
-                volume: shadow.volume.id,
+                volume: record.volume,
                 source,
             };
-            match self
-                .shared
-                .backend
-                .remove_file(&plex::copy_path(&dir, shadow.id))
-            {
-                Err(error) if error.kind() != io::ErrorKind::NotFound => {
-                    return Err(io_error(error))
+            if let Some(dir) = provider.remove_shadow(&context, record).map_err(io_error)? {
+                if synced_dirs.insert(dir.clone()) {
+                    self.shared.backend.sync_dir(&dir).map_err(io_error)?;
                 }
-                _ => {}
-            }
-            if synced_dirs.insert(dir.clone()) {
-                self.shared.backend.sync_dir(&dir).map_err(io_error)?;
             }
         }
         Ok(deleted)
     }
 
+    /// Deletes a shadow from its volume's data path; a delete that folds data back into the
+    /// image marks the image as being written first.
+    fn delete_in_data_path(
+        &self,
+        cow: &mut dyn VolumeProvider,
+        sequence: u64,
+    ) -> Result<u64, WriteFailure> {
+        if cow.delete_writes_image(sequence) {
+            self.mark_writing(cow)?;
+        }
+        cow.delete_shadow(sequence).map_err(WriteFailure::Io)
+    }
+
+    /// Records durably, once per flush cycle, that diskshadow is about to change the image.
+    fn mark_writing(&self, cow: &mut dyn VolumeProvider) -> Result<(), WriteFailure> {
+        if cow.persisted_clean() {
+            lock_mutex(&self.shared.catalog)
+                .commit(vec![CatalogChange::SetVolumeState {
+                    volume: cow.volume(),
+                    fingerprint: Some(cow.fingerprint()),
+                    writing: true,
+                    size: cow.size(),
+                }])
+                .map_err(WriteFailure::Catalog)?;
+            cow.set_persisted_clean(false);
+        }
+        Ok(())
+    }
+
     /// Deletes the oldest shadows of a locked volume (diff-area limit), one transaction each.
     fn delete_oldest_locked(
         &self,
-        cow: &mut CowVolume,
+        cow: &mut dyn VolumeProvider,
         protected: Option<u64>,
     ) -> Result<Option<ShadowInfo>, WriteFailure> {
         let Some(oldest) = cow.oldest_shadow() else {
@@ -1637,7 +1833,7 @@ impl Engine {
         let mut catalog = lock_mutex(&self.shared.catalog);
         let record = catalog
             .state()
-            .shadows_of(cow.volume)
+            .shadows_of(cow.volume())
             .into_iter()
             .find(|record| record.sequence == oldest)
             .cloned();
@@ -1652,7 +1848,7 @@ impl Engine {
             None => None,
         };
         drop(catalog);
-        cow.delete_shadow(oldest).map_err(WriteFailure::Io)?;
+        self.delete_in_data_path(cow, oldest)?;
         Ok(info)
     }
 
@@ -1661,7 +1857,7 @@ impl Engine {
     /// writes through the provider.
     fn write_locked(
         &self,
-        cow: &mut CowVolume,
+        cow: &mut dyn VolumeProvider,
         offset: u64,
         data: &[u8],
         protected: Option<u64>,
@@ -1672,29 +1868,19 @@ impl Engine {
         // shadows are lost either way, and refusing would only fail the volume's own user
         // (a file system attached over NBD or FUSE turns a failed write into corruption).
         self.verify_unchanged(cow)?;
-        if cow.persisted_clean {
-            lock_mutex(&self.shared.catalog)
-                .commit(vec![CatalogChange::SetVolumeState {
-                    volume: cow.volume,
-                    fingerprint: Some(cow.fingerprint),
-                    writing: true,
-                    size: cow.size,
-                }])
-                .map_err(WriteFailure::Catalog)?;
-            cow.persisted_clean = false;
-        }
+        self.mark_writing(cow)?;
         let max_bytes = lock_mutex(&self.shared.catalog)
             .state()
             .volumes
-            .get(&cow.volume)
+            .get(&cow.volume())
             .and_then(|record| record.max_diff_area_bytes);
         if let Some(max_bytes) = max_bytes {
-            let needed = cow.preservation_bytes_needed(offset, data.len() as u64);
+            let needed = cow.bytes_needed(offset, data.len() as u64);
             let used_bytes = cow.used_bytes();
             let mut deleted = Vec::new();
             let mut outcome = Ok(());
             loop {
-                let still_needed = cow.preservation_bytes_needed(offset, data.len() as u64);
+                let still_needed = cow.bytes_needed(offset, data.len() as u64);
                 if still_needed == 0 || cow.used_bytes() + still_needed <= max_bytes {
                     break;
                 }
@@ -1709,7 +1895,7 @@ impl Engine {
             }
             // Said even when a later step failed: these shadows are gone either way.
             self.record_deletions(
-                cow.volume,
+                cow.volume(),
                 &deleted,
                 DeletionReason::WriteNeededRoom {
                     needed_bytes: needed,
@@ -1747,21 +1933,21 @@ impl Engine {
         self.shared.deletions.set_sink(sink);
     }
 
-    fn flush_locked(&self, cow: &mut CowVolume) -> Result<(), WriteFailure> {
+    fn flush_locked(&self, cow: &mut dyn VolumeProvider) -> Result<(), WriteFailure> {
         // The fingerprint is never simply re-read here: that would adopt an outside change.
         // Drains refresh it after diskshadow's own writes; anything else is checked first.
         self.verify_unchanged(cow)?;
         cow.flush().map_err(WriteFailure::Io)?;
-        if !cow.persisted_clean {
+        if !cow.persisted_clean() {
             lock_mutex(&self.shared.catalog)
                 .commit(vec![CatalogChange::SetVolumeState {
-                    volume: cow.volume,
-                    fingerprint: Some(cow.fingerprint),
+                    volume: cow.volume(),
+                    fingerprint: Some(cow.fingerprint()),
                     writing: false,
-                    size: cow.size,
+                    size: cow.size(),
                 }])
                 .map_err(WriteFailure::Catalog)?;
-            cow.persisted_clean = true;
+            cow.set_persisted_clean(true);
         }
         Ok(())
     }
@@ -1804,7 +1990,7 @@ impl Engine {
                 RevertError::InsufficientStorage { volume, shadow }
             }
         };
-        self.verify_unchanged(cow).map_err(io_failure)?;
+        self.verify_unchanged(&mut **cow).map_err(io_failure)?;
         if let Some(reason) = lock_mutex(&self.shared.catalog)
             .state()
             .shadows
@@ -1819,35 +2005,35 @@ impl Engine {
             RevertRecord { volume, shadow },
         )])?;
 
-        // A copy-on-write shadow differs from the volume exactly in the chunks written since it
-        // was made; a full copy is compared chunk by chunk and only differences are written.
-        let size = record.volume_size.min(cow.size);
-        let copy = if is_copy_on_write(&record) {
-            None
-        } else {
-            let path = plex::copy_path(&self.shared.layout.diff_dir(volume), shadow);
-            Some(
-                self.shared
-                    .backend
-                    .open_file(&path, false)
-                    .map_err(|source| RevertError::Io { volume, source })?,
-            )
+        // A data-path shadow differs from the volume exactly in the chunks written since it
+        // was made; an independent one (a full copy) is compared chunk by chunk and only
+        // differences are written.
+        let size = record.volume_size.min(cow.size());
+        let context = ProviderContext {
+            backend: &*self.shared.backend,
+            layout: &self.shared.layout,
+        };
+        let copy = match provider_of(&record) {
+            Some(provider) => provider
+                .open_shadow(&context, &record)
+                .map_err(|source| RevertError::Io { volume, source })?,
+            None => None,
         };
         let chunks: Vec<u64> = match &copy {
             None => cow.chunks_changed_since(record.sequence),
-            Some(_) => (0..size.div_ceil(cow.chunk_size)).collect(),
+            Some(_) => (0..size.div_ceil(cow.chunk_size())).collect(),
         };
         let protected = copy.is_none().then_some(record.sequence);
         progress.begin("revert", chunks.len() as u64);
-        let mut content = vec![0u8; cow.chunk_size as usize];
-        let mut current = vec![0u8; cow.chunk_size as usize];
+        let mut content = vec![0u8; cow.chunk_size() as usize];
+        let mut current = vec![0u8; cow.chunk_size() as usize];
         for chunk in chunks {
-            let start = chunk * cow.chunk_size;
+            let start = chunk * cow.chunk_size();
             if start >= size {
                 progress.advance(1);
                 continue;
             }
-            let length = (size - start).min(cow.chunk_size) as usize;
+            let length = (size - start).min(cow.chunk_size()) as usize;
             let buffer = &mut content[..length];
             match &copy {
                 None => cow.read_shadow(record.sequence, start, buffer),
@@ -1863,11 +2049,11 @@ impl Engine {
                 }
             }
             let bytes = buffer.to_vec();
-            self.write_locked(cow, start, &bytes, protected)
+            self.write_locked(&mut **cow, start, &bytes, protected)
                 .map_err(io_failure)?;
             progress.advance(1);
         }
-        self.flush_locked(cow).map_err(io_failure)?;
+        self.flush_locked(&mut **cow).map_err(io_failure)?;
         lock_mutex(&self.shared.catalog).commit(vec![CatalogChange::RevertFinished { volume }])?;
         progress.finish();
         Ok(())
@@ -1884,7 +2070,7 @@ impl Engine {
             let mut guard = write_lock(&handle.state);
             match &mut *guard {
                 VolumeSlot::Ready(cow) => {
-                    self.verify_unchanged(cow)
+                    self.verify_unchanged(&mut **cow)
                         .map_err(|failure| match failure {
                             WriteFailure::Catalog(error) => DeviceError::Catalog(error),
                             other => DeviceError::Io {
@@ -1928,22 +2114,18 @@ impl Engine {
             .get(&shadow)
             .cloned()
             .ok_or(DeviceError::ShadowNotFound { shadow })?;
-        let copy = if is_copy_on_write(&record) {
-            None
-        } else {
-            let path = plex::copy_path(&self.shared.layout.diff_dir(record.volume), shadow);
-            let file = self
-                .shared
-                .backend
-                .open_file(&path, false)
-                .map_err(|source| DeviceError::Unavailable {
+        let context = ProviderContext {
+            backend: &*self.shared.backend,
+            layout: &self.shared.layout,
+        };
+        let copy = match provider_of(&record) {
+            Some(provider) => provider.open_shadow(&context, &record).map_err(|source| {
+                DeviceError::Unavailable {
                     volume: record.volume,
-                    reason: format!(
-                        "the full copy {} cannot be opened: {source}",
-                        path.display()
-                    ),
-                })?;
-            Some(file)
+                    reason: source.to_string(),
+                }
+            })?,
+            None => None,
         };
         Ok(Arc::new(ShadowDevice {
             engine: Engine {
@@ -1974,9 +2156,9 @@ impl Engine {
     }
 
     pub fn providers(&self) -> Vec<ProviderInfo> {
-        ProviderChoice::all()
+        providers()
             .into_iter()
-            .map(ProviderChoice::info)
+            .map(|provider| provider.info())
             .collect()
     }
 
@@ -1994,14 +2176,14 @@ impl Engine {
         lock_mutex(&self.shared.catalog)
             .commit(vec![CatalogChange::SetMaxDiffArea { volume, max_bytes }])?;
         if let VolumeSlot::Ready(cow) = &mut *guard {
-            cow.max_diff_bytes = max_bytes;
+            cow.set_max_diff_bytes(max_bytes);
         }
         let mut deleted = Vec::new();
         if let (VolumeSlot::Ready(cow), Some(max_bytes)) = (&mut *guard, max_bytes) {
             let used_bytes = cow.used_bytes();
             let mut outcome = Ok(());
             while cow.used_bytes() > max_bytes {
-                match self.delete_oldest_locked(cow, None) {
+                match self.delete_oldest_locked(&mut **cow, None) {
                     Ok(Some(info)) => deleted.push(info),
                     Ok(None) => break,
                     Err(WriteFailure::Catalog(error)) => {
@@ -2041,7 +2223,7 @@ impl Engine {
                         cow.used_bytes(),
                         cow.allocated_bytes(),
                         cow.shadows().len(),
-                        cow.size,
+                        cow.size(),
                     ),
                 );
             }
@@ -2085,7 +2267,7 @@ impl Engine {
         for handle in self.handles() {
             if let VolumeSlot::Ready(cow) = &*read_lock(&handle.state) {
                 bytes += cow.index_memory_bytes();
-                chunks += cow.preserved_versions();
+                chunks += cow.versions();
             }
         }
         (chunks > 0).then(|| bytes as f64 / chunks as f64)
@@ -2095,7 +2277,7 @@ impl Engine {
     pub fn flush(&self) -> io::Result<()> {
         for handle in self.handles() {
             if let VolumeSlot::Ready(cow) = &mut *write_lock(&handle.state) {
-                self.flush_locked(cow)?;
+                self.flush_locked(&mut **cow)?;
             }
         }
         Ok(())
@@ -2108,7 +2290,7 @@ impl Engine {
         for handle in self.handles() {
             report.volumes_checked += 1;
             if let VolumeSlot::Ready(cow) = &*read_lock(&handle.state) {
-                report.preserved_chunks += cow.preserved_versions();
+                report.preserved_chunks += cow.versions();
                 volume_shadows.insert(handle.id, cow.shadows().clone());
                 match cow.check() {
                     Ok(problems) => {
@@ -2128,6 +2310,10 @@ impl Engine {
         }
         let catalog = lock_mutex(&self.shared.catalog);
         let state = catalog.state();
+        let context = ProviderContext {
+            backend: &*self.shared.backend,
+            layout: &self.shared.layout,
+        };
         for record in state.shadows.values() {
             report.shadows_checked += 1;
             if !state.volumes.contains_key(&record.volume) {
@@ -2135,14 +2321,9 @@ impl Engine {
                     "shadow copy {} belongs to unknown volume {}",
                     record.id, record.volume
                 ));
-            } else if !is_copy_on_write(record) {
-                let path = plex::copy_path(&self.shared.layout.diff_dir(record.volume), record.id);
-                if !path.is_file() {
-                    report.problems.push(format!(
-                        "full-copy shadow copy {} has lost its copy {}",
-                        record.id,
-                        path.display()
-                    ));
+            } else if data_path_of(record).is_none() {
+                if let Some(provider) = provider_of(record) {
+                    report.problems.extend(provider.check_shadow(&context, record));
                 }
             } else if let Some(sequences) = volume_shadows.get(&record.volume) {
                 if !sequences.contains(&record.sequence) {
@@ -2171,7 +2352,7 @@ impl Engine {
             }
         }
         for volume in state.volumes.keys() {
-            for orphan in orphan_copies(&self.shared.layout.diff_dir(*volume), state) {
+            for orphan in orphan_files(&self.shared.layout.diff_dir(*volume), state) {
                 report.leaked_bytes +=
                     std::fs::metadata(&orphan).map_or(0, |metadata| metadata.len());
                 report.problems.push(format!(
@@ -2225,7 +2406,7 @@ fn check_range(offset: u64, length: usize, size: u64) -> io::Result<()> {
 impl BlockDevice for VolumeDevice {
     fn size(&self) -> u64 {
         match &*read_lock(&self.handle.state) {
-            VolumeSlot::Ready(cow) => cow.size,
+            VolumeSlot::Ready(cow) => cow.size(),
             VolumeSlot::Unavailable(_) => 0,
         }
     }
@@ -2233,7 +2414,7 @@ impl BlockDevice for VolumeDevice {
     fn read_at(&self, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
         match &*read_lock(&self.handle.state) {
             VolumeSlot::Ready(cow) => {
-                check_range(offset, buffer.len(), cow.size)?;
+                check_range(offset, buffer.len(), cow.size())?;
                 cow.read_live(offset, buffer)
             }
             VolumeSlot::Unavailable(reason) => Err(unavailable(reason)),
@@ -2243,8 +2424,8 @@ impl BlockDevice for VolumeDevice {
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         match &mut *write_lock(&self.handle.state) {
             VolumeSlot::Ready(cow) => {
-                check_range(offset, data.len(), cow.size)?;
-                Ok(self.engine.write_locked(cow, offset, data, None)?)
+                check_range(offset, data.len(), cow.size())?;
+                Ok(self.engine.write_locked(&mut **cow, offset, data, None)?)
             }
             VolumeSlot::Unavailable(reason) => Err(unavailable(reason)),
         }
@@ -2252,7 +2433,7 @@ impl BlockDevice for VolumeDevice {
 
     fn flush(&self) -> io::Result<()> {
         match &mut *write_lock(&self.handle.state) {
-            VolumeSlot::Ready(cow) => Ok(self.engine.flush_locked(cow)?),
+            VolumeSlot::Ready(cow) => Ok(self.engine.flush_locked(&mut **cow)?),
             VolumeSlot::Unavailable(reason) => Err(unavailable(reason)),
         }
     }
@@ -2290,7 +2471,7 @@ impl BlockDevice for ShadowDevice {
                         self.shadow
                     )));
                 }
-                if self.sequence <= cow.suspect_through {
+                if self.sequence <= cow.suspect_through() {
                     return Err(io::Error::other(format!(
                         "shadow copy {} became suspect: its volume was changed outside diskshadow",
                         self.shadow
@@ -2302,7 +2483,7 @@ impl BlockDevice for ShadowDevice {
                 // kernel stamps the new time before its bytes land, so bytes changed before
                 // (or while) they were read show here. The read lock keeps diskshadow's own
                 // writes (which refresh the fingerprint under the write lock) out meanwhile.
-                cow.live.fingerprint()? == cow.fingerprint
+                cow.image().fingerprint()? == cow.fingerprint()
             }
             VolumeSlot::Unavailable(reason) => return Err(unavailable(reason)),
         };

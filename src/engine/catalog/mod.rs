@@ -40,6 +40,10 @@ pub struct VolumeRecord {
     /// cleared when it records the next one. A crash while set means the fingerprint is stale
     /// because of diskshadow's own writes, so it is re-recorded rather than reported.
     pub writing: bool,
+    /// The provider chosen for the volume at registration (`volume register --provider`):
+    /// what `add volume` without `provider {ID}` uses. `None`: the system provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<ProviderId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -464,6 +468,7 @@ mod tests {
             max_diff_area_bytes: None,
             fingerprint: None,
             writing: false,
+            provider: None,
         }
     }
 

@@ -23,10 +23,10 @@ use crate::engine::store::{DurableBackend, DurableFile, FileFingerprint};
 
 use super::index::{BlockMap, ChunkIndex, Slot, Tag, MAX_SLOT, ZERO_SLOT};
 
-const RECORD_BYTES: usize = 32;
+pub(super) const RECORD_BYTES: usize = 32;
 const RECORD_MAGIC: u32 = 0x4453_4958; // "DSIX"
-const KIND_PRESERVE: u8 = 1;
-const KIND_FREE: u8 = 2;
+pub(super) const KIND_PRESERVE: u8 = 1;
+pub(super) const KIND_FREE: u8 = 2;
 /// The most chunks `batch_run` puts in one run of fresh consecutive slots.
 const MAX_RUN_BYTES: u64 = 1 << 20;
 /// How much a helper copies before starting the write-back of what it copied.
@@ -43,16 +43,18 @@ pub fn tag_of(sequence: u64) -> Tag {
 /// The largest shadow sequence number the block map can tag.
 pub const MAX_SEQUENCE: u64 = Tag::MAX as u64 - 1;
 
+/// One block-map record of an index log (the copy-on-write and the redirect-on-write
+/// providers share the format, see FORMAT.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct IndexRecord {
-    kind: u8,
-    tag: Tag,
-    chunk: ChunkIndex,
-    slot: Slot,
+pub(super) struct IndexRecord {
+    pub(super) kind: u8,
+    pub(super) tag: Tag,
+    pub(super) chunk: ChunkIndex,
+    pub(super) slot: Slot,
 }
 
 impl IndexRecord {
-    fn encode(&self) -> [u8; RECORD_BYTES] {
+    pub(super) fn encode(&self) -> [u8; RECORD_BYTES] {
         let mut bytes = [0u8; RECORD_BYTES];
         bytes[0] = self.kind;
         bytes[4..8].copy_from_slice(&self.tag.to_le_bytes());
@@ -82,6 +84,104 @@ impl IndexRecord {
             slot: Slot::from_le_bytes(bytes[16..20].try_into().ok()?),
         })
     }
+}
+
+/// What replaying an index log found.
+pub(super) struct Replayed {
+    /// The versions the log holds, `(chunk, tag) -> slot`.
+    pub(super) versions: BTreeMap<(ChunkIndex, Tag), Slot>,
+    /// Bytes of valid records (the log is cut there).
+    pub(super) length: u64,
+    pub(super) records_read: u64,
+    pub(super) torn_records: u64,
+}
+
+/// Applies an index log's records in order (preserve inserts, free removes) up to the first
+/// invalid one, and cuts the log there (a torn append).
+pub(super) fn replay_index_log(index_log: &dyn DurableFile) -> io::Result<Replayed> {
+    let log_length = index_log.size()?;
+    let mut bytes = vec![0u8; log_length as usize];
+    index_log.read_exact_or_zero(0, &mut bytes)?;
+    let mut versions: BTreeMap<(ChunkIndex, Tag), Slot> = BTreeMap::new();
+    let mut position = 0usize;
+    while let Some(record) = bytes
+        .get(position..position + RECORD_BYTES)
+        .and_then(IndexRecord::decode)
+    {
+        match record.kind {
+            KIND_PRESERVE => {
+                versions.insert((record.chunk, record.tag), record.slot);
+            }
+            _ => {
+                versions.remove(&(record.chunk, record.tag));
+            }
+        }
+        position += RECORD_BYTES;
+    }
+    let mut torn_records = 0;
+    if (position as u64) < log_length {
+        torn_records = (log_length - position as u64).div_ceil(RECORD_BYTES as u64);
+        index_log.set_len(position as u64)?;
+        index_log.sync_data()?;
+    }
+    Ok(Replayed {
+        versions,
+        length: position as u64,
+        records_read: (position / RECORD_BYTES) as u64,
+        torn_records,
+    })
+}
+
+/// The free slots, the high-water mark and the count of used slots of a data file whose used
+/// slots are `used` (any order, `ZERO_SLOT` ignored).
+pub(super) fn slot_layout(mut used: Vec<Slot>) -> (Vec<Slot>, u64, u64) {
+    used.retain(|slot| *slot != ZERO_SLOT);
+    used.sort_unstable();
+    used.dedup();
+    let high_water = used.last().map_or(0, |last| u64::from(*last) + 1);
+    let mut free = Vec::new();
+    let mut used_iter = used.iter().peekable();
+    for slot in 0..high_water as Slot {
+        if used_iter.next_if_eq(&&slot).is_none() {
+            free.push(slot);
+        }
+    }
+    free.reverse();
+    (free, high_water, used.len() as u64)
+}
+
+/// Replaces the index log at `index_path` by one holding only `map`'s versions (write
+/// `<name>.new`, sync, rename, sync directory: a crash leaves the old or the new log, both
+/// correct). Returns the new log and its length.
+pub(super) fn rewrite_index_log(
+    backend: &dyn DurableBackend,
+    index_path: &Path,
+    map: &BlockMap,
+) -> io::Result<(Arc<dyn DurableFile>, u64)> {
+    let mut new_name = index_path.as_os_str().to_owned();
+    new_name.push(".new");
+    let new_path = PathBuf::from(new_name);
+    let mut bytes = Vec::with_capacity(map.len() * RECORD_BYTES);
+    for (chunk, tag, slot) in map.entries() {
+        bytes.extend_from_slice(
+            &IndexRecord {
+                kind: KIND_PRESERVE,
+                tag,
+                chunk,
+                slot,
+            }
+            .encode(),
+        );
+    }
+    let file = backend.open_file(&new_path, true)?;
+    file.set_len(0)?;
+    file.write_at(0, &bytes)?;
+    file.sync_data()?;
+    backend.rename(&new_path, index_path)?;
+    if let Some(dir) = index_path.parent() {
+        backend.sync_dir(dir)?;
+    }
+    Ok((file, bytes.len() as u64))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -287,31 +387,10 @@ impl CowVolume {
         let chunk_size = u64::from(chunk_size);
 
         let mut recovery = Recovery::default();
-        let log_length = index_log.size()?;
-        let mut bytes = vec![0u8; log_length as usize];
-        index_log.read_exact_or_zero(0, &mut bytes)?;
-        let mut versions: BTreeMap<(ChunkIndex, Tag), Slot> = BTreeMap::new();
-        let mut position = 0usize;
-        while let Some(record) = bytes
-            .get(position..position + RECORD_BYTES)
-            .and_then(IndexRecord::decode)
-        {
-            match record.kind {
-                KIND_PRESERVE => {
-                    versions.insert((record.chunk, record.tag), record.slot);
-                }
-                _ => {
-                    versions.remove(&(record.chunk, record.tag));
-                }
-            }
-            position += RECORD_BYTES;
-        }
-        let records_read = (position / RECORD_BYTES) as u64;
-        if (position as u64) < log_length {
-            recovery.torn_records = (log_length - position as u64).div_ceil(RECORD_BYTES as u64);
-            index_log.set_len(position as u64)?;
-            index_log.sync_data()?;
-        }
+        let replayed = replay_index_log(&*index_log)?;
+        recovery.torn_records = replayed.torn_records;
+        let (versions, position, records_read) =
+            (replayed.versions, replayed.length, replayed.records_read);
 
         // Keep a version only if some shadow reads it: one in (previous kept tag, tag].
         let mut map = BlockMap::new();
@@ -344,7 +423,7 @@ impl CowVolume {
             live,
             data,
             index_log,
-            index_log_length: position as u64,
+            index_log_length: position,
             map,
             shadows,
             free_slots: Vec::new(),
@@ -377,25 +456,10 @@ impl CowVolume {
     }
 
     fn rebuild_slots(&mut self) -> io::Result<()> {
-        let mut used: Vec<Slot> = self
-            .map
-            .entries()
-            .into_iter()
-            .map(|(_, _, slot)| slot)
-            .filter(|slot| *slot != ZERO_SLOT)
-            .collect();
-        used.sort_unstable();
-        used.dedup();
-        self.data_slots_used = used.len() as u64;
-        self.slot_high_water = used.last().map_or(0, |last| u64::from(*last) + 1);
-        let mut free = Vec::new();
-        let mut used_iter = used.iter().peekable();
-        for slot in 0..self.slot_high_water as Slot {
-            if used_iter.next_if_eq(&&slot).is_none() {
-                free.push(slot);
-            }
-        }
-        free.reverse();
+        let used = self.map.entries().into_iter().map(|(_, _, slot)| slot);
+        let (free, high_water, used_count) = slot_layout(used.collect());
+        self.data_slots_used = used_count;
+        self.slot_high_water = high_water;
         self.free_slots = free;
         // Space past the last used slot is leaked by a crash; give it back.
         if self.data.size()? > self.slot_high_water * self.chunk_size {
@@ -408,28 +472,13 @@ impl CowVolume {
     /// Replaces the index log by one holding only the current versions (write, sync, rename,
     /// sync directory: a crash leaves the old or the new log, both correct).
     fn rewrite_index_log(&mut self) -> io::Result<()> {
-        let index_path = Self::index_path(&self.diff_dir);
-        let new_path = self.diff_dir.join("index.log.new");
-        let mut bytes = Vec::with_capacity(self.map.len() * RECORD_BYTES);
-        for (chunk, tag, slot) in self.map.entries() {
-            bytes.extend_from_slice(
-                &IndexRecord {
-                    kind: KIND_PRESERVE,
-                    tag,
-                    chunk,
-                    slot,
-                }
-                .encode(),
-            );
-        }
-        let file = self.backend.open_file(&new_path, true)?;
-        file.set_len(0)?;
-        file.write_at(0, &bytes)?;
-        file.sync_data()?;
-        self.backend.rename(&new_path, &index_path)?;
-        self.backend.sync_dir(&self.diff_dir)?;
+        let (file, length) = rewrite_index_log(
+            &*self.backend,
+            &Self::index_path(&self.diff_dir),
+            &self.map,
+        )?;
         self.index_log = file;
-        self.index_log_length = bytes.len() as u64;
+        self.index_log_length = length;
         Ok(())
     }
 

@@ -101,8 +101,14 @@ impl BlockMap {
 
     /// The largest tag < `tag` for `chunk`.
     pub fn previous_tag(&self, chunk: ChunkIndex, tag: Tag) -> Option<Tag> {
-        let mut best: Option<Tag> = None;
-        let mut position = self.sorted_lower_bound(chunk, tag);
+        self.lookup_below(chunk, tag).map(|version| version.tag)
+    }
+
+    /// The version with the largest tag < `max_tag`: what redirect-on-write reads (the live
+    /// volume with `Tag::MAX`, shadow `s` with `s`). One ordered lookup.
+    pub fn lookup_below(&self, chunk: ChunkIndex, max_tag: Tag) -> Option<Version> {
+        let mut best: Option<Version> = None;
+        let mut position = self.sorted_lower_bound(chunk, max_tag);
         while position > 0 {
             position -= 1;
             let entry = self.sorted[position];
@@ -110,15 +116,18 @@ impl BlockMap {
                 break;
             }
             if entry.slot != TOMBSTONE {
-                best = Some(entry.tag);
+                best = Some(Version {
+                    tag: entry.tag,
+                    slot: entry.slot,
+                });
                 break;
             }
         }
-        if let Some((&(found_chunk, found_tag), _)) =
-            self.recent.range((chunk, 0)..(chunk, tag)).next_back()
+        if let Some((&(found_chunk, tag), &slot)) =
+            self.recent.range((chunk, 0)..(chunk, max_tag)).next_back()
         {
-            if found_chunk == chunk && best.is_none_or(|current| found_tag > current) {
-                best = Some(found_tag);
+            if found_chunk == chunk && best.is_none_or(|current| tag > current.tag) {
+                best = Some(Version { tag, slot });
             }
         }
         best
@@ -208,6 +217,11 @@ impl BlockMap {
             .map(|(tag, _)| *tag)
             .take_while(|tag| u64::from(*tag) < upper)
             .collect()
+    }
+
+    /// The chunks with a version tagged exactly `tag`, in insertion order.
+    pub fn chunks_of_tag(&self, tag: Tag) -> &[ChunkIndex] {
+        self.by_tag.get(&tag).map_or(&[], Vec::as_slice)
     }
 
     /// Every chunk with a version tagged >= `tag`, ascending and distinct: exactly the chunks

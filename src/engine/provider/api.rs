@@ -1,0 +1,578 @@
+//! The provider seam: [`Provider`] (one per provider) and [`VolumeProvider`] (the data path
+//! of one volume), and the providers this engine has.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::engine::catalog::{ShadowRecord, VolumeRecord};
+use crate::engine::ids::{ProviderId, ShadowId, VolumeId};
+use crate::engine::model::{ProviderInfo, ProviderKind};
+use crate::engine::progress::Progress;
+use crate::engine::store::{DurableBackend, DurableFile, FileFingerprint, StoreLayout};
+use crate::engine::vss::{providers as vss_providers, Attributes};
+
+use super::cow::{CowVolume, DiffAreaProblem};
+use super::index::Tag;
+use super::plex;
+use super::row::{self, RowVolume};
+
+/// `{8c4a3e5f-2b1d-4f6e-9a7c-3d5e6f708192}`: diskshadow's full-copy (plex) provider.
+pub const FULL_COPY_PROVIDER_ID: uuid::Uuid =
+    uuid::Uuid::from_u128(0x8c4a3e5f_2b1d_4f6e_9a7c_3d5e6f708192);
+pub const FULL_COPY_PROVIDER_NAME: &str = "diskshadow Full Copy (Plex) provider 1.0";
+/// `{3f0c6a1e-9d42-4b7a-8e15-6c2d9b7f4a30}`: diskshadow's redirect-on-write provider.
+pub const ROW_PROVIDER_ID: uuid::Uuid =
+    uuid::Uuid::from_u128(0x3f0c6a1e_9d42_4b7a_8e15_6c2d9b7f4a30);
+pub const ROW_PROVIDER_NAME: &str = "diskshadow Redirect-on-Write provider";
+
+/// The data path a volume's writes take while it has differential shadows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataPathKind {
+    CopyOnWrite,
+    RedirectOnWrite,
+}
+
+impl DataPathKind {
+    /// Opens the volume's data path of this kind (replaying its diff area).
+    #[allow(clippy::too_many_arguments)]
+    pub fn open(
+        self,
+        backend: Arc<dyn DurableBackend>,
+        volume: VolumeId,
+        image: &Path,
+        diff_dir: &Path,
+        chunk_size: u32,
+        shadows: BTreeSet<u64>,
+        write_back_bytes: usize,
+    ) -> io::Result<Box<dyn VolumeProvider>> {
+        Ok(match self {
+            DataPathKind::CopyOnWrite => Box::new(
+                CowVolume::open(
+                    backend,
+                    volume,
+                    image,
+                    diff_dir,
+                    chunk_size,
+                    shadows,
+                    write_back_bytes,
+                )?
+                .0,
+            ),
+            DataPathKind::RedirectOnWrite => Box::new(RowVolume::open(
+                backend,
+                volume,
+                image,
+                diff_dir,
+                chunk_size,
+                shadows,
+                write_back_bytes,
+            )?),
+        })
+    }
+
+    /// The data path a volume's diff area is in when it is opened: redirect-on-write while
+    /// redirected versions remain (they hold live data), else copy-on-write.
+    pub fn at_open(diff_dir: &Path, has_row_shadows: bool) -> DataPathKind {
+        if has_row_shadows || row::has_versions(diff_dir) {
+            DataPathKind::RedirectOnWrite
+        } else {
+            DataPathKind::CopyOnWrite
+        }
+    }
+}
+
+/// What a provider is given to work with.
+pub struct ProviderContext<'a> {
+    pub backend: &'a dyn DurableBackend,
+    pub layout: &'a StoreLayout,
+}
+
+impl ProviderContext<'_> {
+    pub fn diff_dir(&self, volume: VolumeId) -> PathBuf {
+        self.layout.diff_dir(volume)
+    }
+}
+
+/// One volume of a set being committed, locked by the engine.
+pub struct SetMember<'a> {
+    pub volume: &'a dyn VolumeProvider,
+    pub shadow: ShadowId,
+}
+
+/// A provider as VSS sees it.
+pub trait Provider: Send + Sync {
+    /// Its `list providers` entry.
+    fn info(&self) -> ProviderInfo;
+
+    fn id(&self) -> ProviderId {
+        self.info().id
+    }
+
+    /// The attribute bits it adds to every shadow it makes.
+    fn attributes(&self) -> Attributes;
+
+    /// Attribute bits a requester may ask for that it cannot honour.
+    fn unsupported_attributes(&self) -> u32;
+
+    /// Whether it can shadow this volume (a hardware provider: only its array's LUNs).
+    fn supports(&self, _volume: &VolumeRecord) -> bool {
+        true
+    }
+
+    /// Whether its shadows can be transported to another host.
+    fn transportable(&self) -> bool {
+        false
+    }
+
+    /// The data path its shadows live in; `None` when each shadow is independent of it (a
+    /// full copy, an array clone).
+    fn data_path(&self) -> Option<DataPathKind>;
+
+    /// Before the catalog commit of a set, with every volume of the set locked at the point
+    /// in time: what must exist durably before the shadows do. Undone by
+    /// [`Provider::abort_set`] if the set fails.
+    fn prepare_set(
+        &self,
+        _context: &ProviderContext<'_>,
+        _members: &[SetMember<'_>],
+        _progress: &dyn Progress,
+    ) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// After the catalog commit of the set.
+    fn commit_set(&self, _context: &ProviderContext<'_>, _members: &[SetMember<'_>]) {}
+
+    /// The set failed after `prepare_set` succeeded: remove what it made.
+    fn abort_set(&self, _context: &ProviderContext<'_>, _members: &[SetMember<'_>]) {}
+
+    /// The file an independent shadow is read from (`None` for a data-path shadow).
+    fn open_shadow(
+        &self,
+        _context: &ProviderContext<'_>,
+        _shadow: &ShadowRecord,
+    ) -> io::Result<Option<Arc<dyn DurableFile>>> {
+        Ok(None)
+    }
+
+    /// After the catalog commit of a delete: removes what an independent shadow held.
+    /// Returns the directory to sync, if any.
+    fn remove_shadow(
+        &self,
+        _context: &ProviderContext<'_>,
+        _shadow: &ShadowRecord,
+    ) -> io::Result<Option<PathBuf>> {
+        Ok(None)
+    }
+
+    /// Problems with an independent shadow (`check`).
+    fn check_shadow(&self, _context: &ProviderContext<'_>, _shadow: &ShadowRecord) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Files in a volume's diff directory this provider made that no catalog shadow owns (a
+    /// create cut off between its preparation and the commit).
+    fn orphans(&self, _diff_dir: &Path, _is_shadow: &dyn Fn(ShadowId) -> bool) -> Vec<PathBuf> {
+        Vec::new()
+    }
+}
+
+/// The data path of one volume under a differential provider. The engine holds the
+/// volume's lock around every call (shared for reads, exclusive for the rest).
+pub trait VolumeProvider: Send + Sync {
+    fn kind(&self) -> DataPathKind;
+    fn volume(&self) -> VolumeId;
+    fn chunk_size(&self) -> u64;
+    /// The live volume's size.
+    fn size(&self) -> u64;
+    /// The image file.
+    fn image(&self) -> &Arc<dyn DurableFile>;
+    /// The image as diskshadow last left it.
+    fn fingerprint(&self) -> FileFingerprint;
+    /// Adopts `fingerprint` (and its size) as the baseline.
+    fn set_fingerprint(&mut self, fingerprint: FileFingerprint);
+    /// The catalog holds a fingerprint that is still true.
+    fn persisted_clean(&self) -> bool;
+    fn set_persisted_clean(&mut self, clean: bool);
+    /// Shadows with sequence <= this are suspect and not served.
+    fn suspect_through(&self) -> u64;
+    fn set_suspect_through(&mut self, sequence: u64);
+    fn set_max_diff_bytes(&mut self, max_bytes: Option<u64>);
+    /// Until when diskshadow may write the image (the durable write stamp).
+    fn write_stamp_until(&self) -> Option<i128>;
+
+    /// Sequences of the volume's shadows in this data path.
+    fn shadows(&self) -> &BTreeSet<u64>;
+    /// Makes a point in time: the volume was drained (or flushed) and locked first. O(1).
+    fn add_shadow(&mut self, sequence: u64);
+    fn oldest_shadow(&self) -> Option<u64> {
+        self.shadows().first().copied()
+    }
+    fn newest_shadow(&self) -> Option<u64> {
+        self.shadows().last().copied()
+    }
+
+    /// The write path. The caller has made room in the diff area.
+    fn write(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Upper bound on the diff-area bytes a write adds.
+    fn bytes_needed(&self, offset: u64, length: u64) -> u64;
+    fn read_live(&self, offset: u64, buffer: &mut [u8]) -> io::Result<()>;
+    fn read_shadow(&self, sequence: u64, offset: u64, buffer: &mut [u8]) -> io::Result<()>;
+    /// Makes buffered writes reach their place (diff area first, durably where the
+    /// provider's rule needs it).
+    fn drain(&mut self) -> io::Result<()>;
+    /// Drains and makes every acknowledged write durable.
+    fn flush(&mut self) -> io::Result<()>;
+    /// Chunks where shadow `sequence` and the live volume may differ: what revert rewrites.
+    fn chunks_changed_since(&self, sequence: u64) -> Vec<u64>;
+    /// Forgets a shadow and frees what only it needed. Returns the versions freed.
+    fn delete_shadow(&mut self, sequence: u64) -> io::Result<u64>;
+    /// Whether deleting shadow `sequence` writes the image (the engine marks it first).
+    fn delete_writes_image(&self, _sequence: u64) -> bool {
+        false
+    }
+    /// Crash recovery that writes the image (run after change detection at open, with the
+    /// image marked as being written): whether there is any, and doing it.
+    fn needs_recovery(&self) -> bool {
+        false
+    }
+    fn recover(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    /// True when the volume could switch data path: no shadows and nothing kept.
+    fn is_idle(&self) -> bool;
+    fn check(&self) -> io::Result<Vec<DiffAreaProblem>>;
+    fn used_bytes(&self) -> u64;
+    fn allocated_bytes(&self) -> u64;
+    fn versions(&self) -> usize;
+    fn index_memory_bytes(&self) -> usize;
+    fn max_tag(&self) -> Option<Tag>;
+}
+
+/// The accessors shared by both differential volumes (same field names).
+macro_rules! volume_state_accessors {
+    () => {
+        fn volume(&self) -> VolumeId {
+            self.volume
+        }
+        fn chunk_size(&self) -> u64 {
+            self.chunk_size
+        }
+        fn size(&self) -> u64 {
+            self.size
+        }
+        fn image(&self) -> &Arc<dyn DurableFile> {
+            &self.live
+        }
+        fn fingerprint(&self) -> FileFingerprint {
+            self.fingerprint
+        }
+        fn set_fingerprint(&mut self, fingerprint: FileFingerprint) {
+            self.fingerprint = fingerprint;
+            self.size = fingerprint.size;
+        }
+        fn persisted_clean(&self) -> bool {
+            self.persisted_clean
+        }
+        fn set_persisted_clean(&mut self, clean: bool) {
+            self.persisted_clean = clean;
+        }
+        fn suspect_through(&self) -> u64 {
+            self.suspect_through
+        }
+        fn set_suspect_through(&mut self, sequence: u64) {
+            self.suspect_through = sequence;
+        }
+        fn set_max_diff_bytes(&mut self, max_bytes: Option<u64>) {
+            self.max_diff_bytes = max_bytes;
+        }
+        fn write_stamp_until(&self) -> Option<i128> {
+            self.write_stamp.until_ns()
+        }
+        fn shadows(&self) -> &BTreeSet<u64> {
+            self.shadows()
+        }
+        fn add_shadow(&mut self, sequence: u64) {
+            self.add_shadow(sequence)
+        }
+        fn read_live(&self, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
+            self.read_live(offset, buffer)
+        }
+        fn read_shadow(&self, sequence: u64, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
+            self.read_shadow(sequence, offset, buffer)
+        }
+        fn write(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+            self.write(offset, data)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            self.flush()
+        }
+        fn chunks_changed_since(&self, sequence: u64) -> Vec<u64> {
+            self.chunks_changed_since(sequence)
+        }
+        fn delete_shadow(&mut self, sequence: u64) -> io::Result<u64> {
+            self.delete_shadow(sequence)
+        }
+        fn check(&self) -> io::Result<Vec<DiffAreaProblem>> {
+            self.check()
+        }
+        fn used_bytes(&self) -> u64 {
+            self.used_bytes()
+        }
+        fn allocated_bytes(&self) -> u64 {
+            self.allocated_bytes()
+        }
+        fn index_memory_bytes(&self) -> usize {
+            self.index_memory_bytes()
+        }
+        fn max_tag(&self) -> Option<Tag> {
+            self.max_tag()
+        }
+    };
+}
+
+impl VolumeProvider for CowVolume {
+    volume_state_accessors!();
+
+    fn kind(&self) -> DataPathKind {
+        DataPathKind::CopyOnWrite
+    }
+    fn bytes_needed(&self, offset: u64, length: u64) -> u64 {
+        self.preservation_bytes_needed(offset, length)
+    }
+    fn drain(&mut self) -> io::Result<()> {
+        self.drain()
+    }
+    fn is_idle(&self) -> bool {
+        self.shadows().is_empty() && !self.has_pending() && self.preserved_versions() == 0
+    }
+    fn versions(&self) -> usize {
+        self.preserved_versions()
+    }
+}
+
+impl VolumeProvider for RowVolume {
+    volume_state_accessors!();
+
+    fn kind(&self) -> DataPathKind {
+        DataPathKind::RedirectOnWrite
+    }
+    fn bytes_needed(&self, offset: u64, length: u64) -> u64 {
+        self.redirection_bytes_needed(offset, length)
+    }
+    /// Redirected writes are durable only in pairs of syncs (data, then index): the same
+    /// as a flush of the diff area; the image is synced by `flush`.
+    fn drain(&mut self) -> io::Result<()> {
+        self.sync()
+    }
+    fn delete_writes_image(&self, sequence: u64) -> bool {
+        self.delete_writes_image(sequence)
+    }
+    fn needs_recovery(&self) -> bool {
+        self.needs_fold()
+    }
+    fn recover(&mut self) -> io::Result<()> {
+        self.fold().map(|_| ())
+    }
+    fn is_idle(&self) -> bool {
+        self.shadows().is_empty() && self.is_empty()
+    }
+    fn versions(&self) -> usize {
+        RowVolume::versions(self)
+    }
+}
+
+/// The system provider: copy-on-write.
+pub struct SystemProvider;
+
+impl Provider for SystemProvider {
+    fn info(&self) -> ProviderInfo {
+        ProviderInfo {
+            id: ProviderId(vss_providers::SYSTEM_PROVIDER_ID),
+            name: vss_providers::SYSTEM_PROVIDER_NAME.to_string(),
+            kind: ProviderKind::System,
+            version: vss_providers::SYSTEM_PROVIDER_VERSION.to_string(),
+            clsid: ProviderId(vss_providers::SYSTEM_PROVIDER_CLSID),
+        }
+    }
+    fn attributes(&self) -> Attributes {
+        Attributes(Attributes::DIFFERENTIAL)
+    }
+    fn unsupported_attributes(&self) -> u32 {
+        Attributes::PLEX | Attributes::TRANSPORTABLE | Attributes::HARDWARE_ASSISTED
+    }
+    fn data_path(&self) -> Option<DataPathKind> {
+        Some(DataPathKind::CopyOnWrite)
+    }
+}
+
+/// diskshadow's redirect-on-write provider.
+pub struct RedirectOnWriteProvider;
+
+impl Provider for RedirectOnWriteProvider {
+    fn info(&self) -> ProviderInfo {
+        ProviderInfo {
+            id: ProviderId(ROW_PROVIDER_ID),
+            name: ROW_PROVIDER_NAME.to_string(),
+            kind: ProviderKind::Software,
+            version: "1.0.0.0".to_string(),
+            clsid: ProviderId(ROW_PROVIDER_ID),
+        }
+    }
+    fn attributes(&self) -> Attributes {
+        Attributes(Attributes::DIFFERENTIAL)
+    }
+    fn unsupported_attributes(&self) -> u32 {
+        Attributes::PLEX | Attributes::TRANSPORTABLE | Attributes::HARDWARE_ASSISTED
+    }
+    fn data_path(&self) -> Option<DataPathKind> {
+        Some(DataPathKind::RedirectOnWrite)
+    }
+}
+
+/// diskshadow's full-copy (plex) provider: each shadow is a complete copy of the image.
+pub struct FullCopyProvider;
+
+impl Provider for FullCopyProvider {
+    fn info(&self) -> ProviderInfo {
+        ProviderInfo {
+            id: ProviderId(FULL_COPY_PROVIDER_ID),
+            name: FULL_COPY_PROVIDER_NAME.to_string(),
+            kind: ProviderKind::Software,
+            version: "1.0.0.0".to_string(),
+            clsid: ProviderId(FULL_COPY_PROVIDER_ID),
+        }
+    }
+    fn attributes(&self) -> Attributes {
+        Attributes(Attributes::PLEX)
+    }
+    fn unsupported_attributes(&self) -> u32 {
+        Attributes::DIFFERENTIAL | Attributes::TRANSPORTABLE | Attributes::HARDWARE_ASSISTED
+    }
+    fn data_path(&self) -> Option<DataPathKind> {
+        None
+    }
+
+    /// Copies each volume (reflink where possible) and syncs it before the commit.
+    fn prepare_set(
+        &self,
+        context: &ProviderContext<'_>,
+        members: &[SetMember<'_>],
+        progress: &dyn Progress,
+    ) -> io::Result<()> {
+        for (position, member) in members.iter().enumerate() {
+            let volume = member.volume;
+            let path = plex::copy_path(&context.diff_dir(volume.volume()), member.shadow);
+            if let Err(error) = plex::make_copy(
+                context.backend,
+                &**volume.image(),
+                volume.size(),
+                &path,
+                progress,
+            ) {
+                self.abort_set(context, &members[..=position]);
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+
+    fn abort_set(&self, context: &ProviderContext<'_>, members: &[SetMember<'_>]) {
+        for member in members {
+            let path = plex::copy_path(&context.diff_dir(member.volume.volume()), member.shadow);
+            let _ = context.backend.remove_file(&path);
+        }
+    }
+
+    fn open_shadow(
+        &self,
+        context: &ProviderContext<'_>,
+        shadow: &ShadowRecord,
+    ) -> io::Result<Option<Arc<dyn DurableFile>>> {
+        let path = plex::copy_path(&context.diff_dir(shadow.volume), shadow.id);
+        context
+            .backend
+            .open_file(&path, false)
+            .map(Some)
+            .map_err(|error| {
+                io::Error::new(
+                    error.kind(),
+                    format!("the full copy {} cannot be opened: {error}", path.display()),
+                )
+            })
+    }
+
+    fn remove_shadow(
+        &self,
+        context: &ProviderContext<'_>,
+        shadow: &ShadowRecord,
+    ) -> io::Result<Option<PathBuf>> {
+        let dir = context.diff_dir(shadow.volume);
+        match context
+            .backend
+            .remove_file(&plex::copy_path(&dir, shadow.id))
+        {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+            _ => Ok(Some(dir)),
+        }
+    }
+
+    fn check_shadow(&self, context: &ProviderContext<'_>, shadow: &ShadowRecord) -> Vec<String> {
+        let path = plex::copy_path(&context.diff_dir(shadow.volume), shadow.id);
+        if path.is_file() {
+            Vec::new()
+        } else {
+            vec![format!(
+                "full-copy shadow copy {} has lost its copy {}",
+                shadow.id,
+                path.display()
+            )]
+        }
+    }
+
+    fn orphans(&self, diff_dir: &Path, is_shadow: &dyn Fn(ShadowId) -> bool) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(diff_dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let shadow = plex::shadow_of_copy(&name)?;
+                (!is_shadow(shadow)).then(|| entry.path())
+            })
+            .collect()
+    }
+}
+
+static SYSTEM: SystemProvider = SystemProvider;
+static REDIRECT_ON_WRITE: RedirectOnWriteProvider = RedirectOnWriteProvider;
+static FULL_COPY: FullCopyProvider = FullCopyProvider;
+
+/// Every provider, in `list providers` order.
+pub fn providers() -> [&'static dyn Provider; 3] {
+    [&SYSTEM, &REDIRECT_ON_WRITE, &FULL_COPY]
+}
+
+/// The provider with this ID; `None` (no ID) is the system provider.
+pub fn provider_by_id(id: Option<ProviderId>) -> Option<&'static dyn Provider> {
+    match id {
+        None => Some(&SYSTEM),
+        Some(id) => providers()
+            .into_iter()
+            .find(|provider| provider.id() == id),
+    }
+}
+
+/// The provider a volume registration names: `cow`, `row`, `plex` or a provider ID.
+pub fn provider_by_name(name: &str) -> Option<&'static dyn Provider> {
+    match name.trim().to_ascii_lowercase().as_str() {
+        "cow" | "system" | "copy-on-write" => Some(&SYSTEM),
+        "row" | "redirect-on-write" => Some(&REDIRECT_ON_WRITE),
+        "plex" | "full-copy" => Some(&FULL_COPY),
+        other => crate::engine::ids::parse_guid(other)
+            .and_then(|id| provider_by_id(Some(ProviderId(id)))),
+    }
+}

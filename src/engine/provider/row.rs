@@ -1,0 +1,755 @@
+//! The redirect-on-write provider for one volume.
+//!
+//! After a shadow the image keeps the shadow's bytes; new writes go to the diff area
+//! (`row-chunks.dat`, `row-index.log`, the copy-on-write index format and block map). A
+//! version written while the newest shadow is `k` is tagged `k`: the live volume reads a
+//! chunk's newest version, shadow `s` the newest version tagged < `s`, else the image. A
+//! first write costs a plain write (nothing is read or copied first, except the rest of a
+//! chunk a write covers only partly); a rewrite of a version no shadow reads goes in place.
+//!
+//! **Invariant (shadows):** a version tagged < the newest shadow is never written again, and
+//! the image chunk is written only when no shadow reads it (no shadow at all and no version,
+//! or a fold). Shadows are synced at their creation (the engine flushes before the commit), so
+//! they survive any crash.
+//!
+//! **Invariant (durability):** a version's data is synced before its index record is written,
+//! so a durable record never points at data that is not there; a freed slot is reused only
+//! after its free record is durable. Folding the versions no shadow needs back into the image
+//! (deleting the oldest shadow, recovery) writes and syncs the image before the free records.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::engine::ids::VolumeId;
+use crate::engine::store::{DurableBackend, DurableFile, FileFingerprint};
+
+use super::cow::{
+    replay_index_log, rewrite_index_log, slot_layout, tag_of, DiffAreaProblem, IndexRecord,
+    KIND_FREE, KIND_PRESERVE,
+};
+use super::index::{BlockMap, ChunkIndex, Slot, Tag, MAX_SLOT, ZERO_SLOT};
+use super::stamp::WriteStamp;
+
+/// Chunks folded into the image per sync of the image and the index.
+const FOLD_BATCH_CHUNKS: usize = 1024;
+
+/// The files of a redirect-on-write diff area.
+pub fn data_path(diff_dir: &Path) -> PathBuf {
+    diff_dir.join("row-chunks.dat")
+}
+
+pub fn index_path(diff_dir: &Path) -> PathBuf {
+    diff_dir.join("row-index.log")
+}
+
+/// True when `diff_dir` holds redirected versions (an index log that is not empty): the
+/// volume's data path is redirect-on-write until they are folded back.
+pub fn has_versions(diff_dir: &Path) -> bool {
+    std::fs::metadata(index_path(diff_dir)).is_ok_and(|metadata| metadata.len() > 0)
+}
+
+/// One volume under the redirect-on-write provider.
+pub struct RowVolume {
+    pub volume: VolumeId,
+    pub chunk_size: u64,
+    pub size: u64,
+    backend: Arc<dyn DurableBackend>,
+    diff_dir: PathBuf,
+    /// The image: the oldest shadow's bytes where it has no older version.
+    pub live: Arc<dyn DurableFile>,
+    data: Arc<dyn DurableFile>,
+    index_log: Arc<dyn DurableFile>,
+    index_log_length: u64,
+    map: BlockMap,
+    shadows: BTreeSet<u64>,
+    free_slots: Vec<Slot>,
+    /// Slots whose free records are not durable yet: reusable after the next index sync.
+    released_slots: Vec<Slot>,
+    slot_high_water: u64,
+    data_slots_used: u64,
+    record_buffer: Vec<u8>,
+    /// Data or records written since the last sync.
+    unsynced: bool,
+    /// The image was written directly since the last flush.
+    image_unsynced: bool,
+    /// Records buffered before a sync is forced (bounds what a crash can lose).
+    sync_limit_records: usize,
+    chunk_buffer: Vec<u8>,
+    pub max_diff_bytes: Option<u64>,
+    pub fingerprint: FileFingerprint,
+    pub persisted_clean: bool,
+    pub suspect_through: u64,
+    pub write_stamp: WriteStamp,
+}
+
+fn io_context(error: io::Error, what: &str, path: &Path) -> io::Error {
+    io::Error::new(error.kind(), format!("{what} {}: {error}", path.display()))
+}
+
+impl RowVolume {
+    /// Opens the image and the redirect-on-write diff area, replays its index log and drops
+    /// versions that neither the live volume nor a shadow in `shadows` reads. Versions older
+    /// than the oldest shadow stay until [`RowVolume::fold`] (which writes the image).
+    pub fn open(
+        backend: Arc<dyn DurableBackend>,
+        volume: VolumeId,
+        live_path: &Path,
+        diff_dir: &Path,
+        chunk_size: u32,
+        shadows: BTreeSet<u64>,
+        write_back_bytes: usize,
+    ) -> io::Result<RowVolume> {
+        let live = backend
+            .open_file(live_path, false)
+            .map_err(|error| io_context(error, "cannot open the image", live_path))?;
+        backend.create_dir_all(diff_dir)?;
+        let (data_file, index_file) = (data_path(diff_dir), index_path(diff_dir));
+        let created = !data_file.exists() || !index_file.exists();
+        let data = backend.open_file(&data_file, true)?;
+        let index_log = backend.open_file(&index_file, true)?;
+        if created {
+            backend.sync_dir(diff_dir)?;
+        }
+        let fingerprint = live.fingerprint()?;
+        let write_stamp = WriteStamp::open(&backend, diff_dir)?;
+        let replayed = replay_index_log(&*index_log)?;
+        // A version tagged t serves the shadows in (t, next tag] and, when it is the newest,
+        // the live volume.
+        let mut map = BlockMap::new();
+        let mut reclaimed = 0u64;
+        let versions: Vec<((ChunkIndex, Tag), Slot)> = replayed.versions.into_iter().collect();
+        for (position, &((chunk, tag), slot)) in versions.iter().enumerate() {
+            let next_tag = versions
+                .get(position + 1)
+                .filter(|((next_chunk, _), _)| *next_chunk == chunk)
+                .map(|((_, next_tag), _)| u64::from(*next_tag));
+            let needed = match next_tag {
+                None => true,
+                Some(next_tag) => shadows
+                    .range(u64::from(tag) + 1..=next_tag)
+                    .next()
+                    .is_some(),
+            };
+            if needed {
+                map.insert(chunk, tag, slot);
+            } else {
+                reclaimed += 1;
+            }
+        }
+        let chunk_size = u64::from(chunk_size);
+        let mut row = RowVolume {
+            volume,
+            chunk_size,
+            size: fingerprint.size,
+            backend,
+            diff_dir: diff_dir.to_path_buf(),
+            live,
+            data,
+            index_log,
+            index_log_length: replayed.length,
+            map,
+            shadows,
+            free_slots: Vec::new(),
+            released_slots: Vec::new(),
+            slot_high_water: 0,
+            data_slots_used: 0,
+            record_buffer: Vec::new(),
+            unsynced: false,
+            image_unsynced: false,
+            sync_limit_records: (write_back_bytes / chunk_size as usize).max(16),
+            chunk_buffer: Vec::new(),
+            max_diff_bytes: None,
+            fingerprint,
+            persisted_clean: true,
+            suspect_through: 0,
+            write_stamp,
+        };
+        let used = row.map.entries().into_iter().map(|(_, _, slot)| slot);
+        let (free, high_water, used_count) = slot_layout(used.collect());
+        row.free_slots = free;
+        row.slot_high_water = high_water;
+        row.data_slots_used = used_count;
+        // Space past the last used slot is leaked by a crash; give it back.
+        if row.data.size()? > high_water * chunk_size {
+            row.data.set_len(high_water * chunk_size)?;
+            row.data.sync_data()?;
+        }
+        if reclaimed > 0 || replayed.records_read > 2 * row.map.len() as u64 + 4096 {
+            let (file, length) =
+                rewrite_index_log(&*row.backend, &index_path(&row.diff_dir), &row.map)?;
+            row.index_log = file;
+            row.index_log_length = length;
+        }
+        Ok(row)
+    }
+
+    pub fn shadows(&self) -> &BTreeSet<u64> {
+        &self.shadows
+    }
+
+    pub fn add_shadow(&mut self, sequence: u64) {
+        self.shadows.insert(sequence);
+    }
+
+    pub fn newest_shadow(&self) -> Option<u64> {
+        self.shadows.last().copied()
+    }
+
+    pub fn oldest_shadow(&self) -> Option<u64> {
+        self.shadows.first().copied()
+    }
+
+    pub fn used_bytes(&self) -> u64 {
+        self.data_slots_used * self.chunk_size
+    }
+
+    pub fn allocated_bytes(&self) -> u64 {
+        self.slot_high_water * self.chunk_size
+    }
+
+    pub fn versions(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn max_tag(&self) -> Option<Tag> {
+        self.map.max_tag()
+    }
+
+    pub fn index_memory_bytes(&self) -> usize {
+        self.map.memory_bytes()
+    }
+
+    /// True when nothing is redirected: the image is the live volume.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    fn chunk_length(&self, chunk: ChunkIndex) -> u64 {
+        self.chunk_size
+            .min(self.size.saturating_sub(chunk * self.chunk_size))
+    }
+
+    /// The tag a write made now gets: the newest shadow's sequence (0 without shadows).
+    fn write_tag(&self) -> Tag {
+        tag_of(self.newest_shadow().unwrap_or(0))
+    }
+
+    /// Where a write to `chunk` goes: `Some(slot)` in place (a version no shadow reads),
+    /// `None` for a new version; `Err(())` straight to the image.
+    fn write_target(&self, chunk: ChunkIndex) -> Result<Option<Slot>, ()> {
+        match self.map.lookup_below(chunk, Tag::MAX) {
+            None if self.shadows.is_empty() => Err(()),
+            None => Ok(None),
+            Some(version) => {
+                let read_by_a_shadow = self
+                    .shadows
+                    .range(u64::from(version.tag) + 1..)
+                    .next()
+                    .is_some();
+                Ok((!read_by_a_shadow).then_some(version.slot))
+            }
+        }
+    }
+
+    /// Diff-area bytes a write of `length` bytes at `offset` adds (new versions).
+    pub fn redirection_bytes_needed(&self, offset: u64, length: u64) -> u64 {
+        if length == 0 || self.shadows.is_empty() {
+            return 0;
+        }
+        let first = offset / self.chunk_size;
+        let last = (offset + length - 1) / self.chunk_size;
+        let new_versions = (first..=last)
+            .filter(|chunk| matches!(self.write_target(*chunk), Ok(None)))
+            .count() as u64;
+        new_versions * self.chunk_size
+    }
+
+    fn allocate_slot(&mut self) -> io::Result<Slot> {
+        if let Some(slot) = self.free_slots.pop() {
+            return Ok(slot);
+        }
+        if self.slot_high_water > u64::from(MAX_SLOT) {
+            return Err(io::Error::other(
+                "the diff area is full: it cannot address more chunks",
+            ));
+        }
+        let slot = self.slot_high_water as Slot;
+        self.slot_high_water += 1;
+        Ok(slot)
+    }
+
+    fn append_record(&mut self, kind: u8, tag: Tag, chunk: ChunkIndex, slot: Slot) {
+        self.record_buffer.extend_from_slice(
+            &IndexRecord {
+                kind,
+                tag,
+                chunk,
+                slot,
+            }
+            .encode(),
+        );
+        self.unsynced = true;
+    }
+
+    /// Writes through the provider. The caller has made room in the diff area.
+    pub fn write(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|end| *end <= self.size)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("write past the end of the volume ({} bytes)", self.size),
+                )
+            })?;
+        let tag = self.write_tag();
+        let first = offset / self.chunk_size;
+        let last = (end - 1) / self.chunk_size;
+        // Adjacent pieces going to the image, or to consecutive slots, are written with one
+        // call: (target offset, data from, data to, into the image).
+        let mut run: Option<(u64, usize, usize, bool)> = None;
+        for chunk in first..=last {
+            let chunk_start = chunk * self.chunk_size;
+            let chunk_length = self.chunk_length(chunk);
+            let piece_start = offset.max(chunk_start);
+            let piece_end = end.min(chunk_start + chunk_length);
+            let within = piece_start - chunk_start;
+            let (from, to) = ((piece_start - offset) as usize, (piece_end - offset) as usize);
+            let (target, to_image) = match self.write_target(chunk) {
+                Err(()) => (piece_start, true),
+                Ok(Some(slot)) => (u64::from(slot) * self.chunk_size + within, false),
+                Ok(None) => {
+                    let slot = self.allocate_slot()?;
+                    let slot_start = u64::from(slot) * self.chunk_size;
+                    if (piece_end - piece_start) != chunk_length {
+                        // A partial first write: the rest of the chunk comes from the
+                        // current live content.
+                        let mut content = std::mem::take(&mut self.chunk_buffer);
+                        content.resize(chunk_length as usize, 0);
+                        let written = self
+                            .read_live(chunk_start, &mut content)
+                            .and_then(|()| {
+                                content[within as usize..within as usize + (to - from)]
+                                    .copy_from_slice(&data[from..to]);
+                                self.data.write_at(slot_start, &content)
+                            });
+                        self.chunk_buffer = content;
+                        if let Err(error) = written {
+                            self.free_slots.push(slot);
+                            self.flush_run(&mut run, data)?;
+                            return Err(error);
+                        }
+                        self.record_version(chunk, tag, slot);
+                        continue;
+                    }
+                    self.record_version(chunk, tag, slot);
+                    (slot_start, false)
+                }
+            };
+            if let Some((run_target, run_from, run_to, run_image)) = &mut run {
+                if *run_image == to_image && *run_target + (*run_to - *run_from) as u64 == target
+                {
+                    *run_to = to;
+                    continue;
+                }
+            }
+            self.flush_run(&mut run, data)?;
+            run = Some((target, from, to, to_image));
+        }
+        self.flush_run(&mut run, data)?;
+        if self.record_buffer.len() / super::cow::RECORD_BYTES >= self.sync_limit_records {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    fn record_version(&mut self, chunk: ChunkIndex, tag: Tag, slot: Slot) {
+        self.append_record(KIND_PRESERVE, tag, chunk, slot);
+        self.map.insert(chunk, tag, slot);
+        self.data_slots_used += 1;
+    }
+
+    fn flush_run(
+        &mut self,
+        run: &mut Option<(u64, usize, usize, bool)>,
+        data: &[u8],
+    ) -> io::Result<()> {
+        let Some((target, from, to, to_image)) = run.take() else {
+            return Ok(());
+        };
+        if to_image {
+            self.write_stamp.cover_write()?;
+            let written = self.live.write_at(target, &data[from..to]);
+            self.image_unsynced = true;
+            self.refresh_fingerprint()?;
+            written
+        } else {
+            self.unsynced = true;
+            self.data.write_at(target, &data[from..to])
+        }
+    }
+
+    /// Makes every version durable: data first, then the index records that point at it.
+    /// Slots freed before become reusable.
+    pub fn sync(&mut self) -> io::Result<()> {
+        if self.unsynced {
+            self.data.sync_data()?;
+            if !self.record_buffer.is_empty() {
+                self.index_log
+                    .write_at(self.index_log_length, &self.record_buffer)?;
+                self.index_log_length += self.record_buffer.len() as u64;
+                self.record_buffer.clear();
+                self.index_log.sync_data()?;
+            }
+            self.unsynced = false;
+        }
+        self.free_slots.append(&mut self.released_slots);
+        Ok(())
+    }
+
+    /// Syncs the diff area and the image.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.sync()?;
+        if self.image_unsynced {
+            self.live.sync_data()?;
+            self.image_unsynced = false;
+        }
+        Ok(())
+    }
+
+    /// As `CowVolume::refresh_fingerprint`: records (and marks) the image after diskshadow's
+    /// own write to it.
+    pub fn refresh_fingerprint(&mut self) -> io::Result<()> {
+        let current = self.live.fingerprint()?;
+        if current == self.fingerprint || current.is_write_marked() {
+            self.fingerprint = current;
+            return Ok(());
+        }
+        if self.live.set_modified(current.write_marked_ns()).is_err() {
+            self.fingerprint = current;
+            return Ok(());
+        }
+        self.fingerprint = self.live.fingerprint()?;
+        Ok(())
+    }
+
+    /// Reads the view below `max_tag`: one block-map lookup per chunk.
+    fn read_below(&self, max_tag: Tag, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
+        if buffer.is_empty() {
+            return Ok(());
+        }
+        let end = offset + buffer.len() as u64;
+        let first = offset / self.chunk_size;
+        let last = (end - 1) / self.chunk_size;
+        // (source offset or None for the image, from, to) in volume bytes.
+        let mut run: Option<(Option<u64>, u64, u64)> = None;
+        for chunk in first..=last {
+            let chunk_start = chunk * self.chunk_size;
+            let from = offset.max(chunk_start);
+            let to = end.min(chunk_start + self.chunk_size);
+            let source = self
+                .map
+                .lookup_below(chunk, max_tag)
+                .filter(|version| version.slot != ZERO_SLOT)
+                .map(|version| u64::from(version.slot) * self.chunk_size + (from - chunk_start));
+            if let Some((run_source, run_from, run_to)) = &mut run {
+                let continues = match (*run_source, source) {
+                    (None, None) => true,
+                    (Some(start), Some(next)) => start + (*run_to - *run_from) == next,
+                    _ => false,
+                };
+                if continues {
+                    *run_to = to;
+                    continue;
+                }
+                self.read_run(*run_source, *run_from, *run_to, offset, buffer)?;
+            }
+            run = Some((source, from, to));
+        }
+        if let Some((source, from, to)) = run {
+            self.read_run(source, from, to, offset, buffer)?;
+        }
+        Ok(())
+    }
+
+    fn read_run(
+        &self,
+        source: Option<u64>,
+        from: u64,
+        to: u64,
+        offset: u64,
+        buffer: &mut [u8],
+    ) -> io::Result<()> {
+        let target = &mut buffer[(from - offset) as usize..(to - offset) as usize];
+        match source {
+            None => self.live.read_exact_or_zero(from, target),
+            Some(start) => self.data.read_exact_or_zero(start, target),
+        }
+    }
+
+    /// Reads the live volume: each chunk's newest version, else the image.
+    pub fn read_live(&self, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
+        self.read_below(Tag::MAX, offset, buffer)
+    }
+
+    /// Reads shadow `sequence`: the newest version tagged < `sequence`, else the image.
+    pub fn read_shadow(&self, sequence: u64, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
+        self.read_below(tag_of(sequence), offset, buffer)
+    }
+
+    /// Chunks written since shadow `sequence` was made (where it and the live volume may
+    /// differ).
+    pub fn chunks_changed_since(&self, sequence: u64) -> Vec<ChunkIndex> {
+        self.map.chunks_changed_since(tag_of(sequence))
+    }
+
+    /// True when deleting shadow `sequence` folds versions into the image (it is the oldest).
+    pub fn delete_writes_image(&self, sequence: u64) -> bool {
+        self.oldest_shadow() == Some(sequence) && !self.map.is_empty()
+    }
+
+    /// Forgets shadow `sequence` and frees the versions only it read; deleting the oldest
+    /// shadow then folds what the new oldest reads back into the image. O(versions tagged
+    /// between the neighbouring shadows). The caller has synced (the engine drains first).
+    pub fn delete_shadow(&mut self, sequence: u64) -> io::Result<u64> {
+        if !self.shadows.remove(&sequence) {
+            return Ok(0);
+        }
+        let previous = self
+            .shadows
+            .range(..sequence)
+            .next_back()
+            .copied()
+            .unwrap_or(0);
+        let next = self
+            .shadows
+            .range(sequence + 1..)
+            .next()
+            .copied()
+            .unwrap_or(u64::MAX);
+        let mut freed_count = 0;
+        for tag in self.map.tags_in(tag_of(previous), sequence) {
+            // A version tagged `tag` serves the shadows in (tag, next tag of its chunk]; with
+            // `sequence` gone the first one left there could be `next`.
+            let freed = self.map.free_where(tag, |map, chunk| {
+                map.lookup(chunk, tag + 1)
+                    .is_some_and(|newer| u64::from(newer.tag) < next)
+            });
+            for (chunk, slot) in freed {
+                self.append_record(KIND_FREE, tag, chunk, slot);
+                self.released_slots.push(slot);
+                self.data_slots_used -= 1;
+                freed_count += 1;
+            }
+        }
+        freed_count += self.fold()?;
+        Ok(freed_count)
+    }
+
+    /// True when versions older than the oldest shadow (all versions, without shadows) wait to
+    /// be folded into the image.
+    pub fn needs_fold(&self) -> bool {
+        let below = self.oldest_shadow().unwrap_or(u64::MAX);
+        self.map.tags_in(0, below).first().is_some()
+    }
+
+    /// Folds back into the image what no shadow needs apart: for every chunk with versions
+    /// tagged < the oldest shadow (any, without shadows), the newest of them is copied to the
+    /// image, the image is synced, and then those versions are freed (their records synced
+    /// before their slots are reused). A crash leaves the versions in the log, and the next
+    /// fold copies them again. Returns the versions freed.
+    pub fn fold(&mut self) -> io::Result<u64> {
+        let below = self.oldest_shadow().unwrap_or(u64::MAX);
+        let tags = self.map.tags_in(0, below);
+        if tags.is_empty() {
+            return Ok(0);
+        }
+        let below_tag = if below == u64::MAX {
+            Tag::MAX
+        } else {
+            tag_of(below)
+        };
+        let mut chunks: Vec<ChunkIndex> = Vec::new();
+        for tag in &tags {
+            chunks.extend(self.map.chunks_of_tag(*tag).iter().copied().filter(|chunk| {
+                self.map
+                    .lookup_below(*chunk, below_tag)
+                    .is_some_and(|version| version.tag == *tag)
+            }));
+        }
+        chunks.sort_unstable();
+        chunks.dedup();
+        let mut freed_count = 0;
+        for batch in chunks.chunks(FOLD_BATCH_CHUNKS) {
+            self.write_stamp.cover_write()?;
+            let mut buffer = std::mem::take(&mut self.chunk_buffer);
+            let mut copied = Ok(());
+            for &chunk in batch {
+                let Some(version) = self.map.lookup_below(chunk, below_tag) else {
+                    continue;
+                };
+                let length = self.chunk_length(chunk) as usize;
+                buffer.resize(length, 0);
+                copied = self
+                    .data
+                    .read_exact_or_zero(u64::from(version.slot) * self.chunk_size, &mut buffer)
+                    .and_then(|()| self.live.write_at(chunk * self.chunk_size, &buffer));
+                if copied.is_err() {
+                    break;
+                }
+            }
+            self.chunk_buffer = buffer;
+            self.image_unsynced = true;
+            copied?;
+            self.live.sync_data()?;
+            self.image_unsynced = false;
+            self.refresh_fingerprint()?;
+            let in_batch: BTreeSet<ChunkIndex> = batch.iter().copied().collect();
+            for tag in &tags {
+                let freed = self
+                    .map
+                    .free_where(*tag, |_, chunk| in_batch.contains(&chunk));
+                for (chunk, slot) in freed {
+                    self.append_record(KIND_FREE, *tag, chunk, slot);
+                    self.released_slots.push(slot);
+                    self.data_slots_used -= 1;
+                    freed_count += 1;
+                }
+            }
+            self.sync()?;
+        }
+        Ok(freed_count)
+    }
+
+    /// Read-only consistency check of the block map against the diff area.
+    pub fn check(&self) -> io::Result<Vec<DiffAreaProblem>> {
+        let mut problems = Vec::new();
+        let data_length = self.data.size()?;
+        let mut seen_slots = BTreeSet::new();
+        let entries = self.map.entries();
+        for (position, &(chunk, tag, slot)) in entries.iter().enumerate() {
+            if (u64::from(slot) + 1) * self.chunk_size
+                > data_length.max(self.slot_high_water * self.chunk_size)
+            {
+                problems.push(DiffAreaProblem {
+                    description: format!(
+                        "redirected chunk {chunk} (tag {tag}) points at slot {slot}, past the end of the diff area"
+                    ),
+                    leaked_bytes: 0,
+                });
+            }
+            if !seen_slots.insert(slot) {
+                problems.push(DiffAreaProblem {
+                    description: format!(
+                        "slot {slot} is used by more than one redirected chunk (chunk {chunk}, tag {tag})"
+                    ),
+                    leaked_bytes: 0,
+                });
+            }
+            let next_tag = entries
+                .get(position + 1)
+                .filter(|(next_chunk, _, _)| *next_chunk == chunk)
+                .map(|(_, next_tag, _)| u64::from(*next_tag));
+            if let Some(next_tag) = next_tag {
+                if self
+                    .shadows
+                    .range(u64::from(tag) + 1..=next_tag)
+                    .next()
+                    .is_none()
+                {
+                    problems.push(DiffAreaProblem {
+                        description: format!(
+                            "redirected chunk {chunk} under tag {tag} is read by no shadow (leaked)"
+                        ),
+                        leaked_bytes: self.chunk_size,
+                    });
+                }
+            }
+        }
+        if self.needs_fold() {
+            problems.push(DiffAreaProblem {
+                description: "redirected chunks older than the oldest shadow copy wait to be \
+                              folded into the image (done when the store is next opened)"
+                    .to_string(),
+                leaked_bytes: 0,
+            });
+        }
+        if self.free_slots.iter().any(|slot| seen_slots.contains(slot)) {
+            problems.push(DiffAreaProblem {
+                description: "a slot is both free and in use".to_string(),
+                leaked_bytes: 0,
+            });
+        }
+        Ok(problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::store::RealBackend;
+
+    const CHUNK: u32 = 4096;
+
+    fn open(dir: &Path, shadows: &[u64]) -> RowVolume {
+        RowVolume::open(
+            Arc::new(RealBackend),
+            VolumeId(uuid::Uuid::from_u128(7)),
+            &dir.join("live.img"),
+            &dir.join("diff"),
+            CHUNK,
+            shadows.iter().copied().collect(),
+            1 << 20,
+        )
+        .expect("open")
+    }
+
+    fn read(volume: &RowVolume, shadow: Option<u64>) -> Vec<u8> {
+        let mut buffer = vec![0u8; volume.size as usize];
+        match shadow {
+            None => volume.read_live(0, &mut buffer),
+            Some(sequence) => volume.read_shadow(sequence, 0, &mut buffer),
+        }
+        .expect("read");
+        buffer
+    }
+
+    #[test]
+    fn the_image_keeps_the_shadow_and_deleting_the_oldest_folds_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("live.img"), vec![1u8; 4 * CHUNK as usize]).expect("img");
+        let mut volume = open(dir.path(), &[]);
+        volume.add_shadow(1);
+        volume.write(100, &[2u8; 5000]).expect("write");
+        volume.add_shadow(2);
+        volume.write(0, &[3u8; CHUNK as usize]).expect("write");
+        volume.flush().expect("flush");
+        let image = std::fs::read(dir.path().join("live.img")).expect("read image");
+        assert!(image.iter().all(|byte| *byte == 1), "the image was written");
+        let shadow_two = read(&volume, Some(2));
+        assert!(read(&volume, Some(1)).iter().all(|byte| *byte == 1));
+        assert_eq!(&shadow_two[100..5100], &[2u8; 5000][..]);
+        let live = read(&volume, None);
+        assert_eq!(&live[..CHUNK as usize], &[3u8; CHUNK as usize][..]);
+        assert_eq!(&live[CHUNK as usize..5100], &shadow_two[CHUNK as usize..5100]);
+        drop(volume);
+
+        let mut volume = open(dir.path(), &[1, 2]);
+        assert_eq!(read(&volume, None), live);
+        volume.delete_shadow(1).expect("delete oldest");
+        assert!(!volume.needs_fold());
+        assert_eq!(read(&volume, Some(2)), shadow_two);
+        assert_eq!(read(&volume, None), live);
+        assert_eq!(std::fs::read(dir.path().join("live.img")).expect("image"), shadow_two);
+        volume.delete_shadow(2).expect("delete last");
+        assert!(volume.is_empty());
+        assert_eq!(volume.used_bytes(), 0);
+        assert_eq!(std::fs::read(dir.path().join("live.img")).expect("image"), live);
+        assert_eq!(volume.check().expect("check"), Vec::new());
+    }
+}
