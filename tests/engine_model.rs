@@ -12,10 +12,12 @@ use proptest::prelude::*;
 
 use diskshadow::engine::clock::{SeededIds, SteppingClock};
 use diskshadow::engine::core::EngineOptions;
-use diskshadow::engine::ids::{ShadowId, ShadowSetId, VolumeId};
+use diskshadow::engine::ids::{ProviderId, ShadowId, ShadowSetId, VolumeId};
 use diskshadow::engine::model::{CreateSpec, CreateVolume, DeleteSelector, RequesterId};
 use diskshadow::engine::progress::NoProgress;
+use diskshadow::engine::provider::ROW_PROVIDER_ID;
 use diskshadow::engine::store::RealBackend;
+use diskshadow::engine::vss::providers::SYSTEM_PROVIDER_ID;
 use diskshadow::engine::vss::{Attributes, Context};
 use diskshadow::engine::Engine;
 
@@ -81,6 +83,8 @@ struct Harness {
     live: Vec<Vec<u8>>,
     shadows: BTreeMap<ShadowId, ModelShadow>,
     restarts: u64,
+    /// The provider every shadow must come from.
+    provider: ProviderId,
 }
 
 fn options(seed: u64) -> EngineOptions {
@@ -96,7 +100,8 @@ fn options(seed: u64) -> EngineOptions {
 }
 
 impl Harness {
-    fn new() -> Harness {
+    /// Volumes registered with `provider` (`None`: the system provider, copy-on-write).
+    fn new(provider: Option<ProviderId>) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = dir.path().join("store");
         let engine = Engine::open(&store, options(0)).expect("open");
@@ -109,7 +114,7 @@ impl Harness {
                 .expect("image");
             volumes.push(
                 engine
-                    .register_volume(&path, Some(*chunk_size))
+                    .register_volume_with_provider(&path, Some(*chunk_size), provider)
                     .expect("register")
                     .id,
             );
@@ -123,6 +128,7 @@ impl Harness {
             live,
             shadows: BTreeMap::new(),
             restarts: 0,
+            provider: provider.unwrap_or(ProviderId(SYSTEM_PROVIDER_ID)),
         }
     }
 
@@ -175,6 +181,7 @@ impl Harness {
                 let created = self.engine().create_shadow_set(&spec).expect("create");
                 for (shadow, index) in created.shadows.iter().zip(&chosen) {
                     assert_eq!(shadow.volume.id, self.volumes[*index]);
+                    assert_eq!(shadow.provider_id, self.provider);
                     self.shadows.insert(
                         shadow.id,
                         ModelShadow {
@@ -320,7 +327,21 @@ proptest! {
 
     #[test]
     fn the_engine_matches_a_model_that_keeps_full_copies(operations in prop::collection::vec(operation(), 1..40)) {
-        let mut harness = Harness::new();
+        let mut harness = Harness::new(None);
+        for (step, operation) in operations.iter().enumerate() {
+            harness.apply(operation);
+            harness.verify(step);
+        }
+        harness.apply(&Operation::Restart);
+        harness.verify(operations.len());
+    }
+
+    /// The same operations on volumes registered for the redirect-on-write provider: every
+    /// shadow is redirect-on-write, deletes of the oldest fold back into the image, and
+    /// restarts fold what vanished volatile shadows left.
+    #[test]
+    fn providers_redirect_on_write_matches_the_model(operations in prop::collection::vec(operation(), 1..40)) {
+        let mut harness = Harness::new(Some(ProviderId(ROW_PROVIDER_ID)));
         for (step, operation) in operations.iter().enumerate() {
             harness.apply(operation);
             harness.verify(step);
