@@ -12,7 +12,7 @@ use diskshadow::engine::core::EngineOptions;
 use diskshadow::engine::ids::{ProviderId, ShadowId, VolumeId};
 use diskshadow::engine::model::{CreateSpec, CreateVolume, DeleteSelector, RequesterId};
 use diskshadow::engine::progress::NoProgress;
-use diskshadow::engine::provider::FULL_COPY_PROVIDER_ID;
+use diskshadow::engine::provider::{FULL_COPY_PROVIDER_ID, ROW_PROVIDER_ID};
 use diskshadow::engine::store::{CrashMode, DurableBackend, FaultBackend, RealBackend};
 use diskshadow::engine::vss::{Attributes, Context};
 use diskshadow::engine::Engine;
@@ -59,8 +59,9 @@ struct Setup {
     volume: VolumeId,
 }
 
-/// A store with one registered volume holding some data (made on the real disk).
-fn setup() -> Setup {
+/// A store with one registered volume holding some data (made on the real disk), registered
+/// for `provider` (`None`: the system provider).
+fn setup(provider: Option<ProviderId>) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = dir.path().join("store");
     let image = dir.path().join("volume.img");
@@ -68,7 +69,10 @@ fn setup() -> Setup {
         .and_then(|file| file.set_len(VOLUME_BYTES as u64))
         .expect("image");
     let engine = Engine::open(&store, options(Arc::new(RealBackend), 1)).expect("open");
-    let volume = engine.register_volume(&image, None).expect("register").id;
+    let volume = engine
+        .register_volume_with_provider(&image, None, provider)
+        .expect("register")
+        .id;
     let device = engine.open_volume(volume).expect("device");
     device
         .write_at(0, &pattern(1, 6 * CHUNK as usize))
@@ -271,17 +275,17 @@ fn verify_after_crash(setup: &Setup, observed: &Observed, crash_point: u64, mode
     );
 }
 
-fn run_every_crash_point(mode: CrashMode) {
+fn run_every_crash_point(mode: CrashMode, provider: Option<ProviderId>) {
     // Count the sync points of a run without a crash. Every run starts from a new store made
     // the same way (seeded IDs), so sync point k is the same point in every run.
     let counting = FaultBackend::new(None, mode.clone());
-    let clean = setup();
+    let clean = setup(provider);
     let mut observed = Observed::default();
     scenario(&clean, &counting, &mut observed).expect("the scenario runs without a crash");
     let total = counting.sync_points();
     assert!(total > 20, "the scenario has {total} sync points");
     for crash_point in 0..total {
-        let run = setup();
+        let run = setup(provider);
         let mode = match &mode {
             CrashMode::KeepUnsyncedOutside(_) => CrashMode::KeepUnsyncedOutside(run.store.clone()),
             other => other.clone(),
@@ -302,14 +306,31 @@ fn run_every_crash_point(mode: CrashMode) {
 
 #[test]
 fn every_sync_point_losing_unsynced_writes_keeps_shadows_intact() {
-    run_every_crash_point(CrashMode::DropUnsynced);
+    run_every_crash_point(CrashMode::DropUnsynced, None);
 }
 
 #[test]
 fn every_sync_point_with_live_writes_reaching_the_disk_early_keeps_shadows_intact() {
     // The adversarial case for the ordering rule: live writes not yet synced survive while
     // the store's unsynced writes are lost.
-    run_every_crash_point(CrashMode::KeepUnsyncedOutside(PathBuf::from(
-        "/placeholder",
-    )));
+    run_every_crash_point(
+        CrashMode::KeepUnsyncedOutside(PathBuf::from("/placeholder")),
+        None,
+    );
+}
+
+/// The same scenario on a redirect-on-write volume: its shadows stay in the image, writes are
+/// redirected, deleting the oldest folds back (and the restart folds what the vanished
+/// volatile shadow left).
+#[test]
+fn providers_redirect_on_write_every_sync_point_losing_unsynced_writes() {
+    run_every_crash_point(CrashMode::DropUnsynced, Some(ProviderId(ROW_PROVIDER_ID)));
+}
+
+#[test]
+fn providers_redirect_on_write_every_sync_point_with_image_writes_reaching_the_disk_early() {
+    run_every_crash_point(
+        CrashMode::KeepUnsyncedOutside(PathBuf::from("/placeholder")),
+        Some(ProviderId(ROW_PROVIDER_ID)),
+    );
 }

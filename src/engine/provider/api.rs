@@ -241,6 +241,11 @@ pub trait VolumeProvider: Send + Sync {
     fn recover(&mut self) -> io::Result<()> {
         Ok(())
     }
+    /// Chunks whose live content is not in the image (redirected writes): what a copy of the
+    /// image must take from the live view instead.
+    fn live_chunks_off_image(&self) -> Vec<u64> {
+        Vec::new()
+    }
     /// True when the volume could switch data path: no shadows and nothing kept.
     fn is_idle(&self) -> bool;
     fn check(&self) -> io::Result<Vec<DiffAreaProblem>>;
@@ -379,6 +384,9 @@ impl VolumeProvider for RowVolume {
     fn is_idle(&self) -> bool {
         self.shadows().is_empty() && self.is_empty()
     }
+    fn live_chunks_off_image(&self) -> Vec<u64> {
+        self.chunks_changed_since(0)
+    }
     fn versions(&self) -> usize {
         RowVolume::versions(self)
     }
@@ -465,13 +473,15 @@ impl Provider for FullCopyProvider {
         for (position, member) in members.iter().enumerate() {
             let volume = member.volume;
             let path = plex::copy_path(&context.diff_dir(volume.volume()), member.shadow);
-            if let Err(error) = plex::make_copy(
+            let made = plex::make_copy(
                 context.backend,
                 &**volume.image(),
                 volume.size(),
                 &path,
                 progress,
-            ) {
+            )
+            .and_then(|_| copy_live_chunks(context.backend, volume, &path));
+            if let Err(error) = made {
                 self.abort_set(context, &members[..=position]);
                 return Err(error);
             }
@@ -545,6 +555,29 @@ impl Provider for FullCopyProvider {
             })
             .collect()
     }
+}
+
+/// Writes the live view of the chunks the image does not hold into a copy of the image at
+/// `path`, and syncs it (nothing to do for copy-on-write, whose image is the live volume).
+fn copy_live_chunks(
+    backend: &dyn DurableBackend,
+    volume: &dyn VolumeProvider,
+    path: &Path,
+) -> io::Result<()> {
+    let chunks = volume.live_chunks_off_image();
+    if chunks.is_empty() {
+        return Ok(());
+    }
+    let copy = backend.open_file(path, false)?;
+    let chunk_size = volume.chunk_size();
+    let mut buffer = vec![0u8; chunk_size as usize];
+    for chunk in chunks {
+        let start = chunk * chunk_size;
+        let length = chunk_size.min(volume.size().saturating_sub(start)) as usize;
+        volume.read_live(start, &mut buffer[..length])?;
+        copy.write_at(start, &buffer[..length])?;
+    }
+    copy.sync_data()
 }
 
 static SYSTEM: SystemProvider = SystemProvider;
