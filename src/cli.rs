@@ -1,5 +1,6 @@
 //! The command line of `spec/cli.md`, shared by the `diskshadow` binary and its tests.
 
+use crate::engine::ids::ProviderId;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -118,7 +119,24 @@ pub enum VolumeCommand {
         image: String,
         #[arg(long, value_name = "BYTES", value_parser = parse_chunk_size)]
         chunk_size: Option<u32>,
+        /// The provider of its shadow copies unless `add volume ... provider {ID}` names one:
+        /// cow (copy-on-write, the default), row (redirect-on-write), plex (full copy) or a
+        /// provider ID from `list providers`.
+        #[arg(long, value_name = "PROVIDER", value_parser = parse_provider)]
+        provider: Option<ProviderId>,
     },
+}
+
+/// `cow`, `row`, `plex` or a provider ID.
+pub fn parse_provider(text: &str) -> Result<ProviderId, String> {
+    crate::engine::provider::provider_by_name(text)
+        .map(|provider| provider.id())
+        .ok_or_else(|| {
+            format!(
+                "unknown provider '{text}'; use cow (copy-on-write), row (redirect-on-write), \
+                 plex (full copy) or a provider ID from `diskshadow list providers`"
+            )
+        })
 }
 
 /// `16K`, `64k`, `1M` or a number of bytes.

@@ -501,8 +501,12 @@ fn volume(service: &mut dyn ShadowService, command: VolumeCommand) -> Result<(),
             println!("{} is detached.", volume.display_name());
             Ok(())
         }
-        VolumeCommand::Register { image, chunk_size } => {
-            let volume = service.register_volume(&image, chunk_size, &base)?;
+        VolumeCommand::Register {
+            image,
+            chunk_size,
+            provider,
+        } => {
+            let volume = service.register_volume(&image, chunk_size, provider, &base)?;
             println!(
                 "{} is registered with {}-byte chunks.",
                 volume.display_name(),

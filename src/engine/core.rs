@@ -260,7 +260,9 @@ pub enum CreateError {
         what: String,
     },
     #[error(
-        "volume {volume} has {existing} shadow copies, so it cannot get {wanted} ones: a volume          keeps one differential provider at a time; delete its {existing} shadow copies first,          or use the same provider"
+        "volume {volume} has {existing} shadow copies, so it cannot get {wanted} ones: a volume \
+         keeps one differential provider at a time; delete its {existing} shadow copies first, \
+         or use the same provider"
     )]
     ProviderConflict {
         volume: VolumeId,
@@ -1118,6 +1120,20 @@ impl Engine {
             }),
         );
         Ok(volume_info(catalog.state(), &record, None))
+    }
+
+    /// The provider chosen for a volume at registration (the system provider unless another
+    /// was named); `None` for an unknown volume.
+    pub fn volume_provider(&self, volume: VolumeId) -> Option<ProviderId> {
+        lock_mutex(&self.shared.catalog)
+            .state()
+            .volumes
+            .get(&volume)
+            .map(|record| {
+                record
+                    .provider
+                    .unwrap_or(ProviderId(vss::providers::SYSTEM_PROVIDER_ID))
+            })
     }
 
     /// Registered volumes, in GUID order.

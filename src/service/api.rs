@@ -158,11 +158,13 @@ pub trait ShadowService {
     fn resolve_volume(&mut self, spec: &str, base_dir: &Path) -> Result<VolumeInfo, ServiceError>;
     fn volumes(&mut self) -> Result<Vec<VolumeInfo>, ServiceError>;
     /// Registers an image file with a chosen copy-on-write chunk size (a power of two, 4 KiB to
-    /// 1 MiB; `None`: the default). The chunk size is fixed at registration.
+    /// 1 MiB; `None`: the default) and the provider its shadows get unless a create names
+    /// one (`None`: the system provider). Both are fixed at registration.
     fn register_volume(
         &mut self,
         path: &str,
         chunk_size: Option<u32>,
+        provider: Option<ProviderId>,
         base_dir: &Path,
     ) -> Result<VolumeInfo, ServiceError>;
 

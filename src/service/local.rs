@@ -2,6 +2,7 @@
 //! The service process serves every connection through one of these, and tests use it
 //! directly.
 
+use crate::engine::ids::ProviderId;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -726,6 +727,7 @@ impl ShadowService for LocalService {
         &mut self,
         path: &str,
         chunk_size: Option<u32>,
+        provider: Option<ProviderId>,
         base_dir: &Path,
     ) -> Result<VolumeInfo, ServiceError> {
         let full = if Path::new(path).is_absolute() {
@@ -750,9 +752,23 @@ impl ShadowService for LocalService {
                 .with_code(VssCode::VSS_E_OBJECT_ALREADY_EXISTS)
                 .with_help("register a copy of the image under another path to use another chunk size"));
             }
+            if let Some(wanted) = provider {
+                let current = self.core.engine.volume_provider(existing.id);
+                if current != Some(wanted) {
+                    return Err(ServiceError::invalid(format!(
+                        "{} is already registered for another provider; the provider is chosen once, at registration",
+                        existing.display_name()
+                    ))
+                    .with_code(VssCode::VSS_E_OBJECT_ALREADY_EXISTS)
+                    .with_help("name the provider per shadow copy instead: add volume ... provider {ID}"));
+                }
+            }
             return Ok(existing);
         }
-        from_engine!(self.core.engine.register_volume(&full, chunk_size))
+        from_engine!(self
+            .core
+            .engine
+            .register_volume_with_provider(&full, chunk_size, provider))
     }
 
     fn volumes(&mut self) -> Result<Vec<VolumeInfo>, ServiceError> {

@@ -2,6 +2,7 @@
 //! [`EngineHandler`] serves them in the service process (one [`LocalService`] per requester
 //! connection), and [`RemoteService`] is the requester's side of the same trait.
 
+use crate::engine::ids::ProviderId;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -35,6 +36,8 @@ pub enum Request {
     RegisterVolume {
         path: String,
         chunk_size: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        provider: Option<ProviderId>,
         base_dir: PathBuf,
     },
     DriveMap,
@@ -305,8 +308,9 @@ pub fn dispatch(
         Request::RegisterVolume {
             path,
             chunk_size,
+            provider,
             base_dir,
-        } => Reply::Volume(service.register_volume(&path, chunk_size, &base_dir)?),
+        } => Reply::Volume(service.register_volume(&path, chunk_size, provider, &base_dir)?),
         Request::DriveMap => Reply::DriveMap(service.drive_map()?),
         Request::MapDrive { letter, target } => {
             service.map_drive(letter, target)?;
@@ -519,11 +523,13 @@ impl ShadowService for RemoteService {
         &mut self,
         path: &str,
         chunk_size: Option<u32>,
+        provider: Option<ProviderId>,
         base_dir: &Path,
     ) -> Result<VolumeInfo, ServiceError> {
         let request = Request::RegisterVolume {
             path: path.to_string(),
             chunk_size,
+            provider,
             base_dir: base_dir.to_path_buf(),
         };
         match self.quiet(request)? {
