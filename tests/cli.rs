@@ -1118,3 +1118,47 @@ fn add_volume_warns_of_writers_outside_diskshadow() {
         _ => support::skip("losetup cannot attach a loop device here (root and util-linux)"),
     }
 }
+
+/// `volume register --provider row` makes every later shadow of the volume a
+/// redirect-on-write one (no `provider {ID}` needed in the script); an unknown provider is a
+/// usage error naming the choices.
+#[test]
+fn providers_volume_register_with_the_redirect_on_write_provider() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let store = work.path().join("store");
+    let volume = work.path().join("data.img");
+    image(&volume, 1 << 20);
+    diskshadow(&store)
+        .args(["volume", "register"])
+        .arg(&volume)
+        .args(["--provider", "row"])
+        .assert()
+        .success();
+    let stdout = support::process::run_script(
+        &store,
+        work.path(),
+        "row.dsh",
+        "list providers\nset context persistent nowriters\nadd volume data.img\ncreate\n",
+    );
+    assert!(stdout.contains("3 providers registered."), "{stdout}");
+    assert!(
+        stdout.contains("- Provider ID: {3f0c6a1e-9d42-4b7a-8e15-6c2d9b7f4a30}"),
+        "{stdout}"
+    );
+    let again = diskshadow(&store)
+        .args(["volume", "register"])
+        .arg(&volume)
+        .args(["--provider", "cow"])
+        .output()
+        .expect("runs");
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("chosen once, at registration"));
+    let unknown = diskshadow(&store)
+        .args(["volume", "register"])
+        .arg(&volume)
+        .args(["--provider", "zfs"])
+        .output()
+        .expect("runs");
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown provider 'zfs'"));
+}
