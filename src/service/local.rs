@@ -16,8 +16,8 @@ use super::error::{ServiceError, ServiceErrorKind};
 use crate::engine::clock::{IdSource, RandomIds};
 use crate::engine::coordinator::{
     BackupSession, Coordinator, CoordinatorObserver, CreationFailure, CreationRequest,
-    GatheredMetadata, PostSnapshotShadow, RestoreWriter, SelectionPlan, StepDecision,
-    WriterEventError, WriterSelection,
+    GatheredMetadata, PostSnapshotShadow, RestoreWriter, SelectionError, SelectionPlan,
+    StepDecision, WriterEventError, WriterSelection,
 };
 use crate::engine::device::BlockDevice;
 use crate::engine::ids::{parse_guid, ShadowId};
@@ -768,8 +768,13 @@ impl ShadowService for LocalService {
             let plan = coordinator
                 .select(&gathered, &selection, &volume_ids, &resolve)
                 .map_err(|error| {
-                    Self::writer_error(error.to_string(), error.vss_code())
-                        .with_help("`list writers` shows the writers and their components")
+                    let help = match error {
+                        SelectionError::EveryWriterFailedIdentify { .. } => {
+                            "`list writers status` shows why each writer failed; `writer exclude` them, or `set context … nowriters`, to create the set without writers"
+                        }
+                        _ => "`list writers` shows the writers and their components",
+                    };
+                    Self::writer_error(error.to_string(), error.vss_code()).with_help(help)
                 })?;
             (gathered, plan)
         } else {
@@ -778,6 +783,15 @@ impl ShadowService for LocalService {
                 SelectionPlan::without_writers(),
             )
         };
+        // A writers context on a host with no writer registered makes a set no writer took
+        // part in: it says so in its attributes, as a nowriters context's set does.
+        let mut spec = spec;
+        if request.context.has_writers()
+            && gathered.writers.is_empty()
+            && gathered.unavailable.is_empty()
+        {
+            spec.extra_attributes = spec.extra_attributes.with(Attributes::NO_WRITERS);
+        }
         let held_file_systems = self.core.filesystems_to_hold(&volume_ids);
         for file_system in &held_file_systems {
             bridge.verbose(&format!(
