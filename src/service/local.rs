@@ -812,10 +812,16 @@ impl ShadowService for LocalService {
         let engine = self.core.engine.clone();
         // The coordinator reports a refused commit as a message; keep the provider's own code.
         let commit_code = std::cell::Cell::new(None);
+        // When writers still thaw and post-snapshot after the commit, the set is committed in
+        // creation and kept only once they are done: a crash before then leaves no shadow of it.
+        let writers_after_commit = request.context.has_writers() && !plan.writers.is_empty();
         let mut commit = || {
-            engine
-                .create_shadow_set_with_progress(&spec, &bridge)
-                .inspect_err(|error| commit_code.set(Some(error.vss_code())))
+            let committed = if writers_after_commit {
+                engine.create_shadow_set_in_creation(&spec, &bridge)
+            } else {
+                engine.create_shadow_set_with_progress(&spec, &bridge)
+            };
+            committed.inspect_err(|error| commit_code.set(Some(error.vss_code())))
         };
         // Auto-recovery: writers get a read-write view of each new shadow during PostSnapshot.
         let recovering =
@@ -929,6 +935,20 @@ impl ShadowService for LocalService {
             }
             None => Vec::new(),
         };
+        if let Err(error) = self.core.engine.finish_creation(set.set_id) {
+            let _ = Coordinator::new(&host, &crate::engine::coordinator::SilentObserver)
+                .abort(&outcome.session, "the shadow copy set could not be kept");
+            let _ = self
+                .core
+                .engine
+                .delete_shadows(&DeleteSelector::Set(set.set_id));
+            return Err(ServiceError::new(
+                ServiceErrorKind::Io,
+                format!("the shadow copy set was not created: it could not be kept: {error}"),
+            )
+            .with_code(error.vss_code())
+            .with_help("check the store's disk; no shadow copy of the set was kept"));
+        }
         self.backup = Some(outcome.session);
         Ok(CreateOutcome {
             set,
