@@ -1,5 +1,5 @@
 //! Writer processes: started on first need, kept running, spoken to in JSON lines
-//! (`spec/writer-protocol.md`, "Transport"), with their VSS_WRITER_STATE.
+//! (`docs/writer-protocol.md`, "Transport"), with their VSS_WRITER_STATE.
 //!
 //! **Invariants:**
 //! - A writer that does not answer in time, or whose process ends, fails the event it was given
