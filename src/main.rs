@@ -79,10 +79,7 @@ fn check_store(store: &Path, json: bool) -> i32 {
             println!("Problem: {problem}");
         }
         for suspect in &check.suspect_shadows {
-            println!(
-                "Suspect shadow copy {}: {}",
-                suspect.shadow, suspect.reason
-            );
+            println!("Suspect shadow copy {}: {}", suspect.shadow, suspect.reason);
         }
         for orphan in &check.orphaned_diff_areas {
             println!(

@@ -144,7 +144,8 @@ pub enum OpenError {
     #[error("cannot finish the revert interrupted by the last crash: {0}")]
     Revert(Box<RevertError>),
     #[error(
-        "{} holds preserved chunks of volume {volume}, which the catalog ({}) does not know: \
+        "{} holds preserved chunks of volume {volume}, which the catalog ({}/base.json and \
+         journal.log) does not know: \
          the catalog lost transactions or was replaced; restore the store from a backup (run \
          `diskshadow check-store` to see what it holds), or move that directory aside if it is \
          not needed",
@@ -668,7 +669,12 @@ fn diff_areas(layout: &StoreLayout) -> Vec<(String, PathBuf)> {
     let mut areas: Vec<(String, PathBuf)> = entries
         .flatten()
         .filter(|entry| entry.path().is_dir())
-        .map(|entry| (entry.file_name().to_string_lossy().into_owned(), entry.path()))
+        .map(|entry| {
+            (
+                entry.file_name().to_string_lossy().into_owned(),
+                entry.path(),
+            )
+        })
         .collect();
     areas.sort();
     areas
@@ -782,7 +788,12 @@ impl Engine {
         // serve a store that silently lost them. An empty one is a registration interrupted
         // by a crash.
         for (volume, diff_dir) in diff_areas(&layout) {
-            if catalog.state().volumes.keys().any(|known| known.0.hyphenated().to_string() == volume) {
+            if catalog
+                .state()
+                .volumes
+                .keys()
+                .any(|known| known.0.hyphenated().to_string() == volume)
+            {
                 continue;
             }
             // Read-only, `check` reports it instead.
@@ -845,15 +856,18 @@ impl Engine {
                         read_only,
                         recorded_index_bytes: record.index_log_bytes,
                         sequence_limit: Some(catalog.state().next_sequence),
+                        recorded_clean: !record.writing,
                     },
                 );
                 match opened {
-                    Err(DiffAreaError::Corrupt { path, detail }) => VolumeSlot::Unavailable(format!(
+                    Err(DiffAreaError::Corrupt { path, detail }) => {
+                        VolumeSlot::Unavailable(format!(
                         "its diff area is damaged: {}: {detail}; the volume and its shadow copies \
                          are not served and nothing of the diff area was changed (run \
                          `diskshadow check-store`, restore the store from a backup)",
                         path.display()
-                    )),
+                    ))
+                    }
                     Err(DiffAreaError::Io(source)) => {
                         return Err(OpenError::DiffArea {
                             volume: record.id,
@@ -873,7 +887,12 @@ impl Engine {
                                     source,
                                 })?;
                         }
-                        Self::recover_volume_state(&record, &mut cow, catalog.state(), &mut state_changes);
+                        Self::recover_volume_state(
+                            &record,
+                            &mut cow,
+                            catalog.state(),
+                            &mut state_changes,
+                        );
                         sequence_floor =
                             sequence_floor.max(cow.max_tag().map_or(0, |tag| u64::from(tag) + 1));
                         VolumeSlot::Ready(Box::new(cow))
@@ -1260,7 +1279,8 @@ impl Engine {
                 CatalogChange::SetVolumeState {
                     volume: cow.volume,
                     fingerprint: Some(current),
-                    writing: false,
+                    // Still being written by diskshadow when its own writes are unflushed.
+                    writing: !cow.persisted_clean,
                     size: current.size,
                 },
                 CatalogChange::RecordIndexLog {
@@ -2217,17 +2237,17 @@ impl Engine {
             }
         }
         for record in state.shadows.values() {
-            let volume_unavailable = self.handle(record.volume).and_then(|handle| {
-                match &*read_lock(&handle.state) {
-                    VolumeSlot::Unavailable(reason) => Some(reason.clone()),
-                    VolumeSlot::Ready(cow) if record.sequence <= cow.suspect_through => {
-                        record.suspect.clone().or_else(|| {
-                            Some("the image was changed outside diskshadow".to_string())
-                        })
-                    }
-                    VolumeSlot::Ready(_) => None,
-                }
-            });
+            let volume_unavailable =
+                self.handle(record.volume)
+                    .and_then(|handle| match &*read_lock(&handle.state) {
+                        VolumeSlot::Unavailable(reason) => Some(reason.clone()),
+                        VolumeSlot::Ready(cow) if record.sequence <= cow.suspect_through => {
+                            record.suspect.clone().or_else(|| {
+                                Some("the image was changed outside diskshadow".to_string())
+                            })
+                        }
+                        VolumeSlot::Ready(_) => None,
+                    });
             if let Some(reason) = record.suspect.clone().or(volume_unavailable) {
                 report.suspect_shadows.push((record.id, reason));
             }

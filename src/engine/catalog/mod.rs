@@ -261,11 +261,14 @@ struct BaseFile {
     state: CatalogState,
 }
 
-/// CRC-32 of the state's compact JSON. Serialization is deterministic (ordered maps), so a
-/// base that parses to the state it was written from has the same checksum, and one that
-/// parses to anything else does not.
-fn state_checksum(state: &CatalogState) -> u32 {
-    crc32fast::hash(&serde_json::to_vec(state).unwrap_or_default())
+/// CRC-32 of the generation (u64 LE) followed by the state's compact JSON. Serialization is
+/// deterministic (ordered maps), so a base that parses to what it was written from has the
+/// same checksum, and one that parses to anything else does not.
+fn state_checksum(generation: u64, state: &CatalogState) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&generation.to_le_bytes());
+    hasher.update(&serde_json::to_vec(state).unwrap_or_default());
+    hasher.finalize()
 }
 
 /// The open catalog. Not internally synchronized: the engine holds it behind a mutex.
@@ -467,7 +470,7 @@ impl Catalog {
         }
         let base: BaseFile = serde_json::from_slice(bytes)
             .map_err(|error| corrupt(format!("it is not a catalog base: {error}")))?;
-        let actual = state_checksum(&base.state);
+        let actual = state_checksum(base.generation, &base.state);
         if actual != base.state_crc32 {
             return Err(corrupt(format!(
                 "the state's checksum is {actual:08x}, but the file says {:08x}",
@@ -555,7 +558,7 @@ impl Catalog {
         let base = BaseFileOut {
             format_version: BASE_FORMAT_VERSION,
             generation: self.generation + 1,
-            state_crc32: state_checksum(&self.state),
+            state_crc32: state_checksum(self.generation + 1, &self.state),
             state: &self.state,
         };
         let bytes = serde_json::to_vec(&base).map_err(|error| CatalogError::Corrupt {

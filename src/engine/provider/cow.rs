@@ -135,6 +135,10 @@ pub struct OpenOptions {
     pub recorded_index_bytes: Option<u64>,
     /// The catalog's next shadow sequence: every tag in the log must be below it.
     pub sequence_limit: Option<u64>,
+    /// The catalog says diskshadow was not writing the image (`writing` clear): then no
+    /// preserve record can lie past `recorded_index_bytes`, since every write marks the image
+    /// as being written (durably) before it preserves anything.
+    pub recorded_clean: bool,
 }
 
 /// A file that does not exist, opened read-only: empty, refusing writes.
@@ -236,6 +240,9 @@ fn copy_and_start_writeback(
     Ok(checksums)
 }
 
+/// `(slot, CRC-32 of its content)` of copied slots.
+type SlotChecksums = Vec<(Slot, u32)>;
+
 /// One in-kernel copy from the live image into the diff area.
 #[derive(Debug, Clone, Copy)]
 struct RangeCopy {
@@ -247,7 +254,7 @@ struct RangeCopy {
 /// A window ahead of a sequential writer whose copies a helper thread is making.
 struct AheadCopy {
     /// `None` when the copies were made without a helper.
-    handle: Option<std::thread::JoinHandle<io::Result<Vec<(Slot, u32)>>>>,
+    handle: Option<std::thread::JoinHandle<io::Result<SlotChecksums>>>,
     /// The slot checksums of copies made without a helper.
     inline_checksums: Vec<(Slot, u32)>,
     /// The versions the copies preserve, recorded when they are done.
@@ -491,13 +498,36 @@ impl CowVolume {
             }
             match record.kind {
                 KIND_PRESERVE => {
+                    if options.recorded_clean
+                        && options.recorded_index_bytes.is_some()
+                        && position as u64 >= recorded_index_bytes
+                    {
+                        return Err(corrupt(
+                            &index_path,
+                            format!(
+                                "{} preserves chunk {} after the end the catalog recorded (byte \
+                                 {recorded_index_bytes}) while the catalog says the image was \
+                                 not being written: the catalog (catalog/journal.log) lost \
+                                 transactions",
+                                describe(position),
+                                record.chunk
+                            ),
+                        ));
+                    }
                     if record.slot != ZERO_SLOT && record.slot > MAX_SLOT {
                         return Err(corrupt(
                             &index_path,
-                            format!("{} names slot {}, which no slot can be", describe(position), record.slot),
+                            format!(
+                                "{} names slot {}, which no slot can be",
+                                describe(position),
+                                record.slot
+                            ),
                         ));
                     }
-                    versions.insert((record.chunk, record.tag), (record.slot, record.slot_checksum));
+                    versions.insert(
+                        (record.chunk, record.tag),
+                        (record.slot, record.slot_checksum),
+                    );
                 }
                 _ => {
                     if versions.remove(&(record.chunk, record.tag)).is_some() {
@@ -505,8 +535,9 @@ impl CowVolume {
                             .range((record.chunk, 0)..(record.chunk, record.tag))
                             .next_back()
                             .map_or(0, |(&(_, tag), _)| u64::from(tag));
-                        if let Some(needing) =
-                            shadows.range(previous_tag + 1..=u64::from(record.tag)).next()
+                        if let Some(needing) = shadows
+                            .range(previous_tag + 1..=u64::from(record.tag))
+                            .next()
                         {
                             return Err(corrupt(
                                 &index_path,
