@@ -133,8 +133,13 @@ fn build_store(store: &Path, images: &Path) -> BTreeMap<ShadowId, Vec<u8>> {
     write(volumes[0], 0, &pattern(9, 3 * CHUNK as usize));
     write(volumes[0], 128 << 10, &pattern(10, CHUNK as usize)); // the hole
     write(volumes[1], 5 * u64::from(CHUNK) + 100, &pattern(11, 300));
-    // Enough transactions to fold the journal into base.json once.
-    let letter_target = DriveTarget::Directory(images.to_path_buf());
+    // Enough transactions to fold the journal into base.json once (long paths make big
+    // records, so that takes few syncs).
+    let long_directory = (0..8).fold(images.to_path_buf(), |path, level| {
+        path.join(format!("{level}{}", "d".repeat(200)))
+    });
+    std::fs::create_dir_all(&long_directory).expect("long directory");
+    let letter_target = DriveTarget::Directory(long_directory);
     let base = store.join("catalog").join("base.json");
     let mut transactions = 0;
     while !base.exists() {
@@ -464,4 +469,127 @@ fn store_corruption_every_flip_truncation_and_deletion_is_refused_or_harmless() 
         refusals >= mutations_run / 3,
         "only {refusals} of {mutations_run} mutations were noticed: the loop tests too little"
     );
+}
+
+/// The diff directory of the volume whose image is `volume0.img`.
+fn first_diff_dir(store: &Path, images: &Path) -> PathBuf {
+    let engine = Engine::open_read_only(store, options()).expect("open read-only");
+    let volume = engine
+        .volumes()
+        .into_iter()
+        .find(|volume| volume.path == images.join("volume0.img"))
+        .expect("volume0 registered");
+    store
+        .join("diff")
+        .join(volume.id.0.hyphenated().to_string())
+}
+
+/// The case: one flipped bit in index record 10 used to cut `index.log` to 320 bytes
+/// and `chunks.dat` to what those records referenced, and the shadows then served wrong bytes.
+#[test]
+fn store_corruption_a_flipped_bit_in_index_record_10_is_refused_and_nothing_is_cut() {
+    let root = scratch("store_corruption_index_record_10");
+    let store = root.join("store");
+    let images = root.join("images");
+    let expected = build_store(&store, &images);
+    let diff_dir = first_diff_dir(&store, &images);
+    let index = diff_dir.join("index.log");
+    let chunks = diff_dir.join("chunks.dat");
+    let index_length = std::fs::metadata(&index).expect("index").len();
+    let chunks_length = std::fs::metadata(&chunks).expect("chunks").len();
+    assert!(index_length > 11 * 32, "record 10 has records after it");
+    apply(
+        &index,
+        &Mutation::FlipBit {
+            offset: 10 * 32 + 9,
+            bit: 2,
+        },
+    );
+
+    let engine = Engine::open(&store, options()).expect("the store still opens");
+    let mut refused = 0;
+    for (&shadow, want) in &expected {
+        match read_shadow(&engine, shadow) {
+            Ok(bytes) => assert!(&bytes == want, "shadow {shadow} served wrong bytes"),
+            Err(message) => {
+                assert!(
+                    message.contains(&index.display().to_string()) && message.contains("record 10"),
+                    "the refusal names the file and the record: {message}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(refused, 2, "both shadows of the damaged volume are refused");
+    let report = engine.check();
+    assert!(!report.is_clean());
+    assert_eq!(report.suspect_shadows.len(), 2, "{report}");
+    drop(engine);
+    assert_eq!(
+        std::fs::metadata(&index).expect("index").len(),
+        index_length
+    );
+    assert_eq!(
+        std::fs::metadata(&chunks).expect("chunks").len(),
+        chunks_length
+    );
+}
+
+/// `check-store` on a damaged store (no service running): it says what is wrong, naming the
+/// file, lists the suspect shadows, fails, and changes no byte or modification time.
+#[test]
+fn store_corruption_check_store_reports_damage_and_changes_nothing() {
+    let root = scratch("store_corruption_check_store");
+    let store = root.join("store");
+    let images = root.join("images");
+    build_store(&store, &images);
+    let diff_dir = first_diff_dir(&store, &images);
+    let chunks = diff_dir.join("chunks.dat");
+    // A flip inside a used slot and a damaged journal record in the middle of the journal.
+    apply(&chunks, &Mutation::FlipBit { offset: 5, bit: 0 });
+    let before = snapshot(&store);
+    let output = assert_cmd::Command::cargo_bin("diskshadow")
+        .expect("binary")
+        .arg("--store")
+        .arg(&store)
+        .arg("check-store")
+        .env_remove("DISKSHADOW_STORE")
+        .env_remove("DISKSHADOW_IN_PROCESS")
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(!output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!("Problem: volume"))
+            && stdout.contains(&chunks.display().to_string())
+            && stdout.contains("slot 0"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("The store has problems."), "{stdout}");
+    assert_eq!(snapshot(&store), before, "check-store changed the store");
+    assert!(
+        !store.join("service.sock").exists() && !store.join("service.log").exists(),
+        "check-store started no service"
+    );
+
+    // A journal record damaged in the middle: the catalog is refused, naming the journal.
+    let journal = store.join("catalog").join("journal.log");
+    apply(&journal, &Mutation::FlipBit { offset: 30, bit: 4 });
+    let before = snapshot(&store);
+    let output = assert_cmd::Command::cargo_bin("diskshadow")
+        .expect("binary")
+        .arg("--store")
+        .arg(&store)
+        .arg("check-store")
+        .env_remove("DISKSHADOW_STORE")
+        .env("DISKSHADOW_IN_PROCESS", "1")
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&journal.display().to_string()) && stderr.contains("valid record follows"),
+        "{stderr}"
+    );
+    assert_eq!(snapshot(&store), before, "check-store changed the store");
 }
