@@ -704,6 +704,74 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_record_followed_by_a_valid_one_is_refused_and_nothing_is_cut() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend: Arc<dyn DurableBackend> = Arc::new(RealBackend);
+        let mut catalog = Catalog::open(backend.clone(), dir.path()).expect("open");
+        for index in 1..=3 {
+            catalog
+                .commit(vec![CatalogChange::RegisterVolume(volume(index))])
+                .expect("commit");
+        }
+        drop(catalog);
+        let journal = Catalog::journal_path(dir.path());
+        let mut bytes = std::fs::read(&journal).expect("read");
+        let length = bytes.len();
+        bytes[RECORD_HEADER_BYTES + 10] ^= 0x04;
+        std::fs::write(&journal, &bytes).expect("write");
+        for read_only in [true, false] {
+            match Catalog::open_with(backend.clone(), dir.path(), read_only) {
+                Err(CatalogError::Corrupt { path, detail }) => {
+                    assert_eq!(path, journal);
+                    assert!(detail.contains("byte 0"), "{detail}");
+                    assert!(detail.contains("valid record follows"), "{detail}");
+                }
+                Err(other) => panic!("expected Corrupt, got {other}"),
+                Ok(_) => panic!("a damaged journal was accepted"),
+            }
+            assert_eq!(std::fs::read(&journal).expect("read").len(), length);
+        }
+    }
+
+    #[test]
+    fn a_base_whose_state_or_generation_changed_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend: Arc<dyn DurableBackend> = Arc::new(RealBackend);
+        let mut catalog = Catalog::open(backend.clone(), dir.path()).expect("open");
+        catalog
+            .commit(vec![CatalogChange::RegisterVolume(volume(1))])
+            .expect("commit");
+        catalog.compact().expect("compact");
+        drop(catalog);
+        let base = Catalog::base_path(dir.path());
+        let original = std::fs::read_to_string(&base).expect("read");
+        for (from, to) in [
+            ("\"size\":1048576", "\"size\":1048577"),
+            ("\"generation\":1", "\"generation\":3"),
+        ] {
+            assert!(original.contains(from), "{original}");
+            std::fs::write(&base, original.replace(from, to)).expect("write");
+            match Catalog::open(backend.clone(), dir.path()) {
+                Err(CatalogError::Corrupt { path, detail }) => {
+                    assert_eq!(path, base);
+                    assert!(detail.contains("checksum"), "{detail}");
+                }
+                Err(other) => panic!("expected Corrupt, got {other}"),
+                Ok(_) => panic!("a changed base was accepted ({from} -> {to})"),
+            }
+        }
+        std::fs::write(&base, &original).expect("restore");
+        assert_eq!(
+            Catalog::open(backend, dir.path())
+                .expect("the original opens")
+                .state()
+                .volumes
+                .len(),
+            1
+        );
+    }
+
+    #[test]
     fn a_crash_at_any_sync_point_of_commit_and_compaction_leaves_before_or_after() {
         use crate::engine::store::{CrashMode, FaultBackend};
         let mut crash_point = 0;

@@ -1710,6 +1710,65 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_slot_is_a_read_error_naming_chunks_dat_never_its_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        make_image(dir.path());
+        let mut volume = open(Arc::new(RealBackend), dir.path()).expect("open");
+        // Random first writes (preserve) and a sequential run (copies made ahead by a helper).
+        volume
+            .write(7 * u64::from(CHUNK) + 5, &[0xAB; 10])
+            .expect("write");
+        sequential_run(&mut volume, None).expect("run");
+        drop(volume);
+        let volume = open(Arc::new(RealBackend), dir.path()).expect("reopen");
+        assert!(
+            read_shadow_all(&volume) == original(),
+            "every slot checks out"
+        );
+        drop(volume);
+        let data_path = dir.path().join("diff").join("chunks.dat");
+        let mut bytes = std::fs::read(&data_path).expect("read");
+        bytes[3 * CHUNK as usize + 17] ^= 0x10;
+        std::fs::write(&data_path, &bytes).expect("write");
+        let volume = open(Arc::new(RealBackend), dir.path()).expect("reopen");
+        let chunk = (0..CHUNKS)
+            .find(|chunk| {
+                volume
+                    .map
+                    .lookup(*chunk, 1)
+                    .is_some_and(|version| version.slot == 3)
+            })
+            .expect("a chunk in slot 3");
+        // A one-byte read of the damaged slot is checked against the whole slot.
+        let mut byte = [0u8; 1];
+        let error = volume
+            .read_shadow(1, chunk * u64::from(CHUNK) + 1, &mut byte)
+            .expect_err("the damaged slot is not served");
+        let message = error.to_string();
+        assert!(
+            message.contains(&data_path.display().to_string()) && message.contains("slot 3"),
+            "{message}"
+        );
+        let mut buffer = vec![0u8; volume.size as usize];
+        assert!(volume.read_shadow(1, 0, &mut buffer).is_err());
+        // Other slots are still served.
+        let other = if chunk == 0 { 1 } else { 0 };
+        let mut piece = vec![0u8; CHUNK as usize];
+        volume
+            .read_shadow(1, other * u64::from(CHUNK), &mut piece)
+            .expect("an undamaged slot");
+        let start = (other * u64::from(CHUNK)) as usize;
+        assert!(piece == original()[start..start + CHUNK as usize]);
+        let problems = volume.check().expect("check");
+        assert!(
+            problems
+                .iter()
+                .any(|problem| problem.description.contains("slot 3")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
     fn a_crash_at_any_sync_point_of_a_sequential_run_keeps_the_shadow_exact() {
         let counting_dir = tempfile::tempdir().expect("tempdir");
         make_image(counting_dir.path());
