@@ -545,7 +545,7 @@ fn store_corruption_check_store_reports_damage_and_changes_nothing() {
     build_store(&store, &images);
     let diff_dir = first_diff_dir(&store, &images);
     let chunks = diff_dir.join("chunks.dat");
-    // A flip inside a used slot and a damaged journal record in the middle of the journal.
+    // A flip inside a used slot of chunks.dat.
     apply(&chunks, &Mutation::FlipBit { offset: 5, bit: 0 });
     let before = snapshot(&store);
     let output = assert_cmd::Command::cargo_bin("diskshadow")
@@ -560,7 +560,7 @@ fn store_corruption_check_store_reports_damage_and_changes_nothing() {
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
     assert!(!output.status.success(), "{stdout}");
     assert!(
-        stdout.contains(&format!("Problem: volume"))
+        stdout.contains("Problem: volume")
             && stdout.contains(&chunks.display().to_string())
             && stdout.contains("slot 0"),
         "{stdout}"
