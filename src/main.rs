@@ -57,43 +57,53 @@ fn run(cli: Cli) -> i32 {
         Some(Subcommands::Drive(command)) => {
             with_service(&store, |service| drive(service, command))
         }
-        Some(Subcommands::CheckStore(arguments)) => {
-            let mut clean = true;
-            let status = with_service(&store, |service| {
-                let check = service.check_store()?;
-                clean = check.clean;
-                if arguments.json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&check).unwrap_or_default()
-                    );
-                } else {
-                    println!(
-                        "Checked {} volumes, {} shadow copies, {} preserved chunks.",
-                        check.volumes_checked, check.shadows_checked, check.preserved_chunks
-                    );
-                    println!("Leaked diff-area space: {} bytes.", check.leaked_bytes);
-                    for problem in &check.problems {
-                        println!("Problem: {problem}");
-                    }
-                    let verdict = if check.clean {
-                        "The store is consistent."
-                    } else {
-                        "The store has problems."
-                    };
-                    println!("{verdict}");
-                }
-                Ok(())
-            });
-            if status == exit_status::SUCCESS && !clean {
-                exit_status::COMMAND_FAILED
-            } else {
-                status
-            }
-        }
+        Some(Subcommands::CheckStore(arguments)) => check_store(&store, arguments.json),
         Some(Subcommands::Service(command)) => service(&store, command),
         Some(Subcommands::Writer(WriterCommand::Check { writer })) => check_writer(&store, &writer),
         None => shell(&cli, &store),
+    }
+}
+
+/// `diskshadow check-store`: read-only (see `connect::check_store`).
+fn check_store(store: &Path, json: bool) -> i32 {
+    let check = match connect::check_store(store) {
+        Ok(check) => check,
+        Err(error) => return fail(&error),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&check).unwrap_or_default()
+        );
+    } else {
+        println!(
+            "Checked {} volumes, {} shadow copies, {} preserved chunks.",
+            check.volumes_checked, check.shadows_checked, check.preserved_chunks
+        );
+        println!("Leaked diff-area space: {} bytes.", check.leaked_bytes);
+        for problem in &check.problems {
+            println!("Problem: {problem}");
+        }
+        for suspect in &check.suspect_shadows {
+            println!("Suspect shadow copy {}: {}", suspect.shadow, suspect.reason);
+        }
+        for orphan in &check.orphaned_diff_areas {
+            println!(
+                "Orphaned diff area: {} (no registered volume)",
+                orphan.display()
+            );
+        }
+        let verdict = if check.clean {
+            "The store is consistent."
+        } else {
+            "The store has problems."
+        };
+        println!("{verdict}");
+    }
+    if check.clean {
+        exit_status::SUCCESS
+    } else {
+        exit_status::COMMAND_FAILED
     }
 }
 
