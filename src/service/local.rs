@@ -884,13 +884,14 @@ impl ShadowService for LocalService {
             };
             views
                 .into_iter()
-                .zip(&volume_names)
-                .map(|((shadow_id, path, mount), volume)| {
+                .zip(volume_names.iter().zip(&volume_ids))
+                .map(|((shadow_id, path, mount), (volume, volume_id))| {
                     if let Some(mount) = mount {
                         recovery_mounts.push(mount);
                     }
                     PostSnapshotShadow {
                         volume: volume.clone(),
+                        volume_id: Some(*volume_id),
                         shadow_id,
                         path,
                     }

@@ -69,6 +69,13 @@ pub struct VolumeSource {
     pub held_by_service: bool,
 }
 
+/// A FUSE mount of an attached volume: diskshadow names it by the volume GUID (`{…}`); the
+/// type is `fuse.diskshadow`, or plain `fuse` when the kernel mount took no subtype.
+fn is_attached_volume(mount: &Mount) -> bool {
+    let guid = mount.source.len() == 38 && mount.source.starts_with('{') && mount.source.ends_with('}');
+    guid && (mount.fstype == "fuse" || mount.fstype == "fuse.diskshadow")
+}
+
 /// The volume behind a mount's source device, if it is one. `devices` maps other block devices
 /// (an NBD device connected to an attached volume) to their volumes.
 pub fn volume_of_device(
@@ -83,7 +90,7 @@ pub fn volume_of_device(
         });
     }
     let backing = loop_backing_file(source)?;
-    if let Some(fuse) = mount_of(&backing, all).filter(|mount| mount.fstype == "fuse.diskshadow") {
+    if let Some(fuse) = mount_of(&backing, all).filter(is_attached_volume) {
         return Some(VolumeSource {
             volume: fuse.source,
             held_by_service: true,

@@ -211,6 +211,9 @@ impl PostgresWriter {
                 Ok(())
             };
             place(&target.join("backup_label"), stopped.label.as_bytes())?;
+            // The live server's lock file would stop a server started on the shadow while the
+            // live one runs (pg_basebackup leaves it out for the same reason).
+            let _ = std::fs::remove_file(target.join("postmaster.pid"));
             if !stopped.tablespace_map.trim().is_empty() {
                 place(&target.join("tablespace_map"), stopped.tablespace_map.as_bytes())?;
             }
@@ -338,7 +341,12 @@ impl Writer for PostgresWriter {
         let shadows = request.get("shadows").and_then(Value::as_array).cloned().unwrap_or_default();
         let view = shadows
             .iter()
-            .find(|shadow| shadow.get("volume") == Some(&volume))
+            .find(|shadow| {
+                shadow.get("volume") == Some(&volume)
+                    || shadow.get("volume_id").and_then(Value::as_str).is_some_and(|id| {
+                        volume.as_str().is_some_and(|mine| mine.eq_ignore_ascii_case(id))
+                    })
+            })
             .and_then(|shadow| shadow.get("path"))
             .and_then(Value::as_str);
         match view {

@@ -64,7 +64,6 @@ pub trait Writer {
 }
 
 pub fn log(text: &str) {
-    eprintln!("{text}");
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "{}", json!({ "log": text }));
     let _ = stdout.flush();
