@@ -97,3 +97,69 @@ impl Drop for AttachedExt4 {
         let _ = diskshadow(&self.store).args(["service", "stop"]).output();
     }
 }
+
+/// An in-box writer driven over its protocol by the test itself.
+pub struct WriterProcess {
+    child: std::process::Child,
+    input: Option<std::process::ChildStdin>,
+    answers: std::io::BufReader<std::process::ChildStdout>,
+    next_id: u64,
+}
+
+impl WriterProcess {
+    pub fn start(arguments: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_diskshadow-writer"))
+            .args(arguments)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the writer starts");
+        let input = child.stdin.take();
+        let answers = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        Self {
+            child,
+            input,
+            answers,
+            next_id: 1,
+        }
+    }
+
+    /// Sends `event` with `fields` and returns the answer (log lines skipped).
+    pub fn send(&mut self, event: &str, fields: serde_json::Value) -> serde_json::Value {
+        use std::io::{BufRead, Write};
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut request = fields;
+        request["id"] = serde_json::Value::from(id);
+        request["event"] = serde_json::Value::from(event);
+        let input = self.input.as_mut().expect("input open");
+        writeln!(input, "{request}").expect("send");
+        input.flush().expect("flush");
+        loop {
+            let mut line = String::new();
+            assert!(self.answers.read_line(&mut line).expect("read") > 0, "the writer ended at {event}");
+            let value: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+            if value.get("id") == Some(&serde_json::Value::from(id)) {
+                return value;
+            }
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Closes the input (end of input is abort) and waits for the writer to exit.
+    pub fn finish(&mut self) -> bool {
+        self.input = None;
+        self.child.wait().map(|status| status.success()).unwrap_or(false)
+    }
+}
+
+impl Drop for WriterProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
