@@ -36,6 +36,22 @@ fn unavailable(error: impl std::fmt::Display) -> ServiceError {
     ServiceError::new(ServiceErrorKind::Unavailable, error.to_string())
 }
 
+/// A transport failure as the requester sees it; a refusal by the service's access control
+/// carries VSS's `E_ACCESSDENIED`.
+fn transport_error(store: &Path, error: transport::ServiceError) -> ServiceError {
+    match error {
+        transport::ServiceError::AccessDenied { message } => {
+            ServiceError::new(ServiceErrorKind::Unavailable, message)
+                .with_code(crate::engine::vss::VssCode::E_ACCESSDENIED)
+                .with_help(format!(
+                    "ask the store's owner to add your user to {} (and to let you reach the store directory)",
+                    store.join(transport::access::ACCESS_FILE_NAME).display()
+                ))
+        }
+        other => unavailable(other),
+    }
+}
+
 /// Connects to the store's service, starting it if none runs.
 pub fn connect(store: &Path) -> Result<Box<dyn ShadowService>, ServiceError> {
     if std::env::var_os("DISKSHADOW_IN_PROCESS").is_some_and(|value| value == "1") {
@@ -45,7 +61,7 @@ pub fn connect(store: &Path) -> Result<Box<dyn ShadowService>, ServiceError> {
             RequesterId(u64::from(std::process::id())),
         )));
     }
-    std::fs::create_dir_all(store).map_err(|error| {
+    crate::engine::store::create_private_dir_all(store).map_err(|error| {
         ServiceError::io(format!(
             "the store {} cannot be created: {error}",
             store.display()
@@ -131,14 +147,17 @@ fn connect_client(store: &Path) -> Result<transport::Client, ServiceError> {
             .env(SPAWNED_SERVICE_ENV, "1");
         transport::spawn_detached(command, &paths.log_file)
     };
-    transport::connect_or_start(store, &start).map_err(|error| {
-        unavailable(error).with_help(format!("the service log is {}", paths.log_file.display()))
+    transport::connect_or_start(store, &start).map_err(|error| match error {
+        transport::ServiceError::AccessDenied { .. } => transport_error(store, error),
+        other => {
+            unavailable(other).with_help(format!("the service log is {}", paths.log_file.display()))
+        }
     })
 }
 
 /// `diskshadow service run`: owns the store until idle, stopped, or signalled.
 pub fn run_service(store: &Path, idle_timeout: Option<u64>) -> Result<(), ServiceError> {
-    std::fs::create_dir_all(store).map_err(|error| {
+    crate::engine::store::create_private_dir_all(store).map_err(|error| {
         ServiceError::io(format!(
             "the store {} cannot be created: {error}",
             store.display()
@@ -178,7 +197,6 @@ pub fn run_service(store: &Path, idle_timeout: Option<u64>) -> Result<(), Servic
         idle_timeout: Some(Duration::from_secs(seconds)),
         handle_termination_signals: true,
         log: Some(log),
-        ..ServerOptions::default()
     };
     let handler = Arc::new(EngineHandler::new(Arc::new(engine)));
     match transport::serve_store(store, handler, options) {
@@ -197,6 +215,9 @@ pub fn run_service(store: &Path, idle_timeout: Option<u64>) -> Result<(), Servic
 pub fn service_status(store: &Path) -> Result<Option<transport::ServiceStatus>, ServiceError> {
     match transport::Client::connect_store(store) {
         Ok(mut client) => client.status().map(Some).map_err(unavailable),
+        Err(error @ transport::ServiceError::AccessDenied { .. }) => {
+            Err(transport_error(store, error))
+        }
         Err(_) => Ok(None),
     }
 }
@@ -205,6 +226,9 @@ pub fn service_status(store: &Path) -> Result<Option<transport::ServiceStatus>, 
 pub fn stop_service(store: &Path) -> Result<bool, ServiceError> {
     match transport::Client::connect_store(store) {
         Ok(mut client) => client.request_stop().map(|()| true).map_err(unavailable),
+        Err(error @ transport::ServiceError::AccessDenied { .. }) => {
+            Err(transport_error(store, error))
+        }
         Err(_) => Ok(false),
     }
 }

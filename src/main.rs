@@ -459,6 +459,8 @@ fn shell(cli: &Cli, store: &Path) -> i32 {
         None
     };
     let mut console = TerminalConsole::new(log);
+    // From here on Ctrl-C never kills the shell (see ui::interrupt).
+    ui::interrupt::install();
     for line in ui::banner(&ui::machine_name()) {
         console.out(&line);
     }
@@ -643,6 +645,9 @@ fn volume(service: &mut dyn ShadowService, command: VolumeCommand) -> Result<(),
                 "{volume} is attached read-write as {} ({}).",
                 attachment.name, attachment.location
             );
+            if let Some(warning) = attachment.access_warning("the volume", "read and write") {
+                println!("{warning}");
+            }
             Ok(())
         }
         VolumeCommand::Detach { target } => {

@@ -922,3 +922,199 @@ fn requester_bom_and_utf16_scripts_run_and_check() {
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("odd number of bytes"), "{stderr}");
 }
+
+fn interrupt(child: &std::process::Child) {
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+}
+
+/// Collects a child's stdout on a thread, so a test can wait for a line while it runs.
+fn collect_stdout(child: &mut std::process::Child) -> std::sync::Arc<std::sync::Mutex<String>> {
+    use std::io::BufRead;
+    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let sink = std::sync::Arc::clone(&text);
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let mut text = sink.lock().expect("stdout");
+            text.push_str(&line);
+            text.push('\n');
+        }
+    });
+    text
+}
+
+/// Ctrl-C never kills the shell: a script stops after the command that was running, says so,
+/// and exits with status 1 as any stopped script does.
+#[test]
+fn ctrl_c_stops_a_script_after_its_running_command_without_killing_the_shell() {
+    use std::os::unix::fs::PermissionsExt;
+    let work = tempfile::tempdir().expect("tempdir");
+    let store = work.path().join("store");
+    let pause = work.path().join("pause.sh");
+    fs::write(&pause, "#!/bin/sh\nsleep 1\necho paused\n").expect("pause");
+    fs::set_permissions(&pause, fs::Permissions::from_mode(0o755)).expect("mode");
+    fs::write(
+        work.path().join("long.dsh"),
+        "exec pause.sh\nadd alias after yes\n",
+    )
+    .expect("script");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("diskshadow"))
+        .arg("--store")
+        .arg(&store)
+        .args(["-s", "long.dsh"])
+        .env("DISKSHADOW_IDLE_TIMEOUT", "5")
+        .current_dir(work.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("diskshadow");
+    let stdout = collect_stdout(&mut child);
+    wait_for(20, "the script reached exec", || {
+        stdout.lock().expect("stdout").contains("-> exec pause.sh")
+    });
+    interrupt(&child);
+    let status = child.wait().expect("wait");
+    wait_for(5, "the output ended", || {
+        stdout
+            .lock()
+            .expect("stdout")
+            .contains("DiskShadow is exiting.")
+    });
+    let text = stdout.lock().expect("stdout").clone();
+    assert_eq!(status.code(), Some(1), "not killed by the signal: {text}");
+    assert!(
+        text.contains("paused"),
+        "the running command finished: {text}"
+    );
+    assert!(text.contains("interrupted (Ctrl-C)"), "{text}");
+    assert!(!text.contains("-> add alias after"), "{text}");
+}
+
+/// Ctrl-C at the step prompt aborts the writers' sequence: the writer gets its abort, no
+/// shadow is left, and the shell ends the script as a failure instead of dying.
+#[test]
+fn ctrl_c_at_the_step_prompt_aborts_the_writers_sequence() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let store = work.path().join("store");
+    image(&work.path().join("one.img"), 1 << 20);
+    let record = work.path().join("events.jsonl");
+    fs::create_dir_all(store.join("writers")).expect("writers");
+    fs::write(
+        store.join("writers/step.toml"),
+        format!(
+            "name = \"Step Writer\"\nid = \"{{66666666-aaaa-4bbb-8ccc-888888888888}}\"\ncommand = [{:?}, \"--name\", \"Step Writer\", \"--component\", {:?}, \"--record\", {:?}]\n",
+            env!("CARGO_BIN_EXE_diskshadow-test-writer"),
+            format!("db={}", work.path().join("one.img").display()),
+            record.display().to_string()
+        ),
+    )
+    .expect("registration");
+    fs::write(
+        work.path().join("step.dsh"),
+        "set step on\nset context persistent\nadd volume one.img\ncreate\n",
+    )
+    .expect("script");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("diskshadow"))
+        .arg("--store")
+        .arg(&store)
+        .args(["-s", "step.dsh"])
+        .env("DISKSHADOW_IDLE_TIMEOUT", "5")
+        .current_dir(work.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("diskshadow");
+    let _keep_stdin_open = child.stdin.take();
+    let stdout = collect_stdout(&mut child);
+    wait_for(30, "the step prompt", || {
+        stdout
+            .lock()
+            .expect("stdout")
+            .contains("Step: the next writer event is")
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    interrupt(&child);
+    let status = child.wait().expect("wait");
+    let text = stdout.lock().expect("stdout").clone();
+    assert_eq!(status.code(), Some(1), "not killed by the signal: {text}");
+    assert!(text.contains("Ctrl-C: aborting."), "{text}");
+    let listing = diskshadow(&store)
+        .write_stdin("list shadows all\n")
+        .output()
+        .expect("list");
+    let listing = String::from_utf8_lossy(&listing.stdout).to_string();
+    assert!(
+        listing.contains("Number of shadow copies listed: 0"),
+        "{listing}"
+    );
+    let events = fs::read_to_string(&record).unwrap_or_default();
+    if events.contains("\"freeze\"") {
+        assert!(
+            events.contains("\"abort\""),
+            "a frozen writer is aborted: {events}"
+        );
+    }
+}
+
+/// `add volume` warns when the image is written outside diskshadow: a loop device backed by
+/// it, or another process holding it open for writing.
+#[test]
+fn add_volume_warns_of_writers_outside_diskshadow() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let store = work.path().join("store");
+    let volume = work.path().join("data.img");
+    image(&volume, 4 << 20);
+    fs::write(work.path().join("add.dsh"), "add volume data.img\n").expect("script");
+    let run = || {
+        let output = diskshadow(&store)
+            .args(["-s", "add.dsh"])
+            .current_dir(work.path())
+            .output()
+            .expect("diskshadow");
+        assert!(output.status.success());
+        String::from_utf8_lossy(&output.stderr).to_string()
+    };
+    assert!(!run().contains("Warning"), "nobody else writes it yet");
+
+    let mut holder = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("exec 3<>data.img; sleep 30")
+        .current_dir(work.path())
+        .spawn()
+        .expect("holder");
+    wait_for(10, "the holder opened the image", || {
+        fs::read_dir(format!("/proc/{}/fd", holder.id()))
+            .map(|fds| fds.count() > 3)
+            .unwrap_or(false)
+    });
+    let warned = run();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(
+        warned.contains("Warning: the volume")
+            && warned.contains(&format!("process {}", holder.id())),
+        "{warned}"
+    );
+
+    let losetup = std::process::Command::new("losetup")
+        .args(["-f", "--show"])
+        .arg(&volume)
+        .output();
+    match losetup {
+        Ok(output) if output.status.success() => {
+            let device = String::from_utf8_lossy(&output.stdout).trim().to_string();
+            let warned = run();
+            let _ = std::process::Command::new("losetup")
+                .args(["-d", &device])
+                .status();
+            assert!(
+                warned.contains(&format!("the loop device {device}")),
+                "{warned}"
+            );
+        }
+        _ => support::skip("losetup cannot attach a loop device here (root and util-linux)"),
+    }
+}

@@ -348,14 +348,11 @@ fn a_loaded_cabinet_gives_the_writers_and_components_to_restore() {
     assert_eq!(restore[1].components, ["\\data\\live\\journal"]);
 }
 
-#[path = "support/cabs.rs"]
-mod cabs;
-
 #[test]
 fn requester_metadata_deep_nesting_is_one_corrupt_document_error() {
     let directory = tempfile::tempdir().expect("tempdir");
     let deep = directory.path().join("deep.cab");
-    cabs::write_deeply_nested_cab(&deep, 100_000);
+    support::cabs::write_deeply_nested_cab(&deep, 100_000);
     assert!(std::fs::metadata(&deep).expect("size").len() < 2 << 20);
     let error = read_metadata_cab(&deep).expect_err("too deep");
     assert_eq!(error.vss_code(), VssCode::VSS_E_CORRUPT_XML_DOCUMENT);
@@ -368,7 +365,7 @@ fn requester_metadata_deep_nesting_is_one_corrupt_document_error() {
 fn requester_metadata_corrupt_folder_offset_is_one_corrupt_member_error() {
     let directory = tempfile::tempdir().expect("tempdir");
     let corrupt = directory.path().join("corrupt.cab");
-    cabs::write_cab_with_corrupt_folder_offset(&corrupt);
+    support::cabs::write_cab_with_corrupt_folder_offset(&corrupt);
     let error = read_metadata_cab(&corrupt).expect_err("corrupt offset");
     assert_eq!(error.vss_code(), VssCode::VSS_E_CORRUPT_XML_DOCUMENT);
     let text = error.to_string();
@@ -384,7 +381,7 @@ fn requester_metadata_corrupt_folder_offset_is_one_corrupt_member_error() {
 fn requester_metadata_oversized_member_is_refused_before_it_is_read() {
     let directory = tempfile::tempdir().expect("tempdir");
     let big = directory.path().join("big.cab");
-    cabs::write_raw_cab(&big, &[("Manifest.xml", vec![b' '; 5 << 20])]);
+    support::cabs::write_raw_cab(&big, &[("Manifest.xml", vec![b' '; 5 << 20])]);
     let error = read_metadata_cab(&big).expect_err("too big");
     assert_eq!(error.vss_code(), VssCode::VSS_E_CORRUPT_XML_DOCUMENT);
     assert!(

@@ -76,6 +76,26 @@ pub struct Exposure {
     pub location: String,
 }
 
+impl Exposure {
+    /// True for an NBD export on a TCP port: NBD has no authentication and any local user can
+    /// connect to a loopback port, so such an exposure is shown with a warning.
+    pub fn is_unauthenticated_tcp(&self) -> bool {
+        self.kind == ExposureKind::Share && self.location.starts_with("nbd://")
+    }
+
+    /// The warning shown with a TCP export, or `None` for the others (a Unix socket is 0600,
+    /// a mount is the mount's business). `what` says what is exposed ("the shadow copy",
+    /// "the volume") and `access` what a client may do ("read", "read and write").
+    pub fn access_warning(&self, what: &str, access: &str) -> Option<String> {
+        self.is_unauthenticated_tcp().then(|| {
+            format!(
+                "Warning: {} has no authentication: any user of this machine can connect to it and {access} {what}. A share (\\\\host\\name) or nbd+unix:///name?socket=PATH gives a socket only its owner can open.",
+                self.location
+            )
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExposureKind {

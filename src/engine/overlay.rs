@@ -168,10 +168,10 @@ impl BlockDevice for OverlayDevice {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if state.file.is_none() {
             if let Some(parent) = self.path.parent() {
-                std::fs::create_dir_all(parent)?;
+                crate::engine::store::create_private_dir_all(parent)?;
             }
             state.file = Some(
-                OpenOptions::new()
+                crate::engine::store::private_open_options()
                     .read(true)
                     .write(true)
                     .create(true)

@@ -61,6 +61,8 @@ vss_codes! {
     VSS_E_LEGACY_PROVIDER = 0x8004_23F7,
     VSS_E_AUTORECOVERY_FAILED = 0x8004_23FB,
     VSS_E_RESYNC_IN_PROGRESS = 0x8004_23FF,
+    // The Win32 HRESULT VSS returns to a caller its access control does not allow.
+    E_ACCESSDENIED = 0x8007_0005,
 }
 
 impl fmt::Display for VssCode {

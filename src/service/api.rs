@@ -222,6 +222,9 @@ pub trait ShadowService {
     fn detach(&mut self, target: &str, base_dir: &Path) -> Result<VolumeInfo, ServiceError>;
     /// The live attachments: volume and where it is served.
     fn attachments(&mut self) -> Result<Vec<(VolumeInfo, Exposure)>, ServiceError>;
+    /// Who writes to a volume's image outside diskshadow (loop devices backed by it, other
+    /// processes holding it open for writing): each such write makes its shadows suspect.
+    fn outside_users(&mut self, volume: &VolumeInfo) -> Result<Vec<String>, ServiceError>;
 
     /// Reads `length` bytes of a volume or shadow at `offset`.
     fn read(

@@ -34,25 +34,78 @@ pub enum ExposureTarget {
         name: String,
         export_name: String,
         listener: NbdListener,
+        /// The directory diskshadow keeps share sockets in (`<store>/shares` or the fallback
+        /// for long store paths), which must be private before a socket is put there; `None`
+        /// for a socket path or port the user chose.
+        share_directory: Option<ShareDirectory>,
     },
 }
 
-fn share_socket(store: &Path, export_name: &str) -> PathBuf {
-    let in_store = store.join("shares").join(format!("{export_name}.sock"));
-    // A Unix socket path must fit in 108 bytes; long store paths fall back to /tmp.
-    if in_store.as_os_str().len() < 100 {
-        in_store
+/// A directory of share sockets that diskshadow owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareDirectory {
+    pub path: PathBuf,
+    /// `<store>/shares` is ours to tighten; a fallback in a shared temporary directory that is
+    /// not private already is refused, since someone else may have made it.
+    pub in_store: bool,
+}
+
+/// The longest share name: it becomes a socket file name, and the socket path must fit in
+/// `sun_path`.
+pub const MAX_SHARE_NAME_BYTES: usize = 64;
+
+/// Checks a share name (`\\host\NAME`): it becomes a file name, so it must not name a path.
+fn check_share_name(name: &str, target: &str) -> Result<(), ServiceError> {
+    let allowed = !name.is_empty()
+        && name.len() <= MAX_SHARE_NAME_BYTES
+        && !name.starts_with('.')
+        && !name.contains("..")
+        && name
+            .chars()
+            .all(|character| character.is_ascii_alphanumeric() || "-_.".contains(character));
+    if allowed {
+        return Ok(());
+    }
+    Err(ServiceError::invalid(format!(
+        "`{name}` in `{target}` is not a valid share name: a share name is 1 to {MAX_SHARE_NAME_BYTES} letters, digits, `-`, `_` and `.`, not starting with `.` and without `..`"
+    ))
+    .with_help("write \\\\host\\NAME, for example \\\\localhost\\data"))
+}
+
+fn share_socket(store: &Path, export_name: &str) -> (PathBuf, ShareDirectory) {
+    let in_store = store.join("shares");
+    // A Unix socket path must fit in 108 bytes; long store paths fall back to a per-user
+    // directory in the temporary directory, which must then be ours and private.
+    if in_store
+        .join(format!("{export_name}.sock"))
+        .as_os_str()
+        .len()
+        < 100
+    {
+        let socket = in_store.join(format!("{export_name}.sock"));
+        (
+            socket,
+            ShareDirectory {
+                path: in_store,
+                in_store: true,
+            },
+        )
     } else {
-        std::env::temp_dir()
-            .join(format!("diskshadow-shares-{}", current_uid()))
-            .join(format!("{export_name}.sock"))
+        let directory = std::env::temp_dir().join(format!("diskshadow-shares-{}", current_uid()));
+        (
+            directory.join(format!("{export_name}.sock")),
+            ShareDirectory {
+                path: directory,
+                in_store: false,
+            },
+        )
     }
 }
 
-/// The real user ID, for a per-user directory name.
+/// The effective user ID, for a per-user directory name (the directory must belong to it).
 fn current_uid() -> u32 {
-    // SAFETY: getuid has no preconditions and cannot fail.
-    unsafe { libc::getuid() }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
 }
 
 /// Understands an `expose` / `unexpose` target.
@@ -84,16 +137,26 @@ pub fn parse_target(
     if let Some(rest) = text.strip_prefix("\\\\") {
         let mut parts = rest.split('\\').filter(|part| !part.is_empty());
         let _host = parts.next();
-        let export_name = parts
-            .next()
-            .map(str::to_string)
-            .unwrap_or_else(|| shadow.to_string());
+        let export_name = match parts.next() {
+            Some(name) => {
+                check_share_name(name, text)?;
+                name.to_string()
+            }
+            None => shadow.to_string(),
+        };
+        if let Some(extra) = parts.next() {
+            return Err(ServiceError::invalid(format!(
+                "`{text}` names a path inside the share (`{extra}`); a share is named by one name after the host"
+            ))
+            .with_help("write \\\\host\\NAME, for example \\\\localhost\\data"));
+        }
         let name = format!("\\\\{}", rest.trim_end_matches('\\'));
-        let listener = NbdListener::Unix(share_socket(store, &export_name));
+        let (socket, share_directory) = share_socket(store, &export_name);
         return Ok(ExposureTarget::Share {
             name,
             export_name,
-            listener,
+            listener: NbdListener::Unix(socket),
+            share_directory: Some(share_directory),
         });
     }
     if let Some(rest) = text.strip_prefix("nbd+unix:///") {
@@ -120,6 +183,7 @@ pub fn parse_target(
             name: text.to_string(),
             export_name,
             listener: NbdListener::Unix(socket),
+            share_directory: None,
         });
     }
     if let Some(rest) = text.strip_prefix("nbd://") {
@@ -145,6 +209,7 @@ pub fn parse_target(
             name: text.to_string(),
             export_name,
             listener: NbdListener::Tcp(address),
+            share_directory: None,
         });
     }
     let directory = if Path::new(text).is_absolute() {
@@ -198,17 +263,28 @@ pub fn open_exposure(
             name,
             export_name,
             listener,
+            share_directory,
         } => {
-            if let NbdListener::Unix(path) = &listener {
+            if let Some(directory) = &share_directory {
+                crate::engine::store::ensure_private_directory(&directory.path, directory.in_store)
+                    .map_err(|error| {
+                        ServiceError::invalid(format!("{failure_prefix} {name}: {error}"))
+                            .with_code(VssCode::VSS_E_UNEXPECTED)
+                    })?;
+            } else if let NbdListener::Unix(path) = &listener {
                 if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent).map_err(|error| {
+                    crate::engine::store::create_private_dir_all(parent).map_err(|error| {
                         ServiceError::io(format!("{} cannot be created: {error}", parent.display()))
                     })?;
                 }
             }
+            let tcp = matches!(listener, NbdListener::Tcp(_));
             let export =
                 crate::engine::expose::serve_nbd(device, &export_name, listener, share_read_only)
                     .map_err(|error| failed(&name, error.vss_code(), &error))?;
+            // A TCP export is named by the address it really listens on: `nbd://127.0.0.1:0/x`
+            // asked for any free port, and the user needs to know which one.
+            let name = if tcp { export.url() } else { name };
             let exposure = Exposure {
                 kind: ExposureKind::Share,
                 name,
@@ -272,6 +348,64 @@ pub fn filesystems_on(file: &Path) -> Vec<PathBuf> {
                 .then(|| PathBuf::from(unescape_mount_path(mount_point)))
         })
         .collect()
+}
+
+/// Who may write `image` behind diskshadow's back: loop devices backed by it (with where their
+/// file systems are mounted) and other processes that hold it open for writing. This process
+/// (the service, which writes only through the provider) is left out.
+pub fn outside_users(image: &Path) -> Vec<String> {
+    let mut users = Vec::new();
+    let canonical = image.canonicalize().unwrap_or_else(|_| image.to_path_buf());
+    if let Ok(entries) = std::fs::read_dir("/sys/block") {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if !name.starts_with("loop") {
+                continue;
+            }
+            let backing =
+                std::fs::read_to_string(entry.path().join("loop/backing_file")).unwrap_or_default();
+            if Path::new(backing.trim()) == canonical {
+                users.push(format!("the loop device /dev/{name}"));
+            }
+        }
+    }
+    for mount_point in filesystems_on(&canonical) {
+        users.push(format!(
+            "a file system mounted at {}",
+            mount_point.display()
+        ));
+    }
+    let own = std::process::id().to_string();
+    if let Ok(processes) = std::fs::read_dir("/proc") {
+        for process in processes.flatten() {
+            let pid = process.file_name().to_string_lossy().to_string();
+            if !pid.bytes().all(|byte| byte.is_ascii_digit()) || pid == own {
+                continue;
+            }
+            let Ok(descriptors) = std::fs::read_dir(process.path().join("fd")) else {
+                continue;
+            };
+            let writes = descriptors.flatten().any(|descriptor| {
+                std::fs::read_link(descriptor.path()).is_ok_and(|target| target == canonical)
+                    && std::fs::read_to_string(
+                        process.path().join("fdinfo").join(descriptor.file_name()),
+                    )
+                    .ok()
+                    .and_then(|info| {
+                        info.lines()
+                            .find_map(|line| line.strip_prefix("flags:"))
+                            .and_then(|flags| u32::from_str_radix(flags.trim(), 8).ok())
+                    })
+                    .is_some_and(|flags| flags & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32)
+            });
+            if writes {
+                let command =
+                    std::fs::read_to_string(process.path().join("comm")).unwrap_or_default();
+                users.push(format!("process {pid} ({})", command.trim()));
+            }
+        }
+    }
+    users
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal.
@@ -365,9 +499,34 @@ mod tests {
             Ok(ExposureTarget::Share {
                 name: "\\\\host\\data".into(),
                 export_name: "data".into(),
-                listener: NbdListener::Unix("/s/shares/data.sock".into())
+                listener: NbdListener::Unix("/s/shares/data.sock".into()),
+                share_directory: Some(ShareDirectory {
+                    path: "/s/shares".into(),
+                    in_store: true
+                }),
             })
         );
+        for escaping in [
+            "\\\\host\\../../x/y",
+            "\\\\host\\..",
+            "\\\\host\\a/b",
+            "\\\\host\\.hidden",
+            "\\\\host\\sp ace",
+        ] {
+            let error = parse_target(escaping, shadow(), base, store, &map).unwrap_err();
+            assert!(
+                error.message.contains("is not a valid share name"),
+                "{escaping}: {error:?}"
+            );
+        }
+        let long = format!("\\\\host\\{}", "n".repeat(MAX_SHARE_NAME_BYTES + 1));
+        assert!(parse_target(&long, shadow(), base, store, &map).is_err());
+        let nested = parse_target("\\\\host\\data\\more", shadow(), base, store, &map);
+        assert!(nested
+            .unwrap_err()
+            .message
+            .contains("a share is named by one name after the host"));
+        assert!(parse_target("\\\\host\\my-share_1.v2", shadow(), base, store, &map).is_ok());
         assert!(matches!(
             parse_target("nbd://127.0.0.1:10809/x", shadow(), base, store, &map),
             Ok(ExposureTarget::Share {

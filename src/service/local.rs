@@ -16,8 +16,8 @@ use super::error::{ServiceError, ServiceErrorKind};
 use crate::engine::clock::{IdSource, RandomIds};
 use crate::engine::coordinator::{
     BackupSession, Coordinator, CoordinatorObserver, CreationFailure, CreationRequest,
-    GatheredMetadata, PostSnapshotShadow, RestoreWriter, SelectionPlan, StepDecision,
-    WriterEventError, WriterSelection,
+    GatheredMetadata, PostSnapshotShadow, RestoreWriter, SelectionError, SelectionPlan,
+    StepDecision, WriterEventError, WriterSelection,
 };
 use crate::engine::device::BlockDevice;
 use crate::engine::ids::{parse_guid, ShadowId};
@@ -244,7 +244,8 @@ impl ServiceCore {
                         .store_dir()
                         .join("recovery")
                         .join(shadow.id.to_string());
-                    std::fs::create_dir_all(&directory).map_err(|error| error.to_string())?;
+                    crate::engine::store::create_private_dir_all(&directory)
+                        .map_err(|error| error.to_string())?;
                     let options = crate::engine::expose::MountOptions::image_file(
                         &shadow.id.to_string(),
                         "volume.img",
@@ -833,8 +834,13 @@ impl ShadowService for LocalService {
             let plan = coordinator
                 .select(&gathered, &selection, &volume_ids, &resolve)
                 .map_err(|error| {
-                    Self::writer_error(error.to_string(), error.vss_code())
-                        .with_help("`list writers` shows the writers and their components")
+                    let help = match error {
+                        SelectionError::EveryWriterFailedIdentify { .. } => {
+                            "`list writers status` shows why each writer failed; `writer exclude` them, or `set context … nowriters`, to create the set without writers"
+                        }
+                        _ => "`list writers` shows the writers and their components",
+                    };
+                    Self::writer_error(error.to_string(), error.vss_code()).with_help(help)
                 })?;
             (gathered, plan)
         } else {
@@ -843,6 +849,15 @@ impl ShadowService for LocalService {
                 SelectionPlan::without_writers(),
             )
         };
+        // A writers context on a host with no writer registered makes a set no writer took
+        // part in: it says so in its attributes, as a nowriters context's set does.
+        let mut spec = spec;
+        if request.context.has_writers()
+            && gathered.writers.is_empty()
+            && gathered.unavailable.is_empty()
+        {
+            spec.extra_attributes = spec.extra_attributes.with(Attributes::NO_WRITERS);
+        }
         let held_file_systems = self.core.filesystems_to_hold(&volume_ids);
         for file_system in &held_file_systems {
             bridge.verbose(&format!(
@@ -863,10 +878,16 @@ impl ShadowService for LocalService {
         let engine = self.core.engine.clone();
         // The coordinator reports a refused commit as a message; keep the provider's own code.
         let commit_code = std::cell::Cell::new(None);
+        // When writers still thaw and post-snapshot after the commit, the set is committed in
+        // creation and kept only once they are done: a crash before then leaves no shadow of it.
+        let writers_after_commit = request.context.has_writers() && !plan.writers.is_empty();
         let mut commit = || {
-            engine
-                .create_shadow_set_with_progress(&spec, &bridge)
-                .inspect_err(|error| commit_code.set(Some(error.vss_code())))
+            let committed = if writers_after_commit {
+                engine.create_shadow_set_in_creation(&spec, &bridge)
+            } else {
+                engine.create_shadow_set_with_progress(&spec, &bridge)
+            };
+            committed.inspect_err(|error| commit_code.set(Some(error.vss_code())))
         };
         // Auto-recovery: writers get a read-write view of each new shadow during PostSnapshot.
         let recovering =
@@ -981,6 +1002,20 @@ impl ShadowService for LocalService {
             }
             None => Vec::new(),
         };
+        if let Err(error) = self.core.engine.finish_creation(set.set_id) {
+            let _ = Coordinator::new(&host, &crate::engine::coordinator::SilentObserver)
+                .abort(&outcome.session, "the shadow copy set could not be kept");
+            let _ = self
+                .core
+                .engine
+                .delete_shadows(&DeleteSelector::Set(set.set_id));
+            return Err(ServiceError::new(
+                ServiceErrorKind::Io,
+                format!("the shadow copy set was not created: it could not be kept: {error}"),
+            )
+            .with_code(error.vss_code())
+            .with_help("check the store's disk; no shadow copy of the set was kept"));
+        }
         self.backup = Some(outcome.session);
         Ok(CreateOutcome {
             set,
@@ -1262,6 +1297,10 @@ impl ShadowService for LocalService {
             .into_iter()
             .find(|volume| volume.id == key)
             .ok_or_else(|| ServiceError::not_found("the attached volume is no longer registered"))
+    }
+
+    fn outside_users(&mut self, volume: &VolumeInfo) -> Result<Vec<String>, ServiceError> {
+        Ok(crate::service::exposure::outside_users(&volume.path))
     }
 
     fn attachments(&mut self) -> Result<Vec<(VolumeInfo, Exposure)>, ServiceError> {

@@ -98,6 +98,9 @@ pub enum Request {
         base_dir: PathBuf,
     },
     Attachments,
+    OutsideUsers {
+        volume: VolumeInfo,
+    },
     WriterStatuses,
     ListWriters {
         listing: WriterListing,
@@ -362,6 +365,7 @@ pub fn dispatch(
         } => Reply::Exposure(service.attach(&volume, &target, &base_dir)?),
         Request::Detach { target, base_dir } => Reply::Volume(service.detach(&target, &base_dir)?),
         Request::Attachments => Reply::Attachments(service.attachments()?),
+        Request::OutsideUsers { volume } => Reply::Lines(service.outside_users(&volume)?),
         Request::ListWriters { listing } => Reply::Lines(service.list_writers(listing)?),
         Request::WriterStatuses => Reply::WriterStatuses(service.writer_statuses()?),
         Request::EndBackup => {
@@ -708,6 +712,14 @@ impl ShadowService for RemoteService {
     fn attachments(&mut self) -> Result<Vec<(VolumeInfo, Exposure)>, ServiceError> {
         match self.quiet(Request::Attachments)? {
             Reply::Attachments(list) => Ok(list),
+            other => Err(unexpected(other)),
+        }
+    }
+    fn outside_users(&mut self, volume: &VolumeInfo) -> Result<Vec<String>, ServiceError> {
+        match self.quiet(Request::OutsideUsers {
+            volume: volume.clone(),
+        })? {
+            Reply::Lines(lines) => Ok(lines),
             other => Err(unexpected(other)),
         }
     }

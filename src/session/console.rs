@@ -14,6 +14,11 @@ pub trait Console: Send {
     /// Asks the user a question (step-through mode) and returns the answer line, or `None` when
     /// there is no one to answer (end of input).
     fn ask(&mut self, prompt: &str) -> Option<String>;
+    /// Whether Ctrl-C was pressed since the last call (a script stops at the end of the running
+    /// command); consoles without a keyboard are never interrupted.
+    fn interrupted(&mut self) -> bool {
+        false
+    }
     /// Whether errors may use colour and Unicode art (a terminal), or must be plain.
     fn is_terminal(&self) -> bool {
         false

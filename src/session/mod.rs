@@ -248,7 +248,17 @@ impl<'a> Session<'a> {
         }
         for (index, line) in source.lines().enumerate() {
             self.current_line = Some((name.to_string(), index + 1));
-            match self.execute_line(line) {
+            let outcome = self.execute_line(line);
+            if self.console.interrupted() {
+                self.current_line = None;
+                self.console
+                    .out("The script was interrupted (Ctrl-C) after this command.");
+                if !self.finish() {
+                    self.console.out("DiskShadow is exiting.");
+                }
+                return exit_status::COMMAND_FAILED;
+            }
+            match outcome {
                 LineOutcome::Continue => {}
                 LineOutcome::Exit => {
                     self.current_line = None;

@@ -342,6 +342,15 @@ fn add(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, Comm
             };
             let base_dir = session.config.base_dir.clone();
             let info = session.service.resolve_volume(&volume.text, &base_dir)?;
+            // Writes that bypass diskshadow make shadows suspect: say so before any is taken.
+            let users = session.service.outside_users(&info).unwrap_or_default();
+            if !users.is_empty() {
+                session.console.err(&format!(
+                    "Warning: the volume {} is written outside diskshadow by {}; such writes make its shadow copies suspect. Write through `attach` instead.",
+                    info.display_name(),
+                    users.join(", ")
+                ));
+            }
             if session
                 .state
                 .volumes
@@ -895,6 +904,9 @@ fn expose(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, C
     session.out(format!(
         "The shadow copy was successfully exposed as {shown}."
     ));
+    if let Some(warning) = exposure.access_warning("the shadow copy", "read") {
+        session.out(warning);
+    }
     DONE
 }
 
@@ -1063,6 +1075,9 @@ fn attach(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, C
         "The volume {} was attached read-write as {} ({}).",
         volume.text, attachment.name, attachment.location
     ));
+    if let Some(warning) = attachment.access_warning("the volume", "read and write") {
+        session.out(warning);
+    }
     DONE
 }
 

@@ -83,6 +83,16 @@ pub fn shadow_block(
             shadow.attributes.diskshadow_words()
         ),
     ];
+    if let Some(exposure) = shadow
+        .exposure
+        .as_ref()
+        .filter(|exposure| exposure.is_unauthenticated_tcp())
+    {
+        lines.push(format!(
+            "\t\t- Warning: {} has no authentication; any user of this machine can connect and read this shadow copy",
+            exposure.location
+        ));
+    }
     if let ShadowHealth::Suspect { reason } = &shadow.health {
         lines.push(format!(
             "\t\t- Warning: this shadow copy is suspect and is not served: {reason}"

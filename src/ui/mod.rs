@@ -1,6 +1,7 @@
 //! The terminal: the console that prints (and copies to the `-l` log), progress bars on a tty,
 //! the REPL with history and completion, and the banner.
 
+pub mod interrupt;
 pub mod repl;
 pub mod terminal;
 

@@ -158,12 +158,15 @@ pub fn run(session: &mut Session<'_>, history_file: &Path) -> Result<(), Readlin
         helper.refresh(completion_data(session));
     }
     loop {
+        super::interrupt::take();
         match editor.readline(PROMPT) {
             Ok(line) => {
                 if !line.trim().is_empty() {
                     let _ = editor.add_history_entry(line.as_str());
                 }
                 let outcome = session.execute_line(&line);
+                // Ctrl-C during the command: it stopped where that was safe, or ran to its
+                // end; either way the shell stays, back at its prompt.
                 if outcome == LineOutcome::Exit {
                     break;
                 }

@@ -12,6 +12,9 @@ pub struct TerminalConsole {
     log: Option<File>,
     terminal: bool,
     progress: Option<ProgressBar>,
+    /// What the running progress is about, to say what goes on after Ctrl-C.
+    progress_what: String,
+    interrupt_told: bool,
 }
 
 impl TerminalConsole {
@@ -20,6 +23,8 @@ impl TerminalConsole {
             log,
             terminal: std::io::stderr().is_terminal(),
             progress: None,
+            progress_what: String::new(),
+            interrupt_told: false,
         }
     }
 
@@ -50,11 +55,25 @@ impl Console for TerminalConsole {
 
     fn progress_begin(&mut self, what: &str, total: u64) {
         self.progress = super::progress_bar(what, Some(total));
+        self.progress_what = what.to_string();
+        self.interrupt_told = false;
     }
 
     fn progress_advance(&mut self, units: u64) {
         if let Some(bar) = &self.progress {
             bar.inc(units);
+        }
+        if super::interrupt::pending() && !self.interrupt_told {
+            self.interrupt_told = true;
+            let line = format!(
+                "Ctrl-C: {} cannot be stopped safely once begun; it goes on to its end.",
+                self.progress_what
+            );
+            match &self.progress {
+                Some(bar) => bar.println(&line),
+                None => eprintln!("{line}"),
+            }
+            self.log_line(&line);
         }
     }
 
@@ -69,6 +88,15 @@ impl Console for TerminalConsole {
         let _ = write!(stdout, "{prompt}");
         let _ = stdout.flush();
         drop(stdout);
+        if !super::interrupt::wait_for_input() {
+            super::interrupt::take();
+            let line = "Ctrl-C: aborting.";
+            println!("\n{line}");
+            self.log_line(&format!("{prompt}^C"));
+            self.log_line(line);
+            // Ctrl-C answers "abort": the writers get their abort, nothing is left frozen.
+            return Some("abort".to_string());
+        }
         let mut answer = String::new();
         match std::io::stdin().read_line(&mut answer) {
             Ok(0) | Err(_) => None,
@@ -82,6 +110,10 @@ impl Console for TerminalConsole {
 
     fn is_terminal(&self) -> bool {
         self.terminal
+    }
+
+    fn interrupted(&mut self) -> bool {
+        super::interrupt::take()
     }
 }
 

@@ -146,6 +146,7 @@ impl CoordinatorObserver for CheckObserver {
             EventFailure::InvalidLine { .. } => FindingKind::BadJson,
             EventFailure::InvalidAnswer(_) => FindingKind::MetadataSchema,
             EventFailure::StartFailed(_) => FindingKind::StartFailed,
+            EventFailure::ProtocolViolation(_) => FindingKind::UnexpectedId,
         };
         self.add(kind, Some(event), description);
     }

@@ -241,6 +241,9 @@ pub struct CowVolume {
     /// Chunks preserved by a write that failed before the sync that makes their versions
     /// durable and not in the buffer: the next write to one syncs first (see `roll_back`).
     unsynced_preserved: BTreeSet<ChunkIndex>,
+    /// Until when diskshadow may write the image (see [`super::stamp`]): what lets recovery
+    /// tell a write cut off by a crash from a change made after it.
+    pub write_stamp: super::stamp::WriteStamp,
 }
 
 fn io_context(error: io::Error, what: &str, path: &Path) -> io::Error {
@@ -280,6 +283,7 @@ impl CowVolume {
             backend.sync_dir(diff_dir)?;
         }
         let fingerprint = live.fingerprint()?;
+        let write_stamp = super::stamp::WriteStamp::open(&backend, diff_dir)?;
         let chunk_size = u64::from(chunk_size);
 
         let mut recovery = Recovery::default();
@@ -363,6 +367,7 @@ impl CowVolume {
             persisted_clean: true,
             suspect_through: 0,
             unsynced_preserved: BTreeSet::new(),
+            write_stamp,
         };
         volume.rebuild_slots()?;
         if recovery.reclaimed_versions > 0 || records_read > 2 * volume.map.len() as u64 + 4096 {
@@ -573,6 +578,9 @@ impl CowVolume {
         let applied = self
             .write_pieces(offset, end, data, &mut journal)
             .and_then(|()| {
+                if !journal.direct_runs.is_empty() {
+                    self.write_stamp.cover_write()?;
+                }
                 for (run_start, run_end) in &journal.direct_runs {
                     self.live.write_at(
                         *run_start,
@@ -1001,6 +1009,9 @@ impl CowVolume {
     /// live chunks. The live writes themselves are not synced here.
     pub fn drain(&mut self) -> io::Result<()> {
         self.sync_diff()?;
+        if !self.pending.is_empty() {
+            self.write_stamp.cover_write()?;
+        }
         while let Some((chunk, buffered)) = self.pending.pop_first() {
             // Only the written bytes: a 4 KiB write into a 64 KiB chunk writes 4 KiB.
             let written = self.live.write_at(

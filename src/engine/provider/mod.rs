@@ -4,6 +4,7 @@
 pub mod cow;
 pub mod index;
 pub mod plex;
+pub mod stamp;
 
 use crate::engine::ids::ProviderId;
 use crate::engine::model::{ProviderInfo, ProviderKind};

@@ -194,7 +194,8 @@ fn set_modified_time(file: &File, modified_ns: i128) -> io::Result<()> {
 
 /// File-system operations that must be ordered and made durable explicitly.
 pub trait DurableBackend: Send + Sync {
-    /// Opens `path` read-write; creates it (empty) when `create` is set and it is missing.
+    /// Opens `path` read-write; creates it (empty, mode 0600) when `create` is set and it is
+    /// missing.
     /// A newly created file's name is durable only after [`DurableBackend::sync_dir`] of its
     /// directory.
     fn open_file(&self, path: &Path, create: bool) -> io::Result<Arc<dyn DurableFile>>;
@@ -203,6 +204,7 @@ pub trait DurableBackend: Send + Sync {
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// A sync point: names created, renamed or removed in `dir` become durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Creates `dir` and its missing parents, private to the owner (0700).
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
 }
 
@@ -387,7 +389,7 @@ impl DurableFile for RealFile {
 
 impl DurableBackend for RealBackend {
     fn open_file(&self, path: &Path, create: bool) -> io::Result<Arc<dyn DurableFile>> {
-        let file = OpenOptions::new()
+        let file = super::private_open_options()
             .read(true)
             .write(true)
             .create(create)
@@ -409,7 +411,7 @@ impl DurableBackend for RealBackend {
     }
 
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(dir)
+        super::create_private_dir_all(dir)
     }
 }
 
@@ -676,7 +678,7 @@ impl DurableBackend for FaultBackend {
         let mut state = self.lock();
         FaultBackend::alive(&state)?;
         let existed = path.exists();
-        let file = OpenOptions::new()
+        let file = super::private_open_options()
             .read(true)
             .write(true)
             .create(create)
@@ -763,7 +765,7 @@ impl DurableBackend for FaultBackend {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         FaultBackend::alive(&self.lock())?;
         // Directories are created once at store set-up; the simulation treats them as durable.
-        std::fs::create_dir_all(dir)
+        super::create_private_dir_all(dir)
     }
 }
 

@@ -2,13 +2,19 @@
 //! process its owner. The on-disk formats are described in `FORMAT.md` beside this file.
 
 pub mod backend;
+mod private;
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::engine::ids::VolumeId;
+
+pub use private::{
+    bind_private_socket, create_private_dir_all, ensure_private_directory, private_open_options,
+    PRIVATE_DIRECTORY_MODE, PRIVATE_FILE_MODE,
+};
 
 pub use backend::{
     CrashMode, DurableBackend, DurableFile, FaultBackend, FileFingerprint, RealBackend,
@@ -61,7 +67,7 @@ pub enum LockFailure {
 
 impl StoreLock {
     pub fn acquire(path: &Path) -> Result<StoreLock, LockFailure> {
-        let file = OpenOptions::new()
+        let file = private_open_options()
             .read(true)
             .write(true)
             .create(true)

@@ -1,6 +1,5 @@
 //! The requester side: connecting, calling, and starting the service on demand.
 
-use std::fs::OpenOptions;
 use std::io::{self, BufReader};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -16,8 +15,8 @@ use super::error::ServiceError;
 use super::server::Incoming;
 use super::store::ServicePaths;
 use super::wire::{
-    read_frame_line, write_frame, ClientFrame, ControlRequest, Hello, ServerFrame, ServiceStatus,
-    MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    read_frame_line, write_frame, ClientFrame, ControlRequest, Hello, RemoteErrorKind, ServerFrame,
+    ServiceStatus, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 
 /// How long [`connect_or_start`] waits for a started service to accept connections.
@@ -59,7 +58,18 @@ impl Client {
             path: socket_path.to_path_buf(),
             source,
         };
-        let stream = UnixStream::connect(socket_path).map_err(connect_error)?;
+        let stream = UnixStream::connect(socket_path).map_err(|source| {
+            if source.kind() == io::ErrorKind::PermissionDenied {
+                ServiceError::AccessDenied {
+                    message: format!(
+                        "Access is denied. The diskshadow service socket {} does not let this user connect; the store's owner can allow users in its access.toml",
+                        socket_path.display()
+                    ),
+                }
+            } else {
+                connect_error(source)
+            }
+        })?;
         let writer = stream.try_clone().map_err(connect_error)?;
         stream
             .set_read_timeout(Some(GREETING_WAIT))
@@ -72,6 +82,11 @@ impl Client {
         };
         let hello: Hello = match client.receive()? {
             ServerFrame::Hello(hello) => hello,
+            ServerFrame::Error(error) if error.kind == RemoteErrorKind::AccessDenied => {
+                return Err(ServiceError::AccessDenied {
+                    message: error.message,
+                })
+            }
             other => {
                 return Err(ServiceError::MalformedFrame {
                     peer: "service",
@@ -251,8 +266,11 @@ pub fn connect_or_start_within(
     let paths = ServicePaths::for_store(store);
     match Client::connect(&paths.socket_for_requesters()) {
         Ok(client) => return Ok(client),
-        // A service of another version is running: starting one more cannot help.
-        Err(error @ ServiceError::ProtocolMismatch { .. }) => return Err(error),
+        // A service of another version is running, or one refuses this user: starting one more
+        // cannot help.
+        Err(
+            error @ (ServiceError::ProtocolMismatch { .. } | ServiceError::AccessDenied { .. }),
+        ) => return Err(error),
         Err(_) => {}
     }
     let deadline = Instant::now() + wait;
@@ -276,7 +294,9 @@ pub fn connect_or_start_within(
                 }
                 return Ok(client);
             }
-            Err(error @ ServiceError::ProtocolMismatch { .. }) => return Err(error),
+            Err(
+                error @ (ServiceError::ProtocolMismatch { .. } | ServiceError::AccessDenied { .. }),
+            ) => return Err(error),
             Err(_) => {}
         }
         if let Some(running) = child.as_mut() {
@@ -334,9 +354,9 @@ fn reap_in_background(mut child: Child) {
 /// ```
 pub fn spawn_detached(mut command: Command, log_file: &Path) -> io::Result<Child> {
     if let Some(directory) = log_file.parent() {
-        std::fs::create_dir_all(directory)?;
+        crate::engine::store::create_private_dir_all(directory)?;
     }
-    let log = OpenOptions::new()
+    let log = crate::engine::store::private_open_options()
         .create(true)
         .append(true)
         .open(log_file)?;

@@ -99,6 +99,10 @@ pub enum ServiceError {
         message: String,
     },
 
+    /// The service refused this user (its peer check, or the socket's mode).
+    #[error("{message}")]
+    AccessDenied { message: String },
+
     /// A value could not be turned into JSON, or JSON into the expected type.
     #[error("cannot {action}: {source}")]
     Json {

@@ -4,7 +4,7 @@
 //! The transport is generic over the request and response types: the integrator implements
 //! [`Handler`] for the engine and the session layer calls [`Client::call`] with its request
 //! type. The wire format is described in [`wire`]; the store files (`service.lock`,
-//! `service.sock`, `service.addr`, `service.log`) in [`store`].
+//! `service.sock`, `service.addr`, `service.log`) in [`store`]; who may connect in [`access`].
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -38,6 +38,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod access;
 mod client;
 mod error;
 mod log;

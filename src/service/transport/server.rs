@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::access::{peer_credentials, AccessControl, PeerCredentials};
 use super::error::ServiceError;
 use super::log::{log_to, ServiceLog};
 use super::signals;
@@ -280,6 +281,8 @@ struct Control {
     store: Option<PathBuf>,
     idle_timeout: Option<Duration>,
     log: Option<Arc<ServiceLog>>,
+    /// Who may connect, checked on every accepted connection.
+    access: AccessControl,
 }
 
 impl Control {
@@ -422,10 +425,14 @@ pub(crate) fn start_server<H: Handler>(
     } else {
         None
     };
-    let listener = UnixListener::bind(socket_path).map_err(|source| ServiceError::Bind {
-        path: socket_path.to_path_buf(),
-        source,
-    })?;
+    // Only the owner may connect through the file system; the peer check in `start_session`
+    // decides about anyone else the socket mode lets through (see `access`).
+    let access = AccessControl::new(store.clone());
+    let listener = crate::engine::store::bind_private_socket(socket_path, access.socket_mode())
+        .map_err(|source| ServiceError::Bind {
+            path: socket_path.to_path_buf(),
+            source,
+        })?;
     let socket_identity = std::fs::symlink_metadata(socket_path)
         .map(|metadata| (metadata.dev(), metadata.ino()))
         .map_err(|source| ServiceError::Bind {
@@ -459,6 +466,7 @@ pub(crate) fn start_server<H: Handler>(
         store,
         idle_timeout: options.idle_timeout,
         log: options.log,
+        access,
     });
     log_to(
         &control.log,
@@ -601,7 +609,54 @@ impl<H: Handler> AcceptLoop<H> {
         }
     }
 
+    /// Refuses a peer the access control does not allow: an `access_denied` error frame
+    /// instead of the greeting, then the connection is closed. Returns the peer's credentials
+    /// when it is allowed. A refused connection never becomes a session.
+    fn admit(&self, stream: &UnixStream) -> Option<PeerCredentials> {
+        let control = self.control();
+        let peer = match peer_credentials(stream) {
+            Ok(peer) => peer,
+            Err(error) => {
+                log_to(
+                    &control.log,
+                    &format!("refused a connection whose peer is unknown: {error}"),
+                );
+                return None;
+            }
+        };
+        let denied = match control.access.check(peer.uid) {
+            Ok(()) => return Some(peer),
+            Err(denied) => denied,
+        };
+        log_to(
+            &control.log,
+            &format!(
+                "refused a connection of uid {} (pid {}): access denied{}",
+                peer.uid,
+                peer.pid,
+                denied
+                    .allow_list_problem
+                    .as_deref()
+                    .map(|problem| format!("; the allow list is not used: {problem}"))
+                    .unwrap_or_default()
+            ),
+        );
+        // A fresh connection's send buffer is empty, so this small write does not block the
+        // accept loop; the timeout bounds it anyway.
+        let mut writer = stream;
+        let _ = writer.set_nonblocking(false);
+        let _ = writer.set_write_timeout(Some(Duration::from_millis(200)));
+        let _ = write_frame(
+            &mut writer,
+            &refusal(RemoteErrorKind::AccessDenied, denied.message),
+        );
+        None
+    }
+
     fn start_session(&mut self, stream: UnixStream) {
+        let Some(peer) = self.admit(&stream) else {
+            return;
+        };
         let control = &self.shared.control;
         let registered = stream
             .set_nonblocking(false)
@@ -627,7 +682,7 @@ impl<H: Handler> AcceptLoop<H> {
         let shared = Arc::clone(&self.shared);
         let spawned = thread::Builder::new()
             .name(format!("service-session-{}", session.0))
-            .spawn(move || run_session(&shared, session, stream));
+            .spawn(move || run_session(&shared, session, stream, peer));
         match spawned {
             Ok(thread) => self.session_threads.push(thread),
             Err(error) => {
@@ -709,11 +764,16 @@ impl<H: Handler> AcceptLoop<H> {
     }
 }
 
-fn run_session<H: Handler>(shared: &Shared<H>, session: SessionId, stream: UnixStream) {
+fn run_session<H: Handler>(
+    shared: &Shared<H>,
+    session: SessionId,
+    stream: UnixStream,
+    peer: PeerCredentials,
+) {
     let control = &shared.control;
     log_to(
         &control.log,
-        &format!("{session} connected{}", describe_peer(&stream)),
+        &format!("{session} connected (pid {}, uid {})", peer.pid, peer.uid),
     );
     let ending = match serve_session(shared, session, stream) {
         Ok(ending) => ending.to_string(),
@@ -732,31 +792,6 @@ fn run_session<H: Handler>(shared: &Shared<H>, session: SessionId, stream: UnixS
     }
     drop(state);
     log_to(&control.log, &format!("{session} ended: {ending}"));
-}
-
-/// Says who connected, from the kernel's peer credentials, for the log.
-fn describe_peer(stream: &UnixStream) -> String {
-    let mut credentials = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut length = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `credentials` and `length` are live and sized for SO_PEERCRED's ucred.
-    let result = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut credentials as *mut libc::ucred).cast(),
-            &mut length,
-        )
-    };
-    if result == 0 {
-        format!(" (pid {}, uid {})", credentials.pid, credentials.uid)
-    } else {
-        String::new()
-    }
 }
 
 fn send_to_requester(io: &mut ConnectionIo, frame: &ServerFrame) -> Result<(), ServiceError> {

@@ -7,7 +7,7 @@
 //! | `service.lock` | `flock`ed (exclusively) by the running service for its whole life; holds its pid |
 //! | `service.sock` | the listening socket, when its absolute path fits in `sun_path` (107 bytes) |
 //! | `service.addr` | only when `service.sock` would not fit: the path of the socket actually used |
-//! | `service.log`  | the service's log, appended to |
+//! | `service.log`  | the service's log, appended to (0600); past 1 MiB it becomes `service.log.1` and a new one starts |
 //!
 //! When `<store>/service.sock` is longer than 107 bytes, the socket lives in
 //! `$XDG_RUNTIME_DIR/diskshadow/` (or `/tmp/diskshadow-<uid>/`, created with mode 0700 and
@@ -18,10 +18,10 @@
 //! (a stale one at start, its own at stop), so a starting service never removes the socket of a
 //! live one.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -31,6 +31,7 @@ use super::server::{
     check_socket_path_length, remove_stale_socket, start_server, Handler, ServerHandle,
     ServerOptions, MAX_SOCKET_PATH_BYTES,
 };
+use crate::engine::store::{create_private_dir_all, private_open_options};
 
 /// The service's files in a store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +101,7 @@ fn lock_store(paths: &ServicePaths) -> Result<File, ServiceError> {
         path: paths.lock_file.clone(),
         source,
     };
-    let mut lock_file = OpenOptions::new()
+    let mut lock_file = private_open_options()
         .read(true)
         .write(true)
         .create(true)
@@ -146,24 +147,14 @@ fn fallback_socket_directory() -> Result<PathBuf, ServiceError> {
         Some(runtime) if runtime.is_absolute() && runtime.is_dir() => runtime.join("diskshadow"),
         _ => std::env::temp_dir().join(format!("diskshadow-{uid}")),
     };
-    let directory_error = |source| ServiceError::SocketDirectory {
-        path: directory.clone(),
-        source,
-    };
-    match fs::DirBuilder::new().mode(0o700).create(&directory) {
-        Ok(()) => {}
-        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(error) => return Err(directory_error(error)),
-    }
     // In a shared /tmp someone else could have made the directory first: use it only if it is
-    // a real directory of ours that nobody else can write to.
-    let metadata = fs::symlink_metadata(&directory).map_err(directory_error)?;
-    if !metadata.is_dir() || metadata.uid() != uid || metadata.mode() & 0o022 != 0 {
-        return Err(directory_error(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            "the directory is not a private directory of this user",
-        )));
-    }
+    // a real directory of ours that nobody else can use.
+    crate::engine::store::ensure_private_directory(&directory, false).map_err(|source| {
+        ServiceError::SocketDirectory {
+            path: directory.clone(),
+            source,
+        }
+    })?;
     Ok(directory)
 }
 
@@ -175,7 +166,14 @@ fn write_address_file(paths: &ServicePaths, socket: &Path) -> Result<(), Service
     let temporary = paths.store.join("service.addr.tmp");
     let mut content = socket.as_os_str().as_encoded_bytes().to_vec();
     content.push(b'\n');
-    fs::write(&temporary, content).map_err(address_error)?;
+    let mut file = private_open_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&temporary)
+        .map_err(address_error)?;
+    file.write_all(&content).map_err(address_error)?;
+    drop(file);
     fs::rename(&temporary, &paths.address_file).map_err(address_error)
 }
 
@@ -190,17 +188,29 @@ pub fn serve_store<H: Handler>(
     handler: Arc<H>,
     mut options: ServerOptions,
 ) -> Result<ServerHandle, ServiceError> {
-    fs::create_dir_all(store).map_err(|source| ServiceError::StoreDirectory {
+    create_private_dir_all(store).map_err(|source| ServiceError::StoreDirectory {
         path: store.to_path_buf(),
         source,
     })?;
     let paths = ServicePaths::for_store(store);
     let lock_file = lock_store(&paths)?;
+    let store_mode = fs::metadata(&paths.store)
+        .map(|metadata| metadata.mode() & 0o777)
+        .unwrap_or(0);
     let log = match options.log.take() {
         Some(log) => log,
         None => Arc::new(ServiceLog::open(&paths.log_file)?),
     };
     options.log = Some(Arc::clone(&log));
+    // A store made by an older version (or opened by its owner) is left as it is: its owner
+    // may have opened it on purpose for the users of its allow list. Every file diskshadow
+    // creates in it is 0600 anyway; the log says what others can see.
+    if store_mode & 0o077 != 0 {
+        log.write(&format!(
+            "warning: the store directory {} has mode {store_mode:o}; other users can see the names in it (`chmod 700` it unless access.toml allows others)",
+            paths.store.display()
+        ));
+    }
 
     // We hold the lock, so any socket named by this store is a dead service's.
     if let Ok(recorded) = fs::read_to_string(&paths.address_file) {

@@ -14,6 +14,7 @@
 //! | frame | meaning |
 //! |---|---|
 //! | `{"hello": {"protocol": 1, "pid": P}}` | sent once when the connection is accepted |
+//! | `{"error": {"kind": "access_denied", …}}` | sent instead of `hello` to a user the service does not serve; the connection is closed |
 //! | `{"event": V}` | progress, log or step output of the running request |
 //! | `{"ask": V}` | a question; the requester replies with `answer` or `decline` |
 //! | `{"response": R}` | the final response; the request is over |
@@ -93,6 +94,9 @@ pub enum RemoteErrorKind {
     HandlerPanicked,
     /// The handler's response could not be turned into JSON.
     ResponseNotSerializable,
+    /// The connecting user may not use this service (sent instead of the greeting; the
+    /// connection is then closed).
+    AccessDenied,
 }
 
 impl fmt::Display for RemoteErrorKind {
@@ -102,6 +106,7 @@ impl fmt::Display for RemoteErrorKind {
             RemoteErrorKind::UnexpectedFrame => "unexpected frame",
             RemoteErrorKind::HandlerPanicked => "handler panicked",
             RemoteErrorKind::ResponseNotSerializable => "response not serializable",
+            RemoteErrorKind::AccessDenied => "access denied",
         })
     }
 }

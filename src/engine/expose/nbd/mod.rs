@@ -303,7 +303,9 @@ fn bind(listener: &NbdListener) -> Result<(Listening, BoundLocation), NbdError> 
                 location: path.display().to_string(),
                 source,
             };
-            let unix = UnixListener::bind(path).map_err(listen_error)?;
+            // NBD has no authentication: the socket's mode (0600) is what keeps other users out.
+            let unix =
+                crate::engine::store::bind_private_socket(path, 0o600).map_err(listen_error)?;
             let metadata = std::fs::symlink_metadata(path).map_err(listen_error)?;
             Ok((
                 Listening::Unix(unix),
