@@ -93,3 +93,35 @@ fn inbox_sqlite_missing_database_fails_identify_and_the_registration_passes_the_
     assert!(!store.join("writers/sqlite.toml").exists());
     diskshadow(&store).args(["writer", "remove", "SQLite Writer"]).assert().failure();
 }
+
+#[test]
+fn inbox_sqlite_the_running_service_picks_up_added_and_removed_registrations() {
+    if !have_tools(&["sqlite3"]) {
+        return;
+    }
+    let work = support::scratch("inbox_sqlite_reload");
+    let store = work.join("store");
+    let database = work.join("app.db");
+    assert!(sqlite(&database, "CREATE TABLE t(x);").status.success());
+    let list = |name: &str| support::process::run_script(&store, &work, name, "list writers\n");
+    let pid = || {
+        let status = diskshadow(&store).args(["service", "status"]).output().expect("status");
+        String::from_utf8_lossy(&status.stdout)
+            .lines()
+            .find(|line| line.contains("\"pid\""))
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
+    let before = list("before.dsh");
+    assert!(!before.contains("SQLite Writer"), "{before}");
+    let service = pid();
+    assert!(!service.is_empty(), "the service runs");
+    diskshadow(&store).args(["writer", "add", "sqlite", "--db"]).arg(&database).assert().success();
+    let added = list("added.dsh");
+    assert!(added.contains("SQLite Writer"), "an added registration is listed: {added}");
+    diskshadow(&store).args(["writer", "remove", "SQLite Writer"]).assert().success();
+    let removed = list("removed.dsh");
+    assert!(!removed.contains("SQLite Writer"), "a removed registration is gone: {removed}");
+    assert_eq!(pid(), service, "the same service, not restarted");
+    let _ = diskshadow(&store).args(["service", "stop"]).output();
+}

@@ -293,6 +293,32 @@ pub fn load_registrations(directory: &Path) -> RegistrationSet {
     set
 }
 
+/// What identifies the registration files of a directory as they are now: each `*.toml` file
+/// with its size and modification time. A different fingerprint means a registration was
+/// added, removed or changed.
+pub type RegistrationsFingerprint = Vec<(PathBuf, u64, Option<std::time::SystemTime>)>;
+
+pub fn registrations_fingerprint(directory: &Path) -> RegistrationsFingerprint {
+    let mut files: RegistrationsFingerprint = std::fs::read_dir(directory)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|entry| entry.path().extension().is_some_and(|extension| extension == "toml"))
+                .map(|entry| {
+                    let metadata = entry.metadata().ok();
+                    (
+                        entry.path(),
+                        metadata.as_ref().map(|metadata| metadata.len()).unwrap_or(0),
+                        metadata.and_then(|metadata| metadata.modified().ok()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
 /// Parses `20s`, `500ms`, `1m`, or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
