@@ -169,7 +169,10 @@ fn add_writer(store: &Path, command: WriterAddCommand) -> i32 {
     // The writer program is installed beside this one; else it is looked up in PATH.
     let program = std::env::current_exe()
         .ok()
-        .and_then(|exe| exe.parent().map(|directory| directory.join("diskshadow-writer")))
+        .and_then(|exe| {
+            exe.parent()
+                .map(|directory| directory.join("diskshadow-writer"))
+        })
         .filter(|path| path.is_file())
         .map(|path| path.display().to_string())
         .unwrap_or_else(|| "diskshadow-writer".to_string());
@@ -216,7 +219,12 @@ fn add_writer(store: &Path, command: WriterAddCommand) -> i32 {
                 arguments.push("--port".to_string());
                 arguments.push(port.to_string());
             }
-            ("postgresql", "PostgreSQL Writer", POSTGRESQL_WRITER_ID, arguments)
+            (
+                "postgresql",
+                "PostgreSQL Writer",
+                POSTGRESQL_WRITER_ID,
+                arguments,
+            )
         }
         WriterAddCommand::Mysql { socket, user } => {
             let mut arguments = vec![
@@ -241,7 +249,12 @@ fn add_writer(store: &Path, command: WriterAddCommand) -> i32 {
                 arguments.push("--device".to_string());
                 arguments.push(device);
             }
-            ("filesystem", "File System Writer", FILESYSTEM_WRITER_ID, arguments)
+            (
+                "filesystem",
+                "File System Writer",
+                FILESYSTEM_WRITER_ID,
+                arguments,
+            )
         }
     };
     let Some(uuid) = parse_guid(id) else {
@@ -281,7 +294,11 @@ fn list_writer_files(store: &Path) -> i32 {
     println!(
         "{} writer registration{}.",
         set.registrations.len(),
-        if set.registrations.len() == 1 { "" } else { "s" }
+        if set.registrations.len() == 1 {
+            ""
+        } else {
+            "s"
+        }
     );
     exit_status::SUCCESS
 }

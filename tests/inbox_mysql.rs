@@ -71,7 +71,12 @@ fn inbox_mysql_freeze_holds_the_read_lock_records_the_binlog_and_always_releases
     assert!(client(&server.socket, "CREATE DATABASE app; CREATE TABLE app.t (id INT PRIMARY KEY) ENGINE=InnoDB; INSERT INTO app.t VALUES (1);").status.success());
     let socket = server.socket.display().to_string();
     let blocked_insert = |id: u32| {
-        client(&server.socket, &format!("SET SESSION lock_wait_timeout = 1; INSERT INTO app.t VALUES ({id});")).status.success()
+        client(
+            &server.socket,
+            &format!("SET SESSION lock_wait_timeout = 1; INSERT INTO app.t VALUES ({id});"),
+        )
+        .status
+        .success()
     };
 
     let mut writer = WriterProcess::start(&["mysql", "--socket", &socket]);
@@ -80,24 +85,44 @@ fn inbox_mysql_freeze_holds_the_read_lock_records_the_binlog_and_always_releases
     assert_eq!(metadata["metadata"]["components"][0]["name"], "mysql");
     let freeze = writer.send("freeze", json!({"deadline_ms": 30000}));
     assert_eq!(freeze["ok"], true, "{freeze}");
-    assert!(freeze["binlog_position"]["file"].as_str().unwrap_or_default().starts_with("binlog."), "{freeze}");
+    assert!(
+        freeze["binlog_position"]["file"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("binlog."),
+        "{freeze}"
+    );
     assert!(!blocked_insert(2), "no insert while frozen");
     assert_eq!(writer.send("thaw", json!({}))["ok"], true);
     assert!(blocked_insert(3), "inserts resume after thaw");
 
     // Abort after freeze releases.
-    assert_eq!(writer.send("freeze", json!({"deadline_ms": 30000}))["ok"], true);
-    assert_eq!(writer.send("abort", json!({"reason": "requester"}))["ok"], true);
+    assert_eq!(
+        writer.send("freeze", json!({"deadline_ms": 30000}))["ok"],
+        true
+    );
+    assert_eq!(
+        writer.send("abort", json!({"reason": "requester"}))["ok"],
+        true
+    );
     assert!(blocked_insert(4), "released by abort");
 
     // Killed at freeze: the lock goes with the client's connection.
-    assert_eq!(writer.send("freeze", json!({"deadline_ms": 30000}))["ok"], true);
+    assert_eq!(
+        writer.send("freeze", json!({"deadline_ms": 30000}))["ok"],
+        true
+    );
     writer.kill();
-    wait_for(10, "the lock is gone with the killed writer", || blocked_insert(5));
+    wait_for(10, "the lock is gone with the killed writer", || {
+        blocked_insert(5)
+    });
 
     // The deadline passes without thaw: released, and thaw says timeout.
     let mut writer = WriterProcess::start(&["mysql", "--socket", &socket]);
-    assert_eq!(writer.send("freeze", json!({"deadline_ms": 500}))["ok"], true);
+    assert_eq!(
+        writer.send("freeze", json!({"deadline_ms": 500}))["ok"],
+        true
+    );
     std::thread::sleep(Duration::from_millis(900));
     assert!(blocked_insert(6), "released at the deadline");
     assert_eq!(writer.send("thaw", json!({}))["error"], "timeout");
@@ -112,5 +137,8 @@ fn inbox_mysql_freeze_holds_the_read_lock_records_the_binlog_and_always_releases
     assert_eq!(answer["ok"], false, "{answer}");
     assert_eq!(answer["error"], "retryable");
     let message = answer["message"].as_str().unwrap_or_default();
-    assert!(message.contains("not reachable") && message.contains(&socket), "{message}");
+    assert!(
+        message.contains("not reachable") && message.contains(&socket),
+        "{message}"
+    );
 }

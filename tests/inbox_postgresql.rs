@@ -34,7 +34,9 @@ fn writer_binary() -> &'static str {
 /// `psql` as postgres on the server whose socket is in `socket`.
 fn psql(socket: &Path, port: u16, sql: &str) -> std::process::Output {
     Command::new("runuser")
-        .args(["-u", "postgres", "--", "psql", "-X", "-A", "-t", "-q", "-d", "postgres", "-h"])
+        .args([
+            "-u", "postgres", "--", "psql", "-X", "-A", "-t", "-q", "-d", "postgres", "-h",
+        ])
         .arg(socket)
         .arg("-p")
         .arg(port.to_string())
@@ -45,7 +47,10 @@ fn psql(socket: &Path, port: u16, sql: &str) -> std::process::Output {
 }
 
 fn as_postgres(bin: &Path, program: &str, arguments: &str) -> String {
-    format!("runuser -u postgres -- {} {arguments}", bin.join(program).display())
+    format!(
+        "runuser -u postgres -- {} {arguments}",
+        bin.join(program).display()
+    )
 }
 
 /// Inserts one row per transaction, numbered, and remembers which inserts were acknowledged.
@@ -60,7 +65,9 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let acknowledged = Arc::new(Mutex::new(Vec::new()));
         let mut child = Command::new("runuser")
-            .args(["-u", "postgres", "--", "psql", "-X", "-A", "-t", "-q", "-d", "postgres", "-h"])
+            .args([
+                "-u", "postgres", "--", "psql", "-X", "-A", "-t", "-q", "-d", "postgres", "-h",
+            ])
             .arg(socket)
             .arg("-p")
             .arg(port.to_string())
@@ -98,7 +105,12 @@ impl Load {
     }
 
     fn last_acknowledged(&self) -> u64 {
-        self.acknowledged.lock().expect("lock").last().copied().unwrap_or(0)
+        self.acknowledged
+            .lock()
+            .expect("lock")
+            .last()
+            .copied()
+            .unwrap_or(0)
     }
 
     fn finish(mut self) -> u64 {
@@ -125,7 +137,13 @@ fn start_cluster(bin: &Path, data: &Path, socket: &Path, port: u16, log: &Path) 
 
 #[test]
 fn inbox_postgresql_shadow_starts_as_a_second_server_with_every_committed_transaction() {
-    if !have_tools(&["runuser", "mkfs.ext4", "fusermount3", "psql", "/usr/lib/postgresql"]) {
+    if !have_tools(&[
+        "runuser",
+        "mkfs.ext4",
+        "fusermount3",
+        "psql",
+        "/usr/lib/postgresql",
+    ]) {
         return;
     }
     let Some(bin) = bindir() else {
@@ -147,13 +165,28 @@ fn inbox_postgresql_shadow_starts_as_a_second_server_with_every_committed_transa
         copy_socket = copy_socket.display(),
         mnt = volume.mount_point.display()
     ));
-    sh_ok(&as_postgres(&bin, "initdb", &format!("-A trust -N -D {} >/dev/null", data.display())));
+    sh_ok(&as_postgres(
+        &bin,
+        "initdb",
+        &format!("-A trust -N -D {} >/dev/null", data.display()),
+    ));
     let log = work.join("server.log");
-    sh_ok(&format!("touch {log} && chown postgres: {log}", log = log.display()));
+    sh_ok(&format!(
+        "touch {log} && chown postgres: {log}",
+        log = log.display()
+    ));
     start_cluster(&bin, &data, &socket, 5433, &log);
-    volume.on_cleanup(as_postgres(&bin, "pg_ctl", &format!("stop -m immediate -D {}", data.display())));
+    volume.on_cleanup(as_postgres(
+        &bin,
+        "pg_ctl",
+        &format!("stop -m immediate -D {}", data.display()),
+    ));
     let created = psql(&socket, 5433, "CREATE TABLE load (id bigint PRIMARY KEY);");
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
 
     diskshadow(&volume.store)
         .args(["writer", "add", "postgresql", "--pgdata"])
@@ -168,8 +201,15 @@ fn inbox_postgresql_shadow_starts_as_a_second_server_with_every_committed_transa
         .output()
         .expect("check");
     let report = String::from_utf8_lossy(&checked.stdout).to_string();
-    assert!(checked.status.success(), "writer check: {report}{}", String::from_utf8_lossy(&checked.stderr));
-    assert!(report.contains("The writer follows the protocol."), "{report}");
+    assert!(
+        checked.status.success(),
+        "writer check: {report}{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(
+        report.contains("The writer follows the protocol."),
+        "{report}"
+    );
     // The check ran a restore: the server was stopped and started again.
     wait_for(30, "the server is back after the check's restore", || {
         psql(&socket, 5433, "SELECT 1;").status.success()
@@ -188,12 +228,20 @@ fn inbox_postgresql_shadow_starts_as_a_second_server_with_every_committed_transa
     let created_in = started.elapsed();
     let sent_after = load.finish() + 1;
     assert!(output.contains("PostgreSQL Writer"), "{output}");
-    assert!(output.contains("backup_label"), "the writer completed the shadow: {output}");
+    assert!(
+        output.contains("backup_label"),
+        "the writer completed the shadow: {output}"
+    );
 
     // Copy the cluster out of the exposed shadow and start it as a second server.
     let exposed = work.join("exposed");
     std::fs::create_dir_all(&exposed).expect("expose dir");
-    run_script(&volume.store, &work, "expose.dsh", &format!("expose %p% {}\n", exposed.display()).replace("%p%", &shadow_of(&output)));
+    run_script(
+        &volume.store,
+        &work,
+        "expose.dsh",
+        &format!("expose %p% {}\n", exposed.display()).replace("%p%", &shadow_of(&output)),
+    );
     volume.on_cleanup(format!("umount -l {} 2>/dev/null", exposed.display()));
     let copy = work.join("copy");
     sh_ok(&format!(
@@ -203,24 +251,45 @@ fn inbox_postgresql_shadow_starts_as_a_second_server_with_every_committed_transa
         copy.display(),
         copy.display()
     ));
-    assert!(copy.join("backup_label").is_file(), "the shadow holds the backup label");
+    assert!(
+        copy.join("backup_label").is_file(),
+        "the shadow holds the backup label"
+    );
     let copy_log = work.join("copy.log");
-    sh_ok(&format!("touch {log} && chown postgres: {log}", log = copy_log.display()));
+    sh_ok(&format!(
+        "touch {log} && chown postgres: {log}",
+        log = copy_log.display()
+    ));
     start_cluster(&bin, &copy, &copy_socket, 5434, &copy_log);
-    volume.on_cleanup(as_postgres(&bin, "pg_ctl", &format!("stop -m immediate -D {}", copy.display())));
+    volume.on_cleanup(as_postgres(
+        &bin,
+        "pg_ctl",
+        &format!("stop -m immediate -D {}", copy.display()),
+    ));
     let server_log = std::fs::read_to_string(&copy_log).unwrap_or_default();
     assert!(!server_log.contains("PANIC"), "{server_log}");
     assert!(
-        server_log.contains("consistent recovery state reached") || server_log.contains("redo done"),
+        server_log.contains("consistent recovery state reached")
+            || server_log.contains("redo done"),
         "the second server recovered from the backup label: {server_log}"
     );
-    let answer = psql(&copy_socket, 5434, "SELECT count(*), coalesce(max(id), 0) FROM load;");
+    let answer = psql(
+        &copy_socket,
+        5434,
+        "SELECT count(*), coalesce(max(id), 0) FROM load;",
+    );
     let text = String::from_utf8_lossy(&answer.stdout).trim().to_string();
     let (count, max) = text.split_once('|').expect("count|max");
     let (count, max): (u64, u64) = (count.parse().expect("count"), max.parse().expect("max"));
-    assert!(max >= committed_before, "every insert committed before the freeze is there ({max} < {committed_before})");
+    assert!(
+        max >= committed_before,
+        "every insert committed before the freeze is there ({max} < {committed_before})"
+    );
     assert_eq!(count, max, "no hole: each committed insert is there once");
-    assert!(max < sent_after, "nothing sent after thaw is there ({max} >= {sent_after})");
+    assert!(
+        max < sent_after,
+        "nothing sent after thaw is there ({max} >= {sent_after})"
+    );
     eprintln!("shadow with {max} rows, {committed_before} committed before create, made in {created_in:?}");
 
     // Fault: the writer killed while frozen leaves no backup running on the server.
@@ -255,14 +324,25 @@ fn inbox_postgresql_shadow_starts_as_a_second_server_with_every_committed_transa
         assert!(line.contains("\"ok\":true"), "{request}: {line}");
     }
     let in_backup = || {
-        let output = psql(&socket, 5433, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_backup_start%';");
+        let output = psql(
+            &socket,
+            5433,
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_backup_start%';",
+        );
         String::from_utf8_lossy(&output.stdout).trim() != "0"
     };
-    assert!(in_backup(), "the writer's session is in backup mode while frozen");
+    assert!(
+        in_backup(),
+        "the writer's session is in backup mode while frozen"
+    );
     writer.kill().expect("kill");
     let _ = writer.wait();
     // A non-exclusive backup belongs to its session: the session gone, the backup is gone.
-    wait_for(10, "the backup ends with the killed writer's session", || !in_backup());
+    wait_for(
+        10,
+        "the backup ends with the killed writer's session",
+        || !in_backup(),
+    );
 }
 
 /// The `{GUID}` of the first shadow copy created in `output`.
@@ -292,16 +372,23 @@ fn inbox_postgresql_identify_fails_with_the_reason_when_the_server_is_down() {
         .stderr(Stdio::null())
         .spawn()
         .and_then(|mut child| {
-            writeln!(child.stdin.as_mut().expect("stdin"), r#"{{"id":1,"event":"identify"}}"#)?;
+            writeln!(
+                child.stdin.as_mut().expect("stdin"),
+                r#"{{"id":1,"event":"identify"}}"#
+            )?;
             drop(child.stdin.take());
             child.wait_with_output()
         })
         .expect("writer");
     let text = String::from_utf8_lossy(&output.stdout);
-    let answer: serde_json::Value = serde_json::from_str(text.lines().next().expect("an answer")).expect("json");
+    let answer: serde_json::Value =
+        serde_json::from_str(text.lines().next().expect("an answer")).expect("json");
     assert_eq!(answer["ok"], false, "{text}");
     assert_eq!(answer["error"], "retryable", "{text}");
     let message = answer["message"].as_str().unwrap_or_default();
     assert!(message.contains("not reachable"), "{message}");
-    assert!(message.contains(&work.display().to_string()), "names the socket: {message}");
+    assert!(
+        message.contains(&work.display().to_string()),
+        "names the socket: {message}"
+    );
 }

@@ -35,30 +35,73 @@ fn inbox_sqlite_freeze_holds_the_write_lock_until_thaw_and_dies_with_the_writer(
     }
     let work = support::scratch("inbox_sqlite_lock");
     let database = work.join("app.db");
-    assert!(sqlite(&database, "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1);").status.success());
+    assert!(sqlite(
+        &database,
+        "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (1);"
+    )
+    .status
+    .success());
     let name = database.display().to_string();
     let mut writer = WriterProcess::start(&["sqlite", "--db", &name]);
     let metadata = writer.send("identify", json!({}));
     assert_eq!(metadata["ok"], true, "{metadata}");
     assert_eq!(metadata["metadata"]["components"][0]["name"], name.as_str());
-    assert_eq!(writer.send("prepare_snapshot", json!({"volumes": []}))["ok"], true);
-    assert_eq!(writer.send("freeze", json!({"deadline_ms": 20000}))["ok"], true);
-    assert!(!sqlite(&database, "INSERT INTO t VALUES (2);").status.success(), "no write while frozen");
-    assert!(!work.join("app.db-wal").exists() || std::fs::metadata(work.join("app.db-wal")).map(|m| m.len()).unwrap_or(0) == 0, "the log was checkpointed into the database");
+    assert_eq!(
+        writer.send("prepare_snapshot", json!({"volumes": []}))["ok"],
+        true
+    );
+    assert_eq!(
+        writer.send("freeze", json!({"deadline_ms": 20000}))["ok"],
+        true
+    );
+    assert!(
+        !sqlite(&database, "INSERT INTO t VALUES (2);")
+            .status
+            .success(),
+        "no write while frozen"
+    );
+    assert!(
+        !work.join("app.db-wal").exists()
+            || std::fs::metadata(work.join("app.db-wal"))
+                .map(|m| m.len())
+                .unwrap_or(0)
+                == 0,
+        "the log was checkpointed into the database"
+    );
     assert_eq!(writer.send("thaw", json!({}))["ok"], true);
-    assert!(sqlite(&database, "INSERT INTO t VALUES (3);").status.success(), "writes resume after thaw");
+    assert!(
+        sqlite(&database, "INSERT INTO t VALUES (3);")
+            .status
+            .success(),
+        "writes resume after thaw"
+    );
     // Killed while frozen: the lock goes with its sqlite3 session.
-    assert_eq!(writer.send("freeze", json!({"deadline_ms": 20000}))["ok"], true);
-    assert!(!sqlite(&database, "INSERT INTO t VALUES (4);").status.success());
+    assert_eq!(
+        writer.send("freeze", json!({"deadline_ms": 20000}))["ok"],
+        true
+    );
+    assert!(!sqlite(&database, "INSERT INTO t VALUES (4);")
+        .status
+        .success());
     writer.kill();
     support::process::wait_for(5, "the lock is released after the writer died", || {
-        sqlite(&database, "INSERT INTO t VALUES (5);").status.success()
+        sqlite(&database, "INSERT INTO t VALUES (5);")
+            .status
+            .success()
     });
     // The deadline: the writer releases on its own and says so at thaw.
     let mut writer = WriterProcess::start(&["sqlite", "--db", &name]);
-    assert_eq!(writer.send("freeze", json!({"deadline_ms": 300}))["ok"], true);
+    assert_eq!(
+        writer.send("freeze", json!({"deadline_ms": 300}))["ok"],
+        true
+    );
     std::thread::sleep(Duration::from_millis(600));
-    assert!(sqlite(&database, "INSERT INTO t VALUES (6);").status.success(), "released at the deadline");
+    assert!(
+        sqlite(&database, "INSERT INTO t VALUES (6);")
+            .status
+            .success(),
+        "released at the deadline"
+    );
     let thaw = writer.send("thaw", json!({}));
     assert_eq!(thaw["error"], "timeout", "{thaw}");
     assert!(writer.finish(), "exits at end of input");
@@ -75,23 +118,58 @@ fn inbox_sqlite_missing_database_fails_identify_and_the_registration_passes_the_
     let mut writer = WriterProcess::start(&["sqlite", "--db", &missing.display().to_string()]);
     let answer = writer.send("identify", json!({}));
     assert_eq!(answer["ok"], false);
-    assert!(answer["message"].as_str().unwrap_or_default().contains("gone.db"), "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("gone.db"),
+        "{answer}"
+    );
 
     let database = work.join("app.db");
     assert!(sqlite(&database, "CREATE TABLE t(x);").status.success());
     let store = work.join("store");
-    diskshadow(&store).args(["writer", "add", "sqlite", "--db"]).arg(&database).assert().success();
-    let listed = diskshadow(&store).args(["writer", "list"]).output().expect("list");
+    diskshadow(&store)
+        .args(["writer", "add", "sqlite", "--db"])
+        .arg(&database)
+        .assert()
+        .success();
+    let listed = diskshadow(&store)
+        .args(["writer", "list"])
+        .output()
+        .expect("list");
     let listed = String::from_utf8_lossy(&listed.stdout).to_string();
-    assert!(listed.contains("SQLite Writer") && listed.contains("1 writer registration."), "{listed}");
-    let again = diskshadow(&store).args(["writer", "add", "sqlite", "--db"]).arg(&database).output().expect("add");
-    assert!(!again.status.success(), "a second registration of the same writer is refused");
-    let check = diskshadow(&store).args(["writer", "check", "SQLite Writer"]).output().expect("check");
+    assert!(
+        listed.contains("SQLite Writer") && listed.contains("1 writer registration."),
+        "{listed}"
+    );
+    let again = diskshadow(&store)
+        .args(["writer", "add", "sqlite", "--db"])
+        .arg(&database)
+        .output()
+        .expect("add");
+    assert!(
+        !again.status.success(),
+        "a second registration of the same writer is refused"
+    );
+    let check = diskshadow(&store)
+        .args(["writer", "check", "SQLite Writer"])
+        .output()
+        .expect("check");
     let report = String::from_utf8_lossy(&check.stdout).to_string();
-    assert!(check.status.success() && report.contains("The writer follows the protocol."), "{report}");
-    diskshadow(&store).args(["writer", "remove", "SQLite Writer"]).assert().success();
+    assert!(
+        check.status.success() && report.contains("The writer follows the protocol."),
+        "{report}"
+    );
+    diskshadow(&store)
+        .args(["writer", "remove", "SQLite Writer"])
+        .assert()
+        .success();
     assert!(!store.join("writers/sqlite.toml").exists());
-    diskshadow(&store).args(["writer", "remove", "SQLite Writer"]).assert().failure();
+    diskshadow(&store)
+        .args(["writer", "remove", "SQLite Writer"])
+        .assert()
+        .failure();
 }
 
 #[test]
@@ -105,7 +183,10 @@ fn inbox_sqlite_the_running_service_picks_up_added_and_removed_registrations() {
     assert!(sqlite(&database, "CREATE TABLE t(x);").status.success());
     let list = |name: &str| support::process::run_script(&store, &work, name, "list writers\n");
     let pid = || {
-        let status = diskshadow(&store).args(["service", "status"]).output().expect("status");
+        let status = diskshadow(&store)
+            .args(["service", "status"])
+            .output()
+            .expect("status");
         String::from_utf8_lossy(&status.stdout)
             .lines()
             .find(|line| line.contains("\"pid\""))
@@ -116,12 +197,25 @@ fn inbox_sqlite_the_running_service_picks_up_added_and_removed_registrations() {
     assert!(!before.contains("SQLite Writer"), "{before}");
     let service = pid();
     assert!(!service.is_empty(), "the service runs");
-    diskshadow(&store).args(["writer", "add", "sqlite", "--db"]).arg(&database).assert().success();
+    diskshadow(&store)
+        .args(["writer", "add", "sqlite", "--db"])
+        .arg(&database)
+        .assert()
+        .success();
     let added = list("added.dsh");
-    assert!(added.contains("SQLite Writer"), "an added registration is listed: {added}");
-    diskshadow(&store).args(["writer", "remove", "SQLite Writer"]).assert().success();
+    assert!(
+        added.contains("SQLite Writer"),
+        "an added registration is listed: {added}"
+    );
+    diskshadow(&store)
+        .args(["writer", "remove", "SQLite Writer"])
+        .assert()
+        .success();
     let removed = list("removed.dsh");
-    assert!(!removed.contains("SQLite Writer"), "a removed registration is gone: {removed}");
+    assert!(
+        !removed.contains("SQLite Writer"),
+        "a removed registration is gone: {removed}"
+    );
     assert_eq!(pid(), service, "the same service, not restarted");
     let _ = diskshadow(&store).args(["service", "stop"]).output();
 }

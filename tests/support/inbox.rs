@@ -7,7 +7,11 @@ use std::process::Command;
 use super::process::diskshadow;
 
 pub fn sh(command: &str) -> std::process::Output {
-    Command::new("sh").arg("-c").arg(command).output().expect("sh")
+    Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .output()
+        .expect("sh")
 }
 
 pub fn sh_ok(command: &str) -> String {
@@ -61,7 +65,10 @@ impl AttachedExt4 {
         let mount_point = work.join("mnt");
         std::fs::create_dir_all(&attach).expect("attach dir");
         std::fs::create_dir_all(&mount_point).expect("mount dir");
-        sh_ok(&format!("mkfs.ext4 -q -F -b 4096 {} {size}", image.display()));
+        sh_ok(&format!(
+            "mkfs.ext4 -q -F -b 4096 {} {size}",
+            image.display()
+        ));
         diskshadow(&store)
             .args(["volume", "attach"])
             .arg(&image)
@@ -93,7 +100,11 @@ impl Drop for AttachedExt4 {
         for command in self.stops.iter().rev() {
             let _ = sh(command);
         }
-        let _ = sh(&format!("umount {} 2>/dev/null || umount -l {} 2>/dev/null", self.mount_point.display(), self.mount_point.display()));
+        let _ = sh(&format!(
+            "umount {} 2>/dev/null || umount -l {} 2>/dev/null",
+            self.mount_point.display(),
+            self.mount_point.display()
+        ));
         let _ = diskshadow(&self.store).args(["service", "stop"]).output();
     }
 }
@@ -138,7 +149,10 @@ impl WriterProcess {
         input.flush().expect("flush");
         loop {
             let mut line = String::new();
-            assert!(self.answers.read_line(&mut line).expect("read") > 0, "the writer ended at {event}");
+            assert!(
+                self.answers.read_line(&mut line).expect("read") > 0,
+                "the writer ended at {event}"
+            );
             let value: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
             if value.get("id") == Some(&serde_json::Value::from(id)) {
                 return value;
@@ -154,7 +168,10 @@ impl WriterProcess {
     /// Closes the input (end of input is abort) and waits for the writer to exit.
     pub fn finish(&mut self) -> bool {
         self.input = None;
-        self.child.wait().map(|status| status.success()).unwrap_or(false)
+        self.child
+            .wait()
+            .map(|status| status.success())
+            .unwrap_or(false)
     }
 }
 

@@ -123,7 +123,9 @@ impl FileSystemWriter {
         let _ = child.wait();
         match answer {
             Ok(line) if line.starts_with("thawed") => Ok(()),
-            Ok(line) => Err(Failure::nonretryable(format!("the freeze holder said: {line}"))),
+            Ok(line) => Err(Failure::nonretryable(format!(
+                "the freeze holder said: {line}"
+            ))),
             // The holder thaws on end of input whatever happened.
             Err(_) => Ok(()),
         }
@@ -168,7 +170,13 @@ impl Writer for FileSystemWriter {
         self.set_volumes = request
             .get("volumes")
             .and_then(Value::as_array)
-            .map(|volumes| volumes.iter().filter_map(Value::as_str).map(String::from).collect())
+            .map(|volumes| {
+                volumes
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            })
             .unwrap_or_default();
         Ok(())
     }
@@ -180,7 +188,10 @@ impl Writer for FileSystemWriter {
             .filter(|candidate| !candidate.held_by_service)
             .filter(|candidate| {
                 self.set_volumes.is_empty()
-                    || self.set_volumes.iter().any(|volume| same_volume(volume, &candidate.volume))
+                    || self
+                        .set_volumes
+                        .iter()
+                        .any(|volume| same_volume(volume, &candidate.volume))
             })
             .map(|candidate| candidate.mount_point)
             .collect();
@@ -200,7 +211,9 @@ impl Writer for FileSystemWriter {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .map_err(|error| Failure::nonretryable(format!("cannot start the freeze holder: {error}")))?;
+            .map_err(|error| {
+                Failure::nonretryable(format!("cannot start the freeze holder: {error}"))
+            })?;
         let (sender, lines) = mpsc::channel();
         if let Some(stdout) = child.stdout.take() {
             std::thread::spawn(move || {
@@ -215,16 +228,23 @@ impl Writer for FileSystemWriter {
         self.holder = Some((child, lines));
         match first {
             Ok(line) if line.starts_with("frozen") => {
-                log(&format!("holding writes on {}", line.trim_start_matches("frozen").trim()));
+                log(&format!(
+                    "holding writes on {}",
+                    line.trim_start_matches("frozen").trim()
+                ));
                 Ok(Answer::new())
             }
             Ok(line) => {
                 let _ = self.release(budget);
-                Err(Failure::retryable(line.trim_start_matches("error").trim().to_string()))
+                Err(Failure::retryable(
+                    line.trim_start_matches("error").trim().to_string(),
+                ))
             }
             Err(_) => {
                 let _ = self.release(Duration::from_secs(1));
-                Err(Failure::timeout("the file systems could not be frozen in time"))
+                Err(Failure::timeout(
+                    "the file systems could not be frozen in time",
+                ))
             }
         }
     }
@@ -262,7 +282,11 @@ pub fn run_holder(options: HolderOptions) -> Result<(), String> {
                 for (_, file) in held.iter().rev() {
                     let _ = ioctl(file, FITHAW);
                 }
-                let _ = writeln!(stdout, "error cannot open {}: {error}", mount_point.display());
+                let _ = writeln!(
+                    stdout,
+                    "error cannot open {}: {error}",
+                    mount_point.display()
+                );
                 return Ok(());
             }
         };
@@ -276,12 +300,19 @@ pub fn run_holder(options: HolderOptions) -> Result<(), String> {
                 for (_, file) in held.iter().rev() {
                     let _ = ioctl(file, FITHAW);
                 }
-                let _ = writeln!(stdout, "error cannot freeze {}: {error}", mount_point.display());
+                let _ = writeln!(
+                    stdout,
+                    "error cannot freeze {}: {error}",
+                    mount_point.display()
+                );
                 return Ok(());
             }
         }
     }
-    let names: Vec<String> = held.iter().map(|(path, _)| path.display().to_string()).collect();
+    let names: Vec<String> = held
+        .iter()
+        .map(|(path, _)| path.display().to_string())
+        .collect();
     let _ = writeln!(
         stdout,
         "frozen {}{}",

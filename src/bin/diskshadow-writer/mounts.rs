@@ -72,7 +72,8 @@ pub struct VolumeSource {
 /// A FUSE mount of an attached volume: diskshadow names it by the volume GUID (`{…}`); the
 /// type is `fuse.diskshadow`, or plain `fuse` when the kernel mount took no subtype.
 fn is_attached_volume(mount: &Mount) -> bool {
-    let guid = mount.source.len() == 38 && mount.source.starts_with('{') && mount.source.ends_with('}');
+    let guid =
+        mount.source.len() == 38 && mount.source.starts_with('{') && mount.source.ends_with('}');
     guid && (mount.fstype == "fuse" || mount.fstype == "fuse.diskshadow")
 }
 
@@ -128,5 +129,10 @@ pub fn path_inside_file_system(path: &Path, all: &[Mount]) -> Option<PathBuf> {
     let mount = mount_of(&canonical, all)?;
     let relative = canonical.strip_prefix(&mount.mount_point).ok()?;
     let inside = mount.root.join(relative);
-    Some(inside.strip_prefix("/").map(Path::to_path_buf).unwrap_or(inside))
+    Some(
+        inside
+            .strip_prefix("/")
+            .map(Path::to_path_buf)
+            .unwrap_or(inside),
+    )
 }

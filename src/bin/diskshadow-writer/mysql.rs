@@ -47,7 +47,9 @@ impl MysqlWriter {
             return client.clone();
         }
         let found = std::env::var_os("PATH")
-            .map(|path| std::env::split_paths(&path).any(|directory| directory.join("mariadb").is_file()))
+            .map(|path| {
+                std::env::split_paths(&path).any(|directory| directory.join("mariadb").is_file())
+            })
             .unwrap_or(false);
         if found { "mariadb" } else { "mysql" }.to_string()
     }
@@ -125,9 +127,15 @@ impl Writer for MysqlWriter {
         self.locked = true;
         let status = self.run("SHOW MASTER STATUS;", budget).unwrap_or_default();
         let mut answer = Answer::new();
-        match status.first().map(|line| line.split('\t').collect::<Vec<_>>()) {
+        match status
+            .first()
+            .map(|line| line.split('\t').collect::<Vec<_>>())
+        {
             Some(fields) if fields.len() >= 2 => {
-                log(&format!("binary log position at freeze: {} {}", fields[0], fields[1]));
+                log(&format!(
+                    "binary log position at freeze: {} {}",
+                    fields[0], fields[1]
+                ));
                 answer.insert(
                     "binlog_position".into(),
                     json!({"file": fields[0], "position": fields[1].parse::<u64>().unwrap_or(0)}),

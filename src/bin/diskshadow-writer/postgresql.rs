@@ -93,7 +93,9 @@ impl PostgresWriter {
             if entry.is_null() {
                 return None;
             }
-            std::ffi::CStr::from_ptr((*entry).pw_name).to_string_lossy().to_string()
+            std::ffi::CStr::from_ptr((*entry).pw_name)
+                .to_string_lossy()
+                .to_string()
         };
         Some((uid, metadata.gid(), name))
     }
@@ -174,7 +176,9 @@ impl PostgresWriter {
     fn complete_shadow(&self, image: &Path, stopped: &StoppedBackup) -> Result<(), Failure> {
         let all = mounts::mounts();
         let pgdata_inside = mounts::path_inside_file_system(&self.options.pgdata, &all)
-            .ok_or_else(|| Failure::nonretryable("cannot place the data directory in its file system"))?;
+            .ok_or_else(|| {
+                Failure::nonretryable("cannot place the data directory in its file system")
+            })?;
         let live_wal = std::fs::canonicalize(self.options.pgdata.join("pg_wal"))
             .unwrap_or_else(|_| self.options.pgdata.join("pg_wal"));
         let same_volume = mounts::mount_of(&live_wal, &all).map(|mount| mount.mount_point)
@@ -196,14 +200,19 @@ impl PostgresWriter {
             .tempdir()
             .map_err(|error| Failure::nonretryable(format!("a mount point: {error}")))?;
         run_checked(
-            Command::new("mount").arg("-o").arg("loop").arg(image).arg(mount_point.path()),
+            Command::new("mount")
+                .arg("-o")
+                .arg("loop")
+                .arg(image)
+                .arg(mount_point.path()),
             "mounting the auto-recovery view",
         )?;
         let written = (|| -> Result<usize, String> {
             let owner = self.owner();
             let target = mount_point.path().join(&pgdata_inside);
             let place = |path: &Path, bytes: &[u8]| -> Result<(), String> {
-                std::fs::write(path, bytes).map_err(|error| format!("{}: {error}", path.display()))?;
+                std::fs::write(path, bytes)
+                    .map_err(|error| format!("{}: {error}", path.display()))?;
                 if let Some((uid, gid, _)) = owner {
                     std::os::unix::fs::chown(path, Some(uid), Some(gid))
                         .map_err(|error| format!("{}: {error}", path.display()))?;
@@ -215,7 +224,10 @@ impl PostgresWriter {
             // live one runs (pg_basebackup leaves it out for the same reason).
             let _ = std::fs::remove_file(target.join("postmaster.pid"));
             if !stopped.tablespace_map.trim().is_empty() {
-                place(&target.join("tablespace_map"), stopped.tablespace_map.as_bytes())?;
+                place(
+                    &target.join("tablespace_map"),
+                    stopped.tablespace_map.as_bytes(),
+                )?;
             }
             let mut copied = 0;
             if let Some(wal_inside) = wal_inside {
@@ -268,7 +280,11 @@ impl Writer for PostgresWriter {
         let devices = BTreeMap::new();
         let mut files = vec![mounts::file_entry(&data_directory, &all, &devices)];
         for tablespace in lines.iter().skip(1).filter(|line| !line.trim().is_empty()) {
-            files.push(mounts::file_entry(Path::new(tablespace.trim()), &all, &devices));
+            files.push(mounts::file_entry(
+                Path::new(tablespace.trim()),
+                &all,
+                &devices,
+            ));
         }
         let wal = std::fs::canonicalize(data_directory.join("pg_wal"))
             .unwrap_or_else(|_| data_directory.join("pg_wal"));
@@ -306,7 +322,10 @@ impl Writer for PostgresWriter {
             .and_then(Value::as_str)
             .unwrap_or("diskshadow")
             .replace('\'', "");
-        self.run(&format!("SELECT pg_backup_start('diskshadow {set}', true);"), budget)?;
+        self.run(
+            &format!("SELECT pg_backup_start('diskshadow {set}', true);"),
+            budget,
+        )?;
         self.in_backup = true;
         Ok(Answer::new())
     }
@@ -318,7 +337,10 @@ impl Writer for PostgresWriter {
         );
         self.in_backup = false;
         let lines = lines?;
-        let fields: Vec<&str> = lines.first().map(|line| line.split('|').collect()).unwrap_or_default();
+        let fields: Vec<&str> = lines
+            .first()
+            .map(|line| line.split('|').collect())
+            .unwrap_or_default();
         if fields.len() != 3 {
             return Err(Failure::nonretryable(format!(
                 "pg_backup_stop answered {lines:?}"
@@ -337,15 +359,25 @@ impl Writer for PostgresWriter {
             return Ok(());
         };
         let all = mounts::mounts();
-        let volume = mounts::file_entry(&self.options.pgdata, &all, &BTreeMap::new())["volume"].clone();
-        let shadows = request.get("shadows").and_then(Value::as_array).cloned().unwrap_or_default();
+        let volume =
+            mounts::file_entry(&self.options.pgdata, &all, &BTreeMap::new())["volume"].clone();
+        let shadows = request
+            .get("shadows")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         let view = shadows
             .iter()
             .find(|shadow| {
                 shadow.get("volume") == Some(&volume)
-                    || shadow.get("volume_id").and_then(Value::as_str).is_some_and(|id| {
-                        volume.as_str().is_some_and(|mine| mine.eq_ignore_ascii_case(id))
-                    })
+                    || shadow
+                        .get("volume_id")
+                        .and_then(Value::as_str)
+                        .is_some_and(|id| {
+                            volume
+                                .as_str()
+                                .is_some_and(|mine| mine.eq_ignore_ascii_case(id))
+                        })
             })
             .and_then(|shadow| shadow.get("path"))
             .and_then(Value::as_str);
@@ -361,7 +393,10 @@ impl Writer for PostgresWriter {
     fn abort(&mut self, budget: Duration) -> Result<(), Failure> {
         if self.in_backup {
             self.in_backup = false;
-            if self.run("SELECT 1 FROM pg_backup_stop(false);", budget).is_err() {
+            if self
+                .run("SELECT 1 FROM pg_backup_stop(false);", budget)
+                .is_err()
+            {
                 // The backup ends with its session.
                 self.session = None;
             }
@@ -386,7 +421,10 @@ impl Writer for PostgresWriter {
         if output.status.success() || text.contains("Is server running?") {
             Ok(())
         } else {
-            Err(Failure::nonretryable(format!("pg_ctl stop failed: {}", text.trim())))
+            Err(Failure::nonretryable(format!(
+                "pg_ctl stop failed: {}",
+                text.trim()
+            )))
         }
     }
 

@@ -101,21 +101,26 @@ pub fn serve(mut writer: impl Writer, event_timeout: Duration) -> Result<(), Str
     let mut overran = false;
     loop {
         let line = match frozen_until {
-            Some(until) => match requests.recv_timeout(until.saturating_duration_since(Instant::now())) {
-                Ok(line) => line,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    // No thaw came in time: release now, so the application never stays held
-                    // past the deadline, and say so at thaw.
-                    frozen_until = None;
-                    overran = true;
-                    log("the freeze deadline passed before thaw; released the hold");
-                    if let Err(failure) = writer.abort(event_timeout) {
-                        log(&format!("releasing after the deadline failed: {}", failure.message));
+            Some(until) => {
+                match requests.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                    Ok(line) => line,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        // No thaw came in time: release now, so the application never stays held
+                        // past the deadline, and say so at thaw.
+                        frozen_until = None;
+                        overran = true;
+                        log("the freeze deadline passed before thaw; released the hold");
+                        if let Err(failure) = writer.abort(event_timeout) {
+                            log(&format!(
+                                "releasing after the deadline failed: {}",
+                                failure.message
+                            ));
+                        }
+                        continue;
                     }
-                    continue;
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 }
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            },
+            }
             None => match requests.recv() {
                 Ok(line) => line,
                 Err(_) => break,
@@ -124,12 +129,17 @@ pub fn serve(mut writer: impl Writer, event_timeout: Duration) -> Result<(), Str
         let request: Value = match serde_json::from_str(&line) {
             Ok(request) => request,
             Err(error) => {
-                log(&format!("ignored a request that is not JSON ({error}): {line}"));
+                log(&format!(
+                    "ignored a request that is not JSON ({error}): {line}"
+                ));
                 continue;
             }
         };
         let id = request.get("id").cloned().unwrap_or(Value::Null);
-        let event = request.get("event").and_then(Value::as_str).unwrap_or_default();
+        let event = request
+            .get("event")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let result: Result<Answer, Failure> = match event {
             "identify" => writer.identify(event_timeout).map(|metadata| {
                 let mut fields = Answer::new();
@@ -137,10 +147,15 @@ pub fn serve(mut writer: impl Writer, event_timeout: Duration) -> Result<(), Str
                 fields
             }),
             "prepare_backup" | "backup_complete" | "backup_shutdown" => Ok(Answer::new()),
-            "prepare_snapshot" => writer.prepare_snapshot(&request, event_timeout).map(|()| Answer::new()),
+            "prepare_snapshot" => writer
+                .prepare_snapshot(&request, event_timeout)
+                .map(|()| Answer::new()),
             "freeze" => {
                 let deadline = Duration::from_millis(
-                    request.get("deadline_ms").and_then(Value::as_u64).unwrap_or(60_000),
+                    request
+                        .get("deadline_ms")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(60_000),
                 );
                 let started = Instant::now();
                 overran = false;
@@ -166,7 +181,9 @@ pub fn serve(mut writer: impl Writer, event_timeout: Duration) -> Result<(), Str
                     Ok(Answer::new())
                 }
             }
-            "post_snapshot" => writer.post_snapshot(&request, event_timeout).map(|()| Answer::new()),
+            "post_snapshot" => writer
+                .post_snapshot(&request, event_timeout)
+                .map(|()| Answer::new()),
             "abort" => {
                 frozen_until = None;
                 overran = false;

@@ -120,8 +120,14 @@ impl Session {
             .spawn()
             .map_err(|error| SessionError::Start(format!("{program}: {error}")))?;
         let (sender, lines) = mpsc::channel();
-        let stdout = child.stdout.take().ok_or_else(|| SessionError::Start("no stdout".into()))?;
-        let stderr = child.stderr.take().ok_or_else(|| SessionError::Start("no stderr".into()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| SessionError::Start("no stdout".into()))?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| SessionError::Start("no stderr".into()))?;
         forward(stdout, sender.clone(), Line::Out, Some(Line::OutClosed));
         forward(stderr, sender, Line::Err, None);
         Ok(Self {
@@ -146,7 +152,9 @@ impl Session {
         text.push('\n');
         text.push_str(&self.dialect.markers(&token));
         let written = match self.stdin.as_mut() {
-            Some(stdin) => stdin.write_all(text.as_bytes()).and_then(|()| stdin.flush()),
+            Some(stdin) => stdin
+                .write_all(text.as_bytes())
+                .and_then(|()| stdin.flush()),
             None => Err(std::io::Error::other("the session is closed")),
         };
         let started = Instant::now();
@@ -164,8 +172,8 @@ impl Session {
                 Ok(Line::Err(line)) => {
                     // Context lines (indented) and what is left of earlier markers are not
                     // errors of this batch.
-                    let context = line.starts_with(char::is_whitespace)
-                        || line.contains("__diskshadow_end_");
+                    let context =
+                        line.starts_with(char::is_whitespace) || line.contains("__diskshadow_end_");
                     if !context && self.dialect.is_error(&line) {
                         errors.push(line.clone());
                     }
@@ -173,7 +181,9 @@ impl Session {
                 }
                 Ok(Line::OutClosed) | Err(mpsc::RecvTimeoutError::Disconnected) => {
                     // Let the last error lines arrive before reporting them.
-                    while let Ok(Line::Err(line)) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                    while let Ok(Line::Err(line)) =
+                        self.lines.recv_timeout(Duration::from_millis(200))
+                    {
                         stderr_tail.push(line);
                     }
                     self.close();

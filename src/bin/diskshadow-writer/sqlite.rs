@@ -83,13 +83,13 @@ impl Writer for SqliteWriter {
         for database in &self.options.databases {
             let mut command = Command::new(&self.options.sqlite3);
             command.arg("-batch").arg(database);
-            let mut session = Session::start(command, Dialect::Sqlite)
-                .map_err(|error| Failure::nonretryable(format!("{}: {error}", database.display())))?;
+            let mut session = Session::start(command, Dialect::Sqlite).map_err(|error| {
+                Failure::nonretryable(format!("{}: {error}", database.display()))
+            })?;
             let left = budget.saturating_sub(started.elapsed());
             let wait_ms = left.as_millis().max(1);
-            let statements = format!(
-                ".timeout {wait_ms}\nPRAGMA wal_checkpoint(TRUNCATE);\nBEGIN IMMEDIATE;"
-            );
+            let statements =
+                format!(".timeout {wait_ms}\nPRAGMA wal_checkpoint(TRUNCATE);\nBEGIN IMMEDIATE;");
             session.run(&statements, left).map_err(|error| {
                 let message = format!("cannot lock {}: {error}", database.display());
                 match error {
@@ -99,7 +99,10 @@ impl Writer for SqliteWriter {
             })?;
             self.held.push(session);
         }
-        log(&format!("holding the write lock on {} database(s)", self.held.len()));
+        log(&format!(
+            "holding the write lock on {} database(s)",
+            self.held.len()
+        ));
         Ok(Answer::new())
     }
 

@@ -117,7 +117,10 @@ impl Registration {
             command.join(", ")
         );
         if let Some(directory) = &self.working_dir {
-            text.push_str(&format!("working_dir = {}\n", quote(&directory.display().to_string())));
+            text.push_str(&format!(
+                "working_dir = {}\n",
+                quote(&directory.display().to_string())
+            ));
         }
         if self.freeze_timeout != MAX_FREEZE_TIMEOUT {
             text.push_str(&format!(
@@ -165,7 +168,10 @@ pub fn add_registration(
 
 /// Removes the registration named `name` (its writer name, ID or file name, any case). Invalid
 /// files can be removed by file name.
-pub fn remove_registration(directory: &Path, name: &str) -> Result<PathBuf, RegistrationChangeError> {
+pub fn remove_registration(
+    directory: &Path,
+    name: &str,
+) -> Result<PathBuf, RegistrationChangeError> {
     let set = load_registrations(directory);
     let by_registration = set.registrations.iter().find(|registration| {
         registration.name.eq_ignore_ascii_case(name)
@@ -189,7 +195,8 @@ pub fn remove_registration(directory: &Path, name: &str) -> Result<PathBuf, Regi
             path
         }
     };
-    std::fs::remove_file(&path).map_err(|error| RegistrationChangeError::Io(path.clone(), error))?;
+    std::fs::remove_file(&path)
+        .map_err(|error| RegistrationChangeError::Io(path.clone(), error))?;
     Ok(path)
 }
 
@@ -303,12 +310,20 @@ pub fn registrations_fingerprint(directory: &Path) -> RegistrationsFingerprint {
         .map(|entries| {
             entries
                 .filter_map(Result::ok)
-                .filter(|entry| entry.path().extension().is_some_and(|extension| extension == "toml"))
+                .filter(|entry| {
+                    entry
+                        .path()
+                        .extension()
+                        .is_some_and(|extension| extension == "toml")
+                })
                 .map(|entry| {
                     let metadata = entry.metadata().ok();
                     (
                         entry.path(),
-                        metadata.as_ref().map(|metadata| metadata.len()).unwrap_or(0),
+                        metadata
+                            .as_ref()
+                            .map(|metadata| metadata.len())
+                            .unwrap_or(0),
                         metadata.and_then(|metadata| metadata.modified().ok()),
                     )
                 })
@@ -396,7 +411,12 @@ freeze_timeout = "20s"
         let mut registration = Registration::new(
             "SQLite Writer",
             WriterId(uuid::Uuid::from_u128(0x5117E)),
-            vec!["/bin/writer".into(), "sqlite".into(), "--db".into(), "/a \"b\".db".into()],
+            vec![
+                "/bin/writer".into(),
+                "sqlite".into(),
+                "--db".into(),
+                "/a \"b\".db".into(),
+            ],
         );
         registration.freeze_timeout = Duration::from_secs(20);
         let path = add_registration(directory.path(), "sqlite", &registration).expect("added");
@@ -411,8 +431,13 @@ freeze_timeout = "20s"
             remove_registration(directory.path(), "nobody"),
             Err(RegistrationChangeError::NotFound(..))
         ));
-        assert_eq!(remove_registration(directory.path(), "sqlite writer").expect("removed"), path);
-        assert!(load_registrations(directory.path()).registrations.is_empty());
+        assert_eq!(
+            remove_registration(directory.path(), "sqlite writer").expect("removed"),
+            path
+        );
+        assert!(load_registrations(directory.path())
+            .registrations
+            .is_empty());
     }
 
     #[test]
