@@ -97,7 +97,13 @@ pub struct ServiceCore {
     creation: Mutex<()>,
     /// The writers registered in the store's `writers/` directory, started on first need and
     /// kept running while the service runs.
-    writers: Mutex<Option<Arc<WriterHost>>>,
+    /// The writer host and the registration files it was loaded from.
+    writers: Mutex<
+        Option<(
+            crate::engine::writer::registration::RegistrationsFingerprint,
+            Arc<WriterHost>,
+        )>,
+    >,
     writer_options: HostOptions,
     /// What `expose` made, alive until `unexpose`, deletion, or the service's end.
     exposures: Mutex<Exposures>,
@@ -382,19 +388,33 @@ impl ServiceCore {
         self.engine.store_dir().join("writers")
     }
 
-    /// The writer host, loading the registrations the first time.
+    /// The writer host, loading the registrations the first time and again whenever a
+    /// registration file was added, removed or changed since (so `writer add` and `writer
+    /// remove` take effect without restarting the service). A backup already running keeps the
+    /// host it started with; the replaced host's writers get end of input when its last user
+    /// lets go of it.
     pub fn writer_host(&self) -> Arc<WriterHost> {
+        use crate::engine::writer::registration::registrations_fingerprint;
+        let directory = self.writers_directory();
+        let fingerprint = registrations_fingerprint(&directory);
         let mut slot = self
             .writers
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        slot.get_or_insert_with(|| {
-            Arc::new(WriterHost::from_directory(
-                &self.writers_directory(),
-                self.writer_options.clone(),
-            ))
-        })
-        .clone()
+        if let Some((loaded_from, host)) = slot.as_ref() {
+            if *loaded_from == fingerprint {
+                return host.clone();
+            }
+        }
+        let host = Arc::new(WriterHost::from_directory(
+            &directory,
+            self.writer_options.clone(),
+        ));
+        let replaced = slot.replace((fingerprint, host.clone()));
+        drop(slot);
+        // Shut the old writers down outside the lock.
+        drop(replaced);
+        host
     }
 }
 
@@ -905,13 +925,14 @@ impl ShadowService for LocalService {
             };
             views
                 .into_iter()
-                .zip(&volume_names)
-                .map(|((shadow_id, path, mount), volume)| {
+                .zip(volume_names.iter().zip(&volume_ids))
+                .map(|((shadow_id, path, mount), (volume, volume_id))| {
                     if let Some(mount) = mount {
                         recovery_mounts.push(mount);
                     }
                     PostSnapshotShadow {
                         volume: volume.clone(),
+                        volume_id: Some(*volume_id),
                         shadow_id,
                         path,
                     }
