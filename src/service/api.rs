@@ -48,6 +48,27 @@ pub struct CreateRequest {
     pub default_metadata: Option<(PathBuf, i32)>,
 }
 
+impl CreateRequest {
+    /// A set of one volume on its default provider, with no alias, writer selection, metadata
+    /// file or step mode: what `vssadmin create shadow` asks for.
+    pub fn one_volume(volume: VolumeInfo, context: Context, extra_attributes: Attributes) -> Self {
+        Self {
+            volumes: vec![SetVolume {
+                volume,
+                provider: None,
+            }],
+            context,
+            extra_attributes,
+            backup_type: BackupType::Copy,
+            writers: WriterSelection::default(),
+            aliases: vec![None],
+            metadata_path: None,
+            step: false,
+            default_metadata: None,
+        }
+    }
+}
+
 /// Which `list writers` listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -99,7 +120,21 @@ pub struct StoreCheck {
     pub preserved_chunks: usize,
     /// Diff-area bytes no shadow needs.
     pub leaked_bytes: u64,
+    /// Each problem names the file (or the catalog entry) it is about.
     pub problems: Vec<String>,
+    /// Shadows that are not served, and why.
+    #[serde(default)]
+    pub suspect_shadows: Vec<SuspectShadow>,
+    /// `diff/<volume>` directories of no registered volume.
+    #[serde(default)]
+    pub orphaned_diff_areas: Vec<PathBuf>,
+}
+
+/// A shadow copy `check-store` found not served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuspectShadow {
+    pub shadow: ShadowId,
+    pub reason: String,
 }
 
 /// What the service reports while it works on a request: verbose lines (writer inclusion,

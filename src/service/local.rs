@@ -17,8 +17,8 @@ use super::error::{ServiceError, ServiceErrorKind};
 use crate::engine::clock::{IdSource, RandomIds};
 use crate::engine::coordinator::{
     BackupSession, Coordinator, CoordinatorObserver, CreationFailure, CreationRequest,
-    GatheredMetadata, PostSnapshotShadow, RestoreWriter, SelectionPlan, StepDecision,
-    WriterEventError, WriterSelection,
+    GatheredMetadata, PostSnapshotShadow, RestoreWriter, SelectionError, SelectionPlan,
+    StepDecision, WriterEventError, WriterSelection,
 };
 use crate::engine::device::BlockDevice;
 use crate::engine::ids::{parse_guid, ShadowId};
@@ -98,7 +98,13 @@ pub struct ServiceCore {
     creation: Mutex<()>,
     /// The writers registered in the store's `writers/` directory, started on first need and
     /// kept running while the service runs.
-    writers: Mutex<Option<Arc<WriterHost>>>,
+    /// The writer host and the registration files it was loaded from.
+    writers: Mutex<
+        Option<(
+            crate::engine::writer::registration::RegistrationsFingerprint,
+            Arc<WriterHost>,
+        )>,
+    >,
     writer_options: HostOptions,
     /// What `expose` made, alive until `unexpose`, deletion, or the service's end.
     exposures: Mutex<Exposures>,
@@ -383,19 +389,33 @@ impl ServiceCore {
         self.engine.store_dir().join("writers")
     }
 
-    /// The writer host, loading the registrations the first time.
+    /// The writer host, loading the registrations the first time and again whenever a
+    /// registration file was added, removed or changed since (so `writer add` and `writer
+    /// remove` take effect without restarting the service). A backup already running keeps the
+    /// host it started with; the replaced host's writers get end of input when its last user
+    /// lets go of it.
     pub fn writer_host(&self) -> Arc<WriterHost> {
+        use crate::engine::writer::registration::registrations_fingerprint;
+        let directory = self.writers_directory();
+        let fingerprint = registrations_fingerprint(&directory);
         let mut slot = self
             .writers
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        slot.get_or_insert_with(|| {
-            Arc::new(WriterHost::from_directory(
-                &self.writers_directory(),
-                self.writer_options.clone(),
-            ))
-        })
-        .clone()
+        if let Some((loaded_from, host)) = slot.as_ref() {
+            if *loaded_from == fingerprint {
+                return host.clone();
+            }
+        }
+        let host = Arc::new(WriterHost::from_directory(
+            &directory,
+            self.writer_options.clone(),
+        ));
+        let replaced = slot.replace((fingerprint, host.clone()));
+        drop(slot);
+        // Shut the old writers down outside the lock.
+        drop(replaced);
+        host
     }
 }
 
@@ -850,8 +870,13 @@ impl ShadowService for LocalService {
             let plan = coordinator
                 .select(&gathered, &selection, &volume_ids, &resolve)
                 .map_err(|error| {
-                    Self::writer_error(error.to_string(), error.vss_code())
-                        .with_help("`list writers` shows the writers and their components")
+                    let help = match error {
+                        SelectionError::EveryWriterFailedIdentify { .. } => {
+                            "`list writers status` shows why each writer failed; `writer exclude` them, or `set context … nowriters`, to create the set without writers"
+                        }
+                        _ => "`list writers` shows the writers and their components",
+                    };
+                    Self::writer_error(error.to_string(), error.vss_code()).with_help(help)
                 })?;
             (gathered, plan)
         } else {
@@ -860,6 +885,15 @@ impl ShadowService for LocalService {
                 SelectionPlan::without_writers(),
             )
         };
+        // A writers context on a host with no writer registered makes a set no writer took
+        // part in: it says so in its attributes, as a nowriters context's set does.
+        let mut spec = spec;
+        if request.context.has_writers()
+            && gathered.writers.is_empty()
+            && gathered.unavailable.is_empty()
+        {
+            spec.extra_attributes = spec.extra_attributes.with(Attributes::NO_WRITERS);
+        }
         let held_file_systems = self.core.filesystems_to_hold(&volume_ids);
         for file_system in &held_file_systems {
             bridge.verbose(&format!(
@@ -880,10 +914,16 @@ impl ShadowService for LocalService {
         let engine = self.core.engine.clone();
         // The coordinator reports a refused commit as a message; keep the provider's own code.
         let commit_code = std::cell::Cell::new(None);
+        // When writers still thaw and post-snapshot after the commit, the set is committed in
+        // creation and kept only once they are done: a crash before then leaves no shadow of it.
+        let writers_after_commit = request.context.has_writers() && !plan.writers.is_empty();
         let mut commit = || {
-            engine
-                .create_shadow_set_with_progress(&spec, &bridge)
-                .inspect_err(|error| commit_code.set(Some(error.vss_code())))
+            let committed = if writers_after_commit {
+                engine.create_shadow_set_in_creation(&spec, &bridge)
+            } else {
+                engine.create_shadow_set_with_progress(&spec, &bridge)
+            };
+            committed.inspect_err(|error| commit_code.set(Some(error.vss_code())))
         };
         // Auto-recovery: writers get a read-write view of each new shadow during PostSnapshot.
         let recovering =
@@ -901,13 +941,14 @@ impl ShadowService for LocalService {
             };
             views
                 .into_iter()
-                .zip(&volume_names)
-                .map(|((shadow_id, path, mount), volume)| {
+                .zip(volume_names.iter().zip(&volume_ids))
+                .map(|((shadow_id, path, mount), (volume, volume_id))| {
                     if let Some(mount) = mount {
                         recovery_mounts.push(mount);
                     }
                     PostSnapshotShadow {
                         volume: volume.clone(),
+                        volume_id: Some(*volume_id),
                         shadow_id,
                         path,
                     }
@@ -997,6 +1038,20 @@ impl ShadowService for LocalService {
             }
             None => Vec::new(),
         };
+        if let Err(error) = self.core.engine.finish_creation(set.set_id) {
+            let _ = Coordinator::new(&host, &crate::engine::coordinator::SilentObserver)
+                .abort(&outcome.session, "the shadow copy set could not be kept");
+            let _ = self
+                .core
+                .engine
+                .delete_shadows(&DeleteSelector::Set(set.set_id));
+            return Err(ServiceError::new(
+                ServiceErrorKind::Io,
+                format!("the shadow copy set was not created: it could not be kept: {error}"),
+            )
+            .with_code(error.vss_code())
+            .with_help("check the store's disk; no shadow copy of the set was kept"));
+        }
         self.backup = Some(outcome.session);
         Ok(CreateOutcome {
             set,
@@ -1541,6 +1596,15 @@ impl ShadowService for LocalService {
             preserved_chunks: report.preserved_chunks,
             leaked_bytes: report.leaked_bytes,
             problems: report.problems.clone(),
+            suspect_shadows: report
+                .suspect_shadows
+                .iter()
+                .map(|(shadow, reason)| super::api::SuspectShadow {
+                    shadow: *shadow,
+                    reason: reason.clone(),
+                })
+                .collect(),
+            orphaned_diff_areas: report.orphaned_diff_areas.clone(),
         })
     }
 

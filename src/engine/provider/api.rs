@@ -13,7 +13,7 @@ use crate::engine::progress::Progress;
 use crate::engine::store::{DurableBackend, DurableFile, FileFingerprint, StoreLayout};
 use crate::engine::vss::{providers as vss_providers, Attributes};
 
-use super::cow::{CowVolume, DiffAreaProblem};
+use super::cow::{CowVolume, DiffAreaError, DiffAreaProblem, OpenOptions};
 use super::index::Tag;
 use super::plex;
 use super::row::{self, RowVolume};
@@ -46,7 +46,8 @@ impl DataPathKind {
         chunk_size: u32,
         shadows: BTreeSet<u64>,
         write_back_bytes: usize,
-    ) -> io::Result<Box<dyn VolumeProvider>> {
+        options: &OpenOptions,
+    ) -> Result<Box<dyn VolumeProvider>, DiffAreaError> {
         Ok(match self {
             DataPathKind::CopyOnWrite => Box::new(
                 CowVolume::open(
@@ -57,6 +58,7 @@ impl DataPathKind {
                     chunk_size,
                     shadows,
                     write_back_bytes,
+                    options,
                 )?
                 .0,
             ),
@@ -68,6 +70,7 @@ impl DataPathKind {
                 chunk_size,
                 shadows,
                 write_back_bytes,
+                options,
             )?),
         })
     }
@@ -241,6 +244,19 @@ pub trait VolumeProvider: Send + Sync {
     fn recover(&mut self) -> io::Result<()> {
         Ok(())
     }
+    /// The length of the index log known durable, which the catalog records so that a
+    /// shorter log or a bad record below it is damage (`None`: not tracked, or not durable).
+    fn durable_index_bytes(&self) -> Option<u64> {
+        None
+    }
+    /// The open found the index log worth rewriting (the engine first forgets its recorded
+    /// length), and the rewrite.
+    fn index_rewrite_wanted(&self) -> bool {
+        false
+    }
+    fn rewrite_index_log(&mut self) -> io::Result<()> {
+        Ok(())
+    }
     /// Chunks whose live content is not in the image (redirected writes): what a copy of the
     /// image must take from the live view instead.
     fn live_chunks_off_image(&self) -> Vec<u64> {
@@ -355,6 +371,15 @@ impl VolumeProvider for CowVolume {
     }
     fn versions(&self) -> usize {
         self.preserved_versions()
+    }
+    fn durable_index_bytes(&self) -> Option<u64> {
+        self.durable_index_bytes()
+    }
+    fn index_rewrite_wanted(&self) -> bool {
+        self.index_rewrite_wanted()
+    }
+    fn rewrite_index_log(&mut self) -> io::Result<()> {
+        self.rewrite_index_log()
     }
 }
 

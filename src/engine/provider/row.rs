@@ -26,8 +26,8 @@ use crate::engine::ids::VolumeId;
 use crate::engine::store::{DurableBackend, DurableFile, FileFingerprint};
 
 use super::cow::{
-    replay_index_log, rewrite_index_log, slot_layout, tag_of, DiffAreaProblem, IndexRecord,
-    KIND_FREE, KIND_PRESERVE,
+    slot_layout, tag_of, DiffAreaError, DiffAreaProblem, IndexRecord, OpenOptions, KIND_FREE,
+    KIND_PRESERVE, RECORD_BYTES,
 };
 use super::index::{BlockMap, ChunkIndex, Slot, Tag, MAX_SLOT, ZERO_SLOT};
 use super::stamp::WriteStamp;
@@ -48,6 +48,76 @@ pub fn index_path(diff_dir: &Path) -> PathBuf {
 /// volume's data path is redirect-on-write until they are folded back.
 pub fn has_versions(diff_dir: &Path) -> bool {
     std::fs::metadata(index_path(diff_dir)).is_ok_and(|metadata| metadata.len() > 0)
+}
+
+/// What replaying an index log found: the versions `(chunk, tag) -> slot`, the length of
+/// its valid records and how many there were.
+struct Replayed {
+    versions: std::collections::BTreeMap<(ChunkIndex, Tag), Slot>,
+    length: u64,
+    records_read: u64,
+}
+
+/// Applies the log's records in order (a version written, a version freed) up to the first
+/// invalid one: a torn append, cut off unless `read_only`.
+fn replay(index_log: &dyn DurableFile, read_only: bool) -> io::Result<Replayed> {
+    let log_length = index_log.size()?;
+    let mut bytes = vec![0u8; log_length as usize];
+    index_log.read_exact_or_zero(0, &mut bytes)?;
+    let mut versions = std::collections::BTreeMap::new();
+    let mut position = 0usize;
+    while let Some(Ok(record)) = bytes
+        .get(position..position + RECORD_BYTES)
+        .map(IndexRecord::decode)
+    {
+        if record.kind == KIND_PRESERVE {
+            versions.insert((record.chunk, record.tag), record.slot);
+        } else {
+            versions.remove(&(record.chunk, record.tag));
+        }
+        position += RECORD_BYTES;
+    }
+    if (position as u64) < log_length && !read_only {
+        index_log.set_len(position as u64)?;
+        index_log.sync_data()?;
+    }
+    Ok(Replayed {
+        versions,
+        length: position as u64,
+        records_read: (position / RECORD_BYTES) as u64,
+    })
+}
+
+fn record(kind: u8, tag: Tag, chunk: ChunkIndex, slot: Slot) -> [u8; RECORD_BYTES] {
+    IndexRecord {
+        kind,
+        tag,
+        chunk,
+        slot,
+        slot_checksum: 0,
+    }
+    .encode()
+}
+
+/// Replaces the index log by one holding only `map`'s versions (write `row-index.log.new`,
+/// sync, rename, sync the directory: a crash leaves the old or the new log, both correct).
+fn rewrite_log(
+    backend: &dyn DurableBackend,
+    diff_dir: &Path,
+    map: &BlockMap,
+) -> io::Result<(Arc<dyn DurableFile>, u64)> {
+    let new_path = diff_dir.join("row-index.log.new");
+    let mut bytes = Vec::with_capacity(map.len() * RECORD_BYTES);
+    for (chunk, tag, slot) in map.entries() {
+        bytes.extend_from_slice(&record(KIND_PRESERVE, tag, chunk, slot));
+    }
+    let file = backend.open_file(&new_path, true)?;
+    file.set_len(0)?;
+    file.write_at(0, &bytes)?;
+    file.sync_data()?;
+    backend.rename(&new_path, &index_path(diff_dir))?;
+    backend.sync_dir(diff_dir)?;
+    Ok((file, bytes.len() as u64))
 }
 
 /// One volume under the redirect-on-write provider.
@@ -100,21 +170,42 @@ impl RowVolume {
         chunk_size: u32,
         shadows: BTreeSet<u64>,
         write_back_bytes: usize,
-    ) -> io::Result<RowVolume> {
-        let live = backend
-            .open_file(live_path, false)
-            .map_err(|error| io_context(error, "cannot open the image", live_path))?;
-        backend.create_dir_all(diff_dir)?;
+        options: &OpenOptions,
+    ) -> Result<RowVolume, DiffAreaError> {
+        let read_only = options.read_only;
         let (data_file, index_file) = (data_path(diff_dir), index_path(diff_dir));
-        let created = !data_file.exists() || !index_file.exists();
-        let data = backend.open_file(&data_file, true)?;
-        let index_log = backend.open_file(&index_file, true)?;
-        if created {
-            backend.sync_dir(diff_dir)?;
+        if read_only && (!data_file.exists() || !index_file.exists()) {
+            return Err(DiffAreaError::Corrupt {
+                path: index_file,
+                detail: "the redirect-on-write diff area is missing".to_string(),
+            });
         }
+        let live = if read_only {
+            backend.open_file_read_only(live_path)
+        } else {
+            backend.open_file(live_path, false)
+        }
+        .map_err(|error| io_context(error, "cannot open the image", live_path))?;
+        let (data, index_log) = if read_only {
+            (
+                backend.open_file_read_only(&data_file)?,
+                backend.open_file_read_only(&index_file)?,
+            )
+        } else {
+            backend.create_dir_all(diff_dir)?;
+            let created = !data_file.exists() || !index_file.exists();
+            let files = (
+                backend.open_file(&data_file, true)?,
+                backend.open_file(&index_file, true)?,
+            );
+            if created {
+                backend.sync_dir(diff_dir)?;
+            }
+            files
+        };
         let fingerprint = live.fingerprint()?;
-        let write_stamp = WriteStamp::open(&backend, diff_dir)?;
-        let replayed = replay_index_log(&*index_log)?;
+        let write_stamp = WriteStamp::open(&backend, diff_dir, read_only)?;
+        let replayed = replay(&*index_log, read_only)?;
         // A version tagged t serves the shadows in (t, next tag] and, when it is the newest,
         // the live volume.
         let mut map = BlockMap::new();
@@ -171,14 +262,16 @@ impl RowVolume {
         row.free_slots = free;
         row.slot_high_water = high_water;
         row.data_slots_used = used_count;
+        if read_only {
+            return Ok(row);
+        }
         // Space past the last used slot is leaked by a crash; give it back.
         if row.data.size()? > high_water * chunk_size {
             row.data.set_len(high_water * chunk_size)?;
             row.data.sync_data()?;
         }
         if reclaimed > 0 || replayed.records_read > 2 * row.map.len() as u64 + 4096 {
-            let (file, length) =
-                rewrite_index_log(&*row.backend, &index_path(&row.diff_dir), &row.map)?;
+            let (file, length) = rewrite_log(&*row.backend, &row.diff_dir, &row.map)?;
             row.index_log = file;
             row.index_log_length = length;
         }
@@ -281,15 +374,8 @@ impl RowVolume {
     }
 
     fn append_record(&mut self, kind: u8, tag: Tag, chunk: ChunkIndex, slot: Slot) {
-        self.record_buffer.extend_from_slice(
-            &IndexRecord {
-                kind,
-                tag,
-                chunk,
-                slot,
-            }
-            .encode(),
-        );
+        self.record_buffer
+            .extend_from_slice(&record(kind, tag, chunk, slot));
         self.unsynced = true;
     }
 
@@ -362,7 +448,7 @@ impl RowVolume {
             run = Some((target, from, to, to_image));
         }
         self.flush_run(&mut run, data)?;
-        if self.record_buffer.len() / super::cow::RECORD_BYTES >= self.sync_limit_records {
+        if self.record_buffer.len() / RECORD_BYTES >= self.sync_limit_records {
             self.sync()?;
         }
         Ok(())
@@ -705,6 +791,7 @@ mod tests {
             CHUNK,
             shadows.iter().copied().collect(),
             1 << 20,
+            &OpenOptions::default(),
         )
         .expect("open")
     }
