@@ -643,3 +643,60 @@ fn a_sequential_writer_gets_chunks_preserved_ahead_and_every_shadow_stays_exact(
     assert!(read_all(&*engine.open_volume(volume.id).expect("volume")) == live);
     assert!(engine.check().is_clean(), "{}", engine.check());
 }
+
+/// A volume changes differential provider only while it has no differential shadows: a
+/// redirect-on-write shadow and a copy-on-write one are refused together (with the VSS code),
+/// and once the redirect-on-write shadows are gone (folded back), copy-on-write works and
+/// survives a restart. A full copy of a redirect-on-write volume holds the live content.
+#[test]
+fn providers_a_volume_switches_between_redirect_and_copy_on_write_only_when_idle() {
+    use diskshadow::engine::ids::ProviderId;
+    use diskshadow::engine::provider::{FULL_COPY_PROVIDER_ID, ROW_PROVIDER_ID};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let engine = Engine::open(&store, options()).expect("open");
+    let path = image(dir.path(), "a.img", 64 * 1024);
+    let volume = engine.register_volume(&path, None).expect("vol");
+    let device = engine.open_volume(volume.id).expect("open");
+    device.write_at(0, &[1u8; 64 * 1024]).expect("fill");
+    let mut row = spec(&[volume.id], Context::Persistent);
+    row.volumes[0].provider = Some(ProviderId(ROW_PROVIDER_ID));
+    let row_shadow = engine.create_shadow_set(&row).expect("row").shadows[0].id;
+    device.write_at(4096, &[2u8; 8192]).expect("redirected write");
+    device.flush().expect("flush");
+    assert_eq!(
+        std::fs::read(&path).expect("image")[4096],
+        1,
+        "the image keeps the redirect-on-write shadow's bytes"
+    );
+    let live = read_all(&*device);
+    let mut plex = spec(&[volume.id], Context::Persistent);
+    plex.volumes[0].provider = Some(ProviderId(FULL_COPY_PROVIDER_ID));
+    plex.extra_attributes = Attributes(Attributes::PLEX);
+    let copy = engine.create_shadow_set(&plex).expect("plex").shadows[0].id;
+    assert!(read_all(&*engine.open_shadow(copy).expect("copy")) == live);
+    let error = engine
+        .create_shadow_set(&spec(&[volume.id], Context::Persistent))
+        .expect_err("copy-on-write next to redirect-on-write");
+    assert!(matches!(error, CreateError::ProviderConflict { .. }), "{error}");
+    assert_eq!(
+        error.vss_code(),
+        VssCode::VSS_E_VOLUME_NOT_SUPPORTED_BY_PROVIDER
+    );
+    engine
+        .delete_shadows(&DeleteSelector::Id(row_shadow))
+        .expect("delete");
+    assert!(std::fs::read(&path).expect("image") == live, "folded back");
+    let cow_shadow = engine
+        .create_shadow_set(&spec(&[volume.id], Context::Persistent))
+        .expect("copy-on-write after the fold")
+        .shadows[0]
+        .id;
+    device.write_at(0, &[3u8; 4096]).expect("write");
+    drop(device);
+    drop(engine);
+    let engine = Engine::open(&store, options()).expect("reopen");
+    assert!(read_all(&*engine.open_shadow(cow_shadow).expect("cow")) == live);
+    assert!(read_all(&*engine.open_shadow(copy).expect("copy")) == live);
+    assert!(engine.check().is_clean(), "{}", engine.check());
+}

@@ -709,6 +709,18 @@ impl RowVolume {
             }
             self.sync()?;
         }
+        if self.map.is_empty() {
+            // Everything is folded and every free record durable: the diff area holds
+            // nothing, and an empty log tells the next open the volume is not redirected.
+            self.index_log.set_len(0)?;
+            self.index_log.sync_data()?;
+            self.index_log_length = 0;
+            self.data.set_len(0)?;
+            self.data.sync_data()?;
+            self.free_slots.clear();
+            self.released_slots.clear();
+            self.slot_high_water = 0;
+        }
         Ok(freed_count)
     }
 
@@ -835,6 +847,7 @@ mod tests {
         assert_eq!(std::fs::read(dir.path().join("live.img")).expect("image"), shadow_two);
         volume.delete_shadow(2).expect("delete last");
         assert!(volume.is_empty());
+        assert!(!has_versions(&dir.path().join("diff")), "the log was not emptied");
         assert_eq!(volume.used_bytes(), 0);
         assert_eq!(std::fs::read(dir.path().join("live.img")).expect("image"), live);
         assert_eq!(volume.check().expect("check"), Vec::new());
