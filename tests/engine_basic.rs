@@ -662,7 +662,9 @@ fn providers_a_volume_switches_between_redirect_and_copy_on_write_only_when_idle
     let mut row = spec(&[volume.id], Context::Persistent);
     row.volumes[0].provider = Some(ProviderId(ROW_PROVIDER_ID));
     let row_shadow = engine.create_shadow_set(&row).expect("row").shadows[0].id;
-    device.write_at(4096, &[2u8; 8192]).expect("redirected write");
+    device
+        .write_at(4096, &[2u8; 8192])
+        .expect("redirected write");
     device.flush().expect("flush");
     assert_eq!(
         std::fs::read(&path).expect("image")[4096],
@@ -678,7 +680,10 @@ fn providers_a_volume_switches_between_redirect_and_copy_on_write_only_when_idle
     let error = engine
         .create_shadow_set(&spec(&[volume.id], Context::Persistent))
         .expect_err("copy-on-write next to redirect-on-write");
-    assert!(matches!(error, CreateError::ProviderConflict { .. }), "{error}");
+    assert!(
+        matches!(error, CreateError::ProviderConflict { .. }),
+        "{error}"
+    );
     assert_eq!(
         error.vss_code(),
         VssCode::VSS_E_VOLUME_NOT_SUPPORTED_BY_PROVIDER

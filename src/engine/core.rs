@@ -26,8 +26,7 @@ use crate::engine::model::{
 use crate::engine::progress::{NoProgress, Progress};
 use crate::engine::provider::cow::{self, DiffAreaError, MAX_SEQUENCE};
 use crate::engine::provider::{
-    provider_by_id, providers, DataPathKind, Provider, ProviderContext, SetMember,
-    VolumeProvider,
+    provider_by_id, providers, DataPathKind, Provider, ProviderContext, SetMember, VolumeProvider,
 };
 use crate::engine::store::LockFailure;
 use crate::engine::store::{DurableBackend, FileFingerprint, RealBackend, StoreLayout, StoreLock};
@@ -669,6 +668,9 @@ fn data_path_of(record: &ShadowRecord) -> Option<DataPathKind> {
     provider_of(record).and_then(|provider| provider.data_path())
 }
 
+/// A provider of a set being created, with its `(volume, shadow)` members.
+type ProviderMembers = (&'static dyn Provider, Vec<(VolumeId, ShadowId)>);
+
 fn data_path_name(kind: DataPathKind) -> &'static str {
     match kind {
         DataPathKind::CopyOnWrite => "copy-on-write",
@@ -1066,7 +1068,9 @@ impl Engine {
                 cow.set_suspect_through(cow.newest_shadow().unwrap_or(0));
             }
         }
-        if record.fingerprint != Some(cow.fingerprint()) || record.writing || record.size != cow.size()
+        if record.fingerprint != Some(cow.fingerprint())
+            || record.writing
+            || record.size != cow.size()
         {
             state_changes.push(CatalogChange::SetVolumeState {
                 volume: record.id,
@@ -1280,10 +1284,10 @@ impl Engine {
                 other => io::Error::other(other.to_string()),
             })
             .map_err(|source| VolumeError::Io {
-            action: "set up the diff area for",
-            path: path.clone(),
-            source,
-        })?;
+                action: "set up the diff area for",
+                path: path.clone(),
+                source,
+            })?;
         let diff_root = self.shared.layout.diff_root();
         self.shared
             .backend
@@ -1667,21 +1671,23 @@ impl Engine {
             // The point in time must be durable before a persistent shadow claims it (VSS
             // flushes the volume before the commit). Syncing clean data costs next to nothing.
             if spec.context.is_persistent() {
-                self.flush_locked(&mut **cow).map_err(|failure| match failure {
-                    WriteFailure::Catalog(error) => CreateError::Catalog(error),
-                    other => CreateError::Io {
-                        volume: *volume,
-                        source: other.into(),
-                    },
-                })?;
+                self.flush_locked(&mut **cow)
+                    .map_err(|failure| match failure {
+                        WriteFailure::Catalog(error) => CreateError::Catalog(error),
+                        other => CreateError::Io {
+                            volume: *volume,
+                            source: other.into(),
+                        },
+                    })?;
             } else {
-                self.drain_checked(&mut **cow).map_err(|failure| match failure {
-                    WriteFailure::Catalog(error) => CreateError::Catalog(error),
-                    other => CreateError::Io {
-                        volume: *volume,
-                        source: other.into(),
-                    },
-                })?;
+                self.drain_checked(&mut **cow)
+                    .map_err(|failure| match failure {
+                        WriteFailure::Catalog(error) => CreateError::Catalog(error),
+                        other => CreateError::Io {
+                            volume: *volume,
+                            source: other.into(),
+                        },
+                    })?;
             }
             let existing = lock_mutex(&self.shared.catalog)
                 .state()
@@ -1744,7 +1750,7 @@ impl Engine {
             layout: &self.shared.layout,
         };
         // Each provider of the set with its members, in first-use order.
-        let mut by_provider: Vec<(&'static dyn Provider, Vec<(VolumeId, ShadowId)>)> = Vec::new();
+        let mut by_provider: Vec<ProviderMembers> = Vec::new();
         for ((entry, provider), shadow) in spec.volumes.iter().zip(&providers).zip(&shadow_ids) {
             match by_provider
                 .iter_mut()
@@ -1757,13 +1763,15 @@ impl Engine {
         let members_of = |members: &[(VolumeId, ShadowId)]| -> Vec<SetMember<'_>> {
             members
                 .iter()
-                .filter_map(|(volume, shadow)| match guards.get(volume).map(|guard| &**guard) {
-                    Some(VolumeSlot::Ready(cow)) => Some(SetMember {
-                        volume: &**cow,
-                        shadow: *shadow,
-                    }),
-                    _ => None,
-                })
+                .filter_map(
+                    |(volume, shadow)| match guards.get(volume).map(|guard| &**guard) {
+                        Some(VolumeSlot::Ready(cow)) => Some(SetMember {
+                            volume: &**cow,
+                            shadow: *shadow,
+                        }),
+                        _ => None,
+                    },
+                )
                 .collect()
         };
         let abort = |prepared: usize| {
@@ -1775,7 +1783,9 @@ impl Engine {
             if let Err(source) = provider.prepare_set(&context, &members_of(members), progress) {
                 abort(position);
                 return Err(CreateError::Io {
-                    volume: members.first().map_or_else(|| VolumeId(uuid::Uuid::nil()), |member| member.0),
+                    volume: members
+                        .first()
+                        .map_or_else(|| VolumeId(uuid::Uuid::nil()), |member| member.0),
                     source,
                 });
             }
@@ -1982,13 +1992,14 @@ impl Engine {
         for guard in guards.iter_mut() {
             if let VolumeSlot::Ready(cow) = &mut **guard {
                 let volume = cow.volume();
-                self.drain_checked(&mut **cow).map_err(|failure| match failure {
-                    WriteFailure::Catalog(error) => DeleteError::Catalog(error),
-                    other => DeleteError::Io {
-                        volume,
-                        source: other.into(),
-                    },
-                })?;
+                self.drain_checked(&mut **cow)
+                    .map_err(|failure| match failure {
+                        WriteFailure::Catalog(error) => DeleteError::Catalog(error),
+                        other => DeleteError::Io {
+                            volume,
+                            source: other.into(),
+                        },
+                    })?;
                 cows.insert(cow.volume(), &mut **cow);
             }
         }
@@ -2599,7 +2610,9 @@ impl Engine {
                 ));
             } else if data_path_of(record).is_none() {
                 if let Some(provider) = provider_of(record) {
-                    report.problems.extend(provider.check_shadow(&context, record));
+                    report
+                        .problems
+                        .extend(provider.check_shadow(&context, record));
                 }
             } else if let Some(sequences) = volume_shadows.get(&record.volume) {
                 if !sequences.contains(&record.sequence) {

@@ -618,9 +618,7 @@ pub fn providers() -> [&'static dyn Provider; 3] {
 pub fn provider_by_id(id: Option<ProviderId>) -> Option<&'static dyn Provider> {
     match id {
         None => Some(&SYSTEM),
-        Some(id) => providers()
-            .into_iter()
-            .find(|provider| provider.id() == id),
+        Some(id) => providers().into_iter().find(|provider| provider.id() == id),
     }
 }
 

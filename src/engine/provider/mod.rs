@@ -19,7 +19,7 @@ pub mod row;
 pub mod stamp;
 
 pub use api::{
-    provider_by_id, provider_by_name, providers, DataPathKind, Provider, ProviderContext, SetMember,
-    VolumeProvider, FULL_COPY_PROVIDER_ID, FULL_COPY_PROVIDER_NAME, ROW_PROVIDER_ID,
+    provider_by_id, provider_by_name, providers, DataPathKind, Provider, ProviderContext,
+    SetMember, VolumeProvider, FULL_COPY_PROVIDER_ID, FULL_COPY_PROVIDER_NAME, ROW_PROVIDER_ID,
     ROW_PROVIDER_NAME,
 };

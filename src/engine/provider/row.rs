@@ -162,6 +162,7 @@ impl RowVolume {
     /// Opens the image and the redirect-on-write diff area, replays its index log and drops
     /// versions that neither the live volume nor a shadow in `shadows` reads. Versions older
     /// than the oldest shadow stay until [`RowVolume::fold`] (which writes the image).
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         backend: Arc<dyn DurableBackend>,
         volume: VolumeId,
@@ -405,7 +406,10 @@ impl RowVolume {
             let piece_start = offset.max(chunk_start);
             let piece_end = end.min(chunk_start + chunk_length);
             let within = piece_start - chunk_start;
-            let (from, to) = ((piece_start - offset) as usize, (piece_end - offset) as usize);
+            let (from, to) = (
+                (piece_start - offset) as usize,
+                (piece_end - offset) as usize,
+            );
             let (target, to_image) = match self.write_target(chunk) {
                 Err(()) => (piece_start, true),
                 Ok(Some(slot)) => (u64::from(slot) * self.chunk_size + within, false),
@@ -417,13 +421,11 @@ impl RowVolume {
                         // current live content.
                         let mut content = std::mem::take(&mut self.chunk_buffer);
                         content.resize(chunk_length as usize, 0);
-                        let written = self
-                            .read_live(chunk_start, &mut content)
-                            .and_then(|()| {
-                                content[within as usize..within as usize + (to - from)]
-                                    .copy_from_slice(&data[from..to]);
-                                self.data.write_at(slot_start, &content)
-                            });
+                        let written = self.read_live(chunk_start, &mut content).and_then(|()| {
+                            content[within as usize..within as usize + (to - from)]
+                                .copy_from_slice(&data[from..to]);
+                            self.data.write_at(slot_start, &content)
+                        });
                         self.chunk_buffer = content;
                         if let Err(error) = written {
                             self.free_slots.push(slot);
@@ -438,8 +440,7 @@ impl RowVolume {
                 }
             };
             if let Some((run_target, run_from, run_to, run_image)) = &mut run {
-                if *run_image == to_image && *run_target + (*run_to - *run_from) as u64 == target
-                {
+                if *run_image == to_image && *run_target + (*run_to - *run_from) as u64 == target {
                     *run_to = to;
                     continue;
                 }
@@ -641,7 +642,7 @@ impl RowVolume {
     /// be folded into the image.
     pub fn needs_fold(&self) -> bool {
         let below = self.oldest_shadow().unwrap_or(u64::MAX);
-        self.map.tags_in(0, below).first().is_some()
+        !self.map.tags_in(0, below).is_empty()
     }
 
     /// Folds back into the image what no shadow needs apart: for every chunk with versions
@@ -662,11 +663,17 @@ impl RowVolume {
         };
         let mut chunks: Vec<ChunkIndex> = Vec::new();
         for tag in &tags {
-            chunks.extend(self.map.chunks_of_tag(*tag).iter().copied().filter(|chunk| {
+            chunks.extend(
                 self.map
-                    .lookup_below(*chunk, below_tag)
-                    .is_some_and(|version| version.tag == *tag)
-            }));
+                    .chunks_of_tag(*tag)
+                    .iter()
+                    .copied()
+                    .filter(|chunk| {
+                        self.map
+                            .lookup_below(*chunk, below_tag)
+                            .is_some_and(|version| version.tag == *tag)
+                    }),
+            );
         }
         chunks.sort_unstable();
         chunks.dedup();
@@ -835,7 +842,10 @@ mod tests {
         assert_eq!(&shadow_two[100..5100], &[2u8; 5000][..]);
         let live = read(&volume, None);
         assert_eq!(&live[..CHUNK as usize], &[3u8; CHUNK as usize][..]);
-        assert_eq!(&live[CHUNK as usize..5100], &shadow_two[CHUNK as usize..5100]);
+        assert_eq!(
+            &live[CHUNK as usize..5100],
+            &shadow_two[CHUNK as usize..5100]
+        );
         drop(volume);
 
         let mut volume = open(dir.path(), &[1, 2]);
@@ -844,12 +854,21 @@ mod tests {
         assert!(!volume.needs_fold());
         assert_eq!(read(&volume, Some(2)), shadow_two);
         assert_eq!(read(&volume, None), live);
-        assert_eq!(std::fs::read(dir.path().join("live.img")).expect("image"), shadow_two);
+        assert_eq!(
+            std::fs::read(dir.path().join("live.img")).expect("image"),
+            shadow_two
+        );
         volume.delete_shadow(2).expect("delete last");
         assert!(volume.is_empty());
-        assert!(!has_versions(&dir.path().join("diff")), "the log was not emptied");
+        assert!(
+            !has_versions(&dir.path().join("diff")),
+            "the log was not emptied"
+        );
         assert_eq!(volume.used_bytes(), 0);
-        assert_eq!(std::fs::read(dir.path().join("live.img")).expect("image"), live);
+        assert_eq!(
+            std::fs::read(dir.path().join("live.img")).expect("image"),
+            live
+        );
         assert_eq!(volume.check().expect("check"), Vec::new());
     }
 }
