@@ -705,3 +705,53 @@ fn providers_a_volume_switches_between_redirect_and_copy_on_write_only_when_idle
     assert!(read_all(&*engine.open_shadow(copy).expect("copy")) == live);
     assert!(engine.check().is_clean(), "{}", engine.check());
 }
+
+/// A redirect-on-write diff area at its limit: a write that needs room deletes the oldest
+/// shadow (folding its chunks back into the image, which frees their slots), the newer shadow
+/// stays exact, and the live volume has every write.
+#[test]
+fn providers_redirect_on_write_makes_room_by_folding_the_oldest_shadow() {
+    use diskshadow::engine::ids::ProviderId;
+    use diskshadow::engine::provider::ROW_PROVIDER_ID;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let engine = Engine::open(&store, options()).expect("open");
+    let path = image(dir.path(), "a.img", 16 * 4096);
+    let volume = engine
+        .register_volume_with_provider(&path, None, Some(ProviderId(ROW_PROVIDER_ID)))
+        .expect("vol");
+    engine
+        .set_max_diff_area(volume.id, Some(4 * 4096))
+        .expect("limit");
+    let device = engine.open_volume(volume.id).expect("open");
+    device.write_at(0, &[1u8; 16 * 4096]).expect("fill");
+    let oldest = engine
+        .create_shadow_set(&spec(&[volume.id], Context::Persistent))
+        .expect("oldest")
+        .shadows[0]
+        .id;
+    device.write_at(0, &[2u8; 3 * 4096]).expect("three redirected chunks");
+    let newer_content = read_all(&*device);
+    let newer = engine
+        .create_shadow_set(&spec(&[volume.id], Context::Persistent))
+        .expect("newer")
+        .shadows[0]
+        .id;
+    // Two new versions do not fit beside the three: the oldest shadow goes.
+    device
+        .write_at(8 * 4096, &[3u8; 2 * 4096])
+        .expect("write that needs room");
+    let remaining: Vec<_> = engine.shadows().iter().map(|shadow| shadow.id).collect();
+    assert_eq!(remaining, vec![newer], "{oldest} should have been deleted");
+    assert!(read_all(&*engine.open_shadow(newer).expect("newer")) == newer_content);
+    let mut live = newer_content.clone();
+    live[8 * 4096..10 * 4096].fill(3);
+    assert!(read_all(&*device) == live);
+    assert!(
+        std::fs::read(&path).expect("image") == newer_content,
+        "the fold put the newer shadow's content in the image"
+    );
+    let storage = engine.storage();
+    assert_eq!(storage[0].used_bytes, 2 * 4096);
+    assert!(engine.check().is_clean(), "{}", engine.check());
+}
