@@ -730,7 +730,9 @@ fn providers_redirect_on_write_makes_room_by_folding_the_oldest_shadow() {
         .expect("oldest")
         .shadows[0]
         .id;
-    device.write_at(0, &[2u8; 3 * 4096]).expect("three redirected chunks");
+    device
+        .write_at(0, &[2u8; 3 * 4096])
+        .expect("three redirected chunks");
     let newer_content = read_all(&*device);
     let newer = engine
         .create_shadow_set(&spec(&[volume.id], Context::Persistent))

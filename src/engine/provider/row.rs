@@ -32,9 +32,6 @@ use super::cow::{
 use super::index::{BlockMap, ChunkIndex, Slot, Tag, MAX_SLOT, ZERO_SLOT};
 use super::stamp::WriteStamp;
 
-/// Chunks folded into the image per sync of the image and the index.
-const FOLD_BATCH_CHUNKS: usize = 1024;
-
 /// The files of a redirect-on-write diff area.
 pub fn data_path(diff_dir: &Path) -> PathBuf {
     diff_dir.join("row-chunks.dat")
@@ -118,6 +115,16 @@ fn rewrite_log(
     backend.rename(&new_path, &index_path(diff_dir))?;
     backend.sync_dir(diff_dir)?;
     Ok((file, bytes.len() as u64))
+}
+
+/// Adjacent pieces of a write going to one place: `data[from..to]` at byte `target` of the
+/// image or of the data file, and the new versions whose slots it fills.
+struct WriteRun {
+    target: u64,
+    from: usize,
+    to: usize,
+    to_image: bool,
+    new_versions: Vec<(ChunkIndex, Slot)>,
 }
 
 /// One volume under the redirect-on-write provider.
@@ -398,8 +405,34 @@ impl RowVolume {
         let first = offset / self.chunk_size;
         let last = (end - 1) / self.chunk_size;
         // Adjacent pieces going to the image, or to consecutive slots, are written with one
-        // call: (target offset, data from, data to, into the image).
-        let mut run: Option<(u64, usize, usize, bool)> = None;
+        // call; new versions enter the block map only once their data is written.
+        let mut run: Option<WriteRun> = None;
+        let planned = self.plan_write(offset, end, data, tag, first, last, &mut run);
+        let finished = planned.and_then(|()| self.flush_run(&mut run, data, tag));
+        if let Err(error) = finished {
+            if let Some(abandoned) = run {
+                self.free_slots
+                    .extend(abandoned.new_versions.iter().map(|(_, slot)| *slot));
+            }
+            return Err(error);
+        }
+        if self.record_buffer.len() / RECORD_BYTES >= self.sync_limit_records {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn plan_write(
+        &mut self,
+        offset: u64,
+        end: u64,
+        data: &[u8],
+        tag: Tag,
+        first: ChunkIndex,
+        last: ChunkIndex,
+        run: &mut Option<WriteRun>,
+    ) -> io::Result<()> {
         for chunk in first..=last {
             let chunk_start = chunk * self.chunk_size;
             let chunk_length = self.chunk_length(chunk);
@@ -410,6 +443,7 @@ impl RowVolume {
                 (piece_start - offset) as usize,
                 (piece_end - offset) as usize,
             );
+            let mut new_version = None;
             let (target, to_image) = match self.write_target(chunk) {
                 Err(()) => (piece_start, true),
                 Ok(Some(slot)) => (u64::from(slot) * self.chunk_size + within, false),
@@ -428,29 +462,38 @@ impl RowVolume {
                         });
                         self.chunk_buffer = content;
                         if let Err(error) = written {
+                            // Nothing refers to the slot: it is free again.
                             self.free_slots.push(slot);
-                            self.flush_run(&mut run, data)?;
                             return Err(error);
                         }
+                        self.unsynced = true;
                         self.record_version(chunk, tag, slot);
                         continue;
                     }
-                    self.record_version(chunk, tag, slot);
+                    new_version = Some((chunk, slot));
                     (slot_start, false)
                 }
             };
-            if let Some((run_target, run_from, run_to, run_image)) = &mut run {
-                if *run_image == to_image && *run_target + (*run_to - *run_from) as u64 == target {
-                    *run_to = to;
+            if let Some(current) = run {
+                if current.to_image == to_image
+                    && current.target + (current.to - current.from) as u64 == target
+                {
+                    current.to = to;
+                    current.new_versions.extend(new_version);
                     continue;
                 }
             }
-            self.flush_run(&mut run, data)?;
-            run = Some((target, from, to, to_image));
-        }
-        self.flush_run(&mut run, data)?;
-        if self.record_buffer.len() / RECORD_BYTES >= self.sync_limit_records {
-            self.sync()?;
+            if let Err(error) = self.flush_run(run, data, tag) {
+                self.free_slots.extend(new_version.map(|(_, slot)| slot));
+                return Err(error);
+            }
+            *run = Some(WriteRun {
+                target,
+                from,
+                to,
+                to_image,
+                new_versions: new_version.into_iter().collect(),
+            });
         }
         Ok(())
     }
@@ -461,24 +504,31 @@ impl RowVolume {
         self.data_slots_used += 1;
     }
 
-    fn flush_run(
-        &mut self,
-        run: &mut Option<(u64, usize, usize, bool)>,
-        data: &[u8],
-    ) -> io::Result<()> {
-        let Some((target, from, to, to_image)) = run.take() else {
+    /// Writes a planned run; its new versions enter the block map when it succeeded (on
+    /// failure `run` keeps them, for the caller to give their slots back).
+    fn flush_run(&mut self, run: &mut Option<WriteRun>, data: &[u8], tag: Tag) -> io::Result<()> {
+        let Some(current) = run.as_ref() else {
             return Ok(());
         };
-        if to_image {
+        if current.to_image {
             self.write_stamp.cover_write()?;
-            let written = self.live.write_at(target, &data[from..to]);
+            let written = self
+                .live
+                .write_at(current.target, &data[current.from..current.to]);
             self.image_unsynced = true;
             self.refresh_fingerprint()?;
-            written
+            written?;
         } else {
             self.unsynced = true;
-            self.data.write_at(target, &data[from..to])
+            self.data
+                .write_at(current.target, &data[current.from..current.to])?;
         }
+        if let Some(done) = run.take() {
+            for (chunk, slot) in done.new_versions {
+                self.record_version(chunk, tag, slot);
+            }
+        }
+        Ok(())
     }
 
     /// Makes every version durable: data first, then the index records that point at it.
@@ -677,45 +727,43 @@ impl RowVolume {
         }
         chunks.sort_unstable();
         chunks.dedup();
-        let mut freed_count = 0;
-        for batch in chunks.chunks(FOLD_BATCH_CHUNKS) {
-            self.write_stamp.cover_write()?;
-            let mut buffer = std::mem::take(&mut self.chunk_buffer);
-            let mut copied = Ok(());
-            for &chunk in batch {
-                let Some(version) = self.map.lookup_below(chunk, below_tag) else {
-                    continue;
-                };
-                let length = self.chunk_length(chunk) as usize;
-                buffer.resize(length, 0);
-                copied = self
-                    .data
-                    .read_exact_or_zero(u64::from(version.slot) * self.chunk_size, &mut buffer)
-                    .and_then(|()| self.live.write_at(chunk * self.chunk_size, &buffer));
-                if copied.is_err() {
-                    break;
-                }
+        // Copy, then one sync of the image, then the free records and one sync of the index.
+        self.write_stamp.cover_write()?;
+        let mut buffer = std::mem::take(&mut self.chunk_buffer);
+        let mut copied = Ok(());
+        for &chunk in &chunks {
+            let Some(version) = self.map.lookup_below(chunk, below_tag) else {
+                continue;
+            };
+            let length = self.chunk_length(chunk) as usize;
+            buffer.resize(length, 0);
+            copied = self
+                .data
+                .read_exact_or_zero(u64::from(version.slot) * self.chunk_size, &mut buffer)
+                .and_then(|()| self.live.write_at(chunk * self.chunk_size, &buffer));
+            if copied.is_err() {
+                break;
             }
-            self.chunk_buffer = buffer;
-            self.image_unsynced = true;
-            copied?;
-            self.live.sync_data()?;
-            self.image_unsynced = false;
-            self.refresh_fingerprint()?;
-            let in_batch: BTreeSet<ChunkIndex> = batch.iter().copied().collect();
-            for tag in &tags {
-                let freed = self
-                    .map
-                    .free_where(*tag, |_, chunk| in_batch.contains(&chunk));
-                for (chunk, slot) in freed {
-                    self.append_record(KIND_FREE, *tag, chunk, slot);
-                    self.released_slots.push(slot);
-                    self.data_slots_used -= 1;
-                    freed_count += 1;
-                }
-            }
-            self.sync()?;
         }
+        self.chunk_buffer = buffer;
+        self.image_unsynced = true;
+        let refreshed = self.refresh_fingerprint();
+        copied?;
+        refreshed?;
+        self.live.sync_data()?;
+        self.image_unsynced = false;
+        let mut freed_count = 0;
+        for tag in &tags {
+            // Every version tagged < the oldest shadow is read by nobody now: the newest of
+            // each chunk is in the image, the others were read by no shadow.
+            for (chunk, slot) in self.map.free_where(*tag, |_, _| true) {
+                self.append_record(KIND_FREE, *tag, chunk, slot);
+                self.released_slots.push(slot);
+                self.data_slots_used -= 1;
+                freed_count += 1;
+            }
+        }
+        self.sync()?;
         if self.map.is_empty() {
             // Everything is folded and every free record durable: the diff area holds
             // nothing, and an empty log tells the next open the volume is not redirected.
