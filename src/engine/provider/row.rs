@@ -873,6 +873,56 @@ mod tests {
         buffer
     }
 
+    /// A data file whose writes fail (a full disk).
+    struct FullDisk(Arc<dyn DurableFile>);
+
+    impl DurableFile for FullDisk {
+        fn read_at(&self, offset: u64, buffer: &mut [u8]) -> io::Result<usize> {
+            self.0.read_at(offset, buffer)
+        }
+        fn write_at(&self, _offset: u64, _data: &[u8]) -> io::Result<()> {
+            Err(io::Error::from_raw_os_error(libc::ENOSPC))
+        }
+        fn sync_data(&self) -> io::Result<()> {
+            self.0.sync_data()
+        }
+        fn size(&self) -> io::Result<u64> {
+            self.0.size()
+        }
+        fn set_len(&self, length: u64) -> io::Result<()> {
+            self.0.set_len(length)
+        }
+        fn next_data(&self, offset: u64) -> io::Result<Option<u64>> {
+            self.0.next_data(offset)
+        }
+        fn fingerprint(&self) -> io::Result<FileFingerprint> {
+            self.0.fingerprint()
+        }
+    }
+
+    #[test]
+    fn a_failed_redirected_write_leaves_no_version_behind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("live.img"), vec![1u8; 4 * CHUNK as usize]).expect("img");
+        let mut volume = open(dir.path(), &[]);
+        volume.add_shadow(1);
+        let working = volume.data.clone();
+        volume.data = Arc::new(FullDisk(working.clone()));
+        for (offset, length) in [(0, 2 * CHUNK as usize), (100, 10)] {
+            let error = volume
+                .write(offset, &vec![2u8; length])
+                .expect_err("full disk");
+            assert_eq!(error.raw_os_error(), Some(libc::ENOSPC));
+        }
+        assert!(read(&volume, None).iter().all(|byte| *byte == 1));
+        assert_eq!(volume.versions(), 0);
+        assert_eq!(volume.used_bytes(), 0);
+        volume.data = working;
+        volume.write(0, &[3u8; CHUNK as usize]).expect("room again");
+        assert_eq!(volume.used_bytes(), u64::from(CHUNK));
+        assert_eq!(volume.check().expect("check"), Vec::new());
+    }
+
     #[test]
     fn the_image_keeps_the_shadow_and_deleting_the_oldest_folds_back() {
         let dir = tempfile::tempdir().expect("tempdir");
