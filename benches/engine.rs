@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use diskshadow::engine::clock::{RandomIds, SystemClock};
 use diskshadow::engine::core::{EngineOptions, DEFAULT_CHUNK_SIZE};
 use diskshadow::engine::device::BlockDevice;
-use diskshadow::engine::ids::{ShadowId, VolumeId};
+use diskshadow::engine::ids::{ProviderId, ShadowId, VolumeId};
 use diskshadow::engine::model::{CreateSpec, CreateVolume, RequesterId};
 use diskshadow::engine::progress::NoProgress;
 use diskshadow::engine::store::RealBackend;
@@ -239,6 +239,17 @@ fn best(samples: &[Duration]) -> Duration {
     samples.iter().copied().min().unwrap_or_default()
 }
 
+/// The provider the write benchmarks register their volume for:
+/// `DISKSHADOW_BENCH_PROVIDER=row` (or `cow`, the default).
+fn bench_provider() -> Result<Option<ProviderId>> {
+    match std::env::var("DISKSHADOW_BENCH_PROVIDER") {
+        Err(_) => Ok(None),
+        Ok(name) => diskshadow::engine::provider::provider_by_name(&name)
+            .map(|provider| Some(provider.id()))
+            .ok_or_else(|| format!("DISKSHADOW_BENCH_PROVIDER={name}: use cow or row").into()),
+    }
+}
+
 fn bench_writes(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<()> {
     let region = sizes.first_write_region;
     let raw = dir.join("raw.img");
@@ -246,7 +257,9 @@ fn bench_writes(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<()> {
     image(&raw, region, region, 1)?;
     image(&volume_path, region, region, 1)?;
     let engine = Engine::open(&dir.join("store-write"), options())?;
-    let volume = engine.register_volume(&volume_path, None)?.id;
+    let volume = engine
+        .register_volume_with_provider(&volume_path, None, bench_provider()?)?
+        .id;
     let device = engine.open_volume(volume)?;
 
     let (mut raw_samples, mut ours_samples) = (Vec::new(), Vec::new());

@@ -2417,7 +2417,7 @@ impl Engine {
             shadow,
             sequence: info.sequence,
             size: record.volume_size,
-            copy,
+            independent: copy,
         }))
     }
 
@@ -2771,8 +2771,9 @@ struct ShadowDevice {
     shadow: ShadowId,
     sequence: u64,
     size: u64,
-    /// The image of a full-copy shadow; `None` for copy-on-write shadows.
-    copy: Option<Arc<dyn crate::engine::store::DurableFile>>,
+    /// What an independent shadow (a full copy) is read from, as its provider opened it
+    /// (`Provider::open_shadow`); `None` for shadows in the volume's data path.
+    independent: Option<Arc<dyn crate::engine::store::DurableFile>>,
 }
 
 impl BlockDevice for ShadowDevice {
@@ -2782,7 +2783,7 @@ impl BlockDevice for ShadowDevice {
 
     fn read_at(&self, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
         check_range(offset, buffer.len(), self.size)?;
-        if let Some(copy) = &self.copy {
+        if let Some(copy) = &self.independent {
             return copy.read_exact_or_zero(offset, buffer);
         }
         let unchanged = match &*read_lock(&self.handle.state) {
