@@ -151,7 +151,7 @@ pub struct RowVolume {
     unsynced: bool,
     /// The image was written directly since the last flush.
     image_unsynced: bool,
-    /// Records buffered before a sync is forced (bounds what a crash can lose).
+    /// Records buffered before a sync is forced (bounds their memory).
     sync_limit_records: usize,
     chunk_buffer: Vec<u8>,
     pub max_diff_bytes: Option<u64>,
@@ -257,7 +257,9 @@ impl RowVolume {
             record_buffer: Vec::new(),
             unsynced: false,
             image_unsynced: false,
-            sync_limit_records: (write_back_bytes / chunk_size as usize).max(16),
+            // The records buffered cost 32 bytes per chunk written: the write-back budget
+            // bounds their memory, not a sync per budget of data (that would stall a stream).
+            sync_limit_records: (write_back_bytes / RECORD_BYTES).max(16),
             chunk_buffer: Vec::new(),
             max_diff_bytes: None,
             fingerprint,
