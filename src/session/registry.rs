@@ -430,6 +430,10 @@ fn create(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, C
     let mut observer = console_observer(&mut *session.console, &session.state, &session.config);
     let outcome = session.service.create(&request, &mut observer)?;
     let mut lines = Vec::new();
+    // In verbose mode a blank line ends the writer section (empty or not) before the aliases.
+    if session.state.verbose {
+        lines.push(String::new());
+    }
     for (index, shadow) in outcome.set.shadows.iter().enumerate() {
         let default_name = format!("VSS_SHADOW_{}", index + 1);
         session
@@ -830,7 +834,20 @@ fn delete_shadows(
             DeleteSelector::Id(shadow.id)
         }
     };
-    let deleted = session.service.delete_shadows(&selector)?;
+    if let DeleteShadows::Id(_) = target {
+        let deleted = session.service.delete_shadows(&selector)?;
+        session.out_lines(render::deletion_by_id(&deleted));
+        return DONE;
+    }
+    // The service unexposes a shadow before deleting it, so the attributes it returns lack the
+    // exposed bit; Windows shows the attributes the shadow had (0x00120019 when exposed).
+    let before = session.service.shadows()?;
+    let mut deleted = session.service.delete_shadows(&selector)?;
+    for shadow in &mut deleted {
+        if let Some(earlier) = before.iter().find(|earlier| earlier.id == shadow.id) {
+            shadow.attributes = earlier.attributes;
+        }
+    }
     session.out_lines(render::deletion_listing(&deleted));
     DONE
 }
@@ -862,12 +879,29 @@ fn expose(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, C
     let base_dir = session.config.base_dir.clone();
     let exposure = session.service.expose(id, &target.text, &base_dir)?;
     let shown = match exposure.kind {
-        ExposureKind::Drive => format!("{}\\", exposure.name.trim_end_matches('\\')),
+        // The letter keeps the case it was typed in: `expose %x% z:` says `z:\`.
+        ExposureKind::Drive => {
+            let name = exposure.name.trim_end_matches('\\');
+            let typed = target.text.trim_end_matches(['\\', '/']);
+            let letter = if typed.eq_ignore_ascii_case(name) {
+                typed
+            } else {
+                name
+            };
+            format!("{letter}\\")
+        }
         _ => exposure.name.clone(),
     };
     session.out(format!(
         "The shadow copy was successfully exposed as {shown}."
     ));
+    // A share is an NBD export here: say where a client connects (diskshadow's own line).
+    if exposure.kind == ExposureKind::Share {
+        session.out(format!(
+            "The share is served over NBD at {}",
+            exposure.location
+        ));
+    }
     DONE
 }
 
