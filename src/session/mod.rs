@@ -189,7 +189,10 @@ impl<'a> Session<'a> {
         let is_comment = trimmed.is_empty() || trimmed.starts_with('#');
         match self.config.mode {
             Mode::Transcript => self.console.out(&format!("DISKSHADOW> {line}")),
-            Mode::Script if !is_comment => self.console.out(&format!("-> {trimmed}")),
+            // DiskShadow echoes every script line, comments included; a blank line is a bare
+            // prompt.
+            Mode::Script if trimmed.is_empty() => self.console.out("->"),
+            Mode::Script => self.console.out(&format!("-> {trimmed}")),
             _ => {}
         }
         if is_comment {
@@ -246,14 +249,16 @@ impl<'a> Session<'a> {
             ));
             return exit_status::USAGE;
         }
-        for (index, line) in source.lines().enumerate() {
+        // Splitting at '\n' (not `lines()`) keeps what follows the last newline: empty when the
+        // script ends with a newline, which DiskShadow shows as the final bare `->` (its prompt
+        // at the end of input); a script whose last line has no newline ends without it.
+        for (index, line) in source.split('\n').enumerate() {
             self.current_line = Some((name.to_string(), index + 1));
             match self.execute_line(line) {
                 LineOutcome::Continue => {}
                 LineOutcome::Exit => {
                     self.current_line = None;
                     self.finish();
-                    self.console.out("->");
                     return exit_status::SUCCESS;
                 }
                 LineOutcome::Failed => {
@@ -267,7 +272,6 @@ impl<'a> Session<'a> {
         }
         self.current_line = None;
         self.finish();
-        self.console.out("->");
         exit_status::SUCCESS
     }
 
