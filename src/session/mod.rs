@@ -14,7 +14,7 @@ use miette::{GraphicalReportHandler, GraphicalTheme, NamedSource};
 
 use crate::engine::vss::VssCode;
 use crate::service::{ServiceError, ServiceErrorKind, ShadowService};
-use crate::syntax::{self, ast::Command, SyntaxError};
+use crate::syntax::{self, SyntaxError};
 use console::Console;
 use expand::{ExpandError, Variables};
 use render::TimeZoneChoice;
@@ -216,14 +216,14 @@ impl<'a> Session<'a> {
             Ok(Some(command)) => command,
             Ok(None) => return LineOutcome::Continue,
             Err(error) => {
-                self.report_syntax_error(&error, "line", &expanded);
+                self.report_syntax_error(&error, &expanded);
                 return LineOutcome::Failed;
             }
         };
         match registry::dispatch(self, &command) {
             Ok(outcome) => outcome,
             Err(error) => {
-                self.report_command_error(&command, &error);
+                self.report_command_error(&expanded, &error);
                 LineOutcome::Failed
             }
         }
@@ -234,13 +234,15 @@ impl<'a> Session<'a> {
     pub fn run_script(&mut self, name: &str, source: &str) -> i32 {
         let parsed = syntax::parse_script(source);
         for warning in &parsed.warnings {
-            let text = self.render_diagnostic(warning, name, source);
-            self.console.err(&text);
+            let position = format!("{name}:{}:{}", warning.line(), warning.column());
+            self.console.err(&compact_diagnostic(warning, &position));
         }
         if !parsed.errors.is_empty() {
             for error in &parsed.errors {
-                let text = self.render_diagnostic(error, name, source);
-                self.console.err(&text);
+                let line = source.lines().nth(error.line().saturating_sub(1));
+                self.print_usage_block(error.command_name(), line.unwrap_or_default());
+                let position = format!("{name}:{}:{}", error.line(), error.column());
+                self.console.err(&compact_diagnostic(error, &position));
             }
             let count = parsed.errors.len();
             self.console.err(&format!(
@@ -316,19 +318,30 @@ impl<'a> Session<'a> {
         self.console.err(&text);
     }
 
-    fn report_syntax_error(&mut self, error: &SyntaxError, name: &str, source: &str) {
-        let display_name = match &self.current_line {
-            Some((script, line)) => format!("{script}:{line}"),
-            None => name.to_string(),
+    /// As DiskShadow: the usage block of the command form that is wrong, then diskshadow's own
+    /// diagnostic in at most two lines (code and position, then the way out).
+    fn report_syntax_error(&mut self, error: &SyntaxError, line: &str) {
+        let name = match &self.current_line {
+            Some((script, number)) => format!("{script}:{number}"),
+            None => "line:1".to_string(),
         };
-        let text = self.render_diagnostic(error, &display_name, source);
-        self.console.err(&text);
-        if let Some(spec) = error.command_name().and_then(syntax::commands::find) {
-            self.print_command_help(spec);
+        self.print_usage_block(error.command_name(), line);
+        // `parse_line` counts from the line, so only the column is the error's own.
+        let position = format!("{name}:{}", error.column());
+        self.console.err(&compact_diagnostic(error, &position));
+    }
+
+    /// The usage block of the form of `command` (a registry name) that `line` gives.
+    fn print_usage_block(&mut self, command: Option<&str>, line: &str) {
+        if let Some(spec) = command.and_then(syntax::commands::find) {
+            for usage_line in syntax::commands::usage_block(spec, line) {
+                self.console.out(&usage_line);
+            }
         }
     }
 
-    fn report_command_error(&mut self, command: &Command, error: &CommandError) {
+    fn report_command_error(&mut self, line: &str, error: &CommandError) {
+        self.print_usage_block(error.command_help, line);
         let mut text = format!("{}error: {}", self.position_prefix(), error.message);
         if let Some(code) = error.code {
             text.push_str(&format!(" [{code}]"));
@@ -337,10 +350,6 @@ impl<'a> Session<'a> {
             text.push_str(&format!("\n  help: {help}"));
         }
         self.console.err(&text);
-        let _ = command;
-        if let Some(spec) = error.command_help.and_then(syntax::commands::find) {
-            self.print_command_help(spec);
-        }
     }
 
     /// A command's help block as DiskShadow prints it: the syntax line, a blank line, then the
@@ -403,7 +412,28 @@ impl<'a> Session<'a> {
     }
 }
 
-/// Renders a syntax error the way `--check`, scripts and the REPL show it.
+/// A diagnostic in at most two lines, after DiskShadow's usage block:
+/// `NAME:LINE:COLUMN: error[dsh::parse::…]: message` (`position` is `NAME:LINE:COLUMN`) and
+/// `  help: …` (left out when the help only repeats the usage the block shows).
+pub fn compact_diagnostic(error: &SyntaxError, position: &str) -> String {
+    let severity = if error.kind().is_warning() {
+        "warning"
+    } else {
+        "error"
+    };
+    let mut text = format!(
+        "{position}: {severity}[{}]: {}",
+        error.code_str(),
+        error.message()
+    );
+    let help = error.help_text();
+    if !help.is_empty() && !help.starts_with("usage:") {
+        text.push_str(&format!("\n  help: {help}"));
+    }
+    text
+}
+
+/// Renders a syntax error with its source snippet, the way `--check` shows it.
 pub fn render_syntax_error(
     error: &SyntaxError,
     name: &str,
