@@ -182,8 +182,22 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Runs one line: expands `%NAME%`, parses, runs, and reports any failure.
+    /// Runs one line: expands `%NAME%`, parses, runs, and reports any failure. In the shell a
+    /// blank line follows each command's output before the next prompt, as in DiskShadow.
     pub fn execute_line(&mut self, raw_line: &str) -> LineOutcome {
+        let outcome = self.run_line(raw_line);
+        let trimmed = raw_line.trim();
+        if self.config.mode == Mode::Interactive
+            && outcome != LineOutcome::Exit
+            && !trimmed.is_empty()
+            && !trimmed.starts_with('#')
+        {
+            self.console.out("");
+        }
+        outcome
+    }
+
+    fn run_line(&mut self, raw_line: &str) -> LineOutcome {
         let line = raw_line.trim_end_matches(['\r', '\n']);
         let trimmed = line.trim();
         let is_comment = trimmed.is_empty() || trimmed.starts_with('#');
@@ -207,7 +221,7 @@ impl<'a> Session<'a> {
             }
         };
         for expansion in &expansions {
-            if expansion.is_alias && self.config.mode != Mode::Interactive {
+            if expansion.is_alias {
                 self.console
                     .out(&format!("-> %{}% = {}", expansion.name, expansion.value));
             }
