@@ -78,6 +78,8 @@ pub struct CommandError {
     pub help: Option<String>,
     /// Print this command's help, as DiskShadow does for wrong or missing parameters.
     pub command_help: Option<&'static str>,
+    /// The command already said why it failed in DiskShadow's words; print nothing more.
+    pub already_shown: bool,
 }
 
 impl CommandError {
@@ -87,7 +89,15 @@ impl CommandError {
             code: None,
             help: None,
             command_help: None,
+            already_shown: false,
         }
+    }
+
+    /// A failure the command has already described (`The command script failed.`).
+    pub fn already_shown() -> Self {
+        let mut error = Self::new("");
+        error.already_shown = true;
+        error
     }
 
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
@@ -126,6 +136,7 @@ impl From<ServiceError> for CommandError {
             code: error.code,
             help,
             command_help: None,
+            already_shown: false,
         }
     }
 }
@@ -355,6 +366,9 @@ impl<'a> Session<'a> {
     }
 
     fn report_command_error(&mut self, line: &str, error: &CommandError) {
+        if error.already_shown {
+            return;
+        }
         self.print_usage_block(error.command_help, line);
         let mut text = format!("{}error: {}", self.position_prefix(), error.message);
         if let Some(code) = error.code {
