@@ -412,7 +412,13 @@ impl<'a> Session<'a> {
             && (bytes[2] == b'\\' || bytes[2] == b'/');
         if has_drive {
             let letter = char::from(bytes[0]).to_ascii_uppercase();
-            let rest = text[3..].replace('\\', "/");
+            // Doubled backslashes (`c:\\programdata\\test.cab`) mean single ones: empty
+            // components go, and the rest stays relative to the letter's directory.
+            let rest = text[3..]
+                .split(['\\', '/'])
+                .filter(|part| !part.is_empty())
+                .collect::<Vec<_>>()
+                .join("/");
             let map = self.service.drive_map()?;
             return Ok(match map.iter().find(|(mapped, _)| *mapped == letter) {
                 Some((_, crate::engine::model::DriveTarget::Directory(directory))) => {
@@ -425,7 +431,12 @@ impl<'a> Session<'a> {
             });
         }
         if text.contains('\\') && !text.contains('/') {
-            return Ok(self.resolve_path(&text.replace('\\', "/")));
+            let relative = text
+                .split('\\')
+                .filter(|part| !part.is_empty())
+                .collect::<Vec<_>>()
+                .join("/");
+            return Ok(self.resolve_path(&relative));
         }
         Ok(self.resolve_path(text))
     }

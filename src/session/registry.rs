@@ -929,7 +929,8 @@ fn expose(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, C
     };
     let id = session.shadow_argument(shadow, "expose")?;
     let base_dir = session.config.base_dir.clone();
-    let exposure = session.service.expose(id, &target.text, &base_dir)?;
+    let resolved = exposure_target(session, &target.text)?;
+    let exposure = session.service.expose(id, &resolved, &base_dir)?;
     let shown = match exposure.kind {
         // The letter keeps the case it was typed in: `expose %x% z:` says `z:\`.
         ExposureKind::Drive => {
@@ -957,6 +958,25 @@ fn expose(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, C
     DONE
 }
 
+/// An exposure target as the service takes it: a Windows directory path (`C:\shadowcopy\`,
+/// `sub\dir`, doubled backslashes too) resolves as `exec` and `set metadata` resolve theirs; a
+/// bare letter (`p:`), a share (`\\host\name`) and anything else go as given.
+fn exposure_target(session: &mut Session<'_>, text: &str) -> Result<String, CommandError> {
+    let bytes = text.as_bytes();
+    let drive_path = bytes.len() > 3
+        && bytes[0].is_ascii_alphabetic()
+        && bytes[1] == b':'
+        && (bytes[2] == b'\\' || bytes[2] == b'/')
+        && !text[3..].trim_matches(['\\', '/']).is_empty();
+    let relative_windows_path =
+        text.contains('\\') && !text.starts_with("\\\\") && !text.contains(':');
+    if drive_path || relative_windows_path {
+        Ok(session.resolve_file_path(text)?.display().to_string())
+    } else {
+        Ok(text.to_string())
+    }
+}
+
 fn unexpose(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
     let Command::Unexpose { target } = command else {
         return Err(mismatch(command));
@@ -966,7 +986,7 @@ fn unexpose(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome,
         .or_else(|| session.variables.alias(&target.text).and_then(parse_guid))
     {
         Some(uuid) => ShadowId(uuid).to_string(),
-        None => target.text.clone(),
+        None => exposure_target(session, &target.text)?,
     };
     let shadow = session.service.unexpose(&text, &base_dir)?;
     session.out(format!(
