@@ -178,6 +178,11 @@ impl<'a> Session<'a> {
         self.service.as_mut()
     }
 
+    /// Notes a line typed at the interactive prompt (the `-l` log keeps it).
+    pub fn typed(&mut self, line: &str) {
+        self.console.typed(line);
+    }
+
     /// Prints a line through the session's console (for hosts of the session, such as tests).
     pub fn print(&mut self, line: &str) {
         self.console.out(line);
