@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use diskshadow::cli::{
-    normalize_arguments, Cli, DriveCommand, ServiceCommand, Subcommands, VolumeCommand,
+    normalize_arguments, Cli, DriveCommand, ListWhat, ServiceCommand, Subcommands, VolumeCommand,
     WriterAddCommand, WriterCommand,
 };
 use diskshadow::engine::ids::parse_guid;
@@ -58,6 +58,9 @@ fn run(cli: Cli) -> i32 {
             with_service(&store, |service| drive(service, command))
         }
         Some(Subcommands::CheckStore(arguments)) => check_store(&store, arguments.json),
+        Some(Subcommands::List { what, json }) => {
+            with_service(&store, |service| list(service, what, json))
+        }
         Some(Subcommands::Service(command)) => service(&store, command),
         Some(Subcommands::Writer(WriterCommand::Check { writer })) => check_writer(&store, &writer),
         Some(Subcommands::Writer(WriterCommand::Add(command))) => add_writer(&store, command),
@@ -129,7 +132,21 @@ fn service(store: &Path, command: ServiceCommand) -> i32 {
             Ok(()) => exit_status::SUCCESS,
             Err(error) => fail(&error),
         },
-        ServiceCommand::Status => match connect::service_status(store) {
+        ServiceCommand::Status { json: true } => match connect::service_status(store) {
+            Ok(status) => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status).unwrap_or_default()
+                );
+                if status.is_some() {
+                    exit_status::SUCCESS
+                } else {
+                    exit_status::COMMAND_FAILED
+                }
+            }
+            Err(error) => fail(&error),
+        },
+        ServiceCommand::Status { json: false } => match connect::service_status(store) {
             Ok(Some(status)) => {
                 println!("The service for {} is running.", store.display());
                 println!(
@@ -140,7 +157,7 @@ fn service(store: &Path, command: ServiceCommand) -> i32 {
             }
             Ok(None) => {
                 println!("No service is running for {}.", store.display());
-                exit_status::SUCCESS
+                exit_status::COMMAND_FAILED
             }
             Err(error) => fail(&error),
         },
@@ -788,6 +805,54 @@ fn read_full(reader: &mut dyn Read, buffer: &mut [u8]) -> std::io::Result<usize>
     Ok(filled)
 }
 
+/// No aliases outside a session: shadows are listed by ID alone.
+struct NoAliases;
+
+impl diskshadow::session::render::AliasLookup for NoAliases {
+    fn alias_for(&self, _value: &str) -> Option<String> {
+        None
+    }
+}
+
+/// `diskshadow list shadows|writers|providers [--json]`.
+fn list(service: &mut dyn ShadowService, what: ListWhat, json: bool) -> Result<(), ServiceError> {
+    use diskshadow::session::render;
+    let to_json = |value: serde_json::Result<String>| {
+        value.map_err(|error| {
+            ServiceError::io(format!("the listing cannot be written as JSON: {error}"))
+        })
+    };
+    let lines = match (what, json) {
+        (ListWhat::Shadows, true) => {
+            vec![to_json(serde_json::to_string_pretty(&service.shadows()?))?]
+        }
+        (ListWhat::Shadows, false) => render::shadow_listing(
+            "Querying all shadow copies on the computer ...",
+            &service.shadows()?,
+            &NoAliases,
+            TimeZoneChoice::Local,
+        ),
+        (ListWhat::Writers, true) => {
+            vec![to_json(serde_json::to_string_pretty(
+                &service.writer_statuses()?,
+            ))?]
+        }
+        (ListWhat::Writers, false) => {
+            service.list_writers(diskshadow::service::api::WriterListing::Status)?
+        }
+        (ListWhat::Providers, true) => {
+            vec![to_json(serde_json::to_string_pretty(
+                &service.providers()?,
+            ))?]
+        }
+        (ListWhat::Providers, false) => render::provider_listing(&service.providers()?),
+    };
+    for line in lines {
+        println!("{line}");
+    }
+    Ok(())
+}
+
 fn drive(service: &mut dyn ShadowService, command: DriveCommand) -> Result<(), ServiceError> {
     let letter_of = |text: &str| -> Result<char, ServiceError> {
         diskshadow::engine::model::parse_drive_letter(text).ok_or_else(|| {
@@ -796,7 +861,25 @@ fn drive(service: &mut dyn ShadowService, command: DriveCommand) -> Result<(), S
         })
     };
     match command {
-        DriveCommand::List => {
+        DriveCommand::List { json: true } => {
+            let entries: Vec<serde_json::Value> = service
+                .drive_map()?
+                .into_iter()
+                .map(|(letter, target)| {
+                    let (kind, path) = match target {
+                        DriveTarget::Volume(path) => ("volume", path),
+                        DriveTarget::Directory(path) => ("directory", path),
+                    };
+                    serde_json::json!({"letter": letter.to_string(), "kind": kind, "path": path})
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&entries).unwrap_or_default()
+            );
+            Ok(())
+        }
+        DriveCommand::List { json: false } => {
             for (letter, target) in service.drive_map()? {
                 match target {
                     DriveTarget::Volume(path) => {

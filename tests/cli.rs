@@ -1191,3 +1191,93 @@ fn fidelity_the_interactive_log_keeps_the_typed_commands() {
     assert!(logged.contains("DISKSHADOW> list providers"), "{logged}");
     assert!(logged.contains("2 providers registered."), "{logged}");
 }
+
+/// Issue 11, item 18: `--json` for lists and the drive map, `service status` fails when no
+/// service runs, and byte counts take suffixes.
+#[test]
+fn fidelity_json_listings_status_exit_and_size_suffixes() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let store = work.path().join("store");
+    image(&work.path().join("data.img"), 4 << 20);
+    let status = diskshadow(&store)
+        .args(["service", "status"])
+        .output()
+        .expect("status");
+    assert_eq!(status.status.code(), Some(1), "no service runs yet");
+    let status = diskshadow(&store)
+        .args(["service", "status", "--json"])
+        .output()
+        .expect("status");
+    assert_eq!(status.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&status.stdout).trim(), "null");
+
+    let stdout = support::process::run_script(
+        &store,
+        work.path(),
+        "snap.dsh",
+        "set context persistent nowriters\nadd volume data.img\ncreate\n",
+    );
+    let shadow = support::process::shadow_ids(&stdout).pop().expect("shadow");
+    let listed = diskshadow(&store)
+        .args(["list", "shadows", "--json"])
+        .output()
+        .expect("list");
+    assert!(listed.status.success());
+    let shadows: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("json");
+    let listed_id = shadows[0]["id"]
+        .as_str()
+        .expect("an ID")
+        .trim_matches(['{', '}']);
+    assert!(shadow.contains(listed_id), "{shadow} vs {listed_id}");
+    let text = diskshadow(&store)
+        .args(["list", "shadows"])
+        .output()
+        .expect("list");
+    assert!(String::from_utf8_lossy(&text.stdout).contains("Number of shadow copies listed: 1"));
+    let providers = diskshadow(&store)
+        .args(["list", "providers", "--json"])
+        .output()
+        .expect("list");
+    let providers: serde_json::Value = serde_json::from_slice(&providers.stdout).expect("json");
+    assert!(providers.as_array().is_some_and(|list| list.len() >= 2));
+    let writers = diskshadow(&store)
+        .args(["list", "writers", "--json"])
+        .output()
+        .expect("list");
+    assert!(serde_json::from_slice::<serde_json::Value>(&writers.stdout).is_ok());
+
+    diskshadow(&store)
+        .args(["drive", "map", "D:", "data.img"])
+        .current_dir(work.path())
+        .assert()
+        .success();
+    let drives = diskshadow(&store)
+        .args(["drive", "list", "--json"])
+        .output()
+        .expect("drives");
+    let drives: serde_json::Value = serde_json::from_slice(&drives.stdout).expect("json");
+    assert_eq!(drives[0]["letter"], "D");
+    assert_eq!(drives[0]["kind"], "volume");
+
+    diskshadow(&store)
+        .args(["volume", "write", "data.img", "--offset", "1M"])
+        .write_stdin(vec![0x42u8; 4096])
+        .current_dir(work.path())
+        .assert()
+        .success();
+    let read = diskshadow(&store)
+        .args([
+            "volume", "read", "data.img", "--offset", "1MiB", "--length", "4K",
+        ])
+        .current_dir(work.path())
+        .output()
+        .expect("read");
+    assert_eq!(read.stdout, vec![0x42u8; 4096]);
+    let status = diskshadow(&store)
+        .args(["service", "status", "--json"])
+        .output()
+        .expect("status");
+    assert!(status.status.success());
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
+    assert!(status["pid"].as_u64().is_some(), "{status}");
+}
