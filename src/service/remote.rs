@@ -427,6 +427,13 @@ impl Handler for EngineHandler {
     }
 }
 
+impl EngineHandler {
+    /// Where each shadow deleted to fit a diff-area limit is told (the service log).
+    pub fn set_deletion_sink(&self, sink: Arc<dyn crate::engine::deletions::DeletionSink>) {
+        self.core.set_deletion_sink(sink);
+    }
+}
+
 /// The requester's side: every call goes over the socket.
 /// Connects (or reconnects) to the service, starting it if needed.
 pub type Connector = Box<dyn Fn() -> Result<transport::Client, ServiceError> + Send>;
