@@ -1,4 +1,4 @@
-//! The command line of `spec/cli.md`, shared by the `diskshadow` binary and its tests.
+//! The command line of `docs/cli.md`, shared by the `diskshadow` binary and its tests.
 
 use std::ffi::OsString;
 use std::path::PathBuf;

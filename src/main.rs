@@ -1,5 +1,5 @@
 //! `diskshadow`: the DiskShadow shell (interactive or `-s SCRIPT`), `--check`, and the
-//! `volume`, `drive` and `check-store` commands of `spec/cli.md`. Thin: the work is in the
+//! `volume`, `drive` and `check-store` commands of `docs/cli.md`. Thin: the work is in the
 //! library.
 
 use std::fs::File;

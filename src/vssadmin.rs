@@ -7,11 +7,8 @@ use std::path::{Path, PathBuf};
 
 use crate::engine::ids::{parse_guid, ShadowId, ShadowSetId};
 use crate::engine::model::{CreateVolume, ShadowInfo, VolumeInfo};
-use crate::engine::vss::{providers, Attributes, BackupType, Context, VssCode, WriterState};
-use crate::service::{
-    CreateRequest, ServiceError, ServiceObserver, SetVolume, ShadowService, SilentObserver,
-    WriterSelection,
-};
+use crate::engine::vss::{providers, Attributes, Context, VssCode, WriterState};
+use crate::service::{CreateRequest, ServiceError, ServiceObserver, ShadowService, SilentObserver};
 use crate::session::render::TimeZoneChoice;
 
 pub const BANNER: [&str; 2] = [
@@ -582,20 +579,11 @@ fn create_shadow(
             .map_err(|_| Failure::Usage(format!("Error: Invalid option value: '{text}'")))?,
         None => 0,
     };
-    let request = CreateRequest {
-        volumes: vec![SetVolume {
-            volume: volume.clone(),
-            provider: None,
-        }],
-        context: Context::ClientAccessible,
-        extra_attributes: Attributes(Attributes::DIFFERENTIAL),
-        backup_type: BackupType::Copy,
-        writers: WriterSelection::default(),
-        aliases: vec![None],
-        metadata_path: None,
-        step: false,
-        default_metadata: None,
-    };
+    let request = CreateRequest::one_volume(
+        volume.clone(),
+        Context::ClientAccessible,
+        Attributes(Attributes::DIFFERENTIAL),
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(retry_minutes * 60);
     let created = loop {
         match service.create(&request, &mut SilentObserver) {

@@ -8,30 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use diskshadow::engine::model::{DriveTarget, RequesterId};
-use diskshadow::engine::vss::{Attributes, BackupType, Context, VssCode};
+use diskshadow::engine::vss::{Attributes, Context, VssCode};
 use diskshadow::service::local::LocalService;
-use diskshadow::service::{
-    CreateRequest, SetVolume, ShadowService, SilentObserver, WriterSelection,
-};
+use diskshadow::service::{CreateRequest, ShadowService, SilentObserver};
 
 fn request(service: &mut LocalService, context: Context) -> CreateRequest {
     let volume = service
         .resolve_volume("D:", std::path::Path::new("/"))
         .expect("volume");
-    CreateRequest {
-        volumes: vec![SetVolume {
-            volume,
-            provider: None,
-        }],
-        context,
-        extra_attributes: Attributes(0),
-        backup_type: BackupType::Copy,
-        writers: WriterSelection::default(),
-        aliases: vec![None],
-        metadata_path: None,
-        step: false,
-        default_metadata: None,
-    }
+    CreateRequest::one_volume(volume, context, Attributes(0))
 }
 
 #[test]

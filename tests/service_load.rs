@@ -13,10 +13,8 @@ use std::time::{Duration, Instant};
 
 use diskshadow::engine::ids::ShadowId;
 use diskshadow::engine::model::DeleteSelector;
-use diskshadow::engine::vss::{Attributes, BackupType, Context, VssCode};
-use diskshadow::service::{
-    CreateRequest, SetVolume, ShadowService, SilentObserver, WriterSelection,
-};
+use diskshadow::engine::vss::{Attributes, Context, VssCode};
+use diskshadow::service::{CreateRequest, ShadowService, SilentObserver};
 
 const RUN_FOR: Duration = Duration::from_secs(6);
 
@@ -24,20 +22,7 @@ fn create_request(service: &mut dyn ShadowService, image: &Path) -> CreateReques
     let volume = service
         .resolve_volume(&image.display().to_string(), Path::new("/"))
         .expect("volume");
-    CreateRequest {
-        volumes: vec![SetVolume {
-            volume,
-            provider: None,
-        }],
-        context: Context::PersistentNoWriters,
-        extra_attributes: Attributes(0),
-        backup_type: BackupType::Copy,
-        writers: WriterSelection::default(),
-        aliases: vec![None],
-        metadata_path: None,
-        step: false,
-        default_metadata: None,
-    }
+    CreateRequest::one_volume(volume, Context::PersistentNoWriters, Attributes(0))
 }
 
 /// Creates and deletes until `stop`; returns the shadows it made and kept, and how many

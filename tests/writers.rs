@@ -1066,3 +1066,169 @@ fn the_test_writer_can_be_configured_by_flags_alone() {
         ])
     );
 }
+
+/// How often the writer received `thaw` or `abort` after its `freeze`.
+fn releases_after_freeze(writer: &TestWriter) -> usize {
+    let events = writer.events();
+    let Some(freeze) = events.iter().position(|event| event == "freeze") else {
+        return 0;
+    };
+    events[freeze..]
+        .iter()
+        .filter(|event| *event == "thaw" || *event == "abort")
+        .count()
+}
+
+#[test]
+fn writers_a_hung_first_writer_does_not_hide_the_healthy_writers_answer() {
+    for hung_event in ["freeze", "prepare_backup"] {
+        let mut fixture = Fixture::new();
+        // Registration order matters: the hung writer is read first.
+        fixture.writer(
+            "Hanging Writer",
+            Duration::from_secs(1),
+            &format!("[events.{hung_event}]\naction = \"hang\"\n"),
+        );
+        fixture.writer("Healthy Writer", Duration::from_secs(5), "");
+        let host = fixture.host();
+        let observer = Recorder::default();
+        let run = create(&host, &observer, Context::Volatile, Duration::ZERO);
+        let (failure, commit_happened) = run.result.expect_err("the hung writer fails the set");
+        match &failure {
+            CreationFailure::WriterFailed {
+                writer,
+                failure: EventFailure::NotResponding { waited },
+                ..
+            } => {
+                assert_eq!(writer, "Hanging Writer", "{hung_event}");
+                // It is reported with the time it was really waited for, not "0 ms".
+                assert!(
+                    *waited >= Duration::from_millis(900),
+                    "{hung_event}: waited {waited:?}"
+                );
+            }
+            other => panic!("{hung_event}: {other}"),
+        }
+        assert!(!commit_happened);
+        let event = WriterEvent::from_protocol_name(hung_event).expect("event");
+        let healthy_reply = observer
+            .replies
+            .borrow()
+            .iter()
+            .find(|(name, replied, _)| name == "Healthy Writer" && *replied == event)
+            .map(|(_, _, outcome)| outcome.clone())
+            .expect("the healthy writer's answer was recorded");
+        assert_eq!(healthy_reply, Ok(()), "{hung_event}");
+        let statuses = host.statuses();
+        assert!(
+            !statuses[1].state.is_failed(),
+            "{hung_event}: {:?}",
+            statuses[1]
+        );
+        assert!(
+            statuses[1].running,
+            "{hung_event}: the healthy writer is not stopped"
+        );
+        let healthy_events = fixture.writers[1].events();
+        assert_eq!(
+            healthy_events
+                .iter()
+                .filter(|name| *name == "abort")
+                .count(),
+            1,
+            "{hung_event}: {healthy_events:?}"
+        );
+        assert_eq!(
+            healthy_events.last().map(String::as_str),
+            Some("backup_shutdown")
+        );
+        if hung_event == "freeze" {
+            assert_eq!(releases_after_freeze(&fixture.writers[1]), 1);
+        }
+        assert!(
+            !statuses[0].running,
+            "{hung_event}: the hung writer is stopped"
+        );
+    }
+}
+
+#[test]
+fn writers_a_writer_that_answers_twice_fails_the_set_and_is_stopped() {
+    let mut fixture = Fixture::new();
+    fixture.writer(
+        "Repeating Writer",
+        Duration::from_secs(5),
+        "[events.freeze]\naction = \"duplicate\"\n",
+    );
+    fixture.writer("Healthy Writer", Duration::from_secs(5), "");
+    let host = fixture.host();
+    let observer = Recorder::default();
+    // The commit takes a while, so the repeated answer has arrived by the time of thaw at the
+    // latest.
+    let run = create(
+        &host,
+        &observer,
+        Context::Volatile,
+        Duration::from_millis(200),
+    );
+    let (failure, _commit_happened) = run.result.expect_err("the violation fails the set");
+    match &failure {
+        CreationFailure::WriterFailed {
+            writer,
+            failure: EventFailure::ProtocolViolation(violation),
+            ..
+        } => {
+            assert_eq!(writer, "Repeating Writer");
+            assert!(
+                violation.contains("answered twice to freeze"),
+                "{violation}"
+            );
+        }
+        other => panic!("{other}"),
+    }
+    assert_eq!(failure.vss_code(), VssCode::VSS_E_UNEXPECTED_WRITER_ERROR);
+    let statuses = host.statuses();
+    assert!(statuses[0].state.is_failed(), "{:?}", statuses[0]);
+    assert!(
+        statuses[0]
+            .failure_message
+            .as_deref()
+            .is_some_and(|message| message.contains("answered twice to freeze")),
+        "{:?}",
+        statuses[0]
+    );
+    assert!(
+        !statuses[0].running,
+        "a writer that broke the protocol is stopped"
+    );
+    assert!(!statuses[1].state.is_failed(), "{:?}", statuses[1]);
+    // Every frozen writer is released exactly once (the stopped one by end of input).
+    assert_eq!(releases_after_freeze(&fixture.writers[1]), 1);
+    assert!(releases_after_freeze(&fixture.writers[0]) <= 1);
+}
+
+#[test]
+fn writers_an_answer_to_a_request_never_sent_fails_the_event() {
+    let mut fixture = Fixture::new();
+    fixture.writer(
+        "Wrong Id Writer",
+        Duration::from_secs(5),
+        "[events.prepare_backup]\naction = \"wrong_id\"\n",
+    );
+    let host = fixture.host();
+    let observer = Recorder::default();
+    let started = std::time::Instant::now();
+    let run = create(&host, &observer, Context::Volatile, Duration::ZERO);
+    let (failure, commit_happened) = run.result.expect_err("the violation fails the set");
+    assert!(
+        matches!(&failure, CreationFailure::WriterFailed { failure: EventFailure::ProtocolViolation(violation), .. } if violation.contains("never sent")),
+        "{failure}"
+    );
+    assert!(!commit_happened);
+    // It fails at once, not after the event timeout.
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(
+        host.statuses()[0].state,
+        WriterState::VSS_WS_FAILED_AT_PREPARE_BACKUP
+    );
+}

@@ -7,11 +7,9 @@ use std::fs;
 use std::path::Path;
 
 use diskshadow::engine::model::{DriveTarget, RequesterId};
-use diskshadow::engine::vss::{Attributes, BackupType, Context};
+use diskshadow::engine::vss::{Attributes, Context};
 use diskshadow::service::local::LocalService;
-use diskshadow::service::{
-    CreateRequest, SetVolume, ShadowService, SilentObserver, WriterSelection,
-};
+use diskshadow::service::{CreateRequest, ShadowService, SilentObserver};
 
 fn python() -> bool {
     let present = std::process::Command::new("python3")
@@ -53,20 +51,7 @@ fn create(service: &mut LocalService, extra: u32) -> diskshadow::engine::model::
     let volume = service
         .resolve_volume("D:", Path::new("/"))
         .expect("volume");
-    let request = CreateRequest {
-        volumes: vec![SetVolume {
-            volume,
-            provider: None,
-        }],
-        context: Context::Persistent,
-        extra_attributes: Attributes(extra),
-        backup_type: BackupType::Copy,
-        writers: WriterSelection::default(),
-        aliases: vec![None],
-        metadata_path: None,
-        step: false,
-        default_metadata: None,
-    };
+    let request = CreateRequest::one_volume(volume, Context::Persistent, Attributes(extra));
     let outcome = service
         .create(&request, &mut SilentObserver)
         .expect("create");

@@ -1,5 +1,5 @@
 //! A configurable writer for tests, in the spirit of the VSS SDK test writer. It speaks the
-//! protocol of `spec/writer-protocol.md` and can be told, per event, to succeed, fail with any
+//! protocol of `docs/writer-protocol.md` and can be told, per event, to succeed, fail with any
 //! error code, hang, crash, answer late, log, or write a line that breaks the protocol. With
 //! `--record FILE` it appends every request it receives (one JSON line each) so tests can
 //! assert the exact event sequence.

@@ -722,12 +722,13 @@ impl Engine {
         })?;
         let mut catalog = Catalog::open(backend.clone(), &layout.catalog_dir())?;
 
-        // Volatile shadows vanish with the process that made them.
+        // Volatile shadows vanish with the process that made them, and so do shadows whose
+        // creation a crash interrupted (their writers never finished thaw and post-snapshot).
         let volatile: Vec<CatalogChange> = catalog
             .state()
             .shadows
             .values()
-            .filter(|record| !record.context.is_persistent())
+            .filter(|record| !record.context.is_persistent() || record.in_creation)
             .map(|record| CatalogChange::DeleteShadow(record.id))
             .collect();
         catalog.commit(volatile)?;
@@ -1248,6 +1249,42 @@ impl Engine {
         spec: &CreateSpec,
         progress: &dyn Progress,
     ) -> Result<CreatedSet, CreateError> {
+        self.commit_shadow_set(spec, progress, false)
+    }
+
+    /// As [`Engine::create_shadow_set_with_progress`], for a set whose writers still have
+    /// their part to play after the commit (thaw, post-snapshot): the shadows are committed
+    /// durably but marked in creation, in the same transaction, until
+    /// [`Engine::finish_creation`]. If the process dies first, the next open deletes them, so
+    /// a crash never leaves a shadow of a set that did not complete.
+    pub fn create_shadow_set_in_creation(
+        &self,
+        spec: &CreateSpec,
+        progress: &dyn Progress,
+    ) -> Result<CreatedSet, CreateError> {
+        self.commit_shadow_set(spec, progress, true)
+    }
+
+    /// Keeps a set made by [`Engine::create_shadow_set_in_creation`]: its creation completed.
+    pub fn finish_creation(&self, set_id: ShadowSetId) -> Result<(), CreateError> {
+        let mut catalog = lock_mutex(&self.shared.catalog);
+        let pending = catalog
+            .state()
+            .shadows
+            .values()
+            .any(|record| record.set_id == set_id && record.in_creation);
+        if pending {
+            catalog.commit(vec![CatalogChange::FinishCreation { set_id }])?;
+        }
+        Ok(())
+    }
+
+    fn commit_shadow_set(
+        &self,
+        spec: &CreateSpec,
+        progress: &dyn Progress,
+        in_creation: bool,
+    ) -> Result<CreatedSet, CreateError> {
         if spec.volumes.is_empty() {
             return Err(CreateError::NoVolumes);
         }
@@ -1464,6 +1501,7 @@ impl Engine {
                 context: spec.context,
                 owner,
                 suspect: None,
+                in_creation,
             });
         }
         if let Err(error) = catalog.commit(

@@ -48,6 +48,27 @@ pub struct CreateRequest {
     pub default_metadata: Option<(PathBuf, i32)>,
 }
 
+impl CreateRequest {
+    /// A set of one volume on its default provider, with no alias, writer selection, metadata
+    /// file or step mode: what `vssadmin create shadow` asks for.
+    pub fn one_volume(volume: VolumeInfo, context: Context, extra_attributes: Attributes) -> Self {
+        Self {
+            volumes: vec![SetVolume {
+                volume,
+                provider: None,
+            }],
+            context,
+            extra_attributes,
+            backup_type: BackupType::Copy,
+            writers: WriterSelection::default(),
+            aliases: vec![None],
+            metadata_path: None,
+            step: false,
+            default_metadata: None,
+        }
+    }
+}
+
 /// Which `list writers` listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -19,7 +19,8 @@ use crate::engine::coordinator::shadow_copy::{
     ShadowSetRequest,
 };
 use crate::engine::coordinator::{
-    Coordinator, CoordinatorObserver, CreationFailure, RestoreWriter, StepDecision, WriterSelection,
+    Coordinator, CoordinatorObserver, CreationFailure, RestoreWriter, SelectionError, StepDecision,
+    WriterSelection,
 };
 use crate::engine::device::BlockDevice;
 use crate::engine::ids::VolumeId;
@@ -68,9 +69,20 @@ pub fn coordinator_error(error: ShadowCopyError) -> ServiceError {
         ShadowCopyError::SetInProgress => ServiceError::invalid(message).with_code(code).with_help(
             "try again when it has finished (vssadmin create shadow /AutoRetry=N waits)",
         ),
-        ShadowCopyError::Selection(_) => ServiceError::new(ServiceErrorKind::Writer, message)
+        ShadowCopyError::Selection(selection) => {
+            let help = match selection {
+                SelectionError::EveryWriterFailedIdentify { .. } => {
+                    "`list writers status` shows why each writer failed; `writer exclude` them, or `set context … nowriters`, to create the set without writers"
+                }
+                _ => "`list writers` shows the writers and their components",
+            };
+            ServiceError::new(ServiceErrorKind::Writer, message)
+                .with_code(code)
+                .with_help(help)
+        }
+        ShadowCopyError::NotKept { .. } => ServiceError::new(ServiceErrorKind::Io, message)
             .with_code(code)
-            .with_help("`list writers` shows the writers and their components"),
+            .with_help("check the store's disk; no shadow copy of the set was kept"),
         ShadowCopyError::Creation { failure, .. } => {
             let (kind, help) = match &**failure {
                 CreationFailure::CommitFailed { .. } => (

@@ -60,7 +60,7 @@ pub enum LineOutcome {
     Failed,
 }
 
-/// Exit statuses (spec/cli.md): the one table that maps outcomes to codes.
+/// Exit statuses (docs/cli.md): the one table that maps outcomes to codes.
 pub mod exit_status {
     /// Every command succeeded.
     pub const SUCCESS: i32 = 0;

@@ -62,6 +62,15 @@ pub struct ShadowRecord {
     pub context: Context,
     pub owner: Option<RequesterId>,
     pub suspect: Option<String>,
+    /// The set's writers have not finished their part after the commit (thaw, post-snapshot):
+    /// the shadow is not yet kept. A shadow still in creation when the store is opened belongs
+    /// to a creation that a crash interrupted, and is deleted. Absent means `false`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub in_creation: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +128,10 @@ pub enum CatalogChange {
     RevertStarted(RevertRecord),
     RevertFinished {
         volume: VolumeId,
+    },
+    /// The set's creation is complete: its shadows are no longer in creation.
+    FinishCreation {
+        set_id: ShadowSetId,
     },
 }
 
@@ -190,6 +203,13 @@ impl CatalogState {
             CatalogChange::RevertFinished { volume } => {
                 self.reverts_in_progress
                     .retain(|existing| existing.volume != *volume);
+            }
+            CatalogChange::FinishCreation { set_id } => {
+                for record in self.shadows.values_mut() {
+                    if record.set_id == *set_id {
+                        record.in_creation = false;
+                    }
+                }
             }
         }
     }

@@ -1,6 +1,6 @@
 //! A conformance check for one registered writer: it is driven through a full backup, an
 //! abort after freeze, a freeze that outlives its deadline, a restore and end of input, and
-//! every breach of `spec/writer-protocol.md` is reported.
+//! every breach of `docs/writer-protocol.md` is reported.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -146,6 +146,7 @@ impl CoordinatorObserver for CheckObserver {
             EventFailure::InvalidLine { .. } => FindingKind::BadJson,
             EventFailure::InvalidAnswer(_) => FindingKind::MetadataSchema,
             EventFailure::StartFailed(_) => FindingKind::StartFailed,
+            EventFailure::ProtocolViolation(_) => FindingKind::UnexpectedId,
         };
         self.add(kind, Some(event), description);
     }

@@ -112,6 +112,10 @@ pub enum SelectionError {
     },
     #[error("writer exclude \"{entry}\": no writer or component by that name or ID is registered")]
     ExcludedNotFound { entry: String },
+    /// Writers are registered and were asked for, but every one failed `identify`: a set made
+    /// now would have no writer in it although the context asks for writers.
+    #[error("no writer can take part in the backup: every registered writer failed to identify ({failures})")]
+    EveryWriterFailedIdentify { failures: String, code: VssCode },
 }
 
 impl SelectionError {
@@ -121,7 +125,8 @@ impl SelectionError {
                 VssCode::VSS_E_OBJECT_NOT_FOUND
             }
             SelectionError::VerifiedExcluded { .. } => VssCode::VSS_E_OBJECT_NOT_FOUND,
-            SelectionError::VerifiedUnavailable { code, .. } => *code,
+            SelectionError::VerifiedUnavailable { code, .. }
+            | SelectionError::EveryWriterFailedIdentify { code, .. } => *code,
         }
     }
 }
@@ -210,6 +215,32 @@ pub fn plan_selection(
         if !known {
             return Err(SelectionError::ExcludedNotFound {
                 entry: entry.clone(),
+            });
+        }
+    }
+
+    // The requester asked for writers (a writers context) and some are registered, but none
+    // identified: fail rather than make a set that silently has no writer. Writers the
+    // requester excluded do not count.
+    if writers.is_empty() {
+        let failed: Vec<&UnavailableWriter> = unavailable
+            .iter()
+            .filter(|writer| {
+                !exclusions.iter().any(|(_, target)| {
+                    !matches!(target, Target::Component { .. })
+                        && target.names_writer(&writer.name, writer.writer_id)
+                })
+            })
+            .collect();
+        if let Some(first) = failed.first() {
+            let failures = failed
+                .iter()
+                .map(|writer| format!("\"{}\": {}", writer.name, writer.reason))
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(SelectionError::EveryWriterFailedIdentify {
+                failures,
+                code: first.code,
             });
         }
     }
@@ -552,6 +583,71 @@ mod tests {
         };
         let plan = plan_selection(&writers(), &[], &by_id, &[IN_SET], &resolve).expect("plan");
         assert_eq!(plan.writers.len(), 1);
+    }
+
+    #[test]
+    fn writers_every_writer_failing_identify_fails_the_selection_unless_excluded() {
+        let unavailable = [
+            UnavailableWriter {
+                name: "Broken Writer".to_string(),
+                writer_id: WriterId(Uuid::from_u128(99)),
+                code: VssCode::VSS_E_WRITERERROR_RETRYABLE,
+                reason: "the writer vetoed".to_string(),
+            },
+            UnavailableWriter {
+                name: "Hung Writer".to_string(),
+                writer_id: WriterId(Uuid::from_u128(98)),
+                code: VssCode::VSS_E_WRITER_NOT_RESPONDING,
+                reason: "not responding".to_string(),
+            },
+        ];
+        let error = plan_selection(
+            &[],
+            &unavailable,
+            &WriterSelection::default(),
+            &[IN_SET],
+            &resolve,
+        )
+        .expect_err("no writer identified");
+        assert_eq!(error.vss_code(), VssCode::VSS_E_WRITERERROR_RETRYABLE);
+        let text = error.to_string();
+        assert!(
+            text.contains("every registered writer failed to identify"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\"Broken Writer\": the writer vetoed"),
+            "{text}"
+        );
+        assert!(text.contains("\"Hung Writer\": not responding"), "{text}");
+        // The requester excluding one leaves the other to fail the selection, with its code.
+        let one_excluded = WriterSelection {
+            verify: Vec::new(),
+            exclude: vec!["Broken Writer".to_string()],
+        };
+        let error = plan_selection(&[], &unavailable, &one_excluded, &[IN_SET], &resolve)
+            .expect_err("the hung writer still counts");
+        assert_eq!(error.vss_code(), VssCode::VSS_E_WRITER_NOT_RESPONDING);
+        // Excluding every failed writer is a deliberate backup without them.
+        let all_excluded = WriterSelection {
+            verify: Vec::new(),
+            exclude: vec!["Broken Writer".to_string(), "Hung Writer".to_string()],
+        };
+        let plan = plan_selection(&[], &unavailable, &all_excluded, &[IN_SET], &resolve)
+            .expect("every failed writer is excluded");
+        assert!(plan.writers.is_empty());
+        // One writer identifying is enough to go on.
+        let plan = plan_selection(
+            &writers(),
+            &unavailable,
+            &WriterSelection::default(),
+            &[IN_SET],
+            &resolve,
+        )
+        .expect("plan");
+        assert!(!plan.writers.is_empty());
+        // No writer registered at all is not a failure here (the set is labelled No_Writers).
+        assert!(plan_selection(&[], &[], &WriterSelection::default(), &[IN_SET], &resolve).is_ok());
     }
 
     #[test]

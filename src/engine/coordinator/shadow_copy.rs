@@ -117,6 +117,9 @@ pub enum ShadowCopyError {
         failure: Box<CreationFailure>,
         provider: Option<CreateError>,
     },
+    /// The set was committed but could not be marked complete; it was deleted.
+    #[error("the shadow copy set was not created: it could not be kept: {source}")]
+    NotKept { source: CreateError },
     #[error("the metadata file {} was not written: {source}", path.display())]
     Metadata {
         path: PathBuf,
@@ -161,6 +164,7 @@ impl ShadowCopyError {
             } => error.vss_code(),
             ShadowCopyError::Creation { failure, .. } => failure.vss_code(),
             ShadowCopyError::Metadata { source, .. } => source.vss_code(),
+            ShadowCopyError::NotKept { source } => source.vss_code(),
             ShadowCopyError::Delete(error) => error.vss_code(),
             ShadowCopyError::Revert(error) => error.vss_code(),
             ShadowCopyError::Device(error) => error.vss_code(),
@@ -378,7 +382,7 @@ impl ShadowCopyCoordinator {
             let _ = Coordinator::new(&host, &SilentObserver).backup_shutdown(&previous);
         }
         let set_id = ShadowSetId(self.ids.new_uuid());
-        let spec = CreateSpec {
+        let mut spec = CreateSpec {
             volumes: request
                 .volumes
                 .iter()
@@ -421,6 +425,14 @@ impl ShadowCopyCoordinator {
                 SelectionPlan::without_writers(),
             )
         };
+        // A writers context on a host with no writer registered makes a set no writer took
+        // part in: it says so in its attributes, as a nowriters context's set does.
+        if request.context.has_writers()
+            && gathered.writers.is_empty()
+            && gathered.unavailable.is_empty()
+        {
+            spec.extra_attributes = spec.extra_attributes.with(Attributes::NO_WRITERS);
+        }
         for file_system in &request.flush_mount_points {
             step_observer.verbose(&format!(
                 "Flushing and holding writes on the file system at {}.",
@@ -440,14 +452,22 @@ impl ShadowCopyCoordinator {
         // The writer sequence reports a refused commit as a message; the provider's own error
         // is kept here so that it reaches the requester with its type.
         let provider_error: std::cell::RefCell<Option<CreateError>> = std::cell::RefCell::new(None);
+        // When writers still thaw and post-snapshot after the commit, the set is committed in
+        // creation and kept only once they are done: a crash before then leaves no shadow of it.
+        let writers_after_commit = request.context.has_writers() && !plan.writers.is_empty();
         let mut commit = || {
-            self.engine
-                .create_shadow_set_with_progress(&spec, step_observer)
-                .map_err(|error| {
-                    let message = error.to_string();
-                    *provider_error.borrow_mut() = Some(error);
-                    message
-                })
+            let committed = if writers_after_commit {
+                self.engine
+                    .create_shadow_set_in_creation(&spec, step_observer)
+            } else {
+                self.engine
+                    .create_shadow_set_with_progress(&spec, step_observer)
+            };
+            committed.map_err(|error| {
+                let message = error.to_string();
+                *provider_error.borrow_mut() = Some(error);
+                message
+            })
         };
         // Auto-recovery: writers get a read-write view of each new shadow during PostSnapshot.
         let recovering =
@@ -537,6 +557,12 @@ impl ShadowCopyCoordinator {
             }
             None => Vec::new(),
         };
+        if let Err(source) = self.engine.finish_creation(set.set_id) {
+            let _ = Coordinator::new(&host, &SilentObserver)
+                .abort(&outcome.session, "the shadow copy set could not be kept");
+            let _ = self.delete_shadows(&DeleteSelector::Set(set.set_id));
+            return Err(ShadowCopyError::NotKept { source });
+        }
         requester.backup = Some(outcome.session);
         Ok(ShadowSetOutcome {
             set,

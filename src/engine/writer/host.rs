@@ -1,5 +1,5 @@
 //! Writer processes: started on first need, kept running, spoken to in JSON lines
-//! (`spec/writer-protocol.md`, "Transport"), with their VSS_WRITER_STATE.
+//! (`docs/writer-protocol.md`, "Transport"), with their VSS_WRITER_STATE.
 //!
 //! **Invariants:**
 //! - A writer that does not answer in time, or whose process ends, fails the event it was given
@@ -7,13 +7,19 @@
 //!   is started again the next time it is identified.
 //! - Only `identify` and the restore events start a process. Every other event belongs to a
 //!   backup that began with `identify`, and a fresh process would not know it.
+//! - The answers to one event are read from every writer as they come, each against its own
+//!   deadline from when its request was sent: a hung writer never hides a healthy one's answer.
+//! - An answer that no request is waiting for (a writer answering twice, or naming a request
+//!   that was never sent) fails the writer's current or next event
+//!   ([`EventFailure::ProtocolViolation`]) and its process is stopped, like a hung writer's.
 //! - When the host is dropped, every writer's standard input closes (a writer treats end of
 //!   input as `abort`), and a writer that has not exited after a grace period is killed.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -143,6 +149,10 @@ pub enum EventFailure {
     StartFailed(String),
     #[error("the writer is not running (it stopped earlier in this backup)")]
     NotRunning,
+    /// An answer that no request was waiting for: a repeated answer, or one to a request that
+    /// was never sent.
+    #[error("the writer broke the protocol: {0}")]
+    ProtocolViolation(String),
 }
 
 impl EventFailure {
@@ -154,7 +164,8 @@ impl EventFailure {
             | EventFailure::NotRunning => VssCode::VSS_E_WRITER_NOT_RESPONDING,
             EventFailure::UnknownErrorCode { .. }
             | EventFailure::InvalidLine { .. }
-            | EventFailure::InvalidAnswer(_) => VssCode::VSS_E_UNEXPECTED_WRITER_ERROR,
+            | EventFailure::InvalidAnswer(_)
+            | EventFailure::ProtocolViolation(_) => VssCode::VSS_E_UNEXPECTED_WRITER_ERROR,
             EventFailure::StartFailed(_) => VssCode::VSS_E_WRITER_INFRASTRUCTURE,
         }
     }
@@ -178,7 +189,9 @@ pub struct EventReply {
 }
 
 enum ProcessLine {
-    Stdout(String),
+    /// A line of standard output, with when it was read (an answer's latency is measured to
+    /// when it arrived, not to when the host got round to it).
+    Stdout(String, Instant),
     Stderr(String),
     StdoutClosed,
 }
@@ -190,7 +203,7 @@ struct WriterProcess {
 }
 
 impl WriterProcess {
-    fn start(registration: &Registration) -> Result<Self, String> {
+    fn start(registration: &Registration, activity: &Arc<Activity>) -> Result<Self, String> {
         let (program, arguments) = registration
             .command
             .split_first()
@@ -211,23 +224,31 @@ impl WriterProcess {
         let (sender, lines) = mpsc::channel();
         if let Some(stdout) = child.stdout.take() {
             let sender = sender.clone();
+            let activity = Arc::clone(activity);
             thread::spawn(move || {
                 for line in BufReader::new(stdout).lines() {
                     let Ok(line) = line else { break };
-                    if sender.send(ProcessLine::Stdout(line)).is_err() {
+                    if sender
+                        .send(ProcessLine::Stdout(line, Instant::now()))
+                        .is_err()
+                    {
                         return;
                     }
+                    activity.notify();
                 }
                 let _ = sender.send(ProcessLine::StdoutClosed);
+                activity.notify();
             });
         }
         if let Some(stderr) = child.stderr.take() {
+            let activity = Arc::clone(activity);
             thread::spawn(move || {
                 for line in BufReader::new(stderr).lines() {
                     let Ok(line) = line else { break };
                     if sender.send(ProcessLine::Stderr(line)).is_err() {
                         return;
                     }
+                    activity.notify();
                 }
             });
         }
@@ -274,6 +295,99 @@ impl WriterProcess {
     }
 }
 
+/// Wakes an exchange when any writer process writes a line, so that the answers of several
+/// writers are read as they come, not one writer after another.
+#[derive(Default)]
+struct Activity {
+    lines: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl Activity {
+    fn lock(&self) -> MutexGuard<'_, u64> {
+        self.lines
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn notify(&self) {
+        let mut lines = self.lock();
+        *lines = lines.wrapping_add(1);
+        self.changed.notify_all();
+    }
+
+    fn count(&self) -> u64 {
+        *self.lock()
+    }
+
+    /// Waits until a line arrives after `count()` returned `seen`, or until `until`.
+    fn wait(&self, seen: u64, until: Instant) {
+        let mut lines = self.lock();
+        while *lines == seen {
+            let remaining = until.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return;
+            }
+            lines = match self.changed.wait_timeout(lines, remaining) {
+                Ok((lines, _)) => lines,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+}
+
+/// A request sent to a writer, remembered so that a stray answer can be named.
+struct SentRequest {
+    id: u64,
+    event: WriterEvent,
+    answered: bool,
+}
+
+/// How many recent requests a slot remembers; an answer to an older one is "never sent".
+const REMEMBERED_REQUESTS: usize = 64;
+
+/// Why an answer with this id breaks the protocol: no request was waiting for it.
+fn stray_answer(sent: &VecDeque<SentRequest>, id: u64) -> String {
+    match sent.iter().find(|request| request.id == id) {
+        Some(request) if request.answered => {
+            format!("answered twice to {} (request {id})", request.event)
+        }
+        Some(request) => format!(
+            "answered {} (request {id}) after the service had stopped waiting for it",
+            request.event
+        ),
+        None => format!("answered request id {id}, which was never sent"),
+    }
+}
+
+/// One writer's answer being awaited by an exchange.
+struct PendingAnswer {
+    writer: WriterIndex,
+    request_id: u64,
+    sent_at: Instant,
+    deadline: Instant,
+    /// `None` while the answer is awaited.
+    outcome: Option<Result<Map<String, Value>, EventFailure>>,
+    latency: Duration,
+    /// The writer hung or broke the protocol: it is stopped once every answer is in.
+    stop: bool,
+}
+
+impl PendingAnswer {
+    fn resolve(&mut self, outcome: Result<Map<String, Value>, EventFailure>, at: Instant) {
+        self.outcome = Some(outcome);
+        self.latency = at.saturating_duration_since(self.sent_at);
+    }
+
+    /// An answer no request was waiting for: the event fails, even if it was answered.
+    fn broke_protocol(&mut self, violation: String, at: Instant) {
+        if !matches!(self.outcome, Some(Err(_))) {
+            self.resolve(Err(EventFailure::ProtocolViolation(violation)), at);
+        }
+        self.stop = true;
+    }
+}
+
 struct WriterSlot {
     registration: Registration,
     process: Option<WriterProcess>,
@@ -282,9 +396,27 @@ struct WriterSlot {
     metadata: Option<WriterMetadata>,
     instance_id: Option<WriterInstanceId>,
     next_request_id: u64,
+    sent: VecDeque<SentRequest>,
 }
 
 impl WriterSlot {
+    fn remember_sent(&mut self, id: u64, event: WriterEvent) {
+        self.sent.push_back(SentRequest {
+            id,
+            event,
+            answered: false,
+        });
+        while self.sent.len() > REMEMBERED_REQUESTS {
+            self.sent.pop_front();
+        }
+    }
+
+    fn mark_answered(&mut self, id: u64) {
+        if let Some(request) = self.sent.iter_mut().find(|request| request.id == id) {
+            request.answered = true;
+        }
+    }
+
     fn status(&mut self, index: WriterIndex) -> WriterStatus {
         let running = self.process.as_mut().is_some_and(WriterProcess::is_running);
         WriterStatus {
@@ -323,6 +455,7 @@ pub struct WriterHost {
     slots: Mutex<Vec<WriterSlot>>,
     problems: Vec<RegistrationProblem>,
     options: HostOptions,
+    activity: Arc<Activity>,
 }
 
 impl WriterHost {
@@ -338,12 +471,14 @@ impl WriterHost {
                 metadata: None,
                 instance_id: None,
                 next_request_id: 1,
+                sent: VecDeque::new(),
             })
             .collect();
         Self {
             slots: Mutex::new(slots),
             problems: registrations.problems,
             options,
+            activity: Arc::new(Activity::default()),
         }
     }
 
@@ -512,18 +647,28 @@ impl WriterHost {
             let Some(slot) = slots.get_mut(request.writer.0) else {
                 continue;
             };
-            let started = Instant::now();
-            match Self::write_request(slot, event, &request.fields, may_start, observer) {
+            match self.write_request(slot, event, &request.fields, may_start, observer) {
                 Ok(request_id) => {
+                    // Each writer's deadline runs from when its own request was sent.
+                    let sent_at = Instant::now();
+                    slot.remember_sent(request_id, event);
                     let status = slot.status(request.writer);
                     observer.event_sent(&status, event);
-                    pending.push((request.writer, request_id, started, request.timeout));
+                    pending.push(PendingAnswer {
+                        writer: request.writer,
+                        request_id,
+                        sent_at,
+                        deadline: sent_at + request.timeout,
+                        outcome: None,
+                        latency: Duration::ZERO,
+                        stop: false,
+                    });
                 }
                 Err(failure) => {
                     let outcome = Err(failure);
                     slot.record(event, &outcome);
-                    // Nothing was sent (the writer is not running or could not start); the
-                    // failure is still a reply to the requester.
+                    // Nothing was sent (the writer is not running, could not start, or broke
+                    // the protocol since its last event); the failure is still a reply.
                     let status = slot.status(request.writer);
                     observer.reply_received(&status, event, Duration::ZERO, &outcome);
                     replies.push(EventReply {
@@ -534,31 +679,72 @@ impl WriterHost {
                 }
             }
         }
-        for (writer, request_id, started, timeout) in pending {
-            let Some(slot) = slots.get_mut(writer.0) else {
+        // Every writer is read as its lines come, each against its own deadline: a writer that
+        // hangs never keeps a healthy writer's answer from being read. A writer that already
+        // answered is still read while the others are awaited, so an answer it repeats is seen.
+        loop {
+            let lines_seen = self.activity.count();
+            for answer in &mut pending {
+                match slots.get_mut(answer.writer.0) {
+                    Some(slot) => Self::read_lines(slot, answer, observer),
+                    None => answer.resolve(Err(EventFailure::NotRunning), Instant::now()),
+                }
+            }
+            let now = Instant::now();
+            for answer in pending.iter_mut().filter(|answer| answer.outcome.is_none()) {
+                if answer.deadline <= now {
+                    let waited = now.saturating_duration_since(answer.sent_at);
+                    answer.resolve(Err(EventFailure::NotResponding { waited }), now);
+                    answer.stop = true;
+                }
+            }
+            let next_deadline = pending
+                .iter()
+                .filter(|answer| answer.outcome.is_none())
+                .map(|answer| answer.deadline)
+                .min();
+            let Some(next_deadline) = next_deadline else {
+                break;
+            };
+            self.activity.wait(lines_seen, next_deadline);
+        }
+        for answer in pending {
+            let Some(slot) = slots.get_mut(answer.writer.0) else {
                 continue;
             };
-            let mut outcome = self.await_answer(slot, request_id, started + timeout, observer);
+            let mut outcome = answer.outcome.unwrap_or(Err(EventFailure::NotRunning));
+            if answer.stop {
+                if matches!(outcome, Err(EventFailure::NotResponding { .. })) {
+                    self.listen_for_late_answer(slot, answer.request_id, observer);
+                }
+                // A hung writer, or one that broke the protocol, is stopped so that the next
+                // backup starts it afresh. Closing its input is its abort (a writer treats end
+                // of input as abort), so a frozen writer is still released exactly once.
+                if let Some(stopped) = slot.process.take() {
+                    let _ =
+                        stopped.stop(self.options.shutdown_grace.min(Duration::from_millis(200)));
+                }
+            }
             if let Ok(fields) = &outcome {
                 if let Err(failure) = accept(slot, fields) {
                     outcome = Err(failure);
                 }
             }
-            let latency = started.elapsed();
             let summary = outcome.as_ref().map(|_| ()).map_err(Clone::clone);
             slot.record(event, &summary);
-            let status = slot.status(writer);
-            observer.reply_received(&status, event, latency, &summary);
+            let status = slot.status(answer.writer);
+            observer.reply_received(&status, event, answer.latency, &summary);
             replies.push(EventReply {
-                writer,
+                writer: answer.writer,
                 outcome,
-                latency,
+                latency: answer.latency,
             });
         }
         replies
     }
 
     fn write_request(
+        &self,
         slot: &mut WriterSlot,
         event: WriterEvent,
         fields: &Map<String, Value>,
@@ -568,23 +754,33 @@ impl WriterHost {
         let running = slot.process.as_mut().is_some_and(WriterProcess::is_running);
         if !running {
             if let Some(ended) = slot.process.take() {
-                Self::drain(&slot.registration.name, &ended, observer);
+                Self::drain(&slot.registration.name, &ended, &slot.sent, observer);
                 let _ = ended.stop(Duration::ZERO);
             }
             if !may_start {
                 return Err(EventFailure::NotRunning);
             }
-            slot.process =
-                Some(WriterProcess::start(&slot.registration).map_err(EventFailure::StartFailed)?);
+            slot.process = Some(
+                WriterProcess::start(&slot.registration, &self.activity)
+                    .map_err(EventFailure::StartFailed)?,
+            );
             // A new process is a new writer instance.
             slot.instance_id = None;
         }
-        let request_id = slot.next_request_id;
-        slot.next_request_id += 1;
         let Some(process) = slot.process.as_mut() else {
             return Err(EventFailure::NotRunning);
         };
-        Self::drain(&slot.registration.name, process, observer);
+        // An answer that came since the last event (a repeated answer, or one to a request
+        // that was never sent) breaks the protocol: the writer fails this event and is stopped.
+        if let Some(violation) = Self::drain(&slot.registration.name, process, &slot.sent, observer)
+        {
+            if let Some(stopped) = slot.process.take() {
+                let _ = stopped.stop(self.options.shutdown_grace.min(Duration::from_millis(200)));
+            }
+            return Err(EventFailure::ProtocolViolation(violation));
+        }
+        let request_id = slot.next_request_id;
+        slot.next_request_id += 1;
         let line = request_line(request_id, event, fields);
         let written = match process.stdin.as_mut() {
             Some(stdin) => stdin
@@ -602,87 +798,99 @@ impl WriterHost {
         Ok(request_id)
     }
 
-    /// Passes on log lines written between events.
-    fn drain(writer: &str, process: &WriterProcess, observer: &dyn WriterObserver) {
+    /// Passes on log lines written between events. Returns the first answer that no request
+    /// was waiting for, described.
+    fn drain(
+        writer: &str,
+        process: &WriterProcess,
+        sent: &VecDeque<SentRequest>,
+        observer: &dyn WriterObserver,
+    ) -> Option<String> {
+        let mut violation = None;
         while let Ok(line) = process.lines.try_recv() {
             match line {
                 ProcessLine::Stderr(text) => observer.writer_log(writer, &text),
-                ProcessLine::Stdout(text) => match WriterLine::parse(&text) {
+                ProcessLine::Stdout(text, _) => match WriterLine::parse(&text) {
                     WriterLine::Log(text) => observer.writer_log(writer, &text),
-                    WriterLine::Success { id, .. } | WriterLine::Failure { id, .. } => observer
-                        .protocol_violation(
-                            writer,
-                            &format!(
-                                "an answer with id {id} arrived when no request was waiting for it"
-                            ),
-                        ),
+                    WriterLine::Success { id, .. } | WriterLine::Failure { id, .. } => {
+                        violation.get_or_insert_with(|| stray_answer(sent, id));
+                    }
                     WriterLine::Invalid { line, reason } => observer
                         .protocol_violation(writer, &format!("{reason} between events: {line}")),
                 },
                 ProcessLine::StdoutClosed => {}
             }
         }
+        violation
     }
 
-    fn await_answer(
-        &self,
+    /// Reads the lines a writer has written so far, as part of awaiting `answer`.
+    fn read_lines(
         slot: &mut WriterSlot,
-        request_id: u64,
-        deadline: Instant,
+        answer: &mut PendingAnswer,
         observer: &dyn WriterObserver,
-    ) -> Result<Map<String, Value>, EventFailure> {
+    ) {
         let name = slot.registration.name.clone();
-        let started = Instant::now();
         loop {
             let Some(process) = slot.process.as_mut() else {
-                return Err(EventFailure::NotRunning);
+                if answer.outcome.is_none() {
+                    answer.resolve(Err(EventFailure::NotRunning), Instant::now());
+                }
+                return;
             };
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let received = if remaining.is_zero() {
-                Err(RecvTimeoutError::Timeout)
-            } else {
-                process.lines.recv_timeout(remaining)
+            let line = match process.lines.try_recv() {
+                Ok(line) => line,
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => ProcessLine::StdoutClosed,
             };
-            match received {
-                Ok(ProcessLine::Stderr(text)) => observer.writer_log(&name, &text),
-                Ok(ProcessLine::Stdout(text)) => match WriterLine::parse(&text) {
+            match line {
+                ProcessLine::Stderr(text) => observer.writer_log(&name, &text),
+                ProcessLine::Stdout(text, received) => match WriterLine::parse(&text) {
                     WriterLine::Log(text) => observer.writer_log(&name, &text),
-                    WriterLine::Success { id, fields } if id == request_id => return Ok(fields),
-                    WriterLine::Failure { id, error, message } if id == request_id => {
-                        return Err(match WriterErrorCode::from_protocol_name(&error) {
+                    WriterLine::Success { id, fields }
+                        if id == answer.request_id && answer.outcome.is_none() =>
+                    {
+                        slot.mark_answered(id);
+                        answer.resolve(Ok(fields), received);
+                    }
+                    WriterLine::Failure { id, error, message }
+                        if id == answer.request_id && answer.outcome.is_none() =>
+                    {
+                        slot.mark_answered(id);
+                        let failure = match WriterErrorCode::from_protocol_name(&error) {
                             Some(code) => EventFailure::Vetoed { code, message },
                             None => EventFailure::UnknownErrorCode { error, message },
-                        });
+                        };
+                        answer.resolve(Err(failure), received);
                     }
-                    WriterLine::Success { id, .. } | WriterLine::Failure { id, .. } => observer
-                        .protocol_violation(
-                            &name,
-                            &format!(
-                            "an answer with id {id} arrived while request {request_id} was waiting"
-                        ),
-                        ),
+                    WriterLine::Success { id, .. } | WriterLine::Failure { id, .. } => {
+                        let violation = stray_answer(&slot.sent, id);
+                        answer.broke_protocol(violation, received);
+                    }
                     WriterLine::Invalid { line, reason } => {
-                        return Err(EventFailure::InvalidLine { line, reason })
+                        if answer.outcome.is_none() {
+                            answer
+                                .resolve(Err(EventFailure::InvalidLine { line, reason }), received);
+                        } else {
+                            observer.protocol_violation(
+                                &name,
+                                &format!("{reason} after its answer: {line}"),
+                            );
+                        }
                     }
                 },
-                Ok(ProcessLine::StdoutClosed) | Err(RecvTimeoutError::Disconnected) => {
-                    let status = process.exit_status_text();
-                    if let Some(ended) = slot.process.take() {
-                        Self::drain(&name, &ended, observer);
-                        let _ = ended.stop(Duration::ZERO);
+                ProcessLine::StdoutClosed => {
+                    if answer.outcome.is_none() {
+                        let status = process.exit_status_text();
+                        if let Some(ended) = slot.process.take() {
+                            let _ = Self::drain(&name, &ended, &slot.sent, observer);
+                            let _ = ended.stop(Duration::ZERO);
+                        }
+                        answer.resolve(Err(EventFailure::Exited { status }), Instant::now());
                     }
-                    return Err(EventFailure::Exited { status });
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    let waited = started.elapsed();
-                    self.listen_for_late_answer(slot, request_id, observer);
-                    // A hung writer is stopped so that the next backup starts it afresh; closing
-                    // its input first lets a writer that is merely slow thaw on its own.
-                    if let Some(hung) = slot.process.take() {
-                        let _ =
-                            hung.stop(self.options.shutdown_grace.min(Duration::from_millis(200)));
-                    }
-                    return Err(EventFailure::NotResponding { waited });
+                    // A writer that answered and then ended is found not running at its next
+                    // event.
+                    return;
                 }
             }
         }
@@ -707,7 +915,7 @@ impl WriterHost {
         let until = missed + grace;
         while let Some(remaining) = until.checked_duration_since(Instant::now()) {
             match process.lines.recv_timeout(remaining) {
-                Ok(ProcessLine::Stdout(text)) => match WriterLine::parse(&text) {
+                Ok(ProcessLine::Stdout(text, _)) => match WriterLine::parse(&text) {
                     WriterLine::Success { id, .. } | WriterLine::Failure { id, .. }
                         if id == request_id =>
                     {

@@ -1,5 +1,5 @@
 //! The writer metadata document (WMD) as a writer sends it in its `identify` answer
-//! (`spec/writer-protocol.md`, "metadata"; reference §3.7).
+//! (`docs/writer-protocol.md`, "metadata"; reference §3.7).
 
 use serde::{Deserialize, Serialize};
 

@@ -1,5 +1,5 @@
 //! Writers: their registrations, their processes and the JSON-lines protocol spoken with them
-//! (`shared/spec/writer-protocol.md`).
+//! (`docs/writer-protocol.md`).
 
 pub mod host;
 pub mod listing;

@@ -1,4 +1,4 @@
-//! The JSON-lines vocabulary of `spec/writer-protocol.md`: events, error codes, and how one line
+//! The JSON-lines vocabulary of `docs/writer-protocol.md`: events, error codes, and how one line
 //! from a writer is read.
 
 use std::fmt;
@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::engine::vss::{VssCode, WriterState};
 
-/// A writer event, in the order of a backup (`spec/writer-protocol.md`, "Events").
+/// A writer event, in the order of a backup (`docs/writer-protocol.md`, "Events").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WriterEvent {
     Identify,

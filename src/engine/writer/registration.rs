@@ -1,5 +1,5 @@
 //! Writer registrations: one TOML file per writer in the store's `writers/` directory
-//! (`spec/writer-protocol.md`, "Registration").
+//! (`docs/writer-protocol.md`, "Registration").
 //!
 //! **Invariant:** a registration file that cannot be read or is invalid is reported with its
 //! reason and never stops the other writers from loading.
