@@ -396,4 +396,36 @@ mod tests {
             "the torn write is not seen, the one before it is"
         );
     }
+
+    #[test]
+    fn the_overlay_store_removes_what_it_keeps_and_names_leftovers() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let store = OverlayStore::new(directory.path());
+        let kept = ShadowId(uuid::Uuid::from_u128(1));
+        let gone = ShadowId(uuid::Uuid::from_u128(2));
+        std::fs::create_dir_all(store.view_directory(gone)).expect("view directory");
+        std::fs::write(store.overlay_path(kept), [0u8; 10]).expect("kept overlay");
+        std::fs::write(store.overlay_path(gone), [0u8; 7]).expect("leftover overlay");
+        std::fs::write(directory.path().join("recovery/notes.txt"), b"x").expect("other file");
+
+        let leaked = store.leaked(&|shadow| shadow == kept);
+        assert_eq!(
+            leaked,
+            vec![
+                LeakedOverlay {
+                    path: store.view_directory(gone),
+                    bytes: 0
+                },
+                LeakedOverlay {
+                    path: store.overlay_path(gone),
+                    bytes: 7
+                },
+            ]
+        );
+        store.remove(gone).expect("remove");
+        assert!(store.leaked(&|shadow| shadow == kept).is_empty());
+        assert!(store.has_overlay(kept));
+        // Removing what is not there is not an error.
+        store.remove(gone).expect("remove again");
+    }
 }
