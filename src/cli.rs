@@ -59,6 +59,45 @@ pub enum WriterCommand {
     /// restore, and report every breach of the writer protocol. WRITER is a registration
     /// file, or the name or ID of a writer registered in the store.
     Check { writer: String },
+    /// Register an in-box writer: write its TOML file into the store's writers/ directory.
+    #[command(subcommand)]
+    Add(WriterAddCommand),
+    /// List the registration files of the store, valid or not.
+    List,
+    /// Remove a registration, named by its writer name, its ID or its file name.
+    Remove { name: String },
+}
+
+/// The in-box writers `writer add` registers (the `diskshadow-writer` program).
+#[derive(Debug, Subcommand)]
+pub enum WriterAddCommand {
+    /// SQLite Writer for database files.
+    Sqlite {
+        #[arg(long = "db", value_name = "FILE", required = true, num_args = 1..)]
+        databases: Vec<PathBuf>,
+    },
+    /// PostgreSQL Writer for one cluster.
+    Postgresql {
+        #[arg(long, value_name = "DIR")]
+        pgdata: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        socket_dir: PathBuf,
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// MySQL Writer for a MariaDB or MySQL server.
+    Mysql {
+        #[arg(long, value_name = "FILE")]
+        socket: PathBuf,
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// File System Writer for file systems mounted from volumes.
+    Filesystem {
+        /// `DEVICE=VOLUME` for a block device that is not a loop device (repeatable).
+        #[arg(long = "device", value_name = "DEVICE=VOLUME")]
+        devices: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -32,6 +32,25 @@ fn open_engine_typed(store: &Path) -> Result<Engine, crate::engine::core::OpenEr
 /// How long a starting service waits for a stopping one to let go of the store.
 const HANDOVER_WAIT: Duration = Duration::from_secs(10);
 
+/// `check-store`: asks the store's running service, or, when none runs, opens the store
+/// read-only in this process. It never starts a service and never changes the store: a
+/// damaged store is looked at, not repaired.
+pub fn check_store(store: &Path) -> Result<crate::service::api::StoreCheck, ServiceError> {
+    let in_process = std::env::var_os("DISKSHADOW_IN_PROCESS").is_some_and(|value| value == "1");
+    if !in_process {
+        if let Ok(client) = transport::Client::connect_store(store) {
+            return RemoteService::new(client).check_store();
+        }
+    }
+    let mut options = EngineOptions::system();
+    options.machine_name = crate::ui::machine_name();
+    let engine = Engine::open_read_only(store, options).map_err(|error| {
+        engine_error(error.vss_code(), error.to_string())
+            .with_help("`check-store` opened the store read-only and changed nothing")
+    })?;
+    LocalService::new(Arc::new(engine), RequesterId(u64::from(std::process::id()))).check_store()
+}
+
 fn unavailable(error: impl std::fmt::Display) -> ServiceError {
     ServiceError::new(ServiceErrorKind::Unavailable, error.to_string())
 }

@@ -11,7 +11,7 @@ use clap::Parser;
 
 use diskshadow::cli::{
     normalize_arguments, Cli, DriveCommand, ServiceCommand, Subcommands, VolumeCommand,
-    WriterCommand,
+    WriterAddCommand, WriterCommand,
 };
 use diskshadow::engine::ids::parse_guid;
 use diskshadow::engine::model::DriveTarget;
@@ -57,43 +57,69 @@ fn run(cli: Cli) -> i32 {
         Some(Subcommands::Drive(command)) => {
             with_service(&store, |service| drive(service, command))
         }
-        Some(Subcommands::CheckStore(arguments)) => {
-            let mut clean = true;
-            let status = with_service(&store, |service| {
-                let check = service.check_store()?;
-                clean = check.clean;
-                if arguments.json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&check).unwrap_or_default()
-                    );
-                } else {
-                    println!(
-                        "Checked {} volumes, {} shadow copies, {} preserved chunks.",
-                        check.volumes_checked, check.shadows_checked, check.preserved_chunks
-                    );
-                    println!("Leaked diff-area space: {} bytes.", check.leaked_bytes);
-                    for problem in &check.problems {
-                        println!("Problem: {problem}");
-                    }
-                    let verdict = if check.clean {
-                        "The store is consistent."
-                    } else {
-                        "The store has problems."
-                    };
-                    println!("{verdict}");
-                }
-                Ok(())
-            });
-            if status == exit_status::SUCCESS && !clean {
-                exit_status::COMMAND_FAILED
-            } else {
-                status
-            }
-        }
+        Some(Subcommands::CheckStore(arguments)) => check_store(&store, arguments.json),
         Some(Subcommands::Service(command)) => service(&store, command),
         Some(Subcommands::Writer(WriterCommand::Check { writer })) => check_writer(&store, &writer),
+        Some(Subcommands::Writer(WriterCommand::Add(command))) => add_writer(&store, command),
+        Some(Subcommands::Writer(WriterCommand::List)) => list_writer_files(&store),
+        Some(Subcommands::Writer(WriterCommand::Remove { name })) => {
+            use diskshadow::engine::writer::registration::remove_registration;
+            match remove_registration(&store.join("writers"), &name) {
+                Ok(path) => {
+                    println!("Removed the writer registration {}.", path.display());
+                    exit_status::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    eprintln!("  help: `diskshadow writer list` shows the registrations");
+                    exit_status::COMMAND_FAILED
+                }
+            }
+        }
         None => shell(&cli, &store),
+    }
+}
+
+/// `diskshadow check-store`: read-only (see `connect::check_store`).
+fn check_store(store: &Path, json: bool) -> i32 {
+    let check = match connect::check_store(store) {
+        Ok(check) => check,
+        Err(error) => return fail(&error),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&check).unwrap_or_default()
+        );
+    } else {
+        println!(
+            "Checked {} volumes, {} shadow copies, {} preserved chunks.",
+            check.volumes_checked, check.shadows_checked, check.preserved_chunks
+        );
+        println!("Leaked diff-area space: {} bytes.", check.leaked_bytes);
+        for problem in &check.problems {
+            println!("Problem: {problem}");
+        }
+        for suspect in &check.suspect_shadows {
+            println!("Suspect shadow copy {}: {}", suspect.shadow, suspect.reason);
+        }
+        for orphan in &check.orphaned_diff_areas {
+            println!(
+                "Orphaned diff area: {} (no registered volume)",
+                orphan.display()
+            );
+        }
+        let verdict = if check.clean {
+            "The store is consistent."
+        } else {
+            "The store has problems."
+        };
+        println!("{verdict}");
+    }
+    if check.clean {
+        exit_status::SUCCESS
+    } else {
+        exit_status::COMMAND_FAILED
     }
 }
 
@@ -130,6 +156,161 @@ fn service(store: &Path, command: ServiceCommand) -> i32 {
             Err(error) => fail(&error),
         },
     }
+}
+
+/// The class IDs of the in-box writers: stable across versions, as VSS writer IDs are.
+const SQLITE_WRITER_ID: &str = "{7d1c5a9e-51e7-4c0a-9d3b-000000000001}";
+const POSTGRESQL_WRITER_ID: &str = "{7d1c5a9e-51e7-4c0a-9d3b-000000000002}";
+const MYSQL_WRITER_ID: &str = "{7d1c5a9e-51e7-4c0a-9d3b-000000000003}";
+const FILESYSTEM_WRITER_ID: &str = "{7d1c5a9e-51e7-4c0a-9d3b-000000000004}";
+
+/// An absolute path for a registration: the service runs elsewhere.
+fn absolute(path: &Path) -> String {
+    std::fs::canonicalize(path)
+        .unwrap_or_else(|_| base_dir().join(path))
+        .display()
+        .to_string()
+}
+
+/// `diskshadow writer add KIND ...`: writes the registration of an in-box writer.
+fn add_writer(store: &Path, command: WriterAddCommand) -> i32 {
+    use diskshadow::engine::ids::WriterId;
+    use diskshadow::engine::writer::registration::{add_registration, Registration};
+    // The writer program is installed beside this one; else it is looked up in PATH.
+    let program = std::env::current_exe()
+        .ok()
+        .and_then(|exe| {
+            exe.parent()
+                .map(|directory| directory.join("diskshadow-writer"))
+        })
+        .filter(|path| path.is_file())
+        .map(|path| path.display().to_string())
+        .unwrap_or_else(|| "diskshadow-writer".to_string());
+    let (file_stem, name, id, mut arguments) = match command {
+        WriterAddCommand::Sqlite { databases } => {
+            let missing: Vec<String> = databases
+                .iter()
+                .filter(|database| !database.is_file())
+                .map(|database| database.display().to_string())
+                .collect();
+            if !missing.is_empty() {
+                eprintln!("error: no database file {}", missing.join(", "));
+                eprintln!("  help: give existing SQLite database files with --db");
+                return exit_status::COMMAND_FAILED;
+            }
+            let mut arguments = vec!["sqlite".to_string()];
+            for database in &databases {
+                arguments.push("--db".to_string());
+                arguments.push(absolute(database));
+            }
+            ("sqlite", "SQLite Writer", SQLITE_WRITER_ID, arguments)
+        }
+        WriterAddCommand::Postgresql {
+            pgdata,
+            socket_dir,
+            port,
+        } => {
+            if !pgdata.join("PG_VERSION").is_file() {
+                eprintln!(
+                    "error: {} is not a PostgreSQL data directory (it has no PG_VERSION)",
+                    pgdata.display()
+                );
+                eprintln!("  help: give the cluster's data directory (SHOW data_directory)");
+                return exit_status::COMMAND_FAILED;
+            }
+            let mut arguments = vec![
+                "postgresql".to_string(),
+                "--pgdata".to_string(),
+                absolute(&pgdata),
+                "--socket-dir".to_string(),
+                absolute(&socket_dir),
+            ];
+            if let Some(port) = port {
+                arguments.push("--port".to_string());
+                arguments.push(port.to_string());
+            }
+            (
+                "postgresql",
+                "PostgreSQL Writer",
+                POSTGRESQL_WRITER_ID,
+                arguments,
+            )
+        }
+        WriterAddCommand::Mysql { socket, user } => {
+            let mut arguments = vec![
+                "mysql".to_string(),
+                "--socket".to_string(),
+                absolute(&socket),
+            ];
+            if let Some(user) = user {
+                arguments.push("--user".to_string());
+                arguments.push(user);
+            }
+            ("mysql", "MySQL Writer", MYSQL_WRITER_ID, arguments)
+        }
+        WriterAddCommand::Filesystem { devices } => {
+            let mut arguments = vec!["filesystem".to_string()];
+            for device in devices {
+                if !device.contains('=') {
+                    eprintln!("error: --device {device}: expected DEVICE=VOLUME");
+                    eprintln!("  help: for example --device /dev/nbd0=data.img");
+                    return exit_status::USAGE;
+                }
+                arguments.push("--device".to_string());
+                arguments.push(device);
+            }
+            (
+                "filesystem",
+                "File System Writer",
+                FILESYSTEM_WRITER_ID,
+                arguments,
+            )
+        }
+    };
+    let Some(uuid) = parse_guid(id) else {
+        eprintln!("error: the writer ID {id} is not a GUID");
+        return exit_status::COMMAND_FAILED;
+    };
+    let mut command = vec![program];
+    command.append(&mut arguments);
+    let registration = Registration::new(name, WriterId(uuid), command);
+    match add_registration(&store.join("writers"), file_stem, &registration) {
+        Ok(path) => {
+            println!("Registered the {name} in {}.", path.display());
+            exit_status::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            eprintln!("  help: `diskshadow writer remove \"{name}\"` first to register it anew");
+            exit_status::COMMAND_FAILED
+        }
+    }
+}
+
+/// `diskshadow writer list`: the registration files, read here (no service needed).
+fn list_writer_files(store: &Path) -> i32 {
+    use diskshadow::engine::writer::registration::load_registrations;
+    let set = load_registrations(&store.join("writers"));
+    for registration in &set.registrations {
+        println!("{}  {}", registration.writer_id, registration.name);
+        if let Some(source) = &registration.source {
+            println!("    file: {}", source.display());
+        }
+        println!("    command: {}", registration.command.join(" "));
+    }
+    for problem in &set.problems {
+        println!("Invalid: {problem}");
+    }
+    println!(
+        "{} writer registration{}.",
+        set.registrations.len(),
+        if set.registrations.len() == 1 {
+            ""
+        } else {
+            "s"
+        }
+    );
+    exit_status::SUCCESS
 }
 
 /// `diskshadow writer check`: the conformance check, run here (it starts its own copy of the

@@ -105,7 +105,8 @@ fn check_live(live: &[u8], known: &Acknowledged, round: usize) {
 
 #[test]
 fn kill_9_of_the_service_under_nbd_write_load_keeps_shadows_exact_and_flushed_writes() {
-    let work: PathBuf = support::scratch("crash_nbd_load");
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let work: PathBuf = scratch.path().to_path_buf();
     let store = work.join("store");
     let socket = work.join("live.sock");
     let mut rng = SmallRng::seed_from_u64(0x5eed_0009);

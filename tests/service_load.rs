@@ -60,7 +60,8 @@ fn churn(store: PathBuf, image: PathBuf, stop: Arc<AtomicBool>) -> (BTreeSet<Sha
 
 #[test]
 fn two_requesters_creating_and_deleting_and_one_listing_lose_nothing() {
-    let work = support::scratch("service-load");
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let work = scratch.path().to_path_buf();
     let store = work.join("store");
     let images = [work.join("one.img"), work.join("two.img")];
     for image in &images {

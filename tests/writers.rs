@@ -210,6 +210,7 @@ fn create(host: &WriterHost, observer: &Recorder, context: Context, commit_delay
         &mut |shadow: &ShadowId| {
             vec![PostSnapshotShadow {
                 volume: "/images/data.img".to_string(),
+                volume_id: None,
                 shadow_id: *shadow,
                 path: None,
             }]
@@ -948,6 +949,7 @@ fn post_snapshot_gives_read_write_paths_only_during_auto_recovery() {
                 &mut |shadow: &ShadowId| {
                     vec![PostSnapshotShadow {
                         volume: "/images/data.img".to_string(),
+                        volume_id: None,
                         shadow_id: *shadow,
                         path: Some(PathBuf::from("/run/diskshadow/rw/1")),
                     }]

@@ -24,7 +24,7 @@ use crate::engine::model::{
     ShadowHealth, ShadowInfo, StorageInfo, VolumeInfo,
 };
 use crate::engine::progress::{NoProgress, Progress};
-use crate::engine::provider::cow::{CowVolume, MAX_SEQUENCE};
+use crate::engine::provider::cow::{self, CowVolume, DiffAreaError, MAX_SEQUENCE};
 use crate::engine::provider::{plex, ProviderChoice};
 use crate::engine::store::LockFailure;
 use crate::engine::store::{DurableBackend, FileFingerprint, RealBackend, StoreLayout, StoreLock};
@@ -144,6 +144,20 @@ pub enum OpenError {
     DiffArea { volume: VolumeId, source: io::Error },
     #[error("cannot finish the revert interrupted by the last crash: {0}")]
     Revert(Box<RevertError>),
+    #[error(
+        "{} holds preserved chunks of volume {volume}, which the catalog ({}/base.json and \
+         journal.log) does not know: \
+         the catalog lost transactions or was replaced; restore the store from a backup (run \
+         `diskshadow check-store` to see what it holds), or move that directory aside if it is \
+         not needed",
+        diff_dir.display(),
+        catalog_dir.display()
+    )]
+    OrphanedDiffArea {
+        volume: String,
+        diff_dir: PathBuf,
+        catalog_dir: PathBuf,
+    },
 }
 
 impl OpenError {
@@ -463,6 +477,10 @@ pub struct CheckReport {
     pub problems: Vec<String>,
     /// Diff-area bytes no shadow needs.
     pub leaked_bytes: u64,
+    /// Shadows that are not served, and why (changed image, damaged diff area, ...).
+    pub suspect_shadows: Vec<(ShadowId, String)>,
+    /// Directories under `diff/` of no registered volume.
+    pub orphaned_diff_areas: Vec<PathBuf>,
 }
 
 impl CheckReport {
@@ -483,6 +501,9 @@ impl fmt::Display for CheckReport {
         }
         for problem in &self.problems {
             writeln!(formatter, "- {problem}")?;
+        }
+        for (shadow, reason) in &self.suspect_shadows {
+            writeln!(formatter, "- shadow copy {shadow} is not served: {reason}")?;
         }
         writeln!(
             formatter,
@@ -520,7 +541,9 @@ struct Shared {
     sequence_floor: u64,
     /// Shadows deleted to fit diff-area limits: kept in the store and told to the service.
     deletions: DeletionLog,
-    _lock: StoreLock,
+    /// Opened by `check-store`: nothing on disk changes, and nothing can be changed.
+    read_only: bool,
+    _lock: Option<StoreLock>,
 }
 
 /// The engine: the store, its catalog and volumes, and the providers.
@@ -681,6 +704,35 @@ fn unexplained_change(
     ))
 }
 
+/// Every `diff/<volume>` directory: `(directory name, path)`.
+fn diff_areas(layout: &StoreLayout) -> Vec<(String, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(layout.diff_root()) else {
+        return Vec::new();
+    };
+    let mut areas: Vec<(String, PathBuf)> = entries
+        .flatten()
+        .filter(|entry| entry.path().is_dir())
+        .map(|entry| {
+            (
+                entry.file_name().to_string_lossy().into_owned(),
+                entry.path(),
+            )
+        })
+        .collect();
+    areas.sort();
+    areas
+}
+
+/// Whether a diff area holds anything: index records, preserved chunks or full copies.
+fn diff_area_holds_data(diff_dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(diff_dir) else {
+        return false;
+    };
+    entries
+        .flatten()
+        .any(|entry| entry.metadata().is_ok_and(|metadata| metadata.len() > 0))
+}
+
 /// `C:`, `c:`, `C:\` or `C:/` -> `C`.
 fn drive_letter_of(text: &str) -> Option<char> {
     let mut characters = text.chars();
@@ -698,40 +750,105 @@ impl Engine {
     /// Opens (creating if needed) the store at `store_dir`, takes its lock, drops volatile
     /// shadows left by an earlier process, recovers the diff areas and finishes an interrupted
     /// revert.
+    ///
+    /// A damaged catalog is refused ([`OpenError::Catalog`], naming the file). A damaged diff
+    /// area makes its volume unavailable (its shadows are reported as not served, with the
+    /// reason naming the file); nothing of it is touched.
     pub fn open(store_dir: &Path, options: EngineOptions) -> Result<Engine, OpenError> {
+        Self::open_with(store_dir, options, false)
+    }
+
+    /// Opens the store without changing anything on disk, for `check-store`: no recovery is
+    /// written (torn appends are ignored, not cut), and every change is refused.
+    pub fn open_read_only(store_dir: &Path, options: EngineOptions) -> Result<Engine, OpenError> {
+        Self::open_with(store_dir, options, true)
+    }
+
+    fn open_with(
+        store_dir: &Path,
+        options: EngineOptions,
+        read_only: bool,
+    ) -> Result<Engine, OpenError> {
         let layout = StoreLayout::new(store_dir);
         let backend = options.backend.clone();
-        for dir in [layout.root.clone(), layout.diff_root()] {
-            backend
-                .create_dir_all(&dir)
-                .map_err(|source| OpenError::Io {
-                    action: "create the store directory",
-                    path: dir.clone(),
-                    source,
-                })?;
+        if read_only {
+            if !layout.root.is_dir() {
+                return Err(OpenError::Io {
+                    action: "open the store",
+                    path: layout.root.clone(),
+                    source: io::Error::new(io::ErrorKind::NotFound, "no such directory"),
+                });
+            }
+        } else {
+            for dir in [layout.root.clone(), layout.diff_root()] {
+                backend
+                    .create_dir_all(&dir)
+                    .map_err(|source| OpenError::Io {
+                        action: "create the store directory",
+                        path: dir.clone(),
+                        source,
+                    })?;
+            }
         }
-        let lock = StoreLock::acquire(&layout.lock_file()).map_err(|failure| match failure {
-            LockFailure::HeldElsewhere => OpenError::Locked {
-                path: layout.root.clone(),
-            },
-            LockFailure::Io(source) => OpenError::Io {
-                action: "lock",
-                path: layout.lock_file(),
-                source,
-            },
-        })?;
-        let mut catalog = Catalog::open(backend.clone(), &layout.catalog_dir())?;
+        // A read-only open of a store without a lock file has nothing to lock (and creates
+        // nothing).
+        let lock = if read_only && !layout.lock_file().exists() {
+            None
+        } else {
+            Some(
+                StoreLock::acquire(&layout.lock_file()).map_err(|failure| match failure {
+                    LockFailure::HeldElsewhere => OpenError::Locked {
+                        path: layout.root.clone(),
+                    },
+                    LockFailure::Io(source) => OpenError::Io {
+                        action: "lock",
+                        path: layout.lock_file(),
+                        source,
+                    },
+                })?,
+            )
+        };
+        let mut catalog = if read_only {
+            Catalog::open_read_only(backend.clone(), &layout.catalog_dir())?
+        } else {
+            Catalog::open(backend.clone(), &layout.catalog_dir())?
+        };
 
         // Volatile shadows vanish with the process that made them, and so do shadows whose
         // creation a crash interrupted (their writers never finished thaw and post-snapshot).
-        let volatile: Vec<CatalogChange> = catalog
-            .state()
-            .shadows
-            .values()
-            .filter(|record| !record.context.is_persistent() || record.in_creation)
-            .map(|record| CatalogChange::DeleteShadow(record.id))
-            .collect();
-        catalog.commit(volatile)?;
+        if !read_only {
+            let volatile: Vec<CatalogChange> = catalog
+                .state()
+                .shadows
+                .values()
+                .filter(|record| !record.context.is_persistent() || record.in_creation)
+                .map(|record| CatalogChange::DeleteShadow(record.id))
+                .collect();
+            catalog.commit(volatile)?;
+        }
+
+        // A diff area of a volume the catalog does not know, holding preserved chunks, means
+        // the catalog lost its registration (and with it the shadows): refuse rather than
+        // serve a store that silently lost them. An empty one is a registration interrupted
+        // by a crash.
+        for (volume, diff_dir) in diff_areas(&layout) {
+            if catalog
+                .state()
+                .volumes
+                .keys()
+                .any(|known| known.0.hyphenated().to_string() == volume)
+            {
+                continue;
+            }
+            // Read-only, `check` reports it instead.
+            if !read_only && diff_area_holds_data(&diff_dir) {
+                return Err(OpenError::OrphanedDiffArea {
+                    volume,
+                    diff_dir,
+                    catalog_dir: layout.catalog_dir(),
+                });
+            }
+        }
 
         let mut volumes = BTreeMap::new();
         let mut state_changes = Vec::new();
@@ -747,21 +864,23 @@ impl Engine {
                 .collect();
             let diff_dir = layout.diff_dir(record.id);
             let orphans = orphan_copies(&diff_dir, catalog.state());
-            for orphan in &orphans {
-                backend
-                    .remove_file(orphan)
-                    .map_err(|source| OpenError::DiffArea {
-                        volume: record.id,
-                        source,
-                    })?;
-            }
-            if !orphans.is_empty() {
-                backend
-                    .sync_dir(&diff_dir)
-                    .map_err(|source| OpenError::DiffArea {
-                        volume: record.id,
-                        source,
-                    })?;
+            if !read_only {
+                for orphan in &orphans {
+                    backend
+                        .remove_file(orphan)
+                        .map_err(|source| OpenError::DiffArea {
+                            volume: record.id,
+                            source,
+                        })?;
+                }
+                if !orphans.is_empty() {
+                    backend
+                        .sync_dir(&diff_dir)
+                        .map_err(|source| OpenError::DiffArea {
+                            volume: record.id,
+                            source,
+                        })?;
+                }
             }
             let slot = if !record.path.is_file() {
                 VolumeSlot::Unavailable(format!(
@@ -769,57 +888,60 @@ impl Engine {
                     record.path.display()
                 ))
             } else {
-                let (mut cow, _recovery) = CowVolume::open(
+                let opened = CowVolume::open(
                     backend.clone(),
                     record.id,
                     &record.path,
-                    &layout.diff_dir(record.id),
+                    &diff_dir,
                     record.chunk_size,
                     shadows,
                     options.write_back_bytes,
-                )
-                .map_err(|source| OpenError::DiffArea {
-                    volume: record.id,
-                    source,
-                })?;
-                cow.max_diff_bytes = record.max_diff_area_bytes;
-                if let Some(recorded) = record.fingerprint {
-                    if let Some(reason) = unexplained_change(
-                        &recorded,
-                        &cow.fingerprint,
-                        record.writing,
-                        cow.write_stamp.until_ns(),
-                    ) {
-                        state_changes.push(CatalogChange::MarkSuspect {
+                    &cow::OpenOptions {
+                        read_only,
+                        recorded_index_bytes: record.index_log_bytes,
+                        sequence_limit: Some(catalog.state().next_sequence),
+                        recorded_clean: !record.writing,
+                    },
+                );
+                match opened {
+                    Err(DiffAreaError::Corrupt { path, detail }) => {
+                        VolumeSlot::Unavailable(format!(
+                        "its diff area is damaged: {}: {detail}; the volume and its shadow copies \
+                         are not served and nothing of the diff area was changed (run \
+                         `diskshadow check-store`, restore the store from a backup)",
+                        path.display()
+                    ))
+                    }
+                    Err(DiffAreaError::Io(source)) => {
+                        return Err(OpenError::DiffArea {
                             volume: record.id,
-                            reason,
-                        });
-                        cow.suspect_through = cow.newest_shadow().unwrap_or(0);
+                            source,
+                        })
+                    }
+                    Ok((mut cow, _recovery)) => {
+                        if cow.index_rewrite_wanted() {
+                            // The log shrinks: the catalog forgets its recorded length first.
+                            catalog.commit(vec![CatalogChange::RecordIndexLog {
+                                volume: record.id,
+                                bytes: None,
+                            }])?;
+                            cow.rewrite_index_log()
+                                .map_err(|source| OpenError::DiffArea {
+                                    volume: record.id,
+                                    source,
+                                })?;
+                        }
+                        Self::recover_volume_state(
+                            &record,
+                            &mut cow,
+                            catalog.state(),
+                            &mut state_changes,
+                        );
+                        sequence_floor =
+                            sequence_floor.max(cow.max_tag().map_or(0, |tag| u64::from(tag) + 1));
+                        VolumeSlot::Ready(Box::new(cow))
                     }
                 }
-                if record.fingerprint != Some(cow.fingerprint)
-                    || record.writing
-                    || record.size != cow.size
-                {
-                    state_changes.push(CatalogChange::SetVolumeState {
-                        volume: record.id,
-                        fingerprint: Some(cow.fingerprint),
-                        writing: false,
-                        size: cow.size,
-                    });
-                }
-                let suspect_through = catalog
-                    .state()
-                    .shadows_of(record.id)
-                    .iter()
-                    .filter(|shadow| shadow.suspect.is_some())
-                    .map(|shadow| shadow.sequence)
-                    .max()
-                    .unwrap_or(0);
-                cow.suspect_through = cow.suspect_through.max(suspect_through);
-                sequence_floor =
-                    sequence_floor.max(cow.max_tag().map_or(0, |tag| u64::from(tag) + 1));
-                VolumeSlot::Ready(Box::new(cow))
             };
             volumes.insert(
                 record.id,
@@ -829,8 +951,14 @@ impl Engine {
                 }),
             );
         }
-        catalog.commit(state_changes)?;
-        let reverts = catalog.state().reverts_in_progress.clone();
+        if !read_only {
+            catalog.commit(state_changes)?;
+        }
+        let reverts = if read_only {
+            Vec::new()
+        } else {
+            catalog.state().reverts_in_progress.clone()
+        };
 
         let engine = Engine {
             shared: Arc::new(Shared {
@@ -845,6 +973,7 @@ impl Engine {
                 volumes: RwLock::new(volumes),
                 sequence_floor,
                 deletions: DeletionLog::open(store_dir),
+                read_only,
                 _lock: lock,
             }),
         };
@@ -864,6 +993,55 @@ impl Engine {
             }
         }
         Ok(engine)
+    }
+
+    /// Open-time change detection of one volume: marks its shadows suspect when the image
+    /// changed outside diskshadow, and queues the recording of its current state.
+    fn recover_volume_state(
+        record: &VolumeRecord,
+        cow: &mut CowVolume,
+        state: &CatalogState,
+        state_changes: &mut Vec<CatalogChange>,
+    ) {
+        cow.max_diff_bytes = record.max_diff_area_bytes;
+        if let Some(recorded) = record.fingerprint {
+            if let Some(reason) = unexplained_change(
+                &recorded,
+                &cow.fingerprint,
+                record.writing,
+                cow.write_stamp.until_ns(),
+            ) {
+                state_changes.push(CatalogChange::MarkSuspect {
+                    volume: record.id,
+                    reason,
+                });
+                cow.suspect_through = cow.newest_shadow().unwrap_or(0);
+            }
+        }
+        if record.fingerprint != Some(cow.fingerprint) || record.writing || record.size != cow.size
+        {
+            state_changes.push(CatalogChange::SetVolumeState {
+                volume: record.id,
+                fingerprint: Some(cow.fingerprint),
+                writing: false,
+                size: cow.size,
+            });
+        }
+        let durable_index_bytes = cow.durable_index_bytes();
+        if durable_index_bytes.is_some() && record.index_log_bytes != durable_index_bytes {
+            state_changes.push(CatalogChange::RecordIndexLog {
+                volume: record.id,
+                bytes: durable_index_bytes,
+            });
+        }
+        let suspect_through = state
+            .shadows_of(record.id)
+            .iter()
+            .filter(|shadow| shadow.suspect.is_some())
+            .map(|shadow| shadow.sequence)
+            .max()
+            .unwrap_or(0);
+        cow.suspect_through = cow.suspect_through.max(suspect_through);
     }
 
     /// The store directory.
@@ -1009,6 +1187,16 @@ impl Engine {
                 return Ok(volume_info(state, record, None));
             }
         }
+        if self.shared.read_only {
+            return Err(VolumeError::Io {
+                action: "register",
+                path,
+                source: io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "the store is open read-only (check-store changes nothing)",
+                ),
+            });
+        }
         let volume = VolumeId(self.shared.ids.new_uuid());
         let diff_dir = self.shared.layout.diff_dir(volume);
         let (cow, _) = CowVolume::open(
@@ -1019,7 +1207,12 @@ impl Engine {
             chunk_size,
             BTreeSet::new(),
             self.shared.write_back_bytes,
+            &cow::OpenOptions::default(),
         )
+        .map_err(|error| match error {
+            DiffAreaError::Io(error) => error,
+            other => io::Error::other(other.to_string()),
+        })
         .map_err(|source| VolumeError::Io {
             action: "set up the diff area for",
             path: path.clone(),
@@ -1042,6 +1235,7 @@ impl Engine {
             max_diff_area_bytes: None,
             fingerprint: Some(cow.fingerprint),
             writing: false,
+            index_log_bytes: cow.durable_index_bytes(),
         };
         let mut catalog = lock_mutex(&self.shared.catalog);
         catalog.commit(vec![CatalogChange::RegisterVolume(record.clone())])?;
@@ -1135,6 +1329,10 @@ impl Engine {
                     // Writes of diskshadow's own may still be buffered: they keep the flag.
                     writing: !cow.persisted_clean,
                     size: current.size,
+                },
+                CatalogChange::RecordIndexLog {
+                    volume: cow.volume,
+                    bytes: cow.durable_index_bytes(),
                 },
             ])
             .map_err(WriteFailure::Catalog)?;
@@ -1792,12 +1990,19 @@ impl Engine {
         cow.flush().map_err(WriteFailure::Io)?;
         if !cow.persisted_clean {
             lock_mutex(&self.shared.catalog)
-                .commit(vec![CatalogChange::SetVolumeState {
-                    volume: cow.volume,
-                    fingerprint: Some(cow.fingerprint),
-                    writing: false,
-                    size: cow.size,
-                }])
+                .commit(vec![
+                    CatalogChange::SetVolumeState {
+                        volume: cow.volume,
+                        fingerprint: Some(cow.fingerprint),
+                        writing: false,
+                        size: cow.size,
+                    },
+                    // Flushed: every index record is durable.
+                    CatalogChange::RecordIndexLog {
+                        volume: cow.volume,
+                        bytes: cow.durable_index_bytes(),
+                    },
+                ])
                 .map_err(WriteFailure::Catalog)?;
             cow.persisted_clean = true;
         }
@@ -1918,6 +2123,12 @@ impl Engine {
         let handle = self
             .handle(volume)
             .ok_or(DeviceError::VolumeNotFound { volume })?;
+        if self.shared.read_only {
+            return Err(DeviceError::Unavailable {
+                volume,
+                reason: "the store is open read-only (check-store changes nothing)".to_string(),
+            });
+        }
         {
             let mut guard = write_lock(&handle.state);
             match &mut *guard {
@@ -2145,6 +2356,11 @@ impl Engine {
         let mut volume_shadows: BTreeMap<VolumeId, BTreeSet<u64>> = BTreeMap::new();
         for handle in self.handles() {
             report.volumes_checked += 1;
+            if let VolumeSlot::Unavailable(reason) = &*read_lock(&handle.state) {
+                report
+                    .problems
+                    .push(format!("volume {} is not served: {reason}", handle.id));
+            }
             if let VolumeSlot::Ready(cow) = &*read_lock(&handle.state) {
                 report.preserved_chunks += cow.preserved_versions();
                 volume_shadows.insert(handle.id, cow.shadows().clone());
@@ -2218,6 +2434,39 @@ impl Engine {
                 ));
             }
         }
+        for record in state.shadows.values() {
+            let volume_unavailable =
+                self.handle(record.volume)
+                    .and_then(|handle| match &*read_lock(&handle.state) {
+                        VolumeSlot::Unavailable(reason) => Some(reason.clone()),
+                        VolumeSlot::Ready(cow) if record.sequence <= cow.suspect_through => {
+                            record.suspect.clone().or_else(|| {
+                                Some("the image was changed outside diskshadow".to_string())
+                            })
+                        }
+                        VolumeSlot::Ready(_) => None,
+                    });
+            if let Some(reason) = record.suspect.clone().or(volume_unavailable) {
+                report.suspect_shadows.push((record.id, reason));
+            }
+        }
+        for (name, diff_dir) in diff_areas(&self.shared.layout) {
+            if state
+                .volumes
+                .keys()
+                .any(|known| known.0.hyphenated().to_string() == name)
+            {
+                continue;
+            }
+            if diff_area_holds_data(&diff_dir) {
+                report.problems.push(format!(
+                    "the diff area {} belongs to no registered volume but holds data: the \
+                     catalog lost the volume's registration",
+                    diff_dir.display()
+                ));
+            }
+            report.orphaned_diff_areas.push(diff_dir);
+        }
         for revert in &state.reverts_in_progress {
             report.problems.push(format!(
                 "a revert of volume {} to {} is unfinished",
@@ -2231,7 +2480,7 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         // Only the last handle (devices hold engine clones) drains the write-back buffers.
-        if Arc::strong_count(&self.shared) == 1 {
+        if Arc::strong_count(&self.shared) == 1 && !self.shared.read_only {
             let _ = self.flush();
         }
     }

@@ -120,7 +120,21 @@ pub struct StoreCheck {
     pub preserved_chunks: usize,
     /// Diff-area bytes no shadow needs.
     pub leaked_bytes: u64,
+    /// Each problem names the file (or the catalog entry) it is about.
     pub problems: Vec<String>,
+    /// Shadows that are not served, and why.
+    #[serde(default)]
+    pub suspect_shadows: Vec<SuspectShadow>,
+    /// `diff/<volume>` directories of no registered volume.
+    #[serde(default)]
+    pub orphaned_diff_areas: Vec<PathBuf>,
+}
+
+/// A shadow copy `check-store` found not served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuspectShadow {
+    pub shadow: ShadowId,
+    pub reason: String,
 }
 
 /// What the service reports while it works on a request: verbose lines (writer inclusion,

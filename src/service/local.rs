@@ -1148,6 +1148,15 @@ impl ShadowService for LocalService {
             preserved_chunks: report.preserved_chunks,
             leaked_bytes: report.leaked_bytes,
             problems: report.problems.clone(),
+            suspect_shadows: report
+                .suspect_shadows
+                .iter()
+                .map(|(shadow, reason)| super::api::SuspectShadow {
+                    shadow: *shadow,
+                    reason: reason.clone(),
+                })
+                .collect(),
+            orphaned_diff_areas: report.orphaned_diff_areas.clone(),
         })
     }
 

@@ -21,7 +21,8 @@ use crate::engine::model::{DriveTarget, Exposure, RequesterId};
 use crate::engine::store::{DurableBackend, DurableFile, FileFingerprint};
 use crate::engine::vss::{Attributes, Context};
 
-const BASE_FORMAT_VERSION: u32 = 1;
+/// Format 2 adds `state_crc32`; format 1 bases (no checksum) are refused with a clear message.
+const BASE_FORMAT_VERSION: u32 = 2;
 const JOURNAL_MAGIC: u32 = 0x4453_4a31; // "DSJ1"
 const RECORD_HEADER_BYTES: usize = 20;
 /// The journal is folded into a new base once it is larger than this and than the base.
@@ -40,6 +41,11 @@ pub struct VolumeRecord {
     /// cleared when it records the next one. A crash while set means the fingerprint is stale
     /// because of diskshadow's own writes, so it is re-recorded rather than reported.
     pub writing: bool,
+    /// The length of the diff area's `index.log` when it was last known durable: the log can
+    /// only grow from there (until the next recording), so a shorter log or a bad record
+    /// below it is damage, not a torn append. `None` while a rewrite of the log is under way.
+    #[serde(default)]
+    pub index_log_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,6 +139,11 @@ pub enum CatalogChange {
     FinishCreation {
         set_id: ShadowSetId,
     },
+    /// The durable length of the volume's index log (see `VolumeRecord::index_log_bytes`).
+    RecordIndexLog {
+        volume: VolumeId,
+        bytes: Option<u64>,
+    },
 }
 
 impl CatalogState {
@@ -211,6 +222,11 @@ impl CatalogState {
                     }
                 }
             }
+            CatalogChange::RecordIndexLog { volume, bytes } => {
+                if let Some(record) = self.volumes.get_mut(volume) {
+                    record.index_log_bytes = *bytes;
+                }
+            }
         }
     }
 
@@ -235,18 +251,44 @@ pub enum CatalogError {
         source: io::Error,
     },
     #[error(
-        "the catalog base {} is damaged ({detail}); restore it from a backup of the store or \
-         move the store aside to start an empty one",
+        "the catalog file {} is damaged ({detail}); run `diskshadow check-store` for details, \
+         restore the store from a backup, or move the store aside to start an empty one",
         path.display()
     )]
     Corrupt { path: PathBuf, detail: String },
+    #[error("the store is open read-only (check-store changes nothing)")]
+    ReadOnly,
 }
 
-#[derive(Serialize, Deserialize)]
-struct BaseFile {
+/// How `base.json` is written: the state's CRC-32 (over its compact JSON) guards it.
+#[derive(Serialize)]
+struct BaseFileOut<'state> {
     format_version: u32,
     generation: u64,
+    state_crc32: u32,
+    state: &'state CatalogState,
+}
+
+#[derive(Deserialize)]
+struct BaseFileHeader {
+    format_version: u32,
+}
+
+#[derive(Deserialize)]
+struct BaseFile {
+    generation: u64,
+    state_crc32: u32,
     state: CatalogState,
+}
+
+/// CRC-32 of the generation (u64 LE) followed by the state's compact JSON. Serialization is
+/// deterministic (ordered maps), so a base that parses to what it was written from has the
+/// same checksum, and one that parses to anything else does not.
+fn state_checksum(generation: u64, state: &CatalogState) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&generation.to_le_bytes());
+    hasher.update(&serde_json::to_vec(state).unwrap_or_default());
+    hasher.finalize()
 }
 
 /// The open catalog. Not internally synchronized: the engine holds it behind a mutex.
@@ -258,6 +300,7 @@ pub struct Catalog {
     journal: Arc<dyn DurableFile>,
     journal_length: u64,
     base_length: u64,
+    read_only: bool,
 }
 
 impl Catalog {
@@ -283,51 +326,81 @@ impl Catalog {
     /// Opens (creating if missing) the catalog in `dir`, replaying the journal and cutting off
     /// a torn last record.
     pub fn open(backend: Arc<dyn DurableBackend>, dir: &Path) -> Result<Catalog, CatalogError> {
-        backend
-            .create_dir_all(dir)
-            .map_err(Self::io_error("create the directory of", dir))?;
+        Self::open_with(backend, dir, false)
+    }
+
+    /// Opens the catalog without changing anything on disk (`check-store`): nothing is
+    /// created or cut, and commits are refused.
+    pub fn open_read_only(
+        backend: Arc<dyn DurableBackend>,
+        dir: &Path,
+    ) -> Result<Catalog, CatalogError> {
+        Self::open_with(backend, dir, true)
+    }
+
+    fn open_with(
+        backend: Arc<dyn DurableBackend>,
+        dir: &Path,
+        read_only: bool,
+    ) -> Result<Catalog, CatalogError> {
+        if !read_only {
+            backend
+                .create_dir_all(dir)
+                .map_err(Self::io_error("create the directory of", dir))?;
+        }
         let base_path = Self::base_path(dir);
-        let (mut state, generation, base_length) = if base_path.exists() {
+        let base_exists = base_path.exists();
+        let (mut state, generation, base_length) = if base_exists {
             let file = backend
-                .open_file(&base_path, false)
+                .open_file_read_only(&base_path)
                 .map_err(Self::io_error("open", &base_path))?;
             let length = file.size().map_err(Self::io_error("read", &base_path))?;
             let mut bytes = vec![0u8; length as usize];
             file.read_exact_or_zero(0, &mut bytes)
                 .map_err(Self::io_error("read", &base_path))?;
-            let base: BaseFile =
-                serde_json::from_slice(&bytes).map_err(|error| CatalogError::Corrupt {
-                    path: base_path.clone(),
-                    detail: error.to_string(),
-                })?;
-            if base.format_version != BASE_FORMAT_VERSION {
-                return Err(CatalogError::Corrupt {
-                    path: base_path,
-                    detail: format!("format version {} is not supported", base.format_version),
-                });
-            }
-            (base.state, base.generation, length)
+            let (state, generation) = Self::decode_base(&base_path, &bytes)?;
+            (state, generation, length)
         } else {
             (CatalogState::new(), 0, 0)
         };
 
         let journal_path = Self::journal_path(dir);
         let journal_existed = journal_path.exists();
-        let journal = backend
-            .open_file(&journal_path, true)
-            .map_err(Self::io_error("open", &journal_path))?;
-        if !journal_existed {
-            backend
-                .sync_dir(dir)
-                .map_err(Self::io_error("create", &journal_path))?;
+        let journal = if read_only {
+            if journal_existed {
+                Some(
+                    backend
+                        .open_file_read_only(&journal_path)
+                        .map_err(Self::io_error("open", &journal_path))?,
+                )
+            } else {
+                None
+            }
+        } else {
+            let journal = backend
+                .open_file(&journal_path, true)
+                .map_err(Self::io_error("open", &journal_path))?;
+            if !journal_existed {
+                backend
+                    .sync_dir(dir)
+                    .map_err(Self::io_error("create", &journal_path))?;
+            }
+            Some(journal)
+        };
+        let mut bytes = Vec::new();
+        if let Some(journal) = &journal {
+            let journal_bytes_total = journal
+                .size()
+                .map_err(Self::io_error("read", &journal_path))?;
+            bytes = vec![0u8; journal_bytes_total as usize];
+            journal
+                .read_exact_or_zero(0, &mut bytes)
+                .map_err(Self::io_error("read", &journal_path))?;
         }
-        let journal_bytes_total = journal
-            .size()
-            .map_err(Self::io_error("read", &journal_path))?;
-        let mut bytes = vec![0u8; journal_bytes_total as usize];
-        journal
-            .read_exact_or_zero(0, &mut bytes)
-            .map_err(Self::io_error("read", &journal_path))?;
+        let corrupt = |detail: String| CatalogError::Corrupt {
+            path: journal_path.clone(),
+            detail,
+        };
         let mut position = 0usize;
         while let Some((record_generation, changes, record_length)) =
             Self::decode_record(&bytes[position..])
@@ -336,18 +409,50 @@ impl Catalog {
                 for change in &changes {
                     state.apply(change);
                 }
+            } else if !base_exists || record_generation > generation {
+                // Records of a base that is not there: the base was lost or replaced.
+                return Err(CatalogError::Corrupt {
+                    path: base_path.clone(),
+                    detail: format!(
+                        "the journal's record at byte {position} applies to base generation \
+                         {record_generation}, but the base {}",
+                        if base_exists {
+                            format!("is generation {generation}")
+                        } else {
+                            "is missing".to_string()
+                        }
+                    ),
+                });
             }
             position += record_length;
         }
-        if (position as u64) < journal_bytes_total {
-            // A torn record from a crash mid-append: it was never committed.
-            journal
-                .set_len(position as u64)
-                .map_err(Self::io_error("truncate", &journal_path))?;
-            journal
-                .sync_data()
-                .map_err(Self::io_error("sync", &journal_path))?;
+        if position < bytes.len() {
+            // A bad record with a valid one after it is damage; at the very end it is an append
+            // torn by a crash, never committed.
+            if let Some(later) = (position + 1..bytes.len()).find(|&offset| {
+                bytes[offset..].starts_with(&JOURNAL_MAGIC.to_le_bytes())
+                    && Self::decode_record(&bytes[offset..]).is_some()
+            }) {
+                return Err(corrupt(format!(
+                    "the record at byte {position} is damaged, but a valid record follows at byte \
+                     {later}: the transactions from byte {position} on cannot be trusted"
+                )));
+            }
+            if !read_only {
+                if let Some(journal) = &journal {
+                    journal
+                        .set_len(position as u64)
+                        .map_err(Self::io_error("truncate", &journal_path))?;
+                    journal
+                        .sync_data()
+                        .map_err(Self::io_error("sync", &journal_path))?;
+                }
+            }
         }
+        let journal: Arc<dyn DurableFile> = match journal {
+            Some(journal) => journal,
+            None => Arc::new(ClosedJournal),
+        };
         Ok(Catalog {
             backend,
             dir: dir.to_path_buf(),
@@ -356,7 +461,43 @@ impl Catalog {
             journal,
             journal_length: position as u64,
             base_length,
+            read_only,
         })
+    }
+
+    /// The state and generation of a base file's bytes.
+    fn decode_base(path: &Path, bytes: &[u8]) -> Result<(CatalogState, u64), CatalogError> {
+        let corrupt = |detail: String| CatalogError::Corrupt {
+            path: path.to_path_buf(),
+            detail,
+        };
+        let header: BaseFileHeader = serde_json::from_slice(bytes)
+            .map_err(|error| corrupt(format!("it is not a catalog base: {error}")))?;
+        if header.format_version == 1 {
+            return Err(corrupt(
+                "it was written by an older diskshadow (catalog format 1, without a checksum), \
+                 which this version cannot read; use the older version to delete its shadow \
+                 copies, or move the store aside"
+                    .to_string(),
+            ));
+        }
+        if header.format_version != BASE_FORMAT_VERSION {
+            return Err(corrupt(format!(
+                "format version {} is not supported (this diskshadow reads version \
+                 {BASE_FORMAT_VERSION})",
+                header.format_version
+            )));
+        }
+        let base: BaseFile = serde_json::from_slice(bytes)
+            .map_err(|error| corrupt(format!("it is not a catalog base: {error}")))?;
+        let actual = state_checksum(base.generation, &base.state);
+        if actual != base.state_crc32 {
+            return Err(corrupt(format!(
+                "the state's checksum is {actual:08x}, but the file says {:08x}",
+                base.state_crc32
+            )));
+        }
+        Ok((base.state, base.generation))
     }
 
     /// `(generation, changes, bytes used)` of the record at the start of `bytes`, or `None`
@@ -370,7 +511,7 @@ impl Catalog {
         if magic != JOURNAL_MAGIC {
             return None;
         }
-        let payload = bytes.get(RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + length)?;
+        let payload = bytes.get(RECORD_HEADER_BYTES..RECORD_HEADER_BYTES.checked_add(length)?)?;
         let mut hasher = crc32fast::Hasher::new();
         hasher.update(&header[4..16]);
         hasher.update(payload);
@@ -405,6 +546,9 @@ impl Catalog {
         if changes.is_empty() {
             return Ok(());
         }
+        if self.read_only {
+            return Err(CatalogError::ReadOnly);
+        }
         let journal_path = Self::journal_path(&self.dir);
         let record = Self::encode_record(self.generation, &changes);
         self.journal
@@ -425,13 +569,17 @@ impl Catalog {
 
     /// Folds the journal into a new base.
     pub fn compact(&mut self) -> Result<(), CatalogError> {
+        if self.read_only {
+            return Err(CatalogError::ReadOnly);
+        }
         let base_path = Self::base_path(&self.dir);
         let new_path = self.dir.join("base.json.new");
         let journal_path = Self::journal_path(&self.dir);
-        let base = BaseFile {
+        let base = BaseFileOut {
             format_version: BASE_FORMAT_VERSION,
             generation: self.generation + 1,
-            state: self.state.clone(),
+            state_crc32: state_checksum(self.generation + 1, &self.state),
+            state: &self.state,
         };
         let bytes = serde_json::to_vec(&base).map_err(|error| CatalogError::Corrupt {
             path: new_path.clone(),
@@ -467,6 +615,43 @@ impl Catalog {
     }
 }
 
+/// The journal of a read-only catalog that has none: empty, refusing writes.
+struct ClosedJournal;
+
+impl DurableFile for ClosedJournal {
+    fn read_at(&self, _offset: u64, _buffer: &mut [u8]) -> io::Result<usize> {
+        Ok(0)
+    }
+    fn write_at(&self, _offset: u64, _data: &[u8]) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "the catalog is open read-only",
+        ))
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        Ok(())
+    }
+    fn size(&self) -> io::Result<u64> {
+        Ok(0)
+    }
+    fn set_len(&self, _length: u64) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "the catalog is open read-only",
+        ))
+    }
+    fn next_data(&self, _offset: u64) -> io::Result<Option<u64>> {
+        Ok(None)
+    }
+    fn fingerprint(&self) -> io::Result<FileFingerprint> {
+        Ok(FileFingerprint {
+            size: 0,
+            modified_ns: 0,
+            inode: 0,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -484,6 +669,7 @@ mod tests {
             max_diff_area_bytes: None,
             fingerprint: None,
             writing: false,
+            index_log_bytes: None,
         }
     }
 
@@ -535,6 +721,74 @@ mod tests {
         file.set_len(length - 3).expect("tear");
         let reopened = Catalog::open(backend, dir.path()).expect("reopen");
         assert_eq!(reopened.state().volumes.len(), 1);
+    }
+
+    #[test]
+    fn a_damaged_record_followed_by_a_valid_one_is_refused_and_nothing_is_cut() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend: Arc<dyn DurableBackend> = Arc::new(RealBackend);
+        let mut catalog = Catalog::open(backend.clone(), dir.path()).expect("open");
+        for index in 1..=3 {
+            catalog
+                .commit(vec![CatalogChange::RegisterVolume(volume(index))])
+                .expect("commit");
+        }
+        drop(catalog);
+        let journal = Catalog::journal_path(dir.path());
+        let mut bytes = std::fs::read(&journal).expect("read");
+        let length = bytes.len();
+        bytes[RECORD_HEADER_BYTES + 10] ^= 0x04;
+        std::fs::write(&journal, &bytes).expect("write");
+        for read_only in [true, false] {
+            match Catalog::open_with(backend.clone(), dir.path(), read_only) {
+                Err(CatalogError::Corrupt { path, detail }) => {
+                    assert_eq!(path, journal);
+                    assert!(detail.contains("byte 0"), "{detail}");
+                    assert!(detail.contains("valid record follows"), "{detail}");
+                }
+                Err(other) => panic!("expected Corrupt, got {other}"),
+                Ok(_) => panic!("a damaged journal was accepted"),
+            }
+            assert_eq!(std::fs::read(&journal).expect("read").len(), length);
+        }
+    }
+
+    #[test]
+    fn a_base_whose_state_or_generation_changed_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend: Arc<dyn DurableBackend> = Arc::new(RealBackend);
+        let mut catalog = Catalog::open(backend.clone(), dir.path()).expect("open");
+        catalog
+            .commit(vec![CatalogChange::RegisterVolume(volume(1))])
+            .expect("commit");
+        catalog.compact().expect("compact");
+        drop(catalog);
+        let base = Catalog::base_path(dir.path());
+        let original = std::fs::read_to_string(&base).expect("read");
+        for (from, to) in [
+            ("\"size\":1048576", "\"size\":1048577"),
+            ("\"generation\":1", "\"generation\":3"),
+        ] {
+            assert!(original.contains(from), "{original}");
+            std::fs::write(&base, original.replace(from, to)).expect("write");
+            match Catalog::open(backend.clone(), dir.path()) {
+                Err(CatalogError::Corrupt { path, detail }) => {
+                    assert_eq!(path, base);
+                    assert!(detail.contains("checksum"), "{detail}");
+                }
+                Err(other) => panic!("expected Corrupt, got {other}"),
+                Ok(_) => panic!("a changed base was accepted ({from} -> {to})"),
+            }
+        }
+        std::fs::write(&base, &original).expect("restore");
+        assert_eq!(
+            Catalog::open(backend, dir.path())
+                .expect("the original opens")
+                .state()
+                .volumes
+                .len(),
+            1
+        );
     }
 
     #[test]

@@ -254,6 +254,7 @@ pub fn check_writer(
                     .iter()
                     .map(|volume| PostSnapshotShadow {
                         volume: volume.clone(),
+                        volume_id: None,
                         shadow_id: ShadowId(uuid::Uuid::from_u128(0x5AD0_C4EC)),
                         path: None,
                     })

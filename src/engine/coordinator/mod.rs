@@ -114,6 +114,9 @@ pub struct GatheredMetadata {
 pub struct PostSnapshotShadow {
     /// The volume as writers name it (the same text as in `prepare_snapshot`).
     pub volume: String,
+    /// The volume's GUID when known: writers that find their volume by its attachment (a FUSE
+    /// mount named by the GUID) match on it, since they cannot know the image path.
+    pub volume_id: Option<crate::engine::ids::VolumeId>,
     pub shadow_id: ShadowId,
     /// A read-write view of the shadow during auto-recovery, else `None`.
     pub path: Option<PathBuf>,
@@ -883,6 +886,7 @@ impl CreationRun<'_, '_> {
             .map(|shadow| {
                 serde_json::json!({
                     "volume": shadow.volume,
+                    "volume_id": shadow.volume_id.map(|id| id.to_string()),
                     "shadow_id": shadow.shadow_id.to_string(),
                     // A read-write view is only offered during auto-recovery.
                     "path": shadow

@@ -226,8 +226,14 @@ pub struct ShadowCopyCoordinator {
     /// Held for the whole creation sequence; a second requester gets
     /// VSS_E_SNAPSHOT_SET_IN_PROGRESS instead of waiting (as VSS does).
     creation: Mutex<()>,
-    /// The writers registered in the store's `writers/` directory, started on first need.
-    writers: Mutex<Option<Arc<WriterHost>>>,
+    /// The writer host and the registration files it was loaded from: the writers registered
+    /// in the store's `writers/` directory, started on first need.
+    writers: Mutex<
+        Option<(
+            crate::engine::writer::registration::RegistrationsFingerprint,
+            Arc<WriterHost>,
+        )>,
+    >,
     writer_options: HostOptions,
     overlays: OverlayStore,
     exposures: RwLock<Option<Arc<dyn ExposureKeeper>>>,
@@ -313,19 +319,33 @@ impl ShadowCopyCoordinator {
         self.engine.store_dir().join("writers")
     }
 
-    /// The writer host, loading the registrations the first time.
+    /// The writer host, loading the registrations the first time and again whenever a
+    /// registration file was added, removed or changed since (so `writer add` and `writer
+    /// remove` take effect without restarting the service). A backup already running keeps the
+    /// host it started with; the replaced host's writers get end of input when its last user
+    /// lets go of it.
     pub fn writer_host(&self) -> Arc<WriterHost> {
+        use crate::engine::writer::registration::registrations_fingerprint;
+        let directory = self.writers_directory();
+        let fingerprint = registrations_fingerprint(&directory);
         let mut slot = self
             .writers
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        slot.get_or_insert_with(|| {
-            Arc::new(WriterHost::from_directory(
-                &self.writers_directory(),
-                self.writer_options.clone(),
-            ))
-        })
-        .clone()
+        if let Some((loaded_from, host)) = slot.as_ref() {
+            if *loaded_from == fingerprint {
+                return host.clone();
+            }
+        }
+        let host = Arc::new(WriterHost::from_directory(
+            &directory,
+            self.writer_options.clone(),
+        ));
+        let replaced = slot.replace((fingerprint, host.clone()));
+        drop(slot);
+        // Shut the old writers down outside the lock.
+        drop(replaced);
+        host
     }
 
     /// The writer host with every writer identified at least once. Writers already identified
@@ -476,8 +496,8 @@ impl ShadowCopyCoordinator {
         let mut post_snapshot = |set: &CreatedSet| {
             set.shadows
                 .iter()
-                .zip(&volume_names)
-                .map(|(shadow, volume)| {
+                .zip(volume_names.iter().zip(&volume_ids))
+                .map(|(shadow, (volume, volume_id))| {
                     let path = if recovering {
                         match self.recovery_view(shadow.id) {
                             Ok((path, mount)) => {
@@ -497,6 +517,7 @@ impl ShadowCopyCoordinator {
                     };
                     PostSnapshotShadow {
                         volume: volume.clone(),
+                        volume_id: Some(*volume_id),
                         shadow_id: shadow.id,
                         path,
                     }

@@ -16,6 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::engine::ids::VolumeId;
@@ -24,7 +25,10 @@ use crate::engine::store::{DurableBackend, DurableFile, FileFingerprint};
 use super::index::{BlockMap, ChunkIndex, Slot, Tag, MAX_SLOT, ZERO_SLOT};
 
 const RECORD_BYTES: usize = 32;
-const RECORD_MAGIC: u32 = 0x4453_4958; // "DSIX"
+/// Index format 2: records carry the CRC-32 of their chunk slot.
+const RECORD_MAGIC: u32 = 0x4453_4932; // "DSI2"
+/// Index format 1 (no chunk checksums), refused with a clear message.
+const OLD_RECORD_MAGIC: u32 = 0x4453_4958; // "DSIX"
 const KIND_PRESERVE: u8 = 1;
 const KIND_FREE: u8 = 2;
 /// The most chunks `batch_run` puts in one run of fresh consecutive slots.
@@ -49,6 +53,17 @@ struct IndexRecord {
     tag: Tag,
     chunk: ChunkIndex,
     slot: Slot,
+    /// CRC-32 of the slot's `chunk_size` bytes (preserve records of real slots), else 0.
+    slot_checksum: u32,
+}
+
+/// Why a 32-byte index record cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RecordFault {
+    /// Bad magic, checksum or kind: torn or damaged.
+    Invalid,
+    /// A record of index format 1.
+    OldFormat,
 }
 
 impl IndexRecord {
@@ -58,30 +73,110 @@ impl IndexRecord {
         bytes[4..8].copy_from_slice(&self.tag.to_le_bytes());
         bytes[8..16].copy_from_slice(&self.chunk.to_le_bytes());
         bytes[16..20].copy_from_slice(&self.slot.to_le_bytes());
+        bytes[20..24].copy_from_slice(&self.slot_checksum.to_le_bytes());
         let checksum = crc32fast::hash(&bytes[0..24]);
         bytes[24..28].copy_from_slice(&checksum.to_le_bytes());
         bytes[28..32].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
         bytes
     }
 
-    fn decode(bytes: &[u8]) -> Option<IndexRecord> {
-        let bytes: &[u8; RECORD_BYTES] = bytes.try_into().ok()?;
-        let magic = u32::from_le_bytes(bytes[28..32].try_into().ok()?);
-        let checksum = u32::from_le_bytes(bytes[24..28].try_into().ok()?);
-        if magic != RECORD_MAGIC || checksum != crc32fast::hash(&bytes[0..24]) {
-            return None;
+    fn decode(bytes: &[u8]) -> Result<IndexRecord, RecordFault> {
+        let field = |from: usize| -> Result<[u8; 4], RecordFault> {
+            bytes
+                .get(from..from + 4)
+                .and_then(|piece| piece.try_into().ok())
+                .ok_or(RecordFault::Invalid)
+        };
+        if bytes.len() != RECORD_BYTES {
+            return Err(RecordFault::Invalid);
+        }
+        let magic = u32::from_le_bytes(field(28)?);
+        let checksum = u32::from_le_bytes(field(24)?);
+        let checksum_matches = checksum == crc32fast::hash(&bytes[0..24]);
+        if magic == OLD_RECORD_MAGIC && checksum_matches {
+            return Err(RecordFault::OldFormat);
+        }
+        if magic != RECORD_MAGIC || !checksum_matches {
+            return Err(RecordFault::Invalid);
         }
         let kind = bytes[0];
         if kind != KIND_PRESERVE && kind != KIND_FREE {
-            return None;
+            return Err(RecordFault::Invalid);
         }
-        Some(IndexRecord {
+        let mut chunk = [0u8; 8];
+        chunk.copy_from_slice(&bytes[8..16]);
+        Ok(IndexRecord {
             kind,
-            tag: Tag::from_le_bytes(bytes[4..8].try_into().ok()?),
-            chunk: ChunkIndex::from_le_bytes(bytes[8..16].try_into().ok()?),
-            slot: Slot::from_le_bytes(bytes[16..20].try_into().ok()?),
+            tag: Tag::from_le_bytes(field(4)?),
+            chunk: ChunkIndex::from_le_bytes(chunk),
+            slot: Slot::from_le_bytes(field(16)?),
+            slot_checksum: u32::from_le_bytes(field(20)?),
         })
     }
+}
+
+/// Why a diff area cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum DiffAreaError {
+    /// The diff area is damaged: serving its shadows could return wrong bytes.
+    #[error("{} is damaged: {detail}", path.display())]
+    Corrupt { path: PathBuf, detail: String },
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// How to open a diff area, and what the catalog knows about it.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// Change nothing on disk: no file is created, cut or rewritten (`check-store`).
+    pub read_only: bool,
+    /// The length of `index.log` the catalog recorded when it last recorded the image clean:
+    /// those bytes were durable then, so a bad or missing record below it is damage.
+    pub recorded_index_bytes: Option<u64>,
+    /// The catalog's next shadow sequence: every tag in the log must be below it.
+    pub sequence_limit: Option<u64>,
+    /// The catalog says diskshadow was not writing the image (`writing` clear): then no
+    /// preserve record can lie past `recorded_index_bytes`, since every write marks the image
+    /// as being written (durably) before it preserves anything.
+    pub recorded_clean: bool,
+}
+
+/// A file that does not exist, opened read-only: empty, refusing writes.
+struct AbsentFile;
+
+impl DurableFile for AbsentFile {
+    fn read_at(&self, _offset: u64, _buffer: &mut [u8]) -> io::Result<usize> {
+        Ok(0)
+    }
+    fn write_at(&self, _offset: u64, _data: &[u8]) -> io::Result<()> {
+        Err(read_only_error())
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        Ok(())
+    }
+    fn size(&self) -> io::Result<u64> {
+        Ok(0)
+    }
+    fn set_len(&self, _length: u64) -> io::Result<()> {
+        Err(read_only_error())
+    }
+    fn next_data(&self, _offset: u64) -> io::Result<Option<u64>> {
+        Ok(None)
+    }
+    fn fingerprint(&self) -> io::Result<FileFingerprint> {
+        Ok(FileFingerprint {
+            size: 0,
+            modified_ns: 0,
+            inode: 0,
+        })
+    }
+}
+
+fn read_only_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        "the store is open read-only (check-store changes nothing)",
+    )
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -140,19 +235,35 @@ fn copy_and_start_writeback(
     live: &dyn DurableFile,
     data: &dyn DurableFile,
     copies: &[RangeCopy],
-) -> io::Result<()> {
-    // Write-back starts after each piece, so the disk writes while the rest is copied.
+    chunk_size: u64,
+) -> io::Result<Vec<(Slot, u32)>> {
+    // Write-back starts after each piece, so the disk writes while the rest is copied. Each
+    // piece is read back (from the page cache) for the slot checksums of what was copied.
+    let mut checksums = Vec::new();
+    let mut buffer = vec![0u8; chunk_size as usize];
     for copy in copies {
         let mut done = 0;
         while done < copy.length {
             let piece = (copy.length - done).min(WRITEBACK_PIECE_BYTES);
             live.copy_to(copy.source + done, data, copy.target + done, piece)?;
             data.start_writeback()?;
+            let mut checked = 0;
+            while checked < piece {
+                let offset = copy.target + done + checked;
+                data.read_exact_or_zero(offset, &mut buffer)?;
+                let slot = Slot::try_from(offset / chunk_size).map_err(io::Error::other)?;
+                checksums.push((slot, crc32fast::hash(&buffer)));
+                checked += chunk_size;
+            }
             done += piece;
         }
     }
-    live.start_writeback()
+    live.start_writeback()?;
+    Ok(checksums)
 }
+
+/// `(slot, CRC-32 of its content)` of copied slots.
+type SlotChecksums = Vec<(Slot, u32)>;
 
 /// One in-kernel copy from the live image into the diff area.
 #[derive(Debug, Clone, Copy)]
@@ -165,7 +276,9 @@ struct RangeCopy {
 /// A window ahead of a sequential writer whose copies a helper thread is making.
 struct AheadCopy {
     /// `None` when the copies were made without a helper.
-    handle: Option<std::thread::JoinHandle<io::Result<()>>>,
+    handle: Option<std::thread::JoinHandle<io::Result<SlotChecksums>>>,
+    /// The slot checksums of copies made without a helper.
+    inline_checksums: Vec<(Slot, u32)>,
     /// The versions the copies preserve, recorded when they are done.
     versions: Vec<(ChunkIndex, Slot)>,
     tag: Tag,
@@ -208,6 +321,14 @@ pub struct CowVolume {
     free_slots: Vec<Slot>,
     slot_high_water: u64,
     data_slots_used: u64,
+    /// CRC-32 of each slot's content, by slot (as recorded in the index log).
+    slot_checksums: Vec<u32>,
+    /// One bit per slot: its content was checked against its checksum since the open (or
+    /// written by this process), so reads need not check it again.
+    slot_verified: Vec<AtomicU64>,
+    /// Opened by `check-store`: nothing on disk may change.
+    read_only: bool,
+    index_rewrite_wanted: bool,
     pending: BTreeMap<ChunkIndex, PendingChunk>,
     pending_bytes: usize,
     pending_limit: usize,
@@ -261,6 +382,15 @@ impl CowVolume {
 
     /// Opens the live image and the diff area, replays the index log, and drops versions that
     /// no shadow in `shadows` needs.
+    ///
+    /// A torn append (the tail after the last valid record, beyond what the catalog recorded
+    /// as durable, with no valid record after it) is ignored, and cut when not read-only.
+    /// Anything else wrong is damage ([`DiffAreaError::Corrupt`], naming the file and the
+    /// record): a bad record followed by a valid one, a bad or missing record the catalog
+    /// recorded as durable, a record for a sequence the catalog never handed out, a free of a
+    /// version a current shadow needs, a slot past the end of `chunks.dat`, a missing file a
+    /// shadow depends on. Nothing is written before the whole log has been judged.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         backend: Arc<dyn DurableBackend>,
         volume: VolumeId,
@@ -269,54 +399,249 @@ impl CowVolume {
         chunk_size: u32,
         shadows: BTreeSet<u64>,
         pending_limit: usize,
-    ) -> io::Result<(CowVolume, Recovery)> {
-        let live = backend
-            .open_file(live_path, false)
-            .map_err(|error| io_context(error, "cannot open the image", live_path))?;
-        backend.create_dir_all(diff_dir)?;
+        options: &OpenOptions,
+    ) -> Result<(CowVolume, Recovery), DiffAreaError> {
+        let read_only = options.read_only;
+        let live = if read_only {
+            backend.open_file_read_only(live_path)
+        } else {
+            backend.open_file(live_path, false)
+        }
+        .map_err(|error| io_context(error, "cannot open the image", live_path))?;
         let data_path = Self::data_path(diff_dir);
         let index_path = Self::index_path(diff_dir);
-        let created = !data_path.exists() || !index_path.exists();
-        let data = backend.open_file(&data_path, true)?;
-        let index_log = backend.open_file(&index_path, true)?;
-        if created {
+        let corrupt = |path: &Path, detail: String| DiffAreaError::Corrupt {
+            path: path.to_path_buf(),
+            detail,
+        };
+        let data_exists = data_path.exists();
+        let index_exists = index_path.exists();
+        let data_length = std::fs::metadata(&data_path).map_or(0, |metadata| metadata.len());
+        let recorded_index_bytes = options.recorded_index_bytes.unwrap_or(0);
+        if !index_exists {
+            if recorded_index_bytes > 0 {
+                return Err(corrupt(
+                    &index_path,
+                    format!(
+                        "the file is missing, but the catalog recorded {recorded_index_bytes} \
+                         bytes of it"
+                    ),
+                ));
+            }
+            if !shadows.is_empty() {
+                return Err(corrupt(
+                    &index_path,
+                    format!(
+                        "the file is missing, but the volume has {} shadow copies that depend on it",
+                        shadows.len()
+                    ),
+                ));
+            }
+            if data_length > 0 {
+                return Err(corrupt(
+                    &index_path,
+                    format!("the file is missing, but chunks.dat holds {data_length} bytes of preserved chunks"),
+                ));
+            }
+        }
+        if !data_exists && !shadows.is_empty() {
+            return Err(corrupt(
+                &data_path,
+                format!(
+                    "the file is missing, but the volume has {} shadow copies that depend on it",
+                    shadows.len()
+                ),
+            ));
+        }
+        let open_store_file = |path: &Path, exists: bool| -> io::Result<Arc<dyn DurableFile>> {
+            if !read_only {
+                backend.open_file(path, true)
+            } else if exists {
+                backend.open_file_read_only(path)
+            } else {
+                Ok(Arc::new(AbsentFile))
+            }
+        };
+        if !read_only {
+            backend.create_dir_all(diff_dir)?;
+        }
+        let data = open_store_file(&data_path, data_exists)?;
+        let index_log = open_store_file(&index_path, index_exists)?;
+        if !read_only && (!data_exists || !index_exists) {
             backend.sync_dir(diff_dir)?;
         }
         let fingerprint = live.fingerprint()?;
-        let write_stamp = super::stamp::WriteStamp::open(&backend, diff_dir)?;
+        let write_stamp = super::stamp::WriteStamp::open(&backend, diff_dir, read_only)?;
         let chunk_size = u64::from(chunk_size);
 
         let mut recovery = Recovery::default();
         let log_length = index_log.size()?;
+        if log_length < recorded_index_bytes {
+            return Err(corrupt(
+                &index_path,
+                format!(
+                    "the file is {log_length} bytes, but the catalog recorded {recorded_index_bytes} \
+                     bytes of it as durable: it was truncated"
+                ),
+            ));
+        }
         let mut bytes = vec![0u8; log_length as usize];
         index_log.read_exact_or_zero(0, &mut bytes)?;
-        let mut versions: BTreeMap<(ChunkIndex, Tag), Slot> = BTreeMap::new();
+        let mut versions: BTreeMap<(ChunkIndex, Tag), (Slot, u32)> = BTreeMap::new();
         let mut position = 0usize;
-        while let Some(record) = bytes
-            .get(position..position + RECORD_BYTES)
-            .and_then(IndexRecord::decode)
-        {
+        let describe = |position: usize| {
+            format!(
+                "record {} (bytes {}..{})",
+                position / RECORD_BYTES,
+                position,
+                position + RECORD_BYTES
+            )
+        };
+        while let Some(record_bytes) = bytes.get(position..position + RECORD_BYTES) {
+            let record = match IndexRecord::decode(record_bytes) {
+                Ok(record) => record,
+                Err(RecordFault::OldFormat) => {
+                    return Err(corrupt(
+                        &index_path,
+                        "it was written by an older diskshadow (index format 1, without chunk \
+                         checksums), which this version cannot read; delete its shadow copies \
+                         with the older version, or move the store aside"
+                            .to_string(),
+                    ))
+                }
+                Err(RecordFault::Invalid) => break,
+            };
+            if let Some(limit) = options.sequence_limit {
+                if u64::from(record.tag) >= limit {
+                    return Err(corrupt(
+                        &index_path,
+                        format!(
+                            "{} is for shadow sequence {}, but the catalog has handed out only \
+                             sequences below {limit}: the catalog (catalog/journal.log) lost \
+                             transactions",
+                            describe(position),
+                            record.tag
+                        ),
+                    ));
+                }
+            }
             match record.kind {
                 KIND_PRESERVE => {
-                    versions.insert((record.chunk, record.tag), record.slot);
+                    if options.recorded_clean
+                        && options.recorded_index_bytes.is_some()
+                        && position as u64 >= recorded_index_bytes
+                    {
+                        return Err(corrupt(
+                            &index_path,
+                            format!(
+                                "{} preserves chunk {} after the end the catalog recorded (byte \
+                                 {recorded_index_bytes}) while the catalog says the image was \
+                                 not being written: the catalog (catalog/journal.log) lost \
+                                 transactions",
+                                describe(position),
+                                record.chunk
+                            ),
+                        ));
+                    }
+                    if record.slot != ZERO_SLOT && record.slot > MAX_SLOT {
+                        return Err(corrupt(
+                            &index_path,
+                            format!(
+                                "{} names slot {}, which no slot can be",
+                                describe(position),
+                                record.slot
+                            ),
+                        ));
+                    }
+                    versions.insert(
+                        (record.chunk, record.tag),
+                        (record.slot, record.slot_checksum),
+                    );
                 }
                 _ => {
-                    versions.remove(&(record.chunk, record.tag));
+                    if versions.remove(&(record.chunk, record.tag)).is_some() {
+                        let previous_tag = versions
+                            .range((record.chunk, 0)..(record.chunk, record.tag))
+                            .next_back()
+                            .map_or(0, |(&(_, tag), _)| u64::from(tag));
+                        if let Some(needing) = shadows
+                            .range(previous_tag + 1..=u64::from(record.tag))
+                            .next()
+                        {
+                            return Err(corrupt(
+                                &index_path,
+                                format!(
+                                    "{} frees chunk {} of shadow sequence {}, which the catalog's \
+                                     shadow copy with sequence {needing} still needs: the catalog \
+                                     (catalog/journal.log) lost the delete",
+                                    describe(position),
+                                    record.chunk,
+                                    record.tag
+                                ),
+                            ));
+                        }
+                    }
                 }
             }
             position += RECORD_BYTES;
         }
-        let records_read = (position / RECORD_BYTES) as u64;
         if (position as u64) < log_length {
+            if (position as u64) < recorded_index_bytes {
+                return Err(corrupt(
+                    &index_path,
+                    format!(
+                        "{} is damaged, but the catalog recorded the log as durable up to byte \
+                         {recorded_index_bytes}",
+                        describe(position)
+                    ),
+                ));
+            }
+            let mut later = position + RECORD_BYTES;
+            while let Some(record_bytes) = bytes.get(later..later + RECORD_BYTES) {
+                if IndexRecord::decode(record_bytes).is_ok() {
+                    return Err(corrupt(
+                        &index_path,
+                        format!(
+                            "{} is damaged, but valid records follow it (the first is {}): this \
+                             is damage, not an append torn by a crash",
+                            describe(position),
+                            describe(later)
+                        ),
+                    ));
+                }
+                later += RECORD_BYTES;
+            }
             recovery.torn_records = (log_length - position as u64).div_ceil(RECORD_BYTES as u64);
+        }
+        // Every slot a version points at must lie within chunks.dat.
+        if let Some((&(chunk, tag), &(slot, _))) = versions
+            .iter()
+            .filter(|(_, (slot, _))| *slot != ZERO_SLOT)
+            .max_by_key(|(_, (slot, _))| *slot)
+        {
+            let slot_end = (u64::from(slot) + 1) * chunk_size;
+            if slot_end > data_length {
+                return Err(corrupt(
+                    &data_path,
+                    format!(
+                        "the file is {data_length} bytes, but slot {slot} (chunk {chunk}, shadow \
+                         sequence {tag}) ends at byte {slot_end}: it was truncated or replaced"
+                    ),
+                ));
+            }
+        }
+        if recovery.torn_records > 0 && !read_only {
+            // A torn record from a crash mid-append: it was never durable.
             index_log.set_len(position as u64)?;
             index_log.sync_data()?;
         }
+        let records_read = (position / RECORD_BYTES) as u64;
 
         // Keep a version only if some shadow reads it: one in (previous kept tag, tag].
         let mut map = BlockMap::new();
+        let mut slot_checksums: Vec<u32> = Vec::new();
         let mut previous: Option<(ChunkIndex, Tag)> = None;
-        for (&(chunk, tag), &slot) in &versions {
+        for (&(chunk, tag), &(slot, checksum)) in &versions {
             let previous_tag = match previous {
                 Some((previous_chunk, previous_tag)) if previous_chunk == chunk => {
                     u64::from(previous_tag)
@@ -329,6 +654,13 @@ impl CowVolume {
                 .is_some()
             {
                 map.insert(chunk, tag, slot);
+                if slot != ZERO_SLOT {
+                    let index = slot as usize;
+                    if slot_checksums.len() <= index {
+                        slot_checksums.resize(index + 1, 0);
+                    }
+                    slot_checksums[index] = checksum;
+                }
                 previous = Some((chunk, tag));
             } else {
                 recovery.reclaimed_versions += 1;
@@ -350,6 +682,10 @@ impl CowVolume {
             free_slots: Vec::new(),
             slot_high_water: 0,
             data_slots_used: 0,
+            slot_checksums,
+            slot_verified: Vec::new(),
+            read_only,
+            index_rewrite_wanted: false,
             pending: BTreeMap::new(),
             pending_bytes: 0,
             pending_limit,
@@ -370,10 +706,20 @@ impl CowVolume {
             write_stamp,
         };
         volume.rebuild_slots()?;
-        if recovery.reclaimed_versions > 0 || records_read > 2 * volume.map.len() as u64 + 4096 {
-            volume.rewrite_index_log()?;
-        }
+        volume.index_rewrite_wanted =
+            recovery.reclaimed_versions > 0 || records_read > 2 * volume.map.len() as u64 + 4096;
         Ok((volume, recovery))
+    }
+
+    /// Whether opening found versions to drop or a bloated log: the caller (which must first
+    /// make the catalog forget the log's recorded length) then calls `rewrite_index_log`.
+    pub fn index_rewrite_wanted(&self) -> bool {
+        self.index_rewrite_wanted && !self.read_only
+    }
+
+    /// The length of `index.log` that is durable (every record written was synced).
+    pub fn durable_index_bytes(&self) -> Option<u64> {
+        (!self.diff_unsynced && self.record_buffer.is_empty()).then_some(self.index_log_length)
     }
 
     fn rebuild_slots(&mut self) -> io::Result<()> {
@@ -397,8 +743,12 @@ impl CowVolume {
         }
         free.reverse();
         self.free_slots = free;
+        self.slot_checksums.resize(self.slot_high_water as usize, 0);
+        self.slot_verified = (0..self.slot_high_water.div_ceil(64))
+            .map(|_| AtomicU64::new(0))
+            .collect();
         // Space past the last used slot is leaked by a crash; give it back.
-        if self.data.size()? > self.slot_high_water * self.chunk_size {
+        if !self.read_only && self.data.size()? > self.slot_high_water * self.chunk_size {
             self.data.set_len(self.slot_high_water * self.chunk_size)?;
             self.data.sync_data()?;
         }
@@ -407,7 +757,11 @@ impl CowVolume {
 
     /// Replaces the index log by one holding only the current versions (write, sync, rename,
     /// sync directory: a crash leaves the old or the new log, both correct).
-    fn rewrite_index_log(&mut self) -> io::Result<()> {
+    pub fn rewrite_index_log(&mut self) -> io::Result<()> {
+        if self.read_only {
+            return Err(read_only_error());
+        }
+        self.index_rewrite_wanted = false;
         let index_path = Self::index_path(&self.diff_dir);
         let new_path = self.diff_dir.join("index.log.new");
         let mut bytes = Vec::with_capacity(self.map.len() * RECORD_BYTES);
@@ -418,6 +772,7 @@ impl CowVolume {
                     tag,
                     chunk,
                     slot,
+                    slot_checksum: self.slot_checksum(slot),
                 }
                 .encode(),
             );
@@ -430,6 +785,59 @@ impl CowVolume {
         self.backend.sync_dir(&self.diff_dir)?;
         self.index_log = file;
         self.index_log_length = bytes.len() as u64;
+        Ok(())
+    }
+
+    fn slot_checksum(&self, slot: Slot) -> u32 {
+        self.slot_checksums.get(slot as usize).copied().unwrap_or(0)
+    }
+
+    /// Records the checksum of what was just written into `slot` (and that it is verified).
+    fn set_slot_checksum(&mut self, slot: Slot, checksum: u32) {
+        let index = slot as usize;
+        if self.slot_checksums.len() <= index {
+            self.slot_checksums.resize(index + 1, 0);
+        }
+        self.slot_checksums[index] = checksum;
+        let word = index / 64;
+        while self.slot_verified.len() <= word {
+            self.slot_verified.push(AtomicU64::new(0));
+        }
+        self.slot_verified[word].fetch_or(1 << (index % 64), Ordering::Relaxed);
+    }
+
+    fn slot_is_verified(&self, slot: Slot) -> bool {
+        let index = slot as usize;
+        self.slot_verified
+            .get(index / 64)
+            .is_some_and(|word| word.load(Ordering::Relaxed) & (1 << (index % 64)) != 0)
+    }
+
+    fn mark_slot_verified(&self, slot: Slot) {
+        let index = slot as usize;
+        if let Some(word) = self.slot_verified.get(index / 64) {
+            word.fetch_or(1 << (index % 64), Ordering::Relaxed);
+        }
+    }
+
+    /// Checks one slot's content (`chunk_size` bytes) against its recorded checksum.
+    fn verify_slot(&self, slot: Slot, content: &[u8]) -> io::Result<()> {
+        let expected = self.slot_checksum(slot);
+        let actual = crc32fast::hash(content);
+        if actual != expected {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} is damaged: slot {slot} (bytes {}..{}) has checksum {actual:08x}, but its \
+                     index record says {expected:08x}; the shadow copies reading it cannot be \
+                     served (run `diskshadow check-store`, restore the store from a backup)",
+                    Self::data_path(&self.diff_dir).display(),
+                    u64::from(slot) * self.chunk_size,
+                    (u64::from(slot) + 1) * self.chunk_size
+                ),
+            ));
+        }
+        self.mark_slot_verified(slot);
         Ok(())
     }
 
@@ -784,17 +1192,22 @@ impl CowVolume {
         let chunk_start = chunk * self.chunk_size;
         let chunk_length = self.chunk_length(chunk);
         let mut buffer = std::mem::take(&mut self.copy_buffer);
-        buffer.resize(chunk_length as usize, 0);
-        let slot = if self.chunk_is_hole(chunk_start, chunk_length)? {
+        // Slots always hold `chunk_size` bytes (a short last chunk is padded with zeros), so
+        // the slot checksum covers a fixed length.
+        buffer.resize(self.chunk_size as usize, 0);
+        let (slot, slot_checksum) = if self.chunk_is_hole(chunk_start, chunk_length)? {
             buffer.fill(0);
-            ZERO_SLOT
+            (ZERO_SLOT, 0)
         } else {
             let slot = self.allocate_slot()?;
             let slot_start = u64::from(slot) * self.chunk_size;
             let copied = self
                 .live
-                .read_exact_or_zero(chunk_start, &mut buffer)
-                .and_then(|()| self.data.write_at(slot_start, &buffer));
+                .read_exact_or_zero(chunk_start, &mut buffer[..chunk_length as usize])
+                .and_then(|()| {
+                    buffer[chunk_length as usize..].fill(0);
+                    self.data.write_at(slot_start, &buffer)
+                });
             if let Err(error) = copied {
                 // Nothing refers to the slot: it is free again (ENOSPC, EFBIG, EIO).
                 self.free_slots.push(slot);
@@ -803,7 +1216,9 @@ impl CowVolume {
             }
             self.note_data_written(slot_start, slot_start + buffer.len() as u64);
             self.data_slots_used += 1;
-            slot
+            let checksum = crc32fast::hash(&buffer);
+            self.set_slot_checksum(slot, checksum);
+            (slot, checksum)
         };
         self.copy_buffer = buffer;
         let tag = tag_of(self.newest_shadow().unwrap_or(0));
@@ -812,6 +1227,7 @@ impl CowVolume {
             tag,
             chunk,
             slot,
+            slot_checksum,
         })?;
         self.map.insert(chunk, tag, slot);
         Ok(())
@@ -874,7 +1290,8 @@ impl CowVolume {
             let slot = self.allocate_slot()?;
             self.data_slots_used += 1;
             versions.push((chunk, slot));
-            self.plan_copy(&mut copies, chunk, slot, chunk_length);
+            // Whole slots: bytes past the end of the image copy as zeros.
+            self.plan_copy(&mut copies, chunk, slot, self.chunk_size);
             let run = self.batch_run(chunk + 1, end)?.unwrap_or(0);
             if self.slot_high_water + run > u64::from(MAX_SLOT) {
                 return Err(io::Error::other(
@@ -896,19 +1313,23 @@ impl CowVolume {
             return Ok(());
         }
         let (live, data, planned) = (self.live.clone(), self.data.clone(), copies.clone());
+        let chunk_size = self.chunk_size;
+        let mut inline_checksums = Vec::new();
         let handle = match std::thread::Builder::new()
             .name("diskshadow-preserve".into())
-            .spawn(move || copy_and_start_writeback(&*live, &*data, &planned))
+            .spawn(move || copy_and_start_writeback(&*live, &*data, &planned, chunk_size))
         {
             Ok(handle) => Some(handle),
             // No thread to be had: copy here instead.
             Err(_) => {
-                copy_and_start_writeback(&*self.live, &*self.data, &copies)?;
+                inline_checksums =
+                    copy_and_start_writeback(&*self.live, &*self.data, &copies, chunk_size)?;
                 None
             }
         };
         self.ahead_copy = Some(AheadCopy {
             handle,
+            inline_checksums,
             versions,
             tag: tag_of(self.newest_shadow().unwrap_or(0)),
             chunks: (start, prepared_end),
@@ -954,24 +1375,37 @@ impl CowVolume {
             Some(handle) => handle.join().unwrap_or_else(|_| {
                 Err(io::Error::other("the preservation helper thread panicked"))
             }),
-            None => Ok(()),
+            None => Ok(copy.inline_checksums),
         };
-        if let Err(error) = copied {
-            // Nothing was recorded: the chunks still need preserving, and their slots are free.
-            for (_, slot) in copy.versions {
-                if slot != ZERO_SLOT {
-                    self.free_slots.push(slot);
-                    self.data_slots_used -= 1;
+        let checksums = match copied {
+            Ok(checksums) => checksums,
+            Err(error) => {
+                // Nothing was recorded: the chunks still need preserving, and their slots
+                // are free.
+                for (_, slot) in copy.versions {
+                    if slot != ZERO_SLOT {
+                        self.free_slots.push(slot);
+                        self.data_slots_used -= 1;
+                    }
                 }
+                return Err(error);
             }
-            return Err(error);
+        };
+        for (slot, checksum) in checksums {
+            self.set_slot_checksum(slot, checksum);
         }
         for (chunk, slot) in copy.versions {
+            let slot_checksum = if slot == ZERO_SLOT {
+                0
+            } else {
+                self.slot_checksum(slot)
+            };
             self.append_record(IndexRecord {
                 kind: KIND_PRESERVE,
                 tag: copy.tag,
                 chunk,
                 slot,
+                slot_checksum,
             })?;
             self.map.insert(chunk, copy.tag, slot);
         }
@@ -1118,8 +1552,50 @@ impl CowVolume {
                 target.fill(0);
                 Ok(())
             }
-            ReadSource::Diff(start) => self.data.read_exact_or_zero(start, target),
+            ReadSource::Diff(start) => {
+                self.data.read_exact_or_zero(start, target)?;
+                self.verify_run(start, target)
+            }
         }
+    }
+
+    /// Checks every slot a diff-area read touched that was not checked since the open: one
+    /// CRC-32 per slot, over the bytes just read when the read covered the whole slot, else
+    /// over the whole slot read again. A damaged slot is an error, never its bytes.
+    fn verify_run(&self, start: u64, read: &[u8]) -> io::Result<()> {
+        let end = start + read.len() as u64;
+        let mut slot_start = start - start % self.chunk_size;
+        let mut whole_slot: Vec<u8> = Vec::new();
+        while slot_start < end {
+            let slot = Slot::try_from(slot_start / self.chunk_size).map_err(io::Error::other)?;
+            let slot_end = slot_start + self.chunk_size;
+            if !self.slot_is_verified(slot) {
+                if slot_start >= start && slot_end <= end {
+                    let from = (slot_start - start) as usize;
+                    self.verify_slot(slot, &read[from..from + self.chunk_size as usize])?;
+                } else {
+                    whole_slot.resize(self.chunk_size as usize, 0);
+                    self.data.read_exact_or_zero(slot_start, &mut whole_slot)?;
+                    self.verify_slot(slot, &whole_slot)?;
+                    // The bytes served must be the bytes checked.
+                    let from = start.max(slot_start);
+                    let to = end.min(slot_end);
+                    if read[(from - start) as usize..(to - start) as usize]
+                        != whole_slot[(from - slot_start) as usize..(to - slot_start) as usize]
+                    {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "{} changed while slot {slot} was read",
+                                Self::data_path(&self.diff_dir).display()
+                            ),
+                        ));
+                    }
+                }
+            }
+            slot_start = slot_end;
+        }
+        Ok(())
     }
 
     /// Chunks whose content differs (may differ) from shadow `sequence`'s: those written
@@ -1161,6 +1637,7 @@ impl CowVolume {
                     tag,
                     chunk,
                     slot,
+                    slot_checksum: 0,
                 })?;
                 if slot != ZERO_SLOT {
                     self.free_slots.push(slot);
@@ -1176,17 +1653,40 @@ impl CowVolume {
     pub fn check(&self) -> io::Result<Vec<DiffAreaProblem>> {
         let mut problems = Vec::new();
         let data_length = self.data.size()?;
+        let data_path = Self::data_path(&self.diff_dir);
+        let mut content = Vec::new();
         let mut seen_slots = BTreeSet::new();
         let mut previous: Option<(ChunkIndex, Tag)> = None;
         for (chunk, tag, slot) in self.map.entries() {
             if slot != ZERO_SLOT {
-                if (u64::from(slot) + 1) * self.chunk_size
-                    > data_length.max(self.slot_high_water * self.chunk_size)
-                {
+                let slot_end = (u64::from(slot) + 1) * self.chunk_size;
+                if slot_end > data_length {
                     problems.push(DiffAreaProblem {
-                        description: format!("chunk {chunk} (tag {tag}) points at slot {slot}, past the end of the diff area"),
+                        description: format!(
+                            "{}: chunk {chunk} (shadow sequence {tag}) points at slot {slot}, \
+                             which ends at byte {slot_end}, past the end of the file \
+                             ({data_length} bytes)",
+                            data_path.display()
+                        ),
                         leaked_bytes: 0,
                     });
+                } else {
+                    content.resize(self.chunk_size as usize, 0);
+                    self.data
+                        .read_exact_or_zero(u64::from(slot) * self.chunk_size, &mut content)?;
+                    let actual = crc32fast::hash(&content);
+                    let expected = self.slot_checksum(slot);
+                    if actual != expected {
+                        problems.push(DiffAreaProblem {
+                            description: format!(
+                                "{}: slot {slot} (chunk {chunk}, shadow sequence {tag}) has \
+                                 checksum {actual:08x}, but its index record says {expected:08x}: \
+                                 the preserved chunk is damaged",
+                                data_path.display()
+                            ),
+                            leaked_bytes: 0,
+                        });
+                    }
                 }
                 if !seen_slots.insert(slot) {
                     problems.push(DiffAreaProblem {
@@ -1275,6 +1775,7 @@ mod tests {
             .expect("open image");
         file.set_len(content.len() as u64).expect("extend image");
         file.sync_all().expect("sync image");
+        create_diff_area(dir);
         path
     }
 
@@ -1287,8 +1788,28 @@ mod tests {
             CHUNK,
             BTreeSet::from([1]),
             3 * CHUNK as usize,
+            &OpenOptions::default(),
         )
         .map(|(volume, _)| volume)
+        .map_err(|error| match error {
+            DiffAreaError::Io(error) => error,
+            other => io::Error::other(other.to_string()),
+        })
+    }
+
+    /// Creates the (empty) diff area the way registering a volume does, before any shadow.
+    fn create_diff_area(dir: &Path) {
+        CowVolume::open(
+            Arc::new(RealBackend),
+            VolumeId(uuid::Uuid::from_u128(1)),
+            &dir.join("live.img"),
+            &dir.join("diff"),
+            CHUNK,
+            BTreeSet::new(),
+            3 * CHUNK as usize,
+            &OpenOptions::default(),
+        )
+        .expect("create the diff area");
     }
 
     fn read_shadow_all(volume: &CowVolume) -> Vec<u8> {
@@ -1333,6 +1854,65 @@ mod tests {
         let volume = open(Arc::new(RealBackend), dir.path()).expect("reopen");
         assert!(read_shadow_all(&volume) == expected);
         assert_eq!(volume.check().expect("check"), Vec::new());
+    }
+
+    #[test]
+    fn a_damaged_slot_is_a_read_error_naming_chunks_dat_never_its_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        make_image(dir.path());
+        let mut volume = open(Arc::new(RealBackend), dir.path()).expect("open");
+        // Random first writes (preserve) and a sequential run (copies made ahead by a helper).
+        volume
+            .write(7 * u64::from(CHUNK) + 5, &[0xAB; 10])
+            .expect("write");
+        sequential_run(&mut volume, None).expect("run");
+        drop(volume);
+        let volume = open(Arc::new(RealBackend), dir.path()).expect("reopen");
+        assert!(
+            read_shadow_all(&volume) == original(),
+            "every slot checks out"
+        );
+        drop(volume);
+        let data_path = dir.path().join("diff").join("chunks.dat");
+        let mut bytes = std::fs::read(&data_path).expect("read");
+        bytes[3 * CHUNK as usize + 17] ^= 0x10;
+        std::fs::write(&data_path, &bytes).expect("write");
+        let volume = open(Arc::new(RealBackend), dir.path()).expect("reopen");
+        let chunk = (0..CHUNKS)
+            .find(|chunk| {
+                volume
+                    .map
+                    .lookup(*chunk, 1)
+                    .is_some_and(|version| version.slot == 3)
+            })
+            .expect("a chunk in slot 3");
+        // A one-byte read of the damaged slot is checked against the whole slot.
+        let mut byte = [0u8; 1];
+        let error = volume
+            .read_shadow(1, chunk * u64::from(CHUNK) + 1, &mut byte)
+            .expect_err("the damaged slot is not served");
+        let message = error.to_string();
+        assert!(
+            message.contains(&data_path.display().to_string()) && message.contains("slot 3"),
+            "{message}"
+        );
+        let mut buffer = vec![0u8; volume.size as usize];
+        assert!(volume.read_shadow(1, 0, &mut buffer).is_err());
+        // Other slots are still served.
+        let other = if chunk == 0 { 1 } else { 0 };
+        let mut piece = vec![0u8; CHUNK as usize];
+        volume
+            .read_shadow(1, other * u64::from(CHUNK), &mut piece)
+            .expect("an undamaged slot");
+        let start = (other * u64::from(CHUNK)) as usize;
+        assert!(piece == original()[start..start + CHUNK as usize]);
+        let problems = volume.check().expect("check");
+        assert!(
+            problems
+                .iter()
+                .any(|problem| problem.description.contains("slot 3")),
+            "{problems:?}"
+        );
     }
 
     #[test]

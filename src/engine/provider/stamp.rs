@@ -31,7 +31,8 @@ const STAMP_RENEW_NS: i128 = 500_000_000;
 const STAMP_BYTES: usize = 20;
 
 pub struct WriteStamp {
-    file: Arc<dyn DurableFile>,
+    /// `None` on a read-only open of a store that has no stamp file (nothing is created).
+    file: Option<Arc<dyn DurableFile>>,
     /// The stamp on disk (durable), if any.
     until_ns: Option<i128>,
 }
@@ -43,10 +44,24 @@ fn now_ns() -> i128 {
 }
 
 impl WriteStamp {
-    pub fn open(backend: &Arc<dyn DurableBackend>, diff_dir: &Path) -> io::Result<WriteStamp> {
+    /// Opens (creating it unless `read_only`) the stamp of the diff area `diff_dir`.
+    pub fn open(
+        backend: &Arc<dyn DurableBackend>,
+        diff_dir: &Path,
+        read_only: bool,
+    ) -> io::Result<WriteStamp> {
         let path = diff_dir.join("write-stamp");
         let existed = path.exists();
-        let file = backend.open_file(&path, true)?;
+        let file = match (read_only, existed) {
+            (true, false) => {
+                return Ok(WriteStamp {
+                    file: None,
+                    until_ns: None,
+                })
+            }
+            (true, true) => backend.open_file_read_only(&path)?,
+            (false, _) => backend.open_file(&path, true)?,
+        };
         if !existed {
             backend.sync_dir(diff_dir)?;
         }
@@ -59,7 +74,10 @@ impl WriteStamp {
             }
             _ => None,
         };
-        Ok(WriteStamp { file, until_ns })
+        Ok(WriteStamp {
+            file: Some(file),
+            until_ns,
+        })
     }
 
     /// The durable stamp: diskshadow promised to write the image no later than this.
@@ -81,8 +99,14 @@ impl WriteStamp {
         let mut bytes = [0u8; STAMP_BYTES];
         bytes[..16].copy_from_slice(&stamp);
         bytes[16..].copy_from_slice(&crc32fast::hash(&stamp).to_le_bytes());
-        self.file.write_at(0, &bytes)?;
-        self.file.sync_data()?;
+        let file = self.file.as_ref().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "the store was opened read-only",
+            )
+        })?;
+        file.write_at(0, &bytes)?;
+        file.sync_data()?;
         self.until_ns = Some(until);
         Ok(())
     }
@@ -97,7 +121,7 @@ mod tests {
     fn a_stamp_is_durable_reaches_ahead_and_is_renewed_only_when_short() {
         let directory = tempfile::tempdir().expect("tempdir");
         let backend: Arc<dyn DurableBackend> = Arc::new(RealBackend);
-        let mut stamp = WriteStamp::open(&backend, directory.path()).expect("open");
+        let mut stamp = WriteStamp::open(&backend, directory.path(), false).expect("open");
         assert_eq!(stamp.until_ns(), None);
         let before = now_ns();
         stamp.cover_write().expect("cover");
@@ -109,7 +133,7 @@ mod tests {
             Some(first),
             "not renewed while far from its end"
         );
-        let reopened = WriteStamp::open(&backend, directory.path()).expect("reopen");
+        let reopened = WriteStamp::open(&backend, directory.path(), false).expect("reopen");
         assert_eq!(reopened.until_ns(), Some(first));
     }
 
@@ -119,7 +143,7 @@ mod tests {
         std::fs::write(directory.path().join("write-stamp"), [7u8; STAMP_BYTES]).expect("write");
         let backend: Arc<dyn DurableBackend> = Arc::new(RealBackend);
         assert_eq!(
-            WriteStamp::open(&backend, directory.path())
+            WriteStamp::open(&backend, directory.path(), false)
                 .expect("open")
                 .until_ns(),
             None

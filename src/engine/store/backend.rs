@@ -199,6 +199,10 @@ pub trait DurableBackend: Send + Sync {
     /// A newly created file's name is durable only after [`DurableBackend::sync_dir`] of its
     /// directory.
     fn open_file(&self, path: &Path, create: bool) -> io::Result<Arc<dyn DurableFile>>;
+    /// Opens an existing `path` for reading only (`check-store`, which changes nothing).
+    fn open_file_read_only(&self, path: &Path) -> io::Result<Arc<dyn DurableFile>> {
+        self.open_file(path, false)
+    }
     /// Replaces `to` by `from` atomically; durable after `sync_dir` of the directory.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     fn remove_file(&self, path: &Path) -> io::Result<()>;
@@ -395,6 +399,11 @@ impl DurableBackend for RealBackend {
             .create(create)
             .truncate(false)
             .open(path)?;
+        Ok(Arc::new(RealFile { file }))
+    }
+
+    fn open_file_read_only(&self, path: &Path) -> io::Result<Arc<dyn DurableFile>> {
+        let file = OpenOptions::new().read(true).open(path)?;
         Ok(Arc::new(RealFile { file }))
     }
 

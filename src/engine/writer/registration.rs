@@ -94,6 +94,112 @@ impl Registration {
     }
 }
 
+/// Why a registration could not be added or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistrationChangeError {
+    #[error("{0} is registered already (in {1})")]
+    AlreadyRegistered(String, PathBuf),
+    #[error("no registration in {0} is named '{1}'")]
+    NotFound(PathBuf, String),
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+}
+
+impl Registration {
+    /// The registration as the TOML of `spec/writer-protocol.md`.
+    pub fn to_toml(&self) -> String {
+        let quote = |text: &str| toml::Value::String(text.to_string()).to_string();
+        let command: Vec<String> = self.command.iter().map(|part| quote(part)).collect();
+        let mut text = format!(
+            "name = {}\nid = {}\ncommand = [{}]\n",
+            quote(&self.name),
+            quote(&self.writer_id.to_string()),
+            command.join(", ")
+        );
+        if let Some(directory) = &self.working_dir {
+            text.push_str(&format!(
+                "working_dir = {}\n",
+                quote(&directory.display().to_string())
+            ));
+        }
+        if self.freeze_timeout != MAX_FREEZE_TIMEOUT {
+            text.push_str(&format!(
+                "freeze_timeout = \"{}ms\"\n",
+                self.freeze_timeout.as_millis()
+            ));
+        }
+        text
+    }
+}
+
+/// Writes `registration` as `<directory>/<file_stem>.toml`, refusing to replace a registration
+/// of the same name or writer ID. The file is written beside and renamed into place, so the
+/// service never reads half a file.
+pub fn add_registration(
+    directory: &Path,
+    file_stem: &str,
+    registration: &Registration,
+) -> Result<PathBuf, RegistrationChangeError> {
+    let existing = load_registrations(directory);
+    if let Some(found) = existing.registrations.iter().find(|other| {
+        other.writer_id == registration.writer_id
+            || other.name.eq_ignore_ascii_case(&registration.name)
+    }) {
+        return Err(RegistrationChangeError::AlreadyRegistered(
+            found.name.clone(),
+            found.source.clone().unwrap_or_default(),
+        ));
+    }
+    let path = directory.join(format!("{file_stem}.toml"));
+    if path.exists() {
+        return Err(RegistrationChangeError::AlreadyRegistered(
+            file_stem.to_string(),
+            path,
+        ));
+    }
+    std::fs::create_dir_all(directory)
+        .map_err(|error| RegistrationChangeError::Io(directory.to_path_buf(), error))?;
+    let partial = directory.join(format!(".{file_stem}.toml.partial"));
+    std::fs::write(&partial, registration.to_toml())
+        .and_then(|()| std::fs::rename(&partial, &path))
+        .map_err(|error| RegistrationChangeError::Io(path.clone(), error))?;
+    Ok(path)
+}
+
+/// Removes the registration named `name` (its writer name, ID or file name, any case). Invalid
+/// files can be removed by file name.
+pub fn remove_registration(
+    directory: &Path,
+    name: &str,
+) -> Result<PathBuf, RegistrationChangeError> {
+    let set = load_registrations(directory);
+    let by_registration = set.registrations.iter().find(|registration| {
+        registration.name.eq_ignore_ascii_case(name)
+            || parse_guid(name).is_some_and(|id| id == registration.writer_id.0)
+    });
+    let path = match by_registration.and_then(|registration| registration.source.clone()) {
+        Some(path) => path,
+        None => {
+            let file = if name.ends_with(".toml") {
+                name.to_string()
+            } else {
+                format!("{name}.toml")
+            };
+            let path = directory.join(file);
+            if !path.is_file() {
+                return Err(RegistrationChangeError::NotFound(
+                    directory.to_path_buf(),
+                    name.to_string(),
+                ));
+            }
+            path
+        }
+    };
+    std::fs::remove_file(&path)
+        .map_err(|error| RegistrationChangeError::Io(path.clone(), error))?;
+    Ok(path)
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRegistration {
@@ -194,6 +300,40 @@ pub fn load_registrations(directory: &Path) -> RegistrationSet {
     set
 }
 
+/// What identifies the registration files of a directory as they are now: each `*.toml` file
+/// with its size and modification time. A different fingerprint means a registration was
+/// added, removed or changed.
+pub type RegistrationsFingerprint = Vec<(PathBuf, u64, Option<std::time::SystemTime>)>;
+
+pub fn registrations_fingerprint(directory: &Path) -> RegistrationsFingerprint {
+    let mut files: RegistrationsFingerprint = std::fs::read_dir(directory)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|entry| {
+                    entry
+                        .path()
+                        .extension()
+                        .is_some_and(|extension| extension == "toml")
+                })
+                .map(|entry| {
+                    let metadata = entry.metadata().ok();
+                    (
+                        entry.path(),
+                        metadata
+                            .as_ref()
+                            .map(|metadata| metadata.len())
+                            .unwrap_or(0),
+                        metadata.and_then(|metadata| metadata.modified().ok()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
 /// Parses `20s`, `500ms`, `1m`, or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
@@ -263,6 +403,41 @@ freeze_timeout = "20s"
             set.problems[2].error,
             RegistrationError::Syntax(_)
         ));
+    }
+
+    #[test]
+    fn added_registrations_read_back_and_are_removed_by_name() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let mut registration = Registration::new(
+            "SQLite Writer",
+            WriterId(uuid::Uuid::from_u128(0x5117E)),
+            vec![
+                "/bin/writer".into(),
+                "sqlite".into(),
+                "--db".into(),
+                "/a \"b\".db".into(),
+            ],
+        );
+        registration.freeze_timeout = Duration::from_secs(20);
+        let path = add_registration(directory.path(), "sqlite", &registration).expect("added");
+        let mut read = Registration::from_file(&path).expect("valid");
+        read.source = None;
+        assert_eq!(read, registration);
+        assert!(matches!(
+            add_registration(directory.path(), "other", &registration),
+            Err(RegistrationChangeError::AlreadyRegistered(..))
+        ));
+        assert!(matches!(
+            remove_registration(directory.path(), "nobody"),
+            Err(RegistrationChangeError::NotFound(..))
+        ));
+        assert_eq!(
+            remove_registration(directory.path(), "sqlite writer").expect("removed"),
+            path
+        );
+        assert!(load_registrations(directory.path())
+            .registrations
+            .is_empty());
     }
 
     #[test]
