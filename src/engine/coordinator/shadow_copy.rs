@@ -17,7 +17,8 @@
 //!   of another shadow.
 //! - An overlay lives exactly as long as its shadow: every deletion path, the engine's own
 //!   included (through the sink), removes it; a leftover (a crash between the two) is reported
-//!   by [`ShadowCopyCoordinator::check`] as leaked and removed when the coordinator next starts.
+//!   by [`ShadowCopyCoordinator::check`] as leaked and removed when a service next takes the
+//!   store over ([`ShadowCopyCoordinator::reclaim_leaked_overlays`]).
 //! - No shadow of a failed creation remains, nor its overlays.
 
 use std::fmt;
@@ -241,8 +242,8 @@ pub struct ShadowCopyCoordinator {
 }
 
 impl ShadowCopyCoordinator {
-    /// Takes over the engine's deletion sink (see [`Self::set_deletion_sink`] for the log) and
-    /// removes overlays left by shadows that are gone.
+    /// Takes over the engine's deletion sink (see [`Self::set_deletion_sink`] for the log).
+    /// Changes nothing in the store: `check-store` runs one over a read-only engine.
     pub fn new(engine: Arc<Engine>, ids: Arc<dyn IdSource>, writer_options: HostOptions) -> Self {
         let overlays = OverlayStore::new(engine.store_dir());
         let relay = Arc::new(DeletionRelay {
@@ -251,7 +252,7 @@ impl ShadowCopyCoordinator {
             next: RwLock::new(None),
         });
         engine.set_deletion_sink(relay.clone());
-        let coordinator = Self {
+        Self {
             engine,
             ids,
             creation: Mutex::new(()),
@@ -260,9 +261,7 @@ impl ShadowCopyCoordinator {
             overlays,
             exposures: RwLock::new(None),
             relay,
-        };
-        coordinator.reclaim_leaked_overlays();
-        coordinator
+        }
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -299,17 +298,25 @@ impl ShadowCopyCoordinator {
         &self.overlays
     }
 
-    fn reclaim_leaked_overlays(&self) {
+    /// Removes overlays and view directories whose shadow is gone (a crash between a shadow's
+    /// deletion and its overlay's). The service runs it when it takes the store over; returns
+    /// what was removed.
+    pub fn reclaim_leaked_overlays(&self) -> Vec<PathBuf> {
+        let mut removed = Vec::new();
         for leaked in self
             .overlays
             .leaked(&|shadow| self.engine.shadow(shadow).is_some())
         {
-            let _ = if leaked.path.is_dir() {
+            let outcome = if leaked.path.is_dir() {
                 std::fs::remove_dir(&leaked.path)
             } else {
                 std::fs::remove_file(&leaked.path)
             };
+            if outcome.is_ok() {
+                removed.push(leaked.path);
+            }
         }
+        removed
     }
 
     // ---- writers ------------------------------------------------------------------------
