@@ -19,7 +19,7 @@ use crate::engine::coordinator::shadow_copy::{
     ShadowSetRequest,
 };
 use crate::engine::coordinator::{
-    Coordinator, CoordinatorObserver, CreationFailure, RestoreWriter, SelectionError, StepDecision,
+    CoordinatorObserver, CreationFailure, RestoreWriter, SelectionError, StepDecision,
     WriterSelection,
 };
 use crate::engine::device::BlockDevice;
@@ -106,6 +106,9 @@ pub fn coordinator_error(error: ShadowCopyError) -> ServiceError {
             ServiceError::new(kind, message)
                 .with_code(code)
                 .with_help(help)
+        }
+        ShadowCopyError::Restore(_) => {
+            ServiceError::new(ServiceErrorKind::Writer, message).with_code(code)
         }
         ShadowCopyError::Writers(_) => ServiceError::new(ServiceErrorKind::Writer, message)
             .with_code(code)
@@ -1077,11 +1080,11 @@ impl ShadowService for LocalService {
 
     fn simulate_restore(&mut self, verify: &[String]) -> Result<Vec<String>, ServiceError> {
         let writers = self.restore_writers(verify)?;
-        let host = self.core.writer_host();
-        let coordinator = Coordinator::new(&host, &crate::engine::coordinator::SilentObserver);
-        let involvement = coordinator
+        let involvement = self
+            .core
+            .coordinator
             .simulate_restore(&writers)
-            .map_err(|error| Self::writer_error(error.to_string(), error.vss_code()))?;
+            .map_err(coordinator_error)?;
         let mut lines = Vec::new();
         for writer in &involvement {
             lines.push(format!(
@@ -1117,11 +1120,11 @@ impl ShadowService for LocalService {
         observer: &mut dyn ServiceObserver,
     ) -> Result<(), ServiceError> {
         let writers = self.restore_writers(verify)?;
-        let host = self.core.writer_host();
         let bridge = CoordinatorBridge::new(observer, false);
-        Coordinator::new(&host, &bridge)
-            .pre_restore(&writers)
-            .map_err(|error| Self::writer_error(error.to_string(), error.vss_code()))?;
+        self.core
+            .coordinator
+            .begin_restore(&writers, &bridge)
+            .map_err(coordinator_error)?;
         self.restoring = Some(writers);
         Ok(())
     }
@@ -1132,11 +1135,11 @@ impl ShadowService for LocalService {
                 .with_code(VssCode::VSS_E_BAD_STATE)
                 .with_help("`begin restore` starts one"));
         };
-        let host = self.core.writer_host();
         let bridge = CoordinatorBridge::new(observer, false);
-        Coordinator::new(&host, &bridge)
-            .post_restore(&writers)
-            .map_err(|error| Self::writer_error(error.to_string(), error.vss_code()))
+        self.core
+            .coordinator
+            .end_restore(&writers, &bridge)
+            .map_err(coordinator_error)
     }
 
     fn check_store(&mut self) -> Result<super::api::StoreCheck, ServiceError> {

@@ -2,7 +2,7 @@
 //! host and the auto-recovery overlays, and runs every step that spans them — the creation
 //! sequence with writers and the provider commit, the metadata document, the read-write views
 //! of auto-recovery and the sealed overlays after it, the release of a requester's volatile
-//! shadows, revert, deletion and the store check. The service is a thin adapter over it;
+//! shadows, revert, deletion, the restore events and the store check. The service is a thin adapter over it;
 //! exposures (FUSE mounts, NBD servers) stay in the service and are reached through
 //! [`ExposureKeeper`].
 //!
@@ -48,8 +48,8 @@ use crate::engine::Engine;
 
 use super::{
     BackupSession, Coordinator, CoordinatorObserver, CreationFailure, CreationRequest,
-    GatheredMetadata, PostSnapshotShadow, SelectionError, SelectionPlan, SilentObserver,
-    WriterEventError, WriterSelection,
+    GatheredMetadata, PostSnapshotShadow, RestoreError, RestoreInvolvement, RestoreWriter,
+    SelectionError, SelectionPlan, SilentObserver, WriterEventError, WriterSelection,
 };
 
 /// The live exposures of shadows, kept by the service (mounts and servers are its business).
@@ -150,6 +150,8 @@ pub enum ShadowCopyError {
     RevertRecovered { source: std::io::Error },
     #[error("shadow copy {shadow} was not found")]
     ShadowNotFound { shadow: ShadowId },
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Writers(Vec<WriterEventError>),
 }
@@ -175,6 +177,7 @@ impl ShadowCopyError {
             | ShadowCopyError::OverlayRemoval { .. }
             | ShadowCopyError::RevertRecovered { .. } => VssCode::VSS_E_UNEXPECTED_PROVIDER_ERROR,
             ShadowCopyError::ShadowNotFound { .. } => VssCode::VSS_E_OBJECT_NOT_FOUND,
+            ShadowCopyError::Restore(error) => error.vss_code(),
             ShadowCopyError::Writers(errors) => errors
                 .first()
                 .map(WriterEventError::vss_code)
@@ -385,6 +388,37 @@ impl ShadowCopyCoordinator {
         let shut = coordinator.backup_shutdown(&session);
         completed.map_err(ShadowCopyError::Writers)?;
         shut.map_err(ShadowCopyError::Writers)
+    }
+
+    // ---- restore ------------------------------------------------------------------------
+
+    /// `simulate restore`: which writers a restore would involve, sending no event.
+    pub fn simulate_restore(
+        &self,
+        writers: &[RestoreWriter],
+    ) -> Result<Vec<RestoreInvolvement>, ShadowCopyError> {
+        let host = self.writer_host();
+        Ok(Coordinator::new(&host, &SilentObserver).simulate_restore(writers)?)
+    }
+
+    /// `begin restore`: PreRestore to the writers that ask for restore events.
+    pub fn begin_restore(
+        &self,
+        writers: &[RestoreWriter],
+        observer: &dyn CoordinatorObserver,
+    ) -> Result<(), ShadowCopyError> {
+        let host = self.writer_host();
+        Ok(Coordinator::new(&host, observer).pre_restore(writers)?)
+    }
+
+    /// `end restore`: PostRestore, the files are back.
+    pub fn end_restore(
+        &self,
+        writers: &[RestoreWriter],
+        observer: &dyn CoordinatorObserver,
+    ) -> Result<(), ShadowCopyError> {
+        let host = self.writer_host();
+        Ok(Coordinator::new(&host, observer).post_restore(writers)?)
     }
 
     // ---- creation -----------------------------------------------------------------------
