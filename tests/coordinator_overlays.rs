@@ -181,6 +181,45 @@ fn coordinator_releasing_a_requester_removes_the_overlays_of_its_volatile_shadow
 }
 
 #[test]
+fn coordinator_a_set_whose_metadata_file_cannot_be_written_leaves_no_shadow_and_no_overlay() {
+    if !writers_available() {
+        return;
+    }
+    let (work, core, mut service) = setup("coordinator-overlay-metadata");
+    let volume = service
+        .resolve_volume("D:", Path::new("/"))
+        .expect("volume");
+    let request = CreateRequest {
+        volumes: vec![SetVolume {
+            volume,
+            provider: None,
+        }],
+        context: Context::Persistent,
+        extra_attributes: Attributes(0),
+        backup_type: BackupType::Copy,
+        writers: WriterSelection::default(),
+        aliases: vec![None],
+        // The writers repair the shadow during PostSnapshot; the metadata file comes after.
+        metadata_path: Some(work.join("no-such-directory/backup.cab")),
+        step: false,
+        default_metadata: None,
+    };
+    let error = service
+        .create(&request, &mut SilentObserver)
+        .expect_err("the metadata file cannot be written");
+    assert!(
+        error.message.contains("was not written"),
+        "the error names the metadata file: {error:?}"
+    );
+    assert!(
+        core.engine.shadows().is_empty(),
+        "no shadow of the set remains"
+    );
+    assert_eq!(overlays(&work), Vec::<String>::new());
+    assert_store_clean(&mut service);
+}
+
+#[test]
 fn coordinator_check_store_reports_an_overlay_without_a_shadow_as_leaked() {
     let work = support::scratch("coordinator-overlay-leak");
     fs::write(work.join("data.img"), vec![0x11u8; IMAGE_BYTES]).expect("image");
