@@ -488,8 +488,13 @@ fn shell(cli: &Cli, store: &Path) -> i32 {
     let mut console = TerminalConsole::new(log);
     // From here on Ctrl-C never kills the shell (see ui::interrupt).
     ui::interrupt::install();
+    let interactive = script.is_none() && stdin_script.is_none();
     for line in ui::banner(&ui::machine_name()) {
         console.out(&line);
+    }
+    // The shell leaves two blank lines after the banner, as DiskShadow does; scripts one.
+    if interactive {
+        console.out("");
     }
     let service = match connect::connect(store) {
         Ok(service) => service,
@@ -502,7 +507,6 @@ fn shell(cli: &Cli, store: &Path) -> i32 {
             return exit_status::COMMAND_FAILED;
         }
     };
-    let interactive = script.is_none() && stdin_script.is_none();
     let config = SessionConfig {
         mode: if interactive {
             Mode::Interactive

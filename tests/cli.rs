@@ -1118,3 +1118,79 @@ fn add_volume_warns_of_writers_outside_diskshadow() {
         _ => support::skip("losetup cannot attach a loop device here (root and util-linux)"),
     }
 }
+
+/// Issue 11, item 12: the interactive shell (on a terminal, through `script`'s pty) leaves two
+/// blank lines after its banner and one after each command's output.
+#[test]
+fn fidelity_the_shell_leaves_two_blank_lines_after_the_banner_and_one_after_output() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        support::skip("`script` (util-linux) is not installed: no pty to run the shell in");
+        return;
+    }
+    let work = support::scratch("fidelity-shell-blank-lines");
+    let command = format!(
+        "{} --store {}",
+        env!("CARGO_BIN_EXE_diskshadow"),
+        work.join("store").display()
+    );
+    let output = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_remove("DISKSHADOW_STORE")
+        .env("DISKSHADOW_IN_PROCESS", "1")
+        .write_stdin("list providers\nexit\n")
+        .timeout(std::time::Duration::from_secs(60))
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&output.stdout).replace('\r', "");
+    let after_banner = stdout
+        .split_once(" PM\n")
+        .or_else(|| stdout.split_once(" AM\n"))
+        .map(|(_, rest)| rest)
+        .unwrap_or_else(|| panic!("no banner: {stdout}"));
+    assert!(after_banner.starts_with("\n\n"), "{stdout:?}");
+    assert!(!after_banner.starts_with("\n\n\n"), "{stdout:?}");
+    assert!(stdout.contains("2 providers registered.\n\n"), "{stdout:?}");
+}
+
+/// Issue 11, item 15: the interactive shell's `-l` log holds the typed commands too, not only
+/// what was printed.
+#[test]
+fn fidelity_the_interactive_log_keeps_the_typed_commands() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        support::skip("`script` (util-linux) is not installed: no pty to run the shell in");
+        return;
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    let log = work.path().join("shell.log");
+    let command = format!(
+        "{} --store {} -l {}",
+        env!("CARGO_BIN_EXE_diskshadow"),
+        work.path().join("store").display(),
+        log.display()
+    );
+    let output = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_remove("DISKSHADOW_STORE")
+        .env("DISKSHADOW_IN_PROCESS", "1")
+        .write_stdin("add alias typed yes\nlist providers\nexit\n")
+        .timeout(std::time::Duration::from_secs(60))
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(0));
+    let logged = fs::read_to_string(&log).expect("log");
+    assert!(
+        logged.contains("DISKSHADOW> add alias typed yes"),
+        "{logged}"
+    );
+    assert!(logged.contains("DISKSHADOW> list providers"), "{logged}");
+    assert!(logged.contains("2 providers registered."), "{logged}");
+}
