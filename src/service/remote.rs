@@ -249,10 +249,14 @@ pub struct EngineHandler {
 
 impl EngineHandler {
     /// The handler of a service that just opened the store. Exposures the catalog records now
-    /// were left by a service that ended without taking them down: they are cleaned first.
+    /// were left by a service that ended without taking them down: they are cleaned first, and
+    /// so are overlays of shadows that are gone.
     pub fn new(engine: Arc<Engine>) -> Self {
         let core = ServiceCore::new(engine);
         core.clear_stale_exposures();
+        // Overlays a crash left behind its shadows' deletion: check-store reported them as
+        // leaked; the service owning the store removes them.
+        core.coordinator.reclaim_leaked_overlays();
         Self {
             core,
             sessions: Mutex::new(HashMap::new()),
@@ -424,6 +428,13 @@ impl Handler for EngineHandler {
         // deleted under an exposure.
         self.core.reap_dangling_exposures();
         self.core.has_exposures()
+    }
+}
+
+impl EngineHandler {
+    /// Where each shadow deleted to fit a diff-area limit is told (the service log).
+    pub fn set_deletion_sink(&self, sink: Arc<dyn crate::engine::deletions::DeletionSink>) {
+        self.core.set_deletion_sink(sink);
     }
 }
 
