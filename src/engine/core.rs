@@ -16,7 +16,7 @@ use crate::engine::catalog::{
     Catalog, CatalogChange, CatalogError, CatalogState, RevertRecord, ShadowRecord, VolumeRecord,
 };
 use crate::engine::clock::{Clock, IdSource, RandomIds, SystemClock};
-use crate::engine::device::BlockDevice;
+use crate::engine::device::{file_extents, BlockDevice, Extent};
 use crate::engine::ids::{parse_guid, ProviderId, ShadowId, ShadowSetId, VolumeId};
 use crate::engine::model::{
     CreateSpec, CreatedSet, DeleteSelector, DriveTarget, Exposure, ExposureKind, ProviderInfo,
@@ -2099,6 +2099,13 @@ impl BlockDevice for VolumeDevice {
     fn is_read_only(&self) -> bool {
         false
     }
+
+    fn allocation(&self, offset: u64, length: u64) -> io::Result<Vec<Extent>> {
+        match &*read_lock(&self.handle.state) {
+            VolumeSlot::Ready(cow) => cow.allocation_live(offset, length),
+            VolumeSlot::Unavailable(reason) => Err(unavailable(reason)),
+        }
+    }
 }
 
 struct ShadowDevice {
@@ -2153,5 +2160,35 @@ impl BlockDevice for ShadowDevice {
 
     fn is_read_only(&self) -> bool {
         true
+    }
+
+    fn allocation(&self, offset: u64, length: u64) -> io::Result<Vec<Extent>> {
+        let length = length.min(self.size.saturating_sub(offset));
+        if let Some(copy) = &self.copy {
+            return file_extents(
+                offset,
+                length,
+                |at| copy.next_data(at),
+                |at| copy.next_hole(at),
+            );
+        }
+        match &*read_lock(&self.handle.state) {
+            VolumeSlot::Ready(cow) => {
+                if !cow.shadows().contains(&self.sequence) {
+                    return Err(unavailable(&format!(
+                        "shadow copy {} was deleted",
+                        self.shadow
+                    )));
+                }
+                if self.sequence <= cow.suspect_through {
+                    return Err(io::Error::other(format!(
+                        "shadow copy {} became suspect: its volume was changed outside diskshadow",
+                        self.shadow
+                    )));
+                }
+                cow.allocation_shadow(self.sequence, offset, length)
+            }
+            VolumeSlot::Unavailable(reason) => Err(unavailable(reason)),
+        }
     }
 }

@@ -18,6 +18,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::engine::device::{file_extents, mark_data, push_extent, Extent, MAX_EXTENTS_PER_CALL};
 use crate::engine::ids::VolumeId;
 use crate::engine::store::{DurableBackend, DurableFile, FileFingerprint};
 
@@ -975,6 +976,92 @@ impl CowVolume {
             }
             ReadSource::Diff(start) => self.data.read_exact_or_zero(start, target),
         }
+    }
+
+    /// The live image's data and holes in `[offset, offset + length)` (clamped to the volume),
+    /// from `SEEK_DATA`/`SEEK_HOLE`, with chunks whose first write is still buffered counted as
+    /// data. A prefix of the range when it has very many extents.
+    pub fn allocation_live(&self, offset: u64, length: u64) -> io::Result<Vec<Extent>> {
+        let extents = self.live_image_extents(offset, length)?;
+        let Some(covered_end) = extents.last().map(Extent::end) else {
+            return Ok(extents);
+        };
+        if self.pending.is_empty() {
+            return Ok(extents);
+        }
+        let first = offset / self.chunk_size;
+        let last = (covered_end - 1) / self.chunk_size;
+        let buffered: Vec<(u64, u64)> = self
+            .pending
+            .range(first..=last)
+            .map(|(&chunk, buffered)| {
+                let start = chunk * self.chunk_size;
+                (start, start + buffered.content.len() as u64)
+            })
+            .collect();
+        Ok(mark_data(&extents, &buffered))
+    }
+
+    fn live_image_extents(&self, offset: u64, length: u64) -> io::Result<Vec<Extent>> {
+        let end = offset.saturating_add(length).min(self.size);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let live = &self.live;
+        file_extents(
+            offset,
+            end - offset,
+            |at| live.next_data(at),
+            |at| live.next_hole(at),
+        )
+    }
+
+    /// Shadow `sequence`'s data and holes in `[offset, offset + length)` (clamped to the
+    /// volume): a preserved chunk is data, a chunk preserved as never written is a hole, and
+    /// every other chunk is what the live image's map says. Chunks without any version are
+    /// skipped in one step, so the cost follows the preserved chunks, not the volume size.
+    pub fn allocation_shadow(
+        &self,
+        sequence: u64,
+        offset: u64,
+        length: u64,
+    ) -> io::Result<Vec<Extent>> {
+        let tag = tag_of(sequence);
+        let end = offset.saturating_add(length).min(self.size);
+        let mut extents = Vec::new();
+        let mut position = offset;
+        while position < end && extents.len() < MAX_EXTENTS_PER_CALL {
+            let chunk = position / self.chunk_size;
+            let live_until = match self.map.next_chunk_with_versions(chunk) {
+                Some(next) => next.saturating_mul(self.chunk_size).clamp(position, end),
+                None => end,
+            };
+            // By the buffer invariant no shadow reads a buffered chunk from the live image,
+            // so the image's own map is the truth for these chunks.
+            let (from, to) = if live_until > position {
+                (position, live_until)
+            } else {
+                let chunk_end = (chunk + 1).saturating_mul(self.chunk_size).min(end);
+                match self.map.lookup(chunk, tag) {
+                    None => (position, chunk_end),
+                    Some(version) => {
+                        let piece = if version.slot == ZERO_SLOT {
+                            Extent::hole(position, chunk_end - position)
+                        } else {
+                            Extent::data(position, chunk_end - position)
+                        };
+                        push_extent(&mut extents, piece);
+                        position = chunk_end;
+                        continue;
+                    }
+                }
+            };
+            for extent in self.live_image_extents(from, to - from)? {
+                push_extent(&mut extents, extent);
+            }
+            position = extents.last().map_or(to, Extent::end);
+        }
+        Ok(extents)
     }
 
     /// Chunks whose content differs (may differ) from shadow `sequence`'s: those written

@@ -71,6 +71,13 @@ pub trait DurableFile: Send + Sync {
     fn next_data(&self, offset: u64) -> io::Result<Option<u64>>;
     fn fingerprint(&self) -> io::Result<FileFingerprint>;
 
+    /// The first offset at or after `offset` that is in a hole (`SEEK_HOLE`); the end of the
+    /// file counts as one. The default, for files that cannot tell, is the end of the file:
+    /// everything before it is data, which is always a correct answer.
+    fn next_hole(&self, offset: u64) -> io::Result<u64> {
+        Ok(self.size()?.max(offset))
+    }
+
     /// Starts writing dirty data back to the disk without waiting; not a sync point (nothing
     /// becomes durable until `sync_data`). Lets the write-back overlap other work.
     fn start_writeback(&self) -> io::Result<()> {
@@ -142,6 +149,44 @@ fn copy_through_buffer<F: DurableFile + ?Sized>(
     Ok(())
 }
 
+/// The first hole at or after `offset` (`SEEK_HOLE`; the end of the file is one). Past the end
+/// it answers `offset`; file systems without `SEEK_HOLE` answer the end of the file.
+pub fn seek_hole(file: &File, offset: u64) -> io::Result<u64> {
+    let Ok(signed_offset) = libc::off_t::try_from(offset) else {
+        return Ok(offset);
+    };
+    // SAFETY: lseek on a descriptor the caller owns; it does not touch memory.
+    let result = unsafe { libc::lseek(file.as_raw_fd(), signed_offset, libc::SEEK_HOLE) };
+    if result < 0 {
+        let error = io::Error::last_os_error();
+        return match error.raw_os_error() {
+            Some(libc::ENXIO) => Ok(offset),
+            Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => Ok(file.metadata()?.len().max(offset)),
+            _ => Err(error),
+        };
+    }
+    Ok(result as u64)
+}
+
+/// The first data at or after `offset` (`SEEK_DATA`), `None` when only a hole follows. File
+/// systems without `SEEK_DATA` answer `offset` (data everywhere).
+pub fn seek_data(file: &File, offset: u64) -> io::Result<Option<u64>> {
+    let Ok(signed_offset) = libc::off_t::try_from(offset) else {
+        return Ok(None);
+    };
+    // SAFETY: lseek on a descriptor the caller owns; it does not touch memory.
+    let result = unsafe { libc::lseek(file.as_raw_fd(), signed_offset, libc::SEEK_DATA) };
+    if result < 0 {
+        let error = io::Error::last_os_error();
+        return match error.raw_os_error() {
+            Some(libc::ENXIO) => Ok(None),
+            Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => Ok(Some(offset)),
+            _ => Err(error),
+        };
+    }
+    Ok(Some(result as u64))
+}
+
 /// File-system operations that must be ordered and made durable explicitly.
 pub trait DurableBackend: Send + Sync {
     /// Opens `path` read-write; creates it (empty) when `create` is set and it is missing.
@@ -206,6 +251,10 @@ impl DurableFile for RealFile {
             };
         }
         Ok(Some(result as u64))
+    }
+
+    fn next_hole(&self, offset: u64) -> io::Result<u64> {
+        seek_hole(&self.file, offset)
     }
 
     fn fingerprint(&self) -> io::Result<FileFingerprint> {
@@ -599,6 +648,11 @@ impl DurableFile for FaultFile {
             file: self.file.try_clone()?,
         }
         .next_data(offset)
+    }
+
+    fn next_hole(&self, offset: u64) -> io::Result<u64> {
+        FaultBackend::alive(&self.backend.lock())?;
+        seek_hole(&self.file, offset)
     }
 
     fn fingerprint(&self) -> io::Result<FileFingerprint> {

@@ -34,10 +34,19 @@ impl ExportSpec {
     }
 }
 
+/// What the client chose during negotiation, which shapes the transmission phase.
+#[derive(Debug, Default, Clone, Copy)]
+struct Session {
+    /// `NBD_OPT_STRUCTURED_REPLY` was acknowledged: reads and block status answer in chunks.
+    structured: bool,
+    /// `base:allocation` was selected with `NBD_OPT_SET_META_CONTEXT`.
+    base_allocation: bool,
+}
+
 /// How negotiation ended.
 enum Negotiated {
     /// Transmission starts.
-    Transmit,
+    Transmit(Session),
     /// The client aborted or asked for an export we do not have: close the connection.
     Close,
 }
@@ -46,7 +55,7 @@ enum Negotiated {
 /// normal way a client (or [`super::NbdExport::stop`]) ends it.
 pub(super) fn serve_client<S: Read + Write>(stream: &mut S, export: &ExportSpec) -> io::Result<()> {
     match negotiate(stream, export)? {
-        Negotiated::Transmit => transmit(stream, export),
+        Negotiated::Transmit(session) => transmit(stream, export, session),
         Negotiated::Close => Ok(()),
     }
 }
@@ -68,6 +77,7 @@ fn negotiate<S: Read + Write>(stream: &mut S, export: &ExportSpec) -> io::Result
         return Ok(Negotiated::Close);
     }
     let no_zeroes = client_flags & CLIENT_FLAG_NO_ZEROES != 0;
+    let mut session = Session::default();
 
     loop {
         if read_u64(stream)? != OPTION_MAGIC {
@@ -96,7 +106,7 @@ fn negotiate<S: Read + Write>(stream: &mut S, export: &ExportSpec) -> io::Result
                 }
                 stream.write_all(&reply)?;
                 stream.flush()?;
-                return Ok(Negotiated::Transmit);
+                return Ok(Negotiated::Transmit(session));
             }
             OPT_ABORT => {
                 // The client may already have closed; an error here changes nothing.
@@ -131,7 +141,7 @@ fn negotiate<S: Read + Write>(stream: &mut S, export: &ExportSpec) -> io::Result
                 send_export_information(stream, option, export, &request)?;
                 send_option_reply(stream, option, REP_ACK, &[])?;
                 if option == OPT_GO {
-                    return Ok(Negotiated::Transmit);
+                    return Ok(Negotiated::Transmit(session));
                 }
             }
             OPT_STARTTLS => {
@@ -143,12 +153,57 @@ fn negotiate<S: Read + Write>(stream: &mut S, export: &ExportSpec) -> io::Result
                 )?;
             }
             OPT_STRUCTURED_REPLY => {
-                send_option_reply(
-                    stream,
-                    option,
-                    REP_ERR_UNSUP,
-                    b"only simple replies are supported",
-                )?;
+                if !payload.is_empty() {
+                    send_option_reply(
+                        stream,
+                        option,
+                        REP_ERR_INVALID,
+                        b"STRUCTURED_REPLY takes no data",
+                    )?;
+                    continue;
+                }
+                session.structured = true;
+                send_option_reply(stream, option, REP_ACK, &[])?;
+            }
+            OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT => {
+                let Some(request) = parse_meta_context_request(&payload) else {
+                    send_option_reply(
+                        stream,
+                        option,
+                        REP_ERR_INVALID,
+                        b"malformed meta context request",
+                    )?;
+                    continue;
+                };
+                if option == OPT_SET_META_CONTEXT && !session.structured {
+                    send_option_reply(
+                        stream,
+                        option,
+                        REP_ERR_INVALID,
+                        b"meta contexts need structured replies; negotiate STRUCTURED_REPLY first",
+                    )?;
+                    continue;
+                }
+                if !export.answers_to(request.name) {
+                    send_option_reply(stream, option, REP_ERR_UNKNOWN, b"no such export")?;
+                    continue;
+                }
+                let listing = option == OPT_LIST_META_CONTEXT;
+                let offered = request.queries.iter().any(|query| {
+                    *query == META_CONTEXT_BASE_ALLOCATION.as_bytes()
+                        || (listing && *query == b"base:")
+                }) || (listing && request.queries.is_empty());
+                if offered {
+                    let mut context = Vec::with_capacity(4 + META_CONTEXT_BASE_ALLOCATION.len());
+                    context.extend_from_slice(&BASE_ALLOCATION_ID.to_be_bytes());
+                    context.extend_from_slice(META_CONTEXT_BASE_ALLOCATION.as_bytes());
+                    send_option_reply(stream, option, REP_META_CONTEXT, &context)?;
+                }
+                if !listing {
+                    // Each SET replaces the previous selection.
+                    session.base_allocation = offered;
+                }
+                send_option_reply(stream, option, REP_ACK, &[])?;
             }
             _ => {
                 send_option_reply(stream, option, REP_ERR_UNSUP, b"option not supported")?;
@@ -176,6 +231,37 @@ fn parse_info_request(payload: &[u8]) -> Option<InfoRequest<'_>> {
         .map(|pair| u16::from_be_bytes([pair[0], pair[1]]))
         .collect();
     Some(InfoRequest { name, requested })
+}
+
+struct MetaContextRequest<'a> {
+    name: &'a [u8],
+    queries: Vec<&'a [u8]>,
+}
+
+/// `u32` name length, name, `u32` query count, then each query as `u32` length and bytes.
+fn parse_meta_context_request(payload: &[u8]) -> Option<MetaContextRequest<'_>> {
+    let take_u32 = |at: usize| -> Option<u32> {
+        Some(u32::from_be_bytes(
+            payload.get(at..at.checked_add(4)?)?.try_into().ok()?,
+        ))
+    };
+    let name_length = take_u32(0)? as usize;
+    let name_end = 4usize.checked_add(name_length)?;
+    let name = payload.get(4..name_end)?;
+    let count = take_u32(name_end)?;
+    let mut position = name_end + 4;
+    let mut queries = Vec::new();
+    for _ in 0..count {
+        let length = take_u32(position)? as usize;
+        let start = position + 4;
+        let end = start.checked_add(length)?;
+        queries.push(payload.get(start..end)?);
+        position = end;
+    }
+    if position != payload.len() {
+        return None;
+    }
+    Some(MetaContextRequest { name, queries })
 }
 
 fn send_export_information<S: Write>(
@@ -234,8 +320,13 @@ fn send_option_reply<S: Write>(
     stream.flush()
 }
 
-/// The transmission phase: requests are answered in order with simple replies.
-fn transmit<S: Read + Write>(stream: &mut S, export: &ExportSpec) -> io::Result<()> {
+/// The transmission phase: requests are answered in order, reads and block status in
+/// structured replies when the client negotiated them.
+fn transmit<S: Read + Write>(
+    stream: &mut S,
+    export: &ExportSpec,
+    session: Session,
+) -> io::Result<()> {
     let device = export.device.as_ref();
     let size = device.size();
     let mut buffer: Vec<u8> = Vec::new();
@@ -266,13 +357,13 @@ fn transmit<S: Read + Write>(stream: &mut S, export: &ExportSpec) -> io::Result<
         match command {
             CMD_READ => {
                 if length > MAX_REQUEST_LENGTH || !in_range {
-                    send_simple_reply(stream, cookie, ERROR_INVALID, &[])?;
+                    send_error_reply(stream, session, cookie, ERROR_INVALID)?;
                     continue;
                 }
                 buffer.resize(length as usize, 0);
                 match device.read_at(offset, &mut buffer) {
-                    Ok(()) => send_simple_reply(stream, cookie, 0, &buffer)?,
-                    Err(error) => send_simple_reply(stream, cookie, error_code(&error), &[])?,
+                    Ok(()) => send_read_reply(stream, session, cookie, offset, &buffer)?,
+                    Err(error) => send_error_reply(stream, session, cookie, error_code(&error))?,
                 }
             }
             CMD_WRITE => {
@@ -310,10 +401,71 @@ fn transmit<S: Read + Write>(stream: &mut S, export: &ExportSpec) -> io::Result<
                 };
                 send_simple_reply(stream, cookie, error, &[])?;
             }
+            CMD_BLOCK_STATUS => {
+                if !session.base_allocation || length == 0 || !in_range {
+                    send_error_reply(stream, session, cookie, ERROR_INVALID)?;
+                    continue;
+                }
+                match block_status(device, offset, length, flags) {
+                    Ok(descriptors) => send_structured_chunk(
+                        stream,
+                        cookie,
+                        REPLY_TYPE_BLOCK_STATUS,
+                        &descriptors,
+                    )?,
+                    Err(error) => send_error_reply(stream, session, cookie, error_code(&error))?,
+                }
+            }
             CMD_DISC => return Ok(()),
             _ => send_simple_reply(stream, cookie, ERROR_NOT_SUPPORTED, &[])?,
         }
     }
+}
+
+/// The `base:allocation` payload for `[offset, offset + length)`: the context ID, then one
+/// (length, flags) descriptor per extent of the device's map. It may cover only a prefix, as
+/// the protocol allows; with `REQ_ONE` it is exactly one extent.
+fn block_status(
+    device: &dyn BlockDevice,
+    offset: u64,
+    length: u32,
+    flags: u16,
+) -> io::Result<Vec<u8>> {
+    let mut extents = device.allocation(offset, u64::from(length))?;
+    if extents.is_empty() {
+        return Err(io::Error::other("the device reported no extents"));
+    }
+    if flags & CMD_FLAG_REQ_ONE != 0 {
+        extents.truncate(1);
+    }
+    let mut payload = Vec::with_capacity(4 + 8 * extents.len());
+    payload.extend_from_slice(&BASE_ALLOCATION_ID.to_be_bytes());
+    let end = offset + u64::from(length);
+    let mut expected = offset;
+    for extent in extents {
+        // A device that answers outside the request, or with gaps, must not confuse the
+        // client: stop at the first extent that does not continue the answer.
+        if extent.offset != expected || extent.length == 0 || extent.end() > end {
+            break;
+        }
+        let mut state = 0;
+        if extent.hole {
+            state |= STATE_HOLE;
+        }
+        if extent.zero {
+            state |= STATE_ZERO;
+        }
+        // Extents lie within a request of at most u32::MAX bytes.
+        payload.extend_from_slice(&(extent.length as u32).to_be_bytes());
+        payload.extend_from_slice(&state.to_be_bytes());
+        expected = extent.end();
+    }
+    if payload.len() == 4 {
+        return Err(io::Error::other(
+            "the device's map does not start at the requested offset",
+        ));
+    }
+    Ok(payload)
 }
 
 fn write_and_maybe_flush(device: &dyn BlockDevice, offset: u64, data: &[u8], flags: u16) -> u32 {
@@ -386,6 +538,63 @@ fn send_simple_reply<S: Write>(
         stream.write_all(&header)?;
         stream.write_all(data)?;
     }
+    stream.flush()
+}
+
+/// A successful read: one data chunk when structured replies are on, else a simple reply.
+fn send_read_reply<S: Write>(
+    stream: &mut S,
+    session: Session,
+    cookie: u64,
+    offset: u64,
+    data: &[u8],
+) -> io::Result<()> {
+    if !session.structured {
+        return send_simple_reply(stream, cookie, 0, data);
+    }
+    let mut header = [0u8; 28];
+    header[0..4].copy_from_slice(&STRUCTURED_REPLY_MAGIC.to_be_bytes());
+    header[4..6].copy_from_slice(&REPLY_FLAG_DONE.to_be_bytes());
+    header[6..8].copy_from_slice(&REPLY_TYPE_OFFSET_DATA.to_be_bytes());
+    header[8..16].copy_from_slice(&cookie.to_be_bytes());
+    header[16..20].copy_from_slice(&(8 + data.len() as u32).to_be_bytes());
+    header[20..28].copy_from_slice(&offset.to_be_bytes());
+    stream.write_all(&header)?;
+    stream.write_all(data)?;
+    stream.flush()
+}
+
+/// A failed request: an error chunk when structured replies are on, else a simple reply.
+fn send_error_reply<S: Write>(
+    stream: &mut S,
+    session: Session,
+    cookie: u64,
+    error: u32,
+) -> io::Result<()> {
+    if !session.structured {
+        return send_simple_reply(stream, cookie, error, &[]);
+    }
+    // The error number and an empty message.
+    let mut payload = [0u8; 6];
+    payload[0..4].copy_from_slice(&error.to_be_bytes());
+    send_structured_chunk(stream, cookie, REPLY_TYPE_ERROR, &payload)
+}
+
+/// One structured reply chunk that completes the request.
+fn send_structured_chunk<S: Write>(
+    stream: &mut S,
+    cookie: u64,
+    reply_type: u16,
+    payload: &[u8],
+) -> io::Result<()> {
+    let mut chunk = Vec::with_capacity(20 + payload.len());
+    chunk.extend_from_slice(&STRUCTURED_REPLY_MAGIC.to_be_bytes());
+    chunk.extend_from_slice(&REPLY_FLAG_DONE.to_be_bytes());
+    chunk.extend_from_slice(&reply_type.to_be_bytes());
+    chunk.extend_from_slice(&cookie.to_be_bytes());
+    chunk.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    chunk.extend_from_slice(payload);
+    stream.write_all(&chunk)?;
     stream.flush()
 }
 

@@ -1,5 +1,6 @@
 //! An NBD server for one device, written to the NBD protocol (fixed newstyle negotiation,
-//! simple replies): any NBD client (qemu-img, qemu-io, nbdcopy, nbdinfo, nbd-client) can read a
+//! simple or structured replies, the `base:allocation` meta context answered from the device's
+//! map, [`crate::engine::device::BlockDevice::allocation`]): any NBD client (qemu-img, qemu-io, nbdcopy, nbdinfo, nbd-client) can read a
 //! shadow copy or read and write a live volume through it.
 //!
 //! Each export listens on a Unix socket or a loopback TCP port and serves every client on its own
