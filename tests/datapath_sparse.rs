@@ -538,3 +538,102 @@ fn datapath_raw_protocol_fuzz_never_sticks_the_export() {
     }
     assert_eq!(export.connected_clients(), 0);
 }
+
+// ---- FUSE image views -----------------------------------------------------------------------
+
+fn fuse_available() -> bool {
+    if std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .is_err()
+    {
+        support::skip("/dev/fuse cannot be opened");
+        return false;
+    }
+    if Command::new("fusermount3").arg("-V").output().is_err() {
+        support::skip("fusermount3 is not installed (Debian package fuse3)");
+        return false;
+    }
+    true
+}
+
+fn seek(file: &std::fs::File, offset: u64, whence: i32) -> Result<u64, i32> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: lseek on an open descriptor; no memory is touched.
+    let result = unsafe { libc::lseek(file.as_raw_fd(), offset as libc::off_t, whence) };
+    if result < 0 {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    } else {
+        Ok(result as u64)
+    }
+}
+
+#[test]
+fn datapath_fuse_image_views_report_holes_to_lseek_stat_and_cp() {
+    use diskshadow::engine::expose::{mount, MountOptions};
+    if !fuse_available() {
+        return;
+    }
+    let fixture = sparse_fixture("datapath_fuse_seek_hole");
+    let shadow_mount = fixture._directory.join("shadow-view");
+    let live_mount = fixture._directory.join("live-view");
+    std::fs::create_dir(&shadow_mount).unwrap();
+    std::fs::create_dir(&live_mount).unwrap();
+    let shadow_view = mount(
+        Arc::clone(&fixture.shadow),
+        &shadow_mount,
+        MountOptions::image_file("shadow", "disk.img", true),
+    )
+    .unwrap();
+    let live_view = mount(
+        Arc::clone(&fixture.live),
+        &live_mount,
+        MountOptions::image_file("live", "disk.img", false),
+    )
+    .unwrap();
+
+    let shadow_file = std::fs::File::open(shadow_mount.join("disk.img")).unwrap();
+    assert_eq!(seek(&shadow_file, 0, libc::SEEK_DATA), Ok(MIB));
+    assert_eq!(seek(&shadow_file, MIB + 5, libc::SEEK_DATA), Ok(MIB + 5));
+    assert_eq!(seek(&shadow_file, MIB, libc::SEEK_HOLE), Ok(2 * MIB));
+    assert_eq!(seek(&shadow_file, 0, libc::SEEK_HOLE), Ok(0));
+    assert_eq!(
+        seek(&shadow_file, 2 * MIB, libc::SEEK_DATA),
+        Err(libc::ENXIO),
+        "no data after the shadow's only data extent"
+    );
+    assert_eq!(
+        seek(&shadow_file, VOLUME_BYTES, libc::SEEK_HOLE),
+        Err(libc::ENXIO)
+    );
+    assert_eq!(shadow_file.metadata().unwrap().blocks() * 512, MIB);
+
+    let live_file = std::fs::File::open(live_mount.join("disk.img")).unwrap();
+    assert_eq!(seek(&live_file, 2 * MIB, libc::SEEK_DATA), Ok(8 * MIB));
+    assert_eq!(
+        seek(&live_file, 8 * MIB, libc::SEEK_HOLE),
+        Ok(8 * MIB + 64 * 1024)
+    );
+    assert_eq!(
+        live_file.metadata().unwrap().blocks() * 512,
+        MIB + 64 * 1024
+    );
+
+    // cp --sparse=always of the shadow view makes a sparse, exact copy.
+    let copy = fixture._directory.join("copy.img");
+    let status = Command::new("cp")
+        .arg("--sparse=always")
+        .arg(shadow_mount.join("disk.img"))
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(std::fs::read(&copy).unwrap() == fixture.shadow_bytes);
+    assert!(std::fs::metadata(&copy).unwrap().blocks() * 512 <= 2 * MIB);
+
+    drop(shadow_file);
+    drop(live_file);
+    shadow_view.unmount().unwrap();
+    live_view.unmount().unwrap();
+}
