@@ -637,3 +637,176 @@ fn datapath_fuse_image_views_report_holes_to_lseek_stat_and_cp() {
     shadow_view.unmount().unwrap();
     live_view.unmount().unwrap();
 }
+
+// ---- TRIM, WRITE_ZEROES and punch-hole on attachments ------------------------------------
+
+fn image_allocated_bytes(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+#[test]
+fn datapath_trim_and_punch_hole_free_live_chunks_while_shadows_keep_their_bytes() {
+    use diskshadow::engine::expose::{mount, MountOptions};
+    if !tool_available("qemu-io") {
+        support::skip("qemu-io is not installed (Debian package qemu-utils)");
+        return;
+    }
+    let fixture = sparse_fixture("datapath_trim_punch");
+    let image = fixture._directory.join("sparse.img");
+    let before = image_allocated_bytes(&image);
+    let socket = fixture._directory.join("attach.sock");
+    let export = serve_nbd(
+        Arc::clone(&fixture.live),
+        "live",
+        NbdListener::Unix(socket.clone()),
+        false,
+    )
+    .unwrap();
+    // A trim of [1 MiB, 2 MiB) (whole chunks, which the shadow needs), a write of zeros that
+    // may punch (`-u`) over the chunk at 8 MiB, and a trim of a partial chunk.
+    let output = Command::new("qemu-io")
+        .args(["-f", "raw"])
+        .args(["-c", "discard 1M 1M"])
+        .args(["-c", "write -z -u 8M 64k"])
+        .args(["-c", "discard 20000000 1000"])
+        .args(["-c", "flush"])
+        .arg(export.url())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        !String::from_utf8_lossy(&output.stdout).contains("failed"),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    drop(export);
+
+    let mut live = vec![0u8; VOLUME_BYTES as usize];
+    fixture.live.read_at(0, &mut live).unwrap();
+    assert!(
+        live.iter().all(|byte| *byte == 0),
+        "the live volume is all zeros now"
+    );
+    assert_eq!(
+        whole_map(fixture.live.as_ref()),
+        vec![Extent::hole(0, VOLUME_BYTES)],
+        "the trimmed chunks are holes in the live image"
+    );
+    let after = image_allocated_bytes(&image);
+    assert!(
+        after < before && after <= 64 * 1024,
+        "the live image freed its blocks: {before} -> {after} bytes"
+    );
+    // The shadow still reads what it had: the preserved copies were made before the holes.
+    let mut shadow = vec![0u8; VOLUME_BYTES as usize];
+    fixture.shadow.read_at(0, &mut shadow).unwrap();
+    assert!(shadow == fixture.shadow_bytes, "the shadow kept its bytes");
+    assert_eq!(whole_map(fixture.shadow.as_ref()).len(), 3);
+
+    // FUSE: punch-hole on the attached image file frees a rewritten chunk; zero-range writes.
+    if !fuse_available() {
+        return;
+    }
+    fixture.live.write_at(4 * MIB, &[9u8; 128 * 1024]).unwrap();
+    fixture.live.flush().unwrap();
+    let live_mount = fixture._directory.join("live-view");
+    std::fs::create_dir(&live_mount).unwrap();
+    let view = mount(
+        Arc::clone(&fixture.live),
+        &live_mount,
+        MountOptions::image_file("live", "disk.img", false),
+    )
+    .unwrap();
+    let file = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(live_mount.join("disk.img"))
+        .unwrap();
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: fallocate on an open descriptor; no memory is touched.
+        let punched = unsafe {
+            libc::fallocate(
+                file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                (4 * MIB) as libc::off_t,
+                (64 * 1024) as libc::off_t,
+            )
+        };
+        assert_eq!(punched, 0, "{}", std::io::Error::last_os_error());
+        // SAFETY: as above.
+        let zeroed = unsafe {
+            libc::fallocate(
+                file.as_raw_fd(),
+                libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+                (4 * MIB + 64 * 1024) as libc::off_t,
+                4096,
+            )
+        };
+        assert_eq!(zeroed, 0, "{}", std::io::Error::last_os_error());
+        // SAFETY: as above; plain preallocation of a disk is refused.
+        let allocate = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, 4096) };
+        assert_eq!(allocate, -1);
+    }
+    let mut piece = vec![1u8; 128 * 1024];
+    fixture.live.read_at(4 * MIB, &mut piece).unwrap();
+    assert!(piece[..64 * 1024 + 4096].iter().all(|byte| *byte == 0));
+    assert!(piece[64 * 1024 + 4096..].iter().all(|byte| *byte == 9));
+    assert_eq!(seek(&file, 4 * MIB, libc::SEEK_HOLE), Ok(4 * MIB));
+    assert_eq!(
+        seek(&file, 4 * MIB, libc::SEEK_DATA),
+        Ok(4 * MIB + 64 * 1024)
+    );
+    drop(file);
+    view.unmount().unwrap();
+    fixture.shadow.read_at(0, &mut shadow).unwrap();
+    assert!(shadow == fixture.shadow_bytes, "the shadow kept its bytes");
+}
+
+#[test]
+fn datapath_punch_over_a_buffered_first_write_zeroes_it_and_survives_the_drain() {
+    let fixture = sparse_fixture("datapath_punch_buffered");
+    // A first write after the shadow is buffered until its preserved copy is durable.
+    let base = 40 * MIB;
+    fixture.live.write_at(base, &[5u8; 64 * 1024]).unwrap();
+    fixture
+        .live
+        .write_at(base + 64 * 1024, &[6u8; 64 * 1024])
+        .unwrap();
+    // Zero the middle: half of each chunk.
+    fixture
+        .live
+        .write_zeroes(base + 32 * 1024, 64 * 1024, true)
+        .unwrap();
+    let check = |when: &str| {
+        let mut bytes = vec![1u8; 128 * 1024];
+        fixture.live.read_at(base, &mut bytes).unwrap();
+        assert!(bytes[..32 * 1024].iter().all(|b| *b == 5), "{when}");
+        assert!(
+            bytes[32 * 1024..96 * 1024].iter().all(|b| *b == 0),
+            "{when}"
+        );
+        assert!(bytes[96 * 1024..].iter().all(|b| *b == 6), "{when}");
+    };
+    check("before the flush");
+    fixture.live.flush().unwrap();
+    check("after the flush");
+    // Zeroing a whole buffered chunk drops it.
+    fixture.live.write_at(48 * MIB, &[7u8; 64 * 1024]).unwrap();
+    fixture
+        .live
+        .write_zeroes(48 * MIB, 64 * 1024, true)
+        .unwrap();
+    fixture.live.flush().unwrap();
+    let mut bytes = vec![1u8; 64 * 1024];
+    fixture.live.read_at(48 * MIB, &mut bytes).unwrap();
+    assert!(bytes.iter().all(|b| *b == 0));
+    let mut shadow = vec![0u8; VOLUME_BYTES as usize];
+    fixture.shadow.read_at(0, &mut shadow).unwrap();
+    assert!(shadow == fixture.shadow_bytes, "the shadow kept its bytes");
+    // Out of range is refused.
+    assert!(fixture
+        .live
+        .write_zeroes(VOLUME_BYTES - 10, 20, true)
+        .is_err());
+}

@@ -16,7 +16,7 @@ use crate::engine::catalog::{
     Catalog, CatalogChange, CatalogError, CatalogState, RevertRecord, ShadowRecord, VolumeRecord,
 };
 use crate::engine::clock::{Clock, IdSource, RandomIds, SystemClock};
-use crate::engine::device::{file_extents, BlockDevice, Extent};
+use crate::engine::device::{file_extents, write_zeroes_through, BlockDevice, Extent};
 use crate::engine::ids::{parse_guid, ProviderId, ShadowId, ShadowSetId, VolumeId};
 use crate::engine::model::{
     CreateSpec, CreatedSet, DeleteSelector, DriveTarget, Exposure, ExposureKind, ProviderInfo,
@@ -1587,6 +1587,31 @@ impl Engine {
         data: &[u8],
         protected: Option<u64>,
     ) -> Result<(), WriteFailure> {
+        self.before_change_locked(cow, offset, data.len() as u64, protected)?;
+        cow.write(offset, data).map_err(WriteFailure::Io)
+    }
+
+    /// Zeros a range of the live volume, punching holes where whole chunks are zeroed; shadows
+    /// keep their bytes (see [`CowVolume::punch_hole`]).
+    fn punch_locked(
+        &self,
+        cow: &mut CowVolume,
+        offset: u64,
+        length: u64,
+    ) -> Result<(), WriteFailure> {
+        self.before_change_locked(cow, offset, length, None)?;
+        cow.punch_hole(offset, length).map_err(WriteFailure::Io)
+    }
+
+    /// What every change of a live volume does first: record that it is being written, and
+    /// make room in the diff area for what the change must preserve.
+    fn before_change_locked(
+        &self,
+        cow: &mut CowVolume,
+        offset: u64,
+        length: u64,
+        protected: Option<u64>,
+    ) -> Result<(), WriteFailure> {
         if cow.persisted_clean {
             lock_mutex(&self.shared.catalog)
                 .commit(vec![CatalogChange::SetVolumeState {
@@ -1605,7 +1630,7 @@ impl Engine {
             .and_then(|record| record.max_diff_area_bytes);
         if let Some(max_bytes) = max_bytes {
             loop {
-                let needed = cow.preservation_bytes_needed(offset, data.len() as u64);
+                let needed = cow.preservation_bytes_needed(offset, length);
                 if needed == 0 || cow.used_bytes() + needed <= max_bytes {
                     break;
                 }
@@ -1614,7 +1639,7 @@ impl Engine {
                 }
             }
         }
-        cow.write(offset, data).map_err(WriteFailure::Io)
+        Ok(())
     }
 
     fn flush_locked(&self, cow: &mut CowVolume) -> Result<(), WriteFailure> {
@@ -2084,6 +2109,23 @@ impl BlockDevice for VolumeDevice {
             VolumeSlot::Ready(cow) => {
                 check_range(offset, data.len(), cow.size)?;
                 Ok(self.engine.write_locked(cow, offset, data, None)?)
+            }
+            VolumeSlot::Unavailable(reason) => Err(unavailable(reason)),
+        }
+    }
+
+    fn write_zeroes(&self, offset: u64, length: u64, may_punch: bool) -> io::Result<()> {
+        if !may_punch {
+            return write_zeroes_through(self, offset, length);
+        }
+        match &mut *write_lock(&self.handle.state) {
+            VolumeSlot::Ready(cow) => {
+                check_range(
+                    offset,
+                    usize::try_from(length).unwrap_or(usize::MAX),
+                    cow.size,
+                )?;
+                Ok(self.engine.punch_locked(cow, offset, length)?)
             }
             VolumeSlot::Unavailable(reason) => Err(unavailable(reason)),
         }

@@ -23,6 +23,15 @@ pub trait BlockDevice: Send + Sync {
     /// True when every write is refused.
     fn is_read_only(&self) -> bool;
 
+    /// Makes `[offset, offset + length)` read as zeros. With `may_punch` the device may free
+    /// the storage behind it (a hole) instead of writing zeros; without it, zeros are written
+    /// (NBD's `NO_HOLE`). The default writes zeros through [`BlockDevice::write_at`], which is
+    /// right for every device; read-only devices refuse as `write_at` does.
+    fn write_zeroes(&self, offset: u64, length: u64, may_punch: bool) -> io::Result<()> {
+        let _ = may_punch;
+        write_zeroes_through(self, offset, length)
+    }
+
     /// Which parts of `[offset, offset + length)` hold data and which are holes, in order and
     /// without gaps, starting at `offset`. The extents may cover only a prefix of the range
     /// (at least one byte of it when `length > 0`); callers ask again from where they end.
@@ -32,6 +41,23 @@ pub trait BlockDevice: Send + Sync {
     fn allocation(&self, offset: u64, length: u64) -> io::Result<Vec<Extent>> {
         Ok(vec![Extent::data(offset, length)])
     }
+}
+
+/// Zeros `[offset, offset + length)` by writing zeros through `write_at`, a megabyte at a time.
+pub fn write_zeroes_through<D: BlockDevice + ?Sized>(
+    device: &D,
+    offset: u64,
+    length: u64,
+) -> io::Result<()> {
+    const ZERO_PIECE: u64 = 1024 * 1024;
+    let zeroes = vec![0u8; ZERO_PIECE.min(length) as usize];
+    let mut done = 0;
+    while done < length {
+        let piece = (length - done).min(ZERO_PIECE) as usize;
+        device.write_at(offset + done, &zeroes[..piece])?;
+        done += piece as u64;
+    }
+    Ok(())
 }
 
 /// How a range of a device is stored, as [`BlockDevice::allocation`] reports it.

@@ -631,6 +631,67 @@ impl CowVolume {
         self.refresh_fingerprint()
     }
 
+    /// Makes `[offset, offset + length)` read as zeros and frees the live image's storage
+    /// behind it (`FALLOC_FL_PUNCH_HOLE`; the file system zeroes partial blocks). Shadows keep
+    /// their bytes: every chunk in the range that a shadow still needs is preserved (a
+    /// never-written one as a zero marker) and synced before the hole is punched, exactly as
+    /// before a first write. Buffered first writes in the range are zeroed (or dropped, when
+    /// their whole chunk is).
+    pub fn punch_hole(&mut self, offset: u64, length: u64) -> io::Result<()> {
+        let end = offset
+            .checked_add(length)
+            .filter(|end| *end <= self.size)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("zeroing past the end of the volume ({} bytes)", self.size),
+                )
+            })?;
+        if length == 0 {
+            return Ok(());
+        }
+        let first = offset / self.chunk_size;
+        let last = (end - 1) / self.chunk_size;
+        if !self.shadows.is_empty() {
+            for chunk in first..=last {
+                if self.needs_preservation(chunk) {
+                    self.preserve(chunk)?;
+                }
+            }
+        }
+        // The preserved copies (and those of any buffered first write in the range) must be
+        // durable before the live chunks change.
+        let buffered_in_range = self.pending.range(first..=last).next().is_some();
+        if self.diff_unsynced || self.ahead_copy.is_some() || buffered_in_range {
+            self.sync_diff()?;
+        }
+        let buffered: Vec<ChunkIndex> = self
+            .pending
+            .range(first..=last)
+            .map(|(&chunk, _)| chunk)
+            .collect();
+        for chunk in buffered {
+            let chunk_start = chunk * self.chunk_size;
+            let from = (offset.max(chunk_start) - chunk_start) as usize;
+            let to = (end.min(chunk_start + self.chunk_length(chunk)) - chunk_start) as usize;
+            let Some(entry) = self.pending.get_mut(&chunk) else {
+                continue;
+            };
+            if from == 0 && to == entry.content.len() {
+                self.pending_bytes -= entry.content.len();
+                self.pending.remove(&chunk);
+            } else {
+                // The drain writes `written_from..written_to` over the punched range, so it
+                // must cover the zeros too.
+                entry.content[from..to].fill(0);
+                entry.written_from = entry.written_from.min(from);
+                entry.written_to = entry.written_to.max(to);
+            }
+        }
+        self.live.punch_hole(offset, length)?;
+        self.refresh_fingerprint()
+    }
+
     /// Drops the synced preserved copies from the page cache. Preserved copies are cold (read
     /// only through a shadow): keeping them cached doubles the page cache cost of a first
     /// write, and the freed pages serve the next copies at once. Called after a window ahead

@@ -99,6 +99,13 @@ pub trait DurableFile: Send + Sync {
         Ok(false)
     }
 
+    /// Makes `[offset, offset + length)` read as zeros and frees its storage where the file
+    /// system can (`FALLOC_FL_PUNCH_HOLE`); the size never changes. Not durable until
+    /// [`DurableFile::sync_data`]. The default writes zeros, which is always correct.
+    fn punch_hole(&self, offset: u64, length: u64) -> io::Result<()> {
+        write_zeros(self, offset, length)
+    }
+
     /// The descriptor, where the file is a plain open file (lets copies stay in the kernel).
     fn raw_descriptor(&self) -> Option<RawFd> {
         None
@@ -129,6 +136,17 @@ pub trait DurableFile: Send + Sync {
         }
         Ok(())
     }
+}
+
+fn write_zeros<F: DurableFile + ?Sized>(file: &F, offset: u64, length: u64) -> io::Result<()> {
+    let zeros = vec![0u8; length.min(1 << 20) as usize];
+    let mut done = 0u64;
+    while done < length {
+        let step = (length - done).min(zeros.len() as u64) as usize;
+        file.write_at(offset + done, &zeros[..step])?;
+        done += step as u64;
+    }
+    Ok(())
 }
 
 fn copy_through_buffer<F: DurableFile + ?Sized>(
@@ -255,6 +273,34 @@ impl DurableFile for RealFile {
 
     fn next_hole(&self, offset: u64) -> io::Result<u64> {
         seek_hole(&self.file, offset)
+    }
+
+    fn punch_hole(&self, offset: u64, length: u64) -> io::Result<()> {
+        if length == 0 {
+            return Ok(());
+        }
+        let (Ok(start), Ok(span)) = (libc::off_t::try_from(offset), libc::off_t::try_from(length))
+        else {
+            return write_zeros(self, offset, length);
+        };
+        // SAFETY: fallocate on a descriptor we own; it does not touch memory.
+        let result = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                start,
+                span,
+            )
+        };
+        if result == 0 {
+            return Ok(());
+        }
+        let error = io::Error::last_os_error();
+        match error.raw_os_error() {
+            // File systems without hole punching get zeros written.
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => write_zeros(self, offset, length),
+            _ => Err(error),
+        }
     }
 
     fn fingerprint(&self) -> io::Result<FileFingerprint> {

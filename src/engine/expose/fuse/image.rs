@@ -317,6 +317,44 @@ impl fuser::Filesystem for ImageFileSystem {
         }
     }
 
+    fn fallocate(
+        &self,
+        _request: &Request,
+        inode: INodeNo,
+        _handle: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        if inode != FILE_INODE {
+            return reply.error(Errno::EISDIR);
+        }
+        if self.read_only {
+            return reply.error(Errno::EROFS);
+        }
+        // Only zeroing inside the disk makes sense: it cannot grow, and preallocation of a
+        // device that is already fully addressable has nothing to do.
+        let may_punch = if mode == libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE {
+            true
+        } else if mode == libc::FALLOC_FL_ZERO_RANGE
+            || mode == libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE
+        {
+            false
+        } else {
+            return reply.error(Errno::EOPNOTSUPP);
+        };
+        let size = self.device.size();
+        let end = offset.saturating_add(length).min(size);
+        if offset >= end {
+            return reply.ok();
+        }
+        match self.device.write_zeroes(offset, end - offset, may_punch) {
+            Ok(()) => reply.ok(),
+            Err(error) => reply.error(io_errno(&error)),
+        }
+    }
+
     fn flush(
         &self,
         _request: &Request,

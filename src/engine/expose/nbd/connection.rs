@@ -23,7 +23,8 @@ impl ExportSpec {
         if self.read_only {
             flags |= TRANSMISSION_READ_ONLY;
         } else {
-            flags |= TRANSMISSION_SEND_FUA | TRANSMISSION_SEND_WRITE_ZEROES;
+            flags |=
+                TRANSMISSION_SEND_FUA | TRANSMISSION_SEND_WRITE_ZEROES | TRANSMISSION_SEND_TRIM;
         }
         flags
     }
@@ -384,13 +385,20 @@ fn transmit<S: Read + Write>(
                 };
                 send_simple_reply(stream, cookie, error, &[])?;
             }
-            CMD_WRITE_ZEROES => {
+            CMD_WRITE_ZEROES | CMD_TRIM => {
+                // A trim may leave anything behind; zeros punched as a hole are the cheapest
+                // and keep the volume sparse. WRITE_ZEROES punches too unless told NO_HOLE.
+                let may_punch = command == CMD_TRIM || flags & CMD_FLAG_NO_HOLE == 0;
                 let error = if export.read_only {
                     ERROR_PERM
                 } else if !in_range {
-                    ERROR_NO_SPACE
+                    if command == CMD_TRIM {
+                        ERROR_INVALID
+                    } else {
+                        ERROR_NO_SPACE
+                    }
                 } else {
-                    write_zeroes(device, offset, length, flags)
+                    write_zeroes(device, offset, length, flags, may_punch)
                 };
                 send_simple_reply(stream, cookie, error, &[])?;
             }
@@ -482,16 +490,15 @@ fn write_and_maybe_flush(device: &dyn BlockDevice, offset: u64, data: &[u8], fla
     }
 }
 
-fn write_zeroes(device: &dyn BlockDevice, offset: u64, length: u32, flags: u16) -> u32 {
-    const ZERO_PIECE: usize = 1024 * 1024;
-    let zeroes = vec![0u8; ZERO_PIECE.min(length as usize)];
-    let mut done: u64 = 0;
-    while done < u64::from(length) {
-        let piece = (u64::from(length) - done).min(ZERO_PIECE as u64) as usize;
-        if let Err(error) = device.write_at(offset + done, &zeroes[..piece]) {
-            return error_code(&error);
-        }
-        done += piece as u64;
+fn write_zeroes(
+    device: &dyn BlockDevice,
+    offset: u64,
+    length: u32,
+    flags: u16,
+    may_punch: bool,
+) -> u32 {
+    if let Err(error) = device.write_zeroes(offset, u64::from(length), may_punch) {
+        return error_code(&error);
     }
     if flags & CMD_FLAG_FUA != 0 {
         if let Err(error) = device.flush() {
