@@ -810,3 +810,64 @@ fn datapath_punch_over_a_buffered_first_write_zeroes_it_and_survives_the_drain()
         .write_zeroes(VOLUME_BYTES - 10, 20, true)
         .is_err());
 }
+
+// ---- volume read|write through the service ---------------------------------------------------
+
+#[test]
+fn datapath_volume_read_and_write_carry_raw_bytes_and_keep_files_sparse() {
+    let work = support::scratch("datapath_volume_read_write");
+    let store = work.join("store");
+    let volume = work.join("data.img");
+    std::fs::File::create(&volume)
+        .unwrap()
+        .set_len(16 * MIB)
+        .unwrap();
+    // Every byte value, newlines and quotes included, over more than one 4 MiB request.
+    let input: Vec<u8> = (0..(5 * MIB + 123))
+        .map(|index| (index % 251) as u8)
+        .collect();
+    let input_path = work.join("input.bin");
+    std::fs::write(&input_path, &input).unwrap();
+    support::process::diskshadow(&store)
+        .args(["volume", "write"])
+        .arg(&volume)
+        .args(["--offset", "1048576", "--input"])
+        .arg(&input_path)
+        .assert()
+        .success();
+    let output = support::process::diskshadow(&store)
+        .args(["volume", "read"])
+        .arg(&volume)
+        .args(["--offset", "1048576", "--length"])
+        .arg(input.len().to_string())
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert!(
+        output.stdout == input,
+        "standard output carries the bytes exactly"
+    );
+
+    // Into a file, the never-written megabytes stay holes.
+    let copy = work.join("copy.img");
+    support::process::diskshadow(&store)
+        .args(["volume", "read"])
+        .arg(&volume)
+        .arg("--output")
+        .arg(&copy)
+        .assert()
+        .success();
+    let bytes = std::fs::read(&copy).unwrap();
+    assert_eq!(bytes.len() as u64, 16 * MIB);
+    assert!(bytes[MIB as usize..MIB as usize + input.len()] == input[..]);
+    assert!(bytes[..MIB as usize].iter().all(|byte| *byte == 0));
+    let allocated = std::fs::metadata(&copy).unwrap().blocks() * 512;
+    assert!(
+        allocated <= 6 * MIB + 128 * 1024,
+        "the output allocates {allocated} bytes for 5 MiB of data in 16 MiB"
+    );
+    support::process::diskshadow(&store)
+        .args(["service", "stop"])
+        .assert()
+        .success();
+}
