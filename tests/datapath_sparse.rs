@@ -871,3 +871,87 @@ fn datapath_volume_read_and_write_carry_raw_bytes_and_keep_files_sparse() {
         .assert()
         .success();
 }
+
+// ---- parallel requests on one connection ------------------------------------------------------
+
+/// A device whose reads wait (up to 5 s) until another read is in flight too, and which
+/// remembers the most reads it saw at once.
+struct RendezvousDevice {
+    state: std::sync::Mutex<(usize, usize)>,
+    arrived: std::sync::Condvar,
+}
+
+impl BlockDevice for RendezvousDevice {
+    fn size(&self) -> u64 {
+        MIB
+    }
+    fn read_at(&self, offset: u64, buffer: &mut [u8]) -> std::io::Result<()> {
+        let mut state = self.state.lock().unwrap();
+        state.0 += 1;
+        state.1 = state.1.max(state.0);
+        self.arrived.notify_all();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while state.1 < 2 && std::time::Instant::now() < deadline {
+            state = self
+                .arrived
+                .wait_timeout(state, Duration::from_millis(50))
+                .unwrap()
+                .0;
+        }
+        state.0 -= 1;
+        buffer.fill(offset as u8);
+        Ok(())
+    }
+    fn write_at(&self, _offset: u64, _data: &[u8]) -> std::io::Result<()> {
+        Err(std::io::ErrorKind::PermissionDenied.into())
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn is_read_only(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn datapath_requests_on_one_connection_run_in_parallel_and_replies_match_cookies() {
+    let directory = support::scratch("datapath_parallel_requests");
+    let socket = directory.join("parallel.sock");
+    let device = Arc::new(RendezvousDevice {
+        state: std::sync::Mutex::new((0, 0)),
+        arrived: std::sync::Condvar::new(),
+    });
+    let _export = serve_nbd(
+        device.clone(),
+        "shadow",
+        NbdListener::Unix(socket.clone()),
+        true,
+    )
+    .unwrap();
+    let mut stream = structured_session(&socket, true, false);
+    let started = std::time::Instant::now();
+    // Eight reads sent at once, without waiting for replies.
+    for cookie in 0..8u64 {
+        send_request(&mut stream, 0, 0, 100 + cookie, cookie * 4096, 4096);
+    }
+    let mut cookies = Vec::new();
+    for _ in 0..8 {
+        let (flags, kind, cookie, payload) = read_chunk(&mut stream);
+        assert_eq!((flags & 1, kind), (1, 1));
+        let offset = u64::from_be_bytes(payload[0..8].try_into().unwrap());
+        assert_eq!(
+            offset,
+            (cookie - 100) * 4096,
+            "each reply belongs to its cookie"
+        );
+        assert!(payload[8..].iter().all(|byte| *byte == offset as u8));
+        cookies.push(cookie);
+    }
+    cookies.sort_unstable();
+    assert_eq!(cookies, (100..108).collect::<Vec<u64>>());
+    assert!(
+        device.state.lock().unwrap().1 >= 2,
+        "two reads of one connection were in the device at once"
+    );
+    assert!(started.elapsed() < Duration::from_secs(4));
+}

@@ -2,7 +2,7 @@
 //! client disconnects or the export stops.
 
 use std::io::{self, Read, Write};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 
 use super::protocol::*;
 use crate::engine::device::BlockDevice;
@@ -54,7 +54,7 @@ enum Negotiated {
 
 /// Serves one client to the end. I/O errors on the socket end the connection; they are the
 /// normal way a client (or [`super::NbdExport::stop`]) ends it.
-pub(super) fn serve_client<S: Read + Write>(stream: &mut S, export: &ExportSpec) -> io::Result<()> {
+pub(super) fn serve_client<S: NbdStream>(stream: &mut S, export: &ExportSpec) -> io::Result<()> {
     match negotiate(stream, export)? {
         Negotiated::Transmit(session) => transmit(stream, export, session),
         Negotiated::Close => Ok(()),
@@ -321,16 +321,115 @@ fn send_option_reply<S: Write>(
     stream.flush()
 }
 
-/// The transmission phase: requests are answered in order, reads and block status in
-/// structured replies when the client negotiated them.
-fn transmit<S: Read + Write>(
-    stream: &mut S,
+/// A client socket: the transmission phase reads requests on one handle and writes replies
+/// from several threads through a clone of it.
+pub(super) trait NbdStream: Read + Write + Send + Sized {
+    fn try_clone_stream(&self) -> io::Result<Self>;
+    /// Ends the connection in both directions (wakes a thread blocked reading it).
+    fn shutdown_stream(&self);
+}
+
+impl NbdStream for std::os::unix::net::UnixStream {
+    fn try_clone_stream(&self) -> io::Result<Self> {
+        self.try_clone()
+    }
+    fn shutdown_stream(&self) {
+        // The peer may already be gone; closing is all that matters.
+        let _ = self.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+impl NbdStream for std::net::TcpStream {
+    fn try_clone_stream(&self) -> io::Result<Self> {
+        self.try_clone()
+    }
+    fn shutdown_stream(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// How many reads (and block status requests) of one connection run at the same time.
+/// Replies carry the client's cookie, so they may leave in any order; clients that need
+/// ordering wait for replies.
+const READ_WORKERS_PER_CONNECTION: usize = 3;
+/// Requests read ahead of the workers, per lane. With the workers' own, this bounds what one
+/// connection holds in memory to 3 + 1 + 2 * 2 requests of at most `MAX_REQUEST_LENGTH`.
+const QUEUED_PER_LANE: usize = 2;
+
+/// One request as read from the socket, with its payload (writes only).
+struct Job {
+    flags: u16,
+    command: u16,
+    cookie: u64,
+    offset: u64,
+    length: u32,
+    payload: Vec<u8>,
+}
+
+/// Where the reading thread hands requests: changes (writes, zeroing, trims, flushes) go to
+/// one worker in the order they arrived, so a sequential writer stays sequential for the
+/// provider (its copy-ahead depends on it) and a flush follows the writes before it; reads
+/// and block status go to a few workers in parallel.
+struct Lanes {
+    changes: mpsc::SyncSender<Job>,
+    reads: mpsc::SyncSender<Job>,
+}
+
+/// The transmission phase: this thread reads requests (and write payloads, so the stream
+/// stays in step) and hands them to the workers, which answer each as soon as it is done,
+/// reads and block status in structured replies when the client negotiated them. The
+/// connection ends at DISC, end of stream or a protocol error, after every request already
+/// read has been answered.
+fn transmit<S: NbdStream>(stream: &mut S, export: &ExportSpec, session: Session) -> io::Result<()> {
+    let writer = Mutex::new(stream.try_clone_stream()?);
+    let (changes, change_receiver) = mpsc::sync_channel::<Job>(QUEUED_PER_LANE);
+    let (reads, read_receiver) = mpsc::sync_channel::<Job>(QUEUED_PER_LANE);
+    let change_receiver = Mutex::new(change_receiver);
+    let read_receiver = Mutex::new(read_receiver);
+    std::thread::scope(|scope| {
+        scope.spawn(|| work(&change_receiver, &writer, export, session));
+        for _ in 0..READ_WORKERS_PER_CONNECTION {
+            scope.spawn(|| work(&read_receiver, &writer, export, session));
+        }
+        let lanes = Lanes { changes, reads };
+        let result = read_requests(stream, &lanes, &writer);
+        // Dropping the lanes lets the workers finish what was read, then end.
+        drop(lanes);
+        result
+    })
+}
+
+/// One worker: answers the jobs of its lane until the lane closes or the client is gone.
+fn work<S: NbdStream>(
+    receiver: &Mutex<mpsc::Receiver<Job>>,
+    writer: &Mutex<S>,
     export: &ExportSpec,
     session: Session,
-) -> io::Result<()> {
-    let device = export.device.as_ref();
-    let size = device.size();
-    let mut buffer: Vec<u8> = Vec::new();
+) {
+    loop {
+        let job = receiver
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .recv();
+        let Ok(job) = job else {
+            return;
+        };
+        let cookie = job.cookie;
+        // The device work runs unlocked; only the reply holds the writer.
+        let reply = answer(export, session, job);
+        let mut writer = writer.lock().unwrap_or_else(PoisonError::into_inner);
+        if send_reply(&mut *writer, session, cookie, &reply).is_err() {
+            // The client cannot hear us any more: end the connection, which also wakes the
+            // reading thread.
+            writer.shutdown_stream();
+            return;
+        }
+    }
+}
+
+/// Reads requests until the connection ends, answering at once what needs no device access
+/// (oversized writes), queueing the rest.
+fn read_requests<S: NbdStream>(stream: &mut S, lanes: &Lanes, writer: &Mutex<S>) -> io::Result<()> {
     loop {
         let mut header = [0u8; 28];
         match stream.read_exact(&mut header) {
@@ -346,87 +445,135 @@ fn transmit<S: Read + Write>(
                 "bad NBD request magic",
             ));
         }
-        let flags = u16::from_be_bytes([header[4], header[5]]);
-        let command = u16::from_be_bytes([header[6], header[7]]);
-        let cookie = u64::from_be_bytes(header[8..16].try_into().unwrap_or_default());
-        let offset = u64::from_be_bytes(header[16..24].try_into().unwrap_or_default());
-        let length = u32::from_be_bytes([header[24], header[25], header[26], header[27]]);
-        let in_range = offset
-            .checked_add(u64::from(length))
-            .is_some_and(|end| end <= size);
-
-        match command {
-            CMD_READ => {
-                if length > MAX_REQUEST_LENGTH || !in_range {
-                    send_error_reply(stream, session, cookie, ERROR_INVALID)?;
-                    continue;
-                }
-                buffer.resize(length as usize, 0);
-                match device.read_at(offset, &mut buffer) {
-                    Ok(()) => send_read_reply(stream, session, cookie, offset, &buffer)?,
-                    Err(error) => send_error_reply(stream, session, cookie, error_code(&error))?,
-                }
-            }
+        let mut job = Job {
+            flags: u16::from_be_bytes([header[4], header[5]]),
+            command: u16::from_be_bytes([header[6], header[7]]),
+            cookie: u64::from_be_bytes(header[8..16].try_into().unwrap_or_default()),
+            offset: u64::from_be_bytes(header[16..24].try_into().unwrap_or_default()),
+            length: u32::from_be_bytes([header[24], header[25], header[26], header[27]]),
+            payload: Vec::new(),
+        };
+        match job.command {
+            CMD_DISC => return Ok(()),
             CMD_WRITE => {
                 // The payload follows the header whatever we answer; read it (or skip it) first.
-                if length > MAX_REQUEST_LENGTH {
-                    discard(stream, u64::from(length))?;
-                    send_simple_reply(stream, cookie, ERROR_INVALID, &[])?;
+                if job.length > MAX_REQUEST_LENGTH {
+                    discard(stream, u64::from(job.length))?;
+                    let mut writer = writer.lock().unwrap_or_else(PoisonError::into_inner);
+                    send_simple_reply(&mut *writer, job.cookie, ERROR_INVALID, &[])?;
                     continue;
                 }
-                buffer.resize(length as usize, 0);
-                stream.read_exact(&mut buffer)?;
-                let error = if export.read_only {
-                    ERROR_PERM
-                } else if !in_range {
-                    ERROR_NO_SPACE
-                } else {
-                    write_and_maybe_flush(device, offset, &buffer, flags)
-                };
-                send_simple_reply(stream, cookie, error, &[])?;
+                job.payload = vec![0u8; job.length as usize];
+                stream.read_exact(&mut job.payload)?;
             }
-            CMD_WRITE_ZEROES | CMD_TRIM => {
-                // A trim may leave anything behind; zeros punched as a hole are the cheapest
-                // and keep the volume sparse. WRITE_ZEROES punches too unless told NO_HOLE.
-                let may_punch = command == CMD_TRIM || flags & CMD_FLAG_NO_HOLE == 0;
-                let error = if export.read_only {
-                    ERROR_PERM
-                } else if !in_range {
-                    if command == CMD_TRIM {
-                        ERROR_INVALID
-                    } else {
-                        ERROR_NO_SPACE
-                    }
-                } else {
-                    write_zeroes(device, offset, length, flags, may_punch)
-                };
-                send_simple_reply(stream, cookie, error, &[])?;
-            }
-            CMD_FLUSH => {
-                let error = match device.flush() {
-                    Ok(()) => 0,
-                    Err(error) => error_code(&error),
-                };
-                send_simple_reply(stream, cookie, error, &[])?;
-            }
-            CMD_BLOCK_STATUS => {
-                if !session.base_allocation || length == 0 || !in_range {
-                    send_error_reply(stream, session, cookie, ERROR_INVALID)?;
-                    continue;
-                }
-                match block_status(device, offset, length, flags) {
-                    Ok(descriptors) => send_structured_chunk(
-                        stream,
-                        cookie,
-                        REPLY_TYPE_BLOCK_STATUS,
-                        &descriptors,
-                    )?,
-                    Err(error) => send_error_reply(stream, session, cookie, error_code(&error))?,
-                }
-            }
-            CMD_DISC => return Ok(()),
-            _ => send_simple_reply(stream, cookie, ERROR_NOT_SUPPORTED, &[])?,
+            _ => {}
         }
+        let lane = match job.command {
+            CMD_READ | CMD_BLOCK_STATUS => &lanes.reads,
+            _ => &lanes.changes,
+        };
+        if lane.send(job).is_err() {
+            return Err(io::Error::other("the connection's workers ended"));
+        }
+    }
+}
+
+/// What a request is answered with.
+enum Reply {
+    /// A simple reply without data (0 or an error).
+    Status(u32),
+    /// A failed read or block status: an error chunk with structured replies.
+    Error(u32),
+    Data {
+        offset: u64,
+        data: Vec<u8>,
+    },
+    BlockStatus(Vec<u8>),
+}
+
+fn send_reply<W: Write>(
+    stream: &mut W,
+    session: Session,
+    cookie: u64,
+    reply: &Reply,
+) -> io::Result<()> {
+    match reply {
+        Reply::Status(error) => send_simple_reply(stream, cookie, *error, &[]),
+        Reply::Error(error) => send_error_reply(stream, session, cookie, *error),
+        Reply::Data { offset, data } => send_read_reply(stream, session, cookie, *offset, data),
+        Reply::BlockStatus(descriptors) => {
+            send_structured_chunk(stream, cookie, REPLY_TYPE_BLOCK_STATUS, descriptors)
+        }
+    }
+}
+
+/// Runs one request against the device.
+fn answer(export: &ExportSpec, session: Session, job: Job) -> Reply {
+    let device = export.device.as_ref();
+    let size = device.size();
+    let Job {
+        flags,
+        command,
+        offset,
+        length,
+        payload,
+        ..
+    } = job;
+    let in_range = offset
+        .checked_add(u64::from(length))
+        .is_some_and(|end| end <= size);
+    match command {
+        CMD_READ => {
+            if length > MAX_REQUEST_LENGTH || !in_range {
+                return Reply::Error(ERROR_INVALID);
+            }
+            let mut data = vec![0u8; length as usize];
+            match device.read_at(offset, &mut data) {
+                Ok(()) => Reply::Data { offset, data },
+                Err(error) => Reply::Error(error_code(&error)),
+            }
+        }
+        CMD_WRITE => {
+            let error = if export.read_only {
+                ERROR_PERM
+            } else if !in_range {
+                ERROR_NO_SPACE
+            } else {
+                write_and_maybe_flush(device, offset, &payload, flags)
+            };
+            Reply::Status(error)
+        }
+        CMD_WRITE_ZEROES | CMD_TRIM => {
+            // A trim may leave anything behind; zeros punched as a hole are the cheapest
+            // and keep the volume sparse. WRITE_ZEROES punches too unless told NO_HOLE.
+            let may_punch = command == CMD_TRIM || flags & CMD_FLAG_NO_HOLE == 0;
+            let error = if export.read_only {
+                ERROR_PERM
+            } else if !in_range {
+                if command == CMD_TRIM {
+                    ERROR_INVALID
+                } else {
+                    ERROR_NO_SPACE
+                }
+            } else {
+                write_zeroes(device, offset, length, flags, may_punch)
+            };
+            Reply::Status(error)
+        }
+        CMD_FLUSH => Reply::Status(match device.flush() {
+            Ok(()) => 0,
+            Err(error) => error_code(&error),
+        }),
+        CMD_BLOCK_STATUS => {
+            if !session.base_allocation || length == 0 || !in_range {
+                return Reply::Error(ERROR_INVALID);
+            }
+            match block_status(device, offset, length, flags) {
+                Ok(descriptors) => Reply::BlockStatus(descriptors),
+                Err(error) => Reply::Error(error_code(&error)),
+            }
+        }
+        _ => Reply::Status(ERROR_NOT_SUPPORTED),
     }
 }
 
