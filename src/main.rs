@@ -557,6 +557,20 @@ fn shell(cli: &Cli, store: &Path) -> i32 {
 }
 
 const IO_CHUNK: usize = 4 << 20;
+/// The granularity at which `volume read` into a file skips zeros (leaves holes).
+const SPARSE_BLOCK: usize = 64 << 10;
+
+/// Writes `data` at `at` of a new file, skipping blocks that are all zeros.
+fn write_sparse(file: &File, at: u64, data: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    for (index, block) in data.chunks(SPARSE_BLOCK).enumerate() {
+        if block.iter().all(|byte| *byte == 0) {
+            continue;
+        }
+        file.write_all_at(block, at + (index * SPARSE_BLOCK) as u64)?;
+    }
+    Ok(())
+}
 
 /// The sequence of the newest diff-area deletion the store remembers (0: none).
 fn newest_deletion(service: &mut dyn ShadowService) -> Result<u64, ServiceError> {
@@ -627,7 +641,7 @@ fn volume(service: &mut dyn ShadowService, command: VolumeCommand) -> Result<(),
             let size = target_size(service, &target, &base)?;
             // A file output is written beside its final name and renamed into place only when
             // every byte was read: a failed read leaves no partial file and keeps an older one.
-            let mut partial = match &output {
+            let partial = match &output {
                 Some(path) => {
                     let directory = match path.parent() {
                         Some(parent) if !parent.as_os_str().is_empty() => parent,
@@ -640,10 +654,7 @@ fn volume(service: &mut dyn ShadowService, command: VolumeCommand) -> Result<(),
                 None => None,
             };
             let mut stdout = std::io::stdout().lock();
-            let writer: &mut dyn Write = match &mut partial {
-                Some(file) => file.as_file_mut(),
-                None => &mut stdout,
-            };
+            let mut written_to_file: u64 = 0;
             let mut position = offset;
             let mut remaining = length.unwrap_or(u64::MAX).min(size.saturating_sub(offset));
             // Progress only when the bytes go to a file: stdout may be the terminal itself.
@@ -658,9 +669,14 @@ fn volume(service: &mut dyn ShadowService, command: VolumeCommand) -> Result<(),
                 if data.is_empty() {
                     break;
                 }
-                writer
-                    .write_all(&data)
-                    .map_err(|error| ServiceError::io(format!("writing the output: {error}")))?;
+                match &partial {
+                    // A file stays sparse: blocks of zeros are skipped (the new file reads
+                    // zeros there) and the length is set at the end.
+                    Some(file) => write_sparse(file.as_file(), written_to_file, &data),
+                    None => stdout.write_all(&data),
+                }
+                .map_err(|error| ServiceError::io(format!("writing the output: {error}")))?;
+                written_to_file += data.len() as u64;
                 position += data.len() as u64;
                 remaining -= data.len() as u64;
                 if let Some(bar) = &progress {
@@ -673,9 +689,11 @@ fn volume(service: &mut dyn ShadowService, command: VolumeCommand) -> Result<(),
             if let Some(bar) = progress {
                 bar.finish_and_clear();
             }
-            writer
-                .flush()
-                .map_err(|error| ServiceError::io(format!("writing the output: {error}")))?;
+            match &partial {
+                Some(file) => file.as_file().set_len(written_to_file),
+                None => stdout.flush(),
+            }
+            .map_err(|error| ServiceError::io(format!("writing the output: {error}")))?;
             if let (Some(file), Some(path)) = (partial, &output) {
                 file.persist(path).map_err(|error| {
                     ServiceError::io(format!(
