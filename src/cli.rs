@@ -52,6 +52,22 @@ pub enum Subcommands {
     /// The service that owns the store (started on demand by every requester).
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// List shadow copies, writers or providers, as the shell's `list` does (or as JSON).
+    List {
+        #[arg(value_enum)]
+        what: ListWhat,
+        /// Machine-readable output instead of DiskShadow's layout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// What `diskshadow list` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ListWhat {
+    Shadows,
+    Writers,
+    Providers,
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,8 +126,13 @@ pub enum ServiceCommand {
         #[arg(long, value_name = "SECONDS")]
         idle_timeout: Option<u64>,
     },
-    /// Show whether the service runs, its pid, uptime and sessions.
-    Status,
+    /// Show whether the service runs, its pid, uptime and sessions; exit status 1 when none
+    /// runs.
+    Status {
+        /// Only the status as JSON (`null` when no service runs).
+        #[arg(long)]
+        json: bool,
+    },
     /// Ask the service to stop once its running requests finish.
     Stop,
 }
@@ -122,7 +143,7 @@ pub enum VolumeCommand {
     Write {
         /// An image path, a mapped drive letter (C:) or a volume GUID.
         volume: String,
-        #[arg(long, value_name = "BYTES")]
+        #[arg(long, value_name = "BYTES", value_parser = parse_byte_count)]
         offset: u64,
         #[arg(long, value_name = "FILE")]
         input: Option<PathBuf>,
@@ -130,10 +151,10 @@ pub enum VolumeCommand {
     /// Read a volume or a shadow copy ({GUID}) to FILE or standard output.
     Read {
         target: String,
-        #[arg(long, value_name = "BYTES", default_value_t = 0)]
+        #[arg(long, value_name = "BYTES", default_value_t = 0, value_parser = parse_byte_count)]
         offset: u64,
         /// Defaults to the rest of the volume.
-        #[arg(long, value_name = "BYTES")]
+        #[arg(long, value_name = "BYTES", value_parser = parse_byte_count)]
         length: Option<u64>,
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
@@ -178,6 +199,30 @@ pub fn parse_provider(text: &str) -> Result<ProviderId, String> {
         })
 }
 
+/// A byte count: a number, or one with a binary suffix (`512`, `64K`, `1M`, `2G`, `1T`; `KiB`,
+/// `MiB`… and `KB`, `MB`… mean the same).
+pub fn parse_byte_count(text: &str) -> Result<u64, String> {
+    let upper = text.trim().to_ascii_uppercase();
+    let trimmed = upper
+        .strip_suffix("IB")
+        .or_else(|| upper.strip_suffix('B').filter(|rest| !rest.is_empty()))
+        .unwrap_or(&upper);
+    let (number, shift) = match trimmed.chars().last() {
+        Some('K') => (&trimmed[..trimmed.len() - 1], 10),
+        Some('M') => (&trimmed[..trimmed.len() - 1], 20),
+        Some('G') => (&trimmed[..trimmed.len() - 1], 30),
+        Some('T') => (&trimmed[..trimmed.len() - 1], 40),
+        _ => (trimmed, 0),
+    };
+    let value: u64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a byte count such as 4096, 64K, 1M or 2G"))?;
+    value
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
 /// `16K`, `64k`, `1M` or a number of bytes.
 pub fn parse_chunk_size(text: &str) -> Result<u32, String> {
     let upper = text.trim().to_ascii_uppercase();
@@ -202,10 +247,31 @@ pub fn parse_chunk_size(text: &str) -> Result<u32, String> {
     Ok(bytes)
 }
 
+#[cfg(test)]
+mod byte_count_tests {
+    use super::parse_byte_count;
+
+    #[test]
+    fn byte_counts_take_binary_suffixes() {
+        assert_eq!(parse_byte_count("4096"), Ok(4096));
+        assert_eq!(parse_byte_count("64K"), Ok(64 << 10));
+        assert_eq!(parse_byte_count("1m"), Ok(1 << 20));
+        assert_eq!(parse_byte_count("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_byte_count("3MB"), Ok(3 << 20));
+        assert_eq!(parse_byte_count("1T"), Ok(1 << 40));
+        assert!(parse_byte_count("x").is_err());
+        assert!(parse_byte_count("99999999999T").is_err());
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum DriveCommand {
     /// List the drive map.
-    List,
+    List {
+        /// As JSON: `[{"letter": "C", "kind": "volume", "path": "…"}]`.
+        #[arg(long)]
+        json: bool,
+    },
     /// Map LETTER (e.g. C:) to an image file or a directory.
     Map { letter: String, target: PathBuf },
     /// Remove LETTER from the drive map.

@@ -211,13 +211,15 @@ pub fn run_service(store: &Path, idle_timeout: Option<u64>) -> Result<(), Servic
         transport::ServiceLog::open(&ServicePaths::for_store(store).log_file)
             .map_err(unavailable)?,
     );
-    engine.set_deletion_sink(log.clone());
     let options = ServerOptions {
         idle_timeout: Some(Duration::from_secs(seconds)),
         handle_termination_signals: true,
-        log: Some(log),
+        log: Some(log.clone()),
     };
     let handler = Arc::new(EngineHandler::new(Arc::new(engine)));
+    // After the coordinator took the engine's sink: it removes what it kept for a deleted
+    // shadow, then passes the event to the log.
+    handler.set_deletion_sink(log);
     match transport::serve_store(store, handler, options) {
         Ok(server) => match server.wait() {
             StopReason::Crashed => Err(unavailable(

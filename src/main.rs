@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use diskshadow::cli::{
-    normalize_arguments, Cli, DriveCommand, ServiceCommand, Subcommands, VolumeCommand,
+    normalize_arguments, Cli, DriveCommand, ListWhat, ServiceCommand, Subcommands, VolumeCommand,
     WriterAddCommand, WriterCommand,
 };
 use diskshadow::engine::ids::parse_guid;
@@ -58,6 +58,9 @@ fn run(cli: Cli) -> i32 {
             with_service(&store, |service| drive(service, command))
         }
         Some(Subcommands::CheckStore(arguments)) => check_store(&store, arguments.json),
+        Some(Subcommands::List { what, json }) => {
+            with_service(&store, |service| list(service, what, json))
+        }
         Some(Subcommands::Service(command)) => service(&store, command),
         Some(Subcommands::Writer(WriterCommand::Check { writer })) => check_writer(&store, &writer),
         Some(Subcommands::Writer(WriterCommand::Add(command))) => add_writer(&store, command),
@@ -129,7 +132,21 @@ fn service(store: &Path, command: ServiceCommand) -> i32 {
             Ok(()) => exit_status::SUCCESS,
             Err(error) => fail(&error),
         },
-        ServiceCommand::Status => match connect::service_status(store) {
+        ServiceCommand::Status { json: true } => match connect::service_status(store) {
+            Ok(status) => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status).unwrap_or_default()
+                );
+                if status.is_some() {
+                    exit_status::SUCCESS
+                } else {
+                    exit_status::COMMAND_FAILED
+                }
+            }
+            Err(error) => fail(&error),
+        },
+        ServiceCommand::Status { json: false } => match connect::service_status(store) {
             Ok(Some(status)) => {
                 println!("The service for {} is running.", store.display());
                 println!(
@@ -140,7 +157,7 @@ fn service(store: &Path, command: ServiceCommand) -> i32 {
             }
             Ok(None) => {
                 println!("No service is running for {}.", store.display());
-                exit_status::SUCCESS
+                exit_status::COMMAND_FAILED
             }
             Err(error) => fail(&error),
         },
@@ -488,8 +505,13 @@ fn shell(cli: &Cli, store: &Path) -> i32 {
     let mut console = TerminalConsole::new(log);
     // From here on Ctrl-C never kills the shell (see ui::interrupt).
     ui::interrupt::install();
+    let interactive = script.is_none() && stdin_script.is_none();
     for line in ui::banner(&ui::machine_name()) {
         console.out(&line);
+    }
+    // The shell leaves two blank lines after the banner, as DiskShadow does; scripts one.
+    if interactive {
+        console.out("");
     }
     let service = match connect::connect(store) {
         Ok(service) => service,
@@ -502,7 +524,6 @@ fn shell(cli: &Cli, store: &Path) -> i32 {
             return exit_status::COMMAND_FAILED;
         }
     };
-    let interactive = script.is_none() && stdin_script.is_none();
     let config = SessionConfig {
         mode: if interactive {
             Mode::Interactive
@@ -536,6 +557,20 @@ fn shell(cli: &Cli, store: &Path) -> i32 {
 }
 
 const IO_CHUNK: usize = 4 << 20;
+/// The granularity at which `volume read` into a file skips zeros (leaves holes).
+const SPARSE_BLOCK: usize = 64 << 10;
+
+/// Writes `data` at `at` of a new file, skipping blocks that are all zeros.
+fn write_sparse(file: &File, at: u64, data: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    for (index, block) in data.chunks(SPARSE_BLOCK).enumerate() {
+        if block.iter().all(|byte| *byte == 0) {
+            continue;
+        }
+        file.write_all_at(block, at + (index * SPARSE_BLOCK) as u64)?;
+    }
+    Ok(())
+}
 
 /// The sequence of the newest diff-area deletion the store remembers (0: none).
 fn newest_deletion(service: &mut dyn ShadowService) -> Result<u64, ServiceError> {
@@ -606,7 +641,7 @@ fn volume(service: &mut dyn ShadowService, command: VolumeCommand) -> Result<(),
             let size = target_size(service, &target, &base)?;
             // A file output is written beside its final name and renamed into place only when
             // every byte was read: a failed read leaves no partial file and keeps an older one.
-            let mut partial = match &output {
+            let partial = match &output {
                 Some(path) => {
                     let directory = match path.parent() {
                         Some(parent) if !parent.as_os_str().is_empty() => parent,
@@ -619,10 +654,7 @@ fn volume(service: &mut dyn ShadowService, command: VolumeCommand) -> Result<(),
                 None => None,
             };
             let mut stdout = std::io::stdout().lock();
-            let writer: &mut dyn Write = match &mut partial {
-                Some(file) => file.as_file_mut(),
-                None => &mut stdout,
-            };
+            let mut written_to_file: u64 = 0;
             let mut position = offset;
             let mut remaining = length.unwrap_or(u64::MAX).min(size.saturating_sub(offset));
             // Progress only when the bytes go to a file: stdout may be the terminal itself.
@@ -637,9 +669,14 @@ fn volume(service: &mut dyn ShadowService, command: VolumeCommand) -> Result<(),
                 if data.is_empty() {
                     break;
                 }
-                writer
-                    .write_all(&data)
-                    .map_err(|error| ServiceError::io(format!("writing the output: {error}")))?;
+                match &partial {
+                    // A file stays sparse: blocks of zeros are skipped (the new file reads
+                    // zeros there) and the length is set at the end.
+                    Some(file) => write_sparse(file.as_file(), written_to_file, &data),
+                    None => stdout.write_all(&data),
+                }
+                .map_err(|error| ServiceError::io(format!("writing the output: {error}")))?;
+                written_to_file += data.len() as u64;
                 position += data.len() as u64;
                 remaining -= data.len() as u64;
                 if let Some(bar) = &progress {
@@ -652,9 +689,11 @@ fn volume(service: &mut dyn ShadowService, command: VolumeCommand) -> Result<(),
             if let Some(bar) = progress {
                 bar.finish_and_clear();
             }
-            writer
-                .flush()
-                .map_err(|error| ServiceError::io(format!("writing the output: {error}")))?;
+            match &partial {
+                Some(file) => file.as_file().set_len(written_to_file),
+                None => stdout.flush(),
+            }
+            .map_err(|error| ServiceError::io(format!("writing the output: {error}")))?;
             if let (Some(file), Some(path)) = (partial, &output) {
                 file.persist(path).map_err(|error| {
                     ServiceError::io(format!(
@@ -788,6 +827,54 @@ fn read_full(reader: &mut dyn Read, buffer: &mut [u8]) -> std::io::Result<usize>
     Ok(filled)
 }
 
+/// No aliases outside a session: shadows are listed by ID alone.
+struct NoAliases;
+
+impl diskshadow::session::render::AliasLookup for NoAliases {
+    fn alias_for(&self, _value: &str) -> Option<String> {
+        None
+    }
+}
+
+/// `diskshadow list shadows|writers|providers [--json]`.
+fn list(service: &mut dyn ShadowService, what: ListWhat, json: bool) -> Result<(), ServiceError> {
+    use diskshadow::session::render;
+    let to_json = |value: serde_json::Result<String>| {
+        value.map_err(|error| {
+            ServiceError::io(format!("the listing cannot be written as JSON: {error}"))
+        })
+    };
+    let lines = match (what, json) {
+        (ListWhat::Shadows, true) => {
+            vec![to_json(serde_json::to_string_pretty(&service.shadows()?))?]
+        }
+        (ListWhat::Shadows, false) => render::shadow_listing(
+            "Querying all shadow copies on the computer ...",
+            &service.shadows()?,
+            &NoAliases,
+            TimeZoneChoice::Local,
+        ),
+        (ListWhat::Writers, true) => {
+            vec![to_json(serde_json::to_string_pretty(
+                &service.writer_statuses()?,
+            ))?]
+        }
+        (ListWhat::Writers, false) => {
+            service.list_writers(diskshadow::service::api::WriterListing::Status)?
+        }
+        (ListWhat::Providers, true) => {
+            vec![to_json(serde_json::to_string_pretty(
+                &service.providers()?,
+            ))?]
+        }
+        (ListWhat::Providers, false) => render::provider_listing(&service.providers()?),
+    };
+    for line in lines {
+        println!("{line}");
+    }
+    Ok(())
+}
+
 fn drive(service: &mut dyn ShadowService, command: DriveCommand) -> Result<(), ServiceError> {
     let letter_of = |text: &str| -> Result<char, ServiceError> {
         diskshadow::engine::model::parse_drive_letter(text).ok_or_else(|| {
@@ -796,7 +883,25 @@ fn drive(service: &mut dyn ShadowService, command: DriveCommand) -> Result<(), S
         })
     };
     match command {
-        DriveCommand::List => {
+        DriveCommand::List { json: true } => {
+            let entries: Vec<serde_json::Value> = service
+                .drive_map()?
+                .into_iter()
+                .map(|(letter, target)| {
+                    let (kind, path) = match target {
+                        DriveTarget::Volume(path) => ("volume", path),
+                        DriveTarget::Directory(path) => ("directory", path),
+                    };
+                    serde_json::json!({"letter": letter.to_string(), "kind": kind, "path": path})
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&entries).unwrap_or_default()
+            );
+            Ok(())
+        }
+        DriveCommand::List { json: false } => {
             for (letter, target) in service.drive_map()? {
                 match target {
                     DriveTarget::Volume(path) => {

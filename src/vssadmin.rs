@@ -50,6 +50,46 @@ pub const COMMANDS: [(&str, &str); 12] = [
     ),
 ];
 
+/// Each command's syntax, as `vssadmin <command> /?` shows it.
+pub const SYNTAX: [(&str, &str); 12] = [
+    (
+        "add shadowstorage",
+        "Add ShadowStorage /For=ForVolumeSpec /On=OnVolumeSpec [/MaxSize=MaxSizeSpec]",
+    ),
+    (
+        "create shadow",
+        "Create Shadow /For=ForVolumeSpec [/AutoRetry=MaxRetryMinutes]",
+    ),
+    (
+        "delete shadows",
+        "Delete Shadows /For=ForVolumeSpec [/Oldest | /All | /Shadow=ShadowId] [/Quiet]",
+    ),
+    (
+        "delete shadowstorage",
+        "Delete ShadowStorage /For=ForVolumeSpec [/On=OnVolumeSpec] [/Quiet]",
+    ),
+    ("list providers", "List Providers"),
+    (
+        "list shadows",
+        "List Shadows [/For=ForVolumeSpec] [/Shadow=ShadowId|/Set=ShadowSetId]",
+    ),
+    (
+        "list shadowstorage",
+        "List ShadowStorage [/For=ForVolumeSpec|/On=OnVolumeSpec]",
+    ),
+    ("list volumes", "List Volumes"),
+    ("list writers", "List Writers"),
+    (
+        "resize shadowstorage",
+        "Resize ShadowStorage /For=ForVolumeSpec /On=OnVolumeSpec [/MaxSize=MaxSizeSpec]",
+    ),
+    (
+        "revert shadow",
+        "Revert Shadow /Shadow=ShadowId [/ForceDismount] [/Quiet]",
+    ),
+    ("query reverts", "Query Reverts [/For=ForVolumeSpec]"),
+];
+
 /// What a run printed and its exit status.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Outcome {
@@ -247,6 +287,12 @@ pub fn run(
         arguments[0].to_ascii_lowercase(),
         arguments[1].to_ascii_lowercase()
     );
+    if arguments[2..].iter().any(|word| word == "/?") {
+        if let Some((_, syntax)) = SYNTAX.iter().find(|(name, _)| *name == verb) {
+            outcome.out(format!("vssadmin {syntax}"));
+            return outcome;
+        }
+    }
     let switches = match Switches::parse(&arguments[2..]) {
         Ok(switches) => switches,
         Err(message) => return outcome.fail(2, message),
@@ -635,6 +681,10 @@ fn delete_shadows(
     if let Some(volume) = &for_volume {
         shadows.retain(|shadow| shadow.volume.id == volume.id);
     }
+    let not_client_accessible = shadows
+        .iter()
+        .filter(|shadow| shadow.context != Context::ClientAccessible)
+        .count();
     let chosen: Vec<ShadowInfo> = if let Some(id) = switches.guid("shadow")?.map(ShadowId) {
         shadows
             .into_iter()
@@ -669,6 +719,11 @@ fn delete_shadows(
     }
     if deletable.is_empty() {
         outcome.out("No items found that satisfy the query.");
+        if switches.flag("oldest") && not_client_accessible > 0 {
+            outcome.out(format!(
+                "The volume has {not_client_accessible} shadow copies that DiskShadow made (persistent or volatile contexts); vssadmin deletes only client-accessible ones (vssadmin create shadow). Delete those with diskshadow `delete shadows oldest <volume>`."
+            ));
+        }
         return Ok(());
     }
     if !switches.flag("quiet") {
@@ -761,7 +816,7 @@ fn revert_shadow(
     outcome: &mut Outcome,
 ) -> Result<(), Failure> {
     switches
-        .check_allowed(&["shadow", "forcedismount"])
+        .check_allowed(&["shadow", "forcedismount", "quiet"])
         .map_err(Failure::Usage)?;
     switches.required("shadow", "Shadow")?;
     let id = switches
@@ -769,7 +824,19 @@ fn revert_shadow(
         .map(ShadowId)
         .ok_or_else(|| Failure::Usage("Error: Missing /Shadow option.".to_string()))?;
     let force_dismount = switches.flag("forcedismount");
-    service.revert(id, force_dismount, &mut LineObserver { outcome })?;
+    let quiet = switches.flag("quiet");
+    let mut lines = Outcome::default();
+    service.revert(
+        id,
+        force_dismount,
+        &mut LineObserver {
+            outcome: &mut lines,
+        },
+    )?;
+    if quiet {
+        return Ok(());
+    }
+    outcome.stdout.extend(lines.stdout);
     outcome.out(format!("The volume has been reverted to shadow copy {id}."));
     Ok(())
 }

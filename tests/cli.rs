@@ -1162,3 +1162,166 @@ fn providers_volume_register_with_the_redirect_on_write_provider() {
     assert_eq!(unknown.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown provider 'zfs'"));
 }
+
+/// Issue 11, item 12: the interactive shell (on a terminal, through `script`'s pty) leaves two
+/// blank lines after its banner and one after each command's output.
+#[test]
+fn fidelity_the_shell_leaves_two_blank_lines_after_the_banner_and_one_after_output() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        support::skip("`script` (util-linux) is not installed: no pty to run the shell in");
+        return;
+    }
+    let work = support::scratch("fidelity-shell-blank-lines");
+    let command = format!(
+        "{} --store {}",
+        env!("CARGO_BIN_EXE_diskshadow"),
+        work.join("store").display()
+    );
+    let output = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_remove("DISKSHADOW_STORE")
+        .env("DISKSHADOW_IN_PROCESS", "1")
+        .write_stdin("list providers\nexit\n")
+        .timeout(std::time::Duration::from_secs(60))
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&output.stdout).replace('\r', "");
+    let after_banner = stdout
+        .split_once(" PM\n")
+        .or_else(|| stdout.split_once(" AM\n"))
+        .map(|(_, rest)| rest)
+        .unwrap_or_else(|| panic!("no banner: {stdout}"));
+    assert!(after_banner.starts_with("\n\n"), "{stdout:?}");
+    assert!(!after_banner.starts_with("\n\n\n"), "{stdout:?}");
+    assert!(stdout.contains("2 providers registered.\n\n"), "{stdout:?}");
+}
+
+/// Issue 11, item 15: the interactive shell's `-l` log holds the typed commands too, not only
+/// what was printed.
+#[test]
+fn fidelity_the_interactive_log_keeps_the_typed_commands() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        support::skip("`script` (util-linux) is not installed: no pty to run the shell in");
+        return;
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    let log = work.path().join("shell.log");
+    let command = format!(
+        "{} --store {} -l {}",
+        env!("CARGO_BIN_EXE_diskshadow"),
+        work.path().join("store").display(),
+        log.display()
+    );
+    let output = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_remove("DISKSHADOW_STORE")
+        .env("DISKSHADOW_IN_PROCESS", "1")
+        // One line: rustyline flushes type-ahead when it takes the terminal back.
+        .write_stdin("list providers\n")
+        .timeout(std::time::Duration::from_secs(60))
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(0));
+    let logged = fs::read_to_string(&log).expect("log");
+    assert!(logged.contains("DISKSHADOW> list providers"), "{logged}");
+    assert!(logged.contains("2 providers registered."), "{logged}");
+}
+
+/// Issue 11, item 18: `--json` for lists and the drive map, `service status` fails when no
+/// service runs, and byte counts take suffixes.
+#[test]
+fn fidelity_json_listings_status_exit_and_size_suffixes() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let store = work.path().join("store");
+    image(&work.path().join("data.img"), 4 << 20);
+    let status = diskshadow(&store)
+        .args(["service", "status"])
+        .output()
+        .expect("status");
+    assert_eq!(status.status.code(), Some(1), "no service runs yet");
+    let status = diskshadow(&store)
+        .args(["service", "status", "--json"])
+        .output()
+        .expect("status");
+    assert_eq!(status.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&status.stdout).trim(), "null");
+
+    let stdout = support::process::run_script(
+        &store,
+        work.path(),
+        "snap.dsh",
+        "set context persistent nowriters\nadd volume data.img\ncreate\n",
+    );
+    let shadow = support::process::shadow_ids(&stdout).pop().expect("shadow");
+    let listed = diskshadow(&store)
+        .args(["list", "shadows", "--json"])
+        .output()
+        .expect("list");
+    assert!(listed.status.success());
+    let shadows: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("json");
+    let listed_id = shadows[0]["id"]
+        .as_str()
+        .expect("an ID")
+        .trim_matches(['{', '}']);
+    assert!(shadow.contains(listed_id), "{shadow} vs {listed_id}");
+    let text = diskshadow(&store)
+        .args(["list", "shadows"])
+        .output()
+        .expect("list");
+    assert!(String::from_utf8_lossy(&text.stdout).contains("Number of shadow copies listed: 1"));
+    let providers = diskshadow(&store)
+        .args(["list", "providers", "--json"])
+        .output()
+        .expect("list");
+    let providers: serde_json::Value = serde_json::from_slice(&providers.stdout).expect("json");
+    assert!(providers.as_array().is_some_and(|list| list.len() >= 2));
+    let writers = diskshadow(&store)
+        .args(["list", "writers", "--json"])
+        .output()
+        .expect("list");
+    assert!(serde_json::from_slice::<serde_json::Value>(&writers.stdout).is_ok());
+
+    diskshadow(&store)
+        .args(["drive", "map", "D:", "data.img"])
+        .current_dir(work.path())
+        .assert()
+        .success();
+    let drives = diskshadow(&store)
+        .args(["drive", "list", "--json"])
+        .output()
+        .expect("drives");
+    let drives: serde_json::Value = serde_json::from_slice(&drives.stdout).expect("json");
+    assert_eq!(drives[0]["letter"], "D");
+    assert_eq!(drives[0]["kind"], "volume");
+
+    diskshadow(&store)
+        .args(["volume", "write", "data.img", "--offset", "1M"])
+        .write_stdin(vec![0x42u8; 4096])
+        .current_dir(work.path())
+        .assert()
+        .success();
+    let read = diskshadow(&store)
+        .args([
+            "volume", "read", "data.img", "--offset", "1MiB", "--length", "4K",
+        ])
+        .current_dir(work.path())
+        .output()
+        .expect("read");
+    assert_eq!(read.stdout, vec![0x42u8; 4096]);
+    let status = diskshadow(&store)
+        .args(["service", "status", "--json"])
+        .output()
+        .expect("status");
+    assert!(status.status.success());
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
+    assert!(status["pid"].as_u64().is_some(), "{status}");
+}

@@ -515,10 +515,11 @@ fn raw_protocol_options_list_info_unsupported_abort_and_export_name() {
     assert_eq!(replies[0].0, 2);
     assert_eq!(&replies[0].1[4..], b"vol-9");
     assert_eq!(replies[1].0, 1);
-    // STRUCTURED_REPLY and unknown options are refused with ERR_UNSUP; negotiation goes on.
+    // A malformed STRUCTURED_REPLY (it takes no data) is ERR_INVALID, and unknown options are
+    // refused with ERR_UNSUP; negotiation goes on, still with simple replies.
     assert_eq!(
-        option_round_trip(&mut stream, 8, &[]),
-        vec![((1 << 31) | 1, b"only simple replies are supported".to_vec())]
+        option_round_trip(&mut stream, 8, &[0]),
+        vec![((1 << 31) | 3, b"STRUCTURED_REPLY takes no data".to_vec())]
     );
     assert_eq!(
         option_round_trip(&mut stream, 99, &[]).last().unwrap().0,

@@ -512,7 +512,7 @@ fn malformed_frames_get_an_error_frame_and_the_connection_survives() {
     let mut stream = UnixStream::connect(server.socket_path()).unwrap();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let hello = read_json_line(&mut reader);
-    assert_eq!(hello["hello"]["protocol"], json!(1));
+    assert_eq!(hello["hello"]["protocol"], json!(2));
 
     for bad in [
         "this is not json",
@@ -739,7 +739,7 @@ fn a_service_of_another_protocol_version_is_reported_not_restarted() {
     });
     match connect_or_start(store.path(), &|| panic!("must not start a service")) {
         Err(ServiceError::ProtocolMismatch {
-            ours: 1,
+            ours: 2,
             theirs: 99,
         }) => {}
         other => panic!("expected ProtocolMismatch, got {other:?}"),

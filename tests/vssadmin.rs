@@ -51,6 +51,13 @@ fn vssadmin_commands_over_the_same_store() {
         ("", "list writers"),
         ("y\n", "delete shadows /all"),
         ("", "list shadows"),
+        ("", "list shadows /?"),
+        ("", "delete shadows /?"),
+        ("", "revert shadow /?"),
+        (
+            "",
+            "revert shadow /shadow={00000000-0000-0000-0000-000000000000} /quiet",
+        ),
     ];
     let mut transcript = String::new();
     for (answer, line) in lines {
@@ -65,6 +72,34 @@ fn vssadmin_commands_over_the_same_store() {
             transcript.push_str(&format!("! {err}\n"));
         }
         transcript.push_str(&format!("[exit status: {}]\n", outcome.status));
+    }
+    // A shadow DiskShadow made: vssadmin's /Oldest does not count it, and says why.
+    let volume = service
+        .resolve_volume("C:", std::path::Path::new("/"))
+        .expect("volume");
+    service
+        .create(
+            &diskshadow::service::CreateRequest::one_volume(
+                volume,
+                diskshadow::engine::vss::Context::PersistentNoWriters,
+                diskshadow::engine::vss::Attributes(0),
+            ),
+            &mut diskshadow::service::SilentObserver,
+        )
+        .expect("create");
+    let arguments: Vec<String> = ["delete", "shadows", "/for=C:", "/oldest"]
+        .map(str::to_string)
+        .to_vec();
+    let outcome = vssadmin::run(
+        &mut service,
+        &arguments,
+        &work,
+        zone,
+        &mut std::io::Cursor::new(Vec::new()),
+    );
+    transcript.push_str("$ vssadmin delete shadows /for=C: /oldest\n");
+    for out in outcome.stdout.iter().skip(vssadmin::BANNER.len() + 1) {
+        transcript.push_str(&format!("{out}\n"));
     }
     insta::with_settings!({snapshot_path => "../snapshots/vssadmin", prepend_module_to_snapshot => false, omit_expression => true}, {
         insta::assert_snapshot!("vssadmin", transcript);

@@ -299,7 +299,7 @@ fn a_full_backup_sends_every_event_once_in_order() {
         events(&[
             "",
             "* Including writer \"Journal Writer\":",
-            "        + Adding component: \\data"
+            "\t+ Adding component: \\data"
         ])
     );
     assert_eq!(observer.sent.borrow().len(), 8);

@@ -17,7 +17,7 @@ use crate::engine::catalog::{
 };
 use crate::engine::clock::{Clock, IdSource, RandomIds, SystemClock};
 use crate::engine::deletions::{DeletionLog, DeletionReason, DeletionSink, DiffAreaDeletion};
-use crate::engine::device::BlockDevice;
+use crate::engine::device::{file_extents, write_zeroes_through, BlockDevice, Extent};
 use crate::engine::ids::{parse_guid, ProviderId, ShadowId, ShadowSetId, VolumeId};
 use crate::engine::model::{
     CreateSpec, CreatedSet, DeleteSelector, DriveTarget, Exposure, ExposureKind, ProviderInfo,
@@ -2131,6 +2131,31 @@ impl Engine {
         data: &[u8],
         protected: Option<u64>,
     ) -> Result<(), WriteFailure> {
+        self.before_change_locked(cow, offset, data.len() as u64, protected)?;
+        cow.write(offset, data).map_err(WriteFailure::Io)
+    }
+
+    /// Zeros a range of the live volume, punching holes where whole chunks are zeroed; shadows
+    /// keep their bytes (see [`CowVolume::punch_hole`]).
+    fn punch_locked(
+        &self,
+        cow: &mut dyn VolumeProvider,
+        offset: u64,
+        length: u64,
+    ) -> Result<(), WriteFailure> {
+        self.before_change_locked(cow, offset, length, None)?;
+        cow.punch_hole(offset, length).map_err(WriteFailure::Io)
+    }
+
+    /// What every change of a live volume does first: record that it is being written, and
+    /// make room in the diff area for what the change must preserve.
+    fn before_change_locked(
+        &self,
+        cow: &mut dyn VolumeProvider,
+        offset: u64,
+        length: u64,
+        protected: Option<u64>,
+    ) -> Result<(), WriteFailure> {
         // The image must be as diskshadow left it before this write can make a new baseline:
         // otherwise an outside change would be laundered into the fingerprint unnoticed. A
         // change makes the shadows suspect (durably) and the write then goes ahead: the
@@ -2144,12 +2169,12 @@ impl Engine {
             .get(&cow.volume())
             .and_then(|record| record.max_diff_area_bytes);
         if let Some(max_bytes) = max_bytes {
-            let needed = cow.bytes_needed(offset, data.len() as u64);
+            let needed = cow.bytes_needed(offset, length);
             let used_bytes = cow.used_bytes();
             let mut deleted = Vec::new();
             let mut outcome = Ok(());
             loop {
-                let still_needed = cow.bytes_needed(offset, data.len() as u64);
+                let still_needed = cow.bytes_needed(offset, length);
                 if still_needed == 0 || cow.used_bytes() + still_needed <= max_bytes {
                     break;
                 }
@@ -2174,7 +2199,7 @@ impl Engine {
             );
             outcome?;
         }
-        cow.write(offset, data).map_err(WriteFailure::Io)
+        Ok(())
     }
 
     /// Keeps and announces shadows deleted to fit a diff-area limit.
@@ -2753,6 +2778,23 @@ impl BlockDevice for VolumeDevice {
         }
     }
 
+    fn write_zeroes(&self, offset: u64, length: u64, may_punch: bool) -> io::Result<()> {
+        if !may_punch {
+            return write_zeroes_through(self, offset, length);
+        }
+        match &mut *write_lock(&self.handle.state) {
+            VolumeSlot::Ready(cow) => {
+                check_range(
+                    offset,
+                    usize::try_from(length).unwrap_or(usize::MAX),
+                    cow.size(),
+                )?;
+                Ok(self.engine.punch_locked(&mut **cow, offset, length)?)
+            }
+            VolumeSlot::Unavailable(reason) => Err(unavailable(reason)),
+        }
+    }
+
     fn flush(&self) -> io::Result<()> {
         match &mut *write_lock(&self.handle.state) {
             VolumeSlot::Ready(cow) => Ok(self.engine.flush_locked(&mut **cow)?),
@@ -2762,6 +2804,13 @@ impl BlockDevice for VolumeDevice {
 
     fn is_read_only(&self) -> bool {
         false
+    }
+
+    fn allocation(&self, offset: u64, length: u64) -> io::Result<Vec<Extent>> {
+        match &*read_lock(&self.handle.state) {
+            VolumeSlot::Ready(cow) => cow.allocation_live(offset, length),
+            VolumeSlot::Unavailable(reason) => Err(unavailable(reason)),
+        }
     }
 }
 
@@ -2832,5 +2881,35 @@ impl BlockDevice for ShadowDevice {
 
     fn is_read_only(&self) -> bool {
         true
+    }
+
+    fn allocation(&self, offset: u64, length: u64) -> io::Result<Vec<Extent>> {
+        let length = length.min(self.size.saturating_sub(offset));
+        if let Some(copy) = &self.independent {
+            return file_extents(
+                offset,
+                length,
+                |at| copy.next_data(at),
+                |at| copy.next_hole(at),
+            );
+        }
+        match &*read_lock(&self.handle.state) {
+            VolumeSlot::Ready(cow) => {
+                if !cow.shadows().contains(&self.sequence) {
+                    return Err(unavailable(&format!(
+                        "shadow copy {} was deleted",
+                        self.shadow
+                    )));
+                }
+                if self.sequence <= cow.suspect_through() {
+                    return Err(io::Error::other(format!(
+                        "shadow copy {} became suspect: its volume was changed outside diskshadow",
+                        self.shadow
+                    )));
+                }
+                cow.allocation_shadow(self.sequence, offset, length)
+            }
+            VolumeSlot::Unavailable(reason) => Err(unavailable(reason)),
+        }
     }
 }

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::device::BlockDevice;
+use super::ids::ShadowId;
 
 /// The overlay's granularity. Auto-recovery rewrites a few blocks of a file system's journal
 /// or a database's pages; 4 KiB keeps each of them one small record.
@@ -101,6 +102,109 @@ impl OverlayDevice {
                 self.base.read_at(start, &mut buffer[..length])
             }
         }
+    }
+}
+
+/// Where the store keeps auto-recovery overlays: `<store>/recovery/<shadow>.overlay`, and the
+/// directory `<store>/recovery/<shadow>/` a read-write view is mounted on during PostSnapshot.
+/// The shadow-copy coordinator owns it: an overlay lives exactly as long as its shadow.
+#[derive(Debug, Clone)]
+pub struct OverlayStore {
+    directory: PathBuf,
+}
+
+/// An overlay file (or view directory) whose shadow is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeakedOverlay {
+    pub path: PathBuf,
+    pub bytes: u64,
+}
+
+impl OverlayStore {
+    /// The overlays of the store at `store_dir`.
+    pub fn new(store_dir: &Path) -> Self {
+        Self {
+            directory: store_dir.join("recovery"),
+        }
+    }
+
+    /// Where the overlay of `shadow` lives (it need not exist).
+    pub fn overlay_path(&self, shadow: ShadowId) -> PathBuf {
+        self.directory.join(format!("{shadow}.overlay"))
+    }
+
+    /// The directory a read-write view of `shadow` is mounted on during auto-recovery.
+    pub fn view_directory(&self, shadow: ShadowId) -> PathBuf {
+        self.directory.join(shadow.to_string())
+    }
+
+    /// Whether writers repaired `shadow` (its overlay exists).
+    pub fn has_overlay(&self, shadow: ShadowId) -> bool {
+        self.overlay_path(shadow).exists()
+    }
+
+    /// `base` (the shadow's point-in-time content) with its sealed overlay, or `base` itself
+    /// when writers changed nothing.
+    pub fn open_sealed(
+        &self,
+        shadow: ShadowId,
+        base: Arc<dyn BlockDevice>,
+    ) -> io::Result<Arc<dyn BlockDevice>> {
+        let path = self.overlay_path(shadow);
+        if !path.exists() {
+            return Ok(base);
+        }
+        Ok(Arc::new(OverlayDevice::open(base, &path, false)?))
+    }
+
+    /// Removes what the store keeps for `shadow`: its overlay and its (unmounted) view
+    /// directory. Missing pieces are not an error; a piece that cannot be removed is.
+    pub fn remove(&self, shadow: ShadowId) -> io::Result<()> {
+        match std::fs::remove_file(self.overlay_path(shadow)) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+        self.remove_view_directory(shadow);
+        Ok(())
+    }
+
+    /// Removes the empty mount point of a view that was unmounted (best effort: a busy or
+    /// non-empty directory stays, and `leaked` reports it once its shadow is gone).
+    pub fn remove_view_directory(&self, shadow: ShadowId) {
+        let _ = std::fs::remove_dir(self.view_directory(shadow));
+    }
+
+    /// Overlays and view directories whose shadow is not in `live` (a crash between a
+    /// shadow's deletion and its overlay's, or a removal that failed).
+    pub fn leaked(&self, live: &dyn Fn(ShadowId) -> bool) -> Vec<LeakedOverlay> {
+        let Ok(entries) = std::fs::read_dir(&self.directory) else {
+            return Vec::new();
+        };
+        let mut leaked: Vec<LeakedOverlay> = entries
+            .filter_map(Result::ok)
+            .filter_map(|entry| {
+                let name = entry.file_name().to_string_lossy().to_string();
+                let stem = name.strip_suffix(".overlay").unwrap_or(&name);
+                let shadow = crate::engine::ids::parse_guid(stem).map(ShadowId)?;
+                if live(shadow) {
+                    return None;
+                }
+                let bytes = entry.metadata().map_or(0, |metadata| {
+                    if metadata.is_file() {
+                        metadata.len()
+                    } else {
+                        0
+                    }
+                });
+                Some(LeakedOverlay {
+                    path: entry.path(),
+                    bytes,
+                })
+            })
+            .collect();
+        leaked.sort_by(|left, right| left.path.cmp(&right.path));
+        leaked
     }
 }
 
@@ -291,5 +395,37 @@ mod tests {
             [2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 1, 1],
             "the torn write is not seen, the one before it is"
         );
+    }
+
+    #[test]
+    fn the_overlay_store_removes_what_it_keeps_and_names_leftovers() {
+        let directory = tempfile::tempdir().expect("tempdir");
+        let store = OverlayStore::new(directory.path());
+        let kept = ShadowId(uuid::Uuid::from_u128(1));
+        let gone = ShadowId(uuid::Uuid::from_u128(2));
+        std::fs::create_dir_all(store.view_directory(gone)).expect("view directory");
+        std::fs::write(store.overlay_path(kept), [0u8; 10]).expect("kept overlay");
+        std::fs::write(store.overlay_path(gone), [0u8; 7]).expect("leftover overlay");
+        std::fs::write(directory.path().join("recovery/notes.txt"), b"x").expect("other file");
+
+        let leaked = store.leaked(&|shadow| shadow == kept);
+        assert_eq!(
+            leaked,
+            vec![
+                LeakedOverlay {
+                    path: store.view_directory(gone),
+                    bytes: 0
+                },
+                LeakedOverlay {
+                    path: store.overlay_path(gone),
+                    bytes: 7
+                },
+            ]
+        );
+        store.remove(gone).expect("remove");
+        assert!(store.leaked(&|shadow| shadow == kept).is_empty());
+        assert!(store.has_overlay(kept));
+        // Removing what is not there is not an error.
+        store.remove(gone).expect("remove again");
     }
 }

@@ -382,6 +382,18 @@ pub fn outside_users(image: &Path) -> Vec<String> {
             if !pid.bytes().all(|byte| byte.is_ascii_digit()) || pid == own {
                 continue;
             }
+            // This process's threads are this process, and its children between fork and exec
+            // hold copies of its descriptors (closed at exec): neither writes behind its back.
+            let status = std::fs::read_to_string(process.path().join("status")).unwrap_or_default();
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find_map(|line| line.strip_prefix(name))
+                    .map(str::trim)
+            };
+            if field("Tgid:") == Some(own.as_str()) || field("PPid:") == Some(own.as_str()) {
+                continue;
+            }
             let Ok(descriptors) = std::fs::read_dir(process.path().join("fd")) else {
                 continue;
             };

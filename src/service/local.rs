@@ -15,26 +15,24 @@ use super::api::{
 };
 use super::error::{ServiceError, ServiceErrorKind};
 use crate::engine::clock::{IdSource, RandomIds};
+use crate::engine::coordinator::shadow_copy::{
+    CreationObserver, ExposureKeeper, RequesterState, ShadowCopyCoordinator, ShadowCopyError,
+    ShadowSetRequest,
+};
 use crate::engine::coordinator::{
-    BackupSession, Coordinator, CoordinatorObserver, CreationFailure, CreationRequest,
-    GatheredMetadata, PostSnapshotShadow, RestoreWriter, SelectionError, SelectionPlan,
-    StepDecision, WriterEventError, WriterSelection,
+    CoordinatorObserver, CreationFailure, RestoreWriter, SelectionError, StepDecision,
+    WriterSelection,
 };
 use crate::engine::device::BlockDevice;
+use crate::engine::ids::VolumeId;
 use crate::engine::ids::{parse_guid, ShadowId};
-use crate::engine::ids::{ShadowSetId, VolumeId};
 use crate::engine::model::ExposureKind;
 use crate::engine::model::{
-    CreateSpec, CreateVolume, DeleteSelector, DriveTarget, Exposure, ProviderInfo, RequesterId,
-    ShadowInfo, StorageInfo, VolumeInfo,
+    DeleteSelector, DriveTarget, Exposure, ProviderInfo, RequesterId, ShadowInfo, StorageInfo,
+    VolumeInfo,
 };
-use crate::engine::overlay::{OverlayDevice, OVERLAY_CHUNK};
 use crate::engine::progress::Progress;
-use crate::engine::transport::{
-    log_file_name, write_metadata_cab, BackupComponents, ManifestShadow, MetadataCabinet,
-    WriterDocument,
-};
-use crate::engine::vss::Attributes;
+use crate::engine::transport::MetadataCabinet;
 use crate::engine::vss::VssCode;
 use crate::engine::writer::host::{EventFailure, HostOptions, WriterHost, WriterStatus};
 use crate::engine::writer::listing;
@@ -63,6 +61,72 @@ macro_rules! from_engine {
     };
 }
 
+/// The one place a shadow-copy protocol error becomes a service error: its kind, VSS code
+/// and the way out the requester is shown.
+pub fn coordinator_error(error: ShadowCopyError) -> ServiceError {
+    let message = error.to_string();
+    let code = error.vss_code();
+    match &error {
+        ShadowCopyError::SetInProgress => ServiceError::invalid(message).with_code(code).with_help(
+            "try again when it has finished (vssadmin create shadow /AutoRetry=N waits)",
+        ),
+        ShadowCopyError::Selection(selection) => {
+            let help = match selection {
+                SelectionError::EveryWriterFailedIdentify { .. } => {
+                    "`list writers status` shows why each writer failed; `writer exclude` them, or `set context … nowriters`, to create the set without writers"
+                }
+                _ => "`list writers` shows the writers and their components",
+            };
+            ServiceError::new(ServiceErrorKind::Writer, message)
+                .with_code(code)
+                .with_help(help)
+        }
+        ShadowCopyError::NotKept { .. } => ServiceError::new(ServiceErrorKind::Io, message)
+            .with_code(code)
+            .with_help("check the store's disk; no shadow copy of the set was kept"),
+        ShadowCopyError::Creation { failure, .. } => {
+            let (kind, help) = match &**failure {
+                CreationFailure::CommitFailed { .. } => (
+                    ServiceErrorKind::Invalid,
+                    "the provider refused the set: `list providers` shows the providers (plex needs the full-copy provider, `add volume … provider {…}`)",
+                ),
+                CreationFailure::StepAborted { .. } => (
+                    ServiceErrorKind::Writer,
+                    "you aborted in step mode; every writer was told, and no shadow copy of the set was kept",
+                ),
+                CreationFailure::FlushAndHold(_) | CreationFailure::CommitTooSlow { .. } => (
+                    ServiceErrorKind::Io,
+                    "a file system could not be held, or the commit was too slow; try again when the volumes are less busy",
+                ),
+                CreationFailure::WriterFailed { .. }
+                | CreationFailure::FreezeDeadlineExceeded { .. } => (
+                    ServiceErrorKind::Writer,
+                    "`list writers status` shows which writer failed; no shadow copy of the set was kept",
+                ),
+            };
+            ServiceError::new(kind, message)
+                .with_code(code)
+                .with_help(help)
+        }
+        ShadowCopyError::Restore(_) => {
+            ServiceError::new(ServiceErrorKind::Writer, message).with_code(code)
+        }
+        ShadowCopyError::Writers(_) => ServiceError::new(ServiceErrorKind::Writer, message)
+            .with_code(code)
+            .with_help("`list writers status` shows each writer's state and failure"),
+        ShadowCopyError::Overlay { .. }
+        | ShadowCopyError::OverlayRemoval { .. }
+        | ShadowCopyError::RevertRecovered { .. } => ServiceError::io(message),
+        ShadowCopyError::ShadowNotFound { .. } => ServiceError::not_found(message),
+        ShadowCopyError::Metadata { .. }
+        | ShadowCopyError::Delete(_)
+        | ShadowCopyError::Revert(_)
+        | ShadowCopyError::Device(_)
+        | ShadowCopyError::Exposure(_)
+        | ShadowCopyError::Storage(_) => engine_error(code, message),
+    }
+}
+
 /// Forwards engine progress to an observer. The engine's progress trait is `Sync`, so the
 /// observer sits behind a mutex.
 struct ObserverProgress<'o> {
@@ -87,27 +151,41 @@ impl Progress for ObserverProgress<'_> {
     }
 }
 
-/// What every requester of one service shares: the engine, the writers, and the rule that one
-/// shadow copy set is created at a time.
+/// The exposures `expose` made, alive until `unexpose`, deletion, or the service's end. The
+/// coordinator reaches them through [`ExposureKeeper`] to take one down before its shadow goes.
+#[derive(Default)]
+pub struct LiveExposures {
+    live: Mutex<Exposures>,
+}
+
+impl LiveExposures {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Exposures> {
+        self.live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl ExposureKeeper for LiveExposures {
+    fn exposed(&self) -> Vec<ShadowId> {
+        self.lock().iter().map(|(shadow, _)| *shadow).collect()
+    }
+
+    fn take_down(&self, shadow: ShadowId) -> Option<Exposure> {
+        let removed = self.lock().remove(shadow);
+        removed.map(|(exposure, handle)| {
+            handle.close();
+            exposure
+        })
+    }
+}
+
+/// What every requester of one service shares: the shadow-copy coordinator (engine, writers,
+/// overlays, the one-creation-at-a-time rule), the exposures and the attachments.
 pub struct ServiceCore {
     pub engine: Arc<Engine>,
-    /// Gives shadow copy set IDs before the commit (writers hear of the set first).
-    ids: Arc<dyn IdSource>,
-    /// Held for the whole creation sequence; a second requester gets
-    /// VSS_E_SNAPSHOT_SET_IN_PROGRESS instead of waiting (as VSS does).
-    creation: Mutex<()>,
-    /// The writers registered in the store's `writers/` directory, started on first need and
-    /// kept running while the service runs.
-    /// The writer host and the registration files it was loaded from.
-    writers: Mutex<
-        Option<(
-            crate::engine::writer::registration::RegistrationsFingerprint,
-            Arc<WriterHost>,
-        )>,
-    >,
-    writer_options: HostOptions,
-    /// What `expose` made, alive until `unexpose`, deletion, or the service's end.
-    exposures: Mutex<Exposures>,
+    pub coordinator: Arc<ShadowCopyCoordinator>,
+    exposures: Arc<LiveExposures>,
     /// Live volumes served read-write by `attach`, until `detach` or the service's end.
     attachments: Mutex<Exposures<VolumeId>>,
 }
@@ -123,15 +201,25 @@ impl ServiceCore {
         ids: Arc<dyn IdSource>,
         writer_options: HostOptions,
     ) -> Arc<Self> {
+        let coordinator = Arc::new(ShadowCopyCoordinator::new(
+            engine.clone(),
+            ids,
+            writer_options,
+        ));
+        let exposures = Arc::new(LiveExposures::default());
+        coordinator.set_exposure_keeper(exposures.clone());
         Arc::new(Self {
             engine,
-            ids,
-            creation: Mutex::new(()),
-            writers: Mutex::new(None),
-            writer_options,
-            exposures: Mutex::new(Exposures::default()),
+            coordinator,
+            exposures,
             attachments: Mutex::new(Exposures::default()),
         })
+    }
+
+    /// Where each shadow deleted to fit a diff-area limit is told (the service log), after
+    /// the coordinator removed what it kept for it.
+    pub fn set_deletion_sink(&self, sink: Arc<dyn crate::engine::deletions::DeletionSink>) {
+        self.coordinator.set_deletion_sink(sink);
     }
 
     /// Makes sure nothing uses `volume` before a revert rewrites it, as Windows locks or
@@ -199,99 +287,6 @@ impl ServiceCore {
         Ok(())
     }
 
-    /// Where a shadow's auto-recovery overlay lives.
-    pub fn overlay_path(&self, shadow: ShadowId) -> PathBuf {
-        self.engine
-            .store_dir()
-            .join("recovery")
-            .join(format!("{shadow}.overlay"))
-    }
-
-    /// A shadow copy as requesters read it: the engine's point-in-time content with its sealed
-    /// auto-recovery overlay, if writers changed it during PostSnapshot.
-    pub fn shadow_device(&self, shadow: ShadowId) -> Result<Arc<dyn BlockDevice>, ServiceError> {
-        let base = from_engine!(self.engine.open_shadow(shadow))?;
-        let path = self.overlay_path(shadow);
-        if !path.exists() {
-            return Ok(base);
-        }
-        let overlay = OverlayDevice::open(base, &path, false).map_err(|error| {
-            ServiceError::io(format!(
-                "the auto-recovery overlay {} cannot be read: {error}",
-                path.display()
-            ))
-        })?;
-        Ok(Arc::new(overlay))
-    }
-
-    /// Opens read-write views of new shadows for PostSnapshot: each a FUSE image file over the
-    /// shadow's own overlay, never the live volume. A view that cannot be made is reported and
-    /// left out (its writer gets no path).
-    fn recovery_views(
-        &self,
-        shadows: &[ShadowInfo],
-        report: &dyn Fn(&str),
-    ) -> Vec<(
-        ShadowId,
-        Option<PathBuf>,
-        Option<crate::engine::expose::FuseMount>,
-    )> {
-        shadows
-            .iter()
-            .map(|shadow| {
-                let made = (|| -> Result<(PathBuf, crate::engine::expose::FuseMount), String> {
-                    let base = self
-                        .engine
-                        .open_shadow(shadow.id)
-                        .map_err(|error| error.to_string())?;
-                    let overlay = OverlayDevice::open(base, &self.overlay_path(shadow.id), true)
-                        .map_err(|error| error.to_string())?;
-                    let directory = self
-                        .engine
-                        .store_dir()
-                        .join("recovery")
-                        .join(shadow.id.to_string());
-                    crate::engine::store::create_private_dir_all(&directory)
-                        .map_err(|error| error.to_string())?;
-                    let options = crate::engine::expose::MountOptions::image_file(
-                        &shadow.id.to_string(),
-                        "volume.img",
-                        false,
-                    );
-                    let mount =
-                        crate::engine::expose::mount(Arc::new(overlay), &directory, options)
-                            .map_err(|error| error.to_string())?;
-                    Ok((directory.join("volume.img"), mount))
-                })();
-                match made {
-                    Ok((path, mount)) => (shadow.id, Some(path), Some(mount)),
-                    Err(error) => {
-                        report(&format!(
-                            "Warning: no auto-recovery view for shadow copy {}: {error}",
-                            shadow.id
-                        ));
-                        (shadow.id, None, None)
-                    }
-                }
-            })
-            .collect()
-    }
-
-    /// The writer host with every writer identified at least once. Writers already identified
-    /// are not asked again: `identify` starts a writer's backup state afresh, and looking must
-    /// not erase the state of a backup in progress.
-    fn identified_writer_host(&self) -> Arc<WriterHost> {
-        let host = self.writer_host();
-        if host
-            .statuses()
-            .iter()
-            .any(|status| status.instance_id.is_none() || host.metadata(status.index).is_none())
-        {
-            Coordinator::new(&host, &crate::engine::coordinator::SilentObserver).gather_metadata();
-        }
-        host
-    }
-
     /// The file systems mounted from the attached FUSE files of `volumes`: flush-and-hold
     /// freezes them around the commit, as VSS flushes and holds the file system.
     fn filesystems_to_hold(&self, volumes: &[VolumeId]) -> Vec<PathBuf> {
@@ -310,49 +305,23 @@ impl ServiceCore {
             .collect()
     }
 
+    /// A shadow copy as requesters read it, with its sealed auto-recovery overlay.
+    pub fn shadow_device(&self, shadow: ShadowId) -> Result<Arc<dyn BlockDevice>, ServiceError> {
+        self.coordinator
+            .open_shadow(shadow)
+            .map_err(coordinator_error)
+    }
+
     /// Takes down exposures whose shadow the engine deleted by itself (oldest first, when a
     /// write would exceed a diff-area limit), so no exposure serves a deleted shadow. Returns
     /// the shadows whose exposures went.
     pub fn reap_dangling_exposures(&self) -> Vec<ShadowId> {
-        let mut exposures = self
-            .exposures
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let gone: Vec<ShadowId> = exposures
-            .iter()
-            .map(|(shadow, _)| *shadow)
-            .filter(|shadow| self.engine.shadow(*shadow).is_none())
-            .collect();
-        for shadow in &gone {
-            if let Some((_, handle)) = exposures.remove(*shadow) {
-                handle.close();
-            }
-        }
-        gone
+        self.coordinator.reap_exposures()
     }
 
     /// True while a shadow is exposed: the service must not idle out under its clients.
     pub fn has_exposures(&self) -> bool {
-        !self
-            .exposures
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .is_empty()
-    }
-
-    /// Takes down the exposure of `shadow`, if any, and clears the catalog's record.
-    fn unexpose_shadow(&self, shadow: ShadowId) -> Result<Option<Exposure>, ServiceError> {
-        let removed = self
-            .exposures
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(shadow);
-        let Some((exposure, handle)) = removed else {
-            return Ok(None);
-        };
-        handle.close();
-        from_engine!(self.engine.set_exposure(shadow, None))?;
-        Ok(Some(exposure))
+        !self.exposures.lock().is_empty()
     }
 
     /// At service start: exposures recorded by a service that ended without taking them down
@@ -386,36 +355,12 @@ impl ServiceCore {
 
     /// The store's directory of writer registrations.
     pub fn writers_directory(&self) -> PathBuf {
-        self.engine.store_dir().join("writers")
+        self.coordinator.writers_directory()
     }
 
-    /// The writer host, loading the registrations the first time and again whenever a
-    /// registration file was added, removed or changed since (so `writer add` and `writer
-    /// remove` take effect without restarting the service). A backup already running keeps the
-    /// host it started with; the replaced host's writers get end of input when its last user
-    /// lets go of it.
+    /// The writer host, loading the registrations the first time.
     pub fn writer_host(&self) -> Arc<WriterHost> {
-        use crate::engine::writer::registration::registrations_fingerprint;
-        let directory = self.writers_directory();
-        let fingerprint = registrations_fingerprint(&directory);
-        let mut slot = self
-            .writers
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some((loaded_from, host)) = slot.as_ref() {
-            if *loaded_from == fingerprint {
-                return host.clone();
-            }
-        }
-        let host = Arc::new(WriterHost::from_directory(
-            &directory,
-            self.writer_options.clone(),
-        ));
-        let replaced = slot.replace((fingerprint, host.clone()));
-        drop(slot);
-        // Shut the old writers down outside the lock.
-        drop(replaced);
-        host
+        self.coordinator.writer_host()
     }
 }
 
@@ -473,6 +418,12 @@ impl Progress for CoordinatorBridge<'_> {
     }
     fn finish(&self) {
         self.with(|observer| observer.progress_end());
+    }
+}
+
+impl CreationObserver for CoordinatorBridge<'_> {
+    fn log_text(&self) -> String {
+        CoordinatorBridge::log_text(self)
     }
 }
 
@@ -537,8 +488,8 @@ impl CoordinatorObserver for CoordinatorBridge<'_> {
 pub struct LocalService {
     core: Arc<ServiceCore>,
     requester: RequesterId,
-    /// The writers of the last `create`, until `end backup` (or the requester's end).
-    backup: Option<BackupSession>,
+    /// What the coordinator keeps for this requester between commands (its backup).
+    state: RequesterState,
     /// The metadata loaded by `load metadata`.
     loaded: Option<MetadataCabinet>,
     /// The writers told of a restore by `begin restore`, until `end restore`.
@@ -556,7 +507,7 @@ impl LocalService {
         Self {
             core,
             requester,
-            backup: None,
+            state: RequesterState::default(),
             loaded: None,
             restoring: None,
         }
@@ -578,31 +529,8 @@ impl LocalService {
         from_engine!(self.core.engine.open_volume(volume.id))
     }
 
-    /// A volume as a writer names it (image path, drive letter, volume GUID), if registered.
-    fn resolve_writer_volume(&self, name: &str) -> Option<crate::engine::ids::VolumeId> {
-        self.core
-            .engine
-            .resolve_volume(name, Path::new("/"))
-            .ok()
-            .map(|volume| volume.id)
-    }
-
     fn writer_error(message: String, code: VssCode) -> ServiceError {
         ServiceError::new(ServiceErrorKind::Writer, message).with_code(code)
-    }
-
-    fn event_errors(errors: Vec<WriterEventError>) -> ServiceError {
-        let code = errors
-            .first()
-            .map(WriterEventError::vss_code)
-            .unwrap_or(VssCode::VSS_E_UNEXPECTED_WRITER_ERROR);
-        let message = errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ");
-        Self::writer_error(message, code)
-            .with_help("`list writers status` shows each writer's state and failure")
     }
 
     /// The restore's writers, after checking every `writer verify` entry is among them.
@@ -630,111 +558,6 @@ impl LocalService {
             }
         }
         Ok(writers)
-    }
-
-    fn manifest_volume_name(volume: &VolumeInfo) -> String {
-        match volume.drive_letter {
-            Some(letter) => format!("{letter}:\\"),
-            None => volume.path.display().to_string(),
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn write_metadata(
-        &self,
-        path: &Path,
-        request: &CreateRequest,
-        set: &crate::engine::model::CreatedSet,
-        session: &BackupSession,
-        gathered: &GatheredMetadata,
-        log: String,
-    ) -> Result<Vec<String>, ServiceError> {
-        let mut aliases: Vec<(String, String)> = Vec::new();
-        let shadows = set
-            .shadows
-            .iter()
-            .enumerate()
-            .map(|(index, shadow)| {
-                let alias = request.aliases.get(index).cloned().flatten();
-                let name = alias
-                    .clone()
-                    .unwrap_or_else(|| format!("VSS_SHADOW_{}", index + 1));
-                aliases.push((name, shadow.id.to_string()));
-                ManifestShadow {
-                    shadow_id: shadow.id,
-                    alias,
-                    original_volume: Self::manifest_volume_name(&shadow.volume),
-                    provider_id: shadow.provider_id,
-                }
-            })
-            .collect();
-        aliases.push(("VSS_SHADOW_SET".to_string(), set.set_id.to_string()));
-        let cabinet = MetadataCabinet {
-            snapshot_set_id: set.set_id,
-            machine_name: set
-                .shadows
-                .first()
-                .map(|shadow| shadow.originating_machine.clone())
-                .unwrap_or_default(),
-            shadows,
-            aliases,
-            backup_components: (!session.writers.is_empty())
-                .then(|| BackupComponents::from_session(session)),
-            writers: WriterDocument::for_session(session, gathered),
-            log_name: log_file_name(self.core.ids.new_uuid().as_u128()),
-            log,
-        };
-        write_metadata_cab(path, &cabinet).map_err(|error| {
-            engine_error(
-                error.vss_code(),
-                format!(
-                    "the metadata file {} was not written: {error}",
-                    path.display()
-                ),
-            )
-        })
-    }
-}
-
-/// DiskShadow's name for the metadata file it saves unasked:
-/// `<yyyy-MM-dd>_<hh-mm-ss>_<COMPUTERNAME>.cab`, a 12-hour clock without AM/PM (observed).
-fn default_metadata_name(set: &crate::engine::model::CreatedSet, offset_seconds: i32) -> String {
-    let created = set
-        .shadows
-        .first()
-        .map(|shadow| shadow.created_at)
-        .unwrap_or_default();
-    let offset = chrono::FixedOffset::east_opt(offset_seconds)
-        .unwrap_or_else(|| chrono::Offset::fix(&chrono::Utc));
-    let machine = set
-        .shadows
-        .first()
-        .map(|shadow| shadow.originating_machine.to_ascii_uppercase())
-        .unwrap_or_default();
-    format!(
-        "{}_{}.cab",
-        created.with_timezone(&offset).format("%Y-%m-%d_%I-%M-%S"),
-        machine
-    )
-}
-
-/// Whether `selector` picks `shadow` (as the engine will decide), among `all`.
-fn selected(selector: &DeleteSelector, shadow: &ShadowInfo, all: &[ShadowInfo]) -> bool {
-    match selector {
-        DeleteSelector::All => true,
-        DeleteSelector::Volume(volume) => shadow.volume.id == *volume,
-        DeleteSelector::Oldest(volume) => {
-            shadow.volume.id == *volume
-                && all
-                    .iter()
-                    .filter(|other| other.volume.id == *volume)
-                    .map(|other| other.sequence)
-                    .min()
-                    == Some(shadow.sequence)
-        }
-        DeleteSelector::Set(set) => shadow.set_id == *set,
-        DeleteSelector::Id(id) => shadow.id == *id,
-        DeleteSelector::OwnedBy(requester) => shadow.owner == Some(*requester),
     }
 }
 
@@ -812,251 +635,39 @@ impl ShadowService for LocalService {
         request: &CreateRequest,
         observer: &mut dyn ServiceObserver,
     ) -> Result<CreateOutcome, ServiceError> {
-        let core = self.core.clone();
-        let _creating = match core.creation.try_lock() {
-            Ok(guard) => guard,
-            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => {
-                return Err(ServiceError::invalid(
-                    "another requester is creating a shadow copy set",
-                )
-                .with_code(VssCode::VSS_E_SNAPSHOT_SET_IN_PROGRESS)
-                .with_help(
-                    "try again when it has finished (vssadmin create shadow /AutoRetry=N waits)",
-                ));
-            }
-        };
-        if let Some(previous) = self.backup.take() {
-            // A new set replaces the backup of the last one: its writers hear BackupShutdown.
-            let host = core.writer_host();
-            let _ = Coordinator::new(&host, &crate::engine::coordinator::SilentObserver)
-                .backup_shutdown(&previous);
-        }
-        let set_id = ShadowSetId(core.ids.new_uuid());
-        let spec = CreateSpec {
-            volumes: request
-                .volumes
-                .iter()
-                .map(|volume| CreateVolume {
-                    volume: volume.volume.id,
-                    provider: volume.provider,
-                })
-                .collect(),
-            context: request.context,
-            extra_attributes: request.extra_attributes,
-            requester: self.requester,
-            set_id: Some(set_id),
-        };
-        let volume_names: Vec<String> = request
-            .volumes
-            .iter()
-            .map(|volume| volume.volume.path.display().to_string())
-            .collect();
-        let volume_ids: Vec<_> = request
+        let volume_ids: Vec<VolumeId> = request
             .volumes
             .iter()
             .map(|volume| volume.volume.id)
             .collect();
-        let host = core.writer_host();
-        let bridge = CoordinatorBridge::new(observer, request.step);
-        let coordinator = Coordinator::new(&host, &bridge);
-        let (gathered, plan) = if request.context.has_writers() {
-            let gathered = coordinator.gather_metadata();
-            let selection = WriterSelection {
+        let set_request = ShadowSetRequest {
+            volumes: request
+                .volumes
+                .iter()
+                .map(|volume| (volume.volume.clone(), volume.provider))
+                .collect(),
+            context: request.context,
+            extra_attributes: request.extra_attributes,
+            backup_type: request.backup_type,
+            writers: WriterSelection {
                 verify: request.writers.verify.clone(),
                 exclude: request.writers.exclude.clone(),
-            };
-            let resolve = |name: &str| self.resolve_writer_volume(name);
-            let plan = coordinator
-                .select(&gathered, &selection, &volume_ids, &resolve)
-                .map_err(|error| {
-                    let help = match error {
-                        SelectionError::EveryWriterFailedIdentify { .. } => {
-                            "`list writers status` shows why each writer failed; `writer exclude` them, or `set context … nowriters`, to create the set without writers"
-                        }
-                        _ => "`list writers` shows the writers and their components",
-                    };
-                    Self::writer_error(error.to_string(), error.vss_code()).with_help(help)
-                })?;
-            (gathered, plan)
-        } else {
-            (
-                GatheredMetadata::default(),
-                SelectionPlan::without_writers(),
-            )
+            },
+            aliases: request.aliases.clone(),
+            metadata_path: request.metadata_path.clone(),
+            default_metadata: request.default_metadata.clone(),
+            flush_mount_points: self.core.filesystems_to_hold(&volume_ids),
         };
-        // A writers context on a host with no writer registered makes a set no writer took
-        // part in: it says so in its attributes, as a nowriters context's set does.
-        let mut spec = spec;
-        if request.context.has_writers()
-            && gathered.writers.is_empty()
-            && gathered.unavailable.is_empty()
-        {
-            spec.extra_attributes = spec.extra_attributes.with(Attributes::NO_WRITERS);
-        }
-        let held_file_systems = self.core.filesystems_to_hold(&volume_ids);
-        for file_system in &held_file_systems {
-            bridge.verbose(&format!(
-                "Flushing and holding writes on the file system at {}.",
-                file_system.display()
-            ));
-        }
-        let creation = CreationRequest {
-            snapshot_set_id: set_id,
-            context: request.context,
-            backup_type: request.backup_type,
-            volumes: volume_names.clone(),
-            flush_mount_points: held_file_systems.clone(),
-            autorecover: !request
-                .extra_attributes
-                .contains(Attributes::NO_AUTORECOVERY),
-        };
-        let engine = self.core.engine.clone();
-        // The coordinator reports a refused commit as a message; keep the provider's own code.
-        let commit_code = std::cell::Cell::new(None);
-        // When writers still thaw and post-snapshot after the commit, the set is committed in
-        // creation and kept only once they are done: a crash before then leaves no shadow of it.
-        let writers_after_commit = request.context.has_writers() && !plan.writers.is_empty();
-        let mut commit = || {
-            let committed = if writers_after_commit {
-                engine.create_shadow_set_in_creation(&spec, &bridge)
-            } else {
-                engine.create_shadow_set_with_progress(&spec, &bridge)
-            };
-            committed.inspect_err(|error| commit_code.set(Some(error.vss_code())))
-        };
-        // Auto-recovery: writers get a read-write view of each new shadow during PostSnapshot.
-        let recovering =
-            creation.autorecover && request.context.has_writers() && !plan.writers.is_empty();
-        let mut recovery_mounts: Vec<crate::engine::expose::FuseMount> = Vec::new();
-        let core_for_views = core.clone();
-        let mut post_snapshot = |set: &crate::engine::model::CreatedSet| {
-            let views = if recovering {
-                core_for_views.recovery_views(&set.shadows, &|line: &str| bridge.verbose(line))
-            } else {
-                set.shadows
-                    .iter()
-                    .map(|shadow| (shadow.id, None, None))
-                    .collect()
-            };
-            views
-                .into_iter()
-                .zip(volume_names.iter().zip(&volume_ids))
-                .map(|((shadow_id, path, mount), (volume, volume_id))| {
-                    if let Some(mount) = mount {
-                        recovery_mounts.push(mount);
-                    }
-                    PostSnapshotShadow {
-                        volume: volume.clone(),
-                        volume_id: Some(*volume_id),
-                        shadow_id,
-                        path,
-                    }
-                })
-                .collect()
-        };
-        let outcome =
-            coordinator.create_shadow_set(&creation, &plan, &mut commit, &mut post_snapshot);
-        // The shadows are sealed: their recovery views go, their overlays stay (read-only).
-        for mount in recovery_mounts.drain(..) {
-            let _ = mount.unmount();
-        }
-        let outcome = match outcome {
-            Ok(outcome) => outcome,
-            Err(error) => {
-                if let Some(set) = &error.committed {
-                    // No shadow of a failed set may remain, nor its recovery overlays.
-                    let _ = self
-                        .core
-                        .engine
-                        .delete_shadows(&DeleteSelector::Set(set.set_id));
-                    for shadow in &set.shadows {
-                        let _ = std::fs::remove_file(core.overlay_path(shadow.id));
-                    }
-                }
-                let (kind, code, help) = match &*error.failure {
-                    CreationFailure::CommitFailed { .. } => (
-                        ServiceErrorKind::Invalid,
-                        commit_code.get().unwrap_or_else(|| error.vss_code()),
-                        "the provider refused the set: `list providers` shows the providers (plex needs the full-copy provider, `add volume … provider {…}`)",
-                    ),
-                    CreationFailure::StepAborted { .. } => (
-                        ServiceErrorKind::Writer,
-                        error.vss_code(),
-                        "you aborted in step mode; every writer was told, and no shadow copy of the set was kept",
-                    ),
-                    CreationFailure::FlushAndHold(_) | CreationFailure::CommitTooSlow { .. } => (
-                        ServiceErrorKind::Io,
-                        error.vss_code(),
-                        "a file system could not be held, or the commit was too slow; try again when the volumes are less busy",
-                    ),
-                    _ => (
-                        ServiceErrorKind::Writer,
-                        error.vss_code(),
-                        "`list writers status` shows which writer failed; no shadow copy of the set was kept",
-                    ),
-                };
-                return Err(ServiceError::new(
-                    kind,
-                    format!("the shadow copy set was not created: {}", error.failure),
-                )
-                .with_code(code)
-                .with_help(help));
-            }
-        };
-        let set = outcome.committed;
-        let default_path = match (&request.metadata_path, &request.default_metadata) {
-            (None, Some((directory, offset_seconds))) if !outcome.session.writers.is_empty() => {
-                Some(directory.join(default_metadata_name(&set, *offset_seconds)))
-            }
-            _ => None,
-        };
-        let written_path = request.metadata_path.clone().or(default_path);
-        let metadata_files = match written_path.as_ref() {
-            Some(path) => {
-                let written = self.write_metadata(
-                    path,
-                    request,
-                    &set,
-                    &outcome.session,
-                    &gathered,
-                    bridge.log_text(),
-                );
-                match written {
-                    Ok(files) => files,
-                    Err(error) => {
-                        let _ =
-                            Coordinator::new(&host, &crate::engine::coordinator::SilentObserver)
-                                .abort(&outcome.session, "the metadata file could not be written");
-                        let _ = self
-                            .core
-                            .engine
-                            .delete_shadows(&DeleteSelector::Set(set.set_id));
-                        return Err(error);
-                    }
-                }
-            }
-            None => Vec::new(),
-        };
-        if let Err(error) = self.core.engine.finish_creation(set.set_id) {
-            let _ = Coordinator::new(&host, &crate::engine::coordinator::SilentObserver)
-                .abort(&outcome.session, "the shadow copy set could not be kept");
-            let _ = self
-                .core
-                .engine
-                .delete_shadows(&DeleteSelector::Set(set.set_id));
-            return Err(ServiceError::new(
-                ServiceErrorKind::Io,
-                format!("the shadow copy set was not created: it could not be kept: {error}"),
-            )
-            .with_code(error.vss_code())
-            .with_help("check the store's disk; no shadow copy of the set was kept"));
-        }
-        self.backup = Some(outcome.session);
+        let bridge = CoordinatorBridge::new(observer, request.step);
+        let outcome = self
+            .core
+            .coordinator
+            .create(self.requester, &mut self.state, &set_request, &bridge)
+            .map_err(coordinator_error)?;
         Ok(CreateOutcome {
-            set,
-            metadata_files,
-            metadata_path: written_path,
+            set: outcome.set,
+            metadata_files: outcome.metadata_files,
+            metadata_path: outcome.metadata_path,
         })
     }
 
@@ -1068,19 +679,10 @@ impl ShadowService for LocalService {
         &mut self,
         selector: &DeleteSelector,
     ) -> Result<Vec<ShadowInfo>, ServiceError> {
-        // An exposed shadow loses its exposure before it goes: never a mount or share serving
-        // a deleted shadow.
-        let all = self.core.engine.shadows();
-        for shadow in &all {
-            if shadow.exposure.is_some() && selected(selector, shadow, &all) {
-                self.core.unexpose_shadow(shadow.id)?;
-            }
-        }
-        let deleted = from_engine!(self.core.engine.delete_shadows(selector))?;
-        for shadow in &deleted {
-            let _ = std::fs::remove_file(self.core.overlay_path(shadow.id));
-        }
-        Ok(deleted)
+        self.core
+            .coordinator
+            .delete_shadows(selector)
+            .map_err(coordinator_error)
     }
 
     fn revert(
@@ -1096,35 +698,10 @@ impl ShadowService for LocalService {
         let progress = ObserverProgress {
             observer: std::sync::Mutex::new(observer),
         };
-        from_engine!(self.core.engine.revert(shadow, &progress))?;
-        // What writers repaired during auto-recovery is part of the shadow: revert brings it
-        // back too, through the normal write path.
-        let path = self.core.overlay_path(shadow);
-        if path.exists() {
-            let info = self.core.engine.shadow(shadow).ok_or_else(|| {
-                ServiceError::not_found("the shadow copy disappeared during revert")
-            })?;
-            let base = from_engine!(self.core.engine.open_shadow(shadow))?;
-            let overlay = OverlayDevice::open(base, &path, false).map_err(|error| {
-                ServiceError::io(format!("the auto-recovery overlay cannot be read: {error}"))
-            })?;
-            let volume = from_engine!(self.core.engine.open_volume(info.volume.id))?;
-            let mut buffer = vec![0u8; OVERLAY_CHUNK as usize];
-            for chunk in overlay.overlaid_chunks() {
-                let start = chunk * OVERLAY_CHUNK;
-                let length = (overlay.size() - start).min(OVERLAY_CHUNK) as usize;
-                overlay
-                    .read_at(start, &mut buffer[..length])
-                    .and_then(|()| volume.write_at(start, &buffer[..length]))
-                    .map_err(|error| {
-                        ServiceError::io(format!("reverting the recovered chunks: {error}"))
-                    })?;
-            }
-            volume
-                .flush()
-                .map_err(|error| ServiceError::io(format!("reverting: {error}")))?;
-        }
-        Ok(())
+        self.core
+            .coordinator
+            .revert(shadow, &progress)
+            .map_err(coordinator_error)
     }
 
     fn providers(&mut self) -> Result<Vec<ProviderInfo>, ServiceError> {
@@ -1140,7 +717,10 @@ impl ShadowService for LocalService {
         volume: &VolumeInfo,
         max_bytes: Option<u64>,
     ) -> Result<Vec<ShadowInfo>, ServiceError> {
-        from_engine!(self.core.engine.set_max_diff_area(volume.id, max_bytes))
+        self.core
+            .coordinator
+            .set_max_diff_area(volume.id, max_bytes)
+            .map_err(coordinator_error)
     }
 
     fn expose(
@@ -1173,11 +753,7 @@ impl ShadowService for LocalService {
             &store,
             &self.core.engine.drive_map(),
         )?;
-        let mut exposures = self
-            .core
-            .exposures
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut exposures = self.core.exposures.lock();
         if exposures.contains(shadow_id) {
             return Err(ServiceError::invalid(format!(
                 "shadow copy {shadow_id} is already exposed"
@@ -1197,11 +773,11 @@ impl ShadowService for LocalService {
         )?;
         if let Err(error) = self
             .core
-            .engine
-            .set_exposure(shadow_id, Some(exposure.clone()))
+            .coordinator
+            .record_exposure(shadow_id, exposure.clone())
         {
             handle.close();
-            return Err(engine_error(error.vss_code(), error.to_string()));
+            return Err(coordinator_error(error));
         }
         exposures.insert(shadow_id, exposure.clone(), handle);
         Ok(exposure)
@@ -1224,19 +800,19 @@ impl ShadowService for LocalService {
                     }
                     _ => text.to_string(),
                 };
-                let found = self
-                    .core
-                    .exposures
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .find(&name, &resolved);
+                let found = self.core.exposures.lock().find(&name, &resolved);
                 found.ok_or_else(|| {
                     ServiceError::not_found(format!("nothing is exposed at {text}"))
                         .with_help("`list shadows all` shows where shadow copies are exposed")
                 })?
             }
         };
-        match self.core.unexpose_shadow(shadow_id)? {
+        match self
+            .core
+            .coordinator
+            .unexpose(shadow_id)
+            .map_err(coordinator_error)?
+        {
             Some(_) => self.core.engine.shadow(shadow_id).ok_or_else(|| {
                 ServiceError::not_found(format!("shadow copy {shadow_id} was not found"))
             }),
@@ -1408,7 +984,7 @@ impl ShadowService for LocalService {
     }
 
     fn list_writers(&mut self, listing_kind: WriterListing) -> Result<Vec<String>, ServiceError> {
-        let host = self.core.identified_writer_host();
+        let host = self.core.coordinator.identified_writer_host();
         let mut lines = Vec::new();
         for problem in host.problems() {
             lines.push(format!("Warning: {problem}"));
@@ -1475,7 +1051,7 @@ impl ShadowService for LocalService {
     }
 
     fn writer_statuses(&mut self) -> Result<Vec<super::api::WriterStatusView>, ServiceError> {
-        let host = self.core.identified_writer_host();
+        let host = self.core.coordinator.identified_writer_host();
         Ok(host
             .statuses()
             .into_iter()
@@ -1490,16 +1066,11 @@ impl ShadowService for LocalService {
     }
 
     fn end_backup(&mut self, observer: &mut dyn ServiceObserver) -> Result<(), ServiceError> {
-        let Some(session) = self.backup.take() else {
-            return Ok(());
-        };
-        let host = self.core.writer_host();
         let bridge = CoordinatorBridge::new(observer, false);
-        let coordinator = Coordinator::new(&host, &bridge);
-        let completed = coordinator.backup_complete(&session, true);
-        let shut = coordinator.backup_shutdown(&session);
-        completed.map_err(Self::event_errors)?;
-        shut.map_err(Self::event_errors)
+        self.core
+            .coordinator
+            .end_backup(&mut self.state, &bridge)
+            .map_err(coordinator_error)
     }
 
     fn load_metadata(&mut self, cabinet: MetadataCabinet) -> Result<LoadedMetadata, ServiceError> {
@@ -1525,11 +1096,11 @@ impl ShadowService for LocalService {
 
     fn simulate_restore(&mut self, verify: &[String]) -> Result<Vec<String>, ServiceError> {
         let writers = self.restore_writers(verify)?;
-        let host = self.core.writer_host();
-        let coordinator = Coordinator::new(&host, &crate::engine::coordinator::SilentObserver);
-        let involvement = coordinator
+        let involvement = self
+            .core
+            .coordinator
             .simulate_restore(&writers)
-            .map_err(|error| Self::writer_error(error.to_string(), error.vss_code()))?;
+            .map_err(coordinator_error)?;
         let mut lines = Vec::new();
         for writer in &involvement {
             lines.push(format!(
@@ -1565,11 +1136,11 @@ impl ShadowService for LocalService {
         observer: &mut dyn ServiceObserver,
     ) -> Result<(), ServiceError> {
         let writers = self.restore_writers(verify)?;
-        let host = self.core.writer_host();
         let bridge = CoordinatorBridge::new(observer, false);
-        Coordinator::new(&host, &bridge)
-            .pre_restore(&writers)
-            .map_err(|error| Self::writer_error(error.to_string(), error.vss_code()))?;
+        self.core
+            .coordinator
+            .begin_restore(&writers, &bridge)
+            .map_err(coordinator_error)?;
         self.restoring = Some(writers);
         Ok(())
     }
@@ -1580,15 +1151,15 @@ impl ShadowService for LocalService {
                 .with_code(VssCode::VSS_E_BAD_STATE)
                 .with_help("`begin restore` starts one"));
         };
-        let host = self.core.writer_host();
         let bridge = CoordinatorBridge::new(observer, false);
-        Coordinator::new(&host, &bridge)
-            .post_restore(&writers)
-            .map_err(|error| Self::writer_error(error.to_string(), error.vss_code()))
+        self.core
+            .coordinator
+            .end_restore(&writers, &bridge)
+            .map_err(coordinator_error)
     }
 
     fn check_store(&mut self) -> Result<super::api::StoreCheck, ServiceError> {
-        let report = self.core.engine.check();
+        let report = self.core.coordinator.check();
         Ok(super::api::StoreCheck {
             clean: report.is_clean(),
             volumes_checked: report.volumes_checked,
@@ -1609,17 +1180,11 @@ impl ShadowService for LocalService {
     }
 
     fn release_requester(&mut self) -> Result<Vec<ShadowInfo>, ServiceError> {
-        if let Some(session) = self.backup.take() {
-            // The requester ends without `end backup`: its writers get BackupShutdown only.
-            let host = self.core.writer_host();
-            let _ = Coordinator::new(&host, &crate::engine::coordinator::SilentObserver)
-                .backup_shutdown(&session);
-        }
         self.loaded = None;
         self.restoring = None;
-        from_engine!(self
-            .core
-            .engine
-            .delete_shadows(&DeleteSelector::OwnedBy(self.requester)))
+        self.core
+            .coordinator
+            .release_requester(self.requester, &mut self.state)
+            .map_err(coordinator_error)
     }
 }

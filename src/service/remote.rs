@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -82,11 +81,10 @@ pub enum Request {
         length: u64,
         base_dir: PathBuf,
     },
-    /// `data` is base64.
+    /// The bytes to write travel as the request's raw binary payload, never in JSON.
     Write {
         volume: String,
         offset: u64,
-        data: String,
         base_dir: PathBuf,
     },
     ReleaseRequester,
@@ -136,8 +134,8 @@ pub enum Reply {
     Storage(Vec<StorageInfo>),
     Exposure(Exposure),
     Shadow(Box<ShadowInfo>),
-    /// base64.
-    Data(String),
+    /// The bytes read; they travel as the response's raw binary payload, never in JSON.
+    Data,
     Check(super::api::StoreCheck),
     Lines(Vec<String>),
     Loaded(LoadedMetadata),
@@ -252,10 +250,14 @@ pub struct EngineHandler {
 
 impl EngineHandler {
     /// The handler of a service that just opened the store. Exposures the catalog records now
-    /// were left by a service that ended without taking them down: they are cleaned first.
+    /// were left by a service that ended without taking them down: they are cleaned first, and
+    /// so are overlays of shadows that are gone.
     pub fn new(engine: Arc<Engine>) -> Self {
         let core = ServiceCore::new(engine);
         core.clear_stale_exposures();
+        // Overlays a crash left behind its shadows' deletion: check-store reported them as
+        // leaked; the service owning the store removes them.
+        core.coordinator.reclaim_leaked_overlays();
         Self {
             core,
             sessions: Mutex::new(HashMap::new()),
@@ -279,25 +281,14 @@ impl EngineHandler {
     }
 }
 
-fn decode(data: &str) -> Result<Vec<u8>, ServiceError> {
-    base64::engine::general_purpose::STANDARD
-        .decode(data)
-        .map_err(|error| {
-            ServiceError::new(
-                ServiceErrorKind::Unavailable,
-                format!("bad data on the wire: {error}"),
-            )
-        })
-}
-
-fn encode(data: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(data)
-}
-
-/// Runs one request against a requester's in-process service.
+/// Runs one request against a requester's in-process service. `request_bytes` is the
+/// request's binary payload (the data of a `Write`); the bytes a `Read` returns are put in
+/// `response_bytes`.
 pub fn dispatch(
     service: &mut dyn ShadowService,
     request: Request,
+    request_bytes: Vec<u8>,
+    response_bytes: &mut Vec<u8>,
     observer: &mut dyn ServiceObserver,
 ) -> Result<Reply, ServiceError> {
     Ok(match request {
@@ -350,14 +341,16 @@ pub fn dispatch(
             offset,
             length,
             base_dir,
-        } => Reply::Data(encode(&service.read(&target, offset, length, &base_dir)?)),
+        } => {
+            *response_bytes = service.read(&target, offset, length, &base_dir)?;
+            Reply::Data
+        }
         Request::Write {
             volume,
             offset,
-            data,
             base_dir,
         } => {
-            service.write(&volume, offset, &decode(&data)?, &base_dir)?;
+            service.write(&volume, offset, &request_bytes, &base_dir)?;
             Reply::Done
         }
         Request::ReleaseRequester => Reply::Shadows(service.release_requester()?),
@@ -399,7 +392,18 @@ impl Handler for EngineHandler {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut observer = EventObserver { events };
-        dispatch(&mut *service, request, &mut observer)
+        let mut response_bytes = Vec::new();
+        let reply = dispatch(
+            &mut *service,
+            request,
+            events.take_request_bytes(),
+            &mut response_bytes,
+            &mut observer,
+        );
+        if !response_bytes.is_empty() {
+            events.set_response_bytes(response_bytes);
+        }
+        reply
     }
 
     fn session_ended(&self, session: SessionId) {
@@ -428,6 +432,13 @@ impl Handler for EngineHandler {
         // deleted under an exposure.
         self.core.reap_dangling_exposures();
         self.core.has_exposures()
+    }
+}
+
+impl EngineHandler {
+    /// Where each shadow deleted to fit a diff-area limit is told (the service log).
+    pub fn set_deletion_sink(&self, sink: Arc<dyn crate::engine::deletions::DeletionSink>) {
+        self.core.set_deletion_sink(sink);
     }
 }
 
@@ -464,6 +475,17 @@ impl RemoteService {
         request: Request,
         observer: &mut dyn ServiceObserver,
     ) -> Result<Reply, ServiceError> {
+        self.call_with_bytes(request, None, observer)
+            .map(|(reply, _)| reply)
+    }
+
+    /// A request with binary payloads in both directions (see [`transport::Client::call_with_bytes`]).
+    fn call_with_bytes(
+        &mut self,
+        request: Request,
+        request_bytes: Option<&[u8]>,
+        observer: &mut dyn ServiceObserver,
+    ) -> Result<(Reply, Vec<u8>), ServiceError> {
         if self.client.is_none() {
             if let Some(reconnect) = &self.reconnect {
                 self.client = Some(reconnect()?);
@@ -476,10 +498,14 @@ impl RemoteService {
             )
             .with_help("start the shell again"));
         };
-        let reply: Result<Reply, ServiceError> = match client
-            .call(&request, &mut |event| replay(observer, &event))
-        {
-            Ok(reply) => reply,
+        let answer: Result<(Result<Reply, ServiceError>, Vec<u8>), _> =
+            client.call_with_bytes(&request, request_bytes, &mut |incoming| match incoming {
+                transport::Incoming::Event(event) | transport::Incoming::Question(event) => {
+                    replay(observer, &event)
+                }
+            });
+        match answer {
+            Ok((reply, bytes)) => reply.map(|reply| (reply, bytes)),
             Err(error) => {
                 self.client = None;
                 let mut failure = ServiceError::new(
@@ -491,10 +517,9 @@ impl RemoteService {
                         "the next command connects to a new service; volatile shadow copies of this session are gone",
                     );
                 }
-                return Err(failure);
+                Err(failure)
             }
-        };
-        reply
+        }
     }
 
     fn quiet(&mut self, request: Request) -> Result<Reply, ServiceError> {
@@ -658,14 +683,15 @@ impl ShadowService for RemoteService {
         length: u64,
         base_dir: &Path,
     ) -> Result<Vec<u8>, ServiceError> {
-        match self.quiet(Request::Read {
+        let request = Request::Read {
             target: target.to_string(),
             offset,
             length,
             base_dir: base_dir.to_path_buf(),
-        })? {
-            Reply::Data(data) => decode(&data),
-            other => Err(unexpected(other)),
+        };
+        match self.call_with_bytes(request, None, &mut super::api::SilentObserver)? {
+            (Reply::Data, data) => Ok(data),
+            (other, _) => Err(unexpected(other)),
         }
     }
     fn write(
@@ -675,13 +701,13 @@ impl ShadowService for RemoteService {
         data: &[u8],
         base_dir: &Path,
     ) -> Result<(), ServiceError> {
-        self.quiet(Request::Write {
+        let request = Request::Write {
             volume: volume.to_string(),
             offset,
-            data: encode(data),
             base_dir: base_dir.to_path_buf(),
-        })
-        .map(|_| ())
+        };
+        self.call_with_bytes(request, Some(data), &mut super::api::SilentObserver)
+            .map(|_| ())
     }
     fn check_store(&mut self) -> Result<super::api::StoreCheck, ServiceError> {
         match self.quiet(Request::CheckStore)? {

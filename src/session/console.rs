@@ -14,6 +14,9 @@ pub trait Console: Send {
     /// Asks the user a question (step-through mode) and returns the answer line, or `None` when
     /// there is no one to answer (end of input).
     fn ask(&mut self, prompt: &str) -> Option<String>;
+    /// A line the user typed at the interactive prompt: the `-l` log keeps it, as it keeps a
+    /// script's `->` echo; the screen already shows it.
+    fn typed(&mut self, _line: &str) {}
     /// Whether Ctrl-C was pressed since the last call (a script stops at the end of the running
     /// command); consoles without a keyboard are never interrupted.
     fn interrupted(&mut self) -> bool {

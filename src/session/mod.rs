@@ -14,7 +14,7 @@ use miette::{GraphicalReportHandler, GraphicalTheme, NamedSource};
 
 use crate::engine::vss::VssCode;
 use crate::service::{ServiceError, ServiceErrorKind, ShadowService};
-use crate::syntax::{self, ast::Command, SyntaxError};
+use crate::syntax::{self, SyntaxError};
 use console::Console;
 use expand::{ExpandError, Variables};
 use render::TimeZoneChoice;
@@ -78,6 +78,8 @@ pub struct CommandError {
     pub help: Option<String>,
     /// Print this command's help, as DiskShadow does for wrong or missing parameters.
     pub command_help: Option<&'static str>,
+    /// The command already said why it failed in DiskShadow's words; print nothing more.
+    pub already_shown: bool,
 }
 
 impl CommandError {
@@ -87,7 +89,15 @@ impl CommandError {
             code: None,
             help: None,
             command_help: None,
+            already_shown: false,
         }
+    }
+
+    /// A failure the command has already described (`The command script failed.`).
+    pub fn already_shown() -> Self {
+        let mut error = Self::new("");
+        error.already_shown = true;
+        error
     }
 
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
@@ -126,6 +136,7 @@ impl From<ServiceError> for CommandError {
             code: error.code,
             help,
             command_help: None,
+            already_shown: false,
         }
     }
 }
@@ -167,6 +178,11 @@ impl<'a> Session<'a> {
         self.service.as_mut()
     }
 
+    /// Notes a line typed at the interactive prompt (the `-l` log keeps it).
+    pub fn typed(&mut self, line: &str) {
+        self.console.typed(line);
+    }
+
     /// Prints a line through the session's console (for hosts of the session, such as tests).
     pub fn print(&mut self, line: &str) {
         self.console.out(line);
@@ -182,14 +198,31 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Runs one line: expands `%NAME%`, parses, runs, and reports any failure.
+    /// Runs one line: expands `%NAME%`, parses, runs, and reports any failure. In the shell a
+    /// blank line follows each command's output before the next prompt, as in DiskShadow.
     pub fn execute_line(&mut self, raw_line: &str) -> LineOutcome {
+        let outcome = self.run_line(raw_line);
+        let trimmed = raw_line.trim();
+        if self.config.mode == Mode::Interactive
+            && outcome != LineOutcome::Exit
+            && !trimmed.is_empty()
+            && !trimmed.starts_with('#')
+        {
+            self.console.out("");
+        }
+        outcome
+    }
+
+    fn run_line(&mut self, raw_line: &str) -> LineOutcome {
         let line = raw_line.trim_end_matches(['\r', '\n']);
         let trimmed = line.trim();
         let is_comment = trimmed.is_empty() || trimmed.starts_with('#');
         match self.config.mode {
             Mode::Transcript => self.console.out(&format!("DISKSHADOW> {line}")),
-            Mode::Script if !is_comment => self.console.out(&format!("-> {trimmed}")),
+            // DiskShadow echoes every script line, comments included; a blank line is a bare
+            // prompt.
+            Mode::Script if trimmed.is_empty() => self.console.out("->"),
+            Mode::Script => self.console.out(&format!("-> {trimmed}")),
             _ => {}
         }
         if is_comment {
@@ -204,7 +237,7 @@ impl<'a> Session<'a> {
             }
         };
         for expansion in &expansions {
-            if expansion.is_alias && self.config.mode != Mode::Interactive {
+            if expansion.is_alias {
                 self.console
                     .out(&format!("-> %{}% = {}", expansion.name, expansion.value));
             }
@@ -213,14 +246,14 @@ impl<'a> Session<'a> {
             Ok(Some(command)) => command,
             Ok(None) => return LineOutcome::Continue,
             Err(error) => {
-                self.report_syntax_error(&error, "line", &expanded);
+                self.report_syntax_error(&error, &expanded);
                 return LineOutcome::Failed;
             }
         };
         match registry::dispatch(self, &command) {
             Ok(outcome) => outcome,
             Err(error) => {
-                self.report_command_error(&command, &error);
+                self.report_command_error(&expanded, &error);
                 LineOutcome::Failed
             }
         }
@@ -231,13 +264,15 @@ impl<'a> Session<'a> {
     pub fn run_script(&mut self, name: &str, source: &str) -> i32 {
         let parsed = syntax::parse_script(source);
         for warning in &parsed.warnings {
-            let text = self.render_diagnostic(warning, name, source);
-            self.console.err(&text);
+            let position = format!("{name}:{}:{}", warning.line(), warning.column());
+            self.console.err(&compact_diagnostic(warning, &position));
         }
         if !parsed.errors.is_empty() {
             for error in &parsed.errors {
-                let text = self.render_diagnostic(error, name, source);
-                self.console.err(&text);
+                let line = source.lines().nth(error.line().saturating_sub(1));
+                self.print_usage_block(error.command_name(), line.unwrap_or_default());
+                let position = format!("{name}:{}:{}", error.line(), error.column());
+                self.console.err(&compact_diagnostic(error, &position));
             }
             let count = parsed.errors.len();
             self.console.err(&format!(
@@ -246,7 +281,10 @@ impl<'a> Session<'a> {
             ));
             return exit_status::USAGE;
         }
-        for (index, line) in source.lines().enumerate() {
+        // Splitting at '\n' (not `lines()`) keeps what follows the last newline: empty when the
+        // script ends with a newline, which DiskShadow shows as the final bare `->` (its prompt
+        // at the end of input); a script whose last line has no newline ends without it.
+        for (index, line) in source.split('\n').enumerate() {
             self.current_line = Some((name.to_string(), index + 1));
             let outcome = self.execute_line(line);
             if self.console.interrupted() {
@@ -263,7 +301,6 @@ impl<'a> Session<'a> {
                 LineOutcome::Exit => {
                     self.current_line = None;
                     self.finish();
-                    self.console.out("->");
                     return exit_status::SUCCESS;
                 }
                 LineOutcome::Failed => {
@@ -277,7 +314,6 @@ impl<'a> Session<'a> {
         }
         self.current_line = None;
         self.finish();
-        self.console.out("->");
         exit_status::SUCCESS
     }
 
@@ -325,19 +361,33 @@ impl<'a> Session<'a> {
         self.console.err(&text);
     }
 
-    fn report_syntax_error(&mut self, error: &SyntaxError, name: &str, source: &str) {
-        let display_name = match &self.current_line {
-            Some((script, line)) => format!("{script}:{line}"),
-            None => name.to_string(),
+    /// As DiskShadow: the usage block of the command form that is wrong, then diskshadow's own
+    /// diagnostic in at most two lines (code and position, then the way out).
+    fn report_syntax_error(&mut self, error: &SyntaxError, line: &str) {
+        let name = match &self.current_line {
+            Some((script, number)) => format!("{script}:{number}"),
+            None => "line:1".to_string(),
         };
-        let text = self.render_diagnostic(error, &display_name, source);
-        self.console.err(&text);
-        if let Some(spec) = error.command_name().and_then(syntax::commands::find) {
-            self.print_command_help(spec);
+        self.print_usage_block(error.command_name(), line);
+        // `parse_line` counts from the line, so only the column is the error's own.
+        let position = format!("{name}:{}", error.column());
+        self.console.err(&compact_diagnostic(error, &position));
+    }
+
+    /// The usage block of the form of `command` (a registry name) that `line` gives.
+    fn print_usage_block(&mut self, command: Option<&str>, line: &str) {
+        if let Some(spec) = command.and_then(syntax::commands::find) {
+            for usage_line in syntax::commands::usage_block(spec, line) {
+                self.console.out(&usage_line);
+            }
         }
     }
 
-    fn report_command_error(&mut self, command: &Command, error: &CommandError) {
+    fn report_command_error(&mut self, line: &str, error: &CommandError) {
+        if error.already_shown {
+            return;
+        }
+        self.print_usage_block(error.command_help, line);
         let mut text = format!("{}error: {}", self.position_prefix(), error.message);
         if let Some(code) = error.code {
             text.push_str(&format!(" [{code}]"));
@@ -346,10 +396,6 @@ impl<'a> Session<'a> {
             text.push_str(&format!("\n  help: {help}"));
         }
         self.console.err(&text);
-        let _ = command;
-        if let Some(spec) = error.command_help.and_then(syntax::commands::find) {
-            self.print_command_help(spec);
-        }
     }
 
     /// A command's help block as DiskShadow prints it: the syntax line, a blank line, then the
@@ -384,7 +430,13 @@ impl<'a> Session<'a> {
             && (bytes[2] == b'\\' || bytes[2] == b'/');
         if has_drive {
             let letter = char::from(bytes[0]).to_ascii_uppercase();
-            let rest = text[3..].replace('\\', "/");
+            // Doubled backslashes (`c:\\programdata\\test.cab`) mean single ones: empty
+            // components go, and the rest stays relative to the letter's directory.
+            let rest = text[3..]
+                .split(['\\', '/'])
+                .filter(|part| !part.is_empty())
+                .collect::<Vec<_>>()
+                .join("/");
             let map = self.service.drive_map()?;
             return Ok(match map.iter().find(|(mapped, _)| *mapped == letter) {
                 Some((_, crate::engine::model::DriveTarget::Directory(directory))) => {
@@ -397,7 +449,12 @@ impl<'a> Session<'a> {
             });
         }
         if text.contains('\\') && !text.contains('/') {
-            return Ok(self.resolve_path(&text.replace('\\', "/")));
+            let relative = text
+                .split('\\')
+                .filter(|part| !part.is_empty())
+                .collect::<Vec<_>>()
+                .join("/");
+            return Ok(self.resolve_path(&relative));
         }
         Ok(self.resolve_path(text))
     }
@@ -412,7 +469,28 @@ impl<'a> Session<'a> {
     }
 }
 
-/// Renders a syntax error the way `--check`, scripts and the REPL show it.
+/// A diagnostic in at most two lines, after DiskShadow's usage block:
+/// `NAME:LINE:COLUMN: error[dsh::parse::…]: message` (`position` is `NAME:LINE:COLUMN`) and
+/// `  help: …` (left out when the help only repeats the usage the block shows).
+pub fn compact_diagnostic(error: &SyntaxError, position: &str) -> String {
+    let severity = if error.kind().is_warning() {
+        "warning"
+    } else {
+        "error"
+    };
+    let mut text = format!(
+        "{position}: {severity}[{}]: {}",
+        error.code_str(),
+        error.message()
+    );
+    let help = error.help_text();
+    if !help.is_empty() && !help.starts_with("usage:") {
+        text.push_str(&format!("\n  help: {help}"));
+    }
+    text
+}
+
+/// Renders a syntax error with its source snippet, the way `--check` shows it.
 pub fn render_syntax_error(
     error: &SyntaxError,
     name: &str,

@@ -439,6 +439,10 @@ fn create(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, C
     let mut observer = console_observer(&mut *session.console, &session.state, &session.config);
     let outcome = session.service.create(&request, &mut observer)?;
     let mut lines = Vec::new();
+    // In verbose mode a blank line ends the writer section (empty or not) before the aliases.
+    if session.state.verbose {
+        lines.push(String::new());
+    }
     for (index, shadow) in outcome.set.shadows.iter().enumerate() {
         let default_name = format!("VSS_SHADOW_{}", index + 1);
         session
@@ -494,7 +498,13 @@ fn exec(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, Com
     let Command::Exec { program, arguments } = command else {
         return Err(mismatch(command));
     };
-    let path = session.resolve_file_path(&program.text)?;
+    let mut path = session.resolve_file_path(&program.text)?;
+    // A bare name (`sh`, `cmd.exe`) that is no file here is looked up on PATH.
+    if !path.is_file() && !program.text.contains(['/', '\\']) {
+        if let Some(found) = find_on_path(&program.text, &session.config.environment) {
+            path = found;
+        }
+    }
     if !path.is_file() {
         return Err(CommandError::new(format!(
             "{} does not exist or is not a file",
@@ -537,28 +547,74 @@ fn exec(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, Com
     for line in skipped {
         session.console.err(&line);
     }
-    let output = process.output().map_err(|error| {
+    let started = |error: std::io::Error| {
         CommandError::new(format!("{} could not be started: {error}", path.display()))
             .with_help("make the file executable (chmod +x) or give a shell script")
-    })?;
-    for line in String::from_utf8_lossy(&output.stdout).lines() {
-        session.console.out(line);
+    };
+    // One pipe for the child's stdout and stderr: its output passes through as it comes, in
+    // the order it wrote it, as DiskShadow's does.
+    let (reader, writer) = output_pipe().map_err(started)?;
+    process.stdout(writer.try_clone().map_err(started)?);
+    process.stderr(writer);
+    let mut child = process.spawn().map_err(started)?;
+    // The parent's copies of the pipe's write end must close, or the read never ends.
+    drop(process);
+    let mut lines = std::io::BufReader::new(reader);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match std::io::BufRead::read_until(&mut lines, b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&line);
+                session.console.out(text.trim_end_matches(['\n', '\r']));
+            }
+        }
     }
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    if !stderr.trim().is_empty() {
-        session.console.err(stderr.trim_end());
-    }
-    if !output.status.success() {
-        let status = match output.status.code() {
-            Some(code) => format!("exit status {code}"),
-            None => "a signal".to_string(),
+    let status = child.wait().map_err(started)?;
+    if !status.success() {
+        let first = match status.code() {
+            Some(code) => format!("The command script returned failure exit code {code}."),
+            None => {
+                use std::os::unix::process::ExitStatusExt;
+                let signal = status.signal().unwrap_or_default();
+                format!("The command script was ended by signal {signal}.")
+            }
         };
-        return Err(
-            CommandError::new(format!("{} failed with {status}", path.display()))
-                .with_help("the script stops here; fix the program and run the script again"),
-        );
+        session.console.out(&first);
+        session.console.out("The command script failed.");
+        return Err(CommandError::already_shown());
     }
     DONE
+}
+
+/// A pipe as (read end, write end).
+fn output_pipe() -> std::io::Result<(std::fs::File, std::fs::File)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: `pipe2` fills both descriptors on success; each is owned by one File below.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the descriptors are new, open and owned by nothing else.
+    let files = unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    Ok(files)
+}
+
+/// `name` in the first directory of the environment's PATH that holds it as a file.
+fn find_on_path(name: &str, environment: &[(String, String)]) -> Option<std::path::PathBuf> {
+    let path = environment
+        .iter()
+        .find(|(variable, _)| variable == "PATH")
+        .map(|(_, value)| value.as_str())?;
+    std::env::split_paths(path)
+        .map(|directory| directory.join(name))
+        .find(|candidate| candidate.is_file())
 }
 
 #[cfg(unix)]
@@ -866,7 +922,20 @@ fn delete_shadows(
             DeleteSelector::Id(shadow.id)
         }
     };
-    let deleted = session.service.delete_shadows(&selector)?;
+    if let DeleteShadows::Id(_) = target {
+        let deleted = session.service.delete_shadows(&selector)?;
+        session.out_lines(render::deletion_by_id(&deleted));
+        return DONE;
+    }
+    // The service unexposes a shadow before deleting it, so the attributes it returns lack the
+    // exposed bit; Windows shows the attributes the shadow had (0x00120019 when exposed).
+    let before = session.service.shadows()?;
+    let mut deleted = session.service.delete_shadows(&selector)?;
+    for shadow in &mut deleted {
+        if let Some(earlier) = before.iter().find(|earlier| earlier.id == shadow.id) {
+            shadow.attributes = earlier.attributes;
+        }
+    }
     session.out_lines(render::deletion_listing(&deleted));
     DONE
 }
@@ -896,18 +965,55 @@ fn expose(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, C
     };
     let id = session.shadow_argument(shadow, "expose")?;
     let base_dir = session.config.base_dir.clone();
-    let exposure = session.service.expose(id, &target.text, &base_dir)?;
+    let resolved = exposure_target(session, &target.text)?;
+    let exposure = session.service.expose(id, &resolved, &base_dir)?;
     let shown = match exposure.kind {
-        ExposureKind::Drive => format!("{}\\", exposure.name.trim_end_matches('\\')),
+        // The letter keeps the case it was typed in: `expose %x% z:` says `z:\`.
+        ExposureKind::Drive => {
+            let name = exposure.name.trim_end_matches('\\');
+            let typed = target.text.trim_end_matches(['\\', '/']);
+            let letter = if typed.eq_ignore_ascii_case(name) {
+                typed
+            } else {
+                name
+            };
+            format!("{letter}\\")
+        }
         _ => exposure.name.clone(),
     };
     session.out(format!(
         "The shadow copy was successfully exposed as {shown}."
     ));
+    // A share is an NBD export here: say where a client connects (diskshadow's own line).
+    if exposure.kind == ExposureKind::Share {
+        session.out(format!(
+            "The share is served over NBD at {}",
+            exposure.location
+        ));
+    }
     if let Some(warning) = exposure.access_warning("the shadow copy", "read") {
         session.out(warning);
     }
     DONE
+}
+
+/// An exposure target as the service takes it: a Windows directory path (`C:\shadowcopy\`,
+/// `sub\dir`, doubled backslashes too) resolves as `exec` and `set metadata` resolve theirs; a
+/// bare letter (`p:`), a share (`\\host\name`) and anything else go as given.
+fn exposure_target(session: &mut Session<'_>, text: &str) -> Result<String, CommandError> {
+    let bytes = text.as_bytes();
+    let drive_path = bytes.len() > 3
+        && bytes[0].is_ascii_alphabetic()
+        && bytes[1] == b':'
+        && (bytes[2] == b'\\' || bytes[2] == b'/')
+        && !text[3..].trim_matches(['\\', '/']).is_empty();
+    let relative_windows_path =
+        text.contains('\\') && !text.starts_with("\\\\") && !text.contains(':');
+    if drive_path || relative_windows_path {
+        Ok(session.resolve_file_path(text)?.display().to_string())
+    } else {
+        Ok(text.to_string())
+    }
 }
 
 fn unexpose(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
@@ -919,7 +1025,7 @@ fn unexpose(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome,
         .or_else(|| session.variables.alias(&target.text).and_then(parse_guid))
     {
         Some(uuid) => ShadowId(uuid).to_string(),
-        None => target.text.clone(),
+        None => exposure_target(session, &target.text)?,
     };
     let shadow = session.service.unexpose(&text, &base_dir)?;
     session.out(format!(

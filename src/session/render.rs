@@ -46,10 +46,11 @@ pub fn shadow_block(
 ) -> Vec<String> {
     let id = shadow.id.to_string();
     let set = shadow.set_id.to_string();
-    let alias_column = |value: &str| {
+    // Windows separates the shadow ID from its alias by two TABs and the set ID by one.
+    let alias_column = |value: &str, separator: &str| {
         aliases
             .alias_for(value)
-            .map(|alias| format!("\t%{alias}%"))
+            .map(|alias| format!("{separator}%{alias}%"))
             .unwrap_or_default()
     };
     let exposure = match &shadow.exposure {
@@ -62,8 +63,8 @@ pub fn shadow_block(
         },
     };
     let mut lines = vec![
-        format!("\t* Shadow copy ID = {id}{}", alias_column(&id)),
-        format!("\t\t- Shadow copy set: {set}{}", alias_column(&set)),
+        format!("\t* Shadow copy ID = {id}{}", alias_column(&id, "\t\t")),
+        format!("\t\t- Shadow copy set: {set}{}", alias_column(&set, "\t")),
         format!(
             "\t\t- Original count of shadow copies = {}",
             shadow.original_count
@@ -138,6 +139,20 @@ pub fn deletion_listing(deleted: &[ShadowInfo]) -> Vec<String> {
         "Number of shadow copies deleted: {}",
         deleted.len()
     ));
+    lines
+}
+
+/// `delete shadows id {…}`: `Deleting shadow copy {…}...`, a blank line and the count.
+pub fn deletion_by_id(deleted: &[ShadowInfo]) -> Vec<String> {
+    let mut lines: Vec<String> = deleted
+        .iter()
+        .map(|shadow| format!("Deleting shadow copy {}...", shadow.id))
+        .collect();
+    lines.push(String::new());
+    lines.push(match deleted.len() {
+        1 => "1 shadow copy deleted.".to_string(),
+        count => format!("{count} shadow copies deleted."),
+    });
     lines
 }
 

@@ -314,3 +314,255 @@ MAP <drive:> <image file or directory>",
         examples: &["detach c:"],
     },
 ];
+
+/// One form of a command as DiskShadow's usage block shows it when that form is given wrong
+/// or unknown arguments (reference §4.10): a blank line, the syntax, a blank line, the options
+/// indented 8 spaces with descriptions from column 33, and an example where there is one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageForm {
+    /// The registry name of the command.
+    pub command: &'static str,
+    /// The word after the command name that selects this form (`context` for `set context`).
+    pub keyword: &'static str,
+    pub syntax: &'static str,
+    pub options: &'static [(&'static str, &'static str)],
+    pub example: Option<&'static str>,
+}
+
+impl UsageForm {
+    /// The block's lines, starting with the blank line.
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines = vec![String::new(), self.syntax.to_string()];
+        if !self.options.is_empty() {
+            lines.push(String::new());
+            for (name, description) in self.options {
+                lines.push(format!("        {name:<24}{description}"));
+            }
+        }
+        if let Some(example) = self.example {
+            lines.push(String::new());
+            lines.push(format!("        Example: {example}"));
+        }
+        lines
+    }
+}
+
+/// The forms of commands that have several; a command not listed here has one form, made from
+/// its registry entry ([`usage_block`]). The three blocks of §4.10 are verbatim.
+pub static USAGE_FORMS: &[UsageForm] = &[
+    UsageForm {
+        command: "set",
+        keyword: "context",
+        syntax: "SET CONTEXT { CLIENTACCESSIBLE | PERSISTENT [ NOWRITERS ] | VOLATILE [ NOWRITERS ] }",
+        options: &[
+            ("CLIENTACCESSIBLE", "Specify to create shadow copies usable by client versions of Windows."),
+            ("PERSISTENT", "Specify that shadow copy is persist across program exit, reset or reboot."),
+            ("PERSISTENT NOWRITERS", "Specify that shadow copy is persistent and all writers are excluded."),
+            ("VOLATILE", "Specify that shadow copy will be deleted on exit or reset."),
+            ("VOLATILE NOWRITERS", "Specify that shadow copy is volatile and all writers are excluded."),
+        ],
+        example: Some("SET CONTEXT CLIENTACCESSIBLE"),
+    },
+    UsageForm {
+        command: "set",
+        keyword: "option",
+        syntax: "SET OPTION { [ DIFFERENTIAL | PLEX ] [ TRANSPORTABLE ] [ [ ROLLBACKRECOVER ] [ TXFRECOVER ] | [ NOAUTORECOVER ] ] }",
+        options: &[
+            ("DIFFERENTIAL", "Specify a point-in-time snapshot (copy-on-write)."),
+            ("PLEX", "Specify a point-in-time clone copy."),
+            ("TRANSPORTABLE", "Specify that shadow copy is not to be imported yet."),
+            ("ROLLBACKRECOVER", "Specify that writers use autorecover during PostSnapshot."),
+            ("TXFRECOVER", "Specify that shadow copy is made transactionally consistent."),
+            ("NOAUTORECOVER", "Specify that writers and the file system perform no recovery."),
+        ],
+        example: Some("SET OPTION DIFFERENTIAL TRANSPORTABLE"),
+    },
+    UsageForm {
+        command: "set",
+        keyword: "verbose",
+        syntax: "SET VERBOSE { ON | OFF }",
+        options: &[
+            ("ON", "Turn on verbose mode. This provides information about writer inclusion/exclusion."),
+            ("OFF", "Turn off verbose mode."),
+        ],
+        example: Some("SET VERBOSE ON"),
+    },
+    UsageForm {
+        command: "set",
+        keyword: "metadata",
+        syntax: "SET METADATA [<drive>:][<path>]<metadata.cab>",
+        options: &[("<metadata.cab>", "Specify the metadata .cab file to create.")],
+        example: Some("SET METADATA C:\\DISKSHADOWDATA\\EXAMPLE.CAB"),
+    },
+    UsageForm {
+        command: "set",
+        keyword: "step",
+        syntax: "SET STEP { ON | OFF }",
+        options: &[
+            ("ON", "(diskshadow extension) Pause before each writer event."),
+            ("OFF", "Do not pause."),
+        ],
+        example: Some("SET STEP ON"),
+    },
+    UsageForm {
+        command: "list",
+        keyword: "writers",
+        syntax: "LIST WRITERS [ METADATA | DETAILED | STATUS ]",
+        options: &[
+            ("METADATA", "List writer identity, status and components (the default)."),
+            ("DETAILED", "List writer metadata including every file."),
+            ("STATUS", "List writer identity and status only."),
+        ],
+        example: Some("LIST WRITERS STATUS"),
+    },
+    UsageForm {
+        command: "list",
+        keyword: "shadows",
+        syntax: "LIST SHADOWS { ALL | SET <set ID> | ID <shadow ID> }",
+        options: &[
+            ("ALL", "List all shadow copies on the system."),
+            ("SET <set ID>", "List the shadow copies of the given shadow copy set."),
+            ("ID <shadow ID>", "List the shadow copy of the given ID."),
+        ],
+        example: Some("LIST SHADOWS ALL"),
+    },
+    UsageForm {
+        command: "list",
+        keyword: "providers",
+        syntax: "LIST PROVIDERS",
+        options: &[],
+        example: Some("LIST PROVIDERS"),
+    },
+    UsageForm {
+        command: "add",
+        keyword: "volume",
+        syntax: "ADD VOLUME <volume> [ ALIAS <alias name> ] [ PROVIDER <provider ID> ]",
+        options: &[
+            ("<volume>", "Specify the volume to add to the shadow copy set."),
+            ("ALIAS <alias name>", "Specify the alias of the shadow copy to create."),
+            ("PROVIDER <provider ID>", "Specify the provider to use."),
+        ],
+        example: Some("ADD VOLUME C: ALIAS SYSTEMVOLUMESHADOW"),
+    },
+    UsageForm {
+        command: "add",
+        keyword: "alias",
+        syntax: "ADD ALIAS <alias name> <alias value>",
+        options: &[
+            ("<alias name>", "Specify the name of the alias."),
+            ("<alias value>", "Specify the value of the alias."),
+        ],
+        example: Some("ADD ALIAS SYSTEM1 %VSS_SHADOW_1%"),
+    },
+    UsageForm {
+        command: "add",
+        keyword: "shadow",
+        syntax: "ADD SHADOW <shadow ID> [ <target volume> ]",
+        options: &[
+            ("<shadow ID>", "Specify the shadow copy for RESYNC."),
+            ("<target volume>", "Specify the volume to resynchronize; the original by default."),
+        ],
+        example: Some("ADD SHADOW %TESTSHADOW% %DISKSH_PARAM_2%"),
+    },
+    UsageForm {
+        command: "writer",
+        keyword: "verify",
+        syntax: "WRITER VERIFY { <writer> | <component> }",
+        options: &[
+            ("<writer>", "Specify a writer ID or name; the backup fails without it."),
+            ("<component>", "Specify a component; the backup fails without it."),
+        ],
+        example: Some("WRITER VERIFY {4DC3BDD4-AB48-4D07-ADB0-3BEE2926FD7F}"),
+    },
+    UsageForm {
+        command: "writer",
+        keyword: "exclude",
+        syntax: "WRITER EXCLUDE { <writer> | <component> }",
+        options: &[
+            ("<writer>", "Specify a writer ID or name to exclude."),
+            ("<component>", "Specify a component to exclude."),
+        ],
+        example: Some("WRITER EXCLUDE \"SYSTEM WRITER:\\SYSTEM FILES\""),
+    },
+];
+
+/// The usage block DiskShadow prints for a malformed `line` of the command `spec`: the one
+/// form the line's keyword selects, else every form of the command; a command with one form
+/// shows its syntax and parameters. Lines start with the blank line.
+pub fn usage_block(spec: &CommandSpec, line: &str) -> Vec<String> {
+    let forms: Vec<&UsageForm> = USAGE_FORMS
+        .iter()
+        .filter(|form| form.command == spec.name)
+        .collect();
+    if forms.is_empty() {
+        let mut lines = vec![String::new()];
+        lines.extend(spec.syntax.lines().map(str::to_string));
+        if !spec.help.is_empty() {
+            lines.push(String::new());
+            lines.extend(spec.help.lines().map(str::to_string));
+        }
+        return lines;
+    }
+    let name_words = spec.name.split_whitespace().count();
+    let keyword = line.split_whitespace().nth(name_words);
+    let chosen: Vec<&UsageForm> = match keyword {
+        Some(word) => forms
+            .iter()
+            .copied()
+            .filter(|form| form.keyword.eq_ignore_ascii_case(word))
+            .collect(),
+        None => Vec::new(),
+    };
+    let shown = if chosen.is_empty() { forms } else { chosen };
+    shown.iter().flat_map(|form| form.lines()).collect()
+}
+
+#[cfg(test)]
+mod usage_tests {
+    use super::*;
+
+    #[test]
+    fn set_verbose_shows_only_its_form_in_windows_layout() {
+        let spec = find("set").expect("set");
+        assert_eq!(
+            usage_block(spec, "set verbose o"),
+            [
+                "",
+                "SET VERBOSE { ON | OFF }",
+                "",
+                "        ON                      Turn on verbose mode. This provides information about writer inclusion/exclusion.",
+                "        OFF                     Turn off verbose mode.",
+                "",
+                "        Example: SET VERBOSE ON",
+            ]
+        );
+    }
+
+    #[test]
+    fn end_shows_its_one_form() {
+        let spec = find("end").expect("end");
+        assert_eq!(
+            usage_block(spec, "END backu"),
+            [
+                "",
+                "END { BACKUP | RESTORE }",
+                "",
+                "        BACKUP                  Ends a full backup operation.",
+                "        RESTORE                 Ends a restore operation.",
+            ]
+        );
+    }
+
+    #[test]
+    fn every_form_names_a_command_and_an_unknown_keyword_shows_them_all() {
+        for form in USAGE_FORMS {
+            assert!(find(form.command).is_some(), "{}", form.command);
+        }
+        let spec = find("set").expect("set");
+        let block = usage_block(spec, "set nonsense");
+        assert_eq!(
+            block.iter().filter(|line| line.starts_with("SET ")).count(),
+            5
+        );
+    }
+}

@@ -164,6 +164,7 @@ pub fn run(session: &mut Session<'_>, history_file: &Path) -> Result<(), Readlin
                 if !line.trim().is_empty() {
                     let _ = editor.add_history_entry(line.as_str());
                 }
+                session.typed(&line);
                 let outcome = session.execute_line(&line);
                 // Ctrl-C during the command: it stopped where that was safe, or ran to its
                 // end; either way the shell stays, back at its prompt.

@@ -112,6 +112,10 @@ impl Console for TerminalConsole {
         self.terminal
     }
 
+    fn typed(&mut self, line: &str) {
+        self.log_line(&format!("DISKSHADOW> {line}"));
+    }
+
     fn interrupted(&mut self) -> bool {
         super::interrupt::take()
     }

@@ -78,7 +78,8 @@ pub struct Setup {
 /// Applies the directives of `source` inside `work`:
 /// `#! image NAME SIZE`, `#! fill NAME OFFSET LENGTH BYTE`, `#! dir NAME`,
 /// `#! script NAME: COMMAND` (an executable sh script), `#! map X: NAME`, `#! param VALUE`,
-/// `#! env NAME=VALUE`, `#! mode script|transcript`.
+/// `#! env NAME=VALUE`, `#! mode script|transcript|interactive` (interactive: the harness shows
+/// each line after the prompt, as the terminal does).
 pub fn apply_directives(source: &str, work: &Path) -> Setup {
     let mut setup = Setup::default();
     for line in source.lines() {
@@ -146,6 +147,7 @@ pub fn apply_directives(source: &str, work: &Path) -> Setup {
             }
             ["mode", "script"] => setup.mode = Some(Mode::Script),
             ["mode", "transcript"] => setup.mode = Some(Mode::Transcript),
+            ["mode", "interactive"] => setup.mode = Some(Mode::Interactive),
             [name, ..] if name.ends_with(':') && directive.contains(':') => {}
             ["script", ..] => {
                 let rest = directive.trim_start().trim_start_matches("script").trim();
@@ -214,6 +216,9 @@ pub fn transcript(path: &Path, default_mode: Mode, scratch_name: &str) -> String
                     if let Some(directive) = line.trim_start().strip_prefix("#!") {
                         in_place_directive(&mut session, directive, &mut status, &work);
                         continue;
+                    }
+                    if mode == Mode::Interactive {
+                        session.print(&format!("DISKSHADOW> {line}"));
                     }
                     match session.execute_line(line) {
                         diskshadow::session::LineOutcome::Exit => break,

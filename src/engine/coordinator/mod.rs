@@ -17,6 +17,7 @@
 pub mod conformance;
 pub mod flush;
 pub mod selection;
+pub mod shadow_copy;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -326,10 +326,7 @@ pub fn plan_selection(
         inclusion_lines.push(String::new());
         inclusion_lines.push(format!("* Including writer \"{}\":", writer.name));
         for component in &included {
-            inclusion_lines.push(format!(
-                "        + Adding component: {}",
-                component.full_path
-            ));
+            inclusion_lines.push(format!("\t+ Adding component: {}", component.full_path));
         }
         plan.writers.push(SelectedWriter {
             index: writer.index,
@@ -553,11 +550,11 @@ mod tests {
                 "non selectable component \"\\BCD\\BCD\" is excluded.",
                 "",
                 "* Including writer \"Task Scheduler Writer\":",
-                "        + Adding component: \\TasksStore",
+                "\t+ Adding component: \\TasksStore",
                 "",
                 "* Including writer \"System Writer\":",
-                "        + Adding component: \\System Files",
-                "        + Adding component: \\Win32 Services Files",
+                "\t+ Adding component: \\System Files",
+                "\t+ Adding component: \\Win32 Services Files",
             ]
         );
     }

@@ -7,7 +7,8 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::engine::device::BlockDevice;
+use crate::engine::device::{file_extents, BlockDevice, Extent};
+use crate::engine::store::backend::{seek_data, seek_hole};
 
 /// A fixed-size device backed by a file. Its size is the file's length when it was opened;
 /// writes never grow it, exactly like a disk.
@@ -95,6 +96,16 @@ impl BlockDevice for FileDevice {
 
     fn is_read_only(&self) -> bool {
         self.read_only
+    }
+
+    fn allocation(&self, offset: u64, length: u64) -> io::Result<Vec<Extent>> {
+        let length = length.min(self.size.saturating_sub(offset));
+        file_extents(
+            offset,
+            length,
+            |at| seek_data(&self.file, at),
+            |at| seek_hole(&self.file, at),
+        )
     }
 }
 

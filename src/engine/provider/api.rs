@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::engine::catalog::{ShadowRecord, VolumeRecord};
+use crate::engine::device::Extent;
 use crate::engine::ids::{ProviderId, ShadowId, VolumeId};
 use crate::engine::model::{ProviderInfo, ProviderKind};
 use crate::engine::progress::Progress;
@@ -226,6 +227,14 @@ pub trait VolumeProvider: Send + Sync {
     /// Makes buffered writes reach their place (diff area first, durably where the
     /// provider's rule needs it).
     fn drain(&mut self) -> io::Result<()>;
+    /// Zeros `[offset, offset + length)` of the live volume, punching holes where the
+    /// provider can; shadows keep their bytes. The caller has made room in the diff area.
+    fn punch_hole(&mut self, offset: u64, length: u64) -> io::Result<()>;
+    /// Where the live volume / shadow `sequence` holds data, holes and zeros (NBD
+    /// `base:allocation`, FUSE `SEEK_HOLE`): a hint that never calls data a hole.
+    fn allocation_live(&self, offset: u64, length: u64) -> io::Result<Vec<Extent>>;
+    fn allocation_shadow(&self, sequence: u64, offset: u64, length: u64)
+        -> io::Result<Vec<Extent>>;
     /// Drains and makes every acknowledged write durable.
     fn flush(&mut self) -> io::Result<()>;
     /// Chunks where shadow `sequence` and the live volume may differ: what revert rewrites.
@@ -326,6 +335,20 @@ macro_rules! volume_state_accessors {
         }
         fn write(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
             self.write(offset, data)
+        }
+        fn punch_hole(&mut self, offset: u64, length: u64) -> io::Result<()> {
+            self.punch_hole(offset, length)
+        }
+        fn allocation_live(&self, offset: u64, length: u64) -> io::Result<Vec<Extent>> {
+            self.allocation_live(offset, length)
+        }
+        fn allocation_shadow(
+            &self,
+            sequence: u64,
+            offset: u64,
+            length: u64,
+        ) -> io::Result<Vec<Extent>> {
+            self.allocation_shadow(sequence, offset, length)
         }
         fn flush(&mut self) -> io::Result<()> {
             self.flush()

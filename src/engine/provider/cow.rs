@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::engine::device::{file_extents, mark_data, push_extent, Extent, MAX_EXTENTS_PER_CALL};
 use crate::engine::ids::VolumeId;
 use crate::engine::store::{DurableBackend, DurableFile, FileFingerprint};
 
@@ -1153,6 +1154,70 @@ impl CowVolume {
         }
     }
 
+    /// Makes `[offset, offset + length)` read as zeros and frees the live image's storage
+    /// behind it (`FALLOC_FL_PUNCH_HOLE`; the file system zeroes partial blocks). Shadows keep
+    /// their bytes: every chunk in the range that a shadow still needs is preserved (a
+    /// never-written one as a zero marker) and synced before the hole is punched, exactly as
+    /// before a first write. Buffered first writes in the range are zeroed (or dropped, when
+    /// their whole chunk is).
+    pub fn punch_hole(&mut self, offset: u64, length: u64) -> io::Result<()> {
+        let end = offset
+            .checked_add(length)
+            .filter(|end| *end <= self.size)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("zeroing past the end of the volume ({} bytes)", self.size),
+                )
+            })?;
+        if length == 0 {
+            return Ok(());
+        }
+        let first = offset / self.chunk_size;
+        let last = (end - 1) / self.chunk_size;
+        if !self.shadows.is_empty() {
+            for chunk in first..=last {
+                if self.needs_preservation(chunk) {
+                    self.preserve(chunk)?;
+                }
+            }
+        }
+        // The preserved copies (and those of any buffered first write in the range) must be
+        // durable before the live chunks change.
+        let buffered_in_range = self.pending.range(first..=last).next().is_some();
+        if self.diff_unsynced || self.ahead_copy.is_some() || buffered_in_range {
+            self.sync_diff()?;
+        }
+        let buffered: Vec<ChunkIndex> = self
+            .pending
+            .range(first..=last)
+            .map(|(&chunk, _)| chunk)
+            .collect();
+        for chunk in buffered {
+            let chunk_start = chunk * self.chunk_size;
+            let from = (offset.max(chunk_start) - chunk_start) as usize;
+            let to = (end.min(chunk_start + self.chunk_length(chunk)) - chunk_start) as usize;
+            let Some(entry) = self.pending.get_mut(&chunk) else {
+                continue;
+            };
+            if from == 0 && to == entry.content.len() {
+                self.pending_bytes -= entry.content.len();
+                self.pending.remove(&chunk);
+            } else {
+                // The drain writes `written_from..written_to` over the punched range, so it
+                // must cover the zeros too.
+                entry.content[from..to].fill(0);
+                entry.written_from = entry.written_from.min(from);
+                entry.written_to = entry.written_to.max(to);
+            }
+        }
+        if !self.shadows.is_empty() {
+            self.write_stamp.cover_write()?;
+        }
+        self.live.punch_hole(offset, length)?;
+        self.refresh_fingerprint()
+    }
+
     /// Drops the synced preserved copies from the page cache. Preserved copies are cold (read
     /// only through a shadow): keeping them cached doubles the page cache cost of a first
     /// write, and the freed pages serve the next copies at once. Called after a window ahead
@@ -1599,6 +1664,92 @@ impl CowVolume {
             slot_start = slot_end;
         }
         Ok(())
+    }
+
+    /// The live image's data and holes in `[offset, offset + length)` (clamped to the volume),
+    /// from `SEEK_DATA`/`SEEK_HOLE`, with chunks whose first write is still buffered counted as
+    /// data. A prefix of the range when it has very many extents.
+    pub fn allocation_live(&self, offset: u64, length: u64) -> io::Result<Vec<Extent>> {
+        let extents = self.live_image_extents(offset, length)?;
+        let Some(covered_end) = extents.last().map(Extent::end) else {
+            return Ok(extents);
+        };
+        if self.pending.is_empty() {
+            return Ok(extents);
+        }
+        let first = offset / self.chunk_size;
+        let last = (covered_end - 1) / self.chunk_size;
+        let buffered: Vec<(u64, u64)> = self
+            .pending
+            .range(first..=last)
+            .map(|(&chunk, buffered)| {
+                let start = chunk * self.chunk_size;
+                (start, start + buffered.content.len() as u64)
+            })
+            .collect();
+        Ok(mark_data(&extents, &buffered))
+    }
+
+    fn live_image_extents(&self, offset: u64, length: u64) -> io::Result<Vec<Extent>> {
+        let end = offset.saturating_add(length).min(self.size);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let live = &self.live;
+        file_extents(
+            offset,
+            end - offset,
+            |at| live.next_data(at),
+            |at| live.next_hole(at),
+        )
+    }
+
+    /// Shadow `sequence`'s data and holes in `[offset, offset + length)` (clamped to the
+    /// volume): a preserved chunk is data, a chunk preserved as never written is a hole, and
+    /// every other chunk is what the live image's map says. Chunks without any version are
+    /// skipped in one step, so the cost follows the preserved chunks, not the volume size.
+    pub fn allocation_shadow(
+        &self,
+        sequence: u64,
+        offset: u64,
+        length: u64,
+    ) -> io::Result<Vec<Extent>> {
+        let tag = tag_of(sequence);
+        let end = offset.saturating_add(length).min(self.size);
+        let mut extents = Vec::new();
+        let mut position = offset;
+        while position < end && extents.len() < MAX_EXTENTS_PER_CALL {
+            let chunk = position / self.chunk_size;
+            let live_until = match self.map.next_chunk_with_versions(chunk) {
+                Some(next) => next.saturating_mul(self.chunk_size).clamp(position, end),
+                None => end,
+            };
+            // By the buffer invariant no shadow reads a buffered chunk from the live image,
+            // so the image's own map is the truth for these chunks.
+            let (from, to) = if live_until > position {
+                (position, live_until)
+            } else {
+                let chunk_end = (chunk + 1).saturating_mul(self.chunk_size).min(end);
+                match self.map.lookup(chunk, tag) {
+                    None => (position, chunk_end),
+                    Some(version) => {
+                        let piece = if version.slot == ZERO_SLOT {
+                            Extent::hole(position, chunk_end - position)
+                        } else {
+                            Extent::data(position, chunk_end - position)
+                        };
+                        push_extent(&mut extents, piece);
+                        position = chunk_end;
+                        continue;
+                    }
+                }
+            };
+            for extent in self.live_image_extents(from, to - from)? {
+                push_extent(&mut extents, extent);
+            }
+            position = extents.last().map_or(to, Extent::end);
+        }
+        Ok(extents)
     }
 
     /// Chunks whose content differs (may differ) from shadow `sequence`'s: those written

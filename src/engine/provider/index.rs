@@ -99,6 +99,28 @@ impl BlockMap {
         best
     }
 
+    /// The smallest chunk >= `from` that has any version in the map, so that walks over a
+    /// sparse map (the allocation of a shadow) skip the chunks without one.
+    pub fn next_chunk_with_versions(&self, from: ChunkIndex) -> Option<ChunkIndex> {
+        let mut position = self.sorted_lower_bound(from, 0);
+        let in_sorted = loop {
+            match self.sorted.get(position) {
+                None => break None,
+                Some(entry) if entry.slot != TOMBSTONE => break Some(entry.chunk),
+                Some(_) => position += 1,
+            }
+        };
+        let in_recent = self
+            .recent
+            .range((from, 0)..)
+            .next()
+            .map(|(&(chunk, _), _)| chunk);
+        match (in_sorted, in_recent) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// The largest tag < `tag` for `chunk`.
     pub fn previous_tag(&self, chunk: ChunkIndex, tag: Tag) -> Option<Tag> {
         self.lookup_below(chunk, tag).map(|version| version.tag)
@@ -320,6 +342,21 @@ mod tests {
         assert_eq!(map.lookup(5, 4), None);
         assert_eq!(map.lookup(2, 4), Some(Version { tag: 7, slot: 12 }));
         assert_eq!(map.chunks_changed_since(1), vec![2, 5]);
+    }
+
+    #[test]
+    fn next_chunk_with_versions_skips_empty_and_freed_chunks() {
+        let mut map = BlockMap::new();
+        assert_eq!(map.next_chunk_with_versions(0), None);
+        map.insert(3, 1, 10);
+        map.insert(9, 1, 11);
+        map.insert(20, 2, 12);
+        assert_eq!(map.next_chunk_with_versions(0), Some(3));
+        assert_eq!(map.next_chunk_with_versions(3), Some(3));
+        assert_eq!(map.next_chunk_with_versions(4), Some(9));
+        map.free_where(1, |_, chunk| chunk == 9);
+        assert_eq!(map.next_chunk_with_versions(4), Some(20));
+        assert_eq!(map.next_chunk_with_versions(21), None);
     }
 
     #[test]

@@ -22,6 +22,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::engine::device::{file_extents, Extent};
 use crate::engine::ids::VolumeId;
 use crate::engine::store::{DurableBackend, DurableFile, FileFingerprint};
 
@@ -629,6 +630,65 @@ impl RowVolume {
             None => self.live.read_exact_or_zero(from, target),
             Some(start) => self.data.read_exact_or_zero(start, target),
         }
+    }
+
+    /// Zeros a range through the write path: redirected chunks hold data, so nothing is
+    /// punched (the image keeps the shadows' bytes).
+    pub fn punch_hole(&mut self, offset: u64, length: u64) -> io::Result<()> {
+        const ZERO_PIECE: u64 = 1 << 20;
+        let zeroes = vec![0u8; ZERO_PIECE.min(length) as usize];
+        let mut done = 0;
+        while done < length {
+            let piece = (length - done).min(ZERO_PIECE) as usize;
+            self.write(offset + done, &zeroes[..piece])?;
+            done += piece as u64;
+        }
+        Ok(())
+    }
+
+    /// The allocation of the view below `max_tag`: redirected chunks are data, the rest is
+    /// what the image holds there (its holes stay holes).
+    fn extents_below(&self, max_tag: Tag, offset: u64, length: u64) -> io::Result<Vec<Extent>> {
+        let end = offset.saturating_add(length).min(self.size);
+        let redirected = |at: u64| {
+            self.map
+                .lookup_below(at / self.chunk_size, max_tag)
+                .is_some()
+        };
+        let mut extents = Vec::new();
+        let mut position = offset;
+        while position < end {
+            let kind = redirected(position);
+            let mut run_end = ((position / self.chunk_size + 1) * self.chunk_size).min(end);
+            while run_end < end && redirected(run_end) == kind {
+                run_end = ((run_end / self.chunk_size + 1) * self.chunk_size).min(end);
+            }
+            if kind {
+                extents.push(Extent::data(position, run_end - position));
+            } else {
+                extents.extend(file_extents(
+                    position,
+                    run_end - position,
+                    |at| self.live.next_data(at),
+                    |at| self.live.next_hole(at),
+                )?);
+            }
+            position = run_end;
+        }
+        Ok(extents)
+    }
+
+    pub fn allocation_live(&self, offset: u64, length: u64) -> io::Result<Vec<Extent>> {
+        self.extents_below(Tag::MAX, offset, length)
+    }
+
+    pub fn allocation_shadow(
+        &self,
+        sequence: u64,
+        offset: u64,
+        length: u64,
+    ) -> io::Result<Vec<Extent>> {
+        self.extents_below(tag_of(sequence), offset, length)
     }
 
     /// Reads the live volume: each chunk's newest version, else the image.

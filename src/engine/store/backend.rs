@@ -99,6 +99,13 @@ pub trait DurableFile: Send + Sync {
         ))
     }
 
+    /// The first offset at or after `offset` that is in a hole (`SEEK_HOLE`); the end of the
+    /// file counts as one. The default, for files that cannot tell, is the end of the file:
+    /// everything before it is data, which is always a correct answer.
+    fn next_hole(&self, offset: u64) -> io::Result<u64> {
+        Ok(self.size()?.max(offset))
+    }
+
     /// Starts writing dirty data back to the disk without waiting; not a sync point (nothing
     /// becomes durable until `sync_data`). Lets the write-back overlap other work.
     fn start_writeback(&self) -> io::Result<()> {
@@ -118,6 +125,13 @@ pub trait DurableFile: Send + Sync {
     /// `Ok(false)` where the file system cannot; the caller then copies.
     fn clone_to(&self, _target: &dyn DurableFile) -> io::Result<bool> {
         Ok(false)
+    }
+
+    /// Makes `[offset, offset + length)` read as zeros and frees its storage where the file
+    /// system can (`FALLOC_FL_PUNCH_HOLE`); the size never changes. Not durable until
+    /// [`DurableFile::sync_data`]. The default writes zeros, which is always correct.
+    fn punch_hole(&self, offset: u64, length: u64) -> io::Result<()> {
+        write_zeros(self, offset, length)
     }
 
     /// The descriptor, where the file is a plain open file (lets copies stay in the kernel).
@@ -150,6 +164,17 @@ pub trait DurableFile: Send + Sync {
         }
         Ok(())
     }
+}
+
+fn write_zeros<F: DurableFile + ?Sized>(file: &F, offset: u64, length: u64) -> io::Result<()> {
+    let zeros = vec![0u8; length.min(1 << 20) as usize];
+    let mut done = 0u64;
+    while done < length {
+        let step = (length - done).min(zeros.len() as u64) as usize;
+        file.write_at(offset + done, &zeros[..step])?;
+        done += step as u64;
+    }
+    Ok(())
 }
 
 fn copy_through_buffer<F: DurableFile + ?Sized>(
@@ -190,6 +215,44 @@ fn set_modified_time(file: &File, modified_ns: i128) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// The first hole at or after `offset` (`SEEK_HOLE`; the end of the file is one). Past the end
+/// it answers `offset`; file systems without `SEEK_HOLE` answer the end of the file.
+pub fn seek_hole(file: &File, offset: u64) -> io::Result<u64> {
+    let Ok(signed_offset) = libc::off_t::try_from(offset) else {
+        return Ok(offset);
+    };
+    // SAFETY: lseek on a descriptor the caller owns; it does not touch memory.
+    let result = unsafe { libc::lseek(file.as_raw_fd(), signed_offset, libc::SEEK_HOLE) };
+    if result < 0 {
+        let error = io::Error::last_os_error();
+        return match error.raw_os_error() {
+            Some(libc::ENXIO) => Ok(offset),
+            Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => Ok(file.metadata()?.len().max(offset)),
+            _ => Err(error),
+        };
+    }
+    Ok(result as u64)
+}
+
+/// The first data at or after `offset` (`SEEK_DATA`), `None` when only a hole follows. File
+/// systems without `SEEK_DATA` answer `offset` (data everywhere).
+pub fn seek_data(file: &File, offset: u64) -> io::Result<Option<u64>> {
+    let Ok(signed_offset) = libc::off_t::try_from(offset) else {
+        return Ok(None);
+    };
+    // SAFETY: lseek on a descriptor the caller owns; it does not touch memory.
+    let result = unsafe { libc::lseek(file.as_raw_fd(), signed_offset, libc::SEEK_DATA) };
+    if result < 0 {
+        let error = io::Error::last_os_error();
+        return match error.raw_os_error() {
+            Some(libc::ENXIO) => Ok(None),
+            Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => Ok(Some(offset)),
+            _ => Err(error),
+        };
+    }
+    Ok(Some(result as u64))
 }
 
 /// File-system operations that must be ordered and made durable explicitly.
@@ -262,6 +325,38 @@ impl DurableFile for RealFile {
             };
         }
         Ok(Some(result as u64))
+    }
+
+    fn next_hole(&self, offset: u64) -> io::Result<u64> {
+        seek_hole(&self.file, offset)
+    }
+
+    fn punch_hole(&self, offset: u64, length: u64) -> io::Result<()> {
+        if length == 0 {
+            return Ok(());
+        }
+        let (Ok(start), Ok(span)) = (libc::off_t::try_from(offset), libc::off_t::try_from(length))
+        else {
+            return write_zeros(self, offset, length);
+        };
+        // SAFETY: fallocate on a descriptor we own; it does not touch memory.
+        let result = unsafe {
+            libc::fallocate(
+                self.file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                start,
+                span,
+            )
+        };
+        if result == 0 {
+            return Ok(());
+        }
+        let error = io::Error::last_os_error();
+        match error.raw_os_error() {
+            // File systems without hole punching get zeros written.
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => write_zeros(self, offset, length),
+            _ => Err(error),
+        }
     }
 
     fn fingerprint(&self) -> io::Result<FileFingerprint> {
@@ -669,6 +764,11 @@ impl DurableFile for FaultFile {
             file: self.file.try_clone()?,
         }
         .next_data(offset)
+    }
+
+    fn next_hole(&self, offset: u64) -> io::Result<u64> {
+        FaultBackend::alive(&self.backend.lock())?;
+        seek_hole(&self.file, offset)
     }
 
     fn fingerprint(&self) -> io::Result<FileFingerprint> {

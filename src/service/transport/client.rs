@@ -14,6 +14,7 @@ use serde::Serialize;
 use super::error::ServiceError;
 use super::server::Incoming;
 use super::store::ServicePaths;
+use super::wire::{read_bytes, write_bytes, BytesHeader};
 use super::wire::{
     read_frame_line, write_frame, ClientFrame, ControlRequest, Hello, RemoteErrorKind, ServerFrame,
     ServiceStatus, MAX_FRAME_BYTES, PROTOCOL_VERSION,
@@ -162,11 +163,34 @@ impl Client {
         request: &Req,
         on_message: &mut dyn FnMut(Incoming) -> Option<serde_json::Value>,
     ) -> Result<Resp, ServiceError> {
+        self.call_with_bytes(request, None, on_message)
+            .map(|(response, _)| response)
+    }
+
+    /// Like [`Client::call_distinguishing`], with binary payloads: `request_bytes` travel as
+    /// raw bytes before the request, and the response's raw bytes (empty when the service sent
+    /// none) come back beside it. Neither is ever put into JSON.
+    pub fn call_with_bytes<Req: Serialize, Resp: DeserializeOwned>(
+        &mut self,
+        request: &Req,
+        request_bytes: Option<&[u8]>,
+        on_message: &mut dyn FnMut(Incoming) -> Option<serde_json::Value>,
+    ) -> Result<(Resp, Vec<u8>), ServiceError> {
         let request = serde_json::to_value(request).map_err(|source| ServiceError::Json {
             action: "encode the request",
             source,
         })?;
+        if let Some(bytes) = request_bytes {
+            let header = ClientFrame::Bytes(BytesHeader {
+                length: bytes.len() as u64,
+            });
+            write_bytes(&mut self.writer, &header, bytes).map_err(|source| ServiceError::Send {
+                peer: "service",
+                source,
+            })?;
+        }
         self.send(&ClientFrame::Request(request))?;
+        let mut response_bytes = Vec::new();
         loop {
             match self.receive()? {
                 ServerFrame::Event(event) => {
@@ -179,11 +203,16 @@ impl Client {
                     };
                     self.send(&reply)?;
                 }
+                ServerFrame::Bytes(header) => {
+                    response_bytes = read_bytes(&mut self.reader, header).map_err(receive_error)?;
+                }
                 ServerFrame::Response(response) => {
-                    return serde_json::from_value(response).map_err(|source| ServiceError::Json {
-                        action: "decode the response",
-                        source,
-                    });
+                    let response =
+                        serde_json::from_value(response).map_err(|source| ServiceError::Json {
+                            action: "decode the response",
+                            source,
+                        })?;
+                    return Ok((response, response_bytes));
                 }
                 ServerFrame::Error(error) => {
                     return Err(ServiceError::Remote {

@@ -31,6 +31,7 @@ use super::error::ServiceError;
 use super::log::{log_to, ServiceLog};
 use super::signals;
 use super::store::StoreGuard;
+use super::wire::{read_bytes, write_bytes, BytesHeader};
 use super::wire::{
     read_frame_line, write_frame, ClientFrame, ControlRequest, Hello, RemoteError, RemoteErrorKind,
     ServerFrame, ServiceStatus, MAX_FRAME_BYTES, PROTOCOL_VERSION,
@@ -160,6 +161,10 @@ enum SinkTarget {
 /// Usable from several threads of one request (it is `Sync`); frames never interleave.
 pub struct EventSink {
     target: SinkTarget,
+    /// The binary payload that came with the request (`bytes` frame), until taken.
+    request_bytes: Mutex<Vec<u8>>,
+    /// The binary payload to send before the response, if the handler set one.
+    response_bytes: Mutex<Option<Vec<u8>>>,
 }
 
 fn lock_ignoring_poison<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -175,22 +180,45 @@ impl EventSink {
     pub fn from_callback(
         callback: impl FnMut(Incoming) -> Option<serde_json::Value> + Send + 'static,
     ) -> EventSink {
-        EventSink {
-            target: SinkTarget::Callback(Mutex::new(Box::new(callback))),
-        }
+        EventSink::with_target(SinkTarget::Callback(Mutex::new(Box::new(callback))))
     }
 
     /// A sink that drops events; questions fail with [`ServiceError::AskUnavailable`].
     pub fn discard() -> EventSink {
-        EventSink {
-            target: SinkTarget::Discard,
-        }
+        EventSink::with_target(SinkTarget::Discard)
     }
 
     pub(crate) fn connection(io: ConnectionIo) -> EventSink {
+        EventSink::with_target(SinkTarget::Connection(Mutex::new(io)))
+    }
+
+    fn with_target(target: SinkTarget) -> EventSink {
         EventSink {
-            target: SinkTarget::Connection(Mutex::new(io)),
+            target,
+            request_bytes: Mutex::new(Vec::new()),
+            response_bytes: Mutex::new(None),
         }
+    }
+
+    /// Gives the request its binary payload (what the requester sent in a `bytes` frame).
+    pub fn with_request_bytes(self, bytes: Vec<u8>) -> EventSink {
+        *lock_ignoring_poison(&self.request_bytes) = bytes;
+        self
+    }
+
+    /// Takes the request's binary payload (empty when it had none).
+    pub fn take_request_bytes(&self) -> Vec<u8> {
+        std::mem::take(&mut *lock_ignoring_poison(&self.request_bytes))
+    }
+
+    /// Sets the binary payload sent as raw bytes before the response.
+    pub fn set_response_bytes(&self, bytes: Vec<u8>) {
+        *lock_ignoring_poison(&self.response_bytes) = Some(bytes);
+    }
+
+    /// Takes the response's binary payload, if the handler set one.
+    pub fn take_response_bytes(&self) -> Option<Vec<u8>> {
+        lock_ignoring_poison(&self.response_bytes).take()
     }
 
     fn into_connection(self) -> Option<ConnectionIo> {
@@ -837,6 +865,8 @@ fn serve_session<H: Handler>(
             pid: std::process::id(),
         }),
     )?;
+    // The binary payload announced by a `bytes` frame, for the request that follows it.
+    let mut request_bytes: Vec<u8> = Vec::new();
     loop {
         let line = match read_frame_line(&mut io.reader, MAX_FRAME_BYTES) {
             Ok(Some(line)) => line,
@@ -875,7 +905,25 @@ fn serve_session<H: Handler>(
             }
         };
         match frame {
+            ClientFrame::Bytes(header) => match read_bytes(&mut io.reader, header) {
+                Ok(bytes) => request_bytes = bytes,
+                Err(error) if error.kind() == io::ErrorKind::InvalidData => {
+                    // The payload is still in the stream: the connection cannot go on.
+                    send_to_requester(
+                        &mut io,
+                        &refusal(RemoteErrorKind::MalformedRequest, error.to_string()),
+                    )?;
+                    return Ok("the requester sent an oversized binary payload");
+                }
+                Err(source) => {
+                    return Err(ServiceError::Receive {
+                        peer: "requester",
+                        source,
+                    })
+                }
+            },
             ClientFrame::Request(value) => {
+                let bytes = std::mem::take(&mut request_bytes);
                 let request = match serde_json::from_value::<H::Request>(value) {
                     Ok(request) => request,
                     Err(error) => {
@@ -893,13 +941,25 @@ fn serve_session<H: Handler>(
                         continue;
                     }
                 };
-                let sink = EventSink::connection(io);
+                let sink = EventSink::connection(io).with_request_bytes(bytes);
                 let outcome = catch_unwind(AssertUnwindSafe(|| {
                     shared.handler.handle(session, request, &sink)
                 }));
+                let response_bytes = sink.take_response_bytes();
                 io = sink
                     .into_connection()
                     .ok_or(ServiceError::ConnectionClosed { peer: "requester" })?;
+                if let (Some(bytes), Ok(_)) = (response_bytes, &outcome) {
+                    let header = ServerFrame::Bytes(BytesHeader {
+                        length: bytes.len() as u64,
+                    });
+                    write_bytes(&mut io.writer, &header, &bytes).map_err(|source| {
+                        ServiceError::Send {
+                            peer: "requester",
+                            source,
+                        }
+                    })?;
+                }
                 let reply = match outcome {
                     Ok(response) => match serde_json::to_value(&response) {
                         Ok(response) => ServerFrame::Response(response),

@@ -5,6 +5,7 @@
 //! | frame | meaning |
 //! |---|---|
 //! | `{"request": R}` | run one request; requests on a connection are sequential |
+//! | `{"bytes": {"length": N}}` then N raw bytes | the binary payload of the next request (`volume write` data) |
 //! | `{"answer": V}` | the answer to the pending `ask` |
 //! | `{"decline": {}}` | the requester will not answer the pending `ask` |
 //! | `{"control": "status"}` / `{"control": "stop"}` | transport-level status or graceful stop |
@@ -13,16 +14,18 @@
 //!
 //! | frame | meaning |
 //! |---|---|
-//! | `{"hello": {"protocol": 1, "pid": P}}` | sent once when the connection is accepted |
+//! | `{"hello": {"protocol": 2, "pid": P}}` | sent once when the connection is accepted |
 //! | `{"error": {"kind": "access_denied", …}}` | sent instead of `hello` to a user the service does not serve; the connection is closed |
 //! | `{"event": V}` | progress, log or step output of the running request |
 //! | `{"ask": V}` | a question; the requester replies with `answer` or `decline` |
+//! | `{"bytes": {"length": N}}` then N raw bytes | the binary payload of the response that follows (`volume read` data) |
 //! | `{"response": R}` | the final response; the request is over |
 //! | `{"error": {"kind": K, "message": M}}` | the request was refused; the connection stays usable |
 //! | `{"status": S}` / `{"stopping": {}}` | replies to the control frames |
 //!
 //! The outer object always has exactly one key, so a frame's kind never depends on the content
-//! of the payload that the handler chose.
+//! of the payload that the handler chose. Volume data travels as raw bytes after a `bytes`
+//! frame, never inside JSON: no base64, no escaping, one copy.
 
 use std::fmt;
 use std::io::{self, BufRead, Write};
@@ -31,7 +34,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// The protocol version in the `hello` frame. Bump it whenever a frame changes meaning.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The longest frame line accepted, in bytes. A longer line is refused rather than buffered,
 /// so a confused peer cannot make the other side allocate without bound.
@@ -42,6 +45,7 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub(crate) enum ClientFrame {
     Request(serde_json::Value),
+    Bytes(BytesHeader),
     Answer(serde_json::Value),
     Decline {},
     Control(ControlRequest),
@@ -63,9 +67,47 @@ pub(crate) enum ServerFrame {
     Event(serde_json::Value),
     Ask(serde_json::Value),
     Response(serde_json::Value),
+    Bytes(BytesHeader),
     Error(RemoteError),
     Status(ServiceStatus),
     Stopping {},
+}
+
+/// Announces `length` raw bytes right after the frame's newline. At most [`MAX_FRAME_BYTES`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BytesHeader {
+    pub length: u64,
+}
+
+/// Writes a `bytes` frame and the raw bytes after it.
+pub(crate) fn write_bytes<W: Write>(
+    writer: &mut W,
+    frame: &impl Serialize,
+    bytes: &[u8],
+) -> io::Result<()> {
+    let mut line = serde_json::to_vec(frame).map_err(io::Error::other)?;
+    line.push(b'\n');
+    writer.write_all(&line)?;
+    writer.write_all(bytes)?;
+    writer.flush()
+}
+
+/// Reads the raw bytes announced by a `bytes` frame; longer than [`MAX_FRAME_BYTES`] is an
+/// `InvalidData` error (nothing is read, so the caller must close the connection).
+pub(crate) fn read_bytes<R: io::Read>(reader: &mut R, header: BytesHeader) -> io::Result<Vec<u8>> {
+    if header.length > MAX_FRAME_BYTES as u64 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "a binary payload of {} bytes is longer than {MAX_FRAME_BYTES} bytes",
+                header.length
+            ),
+        ));
+    }
+    let mut bytes = vec![0u8; header.length as usize];
+    reader.read_exact(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// The greeting the service sends on every new connection.
@@ -177,6 +219,32 @@ pub(crate) fn read_frame_line<R: BufRead>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binary_payloads_round_trip_raw_and_oversized_ones_are_refused() {
+        let payload: Vec<u8> = (0..=255u8).chain(b"\n\"{}".iter().copied()).collect();
+        let mut wire = Vec::new();
+        let header = ClientFrame::Bytes(BytesHeader {
+            length: payload.len() as u64,
+        });
+        write_bytes(&mut wire, &header, &payload).unwrap();
+        let mut reader = io::BufReader::new(&wire[..]);
+        let line = read_frame_line(&mut reader, MAX_FRAME_BYTES)
+            .unwrap()
+            .unwrap();
+        assert_eq!(line, br#"{"bytes":{"length":260}}"#);
+        let Ok(ClientFrame::Bytes(header)) = serde_json::from_slice::<ClientFrame>(&line) else {
+            panic!("a bytes frame");
+        };
+        assert_eq!(read_bytes(&mut reader, header).unwrap(), payload);
+        let oversized = BytesHeader {
+            length: MAX_FRAME_BYTES as u64 + 1,
+        };
+        assert_eq!(
+            read_bytes(&mut &b""[..], oversized).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+    }
 
     #[test]
     fn frames_have_one_outer_key_naming_their_kind() {

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, LockOwner, OpenAccMode,
-    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
+    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
     ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
@@ -16,6 +16,9 @@ use crate::engine::device::BlockDevice;
 const FILE_INODE: INodeNo = INodeNo(2);
 /// Attributes never change behind the kernel's back (the size is fixed), so they can be cached.
 const ATTRIBUTE_TTL: Duration = Duration::from_secs(1);
+/// How many allocation answers `st_blocks` walks before counting the rest as allocated: a
+/// badly fragmented volume must not make every `stat` slow.
+const MAX_ALLOCATION_CALLS_PER_STAT: usize = 16;
 
 pub(super) struct ImageFileSystem {
     device: Arc<dyn BlockDevice>,
@@ -50,18 +53,25 @@ impl ImageFileSystem {
     }
 
     fn attributes(&self, inode: INodeNo) -> Option<FileAttr> {
-        let (kind, size, perm, nlink) = if inode == INodeNo::ROOT {
-            (FileType::Directory, 0, 0o555, 2)
+        let (kind, size, perm, nlink, allocated) = if inode == INodeNo::ROOT {
+            (FileType::Directory, 0, 0o555, 2, 0)
         } else if inode == FILE_INODE {
             let perm = if self.read_only { 0o444 } else { 0o644 };
-            (FileType::RegularFile, self.device.size(), perm, 1)
+            let size = self.device.size();
+            (
+                FileType::RegularFile,
+                size,
+                perm,
+                1,
+                self.allocated_bytes(size),
+            )
         } else {
             return None;
         };
         Some(FileAttr {
             ino: inode,
             size,
-            blocks: size.div_ceil(512),
+            blocks: allocated.div_ceil(512),
             atime: self.mounted_at,
             mtime: self.mounted_at,
             ctime: self.mounted_at,
@@ -78,7 +88,89 @@ impl ImageFileSystem {
     }
 }
 
+impl ImageFileSystem {
+    /// Bytes the device's map says hold data (what `st_blocks` reports, so `du` and
+    /// `cp --sparse` see the holes). A failing map counts as fully allocated.
+    fn allocated_bytes(&self, size: u64) -> u64 {
+        let mut allocated = 0;
+        let mut position = 0;
+        for _ in 0..MAX_ALLOCATION_CALLS_PER_STAT {
+            if position >= size {
+                return allocated;
+            }
+            let Ok(extents) = self.device.allocation(position, size - position) else {
+                break;
+            };
+            let Some(last) = extents.last() else {
+                break;
+            };
+            allocated += extents
+                .iter()
+                .filter(|extent| !extent.hole)
+                .map(|extent| extent.length)
+                .sum::<u64>();
+            position = last.end();
+        }
+        allocated + size.saturating_sub(position)
+    }
+
+    /// `SEEK_DATA`/`SEEK_HOLE` from the device's map: the first data (or hole) at or after
+    /// `offset`; the end of the device counts as a hole, and there is no data past it.
+    fn seek_allocation(&self, offset: u64, want_data: bool) -> Result<u64, Errno> {
+        let size = self.device.size();
+        if offset >= size {
+            return Err(Errno::ENXIO);
+        }
+        let mut position = offset;
+        while position < size {
+            let extents = self
+                .device
+                .allocation(position, size - position)
+                .map_err(|error| io_errno(&error))?;
+            let Some(last) = extents.last() else {
+                return Err(Errno::EIO);
+            };
+            if let Some(found) = extents.iter().find(|extent| extent.hole != want_data) {
+                return Ok(found.offset.max(offset));
+            }
+            position = last.end();
+        }
+        if want_data {
+            Err(Errno::ENXIO)
+        } else {
+            Ok(size)
+        }
+    }
+}
+
 impl fuser::Filesystem for ImageFileSystem {
+    fn lseek(
+        &self,
+        _request: &Request,
+        inode: INodeNo,
+        _handle: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        if inode != FILE_INODE {
+            return reply.error(Errno::EINVAL);
+        }
+        let Ok(offset) = u64::try_from(offset) else {
+            return reply.error(Errno::ENXIO);
+        };
+        let want_data = match whence {
+            libc::SEEK_DATA => true,
+            libc::SEEK_HOLE => false,
+            // The kernel answers SEEK_SET, SEEK_CUR and SEEK_END itself.
+            _ => return reply.error(Errno::EINVAL),
+        };
+        match self.seek_allocation(offset, want_data) {
+            Ok(found) => reply.offset(found as i64),
+            Err(errno) => reply.error(errno),
+        }
+    }
+
     fn lookup(&self, _request: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         if parent != INodeNo::ROOT || name != OsStr::new(&self.file_name) {
             return reply.error(Errno::ENOENT);
@@ -221,6 +313,44 @@ impl fuser::Filesystem for ImageFileSystem {
         });
         match result {
             Ok(()) => reply.written(data.len() as u32),
+            Err(error) => reply.error(io_errno(&error)),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _request: &Request,
+        inode: INodeNo,
+        _handle: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        if inode != FILE_INODE {
+            return reply.error(Errno::EISDIR);
+        }
+        if self.read_only {
+            return reply.error(Errno::EROFS);
+        }
+        // Only zeroing inside the disk makes sense: it cannot grow, and preallocation of a
+        // device that is already fully addressable has nothing to do.
+        let may_punch = if mode == libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE {
+            true
+        } else if mode == libc::FALLOC_FL_ZERO_RANGE
+            || mode == libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE
+        {
+            false
+        } else {
+            return reply.error(Errno::EOPNOTSUPP);
+        };
+        let size = self.device.size();
+        let end = offset.saturating_add(length).min(size);
+        if offset >= end {
+            return reply.ok();
+        }
+        match self.device.write_zeroes(offset, end - offset, may_punch) {
+            Ok(()) => reply.ok(),
             Err(error) => reply.error(io_errno(&error)),
         }
     }

@@ -1,9 +1,11 @@
 //! An NBD server for one device, written to the NBD protocol (fixed newstyle negotiation,
-//! simple replies): any NBD client (qemu-img, qemu-io, nbdcopy, nbdinfo, nbd-client) can read a
+//! simple or structured replies, the `base:allocation` meta context answered from the device's
+//! map, [`crate::engine::device::BlockDevice::allocation`]): any NBD client (qemu-img, qemu-io, nbdcopy, nbdinfo, nbd-client) can read a
 //! shadow copy or read and write a live volume through it.
 //!
 //! Each export listens on a Unix socket or a loopback TCP port and serves every client on its own
-//! thread. There is no authentication, which is why TCP is refused on anything but loopback.
+//! thread; a client's changes run in order on one worker and its reads on a few more, so
+//! requests in flight overlap (replies carry the cookie and may leave out of order). There is no authentication, which is why TCP is refused on anything but loopback.
 //!
 //! **Invariant:** once [`NbdExport::stop`] returns (or the export is dropped), nothing listens,
 //! every client connection is closed and its thread has ended, and the socket file this export

@@ -1,0 +1,571 @@
+//! Data-path benchmarks through the paths users take, against qemu-nbd in the same run.
+//!
+//! `cargo bench --bench datapath` writes 512 MiB passes and converts a 16 GiB sparse share
+//! with 1 GiB of data; `cargo bench --bench datapath -- --quick` (or
+//! `DISKSHADOW_BENCH_QUICK=1`) scales that to 64 MiB and 1 GiB with 64 MiB of data, as CI's
+//! smoke test does. Clients are the real tools: `nbdcopy --flush` for NBD (diskshadow's attach
+//! and share against `qemu-nbd` on a raw image and on a qcow2 image after
+//! `qemu-img snapshot -c`), `dd conv=fdatasync` for the FUSE attachment (against `dd` to a raw
+//! file), `qemu-img convert` for the sparse share, and the `diskshadow volume read|write`
+//! commands against `dd`/`cat`. Every write pass ends durable on both sides. A missing tool
+//! skips its rows and says so.
+
+use std::error::Error;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use diskshadow::engine::clock::{RandomIds, SystemClock};
+use diskshadow::engine::core::{EngineOptions, DEFAULT_CHUNK_SIZE};
+use diskshadow::engine::device::BlockDevice;
+use diskshadow::engine::expose::{mount, serve_nbd, MountOptions, NbdListener};
+use diskshadow::engine::ids::VolumeId;
+use diskshadow::engine::model::{CreateSpec, CreateVolume, RequesterId};
+use diskshadow::engine::store::RealBackend;
+use diskshadow::engine::vss::{Attributes, Context};
+use diskshadow::engine::Engine;
+
+type Result<T> = std::result::Result<T, Box<dyn Error>>;
+
+const MIB: u64 = 1024 * 1024;
+const GIB: u64 = 1024 * MIB;
+
+struct Sizes {
+    pass: u64,
+    sparse_volume: u64,
+    sparse_data: u64,
+}
+
+struct Row {
+    what: String,
+    ours: String,
+    baseline: String,
+    ratio: f64,
+    target: String,
+}
+
+fn rate(bytes: u64, duration: Duration) -> f64 {
+    bytes as f64 / MIB as f64 / duration.as_secs_f64().max(1e-9)
+}
+
+fn have(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+fn run(program: &str, arguments: &[&str]) -> Result<Duration> {
+    let started = Instant::now();
+    let output = Command::new(program).args(arguments).output()?;
+    if !output.status.success() {
+        return Err(format!(
+            "{program} {arguments:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+        .into());
+    }
+    Ok(started.elapsed())
+}
+
+fn settle() {
+    // Dirty pages of one phase must not be written back during the next one.
+    let _ = Command::new("sync").status();
+}
+
+fn options() -> EngineOptions {
+    EngineOptions::new(
+        Arc::new(SystemClock),
+        Arc::new(RandomIds),
+        "BENCH",
+        DEFAULT_CHUNK_SIZE,
+        Arc::new(RealBackend),
+    )
+}
+
+fn shadow_of(engine: &Engine, volume: VolumeId) -> Result<diskshadow::engine::ids::ShadowId> {
+    let created = engine.create_shadow_set(&CreateSpec {
+        volumes: vec![CreateVolume {
+            volume,
+            provider: None,
+        }],
+        context: Context::Persistent,
+        extra_attributes: Attributes::default(),
+        requester: RequesterId(1),
+        set_id: None,
+    })?;
+    Ok(created.shadows[0].id)
+}
+
+/// A file of `size` bytes whose first `data` bytes are pseudo-random (incompressible, never
+/// zero blocks) and whose rest is a hole.
+fn image(path: &Path, size: u64, data: u64, seed: u8) -> Result<()> {
+    let file = File::create(path)?;
+    file.set_len(size)?;
+    let mut block = vec![0u8; MIB as usize];
+    let mut state = u64::from(seed) | 1;
+    let mut written = 0;
+    while written < data {
+        for byte in block.iter_mut() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            *byte = state as u8;
+        }
+        let piece = (data - written).min(MIB) as usize;
+        file.write_all_at(&block[..piece], written)?;
+        written += piece as u64;
+    }
+    file.sync_all()?;
+    Ok(())
+}
+
+/// `qemu-nbd` serving `image` on a Unix socket until dropped.
+struct QemuNbd {
+    child: Child,
+    url: String,
+}
+
+impl QemuNbd {
+    fn start(image: &Path, format: &str, socket: &Path, read_only: bool) -> Result<QemuNbd> {
+        let _ = std::fs::remove_file(socket);
+        let mut command = Command::new("qemu-nbd");
+        command.args(["-f", format, "-k"]).arg(socket).args([
+            "--persistent",
+            "--cache=writeback",
+            "--shared=4",
+        ]);
+        if read_only {
+            command.arg("-r");
+        }
+        let child = command
+            .arg(image)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            if Instant::now() > deadline {
+                return Err("qemu-nbd did not start".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(QemuNbd {
+            child,
+            url: format!("nbd+unix:///?socket={}", socket.display()),
+        })
+    }
+}
+
+impl Drop for QemuNbd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nbdcopy_write(input: &Path, url: &str) -> Result<Duration> {
+    let input = input.to_string_lossy().to_string();
+    run("nbdcopy", &["--flush", &input, url])
+}
+
+fn nbdcopy_read(url: &str) -> Result<Duration> {
+    run("nbdcopy", &[url, "null:"])
+}
+
+fn push(rows: &mut Vec<Row>, what: &str, ours: f64, baseline: f64, unit: &str, target: &str) {
+    // Rates: higher is better; times ("s"): lower is better. Either way ours over baseline.
+    let ratio = ours / baseline.max(1e-9);
+    let show = |value: f64| {
+        if unit == "s" {
+            format!("{value:.3} s")
+        } else {
+            format!("{value:.0} MiB/s")
+        }
+    };
+    rows.push(Row {
+        what: what.to_string(),
+        ours: show(ours),
+        baseline: show(baseline),
+        ratio,
+        target: target.to_string(),
+    });
+}
+
+/// NBD attach first write and rewrite, shadow share read, against qemu-nbd.
+fn bench_nbd(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<()> {
+    if !have("nbdcopy") || !have("qemu-nbd") || !have("qemu-img") {
+        println!("skipped: the NBD rows need nbdcopy (libnbd-bin) and qemu-nbd (qemu-utils)");
+        return Ok(());
+    }
+    let input = dir.join("input.bin");
+    image(&input, sizes.pass, sizes.pass, 9)?;
+
+    // qemu-nbd on a raw image.
+    let raw = dir.join("qemu-raw.img");
+    image(&raw, sizes.pass, sizes.pass, 3)?;
+    let raw_write = {
+        let server = QemuNbd::start(&raw, "raw", &dir.join("qemu-raw.sock"), false)?;
+        settle();
+        nbdcopy_write(&input, &server.url)?
+    };
+    settle();
+    let raw_read = {
+        let server = QemuNbd::start(&raw, "raw", &dir.join("qemu-raw-ro.sock"), true)?;
+        nbdcopy_read(&server.url)?
+    };
+
+    // qemu-nbd on a qcow2 image after an internal snapshot.
+    let qcow2 = dir.join("qemu.qcow2");
+    run(
+        "qemu-img",
+        &[
+            "convert",
+            "-O",
+            "qcow2",
+            &raw.to_string_lossy(),
+            &qcow2.to_string_lossy(),
+        ],
+    )?;
+    run(
+        "qemu-img",
+        &["snapshot", "-c", "before", &qcow2.to_string_lossy()],
+    )?;
+    let (qcow2_first, qcow2_rewrite) = {
+        let server = QemuNbd::start(&qcow2, "qcow2", &dir.join("qemu-qcow2.sock"), false)?;
+        settle();
+        let first = nbdcopy_write(&input, &server.url)?;
+        settle();
+        (first, nbdcopy_write(&input, &server.url)?)
+    };
+
+    // diskshadow: the same image content, a shadow, then an NBD attachment.
+    let live = dir.join("live.img");
+    image(&live, sizes.pass, sizes.pass, 3)?;
+    let engine = Engine::open(&dir.join("store"), options())?;
+    let volume = engine.register_volume(&live, None)?;
+    let shadow = shadow_of(&engine, volume.id)?;
+    let device = engine.open_volume(volume.id)?;
+    let export = serve_nbd(
+        Arc::clone(&device),
+        "live",
+        NbdListener::Unix(dir.join("attach.sock")),
+        false,
+    )?;
+    settle();
+    let ours_first = nbdcopy_write(&input, &export.url())?;
+    settle();
+    let ours_rewrite = nbdcopy_write(&input, &export.url())?;
+    drop(export);
+    settle();
+    let share = serve_nbd(
+        engine.open_shadow(shadow)?,
+        "share",
+        NbdListener::Unix(dir.join("share.sock")),
+        true,
+    )?;
+    let ours_read = nbdcopy_read(&share.url())?;
+    drop(share);
+
+    let bytes = sizes.pass;
+    push(
+        rows,
+        "NBD attach, first write after a shadow, vs qemu-nbd qcow2 after snapshot -c",
+        rate(bytes, ours_first),
+        rate(bytes, qcow2_first),
+        "MiB/s",
+        ">= 2",
+    );
+    push(
+        rows,
+        "NBD attach, first write after a shadow, vs qemu-nbd raw",
+        rate(bytes, ours_first),
+        rate(bytes, raw_write),
+        "MiB/s",
+        ">= 0.5",
+    );
+    push(
+        rows,
+        "NBD attach, rewrite, vs qemu-nbd raw",
+        rate(bytes, ours_rewrite),
+        rate(bytes, raw_write),
+        "MiB/s",
+        ">= 0.9",
+    );
+    push(
+        rows,
+        "qemu-nbd qcow2 rewrite after snapshot -c, vs qemu-nbd raw (reference)",
+        rate(bytes, qcow2_rewrite),
+        rate(bytes, raw_write),
+        "MiB/s",
+        "reported",
+    );
+    push(
+        rows,
+        "NBD share read (nbdcopy), vs qemu-nbd raw",
+        rate(bytes, ours_read),
+        rate(bytes, raw_read),
+        "MiB/s",
+        ">= 0.9",
+    );
+    Ok(())
+}
+
+/// `qemu-img convert` of a sparse share against converting the raw sparse image.
+fn bench_convert(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<()> {
+    if !have("qemu-img") {
+        println!("skipped: the convert row needs qemu-img (qemu-utils)");
+        return Ok(());
+    }
+    let sparse = dir.join("sparse.img");
+    image(&sparse, sizes.sparse_volume, sizes.sparse_data, 5)?;
+    let engine = Engine::open(&dir.join("sparse-store"), options())?;
+    let volume = engine.register_volume(&sparse, None)?;
+    let shadow = shadow_of(&engine, volume.id)?;
+    let share = serve_nbd(
+        engine.open_shadow(shadow)?,
+        "sparse",
+        NbdListener::Unix(dir.join("sparse.sock")),
+        true,
+    )?;
+    let raw_copy = dir.join("raw-copy.img");
+    let share_copy = dir.join("share-copy.img");
+    settle();
+    let raw = run(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "raw",
+            &sparse.to_string_lossy(),
+            &raw_copy.to_string_lossy(),
+        ],
+    )?;
+    let ours = run(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "raw",
+            &share.url(),
+            &share_copy.to_string_lossy(),
+        ],
+    )?;
+    let allocated = |path: &Path| -> Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        Ok(std::fs::metadata(path)?.blocks() * 512)
+    };
+    let copy_allocated = allocated(&share_copy)?;
+    println!(
+        "qemu-img convert of the share allocated {} MiB for {} MiB of data",
+        copy_allocated / MIB,
+        sizes.sparse_data / MIB
+    );
+    if copy_allocated > sizes.sparse_data + sizes.sparse_data / 8 {
+        return Err("the converted share is not sparse".into());
+    }
+    push(
+        rows,
+        &format!(
+            "qemu-img convert, {} GiB sparse share with {} MiB data, vs the raw image",
+            sizes.sparse_volume / GIB,
+            sizes.sparse_data / MIB
+        ),
+        ours.as_secs_f64(),
+        raw.as_secs_f64(),
+        "s",
+        "<= 2 (time)",
+    );
+    Ok(())
+}
+
+/// FUSE attachment with `dd conv=fdatasync` against `dd` to a raw file.
+fn bench_fuse(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<()> {
+    if File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .is_err()
+        || !have("fusermount3")
+    {
+        println!("skipped: the FUSE rows need /dev/fuse and fusermount3 (fuse3)");
+        return Ok(());
+    }
+    let input = dir.join("input.bin");
+    if !input.exists() {
+        image(&input, sizes.pass, sizes.pass, 9)?;
+    }
+    let count = (sizes.pass / MIB).to_string();
+    let dd = |target: &Path| -> Result<Duration> {
+        run(
+            "dd",
+            &[
+                &format!("if={}", input.display()),
+                &format!("of={}", target.display()),
+                "bs=1M",
+                &format!("count={count}"),
+                "conv=fdatasync,notrunc",
+                "status=none",
+            ],
+        )
+    };
+    let raw = dir.join("dd-raw.img");
+    image(&raw, sizes.pass, sizes.pass, 3)?;
+    settle();
+    let raw_write = dd(&raw)?;
+
+    let live = dir.join("fuse-live.img");
+    image(&live, sizes.pass, sizes.pass, 3)?;
+    let engine = Engine::open(&dir.join("fuse-store"), options())?;
+    let volume = engine.register_volume(&live, None)?;
+    shadow_of(&engine, volume.id)?;
+    let mountpoint = dir.join("fuse-attach");
+    std::fs::create_dir_all(&mountpoint)?;
+    let device: Arc<dyn BlockDevice> = engine.open_volume(volume.id)?;
+    let view = mount(
+        device,
+        &mountpoint,
+        MountOptions::image_file("live", "disk.img", false),
+    )?;
+    settle();
+    let first = dd(&mountpoint.join("disk.img"))?;
+    settle();
+    let rewrite = dd(&mountpoint.join("disk.img"))?;
+    view.unmount()?;
+    push(
+        rows,
+        "FUSE attach, first write after a shadow (dd), vs dd to a raw file",
+        rate(sizes.pass, first),
+        rate(sizes.pass, raw_write),
+        "MiB/s",
+        ">= 0.35",
+    );
+    push(
+        rows,
+        "FUSE attach, rewrite (dd), vs dd to a raw file",
+        rate(sizes.pass, rewrite),
+        rate(sizes.pass, raw_write),
+        "MiB/s",
+        ">= 0.8",
+    );
+    Ok(())
+}
+
+/// `diskshadow volume write|read` through the service against `dd`/`cat` of the same bytes.
+fn bench_cli(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<()> {
+    let binary = PathBuf::from(env!("CARGO_BIN_EXE_diskshadow"));
+    let store = dir.join("cli-store");
+    let input = dir.join("input.bin");
+    if !input.exists() {
+        image(&input, sizes.pass, sizes.pass, 9)?;
+    }
+    let volume = dir.join("cli.img");
+    image(&volume, sizes.pass, 0, 0)?;
+    let diskshadow = |arguments: &[&str]| -> Result<Duration> {
+        let mut all = vec!["--store", store.to_str().ok_or("store path")?];
+        all.extend_from_slice(arguments);
+        run(binary.to_str().ok_or("binary path")?, &all)
+    };
+    let volume_arg = volume.to_string_lossy().to_string();
+    let input_arg = input.to_string_lossy().to_string();
+    // Start the service first so its start-up is not timed.
+    diskshadow(&["volume", "info", &volume_arg])?;
+    settle();
+    let ours_write = diskshadow(&[
+        "volume",
+        "write",
+        &volume_arg,
+        "--offset",
+        "0",
+        "--input",
+        &input_arg,
+    ])?;
+    let dd_target = dir.join("cli-dd.img");
+    image(&dd_target, sizes.pass, 0, 0)?;
+    settle();
+    let dd_write = run(
+        "dd",
+        &[
+            &format!("if={input_arg}"),
+            &format!("of={}", dd_target.display()),
+            "bs=4M",
+            "conv=fdatasync,notrunc",
+            "status=none",
+        ],
+    )?;
+    let output = dir.join("cli-read.bin");
+    let output_arg = output.to_string_lossy().to_string();
+    let ours_read = diskshadow(&["volume", "read", &volume_arg, "--output", &output_arg])?;
+    let cat_read = run(
+        "sh",
+        &[
+            "-c",
+            &format!("cat {volume_arg} > {}.cat", output.display()),
+        ],
+    )?;
+    let _ = diskshadow(&["service", "stop"]);
+    push(
+        rows,
+        "`diskshadow volume write` (4 MiB requests, flushed), vs dd conv=fdatasync",
+        rate(sizes.pass, ours_write),
+        rate(sizes.pass, dd_write),
+        "MiB/s",
+        ">= 0.8",
+    );
+    push(
+        rows,
+        "`diskshadow volume read --output`, vs cat",
+        rate(sizes.pass, ours_read),
+        rate(sizes.pass, cat_read),
+        "MiB/s",
+        ">= 0.8",
+    );
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let quick = std::env::args().any(|argument| argument == "--quick")
+        || std::env::var_os("DISKSHADOW_BENCH_QUICK").is_some_and(|value| value == "1");
+    let sizes = if quick {
+        Sizes {
+            pass: 64 * MIB,
+            sparse_volume: GIB,
+            sparse_data: 64 * MIB,
+        }
+    } else {
+        Sizes {
+            pass: 512 * MIB,
+            sparse_volume: 16 * GIB,
+            sparse_data: GIB,
+        }
+    };
+    let dir = tempfile::tempdir()?;
+    let mut rows = Vec::new();
+    bench_nbd(dir.path(), &sizes, &mut rows)?;
+    bench_convert(dir.path(), &sizes, &mut rows)?;
+    bench_fuse(dir.path(), &sizes, &mut rows)?;
+    bench_cli(dir.path(), &sizes, &mut rows)?;
+    println!(
+        "\n{} run ({} MiB passes):\n",
+        if quick { "quick" } else { "full" },
+        sizes.pass / MIB
+    );
+    println!("| path | diskshadow | baseline | ratio | target |");
+    println!("|---|---|---|---|---|");
+    for row in &rows {
+        println!(
+            "| {} | {} | {} | {:.2} | {} |",
+            row.what, row.ours, row.baseline, row.ratio, row.target
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,944 @@
+//! The shadow-copy protocol in one place: [`ShadowCopyCoordinator`] owns the engine, the writer
+//! host and the auto-recovery overlays, and runs every step that spans them — the creation
+//! sequence with writers and the provider commit, the metadata document, the read-write views
+//! of auto-recovery and the sealed overlays after it, the release of a requester's volatile
+//! shadows, revert, deletion, the restore events and the store check. The service is a thin adapter over it;
+//! exposures (FUSE mounts, NBD servers) stay in the service and are reached through
+//! [`ExposureKeeper`].
+//!
+//! **Invariants:**
+//! - A shadow is deleted only after its exposure is down, on every path that this type runs
+//!   (explicit delete, a requester's release, a failed creation). A shadow the engine deletes
+//!   by itself inside a write (diff-area limit; also a revert's writes) cannot wait for that:
+//!   the write holds the volume and an exposure's server may be blocked reading it. Those
+//!   deletions reach the coordinator through the engine's [`DeletionSink`]; their exposures go
+//!   at the next [`ShadowCopyCoordinator::reap_exposures`], which the service's tick, revert
+//!   and `set_max_diff_area` run, and until then the exposure serves read errors, never data
+//!   of another shadow.
+//! - An overlay lives exactly as long as its shadow: every deletion path, the engine's own
+//!   included (through the sink), removes it; a leftover (a crash between the two) is reported
+//!   by [`ShadowCopyCoordinator::check`] as leaked and removed when a service next takes the
+//!   store over ([`ShadowCopyCoordinator::reclaim_leaked_overlays`]).
+//! - No shadow of a failed creation remains, nor its overlays.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock, TryLockError};
+
+use crate::engine::clock::IdSource;
+use crate::engine::core::{
+    CheckReport, CreateError, DeleteError, DeviceError, ExposureError, RevertError, StorageError,
+};
+use crate::engine::deletions::{DeletionSink, DiffAreaDeletion};
+use crate::engine::device::BlockDevice;
+use crate::engine::ids::{ShadowId, ShadowSetId, VolumeId};
+use crate::engine::model::{
+    CreateSpec, CreateVolume, CreatedSet, DeleteSelector, Exposure, RequesterId, ShadowInfo,
+    VolumeInfo,
+};
+use crate::engine::overlay::{OverlayDevice, OverlayStore, OVERLAY_CHUNK};
+use crate::engine::progress::Progress;
+use crate::engine::transport::{
+    log_file_name, write_metadata_cab, BackupComponents, ManifestShadow, MetadataCabinet,
+    MetadataWriteError, WriterDocument,
+};
+use crate::engine::vss::{Attributes, BackupType, Context, VssCode};
+use crate::engine::writer::host::{HostOptions, WriterHost};
+use crate::engine::Engine;
+
+use super::{
+    BackupSession, Coordinator, CoordinatorObserver, CreationFailure, CreationRequest,
+    GatheredMetadata, PostSnapshotShadow, RestoreError, RestoreInvolvement, RestoreWriter,
+    SelectionError, SelectionPlan, SilentObserver, WriterEventError, WriterSelection,
+};
+
+/// The live exposures of shadows, kept by the service (mounts and servers are its business).
+pub trait ExposureKeeper: Send + Sync {
+    /// The shadows exposed now.
+    fn exposed(&self) -> Vec<ShadowId>;
+    /// Takes the exposure of `shadow` down (no listener, socket, mount or thread is left);
+    /// returns it if there was one.
+    fn take_down(&self, shadow: ShadowId) -> Option<Exposure>;
+}
+
+/// What a creation reports besides the writer events: progress of the commit, and the log
+/// saved in the metadata file.
+pub trait CreationObserver: CoordinatorObserver + Progress {
+    /// The creation's log so far (CRLF lines), for the metadata file.
+    fn log_text(&self) -> String;
+}
+
+/// One `create`, as the requester asked it.
+#[derive(Debug, Clone)]
+pub struct ShadowSetRequest {
+    /// The set's volumes, each with the provider asked for (if any).
+    pub volumes: Vec<(VolumeInfo, Option<crate::engine::ids::ProviderId>)>,
+    pub context: Context,
+    pub extra_attributes: Attributes,
+    pub backup_type: BackupType,
+    pub writers: WriterSelection,
+    /// Shadow aliases by position in `volumes`, for the metadata file.
+    pub aliases: Vec<Option<String>>,
+    /// Where the metadata file is written, if anywhere.
+    pub metadata_path: Option<PathBuf>,
+    /// When writers take part and `metadata_path` is `None`: the directory of DiskShadow's
+    /// default metadata file and the requester's UTC offset in seconds for its name.
+    pub default_metadata: Option<(PathBuf, i32)>,
+    /// Mounted file systems to flush and hold around the commit.
+    pub flush_mount_points: Vec<PathBuf>,
+}
+
+/// A created set.
+#[derive(Debug, Clone)]
+pub struct ShadowSetOutcome {
+    pub set: CreatedSet,
+    /// The members of the metadata file written, in order (empty if none was).
+    pub metadata_files: Vec<String>,
+    pub metadata_path: Option<PathBuf>,
+}
+
+/// What one requester holds between its commands.
+#[derive(Debug, Default)]
+pub struct RequesterState {
+    /// The writers of the last `create`, until `end backup` (or the requester's end).
+    pub backup: Option<BackupSession>,
+}
+
+/// Why a step of the shadow-copy protocol failed. Each engine error keeps its type.
+#[derive(Debug, thiserror::Error)]
+pub enum ShadowCopyError {
+    #[error("another requester is creating a shadow copy set")]
+    SetInProgress,
+    #[error(transparent)]
+    Selection(SelectionError),
+    /// The creation failed; no shadow of the set remains. `provider` is the provider's own
+    /// error when the commit itself was refused.
+    #[error("the shadow copy set was not created: {failure}")]
+    Creation {
+        failure: Box<CreationFailure>,
+        provider: Option<CreateError>,
+    },
+    /// The set was committed but could not be marked complete; it was deleted.
+    #[error("the shadow copy set was not created: it could not be kept: {source}")]
+    NotKept { source: CreateError },
+    #[error("the metadata file {} was not written: {source}", path.display())]
+    Metadata {
+        path: PathBuf,
+        source: MetadataWriteError,
+    },
+    #[error(transparent)]
+    Delete(#[from] DeleteError),
+    #[error(transparent)]
+    Revert(#[from] RevertError),
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    #[error(transparent)]
+    Exposure(#[from] ExposureError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("the auto-recovery overlay {} cannot be read: {source}", path.display())]
+    Overlay {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the auto-recovery overlay {} of a deleted shadow copy cannot be removed: {source}", path.display())]
+    OverlayRemoval {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("reverting the recovered chunks: {source}")]
+    RevertRecovered { source: std::io::Error },
+    #[error("shadow copy {shadow} was not found")]
+    ShadowNotFound { shadow: ShadowId },
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Writers(Vec<WriterEventError>),
+}
+
+impl ShadowCopyError {
+    pub fn vss_code(&self) -> VssCode {
+        match self {
+            ShadowCopyError::SetInProgress => VssCode::VSS_E_SNAPSHOT_SET_IN_PROGRESS,
+            ShadowCopyError::Selection(error) => error.vss_code(),
+            ShadowCopyError::Creation {
+                provider: Some(error),
+                ..
+            } => error.vss_code(),
+            ShadowCopyError::Creation { failure, .. } => failure.vss_code(),
+            ShadowCopyError::Metadata { source, .. } => source.vss_code(),
+            ShadowCopyError::NotKept { source } => source.vss_code(),
+            ShadowCopyError::Delete(error) => error.vss_code(),
+            ShadowCopyError::Revert(error) => error.vss_code(),
+            ShadowCopyError::Device(error) => error.vss_code(),
+            ShadowCopyError::Exposure(error) => error.vss_code(),
+            ShadowCopyError::Storage(error) => error.vss_code(),
+            ShadowCopyError::Overlay { .. }
+            | ShadowCopyError::OverlayRemoval { .. }
+            | ShadowCopyError::RevertRecovered { .. } => VssCode::VSS_E_UNEXPECTED_PROVIDER_ERROR,
+            ShadowCopyError::ShadowNotFound { .. } => VssCode::VSS_E_OBJECT_NOT_FOUND,
+            ShadowCopyError::Restore(error) => error.vss_code(),
+            ShadowCopyError::Writers(errors) => errors
+                .first()
+                .map(WriterEventError::vss_code)
+                .unwrap_or(VssCode::VSS_E_UNEXPECTED_WRITER_ERROR),
+        }
+    }
+}
+
+/// Shadows the engine deleted inside a write, waiting for their exposures to go.
+#[derive(Default)]
+struct PendingDeletions {
+    shadows: Mutex<Vec<ShadowId>>,
+}
+
+/// The engine's deletion sink: removes the overlays of shadows the engine deleted by itself,
+/// queues their exposures for the next reap, and passes the event on (the service log).
+struct DeletionRelay {
+    overlays: OverlayStore,
+    pending: Arc<PendingDeletions>,
+    next: RwLock<Option<Arc<dyn DeletionSink>>>,
+}
+
+impl DeletionSink for DeletionRelay {
+    fn deleted(&self, event: &DiffAreaDeletion) {
+        // Called with the volume held: only file removal here, nothing that waits on a reader.
+        for shadow in &event.shadows {
+            let _ = self.overlays.remove(*shadow);
+        }
+        self.pending
+            .shadows
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .extend(event.shadows.iter().copied());
+        if let Some(next) = self
+            .next
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+        {
+            next.deleted(event);
+        }
+    }
+}
+
+/// The shadow-copy protocol over one engine, shared by every requester of a service.
+pub struct ShadowCopyCoordinator {
+    engine: Arc<Engine>,
+    /// Gives shadow copy set IDs before the commit (writers hear of the set first).
+    ids: Arc<dyn IdSource>,
+    /// Held for the whole creation sequence; a second requester gets
+    /// VSS_E_SNAPSHOT_SET_IN_PROGRESS instead of waiting (as VSS does).
+    creation: Mutex<()>,
+    /// The writer host and the registration files it was loaded from: the writers registered
+    /// in the store's `writers/` directory, started on first need.
+    writers: Mutex<
+        Option<(
+            crate::engine::writer::registration::RegistrationsFingerprint,
+            Arc<WriterHost>,
+        )>,
+    >,
+    writer_options: HostOptions,
+    overlays: OverlayStore,
+    exposures: RwLock<Option<Arc<dyn ExposureKeeper>>>,
+    relay: Arc<DeletionRelay>,
+}
+
+impl ShadowCopyCoordinator {
+    /// Takes over the engine's deletion sink (see [`Self::set_deletion_sink`] for the log).
+    /// Changes nothing in the store: `check-store` runs one over a read-only engine.
+    pub fn new(engine: Arc<Engine>, ids: Arc<dyn IdSource>, writer_options: HostOptions) -> Self {
+        let overlays = OverlayStore::new(engine.store_dir());
+        let relay = Arc::new(DeletionRelay {
+            overlays: overlays.clone(),
+            pending: Arc::new(PendingDeletions::default()),
+            next: RwLock::new(None),
+        });
+        engine.set_deletion_sink(relay.clone());
+        Self {
+            engine,
+            ids,
+            creation: Mutex::new(()),
+            writers: Mutex::new(None),
+            writer_options,
+            overlays,
+            exposures: RwLock::new(None),
+            relay,
+        }
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Where each shadow deleted to fit a diff-area limit is told after the coordinator has
+    /// seen it (the service's log).
+    pub fn set_deletion_sink(&self, sink: Arc<dyn DeletionSink>) {
+        *self
+            .relay
+            .next
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(sink);
+    }
+
+    /// The service's exposures, taken down before their shadows are deleted.
+    pub fn set_exposure_keeper(&self, keeper: Arc<dyn ExposureKeeper>) {
+        *self
+            .exposures
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(keeper);
+    }
+
+    fn keeper(&self) -> Option<Arc<dyn ExposureKeeper>> {
+        self.exposures
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// The store's overlays (paths, for tests and tools).
+    pub fn overlays(&self) -> &OverlayStore {
+        &self.overlays
+    }
+
+    /// Removes overlays and view directories whose shadow is gone (a crash between a shadow's
+    /// deletion and its overlay's). The service runs it when it takes the store over; returns
+    /// what was removed.
+    pub fn reclaim_leaked_overlays(&self) -> Vec<PathBuf> {
+        let mut removed = Vec::new();
+        for leaked in self
+            .overlays
+            .leaked(&|shadow| self.engine.shadow(shadow).is_some())
+        {
+            let outcome = if leaked.path.is_dir() {
+                std::fs::remove_dir(&leaked.path)
+            } else {
+                std::fs::remove_file(&leaked.path)
+            };
+            if outcome.is_ok() {
+                removed.push(leaked.path);
+            }
+        }
+        removed
+    }
+
+    // ---- writers ------------------------------------------------------------------------
+
+    /// The store's directory of writer registrations.
+    pub fn writers_directory(&self) -> PathBuf {
+        self.engine.store_dir().join("writers")
+    }
+
+    /// The writer host, loading the registrations the first time and again whenever a
+    /// registration file was added, removed or changed since (so `writer add` and `writer
+    /// remove` take effect without restarting the service). A backup already running keeps the
+    /// host it started with; the replaced host's writers get end of input when its last user
+    /// lets go of it.
+    pub fn writer_host(&self) -> Arc<WriterHost> {
+        use crate::engine::writer::registration::registrations_fingerprint;
+        let directory = self.writers_directory();
+        let fingerprint = registrations_fingerprint(&directory);
+        let mut slot = self
+            .writers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((loaded_from, host)) = slot.as_ref() {
+            if *loaded_from == fingerprint {
+                return host.clone();
+            }
+        }
+        let host = Arc::new(WriterHost::from_directory(
+            &directory,
+            self.writer_options.clone(),
+        ));
+        let replaced = slot.replace((fingerprint, host.clone()));
+        drop(slot);
+        // Shut the old writers down outside the lock.
+        drop(replaced);
+        host
+    }
+
+    /// The writer host with every writer identified at least once. Writers already identified
+    /// are not asked again: `identify` starts a writer's backup state afresh, and looking must
+    /// not erase the state of a backup in progress.
+    pub fn identified_writer_host(&self) -> Arc<WriterHost> {
+        let host = self.writer_host();
+        if host
+            .statuses()
+            .iter()
+            .any(|status| status.instance_id.is_none() || host.metadata(status.index).is_none())
+        {
+            Coordinator::new(&host, &SilentObserver).gather_metadata();
+        }
+        host
+    }
+
+    /// `end backup`: BackupComplete then BackupShutdown to the writers of the last set.
+    pub fn end_backup(
+        &self,
+        requester: &mut RequesterState,
+        observer: &dyn CoordinatorObserver,
+    ) -> Result<(), ShadowCopyError> {
+        let Some(session) = requester.backup.take() else {
+            return Ok(());
+        };
+        let host = self.writer_host();
+        let coordinator = Coordinator::new(&host, observer);
+        let completed = coordinator.backup_complete(&session, true);
+        let shut = coordinator.backup_shutdown(&session);
+        completed.map_err(ShadowCopyError::Writers)?;
+        shut.map_err(ShadowCopyError::Writers)
+    }
+
+    // ---- restore ------------------------------------------------------------------------
+
+    /// `simulate restore`: which writers a restore would involve, sending no event.
+    pub fn simulate_restore(
+        &self,
+        writers: &[RestoreWriter],
+    ) -> Result<Vec<RestoreInvolvement>, ShadowCopyError> {
+        let host = self.writer_host();
+        Ok(Coordinator::new(&host, &SilentObserver).simulate_restore(writers)?)
+    }
+
+    /// `begin restore`: PreRestore to the writers that ask for restore events.
+    pub fn begin_restore(
+        &self,
+        writers: &[RestoreWriter],
+        observer: &dyn CoordinatorObserver,
+    ) -> Result<(), ShadowCopyError> {
+        let host = self.writer_host();
+        Ok(Coordinator::new(&host, observer).pre_restore(writers)?)
+    }
+
+    /// `end restore`: PostRestore, the files are back.
+    pub fn end_restore(
+        &self,
+        writers: &[RestoreWriter],
+        observer: &dyn CoordinatorObserver,
+    ) -> Result<(), ShadowCopyError> {
+        let host = self.writer_host();
+        Ok(Coordinator::new(&host, observer).post_restore(writers)?)
+    }
+
+    // ---- creation -----------------------------------------------------------------------
+
+    /// DoSnapshotSet: writers' sequence, commit, auto-recovery views, metadata document.
+    /// Refused with [`ShadowCopyError::SetInProgress`] while another creation runs.
+    pub fn create(
+        &self,
+        requester_id: RequesterId,
+        requester: &mut RequesterState,
+        request: &ShadowSetRequest,
+        step_observer: &dyn CreationObserver,
+    ) -> Result<ShadowSetOutcome, ShadowCopyError> {
+        let _creating = match self.creation.try_lock() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return Err(ShadowCopyError::SetInProgress),
+        };
+        let host = self.writer_host();
+        if let Some(previous) = requester.backup.take() {
+            // A new set replaces the backup of the last one: its writers hear BackupShutdown.
+            let _ = Coordinator::new(&host, &SilentObserver).backup_shutdown(&previous);
+        }
+        let set_id = ShadowSetId(self.ids.new_uuid());
+        let mut spec = CreateSpec {
+            volumes: request
+                .volumes
+                .iter()
+                .map(|(volume, provider)| CreateVolume {
+                    volume: volume.id,
+                    provider: *provider,
+                })
+                .collect(),
+            context: request.context,
+            extra_attributes: request.extra_attributes,
+            requester: requester_id,
+            set_id: Some(set_id),
+        };
+        let volume_names: Vec<String> = request
+            .volumes
+            .iter()
+            .map(|(volume, _)| volume.path.display().to_string())
+            .collect();
+        let volume_ids: Vec<VolumeId> = request
+            .volumes
+            .iter()
+            .map(|(volume, _)| volume.id)
+            .collect();
+        let coordinator = Coordinator::new(&host, step_observer);
+        let (gathered, plan) = if request.context.has_writers() {
+            let gathered = coordinator.gather_metadata();
+            let resolve = |name: &str| {
+                self.engine
+                    .resolve_volume(name, Path::new("/"))
+                    .ok()
+                    .map(|volume| volume.id)
+            };
+            let plan = coordinator
+                .select(&gathered, &request.writers, &volume_ids, &resolve)
+                .map_err(ShadowCopyError::Selection)?;
+            (gathered, plan)
+        } else {
+            (
+                GatheredMetadata::default(),
+                SelectionPlan::without_writers(),
+            )
+        };
+        // A writers context on a host with no writer registered makes a set no writer took
+        // part in: it says so in its attributes, as a nowriters context's set does.
+        if request.context.has_writers()
+            && gathered.writers.is_empty()
+            && gathered.unavailable.is_empty()
+        {
+            spec.extra_attributes = spec.extra_attributes.with(Attributes::NO_WRITERS);
+        }
+        for file_system in &request.flush_mount_points {
+            step_observer.verbose(&format!(
+                "Flushing and holding writes on the file system at {}.",
+                file_system.display()
+            ));
+        }
+        let creation = CreationRequest {
+            snapshot_set_id: set_id,
+            context: request.context,
+            backup_type: request.backup_type,
+            volumes: volume_names.clone(),
+            flush_mount_points: request.flush_mount_points.clone(),
+            autorecover: !request
+                .extra_attributes
+                .contains(Attributes::NO_AUTORECOVERY),
+        };
+        // The writer sequence reports a refused commit as a message; the provider's own error
+        // is kept here so that it reaches the requester with its type.
+        let provider_error: std::cell::RefCell<Option<CreateError>> = std::cell::RefCell::new(None);
+        // When writers still thaw and post-snapshot after the commit, the set is committed in
+        // creation and kept only once they are done: a crash before then leaves no shadow of it.
+        let writers_after_commit = request.context.has_writers() && !plan.writers.is_empty();
+        let mut commit = || {
+            let committed = if writers_after_commit {
+                self.engine
+                    .create_shadow_set_in_creation(&spec, step_observer)
+            } else {
+                self.engine
+                    .create_shadow_set_with_progress(&spec, step_observer)
+            };
+            committed.map_err(|error| {
+                let message = error.to_string();
+                *provider_error.borrow_mut() = Some(error);
+                message
+            })
+        };
+        // Auto-recovery: writers get a read-write view of each new shadow during PostSnapshot.
+        let recovering =
+            creation.autorecover && request.context.has_writers() && !plan.writers.is_empty();
+        let mut recovery_mounts: Vec<(ShadowId, crate::engine::expose::FuseMount)> = Vec::new();
+        let mut post_snapshot = |set: &CreatedSet| {
+            set.shadows
+                .iter()
+                .zip(volume_names.iter().zip(&volume_ids))
+                .map(|(shadow, (volume, volume_id))| {
+                    let path = if recovering {
+                        match self.recovery_view(shadow.id) {
+                            Ok((path, mount)) => {
+                                recovery_mounts.push((shadow.id, mount));
+                                Some(path)
+                            }
+                            Err(error) => {
+                                step_observer.verbose(&format!(
+                                    "Warning: no auto-recovery view for shadow copy {}: {error}",
+                                    shadow.id
+                                ));
+                                None
+                            }
+                        }
+                    } else {
+                        None
+                    };
+                    PostSnapshotShadow {
+                        volume: volume.clone(),
+                        volume_id: Some(*volume_id),
+                        shadow_id: shadow.id,
+                        path,
+                    }
+                })
+                .collect()
+        };
+        let outcome =
+            coordinator.create_shadow_set(&creation, &plan, &mut commit, &mut post_snapshot);
+        // The shadows are sealed: their recovery views go, their overlays stay (read-only).
+        for (shadow, mount) in recovery_mounts.drain(..) {
+            let _ = mount.unmount();
+            self.overlays.remove_view_directory(shadow);
+        }
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                if let Some(set) = &error.committed {
+                    // No shadow of a failed set may remain, nor its recovery overlays.
+                    let _ = self.delete_shadows(&DeleteSelector::Set(set.set_id));
+                }
+                let provider = match &*error.failure {
+                    CreationFailure::CommitFailed { .. } => provider_error.borrow_mut().take(),
+                    _ => None,
+                };
+                return Err(ShadowCopyError::Creation {
+                    failure: error.failure,
+                    provider,
+                });
+            }
+        };
+        let set = outcome.committed;
+        let default_path = match (&request.metadata_path, &request.default_metadata) {
+            (None, Some((directory, offset_seconds))) if !outcome.session.writers.is_empty() => {
+                Some(directory.join(default_metadata_name(&set, *offset_seconds)))
+            }
+            _ => None,
+        };
+        let written_path = request.metadata_path.clone().or(default_path);
+        let metadata_files = match written_path.as_ref() {
+            Some(path) => {
+                let written = self.write_metadata(
+                    path,
+                    request,
+                    &set,
+                    &outcome.session,
+                    &gathered,
+                    step_observer.log_text(),
+                );
+                match written {
+                    Ok(files) => files,
+                    Err(error) => {
+                        let _ = Coordinator::new(&host, &SilentObserver)
+                            .abort(&outcome.session, "the metadata file could not be written");
+                        let _ = self.delete_shadows(&DeleteSelector::Set(set.set_id));
+                        return Err(error);
+                    }
+                }
+            }
+            None => Vec::new(),
+        };
+        if let Err(source) = self.engine.finish_creation(set.set_id) {
+            let _ = Coordinator::new(&host, &SilentObserver)
+                .abort(&outcome.session, "the shadow copy set could not be kept");
+            let _ = self.delete_shadows(&DeleteSelector::Set(set.set_id));
+            return Err(ShadowCopyError::NotKept { source });
+        }
+        requester.backup = Some(outcome.session);
+        Ok(ShadowSetOutcome {
+            set,
+            metadata_files,
+            metadata_path: written_path,
+        })
+    }
+
+    /// A read-write view of a new shadow for PostSnapshot: a FUSE image file over the shadow's
+    /// own overlay, never the live volume.
+    fn recovery_view(
+        &self,
+        shadow: ShadowId,
+    ) -> Result<(PathBuf, crate::engine::expose::FuseMount), String> {
+        let base = self
+            .engine
+            .open_shadow(shadow)
+            .map_err(|error| error.to_string())?;
+        let overlay = OverlayDevice::open(base, &self.overlays.overlay_path(shadow), true)
+            .map_err(|error| error.to_string())?;
+        let directory = self.overlays.view_directory(shadow);
+        crate::engine::store::create_private_dir_all(&directory)
+            .map_err(|error| error.to_string())?;
+        let options = crate::engine::expose::MountOptions::image_file(
+            &shadow.to_string(),
+            "volume.img",
+            false,
+        );
+        let mount = crate::engine::expose::mount(Arc::new(overlay), &directory, options)
+            .map_err(|error| error.to_string())?;
+        Ok((directory.join("volume.img"), mount))
+    }
+
+    fn write_metadata(
+        &self,
+        path: &Path,
+        request: &ShadowSetRequest,
+        set: &CreatedSet,
+        session: &BackupSession,
+        gathered: &GatheredMetadata,
+        log: String,
+    ) -> Result<Vec<String>, ShadowCopyError> {
+        let mut aliases: Vec<(String, String)> = Vec::new();
+        let shadows = set
+            .shadows
+            .iter()
+            .enumerate()
+            .map(|(index, shadow)| {
+                let alias = request.aliases.get(index).cloned().flatten();
+                let name = alias
+                    .clone()
+                    .unwrap_or_else(|| format!("VSS_SHADOW_{}", index + 1));
+                aliases.push((name, shadow.id.to_string()));
+                ManifestShadow {
+                    shadow_id: shadow.id,
+                    alias,
+                    original_volume: manifest_volume_name(&shadow.volume),
+                    provider_id: shadow.provider_id,
+                }
+            })
+            .collect();
+        aliases.push(("VSS_SHADOW_SET".to_string(), set.set_id.to_string()));
+        let cabinet = MetadataCabinet {
+            snapshot_set_id: set.set_id,
+            machine_name: set
+                .shadows
+                .first()
+                .map(|shadow| shadow.originating_machine.clone())
+                .unwrap_or_default(),
+            shadows,
+            aliases,
+            backup_components: (!session.writers.is_empty())
+                .then(|| BackupComponents::from_session(session)),
+            writers: WriterDocument::for_session(session, gathered),
+            log_name: log_file_name(self.ids.new_uuid().as_u128()),
+            log,
+        };
+        write_metadata_cab(path, &cabinet).map_err(|source| ShadowCopyError::Metadata {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    // ---- reading, exposure --------------------------------------------------------------
+
+    /// A shadow copy as requesters read and expose it: the point-in-time content with its
+    /// sealed auto-recovery overlay, if writers changed it during PostSnapshot.
+    pub fn open_shadow(&self, shadow: ShadowId) -> Result<Arc<dyn BlockDevice>, ShadowCopyError> {
+        let base = self.engine.open_shadow(shadow)?;
+        self.overlays
+            .open_sealed(shadow, base)
+            .map_err(|source| ShadowCopyError::Overlay {
+                path: self.overlays.overlay_path(shadow),
+                source,
+            })
+    }
+
+    /// Records in the catalog that `shadow` is exposed (the service made the exposure).
+    pub fn record_exposure(
+        &self,
+        shadow: ShadowId,
+        exposure: Exposure,
+    ) -> Result<(), ShadowCopyError> {
+        Ok(self.engine.set_exposure(shadow, Some(exposure))?)
+    }
+
+    /// Takes down the exposure of `shadow`, if any, and clears the catalog's record.
+    pub fn unexpose(&self, shadow: ShadowId) -> Result<Option<Exposure>, ShadowCopyError> {
+        let Some(keeper) = self.keeper() else {
+            return Ok(None);
+        };
+        let Some(exposure) = keeper.take_down(shadow) else {
+            return Ok(None);
+        };
+        if self.engine.shadow(shadow).is_some() {
+            self.engine.set_exposure(shadow, None)?;
+        }
+        Ok(Some(exposure))
+    }
+
+    /// Takes down exposures whose shadow is gone (the engine deleted it inside a write, to fit
+    /// a diff-area limit), so no exposure serves a deleted shadow. Returns those shadows.
+    pub fn reap_exposures(&self) -> Vec<ShadowId> {
+        let pending: Vec<ShadowId> = std::mem::take(
+            &mut *self
+                .relay
+                .pending
+                .shadows
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        let Some(keeper) = self.keeper() else {
+            return Vec::new();
+        };
+        let mut gone: Vec<ShadowId> = keeper
+            .exposed()
+            .into_iter()
+            .filter(|shadow| pending.contains(shadow) || self.engine.shadow(*shadow).is_none())
+            .collect();
+        gone.sort();
+        gone.dedup();
+        gone.retain(|shadow| keeper.take_down(*shadow).is_some());
+        gone
+    }
+
+    // ---- deletion, release, revert, limits ----------------------------------------------
+
+    /// Deletes the selected shadows: exposures down first, then the shadows, then their
+    /// overlays. Returns what was deleted, oldest first.
+    pub fn delete_shadows(
+        &self,
+        selector: &DeleteSelector,
+    ) -> Result<Vec<ShadowInfo>, ShadowCopyError> {
+        let all = self.engine.shadows();
+        for shadow in &all {
+            if shadow.exposure.is_some() && selected(selector, shadow, &all) {
+                self.unexpose(shadow.id)?;
+            }
+        }
+        let deleted = self.engine.delete_shadows(selector)?;
+        let mut failure = None;
+        for shadow in &deleted {
+            if let Err(source) = self.overlays.remove(shadow.id) {
+                failure.get_or_insert(ShadowCopyError::OverlayRemoval {
+                    path: self.overlays.overlay_path(shadow.id),
+                    source,
+                });
+            }
+        }
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(deleted),
+        }
+    }
+
+    /// A requester ended: its backup's writers get BackupShutdown only, and its volatile
+    /// shadows are deleted (exposures and overlays with them).
+    pub fn release_requester(
+        &self,
+        requester_id: RequesterId,
+        requester: &mut RequesterState,
+    ) -> Result<Vec<ShadowInfo>, ShadowCopyError> {
+        if let Some(session) = requester.backup.take() {
+            let host = self.writer_host();
+            let _ = Coordinator::new(&host, &SilentObserver).backup_shutdown(&session);
+        }
+        self.delete_shadows(&DeleteSelector::OwnedBy(requester_id))
+    }
+
+    /// Makes the volume's content the shadow's, what writers repaired during auto-recovery
+    /// included (through the normal write path). The writes may delete shadows to fit a
+    /// diff-area limit: their exposures go before this returns.
+    pub fn revert(&self, shadow: ShadowId, progress: &dyn Progress) -> Result<(), ShadowCopyError> {
+        let reverted = self.revert_with_overlay(shadow, progress);
+        self.reap_exposures();
+        reverted
+    }
+
+    fn revert_with_overlay(
+        &self,
+        shadow: ShadowId,
+        progress: &dyn Progress,
+    ) -> Result<(), ShadowCopyError> {
+        self.engine.revert(shadow, progress)?;
+        if !self.overlays.has_overlay(shadow) {
+            return Ok(());
+        }
+        let info = self
+            .engine
+            .shadow(shadow)
+            .ok_or(ShadowCopyError::ShadowNotFound { shadow })?;
+        let base = self.engine.open_shadow(shadow)?;
+        let path = self.overlays.overlay_path(shadow);
+        let overlay = OverlayDevice::open(base, &path, false)
+            .map_err(|source| ShadowCopyError::Overlay { path, source })?;
+        let volume = self.engine.open_volume(info.volume.id)?;
+        let mut buffer = vec![0u8; OVERLAY_CHUNK as usize];
+        for chunk in overlay.overlaid_chunks() {
+            let start = chunk * OVERLAY_CHUNK;
+            let length = (overlay.size() - start).min(OVERLAY_CHUNK) as usize;
+            overlay
+                .read_at(start, &mut buffer[..length])
+                .and_then(|()| volume.write_at(start, &buffer[..length]))
+                .map_err(|source| ShadowCopyError::RevertRecovered { source })?;
+        }
+        volume
+            .flush()
+            .map_err(|source| ShadowCopyError::RevertRecovered { source })
+    }
+
+    /// Sets (or clears) a volume's diff-area limit; shadows deleted to fit it lose their
+    /// exposures and overlays.
+    pub fn set_max_diff_area(
+        &self,
+        volume: VolumeId,
+        max_bytes: Option<u64>,
+    ) -> Result<Vec<ShadowInfo>, ShadowCopyError> {
+        let deleted = self.engine.set_max_diff_area(volume, max_bytes);
+        self.reap_exposures();
+        Ok(deleted?)
+    }
+
+    /// The engine's check, with overlays and view directories whose shadow is gone reported
+    /// as leaked.
+    pub fn check(&self) -> CheckReport {
+        let mut report = self.engine.check();
+        for leaked in self
+            .overlays
+            .leaked(&|shadow| self.engine.shadow(shadow).is_some())
+        {
+            report.leaked_bytes += leaked.bytes;
+            report.problems.push(format!(
+                "the auto-recovery overlay {} belongs to no shadow copy (leaked)",
+                leaked.path.display()
+            ));
+        }
+        report
+    }
+}
+
+impl fmt::Debug for ShadowCopyCoordinator {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("ShadowCopyCoordinator")
+            .field("store", &self.engine.store_dir())
+            .finish_non_exhaustive()
+    }
+}
+
+fn manifest_volume_name(volume: &VolumeInfo) -> String {
+    match volume.drive_letter {
+        Some(letter) => format!("{letter}:\\"),
+        None => volume.path.display().to_string(),
+    }
+}
+
+/// DiskShadow's name for the metadata file it saves unasked:
+/// `<yyyy-MM-dd>_<hh-mm-ss>_<COMPUTERNAME>.cab`, a 12-hour clock without AM/PM (observed).
+fn default_metadata_name(set: &CreatedSet, offset_seconds: i32) -> String {
+    let created = set
+        .shadows
+        .first()
+        .map(|shadow| shadow.created_at)
+        .unwrap_or_default();
+    let offset = chrono::FixedOffset::east_opt(offset_seconds)
+        .unwrap_or_else(|| chrono::Offset::fix(&chrono::Utc));
+    let machine = set
+        .shadows
+        .first()
+        .map(|shadow| shadow.originating_machine.to_ascii_uppercase())
+        .unwrap_or_default();
+    format!(
+        "{}_{}.cab",
+        created.with_timezone(&offset).format("%Y-%m-%d_%I-%M-%S"),
+        machine
+    )
+}
+
+/// Whether `selector` picks `shadow` (as the engine will decide), among `all`.
+fn selected(selector: &DeleteSelector, shadow: &ShadowInfo, all: &[ShadowInfo]) -> bool {
+    match selector {
+        DeleteSelector::All => true,
+        DeleteSelector::Volume(volume) => shadow.volume.id == *volume,
+        DeleteSelector::Oldest(volume) => {
+            shadow.volume.id == *volume
+                && all
+                    .iter()
+                    .filter(|other| other.volume.id == *volume)
+                    .map(|other| other.sequence)
+                    .min()
+                    == Some(shadow.sequence)
+        }
+        DeleteSelector::Set(set) => shadow.set_id == *set,
+        DeleteSelector::Id(id) => shadow.id == *id,
+        DeleteSelector::OwnedBy(requester) => shadow.owner == Some(*requester),
+    }
+}
