@@ -1198,7 +1198,7 @@ fn fidelity_the_shell_leaves_two_blank_lines_after_the_banner_and_one_after_outp
         .unwrap_or_else(|| panic!("no banner: {stdout}"));
     assert!(after_banner.starts_with("\n\n"), "{stdout:?}");
     assert!(!after_banner.starts_with("\n\n\n"), "{stdout:?}");
-    assert!(stdout.contains("2 providers registered.\n\n"), "{stdout:?}");
+    assert!(stdout.contains("3 providers registered.\n\n"), "{stdout:?}");
 }
 
 /// Issue 11, item 15: the interactive shell's `-l` log holds the typed commands too, not only
@@ -1233,7 +1233,7 @@ fn fidelity_the_interactive_log_keeps_the_typed_commands() {
     assert_eq!(output.status.code(), Some(0));
     let logged = fs::read_to_string(&log).expect("log");
     assert!(logged.contains("DISKSHADOW> list providers"), "{logged}");
-    assert!(logged.contains("2 providers registered."), "{logged}");
+    assert!(logged.contains("3 providers registered."), "{logged}");
 }
 
 /// Issue 11, item 18: `--json` for lists and the drive map, `service status` fails when no
