@@ -986,6 +986,30 @@ mod tests {
     }
 
     #[test]
+    fn holes_stay_holes_in_the_allocation_of_the_live_volume_and_the_shadow() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = std::fs::File::create(dir.path().join("live.img")).expect("img");
+        file.set_len(64 * u64::from(CHUNK)).expect("sparse");
+        let mut volume = open(dir.path(), &[]);
+        volume.add_shadow(1);
+        volume.write(0, &[5u8; CHUNK as usize]).expect("write");
+        let size = volume.size;
+        let live = volume.allocation_live(0, size).expect("live");
+        assert_eq!(
+            live.first()
+                .map(|extent| (extent.offset, extent.length, extent.hole)),
+            Some((0, u64::from(CHUNK), false))
+        );
+        assert!(live[1..].iter().all(|extent| extent.hole), "{live:?}");
+        assert_eq!(
+            live.last().map(|extent| extent.offset + extent.length),
+            Some(size)
+        );
+        let shadow = volume.allocation_shadow(1, 0, size).expect("shadow");
+        assert!(shadow.iter().all(|extent| extent.hole), "{shadow:?}");
+    }
+
+    #[test]
     fn the_image_keeps_the_shadow_and_deleting_the_oldest_folds_back() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("live.img"), vec![1u8; 4 * CHUNK as usize]).expect("img");
