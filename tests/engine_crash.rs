@@ -50,6 +50,24 @@ struct Observed {
     deleted: Vec<ShadowId>,
     /// Shadows whose delete was attempted (and may have happened).
     maybe_deleted: Vec<ShadowId>,
+    /// The live content when it was last made durable (a flush: persistent creates, reverts,
+    /// `flush`), and the chunks written since then, which may hold any content written to
+    /// them since. Every other chunk must read back exactly after a crash.
+    durable: Vec<u8>,
+    touched: std::collections::BTreeSet<usize>,
+}
+
+impl Observed {
+    fn touch(&mut self, offset: usize, length: usize) {
+        let chunk = CHUNK as usize;
+        self.touched
+            .extend(offset / chunk..(offset + length).div_ceil(chunk));
+    }
+
+    fn made_durable(&mut self, model: &[u8]) {
+        self.durable = model.to_vec();
+        self.touched.clear();
+    }
 }
 
 struct Setup {
@@ -104,6 +122,7 @@ fn spec(volume: VolumeId, context: Context) -> CreateSpec {
 /// Runs the scenario until it ends or the backend loses power. `model` is the live content.
 fn scenario(setup: &Setup, backend: &FaultBackend, observed: &mut Observed) -> Result<(), String> {
     let mut model = std::fs::read(&setup.image).map_err(|error| error.to_string())?;
+    observed.made_durable(&model);
     let fail = |error: &dyn std::fmt::Display| error.to_string();
     let mut engine = Some(
         Engine::open(&setup.store, options(Arc::new(backend.clone()), 2)).map_err(|e| fail(&e))?,
@@ -117,6 +136,8 @@ fn scenario(setup: &Setup, backend: &FaultBackend, observed: &mut Observed) -> R
             Ok(set) => {
                 if context.is_persistent() {
                     observed.created.insert(set.shadows[0].id, model.to_vec());
+                    // A persistent shadow's point in time is flushed first.
+                    observed.made_durable(model);
                 }
                 Ok(set.shadows[0].id)
             }
@@ -128,16 +149,21 @@ fn scenario(setup: &Setup, backend: &FaultBackend, observed: &mut Observed) -> R
             }
         }
     };
-    let write =
-        |engine: &Engine, model: &mut Vec<u8>, offset: usize, data: &[u8]| -> Result<(), String> {
-            let device = engine
-                .open_volume(setup.volume)
-                .map_err(|e| e.to_string())?;
-            model[offset..offset + data.len()].copy_from_slice(data);
-            device
-                .write_at(offset as u64, data)
-                .map_err(|e| e.to_string())
-        };
+    let write = |engine: &Engine,
+                 model: &mut Vec<u8>,
+                 observed: &mut Observed,
+                 offset: usize,
+                 data: &[u8]|
+     -> Result<(), String> {
+        let device = engine
+            .open_volume(setup.volume)
+            .map_err(|e| e.to_string())?;
+        observed.touch(offset, data.len());
+        model[offset..offset + data.len()].copy_from_slice(data);
+        device
+            .write_at(offset as u64, data)
+            .map_err(|e| e.to_string())
+    };
     let delete =
         |engine: &Engine, shadow: ShadowId, observed: &mut Observed| -> Result<(), String> {
             observed.maybe_deleted.push(shadow);
@@ -155,10 +181,17 @@ fn scenario(setup: &Setup, backend: &FaultBackend, observed: &mut Observed) -> R
         observed,
     )?;
     let current = engine.as_ref().ok_or("no engine")?;
-    write(current, &mut model, 1000, &pattern(2, 3 * CHUNK as usize))?;
     write(
         current,
         &mut model,
+        observed,
+        1000,
+        &pattern(2, 3 * CHUNK as usize),
+    )?;
+    write(
+        current,
+        &mut model,
+        observed,
         10 * CHUNK as usize,
         &pattern(3, 2 * CHUNK as usize),
     )?;
@@ -175,10 +208,17 @@ fn scenario(setup: &Setup, backend: &FaultBackend, observed: &mut Observed) -> R
         .id;
     observed.created.insert(full_copy, model.clone());
     create(current, Context::Volatile, &model, observed)?;
-    write(current, &mut model, 0, &pattern(4, 5 * CHUNK as usize))?;
     write(
         current,
         &mut model,
+        observed,
+        0,
+        &pattern(4, 5 * CHUNK as usize),
+    )?;
+    write(
+        current,
+        &mut model,
+        observed,
         12 * CHUNK as usize + 17,
         &pattern(5, 100),
     )?;
@@ -193,25 +233,30 @@ fn scenario(setup: &Setup, backend: &FaultBackend, observed: &mut Observed) -> R
     write(
         current,
         &mut model,
+        observed,
         2 * CHUNK as usize,
         &pattern(6, 6 * CHUNK as usize),
     )?;
     delete(current, first, observed)?;
+    observed.touch(0, VOLUME_BYTES);
     current
         .revert(second, &NoProgress)
         .map_err(|e| e.to_string())?;
     if let Some(content) = observed.created.get(&second) {
         model = content.clone();
     }
+    observed.made_durable(&model);
     write(
         current,
         &mut model,
+        observed,
         7 * CHUNK as usize,
         &pattern(7, CHUNK as usize),
     )?;
     delete(current, third, observed)?;
     delete(current, full_copy, observed)?;
     current.flush().map_err(|e| e.to_string())?;
+    observed.made_durable(&model);
     let device = current
         .open_volume(setup.volume)
         .map_err(|e| e.to_string())?;
@@ -268,6 +313,24 @@ fn verify_after_crash(setup: &Setup, observed: &Observed, crash_point: u64, mode
             );
         }
     }
+    // The live volume: every chunk not written since the last flush reads back exactly.
+    let device = engine
+        .open_volume(setup.volume)
+        .unwrap_or_else(|error| panic!("{context}: {error}"));
+    let mut live = vec![0u8; VOLUME_BYTES];
+    device.read_at(0, &mut live).expect("read the live volume");
+    let chunk = CHUNK as usize;
+    for index in 0..VOLUME_BYTES / chunk {
+        if observed.touched.contains(&index) {
+            continue;
+        }
+        let range = index * chunk..(index + 1) * chunk;
+        assert!(
+            live[range.clone()] == observed.durable[range],
+            "{context}: live chunk {index} lost its flushed content"
+        );
+    }
+    drop(device);
     let report = engine.check();
     assert!(
         report.is_clean(),
