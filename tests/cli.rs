@@ -1325,3 +1325,109 @@ fn fidelity_json_listings_status_exit_and_size_suffixes() {
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
     assert!(status["pid"].as_u64().is_some(), "{status}");
 }
+
+/// Runs `create` in step mode with a writer whose freeze deadline is 2 s, answering `c` to each
+/// prompt until the one before Thaw, which gets no answer for `wait`; returns the output, the
+/// exit status and the writer's events.
+fn step_past_the_freeze_deadline(
+    hold: bool,
+    wait: std::time::Duration,
+) -> (String, Option<i32>, String) {
+    use std::io::Write;
+    let work = tempfile::tempdir().expect("tempdir");
+    let store = work.path().join("store");
+    image(&work.path().join("one.img"), 1 << 20);
+    let record = work.path().join("events.jsonl");
+    fs::create_dir_all(store.join("writers")).expect("writers");
+    fs::write(
+        store.join("writers/step.toml"),
+        format!(
+            "name = \"Step Writer\"\nid = \"{{66666666-aaaa-4bbb-8ccc-999999999999}}\"\nfreeze_timeout = \"2s\"\ncommand = [{:?}, \"--name\", \"Step Writer\", \"--component\", {:?}, \"--record\", {:?}]\n",
+            env!("CARGO_BIN_EXE_diskshadow-test-writer"),
+            format!("db={}", work.path().join("one.img").display()),
+            record.display().to_string()
+        ),
+    )
+    .expect("registration");
+    let step = if hold {
+        "set step on hold"
+    } else {
+        "set step on"
+    };
+    fs::write(
+        work.path().join("step.dsh"),
+        format!("{step}\nset context persistent\nadd volume one.img\ncreate\n"),
+    )
+    .expect("script");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("diskshadow"))
+        .arg("--store")
+        .arg(&store)
+        .args(["-s", "step.dsh"])
+        .env("DISKSHADOW_IDLE_TIMEOUT", "5")
+        .current_dir(work.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("diskshadow");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let stdout = collect_stdout(&mut child);
+    let prompts = |text: &str| text.matches("Step: the next writer event is").count();
+    // Answer every prompt before Thaw at once.
+    let mut answered = 0;
+    loop {
+        wait_for(30, "the next step prompt", || {
+            prompts(&stdout.lock().expect("stdout")) > answered
+        });
+        let text = stdout.lock().expect("stdout").clone();
+        if text.contains("Step: the next writer event is thaw") {
+            break;
+        }
+        writeln!(stdin, "c").expect("answer");
+        answered += 1;
+    }
+    std::thread::sleep(wait);
+    // Whatever is still asked gets "continue" now.
+    for _ in 0..4 {
+        let _ = writeln!(stdin, "c");
+    }
+    drop(stdin);
+    let status = child.wait().expect("wait");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let text = stdout.lock().expect("stdout").clone();
+    let events = fs::read_to_string(&record).unwrap_or_default();
+    let _ = diskshadow(&store).args(["service", "stop"]).output();
+    (text, status.code(), events)
+}
+
+/// Issue 13, item 8: a step prompt while writers are frozen says how long their freeze
+/// deadline has left and aborts the set when it passes; `set step on hold` keeps them frozen
+/// past it, with a warning, and sends Thaw when the developer goes on.
+#[test]
+fn step_mode_aborts_at_the_freeze_deadline_unless_asked_to_hold() {
+    let (text, status, events) =
+        step_past_the_freeze_deadline(false, std::time::Duration::from_millis(3500));
+    assert!(text.contains("Warning: the writers are frozen"), "{text}");
+    assert!(text.contains("The freeze deadline passed"), "{text}");
+    assert_eq!(status, Some(1), "{text}");
+    assert!(
+        events.contains("\"abort\""),
+        "the frozen writer is aborted: {events}"
+    );
+    assert!(!events.contains("\"thaw\""), "{events}");
+
+    let (text, status, events) =
+        step_past_the_freeze_deadline(true, std::time::Duration::from_millis(3000));
+    assert!(text.contains("they stay frozen past it"), "{text}");
+    assert!(
+        text.contains("Warning: the freeze deadline has passed; the writers are held frozen"),
+        "{text}"
+    );
+    // diskshadow does not abort: the held writer gets its thaw, and answers it as its own
+    // deadline makes it (the test writer, like VSS writers, may report the overrun).
+    assert!(
+        events.contains("\"thaw\""),
+        "held writers are thawed at the end: {events}"
+    );
+    assert!(!text.contains("aborting the shadow copy set"), "{text}");
+    assert!(status.is_some(), "not killed: {text}");
+}

@@ -19,7 +19,7 @@ use support::process::{diskshadow, run_script, shadow_ids, wait_for};
 
 const VOLUME_SIZE: usize = 16 << 20;
 const SECTOR: usize = 512;
-const ROUNDS: usize = 12;
+const ROUNDS: usize = 20;
 const MAX_SHADOWS: usize = 5;
 
 /// What the client knows: the volume as of its last successful flush, and the writes sent since

@@ -76,8 +76,18 @@ fn set_in_every_form() {
         ast(r"set metadata c:\diskshadowdata\example.cab"),
         r#"{"Set":{"Metadata":{"text":"c:\\diskshadowdata\\example.cab"}}}"#
     );
-    assert_eq!(ast("set step on"), r#"{"Set":{"Step":true}}"#);
-    assert_eq!(ast("set step off"), r#"{"Set":{"Step":false}}"#);
+    assert_eq!(
+        ast("set step on"),
+        r#"{"Set":{"Step":{"on":true,"hold":false}}}"#
+    );
+    assert_eq!(
+        ast("SET STEP ON HOLD"),
+        r#"{"Set":{"Step":{"on":true,"hold":true}}}"#
+    );
+    assert_eq!(
+        ast("set step off"),
+        r#"{"Set":{"Step":{"on":false,"hold":false}}}"#
+    );
 }
 
 #[test]

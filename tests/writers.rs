@@ -161,7 +161,12 @@ impl CoordinatorObserver for Recorder {
     fn verbose(&self, line: &str) {
         self.verbose.borrow_mut().push(line.to_string());
     }
-    fn before_event(&self, event: WriterEvent, _writers: &[WriterStatus]) -> StepDecision {
+    fn before_event(
+        &self,
+        event: WriterEvent,
+        _writers: &[WriterStatus],
+        _freeze_left: Option<std::time::Duration>,
+    ) -> StepDecision {
         if self.abort_before == Some(event) {
             StepDecision::Abort
         } else {

@@ -164,7 +164,13 @@ pub trait ServiceObserver: Send {
     }
     /// Step-through mode: the coordinator is about to send `event`; `writers` are the
     /// `list writers status` lines. Returns false to abort the creation.
-    fn step(&mut self, _event: &str, _writers: &[String]) -> bool {
+    /// `freeze_left`: while writers are frozen, what remains of their freeze deadline.
+    fn step(
+        &mut self,
+        _event: &str,
+        _writers: &[String],
+        _freeze_left: Option<std::time::Duration>,
+    ) -> bool {
         true
     }
     /// Long work started / advanced / ended.

@@ -471,12 +471,17 @@ impl CoordinatorObserver for CoordinatorBridge<'_> {
         self.with(|observer| observer.verbose_line(line));
     }
 
-    fn before_event(&self, event: WriterEvent, writers: &[WriterStatus]) -> StepDecision {
+    fn before_event(
+        &self,
+        event: WriterEvent,
+        writers: &[WriterStatus],
+        freeze_left: Option<Duration>,
+    ) -> StepDecision {
         if !self.step {
             return StepDecision::Continue;
         }
         let lines = listing::status_lines(writers);
-        if self.with(|observer| observer.step(&event.to_string(), &lines)) {
+        if self.with(|observer| observer.step(&event.to_string(), &lines, freeze_left)) {
             StepDecision::Continue
         } else {
             StepDecision::Abort

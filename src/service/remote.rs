@@ -177,12 +177,17 @@ impl ServiceObserver for EventObserver<'_> {
             "writer": writer, "event": event, "latency_ms": latency.as_millis() as u64, "error": outcome.err(),
         } }));
     }
-    fn step(&mut self, event: &str, writers: &[String]) -> bool {
+    fn step(
+        &mut self,
+        event: &str,
+        writers: &[String],
+        freeze_left: Option<std::time::Duration>,
+    ) -> bool {
         // A requester that cannot answer (it went away) aborts, never leaves writers frozen.
-        match self
-            .events
-            .ask(json!({ "step": { "event": event, "writers": writers } }))
-        {
+        let freeze_left_ms = freeze_left.map(|left| left.as_millis() as u64);
+        match self.events.ask(json!({ "step": {
+            "event": event, "writers": writers, "freeze_left_ms": freeze_left_ms,
+        } })) {
             Ok(answer) => answer.as_bool().unwrap_or(false),
             Err(_) => false,
         }
@@ -204,7 +209,11 @@ fn replay(observer: &mut dyn ServiceObserver, event: &Value) -> Option<Value> {
                     .collect()
             })
             .unwrap_or_default();
-        return Some(Value::Bool(observer.step(name, &writers)));
+        let freeze_left = step
+            .get("freeze_left_ms")
+            .and_then(Value::as_u64)
+            .map(std::time::Duration::from_millis);
+        return Some(Value::Bool(observer.step(name, &writers, freeze_left)));
     }
     if let Some(reply) = event.get("writer_reply") {
         let text = |key: &str| {

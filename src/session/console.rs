@@ -14,6 +14,15 @@ pub trait Console: Send {
     /// Asks the user a question (step-through mode) and returns the answer line, or `None` when
     /// there is no one to answer (end of input).
     fn ask(&mut self, prompt: &str) -> Option<String>;
+    /// As [`Console::ask`], but gives up at `deadline`. Consoles that cannot wait (transcripts,
+    /// whose answers are given in advance) answer as `ask` does.
+    fn ask_until(
+        &mut self,
+        prompt: &str,
+        _deadline: std::time::Instant,
+    ) -> Result<Option<String>, AskTimedOut> {
+        Ok(self.ask(prompt))
+    }
     /// A line the user typed at the interactive prompt: the `-l` log keeps it, as it keeps a
     /// script's `->` echo; the screen already shows it.
     fn typed(&mut self, _line: &str) {}
@@ -27,6 +36,10 @@ pub trait Console: Send {
         false
     }
 }
+
+/// No answer came before the deadline of [`Console::ask_until`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AskTimedOut;
 
 /// Collects everything, as a transcript: normal lines as they are, error lines prefixed with
 /// `! `. Used by the transcript tests and by anything that wants a session's output as text.

@@ -98,6 +98,7 @@ struct ConsoleObserver<'c> {
     console: &'c mut dyn super::console::Console,
     verbose: bool,
     show_latencies: bool,
+    step_hold: bool,
 }
 
 /// The observer for a command's service call. It takes the session's parts, not the session, so
@@ -111,6 +112,7 @@ fn console_observer<'c>(
         console,
         verbose: state.verbose,
         show_latencies: config.show_latencies,
+        step_hold: state.step_hold,
     }
 }
 
@@ -155,13 +157,52 @@ impl ServiceObserver for ConsoleObserver<'_> {
             "Writer \"{writer}\" answered {event}{timing}: {shown}"
         ));
     }
-    fn step(&mut self, event: &str, writers: &[String]) -> bool {
+    fn step(
+        &mut self,
+        event: &str,
+        writers: &[String],
+        freeze_left: Option<std::time::Duration>,
+    ) -> bool {
         self.console
             .out(&format!("Step: the next writer event is {event}."));
+        // Frozen writers wait on this prompt: say how long they may, and abort at their freeze
+        // deadline unless `set step on hold` asked to keep them frozen past it.
+        let deadline = freeze_left.map(|left| std::time::Instant::now() + left);
+        if let Some(left) = freeze_left {
+            let then = if self.step_hold {
+                "they stay frozen past it (set step on hold)"
+            } else {
+                "the set is aborted then unless you answer (set step on hold keeps them frozen)"
+            };
+            self.console.out(&format!(
+                "Warning: the writers are frozen; their freeze deadline passes in {} s, and {then}.",
+                left.as_secs_f64().ceil() as u64
+            ));
+        }
+        let mut warned_past_deadline = false;
         loop {
-            let answer = self
-                .console
-                .ask("Continue, show writer status, or abort? [c/s/a] ");
+            let prompt = "Continue, show writer status, or abort? [c/s/a] ";
+            let answer = match deadline {
+                Some(deadline) if !warned_past_deadline => {
+                    match self.console.ask_until(prompt, deadline) {
+                        Ok(answer) => answer,
+                        Err(super::console::AskTimedOut) if self.step_hold => {
+                            warned_past_deadline = true;
+                            self.console.out(
+                                "Warning: the freeze deadline has passed; the writers are held frozen (set step on hold).",
+                            );
+                            continue;
+                        }
+                        Err(super::console::AskTimedOut) => {
+                            self.console.out(
+                                "The freeze deadline passed with the writers frozen: aborting the shadow copy set.",
+                            );
+                            return false;
+                        }
+                    }
+                }
+                _ => self.console.ask(prompt),
+            };
             match answer
                 .as_deref()
                 .map(|text| text.trim().to_ascii_lowercase())
@@ -235,7 +276,10 @@ fn set(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, Comm
         }
         SetCommand::Option(options) => state.options = *options,
         SetCommand::Verbose(on) => state.verbose = *on,
-        SetCommand::Step(on) => state.step = *on,
+        SetCommand::Step(setting) => {
+            state.step = setting.on;
+            state.step_hold = setting.on && setting.hold;
+        }
         SetCommand::Metadata(path) => {
             let resolved = session.resolve_file_path(&path.text)?;
             if resolved.is_dir() {
@@ -264,7 +308,14 @@ fn settings_listing(state: &SessionState) -> Vec<String> {
         ),
         format!("Options: {}", state.option_words()),
         format!("Verbose: {}", if state.verbose { "on" } else { "off" }),
-        format!("Step: {}", if state.step { "on" } else { "off" }),
+        format!(
+            "Step: {}",
+            match (state.step, state.step_hold) {
+                (true, true) => "on (hold)",
+                (true, false) => "on",
+                _ => "off",
+            }
+        ),
         format!(
             "Metadata file: {}",
             state

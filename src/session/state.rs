@@ -35,6 +35,9 @@ pub struct SessionState {
     pub verbose: bool,
     /// Extension: pause before each writer event.
     pub step: bool,
+    /// Extension (`set step on hold`): a step prompt may keep writers frozen past their
+    /// freeze deadline.
+    pub step_hold: bool,
     pub metadata_path: Option<PathBuf>,
     pub volumes: Vec<PendingVolume>,
     pub writer_verify: Vec<String>,

@@ -139,6 +139,14 @@ pub enum Command {
     },
 }
 
+/// `set step`: pause before each writer event; `hold` keeps writers frozen past their freeze
+/// deadline while the prompt waits (otherwise the set is aborted at the deadline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct StepSetting {
+    pub on: bool,
+    pub hold: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum SetCommand {
     /// Bare `set`: list the current settings.
@@ -147,8 +155,8 @@ pub enum SetCommand {
     Option(OptionSetting),
     Verbose(bool),
     Metadata(Word),
-    /// Extension for writer developers: `set step on|off`.
-    Step(bool),
+    /// Extension for writer developers: `set step on [hold] | off`.
+    Step(StepSetting),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -58,7 +58,7 @@ SET CONTEXT {CLIENTACCESSIBLE | PERSISTENT [NOWRITERS] | VOLATILE [NOWRITERS]}
 SET OPTION {[DIFFERENTIAL | PLEX] [TRANSPORTABLE] [[ROLLBACKRECOVER] [TXFRECOVER] | [NOAUTORECOVER]]}
 SET VERBOSE {ON | OFF}
 SET METADATA [<drive>:][<path>]<metadata.cab>
-SET STEP {ON | OFF}",
+SET STEP {ON [HOLD] | OFF}",
         summary: "Sets the context, options, verbose mode, and metadata file for creating shadow copies.",
         help: "        (no parameter)          Lists all current settings.
         CONTEXT                 Sets the context of the shadow copies to create:
@@ -80,7 +80,10 @@ SET STEP {ON | OFF}",
                                 metadata compression and extraction.
         METADATA                Name and location of the metadata .cab file used to transfer
                                 shadow copies from one computer to another.
-        STEP                    (diskshadow extension) ON pauses before each writer event.",
+        STEP                    (diskshadow extension) ON pauses before each writer event; while
+                                writers are frozen the prompt says how long their freeze
+                                deadline has left, and the set is aborted at the deadline
+                                unless HOLD keeps them frozen past it.",
         examples: &[
             "set context persistent nowriters",
             "set option differential transportable",
@@ -397,9 +400,13 @@ pub static USAGE_FORMS: &[UsageForm] = &[
     UsageForm {
         command: "set",
         keyword: "step",
-        syntax: "SET STEP { ON | OFF }",
+        syntax: "SET STEP { ON [ HOLD ] | OFF }",
         options: &[
             ("ON", "(diskshadow extension) Pause before each writer event."),
+            (
+                "HOLD",
+                "Keep frozen writers frozen past their freeze deadline.",
+            ),
             ("OFF", "Do not pause."),
         ],
         example: Some("SET STEP ON"),

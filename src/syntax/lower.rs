@@ -6,7 +6,8 @@ use pest::iterators::Pair;
 
 use super::ast::{
     AddCommand, Command, ContextSetting, CopyMethod, DeleteShadows, ListCommand, MapCommand,
-    OptionSetting, SetCommand, ShadowSelector, Span, Word, WriterAction, WriterListDetail,
+    OptionSetting, SetCommand, ShadowSelector, Span, StepSetting, Word, WriterAction,
+    WriterListDetail,
 };
 use super::diagnose::suggest;
 use super::error::{SyntaxError, SyntaxErrorKind};
@@ -285,7 +286,13 @@ impl<'s> Lowering<'s> {
             }
             Rule::set_option => SetCommand::Option(self.options(inner)?),
             Rule::set_verbose => SetCommand::Verbose(on_off(inner.next())),
-            Rule::set_step => SetCommand::Step(on_off(inner.next())),
+            Rule::set_step => {
+                let on = on_off(inner.next());
+                let hold = inner
+                    .next()
+                    .is_some_and(|pair| pair.as_rule() == Rule::step_hold);
+                SetCommand::Step(StepSetting { on, hold })
+            }
             Rule::set_metadata => SetCommand::Metadata(self.single_word(inner, whole)?),
             _ => return Err(self.internal(whole, "set subcommand")),
         })

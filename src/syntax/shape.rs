@@ -70,6 +70,16 @@ pub(crate) struct CommandShape {
 }
 
 const ON_OFF: &[Branch] = &[branch("on", Node::End), branch("off", Node::End)];
+const STEP_ON_OFF: &[Branch] = &[
+    branch(
+        "on",
+        Node::Keywords {
+            optional: true,
+            branches: &[branch("hold", Node::End)],
+        },
+    ),
+    branch("off", Node::End),
+];
 const BACKUP_RESTORE: &[Branch] = &[branch("backup", Node::End), branch("restore", Node::End)];
 
 pub(crate) static COMMAND_SHAPES: &[CommandShape] = &[
@@ -139,7 +149,7 @@ pub(crate) static COMMAND_SHAPES: &[CommandShape] = &[
                     "step",
                     Node::Keywords {
                         optional: false,
-                        branches: ON_OFF,
+                        branches: STEP_ON_OFF,
                     },
                 ),
             ],

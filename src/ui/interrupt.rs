@@ -38,12 +38,23 @@ pub fn take() -> bool {
     PENDING.swap(false, Ordering::SeqCst)
 }
 
-/// Waits until standard input has a line to read or Ctrl-C is pressed; true when input is
-/// ready (or at end of input), false on Ctrl-C.
-pub fn wait_for_input() -> bool {
+/// What ended a wait for input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waited {
+    /// Standard input has something to read (or is at its end).
+    Ready,
+    Interrupted,
+    TimedOut,
+}
+
+/// Waits until standard input has a line to read, Ctrl-C is pressed, or `deadline` passes.
+pub fn wait_for_input(deadline: Option<std::time::Instant>) -> Waited {
     loop {
         if pending() {
-            return false;
+            return Waited::Interrupted;
+        }
+        if deadline.is_some_and(|deadline| std::time::Instant::now() >= deadline) {
+            return Waited::TimedOut;
         }
         let mut poll = libc::pollfd {
             fd: libc::STDIN_FILENO,
@@ -53,11 +64,11 @@ pub fn wait_for_input() -> bool {
         // SAFETY: one valid pollfd, its count, a timeout.
         let ready = unsafe { libc::poll(&mut poll, 1, 100) };
         if ready > 0 {
-            return true;
+            return Waited::Ready;
         }
         if ready < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
             // poll itself failed: let the read report what is wrong.
-            return true;
+            return Waited::Ready;
         }
     }
 }

@@ -6,7 +6,8 @@ use std::io::{IsTerminal, Write};
 
 use indicatif::ProgressBar;
 
-use crate::session::console::Console;
+use super::interrupt::Waited;
+use crate::session::console::{AskTimedOut, Console};
 
 pub struct TerminalConsole {
     log: Option<File>,
@@ -32,6 +33,45 @@ impl TerminalConsole {
         if let Some(log) = &mut self.log {
             // A log that cannot be written must not stop the work it records.
             let _ = writeln!(log, "{line}");
+        }
+    }
+}
+
+impl TerminalConsole {
+    fn ask_until_inner(
+        &mut self,
+        prompt: &str,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Option<String>, AskTimedOut> {
+        let mut stdout = std::io::stdout().lock();
+        let _ = write!(stdout, "{prompt}");
+        let _ = stdout.flush();
+        drop(stdout);
+        match super::interrupt::wait_for_input(deadline) {
+            Waited::Ready => {}
+            Waited::Interrupted => {
+                super::interrupt::take();
+                let line = "Ctrl-C: aborting.";
+                println!("\n{line}");
+                self.log_line(&format!("{prompt}^C"));
+                self.log_line(line);
+                // Ctrl-C answers "abort": the writers get their abort, nothing is left frozen.
+                return Ok(Some("abort".to_string()));
+            }
+            Waited::TimedOut => {
+                println!();
+                self.log_line(&format!("{prompt}(no answer before the deadline)"));
+                return Err(AskTimedOut);
+            }
+        }
+        let mut answer = String::new();
+        match std::io::stdin().read_line(&mut answer) {
+            Ok(0) | Err(_) => Ok(None),
+            Ok(_) => {
+                let answer = answer.trim_end_matches(['\r', '\n']).to_string();
+                self.log_line(&format!("{prompt}{answer}"));
+                Ok(Some(answer))
+            }
         }
     }
 }
@@ -84,28 +124,15 @@ impl Console for TerminalConsole {
     }
 
     fn ask(&mut self, prompt: &str) -> Option<String> {
-        let mut stdout = std::io::stdout().lock();
-        let _ = write!(stdout, "{prompt}");
-        let _ = stdout.flush();
-        drop(stdout);
-        if !super::interrupt::wait_for_input() {
-            super::interrupt::take();
-            let line = "Ctrl-C: aborting.";
-            println!("\n{line}");
-            self.log_line(&format!("{prompt}^C"));
-            self.log_line(line);
-            // Ctrl-C answers "abort": the writers get their abort, nothing is left frozen.
-            return Some("abort".to_string());
-        }
-        let mut answer = String::new();
-        match std::io::stdin().read_line(&mut answer) {
-            Ok(0) | Err(_) => None,
-            Ok(_) => {
-                let answer = answer.trim_end_matches(['\r', '\n']).to_string();
-                self.log_line(&format!("{prompt}{answer}"));
-                Some(answer)
-            }
-        }
+        self.ask_until_inner(prompt, None).unwrap_or(None)
+    }
+
+    fn ask_until(
+        &mut self,
+        prompt: &str,
+        deadline: std::time::Instant,
+    ) -> Result<Option<String>, AskTimedOut> {
+        self.ask_until_inner(prompt, Some(deadline))
     }
 
     fn is_terminal(&self) -> bool {

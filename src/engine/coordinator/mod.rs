@@ -67,8 +67,15 @@ pub trait CoordinatorObserver {
     fn protocol_violation(&self, _writer: &str, _description: &str) {}
     /// A line DiskShadow prints in verbose mode (writer inclusion and exclusion).
     fn verbose(&self, _line: &str) {}
-    /// Called before each writer event is sent to the participating writers.
-    fn before_event(&self, _event: WriterEvent, _writers: &[WriterStatus]) -> StepDecision {
+    /// Called before each writer event is sent to the participating writers. While writers
+    /// are frozen (from Freeze until Thaw is sent), `freeze_left` is what remains of their
+    /// freeze deadline: a step prompt must not hold them past it unless asked to.
+    fn before_event(
+        &self,
+        _event: WriterEvent,
+        _writers: &[WriterStatus],
+        _freeze_left: Option<Duration>,
+    ) -> StepDecision {
         StepDecision::Continue
     }
 }
@@ -408,6 +415,7 @@ impl<'a> Coordinator<'a> {
             session: &session,
             prepared: false,
             thawed: false,
+            frozen_until: None,
         };
         match run.execute(commit, post_snapshot_shadows) {
             Ok((committed, commit_duration)) => Ok(CreationOutcome {
@@ -669,6 +677,8 @@ struct CreationRun<'c, 'a> {
     prepared: bool,
     /// `thaw` was sent: the freeze is released; no `abort` follows.
     thawed: bool,
+    /// While writers are frozen: when their freeze deadline passes.
+    frozen_until: Option<Instant>,
 }
 
 type RunFailure<T> = (CreationFailure, Option<T>);
@@ -680,7 +690,15 @@ impl CreationRun<'_, '_> {
 
     fn step(&mut self, event: WriterEvent) -> Result<(), CreationFailure> {
         let statuses = self.coordinator.participants(&self.session.writers);
-        match self.coordinator.observer.before_event(event, &statuses) {
+        let freeze_left = self
+            .frozen_until
+            .filter(|_| !self.thawed)
+            .map(|until| until.saturating_duration_since(Instant::now()));
+        match self
+            .coordinator
+            .observer
+            .before_event(event, &statuses, freeze_left)
+        {
             StepDecision::Continue => Ok(()),
             StepDecision::Abort => Err(CreationFailure::StepAborted { event }),
         }
@@ -822,6 +840,9 @@ impl CreationRun<'_, '_> {
         };
         let (freeze_window, freeze_started) =
             before_commit(self).map_err(|failure| (failure, None))?;
+        if !self.session.writers.is_empty() {
+            self.frozen_until = Some(freeze_started + freeze_window);
+        }
 
         let held = HeldFileSystems::freeze(&self.request.flush_mount_points).map_err(|error| {
             (
