@@ -993,19 +993,30 @@ fn ctrl_c_stops_a_script_after_its_running_command_without_killing_the_shell() {
     assert!(!text.contains("-> add alias after"), "{text}");
 }
 
-/// Ctrl-C at the step prompt aborts the writers' sequence: the writer gets its abort, no
-/// shadow is left, and the shell ends the script as a failure instead of dying.
-#[test]
-fn ctrl_c_at_the_step_prompt_aborts_the_writers_sequence() {
+/// A store whose one writer (the test writer, recording its events) holds `one.img`, and a
+/// running `diskshadow -s step.dsh` that creates a persistent set with `step_command`, with
+/// piped stdin and stdout. Returns the work directory, the store, the events file and the child.
+fn spawn_step_mode_create(
+    step_command: &str,
+    freeze_timeout: Option<&str>,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    std::process::Child,
+) {
     let work = tempfile::tempdir().expect("tempdir");
     let store = work.path().join("store");
     image(&work.path().join("one.img"), 1 << 20);
     let record = work.path().join("events.jsonl");
     fs::create_dir_all(store.join("writers")).expect("writers");
+    let timeout = freeze_timeout
+        .map(|timeout| format!("freeze_timeout = \"{timeout}\"\n"))
+        .unwrap_or_default();
     fs::write(
         store.join("writers/step.toml"),
         format!(
-            "name = \"Step Writer\"\nid = \"{{66666666-aaaa-4bbb-8ccc-888888888888}}\"\ncommand = [{:?}, \"--name\", \"Step Writer\", \"--component\", {:?}, \"--record\", {:?}]\n",
+            "name = \"Step Writer\"\nid = \"{{66666666-aaaa-4bbb-8ccc-999999999999}}\"\n{timeout}command = [{:?}, \"--name\", \"Step Writer\", \"--component\", {:?}, \"--record\", {:?}]\n",
             env!("CARGO_BIN_EXE_diskshadow-test-writer"),
             format!("db={}", work.path().join("one.img").display()),
             record.display().to_string()
@@ -1014,10 +1025,10 @@ fn ctrl_c_at_the_step_prompt_aborts_the_writers_sequence() {
     .expect("registration");
     fs::write(
         work.path().join("step.dsh"),
-        "set step on\nset context persistent\nadd volume one.img\ncreate\n",
+        format!("{step_command}\nset context persistent\nadd volume one.img\ncreate\n"),
     )
     .expect("script");
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("diskshadow"))
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("diskshadow"))
         .arg("--store")
         .arg(&store)
         .args(["-s", "step.dsh"])
@@ -1027,6 +1038,14 @@ fn ctrl_c_at_the_step_prompt_aborts_the_writers_sequence() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("diskshadow");
+    (work, store, record, child)
+}
+
+/// Ctrl-C at the step prompt aborts the writers' sequence: the writer gets its abort, no
+/// shadow is left, and the shell ends the script as a failure instead of dying.
+#[test]
+fn ctrl_c_at_the_step_prompt_aborts_the_writers_sequence() {
+    let (_work, store, record, mut child) = spawn_step_mode_create("set step on", None);
     let _keep_stdin_open = child.stdin.take();
     let stdout = collect_stdout(&mut child);
     wait_for(30, "the step prompt", || {
@@ -1334,41 +1353,12 @@ fn step_past_the_freeze_deadline(
     wait: std::time::Duration,
 ) -> (String, Option<i32>, String) {
     use std::io::Write;
-    let work = tempfile::tempdir().expect("tempdir");
-    let store = work.path().join("store");
-    image(&work.path().join("one.img"), 1 << 20);
-    let record = work.path().join("events.jsonl");
-    fs::create_dir_all(store.join("writers")).expect("writers");
-    fs::write(
-        store.join("writers/step.toml"),
-        format!(
-            "name = \"Step Writer\"\nid = \"{{66666666-aaaa-4bbb-8ccc-999999999999}}\"\nfreeze_timeout = \"2s\"\ncommand = [{:?}, \"--name\", \"Step Writer\", \"--component\", {:?}, \"--record\", {:?}]\n",
-            env!("CARGO_BIN_EXE_diskshadow-test-writer"),
-            format!("db={}", work.path().join("one.img").display()),
-            record.display().to_string()
-        ),
-    )
-    .expect("registration");
     let step = if hold {
         "set step on hold"
     } else {
         "set step on"
     };
-    fs::write(
-        work.path().join("step.dsh"),
-        format!("{step}\nset context persistent\nadd volume one.img\ncreate\n"),
-    )
-    .expect("script");
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("diskshadow"))
-        .arg("--store")
-        .arg(&store)
-        .args(["-s", "step.dsh"])
-        .env("DISKSHADOW_IDLE_TIMEOUT", "5")
-        .current_dir(work.path())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("diskshadow");
+    let (_work, store, record, mut child) = spawn_step_mode_create(step, Some("2s"));
     let mut stdin = child.stdin.take().expect("stdin");
     let stdout = collect_stdout(&mut child);
     let prompts = |text: &str| text.matches("Step: the next writer event is").count();
