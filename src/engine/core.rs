@@ -2825,6 +2825,25 @@ struct ShadowDevice {
     independent: Option<Arc<dyn crate::engine::store::DurableFile>>,
 }
 
+impl ShadowDevice {
+    /// A shadow deleted or made suspect since this device was opened is not served.
+    fn still_served(&self, provider: &dyn VolumeProvider) -> io::Result<()> {
+        if !provider.shadows().contains(&self.sequence) {
+            return Err(unavailable(&format!(
+                "shadow copy {} was deleted",
+                self.shadow
+            )));
+        }
+        if self.sequence <= provider.suspect_through() {
+            return Err(io::Error::other(format!(
+                "shadow copy {} became suspect: its volume was changed outside diskshadow",
+                self.shadow
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl BlockDevice for ShadowDevice {
     fn size(&self) -> u64 {
         self.size
@@ -2837,18 +2856,7 @@ impl BlockDevice for ShadowDevice {
         }
         let unchanged = match &*read_lock(&self.handle.state) {
             VolumeSlot::Ready(cow) => {
-                if !cow.shadows().contains(&self.sequence) {
-                    return Err(unavailable(&format!(
-                        "shadow copy {} was deleted",
-                        self.shadow
-                    )));
-                }
-                if self.sequence <= cow.suspect_through() {
-                    return Err(io::Error::other(format!(
-                        "shadow copy {} became suspect: its volume was changed outside diskshadow",
-                        self.shadow
-                    )));
-                }
+                self.still_served(cow.as_ref())?;
                 cow.read_shadow(self.sequence, offset, buffer)?;
                 // Chunks never preserved are read from the live image, exactly where an
                 // outside change would leak in. The check comes after the read: a writer's
@@ -2895,18 +2903,7 @@ impl BlockDevice for ShadowDevice {
         }
         match &*read_lock(&self.handle.state) {
             VolumeSlot::Ready(cow) => {
-                if !cow.shadows().contains(&self.sequence) {
-                    return Err(unavailable(&format!(
-                        "shadow copy {} was deleted",
-                        self.shadow
-                    )));
-                }
-                if self.sequence <= cow.suspect_through() {
-                    return Err(io::Error::other(format!(
-                        "shadow copy {} became suspect: its volume was changed outside diskshadow",
-                        self.shadow
-                    )));
-                }
+                self.still_served(cow.as_ref())?;
                 cow.allocation_shadow(self.sequence, offset, length)
             }
             VolumeSlot::Unavailable(reason) => Err(unavailable(reason)),

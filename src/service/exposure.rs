@@ -313,24 +313,26 @@ pub fn open_exposure(
     }
 }
 
+/// The loop devices (`/dev/loopN`) whose backing file is `file`.
+fn loop_devices_backed_by(file: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/sys/block") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let backing = std::fs::read_to_string(entry.path().join("loop/backing_file")).ok()?;
+            (name.starts_with("loop") && Path::new(backing.trim()) == file)
+                .then(|| format!("/dev/{name}"))
+        })
+        .collect()
+}
+
 /// The mount points of file systems mounted from `file` through a loop device: what
 /// flush-and-hold must freeze when `file` is an attached volume's FUSE file.
 pub fn filesystems_on(file: &Path) -> Vec<PathBuf> {
-    let mut devices = Vec::new();
-    if let Ok(entries) = std::fs::read_dir("/sys/block") {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().to_string();
-            if !name.starts_with("loop") {
-                continue;
-            }
-            let backing = entry.path().join("loop/backing_file");
-            if let Ok(text) = std::fs::read_to_string(&backing) {
-                if Path::new(text.trim()) == file {
-                    devices.push(format!("/dev/{name}"));
-                }
-            }
-        }
-    }
+    let devices = loop_devices_backed_by(file);
     if devices.is_empty() {
         return Vec::new();
     }
@@ -356,18 +358,8 @@ pub fn filesystems_on(file: &Path) -> Vec<PathBuf> {
 pub fn outside_users(image: &Path) -> Vec<String> {
     let mut users = Vec::new();
     let canonical = image.canonicalize().unwrap_or_else(|_| image.to_path_buf());
-    if let Ok(entries) = std::fs::read_dir("/sys/block") {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().to_string();
-            if !name.starts_with("loop") {
-                continue;
-            }
-            let backing =
-                std::fs::read_to_string(entry.path().join("loop/backing_file")).unwrap_or_default();
-            if Path::new(backing.trim()) == canonical {
-                users.push(format!("the loop device /dev/{name}"));
-            }
-        }
+    for device in loop_devices_backed_by(&canonical) {
+        users.push(format!("the loop device {device}"));
     }
     for mount_point in filesystems_on(&canonical) {
         users.push(format!(
