@@ -5,6 +5,9 @@
 //! `ui` -> `session` -> (`syntax`, `service`) -> `engine`. The engine never prints, never reads
 //! the terminal or the environment, and never decides exit codes.
 
+// No `unwrap()` outside tests (STYLE.md): a failure is an error with a reason, never a panic.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod cli;
 pub mod connect;
 pub mod engine;

@@ -3,7 +3,10 @@
 //! **Architecture Invariant:** nothing in this module prints, reads the terminal or the process
 //! environment, or decides an exit code. It returns data, reports progress through
 //! [`progress::Progress`], and takes its clock and ID generator as injected values
-//! ([`clock::Clock`], [`clock::IdSource`]) so that tests are deterministic.
+//! ([`clock::Clock`], [`clock::IdSource`]) so that tests are deterministic. The lints below hold
+//! the first part of it.
+
+#![deny(clippy::print_stdout, clippy::print_stderr, clippy::dbg_macro)]
 
 pub mod catalog;
 pub mod clock;

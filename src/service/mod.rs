@@ -3,7 +3,10 @@
 //! [`local::LocalService`] and over the store's Unix socket by the client in `remote`.
 //!
 //! **Architecture Invariant:** requesters reach the engine only through this trait, so the same
-//! session code runs in-process (tests) and against the service process (users).
+//! session code runs in-process (tests) and against the service process (users). Like the
+//! engine, the service never prints: it returns data and typed errors that requesters render.
+
+#![deny(clippy::print_stdout, clippy::print_stderr, clippy::dbg_macro)]
 
 pub mod api;
 pub mod error;
