@@ -166,6 +166,11 @@ impl MysqlWriter {
         let Some(kind) = self.locked.take() else {
             return Ok(());
         };
+        if !self.session.as_mut().is_some_and(Session::is_alive) {
+            // The connection that held the lock is gone, and the lock with it.
+            self.session = None;
+            return Ok(());
+        }
         let result = self.run(kind.release(), budget);
         if result.is_err() {
             self.session = None;
