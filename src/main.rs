@@ -266,7 +266,12 @@ fn add_writer(store: &Path, command: WriterAddCommand) -> i32 {
             ("mysql", "MySQL Writer", MYSQL_WRITER_ID, arguments)
         }
         WriterAddCommand::Filesystem { devices } => {
-            let mut arguments = vec!["filesystem".to_string()];
+            // The store lets the writer find NBD devices connected to attached volumes.
+            let mut arguments = vec![
+                "filesystem".to_string(),
+                "--store".to_string(),
+                absolute(store),
+            ];
             for device in devices {
                 if !device.contains('=') {
                     eprintln!("error: --device {device}: expected DEVICE=VOLUME");

@@ -1,11 +1,16 @@
 //! The File System Writer on a real ext4 file system loop-mounted from a volume's image:
 //! Freeze holds its writes (FIFREEZE), Thaw releases them, and a writer killed while frozen
-//! still thaws (its freeze holder sees end of input).
+//! still thaws (its freeze holder sees end of input). Registered on an attached volume it passes
+//! `writer check`, and shadows taken while a loop writes files are clean under `e2fsck -fn`.
 
 mod support;
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
 use serde_json::json;
-use support::inbox::{have_tools, sh, sh_ok, WriterProcess};
+use support::inbox::{have_tools, sh, sh_ok, AttachedExt4, WriterProcess};
+use support::process::{diskshadow, run_script, shadow_ids, wait_for};
 
 struct Unmount(std::path::PathBuf);
 
@@ -114,7 +119,7 @@ fn inbox_filesystem_freeze_holds_writes_and_a_killed_writer_still_thaws() {
     );
     assert!(!writable(&mount, "frozen-again", &mut blocked));
     writer.kill();
-    support::process::wait_for(5, "the file system thaws after the writer died", || {
+    wait_for(5, "the file system thaws after the writer died", || {
         writable(&mount, "after-kill", &mut blocked)
     });
     for mut write in blocked {
@@ -123,4 +128,123 @@ fn inbox_filesystem_freeze_holds_writes_and_a_killed_writer_still_thaws() {
             "held writes complete after the thaw"
         );
     }
+}
+
+/// Writes, renames and deletes files on `mount` until stopped; counts the files written.
+fn start_file_load(
+    mount: std::path::PathBuf,
+    stop: Arc<AtomicBool>,
+    written: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let payload = vec![0x5a_u8; 48 * 1024];
+        // Bounded: at most 20000 files, a few hundred a second.
+        for number in 0..20_000u64 {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let directory = mount.join(format!("d{}", number % 16));
+            let _ = std::fs::create_dir_all(&directory);
+            let temporary = directory.join(format!("f{number}.tmp"));
+            if std::fs::write(&temporary, &payload).is_err()
+                || std::fs::rename(&temporary, directory.join(format!("f{number}"))).is_err()
+            {
+                continue;
+            }
+            // At most 256 files live (12 MiB), so the file system never fills up.
+            if number >= 256 {
+                let _ = std::fs::remove_file(
+                    mount
+                        .join(format!("d{}", (number - 256) % 16))
+                        .join(format!("f{}", number - 256)),
+                );
+            }
+            written.store(number + 1, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    })
+}
+
+#[test]
+fn inbox_filesystem_passes_the_check_and_shadows_under_a_file_load_are_clean() {
+    if !have_tools(&["mkfs.ext4", "e2fsck", "fusermount3"]) {
+        return;
+    }
+    let work = support::scratch("inbox_filesystem_shadow");
+    let volume = AttachedExt4::new(&work, "fs", "96M");
+    // The attachment keeps the service past its idle timeout (5 s in tests): a file system
+    // mounted from it stays usable with no requester connected.
+    std::thread::sleep(std::time::Duration::from_millis(6500));
+    std::fs::write(
+        volume.mount_point.join("after-idle"),
+        b"written after the idle timeout",
+    )
+    .expect("write");
+    sh_ok(&format!(
+        "sync -f {}",
+        volume.mount_point.join("after-idle").display()
+    ));
+    let service_log = std::fs::read_to_string(volume.store.join("service.log")).unwrap_or_default();
+    assert!(
+        !service_log.contains("service stopping"),
+        "the service stayed for its attachment: {service_log}"
+    );
+    diskshadow(&volume.store)
+        .args(["writer", "add", "filesystem"])
+        .assert()
+        .success();
+    let checked = diskshadow(&volume.store)
+        .args(["writer", "check", "File System Writer"])
+        .output()
+        .expect("check");
+    let report = String::from_utf8_lossy(&checked.stdout).to_string();
+    assert!(
+        checked.status.success() && report.contains("The writer follows the protocol."),
+        "writer check: {report}{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let load = start_file_load(volume.mount_point.clone(), stop.clone(), written.clone());
+    wait_for(60, "the load writes files", || {
+        written.load(Ordering::SeqCst) >= 50
+    });
+    for round in 0..3 {
+        let before = written.load(Ordering::SeqCst);
+        let output = run_script(
+            &volume.store,
+            &work,
+            &format!("create-{round}.dsh"),
+            "set context persistent\nset verbose on\nadd volume fs.img\ncreate\n",
+        );
+        assert!(output.contains("File System Writer"), "{output}");
+        let shadow = shadow_ids(&output)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("no shadow copy in {output}"));
+        let image = work.join(format!("shadow-{round}.img"));
+        diskshadow(&volume.store)
+            .args(["volume", "read", &shadow, "--output"])
+            .arg(&image)
+            .assert()
+            .success();
+        let check = std::process::Command::new("e2fsck")
+            .arg("-fn")
+            .arg(&image)
+            .output()
+            .expect("e2fsck");
+        assert!(
+            check.status.success(),
+            "round {round}: the shadow's ext4 is clean: {}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+        let _ = std::fs::remove_file(&image);
+        wait_for(30, "the load goes on after the thaw", || {
+            written.load(Ordering::SeqCst) > before
+        });
+    }
+    stop.store(true, Ordering::SeqCst);
+    let _ = load.join();
 }

@@ -9,11 +9,9 @@ mod support;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use support::inbox::{have_tools, sh_ok, AttachedExt4};
+use support::inbox::{have_tools, sh_ok, AttachedExt4, Load};
 use support::process::{diskshadow, run_script, wait_for};
 
 fn bindir() -> Option<PathBuf> {
@@ -53,73 +51,17 @@ fn as_postgres(bin: &Path, program: &str, arguments: &str) -> String {
     )
 }
 
-/// Inserts one row per transaction, numbered, and remembers which inserts were acknowledged.
-struct Load {
-    stop: Arc<AtomicBool>,
-    acknowledged: Arc<Mutex<Vec<u64>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(socket: &Path, port: u16) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let acknowledged = Arc::new(Mutex::new(Vec::new()));
-        let mut child = Command::new("runuser")
-            .args([
-                "-u", "postgres", "--", "psql", "-X", "-A", "-t", "-q", "-d", "postgres", "-h",
-            ])
-            .arg(socket)
-            .arg("-p")
-            .arg(port.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("load psql");
-        let (thread_stop, thread_acknowledged) = (stop.clone(), acknowledged.clone());
-        let thread = std::thread::spawn(move || {
-            let mut input = child.stdin.take().expect("stdin");
-            let mut output = BufReader::new(child.stdout.take().expect("stdout"));
-            let mut number = 0u64;
-            // Bounded: at most 20000 transactions, a few hundred a second.
-            while !thread_stop.load(Ordering::SeqCst) && number < 20_000 {
-                number += 1;
-                writeln!(input, "INSERT INTO load VALUES ({number}) RETURNING id;").expect("send");
-                input.flush().expect("flush");
-                let mut line = String::new();
-                if output.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                if line.trim() == number.to_string() {
-                    thread_acknowledged.lock().expect("lock").push(number);
-                }
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            drop(input);
-            let _ = child.wait();
-        });
-        Self {
-            stop,
-            acknowledged,
-            thread: Some(thread),
-        }
-    }
-
-    fn last_acknowledged(&self) -> u64 {
-        self.acknowledged
-            .lock()
-            .expect("lock")
-            .last()
-            .copied()
-            .unwrap_or(0)
-    }
-
-    fn finish(mut self) -> u64 {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-        self.last_acknowledged()
-    }
+/// A `psql` session for the load: one insert per transaction, numbered.
+fn load_client(socket: &Path, port: u16) -> Command {
+    let mut command = Command::new("runuser");
+    command
+        .args([
+            "-u", "postgres", "--", "psql", "-X", "-A", "-t", "-q", "-d", "postgres", "-h",
+        ])
+        .arg(socket)
+        .arg("-p")
+        .arg(port.to_string());
+    command
 }
 
 fn start_cluster(bin: &Path, data: &Path, socket: &Path, port: u16, log: &Path) {
@@ -154,15 +96,12 @@ fn inbox_postgresql_shadow_starts_as_a_second_server_with_every_committed_transa
     let mut volume = AttachedExt4::new(&work, "pg", "160M");
     let data = volume.mount_point.join("data");
     let socket = work.join("socket");
-    let copy_socket = work.join("copy-socket");
     std::fs::create_dir_all(&socket).expect("socket dir");
-    std::fs::create_dir_all(&copy_socket).expect("socket dir");
     sh_ok(&format!(
-        "chmod 755 {work} && mkdir -p {data} && chown postgres: {data} {socket} {copy_socket} {mnt}",
+        "chmod 755 {work} && mkdir -p {data} && chown postgres: {data} {socket} {mnt}",
         work = work.display(),
         data = data.display(),
         socket = socket.display(),
-        copy_socket = copy_socket.display(),
         mnt = volume.mount_point.display()
     ));
     sh_ok(&as_postgres(
@@ -215,7 +154,9 @@ fn inbox_postgresql_shadow_starts_as_a_second_server_with_every_committed_transa
         psql(&socket, 5433, "SELECT 1;").status.success()
     });
 
-    let load = Load::start(&socket, 5433);
+    let load = Load::start(load_client(&socket, 5433), |number| {
+        format!("INSERT INTO load VALUES ({number}) RETURNING id;")
+    });
     wait_for(60, "the load commits", || load.last_acknowledged() >= 20);
     let committed_before = load.last_acknowledged();
     let started = Instant::now();
@@ -233,54 +174,21 @@ fn inbox_postgresql_shadow_starts_as_a_second_server_with_every_committed_transa
         "the writer completed the shadow: {output}"
     );
 
-    // Copy the cluster out of the exposed shadow and start it as a second server.
-    let exposed = work.join("exposed");
-    std::fs::create_dir_all(&exposed).expect("expose dir");
-    run_script(
-        &volume.store,
-        &work,
-        "expose.dsh",
-        &format!("expose %p% {}\n", exposed.display()).replace("%p%", &shadow_of(&output)),
-    );
-    volume.on_cleanup(format!("umount -l {} 2>/dev/null", exposed.display()));
-    let copy = work.join("copy");
-    sh_ok(&format!(
-        "cp -a {}/data {} && chown -R postgres: {} && chmod 700 {}",
-        exposed.display(),
-        copy.display(),
-        copy.display(),
-        copy.display()
-    ));
+    let copy = start_copy(&bin, &mut volume, &work, &shadow_of(&output), "copy");
+    assert!(copy.backup_label, "the shadow holds the backup label");
+    assert!(!copy.log.contains("PANIC"), "{}", copy.log);
     assert!(
-        copy.join("backup_label").is_file(),
-        "the shadow holds the backup label"
+        copy.log.contains("consistent recovery state reached") || copy.log.contains("redo done"),
+        "the second server recovered from the backup label: {}",
+        copy.log
     );
-    let copy_log = work.join("copy.log");
-    sh_ok(&format!(
-        "touch {log} && chown postgres: {log}",
-        log = copy_log.display()
-    ));
-    start_cluster(&bin, &copy, &copy_socket, 5434, &copy_log);
-    volume.on_cleanup(as_postgres(
-        &bin,
-        "pg_ctl",
-        &format!("stop -m immediate -D {}", copy.display()),
-    ));
-    let server_log = std::fs::read_to_string(&copy_log).unwrap_or_default();
-    assert!(!server_log.contains("PANIC"), "{server_log}");
     assert!(
-        server_log.contains("consistent recovery state reached")
-            || server_log.contains("redo done"),
-        "the second server recovered from the backup label: {server_log}"
+        !copy.crash_recovery(),
+        "with the writer the second server does backup recovery, not crash recovery: {}",
+        copy.log
     );
-    let answer = psql(
-        &copy_socket,
-        5434,
-        "SELECT count(*), coalesce(max(id), 0) FROM load;",
-    );
-    let text = String::from_utf8_lossy(&answer.stdout).trim().to_string();
-    let (count, max) = text.split_once('|').expect("count|max");
-    let (count, max): (u64, u64) = (count.parse().expect("count"), max.parse().expect("max"));
+    let (count, max) = (copy.count, copy.max);
+    copy.stop();
     assert!(
         max >= committed_before,
         "every insert committed before the freeze is there ({max} < {committed_before})"
@@ -291,6 +199,58 @@ fn inbox_postgresql_shadow_starts_as_a_second_server_with_every_committed_transa
         "nothing sent after thaw is there ({max} >= {sent_after})"
     );
     eprintln!("shadow with {max} rows, {committed_before} committed before create, made in {created_in:?}");
+
+    // The same load, shadows taken nowriters: crash-consistent, so each copy starts with crash
+    // recovery (counted), and still holds every insert committed before the create.
+    let created = psql(
+        &socket,
+        5433,
+        "CREATE TABLE load_nowriters (id bigint PRIMARY KEY);",
+    );
+    assert!(created.status.success());
+    let load = Load::start(load_client(&socket, 5433), |number| {
+        format!("INSERT INTO load_nowriters VALUES ({number}) RETURNING id;")
+    });
+    wait_for(60, "the load commits", || load.last_acknowledged() >= 20);
+    const NOWRITERS_ROUNDS: usize = 2;
+    let mut crash_recoveries = 0;
+    for round in 0..NOWRITERS_ROUNDS {
+        let committed_before = load.last_acknowledged();
+        let output = run_script(
+            &volume.store,
+            &work,
+            &format!("nowriters-{round}.dsh"),
+            "set context persistent nowriters\nadd volume pg.img\ncreate\n",
+        );
+        let at_most = load.last_acknowledged() + 1;
+        let copy = start_copy(
+            &bin,
+            &mut volume,
+            &work,
+            &shadow_of(&output),
+            &format!("nowriters-{round}"),
+        );
+        assert!(!copy.backup_label, "no writer wrote a backup label");
+        assert!(!copy.log.contains("PANIC"), "{}", copy.log);
+        let answer = psql(
+            &copy.socket,
+            5434,
+            "SELECT count(*), coalesce(max(id), 0) FROM load_nowriters;",
+        );
+        copy.stop();
+        let text = String::from_utf8_lossy(&answer.stdout).trim().to_string();
+        let (count, max) = text.split_once('|').expect("count|max");
+        let (count, max): (u64, u64) = (count.parse().expect("count"), max.parse().expect("max"));
+        assert!(
+            max >= committed_before && max <= at_most && count == max,
+            "nowriters round {round}: {count} rows up to {max}, committed before {committed_before}"
+        );
+        crash_recoveries += usize::from(copy.crash_recovery());
+    }
+    load.finish();
+    eprintln!(
+        "PostgreSQL under load: copies started with crash recovery: 0/1 with the writer, {crash_recoveries}/{NOWRITERS_ROUNDS} nowriters"
+    );
 
     // Fault: the writer killed while frozen leaves no backup running on the server.
     let mut writer = Command::new(writer_binary())
@@ -343,6 +303,92 @@ fn inbox_postgresql_shadow_starts_as_a_second_server_with_every_committed_transa
         "the backup ends with the killed writer's session",
         || !in_backup(),
     );
+}
+
+/// A second server started on a copy of a shadow's data directory (port 5434).
+struct CopyServer {
+    bin: PathBuf,
+    data: PathBuf,
+    socket: PathBuf,
+    log: String,
+    backup_label: bool,
+    count: u64,
+    max: u64,
+}
+
+impl CopyServer {
+    /// True when the server started with crash recovery (a data directory that was not shut
+    /// down, and no backup label: PostgreSQL says `automatic recovery in progress`).
+    fn crash_recovery(&self) -> bool {
+        self.log.contains("automatic recovery in progress")
+    }
+
+    fn stop(&self) {
+        let _ = support::inbox::sh(&as_postgres(
+            &self.bin,
+            "pg_ctl",
+            &format!("stop -m immediate -D {}", self.data.display()),
+        ));
+    }
+}
+
+/// Exposes `shadow`, copies the cluster out of it, and starts the copy as a second server;
+/// reads its log and the `load` table's count and largest id.
+fn start_copy(
+    bin: &Path,
+    volume: &mut AttachedExt4,
+    work: &Path,
+    shadow: &str,
+    tag: &str,
+) -> CopyServer {
+    let exposed = work.join(format!("exposed-{tag}"));
+    std::fs::create_dir_all(&exposed).expect("expose dir");
+    run_script(
+        &volume.store,
+        work,
+        &format!("expose-{tag}.dsh"),
+        &format!("expose {shadow} {}\n", exposed.display()),
+    );
+    let copy = work.join(tag);
+    let copied = support::inbox::sh(&format!(
+        // A copy taken without the writer still holds the live server's lock file.
+        "cp -a {exposed}/data {copy} && rm -f {copy}/postmaster.pid && chown -R postgres: {copy} && chmod 700 {copy}",
+        exposed = exposed.display(),
+        copy = copy.display(),
+    ));
+    let _ = support::inbox::sh(&format!("umount -l {}", exposed.display()));
+    assert!(copied.status.success(), "copied out of the shadow");
+    let socket = work.join(format!("{tag}-socket"));
+    std::fs::create_dir_all(&socket).expect("socket dir");
+    let log = work.join(format!("{tag}.log"));
+    sh_ok(&format!(
+        "touch {log} && chown postgres: {log} {socket}",
+        log = log.display(),
+        socket = socket.display()
+    ));
+    let backup_label = copy.join("backup_label").is_file();
+    start_cluster(bin, &copy, &socket, 5434, &log);
+    volume.on_cleanup(as_postgres(
+        bin,
+        "pg_ctl",
+        &format!("stop -m immediate -D {}", copy.display()),
+    ));
+    let answer = psql(
+        &socket,
+        5434,
+        "SELECT count(*), coalesce(max(id), 0) FROM load;",
+    );
+    let text = String::from_utf8_lossy(&answer.stdout).trim().to_string();
+    let (count, max) = text.split_once('|').unwrap_or(("0", "0"));
+    CopyServer {
+        bin: bin.to_path_buf(),
+        data: copy,
+        socket,
+        log: std::fs::read_to_string(&log).unwrap_or_default(),
+        backup_label,
+        count: count.parse().unwrap_or(0),
+        max: max.parse().unwrap_or(0),
+    }
 }
 
 /// The `{GUID}` of the first shadow copy created in `output`.

@@ -1,6 +1,8 @@
 //! The SQLite Writer against the real `sqlite3`: Freeze holds the write lock so no transaction
 //! lands while frozen, Thaw (or the writer's death, or the deadline) releases it; a missing
-//! database fails Identify with the reason; `writer check` passes on it.
+//! database fails Identify with the reason; `writer check` passes on it; shadows taken under a
+//! write load pass `PRAGMA integrity_check` and hold every transaction committed before the
+//! freeze, and are compared with shadows taken `nowriters` (how many need WAL recovery).
 
 mod support;
 
@@ -8,8 +10,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
-use support::inbox::{have_tools, WriterProcess};
-use support::process::diskshadow;
+use support::inbox::{have_tools, AttachedExt4, Load, WriterProcess};
+use support::process::{diskshadow, run_script, shadow_ids, wait_for};
 
 fn sqlite(database: &std::path::Path, sql: &str) -> std::process::Output {
     Command::new("sqlite3")
@@ -218,4 +220,141 @@ fn inbox_sqlite_the_running_service_picks_up_added_and_removed_registrations() {
     );
     assert_eq!(pid(), service, "the same service, not restarted");
     let _ = diskshadow(&store).args(["service", "stop"]).output();
+}
+
+/// What one shadow of the database held.
+struct ShadowDatabase {
+    /// The shadow's write-ahead log was not empty: opening it replays the log (recovery).
+    needs_recovery: bool,
+    integrity: String,
+    count: u64,
+    max: u64,
+}
+
+/// Takes a shadow of `db.img`'s file system under the load (with or without writers), copies
+/// the database out of it and opens the copy.
+fn shadow_of_database(
+    volume: &AttachedExt4,
+    work: &std::path::Path,
+    round: usize,
+    nowriters: bool,
+) -> ShadowDatabase {
+    let context = if nowriters {
+        "persistent nowriters"
+    } else {
+        "persistent"
+    };
+    let output = run_script(
+        &volume.store,
+        work,
+        &format!("create-{round}.dsh"),
+        &format!("set context {context}\nadd volume db.img\ncreate\n"),
+    );
+    let shadow = shadow_ids(&output)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no shadow copy in {output}"));
+    let exposed = work.join(format!("exposed-{round}"));
+    let copy = work.join(format!("copy-{round}"));
+    std::fs::create_dir_all(&exposed).expect("expose dir");
+    std::fs::create_dir_all(&copy).expect("copy dir");
+    run_script(
+        &volume.store,
+        work,
+        &format!("expose-{round}.dsh"),
+        &format!("expose {shadow} {}\n", exposed.display()),
+    );
+    for name in ["app.db", "app.db-wal"] {
+        if exposed.join(name).exists() {
+            std::fs::copy(exposed.join(name), copy.join(name)).expect("copy out of the shadow");
+        }
+    }
+    run_script(
+        &volume.store,
+        work,
+        &format!("unexpose-{round}.dsh"),
+        &format!("unexpose {}\n", exposed.display()),
+    );
+    let needs_recovery = std::fs::metadata(copy.join("app.db-wal")).is_ok_and(|wal| wal.len() > 0);
+    let database = copy.join("app.db");
+    let integrity = String::from_utf8_lossy(&sqlite(&database, "PRAGMA integrity_check;").stdout)
+        .trim()
+        .to_string();
+    let answer = String::from_utf8_lossy(
+        &sqlite(
+            &database,
+            "SELECT count(*) || ' ' || coalesce(max(id), 0) FROM t;",
+        )
+        .stdout,
+    )
+    .trim()
+    .to_string();
+    let (count, max) = answer.split_once(' ').expect("count and max");
+    ShadowDatabase {
+        needs_recovery,
+        integrity,
+        count: count.parse().expect("count"),
+        max: max.parse().expect("max"),
+    }
+}
+
+#[test]
+fn inbox_sqlite_shadows_under_load_are_intact_and_hold_every_commit_compared_with_nowriters() {
+    if !have_tools(&["sqlite3", "mkfs.ext4", "fusermount3"]) {
+        return;
+    }
+    let work = support::scratch("inbox_sqlite_shadow");
+    let volume = AttachedExt4::new(&work, "db", "64M");
+    let database = volume.mount_point.join("app.db");
+    assert!(sqlite(
+        &database,
+        "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, payload BLOB);"
+    )
+    .status
+    .success());
+    diskshadow(&volume.store)
+        .args(["writer", "add", "sqlite", "--db"])
+        .arg(&database)
+        .assert()
+        .success();
+    let mut load_client = Command::new("sqlite3");
+    load_client.arg("-cmd").arg(".timeout 30000").arg(&database);
+    let load = Load::start(load_client, |number| {
+        format!("INSERT INTO t VALUES ({number}, randomblob(300)); SELECT {number};")
+    });
+    wait_for(60, "the load commits", || load.last_acknowledged() >= 20);
+
+    const ROUNDS: usize = 3;
+    let mut recoveries = [0usize; 2];
+    for round in 0..ROUNDS * 2 {
+        let nowriters = round % 2 == 1;
+        let committed_before = load.last_acknowledged();
+        let shadow = shadow_of_database(&volume, &work, round, nowriters);
+        let sent_after = load.last_acknowledged() + 1;
+        let kind = if nowriters {
+            "nowriters"
+        } else {
+            "with the SQLite Writer"
+        };
+        assert_eq!(shadow.integrity, "ok", "round {round}, {kind}");
+        assert!(
+            shadow.max >= committed_before,
+            "round {round}, {kind}: every transaction committed before the freeze ({} < {committed_before})",
+            shadow.max
+        );
+        assert!(shadow.max <= sent_after, "round {round}, {kind}");
+        assert_eq!(shadow.count, shadow.max, "round {round}, {kind}: no hole");
+        if !nowriters {
+            assert!(
+                !shadow.needs_recovery,
+                "round {round}: the writer checkpointed the log and held the lock, so the shadow needs no recovery"
+            );
+        }
+        recoveries[usize::from(nowriters)] += usize::from(shadow.needs_recovery);
+    }
+    let total = load.finish();
+    eprintln!(
+        "SQLite under load ({total} transactions): shadows needing WAL recovery: {}/{ROUNDS} with the writer, {}/{ROUNDS} nowriters",
+        recoveries[0], recoveries[1]
+    );
 }

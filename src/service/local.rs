@@ -319,9 +319,15 @@ impl ServiceCore {
         self.coordinator.reap_exposures()
     }
 
-    /// True while a shadow is exposed: the service must not idle out under its clients.
+    /// True while a shadow is exposed or a volume attached: the service must not idle out
+    /// under its clients (a file system mounted from an attachment would see I/O errors).
     pub fn has_exposures(&self) -> bool {
         !self.exposures.lock().is_empty()
+            || !self
+                .attachments
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .is_empty()
     }
 
     /// At service start: exposures recorded by a service that ended without taking them down

@@ -180,3 +180,107 @@ impl Drop for WriterProcess {
         self.kill();
     }
 }
+
+/// A write load: one transaction per statement through a client kept open (`psql`, `mariadb`),
+/// numbered from 1, remembering which ones the server acknowledged. `statement(n)` must print
+/// `n` on a line of its own once transaction `n` is committed.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acknowledged: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(mut client: Command, statement: fn(u64) -> String) -> Self {
+        use std::io::{BufRead, Write};
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let acknowledged = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut child = client
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("the load's client starts");
+        let (thread_stop, thread_acknowledged) = (stop.clone(), acknowledged.clone());
+        let thread = std::thread::spawn(move || {
+            let mut input = child.stdin.take().expect("stdin");
+            let mut output = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+            let mut number = 0u64;
+            // Bounded: at most 20000 transactions, a few hundred a second.
+            while !thread_stop.load(Ordering::SeqCst) && number < 20_000 {
+                number += 1;
+                if writeln!(input, "{}", statement(number))
+                    .and_then(|()| input.flush())
+                    .is_err()
+                {
+                    break;
+                }
+                let mut line = String::new();
+                if output.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if line.trim() == number.to_string() {
+                    thread_acknowledged.store(number, Ordering::SeqCst);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            drop(input);
+            let _ = child.wait();
+        });
+        Self {
+            stop,
+            acknowledged,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn last_acknowledged(&self) -> u64 {
+        self.acknowledged.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Stops the load and returns the last acknowledged transaction.
+    pub fn finish(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.last_acknowledged()
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+type Cleanup = Box<dyn FnOnce() + Send>;
+
+static AT_EXIT: std::sync::Mutex<Vec<Cleanup>> = std::sync::Mutex::new(Vec::new());
+
+extern "C" fn run_at_exit() {
+    let cleanups = match AT_EXIT.lock() {
+        Ok(mut cleanups) => std::mem::take(&mut *cleanups),
+        Err(_) => return,
+    };
+    for cleanup in cleanups.into_iter().rev() {
+        cleanup();
+    }
+}
+
+/// Runs `cleanup` when the test binary exits (a server shared by its tests is stopped by PID
+/// and its volume unmounted then), last registered first.
+pub fn at_exit(cleanup: Cleanup) {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| {
+        // SAFETY: run_at_exit is a plain extern "C" function that never unwinds (the cleanups
+        // ignore their errors).
+        unsafe {
+            libc::atexit(run_at_exit);
+        }
+    });
+    AT_EXIT.lock().expect("cleanups").push(cleanup);
+}

@@ -1,7 +1,7 @@
 //! File System Writer: at Freeze, flushes and holds (FIFREEZE) every file system mounted from a
 //! volume of the set that the service does not hold already: file systems loop-mounted from a
-//! volume's image, and ones on block devices given with `--device` (an NBD device connected to
-//! an attached volume). A loop device on an attached volume's FUSE file is held by the service
+//! volume's image, ones on NBD devices connected to an attached volume's NBD export (found
+//! through `--store`, see `nbd.rs`), and ones on block devices given with `--device`. A loop device on an attached volume's FUSE file is held by the service
 //! itself during the commit, so it is reported but not frozen a second time.
 //!
 //! The freeze is held by a child process (`freeze-holder`) that thaws when its input closes,
@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::mounts;
+use crate::nbd;
 use crate::protocol::{log, Answer, Failure, Writer};
 
 /// `_IOWR('X', 119, int)` and `_IOWR('X', 120, int)`.
@@ -32,6 +33,10 @@ pub struct Options {
     /// are not loop devices (for example /dev/nbd0 connected to an attached volume).
     #[arg(long = "device", value_name = "DEVICE=VOLUME")]
     pub devices: Vec<String>,
+    /// The store whose service serves the attached volumes: NBD devices connected to their
+    /// NBD exports are found without `--device`.
+    #[arg(long, value_name = "DIR")]
+    pub store: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -49,7 +54,9 @@ struct Candidate {
 }
 
 pub struct FileSystemWriter {
+    /// Block devices given with `--device`.
     devices: BTreeMap<String, String>,
+    store: Option<PathBuf>,
     /// The set's volumes, from PrepareForSnapshot.
     set_volumes: Vec<String>,
     holder: Option<(Child, mpsc::Receiver<String>)>,
@@ -80,6 +87,7 @@ impl FileSystemWriter {
         }
         Self {
             devices,
+            store: options.store,
             set_volumes: Vec::new(),
             holder: None,
             problem,
@@ -88,13 +96,24 @@ impl FileSystemWriter {
 
     fn candidates(&self) -> Vec<Candidate> {
         let all = mounts::mounts();
+        // The service is asked only when a file system is mounted from an NBD device that
+        // --device does not name (so no service is started, or asked during a create, for
+        // nothing); devices given with --device win over discovered ones.
+        let unnamed_nbd = all.iter().any(|mount| {
+            mount.source.starts_with("/dev/nbd") && !self.devices.contains_key(&mount.source)
+        });
+        let mut devices = match (&self.store, unnamed_nbd) {
+            (Some(store), true) => nbd::discover(store),
+            _ => BTreeMap::new(),
+        };
+        devices.extend(self.devices.clone());
         let mut seen = Vec::new();
         let mut found = Vec::new();
         for mount in &all {
             if !mount.source.starts_with("/dev/") || mount.root != Path::new("/") {
                 continue;
             }
-            let Some(source) = mounts::volume_of_device(&mount.source, &all, &self.devices) else {
+            let Some(source) = mounts::volume_of_device(&mount.source, &all, &devices) else {
                 continue;
             };
             // The same file system mounted twice is frozen once.

@@ -13,6 +13,7 @@
 mod filesystem;
 mod mounts;
 mod mysql;
+mod nbd;
 mod postgresql;
 mod protocol;
 mod session;

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
+use crate::protocol::Failure;
+
 #[derive(Debug, Clone)]
 pub struct Mount {
     pub mount_point: PathBuf,
@@ -135,4 +137,72 @@ pub fn path_inside_file_system(path: &Path, all: &[Mount]) -> Option<PathBuf> {
             .map(Path::to_path_buf)
             .unwrap_or(inside),
     )
+}
+
+/// Runs `command`; a failure carries its output.
+pub fn run_checked(command: &mut std::process::Command, what: &str) -> Result<(), Failure> {
+    let output = command
+        .output()
+        .map_err(|error| Failure::nonretryable(format!("{what}: {error}")))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(Failure::nonretryable(format!(
+            "{what} failed: {}{}",
+            String::from_utf8_lossy(&output.stderr).trim(),
+            String::from_utf8_lossy(&output.stdout).trim()
+        )))
+    }
+}
+
+/// The auto-recovery view (a read-write image of the shadow, offered during PostSnapshot) of
+/// the volume that holds `path`, found in the request's `shadows` by volume or volume GUID.
+pub fn recovery_view_of(path: &Path, request: &Value) -> Option<PathBuf> {
+    let volume = file_entry(path, &mounts(), &BTreeMap::new())["volume"].clone();
+    let mine = volume.as_str()?;
+    request
+        .get("shadows")
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|shadow| {
+            shadow.get("volume") == Some(&volume)
+                || shadow
+                    .get("volume_id")
+                    .and_then(Value::as_str)
+                    .is_some_and(|id| mine.eq_ignore_ascii_case(id))
+        })
+        .and_then(|shadow| shadow.get("path"))
+        .and_then(Value::as_str)
+        .map(PathBuf::from)
+}
+
+/// Loop-mounts the auto-recovery view `image` on a temporary directory, runs `work` with the
+/// mount point, then syncs and unmounts it (also when `work` failed).
+pub fn with_view_mounted<T>(
+    image: &Path,
+    work: impl FnOnce(&Path) -> Result<T, String>,
+) -> Result<T, Failure> {
+    let mount_point = tempfile::Builder::new()
+        .prefix("diskshadow-view-")
+        .tempdir()
+        .map_err(|error| Failure::nonretryable(format!("a mount point: {error}")))?;
+    run_checked(
+        std::process::Command::new("mount")
+            .arg("-o")
+            .arg("loop")
+            .arg(image)
+            .arg(mount_point.path()),
+        "mounting the auto-recovery view",
+    )?;
+    let result = work(mount_point.path());
+    let _ = std::process::Command::new("sync").status();
+    let unmounted = run_checked(
+        std::process::Command::new("umount").arg(mount_point.path()),
+        "unmounting the auto-recovery view",
+    );
+    let value = result.map_err(|error| {
+        Failure::nonretryable(format!("writing into the shadow failed: {error}"))
+    })?;
+    unmounted?;
+    Ok(value)
 }

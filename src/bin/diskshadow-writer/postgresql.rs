@@ -59,21 +59,6 @@ fn hex_decode(text: &str) -> String {
     String::from_utf8_lossy(&bytes).to_string()
 }
 
-fn run_checked(command: &mut Command, what: &str) -> Result<(), Failure> {
-    let output = command
-        .output()
-        .map_err(|error| Failure::nonretryable(format!("{what}: {error}")))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(Failure::nonretryable(format!(
-            "{what} failed: {}{}",
-            String::from_utf8_lossy(&output.stderr).trim(),
-            String::from_utf8_lossy(&output.stdout).trim()
-        )))
-    }
-}
-
 impl PostgresWriter {
     pub fn new(options: Options) -> Self {
         Self {
@@ -195,21 +180,9 @@ impl PostgresWriter {
             .and_then(|rest| rest.split("(file ").nth(1))
             .map(|rest| rest.trim_end_matches(')').trim().to_string())
             .ok_or_else(|| Failure::nonretryable("the backup label names no start WAL file"))?;
-        let mount_point = tempfile::Builder::new()
-            .prefix("diskshadow-pg-")
-            .tempdir()
-            .map_err(|error| Failure::nonretryable(format!("a mount point: {error}")))?;
-        run_checked(
-            Command::new("mount")
-                .arg("-o")
-                .arg("loop")
-                .arg(image)
-                .arg(mount_point.path()),
-            "mounting the auto-recovery view",
-        )?;
-        let written = (|| -> Result<usize, String> {
+        let copied = mounts::with_view_mounted(image, |root| -> Result<usize, String> {
             let owner = self.owner();
-            let target = mount_point.path().join(&pgdata_inside);
+            let target = root.join(&pgdata_inside);
             let place = |path: &Path, bytes: &[u8]| -> Result<(), String> {
                 std::fs::write(path, bytes)
                     .map_err(|error| format!("{}: {error}", path.display()))?;
@@ -231,7 +204,7 @@ impl PostgresWriter {
             }
             let mut copied = 0;
             if let Some(wal_inside) = wal_inside {
-                let shadow_wal = mount_point.path().join(wal_inside);
+                let shadow_wal = root.join(wal_inside);
                 let mut segments: Vec<String> = std::fs::read_dir(&live_wal)
                     .map_err(|error| format!("{}: {error}", live_wal.display()))?
                     .filter_map(Result::ok)
@@ -248,16 +221,7 @@ impl PostgresWriter {
                 }
             }
             Ok(copied)
-        })();
-        let _ = Command::new("sync").status();
-        let unmounted = run_checked(
-            Command::new("umount").arg(mount_point.path()),
-            "unmounting the auto-recovery view",
-        );
-        let copied = written.map_err(|error| {
-            Failure::nonretryable(format!("writing into the shadow failed: {error}"))
         })?;
-        unmounted?;
         log(&format!(
             "wrote backup_label and {copied} WAL segment(s) into the shadow of {}",
             self.options.pgdata.display()
@@ -358,31 +322,9 @@ impl Writer for PostgresWriter {
         let Some(stopped) = self.stopped.take() else {
             return Ok(());
         };
-        let all = mounts::mounts();
-        let volume =
-            mounts::file_entry(&self.options.pgdata, &all, &BTreeMap::new())["volume"].clone();
-        let shadows = request
-            .get("shadows")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let view = shadows
-            .iter()
-            .find(|shadow| {
-                shadow.get("volume") == Some(&volume)
-                    || shadow
-                        .get("volume_id")
-                        .and_then(Value::as_str)
-                        .is_some_and(|id| {
-                            volume
-                                .as_str()
-                                .is_some_and(|mine| mine.eq_ignore_ascii_case(id))
-                        })
-            })
-            .and_then(|shadow| shadow.get("path"))
-            .and_then(Value::as_str);
+        let view = mounts::recovery_view_of(&self.options.pgdata, request);
         match view {
-            Some(image) => self.complete_shadow(Path::new(image), &stopped),
+            Some(image) => self.complete_shadow(&image, &stopped),
             None => {
                 log("no auto-recovery view of the data directory's volume: the shadow is crash-consistent and starts with crash recovery");
                 Ok(())
@@ -444,6 +386,6 @@ impl Writer for PostgresWriter {
                 self.options.socket_dir.display(),
                 self.options.port
             ));
-        run_checked(&mut command, "pg_ctl start")
+        mounts::run_checked(&mut command, "pg_ctl start")
     }
 }

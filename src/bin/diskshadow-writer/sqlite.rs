@@ -14,6 +14,9 @@ use crate::mounts;
 use crate::protocol::{log, Answer, Failure, Writer};
 use crate::session::{Dialect, Session};
 
+/// How many times Freeze takes the lock again when a commit slipped in after the checkpoint.
+const FREEZE_ATTEMPTS: u32 = 5;
+
 #[derive(Debug, clap::Args)]
 pub struct Options {
     /// A database file (repeatable).
@@ -86,17 +89,38 @@ impl Writer for SqliteWriter {
             let mut session = Session::start(command, Dialect::Sqlite).map_err(|error| {
                 Failure::nonretryable(format!("{}: {error}", database.display()))
             })?;
-            let left = budget.saturating_sub(started.elapsed());
-            let wait_ms = left.as_millis().max(1);
-            let statements =
-                format!(".timeout {wait_ms}\nPRAGMA wal_checkpoint(TRUNCATE);\nBEGIN IMMEDIATE;");
-            session.run(&statements, left).map_err(|error| {
-                let message = format!("cannot lock {}: {error}", database.display());
-                match error {
-                    crate::session::SessionError::Timeout(_) => Failure::timeout(message),
-                    _ => Failure::retryable(message),
+            // A transaction can commit between the checkpoint and the lock; then the log holds
+            // it again, and the lock is let go and taken again (a few times, within the
+            // budget), so that the shadow's log is empty and opening it needs no recovery.
+            let wal = PathBuf::from(format!("{}-wal", database.display()));
+            for attempt in 1..=FREEZE_ATTEMPTS {
+                let left = budget.saturating_sub(started.elapsed());
+                let wait_ms = left.as_millis().max(1);
+                let statements = format!(
+                    ".timeout {wait_ms}\nPRAGMA wal_checkpoint(TRUNCATE);\nBEGIN IMMEDIATE;"
+                );
+                session.run(&statements, left).map_err(|error| {
+                    let message = format!("cannot lock {}: {error}", database.display());
+                    match error {
+                        crate::session::SessionError::Timeout(_) => Failure::timeout(message),
+                        _ => Failure::retryable(message),
+                    }
+                })?;
+                let log_is_empty = std::fs::metadata(&wal).map_or(true, |wal| wal.len() == 0);
+                if log_is_empty || attempt == FREEZE_ATTEMPTS || started.elapsed() >= budget / 2 {
+                    if !log_is_empty {
+                        log(&format!(
+                            "{}: a transaction committed after the checkpoint stays in the log; the shadow replays it when opened",
+                            database.display()
+                        ));
+                    }
+                    break;
                 }
-            })?;
+                let left = budget.saturating_sub(started.elapsed());
+                session.run("ROLLBACK;", left).map_err(|error| {
+                    Failure::retryable(format!("{}: {error}", database.display()))
+                })?;
+            }
             self.held.push(session);
         }
         log(&format!(
