@@ -186,6 +186,41 @@ fn access_other_users_are_refused_until_the_allow_list_names_them() {
 }
 
 #[test]
+fn access_a_refused_requester_fails_at_add_volume_as_diskshadow_does() {
+    if !is_root() {
+        return;
+    }
+    let work = open_scratch("access-add-volume");
+    let store = work.join("store");
+    let listed = run(&store, &work, None, &[], "list shadows all\n");
+    assert!(listed.status.success(), "{}", text(&listed));
+    // The settings run; `add volume`, the first command that needs the service, fails in
+    // DiskShadow's words, and the script stops there.
+    let refused = run(
+        &store,
+        &work,
+        Some(NOBODY),
+        &[],
+        "set context persistent\nadd volume data.img\ncreate\n",
+    );
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    let stdout = String::from_utf8_lossy(&refused.stdout);
+    assert!(
+        stdout.contains(
+            "-> set context persistent\n-> add volume data.img\n\nCOM call \"(*vssObject)->InitializeForBackup\" failed.\n"
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("-> create"), "{stdout}");
+    assert!(
+        text(&refused).contains("E_ACCESSDENIED"),
+        "{}",
+        text(&refused)
+    );
+    stop_service(&store, &work);
+}
+
+#[test]
 fn access_every_file_in_the_store_is_private_with_an_open_umask() {
     if !is_root() {
         return;

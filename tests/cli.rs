@@ -1421,3 +1421,62 @@ fn step_mode_aborts_at_the_freeze_deadline_unless_asked_to_hold() {
     assert!(!text.contains("aborting the shadow copy set"), "{text}");
     assert!(status.is_some(), "not killed: {text}");
 }
+
+#[test]
+fn fidelity_lf_chop_reads_an_lf_only_script_as_windows_does_when_asked() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let store = work.path().join("store");
+    // Written for Windows' DiskShadow: each LF-ended line carries a sacrificial last character.
+    let script = work.path().join("chop.dsh");
+    fs::write(
+        &script,
+        "set verbose on.\nset context persistent nowriters_\n\nset \n",
+    )
+    .expect("script");
+    let plain = diskshadow(&store)
+        .arg("-s")
+        .arg(&script)
+        .output()
+        .expect("runs");
+    assert_eq!(
+        plain.status.code(),
+        Some(2),
+        "off by default: the characters are read"
+    );
+    for chop in [
+        diskshadow(&store)
+            .arg("--lf-chop")
+            .arg("-s")
+            .arg(&script)
+            .output(),
+        diskshadow(&store)
+            .env("DISKSHADOW_LF_CHOP", "1")
+            .arg("-s")
+            .arg(&script)
+            .output(),
+    ] {
+        let chop = chop.expect("runs");
+        let stdout = String::from_utf8_lossy(&chop.stdout);
+        assert!(
+            chop.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&chop.stderr)
+        );
+        assert!(stdout.contains("-> set verbose on\n"), "{stdout}");
+        assert!(
+            stdout.contains("-> set context persistent nowriters\n"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("Verbose: on"), "{stdout}");
+    }
+    // A CR LF script has real line ends: nothing is dropped.
+    fs::write(&script, "set verbose on\r\nset\r\n").expect("script");
+    let crlf = diskshadow(&store)
+        .arg("--lf-chop")
+        .arg("-s")
+        .arg(&script)
+        .output()
+        .expect("runs");
+    assert!(crlf.status.success());
+    assert!(String::from_utf8_lossy(&crlf.stdout).contains("Verbose: on"));
+}

@@ -157,6 +157,9 @@ pub enum SetCommand {
     Metadata(Word),
     /// Extension for writer developers: `set step on [hold] | off`.
     Step(StepSetting),
+    /// Extension for writer developers: `set trace on | off` shows each writer event, reply
+    /// and writer log line.
+    Trace(bool),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

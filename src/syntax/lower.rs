@@ -286,6 +286,7 @@ impl<'s> Lowering<'s> {
             }
             Rule::set_option => SetCommand::Option(self.options(inner)?),
             Rule::set_verbose => SetCommand::Verbose(on_off(inner.next())),
+            Rule::set_trace => SetCommand::Trace(on_off(inner.next())),
             Rule::set_step => {
                 let on = on_off(inner.next());
                 let hold = inner

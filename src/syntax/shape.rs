@@ -152,6 +152,13 @@ pub(crate) static COMMAND_SHAPES: &[CommandShape] = &[
                         branches: STEP_ON_OFF,
                     },
                 ),
+                branch(
+                    "trace",
+                    Node::Keywords {
+                        optional: false,
+                        branches: ON_OFF,
+                    },
+                ),
             ],
         },
     },

@@ -950,20 +950,13 @@ impl BackupComponents {
 }
 
 impl WriterDocument {
-    /// The writer metadata documents of the session's writers, from their gathered metadata.
-    pub fn for_session(
-        session: &crate::engine::coordinator::BackupSession,
-        gathered: &crate::engine::coordinator::GatheredMetadata,
-    ) -> Vec<Self> {
-        session
+    /// One document per writer that took part in the backup, excluded ones too, in the
+    /// order they were identified: DiskShadow writes `WM0.xml` … `WM10.xml` for 11 writers
+    /// whatever the selection kept.
+    pub fn for_identified(gathered: &crate::engine::coordinator::GatheredMetadata) -> Vec<Self> {
+        gathered
             .writers
             .iter()
-            .filter_map(|selected| {
-                gathered
-                    .writers
-                    .iter()
-                    .find(|writer| writer.writer_id == selected.writer_id)
-            })
             .map(|writer| WriterDocument {
                 name: writer.name.clone(),
                 writer_id: writer.writer_id,
