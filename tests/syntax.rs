@@ -195,29 +195,55 @@ fn exec_passes_every_argument() {
 
 #[test]
 fn list_in_every_form() {
-    assert_eq!(ast("list writers"), r#"{"List":{"Writers":"Metadata"}}"#);
+    let list =
+        |subject: &str, json: bool| format!(r#"{{"List":{{"list":{subject},"json":{json}}}}}"#);
+    assert_eq!(
+        ast("list writers"),
+        list(r#"{"Writers":"Metadata"}"#, false)
+    );
     assert_eq!(
         ast("list writers metadata"),
-        r#"{"List":{"Writers":"Metadata"}}"#
+        list(r#"{"Writers":"Metadata"}"#, false)
     );
     assert_eq!(
         ast("list writers detailed"),
-        r#"{"List":{"Writers":"Detailed"}}"#
+        list(r#"{"Writers":"Detailed"}"#, false)
     );
     assert_eq!(
         ast("list writers status"),
-        r#"{"List":{"Writers":"Status"}}"#
+        list(r#"{"Writers":"Status"}"#, false)
     );
-    assert_eq!(ast("list shadows all"), r#"{"List":{"Shadows":"All"}}"#);
+    assert_eq!(ast("list shadows all"), list(r#"{"Shadows":"All"}"#, false));
     assert_eq!(
         ast("list shadows set %VSS_SHADOW_SET%"),
-        r#"{"List":{"Shadows":{"Set":{"text":"%VSS_SHADOW_SET%"}}}}"#
+        list(r#"{"Shadows":{"Set":{"text":"%VSS_SHADOW_SET%"}}}"#, false)
     );
     assert_eq!(
         ast("list shadows id {ff47165a-1946-4a0c-b7f4-80f46a309278}"),
-        r#"{"List":{"Shadows":{"Id":{"text":"{ff47165a-1946-4a0c-b7f4-80f46a309278}"}}}}"#
+        list(
+            r#"{"Shadows":{"Id":{"text":"{ff47165a-1946-4a0c-b7f4-80f46a309278}"}}}"#,
+            false
+        )
     );
-    assert_eq!(ast("list providers"), r#"{"List":"Providers"}"#);
+    assert_eq!(ast("list providers"), list(r#""Providers""#, false));
+    // diskshadow's own `--json` after any form.
+    assert_eq!(
+        ast("list writers --json"),
+        list(r#"{"Writers":"Metadata"}"#, true)
+    );
+    assert_eq!(
+        ast("LIST WRITERS STATUS --JSON"),
+        list(r#"{"Writers":"Status"}"#, true)
+    );
+    assert_eq!(
+        ast("list shadows all --json"),
+        list(r#"{"Shadows":"All"}"#, true)
+    );
+    assert_eq!(
+        ast("list shadows set %VSS_SHADOW_SET% --json"),
+        list(r#"{"Shadows":{"Set":{"text":"%VSS_SHADOW_SET%"}}}"#, true)
+    );
+    assert_eq!(ast("list providers --json"), list(r#""Providers""#, true));
 }
 
 #[test]

@@ -940,9 +940,12 @@ fn reset(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, Co
 }
 
 fn list(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
-    let Command::List(list) = command else {
+    let Command::List { list, json } = command else {
         return Err(mismatch(command));
     };
+    if *json {
+        return list_json(session, list);
+    }
     match list {
         ListCommand::Providers => {
             let providers = session.service.providers()?;
@@ -999,6 +1002,38 @@ fn list(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, Com
             session.out_lines(lines);
         }
     }
+    DONE
+}
+
+/// `list … --json`: the same selection as JSON (the writers as their status), as
+/// `diskshadow list … --json` prints it.
+fn list_json(session: &mut Session<'_>, list: &ListCommand) -> Result<LineOutcome, CommandError> {
+    let value = match list {
+        ListCommand::Providers => serde_json::to_value(session.service.providers()?),
+        ListCommand::Writers(_) => serde_json::to_value(session.service.writer_statuses()?),
+        ListCommand::Shadows(selector) => {
+            let mut shadows = session.service.shadows()?;
+            match selector {
+                ShadowSelector::All => {}
+                ShadowSelector::Set(word) => {
+                    let set = session.set_argument(word, "list")?;
+                    shadows.retain(|shadow| shadow.set_id == set);
+                }
+                ShadowSelector::Id(word) => {
+                    let id = session.shadow_argument(word, "list")?;
+                    shadows.retain(|shadow| shadow.id == id);
+                }
+            }
+            serde_json::to_value(shadows)
+        }
+    };
+    let text = value
+        .and_then(|value| serde_json::to_string_pretty(&value))
+        .map_err(|error| {
+            CommandError::new(format!("the listing cannot be written as JSON: {error}"))
+                .with_code(VssCode::VSS_E_UNEXPECTED)
+        })?;
+    session.out_lines(text.lines().map(str::to_string));
     DONE
 }
 

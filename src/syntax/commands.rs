@@ -185,17 +185,19 @@ ADD SHADOW <shadow ID> [<target volume>]",
     },
     CommandSpec {
         name: "list",
-        syntax: "LIST WRITERS [METADATA | DETAILED | STATUS]
-LIST SHADOWS {ALL | SET <set ID> | ID <shadow ID>}
-LIST PROVIDERS",
+        syntax: "LIST WRITERS [METADATA | DETAILED | STATUS] [--json]
+LIST SHADOWS {ALL | SET <set ID> | ID <shadow ID>} [--json]
+LIST PROVIDERS [--json]",
         summary: "Lists writers, shadow copies, or currently registered shadow copy providers that are on the system.",
         help: "        WRITERS                 Lists writers: METADATA (the default) their identity, status
                                 and components; DETAILED also every file; STATUS only their
                                 identity and status.
         SHADOWS                 Lists shadow copies: ALL, the SET of the given ID, or the one
                                 shadow copy of the given ID.
-        PROVIDERS               Lists the registered shadow copy providers.",
-        examples: &["list writers status", "list shadows all", "list shadows set %VSS_SHADOW_SET%", "list providers"],
+        PROVIDERS               Lists the registered shadow copy providers.
+        --json                  (diskshadow extension) Lists the same selection as JSON, for
+                                machine readers; the writers as their status.",
+        examples: &["list writers status", "list shadows all", "list shadows set %VSS_SHADOW_SET%", "list providers", "list shadows all --json"],
     },
     CommandSpec {
         name: "delete shadows",

@@ -129,7 +129,11 @@ impl<'s> Lowering<'s> {
                 let sub = inner
                     .next()
                     .ok_or_else(|| self.internal(whole, "list subject"))?;
-                Command::List(self.list(sub)?)
+                let list = self.list(sub)?;
+                let json = inner
+                    .next()
+                    .is_some_and(|pair| pair.as_rule() == Rule::json_switch);
+                Command::List { list, json }
             }
             Rule::delete_shadows => {
                 let selector = inner
