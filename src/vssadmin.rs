@@ -330,8 +330,15 @@ pub fn run(
     };
     match result {
         Ok(()) => outcome,
-        Err(Failure::Usage(message)) => outcome.fail(2, message),
-        Err(Failure::Service(error)) => {
+        Err(failure) => failed(outcome, failure),
+    }
+}
+
+/// A failed command's outcome: a usage error exits 2, a service error 1 with its code and help.
+fn failed(outcome: Outcome, failure: Failure) -> Outcome {
+    match failure {
+        Failure::Usage(message) => outcome.fail(2, message),
+        Failure::Service(error) => {
             let mut message = format!("Error: {}", error.message);
             if let Some(code) = error.code {
                 message.push_str(&format!(" [{code}]"));
@@ -442,14 +449,7 @@ fn list_json(
             1,
             format!("Error: the listing cannot be written as JSON: {error}"),
         ),
-        Err(Failure::Usage(message)) => outcome.fail(2, message),
-        Err(Failure::Service(error)) => {
-            let mut message = format!("Error: {}", error.message);
-            if let Some(code) = error.code {
-                message.push_str(&format!(" [{code}]"));
-            }
-            outcome.fail(1, message)
-        }
+        Err(failure) => failed(outcome, failure),
     }
 }
 

@@ -195,55 +195,45 @@ fn exec_passes_every_argument() {
 
 #[test]
 fn list_in_every_form() {
-    let list =
-        |subject: &str, json: bool| format!(r#"{{"List":{{"list":{subject},"json":{json}}}}}"#);
-    assert_eq!(
-        ast("list writers"),
-        list(r#"{"Writers":"Metadata"}"#, false)
-    );
-    assert_eq!(
-        ast("list writers metadata"),
-        list(r#"{"Writers":"Metadata"}"#, false)
-    );
-    assert_eq!(
-        ast("list writers detailed"),
-        list(r#"{"Writers":"Detailed"}"#, false)
-    );
-    assert_eq!(
-        ast("list writers status"),
-        list(r#"{"Writers":"Status"}"#, false)
-    );
-    assert_eq!(ast("list shadows all"), list(r#"{"Shadows":"All"}"#, false));
-    assert_eq!(
-        ast("list shadows set %VSS_SHADOW_SET%"),
-        list(r#"{"Shadows":{"Set":{"text":"%VSS_SHADOW_SET%"}}}"#, false)
-    );
-    assert_eq!(
-        ast("list shadows id {ff47165a-1946-4a0c-b7f4-80f46a309278}"),
-        list(
+    // (line, the listed subject, whether diskshadow's own `--json` was given)
+    let cases = [
+        ("list writers", r#"{"Writers":"Metadata"}"#, false),
+        ("list writers metadata", r#"{"Writers":"Metadata"}"#, false),
+        ("list writers detailed", r#"{"Writers":"Detailed"}"#, false),
+        ("list writers status", r#"{"Writers":"Status"}"#, false),
+        ("list shadows all", r#"{"Shadows":"All"}"#, false),
+        (
+            "list shadows set %VSS_SHADOW_SET%",
+            r#"{"Shadows":{"Set":{"text":"%VSS_SHADOW_SET%"}}}"#,
+            false,
+        ),
+        (
+            "list shadows id {ff47165a-1946-4a0c-b7f4-80f46a309278}",
             r#"{"Shadows":{"Id":{"text":"{ff47165a-1946-4a0c-b7f4-80f46a309278}"}}}"#,
-            false
-        )
-    );
-    assert_eq!(ast("list providers"), list(r#""Providers""#, false));
-    // diskshadow's own `--json` after any form.
-    assert_eq!(
-        ast("list writers --json"),
-        list(r#"{"Writers":"Metadata"}"#, true)
-    );
-    assert_eq!(
-        ast("LIST WRITERS STATUS --JSON"),
-        list(r#"{"Writers":"Status"}"#, true)
-    );
-    assert_eq!(
-        ast("list shadows all --json"),
-        list(r#"{"Shadows":"All"}"#, true)
-    );
-    assert_eq!(
-        ast("list shadows set %VSS_SHADOW_SET% --json"),
-        list(r#"{"Shadows":{"Set":{"text":"%VSS_SHADOW_SET%"}}}"#, true)
-    );
-    assert_eq!(ast("list providers --json"), list(r#""Providers""#, true));
+            false,
+        ),
+        ("list providers", r#""Providers""#, false),
+        ("list writers --json", r#"{"Writers":"Metadata"}"#, true),
+        (
+            "LIST WRITERS STATUS --JSON",
+            r#"{"Writers":"Status"}"#,
+            true,
+        ),
+        ("list shadows all --json", r#"{"Shadows":"All"}"#, true),
+        (
+            "list shadows set %VSS_SHADOW_SET% --json",
+            r#"{"Shadows":{"Set":{"text":"%VSS_SHADOW_SET%"}}}"#,
+            true,
+        ),
+        ("list providers --json", r#""Providers""#, true),
+    ];
+    for (line, subject, json) in cases {
+        assert_eq!(
+            ast(line),
+            format!(r#"{{"List":{{"list":{subject},"json":{json}}}}}"#),
+            "{line}"
+        );
+    }
 }
 
 #[test]

@@ -9,22 +9,34 @@ use diskshadow::service::ShadowService;
 use diskshadow::session::render::TimeZoneChoice;
 use diskshadow::vssadmin;
 
-#[test]
-fn vssadmin_commands_over_the_same_store() {
-    let work = support::scratch("vssadmin");
+/// A scratch store in `name` with an in-process service and C: mapped to an image of `size`
+/// bytes; `directives` (`#! writer …`) are applied first.
+fn service_with_drive_c(
+    name: &str,
+    size: u64,
+    directives: &str,
+) -> (std::path::PathBuf, LocalService) {
+    let work = support::scratch(name);
     let image = work.join("system.img");
     std::fs::File::create(&image)
-        .and_then(|file| file.set_len(2 << 30))
+        .and_then(|file| file.set_len(size))
         .expect("image");
-    support::apply_directives(
-        "#! writer journal.toml Journal_Writer {6f1b9d7e-3c2a-4e5f-9a8b-1c2d3e4f5a6b} --component journal=C:",
-        &work,
-    );
+    support::apply_directives(directives, &work);
     let engine = support::open_engine(&work.join("store"));
     let mut service = LocalService::with_core(support::service_core(engine), RequesterId(7));
     service
         .map_drive('C', DriveTarget::Volume(image))
         .expect("drive map");
+    (work, service)
+}
+
+#[test]
+fn vssadmin_commands_over_the_same_store() {
+    let (work, mut service) = service_with_drive_c(
+        "vssadmin",
+        2 << 30,
+        "#! writer journal.toml Journal_Writer {6f1b9d7e-3c2a-4e5f-9a8b-1c2d3e4f5a6b} --component journal=C:",
+    );
     let zone = TimeZoneChoice::Fixed(FixedOffset::east_opt(0).expect("UTC"));
     let lines = [
         ("", "list shadows"),
@@ -108,16 +120,7 @@ fn vssadmin_commands_over_the_same_store() {
 
 #[test]
 fn fidelity_vssadmin_list_json_takes_the_same_switches_and_prints_no_banner() {
-    let work = support::scratch("vssadmin-json");
-    let image = work.join("system.img");
-    std::fs::File::create(&image)
-        .and_then(|file| file.set_len(64 << 20))
-        .expect("image");
-    let engine = support::open_engine(&work.join("store"));
-    let mut service = LocalService::with_core(support::service_core(engine), RequesterId(7));
-    service
-        .map_drive('C', DriveTarget::Volume(image))
-        .expect("drive map");
+    let (work, mut service) = service_with_drive_c("vssadmin-json", 64 << 20, "");
     let zone = TimeZoneChoice::Fixed(FixedOffset::east_opt(0).expect("UTC"));
     let mut run = |line: &str| {
         let arguments: Vec<String> = line.split_whitespace().map(str::to_string).collect();
