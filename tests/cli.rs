@@ -1480,3 +1480,31 @@ fn fidelity_lf_chop_reads_an_lf_only_script_as_windows_does_when_asked() {
     assert!(crlf.status.success());
     assert!(String::from_utf8_lossy(&crlf.stdout).contains("Verbose: on"));
 }
+
+/// Through the service process, `set verbose on` shows what DiskShadow shows (the writer's
+/// inclusion) and `set trace on` the writer trace (each event sent, each reply).
+#[test]
+fn fidelity_the_writer_trace_crosses_the_service_only_with_set_trace_on() {
+    for (setting, traced) in [("set verbose on", false), ("set trace on", true)] {
+        let (_work, _store, _record, mut child) = spawn_step_mode_create(setting, None);
+        drop(child.stdin.take());
+        let output = child.wait_with_output().expect("diskshadow ends");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{setting}: {stdout}");
+        assert_eq!(
+            stdout.contains("Sent identify to writer \"Step Writer\"."),
+            traced,
+            "{setting}: {stdout}"
+        );
+        assert_eq!(
+            stdout.contains("Writer \"Step Writer\" answered freeze in "),
+            traced,
+            "{setting}: {stdout}"
+        );
+        assert_eq!(
+            stdout.contains("* Including writer \"Step Writer\":"),
+            !traced,
+            "{setting}: {stdout}"
+        );
+    }
+}
