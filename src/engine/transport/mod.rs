@@ -3,7 +3,8 @@
 //! 1. `Manifest.xml`: UTF-16LE without BOM, DiskShadow's attribute style
 //!    (`Name = 'value'`, single quotes, spaces around `=`, spaces in writer names as `%s`);
 //! 2. `BCDocument.xml`: the backup components document, only when writers took part;
-//! 3. `WM0.xml` … `WMn.xml`: one writer metadata document per writer (reference §3.7);
+//! 3. `WM0.xml` … `WMn.xml`: one writer metadata document per writer that took part, the
+//!    excluded ones too, as DiskShadow writes them (reference §3.7);
 //! 4. `DisXXXX.tmp`: the DiskShadow log.
 //!
 //! **Invariant:** what [`write_metadata_cab`] writes, [`read_metadata_cab`] reads back
