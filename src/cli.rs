@@ -28,6 +28,12 @@ pub struct Cli {
     #[arg(short = 's', long = "script", num_args = 1.., value_name = "SCRIPT [PARAM]...", allow_hyphen_values = false)]
     pub script: Vec<String>,
 
+    /// Drop the last character of each line of a script with LF-only line ends, as Windows'
+    /// DiskShadow does (for scripts written with a sacrificial character at each line's end);
+    /// also DISKSHADOW_LF_CHOP=1. Off by default; a CR LF script is read as it is.
+    #[arg(long = "lf-chop")]
+    pub lf_chop: bool,
+
     /// Parse SCRIPT only and report every syntax error (exit status 2 if any).
     #[arg(long, value_name = "SCRIPT", conflicts_with = "script")]
     pub check: Option<PathBuf>,

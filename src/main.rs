@@ -47,7 +47,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> i32 {
     if let Some(script) = &cli.check {
-        return check(script);
+        return check(script, lf_chop(&cli));
     }
     let store = vssadmin::default_store(cli.store.clone());
     match cli.command {
@@ -426,10 +426,27 @@ fn with_service(
     }
 }
 
-/// A script file as text: UTF-8 (a BOM allowed) or UTF-16 with a BOM.
-fn read_script(path: &Path) -> Result<String, String> {
+/// Whether scripts lose the last character of each LF-ended line, as on Windows: `--lf-chop`
+/// or `DISKSHADOW_LF_CHOP=1`.
+fn lf_chop(cli: &Cli) -> bool {
+    cli.lf_chop || std::env::var_os("DISKSHADOW_LF_CHOP").is_some_and(|value| value == "1")
+}
+
+/// A script as text: UTF-8 (a BOM allowed) or UTF-16 with a BOM; with `lf_chop`, as Windows
+/// reads an LF-only script (see [`syntax::chop_lf_only_lines`]).
+fn decode_script(bytes: &[u8], lf_chop: bool) -> Result<String, String> {
+    let source = syntax::decode_script(bytes).map_err(|error| error.to_string())?;
+    Ok(if lf_chop {
+        syntax::chop_lf_only_lines(&source)
+    } else {
+        source
+    })
+}
+
+/// A script file as text (see [`decode_script`]).
+fn read_script(path: &Path, lf_chop: bool) -> Result<String, String> {
     let bytes = std::fs::read(path).map_err(|error| error.to_string())?;
-    syntax::decode_script(&bytes).map_err(|error| error.to_string())
+    decode_script(&bytes, lf_chop)
 }
 
 fn base_dir() -> PathBuf {
@@ -437,8 +454,8 @@ fn base_dir() -> PathBuf {
 }
 
 /// `--check`: every syntax error of a script, exit status 2 if there is any.
-fn check(script: &Path) -> i32 {
-    let source = match read_script(script) {
+fn check(script: &Path, lf_chop: bool) -> i32 {
+    let source = match read_script(script, lf_chop) {
         Ok(source) => source,
         Err(error) => {
             eprintln!("error: {} cannot be read: {error}", script.display());
@@ -482,7 +499,7 @@ fn shell(cli: &Cli, store: &Path) -> i32 {
         None => None,
     };
     let script = match cli.script.split_first() {
-        Some((path, parameters)) => match read_script(Path::new(path)) {
+        Some((path, parameters)) => match read_script(Path::new(path), lf_chop(cli)) {
             Ok(source) => Some((path.clone(), source, parameters.to_vec())),
             Err(error) => {
                 eprintln!("error: the script {path} cannot be read: {error}");
@@ -497,7 +514,7 @@ fn shell(cli: &Cli, store: &Path) -> i32 {
             eprintln!("error: standard input cannot be read: {error}");
             return exit_status::USAGE;
         }
-        match syntax::decode_script(&bytes) {
+        match decode_script(&bytes, lf_chop(cli)) {
             Ok(source) => Some(source),
             Err(error) => {
                 eprintln!("error: standard input cannot be read: {error}");
@@ -520,6 +537,12 @@ fn shell(cli: &Cli, store: &Path) -> i32 {
     }
     let service = match connect::connect(store) {
         Ok(service) => service,
+        // Refused by the store's access control: the shell still starts, and the first
+        // command that needs the service fails, as DiskShadow fails at `add volume`.
+        Err(error) if error.code == Some(diskshadow::engine::vss::VssCode::E_ACCESSDENIED) => {
+            Box::new(diskshadow::service::refused::RefusedService::new(error))
+                as Box<dyn ShadowService>
+        }
         Err(error) => {
             let mut text = format!("error: {error}");
             if let Some(help) = &error.help {

@@ -6,7 +6,7 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use crate::engine::ids::{parse_guid, ShadowId, ShadowSetId};
-use crate::engine::model::{CreateVolume, ShadowInfo, VolumeInfo};
+use crate::engine::model::{CreateVolume, ShadowInfo, StorageInfo, VolumeInfo};
 use crate::engine::vss::{providers, Attributes, Context, VssCode, WriterState};
 use crate::service::{CreateRequest, ServiceError, ServiceObserver, ShadowService, SilentObserver};
 use crate::session::render::TimeZoneChoice;
@@ -272,6 +272,14 @@ pub fn run(
     confirm: &mut dyn BufRead,
 ) -> Outcome {
     let mut outcome = Outcome::default();
+    // `list … --json` (diskshadow's own switch): the listing as JSON, for machine readers,
+    // with no banner.
+    if arguments.len() >= 2
+        && arguments[0].eq_ignore_ascii_case("list")
+        && arguments[2..].iter().any(|word| word == "--json")
+    {
+        return list_json(service, arguments, base_dir, outcome);
+    }
     for line in BANNER {
         outcome.out(line);
     }
@@ -322,8 +330,15 @@ pub fn run(
     };
     match result {
         Ok(()) => outcome,
-        Err(Failure::Usage(message)) => outcome.fail(2, message),
-        Err(Failure::Service(error)) => {
+        Err(failure) => failed(outcome, failure),
+    }
+}
+
+/// A failed command's outcome: a usage error exits 2, a service error 1 with its code and help.
+fn failed(outcome: Outcome, failure: Failure) -> Outcome {
+    match failure {
+        Failure::Usage(message) => outcome.fail(2, message),
+        Failure::Service(error) => {
             let mut message = format!("Error: {}", error.message);
             if let Some(code) = error.code {
                 message.push_str(&format!(" [{code}]"));
@@ -370,13 +385,80 @@ fn resolve(
     Ok(service.resolve_volume(spec, base_dir)?)
 }
 
-fn list_shadows(
+/// `vssadmin list shadows|providers|volumes|shadowstorage|writers … --json`: what the listing
+/// shows, with the same switches, as one JSON array.
+fn list_json(
+    service: &mut dyn ShadowService,
+    arguments: &[String],
+    base_dir: &Path,
+    mut outcome: Outcome,
+) -> Outcome {
+    let verb = format!(
+        "{} {}",
+        arguments[0].to_ascii_lowercase(),
+        arguments[1].to_ascii_lowercase()
+    );
+    let rest: Vec<String> = arguments[2..]
+        .iter()
+        .filter(|word| *word != "--json")
+        .cloned()
+        .collect();
+    let switches = match Switches::parse(&rest) {
+        Ok(switches) => switches,
+        Err(message) => return outcome.fail(2, message),
+    };
+    let no_switches = |switches: &Switches| switches.check_allowed(&[]).map_err(Failure::Usage);
+    let value: Result<serde_json::Value, Failure> = (|| {
+        let to_value = |value: serde_json::Result<serde_json::Value>| {
+            value.map_err(|error| {
+                Failure::Service(ServiceError::io(format!(
+                    "the listing cannot be written as JSON: {error}"
+                )))
+            })
+        };
+        match verb.as_str() {
+            "list shadows" => to_value(serde_json::to_value(filtered_shadows(
+                service, &switches, base_dir,
+            )?)),
+            "list providers" => {
+                no_switches(&switches)?;
+                to_value(serde_json::to_value(service.providers()?))
+            }
+            "list volumes" => {
+                no_switches(&switches)?;
+                to_value(serde_json::to_value(service.volumes()?))
+            }
+            "list shadowstorage" => to_value(serde_json::to_value(filtered_storage(
+                service, &switches, base_dir,
+            )?)),
+            "list writers" => {
+                no_switches(&switches)?;
+                to_value(serde_json::to_value(service.writer_statuses()?))
+            }
+            _ => Err(Failure::Usage(format!(
+                "Error: --json is taken by the list commands only, not by `{verb}`."
+            ))),
+        }
+    })();
+    match value.map(|value| serde_json::to_string_pretty(&value)) {
+        Ok(Ok(text)) => {
+            outcome.stdout.extend(text.lines().map(str::to_string));
+            outcome
+        }
+        Ok(Err(error)) => outcome.fail(
+            1,
+            format!("Error: the listing cannot be written as JSON: {error}"),
+        ),
+        Err(failure) => failed(outcome, failure),
+    }
+}
+
+/// The shadows `list shadows` shows: all, or those `/For=`, `/Shadow=` and `/Set=` select.
+fn filtered_shadows(
     service: &mut dyn ShadowService,
     switches: &Switches,
     base_dir: &Path,
-    zone: TimeZoneChoice,
-    outcome: &mut Outcome,
-) -> Result<(), Failure> {
+) -> Result<Vec<ShadowInfo>, Failure> {
     switches
         .check_allowed(&["for", "shadow", "set"])
         .map_err(Failure::Usage)?;
@@ -391,6 +473,17 @@ fn list_shadows(
     if let Some(id) = switches.guid("set")?.map(ShadowSetId) {
         shadows.retain(|shadow| shadow.set_id == id);
     }
+    Ok(shadows)
+}
+
+fn list_shadows(
+    service: &mut dyn ShadowService,
+    switches: &Switches,
+    base_dir: &Path,
+    zone: TimeZoneChoice,
+    outcome: &mut Outcome,
+) -> Result<(), Failure> {
+    let shadows = filtered_shadows(service, switches, base_dir)?;
     if shadows.is_empty() {
         outcome.out("No items found that satisfy the query.");
         return Ok(());
@@ -552,12 +645,12 @@ fn list_volumes(
     Ok(())
 }
 
-fn list_storage(
+/// The associations `list shadowstorage` shows: all, or the one `/For=` or `/On=` names.
+fn filtered_storage(
     service: &mut dyn ShadowService,
     switches: &Switches,
     base_dir: &Path,
-    outcome: &mut Outcome,
-) -> Result<(), Failure> {
+) -> Result<Vec<StorageInfo>, Failure> {
     switches
         .check_allowed(&["for", "on"])
         .map_err(Failure::Usage)?;
@@ -565,11 +658,20 @@ fn list_storage(
         Some(spec) => Some(resolve(service, spec, base_dir)?.id),
         None => None,
     };
-    let storage: Vec<_> = service
+    Ok(service
         .storage()?
         .into_iter()
         .filter(|entry| filter.is_none_or(|id| entry.volume.id == id))
-        .collect();
+        .collect())
+}
+
+fn list_storage(
+    service: &mut dyn ShadowService,
+    switches: &Switches,
+    base_dir: &Path,
+    outcome: &mut Outcome,
+) -> Result<(), Failure> {
+    let storage = filtered_storage(service, switches, base_dir)?;
     if storage.is_empty() {
         outcome.out("No items found that satisfy the query.");
     }

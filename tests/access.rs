@@ -116,15 +116,24 @@ fn every_entry(directory: &Path, found: &mut Vec<PathBuf>) {
     }
 }
 
-#[test]
-fn access_other_users_are_refused_until_the_allow_list_names_them() {
+/// A scratch directory `name` others can traverse, holding a store whose service its owner
+/// (root) started with a `list shadows all`; `None` (the test skips) when not run as root.
+fn store_served_to_its_owner(name: &str) -> Option<(PathBuf, PathBuf)> {
     if !is_root() {
-        return;
+        return None;
     }
-    let work = open_scratch("access-peer-check");
+    let work = open_scratch(name);
     let store = work.join("store");
     let listed = run(&store, &work, None, &[], "list shadows all\n");
     assert!(listed.status.success(), "{}", text(&listed));
+    Some((work, store))
+}
+
+#[test]
+fn access_other_users_are_refused_until_the_allow_list_names_them() {
+    let Some((work, store)) = store_served_to_its_owner("access-peer-check") else {
+        return;
+    };
     // Made with umask 000, and still private.
     assert_eq!(mode(&store), 0o700);
     assert_eq!(mode(&store.join("service.sock")), 0o600);
@@ -181,6 +190,37 @@ fn access_other_users_are_refused_until_the_allow_list_names_them() {
         text(&accepted).contains("Number of shadow copies listed: 0"),
         "{}",
         text(&accepted)
+    );
+    stop_service(&store, &work);
+}
+
+#[test]
+fn access_a_refused_requester_fails_at_add_volume_as_diskshadow_does() {
+    let Some((work, store)) = store_served_to_its_owner("access-add-volume") else {
+        return;
+    };
+    // The settings run; `add volume`, the first command that needs the service, fails in
+    // DiskShadow's words, and the script stops there.
+    let refused = run(
+        &store,
+        &work,
+        Some(NOBODY),
+        &[],
+        "set context persistent\nadd volume data.img\ncreate\n",
+    );
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    let stdout = String::from_utf8_lossy(&refused.stdout);
+    assert!(
+        stdout.contains(
+            "-> set context persistent\n-> add volume data.img\n\nCOM call \"(*vssObject)->InitializeForBackup\" failed.\n"
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("-> create"), "{stdout}");
+    assert!(
+        text(&refused).contains("E_ACCESSDENIED"),
+        "{}",
+        text(&refused)
     );
     stop_service(&store, &work);
 }

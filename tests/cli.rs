@@ -1421,3 +1421,90 @@ fn step_mode_aborts_at_the_freeze_deadline_unless_asked_to_hold() {
     assert!(!text.contains("aborting the shadow copy set"), "{text}");
     assert!(status.is_some(), "not killed: {text}");
 }
+
+#[test]
+fn fidelity_lf_chop_reads_an_lf_only_script_as_windows_does_when_asked() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let store = work.path().join("store");
+    // Written for Windows' DiskShadow: each LF-ended line carries a sacrificial last character.
+    let script = work.path().join("chop.dsh");
+    fs::write(
+        &script,
+        "set verbose on.\nset context persistent nowriters_\n\nset \n",
+    )
+    .expect("script");
+    let plain = diskshadow(&store)
+        .arg("-s")
+        .arg(&script)
+        .output()
+        .expect("runs");
+    assert_eq!(
+        plain.status.code(),
+        Some(2),
+        "off by default: the characters are read"
+    );
+    for chop in [
+        diskshadow(&store)
+            .arg("--lf-chop")
+            .arg("-s")
+            .arg(&script)
+            .output(),
+        diskshadow(&store)
+            .env("DISKSHADOW_LF_CHOP", "1")
+            .arg("-s")
+            .arg(&script)
+            .output(),
+    ] {
+        let chop = chop.expect("runs");
+        let stdout = String::from_utf8_lossy(&chop.stdout);
+        assert!(
+            chop.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&chop.stderr)
+        );
+        assert!(stdout.contains("-> set verbose on\n"), "{stdout}");
+        assert!(
+            stdout.contains("-> set context persistent nowriters\n"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("Verbose: on"), "{stdout}");
+    }
+    // A CR LF script has real line ends: nothing is dropped.
+    fs::write(&script, "set verbose on\r\nset\r\n").expect("script");
+    let crlf = diskshadow(&store)
+        .arg("--lf-chop")
+        .arg("-s")
+        .arg(&script)
+        .output()
+        .expect("runs");
+    assert!(crlf.status.success());
+    assert!(String::from_utf8_lossy(&crlf.stdout).contains("Verbose: on"));
+}
+
+/// Through the service process, `set verbose on` shows what DiskShadow shows (the writer's
+/// inclusion) and `set trace on` the writer trace (each event sent, each reply).
+#[test]
+fn fidelity_the_writer_trace_crosses_the_service_only_with_set_trace_on() {
+    for (setting, traced) in [("set verbose on", false), ("set trace on", true)] {
+        let (_work, _store, _record, mut child) = spawn_step_mode_create(setting, None);
+        drop(child.stdin.take());
+        let output = child.wait_with_output().expect("diskshadow ends");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{setting}: {stdout}");
+        assert_eq!(
+            stdout.contains("Sent identify to writer \"Step Writer\"."),
+            traced,
+            "{setting}: {stdout}"
+        );
+        assert_eq!(
+            stdout.contains("Writer \"Step Writer\" answered freeze in "),
+            traced,
+            "{setting}: {stdout}"
+        );
+        assert_eq!(
+            stdout.contains("* Including writer \"Step Writer\":"),
+            !traced,
+            "{setting}: {stdout}"
+        );
+    }
+}

@@ -180,8 +180,10 @@ fn coordinator_releasing_a_requester_removes_the_overlays_of_its_volatile_shadow
     assert_store_clean(&mut other);
 }
 
+/// As DiskShadow, a metadata file that cannot be written does not undo the set: the shadow
+/// stays with its overlay, and the outcome says why the file is missing.
 #[test]
-fn coordinator_a_set_whose_metadata_file_cannot_be_written_leaves_no_shadow_and_no_overlay() {
+fn coordinator_a_set_whose_metadata_file_cannot_be_written_is_kept_with_its_overlay() {
     if !writers_available() {
         return;
     }
@@ -204,17 +206,27 @@ fn coordinator_a_set_whose_metadata_file_cannot_be_written_leaves_no_shadow_and_
         step: false,
         default_metadata: None,
     };
-    let error = service
+    let outcome = service
         .create(&request, &mut SilentObserver)
-        .expect_err("the metadata file cannot be written");
+        .expect("the set is created all the same");
+    let reason = outcome
+        .metadata_error
+        .as_deref()
+        .expect("the outcome says why the metadata file is missing");
     assert!(
-        error.message.contains("was not written"),
-        "the error names the metadata file: {error:?}"
+        reason.contains("no-such-directory/backup.cab"),
+        "the reason names the metadata file: {reason}"
     );
+    assert!(outcome.metadata_files.is_empty());
+    let shadow = outcome.set.shadows[0].id;
+    assert!(core.engine.shadow(shadow).is_some(), "the shadow is kept");
     assert!(
-        core.engine.shadows().is_empty(),
-        "no shadow of the set remains"
+        !overlays(&work).is_empty(),
+        "its repaired overlay lives as long as it does"
     );
+    service
+        .delete_shadows(&DeleteSelector::Set(outcome.set.set_id))
+        .expect("delete");
     assert_eq!(overlays(&work), Vec::<String>::new());
     assert_store_clean(&mut service);
 }

@@ -164,7 +164,7 @@ fn inbox_postgresql_shadow_starts_as_a_second_server_with_every_committed_transa
         &volume.store,
         &work,
         "create.dsh",
-        "set context persistent\nset verbose on\nadd volume pg.img alias p\ncreate\nlist writers status\n",
+        "set context persistent\nset verbose on\nset trace on\nadd volume pg.img alias p\ncreate\nlist writers status\n",
     );
     let created_in = started.elapsed();
     let sent_after = load.finish() + 1;

@@ -195,29 +195,45 @@ fn exec_passes_every_argument() {
 
 #[test]
 fn list_in_every_form() {
-    assert_eq!(ast("list writers"), r#"{"List":{"Writers":"Metadata"}}"#);
-    assert_eq!(
-        ast("list writers metadata"),
-        r#"{"List":{"Writers":"Metadata"}}"#
-    );
-    assert_eq!(
-        ast("list writers detailed"),
-        r#"{"List":{"Writers":"Detailed"}}"#
-    );
-    assert_eq!(
-        ast("list writers status"),
-        r#"{"List":{"Writers":"Status"}}"#
-    );
-    assert_eq!(ast("list shadows all"), r#"{"List":{"Shadows":"All"}}"#);
-    assert_eq!(
-        ast("list shadows set %VSS_SHADOW_SET%"),
-        r#"{"List":{"Shadows":{"Set":{"text":"%VSS_SHADOW_SET%"}}}}"#
-    );
-    assert_eq!(
-        ast("list shadows id {ff47165a-1946-4a0c-b7f4-80f46a309278}"),
-        r#"{"List":{"Shadows":{"Id":{"text":"{ff47165a-1946-4a0c-b7f4-80f46a309278}"}}}}"#
-    );
-    assert_eq!(ast("list providers"), r#"{"List":"Providers"}"#);
+    // (line, the listed subject, whether diskshadow's own `--json` was given)
+    let cases = [
+        ("list writers", r#"{"Writers":"Metadata"}"#, false),
+        ("list writers metadata", r#"{"Writers":"Metadata"}"#, false),
+        ("list writers detailed", r#"{"Writers":"Detailed"}"#, false),
+        ("list writers status", r#"{"Writers":"Status"}"#, false),
+        ("list shadows all", r#"{"Shadows":"All"}"#, false),
+        (
+            "list shadows set %VSS_SHADOW_SET%",
+            r#"{"Shadows":{"Set":{"text":"%VSS_SHADOW_SET%"}}}"#,
+            false,
+        ),
+        (
+            "list shadows id {ff47165a-1946-4a0c-b7f4-80f46a309278}",
+            r#"{"Shadows":{"Id":{"text":"{ff47165a-1946-4a0c-b7f4-80f46a309278}"}}}"#,
+            false,
+        ),
+        ("list providers", r#""Providers""#, false),
+        ("list writers --json", r#"{"Writers":"Metadata"}"#, true),
+        (
+            "LIST WRITERS STATUS --JSON",
+            r#"{"Writers":"Status"}"#,
+            true,
+        ),
+        ("list shadows all --json", r#"{"Shadows":"All"}"#, true),
+        (
+            "list shadows set %VSS_SHADOW_SET% --json",
+            r#"{"Shadows":{"Set":{"text":"%VSS_SHADOW_SET%"}}}"#,
+            true,
+        ),
+        ("list providers --json", r#""Providers""#, true),
+    ];
+    for (line, subject, json) in cases {
+        assert_eq!(
+            ast(line),
+            format!(r#"{{"List":{{"list":{subject},"json":{json}}}}}"#),
+            "{line}"
+        );
+    }
 }
 
 #[test]

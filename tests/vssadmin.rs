@@ -9,22 +9,34 @@ use diskshadow::service::ShadowService;
 use diskshadow::session::render::TimeZoneChoice;
 use diskshadow::vssadmin;
 
-#[test]
-fn vssadmin_commands_over_the_same_store() {
-    let work = support::scratch("vssadmin");
+/// A scratch store in `name` with an in-process service and C: mapped to an image of `size`
+/// bytes; `directives` (`#! writer …`) are applied first.
+fn service_with_drive_c(
+    name: &str,
+    size: u64,
+    directives: &str,
+) -> (std::path::PathBuf, LocalService) {
+    let work = support::scratch(name);
     let image = work.join("system.img");
     std::fs::File::create(&image)
-        .and_then(|file| file.set_len(2 << 30))
+        .and_then(|file| file.set_len(size))
         .expect("image");
-    support::apply_directives(
-        "#! writer journal.toml Journal_Writer {6f1b9d7e-3c2a-4e5f-9a8b-1c2d3e4f5a6b} --component journal=C:",
-        &work,
-    );
+    support::apply_directives(directives, &work);
     let engine = support::open_engine(&work.join("store"));
     let mut service = LocalService::with_core(support::service_core(engine), RequesterId(7));
     service
         .map_drive('C', DriveTarget::Volume(image))
         .expect("drive map");
+    (work, service)
+}
+
+#[test]
+fn vssadmin_commands_over_the_same_store() {
+    let (work, mut service) = service_with_drive_c(
+        "vssadmin",
+        2 << 30,
+        "#! writer journal.toml Journal_Writer {6f1b9d7e-3c2a-4e5f-9a8b-1c2d3e4f5a6b} --component journal=C:",
+    );
     let zone = TimeZoneChoice::Fixed(FixedOffset::east_opt(0).expect("UTC"));
     let lines = [
         ("", "list shadows"),
@@ -104,6 +116,49 @@ fn vssadmin_commands_over_the_same_store() {
     insta::with_settings!({snapshot_path => "../snapshots/vssadmin", prepend_module_to_snapshot => false, omit_expression => true}, {
         insta::assert_snapshot!("vssadmin", transcript);
     });
+}
+
+#[test]
+fn fidelity_vssadmin_list_json_takes_the_same_switches_and_prints_no_banner() {
+    let (work, mut service) = service_with_drive_c("vssadmin-json", 64 << 20, "");
+    let zone = TimeZoneChoice::Fixed(FixedOffset::east_opt(0).expect("UTC"));
+    let mut run = |line: &str| {
+        let arguments: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+        let mut confirm = std::io::Cursor::new(Vec::new());
+        vssadmin::run(&mut service, &arguments, &work, zone, &mut confirm)
+    };
+    let json = |outcome: &vssadmin::Outcome| -> serde_json::Value {
+        assert_eq!(outcome.status, 0, "{:?}", outcome.stderr);
+        serde_json::from_str(&outcome.stdout.join("\n")).expect("the whole output is JSON")
+    };
+    assert_eq!(json(&run("list shadows --json")), serde_json::json!([]));
+    assert_eq!(run("create shadow /for=C:").status, 0);
+    let shadows = json(&run("list shadows /for=C: --json"));
+    assert_eq!(shadows.as_array().map(Vec::len), Some(1), "{shadows}");
+    let id = shadows[0]["id"].as_str().expect("an ID").to_string();
+    let by_id = json(&run(&format!("list shadows /shadow={id} --json")));
+    assert_eq!(by_id[0]["id"], id.as_str());
+    assert_eq!(
+        json(&run(
+            "List Shadows /Set={00000000-0000-0000-0000-000000000001} --json"
+        )),
+        serde_json::json!([])
+    );
+    let providers = json(&run("list providers --json"));
+    assert!(
+        providers.as_array().is_some_and(|list| list.len() >= 2),
+        "{providers}"
+    );
+    let volumes = json(&run("list volumes --json"));
+    assert_eq!(volumes[0]["drive_letter"], "C", "{volumes}");
+    let storage = json(&run("list shadowstorage /for=C: --json"));
+    assert_eq!(storage.as_array().map(Vec::len), Some(1), "{storage}");
+    assert_eq!(json(&run("list writers --json")), serde_json::json!([]));
+    // Wrong switches fail as without --json, and nothing but the list commands takes it.
+    let bogus = run("list shadows /bogus --json");
+    assert_eq!(bogus.status, 2);
+    assert!(bogus.stdout.is_empty(), "{:?}", bogus.stdout);
+    assert_eq!(run("list providers /for=C: --json").status, 2);
 }
 
 /// `vssadmin` as the first requester of a fresh store starts the service with the `diskshadow`

@@ -109,6 +109,9 @@ pub struct CreateOutcome {
     pub metadata_files: Vec<String>,
     /// The metadata .cab written, if any (`set metadata`, or DiskShadow's default name).
     pub metadata_path: Option<PathBuf>,
+    /// Why the metadata .cab could not be written; the set was created all the same.
+    #[serde(default)]
+    pub metadata_error: Option<String>,
 }
 
 /// What `check-store` found.
@@ -137,15 +140,18 @@ pub struct SuspectShadow {
     pub reason: String,
 }
 
-/// What the service reports while it works on a request: verbose lines (writer inclusion,
-/// events, replies, writer log lines) and progress. The shell renders them; the service never
-/// prints.
+/// What the service reports while it works on a request: verbose lines (writer inclusion and
+/// exclusion), the writer trace (events, replies, writer log lines) and progress. The shell
+/// renders them; the service never prints.
 pub trait ServiceObserver: Send {
-    /// A line for verbose mode (writer selection, each writer event and reply, writer logs).
+    /// A line for verbose mode: what DiskShadow's verbose mode prints (writer inclusion and
+    /// exclusion).
     fn verbose_line(&mut self, line: &str);
+    /// A line of the writer trace (`set trace on`): each event sent, each writer log line.
+    fn trace_line(&mut self, _line: &str) {}
     /// A line shown whatever the verbose setting.
     fn line(&mut self, line: &str);
-    /// A writer answered an event (verbose mode shows it with its latency).
+    /// A writer answered an event (the trace shows it with its latency).
     fn writer_reply(
         &mut self,
         writer: &str,
@@ -157,7 +163,7 @@ pub trait ServiceObserver: Send {
             Ok(()) => "ok".to_string(),
             Err(error) => format!("failed: {error}"),
         };
-        self.verbose_line(&format!(
+        self.trace_line(&format!(
             "Writer \"{writer}\" answered {event} in {} ms: {shown}",
             latency.as_millis()
         ));

@@ -437,7 +437,7 @@ impl CoordinatorObserver for CoordinatorBridge<'_> {
     fn event_sent(&self, writer: &WriterStatus, event: WriterEvent) {
         let line = format!("Sent {event} to writer \"{}\".", writer.name);
         self.record(&line);
-        self.with(|observer| observer.verbose_line(&line));
+        self.with(|observer| observer.trace_line(&line));
     }
 
     fn reply_received(
@@ -463,7 +463,7 @@ impl CoordinatorObserver for CoordinatorBridge<'_> {
     fn writer_log(&self, writer: &str, line: &str) {
         let line = format!("Writer \"{writer}\" log: {line}");
         self.record(&line);
-        self.with(|observer| observer.verbose_line(&line));
+        self.with(|observer| observer.trace_line(&line));
     }
 
     fn protocol_violation(&self, writer: &str, description: &str) {
@@ -475,6 +475,11 @@ impl CoordinatorObserver for CoordinatorBridge<'_> {
     fn verbose(&self, line: &str) {
         self.record(line);
         self.with(|observer| observer.verbose_line(line));
+    }
+
+    fn trace(&self, line: &str) {
+        self.record(line);
+        self.with(|observer| observer.trace_line(line));
     }
 
     fn before_event(
@@ -679,6 +684,7 @@ impl ShadowService for LocalService {
             set: outcome.set,
             metadata_files: outcome.metadata_files,
             metadata_path: outcome.metadata_path,
+            metadata_error: outcome.metadata_error,
         })
     }
 

@@ -12,6 +12,7 @@ pub mod api;
 pub mod error;
 pub mod exposure;
 pub mod local;
+pub mod refused;
 pub mod remote;
 pub mod transport;
 

@@ -152,6 +152,9 @@ impl ServiceObserver for EventObserver<'_> {
     fn verbose_line(&mut self, line: &str) {
         let _ = self.events.send(json!({ "verbose": line }));
     }
+    fn trace_line(&mut self, line: &str) {
+        let _ = self.events.send(json!({ "trace": line }));
+    }
     fn line(&mut self, line: &str) {
         let _ = self.events.send(json!({ "line": line }));
     }
@@ -235,6 +238,8 @@ fn replay(observer: &mut dyn ServiceObserver, event: &Value) -> Option<Value> {
     }
     if let Some(line) = event.get("verbose").and_then(Value::as_str) {
         observer.verbose_line(line);
+    } else if let Some(line) = event.get("trace").and_then(Value::as_str) {
+        observer.trace_line(line);
     } else if let Some(line) = event.get("line").and_then(Value::as_str) {
         observer.line(line);
     } else if let Some(begin) = event.get("progress_begin") {

@@ -93,10 +93,12 @@ impl AliasLookup for SessionAliases<'_> {
     }
 }
 
-/// Renders service reports through the session's console: verbose lines only when verbose.
+/// Renders service reports through the session's console: verbose lines (what DiskShadow's
+/// verbose mode prints) only when verbose, the writer trace only with `set trace on`.
 struct ConsoleObserver<'c> {
     console: &'c mut dyn super::console::Console,
     verbose: bool,
+    trace: bool,
     show_latencies: bool,
     step_hold: bool,
 }
@@ -111,6 +113,7 @@ fn console_observer<'c>(
     ConsoleObserver {
         console,
         verbose: state.verbose,
+        trace: state.trace,
         show_latencies: config.show_latencies,
         step_hold: state.step_hold,
     }
@@ -119,6 +122,11 @@ fn console_observer<'c>(
 impl ServiceObserver for ConsoleObserver<'_> {
     fn verbose_line(&mut self, line: &str) {
         if self.verbose {
+            self.console.out(line);
+        }
+    }
+    fn trace_line(&mut self, line: &str) {
+        if self.trace {
             self.console.out(line);
         }
     }
@@ -141,7 +149,7 @@ impl ServiceObserver for ConsoleObserver<'_> {
         latency: std::time::Duration,
         outcome: Result<(), String>,
     ) {
-        if !self.verbose {
+        if !self.trace {
             return;
         }
         let shown = match outcome {
@@ -276,18 +284,35 @@ fn set(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, Comm
         }
         SetCommand::Option(options) => state.options = *options,
         SetCommand::Verbose(on) => state.verbose = *on,
+        SetCommand::Trace(on) => state.trace = *on,
         SetCommand::Step(setting) => {
             state.step = setting.on;
             state.step_hold = setting.on && setting.hold;
         }
         SetCommand::Metadata(path) => {
             let resolved = session.resolve_file_path(&path.text)?;
-            if resolved.is_dir() {
-                return Err(CommandError::usage(
-                    "set",
-                    format!("{} is a directory", resolved.display()),
-                )
+            // As DiskShadow: a path that names a directory has no file name, and a file in a
+            // read-only directory could never be written; both are refused here, before any
+            // shadow is made. A directory that does not exist fails at `create`.
+            if path.text.ends_with(['\\', '/']) || resolved.is_dir() {
+                session.out("No filename was specified.");
+                return Err(CommandError::new(format!(
+                    "{} names a directory, not a metadata file",
+                    resolved.display()
+                ))
                 .with_help("name a file, for example backup.cab"));
+            }
+            if let Some(directory) = resolved.parent().filter(|parent| parent.is_dir()) {
+                if is_read_only_directory(directory) {
+                    session.out(
+                        "The metadata file name path specifies a directory that is read-only.",
+                    );
+                    return Err(CommandError::new(format!(
+                        "the directory {} is read-only",
+                        directory.display()
+                    ))
+                    .with_help("name a file in a directory you can write to"));
+                }
             }
             if resolved.exists() {
                 session.out("The existing file will be overwritten.");
@@ -296,6 +321,23 @@ fn set(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, Comm
         }
     }
     DONE
+}
+
+/// A directory no metadata file can be written in: the file system is read-only, this user
+/// may not write there, or nobody may (no write bit, which Windows shows as the read-only
+/// attribute; root would otherwise write through it).
+fn is_read_only_directory(directory: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    let no_write_bits = directory
+        .metadata()
+        .is_ok_and(|meta| meta.permissions().mode() & 0o222 == 0);
+    let Ok(name) = std::ffi::CString::new(directory.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `name` is a valid NUL-terminated path for the duration of the call.
+    let not_writable = unsafe { libc::access(name.as_ptr(), libc::W_OK) } != 0;
+    no_write_bits || not_writable
 }
 
 fn settings_listing(state: &SessionState) -> Vec<String> {
@@ -308,6 +350,7 @@ fn settings_listing(state: &SessionState) -> Vec<String> {
         ),
         format!("Options: {}", state.option_words()),
         format!("Verbose: {}", if state.verbose { "on" } else { "off" }),
+        format!("Trace: {}", if state.trace { "on" } else { "off" }),
         format!(
             "Step: {}",
             match (state.step, state.step_hold) {
@@ -392,7 +435,17 @@ fn add(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, Comm
                 })?)),
             };
             let base_dir = session.config.base_dir.clone();
-            let info = session.service.resolve_volume(&volume.text, &base_dir)?;
+            let info = match session.service.resolve_volume(&volume.text, &base_dir) {
+                Ok(info) => info,
+                // A requester the store refuses fails here, in DiskShadow's words: `add
+                // volume` is where it first needs VSS (`InitializeForBackup`).
+                Err(error) if error.code == Some(VssCode::E_ACCESSDENIED) => {
+                    session.out("");
+                    session.out("COM call \"(*vssObject)->InitializeForBackup\" failed.");
+                    return Err(error.into());
+                }
+                Err(error) => return Err(error.into()),
+            };
             // Writes that bypass diskshadow make shadows suspect: say so before any is taken.
             let users = session.service.outside_users(&info).unwrap_or_default();
             if !users.is_empty() {
@@ -516,6 +569,22 @@ fn create(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, C
         "Alias VSS_SHADOW_SET for shadow set ID {} set as environment variable.",
         outcome.set.set_id
     ));
+    if let Some(reason) = &outcome.metadata_error {
+        // DiskShadow keeps the set, says the file is missing in its two lines, and stops.
+        lines.push(
+            "Could not create .cab metadata file. If the metadata file name was specified using"
+                .to_string(),
+        );
+        lines.push("SET METADATA, the file or directory path name may not be valid.".to_string());
+        session.out_lines(lines);
+        session.state.volumes.clear();
+        session.state.last_created_set = Some(outcome.set.set_id);
+        return Err(CommandError::new(format!(
+            "the shadow copy set {} was created without its metadata file: {reason}",
+            outcome.set.set_id
+        ))
+        .with_help("`set metadata` a path in a writable directory for the next set; `list shadows set %VSS_SHADOW_SET%` shows this one"));
+    }
     if session.state.verbose {
         if let Some(path) = &outcome.metadata_path {
             let cab_name = path
@@ -871,9 +940,12 @@ fn reset(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, Co
 }
 
 fn list(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
-    let Command::List(list) = command else {
+    let Command::List { list, json } = command else {
         return Err(mismatch(command));
     };
+    if *json {
+        return list_json(session, list);
+    }
     match list {
         ListCommand::Providers => {
             let providers = session.service.providers()?;
@@ -930,6 +1002,38 @@ fn list(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, Com
             session.out_lines(lines);
         }
     }
+    DONE
+}
+
+/// `list … --json`: the same selection as JSON (the writers as their status), as
+/// `diskshadow list … --json` prints it.
+fn list_json(session: &mut Session<'_>, list: &ListCommand) -> Result<LineOutcome, CommandError> {
+    let value = match list {
+        ListCommand::Providers => serde_json::to_value(session.service.providers()?),
+        ListCommand::Writers(_) => serde_json::to_value(session.service.writer_statuses()?),
+        ListCommand::Shadows(selector) => {
+            let mut shadows = session.service.shadows()?;
+            match selector {
+                ShadowSelector::All => {}
+                ShadowSelector::Set(word) => {
+                    let set = session.set_argument(word, "list")?;
+                    shadows.retain(|shadow| shadow.set_id == set);
+                }
+                ShadowSelector::Id(word) => {
+                    let id = session.shadow_argument(word, "list")?;
+                    shadows.retain(|shadow| shadow.id == id);
+                }
+            }
+            serde_json::to_value(shadows)
+        }
+    };
+    let text = value
+        .and_then(|value| serde_json::to_string_pretty(&value))
+        .map_err(|error| {
+            CommandError::new(format!("the listing cannot be written as JSON: {error}"))
+                .with_code(VssCode::VSS_E_UNEXPECTED)
+        })?;
+    session.out_lines(text.lines().map(str::to_string));
     DONE
 }
 

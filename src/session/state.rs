@@ -33,6 +33,8 @@ pub struct SessionState {
     pub context: Context,
     pub options: OptionSetting,
     pub verbose: bool,
+    /// Extension for writer developers: show each writer event, reply and log line.
+    pub trace: bool,
     /// Extension: pause before each writer event.
     pub step: bool,
     /// Extension (`set step on hold`): a step prompt may keep writers frozen past their

@@ -95,7 +95,11 @@ pub enum Command {
     BeginRestore,
     EndRestore,
     Reset,
-    List(ListCommand),
+    List {
+        list: ListCommand,
+        /// `--json` (diskshadow's own): the same selection as JSON.
+        json: bool,
+    },
     DeleteShadows(DeleteShadows),
     Import,
     Mask {
@@ -157,6 +161,9 @@ pub enum SetCommand {
     Metadata(Word),
     /// Extension for writer developers: `set step on [hold] | off`.
     Step(StepSetting),
+    /// Extension for writer developers: `set trace on | off` shows each writer event, reply
+    /// and writer log line.
+    Trace(bool),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -264,7 +271,7 @@ impl Command {
             Command::BeginBackup | Command::BeginRestore => "begin",
             Command::EndBackup | Command::EndRestore => "end",
             Command::Reset => "reset",
-            Command::List(_) => "list",
+            Command::List { .. } => "list",
             Command::DeleteShadows(_) => "delete shadows",
             Command::Import => "import",
             Command::Mask { .. } => "mask",

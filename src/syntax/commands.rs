@@ -58,7 +58,8 @@ SET CONTEXT {CLIENTACCESSIBLE | PERSISTENT [NOWRITERS] | VOLATILE [NOWRITERS]}
 SET OPTION {[DIFFERENTIAL | PLEX] [TRANSPORTABLE] [[ROLLBACKRECOVER] [TXFRECOVER] | [NOAUTORECOVER]]}
 SET VERBOSE {ON | OFF}
 SET METADATA [<drive>:][<path>]<metadata.cab>
-SET STEP {ON [HOLD] | OFF}",
+SET STEP {ON [HOLD] | OFF}
+SET TRACE {ON | OFF}",
         summary: "Sets the context, options, verbose mode, and metadata file for creating shadow copies.",
         help: "        (no parameter)          Lists all current settings.
         CONTEXT                 Sets the context of the shadow copies to create:
@@ -83,7 +84,10 @@ SET STEP {ON [HOLD] | OFF}",
         STEP                    (diskshadow extension) ON pauses before each writer event; while
                                 writers are frozen the prompt says how long their freeze
                                 deadline has left, and the set is aborted at the deadline
-                                unless HOLD keeps them frozen past it.",
+                                unless HOLD keeps them frozen past it.
+        TRACE                   (diskshadow extension) ON prints each event sent to a writer,
+                                each writer's reply and the lines writers log, for writer
+                                developers.",
         examples: &[
             "set context persistent nowriters",
             "set option differential transportable",
@@ -181,17 +185,19 @@ ADD SHADOW <shadow ID> [<target volume>]",
     },
     CommandSpec {
         name: "list",
-        syntax: "LIST WRITERS [METADATA | DETAILED | STATUS]
-LIST SHADOWS {ALL | SET <set ID> | ID <shadow ID>}
-LIST PROVIDERS",
+        syntax: "LIST WRITERS [METADATA | DETAILED | STATUS] [--json]
+LIST SHADOWS {ALL | SET <set ID> | ID <shadow ID>} [--json]
+LIST PROVIDERS [--json]",
         summary: "Lists writers, shadow copies, or currently registered shadow copy providers that are on the system.",
         help: "        WRITERS                 Lists writers: METADATA (the default) their identity, status
                                 and components; DETAILED also every file; STATUS only their
                                 identity and status.
         SHADOWS                 Lists shadow copies: ALL, the SET of the given ID, or the one
                                 shadow copy of the given ID.
-        PROVIDERS               Lists the registered shadow copy providers.",
-        examples: &["list writers status", "list shadows all", "list shadows set %VSS_SHADOW_SET%", "list providers"],
+        PROVIDERS               Lists the registered shadow copy providers.
+        --json                  (diskshadow extension) Lists the same selection as JSON, for
+                                machine readers; the writers as their status.",
+        examples: &["list writers status", "list shadows all", "list shadows set %VSS_SHADOW_SET%", "list providers", "list shadows all --json"],
     },
     CommandSpec {
         name: "delete shadows",
@@ -412,6 +418,19 @@ pub static USAGE_FORMS: &[UsageForm] = &[
         example: Some("SET STEP ON"),
     },
     UsageForm {
+        command: "set",
+        keyword: "trace",
+        syntax: "SET TRACE { ON | OFF }",
+        options: &[
+            (
+                "ON",
+                "(diskshadow extension) Print each writer event, reply and writer log line.",
+            ),
+            ("OFF", "Do not print them."),
+        ],
+        example: Some("SET TRACE ON"),
+    },
+    UsageForm {
         command: "list",
         keyword: "writers",
         syntax: "LIST WRITERS [ METADATA | DETAILED | STATUS ]",
@@ -569,7 +588,7 @@ mod usage_tests {
         let block = usage_block(spec, "set nonsense");
         assert_eq!(
             block.iter().filter(|line| line.starts_with("SET ")).count(),
-            5
+            6
         );
     }
 }

@@ -129,7 +129,11 @@ impl<'s> Lowering<'s> {
                 let sub = inner
                     .next()
                     .ok_or_else(|| self.internal(whole, "list subject"))?;
-                Command::List(self.list(sub)?)
+                let list = self.list(sub)?;
+                let json = inner
+                    .next()
+                    .is_some_and(|pair| pair.as_rule() == Rule::json_switch);
+                Command::List { list, json }
             }
             Rule::delete_shadows => {
                 let selector = inner
@@ -286,6 +290,7 @@ impl<'s> Lowering<'s> {
             }
             Rule::set_option => SetCommand::Option(self.options(inner)?),
             Rule::set_verbose => SetCommand::Verbose(on_off(inner.next())),
+            Rule::set_trace => SetCommand::Trace(on_off(inner.next())),
             Rule::set_step => {
                 let on = on_off(inner.next());
                 let hold = inner

@@ -76,6 +76,36 @@ pub fn decode_script(bytes: &[u8]) -> Result<String, ScriptDecodeError> {
     })
 }
 
+/// Windows' DiskShadow reads a script as if every line ended in CR LF and drops the character
+/// before the line feed; in a script with LF-only line ends that is the line's last real
+/// character, so such scripts are written with a sacrificial character at each line's end.
+/// This does the same (`--lf-chop`, `DISKSHADOW_LF_CHOP=1`): when the script has no CR LF at
+/// all, each line ended by a line feed loses its last character. A last line with no line feed
+/// has no line end to mistake and is kept whole; a script with CR LF ends is returned as it is.
+///
+/// ```
+/// use diskshadow::syntax::chop_lf_only_lines;
+/// assert_eq!(chop_lf_only_lines("set verbose on.\n\ncreate.\nexit"), "set verbose on\n\ncreate\nexit");
+/// assert_eq!(chop_lf_only_lines("create\r\n"), "create\r\n");
+/// ```
+pub fn chop_lf_only_lines(source: &str) -> String {
+    if source.contains("\r\n") {
+        return source.to_string();
+    }
+    let mut lines: Vec<&str> = source.split('\n').collect();
+    // What follows the last line feed has no line end of its own.
+    let last = lines.pop().unwrap_or_default();
+    let mut chopped = String::with_capacity(source.len());
+    for line in lines {
+        let mut characters = line.chars();
+        characters.next_back();
+        chopped.push_str(characters.as_str());
+        chopped.push('\n');
+    }
+    chopped.push_str(last);
+    chopped
+}
+
 /// The result of [`parse_script`]: every line, every error, every warning.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParsedScript {

@@ -80,6 +80,11 @@ const STEP_ON_OFF: &[Branch] = &[
     ),
     branch("off", Node::End),
 ];
+/// `--json` may end a `list` command (diskshadow's own switch).
+const JSON_SWITCH: Node = Node::Keywords {
+    optional: true,
+    branches: &[branch("--json", Node::End)],
+};
 const BACKUP_RESTORE: &[Branch] = &[branch("backup", Node::End), branch("restore", Node::End)];
 
 pub(crate) static COMMAND_SHAPES: &[CommandShape] = &[
@@ -150,6 +155,13 @@ pub(crate) static COMMAND_SHAPES: &[CommandShape] = &[
                     Node::Keywords {
                         optional: false,
                         branches: STEP_ON_OFF,
+                    },
+                ),
+                branch(
+                    "trace",
+                    Node::Keywords {
+                        optional: false,
+                        branches: ON_OFF,
                     },
                 ),
             ],
@@ -286,9 +298,10 @@ pub(crate) static COMMAND_SHAPES: &[CommandShape] = &[
                     Node::Keywords {
                         optional: true,
                         branches: &[
-                            branch("metadata", Node::End),
-                            branch("detailed", Node::End),
-                            branch("status", Node::End),
+                            branch("metadata", JSON_SWITCH),
+                            branch("detailed", JSON_SWITCH),
+                            branch("status", JSON_SWITCH),
+                            branch("--json", Node::End),
                         ],
                     },
                 ),
@@ -297,25 +310,25 @@ pub(crate) static COMMAND_SHAPES: &[CommandShape] = &[
                     Node::Keywords {
                         optional: false,
                         branches: &[
-                            branch("all", Node::End),
+                            branch("all", JSON_SWITCH),
                             branch(
                                 "set",
                                 Node::Argument {
                                     name: "<set ID>",
-                                    next: &Node::End,
+                                    next: &JSON_SWITCH,
                                 },
                             ),
                             branch(
                                 "id",
                                 Node::Argument {
                                     name: "<shadow ID>",
-                                    next: &Node::End,
+                                    next: &JSON_SWITCH,
                                 },
                             ),
                         ],
                     },
                 ),
-                branch("providers", Node::End),
+                branch("providers", JSON_SWITCH),
             ],
         },
     },

@@ -34,7 +34,10 @@ fn one_of_each_variant() -> Vec<Command> {
         Command::BeginRestore,
         Command::EndRestore,
         Command::Reset,
-        Command::List(ListCommand::Providers),
+        Command::List {
+            list: ListCommand::Providers,
+            json: false,
+        },
         Command::DeleteShadows(DeleteShadows::All),
         Command::Import,
         Command::Mask {
@@ -84,7 +87,7 @@ fn variant_index(command: &Command) -> usize {
         Command::BeginRestore => 9,
         Command::EndRestore => 10,
         Command::Reset => 11,
-        Command::List(_) => 12,
+        Command::List { .. } => 12,
         Command::DeleteShadows(_) => 13,
         Command::Import => 14,
         Command::Mask { .. } => 15,

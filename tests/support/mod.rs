@@ -76,7 +76,7 @@ pub struct Setup {
 }
 
 /// Applies the directives of `source` inside `work`:
-/// `#! image NAME SIZE`, `#! fill NAME OFFSET LENGTH BYTE`, `#! dir NAME`,
+/// `#! image NAME SIZE`, `#! fill NAME OFFSET LENGTH BYTE`, `#! dir NAME [OCTAL MODE]`,
 /// `#! script NAME: COMMAND` (an executable sh script), `#! map X: NAME`, `#! param VALUE`,
 /// `#! env NAME=VALUE`, `#! mode script|transcript|interactive` (interactive: the harness shows
 /// each line after the prompt, as the terminal does).
@@ -105,6 +105,13 @@ pub fn apply_directives(source: &str, work: &Path) -> Setup {
                     .expect("fill");
             }
             ["dir", name] => fs::create_dir_all(work.join(name)).expect("dir"),
+            ["dir", name, mode] => {
+                use std::os::unix::fs::PermissionsExt;
+                let directory = work.join(name);
+                fs::create_dir_all(&directory).expect("dir");
+                let mode = u32::from_str_radix(mode, 8).expect("octal mode");
+                fs::set_permissions(&directory, fs::Permissions::from_mode(mode)).expect("chmod");
+            }
             ["map", letter, name] => setup.maps.push((letter.to_string(), name.to_string())),
             ["param", value] => setup.parameters.push(value.to_string()),
             ["env", assignment] => {

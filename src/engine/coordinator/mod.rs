@@ -67,6 +67,9 @@ pub trait CoordinatorObserver {
     fn protocol_violation(&self, _writer: &str, _description: &str) {}
     /// A line DiskShadow prints in verbose mode (writer inclusion and exclusion).
     fn verbose(&self, _line: &str) {}
+    /// A line of the writer trace for writer developers (not DiskShadow's): what the
+    /// coordinator does around the writers, such as holding a file system's writes.
+    fn trace(&self, _line: &str) {}
     /// Called before each writer event is sent to the participating writers. While writers
     /// are frozen (from Freeze until Thaw is sent), `freeze_left` is what remains of their
     /// freeze deadline: a step prompt must not hold them past it unless asked to.

@@ -95,6 +95,9 @@ pub struct ShadowSetOutcome {
     /// The members of the metadata file written, in order (empty if none was).
     pub metadata_files: Vec<String>,
     pub metadata_path: Option<PathBuf>,
+    /// Why the metadata file could not be written. The set is kept all the same, as
+    /// DiskShadow keeps it: the shadows exist and the requester says the file is missing.
+    pub metadata_error: Option<String>,
 }
 
 /// What one requester holds between its commands.
@@ -495,7 +498,7 @@ impl ShadowCopyCoordinator {
             spec.extra_attributes = spec.extra_attributes.with(Attributes::NO_WRITERS);
         }
         for file_system in &request.flush_mount_points {
-            step_observer.verbose(&format!(
+            step_observer.trace(&format!(
                 "Flushing and holding writes on the file system at {}.",
                 file_system.display()
             ));
@@ -597,27 +600,22 @@ impl ShadowCopyCoordinator {
             _ => None,
         };
         let written_path = request.metadata_path.clone().or(default_path);
-        let metadata_files = match written_path.as_ref() {
-            Some(path) => {
-                let written = self.write_metadata(
-                    path,
-                    request,
-                    &set,
-                    &outcome.session,
-                    &gathered,
-                    step_observer.log_text(),
-                );
-                match written {
-                    Ok(files) => files,
-                    Err(error) => {
-                        let _ = Coordinator::new(&host, &SilentObserver)
-                            .abort(&outcome.session, "the metadata file could not be written");
-                        let _ = self.delete_shadows(&DeleteSelector::Set(set.set_id));
-                        return Err(error);
-                    }
+        let (metadata_files, metadata_error) = match written_path.as_ref() {
+            Some(path) => match self.write_metadata(
+                path,
+                request,
+                &set,
+                &outcome.session,
+                &gathered,
+                step_observer.log_text(),
+            ) {
+                Ok(files) => (files, None),
+                Err(ShadowCopyError::Metadata { source, .. }) => {
+                    (Vec::new(), Some(source.to_string()))
                 }
-            }
-            None => Vec::new(),
+                Err(error) => (Vec::new(), Some(error.to_string())),
+            },
+            None => (Vec::new(), None),
         };
         if let Err(source) = self.engine.finish_creation(set.set_id) {
             let _ = Coordinator::new(&host, &SilentObserver)
@@ -630,6 +628,7 @@ impl ShadowCopyCoordinator {
             set,
             metadata_files,
             metadata_path: written_path,
+            metadata_error,
         })
     }
 
@@ -698,7 +697,7 @@ impl ShadowCopyCoordinator {
             aliases,
             backup_components: (!session.writers.is_empty())
                 .then(|| BackupComponents::from_session(session)),
-            writers: WriterDocument::for_session(session, gathered),
+            writers: WriterDocument::for_identified(gathered),
             log_name: log_file_name(self.ids.new_uuid().as_u128()),
             log,
         };

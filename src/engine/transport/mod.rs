@@ -3,7 +3,8 @@
 //! 1. `Manifest.xml`: UTF-16LE without BOM, DiskShadow's attribute style
 //!    (`Name = 'value'`, single quotes, spaces around `=`, spaces in writer names as `%s`);
 //! 2. `BCDocument.xml`: the backup components document, only when writers took part;
-//! 3. `WM0.xml` … `WMn.xml`: one writer metadata document per writer (reference §3.7);
+//! 3. `WM0.xml` … `WMn.xml`: one writer metadata document per writer that took part, the
+//!    excluded ones too, as DiskShadow writes them (reference §3.7);
 //! 4. `DisXXXX.tmp`: the DiskShadow log.
 //!
 //! **Invariant:** what [`write_metadata_cab`] writes, [`read_metadata_cab`] reads back
@@ -950,20 +951,13 @@ impl BackupComponents {
 }
 
 impl WriterDocument {
-    /// The writer metadata documents of the session's writers, from their gathered metadata.
-    pub fn for_session(
-        session: &crate::engine::coordinator::BackupSession,
-        gathered: &crate::engine::coordinator::GatheredMetadata,
-    ) -> Vec<Self> {
-        session
+    /// One document per writer that took part in the backup, excluded ones too, in the
+    /// order they were identified: DiskShadow writes `WM0.xml` … `WM10.xml` for 11 writers
+    /// whatever the selection kept.
+    pub fn for_identified(gathered: &crate::engine::coordinator::GatheredMetadata) -> Vec<Self> {
+        gathered
             .writers
             .iter()
-            .filter_map(|selected| {
-                gathered
-                    .writers
-                    .iter()
-                    .find(|writer| writer.writer_id == selected.writer_id)
-            })
             .map(|writer| WriterDocument {
                 name: writer.name.clone(),
                 writer_id: writer.writer_id,
