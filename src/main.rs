@@ -19,7 +19,7 @@ use diskshadow::service::{ServiceError, ShadowService};
 use diskshadow::session::console::Console;
 use diskshadow::session::render::TimeZoneChoice;
 use diskshadow::session::{exit_status, render_syntax_error, Mode, Session, SessionConfig};
-use diskshadow::ui::{self, terminal::TerminalConsole};
+use diskshadow::ui::{self, table::plain_table, terminal::TerminalConsole};
 use diskshadow::{connect, syntax, vssadmin};
 
 fn main() -> ExitCode {
@@ -764,13 +764,17 @@ fn volume(service: &mut dyn ShadowService, command: VolumeCommand) -> Result<(),
         }
         VolumeCommand::Attachments => {
             let attachments = service.attachments()?;
-            for (volume, attachment) in &attachments {
-                println!(
-                    "{}  {}  {}",
-                    volume.display_name(),
-                    attachment.name,
-                    attachment.location
-                );
+            if !attachments.is_empty() {
+                let rows = attachments.iter().map(|(volume, attachment)| {
+                    vec![
+                        volume.display_name(),
+                        attachment.name.clone(),
+                        attachment.location.clone(),
+                    ]
+                });
+                for line in plain_table(&["VOLUME", "NAME", "LOCATION"], rows) {
+                    println!("{line}");
+                }
             }
             println!(
                 "{} volume{} attached.",
@@ -930,15 +934,24 @@ fn drive(service: &mut dyn ShadowService, command: DriveCommand) -> Result<(), S
             Ok(())
         }
         DriveCommand::List { json: false } => {
-            for (letter, target) in service.drive_map()? {
-                match target {
-                    DriveTarget::Volume(path) => {
-                        println!("{letter}:  volume     {}", path.display())
-                    }
-                    DriveTarget::Directory(path) => {
-                        println!("{letter}:  directory  {}", path.display())
-                    }
-                }
+            let drives = service.drive_map()?;
+            if drives.is_empty() {
+                println!("No drive letters are mapped.");
+                return Ok(());
+            }
+            let rows = drives.into_iter().map(|(letter, target)| {
+                let (kind, path) = match target {
+                    DriveTarget::Volume(path) => ("volume", path),
+                    DriveTarget::Directory(path) => ("directory", path),
+                };
+                vec![
+                    format!("{letter}:"),
+                    kind.to_string(),
+                    path.display().to_string(),
+                ]
+            });
+            for line in plain_table(&["DRIVE", "KIND", "PATH"], rows) {
+                println!("{line}");
             }
             Ok(())
         }

@@ -1508,3 +1508,52 @@ fn fidelity_the_writer_trace_crosses_the_service_only_with_set_trace_on() {
         );
     }
 }
+
+#[test]
+fn drive_list_and_attachments_print_plain_tables() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let store = work.path().join("store");
+    image(&work.path().join("data.img"), 4 << 20);
+    std::fs::create_dir(work.path().join("exposed")).expect("directory");
+    let list = || {
+        let output = diskshadow(&store)
+            .args(["drive", "list"])
+            .output()
+            .expect("drive list");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
+    assert_eq!(list(), "No drive letters are mapped.\n");
+    for (letter, target) in [("D:", "data.img"), ("E:", "exposed")] {
+        diskshadow(&store)
+            .args(["drive", "map", letter, target])
+            .current_dir(work.path())
+            .assert()
+            .success();
+    }
+    let listed = list();
+    let lines: Vec<&str> = listed.lines().collect();
+    let data = work.path().join("data.img").display().to_string();
+    let exposed = work.path().join("exposed").display().to_string();
+    assert_eq!(
+        lines,
+        [
+            "DRIVE  KIND       PATH".to_string(),
+            format!("D:     volume     {data}"),
+            format!("E:     directory  {exposed}"),
+        ],
+        "{listed}"
+    );
+    assert!(lines.iter().all(|line| line.trim_end() == *line));
+
+    let attachments = diskshadow(&store)
+        .args(["volume", "attachments"])
+        .output()
+        .expect("attachments");
+    assert!(attachments.status.success(), "{attachments:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&attachments.stdout),
+        "0 volumes attached.\n",
+        "no table header without attachments"
+    );
+}

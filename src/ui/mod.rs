@@ -1,8 +1,9 @@
 //! The terminal: the console that prints (and copies to the `-l` log), progress bars on a tty,
-//! the REPL with history and completion, and the banner.
+//! the REPL with history and completion, the banner, and diskshadow's own plain tables.
 
 pub mod interrupt;
 pub mod repl;
+pub mod table;
 pub mod terminal;
 
 use chrono::Local;

@@ -157,10 +157,19 @@ pub fn add_registration(
             path,
         ));
     }
-    std::fs::create_dir_all(directory)
+    // Private like everything in the store (FORMAT.md, "Permissions"): a registration names
+    // the programs the service runs and their arguments.
+    crate::engine::store::create_private_dir_all(directory)
         .map_err(|error| RegistrationChangeError::Io(directory.to_path_buf(), error))?;
     let partial = directory.join(format!(".{file_stem}.toml.partial"));
-    std::fs::write(&partial, registration.to_toml())
+    crate::engine::store::private_open_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&partial)
+        .and_then(|mut file| {
+            std::io::Write::write_all(&mut file, registration.to_toml().as_bytes())
+        })
         .and_then(|()| std::fs::rename(&partial, &path))
         .map_err(|error| RegistrationChangeError::Io(path.clone(), error))?;
     Ok(path)
@@ -353,6 +362,30 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_added_registration_is_private_to_the_store_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let directory = tempfile::tempdir().expect("tempdir");
+        let writers = directory.path().join("writers");
+        let registration = Registration::new(
+            "Journal Writer",
+            WriterId(uuid::Uuid::from_u128(7)),
+            vec!["/bin/true".into()],
+        );
+        let path = add_registration(&writers, "journal", &registration).expect("add");
+        let mode = |path: &Path| {
+            std::fs::metadata(path)
+                .expect("metadata")
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode(&writers), 0o700);
+        assert_eq!(mode(&path), 0o600);
+        assert!(!writers.join(".journal.toml.partial").exists());
+        assert_eq!(load_registrations(&writers).registrations.len(), 1);
+    }
 
     const VALID: &str = r#"
 name = "Journal Writer"
