@@ -258,7 +258,7 @@ fn inbox_mysql_shadow_starts_as_a_second_server_with_every_committed_insert() {
         &server.store,
         work,
         "create.dsh",
-        "set context persistent\nset verbose on\nadd volume db.img alias d\ncreate\n",
+        "set context persistent\nset verbose on\nset trace on\nadd volume db.img alias d\ncreate\n",
     );
     let sent_after = load.finish() + 1;
     assert!(output.contains("MySQL Writer"), "{output}");
