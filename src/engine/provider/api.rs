@@ -241,9 +241,15 @@ pub trait VolumeProvider: Send + Sync {
     fn chunks_changed_since(&self, sequence: u64) -> Vec<u64>;
     /// Forgets a shadow and frees what only it needed. Returns the versions freed.
     fn delete_shadow(&mut self, sequence: u64) -> io::Result<u64>;
-    /// Whether deleting shadow `sequence` writes the image (the engine marks it first).
-    fn delete_writes_image(&self, _sequence: u64) -> bool {
-        false
+    /// Versions a delete left to be folded back into the image (redirect-on-write, after the
+    /// oldest shadow went): the engine folds them in the background, a step at a time.
+    fn versions_waiting_for_fold(&self) -> u64 {
+        0
+    }
+    /// One step of the fold: up to `max_chunks` chunks, with the image synced before their
+    /// versions are freed. It writes the image: the engine marks it as being written first.
+    fn fold_step(&mut self, _max_chunks: usize) -> io::Result<()> {
+        Ok(())
     }
     /// Crash recovery that writes the image (run after change detection at open, with the
     /// image marked as being written): whether there is any, and doing it.
@@ -420,8 +426,11 @@ impl VolumeProvider for RowVolume {
     fn drain(&mut self) -> io::Result<()> {
         self.sync()
     }
-    fn delete_writes_image(&self, sequence: u64) -> bool {
-        self.delete_writes_image(sequence)
+    fn versions_waiting_for_fold(&self) -> u64 {
+        self.versions_waiting_for_fold()
+    }
+    fn fold_step(&mut self, max_chunks: usize) -> io::Result<()> {
+        self.fold_batch(max_chunks).map(|_| ())
     }
     fn needs_recovery(&self) -> bool {
         self.needs_fold()
