@@ -2355,8 +2355,9 @@ impl Engine {
         cow.punch_hole(offset, length).map_err(WriteFailure::Io)
     }
 
-    /// What every change of a live volume does first: record that it is being written, and
-    /// make room in the diff area for what the change must preserve.
+    /// What every change of a live volume does first: make room in the diff area for what the
+    /// change must preserve, and record that the image is being written when the change can
+    /// reach it (a redirected write leaves the image alone).
     fn before_change_locked(
         &self,
         cow: &mut dyn VolumeProvider,
@@ -2370,7 +2371,6 @@ impl Engine {
         // shadows are lost either way, and refusing would only fail the volume's own user
         // (a file system attached over NBD or FUSE turns a failed write into corruption).
         self.verify_unchanged(cow)?;
-        self.mark_writing(cow)?;
         let max_bytes = lock_mutex(&self.shared.catalog)
             .state()
             .volumes
@@ -2406,6 +2406,10 @@ impl Engine {
                 },
             );
             outcome?;
+        }
+        // Last: making room may have deleted the shadows that kept the write off the image.
+        if cow.write_reaches_image(offset, length) {
+            self.mark_writing(cow)?;
         }
         Ok(())
     }

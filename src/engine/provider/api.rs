@@ -220,6 +220,11 @@ pub trait VolumeProvider: Send + Sync {
 
     /// The write path. The caller has made room in the diff area.
     fn write(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Whether a write of `length` bytes at `offset` may change the image file (the engine
+    /// then marks the image as being written, durably, before it).
+    fn write_reaches_image(&self, _offset: u64, _length: u64) -> bool {
+        true
+    }
     /// Upper bound on the diff-area bytes a write adds.
     fn bytes_needed(&self, offset: u64, length: u64) -> u64;
     fn read_live(&self, offset: u64, buffer: &mut [u8]) -> io::Result<()>;
@@ -420,6 +425,10 @@ impl VolumeProvider for RowVolume {
     }
     fn bytes_needed(&self, offset: u64, length: u64) -> u64 {
         self.redirection_bytes_needed(offset, length)
+    }
+    /// While a shadow exists every write is redirected: the image keeps the shadows' bytes.
+    fn write_reaches_image(&self, _offset: u64, _length: u64) -> bool {
+        self.shadows().is_empty()
     }
     /// Redirected writes are durable only in pairs of syncs (data, then index): the same
     /// as a flush of the diff area; the image is synced by `flush`.

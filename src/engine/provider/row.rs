@@ -128,6 +128,9 @@ struct WriteRun {
     new_versions: Vec<(ChunkIndex, Slot)>,
 }
 
+/// Redirected bytes written before their write-back is started.
+const WRITEBACK_PIECE_BYTES: u64 = 4 << 20;
+
 /// One volume under the redirect-on-write provider.
 pub struct RowVolume {
     pub volume: VolumeId,
@@ -154,6 +157,8 @@ pub struct RowVolume {
     image_unsynced: bool,
     /// Records buffered before a sync is forced (bounds their memory).
     sync_limit_records: usize,
+    /// Bytes written to the data file since its write-back was last started.
+    unstarted_bytes: u64,
     chunk_buffer: Vec<u8>,
     pub max_diff_bytes: Option<u64>,
     pub fingerprint: FileFingerprint,
@@ -261,6 +266,7 @@ impl RowVolume {
             // The records buffered cost 32 bytes per chunk written: the write-back budget
             // bounds their memory, not a sync per budget of data (that would stall a stream).
             sync_limit_records: (write_back_bytes / RECORD_BYTES).max(16),
+            unstarted_bytes: 0,
             chunk_buffer: Vec::new(),
             max_diff_bytes: None,
             fingerprint,
@@ -525,6 +531,13 @@ impl RowVolume {
             self.unsynced = true;
             self.data
                 .write_at(current.target, &data[current.from..current.to])?;
+            self.unstarted_bytes += (current.to - current.from) as u64;
+            if self.unstarted_bytes >= WRITEBACK_PIECE_BYTES {
+                // A stream of redirected writes: their write-back starts now, overlapping the
+                // writer, instead of all at the next sync (a hint, not a sync point).
+                self.data.start_writeback()?;
+                self.unstarted_bytes = 0;
+            }
         }
         if let Some(done) = run.take() {
             for (chunk, slot) in done.new_versions {
