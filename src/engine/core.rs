@@ -2179,14 +2179,16 @@ impl Engine {
         let Some(handle) = self.handle(volume) else {
             return Ok(());
         };
-        let mut guard = write_lock(&handle.state);
-        let VolumeSlot::Ready(cow) = &mut *guard else {
-            return Ok(());
+        let switching = match &*read_lock(&handle.state) {
+            VolumeSlot::Ready(cow) => {
+                wanted.is_some_and(|wanted| wanted != cow.kind()) && cow.shadows().is_empty()
+            }
+            VolumeSlot::Unavailable(_) => false,
         };
-        if wanted.is_none_or(|wanted| wanted == cow.kind()) || !cow.shadows().is_empty() {
+        if !switching {
             return Ok(());
         }
-        self.fold_all_locked(&mut **cow, progress)
+        self.fold_stepwise(&handle, progress)
             .map_err(|failure| match failure {
                 WriteFailure::Catalog(error) => CreateError::Catalog(error),
                 other => CreateError::Io {
@@ -2207,25 +2209,47 @@ impl Engine {
         cow.delete_shadow(sequence).map_err(WriteFailure::Io)
     }
 
-    /// Folds everything a locked volume has waiting, step after step, reporting each step.
-    fn fold_all_locked(
+    /// Folds everything a locked volume has waiting (a write that needs the room now).
+    fn fold_all_locked(&self, cow: &mut dyn VolumeProvider) -> Result<(), WriteFailure> {
+        while cow.versions_waiting_for_fold() > 0 {
+            self.shared
+                .fold_step_locked(cow, self.shared.folds.step_chunks)?;
+        }
+        Ok(())
+    }
+
+    /// Folds what one volume has waiting, taking its lock for one step at a time (I/O goes on
+    /// in between), and reports each step.
+    fn fold_stepwise(
         &self,
-        cow: &mut dyn VolumeProvider,
+        handle: &VolumeHandle,
         progress: &dyn Progress,
     ) -> Result<(), WriteFailure> {
-        let waiting = cow.versions_waiting_for_fold();
+        let waiting = match &*read_lock(&handle.state) {
+            VolumeSlot::Ready(cow) => cow.versions_waiting_for_fold(),
+            VolumeSlot::Unavailable(_) => 0,
+        };
         if waiting == 0 {
             return Ok(());
         }
         progress.begin("fold", waiting);
-        let mut outcome = Ok(());
-        while outcome.is_ok() && cow.versions_waiting_for_fold() > 0 {
+        let outcome = loop {
+            let mut guard = write_lock(&handle.state);
+            let VolumeSlot::Ready(cow) = &mut *guard else {
+                break Ok(());
+            };
             let before = cow.versions_waiting_for_fold();
-            outcome = self
+            if before == 0 {
+                break Ok(());
+            }
+            let stepped = self
                 .shared
-                .fold_step_locked(cow, self.shared.folds.step_chunks);
+                .fold_step_locked(&mut **cow, self.shared.folds.step_chunks);
             progress.advance(before.saturating_sub(cow.versions_waiting_for_fold()));
-        }
+            if stepped.is_err() {
+                break stepped;
+            }
+        };
         progress.finish();
         outcome
     }
@@ -2249,40 +2273,14 @@ impl Engine {
             return Ok(());
         }
         for handle in self.handles() {
-            let waiting = match &*read_lock(&handle.state) {
-                VolumeSlot::Ready(cow) => cow.versions_waiting_for_fold(),
-                VolumeSlot::Unavailable(_) => 0,
-            };
-            if waiting == 0 {
-                continue;
-            }
-            progress.begin("fold", waiting);
-            loop {
-                // One step per lock, so that I/O goes on while a command waits.
-                let mut guard = write_lock(&handle.state);
-                let VolumeSlot::Ready(cow) = &mut *guard else {
-                    break;
-                };
-                let before = cow.versions_waiting_for_fold();
-                if before == 0 {
-                    break;
-                }
-                let stepped = self
-                    .shared
-                    .fold_step_locked(&mut **cow, self.shared.folds.step_chunks);
-                progress.advance(before.saturating_sub(cow.versions_waiting_for_fold()));
-                if let Err(failure) = stepped {
-                    progress.finish();
-                    return Err(match failure {
-                        WriteFailure::Catalog(error) => FoldError::Catalog(error),
-                        other => FoldError::Io {
-                            volume: handle.id,
-                            source: other.into(),
-                        },
-                    });
-                }
-            }
-            progress.finish();
+            self.fold_stepwise(&handle, progress)
+                .map_err(|failure| match failure {
+                    WriteFailure::Catalog(error) => FoldError::Catalog(error),
+                    other => FoldError::Io {
+                        volume: handle.id,
+                        source: other.into(),
+                    },
+                })?;
         }
         Ok(())
     }
@@ -2325,7 +2323,7 @@ impl Engine {
         drop(catalog);
         self.delete_in_data_path(cow, oldest)?;
         // The room is needed now: the write waits for the fold that frees it.
-        self.fold_all_locked(cow, &NoProgress)?;
+        self.fold_all_locked(cow)?;
         Ok(info)
     }
 
