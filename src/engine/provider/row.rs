@@ -1144,4 +1144,40 @@ mod tests {
         );
         assert_eq!(volume.check().expect("check"), Vec::new());
     }
+
+    /// A full disk under the image during a fold step: the step fails with the error, every
+    /// version stays (nothing is freed before the image is synced), every view reads exactly
+    /// as before, and the fold completes once there is room.
+    #[test]
+    fn a_fold_that_cannot_write_the_image_keeps_every_version_and_view() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("live.img"), vec![1u8; 4 * CHUNK as usize]).expect("img");
+        let mut volume = open(dir.path(), &[]);
+        volume.add_shadow(1);
+        volume.write(0, &[2u8; 3 * CHUNK as usize]).expect("write");
+        volume.add_shadow(2);
+        volume.write(0, &[3u8; 10]).expect("write");
+        volume.flush().expect("flush");
+        let (shadow_two, live) = (read(&volume, Some(2)), read(&volume, None));
+        volume.delete_shadow(1).expect("delete oldest");
+        let used = volume.used_bytes();
+        let working = volume.live.clone();
+        volume.live = Arc::new(FullDisk(working.clone()));
+        let error = volume.fold_batch(8).expect_err("full disk");
+        assert_eq!(error.raw_os_error(), Some(libc::ENOSPC));
+        assert!(volume.needs_fold());
+        assert_eq!(volume.used_bytes(), used, "a version was freed");
+        assert_eq!(read(&volume, Some(2)), shadow_two);
+        assert_eq!(read(&volume, None), live);
+        volume.live = working;
+        volume.fold().expect("fold with room");
+        assert!(!volume.needs_fold());
+        assert_eq!(read(&volume, Some(2)), shadow_two);
+        assert_eq!(read(&volume, None), live);
+        assert_eq!(
+            std::fs::read(dir.path().join("live.img")).expect("image"),
+            shadow_two
+        );
+        assert_eq!(volume.check().expect("check"), Vec::new());
+    }
 }
