@@ -70,6 +70,19 @@ impl Bench {
         });
     }
 
+    /// The create figure: the median create against copying the volume.
+    fn create(&mut self, provider: &str, creates: Vec<Duration>, raw: &Raw, target: &'static str) {
+        let create = median(creates);
+        self.time(
+            provider,
+            "create (vs copying the volume)",
+            millis(create),
+            create,
+            raw.copy,
+            target,
+        );
+    }
+
     /// A time figure: one operation against the raw I/O it replaces.
     fn time(
         &mut self,
@@ -157,15 +170,7 @@ fn bench_differential(
         raw_writes.push(raw_sequential(&raw.file, region, seed)?);
         first_writes.push(engine_sequential(&*device, region, seed)?);
     }
-    let create = median(creates);
-    bench.time(
-        name,
-        "create (vs copying the volume)",
-        millis(create),
-        create,
-        raw.copy,
-        "O(1): < 0.05",
-    );
+    bench.create(name, creates, raw, "O(1): < 0.05");
     let first_target = if name == "row" { ">= 0.90" } else { ">= 0.45" };
     bench.throughput(
         name,
@@ -259,19 +264,12 @@ fn bench_full_copy(bench: &mut Bench, dir: &Path, name: &str, raw: &Raw) -> Resu
         shadows.push(full_copy(&engine, volume)?);
         creates.push(start.elapsed());
     }
-    let create = median(creates);
-    bench.time(
-        name,
-        "create (vs copying the volume)",
-        millis(create),
-        create,
-        raw.copy,
-        if name.contains("reflink") {
-            "< 1 s"
-        } else {
-            "(reported)"
-        },
-    );
+    let target = if name.contains("reflink") {
+        "< 1 s"
+    } else {
+        "(reported)"
+    };
+    bench.create(name, creates, raw, target);
     let shadow = engine.open_shadow(shadows[0])?;
     let reads = (0..REPETITIONS)
         .map(|_| read_device(&*shadow, region))

@@ -964,6 +964,15 @@ mod tests {
         buffer
     }
 
+    /// The image holds `expected` and the diff area checks clean.
+    fn assert_folded(volume: &RowVolume, dir: &Path, expected: &[u8]) {
+        assert!(
+            std::fs::read(dir.join("live.img")).expect("image") == expected,
+            "the image does not hold the folded content"
+        );
+        assert_eq!(volume.check().expect("check"), Vec::new());
+    }
+
     /// A data file whose writes fail (a full disk).
     struct FullDisk(Arc<dyn DurableFile>);
 
@@ -1084,11 +1093,7 @@ mod tests {
             "the log was not emptied"
         );
         assert_eq!(volume.used_bytes(), 0);
-        assert_eq!(
-            std::fs::read(dir.path().join("live.img")).expect("image"),
-            live
-        );
-        assert_eq!(volume.check().expect("check"), Vec::new());
+        assert_folded(&volume, dir.path(), &live);
     }
 
     /// A fold one chunk at a time, with writes and shadow reads between the steps (as the
@@ -1138,11 +1143,7 @@ mod tests {
         }
         volume.flush().expect("flush");
         assert!(volume.is_empty());
-        assert_eq!(
-            std::fs::read(dir.path().join("live.img")).expect("image"),
-            live
-        );
-        assert_eq!(volume.check().expect("check"), Vec::new());
+        assert_folded(&volume, dir.path(), &live);
     }
 
     /// A full disk under the image during a fold step: the step fails with the error, every
@@ -1174,10 +1175,6 @@ mod tests {
         assert!(!volume.needs_fold());
         assert_eq!(read(&volume, Some(2)), shadow_two);
         assert_eq!(read(&volume, None), live);
-        assert_eq!(
-            std::fs::read(dir.path().join("live.img")).expect("image"),
-            shadow_two
-        );
-        assert_eq!(volume.check().expect("check"), Vec::new());
+        assert_folded(&volume, dir.path(), &shadow_two);
     }
 }
