@@ -10,6 +10,8 @@
 //! commands against `dd`/`cat`. Every write pass ends durable on both sides. A missing tool
 //! skips its rows and says so.
 
+mod support;
+
 use std::error::Error;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -27,6 +29,8 @@ use diskshadow::engine::model::{CreateSpec, CreateVolume, RequesterId};
 use diskshadow::engine::store::RealBackend;
 use diskshadow::engine::vss::{Attributes, Context};
 use diskshadow::engine::Engine;
+
+use support::run;
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
@@ -58,19 +62,6 @@ fn have(program: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok()
-}
-
-fn run(program: &str, arguments: &[&str]) -> Result<Duration> {
-    let started = Instant::now();
-    let output = Command::new(program).args(arguments).output()?;
-    if !output.status.success() {
-        return Err(format!(
-            "{program} {arguments:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-        .into());
-    }
-    Ok(started.elapsed())
 }
 
 fn settle() {

@@ -6,31 +6,22 @@
 //! data durable (a flush / `fdatasync`), on both sides, so the comparison is of durable
 //! throughput. The qcow2 comparison runs when `qemu-img` and `qemu-io` are installed.
 
-use std::error::Error;
+mod support;
+
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use diskshadow::engine::clock::{RandomIds, SystemClock};
-use diskshadow::engine::core::{EngineOptions, DEFAULT_CHUNK_SIZE};
-use diskshadow::engine::device::BlockDevice;
-use diskshadow::engine::ids::{ProviderId, ShadowId, VolumeId};
-use diskshadow::engine::model::{CreateSpec, CreateVolume, RequesterId};
+use diskshadow::engine::core::DEFAULT_CHUNK_SIZE;
+use diskshadow::engine::ids::ProviderId;
 use diskshadow::engine::progress::NoProgress;
-use diskshadow::engine::store::RealBackend;
-use diskshadow::engine::vss::{Attributes, Context};
 use diskshadow::engine::Engine;
 
-type Result<T> = std::result::Result<T, Box<dyn Error>>;
-
-const KIB: u64 = 1024;
-const MIB: u64 = 1024 * KIB;
-const GIB: u64 = 1024 * MIB;
-const TIB: u64 = 1024 * GIB;
-const WRITE: u64 = 64 * KIB;
+use support::{
+    best, create, engine_sequential, have, image, median, millis, options, rate, raw_sequential,
+    run, seconds, settle, Result, GIB, KIB, MIB, TIB, WRITE,
+};
 
 struct Sizes {
     big_volume_data: u64,
@@ -46,102 +37,6 @@ struct Row {
     baseline: String,
     ratio: f64,
     target: String,
-}
-
-fn seconds(duration: Duration) -> f64 {
-    duration.as_secs_f64()
-}
-
-fn rate(bytes: u64, duration: Duration) -> String {
-    format!(
-        "{:.0} MiB/s",
-        bytes as f64 / MIB as f64 / seconds(duration).max(1e-9)
-    )
-}
-
-fn millis(duration: Duration) -> String {
-    format!("{:.2} ms", seconds(duration) * 1000.0)
-}
-
-fn options() -> EngineOptions {
-    EngineOptions::new(
-        Arc::new(SystemClock),
-        Arc::new(RandomIds),
-        "bench",
-        DEFAULT_CHUNK_SIZE,
-        Arc::new(RealBackend),
-    )
-}
-
-fn spec(volume: VolumeId) -> CreateSpec {
-    CreateSpec {
-        volumes: vec![CreateVolume {
-            volume,
-            provider: None,
-        }],
-        context: Context::PersistentNoWriters,
-        extra_attributes: Attributes::default(),
-        requester: RequesterId(1),
-        set_id: None,
-    }
-}
-
-fn create(engine: &Engine, volume: VolumeId) -> Result<ShadowId> {
-    Ok(engine.create_shadow_set(&spec(volume))?.shadows[0].id)
-}
-
-/// A sparse file of `size` with its first `data` bytes written and synced.
-fn image(path: &Path, size: u64, data: u64, seed: u8) -> Result<()> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)?;
-    file.set_len(size)?;
-    let block = vec![seed; MIB as usize];
-    let mut offset = 0;
-    while offset < data {
-        let length = (data - offset).min(MIB);
-        file.write_all_at(&block[..length as usize], offset)?;
-        offset += length;
-    }
-    file.sync_all()?;
-    Ok(())
-}
-
-/// Writes every dirty page of the machine back, so that each timed run starts from the same
-/// state instead of paying for write-back left by the previous one.
-fn settle() {
-    // SAFETY: sync(2) takes no arguments and cannot fail.
-    unsafe { libc::sync() };
-}
-
-fn raw_sequential(path: &Path, region: u64, seed: u8) -> Result<Duration> {
-    settle();
-    let file = OpenOptions::new().write(true).open(path)?;
-    let block = vec![seed; WRITE as usize];
-    let start = Instant::now();
-    let mut offset = 0;
-    while offset < region {
-        file.write_all_at(&block, offset)?;
-        offset += WRITE;
-    }
-    file.sync_data()?;
-    Ok(start.elapsed())
-}
-
-fn engine_sequential(device: &dyn BlockDevice, region: u64, seed: u8) -> Result<Duration> {
-    settle();
-    let block = vec![seed; WRITE as usize];
-    let start = Instant::now();
-    let mut offset = 0;
-    while offset < region {
-        device.write_at(offset, &block)?;
-        offset += WRITE;
-    }
-    device.flush()?;
-    Ok(start.elapsed())
 }
 
 /// Offsets of 4 KiB writes, each in a different 64 KiB chunk, in a shuffled order.
@@ -174,11 +69,6 @@ fn time_random(
     }
     finish()?;
     Ok(start.elapsed())
-}
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
 }
 
 fn bench_create(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<()> {
@@ -234,10 +124,6 @@ fn bench_create(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<()> {
 /// Repetitions of each throughput measurement; the best is kept, because other work on the
 /// machine only ever makes a run slower.
 const REPETITIONS: usize = 3;
-
-fn best(samples: &[Duration]) -> Duration {
-    samples.iter().copied().min().unwrap_or_default()
-}
 
 /// The provider the write benchmarks register their volume for:
 /// `DISKSHADOW_BENCH_PROVIDER=row` (or `cow`, the default).
@@ -456,26 +342,6 @@ fn bench_revert(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<Durati
         target: "< 0.05".into(),
     });
     Ok(revert_time)
-}
-
-fn run(program: &str, arguments: &[&str]) -> Result<Duration> {
-    let start = Instant::now();
-    let output = Command::new(program).args(arguments).output()?;
-    if !output.status.success() {
-        return Err(format!(
-            "{program} {arguments:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-        .into());
-    }
-    Ok(start.elapsed())
-}
-
-fn have(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .output()
-        .is_ok_and(|output| output.status.success())
 }
 
 fn bench_qemu(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<()> {

@@ -691,6 +691,8 @@ fn providers_a_volume_switches_between_redirect_and_copy_on_write_only_when_idle
     engine
         .delete_shadows(&DeleteSelector::Id(row_shadow))
         .expect("delete");
+    // The fold runs in the background; a caller that needs the image whole waits for it.
+    engine.wait_for_folds(&NoProgress).expect("fold");
     assert!(std::fs::read(&path).expect("image") == live, "folded back");
     let cow_shadow = engine
         .create_shadow_set(&spec(&[volume.id], Context::Persistent))
@@ -756,4 +758,192 @@ fn providers_redirect_on_write_makes_room_by_folding_the_oldest_shadow() {
     let storage = engine.storage();
     assert_eq!(storage[0].used_bytes, 2 * 4096);
     assert!(engine.check().is_clean(), "{}", engine.check());
+}
+
+/// Records what a wait for the fold reports.
+#[derive(Default)]
+struct RecordedProgress {
+    events: std::sync::Mutex<Vec<(String, u64)>>,
+}
+
+impl diskshadow::engine::progress::Progress for RecordedProgress {
+    fn begin(&self, what: &str, total: u64) {
+        self.events
+            .lock()
+            .expect("events")
+            .push((what.to_string(), total));
+    }
+    fn advance(&self, units: u64) {
+        self.events
+            .lock()
+            .expect("events")
+            .push(("advance".to_string(), units));
+    }
+    fn finish(&self) {
+        self.events
+            .lock()
+            .expect("events")
+            .push(("finish".to_string(), 0));
+    }
+}
+
+/// A redirect-on-write volume with `chunks` chunks redirected under a shadow `oldest`, then a
+/// newer shadow: returns (engine, volume, image path, oldest, newer, newer's content).
+fn row_volume_with_two_shadows(
+    dir: &Path,
+    options: EngineOptions,
+    chunks: usize,
+) -> (
+    Engine,
+    diskshadow::engine::ids::VolumeId,
+    PathBuf,
+    ShadowId,
+    ShadowId,
+    Vec<u8>,
+) {
+    use diskshadow::engine::ids::ProviderId;
+    use diskshadow::engine::provider::ROW_PROVIDER_ID;
+    let engine = Engine::open(&dir.join("store"), options).expect("open");
+    let path = image(dir, "a.img", (chunks as u64 + 8) * u64::from(CHUNK));
+    let volume = engine
+        .register_volume_with_provider(&path, None, Some(ProviderId(ROW_PROVIDER_ID)))
+        .expect("vol")
+        .id;
+    let device = engine.open_volume(volume).expect("open");
+    device
+        .write_at(0, &vec![1u8; (chunks + 8) * CHUNK as usize])
+        .expect("fill");
+    let oldest = engine
+        .create_shadow_set(&spec(&[volume], Context::Persistent))
+        .expect("oldest")
+        .shadows[0]
+        .id;
+    device
+        .write_at(0, &vec![2u8; chunks * CHUNK as usize])
+        .expect("redirected");
+    let newer_content = read_all(&*device);
+    let newer = engine
+        .create_shadow_set(&spec(&[volume], Context::Persistent))
+        .expect("newer")
+        .shadows[0]
+        .id;
+    device.write_at(0, &[3u8; 100]).expect("after the newer");
+    (engine, volume, path, oldest, newer, newer_content)
+}
+
+/// Deleting the oldest redirect-on-write shadow does not fold inside the delete: the chunks
+/// wait (read where they are) until a caller waits for the fold, which folds them a step at a
+/// time with progress; afterwards the image holds the newer shadow and the diff area only
+/// what the newer shadow and the live volume need.
+#[test]
+fn providers_redirect_on_write_delete_oldest_leaves_the_fold_to_a_step_by_step_wait() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut options = options();
+    options.background_folds = false;
+    options.fold_step_chunks = 4;
+    let (engine, volume, path, oldest, newer, newer_content) =
+        row_volume_with_two_shadows(dir.path(), options, 10);
+    let device = engine.open_volume(volume).expect("device");
+    let live = read_all(&*device);
+    engine
+        .delete_shadows(&DeleteSelector::Id(oldest))
+        .expect("delete");
+    assert!(
+        std::fs::read(&path).expect("image")[..10 * CHUNK as usize]
+            .iter()
+            .all(|byte| *byte == 1),
+        "the delete itself wrote the image"
+    );
+    assert!(read_all(&*engine.open_shadow(newer).expect("newer")) == newer_content);
+    assert!(read_all(&*device) == live);
+    let progress = RecordedProgress::default();
+    engine.wait_for_folds(&progress).expect("fold");
+    let events = progress.events.lock().expect("events").clone();
+    assert_eq!(
+        events.first(),
+        Some(&("fold".to_string(), 10)),
+        "{events:?}"
+    );
+    let advances: Vec<u64> = events
+        .iter()
+        .filter(|(what, _)| what == "advance")
+        .map(|(_, units)| *units)
+        .collect();
+    assert_eq!(
+        advances,
+        vec![4, 4, 2],
+        "one report per step of four chunks"
+    );
+    assert_eq!(events.last(), Some(&("finish".to_string(), 0)));
+    assert!(std::fs::read(&path).expect("image") == newer_content);
+    assert!(read_all(&*engine.open_shadow(newer).expect("newer")) == newer_content);
+    assert!(read_all(&*device) == live);
+    assert_eq!(engine.storage()[0].used_bytes, u64::from(CHUNK));
+    assert!(engine.check().is_clean(), "{}", engine.check());
+}
+
+/// The background fold: after the delete returns, writes and reads of the live volume and of
+/// the remaining shadow go on while the worker folds one chunk per step; every read is exact
+/// throughout, and the fold ends on its own (nobody waits for it).
+#[test]
+fn providers_redirect_on_write_folds_in_the_background_while_io_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut options = options();
+    options.fold_step_chunks = 1;
+    let chunks = 64;
+    let (engine, volume, path, oldest, newer, newer_content) =
+        row_volume_with_two_shadows(dir.path(), options, chunks);
+    let device = engine.open_volume(volume).expect("device");
+    let shadow = engine.open_shadow(newer).expect("newer");
+    let mut live = read_all(&*device);
+    engine
+        .delete_shadows(&DeleteSelector::Id(oldest))
+        .expect("delete");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut round = 0usize;
+    loop {
+        // A write to a chunk that may still wait for the fold, or be folded already.
+        let at = (round * 7919 % (chunks * CHUNK as usize)) as u64;
+        let data = vec![(round % 200) as u8 + 10; 1000];
+        device.write_at(at, &data).expect("write during the fold");
+        live[at as usize..at as usize + data.len()].copy_from_slice(&data);
+        assert!(read_all(&*device) == live, "live volume, round {round}");
+        assert!(read_all(&*shadow) == newer_content, "shadow, round {round}");
+        round += 1;
+        // Folded: the diff area holds only the newer shadow's and the live volume's versions.
+        let used = engine.storage()[0].used_bytes;
+        if used <= (chunks as u64) * u64::from(CHUNK) && engine.check().is_clean() {
+            let image = std::fs::read(&path).expect("image");
+            if image[..chunks * CHUNK as usize] == newer_content[..chunks * CHUNK as usize] {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the background fold did not end (used {used} bytes)"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    device.flush().expect("flush");
+    drop(shadow);
+    drop(device);
+    drop(engine);
+    let engine = Engine::open(&dir.path().join("store"), self::options()).expect("reopen");
+    assert!(read_all(&*engine.open_shadow(newer).expect("newer")) == newer_content);
+    assert!(read_all(&*engine.open_volume(volume).expect("live")) == live);
+    assert!(engine.check().is_clean(), "{}", engine.check());
+}
+
+/// Deleting the last redirect-on-write shadow and closing the engine at once: the close
+/// finishes the fold, so that the image file is the volume for any other tool.
+#[test]
+fn providers_redirect_on_write_close_finishes_the_fold_into_the_image() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (engine, volume, path, _, _, _) = row_volume_with_two_shadows(dir.path(), options(), 32);
+    let live = read_all(&*engine.open_volume(volume).expect("device"));
+    engine
+        .delete_shadows(&DeleteSelector::All)
+        .expect("delete all");
+    drop(engine);
+    assert!(std::fs::read(&path).expect("image") == live);
 }

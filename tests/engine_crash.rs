@@ -1,4 +1,4 @@
-//! Crash tests: a scenario (create, write, delete, revert, restart) runs on a disk that loses
+//! Crash tests: a scenario (create, write, delete, fold, revert, restart) runs on a disk that loses
 //! power at sync point k, for every k. After each crash the store is reopened on the real disk
 //! and every persistent shadow must read exactly its point-in-time content, the catalog must
 //! hold the state before or after each operation, and `check` must be clean.
@@ -30,6 +30,10 @@ fn options(backend: Arc<dyn DurableBackend>, seed: u64) -> EngineOptions {
     );
     // A small write-back buffer, so group commits happen in the middle of the scenario.
     options.write_back_bytes = 3 * CHUNK as usize;
+    // Redirect-on-write folds run when the scenario waits for them, two chunks a step, so
+    // that sync point k is the same point in every run and falls inside the fold's steps.
+    options.background_folds = false;
+    options.fold_step_chunks = 2;
     options
 }
 
@@ -238,6 +242,18 @@ fn scenario(setup: &Setup, backend: &FaultBackend, observed: &mut Observed) -> R
         &pattern(6, 6 * CHUNK as usize),
     )?;
     delete(current, first, observed)?;
+    // Redirect-on-write: the delete left the chunks the next shadow reads to be folded into
+    // the image. A write goes in while they wait, then the fold runs step by step.
+    write(
+        current,
+        &mut model,
+        observed,
+        3 * CHUNK as usize + 5,
+        &pattern(8, 100),
+    )?;
+    current
+        .wait_for_folds(&NoProgress)
+        .map_err(|e| e.to_string())?;
     observed.touch(0, VOLUME_BYTES);
     current
         .revert(second, &NoProgress)
@@ -255,6 +271,19 @@ fn scenario(setup: &Setup, backend: &FaultBackend, observed: &mut Observed) -> R
     )?;
     delete(current, third, observed)?;
     delete(current, full_copy, observed)?;
+    // The last differential shadow: everything redirected waits to be folded back; a write
+    // to chunks still waiting goes in place (redirect-on-write), then the fold runs.
+    delete(current, second, observed)?;
+    write(
+        current,
+        &mut model,
+        observed,
+        CHUNK as usize,
+        &pattern(9, 2 * CHUNK as usize),
+    )?;
+    current
+        .wait_for_folds(&NoProgress)
+        .map_err(|e| e.to_string())?;
     current.flush().map_err(|e| e.to_string())?;
     observed.made_durable(&model);
     let device = current

@@ -18,6 +18,8 @@ use crate::engine::catalog::{
 use crate::engine::clock::{Clock, IdSource, RandomIds, SystemClock};
 use crate::engine::deletions::{DeletionLog, DeletionReason, DeletionSink, DiffAreaDeletion};
 use crate::engine::device::{file_extents, write_zeroes_through, BlockDevice, Extent};
+pub use crate::engine::folds::DEFAULT_FOLD_STEP_CHUNKS;
+use crate::engine::folds::{Folds, StepOutcome};
 use crate::engine::ids::{parse_guid, ProviderId, ShadowId, ShadowSetId, VolumeId};
 use crate::engine::model::{
     CreateSpec, CreatedSet, DeleteSelector, DriveTarget, Exposure, ExposureKind, ProviderInfo,
@@ -52,6 +54,13 @@ pub struct EngineOptions {
     pub backend: Arc<dyn DurableBackend>,
     /// Bytes of first-write data buffered per volume before the diff area is synced.
     pub write_back_bytes: usize,
+    /// Fold redirect-on-write chunks back into the image on a background thread after a
+    /// delete (the default). Off: the fold runs when a caller waits for it
+    /// ([`Engine::wait_for_folds`]) or when the engine closes, which makes the sync points of
+    /// a run deterministic (crash tests).
+    pub background_folds: bool,
+    /// Chunks folded per step, the volume locked for each step only.
+    pub fold_step_chunks: usize,
 }
 
 impl EngineOptions {
@@ -69,6 +78,8 @@ impl EngineOptions {
             default_chunk_size,
             backend,
             write_back_bytes: DEFAULT_WRITE_BACK_BYTES,
+            background_folds: true,
+            fold_step_chunks: DEFAULT_FOLD_STEP_CHUNKS,
         }
     }
 
@@ -352,6 +363,31 @@ impl DeleteError {
 }
 
 #[derive(Debug, thiserror::Error)]
+pub enum FoldError {
+    #[error(
+        "cannot fold the redirected chunks of volume {volume} back into its image: {source}; \
+         the chunks stay where they are and are read from there: free space on the image's \
+         disk and run the command again"
+    )]
+    Io { volume: VolumeId, source: io::Error },
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+}
+
+impl FoldError {
+    pub fn vss_code(&self) -> VssCode {
+        match self {
+            FoldError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
+                VssCode::VSS_E_INSUFFICIENT_STORAGE
+            }
+            FoldError::Io { .. } | FoldError::Catalog(_) => {
+                VssCode::VSS_E_UNEXPECTED_PROVIDER_ERROR
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
 pub enum RevertError {
     #[error("shadow copy {shadow} was not found; list shadows to see the existing ones")]
     NotFound { shadow: ShadowId },
@@ -558,7 +594,95 @@ struct Shared {
     deletions: DeletionLog,
     /// Opened by `check-store`: nothing on disk changes, and nothing can be changed.
     read_only: bool,
+    /// Redirect-on-write chunks waiting to be folded back into their images.
+    folds: Arc<Folds>,
     _lock: Option<StoreLock>,
+}
+
+impl Shared {
+    fn handle(&self, volume: VolumeId) -> Option<Arc<VolumeHandle>> {
+        read_lock(&self.volumes).get(&volume).cloned()
+    }
+
+    /// Change detection before diskshadow's own use of the image (see the callers).
+    fn verify_unchanged(&self, cow: &mut dyn VolumeProvider) -> Result<(), WriteFailure> {
+        let current = cow.image().fingerprint().map_err(WriteFailure::Io)?;
+        if current == cow.fingerprint() {
+            return Ok(());
+        }
+        let reason = cow.fingerprint().describe_change(&current);
+        // Durable first: the shadows are suspect in the catalog before anything (a write, a
+        // read answered) could depend on the new state.
+        lock_mutex(&self.catalog)
+            .commit(vec![
+                CatalogChange::MarkSuspect {
+                    volume: cow.volume(),
+                    reason,
+                },
+                CatalogChange::SetVolumeState {
+                    volume: cow.volume(),
+                    fingerprint: Some(current),
+                    // Writes of diskshadow's own may still be buffered: they keep the flag.
+                    writing: !cow.persisted_clean(),
+                    size: current.size,
+                },
+                CatalogChange::RecordIndexLog {
+                    volume: cow.volume(),
+                    bytes: cow.durable_index_bytes(),
+                },
+            ])
+            .map_err(WriteFailure::Catalog)?;
+        cow.set_fingerprint(current);
+        cow.set_suspect_through(cow.suspect_through().max(cow.newest_shadow().unwrap_or(0)));
+        Ok(())
+    }
+
+    /// Records durably, once per flush cycle, that diskshadow is about to change the image.
+    fn mark_writing(&self, cow: &mut dyn VolumeProvider) -> Result<(), WriteFailure> {
+        if cow.persisted_clean() {
+            lock_mutex(&self.catalog)
+                .commit(vec![CatalogChange::SetVolumeState {
+                    volume: cow.volume(),
+                    fingerprint: Some(cow.fingerprint()),
+                    writing: true,
+                    size: cow.size(),
+                }])
+                .map_err(WriteFailure::Catalog)?;
+            cow.set_persisted_clean(false);
+        }
+        Ok(())
+    }
+
+    /// One step of the fold of a locked volume: change detection, the image marked as being
+    /// written, then up to `max_chunks` chunks folded.
+    fn fold_step_locked(
+        &self,
+        cow: &mut dyn VolumeProvider,
+        max_chunks: usize,
+    ) -> Result<(), WriteFailure> {
+        self.verify_unchanged(cow)?;
+        self.mark_writing(cow)?;
+        cow.fold_step(max_chunks).map_err(WriteFailure::Io)
+    }
+
+    /// The background worker's step: the volume is locked for one step only.
+    fn background_fold_step(&self, volume: VolumeId) -> StepOutcome {
+        let Some(handle) = self.handle(volume) else {
+            return StepOutcome::Done;
+        };
+        let mut guard = write_lock(&handle.state);
+        let VolumeSlot::Ready(cow) = &mut *guard else {
+            return StepOutcome::Done;
+        };
+        if cow.versions_waiting_for_fold() == 0 {
+            return StepOutcome::Done;
+        }
+        match self.fold_step_locked(&mut **cow, self.folds.step_chunks) {
+            Err(_) => StepOutcome::Failed,
+            Ok(()) if cow.versions_waiting_for_fold() > 0 => StepOutcome::More,
+            Ok(()) => StepOutcome::Done,
+        }
+    }
 }
 
 /// The engine: the store, its catalog and volumes, and the providers.
@@ -1024,6 +1148,10 @@ impl Engine {
                 sequence_floor,
                 deletions: DeletionLog::open(store_dir),
                 read_only,
+                folds: Arc::new(Folds::new(
+                    options.background_folds && !read_only,
+                    options.fold_step_chunks,
+                )),
                 _lock: lock,
             }),
         };
@@ -1102,7 +1230,7 @@ impl Engine {
     }
 
     fn handle(&self, volume: VolumeId) -> Option<Arc<VolumeHandle>> {
-        read_lock(&self.shared.volumes).get(&volume).cloned()
+        self.shared.handle(volume)
     }
 
     fn handles(&self) -> Vec<Arc<VolumeHandle>> {
@@ -1395,35 +1523,7 @@ impl Engine {
     /// Compares the image with what diskshadow last left; a difference makes every current
     /// shadow of the volume suspect (durably) and becomes the new baseline.
     fn verify_unchanged(&self, cow: &mut dyn VolumeProvider) -> Result<(), WriteFailure> {
-        let current = cow.image().fingerprint().map_err(WriteFailure::Io)?;
-        if current == cow.fingerprint() {
-            return Ok(());
-        }
-        let reason = cow.fingerprint().describe_change(&current);
-        // Durable first: the shadows are suspect in the catalog before anything (a write, a
-        // read answered) could depend on the new state.
-        lock_mutex(&self.shared.catalog)
-            .commit(vec![
-                CatalogChange::MarkSuspect {
-                    volume: cow.volume(),
-                    reason,
-                },
-                CatalogChange::SetVolumeState {
-                    volume: cow.volume(),
-                    fingerprint: Some(current),
-                    // Writes of diskshadow's own may still be buffered: they keep the flag.
-                    writing: !cow.persisted_clean(),
-                    size: current.size,
-                },
-                CatalogChange::RecordIndexLog {
-                    volume: cow.volume(),
-                    bytes: cow.durable_index_bytes(),
-                },
-            ])
-            .map_err(WriteFailure::Catalog)?;
-        cow.set_fingerprint(current);
-        cow.set_suspect_through(cow.suspect_through().max(cow.newest_shadow().unwrap_or(0)));
-        Ok(())
+        self.shared.verify_unchanged(cow)
     }
 
     /// Drains the write-back buffer after checking the image: the drain's new fingerprint
@@ -1618,6 +1718,11 @@ impl Engine {
             providers.push(provider);
         }
 
+        // A volume that changes data path must be idle: a fold a delete left is finished
+        // first, before the commit's locks (it writes the image, with progress).
+        for (entry, provider) in spec.volumes.iter().zip(&providers) {
+            self.fold_before_switch(entry.volume, provider.data_path(), progress)?;
+        }
         // Lock every volume of the set (ascending IDs), so no write slips between the shadows.
         let mut handles: Vec<Arc<VolumeHandle>> = Vec::new();
         for volume in &seen {
@@ -2021,6 +2126,7 @@ impl Engine {
                 .collect(),
         )?;
         drop(catalog);
+        let mut to_fold = BTreeSet::new();
         for shadow in &deleted {
             if let Some(cow) = cows.get_mut(&shadow.volume.id) {
                 self.delete_in_data_path(&mut **cow, shadow.sequence)
@@ -2031,8 +2137,14 @@ impl Engine {
                             source: other.into(),
                         },
                     })?;
+                if cow.versions_waiting_for_fold() > 0 {
+                    to_fold.insert(shadow.volume.id);
+                }
             }
         }
+        drop(cows);
+        drop(guards);
+        self.request_folds(&to_fold);
         // Independent shadows (full copies) go after the commit: a crash in between leaves an
         // orphan that the next open removes.
         let context = ProviderContext {
@@ -2057,33 +2169,125 @@ impl Engine {
         Ok(deleted)
     }
 
-    /// Deletes a shadow from its volume's data path; a delete that folds data back into the
-    /// image marks the image as being written first.
+    /// Finishes the fold of a volume without shadows whose next shadow needs another data path.
+    fn fold_before_switch(
+        &self,
+        volume: VolumeId,
+        wanted: Option<DataPathKind>,
+        progress: &dyn Progress,
+    ) -> Result<(), CreateError> {
+        let Some(handle) = self.handle(volume) else {
+            return Ok(());
+        };
+        let switching = match &*read_lock(&handle.state) {
+            VolumeSlot::Ready(cow) => {
+                wanted.is_some_and(|wanted| wanted != cow.kind()) && cow.shadows().is_empty()
+            }
+            VolumeSlot::Unavailable(_) => false,
+        };
+        if !switching {
+            return Ok(());
+        }
+        self.fold_stepwise(&handle, progress)
+            .map_err(|failure| match failure {
+                WriteFailure::Catalog(error) => CreateError::Catalog(error),
+                other => CreateError::Io {
+                    volume,
+                    source: other.into(),
+                },
+            })
+    }
+
+    /// Deletes a shadow from its volume's data path. What the delete leaves to fold back into
+    /// the image (the oldest redirect-on-write shadow) is folded later: by the background
+    /// worker after [`Engine::delete_shadows`], or by the caller.
     fn delete_in_data_path(
         &self,
         cow: &mut dyn VolumeProvider,
         sequence: u64,
     ) -> Result<u64, WriteFailure> {
-        if cow.delete_writes_image(sequence) {
-            self.mark_writing(cow)?;
-        }
         cow.delete_shadow(sequence).map_err(WriteFailure::Io)
+    }
+
+    /// Folds everything a locked volume has waiting (a write that needs the room now).
+    fn fold_all_locked(&self, cow: &mut dyn VolumeProvider) -> Result<(), WriteFailure> {
+        while cow.versions_waiting_for_fold() > 0 {
+            self.shared
+                .fold_step_locked(cow, self.shared.folds.step_chunks)?;
+        }
+        Ok(())
+    }
+
+    /// Folds what one volume has waiting, taking its lock for one step at a time (I/O goes on
+    /// in between), and reports each step.
+    fn fold_stepwise(
+        &self,
+        handle: &VolumeHandle,
+        progress: &dyn Progress,
+    ) -> Result<(), WriteFailure> {
+        let waiting = match &*read_lock(&handle.state) {
+            VolumeSlot::Ready(cow) => cow.versions_waiting_for_fold(),
+            VolumeSlot::Unavailable(_) => 0,
+        };
+        if waiting == 0 {
+            return Ok(());
+        }
+        progress.begin("fold", waiting);
+        let outcome = loop {
+            let mut guard = write_lock(&handle.state);
+            let VolumeSlot::Ready(cow) = &mut *guard else {
+                break Ok(());
+            };
+            let before = cow.versions_waiting_for_fold();
+            if before == 0 {
+                break Ok(());
+            }
+            let stepped = self
+                .shared
+                .fold_step_locked(&mut **cow, self.shared.folds.step_chunks);
+            progress.advance(before.saturating_sub(cow.versions_waiting_for_fold()));
+            if stepped.is_err() {
+                break stepped;
+            }
+        };
+        progress.finish();
+        outcome
+    }
+
+    /// Hands the folds the deletes left to the background worker (without one, they wait for
+    /// [`Engine::wait_for_folds`] or the engine's close).
+    fn request_folds(&self, volumes: &BTreeSet<VolumeId>) {
+        for volume in volumes {
+            self.shared
+                .folds
+                .request(*volume, &self.shared, Shared::background_fold_step);
+        }
+    }
+
+    /// Waits until every redirect-on-write chunk that deletes left behind is folded back into
+    /// its image (the images then hold the volumes' content where no shadow redirects it),
+    /// folding in this thread a step at a time, beside the background worker, and reporting
+    /// progress. Also retries folds that failed in the background, and reports their error.
+    pub fn wait_for_folds(&self, progress: &dyn Progress) -> Result<(), FoldError> {
+        if self.shared.read_only {
+            return Ok(());
+        }
+        for handle in self.handles() {
+            self.fold_stepwise(&handle, progress)
+                .map_err(|failure| match failure {
+                    WriteFailure::Catalog(error) => FoldError::Catalog(error),
+                    other => FoldError::Io {
+                        volume: handle.id,
+                        source: other.into(),
+                    },
+                })?;
+        }
+        Ok(())
     }
 
     /// Records durably, once per flush cycle, that diskshadow is about to change the image.
     fn mark_writing(&self, cow: &mut dyn VolumeProvider) -> Result<(), WriteFailure> {
-        if cow.persisted_clean() {
-            lock_mutex(&self.shared.catalog)
-                .commit(vec![CatalogChange::SetVolumeState {
-                    volume: cow.volume(),
-                    fingerprint: Some(cow.fingerprint()),
-                    writing: true,
-                    size: cow.size(),
-                }])
-                .map_err(WriteFailure::Catalog)?;
-            cow.set_persisted_clean(false);
-        }
-        Ok(())
+        self.shared.mark_writing(cow)
     }
 
     /// Deletes the oldest shadows of a locked volume (diff-area limit), one transaction each.
@@ -2118,6 +2322,8 @@ impl Engine {
         };
         drop(catalog);
         self.delete_in_data_path(cow, oldest)?;
+        // The room is needed now: the write waits for the fold that frees it.
+        self.fold_all_locked(cow)?;
         Ok(info)
     }
 
@@ -2147,8 +2353,9 @@ impl Engine {
         cow.punch_hole(offset, length).map_err(WriteFailure::Io)
     }
 
-    /// What every change of a live volume does first: record that it is being written, and
-    /// make room in the diff area for what the change must preserve.
+    /// What every change of a live volume does first: make room in the diff area for what the
+    /// change must preserve, and record that the image is being written when the change can
+    /// reach it (a redirected write leaves the image alone).
     fn before_change_locked(
         &self,
         cow: &mut dyn VolumeProvider,
@@ -2162,7 +2369,6 @@ impl Engine {
         // shadows are lost either way, and refusing would only fail the volume's own user
         // (a file system attached over NBD or FUSE turns a failed write into corruption).
         self.verify_unchanged(cow)?;
-        self.mark_writing(cow)?;
         let max_bytes = lock_mutex(&self.shared.catalog)
             .state()
             .volumes
@@ -2198,6 +2404,10 @@ impl Engine {
                 },
             );
             outcome?;
+        }
+        // Last: making room may have deleted the shadows that kept the write off the image.
+        if cow.write_reaches_image(offset, length) {
+            self.mark_writing(cow)?;
         }
         Ok(())
     }
@@ -2720,10 +2930,19 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        // Only the last handle (devices hold engine clones) drains the write-back buffers.
-        if Arc::strong_count(&self.shared) == 1 && !self.shared.read_only {
-            let _ = self.flush();
+        // Only the last handle (devices hold engine clones) stops the fold worker, finishes
+        // the folds (the images then hold the volumes' content for any other tool) and drains
+        // the write-back buffers. The fold gate keeps the worker from holding a reference
+        // while this handle decides it is the last.
+        let gate = self.shared.folds.gate();
+        if Arc::strong_count(&self.shared) > 1 || self.shared.read_only {
+            return;
         }
+        self.shared.folds.stop_locked();
+        drop(gate);
+        self.shared.folds.join();
+        let _ = self.wait_for_folds(&NoProgress);
+        let _ = self.flush();
     }
 }
 

@@ -15,6 +15,7 @@ pub mod core;
 pub mod deletions;
 pub mod device;
 pub mod expose;
+pub mod folds;
 pub mod ids;
 pub mod model;
 pub mod overlay;

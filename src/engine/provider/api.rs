@@ -220,6 +220,11 @@ pub trait VolumeProvider: Send + Sync {
 
     /// The write path. The caller has made room in the diff area.
     fn write(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Whether a write of `length` bytes at `offset` may change the image file (the engine
+    /// then marks the image as being written, durably, before it).
+    fn write_reaches_image(&self, _offset: u64, _length: u64) -> bool {
+        true
+    }
     /// Upper bound on the diff-area bytes a write adds.
     fn bytes_needed(&self, offset: u64, length: u64) -> u64;
     fn read_live(&self, offset: u64, buffer: &mut [u8]) -> io::Result<()>;
@@ -241,9 +246,15 @@ pub trait VolumeProvider: Send + Sync {
     fn chunks_changed_since(&self, sequence: u64) -> Vec<u64>;
     /// Forgets a shadow and frees what only it needed. Returns the versions freed.
     fn delete_shadow(&mut self, sequence: u64) -> io::Result<u64>;
-    /// Whether deleting shadow `sequence` writes the image (the engine marks it first).
-    fn delete_writes_image(&self, _sequence: u64) -> bool {
-        false
+    /// Versions a delete left to be folded back into the image (redirect-on-write, after the
+    /// oldest shadow went): the engine folds them in the background, a step at a time.
+    fn versions_waiting_for_fold(&self) -> u64 {
+        0
+    }
+    /// One step of the fold: up to `max_chunks` chunks, with the image synced before their
+    /// versions are freed. It writes the image: the engine marks it as being written first.
+    fn fold_step(&mut self, _max_chunks: usize) -> io::Result<()> {
+        Ok(())
     }
     /// Crash recovery that writes the image (run after change detection at open, with the
     /// image marked as being written): whether there is any, and doing it.
@@ -415,13 +426,20 @@ impl VolumeProvider for RowVolume {
     fn bytes_needed(&self, offset: u64, length: u64) -> u64 {
         self.redirection_bytes_needed(offset, length)
     }
+    /// While a shadow exists every write is redirected: the image keeps the shadows' bytes.
+    fn write_reaches_image(&self, _offset: u64, _length: u64) -> bool {
+        self.shadows().is_empty()
+    }
     /// Redirected writes are durable only in pairs of syncs (data, then index): the same
     /// as a flush of the diff area; the image is synced by `flush`.
     fn drain(&mut self) -> io::Result<()> {
         self.sync()
     }
-    fn delete_writes_image(&self, sequence: u64) -> bool {
-        self.delete_writes_image(sequence)
+    fn versions_waiting_for_fold(&self) -> u64 {
+        self.versions_waiting_for_fold()
+    }
+    fn fold_step(&mut self, max_chunks: usize) -> io::Result<()> {
+        self.fold_batch(max_chunks).map(|_| ())
     }
     fn needs_recovery(&self) -> bool {
         self.needs_fold()

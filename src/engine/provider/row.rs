@@ -128,6 +128,9 @@ struct WriteRun {
     new_versions: Vec<(ChunkIndex, Slot)>,
 }
 
+/// Redirected bytes written before their write-back is started.
+const WRITEBACK_PIECE_BYTES: u64 = 4 << 20;
+
 /// One volume under the redirect-on-write provider.
 pub struct RowVolume {
     pub volume: VolumeId,
@@ -154,6 +157,8 @@ pub struct RowVolume {
     image_unsynced: bool,
     /// Records buffered before a sync is forced (bounds their memory).
     sync_limit_records: usize,
+    /// Bytes written to the data file since its write-back was last started.
+    unstarted_bytes: u64,
     chunk_buffer: Vec<u8>,
     pub max_diff_bytes: Option<u64>,
     pub fingerprint: FileFingerprint,
@@ -261,6 +266,7 @@ impl RowVolume {
             // The records buffered cost 32 bytes per chunk written: the write-back budget
             // bounds their memory, not a sync per budget of data (that would stall a stream).
             sync_limit_records: (write_back_bytes / RECORD_BYTES).max(16),
+            unstarted_bytes: 0,
             chunk_buffer: Vec::new(),
             max_diff_bytes: None,
             fingerprint,
@@ -525,6 +531,13 @@ impl RowVolume {
             self.unsynced = true;
             self.data
                 .write_at(current.target, &data[current.from..current.to])?;
+            self.unstarted_bytes += (current.to - current.from) as u64;
+            if self.unstarted_bytes >= WRITEBACK_PIECE_BYTES {
+                // A stream of redirected writes: their write-back starts now, overlapping the
+                // writer, instead of all at the next sync (a hint, not a sync point).
+                self.data.start_writeback()?;
+                self.unstarted_bytes = 0;
+            }
         }
         if let Some(done) = run.take() {
             for (chunk, slot) in done.new_versions {
@@ -707,14 +720,10 @@ impl RowVolume {
         self.map.chunks_changed_since(tag_of(sequence))
     }
 
-    /// True when deleting shadow `sequence` folds versions into the image (it is the oldest).
-    pub fn delete_writes_image(&self, sequence: u64) -> bool {
-        self.oldest_shadow() == Some(sequence) && !self.map.is_empty()
-    }
-
-    /// Forgets shadow `sequence` and frees the versions only it read; deleting the oldest
-    /// shadow then folds what the new oldest reads back into the image. O(versions tagged
-    /// between the neighbouring shadows). The caller has synced (the engine drains first).
+    /// Forgets shadow `sequence` and frees the versions only it read. O(versions tagged
+    /// between the neighbouring shadows). Deleting the oldest shadow leaves the versions the
+    /// new oldest reads to be folded back into the image ([`RowVolume::fold_batch`]): until
+    /// then they are read where they are. The caller has synced (the engine drains first).
     pub fn delete_shadow(&mut self, sequence: u64) -> io::Result<u64> {
         if !self.shadows.remove(&sequence) {
             return Ok(0);
@@ -746,7 +755,6 @@ impl RowVolume {
                 freed_count += 1;
             }
         }
-        freed_count += self.fold()?;
         Ok(freed_count)
     }
 
@@ -757,12 +765,55 @@ impl RowVolume {
         !self.map.tags_in(0, below).is_empty()
     }
 
-    /// Folds back into the image what no shadow needs apart: for every chunk with versions
-    /// tagged < the oldest shadow (any, without shadows), the newest of them is copied to the
-    /// image, the image is synced, and then those versions are freed (their records synced
-    /// before their slots are reused). A crash leaves the versions in the log, and the next
-    /// fold copies them again. Returns the versions freed.
+    /// Up to `limit` of the chunks waiting to be folded (those with a version tagged < the
+    /// oldest shadow, any version without shadows), distinct, oldest tag first: O(`limit` +
+    /// tags), so that a fold in small batches stays O(chunks changed) overall.
+    fn chunks_to_fold(&self, limit: usize) -> Vec<ChunkIndex> {
+        let below = self.oldest_shadow().unwrap_or(u64::MAX);
+        let mut seen = std::collections::HashSet::new();
+        let mut chunks = Vec::new();
+        for tag in self.map.tags_in(0, below) {
+            for &chunk in self.map.chunks_of_tag(tag) {
+                if chunks.len() >= limit {
+                    return chunks;
+                }
+                if seen.insert(chunk) {
+                    chunks.push(chunk);
+                }
+            }
+        }
+        chunks
+    }
+
+    /// How many versions wait to be folded (at least the chunks a fold copies): what a wait
+    /// for the fold shows as progress.
+    pub fn versions_waiting_for_fold(&self) -> u64 {
+        let below = self.oldest_shadow().unwrap_or(u64::MAX);
+        self.map
+            .tags_in(0, below)
+            .into_iter()
+            .map(|tag| self.map.chunks_of_tag(tag).len() as u64)
+            .sum()
+    }
+
+    /// Folds everything waiting, batch after batch. Returns the versions freed.
     pub fn fold(&mut self) -> io::Result<u64> {
+        let mut freed = 0;
+        while self.needs_fold() {
+            freed += self.fold_batch(usize::MAX)?;
+        }
+        Ok(freed)
+    }
+
+    /// One step of the fold, O(`max_chunks`) in I/O: for up to `max_chunks` of the chunks with
+    /// versions no shadow needs apart (tagged < the oldest shadow, any without shadows), the
+    /// newest of those versions is copied into the image, the image is synced, and then those
+    /// versions are freed (their records synced before their slots are reused). Until its
+    /// free record is durable a folded version is still read (the image copy is the same
+    /// bytes); a crash leaves it in the log and the next fold copies it again. The caller
+    /// holds the volume exclusively for the step, and lets I/O in between steps. Returns the
+    /// versions freed.
+    pub fn fold_batch(&mut self, max_chunks: usize) -> io::Result<u64> {
         let below = self.oldest_shadow().unwrap_or(u64::MAX);
         let tags = self.map.tags_in(0, below);
         if tags.is_empty() {
@@ -773,22 +824,7 @@ impl RowVolume {
         } else {
             tag_of(below)
         };
-        let mut chunks: Vec<ChunkIndex> = Vec::new();
-        for tag in &tags {
-            chunks.extend(
-                self.map
-                    .chunks_of_tag(*tag)
-                    .iter()
-                    .copied()
-                    .filter(|chunk| {
-                        self.map
-                            .lookup_below(*chunk, below_tag)
-                            .is_some_and(|version| version.tag == *tag)
-                    }),
-            );
-        }
-        chunks.sort_unstable();
-        chunks.dedup();
+        let chunks = self.chunks_to_fold(max_chunks.max(1));
         // Copy, then one sync of the image, then the free records and one sync of the index.
         self.write_stamp.cover_write()?;
         let mut buffer = std::mem::take(&mut self.chunk_buffer);
@@ -814,11 +850,12 @@ impl RowVolume {
         refreshed?;
         self.live.sync_data()?;
         self.image_unsynced = false;
+        let batch: std::collections::HashSet<ChunkIndex> = chunks.into_iter().collect();
         let mut freed_count = 0;
         for tag in &tags {
-            // Every version tagged < the oldest shadow is read by nobody now: the newest of
-            // each chunk is in the image, the others were read by no shadow.
-            for (chunk, slot) in self.map.free_where(*tag, |_, _| true) {
+            // Every version of these chunks tagged < the oldest shadow is read by nobody now:
+            // the newest is in the image, the others were read by no shadow.
+            for (chunk, slot) in self.map.free_where(*tag, |_, chunk| batch.contains(&chunk)) {
                 self.append_record(KIND_FREE, *tag, chunk, slot);
                 self.released_slots.push(slot);
                 self.data_slots_used -= 1;
@@ -886,14 +923,6 @@ impl RowVolume {
                 }
             }
         }
-        if self.needs_fold() {
-            problems.push(DiffAreaProblem {
-                description: "redirected chunks older than the oldest shadow copy wait to be \
-                              folded into the image (done when the store is next opened)"
-                    .to_string(),
-                leaked_bytes: 0,
-            });
-        }
         if self.free_slots.iter().any(|slot| seen_slots.contains(slot)) {
             problems.push(DiffAreaProblem {
                 description: "a slot is both free and in use".to_string(),
@@ -933,6 +962,15 @@ mod tests {
         }
         .expect("read");
         buffer
+    }
+
+    /// The image holds `expected` and the diff area checks clean.
+    fn assert_folded(volume: &RowVolume, dir: &Path, expected: &[u8]) {
+        assert!(
+            std::fs::read(dir.join("live.img")).expect("image") == expected,
+            "the image does not hold the folded content"
+        );
+        assert_eq!(volume.check().expect("check"), Vec::new());
     }
 
     /// A data file whose writes fail (a full disk).
@@ -1035,6 +1073,11 @@ mod tests {
         let mut volume = open(dir.path(), &[1, 2]);
         assert_eq!(read(&volume, None), live);
         volume.delete_shadow(1).expect("delete oldest");
+        // The fold waits: the versions shadow 2 reads are still read where they are.
+        assert!(volume.needs_fold());
+        assert_eq!(read(&volume, Some(2)), shadow_two);
+        assert_eq!(read(&volume, None), live);
+        volume.fold().expect("fold");
         assert!(!volume.needs_fold());
         assert_eq!(read(&volume, Some(2)), shadow_two);
         assert_eq!(read(&volume, None), live);
@@ -1043,16 +1086,95 @@ mod tests {
             shadow_two
         );
         volume.delete_shadow(2).expect("delete last");
+        volume.fold().expect("fold");
         assert!(volume.is_empty());
         assert!(
             !has_versions(&dir.path().join("diff")),
             "the log was not emptied"
         );
         assert_eq!(volume.used_bytes(), 0);
+        assert_folded(&volume, dir.path(), &live);
+    }
+
+    /// A fold one chunk at a time, with writes and shadow reads between the steps (as the
+    /// engine's background fold lets I/O in): every view stays exact, a write to a chunk
+    /// waiting for the fold is kept, and the image ends as the live volume.
+    #[test]
+    fn a_fold_in_steps_keeps_every_view_exact_between_the_steps() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("live.img"), vec![1u8; 8 * CHUNK as usize]).expect("img");
+        let mut volume = open(dir.path(), &[]);
+        volume.add_shadow(1);
+        volume.write(0, &[2u8; 6 * CHUNK as usize]).expect("write");
+        volume.add_shadow(2);
+        volume.write(u64::from(CHUNK), &[3u8; 100]).expect("write");
+        let shadow_two = read(&volume, Some(2));
+        volume.delete_shadow(1).expect("delete oldest");
+        let mut live = read(&volume, None);
+        let mut steps = 0;
+        while volume.needs_fold() {
+            assert!(volume.versions_waiting_for_fold() > 0);
+            volume.fold_batch(1).expect("one step");
+            steps += 1;
+            assert_eq!(read(&volume, Some(2)), shadow_two, "after step {steps}");
+            assert_eq!(read(&volume, None), live, "after step {steps}");
+            let at = (steps as u64 % 6) * u64::from(CHUNK) + 10;
+            volume
+                .write(at, &[steps as u8 + 10; 50])
+                .expect("write between steps");
+            live[at as usize..at as usize + 50].fill(steps as u8 + 10);
+            assert_eq!(read(&volume, None), live);
+        }
+        assert_eq!(steps, 6, "one chunk per step");
         assert_eq!(
             std::fs::read(dir.path().join("live.img")).expect("image"),
-            live
+            shadow_two
         );
-        assert_eq!(volume.check().expect("check"), Vec::new());
+        volume.delete_shadow(2).expect("delete last");
+        let waiting = volume.versions_waiting_for_fold();
+        assert!(waiting > 0);
+        while volume.needs_fold() {
+            volume.fold_batch(2).expect("step");
+            volume
+                .write(0, &[9u8; 10])
+                .expect("write in place while folding");
+            live[..10].fill(9);
+            assert_eq!(read(&volume, None), live);
+        }
+        volume.flush().expect("flush");
+        assert!(volume.is_empty());
+        assert_folded(&volume, dir.path(), &live);
+    }
+
+    /// A full disk under the image during a fold step: the step fails with the error, every
+    /// version stays (nothing is freed before the image is synced), every view reads exactly
+    /// as before, and the fold completes once there is room.
+    #[test]
+    fn a_fold_that_cannot_write_the_image_keeps_every_version_and_view() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("live.img"), vec![1u8; 4 * CHUNK as usize]).expect("img");
+        let mut volume = open(dir.path(), &[]);
+        volume.add_shadow(1);
+        volume.write(0, &[2u8; 3 * CHUNK as usize]).expect("write");
+        volume.add_shadow(2);
+        volume.write(0, &[3u8; 10]).expect("write");
+        volume.flush().expect("flush");
+        let (shadow_two, live) = (read(&volume, Some(2)), read(&volume, None));
+        volume.delete_shadow(1).expect("delete oldest");
+        let used = volume.used_bytes();
+        let working = volume.live.clone();
+        volume.live = Arc::new(FullDisk(working.clone()));
+        let error = volume.fold_batch(8).expect_err("full disk");
+        assert_eq!(error.raw_os_error(), Some(libc::ENOSPC));
+        assert!(volume.needs_fold());
+        assert_eq!(volume.used_bytes(), used, "a version was freed");
+        assert_eq!(read(&volume, Some(2)), shadow_two);
+        assert_eq!(read(&volume, None), live);
+        volume.live = working;
+        volume.fold().expect("fold with room");
+        assert!(!volume.needs_fold());
+        assert_eq!(read(&volume, Some(2)), shadow_two);
+        assert_eq!(read(&volume, None), live);
+        assert_folded(&volume, dir.path(), &shadow_two);
     }
 }
