@@ -322,8 +322,15 @@ fn verify_shadows(engine: &Engine, observed: &Observed, context: &str) {
         match observed.created.get(&shadow.id) {
             Some(expected) => assert!(
                 content == *expected,
-                "{context}: shadow {} lost its point-in-time content",
-                shadow.id
+                "{context}: shadow {} ({:?}, {}) lost its point-in-time content (first difference at \
+                 byte {:?})",
+                shadow.id,
+                shadow.health,
+                shadow.attributes.diskshadow_words(),
+                content
+                    .iter()
+                    .zip(expected)
+                    .position(|(read, wanted)| read != wanted)
             ),
             None => assert!(
                 observed.maybe_created.contains(&content),
