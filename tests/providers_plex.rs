@@ -460,3 +460,75 @@ fn plex_full_disk_during_the_copy_fails_clearly_and_keeps_every_byte() {
     );
     drop(small);
 }
+
+/// The same full disk through the service: `create` waits for the copy after thaw, fails
+/// with `VSS_E_INSUFFICIENT_STORAGE`, and leaves no shadow of the set, no point in time and
+/// no partial copy behind; the volume is untouched.
+#[test]
+fn plex_full_disk_during_create_fails_the_create_and_leaves_no_shadow() {
+    use diskshadow::service::local::LocalService;
+    use diskshadow::service::{
+        CreateRequest, SetVolume, ShadowService, SilentObserver, WriterSelection,
+    };
+    let dir = support::scratch("plex_full_disk_create");
+    let Some(small) = LoopFileSystem::new(
+        &dir,
+        "small",
+        "48M",
+        "mkfs.ext4",
+        "mkfs.ext4 -q -F -m 0 {image}",
+    ) else {
+        return;
+    };
+    let volume_path = dir.join("volume.img");
+    sparse_volume(&volume_path, 256 * MIB, 64, MIB);
+    let original = fs::read(&volume_path).expect("original");
+    let engine = support::open_engine(&small.mount.join("store"));
+    let core = support::service_core(engine.clone());
+    let mut service = LocalService::with_core(core, RequesterId(1));
+    let volume = service
+        .resolve_volume(&volume_path.display().to_string(), Path::new("/"))
+        .expect("volume");
+    let request = CreateRequest {
+        volumes: vec![SetVolume {
+            volume,
+            provider: Some(ProviderId(FULL_COPY_PROVIDER_ID)),
+        }],
+        context: Context::PersistentNoWriters,
+        extra_attributes: Attributes(Attributes::PLEX),
+        backup_type: diskshadow::engine::vss::BackupType::Copy,
+        writers: WriterSelection::default(),
+        aliases: vec![None],
+        metadata_path: None,
+        step: false,
+        default_metadata: None,
+    };
+    let error = service
+        .create(&request, &mut SilentObserver)
+        .expect_err("no room for the copy");
+    assert_eq!(
+        error.code,
+        Some(VssCode::VSS_E_INSUFFICIENT_STORAGE),
+        "{error}"
+    );
+    assert!(error.to_string().contains("set was deleted"), "{error}");
+    assert!(service.shadows().expect("list").is_empty());
+    assert!(engine.pending_full_copies().is_empty());
+    let report = engine.check();
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.preserved_chunks, 0, "the point in time was released");
+    let leftovers = fs::read_dir(small.mount.join("store/diff"))
+        .expect("diff")
+        .flatten()
+        .flat_map(|volume_dir| fs::read_dir(volume_dir.path()).expect("dir").flatten())
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with("plex-"))
+        .count();
+    assert_eq!(leftovers, 0, "no partial copy remains");
+    drop(service);
+    drop(engine);
+    assert!(
+        fs::read(&volume_path).expect("image") == original,
+        "the volume is untouched"
+    );
+    drop(small);
+}

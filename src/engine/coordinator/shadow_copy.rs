@@ -34,8 +34,8 @@ use crate::engine::deletions::{DeletionSink, DiffAreaDeletion};
 use crate::engine::device::BlockDevice;
 use crate::engine::ids::{ShadowId, ShadowSetId, VolumeId};
 use crate::engine::model::{
-    CreateSpec, CreateVolume, CreatedSet, DeleteSelector, Exposure, RequesterId, ShadowInfo,
-    VolumeInfo,
+    CreateSpec, CreateVolume, CreatedSet, DeleteSelector, Exposure, RequesterId, ShadowHealth,
+    ShadowInfo, VolumeInfo,
 };
 use crate::engine::overlay::{OverlayDevice, OverlayStore, OVERLAY_CHUNK};
 use crate::engine::progress::Progress;
@@ -595,7 +595,7 @@ impl ShadowCopyCoordinator {
                 });
             }
         };
-        let set = outcome.committed;
+        let mut set = outcome.committed;
         let default_path = match (&request.metadata_path, &request.default_metadata) {
             (None, Some((directory, offset_seconds))) if !outcome.session.writers.is_empty() => {
                 Some(directory.join(default_metadata_name(&set, *offset_seconds)))
@@ -641,6 +641,14 @@ impl ShadowCopyCoordinator {
                 .abort(&outcome.session, "the full copy of a shadow copy failed");
             let _ = self.delete_shadows(&DeleteSelector::Set(set.set_id));
             return Err(ShadowCopyError::FullCopy { source });
+        }
+        // What the requester is shown is the shadows as they are now: complete.
+        for shadow in &mut set.shadows {
+            if shadow.health == ShadowHealth::CopyPending {
+                if let Some(now) = self.engine.shadow(shadow.id) {
+                    *shadow = now;
+                }
+            }
         }
         requester.backup = Some(outcome.session);
         Ok(ShadowSetOutcome {
