@@ -25,6 +25,8 @@ use diskshadow::engine::Engine;
 
 mod support;
 
+use support::process::{diskshadow, wait_for};
+
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
 /// The volume of the "done when" figures: 16 GiB, sparse.
@@ -531,4 +533,73 @@ fn plex_full_disk_during_create_fails_the_create_and_leaves_no_shadow() {
         "the volume is untouched"
     );
     drop(small);
+}
+
+/// Stops the store's service when the test ends, however it ends.
+struct ServiceGuard<'a>(&'a Path);
+
+impl Drop for ServiceGuard<'_> {
+    fn drop(&mut self) {
+        let _ = diskshadow(self.0).args(["service", "stop"]).output();
+    }
+}
+
+/// A full copy a crash cut off (its process ended with the copy pending) is listed as not
+/// complete and served from its point in time; the service, when it starts, makes the copy
+/// again in the background, after which the shadow is complete and reads the same.
+#[test]
+fn plex_the_service_makes_a_copy_cut_off_by_a_crash_when_it_starts() {
+    let dir = support::scratch("plex_service_resumes");
+    let store = dir.join("store");
+    let volume_path = dir.join("volume.img");
+    let offsets = sparse_volume(&volume_path, 64 * MIB, 8, MIB);
+    let original = fs::read(&volume_path).expect("original");
+    let shadow = {
+        let engine = Engine::open(&store, options()).expect("open");
+        let volume = engine.register_volume(&volume_path, None).expect("volume");
+        let shadow = engine
+            .create_shadow_set(&plex_spec(volume.id))
+            .expect("plex commit")
+            .shadows[0]
+            .id;
+        // The volume changes after the point in time; the copy must not see it.
+        engine
+            .open_volume(volume.id)
+            .expect("live")
+            .write_at(offsets[1], &block(0, 77, MIB as usize))
+            .expect("write");
+        assert_eq!(engine.pending_full_copies(), vec![shadow]);
+        shadow
+        // Dropped with the copy still pending, as a crash after the commit leaves it.
+    };
+    let _guard = ServiceGuard(&store);
+    let listed = || {
+        let output = diskshadow(&store)
+            .args(["list", "shadows"])
+            .output()
+            .expect("list");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    assert!(listed().contains(&shadow.to_string()));
+    wait_for(120, "the service completes the copy", || {
+        !listed().contains("Full copy: not complete yet")
+    });
+    let _ = diskshadow(&store).args(["service", "stop"]).output();
+    wait_for(30, "the service stops", || {
+        Engine::open(&store, options()).is_ok()
+    });
+    let engine = Engine::open(&store, options()).expect("reopen");
+    assert_eq!(
+        engine.shadow(shadow).expect("listed").health,
+        ShadowHealth::Good
+    );
+    let device = engine.open_shadow(shadow).expect("shadow");
+    let mut content = vec![0u8; original.len()];
+    device.read_at(0, &mut content).expect("read");
+    assert!(content == original, "the copy holds the point in time");
+    drop(device);
+    let report = engine.check();
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.preserved_chunks, 0, "the point in time was released");
 }
