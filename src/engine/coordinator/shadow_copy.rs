@@ -27,14 +27,15 @@ use std::sync::{Arc, Mutex, RwLock, TryLockError};
 
 use crate::engine::clock::IdSource;
 use crate::engine::core::{
-    CheckReport, CreateError, DeleteError, DeviceError, ExposureError, RevertError, StorageError,
+    CheckReport, CreateError, DeleteError, DeviceError, ExposureError, FullCopyError, RevertError,
+    StorageError,
 };
 use crate::engine::deletions::{DeletionSink, DiffAreaDeletion};
 use crate::engine::device::BlockDevice;
 use crate::engine::ids::{ShadowId, ShadowSetId, VolumeId};
 use crate::engine::model::{
-    CreateSpec, CreateVolume, CreatedSet, DeleteSelector, Exposure, RequesterId, ShadowInfo,
-    VolumeInfo,
+    CreateSpec, CreateVolume, CreatedSet, DeleteSelector, Exposure, RequesterId, ShadowHealth,
+    ShadowInfo, VolumeInfo,
 };
 use crate::engine::overlay::{OverlayDevice, OverlayStore, OVERLAY_CHUNK};
 use crate::engine::progress::Progress;
@@ -139,6 +140,10 @@ pub enum ShadowCopyError {
     Exposure(#[from] ExposureError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The set was committed and its writers thawed, but a full copy made after thaw failed:
+    /// the set was deleted, as a failed creation leaves nothing.
+    #[error("{source}; the shadow copy set was deleted")]
+    FullCopy { source: FullCopyError },
     #[error("the auto-recovery overlay {} cannot be read: {source}", path.display())]
     Overlay {
         path: PathBuf,
@@ -176,6 +181,7 @@ impl ShadowCopyError {
             ShadowCopyError::Device(error) => error.vss_code(),
             ShadowCopyError::Exposure(error) => error.vss_code(),
             ShadowCopyError::Storage(error) => error.vss_code(),
+            ShadowCopyError::FullCopy { source } => source.vss_code(),
             ShadowCopyError::Overlay { .. }
             | ShadowCopyError::OverlayRemoval { .. }
             | ShadowCopyError::RevertRecovered { .. } => VssCode::VSS_E_UNEXPECTED_PROVIDER_ERROR,
@@ -592,7 +598,7 @@ impl ShadowCopyCoordinator {
                 });
             }
         };
-        let set = outcome.committed;
+        let mut set = outcome.committed;
         let default_path = match (&request.metadata_path, &request.default_metadata) {
             (None, Some((directory, offset_seconds))) if !outcome.session.writers.is_empty() => {
                 Some(directory.join(default_metadata_name(&set, *offset_seconds)))
@@ -622,6 +628,25 @@ impl ShadowCopyCoordinator {
                 .abort(&outcome.session, "the shadow copy set could not be kept");
             let _ = self.delete_shadows(&DeleteSelector::Set(set.set_id));
             return Err(ShadowCopyError::NotKept { source });
+        }
+        // Full copies the commit deferred are made now, after thaw, from their points in
+        // time, while the volumes stay writable; the command waits for them with progress.
+        if let Err(source) = self
+            .engine
+            .complete_full_copies(Some(set.set_id), step_observer)
+        {
+            let _ = Coordinator::new(&host, &SilentObserver)
+                .abort(&outcome.session, "the full copy of a shadow copy failed");
+            let _ = self.delete_shadows(&DeleteSelector::Set(set.set_id));
+            return Err(ShadowCopyError::FullCopy { source });
+        }
+        // What the requester is shown is the shadows as they are now: complete.
+        for shadow in &mut set.shadows {
+            if shadow.health == ShadowHealth::CopyPending {
+                if let Some(now) = self.engine.shadow(shadow.id) {
+                    *shadow = now;
+                }
+            }
         }
         requester.backup = Some(outcome.session);
         Ok(ShadowSetOutcome {
