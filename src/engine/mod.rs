@@ -5,6 +5,7 @@
 //! [`progress::Progress`], and takes its clock and ID generator as injected values
 //! ([`clock::Clock`], [`clock::IdSource`]) so that tests are deterministic.
 
+pub mod array;
 pub mod catalog;
 pub mod clock;
 pub mod coordinator;
