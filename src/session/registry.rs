@@ -717,7 +717,11 @@ fn end_backup(session: &mut Session<'_>, command: &Command) -> Result<LineOutcom
     if !matches!(command, Command::EndBackup) {
         return Err(mismatch(command));
     }
-    if session.state.phase != Phase::BackupBegun {
+    // Microsoft's import sample ends the backup of a set made without `begin backup`: the
+    // requester's backup of the set it just created (a copy backup) completes.
+    let created_here =
+        session.state.phase == Phase::Idle && session.state.last_created_set.is_some();
+    if session.state.phase != Phase::BackupBegun && !created_here {
         return Err(CommandError::bad_state(
             "END BACKUP without BEGIN BACKUP",
             "`begin backup` before `create` starts a full backup; `end backup` ends it",
