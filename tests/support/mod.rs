@@ -73,11 +73,14 @@ pub struct Setup {
     pub environment: Vec<(String, String)>,
     /// Answers to step-mode questions, in order.
     pub answers: Vec<String>,
+    /// Arrays the store attaches to before the transcript runs: `(directory, name)`.
+    pub arrays: Vec<(String, Option<String>)>,
 }
 
 /// Applies the directives of `source` inside `work`:
 /// `#! image NAME SIZE`, `#! fill NAME OFFSET LENGTH BYTE`, `#! dir NAME`,
 /// `#! script NAME: COMMAND` (an executable sh script), `#! map X: NAME`, `#! param VALUE`,
+/// `#! array DIR [NAME]` (the store attaches to the storage array at DIR),
 /// `#! env NAME=VALUE`, `#! mode script|transcript|interactive` (interactive: the harness shows
 /// each line after the prompt, as the terminal does).
 pub fn apply_directives(source: &str, work: &Path) -> Setup {
@@ -106,6 +109,8 @@ pub fn apply_directives(source: &str, work: &Path) -> Setup {
             }
             ["dir", name] => fs::create_dir_all(work.join(name)).expect("dir"),
             ["map", letter, name] => setup.maps.push((letter.to_string(), name.to_string())),
+            ["array", dir] => setup.arrays.push((dir.to_string(), None)),
+            ["array", dir, name] => setup.arrays.push((dir.to_string(), Some(name.to_string()))),
             ["param", value] => setup.parameters.push(value.to_string()),
             ["env", assignment] => {
                 let (name, value) = assignment.split_once('=').expect("NAME=VALUE");
@@ -170,6 +175,11 @@ pub fn transcript(path: &Path, default_mode: Mode, scratch_name: &str) -> String
     let setup = apply_directives(&source, &work);
     let engine = open_engine(&work.join("store"));
     let mut service = LocalService::with_core(service_core(engine), RequesterId(1));
+    for (dir, name) in &setup.arrays {
+        service
+            .attach_array(&work.join(dir), name.as_deref())
+            .expect("array attach");
+    }
     for (letter, name) in &setup.maps {
         let letter = letter.chars().next().expect("letter").to_ascii_uppercase();
         let target = work.join(name);
