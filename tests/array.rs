@@ -9,22 +9,7 @@ use std::process::Command as Process;
 
 mod support;
 
-use support::process::{diskshadow, run_script};
-
-fn tool(name: &str) -> bool {
-    let found = Process::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {name}"))
-        .output()
-        .map(|output| output.status.success())
-        .unwrap_or(false);
-    if !found {
-        support::skip(format!(
-            "{name} is not installed (apt-get install xfsprogs qemu-utils)"
-        ));
-    }
-    found
-}
+use support::process::{diskshadow, run_failing_script, run_script};
 
 fn sh(command: &str) -> bool {
     Process::new("sh")
@@ -43,7 +28,7 @@ struct XfsMount {
 
 impl XfsMount {
     fn new(dir: &Path) -> Option<XfsMount> {
-        if !tool("mkfs.xfs") {
+        if !support::tool("mkfs.xfs", "xfsprogs") {
             return None;
         }
         let image = dir.join("xfs.img");
@@ -85,27 +70,6 @@ impl Drop for Services {
     }
 }
 
-fn failing_script(store: &Path, work: &Path, name: &str, body: &str) -> String {
-    let script = work.join(name);
-    fs::write(&script, body).expect("script");
-    let output = diskshadow(store)
-        .arg("-s")
-        .arg(&script)
-        .current_dir(work)
-        .output()
-        .expect("runs");
-    assert!(
-        !output.status.success(),
-        "{name} should fail:\n{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 fn pattern(length: usize, seed: u32) -> Vec<u8> {
     (0..length as u32)
         .map(|index| (index.wrapping_mul(31).wrapping_add(seed) % 251) as u8)
@@ -120,7 +84,7 @@ fn array_catalog(array: &Path) -> serde_json::Value {
 /// The whole story on the array directory `array`; `reflink` says how its shadow LUNs must
 /// have been made.
 fn two_hosts_story(work: &Path, array: &Path, reflink: bool) {
-    if !tool("qemu-img") {
+    if !support::tool("qemu-img", "qemu-utils") {
         return;
     }
     let host_a = work.join("hostA");
@@ -230,7 +194,7 @@ fn two_hosts_story(work: &Path, array: &Path, reflink: bool) {
         .success();
 
     // A set mixing a volume the array does not hold is refused, naming that volume.
-    let mixed = failing_script(
+    let mixed = run_failing_script(
         &host_a,
         work,
         "mixed.dsh",
@@ -290,14 +254,14 @@ fn two_hosts_story(work: &Path, array: &Path, reflink: bool) {
     );
 
     // Importing twice, or on a store not attached to the array: the VSS error.
-    let twice = failing_script(
+    let twice = run_failing_script(
         &host_b,
         work,
         "twice.dsh",
         "load metadata transHWshadow_p.cab\nimport\n",
     );
     assert!(twice.contains("VSS_E_OBJECT_ALREADY_EXISTS"), "{twice}");
-    let stranger = failing_script(
+    let stranger = run_failing_script(
         &host_c,
         work,
         "stranger.dsh",

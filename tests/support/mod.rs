@@ -358,3 +358,20 @@ pub fn skip(reason: impl std::fmt::Display) {
     }
     eprintln!("skipped: {reason}");
 }
+
+/// Whether the system tool `name` is on `PATH`; when it is not, says so (see [`skip`]) with
+/// the package that brings it.
+pub fn tool(name: &str, package: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .map(|output| output.status.success())
+        .unwrap_or(false);
+    if !found {
+        skip(format!(
+            "{name} is not installed (apt-get install {package})"
+        ));
+    }
+    found
+}

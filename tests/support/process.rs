@@ -36,6 +36,22 @@ pub fn run_script(store: &Path, work: &Path, name: &str, body: &str) -> String {
     stdout
 }
 
+/// Writes `body` to `work/name` and runs it with `-s`; the script must fail. Returns stdout
+/// followed by stderr.
+pub fn run_failing_script(store: &Path, work: &Path, name: &str, body: &str) -> String {
+    let script = work.join(name);
+    fs::write(&script, body).expect("script");
+    let output = diskshadow(store)
+        .arg("-s")
+        .arg(&script)
+        .current_dir(work)
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(!output.status.success(), "{name} should fail:\n{stdout}");
+    format!("{stdout}{}", String::from_utf8_lossy(&output.stderr))
+}
+
 /// The shadow IDs of `* Shadow copy ID = {…}` lines, in order.
 pub fn shadow_ids(stdout: &str) -> Vec<String> {
     stdout
