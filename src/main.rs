@@ -950,9 +950,9 @@ fn array(service: &mut dyn ShadowService, command: ArrayCommand) -> Result<(), S
             };
             let info = service.attach_array(&dir, name.as_deref())?;
             println!(
-                "Attached to the array {} ({}) at {}; {} hosts, {} shadow LUNs.",
+                "Attached to the array {} ({{{}}}) at {}; {} hosts, {} shadow LUNs.",
                 info.name,
-                format!("{{{}}}", info.id.hyphenated()),
+                info.id.hyphenated(),
                 info.path.display(),
                 info.hosts.len(),
                 info.shadow_luns
@@ -975,9 +975,9 @@ fn array(service: &mut dyn ShadowService, command: ArrayCommand) -> Result<(), S
             let arrays = service.arrays()?;
             for info in &arrays {
                 println!(
-                    "{}  {}  {}",
+                    "{}  {{{}}}  {}",
                     info.name,
-                    format!("{{{}}}", info.id.hyphenated()),
+                    info.id.hyphenated(),
                     info.path.display()
                 );
                 match &info.problem {

@@ -167,7 +167,10 @@ fn two_hosts_story(work: &Path, array: &Path, reflink: bool) {
     assert_eq!(entry["transportable"], true);
     assert_eq!(entry["lun"], "luns/p.img");
     let clone = array.join(entry["clone"].as_str().expect("clone path"));
-    assert_eq!(fs::read(&clone).expect("clone") == before, true);
+    assert!(
+        fs::read(&clone).expect("clone") == before,
+        "the shadow LUN holds the point in time"
+    );
 
     // Host A masks the set it imported: gone from A, still in the array.
     let output = run_script(
