@@ -390,3 +390,66 @@ fn two_hosts_share_an_array_on_a_plain_directory_with_full_copies() {
     fs::create_dir_all(&array).expect("array dir");
     two_hosts_story(&work, &array, false);
 }
+
+#[test]
+fn array_commands_refuse_bad_input_and_a_failed_create_leaves_no_shadow_lun() {
+    let work = support::scratch("array_errors");
+    let store = work.join("store");
+    let _services = Services(vec![store.clone()]);
+    let array = work.join("array");
+    fs::create_dir_all(array.join("luns")).expect("array dir");
+    let lun = array.join("luns/p.img");
+    fs::write(&lun, pattern(1 << 20, 3)).expect("LUN");
+
+    let refused = |arguments: &[&str], code: &str| {
+        let output = diskshadow(&store)
+            .args(arguments)
+            .current_dir(&work)
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+        assert!(!output.status.success(), "{arguments:?} should fail");
+        assert!(stderr.contains(code), "{arguments:?}: {stderr}");
+    };
+    refused(&["array", "attach", "missing"], "VSS_E_OBJECT_NOT_FOUND");
+    refused(
+        &["array", "attach", "array", "--name", "a b"],
+        "VSS_E_BAD_STATE",
+    );
+    refused(&["array", "detach", "nothing"], "VSS_E_OBJECT_NOT_FOUND");
+    diskshadow(&store)
+        .args(["array", "attach", "array", "--name", "san"])
+        .current_dir(&work)
+        .assert()
+        .success();
+    fs::create_dir_all(work.join("other")).expect("other dir");
+    refused(
+        &["array", "attach", "other", "--name", "san"],
+        "VSS_E_OBJECT_ALREADY_EXISTS",
+    );
+
+    // The array's catalog is damaged after the attach: the clone is made, cannot be
+    // recorded, and is removed again; the store keeps no shadow.
+    fs::write(array.join("diskshadow-array.json"), b"{ damaged").expect("damage");
+    let failed = run_failing_script(
+        &store,
+        &work,
+        "create.dsh",
+        "set context persistent nowriters\nadd volume array/luns/p.img\ncreate\n",
+    );
+    assert!(failed.contains("is damaged"), "{failed}");
+    let left: Vec<_> = fs::read_dir(array.join("shadows"))
+        .expect("shadows dir")
+        .collect();
+    assert!(left.is_empty(), "no shadow LUN is left behind: {left:?}");
+    let listing = run_script(&store, &work, "list.dsh", "list shadows all\n");
+    assert!(
+        listing.contains("Number of shadow copies listed: 0"),
+        "{listing}"
+    );
+    let listed = diskshadow(&store)
+        .args(["array", "list"])
+        .output()
+        .expect("list");
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("unreadable: the array catalog"));
+}
