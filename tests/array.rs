@@ -428,6 +428,40 @@ fn array_commands_refuse_bad_input_and_a_failed_create_leaves_no_shadow_lun() {
         "VSS_E_OBJECT_ALREADY_EXISTS",
     );
 
+    // A shadow LUN this store made but never committed (a crash between the clone and the
+    // commit) is reported by check-store as leaked, and left alone.
+    let mut catalog = array_catalog(&array);
+    let stray = "0e0e0e0e-0000-4000-8000-000000000001";
+    catalog["shadows"][stray] = serde_json::json!({
+        "set_id": "0e0e0e0e-0000-4000-8000-000000000002",
+        "lun": "luns/p.img",
+        "clone": format!("shadows/{stray}.lun"),
+        "size": 1 << 20,
+        "created_by": store,
+        "reflink": false,
+    });
+    fs::write(
+        array.join("diskshadow-array.json"),
+        serde_json::to_vec(&catalog).expect("json"),
+    )
+    .expect("catalog");
+    let stray_lun = array.join(format!("shadows/{stray}.lun"));
+    fs::write(&stray_lun, b"stray").expect("stray LUN");
+    let check = diskshadow(&store)
+        .arg("check-store")
+        .output()
+        .expect("check-store");
+    let report = String::from_utf8_lossy(&check.stdout).to_string();
+    assert!(
+        report.contains(&format!(
+            "the shadow LUN {} belongs to no shadow copy of this store",
+            stray_lun.display()
+        )),
+        "{report}"
+    );
+    assert!(stray_lun.exists(), "check-store changes nothing");
+    fs::remove_file(&stray_lun).expect("remove stray");
+
     // The array's catalog is damaged after the attach: the clone is made, cannot be
     // recorded, and is removed again; the store keeps no shadow.
     fs::write(array.join("diskshadow-array.json"), b"{ damaged").expect("damage");

@@ -3150,6 +3150,28 @@ impl Engine {
                 }
             }
         }
+        // A shadow LUN this store made that is neither in its catalog nor transportable (those
+        // live only in their metadata file until imported): a create cut off between the clone
+        // and the commit. Reported, never removed: the array is shared with other hosts.
+        for (name, attachment) in &state.arrays {
+            let Ok(array_catalog) = array::read(&attachment.path) else {
+                continue;
+            };
+            for (shadow, entry) in &array_catalog.shadows {
+                if entry.created_by == self.shared.layout.root
+                    && !entry.transportable
+                    && !state.shadows.contains_key(shadow)
+                {
+                    let clone = array::clone_path(&attachment.path, *shadow);
+                    report.leaked_bytes +=
+                        std::fs::metadata(&clone).map_or(0, |metadata| metadata.len());
+                    report.problems.push(format!(
+                        "array {name}: the shadow LUN {} belongs to no shadow copy of this store (leaked)",
+                        clone.display()
+                    ));
+                }
+            }
+        }
         for volume in state.volumes.keys() {
             for orphan in orphan_files(&self.shared.layout.diff_dir(*volume), state) {
                 report.leaked_bytes +=
