@@ -2671,13 +2671,14 @@ impl Engine {
         let attached = lock_mutex(&self.shared.catalog).state().arrays.clone();
         let mut found: Vec<(ShadowId, PathBuf, ArrayShadow)> = Vec::new();
         for shadow in &cabinet.shadows {
-            let provider = provider_by_id(Some(shadow.provider_id))
-                .filter(|provider| provider.transportable())
-                .ok_or(ImportError::NotHardware {
+            if !provider_by_id(Some(shadow.provider_id))
+                .is_some_and(|provider| provider.transportable())
+            {
+                return Err(ImportError::NotHardware {
                     shadow: shadow.shadow_id,
                     provider: shadow.provider_id,
-                })?;
-            let _ = provider;
+                });
+            }
             if lock_mutex(&self.shared.catalog)
                 .state()
                 .shadows
@@ -2735,6 +2736,13 @@ impl Engine {
             Context::PersistentNoWriters
         };
         let mut catalog = lock_mutex(&self.shared.catalog);
+        // Checked again under the catalog lock: two imports of one set may race.
+        if let Some((shadow, _, _)) = found
+            .iter()
+            .find(|(shadow, _, _)| catalog.state().shadows.contains_key(shadow))
+        {
+            return Err(ImportError::AlreadyImported { shadow: *shadow });
+        }
         let first_sequence = catalog
             .state()
             .next_sequence
