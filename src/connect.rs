@@ -216,17 +216,36 @@ pub fn run_service(store: &Path, idle_timeout: Option<u64>) -> Result<(), Servic
         handle_termination_signals: true,
         log: Some(log.clone()),
     };
-    let handler = Arc::new(EngineHandler::new(Arc::new(engine)));
+    let engine = Arc::new(engine);
+    // Full copies a crash cut off are served from their points in time; the service makes
+    // them again from there, in the background (it does not idle out meanwhile). A copy still
+    // running when the service stops is cut off the same way, and made again next time.
+    let pending = engine.pending_full_copies();
+    if !pending.is_empty() {
+        let copier = engine.clone();
+        std::thread::spawn(move || {
+            for shadow in pending {
+                let _ = copier.complete_full_copy(shadow, &crate::engine::progress::NoProgress);
+            }
+        });
+    }
+    let handler = Arc::new(EngineHandler::new(engine.clone()));
     // After the coordinator took the engine's sink: it removes what it kept for a deleted
     // shadow, then passes the event to the log.
     handler.set_deletion_sink(log);
     match transport::serve_store(store, handler, options) {
-        Ok(server) => match server.wait() {
-            StopReason::Crashed => Err(unavailable(
-                "the service stopped after an internal failure; see service.log",
-            )),
-            _ => Ok(()),
-        },
+        Ok(server) => {
+            let reason = server.wait();
+            // The background copier may still hold the engine, so its last handle may not be
+            // dropped here: acknowledged writes are flushed now.
+            let _ = engine.flush();
+            match reason {
+                StopReason::Crashed => Err(unavailable(
+                    "the service stopped after an internal failure; see service.log",
+                )),
+                _ => Ok(()),
+            }
+        }
         Err(error) if error.is_already_running() => Ok(()),
         Err(error) => Err(unavailable(error)),
     }

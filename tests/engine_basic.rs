@@ -524,6 +524,17 @@ fn shadow_reads_run_beside_writes_from_other_threads() {
     assert!(engine.check().is_clean());
 }
 
+/// The shadow, if its create left its copy pending (no reflink), else nothing.
+fn engine_shadow_ids_if_pending(
+    shadow: &diskshadow::engine::model::ShadowInfo,
+) -> Vec<diskshadow::engine::ids::ShadowId> {
+    if shadow.health == diskshadow::engine::model::ShadowHealth::CopyPending {
+        vec![shadow.id]
+    } else {
+        Vec::new()
+    }
+}
+
 #[test]
 fn the_full_copy_provider_keeps_an_independent_copy() {
     use diskshadow::engine::provider::FULL_COPY_PROVIDER_ID;
@@ -551,6 +562,23 @@ fn the_full_copy_provider_keeps_an_independent_copy() {
         .shadows[0]
         .clone();
     device.write_at(4096, &[2u8; 20_000]).expect("write");
+    // Without reflink (this test's file system) the copy is made after the commit, from the
+    // shadow's point in time: until then the shadow is served from that point in time.
+    let pending = engine.open_shadow(copy.id).expect("pending copy");
+    assert_eq!(read_all(&*pending), vec![1u8; 64 * 1024]);
+    assert_eq!(
+        engine
+            .complete_full_copies(None, &NoProgress)
+            .expect("copy"),
+        engine_shadow_ids_if_pending(&copy)
+    );
+    assert!(engine.pending_full_copies().is_empty());
+    assert_eq!(
+        engine.shadow(copy.id).expect("listed").health,
+        diskshadow::engine::model::ShadowHealth::Good
+    );
+    // A device opened while the copy was pending reads the copy once it is complete.
+    assert_eq!(read_all(&*pending), vec![1u8; 64 * 1024]);
     assert_eq!(
         read_all(&*engine.open_shadow(copy.id).expect("copy")),
         vec![1u8; 64 * 1024]
@@ -676,6 +704,10 @@ fn providers_a_volume_switches_between_redirect_and_copy_on_write_only_when_idle
     plex.volumes[0].provider = Some(ProviderId(FULL_COPY_PROVIDER_ID));
     plex.extra_attributes = Attributes(Attributes::PLEX);
     let copy = engine.create_shadow_set(&plex).expect("plex").shadows[0].id;
+    assert!(read_all(&*engine.open_shadow(copy).expect("copy")) == live);
+    engine
+        .complete_full_copies(None, &NoProgress)
+        .expect("the copy after the commit");
     assert!(read_all(&*engine.open_shadow(copy).expect("copy")) == live);
     let error = engine
         .create_shadow_set(&spec(&[volume.id], Context::Persistent))

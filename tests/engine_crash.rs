@@ -196,7 +196,9 @@ fn scenario(setup: &Setup, backend: &FaultBackend, observed: &mut Observed) -> R
         &pattern(3, 2 * CHUNK as usize),
     )?;
     let second = create(current, Context::PersistentNoWriters, &model, observed)?;
-    // A full copy (plex provider): copied and synced before its commit.
+    // A full copy (plex provider; no reflink on this backend): the commit takes a point in
+    // time, the volume is written, then the copy is made from the point in time, synced,
+    // recorded complete and the point in time released.
     let mut plex = spec(setup.volume, Context::Persistent);
     plex.volumes[0].provider = Some(ProviderId(FULL_COPY_PROVIDER_ID));
     plex.extra_attributes = Attributes(Attributes::PLEX);
@@ -207,6 +209,17 @@ fn scenario(setup: &Setup, backend: &FaultBackend, observed: &mut Observed) -> R
         .shadows[0]
         .id;
     observed.created.insert(full_copy, model.clone());
+    observed.made_durable(&model);
+    write(
+        current,
+        &mut model,
+        observed,
+        4 * CHUNK as usize,
+        &pattern(8, 3 * CHUNK as usize),
+    )?;
+    current
+        .complete_full_copy(full_copy, &NoProgress)
+        .map_err(|e| e.to_string())?;
     create(current, Context::Volatile, &model, observed)?;
     write(
         current,
@@ -275,6 +288,25 @@ fn verify_after_crash(setup: &Setup, observed: &Observed, crash_point: u64, mode
             panic!("reopen after crash at sync point {crash_point} ({mode:?}): {error}")
         });
     let context = format!("crash at sync point {crash_point} ({mode:?})");
+    verify_shadows(&engine, observed, &context);
+    // A full copy the crash cut off is served from its point in time (above); made again
+    // from it now, it holds the same content.
+    let pending = engine.pending_full_copies();
+    let completed = engine
+        .complete_full_copies(None, &NoProgress)
+        .unwrap_or_else(|error| panic!("{context}: restarting the full copies: {error}"));
+    assert_eq!(
+        completed, pending,
+        "{context}: every pending copy completed"
+    );
+    assert!(engine.pending_full_copies().is_empty());
+    verify_shadows(&engine, observed, &context);
+    verify_live_and_check(&engine, setup, observed, &context);
+}
+
+/// Every shadow reads its point-in-time content; no deleted one came back, no created one
+/// vanished.
+fn verify_shadows(engine: &Engine, observed: &Observed, context: &str) {
     let shadows = engine.shadows();
     for shadow in &shadows {
         assert!(
@@ -290,8 +322,15 @@ fn verify_after_crash(setup: &Setup, observed: &Observed, crash_point: u64, mode
         match observed.created.get(&shadow.id) {
             Some(expected) => assert!(
                 content == *expected,
-                "{context}: shadow {} lost its point-in-time content",
-                shadow.id
+                "{context}: shadow {} ({:?}, {}) lost its point-in-time content (first difference at \
+                 byte {:?})",
+                shadow.id,
+                shadow.health,
+                shadow.attributes.diskshadow_words(),
+                content
+                    .iter()
+                    .zip(expected)
+                    .position(|(read, wanted)| read != wanted)
             ),
             None => assert!(
                 observed.maybe_created.contains(&content),
@@ -313,7 +352,11 @@ fn verify_after_crash(setup: &Setup, observed: &Observed, crash_point: u64, mode
             );
         }
     }
-    // The live volume: every chunk not written since the last flush reads back exactly.
+}
+
+/// The live volume: every chunk not written since the last flush reads back exactly; `check`
+/// is clean.
+fn verify_live_and_check(engine: &Engine, setup: &Setup, observed: &Observed, context: &str) {
     let device = engine
         .open_volume(setup.volume)
         .unwrap_or_else(|error| panic!("{context}: {error}"));

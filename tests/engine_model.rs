@@ -15,7 +15,7 @@ use diskshadow::engine::core::EngineOptions;
 use diskshadow::engine::ids::{ProviderId, ShadowId, ShadowSetId, VolumeId};
 use diskshadow::engine::model::{CreateSpec, CreateVolume, DeleteSelector, RequesterId};
 use diskshadow::engine::progress::NoProgress;
-use diskshadow::engine::provider::ROW_PROVIDER_ID;
+use diskshadow::engine::provider::{FULL_COPY_PROVIDER_ID, ROW_PROVIDER_ID};
 use diskshadow::engine::store::RealBackend;
 use diskshadow::engine::vss::providers::SYSTEM_PROVIDER_ID;
 use diskshadow::engine::vss::{Attributes, Context};
@@ -45,6 +45,9 @@ enum Operation {
     },
     Restart,
     Flush,
+    /// Makes the full copies still pending (plex shadows without reflink are served from
+    /// their point in time until then).
+    CompleteCopies,
 }
 
 fn operation() -> impl Strategy<Value = Operation> {
@@ -56,6 +59,7 @@ fn operation() -> impl Strategy<Value = Operation> {
         1 => any::<usize>().prop_map(|pick| Operation::Revert { pick }),
         1 => Just(Operation::Restart),
         1 => Just(Operation::Flush),
+        1 => Just(Operation::CompleteCopies),
     ]
 }
 
@@ -266,6 +270,17 @@ impl Harness {
                 self.shadows.retain(|_, shadow| shadow.persistent);
             }
             Operation::Flush => self.engine().flush().expect("flush"),
+            Operation::CompleteCopies => {
+                let pending = self.engine().pending_full_copies();
+                if self.provider != ProviderId(FULL_COPY_PROVIDER_ID) {
+                    assert!(pending.is_empty(), "only full copies are ever pending");
+                }
+                let completed = self
+                    .engine()
+                    .complete_full_copies(None, &NoProgress)
+                    .expect("complete the full copies");
+                assert_eq!(completed, pending);
+            }
         }
     }
 
@@ -348,5 +363,21 @@ proptest! {
         }
         harness.apply(&Operation::Restart);
         harness.verify(operations.len());
+    }
+
+    /// The same operations on volumes registered for the full-copy provider: every shadow is
+    /// a full copy, served from its point in time until its copy is made (reverts, deletes and
+    /// restarts meet pending copies too), then from the copy.
+    #[test]
+    fn providers_full_copy_matches_the_model(operations in prop::collection::vec(operation(), 1..40)) {
+        let mut harness = Harness::new(Some(ProviderId(FULL_COPY_PROVIDER_ID)));
+        for (step, operation) in operations.iter().enumerate() {
+            harness.apply(operation);
+            harness.verify(step);
+        }
+        harness.apply(&Operation::CompleteCopies);
+        harness.verify(operations.len());
+        harness.apply(&Operation::Restart);
+        harness.verify(operations.len() + 1);
     }
 }

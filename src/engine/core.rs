@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::engine::array::{
     self, ArrayAttachError, ArrayAttachment, ArrayError, ArrayHost, ArrayInfo, ArrayShadow,
@@ -36,6 +36,10 @@ use crate::engine::store::LockFailure;
 use crate::engine::store::{DurableBackend, FileFingerprint, RealBackend, StoreLayout, StoreLock};
 use crate::engine::transport::MetadataCabinet;
 use crate::engine::vss::{self, limits, Attributes, Context, VssCode};
+
+mod full_copy;
+
+pub use full_copy::FullCopyError;
 
 /// The default copy-on-write granularity: 64 KiB, as qcow2 clusters and dm-thin chunks;
 /// `benches/engine.rs` measures it.
@@ -563,6 +567,8 @@ struct Shared {
     deletions: DeletionLog,
     /// Opened by `check-store`: nothing on disk changes, and nothing can be changed.
     read_only: bool,
+    /// Shadows whose full copy is being made now (`full_copy.rs`): one copy at a time each.
+    copies_running: Mutex<BTreeSet<ShadowId>>,
     _lock: Option<StoreLock>,
 }
 
@@ -637,6 +643,7 @@ fn shadow_info(
         (None, Some(reason)) => ShadowHealth::Suspect {
             reason: reason.to_string(),
         },
+        (None, None) if record.copy_pending => ShadowHealth::CopyPending,
         (None, None) => ShadowHealth::Good,
     };
     ShadowInfo {
@@ -671,6 +678,12 @@ fn provider_of(record: &ShadowRecord) -> Option<&'static dyn Provider> {
 /// The data path a shadow lives in (`None`: it is independent of it, e.g. a full copy).
 fn data_path_of(record: &ShadowRecord) -> Option<DataPathKind> {
     provider_of(record).and_then(|provider| provider.data_path())
+}
+
+/// Whether a shadow has a point in time in its volume's data path: a differential shadow, or
+/// an independent one whose copy is still being made from it.
+fn in_data_path(record: &ShadowRecord, kind: DataPathKind) -> bool {
+    data_path_of(record) == Some(kind) || (record.copy_pending && data_path_of(record).is_none())
 }
 
 /// A provider of a set being created, with its `(volume, shadow)` members.
@@ -892,7 +905,7 @@ impl Engine {
             let kind = DataPathKind::at_open(&diff_dir, has_row_shadows);
             let shadows: BTreeSet<u64> = of_volume
                 .iter()
-                .filter(|shadow| data_path_of(shadow) == Some(kind))
+                .filter(|shadow| in_data_path(shadow, kind))
                 .map(|shadow| shadow.sequence)
                 .collect();
             let orphans = orphan_files(&diff_dir, catalog.state());
@@ -1029,6 +1042,7 @@ impl Engine {
                 sequence_floor,
                 deletions: DeletionLog::open(store_dir),
                 read_only,
+                copies_running: Mutex::default(),
                 _lock: lock,
             }),
         };
@@ -1525,7 +1539,9 @@ impl Engine {
     }
 
     /// The provider commit: one shadow per volume, all at one point in time. O(1) in volume
-    /// size, data written and number of existing shadows: one catalog transaction.
+    /// size, data written and number of existing shadows: one catalog transaction. A full
+    /// copy that could not be cloned is left pending ([`ShadowHealth::CopyPending`], served
+    /// from its point in time) until [`Engine::complete_full_copies`] makes it after thaw.
     pub fn create_shadow_set(&self, spec: &CreateSpec) -> Result<CreatedSet, CreateError> {
         self.create_shadow_set_with_progress(spec, &NoProgress)
     }
@@ -1791,15 +1807,20 @@ impl Engine {
                 provider.abort_set(&context, &members_of(members));
             }
         };
+        // Shadows whose copy is made after thaw: they get a point in time in the data path.
+        let mut deferred = BTreeSet::new();
         for (position, (provider, members)) in by_provider.iter().enumerate() {
-            if let Err(source) = provider.prepare_set(&context, &members_of(members), progress) {
-                abort(position);
-                return Err(CreateError::Io {
-                    volume: members
-                        .first()
-                        .map_or_else(|| VolumeId(uuid::Uuid::nil()), |member| member.0),
-                    source,
-                });
+            match provider.prepare_set(&context, &members_of(members), progress) {
+                Ok(copies) => deferred.extend(copies),
+                Err(source) => {
+                    abort(position);
+                    return Err(CreateError::Io {
+                        volume: members
+                            .first()
+                            .map_or_else(|| VolumeId(uuid::Uuid::nil()), |member| member.0),
+                        source,
+                    });
+                }
             }
         }
 
@@ -1854,6 +1875,7 @@ impl Engine {
                 owner,
                 suspect: None,
                 in_creation,
+                copy_pending: deferred.contains(shadow),
             });
         }
         if let Err(error) = catalog.commit(
@@ -1871,7 +1893,7 @@ impl Engine {
             provider.commit_set(&context, &members_of(members));
         }
         for record in &records {
-            if data_path_of(record).is_none() {
+            if data_path_of(record).is_none() && !record.copy_pending {
                 continue;
             }
             if let Some(VolumeSlot::Ready(cow)) =
@@ -2321,10 +2343,10 @@ impl Engine {
         let size = record.volume_size.min(cow.size());
         let context = self.provider_context(lock_mutex(&self.shared.catalog).state());
         let copy = match provider_of(&record) {
-            Some(provider) => provider
+            Some(provider) if !record.copy_pending => provider
                 .open_shadow(&context, &record)
                 .map_err(|source| RevertError::Io { volume, source })?,
-            None => None,
+            _ => None,
         };
         let chunks: Vec<u64> = match &copy {
             None => cow.chunks_changed_since(record.sequence),
@@ -2434,14 +2456,15 @@ impl Engine {
             .cloned()
             .ok_or(DeviceError::ShadowNotFound { shadow })?;
         let context = self.provider_context(lock_mutex(&self.shared.catalog).state());
+        // A full copy still being made is read through its point in time until it is done.
         let copy = match provider_of(&record) {
-            Some(provider) => provider.open_shadow(&context, &record).map_err(|source| {
-                DeviceError::Unavailable {
+            Some(provider) if !record.copy_pending => provider
+                .open_shadow(&context, &record)
+                .map_err(|source| DeviceError::Unavailable {
                     volume: record.volume,
                     reason: source.to_string(),
-                }
-            })?,
-            None => None,
+                })?,
+            _ => None,
         };
         Ok(Arc::new(ShadowDevice {
             engine: Engine {
@@ -2451,7 +2474,8 @@ impl Engine {
             shadow,
             sequence: info.sequence,
             size: record.volume_size,
-            independent: copy,
+            independent: copy.map(OnceLock::from).unwrap_or_default(),
+            copy_pending: record.copy_pending,
         }))
     }
 
@@ -2785,6 +2809,7 @@ impl Engine {
                     owner: None,
                     suspect: None,
                     in_creation: false,
+                    copy_pending: false,
                 }
             })
             .collect();
@@ -3126,7 +3151,7 @@ impl Engine {
                     "shadow copy {} belongs to unknown volume {}",
                     record.id, record.volume
                 ));
-            } else if data_path_of(record).is_none() {
+            } else if data_path_of(record).is_none() && !record.copy_pending {
                 if let Some(provider) = provider_of(record) {
                     report
                         .problems
@@ -3350,11 +3375,43 @@ struct ShadowDevice {
     sequence: u64,
     size: u64,
     /// What an independent shadow (a full copy) is read from, as its provider opened it
-    /// (`Provider::open_shadow`); `None` for shadows in the volume's data path.
-    independent: Option<Arc<dyn crate::engine::store::DurableFile>>,
+    /// (`Provider::open_shadow`); empty for shadows in the volume's data path, and for a full
+    /// copy until its copy is complete.
+    independent: OnceLock<Arc<dyn crate::engine::store::DurableFile>>,
+    /// The shadow was a full copy still being made when the device was opened: it is read
+    /// through its point in time until the copy is complete, then from the copy.
+    copy_pending: bool,
 }
 
 impl ShadowDevice {
+    /// The full copy to read from, if the shadow is one and it is complete (opened once).
+    fn independent_copy(&self) -> io::Result<Option<Arc<dyn crate::engine::store::DurableFile>>> {
+        if let Some(copy) = self.independent.get() {
+            return Ok(Some(copy.clone()));
+        }
+        if !self.copy_pending {
+            return Ok(None);
+        }
+        let record = lock_mutex(&self.engine.shared.catalog)
+            .state()
+            .shadows
+            .get(&self.shadow)
+            .cloned();
+        let Some(record) = record.filter(|record| !record.copy_pending) else {
+            return Ok(None);
+        };
+        let Some(provider) = provider_of(&record) else {
+            return Ok(None);
+        };
+        let context = self
+            .engine
+            .provider_context(lock_mutex(&self.engine.shared.catalog).state());
+        match provider.open_shadow(&context, &record)? {
+            Some(copy) => Ok(Some(self.independent.get_or_init(|| copy).clone())),
+            None => Ok(None),
+        }
+    }
+
     /// A shadow deleted or made suspect since this device was opened is not served.
     fn still_served(&self, provider: &dyn VolumeProvider) -> io::Result<()> {
         if !provider.shadows().contains(&self.sequence) {
@@ -3380,9 +3437,64 @@ impl BlockDevice for ShadowDevice {
 
     fn read_at(&self, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
         check_range(offset, buffer.len(), self.size)?;
-        if let Some(copy) = &self.independent {
+        if let Some(copy) = self.independent_copy()? {
             return copy.read_exact_or_zero(offset, buffer);
         }
+        let read = self.read_through_data_path(offset, buffer);
+        // The copy may have completed (and its point in time been released) since the check.
+        if read.is_err() && self.copy_pending {
+            if let Some(copy) = self.independent_copy()? {
+                return copy.read_exact_or_zero(offset, buffer);
+            }
+        }
+        read
+    }
+
+    fn write_at(&self, _offset: u64, _data: &[u8]) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("shadow copy {} is read-only", self.shadow),
+        ))
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn is_read_only(&self) -> bool {
+        true
+    }
+
+    fn allocation(&self, offset: u64, length: u64) -> io::Result<Vec<Extent>> {
+        let length = length.min(self.size.saturating_sub(offset));
+        let extents_of = |copy: Arc<dyn crate::engine::store::DurableFile>| {
+            file_extents(
+                offset,
+                length,
+                |at| copy.next_data(at),
+                |at| copy.next_hole(at),
+            )
+        };
+        if let Some(copy) = self.independent_copy()? {
+            return extents_of(copy);
+        }
+        let extents = match &*read_lock(&self.handle.state) {
+            VolumeSlot::Ready(cow) => self
+                .still_served(cow.as_ref())
+                .and_then(|()| cow.allocation_shadow(self.sequence, offset, length)),
+            VolumeSlot::Unavailable(reason) => Err(unavailable(reason)),
+        };
+        if extents.is_err() && self.copy_pending {
+            if let Some(copy) = self.independent_copy()? {
+                return extents_of(copy);
+            }
+        }
+        extents
+    }
+}
+
+impl ShadowDevice {
+    fn read_through_data_path(&self, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
         let unchanged = match &*read_lock(&self.handle.state) {
             VolumeSlot::Ready(cow) => {
                 self.still_served(cow.as_ref())?;
@@ -3403,39 +3515,5 @@ impl BlockDevice for ShadowDevice {
         Err(self
             .engine
             .shadow_read_saw_change(&self.handle, self.shadow))
-    }
-
-    fn write_at(&self, _offset: u64, _data: &[u8]) -> io::Result<()> {
-        Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!("shadow copy {} is read-only", self.shadow),
-        ))
-    }
-
-    fn flush(&self) -> io::Result<()> {
-        Ok(())
-    }
-
-    fn is_read_only(&self) -> bool {
-        true
-    }
-
-    fn allocation(&self, offset: u64, length: u64) -> io::Result<Vec<Extent>> {
-        let length = length.min(self.size.saturating_sub(offset));
-        if let Some(copy) = &self.independent {
-            return file_extents(
-                offset,
-                length,
-                |at| copy.next_data(at),
-                |at| copy.next_hole(at),
-            );
-        }
-        match &*read_lock(&self.handle.state) {
-            VolumeSlot::Ready(cow) => {
-                self.still_served(cow.as_ref())?;
-                cow.allocation_shadow(self.sequence, offset, length)
-            }
-            VolumeSlot::Unavailable(reason) => Err(unavailable(reason)),
-        }
     }
 }

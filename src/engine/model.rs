@@ -117,6 +117,10 @@ pub enum ShadowHealth {
     Suspect {
         reason: String,
     },
+    /// A full copy still being made from the shadow's point in time (after the commit, while
+    /// the volume stays writable). It is served through that point in time meanwhile; a
+    /// crash leaves it so until the copy is restarted, or the shadow is deleted.
+    CopyPending,
 }
 
 /// One shadow copy, as `list shadows` shows it.

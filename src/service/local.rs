@@ -123,7 +123,8 @@ pub fn coordinator_error(error: ShadowCopyError) -> ServiceError {
         | ShadowCopyError::Revert(_)
         | ShadowCopyError::Device(_)
         | ShadowCopyError::Exposure(_)
-        | ShadowCopyError::Storage(_) => engine_error(code, message),
+        | ShadowCopyError::Storage(_)
+        | ShadowCopyError::FullCopy { .. } => engine_error(code, message),
     }
 }
 

@@ -470,7 +470,8 @@ impl Handler for EngineHandler {
         // Polled on every tick of the service: also the moment to notice shadows the engine
         // deleted under an exposure.
         self.core.reap_dangling_exposures();
-        self.core.has_exposures()
+        // A full copy restarted in the background (`connect::run_service`) keeps it too.
+        self.core.has_exposures() || self.core.engine.full_copies_running()
     }
 }
 

@@ -94,10 +94,16 @@ pub fn shadow_block(
             exposure.location
         ));
     }
-    if let ShadowHealth::Suspect { reason } = &shadow.health {
-        lines.push(format!(
+    match &shadow.health {
+        ShadowHealth::Suspect { reason } => lines.push(format!(
             "\t\t- Warning: this shadow copy is suspect and is not served: {reason}"
-        ));
+        )),
+        ShadowHealth::CopyPending => lines.push(
+            "\t\t- Full copy: not complete yet; served from its point in time until the copy \
+             ends (delete it to give up the copy)"
+                .to_string(),
+        ),
+        ShadowHealth::Good => {}
     }
     lines
 }

@@ -1,7 +1,8 @@
 //! The array provider ("diskshadow Array provider", `VSS_PROV_HARDWARE`): a shadow of a LUN
 //! is a whole-LUN clone inside its array, a reflink clone (`FICLONE`, O(extents)) where the
-//! array's file system shares blocks, else a full copy with progress. The host does no
-//! copy-on-write for these shadows: the clone is independent of later writes to the LUN.
+//! array's file system shares blocks, else a full copy made after thaw from a point in time,
+//! with progress (the full-copy provider's mechanism). Once the clone exists the host does no
+//! copy-on-write for the shadow: the clone is independent of later writes to the LUN.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,10 @@ use crate::engine::ids::ProviderId;
 use crate::engine::model::{ProviderInfo, ProviderKind};
 use crate::engine::progress::Progress;
 use crate::engine::provider::api::copy_live_chunks;
-use crate::engine::provider::{plex, DataPathKind, Provider, ProviderContext, SetMember};
+use crate::engine::device::BlockDevice;
+use crate::engine::provider::{
+    plex, DataPathKind, DeferredCopies, Provider, ProviderContext, SetMember,
+};
 use crate::engine::store::DurableFile;
 use crate::engine::vss::Attributes;
 
@@ -73,22 +77,50 @@ impl Provider for ArrayProvider {
         None
     }
 
-    /// Clones each LUN inside its array and records the clone in the array's catalog, both
-    /// durably, before the store's commit.
+    /// Clones each LUN inside its array with a reflink where the array's file system can (the
+    /// whole clone, O(extents)), and records it in the array's catalog, both durably, before
+    /// the store's commit. Elsewhere the clone is deferred: the engine keeps the point in time
+    /// in the LUN's data path and [`Provider::finish_deferred_copy`] copies it after thaw, as
+    /// the full-copy provider does.
     fn prepare_set(
         &self,
         context: &ProviderContext<'_>,
         members: &[SetMember<'_>],
-        progress: &dyn Progress,
-    ) -> io::Result<()> {
+        _progress: &dyn Progress,
+    ) -> io::Result<DeferredCopies> {
+        let mut deferred = DeferredCopies::new();
         for (position, member) in members.iter().enumerate() {
-            let made = clone_lun(context, member, progress);
-            if let Err(error) = made {
-                self.abort_set(context, &members[..=position]);
-                return Err(error);
+            match clone_lun(context, member) {
+                Ok(true) => {}
+                Ok(false) => {
+                    deferred.insert(member.shadow);
+                }
+                Err(error) => {
+                    self.abort_set(context, &members[..=position]);
+                    return Err(error);
+                }
             }
         }
-        Ok(())
+        Ok(deferred)
+    }
+
+    fn finish_deferred_copy(
+        &self,
+        context: &ProviderContext<'_>,
+        shadow: &ShadowRecord,
+        source: &dyn BlockDevice,
+        progress: &dyn Progress,
+    ) -> io::Result<()> {
+        let path = self.clone_of(context, shadow).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "the shadow LUN of {} is in no array this store reaches",
+                    shadow.id
+                ),
+            )
+        })?;
+        plex::copy_point_in_time(context.backend, source, &path, progress).map(|_| ())
     }
 
     fn abort_set(&self, context: &ProviderContext<'_>, members: &[SetMember<'_>]) {
@@ -173,12 +205,9 @@ impl Provider for ArrayProvider {
     }
 }
 
-/// Clones one LUN into its array and records it in the array catalog.
-fn clone_lun(
-    context: &ProviderContext<'_>,
-    member: &SetMember<'_>,
-    progress: &dyn Progress,
-) -> io::Result<()> {
+/// Clones one LUN into its array (a reflink, or nothing yet where the file system cannot share
+/// blocks) and records it in the array catalog. Returns whether it was cloned now.
+fn clone_lun(context: &ProviderContext<'_>, member: &SetMember<'_>) -> io::Result<bool> {
     let root = array_root_of(member.image_path).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::NotFound,
@@ -193,18 +222,12 @@ fn clone_lun(
         ))
     })?;
     let path = clone_path(&root, member.shadow);
-    context
-        .backend
-        .create_dir_all(path.parent().unwrap_or(&root))?;
+    context.backend.create_dir_all(path.parent().unwrap_or(&root))?;
     let volume = member.volume;
-    let reflink = plex::make_copy(
-        context.backend,
-        &**volume.image(),
-        volume.size(),
-        &path,
-        progress,
-    )?;
-    copy_live_chunks(context.backend, volume, &path)?;
+    let reflink = plex::clone_image(context.backend, &**volume.image(), volume.size(), &path)?;
+    if reflink {
+        copy_live_chunks(context.backend, volume, &path)?;
+    }
     let clone = relative_to(&root, &path).unwrap_or_default();
     inside(&root, &clone).map_err(to_io)?;
     let record = ArrayShadow {
@@ -221,5 +244,6 @@ fn clone_lun(
         catalog.shadows.insert(member.shadow, record);
         Ok::<(), ArrayError>(())
     })
-    .map_err(to_io)
+    .map_err(to_io)?;
+    Ok(reflink)
 }

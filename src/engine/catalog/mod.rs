@@ -81,6 +81,12 @@ pub struct ShadowRecord {
     /// to a creation that a crash interrupted, and is deleted. Absent means `false`.
     #[serde(default, skip_serializing_if = "is_false")]
     pub in_creation: bool,
+    /// A full copy (or clone) made after the commit: until it is complete, the shadow is
+    /// kept as a point in time in its volume's data path at `sequence`, which serves its
+    /// reads and which the copy is made from. Cleared (`FullCopyComplete`) once the copy is
+    /// synced; the point in time is released after that. Absent means `false`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub copy_pending: bool,
 }
 
 fn is_false(value: &bool) -> bool {
@@ -149,6 +155,11 @@ pub enum CatalogChange {
     /// The set's creation is complete: its shadows are no longer in creation.
     FinishCreation {
         set_id: ShadowSetId,
+    },
+    /// The full copy of a shadow made after the commit is synced: the shadow no longer
+    /// needs its point in time in the data path.
+    FullCopyComplete {
+        shadow: ShadowId,
     },
     /// The durable length of the volume's index log (see `VolumeRecord::index_log_bytes`).
     RecordIndexLog {
@@ -221,9 +232,11 @@ impl CatalogState {
                 }
             }
             CatalogChange::MarkSuspect { volume, reason } => {
-                // Full copies (PLEX) do not depend on the volume's later content.
+                // Full copies (PLEX) do not depend on the volume's later content, unless their
+                // copy is still to be made from the volume's data path.
                 for record in self.shadows.values_mut().filter(|record| {
-                    record.volume == *volume && !record.attributes.contains(Attributes::PLEX)
+                    record.volume == *volume
+                        && (!record.attributes.contains(Attributes::PLEX) || record.copy_pending)
                 }) {
                     if record.suspect.is_none() {
                         record.suspect = Some(reason.clone());
@@ -244,6 +257,11 @@ impl CatalogState {
                     if record.set_id == *set_id {
                         record.in_creation = false;
                     }
+                }
+            }
+            CatalogChange::FullCopyComplete { shadow } => {
+                if let Some(record) = self.shadows.get_mut(shadow) {
+                    record.copy_pending = false;
                 }
             }
             CatalogChange::RecordIndexLog { volume, bytes } => {

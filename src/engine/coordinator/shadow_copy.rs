@@ -27,7 +27,8 @@ use std::sync::{Arc, Mutex, RwLock, TryLockError};
 
 use crate::engine::clock::IdSource;
 use crate::engine::core::{
-    CheckReport, CreateError, DeleteError, DeviceError, ExposureError, RevertError, StorageError,
+    CheckReport, CreateError, DeleteError, DeviceError, ExposureError, FullCopyError, RevertError,
+    StorageError,
 };
 use crate::engine::deletions::{DeletionSink, DiffAreaDeletion};
 use crate::engine::device::BlockDevice;
@@ -136,6 +137,10 @@ pub enum ShadowCopyError {
     Exposure(#[from] ExposureError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The set was committed and its writers thawed, but a full copy made after thaw failed:
+    /// the set was deleted, as a failed creation leaves nothing.
+    #[error("{source}; the shadow copy set was deleted")]
+    FullCopy { source: FullCopyError },
     #[error("the auto-recovery overlay {} cannot be read: {source}", path.display())]
     Overlay {
         path: PathBuf,
@@ -173,6 +178,7 @@ impl ShadowCopyError {
             ShadowCopyError::Device(error) => error.vss_code(),
             ShadowCopyError::Exposure(error) => error.vss_code(),
             ShadowCopyError::Storage(error) => error.vss_code(),
+            ShadowCopyError::FullCopy { source } => source.vss_code(),
             ShadowCopyError::Overlay { .. }
             | ShadowCopyError::OverlayRemoval { .. }
             | ShadowCopyError::RevertRecovered { .. } => VssCode::VSS_E_UNEXPECTED_PROVIDER_ERROR,
@@ -629,6 +635,17 @@ impl ShadowCopyCoordinator {
                 .abort(&outcome.session, "the shadow copy set could not be kept");
             let _ = self.delete_shadows(&DeleteSelector::Set(set.set_id));
             return Err(ShadowCopyError::NotKept { source });
+        }
+        // Full copies the commit deferred are made now, after thaw, from their points in
+        // time, while the volumes stay writable; the command waits for them with progress.
+        if let Err(source) = self
+            .engine
+            .complete_full_copies(Some(set.set_id), step_observer)
+        {
+            let _ = Coordinator::new(&host, &SilentObserver)
+                .abort(&outcome.session, "the full copy of a shadow copy failed");
+            let _ = self.delete_shadows(&DeleteSelector::Set(set.set_id));
+            return Err(ShadowCopyError::FullCopy { source });
         }
         // Transportable shadows are made but not surfaced on this host: the array keeps their
         // shadow LUNs for `import`, here or on another host.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::engine::catalog::{ShadowRecord, VolumeRecord};
-use crate::engine::device::Extent;
+use crate::engine::device::{BlockDevice, Extent};
 use crate::engine::ids::{ProviderId, ShadowId, ShadowSetId, VolumeId};
 use crate::engine::model::{ProviderInfo, ProviderKind};
 use crate::engine::progress::Progress;
@@ -118,6 +118,11 @@ pub struct SetMember<'a> {
     pub attributes: Attributes,
 }
 
+/// Shadows of a set whose content their provider makes after thaw, by
+/// [`Provider::finish_deferred_copy`], from a point in time the engine keeps for them in
+/// their volume's data path (at the shadow's own sequence) until the copy is complete.
+pub type DeferredCopies = BTreeSet<ShadowId>;
+
 /// A provider as VSS sees it.
 pub trait Provider: Send + Sync {
     /// Its `list providers` entry.
@@ -149,14 +154,36 @@ pub trait Provider: Send + Sync {
 
     /// Before the catalog commit of a set, with every volume of the set locked at the point
     /// in time: what must exist durably before the shadows do. Undone by
-    /// [`Provider::abort_set`] if the set fails.
+    /// [`Provider::abort_set`] if the set fails. Must be O(1) or O(extents), never O(volume
+    /// size): writes are held meanwhile. Returns the members whose copy is made after thaw.
     fn prepare_set(
         &self,
         _context: &ProviderContext<'_>,
         _members: &[SetMember<'_>],
         _progress: &dyn Progress,
+    ) -> io::Result<DeferredCopies> {
+        Ok(DeferredCopies::new())
+    }
+
+    /// After thaw, for a shadow [`Provider::prepare_set`] deferred: makes its content from
+    /// `source` (the shadow's point in time, readable while the volume is written) durably,
+    /// replacing anything an earlier, interrupted attempt left. The engine then records the
+    /// shadow complete and releases the point in time. `plex::copy_point_in_time` does the
+    /// copying for a provider whose shadow is a file.
+    fn finish_deferred_copy(
+        &self,
+        _context: &ProviderContext<'_>,
+        shadow: &ShadowRecord,
+        _source: &dyn BlockDevice,
+        _progress: &dyn Progress,
     ) -> io::Result<()> {
-        Ok(())
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "provider {} makes no copies after the commit (shadow copy {})",
+                shadow.provider_id, shadow.id
+            ),
+        ))
     }
 
     /// After the catalog commit of the set.
@@ -501,7 +528,8 @@ impl Provider for RedirectOnWriteProvider {
     }
 }
 
-/// diskshadow's full-copy (plex) provider: each shadow is a complete copy of the image.
+/// diskshadow's full-copy (plex) provider: each shadow is a complete copy of the image, a
+/// reflink clone in the commit or a copy made after thaw from a point in time.
 pub struct FullCopyProvider;
 
 impl Provider for FullCopyProvider {
@@ -524,30 +552,49 @@ impl Provider for FullCopyProvider {
         None
     }
 
-    /// Copies each volume (reflink where possible) and syncs it before the commit.
+    /// Clones each volume with a reflink where the file system can (the whole copy, in
+    /// O(extents)), synced before the commit; every other volume's copy is deferred to after
+    /// thaw, made from a point in time the engine keeps in the volume's data path.
     fn prepare_set(
         &self,
         context: &ProviderContext<'_>,
         members: &[SetMember<'_>],
-        progress: &dyn Progress,
-    ) -> io::Result<()> {
+        _progress: &dyn Progress,
+    ) -> io::Result<DeferredCopies> {
+        let mut deferred = DeferredCopies::new();
         for (position, member) in members.iter().enumerate() {
             let volume = member.volume;
             let path = plex::copy_path(&context.diff_dir(volume.volume()), member.shadow);
-            let made = plex::make_copy(
-                context.backend,
-                &**volume.image(),
-                volume.size(),
-                &path,
-                progress,
-            )
-            .and_then(|_| copy_live_chunks(context.backend, volume, &path));
-            if let Err(error) = made {
-                self.abort_set(context, &members[..=position]);
-                return Err(error);
+            let made = plex::clone_image(context.backend, &**volume.image(), volume.size(), &path)
+                .and_then(|cloned| {
+                    if cloned {
+                        copy_live_chunks(context.backend, volume, &path)?;
+                    }
+                    Ok(cloned)
+                });
+            match made {
+                Ok(true) => {}
+                Ok(false) => {
+                    deferred.insert(member.shadow);
+                }
+                Err(error) => {
+                    self.abort_set(context, &members[..=position]);
+                    return Err(error);
+                }
             }
         }
-        Ok(())
+        Ok(deferred)
+    }
+
+    fn finish_deferred_copy(
+        &self,
+        context: &ProviderContext<'_>,
+        shadow: &ShadowRecord,
+        source: &dyn BlockDevice,
+        progress: &dyn Progress,
+    ) -> io::Result<()> {
+        let path = plex::copy_path(&context.diff_dir(shadow.volume), shadow.id);
+        plex::copy_point_in_time(context.backend, source, &path, progress).map(|_| ())
     }
 
     fn abort_set(&self, context: &ProviderContext<'_>, members: &[SetMember<'_>]) {

@@ -724,9 +724,9 @@ impl CowVolume {
             unsynced_preserved: BTreeSet::new(),
             write_stamp,
         };
-        volume.rebuild_slots()?;
         volume.index_rewrite_wanted =
             recovery.reclaimed_versions > 0 || records_read > 2 * volume.map.len() as u64 + 4096;
+        volume.rebuild_slots()?;
         Ok((volume, recovery))
     }
 
@@ -751,7 +751,18 @@ impl CowVolume {
         self.slot_verified = (0..self.slot_high_water.div_ceil(64))
             .map(|_| AtomicU64::new(0))
             .collect();
-        // Space past the last used slot is leaked by a crash; give it back.
+        // While the durable log still holds records of reclaimed versions (a rewrite is
+        // wanted), their slots may lie past the high water: the space goes after the rewrite,
+        // or a crash in between would leave records pointing past the end of the file.
+        if !self.index_rewrite_wanted {
+            self.cut_data_past_high_water()?;
+        }
+        Ok(())
+    }
+
+    /// Space past the last used slot is leaked by a crash (or freed by a rewrite of the
+    /// log); gives it back.
+    fn cut_data_past_high_water(&mut self) -> io::Result<()> {
         if !self.read_only && self.data.size()? > self.slot_high_water * self.chunk_size {
             self.data.set_len(self.slot_high_water * self.chunk_size)?;
             self.data.sync_data()?;
@@ -789,7 +800,7 @@ impl CowVolume {
         self.backend.sync_dir(&self.diff_dir)?;
         self.index_log = file;
         self.index_log_length = bytes.len() as u64;
-        Ok(())
+        self.cut_data_past_high_water()
     }
 
     fn slot_checksum(&self, slot: Slot) -> u32 {

@@ -2,7 +2,9 @@
 //!
 //! - [`Provider`]: a provider as VSS lists it (ID, name, type, version), what it supports,
 //!   per-set commit hooks (prepare / commit / abort across the set's volumes) and the life of
-//!   shadows that are independent of the volume's data path (full copies; hardware clones).
+//!   shadows that are independent of the volume's data path (full copies; hardware clones),
+//!   including copies deferred to after thaw ([`DeferredCopies`],
+//!   [`Provider::finish_deferred_copy`], made with [`plex::copy_point_in_time`]).
 //! - [`VolumeProvider`]: the data path of one volume (every write, live read, shadow read,
 //!   revert source, delete, check, space accounting and crash recovery) for the
 //!   differential providers: copy-on-write ([`cow`]) and redirect-on-write ([`row`]), both
@@ -19,7 +21,7 @@ pub mod row;
 pub mod stamp;
 
 pub use api::{
-    provider_by_id, provider_by_name, providers, DataPathKind, Provider, ProviderContext,
-    SetMember, VolumeProvider, FULL_COPY_PROVIDER_ID, FULL_COPY_PROVIDER_NAME, ROW_PROVIDER_ID,
-    ROW_PROVIDER_NAME,
+    provider_by_id, provider_by_name, providers, DataPathKind, DeferredCopies, Provider,
+    ProviderContext, SetMember, VolumeProvider, FULL_COPY_PROVIDER_ID, FULL_COPY_PROVIDER_NAME,
+    ROW_PROVIDER_ID, ROW_PROVIDER_NAME,
 };

@@ -533,6 +533,9 @@ pub enum CrashMode {
 enum Undo {
     Write {
         inode: u64,
+        /// The written file itself: the undo reaches it even if it was renamed or removed
+        /// since (a log replaced by rename, a file removed and made again at the same path).
+        file: Arc<File>,
         path: PathBuf,
         offset: u64,
         old_bytes: Vec<u8>,
@@ -648,6 +651,7 @@ impl FaultBackend {
     fn apply_undo(mode: &CrashMode, entry: Undo) -> io::Result<()> {
         match entry {
             Undo::Write {
+                file,
                 path,
                 offset,
                 old_bytes,
@@ -659,7 +663,6 @@ impl FaultBackend {
                         return Ok(());
                     }
                 }
-                let file = OpenOptions::new().write(true).open(&path)?;
                 // Undoing the bytes is the simulation's doing, not a writer's: the file keeps
                 // its modification time (as after a real power loss, the inode's time is one
                 // the file had, never one of the moment of recovery).
@@ -700,7 +703,7 @@ struct FaultFile {
     backend: FaultBackend,
     path: PathBuf,
     inode: u64,
-    file: File,
+    file: Arc<File>,
 }
 
 impl DurableFile for FaultFile {
@@ -718,6 +721,7 @@ impl DurableFile for FaultFile {
         self.file.read_exact_at(&mut old_bytes, offset)?;
         state.undo.push(Undo::Write {
             inode: self.inode,
+            file: self.file.clone(),
             path: self.path.clone(),
             offset,
             old_bytes,
@@ -750,6 +754,7 @@ impl DurableFile for FaultFile {
             .read_exact_at(&mut old_bytes, length.min(old_length))?;
         state.undo.push(Undo::Write {
             inode: self.inode,
+            file: self.file.clone(),
             path: self.path.clone(),
             offset: length.min(old_length),
             old_bytes,
@@ -804,7 +809,7 @@ impl DurableBackend for FaultBackend {
             backend: self.clone(),
             path: path.to_path_buf(),
             inode,
-            file,
+            file: Arc::new(file),
         }))
     }
 
