@@ -25,6 +25,8 @@ use diskshadow::engine::Engine;
 
 mod support;
 
+use support::process::{diskshadow, wait_for};
+
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;
 /// The volume of the "done when" figures: 16 GiB, sparse.
@@ -459,4 +461,145 @@ fn plex_full_disk_during_the_copy_fails_clearly_and_keeps_every_byte() {
         "the image is untouched"
     );
     drop(small);
+}
+
+/// The same full disk through the service: `create` waits for the copy after thaw, fails
+/// with `VSS_E_INSUFFICIENT_STORAGE`, and leaves no shadow of the set, no point in time and
+/// no partial copy behind; the volume is untouched.
+#[test]
+fn plex_full_disk_during_create_fails_the_create_and_leaves_no_shadow() {
+    use diskshadow::service::local::LocalService;
+    use diskshadow::service::{
+        CreateRequest, SetVolume, ShadowService, SilentObserver, WriterSelection,
+    };
+    let dir = support::scratch("plex_full_disk_create");
+    let Some(small) = LoopFileSystem::new(
+        &dir,
+        "small",
+        "48M",
+        "mkfs.ext4",
+        "mkfs.ext4 -q -F -m 0 {image}",
+    ) else {
+        return;
+    };
+    let volume_path = dir.join("volume.img");
+    sparse_volume(&volume_path, 256 * MIB, 64, MIB);
+    let original = fs::read(&volume_path).expect("original");
+    let engine = support::open_engine(&small.mount.join("store"));
+    let core = support::service_core(engine.clone());
+    let mut service = LocalService::with_core(core, RequesterId(1));
+    let volume = service
+        .resolve_volume(&volume_path.display().to_string(), Path::new("/"))
+        .expect("volume");
+    let request = CreateRequest {
+        volumes: vec![SetVolume {
+            volume,
+            provider: Some(ProviderId(FULL_COPY_PROVIDER_ID)),
+        }],
+        context: Context::PersistentNoWriters,
+        extra_attributes: Attributes(Attributes::PLEX),
+        backup_type: diskshadow::engine::vss::BackupType::Copy,
+        writers: WriterSelection::default(),
+        aliases: vec![None],
+        metadata_path: None,
+        step: false,
+        default_metadata: None,
+    };
+    let error = service
+        .create(&request, &mut SilentObserver)
+        .expect_err("no room for the copy");
+    assert_eq!(
+        error.code,
+        Some(VssCode::VSS_E_INSUFFICIENT_STORAGE),
+        "{error}"
+    );
+    assert!(error.to_string().contains("set was deleted"), "{error}");
+    assert!(service.shadows().expect("list").is_empty());
+    assert!(engine.pending_full_copies().is_empty());
+    let report = engine.check();
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.preserved_chunks, 0, "the point in time was released");
+    let leftovers = fs::read_dir(small.mount.join("store/diff"))
+        .expect("diff")
+        .flatten()
+        .flat_map(|volume_dir| fs::read_dir(volume_dir.path()).expect("dir").flatten())
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with("plex-"))
+        .count();
+    assert_eq!(leftovers, 0, "no partial copy remains");
+    drop(service);
+    drop(engine);
+    assert!(
+        fs::read(&volume_path).expect("image") == original,
+        "the volume is untouched"
+    );
+    drop(small);
+}
+
+/// Stops the store's service when the test ends, however it ends.
+struct ServiceGuard<'a>(&'a Path);
+
+impl Drop for ServiceGuard<'_> {
+    fn drop(&mut self) {
+        let _ = diskshadow(self.0).args(["service", "stop"]).output();
+    }
+}
+
+/// A full copy a crash cut off (its process ended with the copy pending) is listed as not
+/// complete and served from its point in time; the service, when it starts, makes the copy
+/// again in the background, after which the shadow is complete and reads the same.
+#[test]
+fn plex_the_service_makes_a_copy_cut_off_by_a_crash_when_it_starts() {
+    let dir = support::scratch("plex_service_resumes");
+    let store = dir.join("store");
+    let volume_path = dir.join("volume.img");
+    let offsets = sparse_volume(&volume_path, 64 * MIB, 8, MIB);
+    let original = fs::read(&volume_path).expect("original");
+    let shadow = {
+        let engine = Engine::open(&store, options()).expect("open");
+        let volume = engine.register_volume(&volume_path, None).expect("volume");
+        let shadow = engine
+            .create_shadow_set(&plex_spec(volume.id))
+            .expect("plex commit")
+            .shadows[0]
+            .id;
+        // The volume changes after the point in time; the copy must not see it.
+        engine
+            .open_volume(volume.id)
+            .expect("live")
+            .write_at(offsets[1], &block(0, 77, MIB as usize))
+            .expect("write");
+        assert_eq!(engine.pending_full_copies(), vec![shadow]);
+        shadow
+        // Dropped with the copy still pending, as a crash after the commit leaves it.
+    };
+    let _guard = ServiceGuard(&store);
+    let listed = || {
+        let output = diskshadow(&store)
+            .args(["list", "shadows"])
+            .output()
+            .expect("list");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    assert!(listed().contains(&shadow.to_string()));
+    wait_for(120, "the service completes the copy", || {
+        !listed().contains("Full copy: not complete yet")
+    });
+    let _ = diskshadow(&store).args(["service", "stop"]).output();
+    wait_for(30, "the service stops", || {
+        Engine::open(&store, options()).is_ok()
+    });
+    let engine = Engine::open(&store, options()).expect("reopen");
+    assert_eq!(
+        engine.shadow(shadow).expect("listed").health,
+        ShadowHealth::Good
+    );
+    let device = engine.open_shadow(shadow).expect("shadow");
+    let mut content = vec![0u8; original.len()];
+    device.read_at(0, &mut content).expect("read");
+    assert!(content == original, "the copy holds the point in time");
+    drop(device);
+    let report = engine.check();
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.preserved_chunks, 0, "the point in time was released");
 }

@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::engine::catalog::{ShadowRecord, VolumeRecord};
+use crate::engine::device::BlockDevice;
 use crate::engine::ids::ProviderId;
 use crate::engine::model::{ProviderInfo, ProviderKind};
 use crate::engine::progress::Progress;
 use crate::engine::provider::api::copy_live_chunks;
-use crate::engine::device::BlockDevice;
 use crate::engine::provider::{
     plex, DataPathKind, DeferredCopies, Provider, ProviderContext, SetMember,
 };
@@ -222,7 +222,9 @@ fn clone_lun(context: &ProviderContext<'_>, member: &SetMember<'_>) -> io::Resul
         ))
     })?;
     let path = clone_path(&root, member.shadow);
-    context.backend.create_dir_all(path.parent().unwrap_or(&root))?;
+    context
+        .backend
+        .create_dir_all(path.parent().unwrap_or(&root))?;
     let volume = member.volume;
     let reflink = plex::clone_image(context.backend, &**volume.image(), volume.size(), &path)?;
     if reflink {

@@ -34,8 +34,8 @@ use crate::engine::deletions::{DeletionSink, DiffAreaDeletion};
 use crate::engine::device::BlockDevice;
 use crate::engine::ids::{ShadowId, ShadowSetId, VolumeId};
 use crate::engine::model::{
-    CreateSpec, CreateVolume, CreatedSet, DeleteSelector, Exposure, RequesterId, ShadowInfo,
-    VolumeInfo,
+    CreateSpec, CreateVolume, CreatedSet, DeleteSelector, Exposure, RequesterId, ShadowHealth,
+    ShadowInfo, VolumeInfo,
 };
 use crate::engine::overlay::{OverlayDevice, OverlayStore, OVERLAY_CHUNK};
 use crate::engine::progress::Progress;
@@ -595,7 +595,7 @@ impl ShadowCopyCoordinator {
                 });
             }
         };
-        let set = outcome.committed;
+        let mut set = outcome.committed;
         // A transportable set exists only in its metadata file until it is imported, so
         // DiskShadow always saves one for it.
         let transportable = request.extra_attributes.contains(Attributes::TRANSPORTABLE);
@@ -646,6 +646,14 @@ impl ShadowCopyCoordinator {
                 .abort(&outcome.session, "the full copy of a shadow copy failed");
             let _ = self.delete_shadows(&DeleteSelector::Set(set.set_id));
             return Err(ShadowCopyError::FullCopy { source });
+        }
+        // What the requester is shown is the shadows as they are now: complete.
+        for shadow in &mut set.shadows {
+            if shadow.health == ShadowHealth::CopyPending {
+                if let Some(now) = self.engine.shadow(shadow.id) {
+                    *shadow = now;
+                }
+            }
         }
         // Transportable shadows are made but not surfaced on this host: the array keeps their
         // shadow LUNs for `import`, here or on another host.
