@@ -39,6 +39,25 @@ impl ArrayProvider {
     }
 }
 
+impl ArrayProvider {
+    /// As [`ArrayProvider::clone_of`], an error when no attached array holds it.
+    fn reachable_clone(
+        &self,
+        context: &ProviderContext<'_>,
+        shadow: &ShadowRecord,
+    ) -> io::Result<PathBuf> {
+        self.clone_of(context, shadow).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "the shadow LUN of {} is in no array this store reaches",
+                    shadow.id
+                ),
+            )
+        })
+    }
+}
+
 fn to_io(error: ArrayError) -> io::Error {
     io::Error::other(error.to_string())
 }
@@ -111,15 +130,7 @@ impl Provider for ArrayProvider {
         source: &dyn BlockDevice,
         progress: &dyn Progress,
     ) -> io::Result<()> {
-        let path = self.clone_of(context, shadow).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!(
-                    "the shadow LUN of {} is in no array this store reaches",
-                    shadow.id
-                ),
-            )
-        })?;
+        let path = self.reachable_clone(context, shadow)?;
         plex::copy_point_in_time(context.backend, source, &path, progress).map(|_| ())
     }
 
@@ -143,15 +154,7 @@ impl Provider for ArrayProvider {
         context: &ProviderContext<'_>,
         shadow: &ShadowRecord,
     ) -> io::Result<Option<Arc<dyn DurableFile>>> {
-        let path = self.clone_of(context, shadow).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!(
-                    "the shadow LUN of {} is in no array this store reaches",
-                    shadow.id
-                ),
-            )
-        })?;
+        let path = self.reachable_clone(context, shadow)?;
         context
             .backend
             .open_file_read_only(&path)
