@@ -50,6 +50,9 @@ pub enum Subcommands {
     /// Map drive letters to image files (volumes) or directories (exposure targets).
     #[command(subcommand)]
     Drive(DriveCommand),
+    /// Storage arrays this store (host) is attached to: where hardware shadow copies live.
+    #[command(subcommand)]
+    Array(ArrayCommand),
     /// Check the store's catalog and diff areas; changes nothing.
     CheckStore(CheckStoreArgs),
     /// Writers registered in the store.
@@ -282,6 +285,26 @@ pub enum DriveCommand {
     Map { letter: String, target: PathBuf },
     /// Remove LETTER from the drive map.
     Unmap { letter: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArrayCommand {
+    /// Attach this store to the array at DIR (a directory of LUN image files, possibly shared
+    /// with other stores); the directory becomes an array if it is not one yet.
+    Attach {
+        dir: PathBuf,
+        /// The name this store gives the array (default: the array's own name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List the arrays this store is attached to.
+    List {
+        /// As JSON: `[{"name": …, "id": …, "path": …, "hosts": […], "shadow_luns": N}]`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Detach this store from the array it calls NAME.
+    Detach { name: String },
 }
 
 #[derive(Debug, Args)]

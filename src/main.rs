@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use diskshadow::cli::{
-    normalize_arguments, Cli, DriveCommand, ListWhat, ServiceCommand, Subcommands, VolumeCommand,
-    WriterAddCommand, WriterCommand,
+    normalize_arguments, ArrayCommand, Cli, DriveCommand, ListWhat, ServiceCommand, Subcommands,
+    VolumeCommand, WriterAddCommand, WriterCommand,
 };
 use diskshadow::engine::ids::parse_guid;
 use diskshadow::engine::model::DriveTarget;
@@ -56,6 +56,9 @@ fn run(cli: Cli) -> i32 {
         }
         Some(Subcommands::Drive(command)) => {
             with_service(&store, |service| drive(service, command))
+        }
+        Some(Subcommands::Array(command)) => {
+            with_service(&store, |service| array(service, command))
         }
         Some(Subcommands::CheckStore(arguments)) => check_store(&store, arguments.json),
         Some(Subcommands::List { what, json }) => {
@@ -975,5 +978,61 @@ fn drive(service: &mut dyn ShadowService, command: DriveCommand) -> Result<(), S
             service.map_drive(letter, target)
         }
         DriveCommand::Unmap { letter } => service.unmap_drive(letter_of(&letter)?),
+    }
+}
+
+fn array(service: &mut dyn ShadowService, command: ArrayCommand) -> Result<(), ServiceError> {
+    match command {
+        ArrayCommand::Attach { dir, name } => {
+            let dir = if dir.is_absolute() {
+                dir
+            } else {
+                base_dir().join(dir)
+            };
+            let info = service.attach_array(&dir, name.as_deref())?;
+            println!(
+                "Attached to the array {} ({{{}}}) at {}; {} hosts, {} shadow LUNs.",
+                info.name,
+                info.id.hyphenated(),
+                info.path.display(),
+                info.hosts.len(),
+                info.shadow_luns
+            );
+            Ok(())
+        }
+        ArrayCommand::Detach { name } => {
+            service.detach_array(&name)?;
+            println!("Detached from the array {name}.");
+            Ok(())
+        }
+        ArrayCommand::List { json: true } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&service.arrays()?).unwrap_or_default()
+            );
+            Ok(())
+        }
+        ArrayCommand::List { json: false } => {
+            let arrays = service.arrays()?;
+            for info in &arrays {
+                println!(
+                    "{}  {{{}}}  {}",
+                    info.name,
+                    info.id.hyphenated(),
+                    info.path.display()
+                );
+                match &info.problem {
+                    Some(problem) => println!("    unreadable: {problem}"),
+                    None => {
+                        println!("    shadow LUNs: {}", info.shadow_luns);
+                        for host in &info.hosts {
+                            println!("    host: {host}");
+                        }
+                    }
+                }
+            }
+            println!("Number of arrays listed: {}", arrays.len());
+            Ok(())
+        }
     }
 }

@@ -12,6 +12,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use crate::engine::array::{
+    self, ArrayAttachError, ArrayAttachment, ArrayError, ArrayHost, ArrayInfo, ArrayShadow,
+    ImportError, ImportedSetError, ShadowLun,
+};
 use crate::engine::catalog::{
     Catalog, CatalogChange, CatalogError, CatalogState, RevertRecord, ShadowRecord, VolumeRecord,
 };
@@ -23,7 +27,7 @@ use crate::engine::folds::{Folds, StepOutcome};
 use crate::engine::ids::{parse_guid, ProviderId, ShadowId, ShadowSetId, VolumeId};
 use crate::engine::model::{
     CreateSpec, CreatedSet, DeleteSelector, DriveTarget, Exposure, ExposureKind, ProviderInfo,
-    ShadowHealth, ShadowInfo, StorageInfo, VolumeInfo,
+    ProviderKind, ShadowHealth, ShadowInfo, StorageInfo, VolumeInfo,
 };
 use crate::engine::progress::{NoProgress, Progress};
 use crate::engine::provider::cow::{self, DiffAreaError, MAX_SEQUENCE};
@@ -32,6 +36,7 @@ use crate::engine::provider::{
 };
 use crate::engine::store::LockFailure;
 use crate::engine::store::{DurableBackend, FileFingerprint, RealBackend, StoreLayout, StoreLock};
+use crate::engine::transport::MetadataCabinet;
 use crate::engine::vss::{self, limits, Attributes, Context, VssCode};
 
 mod full_copy;
@@ -1449,6 +1454,7 @@ impl Engine {
             writing: false,
             provider: provider.filter(|id| id.0 != vss::providers::SYSTEM_PROVIDER_ID),
             index_log_bytes: cow.durable_index_bytes(),
+            read_only: false,
         };
         let mut catalog = lock_mutex(&self.shared.catalog);
         catalog.commit(vec![CatalogChange::RegisterVolume(record.clone())])?;
@@ -1712,11 +1718,16 @@ impl Engine {
                 .ok_or(CreateError::UnknownVolume {
                     volume: entry.volume,
                 })?;
-            let wanted = entry.provider.or(record.provider);
+            // VSS's choice: an explicit provider, else a hardware provider that supports the
+            // volume, else the one chosen at registration, else the system provider.
+            let wanted = entry
+                .provider
+                .or_else(|| self.hardware_provider_for(&record))
+                .or(record.provider);
             let provider = provider_by_id(wanted).ok_or(CreateError::UnknownProvider {
                 provider: wanted.unwrap_or_else(ProviderId::nil),
             })?;
-            if !provider.supports(&record) {
+            if !self.provider_supports(provider, &record) {
                 return Err(CreateError::UnsupportedByProvider {
                     volume: entry.volume,
                     provider: provider.id(),
@@ -1866,10 +1877,7 @@ impl Engine {
             .iter()
             .map(|_| ShadowId(self.shared.ids.new_uuid()))
             .collect();
-        let context = ProviderContext {
-            backend: &*self.shared.backend,
-            layout: &self.shared.layout,
-        };
+        let context = self.provider_context(lock_mutex(&self.shared.catalog).state());
         // Each provider of the set with its members, in first-use order.
         let mut by_provider: Vec<ProviderMembers> = Vec::new();
         for ((entry, provider), shadow) in spec.volumes.iter().zip(&providers).zip(&shadow_ids) {
@@ -1881,6 +1889,7 @@ impl Engine {
                 None => by_provider.push((*provider, vec![(entry.volume, *shadow)])),
             }
         }
+        let image_paths: BTreeMap<VolumeId, PathBuf> = context.volume_paths.clone();
         let members_of = |members: &[(VolumeId, ShadowId)]| -> Vec<SetMember<'_>> {
             members
                 .iter()
@@ -1889,6 +1898,9 @@ impl Engine {
                         Some(VolumeSlot::Ready(cow)) => Some(SetMember {
                             volume: &**cow,
                             shadow: *shadow,
+                            set_id,
+                            image_path: image_paths.get(volume)?,
+                            attributes: spec.context.attributes().with(extra.0),
                         }),
                         _ => None,
                     },
@@ -2169,10 +2181,7 @@ impl Engine {
         self.request_folds(&to_fold);
         // Independent shadows (full copies) go after the commit: a crash in between leaves an
         // orphan that the next open removes.
-        let context = ProviderContext {
-            backend: &*self.shared.backend,
-            layout: &self.shared.layout,
-        };
+        let context = self.provider_context(lock_mutex(&self.shared.catalog).state());
         let mut synced_dirs = BTreeSet::new();
         for record in &records {
             let Some(provider) = provider_of(record) else {
@@ -2542,10 +2551,7 @@ impl Engine {
         // was made; an independent one (a full copy) is compared chunk by chunk and only
         // differences are written.
         let size = record.volume_size.min(cow.size());
-        let context = ProviderContext {
-            backend: &*self.shared.backend,
-            layout: &self.shared.layout,
-        };
+        let context = self.provider_context(lock_mutex(&self.shared.catalog).state());
         let copy = match provider_of(&record) {
             Some(provider) if !record.copy_pending => provider
                 .open_shadow(&context, &record)
@@ -2626,11 +2632,17 @@ impl Engine {
                 }
             }
         }
+        let read_only = lock_mutex(&self.shared.catalog)
+            .state()
+            .volumes
+            .get(&volume)
+            .is_some_and(|record| record.read_only);
         Ok(Arc::new(VolumeDevice {
             engine: Engine {
                 shared: self.shared.clone(),
             },
             handle,
+            read_only,
         }))
     }
 
@@ -2653,10 +2665,7 @@ impl Engine {
             .get(&shadow)
             .cloned()
             .ok_or(DeviceError::ShadowNotFound { shadow })?;
-        let context = ProviderContext {
-            backend: &*self.shared.backend,
-            layout: &self.shared.layout,
-        };
+        let context = self.provider_context(lock_mutex(&self.shared.catalog).state());
         // A full copy still being made is read through its point in time until it is done.
         let copy = match provider_of(&record) {
             Some(provider) if !record.copy_pending => provider
@@ -2701,6 +2710,494 @@ impl Engine {
             .into_iter()
             .map(|provider| provider.info())
             .collect()
+    }
+
+    // ---- arrays: hardware shadow copies, transport, import, mask, break ------------------
+
+    fn provider_context(&self, state: &CatalogState) -> ProviderContext<'_> {
+        ProviderContext {
+            backend: &*self.shared.backend,
+            layout: &self.shared.layout,
+            volume_paths: state
+                .volumes
+                .values()
+                .map(|record| (record.id, record.path.clone()))
+                .collect(),
+        }
+    }
+
+    /// This store as a host of an array.
+    fn array_host(&self) -> ArrayHost {
+        ArrayHost {
+            machine: self.shared.machine_name.clone(),
+            store: self.shared.layout.root.clone(),
+        }
+    }
+
+    /// The attached array holding `path`: its name in this store and its directory.
+    fn attached_array_of(state: &CatalogState, path: &Path) -> Option<(String, PathBuf)> {
+        if state.arrays.is_empty() {
+            return None;
+        }
+        let root = array::array_root_of(path)?;
+        state
+            .arrays
+            .iter()
+            .find(|(_, attachment)| attachment.path == root)
+            .map(|(name, attachment)| (name.clone(), attachment.path.clone()))
+    }
+
+    /// Whether `provider` can shadow the volume here: a hardware provider only the LUNs of an
+    /// array attached to this store.
+    fn provider_supports(&self, provider: &dyn Provider, record: &VolumeRecord) -> bool {
+        provider.supports(record)
+            && (provider.info().kind != ProviderKind::Hardware
+                || Self::attached_array_of(lock_mutex(&self.shared.catalog).state(), &record.path)
+                    .is_some())
+    }
+
+    /// The hardware provider VSS chooses for a volume named without a provider.
+    fn hardware_provider_for(&self, record: &VolumeRecord) -> Option<ProviderId> {
+        if lock_mutex(&self.shared.catalog).state().arrays.is_empty() {
+            return None;
+        }
+        providers()
+            .into_iter()
+            .find(|provider| {
+                provider.info().kind == ProviderKind::Hardware
+                    && self.provider_supports(*provider, record)
+            })
+            .map(|provider| provider.id())
+    }
+
+    /// Attaches this store to the array at `dir` (making the directory an array if it is not
+    /// one yet) under `name` (default: the array's own name).
+    pub fn attach_array(
+        &self,
+        dir: &Path,
+        name: Option<&str>,
+    ) -> Result<ArrayInfo, ArrayAttachError> {
+        let root = dir
+            .canonicalize()
+            .ok()
+            .filter(|root| root.is_dir())
+            .ok_or_else(|| ArrayError::NotADirectory {
+                path: dir.to_path_buf(),
+            })?;
+        let existing = array::read(&root).ok();
+        let name = match (name, &existing) {
+            (Some(name), _) => name.to_string(),
+            (None, Some(catalog)) => catalog.name.clone(),
+            (None, None) => root
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "array".to_string()),
+        };
+        if !array::valid_name(&name) {
+            return Err(ArrayAttachError::InvalidName { name });
+        }
+        {
+            let catalog = lock_mutex(&self.shared.catalog);
+            let state = catalog.state();
+            if let Some((known, _)) = state.arrays.iter().find(|(_, known)| known.path == root) {
+                return Err(ArrayAttachError::AlreadyAttached {
+                    name: known.clone(),
+                    path: root,
+                });
+            }
+            if let Some(known) = state.arrays.get(&name) {
+                return Err(ArrayAttachError::NameInUse {
+                    name,
+                    path: known.path.clone(),
+                });
+            }
+        }
+        let catalog =
+            array::attach_host(&root, &name, self.shared.ids.new_uuid(), self.array_host())?;
+        let attachment = ArrayAttachment {
+            id: catalog.id,
+            path: root.clone(),
+        };
+        let committed = lock_mutex(&self.shared.catalog).commit(vec![CatalogChange::AttachArray {
+            name: name.clone(),
+            attachment,
+        }]);
+        if let Err(error) = committed {
+            let _ = array::detach_host(&root, &self.array_host());
+            return Err(error.into());
+        }
+        Ok(array::array_info(&name, &root, Ok(catalog)))
+    }
+
+    /// Detaches this store from an array. Refused while this store has shadows on its LUNs.
+    pub fn detach_array(&self, name: &str) -> Result<(), ArrayAttachError> {
+        let mut catalog = lock_mutex(&self.shared.catalog);
+        let state = catalog.state();
+        let attachment =
+            state
+                .arrays
+                .get(name)
+                .cloned()
+                .ok_or_else(|| ArrayAttachError::NotAttached {
+                    name: name.to_string(),
+                })?;
+        let count = state
+            .shadows
+            .values()
+            .filter(|record| {
+                state.volumes.get(&record.volume).is_some_and(|volume| {
+                    array::array_root_of(&volume.path).as_deref() == Some(&*attachment.path)
+                }) && provider_of(record)
+                    .is_some_and(|provider| provider.info().kind == ProviderKind::Hardware)
+            })
+            .count();
+        if count > 0 {
+            return Err(ArrayAttachError::InUse {
+                name: name.to_string(),
+                count,
+            });
+        }
+        catalog.commit(vec![CatalogChange::DetachArray {
+            name: name.to_string(),
+        }])?;
+        drop(catalog);
+        // The array may be gone (shared storage unmounted): this store is detached anyway.
+        let _ = array::detach_host(&attachment.path, &self.array_host());
+        Ok(())
+    }
+
+    /// The arrays this store is attached to, each with what its catalog says now.
+    pub fn arrays(&self) -> Vec<ArrayInfo> {
+        let attached = lock_mutex(&self.shared.catalog).state().arrays.clone();
+        attached
+            .iter()
+            .map(|(name, attachment)| {
+                array::array_info(name, &attachment.path, array::read(&attachment.path))
+            })
+            .collect()
+    }
+
+    /// An array shadow's LUNs: the original LUN and the shadow LUN (the clone), both as this
+    /// host reaches them (`None`: not an array shadow of this store).
+    pub fn shadow_lun(&self, shadow: ShadowId) -> Option<ShadowLun> {
+        let catalog = lock_mutex(&self.shared.catalog);
+        let state = catalog.state();
+        let record = state.shadows.get(&shadow)?;
+        let volume = state.volumes.get(&record.volume)?;
+        let (array_name, root) = Self::attached_array_of(state, &volume.path)?;
+        let entry = array::read(&root).ok()?.shadows.get(&shadow).cloned()?;
+        Some(ShadowLun {
+            array_name,
+            original: array::inside(&root, &entry.lun).ok()?,
+            clone: array::inside(&root, &entry.clone).ok()?,
+            volume: record.volume,
+            size: entry.size,
+        })
+    }
+
+    /// `import`: surfaces the transportable shadows of a metadata cabinet on this store, from
+    /// the arrays it is attached to. Each LUN is registered as a volume of this store if it is
+    /// not one yet; the shadows get the `Imported` attribute. All or nothing.
+    pub fn import_shadows(
+        &self,
+        cabinet: &MetadataCabinet,
+    ) -> Result<Vec<ShadowInfo>, ImportError> {
+        let attached = lock_mutex(&self.shared.catalog).state().arrays.clone();
+        let mut found: Vec<(ShadowId, PathBuf, ArrayShadow)> = Vec::new();
+        for shadow in &cabinet.shadows {
+            if !provider_by_id(Some(shadow.provider_id))
+                .is_some_and(|provider| provider.transportable())
+            {
+                return Err(ImportError::NotHardware {
+                    shadow: shadow.shadow_id,
+                    provider: shadow.provider_id,
+                });
+            }
+            if lock_mutex(&self.shared.catalog)
+                .state()
+                .shadows
+                .contains_key(&shadow.shadow_id)
+            {
+                return Err(ImportError::AlreadyImported {
+                    shadow: shadow.shadow_id,
+                });
+            }
+            let mut holder = None;
+            for attachment in attached.values() {
+                let catalog = array::read(&attachment.path)?;
+                if let Some(entry) = catalog.shadows.get(&shadow.shadow_id) {
+                    holder = Some((attachment.path.clone(), entry.clone()));
+                    break;
+                }
+            }
+            let (root, entry) = holder.ok_or_else(|| ImportError::NotInAttachedArray {
+                shadow: shadow.shadow_id,
+                attached: if attached.is_empty() {
+                    "none".to_string()
+                } else {
+                    attached.keys().cloned().collect::<Vec<_>>().join(", ")
+                },
+            })?;
+            if !entry.transportable {
+                return Err(ImportError::NotTransportable {
+                    shadow: shadow.shadow_id,
+                });
+            }
+            let clone = array::inside(&root, &entry.clone)?;
+            if !clone.is_file() {
+                return Err(ImportError::CloneMissing {
+                    shadow: shadow.shadow_id,
+                    path: clone,
+                });
+            }
+            found.push((shadow.shadow_id, root, entry));
+        }
+        // The LUNs become volumes of this store (an existing registration is kept).
+        let mut volumes = Vec::with_capacity(found.len());
+        for (_, root, entry) in &found {
+            let lun = array::inside(root, &entry.lun)?;
+            let volume = self
+                .register_volume(&lun, None)
+                .map_err(|error| ImportError::Lun {
+                    path: lun.clone(),
+                    reason: error.to_string(),
+                })?;
+            volumes.push(volume.id);
+        }
+        let context = if cabinet.backup_components.is_some() {
+            Context::Persistent
+        } else {
+            Context::PersistentNoWriters
+        };
+        let mut catalog = lock_mutex(&self.shared.catalog);
+        // Checked again under the catalog lock: two imports of one set may race.
+        if let Some((shadow, _, _)) = found
+            .iter()
+            .find(|(shadow, _, _)| catalog.state().shadows.contains_key(shadow))
+        {
+            return Err(ImportError::AlreadyImported { shadow: *shadow });
+        }
+        let first_sequence = catalog
+            .state()
+            .next_sequence
+            .max(self.shared.sequence_floor);
+        let first_device = catalog.state().next_device_number;
+        let now = self.shared.clock.now();
+        let records: Vec<ShadowRecord> = found
+            .iter()
+            .zip(&volumes)
+            .enumerate()
+            .map(|(position, ((shadow, _, entry), volume))| {
+                let provider_attributes = cabinet
+                    .shadows
+                    .iter()
+                    .find(|manifest| manifest.shadow_id == *shadow)
+                    .and_then(|manifest| provider_by_id(Some(manifest.provider_id)))
+                    .map_or(0, |provider| provider.attributes().0);
+                ShadowRecord {
+                    id: *shadow,
+                    set_id: cabinet.snapshot_set_id,
+                    original_count: cabinet.shadows.len() as u32,
+                    volume: *volume,
+                    volume_size: entry.size,
+                    created_at: now,
+                    sequence: first_sequence + position as u64,
+                    device_number: first_device + position as u64,
+                    originating_machine: cabinet.machine_name.clone(),
+                    service_machine: self.shared.machine_name.clone(),
+                    exposure: None,
+                    provider_id: cabinet
+                        .shadows
+                        .iter()
+                        .find(|manifest| manifest.shadow_id == *shadow)
+                        .map_or_else(ProviderId::nil, |manifest| manifest.provider_id),
+                    attributes: context
+                        .attributes()
+                        .with(Attributes::TRANSPORTABLE | Attributes::IMPORTED)
+                        .with(provider_attributes),
+                    context,
+                    owner: None,
+                    suspect: None,
+                    in_creation: false,
+                    copy_pending: false,
+                }
+            })
+            .collect();
+        catalog.commit(
+            records
+                .iter()
+                .cloned()
+                .map(CatalogChange::AddShadow)
+                .collect(),
+        )?;
+        let infos: Vec<ShadowInfo> = records
+            .iter()
+            .map(|record| shadow_info(catalog.state(), record, None))
+            .collect();
+        drop(catalog);
+        // The arrays learn who imported what; if one cannot be told, the import is undone.
+        let host = self.array_host();
+        for (shadow, root, _) in &found {
+            let told = array::update(root, |array_catalog| {
+                if let Some(entry) = array_catalog.shadows.get_mut(shadow) {
+                    if !entry.imported_by.contains(&host) {
+                        entry.imported_by.push(host.clone());
+                    }
+                }
+                Ok::<(), ArrayError>(())
+            });
+            if let Err(error) = told {
+                let _ = lock_mutex(&self.shared.catalog).commit(
+                    records
+                        .iter()
+                        .map(|record| CatalogChange::DeleteShadow(record.id))
+                        .collect(),
+                );
+                return Err(error.into());
+            }
+        }
+        Ok(infos)
+    }
+
+    /// The shadows of a set, for `mask` / `break`: each must be imported and not exposed.
+    fn imported_set(
+        &self,
+        state: &CatalogState,
+        set_id: ShadowSetId,
+        command: &'static str,
+    ) -> Result<Vec<(ShadowRecord, PathBuf)>, ImportedSetError> {
+        let records: Vec<ShadowRecord> = state
+            .shadows
+            .values()
+            .filter(|record| record.set_id == set_id)
+            .cloned()
+            .collect();
+        if records.is_empty() {
+            return Err(ImportedSetError::SetNotFound { set_id });
+        }
+        records
+            .into_iter()
+            .map(|record| {
+                if !record.attributes.contains(Attributes::IMPORTED) {
+                    return Err(ImportedSetError::NotImported {
+                        shadow: record.id,
+                        command,
+                    });
+                }
+                if record.exposure.is_some() {
+                    return Err(ImportedSetError::Exposed { shadow: record.id });
+                }
+                let root = state
+                    .volumes
+                    .get(&record.volume)
+                    .and_then(|volume| Self::attached_array_of(state, &volume.path))
+                    .map(|(_, root)| root)
+                    .ok_or(ImportedSetError::NoArray { shadow: record.id })?;
+                Ok((record, root))
+            })
+            .collect()
+    }
+
+    /// `mask`: removes an imported set's shadows from this store; their shadow LUNs stay in
+    /// the array (another host may have them imported).
+    pub fn mask_set(&self, set_id: ShadowSetId) -> Result<Vec<ShadowInfo>, ImportedSetError> {
+        let mut catalog = lock_mutex(&self.shared.catalog);
+        let members = self.imported_set(catalog.state(), set_id, "mask")?;
+        let infos: Vec<ShadowInfo> = members
+            .iter()
+            .map(|(record, _)| shadow_info(catalog.state(), record, None))
+            .collect();
+        catalog.commit(
+            members
+                .iter()
+                .map(|(record, _)| CatalogChange::DeleteShadow(record.id))
+                .collect(),
+        )?;
+        drop(catalog);
+        let host = self.array_host();
+        for (record, root) in &members {
+            array::update(root, |array_catalog| {
+                if let Some(entry) = array_catalog.shadows.get_mut(&record.id) {
+                    entry.imported_by.retain(|known| *known != host);
+                }
+                Ok::<(), ArrayError>(())
+            })?;
+        }
+        Ok(infos)
+    }
+
+    /// A transportable set just made here is not surfaced on this host: its shadows leave
+    /// this store's catalog, their shadow LUNs stay in the array for `import`.
+    pub fn unsurface_transportable_set(&self, set_id: ShadowSetId) -> Result<(), CatalogError> {
+        let mut catalog = lock_mutex(&self.shared.catalog);
+        let changes: Vec<CatalogChange> = catalog
+            .state()
+            .shadows
+            .values()
+            .filter(|record| {
+                record.set_id == set_id
+                    && record.attributes.contains(Attributes::TRANSPORTABLE)
+                    && provider_of(record).is_some_and(|provider| provider.transportable())
+            })
+            .map(|record| CatalogChange::DeleteShadow(record.id))
+            .collect();
+        if changes.is_empty() {
+            return Ok(());
+        }
+        catalog.commit(changes)
+    }
+
+    /// `break [writable]`: an imported set's shadow LUNs leave VSS management and become
+    /// ordinary LUNs of their array, registered as volumes of this store under new volume IDs
+    /// (read-only unless `writable`).
+    pub fn break_set(
+        &self,
+        set_id: ShadowSetId,
+        writable: bool,
+    ) -> Result<Vec<VolumeInfo>, ImportedSetError> {
+        let members = {
+            let catalog = lock_mutex(&self.shared.catalog);
+            self.imported_set(catalog.state(), set_id, "break")?
+        };
+        let mut volumes = Vec::with_capacity(members.len());
+        for (record, root) in &members {
+            let clone = array::clone_path(root, record.id);
+            let lun = array::broken_lun_path(root, record.id);
+            // The shadow LUN is renamed to an ordinary LUN (durably), then the array and this
+            // store forget the shadow. A crash in between leaves a shadow whose LUN is gone,
+            // which `check` reports; never a LUN two owners write.
+            let backend = &self.shared.backend;
+            let moved = backend
+                .create_dir_all(lun.parent().unwrap_or(root))
+                .and_then(|()| backend.rename(&clone, &lun))
+                .and_then(|()| backend.sync_dir(lun.parent().unwrap_or(root)))
+                .and_then(|()| backend.sync_dir(clone.parent().unwrap_or(root)));
+            moved.map_err(|source| ImportedSetError::Io {
+                path: clone.clone(),
+                source,
+            })?;
+            array::update(root, |array_catalog| {
+                array_catalog.shadows.remove(&record.id);
+                Ok::<(), ArrayError>(())
+            })?;
+            lock_mutex(&self.shared.catalog)
+                .commit(vec![CatalogChange::DeleteShadow(record.id)])?;
+            let volume =
+                self.register_volume(&lun, None)
+                    .map_err(|error| ImportedSetError::Volume {
+                        path: lun.clone(),
+                        reason: error.to_string(),
+                    })?;
+            if !writable {
+                let mut catalog = lock_mutex(&self.shared.catalog);
+                if let Some(mut volume_record) = catalog.state().volumes.get(&volume.id).cloned() {
+                    volume_record.read_only = true;
+                    catalog.commit(vec![CatalogChange::RegisterVolume(volume_record)])?;
+                }
+            }
+            volumes.push(volume);
+        }
+        Ok(volumes)
     }
 
     /// Sets (or clears) the maximum diff-area size of a volume; shadows are deleted oldest
@@ -2856,10 +3353,7 @@ impl Engine {
         }
         let catalog = lock_mutex(&self.shared.catalog);
         let state = catalog.state();
-        let context = ProviderContext {
-            backend: &*self.shared.backend,
-            layout: &self.shared.layout,
-        };
+        let context = self.provider_context(state);
         for record in state.shadows.values() {
             report.shadows_checked += 1;
             if !state.volumes.contains_key(&record.volume) {
@@ -2896,6 +3390,28 @@ impl Engine {
                     .any(|record| record.volume == *volume && record.sequence == *sequence)
                 {
                     report.problems.push(format!("volume {volume}: shadow sequence {sequence} is in the block map but not in the catalog"));
+                }
+            }
+        }
+        // A shadow LUN this store made that is neither in its catalog nor transportable (those
+        // live only in their metadata file until imported): a create cut off between the clone
+        // and the commit. Reported, never removed: the array is shared with other hosts.
+        for (name, attachment) in &state.arrays {
+            let Ok(array_catalog) = array::read(&attachment.path) else {
+                continue;
+            };
+            for (shadow, entry) in &array_catalog.shadows {
+                if entry.created_by == self.shared.layout.root
+                    && !entry.transportable
+                    && !state.shadows.contains_key(shadow)
+                {
+                    let clone = array::clone_path(&attachment.path, *shadow);
+                    report.leaked_bytes +=
+                        std::fs::metadata(&clone).map_or(0, |metadata| metadata.len());
+                    report.problems.push(format!(
+                        "array {name}: the shadow LUN {} belongs to no shadow copy of this store (leaked)",
+                        clone.display()
+                    ));
                 }
             }
         }
@@ -2977,6 +3493,18 @@ impl Drop for Engine {
 struct VolumeDevice {
     engine: Engine,
     handle: Arc<VolumeHandle>,
+    /// A shadow LUN broken off without `writable`.
+    read_only: bool,
+}
+
+fn refuse_read_only(read_only: bool) -> io::Result<()> {
+    if read_only {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "the volume is read-only: it is a shadow LUN broken off without `writable`",
+        ));
+    }
+    Ok(())
 }
 
 fn unavailable(reason: &str) -> io::Error {
@@ -3012,6 +3540,7 @@ impl BlockDevice for VolumeDevice {
     }
 
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        refuse_read_only(self.read_only)?;
         match &mut *write_lock(&self.handle.state) {
             VolumeSlot::Ready(cow) => {
                 check_range(offset, data.len(), cow.size())?;
@@ -3022,6 +3551,7 @@ impl BlockDevice for VolumeDevice {
     }
 
     fn write_zeroes(&self, offset: u64, length: u64, may_punch: bool) -> io::Result<()> {
+        refuse_read_only(self.read_only)?;
         if !may_punch {
             return write_zeroes_through(self, offset, length);
         }
@@ -3046,7 +3576,7 @@ impl BlockDevice for VolumeDevice {
     }
 
     fn is_read_only(&self) -> bool {
-        false
+        self.read_only
     }
 
     fn allocation(&self, offset: u64, length: u64) -> io::Result<Vec<Extent>> {
@@ -3092,10 +3622,9 @@ impl ShadowDevice {
         let Some(provider) = provider_of(&record) else {
             return Ok(None);
         };
-        let context = ProviderContext {
-            backend: &*self.engine.shared.backend,
-            layout: &self.engine.shared.layout,
-        };
+        let context = self
+            .engine
+            .provider_context(lock_mutex(&self.engine.shared.catalog).state());
         match provider.open_shadow(&context, &record)? {
             Some(copy) => Ok(Some(self.independent.get_or_init(|| copy).clone())),
             None => Ok(None),

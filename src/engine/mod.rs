@@ -8,6 +8,7 @@
 
 #![deny(clippy::print_stdout, clippy::print_stderr, clippy::dbg_macro)]
 
+pub mod array;
 pub mod catalog;
 pub mod clock;
 pub mod coordinator;

@@ -127,13 +127,14 @@ impl Attributes {
     ];
 
     /// vssadmin's spelling (`Attributes: Persistent, Client-accessible, No auto release, ...`).
-    const VSSADMIN_WORDS: [(u32, &'static str); 12] = [
+    const VSSADMIN_WORDS: [(u32, &'static str); 13] = [
         (Self::PERSISTENT, "Persistent"),
         (Self::CLIENT_ACCESSIBLE, "Client-accessible"),
         (Self::NO_AUTO_RELEASE, "No auto release"),
         (Self::NO_WRITERS, "No writers"),
         (Self::NO_AUTORECOVERY, "No auto recovery"),
         (Self::TRANSPORTABLE, "Transportable"),
+        (Self::HARDWARE_ASSISTED, "Hardware assisted"),
         (Self::DIFFERENTIAL, "Differential"),
         (Self::PLEX, "Plex"),
         (Self::IMPORTED, "Imported"),

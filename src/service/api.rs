@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::error::ServiceError;
-use crate::engine::ids::{ProviderId, ShadowId};
+use crate::engine::ids::{ProviderId, ShadowId, ShadowSetId};
 use crate::engine::model::{
     CreatedSet, DeleteSelector, DriveTarget, Exposure, ProviderInfo, ShadowInfo, StorageInfo,
     VolumeInfo,
@@ -319,6 +319,29 @@ pub trait ShadowService {
     /// Releases everything this requester owns (its volatile shadows). Called by `reset`,
     /// `exit` and when the requester ends.
     fn release_requester(&mut self) -> Result<Vec<ShadowInfo>, ServiceError>;
+
+    /// `array attach DIR [--name NAME]`: attaches this store (host) to a storage array (an
+    /// absolute directory), making the directory an array if it is not one yet.
+    fn attach_array(
+        &mut self,
+        dir: &Path,
+        name: Option<&str>,
+    ) -> Result<crate::engine::array::ArrayInfo, ServiceError>;
+    /// `array detach NAME`.
+    fn detach_array(&mut self, name: &str) -> Result<(), ServiceError>;
+    /// `array list`.
+    fn arrays(&mut self) -> Result<Vec<crate::engine::array::ArrayInfo>, ServiceError>;
+    /// `import`: surfaces the transportable shadows of the loaded metadata from the arrays
+    /// this store is attached to.
+    fn import(&mut self) -> Result<Vec<ShadowInfo>, ServiceError>;
+    /// `mask <setid>`: removes an imported set's shadows from this store.
+    fn mask(&mut self, set_id: ShadowSetId) -> Result<Vec<ShadowInfo>, ServiceError>;
+    /// `break [writable] <setid>`: an imported set's shadow LUNs become volumes of this store.
+    fn break_set(
+        &mut self,
+        set_id: ShadowSetId,
+        writable: bool,
+    ) -> Result<Vec<VolumeInfo>, ServiceError>;
 }
 
 /// Reads and parses a metadata .cab for `load metadata`, in the requester's process (VSS's

@@ -1091,6 +1091,45 @@ impl ShadowService for LocalService {
             .map_err(coordinator_error)
     }
 
+    fn attach_array(
+        &mut self,
+        dir: &Path,
+        name: Option<&str>,
+    ) -> Result<crate::engine::array::ArrayInfo, ServiceError> {
+        from_engine!(self.core.engine.attach_array(dir, name))
+    }
+
+    fn detach_array(&mut self, name: &str) -> Result<(), ServiceError> {
+        from_engine!(self.core.engine.detach_array(name))
+    }
+
+    fn arrays(&mut self) -> Result<Vec<crate::engine::array::ArrayInfo>, ServiceError> {
+        Ok(self.core.engine.arrays())
+    }
+
+    fn import(&mut self) -> Result<Vec<ShadowInfo>, ServiceError> {
+        let Some(cabinet) = self.loaded.as_ref() else {
+            let error = crate::engine::array::ImportError::NothingLoaded;
+            return Err(engine_error(error.vss_code(), error.to_string()));
+        };
+        from_engine!(self.core.engine.import_shadows(cabinet))
+    }
+
+    fn mask(
+        &mut self,
+        set_id: crate::engine::ids::ShadowSetId,
+    ) -> Result<Vec<ShadowInfo>, ServiceError> {
+        from_engine!(self.core.engine.mask_set(set_id))
+    }
+
+    fn break_set(
+        &mut self,
+        set_id: crate::engine::ids::ShadowSetId,
+        writable: bool,
+    ) -> Result<Vec<VolumeInfo>, ServiceError> {
+        from_engine!(self.core.engine.break_set(set_id, writable))
+    }
+
     fn load_metadata(&mut self, cabinet: MetadataCabinet) -> Result<LoadedMetadata, ServiceError> {
         let mut files = vec![crate::engine::transport::MANIFEST_FILE.to_string()];
         if cabinet.backup_components.is_some() {

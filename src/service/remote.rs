@@ -16,7 +16,8 @@ use super::api::{
 use super::error::{ServiceError, ServiceErrorKind};
 use super::local::{LocalService, ServiceCore};
 use super::transport::{self, EventSink, Handler, SessionId};
-use crate::engine::ids::ShadowId;
+use crate::engine::array::ArrayInfo;
+use crate::engine::ids::{ShadowId, ShadowSetId};
 use crate::engine::model::{
     DeleteSelector, DriveTarget, Exposure, ProviderInfo, RequesterId, ShadowInfo, StorageInfo,
     VolumeInfo,
@@ -118,6 +119,22 @@ pub enum Request {
         verify: Vec<String>,
     },
     EndRestore,
+    AttachArray {
+        dir: PathBuf,
+        name: Option<String>,
+    },
+    DetachArray {
+        name: String,
+    },
+    Arrays,
+    Import,
+    Mask {
+        set_id: ShadowSetId,
+    },
+    Break {
+        set_id: ShadowSetId,
+        writable: bool,
+    },
 }
 
 /// What a request returns.
@@ -141,6 +158,8 @@ pub enum Reply {
     Loaded(LoadedMetadata),
     Attachments(Vec<(VolumeInfo, Exposure)>),
     WriterStatuses(Vec<super::api::WriterStatusView>),
+    Array(Box<ArrayInfo>),
+    Arrays(Vec<ArrayInfo>),
 }
 
 /// Sends a service observer's reports to the requester as events.
@@ -393,6 +412,17 @@ pub fn dispatch(
             service.end_restore(observer)?;
             Reply::Done
         }
+        Request::AttachArray { dir, name } => {
+            Reply::Array(Box::new(service.attach_array(&dir, name.as_deref())?))
+        }
+        Request::DetachArray { name } => {
+            service.detach_array(&name)?;
+            Reply::Done
+        }
+        Request::Arrays => Reply::Arrays(service.arrays()?),
+        Request::Import => Reply::Shadows(service.import()?),
+        Request::Mask { set_id } => Reply::Shadows(service.mask(set_id)?),
+        Request::Break { set_id, writable } => Reply::Volumes(service.break_set(set_id, writable)?),
     })
 }
 
@@ -793,6 +823,49 @@ impl ShadowService for RemoteService {
             cabinet: Box::new(cabinet),
         })? {
             Reply::Loaded(loaded) => Ok(loaded),
+            other => Err(unexpected(other)),
+        }
+    }
+    fn attach_array(&mut self, dir: &Path, name: Option<&str>) -> Result<ArrayInfo, ServiceError> {
+        match self.quiet(Request::AttachArray {
+            dir: dir.to_path_buf(),
+            name: name.map(str::to_string),
+        })? {
+            Reply::Array(info) => Ok(*info),
+            other => Err(unexpected(other)),
+        }
+    }
+    fn detach_array(&mut self, name: &str) -> Result<(), ServiceError> {
+        self.quiet(Request::DetachArray {
+            name: name.to_string(),
+        })
+        .map(|_| ())
+    }
+    fn arrays(&mut self) -> Result<Vec<ArrayInfo>, ServiceError> {
+        match self.quiet(Request::Arrays)? {
+            Reply::Arrays(arrays) => Ok(arrays),
+            other => Err(unexpected(other)),
+        }
+    }
+    fn import(&mut self) -> Result<Vec<ShadowInfo>, ServiceError> {
+        match self.quiet(Request::Import)? {
+            Reply::Shadows(shadows) => Ok(shadows),
+            other => Err(unexpected(other)),
+        }
+    }
+    fn mask(&mut self, set_id: ShadowSetId) -> Result<Vec<ShadowInfo>, ServiceError> {
+        match self.quiet(Request::Mask { set_id })? {
+            Reply::Shadows(shadows) => Ok(shadows),
+            other => Err(unexpected(other)),
+        }
+    }
+    fn break_set(
+        &mut self,
+        set_id: ShadowSetId,
+        writable: bool,
+    ) -> Result<Vec<VolumeInfo>, ServiceError> {
+        match self.quiet(Request::Break { set_id, writable })? {
+            Reply::Volumes(volumes) => Ok(volumes),
             other => Err(unexpected(other)),
         }
     }

@@ -33,11 +33,11 @@ pub static HANDLERS: &[(&str, Handler)] = &[
     ("reset", reset),
     ("list", list),
     ("delete shadows", delete_shadows),
-    ("import", unsupported_hardware),
-    ("mask", unsupported_hardware),
+    ("import", import),
+    ("mask", mask),
     ("expose", expose),
     ("unexpose", unexpose),
-    ("break", unsupported_hardware),
+    ("break", break_set),
     ("revert", revert),
     ("resync", unsupported_hardware),
     ("exit", exit),
@@ -786,7 +786,11 @@ fn end_backup(session: &mut Session<'_>, command: &Command) -> Result<LineOutcom
     if !matches!(command, Command::EndBackup) {
         return Err(mismatch(command));
     }
-    if session.state.phase != Phase::BackupBegun {
+    // Microsoft's import sample ends the backup of a set made without `begin backup`: the
+    // requester's backup of the set it just created (a copy backup) completes.
+    let created_here =
+        session.state.phase == Phase::Idle && session.state.last_created_set.is_some();
+    if session.state.phase != Phase::BackupBegun && !created_here {
         return Err(CommandError::bad_state(
             "END BACKUP without BEGIN BACKUP",
             "`begin backup` before `create` starts a full backup; `end backup` ends it",
@@ -1201,18 +1205,77 @@ fn revert(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, C
     DONE
 }
 
+fn import(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
+    if !matches!(command, Command::Import) {
+        return Err(mismatch(command));
+    }
+    let imported = session.service.import()?;
+    let Some(set_id) = imported.first().map(|shadow| shadow.set_id) else {
+        return DONE;
+    };
+    session.out(format!(
+        "The shadow copy set {set_id} was imported: {} shadow copies.",
+        imported.len()
+    ));
+    session.out(String::new());
+    let lines = render::shadow_listing(
+        &format!("Querying all shadow copies with the shadow copy set ID {set_id}"),
+        &imported,
+        &SessionAliases(&session.variables),
+        session.config.time_zone,
+    );
+    session.out_lines(lines);
+    DONE
+}
+
+fn mask(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
+    let Command::Mask { shadow_set } = command else {
+        return Err(mismatch(command));
+    };
+    let set_id = session.set_argument(shadow_set, "mask")?;
+    let masked = session.service.mask(set_id)?;
+    for shadow in &masked {
+        session.out(format!(
+            "The shadow copy {} was removed from this host.",
+            shadow.id
+        ));
+    }
+    session.out(format!("Number of shadow copies masked: {}", masked.len()));
+    DONE
+}
+
+fn break_set(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
+    let Command::Break {
+        writable,
+        shadow_set,
+    } = command
+    else {
+        return Err(mismatch(command));
+    };
+    let set_id = session.set_argument(shadow_set, "break")?;
+    let volumes = session.service.break_set(set_id, *writable)?;
+    let access = if *writable { "read-write" } else { "read-only" };
+    for volume in &volumes {
+        session.out(format!(
+            "The shadow copy LUN is now the volume {} ({access}).",
+            volume.display_name()
+        ));
+    }
+    session.out(format!("Number of shadow copies broken: {}", volumes.len()));
+    DONE
+}
+
 fn unsupported_hardware(
     _session: &mut Session<'_>,
     command: &Command,
 ) -> Result<LineOutcome, CommandError> {
     let name = command.name();
     Err(CommandError::new(format!(
-        "`{name}` is not supported yet: it works on transportable hardware shadow copies, and diskshadow's providers do not make them"
+        "`{name}` is not supported yet: LUN resync of transportable hardware shadow copies is not built"
     ))
     .with_code(VssCode::VSS_E_NOT_SUPPORTED)
     .with_help(match name {
         "resync" => "`revert <shadow>` brings a volume back to a shadow copy",
-        "break" => "`expose <shadow> <dir>` makes a persistent shadow copy readable",
         _ => "shadow copies made by `create` are already in the store; `list shadows all` shows them",
     }))
 }

@@ -73,11 +73,14 @@ pub struct Setup {
     pub environment: Vec<(String, String)>,
     /// Answers to step-mode questions, in order.
     pub answers: Vec<String>,
+    /// Arrays the store attaches to before the transcript runs: `(directory, name)`.
+    pub arrays: Vec<(String, Option<String>)>,
 }
 
 /// Applies the directives of `source` inside `work`:
 /// `#! image NAME SIZE`, `#! fill NAME OFFSET LENGTH BYTE`, `#! dir NAME [OCTAL MODE]`,
 /// `#! script NAME: COMMAND` (an executable sh script), `#! map X: NAME`, `#! param VALUE`,
+/// `#! array DIR [NAME]` (the store attaches to the storage array at DIR),
 /// `#! env NAME=VALUE`, `#! mode script|transcript|interactive` (interactive: the harness shows
 /// each line after the prompt, as the terminal does).
 pub fn apply_directives(source: &str, work: &Path) -> Setup {
@@ -113,6 +116,8 @@ pub fn apply_directives(source: &str, work: &Path) -> Setup {
                 fs::set_permissions(&directory, fs::Permissions::from_mode(mode)).expect("chmod");
             }
             ["map", letter, name] => setup.maps.push((letter.to_string(), name.to_string())),
+            ["array", dir] => setup.arrays.push((dir.to_string(), None)),
+            ["array", dir, name] => setup.arrays.push((dir.to_string(), Some(name.to_string()))),
             ["param", value] => setup.parameters.push(value.to_string()),
             ["env", assignment] => {
                 let (name, value) = assignment.split_once('=').expect("NAME=VALUE");
@@ -177,6 +182,11 @@ pub fn transcript(path: &Path, default_mode: Mode, scratch_name: &str) -> String
     let setup = apply_directives(&source, &work);
     let engine = open_engine(&work.join("store"));
     let mut service = LocalService::with_core(service_core(engine), RequesterId(1));
+    for (dir, name) in &setup.arrays {
+        service
+            .attach_array(&work.join(dir), name.as_deref())
+            .expect("array attach");
+    }
     for (letter, name) in &setup.maps {
         let letter = letter.chars().next().expect("letter").to_ascii_uppercase();
         let target = work.join(name);
@@ -354,4 +364,21 @@ pub fn skip(reason: impl std::fmt::Display) {
         panic!("required tool missing (DISKSHADOW_REQUIRE_TOOLS=1): {reason}");
     }
     eprintln!("skipped: {reason}");
+}
+
+/// Whether the system tool `name` is on `PATH`; when it is not, says so (see [`skip`]) with
+/// the package that brings it.
+pub fn tool(name: &str, package: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .map(|output| output.status.success())
+        .unwrap_or(false);
+    if !found {
+        skip(format!(
+            "{name} is not installed (apt-get install {package})"
+        ));
+    }
+    found
 }

@@ -19,6 +19,21 @@ pub fn diskshadow(store: &Path) -> Command {
 
 /// Writes `body` to `work/name` and runs it with `-s`; the script must succeed. Returns stdout.
 pub fn run_script(store: &Path, work: &Path, name: &str, body: &str) -> String {
+    let (succeeded, stdout, stderr) = run_script_file(store, work, name, body);
+    assert!(succeeded, "{name} failed:\n{stdout}\n{stderr}");
+    stdout
+}
+
+/// Writes `body` to `work/name` and runs it with `-s`; the script must fail. Returns stdout
+/// followed by stderr.
+pub fn run_failing_script(store: &Path, work: &Path, name: &str, body: &str) -> String {
+    let (succeeded, stdout, stderr) = run_script_file(store, work, name, body);
+    assert!(!succeeded, "{name} should fail:\n{stdout}");
+    format!("{stdout}{stderr}")
+}
+
+/// Writes `body` to `work/name` and runs it with `-s` in `work`: success, stdout, stderr.
+fn run_script_file(store: &Path, work: &Path, name: &str, body: &str) -> (bool, String, String) {
     let script = work.join(name);
     fs::write(&script, body).expect("script");
     let output = diskshadow(store)
@@ -27,13 +42,11 @@ pub fn run_script(store: &Path, work: &Path, name: &str, body: &str) -> String {
         .current_dir(work)
         .output()
         .expect("runs");
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    assert!(
+    (
         output.status.success(),
-        "{name} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
 }
 
 /// The shadow IDs of `* Shadow copy ID = {…}` lines, in order.

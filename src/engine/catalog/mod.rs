@@ -16,6 +16,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::engine::array::ArrayAttachment;
 use crate::engine::ids::{ProviderId, ShadowId, ShadowSetId, VolumeId};
 use crate::engine::model::{DriveTarget, Exposure, RequesterId};
 use crate::engine::store::{DurableBackend, DurableFile, FileFingerprint};
@@ -50,6 +51,9 @@ pub struct VolumeRecord {
     /// below it is damage, not a torn append. `None` while a rewrite of the log is under way.
     #[serde(default)]
     pub index_log_bytes: Option<u64>,
+    /// A shadow LUN broken off without `writable` (`break`): readable, never written.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +110,9 @@ pub struct CatalogState {
     pub next_device_number: u64,
     /// A revert that must be finished after a restart.
     pub reverts_in_progress: Vec<RevertRecord>,
+    /// The storage arrays this store (host) is attached to, by the name it gives them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub arrays: BTreeMap<String, ArrayAttachment>,
 }
 
 /// One change; a transaction is a list of them, applied together.
@@ -159,6 +166,13 @@ pub enum CatalogChange {
         volume: VolumeId,
         bytes: Option<u64>,
     },
+    AttachArray {
+        name: String,
+        attachment: ArrayAttachment,
+    },
+    DetachArray {
+        name: String,
+    },
 }
 
 impl CatalogState {
@@ -174,6 +188,12 @@ impl CatalogState {
         match change {
             CatalogChange::RegisterVolume(record) => {
                 self.volumes.insert(record.id, record.clone());
+            }
+            CatalogChange::AttachArray { name, attachment } => {
+                self.arrays.insert(name.clone(), attachment.clone());
+            }
+            CatalogChange::DetachArray { name } => {
+                self.arrays.remove(name);
             }
             CatalogChange::MapDrive { letter, target } => {
                 self.drives.insert(*letter, target.clone());
@@ -693,6 +713,7 @@ mod tests {
             writing: false,
             provider: None,
             index_log_bytes: None,
+            read_only: false,
         }
     }
 

@@ -599,8 +599,13 @@ impl ShadowCopyCoordinator {
             }
         };
         let mut set = outcome.committed;
+        // A transportable set exists only in its metadata file until it is imported, so
+        // DiskShadow always saves one for it.
+        let transportable = request.extra_attributes.contains(Attributes::TRANSPORTABLE);
         let default_path = match (&request.metadata_path, &request.default_metadata) {
-            (None, Some((directory, offset_seconds))) if !outcome.session.writers.is_empty() => {
+            (None, Some((directory, offset_seconds)))
+                if !outcome.session.writers.is_empty() || transportable =>
+            {
                 Some(directory.join(default_metadata_name(&set, *offset_seconds)))
             }
             _ => None,
@@ -646,6 +651,18 @@ impl ShadowCopyCoordinator {
                 if let Some(now) = self.engine.shadow(shadow.id) {
                     *shadow = now;
                 }
+            }
+        }
+        // Transportable shadows are made but not surfaced on this host: the array keeps their
+        // shadow LUNs for `import`, here or on another host.
+        if transportable {
+            if let Err(source) = self.engine.unsurface_transportable_set(set.set_id) {
+                let _ = Coordinator::new(&host, &SilentObserver)
+                    .abort(&outcome.session, "the shadow copy set could not be kept");
+                let _ = self.delete_shadows(&DeleteSelector::Set(set.set_id));
+                return Err(ShadowCopyError::NotKept {
+                    source: source.into(),
+                });
             }
         }
         requester.backup = Some(outcome.session);

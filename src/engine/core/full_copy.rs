@@ -19,7 +19,6 @@ use super::{lock_mutex, provider_of, write_lock, Engine, VolumeSlot, WriteFailur
 use crate::engine::catalog::CatalogChange;
 use crate::engine::ids::{ShadowId, ShadowSetId, VolumeId};
 use crate::engine::progress::Progress;
-use crate::engine::provider::ProviderContext;
 use crate::engine::vss::VssCode;
 
 use super::{CatalogError, DeviceError};
@@ -176,10 +175,7 @@ impl Engine {
         let source = self
             .open_shadow(shadow)
             .map_err(|source| FullCopyError::Source { shadow, source })?;
-        let context = ProviderContext {
-            backend: &*self.shared.backend,
-            layout: &self.shared.layout,
-        };
+        let context = self.provider_context(lock_mutex(&self.shared.catalog).state());
         let io_error = |source| FullCopyError::Io {
             shadow,
             volume: record.volume,

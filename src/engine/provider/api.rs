@@ -1,18 +1,20 @@
 //! The provider seam: [`Provider`] (one per provider) and [`VolumeProvider`] (the data path
 //! of one volume), and the providers this engine has.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::engine::catalog::{ShadowRecord, VolumeRecord};
 use crate::engine::device::{BlockDevice, Extent};
-use crate::engine::ids::{ProviderId, ShadowId, VolumeId};
+use crate::engine::ids::{ProviderId, ShadowId, ShadowSetId, VolumeId};
 use crate::engine::model::{ProviderInfo, ProviderKind};
 use crate::engine::progress::Progress;
 use crate::engine::store::{DurableBackend, DurableFile, FileFingerprint, StoreLayout};
 use crate::engine::vss::{providers as vss_providers, Attributes};
+
+use crate::engine::array::ArrayProvider;
 
 use super::cow::{CowVolume, DiffAreaError, DiffAreaProblem, OpenOptions};
 use super::index::Tag;
@@ -91,11 +93,17 @@ impl DataPathKind {
 pub struct ProviderContext<'a> {
     pub backend: &'a dyn DurableBackend,
     pub layout: &'a StoreLayout,
+    /// Each registered volume's image file (where the array provider finds a LUN's array).
+    pub volume_paths: BTreeMap<VolumeId, PathBuf>,
 }
 
 impl ProviderContext<'_> {
     pub fn diff_dir(&self, volume: VolumeId) -> PathBuf {
         self.layout.diff_dir(volume)
+    }
+
+    pub fn volume_path(&self, volume: VolumeId) -> Option<PathBuf> {
+        self.volume_paths.get(&volume).cloned()
     }
 }
 
@@ -103,6 +111,11 @@ impl ProviderContext<'_> {
 pub struct SetMember<'a> {
     pub volume: &'a dyn VolumeProvider,
     pub shadow: ShadowId,
+    pub set_id: ShadowSetId,
+    /// The volume's image file.
+    pub image_path: &'a Path,
+    /// The attributes the set's shadows get (context, requester's options, provider's).
+    pub attributes: Attributes,
 }
 
 /// Shadows of a set whose content their provider makes after thaw, by
@@ -672,7 +685,7 @@ impl Provider for FullCopyProvider {
 
 /// Writes the live view of the chunks the image does not hold into a copy of the image at
 /// `path`, and syncs it (nothing to do for copy-on-write, whose image is the live volume).
-fn copy_live_chunks(
+pub(crate) fn copy_live_chunks(
     backend: &dyn DurableBackend,
     volume: &dyn VolumeProvider,
     path: &Path,
@@ -696,10 +709,11 @@ fn copy_live_chunks(
 static SYSTEM: SystemProvider = SystemProvider;
 static REDIRECT_ON_WRITE: RedirectOnWriteProvider = RedirectOnWriteProvider;
 static FULL_COPY: FullCopyProvider = FullCopyProvider;
+static ARRAY: ArrayProvider = ArrayProvider;
 
 /// Every provider, in `list providers` order.
-pub fn providers() -> [&'static dyn Provider; 3] {
-    [&SYSTEM, &REDIRECT_ON_WRITE, &FULL_COPY]
+pub fn providers() -> [&'static dyn Provider; 4] {
+    [&SYSTEM, &REDIRECT_ON_WRITE, &FULL_COPY, &ARRAY]
 }
 
 /// The provider with this ID; `None` (no ID) is the system provider.
@@ -716,6 +730,7 @@ pub fn provider_by_name(name: &str) -> Option<&'static dyn Provider> {
         "cow" | "system" | "copy-on-write" => Some(&SYSTEM),
         "row" | "redirect-on-write" => Some(&REDIRECT_ON_WRITE),
         "plex" | "full-copy" => Some(&FULL_COPY),
+        "array" | "hardware" => Some(&ARRAY),
         other => crate::engine::ids::parse_guid(other)
             .and_then(|id| provider_by_id(Some(ProviderId(id)))),
     }
