@@ -13,7 +13,7 @@ use super::api::{
     WriterListing, WriterStatusView,
 };
 use super::error::ServiceError;
-use crate::engine::ids::{ProviderId, ShadowId};
+use crate::engine::ids::{ProviderId, ShadowId, ShadowSetId};
 use crate::engine::model::{
     DeleteSelector, DriveTarget, Exposure, ProviderInfo, ShadowInfo, StorageInfo, VolumeInfo,
 };
@@ -149,5 +149,27 @@ impl ShadowService for RefusedService {
     /// Nothing was ever made through a refused connection, so there is nothing to release.
     fn release_requester(&mut self) -> Result<Vec<ShadowInfo>, ServiceError> {
         Ok(Vec::new())
+    }
+    fn attach_array(
+        &mut self,
+        _: &Path,
+        _: Option<&str>,
+    ) -> Result<crate::engine::array::ArrayInfo, ServiceError> {
+        self.refused()
+    }
+    fn detach_array(&mut self, _: &str) -> Result<(), ServiceError> {
+        self.refused()
+    }
+    fn arrays(&mut self) -> Result<Vec<crate::engine::array::ArrayInfo>, ServiceError> {
+        self.refused()
+    }
+    fn import(&mut self) -> Result<Vec<ShadowInfo>, ServiceError> {
+        self.refused()
+    }
+    fn mask(&mut self, _: ShadowSetId) -> Result<Vec<ShadowInfo>, ServiceError> {
+        self.refused()
+    }
+    fn break_set(&mut self, _: ShadowSetId, _: bool) -> Result<Vec<VolumeInfo>, ServiceError> {
+        self.refused()
     }
 }
