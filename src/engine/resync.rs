@@ -671,11 +671,23 @@ impl Engine {
         let (mut bytes_copied, mut bytes_punched) = (0u64, 0u64);
         let mut since_checkpoint = 0u64;
         let mut buffer = vec![0u8; active.chunk_size as usize];
+        let mut current = vec![0u8; active.chunk_size as usize];
         progress.begin("resync", active.size);
+        // Progress in steps of at least a chunk and about 1/1024 of the LUN, so a service
+        // sends a bounded number of reports; always with no lock held.
+        let report_every = (active.size / 1024).max(active.chunk_size);
+        let unreported = std::cell::Cell::new(0u64);
+        let report = |bytes: u64| {
+            unreported.set(unreported.get() + bytes);
+            if unreported.get() >= report_every {
+                progress.advance(unreported.get());
+                unreported.set(0);
+            }
+        };
         for chunk in 0..active.chunk_count {
             let (start, length) = active.chunk_range(chunk);
             if !active.is_pending(chunk) {
-                progress.advance(length as u64);
+                report(length as u64);
                 continue;
             }
             // A device source is read before the destination is locked (its own volume's
@@ -724,9 +736,19 @@ impl Engine {
                             bytes_punched += length as u64;
                         }
                     } else {
-                        self.write_locked(&mut **cow, start, &buffer[..length], protected)
-                            .map_err(|failure| write_failure(failure, destination, shadow))?;
-                        bytes_copied += length as u64;
+                        // Onto the shadow's own volume a chunk written since the shadow may
+                        // hold its bytes again (a resync run before): compare first, as
+                        // rewriting it would cost a write and a preserved copy.
+                        let same = active.reads_through_destination() && {
+                            cow.read_live(start, &mut current[..length])
+                                .map_err(io_error)?;
+                            current[..length] == buffer[..length]
+                        };
+                        if !same {
+                            self.write_locked(&mut **cow, start, &buffer[..length], protected)
+                                .map_err(|failure| write_failure(failure, destination, shadow))?;
+                            bytes_copied += length as u64;
+                        }
                     }
                     active.mark_copied(chunk);
                     since_checkpoint += 1;
@@ -739,7 +761,10 @@ impl Engine {
                     }
                 }
             }
-            progress.advance(length as u64);
+            report(length as u64);
+        }
+        if unreported.get() > 0 {
+            progress.advance(unreported.get());
         }
         let outcome = self.finish_resync(handle, active, bytes_copied, bytes_punched);
         progress.finish();
