@@ -520,6 +520,20 @@ fn a_crash_at_any_sync_point_of_a_resync_resumes_to_byte_exact() {
                     .join("resync")
                     .join(format!("{}.resync", target.0.hyphenated()))
                     .exists();
+                if began {
+                    // check-store (read-only) reports it and changes nothing.
+                    let read_only =
+                        Engine::open_read_only(&setup.store, options(Arc::new(RealBackend)))
+                            .expect("read-only open");
+                    let report = read_only.check();
+                    assert!(
+                        report
+                            .problems
+                            .iter()
+                            .any(|problem| problem.contains("a resync is unfinished")),
+                        "{report}"
+                    );
+                }
                 let engine = Engine::open(&setup.store, options(Arc::new(RealBackend)))
                     .expect("reopen after the crash");
                 assert!(engine.resyncs_in_progress().is_empty());

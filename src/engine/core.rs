@@ -2782,6 +2782,8 @@ impl Engine {
                 revert.volume, revert.shadow
             ));
         }
+        drop(catalog);
+        report.problems.extend(self.unfinished_resyncs());
         report
     }
 }

@@ -503,6 +503,36 @@ impl Engine {
             .collect()
     }
 
+    /// For `check`: resync state files no running resync owns (`check-store` opens the store
+    /// read-only, so an interrupted resync is still there to report).
+    pub(super) fn unfinished_resyncs(&self) -> Vec<String> {
+        let running: Vec<PathBuf> = self
+            .handles()
+            .iter()
+            .filter_map(|handle| Some(lock_mutex(&handle.resync).clone()?.state_path.clone()))
+            .collect();
+        let Ok(entries) = std::fs::read_dir(self.shared.layout.root.join(RESYNC_DIR)) else {
+            return Vec::new();
+        };
+        let mut problems: Vec<String> = entries
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| {
+                path.extension()
+                    .is_some_and(|extension| extension == "resync")
+            })
+            .filter(|path| !running.contains(path))
+            .map(|path| {
+                format!(
+                    "a resync is unfinished ({}); opening the store read-write finishes it",
+                    path.display()
+                )
+            })
+            .collect();
+        problems.sort();
+        problems
+    }
+
     fn start_resync(
         &self,
         shadow: ShadowId,
@@ -550,15 +580,7 @@ impl Engine {
             })?)
         };
         let mut guard = write_lock(&handle.state);
-        let cow = match &mut *guard {
-            VolumeSlot::Ready(cow) => cow,
-            VolumeSlot::Unavailable(reason) => {
-                return Err(ResyncError::VolumeUnavailable {
-                    volume: destination,
-                    reason: reason.clone(),
-                })
-            }
-        };
+        let cow = ready(&mut guard, destination)?;
         if let Some(running) = lock_mutex(&handle.resync).as_ref() {
             return Err(ResyncError::InProgress {
                 volume: destination,
@@ -705,15 +727,7 @@ impl Engine {
             }
             {
                 let mut guard = write_lock(&handle.state);
-                let cow = match &mut *guard {
-                    VolumeSlot::Ready(cow) => cow,
-                    VolumeSlot::Unavailable(reason) => {
-                        return Err(ResyncError::VolumeUnavailable {
-                            volume: destination,
-                            reason: reason.clone(),
-                        })
-                    }
-                };
+                let cow = ready(&mut guard, destination)?;
                 // Written since it was looked at: the write wins.
                 if active.is_pending(chunk) {
                     if active.reads_through_destination() {
@@ -926,6 +940,20 @@ impl Engine {
             make_unavailable(error.to_string());
         }
         Ok(())
+    }
+}
+
+/// The destination's provider, or why the destination cannot be written.
+fn ready(
+    slot: &mut VolumeSlot,
+    destination: VolumeId,
+) -> Result<&mut Box<dyn VolumeProvider>, ResyncError> {
+    match slot {
+        VolumeSlot::Ready(cow) => Ok(cow),
+        VolumeSlot::Unavailable(reason) => Err(ResyncError::VolumeUnavailable {
+            volume: destination,
+            reason: reason.clone(),
+        }),
     }
 }
 
