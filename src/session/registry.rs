@@ -1196,8 +1196,7 @@ fn resync(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, C
     }
     if *revert_original_signature {
         session.out(
-            "REVERT_ORIGINALSIG: image-file volumes carry no disk signature; each target keeps its own volume ID."
-                .to_string(),
+            "REVERT_ORIGINALSIG: image-file volumes carry no disk signature; each target keeps its own volume ID.",
         );
     }
     DONE
