@@ -1421,3 +1421,63 @@ fn step_mode_aborts_at_the_freeze_deadline_unless_asked_to_hold() {
     assert!(!text.contains("aborting the shadow copy set"), "{text}");
     assert!(status.is_some(), "not killed: {text}");
 }
+
+/// `add shadow` and `resync` run over the service socket: the damaged volume reads the
+/// shadow's bytes again.
+#[test]
+fn resync_over_the_service_gives_the_volume_the_shadow_bytes_back() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let store = work.path().join("store");
+    let volume = work.path().join("lun.img");
+    image(&volume, 1 << 20);
+    let write = |byte: u8| {
+        diskshadow(&store)
+            .args(["volume", "write"])
+            .arg(&volume)
+            .args(["--offset", "4096"])
+            .write_stdin(vec![byte; 8192])
+            .assert()
+            .success();
+    };
+    write(0x5a);
+    let run = |text: String| {
+        let script = work.path().join("script.dsh");
+        fs::write(&script, text).expect("script");
+        let output = diskshadow(&store)
+            .arg("-s")
+            .arg(&script)
+            .output()
+            .expect("runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).to_string()
+    };
+    let stdout = run(format!(
+        "set context persistent nowriters\nadd volume {} alias s\ncreate\n",
+        volume.display()
+    ));
+    let shadow_id = stdout
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("Alias s for shadow ID ")
+                .and_then(|rest| rest.split_whitespace().next())
+        })
+        .expect("shadow ID printed")
+        .to_string();
+    write(0xa5);
+    let stdout = run(format!("add shadow {shadow_id}\nresync\n"));
+    assert!(
+        stdout.contains("65536 bytes copied"),
+        "one chunk was damaged: {stdout}"
+    );
+    let live = diskshadow(&store)
+        .args(["volume", "read"])
+        .arg(&volume)
+        .args(["--offset", "4096", "--length", "8192"])
+        .output()
+        .expect("read");
+    assert_eq!(live.stdout, vec![0x5au8; 8192]);
+}
