@@ -16,6 +16,43 @@ fn image(path: &Path, size: u64) {
         .expect("image");
 }
 
+/// Runs `text` as a script (`-s`) against `store`; it must succeed. Returns its stdout.
+fn run_script(store: &Path, dir: &Path, text: &str) -> String {
+    let script = dir.join("script.dsh");
+    fs::write(&script, text).expect("script");
+    let output = diskshadow(store)
+        .arg("-s")
+        .arg(&script)
+        .output()
+        .expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).to_string()
+}
+
+/// Creates a persistent shadow of `volume` with a script and returns its ID.
+fn persistent_shadow(store: &Path, dir: &Path, volume: &Path) -> String {
+    let stdout = run_script(
+        store,
+        dir,
+        &format!(
+            "set context persistent nowriters\nadd volume {} alias s\ncreate\n",
+            volume.display()
+        ),
+    );
+    stdout
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("Alias s for shadow ID ")
+                .and_then(|rest| rest.split_whitespace().next())
+        })
+        .expect("shadow ID printed")
+        .to_string()
+}
+
 #[test]
 fn check_reports_every_error_and_exits_2() {
     let work = tempfile::tempdir().expect("tempdir");
@@ -181,34 +218,7 @@ fn volume_write_and_read_go_through_the_engine_and_shadows_keep_their_bytes() {
         .assert()
         .success();
 
-    let script = work.path().join("snap.dsh");
-    fs::write(
-        &script,
-        format!(
-            "set context persistent nowriters\nadd volume {} alias s\ncreate\n",
-            volume.display()
-        ),
-    )
-    .expect("script");
-    let output = diskshadow(&store)
-        .arg("-s")
-        .arg(&script)
-        .output()
-        .expect("runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    let shadow_id = stdout
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix("Alias s for shadow ID ")
-                .and_then(|rest| rest.split_whitespace().next())
-        })
-        .expect("shadow ID printed")
-        .to_string();
+    let shadow_id = persistent_shadow(&store, work.path(), &volume);
 
     diskshadow(&store)
         .args(["volume", "write"])
@@ -1440,35 +1450,13 @@ fn resync_over_the_service_gives_the_volume_the_shadow_bytes_back() {
             .success();
     };
     write(0x5a);
-    let run = |text: String| {
-        let script = work.path().join("script.dsh");
-        fs::write(&script, text).expect("script");
-        let output = diskshadow(&store)
-            .arg("-s")
-            .arg(&script)
-            .output()
-            .expect("runs");
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).to_string()
-    };
-    let stdout = run(format!(
-        "set context persistent nowriters\nadd volume {} alias s\ncreate\n",
-        volume.display()
-    ));
-    let shadow_id = stdout
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix("Alias s for shadow ID ")
-                .and_then(|rest| rest.split_whitespace().next())
-        })
-        .expect("shadow ID printed")
-        .to_string();
+    let shadow_id = persistent_shadow(&store, work.path(), &volume);
     write(0xa5);
-    let stdout = run(format!("add shadow {shadow_id}\nresync\n"));
+    let stdout = run_script(
+        &store,
+        work.path(),
+        &format!("add shadow {shadow_id}\nresync\n"),
+    );
     assert!(
         stdout.contains("65536 bytes copied"),
         "one chunk was damaged: {stdout}"
