@@ -350,6 +350,21 @@ fn two_hosts_story(work: &Path, array: &Path, reflink: bool) {
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
+    // Nor is it resynchronized onto: a shadow of the writable LUN, resync onto the read-only
+    // one, is refused before a byte changes (the resync writes through the engine, not the
+    // device that refuses writes).
+    let resync = run_failing_script(
+        &host_b,
+        work,
+        "resync-onto-read-only.dsh",
+        &format!(
+            "set context persistent nowriters\nadd volume {} alias w\ncreate\n\
+             add shadow %w% {}\nresync novolcheck\n",
+            broken.display(),
+            read_only.display()
+        ),
+    );
+    assert!(resync.contains("read-only"), "{resync}");
     let mut after = before.clone();
     after[..1 << 20].fill(0xff);
     assert!(fs::read(&read_only).expect("second LUN") == after);

@@ -16,6 +16,43 @@ fn image(path: &Path, size: u64) {
         .expect("image");
 }
 
+/// Runs `text` as a script (`-s`) against `store`; it must succeed. Returns its stdout.
+fn run_script(store: &Path, dir: &Path, text: &str) -> String {
+    let script = dir.join("script.dsh");
+    fs::write(&script, text).expect("script");
+    let output = diskshadow(store)
+        .arg("-s")
+        .arg(&script)
+        .output()
+        .expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).to_string()
+}
+
+/// Creates a persistent shadow of `volume` with a script and returns its ID.
+fn persistent_shadow(store: &Path, dir: &Path, volume: &Path) -> String {
+    let stdout = run_script(
+        store,
+        dir,
+        &format!(
+            "set context persistent nowriters\nadd volume {} alias s\ncreate\n",
+            volume.display()
+        ),
+    );
+    stdout
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("Alias s for shadow ID ")
+                .and_then(|rest| rest.split_whitespace().next())
+        })
+        .expect("shadow ID printed")
+        .to_string()
+}
+
 #[test]
 fn check_reports_every_error_and_exits_2() {
     let work = tempfile::tempdir().expect("tempdir");
@@ -181,34 +218,7 @@ fn volume_write_and_read_go_through_the_engine_and_shadows_keep_their_bytes() {
         .assert()
         .success();
 
-    let script = work.path().join("snap.dsh");
-    fs::write(
-        &script,
-        format!(
-            "set context persistent nowriters\nadd volume {} alias s\ncreate\n",
-            volume.display()
-        ),
-    )
-    .expect("script");
-    let output = diskshadow(&store)
-        .arg("-s")
-        .arg(&script)
-        .output()
-        .expect("runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-    let shadow_id = stdout
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix("Alias s for shadow ID ")
-                .and_then(|rest| rest.split_whitespace().next())
-        })
-        .expect("shadow ID printed")
-        .to_string();
+    let shadow_id = persistent_shadow(&store, work.path(), &volume);
 
     diskshadow(&store)
         .args(["volume", "write"])
@@ -1556,4 +1566,42 @@ fn drive_list_and_attachments_print_plain_tables() {
         "0 volumes attached.\n",
         "no table header without attachments"
     );
+}
+
+/// `add shadow` and `resync` run over the service socket: the damaged volume reads the
+/// shadow's bytes again.
+#[test]
+fn resync_over_the_service_gives_the_volume_the_shadow_bytes_back() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let store = work.path().join("store");
+    let volume = work.path().join("lun.img");
+    image(&volume, 1 << 20);
+    let write = |byte: u8| {
+        diskshadow(&store)
+            .args(["volume", "write"])
+            .arg(&volume)
+            .args(["--offset", "4096"])
+            .write_stdin(vec![byte; 8192])
+            .assert()
+            .success();
+    };
+    write(0x5a);
+    let shadow_id = persistent_shadow(&store, work.path(), &volume);
+    write(0xa5);
+    let stdout = run_script(
+        &store,
+        work.path(),
+        &format!("add shadow {shadow_id}\nresync\n"),
+    );
+    assert!(
+        stdout.contains("65536 bytes copied"),
+        "one chunk was damaged: {stdout}"
+    );
+    let live = diskshadow(&store)
+        .args(["volume", "read"])
+        .arg(&volume)
+        .args(["--offset", "4096", "--length", "8192"])
+        .output()
+        .expect("read");
+    assert_eq!(live.stdout, vec![0x5au8; 8192]);
 }

@@ -40,6 +40,9 @@ use crate::engine::transport::MetadataCabinet;
 use crate::engine::vss::{self, limits, Attributes, Context, VssCode};
 
 mod full_copy;
+/// LUN resync: a child of this module because it hooks the volume device and the one write
+/// path.
+pub mod resync;
 
 pub use full_copy::FullCopyError;
 
@@ -320,6 +323,14 @@ pub enum CreateError {
     SequencesExhausted,
     #[error("cannot prepare volume {volume} for the shadow copy: {source}")]
     Io { volume: VolumeId, source: io::Error },
+    #[error(
+        "volume {volume} is being resynchronized from shadow copy {source_shadow}; part of it \
+         is still read from that shadow, so it cannot be shadowed until the resync has finished"
+    )]
+    ResyncInProgress {
+        volume: VolumeId,
+        source_shadow: ShadowId,
+    },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
 }
@@ -343,6 +354,7 @@ impl CreateError {
                 VssCode::VSS_E_MAXIMUM_NUMBER_OF_SNAPSHOTS_REACHED
             }
             CreateError::SetIdInUse { .. } => VssCode::VSS_E_OBJECT_ALREADY_EXISTS,
+            CreateError::ResyncInProgress { .. } => VssCode::VSS_E_RESYNC_IN_PROGRESS,
             CreateError::SequencesExhausted | CreateError::Io { .. } | CreateError::Catalog(_) => {
                 VssCode::VSS_E_UNEXPECTED_PROVIDER_ERROR
             }
@@ -356,6 +368,11 @@ pub enum DeleteError {
     NotFound { what: String },
     #[error("cannot free the diff area of volume {volume}: {source}; run `check`")]
     Io { volume: VolumeId, source: io::Error },
+    #[error(
+        "shadow copy {shadow} is being resynchronized onto volume {volume}; delete it when the \
+         resync has finished"
+    )]
+    ResyncSource { shadow: ShadowId, volume: VolumeId },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
 }
@@ -364,6 +381,7 @@ impl DeleteError {
     pub fn vss_code(&self) -> VssCode {
         match self {
             DeleteError::NotFound { .. } => VssCode::VSS_E_OBJECT_NOT_FOUND,
+            DeleteError::ResyncSource { .. } => VssCode::VSS_E_RESYNC_IN_PROGRESS,
             DeleteError::Io { .. } | DeleteError::Catalog(_) => {
                 VssCode::VSS_E_UNEXPECTED_PROVIDER_ERROR
             }
@@ -419,6 +437,14 @@ pub enum RevertError {
     InsufficientStorage { volume: VolumeId, shadow: ShadowId },
     #[error("revert of volume {volume} failed: {source}; the revert resumes when the store is opened again")]
     Io { volume: VolumeId, source: io::Error },
+    #[error(
+        "volume {volume} is being resynchronized from shadow copy {source_shadow}; revert it \
+         when the resync has finished"
+    )]
+    ResyncInProgress {
+        volume: VolumeId,
+        source_shadow: ShadowId,
+    },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
 }
@@ -432,6 +458,7 @@ impl RevertError {
                 VssCode::VSS_E_VOLUME_NOT_SUPPORTED
             }
             RevertError::InsufficientStorage { .. } => VssCode::VSS_E_INSUFFICIENT_STORAGE,
+            RevertError::ResyncInProgress { .. } => VssCode::VSS_E_RESYNC_IN_PROGRESS,
             RevertError::Io { .. } | RevertError::Catalog(_) => {
                 VssCode::VSS_E_UNEXPECTED_PROVIDER_ERROR
             }
@@ -585,6 +612,9 @@ enum VolumeSlot {
 struct VolumeHandle {
     id: VolumeId,
     state: RwLock<VolumeSlot>,
+    /// A resync onto this volume in progress. Installed and removed with `state` held for
+    /// writing, so a holder of `state` sees a settled answer.
+    resync: Mutex<Option<Arc<resync::ActiveResync>>>,
 }
 
 struct Shared {
@@ -1117,6 +1147,7 @@ impl Engine {
                 Arc::new(VolumeHandle {
                     id: record.id,
                     state: RwLock::new(slot),
+                    resync: Mutex::new(None),
                 }),
             );
         }
@@ -1188,6 +1219,15 @@ impl Engine {
                     volume: revert.volume,
                 }])?;
             }
+        }
+        if !read_only {
+            engine
+                .resume_resyncs()
+                .map_err(|(path, source)| OpenError::Io {
+                    action: "finish the interrupted resync recorded in",
+                    path,
+                    source,
+                })?;
         }
         Ok(engine)
     }
@@ -1463,6 +1503,7 @@ impl Engine {
             Arc::new(VolumeHandle {
                 id: volume,
                 state: RwLock::new(VolumeSlot::Ready(cow)),
+                resync: Mutex::new(None),
             }),
         );
         Ok(volume_info(catalog.state(), &record, None))
@@ -1768,6 +1809,14 @@ impl Engine {
             .zip(&providers)
             .filter_map(|(entry, provider)| Some((entry.volume, provider.data_path()?)))
             .collect();
+        for handle in &handles {
+            if let Some(running) = lock_mutex(&handle.resync).as_ref() {
+                return Err(CreateError::ResyncInProgress {
+                    volume: handle.id,
+                    source_shadow: running.shadow,
+                });
+            }
+        }
         for (volume, guard) in guards.iter_mut() {
             let cow = match &mut **guard {
                 VolumeSlot::Ready(cow) => cow,
@@ -2117,6 +2166,16 @@ impl Engine {
         };
         if targets.is_empty() {
             return Ok(Vec::new());
+        }
+        let resyncs = self.resyncs_in_progress();
+        if let Some((shadow, volume)) = resyncs
+            .iter()
+            .find(|(source, _)| targets.iter().any(|(id, _)| id == source))
+        {
+            return Err(DeleteError::ResyncSource {
+                shadow: *shadow,
+                volume: *volume,
+            });
         }
         let volumes: BTreeSet<VolumeId> = targets.iter().map(|(_, volume)| *volume).collect();
         let handles: Vec<Arc<VolumeHandle>> = volumes
@@ -2525,6 +2584,13 @@ impl Engine {
                 })
             }
         };
+        // A revert's writes would not be known to the resync, which would then overwrite them.
+        if let Some(running) = lock_mutex(&handle.resync).as_ref() {
+            return Err(RevertError::ResyncInProgress {
+                volume,
+                source_shadow: running.shadow,
+            });
+        }
         let io_failure = |failure: WriteFailure| match failure {
             WriteFailure::Io(source) => RevertError::Io { volume, source },
             WriteFailure::Catalog(error) => RevertError::Catalog(error),
@@ -3464,6 +3530,8 @@ impl Engine {
                 revert.volume, revert.shadow
             ));
         }
+        drop(catalog);
+        report.problems.extend(self.unfinished_resyncs());
         report
     }
 }
@@ -3530,24 +3598,35 @@ impl BlockDevice for VolumeDevice {
     }
 
     fn read_at(&self, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
-        match &*read_lock(&self.handle.state) {
-            VolumeSlot::Ready(cow) => {
-                check_range(offset, buffer.len(), cow.size())?;
-                cow.read_live(offset, buffer)
-            }
-            VolumeSlot::Unavailable(reason) => Err(unavailable(reason)),
+        let guard = read_lock(&self.handle.state);
+        let cow = match &*guard {
+            VolumeSlot::Ready(cow) => cow,
+            VolumeSlot::Unavailable(reason) => return Err(unavailable(reason)),
+        };
+        check_range(offset, buffer.len(), cow.size())?;
+        cow.read_live(offset, buffer)?;
+        // During a resync, chunks it has not reached read from the shadow.
+        let Some(resync) = lock_mutex(&self.handle.resync).clone() else {
+            return Ok(());
+        };
+        let pending = resync.pending_in(offset, buffer.len() as u64);
+        if pending.is_empty() {
+            return Ok(());
         }
+        if resync.reads_through_destination() {
+            return resync.overlay_pending(Some(&**cow), offset, buffer, &pending);
+        }
+        // Another volume's shadow is read without this volume's lock (lock order); a write
+        // landing meanwhile orders after this read.
+        drop(guard);
+        resync.overlay_pending(None, offset, buffer, &pending)
     }
 
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
         refuse_read_only(self.read_only)?;
-        match &mut *write_lock(&self.handle.state) {
-            VolumeSlot::Ready(cow) => {
-                check_range(offset, data.len(), cow.size())?;
-                Ok(self.engine.write_locked(&mut **cow, offset, data, None)?)
-            }
-            VolumeSlot::Unavailable(reason) => Err(unavailable(reason)),
-        }
+        self.change(offset, data.len() as u64, &|engine, cow| {
+            engine.write_locked(cow, offset, data, None)
+        })
     }
 
     fn write_zeroes(&self, offset: u64, length: u64, may_punch: bool) -> io::Result<()> {
@@ -3555,22 +3634,21 @@ impl BlockDevice for VolumeDevice {
         if !may_punch {
             return write_zeroes_through(self, offset, length);
         }
-        match &mut *write_lock(&self.handle.state) {
-            VolumeSlot::Ready(cow) => {
-                check_range(
-                    offset,
-                    usize::try_from(length).unwrap_or(usize::MAX),
-                    cow.size(),
-                )?;
-                Ok(self.engine.punch_locked(&mut **cow, offset, length)?)
-            }
-            VolumeSlot::Unavailable(reason) => Err(unavailable(reason)),
-        }
+        self.change(offset, length, &|engine, cow| {
+            engine.punch_locked(cow, offset, length)
+        })
     }
 
     fn flush(&self) -> io::Result<()> {
         match &mut *write_lock(&self.handle.state) {
-            VolumeSlot::Ready(cow) => Ok(self.engine.flush_locked(&mut **cow)?),
+            VolumeSlot::Ready(cow) => {
+                self.engine.flush_locked(&mut **cow)?;
+                // The resync's marks of written chunks follow the data they describe.
+                if let Some(resync) = lock_mutex(&self.handle.resync).clone() {
+                    resync.persist()?;
+                }
+                Ok(())
+            }
             VolumeSlot::Unavailable(reason) => Err(unavailable(reason)),
         }
     }
@@ -3581,8 +3659,71 @@ impl BlockDevice for VolumeDevice {
 
     fn allocation(&self, offset: u64, length: u64) -> io::Result<Vec<Extent>> {
         match &*read_lock(&self.handle.state) {
-            VolumeSlot::Ready(cow) => cow.allocation_live(offset, length),
+            VolumeSlot::Ready(cow) => {
+                let live = cow.allocation_live(offset, length)?;
+                Ok(match lock_mutex(&self.handle.resync).clone() {
+                    Some(resync) => resync.allocation(offset, length, live),
+                    None => live,
+                })
+            }
             VolumeSlot::Unavailable(reason) => Err(unavailable(reason)),
+        }
+    }
+}
+
+/// A change of the live volume through the write path.
+type VolumeChange<'c> = dyn Fn(&Engine, &mut dyn VolumeProvider) -> Result<(), WriteFailure> + 'c;
+
+impl VolumeDevice {
+    /// Runs `change` on `[offset, offset + length)` under the volume's write lock. During a
+    /// resync, the chunks it covers only in part are first filled with the shadow's bytes
+    /// (read before the lock when they come from another volume), and every pending chunk it
+    /// touches is marked written, so the resync never overwrites it.
+    fn change(&self, offset: u64, length: u64, change: &VolumeChange<'_>) -> io::Result<()> {
+        loop {
+            let prefetched = match lock_mutex(&self.handle.resync).clone() {
+                Some(resync) if !resync.reads_through_destination() => {
+                    resync.fills_for(None, offset, length)?
+                }
+                _ => BTreeMap::new(),
+            };
+            let mut guard = write_lock(&self.handle.state);
+            let cow = match &mut *guard {
+                VolumeSlot::Ready(cow) => cow,
+                VolumeSlot::Unavailable(reason) => return Err(unavailable(reason)),
+            };
+            check_range(
+                offset,
+                usize::try_from(length).unwrap_or(usize::MAX),
+                cow.size(),
+            )?;
+            let Some(resync) = lock_mutex(&self.handle.resync).clone() else {
+                return Ok(change(&self.engine, &mut **cow)?);
+            };
+            let fills = if resync.reads_through_destination() {
+                resync.fills_for(Some(&**cow), offset, length)?
+            } else {
+                let partial = resync.partial_pending(offset, length);
+                if !partial.iter().all(|chunk| prefetched.contains_key(chunk)) {
+                    // A resync started since the prefetch: fetch again, unlocked.
+                    continue;
+                }
+                prefetched
+            };
+            let pending = resync.pending_in(offset, length);
+            for (chunk, bytes) in &fills {
+                if pending.contains(chunk) {
+                    self.engine.write_locked(
+                        &mut **cow,
+                        resync.chunk_start(*chunk),
+                        bytes,
+                        None,
+                    )?;
+                }
+            }
+            change(&self.engine, &mut **cow)?;
+            resync.mark_written(&pending);
+            return Ok(());
         }
     }
 }

@@ -27,4 +27,5 @@ pub mod transport;
 pub mod vss;
 pub mod writer;
 
+pub use self::core::resync;
 pub use self::core::Engine;

@@ -239,6 +239,16 @@ pub trait ShadowService {
         force_dismount: bool,
         observer: &mut dyn ServiceObserver,
     ) -> Result<(), ServiceError>;
+    /// LUN resync: copies the shadow onto `destination` (its original volume when `None`).
+    /// The destination stays usable while it runs; without `no_volume_check`, a destination
+    /// that is mounted, attached or open elsewhere is refused with `VSS_E_VOLUME_IN_USE`.
+    fn resync(
+        &mut self,
+        shadow: ShadowId,
+        destination: Option<crate::engine::ids::VolumeId>,
+        no_volume_check: bool,
+        observer: &mut dyn ServiceObserver,
+    ) -> Result<crate::engine::resync::ResyncOutcome, ServiceError>;
     fn providers(&mut self) -> Result<Vec<ProviderInfo>, ServiceError>;
 
     fn storage(&mut self) -> Result<Vec<StorageInfo>, ServiceError>;

@@ -32,6 +32,7 @@ use crate::engine::model::{
     VolumeInfo,
 };
 use crate::engine::progress::Progress;
+use crate::engine::resync::ResyncOutcome;
 use crate::engine::transport::MetadataCabinet;
 use crate::engine::vss::VssCode;
 use crate::engine::writer::host::{EventFailure, HostOptions, WriterHost, WriterStatus};
@@ -152,6 +153,13 @@ impl Progress for ObserverProgress<'_> {
     }
 }
 
+/// What rewrites a whole volume, for the in-use check and its messages.
+#[derive(Clone, Copy)]
+enum Rewrite {
+    Revert { shadow: ShadowId },
+    Resync,
+}
+
 /// The exposures `expose` made, alive until `unexpose`, deletion, or the service's end. The
 /// coordinator reaches them through [`ExposureKeeper`] to take one down before its shadow goes.
 #[derive(Default)]
@@ -234,6 +242,41 @@ impl ServiceCore {
         force_dismount: bool,
         observer: &mut dyn ServiceObserver,
     ) -> Result<(), ServiceError> {
+        self.release_volume(volume, Rewrite::Revert { shadow }, force_dismount, observer)
+    }
+
+    /// The volume safety check of a resync (skipped by `novolcheck`): refused, with
+    /// `VSS_E_VOLUME_IN_USE`, when a file system on it is mounted, when diskshadow attached
+    /// it, or when a loop device (or another process) has its image open.
+    fn check_resync_destination(&self, volume: &VolumeInfo) -> Result<(), ServiceError> {
+        let mut silent = super::api::SilentObserver;
+        self.release_volume(volume, Rewrite::Resync, false, &mut silent)?;
+        let users = crate::service::exposure::outside_users(&volume.path);
+        if let Some(first) = users.first() {
+            return Err(ServiceError::invalid(format!(
+                "the volume {} is in use: {} has its image open; a resync would change its blocks under it",
+                volume.display_name(),
+                users.join(", ")
+            ))
+            .with_code(VssCode::VSS_E_VOLUME_IN_USE)
+            .with_help(format!(
+                "release it first ({first}: `losetup -d` it, or stop the process), or run `resync novolcheck`"
+            )));
+        }
+        Ok(())
+    }
+
+    fn release_volume(
+        &self,
+        volume: &VolumeInfo,
+        rewrite: Rewrite,
+        force_dismount: bool,
+        observer: &mut dyn ServiceObserver,
+    ) -> Result<(), ServiceError> {
+        let operation = match rewrite {
+            Rewrite::Revert { .. } => "revert",
+            Rewrite::Resync => "resync",
+        };
         let mut attachments = self
             .attachments
             .lock()
@@ -255,12 +298,12 @@ impl ServiceCore {
                 .map(|path| path.display().to_string())
                 .collect();
             return Err(ServiceError::invalid(format!(
-                "the volume {name} is in use: a file system on it is mounted at {}; a revert would change its blocks under it",
+                "the volume {name} is in use: a file system on it is mounted at {}; a {operation} would change its blocks under it",
                 places.join(", ")
             ))
             .with_code(VssCode::VSS_E_VOLUME_IN_USE)
             .with_help(format!(
-                "unmount it first (`umount {}`), then revert",
+                "unmount it first (`umount {}`), then {operation}",
                 places[0]
             )));
         }
@@ -268,15 +311,22 @@ impl ServiceCore {
             return Ok(());
         };
         if !force_dismount {
+            let help = match rewrite {
+                Rewrite::Revert { shadow } => format!(
+                    "`detach {}` first, or force it: `vssadmin revert shadow /shadow={shadow} /ForceDismount` detaches it for you",
+                    attachment.name
+                ),
+                Rewrite::Resync => format!(
+                    "`detach {}` first, or run `resync novolcheck`: the volume stays usable during a resync, and its clients see it change",
+                    attachment.name
+                ),
+            };
             return Err(ServiceError::invalid(format!(
                 "the volume {name} is in use: it is attached at {}, and its clients would see it change under them",
                 attachment.name
             ))
             .with_code(VssCode::VSS_E_VOLUME_IN_USE)
-            .with_help(format!(
-                "`detach {}` first, or force it: `vssadmin revert shadow /shadow={shadow} /ForceDismount` detaches it for you",
-                attachment.name
-            )));
+            .with_help(help));
         }
         if let Some((_, handle)) = attachments.remove(volume.id) {
             handle.close();
@@ -720,6 +770,35 @@ impl ShadowService for LocalService {
             .coordinator
             .revert(shadow, &progress)
             .map_err(coordinator_error)
+    }
+
+    fn resync(
+        &mut self,
+        shadow: ShadowId,
+        destination: Option<VolumeId>,
+        no_volume_check: bool,
+        observer: &mut dyn ServiceObserver,
+    ) -> Result<ResyncOutcome, ServiceError> {
+        if !no_volume_check {
+            let target =
+                destination.or_else(|| self.core.engine.shadow(shadow).map(|info| info.volume.id));
+            if let Some(volume) = target.and_then(|target| {
+                self.core
+                    .engine
+                    .volumes()
+                    .into_iter()
+                    .find(|volume| volume.id == target)
+            }) {
+                self.core.check_resync_destination(&volume)?;
+            }
+        }
+        let progress = ObserverProgress {
+            observer: std::sync::Mutex::new(observer),
+        };
+        let outcome = from_engine!(self.core.engine.resync(shadow, destination, &progress));
+        // Shadows deleted to fit a diff-area limit during the resync lose their exposures.
+        self.core.coordinator.reap_exposures();
+        outcome
     }
 
     fn providers(&mut self) -> Result<Vec<ProviderInfo>, ServiceError> {

@@ -172,4 +172,13 @@ impl ShadowService for RefusedService {
     fn break_set(&mut self, _: ShadowSetId, _: bool) -> Result<Vec<VolumeInfo>, ServiceError> {
         self.refused()
     }
+    fn resync(
+        &mut self,
+        _: ShadowId,
+        _: Option<crate::engine::ids::VolumeId>,
+        _: bool,
+        _: &mut dyn ServiceObserver,
+    ) -> Result<crate::engine::resync::ResyncOutcome, ServiceError> {
+        self.refused()
+    }
 }

@@ -61,6 +61,11 @@ pub enum Request {
         #[serde(default)]
         force_dismount: bool,
     },
+    Resync {
+        shadow: ShadowId,
+        destination: Option<crate::engine::ids::VolumeId>,
+        no_volume_check: bool,
+    },
     Providers,
     Storage,
     SetMaxDiffArea {
@@ -160,6 +165,7 @@ pub enum Reply {
     WriterStatuses(Vec<super::api::WriterStatusView>),
     Array(Box<ArrayInfo>),
     Arrays(Vec<ArrayInfo>),
+    Resynced(crate::engine::resync::ResyncOutcome),
 }
 
 /// Sends a service observer's reports to the requester as events.
@@ -356,6 +362,11 @@ pub fn dispatch(
             service.revert(shadow, force_dismount, observer)?;
             Reply::Done
         }
+        Request::Resync {
+            shadow,
+            destination,
+            no_volume_check,
+        } => Reply::Resynced(service.resync(shadow, destination, no_volume_check, observer)?),
         Request::Providers => Reply::Providers(service.providers()?),
         Request::Storage => Reply::Storage(service.storage()?),
         Request::SetMaxDiffArea { volume, max_bytes } => {
@@ -671,6 +682,25 @@ impl ShadowService for RemoteService {
             observer,
         )
         .map(|_| ())
+    }
+    fn resync(
+        &mut self,
+        shadow: ShadowId,
+        destination: Option<crate::engine::ids::VolumeId>,
+        no_volume_check: bool,
+        observer: &mut dyn ServiceObserver,
+    ) -> Result<crate::engine::resync::ResyncOutcome, ServiceError> {
+        match self.call(
+            Request::Resync {
+                shadow,
+                destination,
+                no_volume_check,
+            },
+            observer,
+        )? {
+            Reply::Resynced(outcome) => Ok(outcome),
+            other => Err(unexpected(other)),
+        }
     }
     fn providers(&mut self) -> Result<Vec<ProviderInfo>, ServiceError> {
         match self.quiet(Request::Providers)? {

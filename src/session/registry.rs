@@ -5,7 +5,7 @@
 use std::process::Command as Process;
 
 use super::render::{self, AliasLookup};
-use super::state::{PendingVolume, Phase, SessionState};
+use super::state::{PendingVolume, Phase, ResyncPair, SessionState};
 use super::{CommandError, LineOutcome, Session};
 use crate::engine::ids::{parse_guid, ProviderId, ShadowId, ShadowSetId};
 use crate::engine::model::{DeleteSelector, DriveTarget, ExposureKind, ShadowInfo};
@@ -39,7 +39,7 @@ pub static HANDLERS: &[(&str, Handler)] = &[
     ("unexpose", unexpose),
     ("break", break_set),
     ("revert", revert),
-    ("resync", unsupported_hardware),
+    ("resync", resync),
     ("exit", exit),
     ("help", help),
     ("map", map),
@@ -491,11 +491,7 @@ fn add(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, Comm
         AddCommand::Alias { name, value } => {
             session.variables.set_alias(&name.text, &value.text);
         }
-        AddCommand::Shadow { shadow, .. } => {
-            // Checked so a mistake shows now; `resync`, which would use the pair, needs a
-            // hardware provider and says so.
-            session.shadow_argument(shadow, "add")?;
-        }
+        AddCommand::Shadow { shadow, target } => add_shadow(session, shadow, target.as_ref())?,
     }
     DONE
 }
@@ -1265,19 +1261,113 @@ fn break_set(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome
     DONE
 }
 
-fn unsupported_hardware(
-    _session: &mut Session<'_>,
-    command: &Command,
-) -> Result<LineOutcome, CommandError> {
-    let name = command.name();
-    Err(CommandError::new(format!(
-        "`{name}` is not supported yet: LUN resync of transportable hardware shadow copies is not built"
-    ))
-    .with_code(VssCode::VSS_E_NOT_SUPPORTED)
-    .with_help(match name {
-        "resync" => "`revert <shadow>` brings a volume back to a shadow copy",
-        _ => "shadow copies made by `create` are already in the store; `list shadows all` shows them",
-    }))
+/// `add shadow <shadow> [<target volume>]`: pairs a shadow copy with the volume `resync`
+/// copies it onto (VSS `AddSnapshotToRecoverySet`); checked now, so a mistake shows here.
+fn add_shadow(
+    session: &mut Session<'_>,
+    shadow: &Word,
+    target: Option<&Word>,
+) -> Result<(), CommandError> {
+    let id = session.shadow_argument(shadow, "add")?;
+    let info = session
+        .service
+        .shadows()?
+        .into_iter()
+        .find(|info| info.id == id)
+        .ok_or_else(|| {
+            CommandError::new(format!("shadow copy {id} was not found"))
+                .with_code(VssCode::VSS_E_OBJECT_NOT_FOUND)
+                .with_help("`list shadows all` shows the shadow copies")
+        })?;
+    // VSS resynchronizes transportable hardware shadow copies; diskshadow copies back any
+    // persistent shadow copy it can read, which is what the engine needs.
+    if !info.context.is_persistent() {
+        return Err(CommandError::new(format!(
+            "shadow copy {id} was made in the {} context; only persistent shadow copies can be resynchronized",
+            info.context.name()
+        ))
+        .with_code(VssCode::VSS_E_UNSUPPORTED_CONTEXT)
+        .with_help("create the shadow copy after `set context persistent`"));
+    }
+    let target = match target {
+        Some(word) => {
+            let base_dir = session.config.base_dir.clone();
+            Some(session.service.resolve_volume(&word.text, &base_dir)?)
+        }
+        None => None,
+    };
+    let pair = ResyncPair {
+        shadow: id,
+        original: info.volume,
+        target,
+    };
+    if let Some(other) = session
+        .state
+        .resync_set
+        .iter()
+        .find(|other| other.destination().id == pair.destination().id)
+    {
+        return Err(CommandError::new(format!(
+            "the volume {} is already the target of shadow copy {}",
+            pair.destination().display_name(),
+            other.shadow
+        ))
+        .with_code(VssCode::VSS_E_OBJECT_ALREADY_EXISTS)
+        .with_help("give each shadow copy its own target volume"));
+    }
+    let whose = if pair.target.is_some() {
+        "the volume"
+    } else {
+        "its original volume"
+    };
+    session.out(format!(
+        "Shadow copy {id} will be resynchronized onto {whose} {}.",
+        pair.destination().display_name()
+    ));
+    session.state.resync_set.push(pair);
+    Ok(())
+}
+
+/// `resync [novolcheck] [revert_originalsig]`: LUN resync of every `add shadow` pair, in
+/// order. The pairs stay, so the same resync can be run again.
+fn resync(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {
+    let Command::Resync {
+        no_volume_check,
+        revert_original_signature,
+    } = command
+    else {
+        return Err(mismatch(command));
+    };
+    if session.state.resync_set.is_empty() {
+        return Err(CommandError::bad_state(
+            "no shadow copy was added for resync",
+            "pair a shadow copy with its target first: `add shadow <shadow ID> [<target volume>]`",
+        ));
+    }
+    let pairs = session.state.resync_set.clone();
+    for pair in &pairs {
+        let mut observer = console_observer(&mut *session.console, &session.state, &session.config);
+        let outcome = session.service.resync(
+            pair.shadow,
+            pair.target.as_ref().map(|volume| volume.id),
+            *no_volume_check,
+            &mut observer,
+        )?;
+        session.out(format!(
+            "The shadow copy {} was resynchronized onto the volume {}: {} bytes copied, {} bytes left as holes, {} chunks written during the resync kept.",
+            pair.shadow,
+            pair.destination().display_name(),
+            outcome.bytes_copied,
+            outcome.bytes_punched,
+            outcome.chunks_written_during
+        ));
+    }
+    if *revert_original_signature {
+        session.out(
+            "REVERT_ORIGINALSIG: image-file volumes carry no disk signature; each target keeps its own volume ID.",
+        );
+    }
+    DONE
 }
 
 fn exit(_session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, CommandError> {

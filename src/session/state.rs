@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::engine::ids::{ProviderId, ShadowSetId};
+use crate::engine::ids::{ProviderId, ShadowId, ShadowSetId};
 use crate::engine::model::VolumeInfo;
 use crate::engine::vss::{Attributes, BackupType, Context};
 use crate::syntax::ast::{CopyMethod, OptionSetting};
@@ -15,6 +15,21 @@ pub struct PendingVolume {
     pub volume: VolumeInfo,
     pub alias: Option<String>,
     pub provider: Option<ProviderId>,
+}
+
+/// A shadow copy paired by `add shadow` with the volume `resync` copies it onto.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResyncPair {
+    pub shadow: ShadowId,
+    /// The volume the shadow copy was made of: the destination unless `target` names one.
+    pub original: VolumeInfo,
+    pub target: Option<VolumeInfo>,
+}
+
+impl ResyncPair {
+    pub fn destination(&self) -> &VolumeInfo {
+        self.target.as_ref().unwrap_or(&self.original)
+    }
 }
 
 /// Where the backup or restore protocol stands.
@@ -50,6 +65,8 @@ pub struct SessionState {
     pub last_created_set: Option<ShadowSetId>,
     /// The path of the metadata file loaded by `load metadata`.
     pub loaded_metadata: Option<PathBuf>,
+    /// The pairs `add shadow` made, in order, for `resync`.
+    pub resync_set: Vec<ResyncPair>,
 }
 
 impl SessionState {
