@@ -274,6 +274,44 @@ fn two_hosts_story(work: &Path, array: &Path, reflink: bool) {
         stranger.contains("VSS_E_NO_SNAPSHOTS_IMPORTED"),
         "{stranger}"
     );
+    // LUN resync on B: the imported shadow copied back onto the damaged original LUN (A wrote
+    // over its first MiB) and onto a new LUN; both read as the point in time afterwards.
+    // `novolcheck`: host A's service may still hold the LUN open.
+    let lun = array.join("luns/p.img");
+    let fresh = work.join("fresh.img");
+    fs::File::create(&fresh)
+        .and_then(|file| file.set_len(before.len() as u64))
+        .expect("new LUN");
+    let output = run_script(
+        &host_b,
+        work,
+        "resync.dsh",
+        &format!(
+            "load metadata transHWshadow_p.cab\nadd shadow %VSS_SHADOW_1%\n\
+             add shadow %VSS_SHADOW_1% {}\nresync novolcheck\n",
+            fresh.display()
+        ),
+    );
+    assert!(output.contains("was resynchronized onto"), "{output}");
+    assert!(
+        fs::read(&lun).expect("original LUN") == before,
+        "the damaged original reads as the point in time again"
+    );
+    assert!(
+        fs::read(&fresh).expect("new LUN") == before,
+        "the new LUN holds the point in time"
+    );
+    assert!(
+        fs::read(&clone).expect("clone") == before,
+        "the resync leaves the shadow LUN as it was"
+    );
+    // The LUN takes A's change again, so the rest of the story sees what it saw before.
+    diskshadow(&host_a)
+        .args(["volume", "write", "P:", "--offset", "0"])
+        .write_stdin(vec![0xffu8; 1 << 20])
+        .assert()
+        .success();
+
     // A store with shadows on the array's LUNs cannot detach from it.
     let detach = diskshadow(&host_b)
         .args(["array", "detach", "san"])
