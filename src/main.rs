@@ -990,13 +990,16 @@ fn array(service: &mut dyn ShadowService, command: ArrayCommand) -> Result<(), S
                 base_dir().join(dir)
             };
             let info = service.attach_array(&dir, name.as_deref())?;
+            let count = |number: usize, one: &str, many: &str| {
+                format!("{number} {}", if number == 1 { one } else { many })
+            };
             println!(
-                "Attached to the array {} ({{{}}}) at {}; {} hosts, {} shadow LUNs.",
+                "Attached to the array {} ({{{}}}) at {}; {}, {}.",
                 info.name,
                 info.id.hyphenated(),
                 info.path.display(),
-                info.hosts.len(),
-                info.shadow_luns
+                count(info.hosts.len(), "host", "hosts"),
+                count(info.shadow_luns, "shadow LUN", "shadow LUNs")
             );
             Ok(())
         }
