@@ -13,7 +13,7 @@ use crate::engine::device::BlockDevice;
 use crate::engine::ids::ProviderId;
 use crate::engine::model::{ProviderInfo, ProviderKind};
 use crate::engine::progress::Progress;
-use crate::engine::provider::api::copy_live_chunks;
+use crate::engine::provider::api::{clone_or_defer, copy_live_chunks};
 use crate::engine::provider::{
     plex, DataPathKind, DeferredCopies, Provider, ProviderContext, SetMember,
 };
@@ -107,20 +107,10 @@ impl Provider for ArrayProvider {
         members: &[SetMember<'_>],
         _progress: &dyn Progress,
     ) -> io::Result<DeferredCopies> {
-        let mut deferred = DeferredCopies::new();
-        for (position, member) in members.iter().enumerate() {
-            match clone_lun(context, member) {
-                Ok(true) => {}
-                Ok(false) => {
-                    deferred.insert(member.shadow);
-                }
-                Err(error) => {
-                    self.abort_set(context, &members[..=position]);
-                    return Err(error);
-                }
-            }
-        }
-        Ok(deferred)
+        clone_or_defer(members, |member| clone_lun(context, member)).map_err(|(error, made)| {
+            self.abort_set(context, &members[..made]);
+            error
+        })
     }
 
     fn finish_deferred_copy(

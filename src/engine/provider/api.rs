@@ -579,29 +579,20 @@ impl Provider for FullCopyProvider {
         members: &[SetMember<'_>],
         _progress: &dyn Progress,
     ) -> io::Result<DeferredCopies> {
-        let mut deferred = DeferredCopies::new();
-        for (position, member) in members.iter().enumerate() {
+        clone_or_defer(members, |member| {
             let volume = member.volume;
             let path = plex::copy_path(&context.diff_dir(volume.volume()), member.shadow);
-            let made = plex::clone_image(context.backend, &**volume.image(), volume.size(), &path)
-                .and_then(|cloned| {
-                    if cloned {
-                        copy_live_chunks(context.backend, volume, &path)?;
-                    }
-                    Ok(cloned)
-                });
-            match made {
-                Ok(true) => {}
-                Ok(false) => {
-                    deferred.insert(member.shadow);
-                }
-                Err(error) => {
-                    self.abort_set(context, &members[..=position]);
-                    return Err(error);
-                }
+            let cloned =
+                plex::clone_image(context.backend, &**volume.image(), volume.size(), &path)?;
+            if cloned {
+                copy_live_chunks(context.backend, volume, &path)?;
             }
-        }
-        Ok(deferred)
+            Ok(cloned)
+        })
+        .map_err(|(error, made)| {
+            self.abort_set(context, &members[..made]);
+            error
+        })
     }
 
     fn finish_deferred_copy(
@@ -681,6 +672,26 @@ impl Provider for FullCopyProvider {
             })
             .collect()
     }
+}
+
+/// Makes each member's shadow with `clone` (true: complete now; false: its copy is deferred
+/// to after thaw, from the point in time the engine keeps). On a failure, the error and how
+/// many members (the failed one included) may have left something to abort.
+pub(crate) fn clone_or_defer(
+    members: &[SetMember<'_>],
+    mut clone: impl FnMut(&SetMember<'_>) -> io::Result<bool>,
+) -> Result<DeferredCopies, (io::Error, usize)> {
+    let mut deferred = DeferredCopies::new();
+    for (position, member) in members.iter().enumerate() {
+        match clone(member) {
+            Ok(true) => {}
+            Ok(false) => {
+                deferred.insert(member.shadow);
+            }
+            Err(error) => return Err((error, position + 1)),
+        }
+    }
+    Ok(deferred)
 }
 
 /// Writes the live view of the chunks the image does not hold into a copy of the image at
