@@ -131,11 +131,6 @@ struct WriteRun {
 /// Redirected bytes written before their write-back is started.
 const WRITEBACK_PIECE_BYTES: u64 = 4 << 20;
 
-/// The data file's storage is reserved ahead of its last slot in steps of this size: a stream
-/// of first writes then fills allocated blocks, as a raw overwrite does, instead of allocating
-/// at every write-back.
-const RESERVE_STEP_BYTES: u64 = 64 << 20;
-
 /// One volume under the redirect-on-write provider.
 pub struct RowVolume {
     pub volume: VolumeId,
@@ -154,8 +149,6 @@ pub struct RowVolume {
     /// Slots whose free records are not durable yet: reusable after the next index sync.
     released_slots: Vec<Slot>,
     slot_high_water: u64,
-    /// The data file's storage is reserved up to here (a hint: see `RESERVE_STEP_BYTES`).
-    reserved_end: u64,
     data_slots_used: u64,
     record_buffer: Vec<u8>,
     /// Data or records written since the last sync.
@@ -266,7 +259,6 @@ impl RowVolume {
             free_slots: Vec::new(),
             released_slots: Vec::new(),
             slot_high_water: 0,
-            reserved_end: 0,
             data_slots_used: 0,
             record_buffer: Vec::new(),
             unsynced: false,
@@ -394,27 +386,8 @@ impl RowVolume {
             ));
         }
         let slot = self.slot_high_water as Slot;
-        self.reserve_through((self.slot_high_water + 1) * self.chunk_size)?;
         self.slot_high_water += 1;
         Ok(slot)
-    }
-
-    /// Reserves the data file's storage through `end`, a step ahead (within the diff area's
-    /// limit, when it has one).
-    fn reserve_through(&mut self, end: u64) -> io::Result<()> {
-        if end <= self.reserved_end {
-            return Ok(());
-        }
-        let mut target = end.max(self.reserved_end) + RESERVE_STEP_BYTES;
-        if let Some(limit) = self.max_diff_bytes {
-            target = target.min(limit.max(end));
-        }
-        let start = self
-            .reserved_end
-            .max(self.slot_high_water * self.chunk_size);
-        self.data.reserve(start, target.saturating_sub(start))?;
-        self.reserved_end = target;
-        Ok(())
     }
 
     fn append_record(&mut self, kind: u8, tag: Tag, chunk: ChunkIndex, slot: Slot) {
@@ -901,8 +874,6 @@ impl RowVolume {
             self.free_slots.clear();
             self.released_slots.clear();
             self.slot_high_water = 0;
-            // Truncating released the reserved storage too.
-            self.reserved_end = 0;
         }
         Ok(freed_count)
     }

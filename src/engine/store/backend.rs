@@ -134,14 +134,6 @@ pub trait DurableFile: Send + Sync {
         write_zeros(self, offset, length)
     }
 
-    /// Reserves storage for `[offset, offset + length)` without changing the size or the
-    /// content (`fallocate` with `FALLOC_FL_KEEP_SIZE`), so later appends there find their
-    /// blocks allocated. Only a hint: not a sync point (data written there is durable only after
-    /// [`DurableFile::sync_data`], as anywhere), and a file system that cannot loses nothing.
-    fn reserve(&self, _offset: u64, _length: u64) -> io::Result<()> {
-        Ok(())
-    }
-
     /// The descriptor, where the file is a plain open file (lets copies stay in the kernel).
     fn raw_descriptor(&self) -> Option<RawFd> {
         None
@@ -411,34 +403,6 @@ impl DurableFile for RealFile {
             return Ok(());
         }
         Ok(())
-    }
-
-    fn reserve(&self, offset: u64, length: u64) -> io::Result<()> {
-        let (Ok(start), Ok(span)) = (libc::off_t::try_from(offset), libc::off_t::try_from(length))
-        else {
-            return Ok(());
-        };
-        if span == 0 {
-            return Ok(());
-        }
-        // SAFETY: fallocate on a descriptor we own; it does not touch memory.
-        let result = unsafe {
-            libc::fallocate(
-                self.file.as_raw_fd(),
-                libc::FALLOC_FL_KEEP_SIZE,
-                start,
-                span,
-            )
-        };
-        if result == 0 {
-            return Ok(());
-        }
-        let error = io::Error::last_os_error();
-        match error.raw_os_error() {
-            // Only a hint: without fallocate (or without the space now) the writes allocate.
-            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::ENOSPC) => Ok(()),
-            _ => Err(error),
-        }
     }
 
     fn drop_cached(&self, offset: u64, length: u64) -> io::Result<()> {
