@@ -13,7 +13,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use diskshadow::engine::device::BlockDevice;
@@ -28,8 +28,8 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 use support::{
-    best, engine_sequential, image, median, millis, options, rate, raw_copy, raw_sequential, run,
-    seconds, spec, timed_read, Result, MIB,
+    best, engine_sequential, has_reflink, image, median, millis, options, rate, raw_copy,
+    raw_sequential, seconds, spec, timed_read, Result, XfsReflink, MIB,
 };
 
 /// Repetitions of each measurement: the best is kept for throughput (other work on the
@@ -291,62 +291,6 @@ fn full_copy(engine: &Engine, volume: VolumeId) -> Result<ShadowId> {
     plex.volumes[0].provider = Some(ProviderId(FULL_COPY_PROVIDER_ID));
     plex.extra_attributes = Attributes(Attributes::PLEX);
     Ok(engine.create_shadow_set(&plex)?.shadows[0].id)
-}
-
-/// Whether files in `dir` can share blocks (FICLONE works).
-fn has_reflink(dir: &Path) -> bool {
-    let (source, target) = (dir.join("reflink-probe"), dir.join("reflink-probe-clone"));
-    let works = std::fs::write(&source, [1u8; 4096]).is_ok()
-        && run(
-            "cp",
-            &[
-                "--reflink=always",
-                &source.to_string_lossy(),
-                &target.to_string_lossy(),
-            ],
-        )
-        .is_ok();
-    let _ = std::fs::remove_file(&source);
-    let _ = std::fs::remove_file(&target);
-    works
-}
-
-/// An XFS file system with reflink, in a sparse image file loop-mounted at `mount`;
-/// unmounted (and its loop device released) when dropped.
-struct XfsReflink {
-    mount: PathBuf,
-}
-
-impl XfsReflink {
-    fn mount(dir: &Path, size: u64) -> Result<XfsReflink> {
-        // SAFETY: geteuid(2) takes no arguments and cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
-            return Err("not root (mounting needs it)".into());
-        }
-        // mkfs.xfs knows -V, not --version.
-        if run("mkfs.xfs", &["-V"]).is_err() {
-            return Err("mkfs.xfs is missing (apt-get install xfsprogs)".into());
-        }
-        let file = dir.join("xfs.img");
-        File::create(&file)?.set_len(size)?;
-        let file_text = file.to_string_lossy().into_owned();
-        run("mkfs.xfs", &["-q", "-m", "reflink=1", &file_text])?;
-        let mount = dir.join("xfs");
-        std::fs::create_dir_all(&mount)?;
-        run(
-            "mount",
-            &["-o", "loop", &file_text, &mount.to_string_lossy()],
-        )?;
-        Ok(XfsReflink { mount })
-    }
-}
-
-impl Drop for XfsReflink {
-    fn drop(&mut self) {
-        if run("umount", &[&self.mount.to_string_lossy()]).is_err() {
-            eprintln!("warning: could not unmount {}", self.mount.display());
-        }
-    }
 }
 
 fn main() -> Result<()> {

@@ -7,7 +7,7 @@
 use std::error::Error;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -201,4 +201,60 @@ pub fn have(program: &str) -> bool {
         .arg("--version")
         .output()
         .is_ok_and(|output| output.status.success())
+}
+
+/// Whether files in `dir` can share blocks (FICLONE works).
+pub fn has_reflink(dir: &Path) -> bool {
+    let (source, target) = (dir.join("reflink-probe"), dir.join("reflink-probe-clone"));
+    let works = std::fs::write(&source, [1u8; 4096]).is_ok()
+        && run(
+            "cp",
+            &[
+                "--reflink=always",
+                &source.to_string_lossy(),
+                &target.to_string_lossy(),
+            ],
+        )
+        .is_ok();
+    let _ = std::fs::remove_file(&source);
+    let _ = std::fs::remove_file(&target);
+    works
+}
+
+/// An XFS file system with reflink, in a sparse image file loop-mounted at `mount`;
+/// unmounted (and its loop device released) when dropped.
+pub struct XfsReflink {
+    pub mount: PathBuf,
+}
+
+impl XfsReflink {
+    pub fn mount(dir: &Path, size: u64) -> Result<XfsReflink> {
+        // SAFETY: geteuid(2) takes no arguments and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("not root (mounting needs it)".into());
+        }
+        // mkfs.xfs knows -V, not --version.
+        if run("mkfs.xfs", &["-V"]).is_err() {
+            return Err("mkfs.xfs is missing (apt-get install xfsprogs)".into());
+        }
+        let file = dir.join("xfs.img");
+        File::create(&file)?.set_len(size)?;
+        let file_text = file.to_string_lossy().into_owned();
+        run("mkfs.xfs", &["-q", "-m", "reflink=1", &file_text])?;
+        let mount = dir.join("xfs");
+        std::fs::create_dir_all(&mount)?;
+        run(
+            "mount",
+            &["-o", "loop", &file_text, &mount.to_string_lossy()],
+        )?;
+        Ok(XfsReflink { mount })
+    }
+}
+
+impl Drop for XfsReflink {
+    fn drop(&mut self) {
+        if run("umount", &[&self.mount.to_string_lossy()]).is_err() {
+            eprintln!("warning: could not unmount {}", self.mount.display());
+        }
+    }
 }
