@@ -256,6 +256,46 @@ fn two_hosts_story(work: &Path, array: &Path, reflink: bool) {
         "{imported_by}"
     );
 
+    // And through FUSE (one exposure at a time, as on Windows: the share comes down, then back):
+    // exposed on a directory, the imported shadow is one file holding the LUN as it was (its
+    // bytes are no file system diskshadow reads).
+    if fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .is_ok()
+    {
+        let view = work.join("view");
+        fs::create_dir_all(&view).expect("view directory");
+        run_script(
+            &host_b,
+            work,
+            "expose-fuse.dsh",
+            &format!(
+                "load metadata transHWshadow_p.cab\nunexpose \\\\localhost\\lun\n\
+                 expose %VSS_SHADOW_1% {}\n",
+                view.display()
+            ),
+        );
+        let seen = fs::read(view.join("volume.img"));
+        run_script(
+            &host_b,
+            work,
+            "unexpose-fuse.dsh",
+            &format!(
+                "load metadata transHWshadow_p.cab\nunexpose {}\n\
+                 expose %VSS_SHADOW_1% \\\\localhost\\lun\n",
+                view.display()
+            ),
+        );
+        assert!(
+            seen.expect("the FUSE view's volume.img") == before,
+            "host B reads the LUN as it was through FUSE too"
+        );
+    } else {
+        support::skip("/dev/fuse cannot be opened");
+    }
+
     // Importing twice, or on a store not attached to the array: the VSS error.
     let twice = run_failing_script(
         &host_b,
