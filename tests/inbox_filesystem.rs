@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde_json::json;
-use support::inbox::{have_tools, sh, sh_ok, AttachedExt4, WriterProcess};
+use support::inbox::{
+    assert_writer_check_passes, have_tools, sh, sh_ok, AttachedExt4, WriterProcess,
+};
 use support::process::{diskshadow, run_script, shadow_ids, wait_for};
 
 struct Unmount(std::path::PathBuf);
@@ -193,16 +195,7 @@ fn inbox_filesystem_passes_the_check_and_shadows_under_a_file_load_are_clean() {
         .args(["writer", "add", "filesystem"])
         .assert()
         .success();
-    let checked = diskshadow(&volume.store)
-        .args(["writer", "check", "File System Writer"])
-        .output()
-        .expect("check");
-    let report = String::from_utf8_lossy(&checked.stdout).to_string();
-    assert!(
-        checked.status.success() && report.contains("The writer follows the protocol."),
-        "writer check: {report}{}",
-        String::from_utf8_lossy(&checked.stderr)
-    );
+    assert_writer_check_passes(&volume.store, "File System Writer");
 
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicU64::new(0));

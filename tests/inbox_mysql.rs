@@ -14,7 +14,9 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use serde_json::json;
-use support::inbox::{at_exit, have_tools, sh_ok, AttachedExt4, Load, WriterProcess};
+use support::inbox::{
+    assert_writer_check_passes, at_exit, have_tools, sh_ok, AttachedExt4, Load, WriterProcess,
+};
 use support::process::{diskshadow, run_script, shadow_ids, wait_for};
 
 /// The server every test of this binary shares; stopped by PID when the binary exits.
@@ -229,16 +231,7 @@ fn inbox_mysql_shadow_starts_as_a_second_server_with_every_committed_insert() {
         .arg(&server.socket)
         .assert()
         .success();
-    let checked = diskshadow(&server.store)
-        .args(["writer", "check", "MySQL Writer"])
-        .output()
-        .expect("check");
-    let report = String::from_utf8_lossy(&checked.stdout).to_string();
-    assert!(
-        checked.status.success() && report.contains("The writer follows the protocol."),
-        "writer check: {report}{}",
-        String::from_utf8_lossy(&checked.stderr)
-    );
+    assert_writer_check_passes(&server.store, "MySQL Writer");
 
     let mut load_client = Command::new("mariadb");
     load_client

@@ -284,3 +284,17 @@ pub fn at_exit(cleanup: Cleanup) {
     });
     AT_EXIT.lock().expect("cleanups").push(cleanup);
 }
+
+/// Runs `diskshadow writer check NAME` on the store; it must pass and say so.
+pub fn assert_writer_check_passes(store: &Path, name: &str) {
+    let checked = diskshadow(store)
+        .args(["writer", "check", name])
+        .output()
+        .expect("check");
+    let report = String::from_utf8_lossy(&checked.stdout).to_string();
+    assert!(
+        checked.status.success() && report.contains("The writer follows the protocol."),
+        "writer check: {report}{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}
