@@ -229,14 +229,27 @@ fn requester_vssadmin_without_diskshadow_beside_it_fails_clearly() {
     let alone = work.join("bin").join("vssadmin");
     std::fs::create_dir_all(alone.parent().expect("parent")).expect("bin");
     std::fs::copy(env!("CARGO_BIN_EXE_vssadmin"), &alone).expect("copy");
-    let output = std::process::Command::new(&alone)
-        .arg("--store")
-        .arg(&store)
-        .args(["list", "shadows"])
-        .env_remove("DISKSHADOW_SPAWNED_SERVICE")
-        .env_remove("DISKSHADOW_SERVICE_BINARY")
-        .output()
-        .expect("runs");
+    // A test thread forking meanwhile can hold the copy's write descriptor open for a moment
+    // (ETXTBSY, "Text file busy"): try again until the fork has exec'd.
+    let mut attempts = 0;
+    let output = loop {
+        let run = std::process::Command::new(&alone)
+            .arg("--store")
+            .arg(&store)
+            .args(["list", "shadows"])
+            .env_remove("DISKSHADOW_SPAWNED_SERVICE")
+            .env_remove("DISKSHADOW_SERVICE_BINARY")
+            .output();
+        match run {
+            Err(error)
+                if error.kind() == std::io::ErrorKind::ExecutableFileBusy && attempts < 100 =>
+            {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => break other.expect("runs"),
+        }
+    };
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
