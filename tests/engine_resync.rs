@@ -572,3 +572,148 @@ fn a_crash_at_any_sync_point_of_a_resync_resumes_to_byte_exact() {
         }
     }
 }
+
+/// Progress that asks the work to stop once `after` bytes are done (Ctrl-C in the shell).
+struct StopAfter {
+    done: Mutex<u64>,
+    after: u64,
+}
+
+impl StopAfter {
+    fn new(after: u64) -> Self {
+        Self {
+            done: Mutex::new(0),
+            after,
+        }
+    }
+}
+
+impl Progress for StopAfter {
+    fn begin(&self, _what: &str, _total: u64) {}
+    fn advance(&self, units: u64) {
+        *self.done.lock().expect("progress") += units;
+    }
+    fn finish(&self) {}
+    fn cancelled(&self) -> bool {
+        *self.done.lock().expect("progress") >= self.after
+    }
+}
+
+/// A resync onto a new destination stopped after 5 of its 32 chunks, and a write to a chunk
+/// it had not reached yet: the stop says where it stopped; the destination already reads as
+/// the shadow (with the write); the resync stays in the way of what would conflict with it;
+/// and running it again copies only what was left, keeping the write.
+fn stopped_resync(engine: &Engine, setup: &Damaged) -> (VolumeId, Vec<u8>) {
+    let path = image(setup.dir.path(), "new.img", VOLUME_BYTES);
+    let destination = engine.register_volume(&path, None).expect("register").id;
+    let error = engine
+        .resync(
+            setup.shadow,
+            Some(destination),
+            &StopAfter::new(5 * u64::from(CHUNK)),
+        )
+        .expect_err("stopped");
+    assert_eq!(error.vss_code(), VssCode::VSS_S_ASYNC_CANCELLED);
+    let ResyncError::Stopped { done, bytes, .. } = error else {
+        panic!("not a stop: {error}");
+    };
+    assert_eq!(bytes, VOLUME_BYTES as u64);
+    assert_eq!(done, 5 * u64::from(CHUNK), "stopped between chunks 4 and 5");
+    let message = error_text(setup.shadow, destination, done);
+    assert!(message.contains("run resync again"), "{message}");
+    assert_eq!(
+        engine.resyncs_in_progress(),
+        vec![(setup.shadow, destination)]
+    );
+    let device = engine.open_volume(destination).expect("destination");
+    assert_same(
+        &read_all(&*device),
+        &setup.content,
+        "a stopped resync reads as the shadow",
+    );
+    let mut expected = setup.content.clone();
+    let written = pattern(7, 100);
+    let at = 10 * CHUNK as usize + 50;
+    device
+        .write_at(at as u64, &written)
+        .expect("write while stopped");
+    device.flush().expect("flush");
+    expected[at..at + written.len()].copy_from_slice(&written);
+    let delete = engine
+        .delete_shadows(&DeleteSelector::Id(setup.shadow))
+        .expect_err("the source of a stopped resync stays");
+    assert!(
+        matches!(delete, DeleteError::ResyncSource { .. }),
+        "{delete}"
+    );
+    (destination, expected)
+}
+
+fn error_text(shadow: ShadowId, volume: VolumeId, done: u64) -> String {
+    ResyncError::Stopped {
+        volume,
+        shadow,
+        done,
+        bytes: VOLUME_BYTES as u64,
+    }
+    .to_string()
+}
+
+#[test]
+fn a_stopped_resync_reads_as_the_shadow_and_running_it_again_finishes_it() {
+    let setup = damaged(None);
+    let engine = Engine::open(&setup.store, options(Arc::new(RealBackend))).expect("open");
+    let (destination, expected) = stopped_resync(&engine, &setup);
+    let outcome = engine
+        .resync(setup.shadow, Some(destination), &NoProgress)
+        .expect("taken up where it stopped");
+    // Chunks 0..5 were copied before the stop and chunk 10 was written meanwhile: of the
+    // 20 data chunks, 14 are left to copy.
+    assert_eq!(outcome.bytes_copied, 14 * u64::from(CHUNK), "{outcome:?}");
+    assert_eq!(outcome.chunks_written_during, 1);
+    assert!(engine.resyncs_in_progress().is_empty());
+    let device = engine.open_volume(destination).expect("destination");
+    assert_same(&read_all(&*device), &expected, "after the second run");
+    drop(device);
+    let report = engine.check();
+    assert!(report.problems.is_empty(), "{report}");
+    engine
+        .delete_shadows(&DeleteSelector::Id(setup.shadow))
+        .expect("delete once the resync ended");
+}
+
+#[test]
+fn a_stopped_resync_finishes_when_the_store_is_opened_again() {
+    let setup = damaged(None);
+    let engine = Engine::open(&setup.store, options(Arc::new(RealBackend))).expect("open");
+    let (destination, expected) = stopped_resync(&engine, &setup);
+    drop(engine);
+    let engine = Engine::open(&setup.store, options(Arc::new(RealBackend))).expect("reopen");
+    assert!(engine.resyncs_in_progress().is_empty(), "finished at open");
+    let device = engine.open_volume(destination).expect("destination");
+    assert_same(&read_all(&*device), &expected, "after the reopen");
+    drop(device);
+    let report = engine.check();
+    assert!(report.problems.is_empty(), "{report}");
+}
+
+/// A stopped resync is taken up only by a resync of the same shadow; another shadow's resync
+/// onto the same volume is refused while it is there.
+#[test]
+fn a_stopped_resync_refuses_another_shadows_resync_onto_its_destination() {
+    let setup = damaged(None);
+    let engine = Engine::open(&setup.store, options(Arc::new(RealBackend))).expect("open");
+    let (destination, _) = stopped_resync(&engine, &setup);
+    let other = engine
+        .create_shadow_set(&persistent(setup.volume, None))
+        .expect("another shadow")
+        .shadows[0]
+        .id;
+    let refused = engine
+        .resync(other, Some(destination), &NoProgress)
+        .expect_err("the stopped resync is in the way");
+    assert_eq!(refused.vss_code(), VssCode::VSS_E_RESYNC_IN_PROGRESS);
+    engine
+        .resync(setup.shadow, Some(destination), &NoProgress)
+        .expect("finish");
+}

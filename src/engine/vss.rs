@@ -27,6 +27,7 @@ macro_rules! vss_codes {
 }
 
 vss_codes! {
+    VSS_S_ASYNC_CANCELLED = 0x0004_230B,
     VSS_E_BAD_STATE = 0x8004_2301,
     VSS_E_UNEXPECTED = 0x8004_2302,
     VSS_E_PROVIDER_VETO = 0x8004_2306,

@@ -99,6 +99,10 @@ pub struct ShadowSetOutcome {
     /// Why the metadata file could not be written. The set is kept all the same, as
     /// DiskShadow keeps it: the shadows exist and the requester says the file is missing.
     pub metadata_error: Option<String>,
+    /// The requester stopped the full copies made after thaw (Ctrl-C): what state that left.
+    /// The set is kept; its shadows whose copy is still pending are served from their points
+    /// in time, and the service makes their copies again when it next starts.
+    pub copy_stopped: Option<String>,
 }
 
 /// What one requester holds between its commands.
@@ -636,14 +640,23 @@ impl ShadowCopyCoordinator {
         }
         // Full copies the commit deferred are made now, after thaw, from their points in
         // time, while the volumes stay writable; the command waits for them with progress.
-        if let Err(source) = self
+        let mut copy_stopped = None;
+        match self
             .engine
             .complete_full_copies(Some(set.set_id), step_observer)
         {
-            let _ = Coordinator::new(&host, &SilentObserver)
-                .abort(&outcome.session, "the full copy of a shadow copy failed");
-            let _ = self.delete_shadows(&DeleteSelector::Set(set.set_id));
-            return Err(ShadowCopyError::FullCopy { source });
+            Ok(_) => {}
+            // Stopped on request: nothing is wrong with the set, whose shadows are complete
+            // points in time; only their copies are still to be made, as after a crash.
+            Err(stopped @ FullCopyError::Stopped { .. }) => {
+                copy_stopped = Some(stopped.to_string());
+            }
+            Err(source) => {
+                let _ = Coordinator::new(&host, &SilentObserver)
+                    .abort(&outcome.session, "the full copy of a shadow copy failed");
+                let _ = self.delete_shadows(&DeleteSelector::Set(set.set_id));
+                return Err(ShadowCopyError::FullCopy { source });
+            }
         }
         // What the requester is shown is the shadows as they are now: complete.
         for shadow in &mut set.shadows {
@@ -671,6 +684,7 @@ impl ShadowCopyCoordinator {
             metadata_files,
             metadata_path: written_path,
             metadata_error,
+            copy_stopped,
         })
     }
 

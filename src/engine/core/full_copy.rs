@@ -18,7 +18,7 @@ use std::io;
 use super::{lock_mutex, provider_of, write_lock, Engine, VolumeSlot, WriteFailure};
 use crate::engine::catalog::CatalogChange;
 use crate::engine::ids::{ShadowId, ShadowSetId, VolumeId};
-use crate::engine::progress::Progress;
+use crate::engine::progress::{Progress, Stopped};
 use crate::engine::vss::VssCode;
 
 use super::{CatalogError, DeviceError};
@@ -31,6 +31,12 @@ pub enum FullCopyError {
     Deleted { shadow: ShadowId },
     #[error("the store is open read-only; the full copy of shadow copy {shadow} cannot be made")]
     ReadOnly { shadow: ShadowId },
+    #[error(
+        "the full copy of shadow copy {shadow} was stopped (Ctrl-C); the shadow copy is kept, \
+         complete and readable from its point in time in the volume's data path (copy \
+         pending), and its copy is made again from the start when the service next starts"
+    )]
+    Stopped { shadow: ShadowId },
     #[error("the full copy of shadow copy {shadow} is already being made")]
     InProgress { shadow: ShadowId },
     #[error("cannot read the point in time of shadow copy {shadow}: {source}")]
@@ -58,6 +64,7 @@ impl FullCopyError {
             FullCopyError::NotFound { .. } | FullCopyError::Deleted { .. } => {
                 VssCode::VSS_E_OBJECT_NOT_FOUND
             }
+            FullCopyError::Stopped { .. } => VssCode::VSS_S_ASYNC_CANCELLED,
             FullCopyError::ReadOnly { .. } | FullCopyError::InProgress { .. } => {
                 VssCode::VSS_E_BAD_STATE
             }
@@ -134,7 +141,8 @@ impl Engine {
     /// earlier attempt left. Returns `false` when the shadow was already complete.
     ///
     /// On failure the shadow stays pending (served from its point in time, removable) and the
-    /// partial copy's space is given back.
+    /// partial copy's space is given back. A copy stopped at the requester's request
+    /// ([`Progress::cancelled`]) ends the same way, with [`FullCopyError::Stopped`].
     pub fn complete_full_copy(
         &self,
         shadow: ShadowId,
@@ -182,6 +190,9 @@ impl Engine {
             source,
         };
         if let Err(error) = provider.finish_deferred_copy(&context, &record, &*source, progress) {
+            if self.shadow_exists(shadow) && Stopped::is(&error) {
+                return Err(FullCopyError::Stopped { shadow });
+            }
             if self.shadow_exists(shadow) {
                 return Err(io_error(error));
             }

@@ -21,6 +21,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use super::{
@@ -88,6 +89,20 @@ pub enum ResyncError {
          opened again"
     )]
     Io { volume: VolumeId, source: io::Error },
+    #[error(
+        "the resync of shadow copy {shadow} onto volume {volume} was stopped (Ctrl-C) at \
+         {done} of {bytes} bytes; the volume already reads as the shadow copy (the chunks not \
+         copied yet are read from it, writes to the volume are kept), and it stays in resync \
+         until the copy ends: run resync again to finish it, or it finishes when the service \
+         next starts"
+    )]
+    Stopped {
+        volume: VolumeId,
+        shadow: ShadowId,
+        /// Bytes of the destination done (copied, left alone, or written during the resync).
+        done: u64,
+        bytes: u64,
+    },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
 }
@@ -103,6 +118,7 @@ impl ResyncError {
             | ResyncError::VolumeUnavailable { .. }
             | ResyncError::TooSmall { .. } => VssCode::VSS_E_VOLUME_NOT_SUPPORTED,
             ResyncError::InProgress { .. } => VssCode::VSS_E_RESYNC_IN_PROGRESS,
+            ResyncError::Stopped { .. } => VssCode::VSS_S_ASYNC_CANCELLED,
             ResyncError::InsufficientStorage { .. } => VssCode::VSS_E_INSUFFICIENT_STORAGE,
             ResyncError::Io { .. } | ResyncError::Catalog(_) => {
                 VssCode::VSS_E_UNEXPECTED_PROVIDER_ERROR
@@ -127,6 +143,7 @@ pub struct ResyncOutcome {
 }
 
 /// Where the shadow's bytes are read from.
+#[derive(Clone)]
 enum ResyncSource {
     /// The shadow lives in the destination's own data path (resync onto the original volume
     /// of a copy-on-write or redirect-on-write shadow): read through the destination's
@@ -134,6 +151,52 @@ enum ResyncSource {
     DataPath { sequence: u64 },
     /// Any other shadow, opened as a read-only device.
     Device(Arc<dyn BlockDevice>),
+}
+
+/// A stopped resync's shadow, opened again for each read. The device a running resync reads
+/// holds the engine, and the engine holds its resyncs: a stopped resync, which may stay for
+/// as long as the engine does, keeps only this weak way back, so that the engine can still
+/// close (and a store's lock go) with a resync stopped.
+struct ReopeningShadow {
+    shared: std::sync::Weak<super::Shared>,
+    shadow: ShadowId,
+    size: u64,
+}
+
+impl ReopeningShadow {
+    fn open(&self) -> io::Result<Arc<dyn BlockDevice>> {
+        let shared = self
+            .shared
+            .upgrade()
+            .ok_or_else(|| io::Error::other("the store was closed"))?;
+        Engine { shared }
+            .open_shadow(self.shadow)
+            .map_err(io::Error::other)
+    }
+}
+
+impl BlockDevice for ReopeningShadow {
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn read_at(&self, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
+        self.open()?.read_at(offset, buffer)
+    }
+    fn write_at(&self, _offset: u64, _data: &[u8]) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "a resync source is read-only",
+        ))
+    }
+    fn flush(&self) -> io::Result<()> {
+        Ok(())
+    }
+    fn is_read_only(&self) -> bool {
+        true
+    }
+    fn allocation(&self, offset: u64, length: u64) -> io::Result<Vec<Extent>> {
+        self.open()?.allocation(offset, length)
+    }
 }
 
 /// The per-chunk state: copied by the resync, or written during it.
@@ -180,10 +243,15 @@ pub(super) struct ActiveResync {
     /// Bytes covered: `[0, size)` of the destination.
     size: u64,
     chunk_count: u64,
-    source: ResyncSource,
+    /// Swapped only when a stopped resync lets go of its shadow device and when it is taken
+    /// up again; cloned out before any I/O.
+    source: Mutex<ResyncSource>,
     map: Mutex<ChunkMap>,
     state_file: Arc<dyn DurableFile>,
     state_path: PathBuf,
+    /// True while a copy loop runs; false once a requester stopped it (the resync stays
+    /// active, its destination reading right, until a resync of the same pair takes it up).
+    copying: std::sync::atomic::AtomicBool,
 }
 
 impl ActiveResync {
@@ -274,7 +342,7 @@ impl ActiveResync {
         offset: u64,
         buffer: &mut [u8],
     ) -> io::Result<()> {
-        match &self.source {
+        match &self.source() {
             ResyncSource::DataPath { sequence } => {
                 let provider = provider.ok_or_else(|| {
                     io::Error::other("internal: a data-path resync source read without its volume")
@@ -291,9 +359,13 @@ impl ActiveResync {
         }
     }
 
+    fn source(&self) -> ResyncSource {
+        lock_mutex(&self.source).clone()
+    }
+
     /// Whether reading the source needs the destination's provider (and so its lock).
     pub(super) fn reads_through_destination(&self) -> bool {
-        matches!(self.source, ResyncSource::DataPath { .. })
+        matches!(*lock_mutex(&self.source), ResyncSource::DataPath { .. })
     }
 
     /// Whether the shadow holds only zeros (a hole or known zeros) at the chunk.
@@ -303,7 +375,7 @@ impl ActiveResync {
         start: u64,
         length: u64,
     ) -> io::Result<bool> {
-        let extents = match &self.source {
+        let extents = match &self.source() {
             ResyncSource::DataPath { sequence } => match provider {
                 Some(provider) => provider.allocation_shadow(*sequence, start, length)?,
                 None => return Ok(false),
@@ -460,7 +532,10 @@ impl Engine {
     /// Copies shadow copy `shadow` onto `destination` (its original volume when `None`):
     /// LUN resync. The destination is usable while it runs (see the module's comment);
     /// `progress` counts bytes and is called with no lock held. A crash resumes it when the
-    /// store is opened again.
+    /// store is opened again. When `progress` says the requester wants it stopped
+    /// ([`Progress::cancelled`]), it stops between two chunks with [`ResyncError::Stopped`]:
+    /// the destination reads as the shadow, and a resync of the same pair (or the next open)
+    /// finishes the copy from where it stopped.
     pub fn resync(
         &self,
         shadow: ShadowId,
@@ -469,7 +544,14 @@ impl Engine {
     ) -> Result<ResyncOutcome, ResyncError> {
         let (handle, active) = self.start_resync(shadow, destination)?;
         let outcome = self.run_resync(&handle, &active, progress);
-        if let Err(error) = &outcome {
+        // Stopped on request between chunks, with the copy durable so far: the destination
+        // reads right through the resync, which stays active (paused) for the next resync of
+        // the same pair, or the next open, to finish. Any other failure stops it for good.
+        if let Some(error) = outcome
+            .as_ref()
+            .err()
+            .filter(|error| !matches!(error, ResyncError::Stopped { .. }))
+        {
             self.stop_resync(
                 &handle,
                 format!(
@@ -597,6 +679,20 @@ impl Engine {
         let mut guard = write_lock(&handle.state);
         let cow = ready(&mut guard, destination)?;
         if let Some(running) = lock_mutex(&handle.resync).as_ref() {
+            // A resync of the same pair that a requester stopped is taken up where it
+            // stopped; a running one, or one from another shadow, is in the way.
+            let ours = running.shadow == shadow
+                && running
+                    .copying
+                    .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok();
+            if ours {
+                let running = running.clone();
+                // The copy loop reads through a device held open again.
+                *lock_mutex(&running.source) = source;
+                drop(guard);
+                return Ok((handle.clone(), running));
+            }
             return Err(ResyncError::InProgress {
                 volume: destination,
                 shadow: running.shadow,
@@ -649,10 +745,11 @@ impl Engine {
             chunk_size,
             size,
             chunk_count,
-            source,
+            source: Mutex::new(source),
             map: Mutex::new(map),
             state_file,
             state_path: path,
+            copying: std::sync::atomic::AtomicBool::new(true),
         });
         *lock_mutex(&handle.resync) = Some(active.clone());
         drop(guard);
@@ -700,7 +797,7 @@ impl Engine {
             volume: destination,
             source,
         };
-        let protected = match active.source {
+        let protected = match active.source() {
             ResyncSource::DataPath { sequence } => Some(sequence),
             ResyncSource::Device(_) => None,
         };
@@ -722,6 +819,12 @@ impl Engine {
             }
         };
         for chunk in 0..active.chunk_count {
+            // Between chunks, with no lock held, is where a requested stop is safe: every
+            // chunk is either copied (durable at the checkpoint below) or still read through
+            // from the shadow.
+            if progress.cancelled() {
+                return Err(self.pause_resync(handle, active));
+            }
             let (start, length) = active.chunk_range(chunk);
             if !active.is_pending(chunk) {
                 report(length as u64);
@@ -798,6 +901,51 @@ impl Engine {
         let outcome = self.finish_resync(handle, active, bytes_copied, bytes_punched);
         progress.finish();
         outcome
+    }
+
+    /// A requested stop between two chunks: the destination's data is flushed, then the marks
+    /// that describe it persisted (the module's invariant), and the resync stays active but
+    /// no longer copying, so its destination keeps reading through to the shadow. A failure
+    /// here is the failure it is, and the destination goes unavailable as for any failure.
+    fn pause_resync(&self, handle: &Arc<VolumeHandle>, active: &Arc<ActiveResync>) -> ResyncError {
+        let destination = active.destination;
+        let shadow = active.shadow;
+        let flushed = {
+            let mut guard = write_lock(&handle.state);
+            match ready(&mut guard, destination) {
+                Ok(cow) => self
+                    .flush_locked(&mut **cow)
+                    .map_err(|failure| write_failure(failure, destination, shadow)),
+                Err(error) => Err(error),
+            }
+        };
+        if let Err(error) = flushed.and_then(|()| {
+            active.persist().map_err(|source| ResyncError::Io {
+                volume: destination,
+                source,
+            })
+        }) {
+            return error;
+        }
+        {
+            let mut source = lock_mutex(&active.source);
+            if let ResyncSource::Device(device) = &*source {
+                *source = ResyncSource::Device(Arc::new(ReopeningShadow {
+                    shared: Arc::downgrade(&self.shared),
+                    shadow,
+                    size: device.size(),
+                }));
+            }
+        }
+        active.copying.store(false, Ordering::SeqCst);
+        let (copied, written) = active.counts();
+        let done = ((copied + written) * active.chunk_size).min(active.size);
+        ResyncError::Stopped {
+            volume: destination,
+            shadow,
+            done,
+            bytes: active.size,
+        }
     }
 
     /// Makes the destination durable, then forgets the resync (state file removed, durably).
@@ -945,10 +1093,11 @@ impl Engine {
             chunk_size,
             size: header.size,
             chunk_count: header.chunk_count,
-            source,
+            source: Mutex::new(source),
             map: Mutex::new(map),
             state_file: file,
             state_path: path.to_path_buf(),
+            copying: std::sync::atomic::AtomicBool::new(true),
         });
         *lock_mutex(&handle.resync) = Some(active.clone());
         if let Err(error) = self.run_resync(&handle, &active, &NoProgress) {

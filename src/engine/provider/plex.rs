@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::engine::device::BlockDevice;
 use crate::engine::ids::ShadowId;
-use crate::engine::progress::Progress;
+use crate::engine::progress::{Progress, Stopped};
 use crate::engine::store::{DurableBackend, DurableFile};
 
 const COPY_PIECE_BYTES: u64 = 4 << 20;
@@ -68,7 +68,9 @@ pub fn clone_image(
 /// This is the reusable piece of a full copy or clone made after the commit: the caller
 /// keeps the point in time until the copy returns `Ok` and the result is recorded, then
 /// releases it. On error the target file is truncated to nothing (its space is given back)
-/// and the point in time is untouched, so the copy can be made again from the start.
+/// and the point in time is untouched, so the copy can be made again from the start. When
+/// `progress` says the requester wants it stopped, it stops between two 4 MiB pieces the same
+/// way, with a [`Stopped`] error.
 pub fn copy_point_in_time(
     backend: &dyn DurableBackend,
     source: &dyn BlockDevice,
@@ -104,6 +106,11 @@ fn copy_data_extents(
     let mut copied = 0u64;
     let mut offset = 0u64;
     while offset < size {
+        // Between pieces nothing is half-written that matters: the caller gives the partial
+        // copy's space back and keeps the point in time, as after any failure.
+        if progress.cancelled() {
+            return Err(Stopped::error());
+        }
         let piece = (size - offset).min(COPY_PIECE_BYTES);
         let mut at = offset;
         while at < offset + piece {
