@@ -603,3 +603,188 @@ fn plex_the_service_makes_a_copy_cut_off_by_a_crash_when_it_starts() {
     assert!(report.is_clean(), "{report}");
     assert_eq!(report.preserved_chunks, 0, "the point in time was released");
 }
+
+/// Progress that asks the copy to stop once `after` bytes are done (Ctrl-C in the shell).
+struct StopAfter {
+    done: AtomicU64,
+    after: u64,
+}
+
+impl Progress for StopAfter {
+    fn begin(&self, _what: &str, _total: u64) {}
+    fn advance(&self, units: u64) {
+        self.done.fetch_add(units, Ordering::SeqCst);
+    }
+    fn finish(&self) {}
+    fn cancelled(&self) -> bool {
+        self.done.load(Ordering::SeqCst) >= self.after
+    }
+}
+
+/// Every `plex-*` copy file of the store, with its allocated bytes.
+fn plex_copies(store: &Path) -> Vec<(PathBuf, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    fs::read_dir(store.join("diff"))
+        .expect("diff")
+        .flatten()
+        .flat_map(|volume_dir| fs::read_dir(volume_dir.path()).expect("dir").flatten())
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with("plex-"))
+        .map(|entry| {
+            let metadata = entry.metadata().expect("metadata");
+            (entry.path(), metadata.blocks() * 512)
+        })
+        .collect()
+}
+
+/// A full copy stopped after 16 of 64 MiB: the stop is told apart from a failure
+/// (`VSS_S_ASYNC_CANCELLED`), the partial copy gives its space back, the shadow stays pending
+/// and reads exactly its point in time, and the copy made again afterwards completes it.
+#[test]
+fn plex_a_stopped_copy_keeps_the_shadow_pending_and_exact_and_is_made_again() {
+    let dir = support::scratch("plex_stopped_copy");
+    let store = dir.join("store");
+    let volume_path = dir.join("volume.img");
+    let offsets = sparse_volume(&volume_path, 64 * MIB, 16, MIB);
+    let original = fs::read(&volume_path).expect("original");
+    let engine = Engine::open(&store, options()).expect("open");
+    let volume = engine.register_volume(&volume_path, None).expect("volume");
+    let shadow = engine
+        .create_shadow_set(&plex_spec(volume.id))
+        .expect("plex commit")
+        .shadows[0]
+        .clone();
+    if shadow.health != ShadowHealth::CopyPending {
+        support::skip("the scratch file system has reflink; the deferred copy is not used");
+        return;
+    }
+    let progress = StopAfter {
+        done: AtomicU64::new(0),
+        after: 16 * MIB,
+    };
+    let error = engine
+        .complete_full_copy(shadow.id, &progress)
+        .expect_err("stopped");
+    assert!(matches!(error, FullCopyError::Stopped { .. }), "{error}");
+    assert_eq!(error.vss_code(), VssCode::VSS_S_ASYNC_CANCELLED);
+    assert!(
+        error.to_string().contains("made again") && error.to_string().contains("copy pending"),
+        "{error}"
+    );
+    assert_eq!(
+        progress.done.load(Ordering::SeqCst),
+        16 * MIB,
+        "it stopped at the first piece after the request"
+    );
+    assert_eq!(
+        engine.shadow(shadow.id).expect("listed").health,
+        ShadowHealth::CopyPending
+    );
+    assert_eq!(engine.pending_full_copies(), vec![shadow.id]);
+    assert!(
+        plex_copies(&store).iter().all(|(_, bytes)| *bytes == 0),
+        "the partial copy gave its space back: {:?}",
+        plex_copies(&store)
+    );
+    let device = engine.open_shadow(shadow.id).expect("shadow");
+    let mut content = vec![0u8; original.len()];
+    device.read_at(0, &mut content).expect("read");
+    assert!(content == original, "the shadow reads its point in time");
+    assert_point_in_time(&*device, &offsets, MIB);
+    drop(device);
+    assert!(engine
+        .complete_full_copy(shadow.id, &NoProgress)
+        .expect("made again"));
+    assert_eq!(
+        engine.shadow(shadow.id).expect("listed").health,
+        ShadowHealth::Good
+    );
+    let device = engine.open_shadow(shadow.id).expect("shadow");
+    device.read_at(0, &mut content).expect("read");
+    assert!(
+        content == original,
+        "the complete copy holds the point in time"
+    );
+    drop(device);
+    let report = engine.check();
+    assert!(report.is_clean(), "{report}");
+    assert_eq!(report.preserved_chunks, 0, "the point in time was released");
+}
+
+/// Ctrl-C during `create`'s full copy after thaw (an in-process requester whose observer says
+/// stop): the set is kept and answered, with the state the stop left; the shadow is listed as
+/// not complete yet and reads its point in time.
+#[test]
+fn plex_a_create_whose_copy_is_stopped_keeps_the_set_with_its_copy_pending() {
+    use diskshadow::service::local::LocalService;
+    use diskshadow::service::{
+        CreateRequest, OperationId, ServiceObserver, SetVolume, ShadowService, WriterSelection,
+    };
+    #[derive(Default)]
+    struct CtrlC {
+        offered: Option<OperationId>,
+        asked: u32,
+    }
+    impl ServiceObserver for CtrlC {
+        fn verbose_line(&mut self, _line: &str) {}
+        fn line(&mut self, _line: &str) {}
+        fn progress_begin(&mut self, _what: &str, _total: u64) {}
+        fn progress_advance(&mut self, _units: u64) {}
+        fn progress_end(&mut self) {}
+        fn cancellable(&mut self, operation: OperationId) {
+            self.offered = Some(operation);
+        }
+        fn stop_requested(&mut self) -> bool {
+            self.asked += 1;
+            true
+        }
+    }
+    let dir = support::scratch("plex_stopped_create");
+    let volume_path = dir.join("volume.img");
+    sparse_volume(&volume_path, 64 * MIB, 16, MIB);
+    let original = fs::read(&volume_path).expect("original");
+    let engine = support::open_engine(&dir.join("store"));
+    let core = support::service_core(engine.clone());
+    let mut service = LocalService::with_core(core, RequesterId(1));
+    let volume = service
+        .resolve_volume(&volume_path.display().to_string(), Path::new("/"))
+        .expect("volume");
+    let request = CreateRequest {
+        volumes: vec![SetVolume {
+            volume,
+            provider: Some(ProviderId(FULL_COPY_PROVIDER_ID)),
+        }],
+        context: Context::PersistentNoWriters,
+        extra_attributes: Attributes(Attributes::PLEX),
+        backup_type: diskshadow::engine::vss::BackupType::Copy,
+        writers: WriterSelection::default(),
+        aliases: vec![None],
+        metadata_path: None,
+        step: false,
+        default_metadata: None,
+    };
+    let mut observer = CtrlC::default();
+    let outcome = service
+        .create(&request, &mut observer)
+        .expect("the set is kept");
+    let stopped = outcome.copy_stopped.expect("the copy was stopped");
+    assert!(stopped.contains("was stopped"), "{stopped}");
+    assert!(
+        observer.offered.is_some(),
+        "create was offered as cancellable"
+    );
+    assert!(observer.asked > 0);
+    let shadow = outcome.set.shadows[0].id;
+    let listed = service.shadows().expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].health, ShadowHealth::CopyPending);
+    let device = engine.open_shadow(shadow).expect("shadow");
+    let mut content = vec![0u8; original.len()];
+    device.read_at(0, &mut content).expect("read");
+    assert!(content == original, "the shadow reads its point in time");
+    drop(device);
+    // The operation is forgotten once its request ended.
+    let gone = service
+        .cancel(observer.offered.expect("offered"))
+        .expect_err("ended");
+    assert_eq!(gone.code, Some(VssCode::VSS_E_OBJECT_NOT_FOUND));
+}

@@ -180,3 +180,121 @@ fn an_unknown_shadow_is_not_found() {
         .expect_err("no such shadow");
     assert_eq!(error.code, Some(VssCode::VSS_E_OBJECT_NOT_FOUND), "{error}");
 }
+
+/// Ctrl-C while a requester waits for a resync over the service's socket: the requester sends
+/// `cancel` (naming the operation the service offered) on a second connection; the resync
+/// stops between chunks and answers on the first connection with the state it left; the
+/// destination reads as the shadow meanwhile, the shadow is still listed, and resync again
+/// finishes the copy.
+#[test]
+fn ctrl_c_over_the_socket_stops_a_resync_which_resync_again_finishes() {
+    use diskshadow::service::remote::{EngineHandler, RemoteService};
+    use diskshadow::service::transport::{serve, Client, ServerOptions};
+    use diskshadow::service::{OperationId, ServiceObserver};
+    use std::sync::Arc;
+
+    /// Presses Ctrl-C at the first progress report.
+    #[derive(Default)]
+    struct CtrlC {
+        offered: Option<OperationId>,
+        progressed: u64,
+        lines: Vec<String>,
+    }
+    impl ServiceObserver for CtrlC {
+        fn verbose_line(&mut self, _line: &str) {}
+        fn line(&mut self, line: &str) {
+            self.lines.push(line.to_string());
+        }
+        fn progress_begin(&mut self, _what: &str, _total: u64) {}
+        fn progress_advance(&mut self, units: u64) {
+            self.progressed += units;
+        }
+        fn progress_end(&mut self) {}
+        fn cancellable(&mut self, operation: OperationId) {
+            self.offered = Some(operation);
+        }
+        fn stop_requested(&mut self) -> bool {
+            self.progressed > 0
+        }
+    }
+
+    const BIG: u64 = 64 << 20;
+    let work = support::scratch("service-resync-ctrl-c");
+    let image = work.join("lun.img");
+    let content: Vec<u8> = (0..BIG as usize)
+        .map(|index| (index / 4093) as u8 | 1)
+        .collect();
+    std::fs::write(&image, &content).expect("image");
+    let target = work.join("target.img");
+    std::fs::File::create(&target)
+        .and_then(|file| file.set_len(BIG))
+        .expect("target");
+    let engine = support::open_engine(&work.join("store"));
+    let volume = engine.register_volume(&image, None).expect("register").id;
+    let destination = engine.register_volume(&target, None).expect("target").id;
+    let shadow = engine
+        .create_shadow_set(&CreateSpec {
+            volumes: vec![CreateVolume {
+                volume,
+                provider: None,
+            }],
+            context: Context::Persistent,
+            extra_attributes: Attributes::default(),
+            requester: RequesterId(1),
+            set_id: None,
+        })
+        .expect("create")
+        .shadows[0]
+        .id;
+    let server = serve(
+        &work.join("s.sock"),
+        Arc::new(EngineHandler::new(engine)),
+        ServerOptions {
+            idle_timeout: None,
+            ..ServerOptions::default()
+        },
+    )
+    .expect("serve");
+    let mut service = RemoteService::new(Client::connect(server.socket_path()).expect("connect"));
+    let mut observer = CtrlC::default();
+    let error = service
+        .resync(shadow, Some(destination), true, &mut observer)
+        .expect_err("stopped by Ctrl-C");
+    assert!(
+        observer.offered.is_some(),
+        "the resync was offered as cancellable"
+    );
+    assert!(observer.lines.is_empty(), "{:?}", observer.lines);
+    assert_eq!(error.code, Some(VssCode::VSS_S_ASYNC_CANCELLED), "{error}");
+    assert!(error.message.contains("run resync again"), "{error}");
+    assert!(observer.progressed < BIG, "it stopped before the end");
+    let listed = service.shadows().expect("list");
+    assert!(listed.iter().any(|info| info.id == shadow));
+    let target_name = target.display().to_string();
+    let read = service
+        .read(&target_name, 0, BIG, Path::new("/"))
+        .expect("read the destination");
+    assert!(
+        read == content,
+        "a stopped resync's destination reads as the shadow"
+    );
+    // The operation ended with its request: a late cancel finds nothing.
+    let late = service
+        .cancel(observer.offered.expect("offered"))
+        .expect_err("ended");
+    assert_eq!(late.code, Some(VssCode::VSS_E_OBJECT_NOT_FOUND));
+    let outcome = service
+        .resync(shadow, Some(destination), true, &mut SilentObserver)
+        .expect("resync again finishes");
+    assert!(
+        outcome.bytes_copied < BIG,
+        "only what was left: {outcome:?}"
+    );
+    let read = service
+        .read(&target_name, 0, BIG, Path::new("/"))
+        .expect("read the destination");
+    assert!(read == content, "the finished resync");
+    drop(service);
+    drop(server);
+    assert!(std::fs::read(&target).expect("target image") == content);
+}

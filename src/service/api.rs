@@ -112,6 +112,22 @@ pub struct CreateOutcome {
     /// Why the metadata .cab could not be written; the set was created all the same.
     #[serde(default)]
     pub metadata_error: Option<String>,
+    /// The requester stopped the full copies made after thaw (Ctrl-C): the state that left
+    /// (the set is kept, its copies made again when the service next starts).
+    #[serde(default)]
+    pub copy_stopped: Option<String>,
+}
+
+/// Names one running request that can be stopped ([`ShadowService::cancel`]). The service
+/// makes it up at random and tells it only to the requester that made the request
+/// ([`ServiceObserver::cancellable`]), so only that requester can stop it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct OperationId(pub uuid::Uuid);
+
+impl std::fmt::Display for OperationId {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "{}", self.0.hyphenated())
+    }
 }
 
 /// What `check-store` found.
@@ -178,6 +194,16 @@ pub trait ServiceObserver: Send {
         _freeze_left: Option<std::time::Duration>,
     ) -> bool {
         true
+    }
+    /// The running request can be stopped where that is safe (resync, the full copies after
+    /// thaw), under this name: a requester that wants it stopped while its connection waits
+    /// for the answer asks [`ShadowService::cancel`] on another connection.
+    fn cancellable(&mut self, _operation: OperationId) {}
+    /// Whether the requester wants the running request stopped (Ctrl-C). Asked at the
+    /// request's safe points when the service runs in the requester's process; over the
+    /// socket the requester sends [`ShadowService::cancel`] instead.
+    fn stop_requested(&mut self) -> bool {
+        false
     }
     /// Long work started / advanced / ended.
     fn progress_begin(&mut self, what: &str, total: u64);
@@ -250,6 +276,10 @@ pub trait ShadowService {
         observer: &mut dyn ServiceObserver,
     ) -> Result<crate::engine::resync::ResyncOutcome, ServiceError>;
     fn providers(&mut self) -> Result<Vec<ProviderInfo>, ServiceError>;
+    /// Asks a running request (named to its requester by [`ServiceObserver::cancellable`]) to
+    /// stop at its next safe point. Returns at once; the request itself answers with the
+    /// state it left. A request that already ended is `VSS_E_OBJECT_NOT_FOUND`.
+    fn cancel(&mut self, operation: OperationId) -> Result<(), ServiceError>;
 
     fn storage(&mut self) -> Result<Vec<StorageInfo>, ServiceError>;
     /// Sets (or with `None` removes) the diff-area limit; returns shadows deleted to fit.

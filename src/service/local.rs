@@ -11,7 +11,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::api::{
-    CreateOutcome, CreateRequest, LoadedMetadata, ServiceObserver, ShadowService, WriterListing,
+    CreateOutcome, CreateRequest, LoadedMetadata, OperationId, ServiceObserver, ShadowService,
+    WriterListing,
 };
 use super::error::{ServiceError, ServiceErrorKind};
 use crate::engine::clock::{IdSource, RandomIds};
@@ -31,7 +32,7 @@ use crate::engine::model::{
     DeleteSelector, DriveTarget, Exposure, ProviderInfo, RequesterId, ShadowInfo, StorageInfo,
     VolumeInfo,
 };
-use crate::engine::progress::Progress;
+use crate::engine::progress::{CancelToken, Progress};
 use crate::engine::resync::ResyncOutcome;
 use crate::engine::transport::MetadataCabinet;
 use crate::engine::vss::VssCode;
@@ -129,10 +130,31 @@ pub fn coordinator_error(error: ShadowCopyError) -> ServiceError {
     }
 }
 
-/// Forwards engine progress to an observer. The engine's progress trait is `Sync`, so the
-/// observer sits behind a mutex.
+/// Forwards engine progress to an observer, and a stop the requester asked for (by
+/// [`ShadowService::cancel`], or its observer's [`ServiceObserver::stop_requested`] in
+/// process) to the engine. The engine's progress trait is `Sync`, so the observer sits
+/// behind a mutex.
 struct ObserverProgress<'o> {
     observer: std::sync::Mutex<&'o mut dyn ServiceObserver>,
+    stop: CancelToken,
+}
+
+impl<'o> ObserverProgress<'o> {
+    fn new(observer: &'o mut dyn ServiceObserver, stop: CancelToken) -> Self {
+        Self {
+            observer: std::sync::Mutex::new(observer),
+            stop,
+        }
+    }
+}
+
+/// The stop asked for either way: the token fired by a `cancel` request, or the in-process
+/// requester's wish (latched into the token).
+fn stop_asked(stop: &CancelToken, observer: &mut dyn ServiceObserver) -> bool {
+    if !stop.is_cancelled() && observer.stop_requested() {
+        stop.cancel();
+    }
+    stop.is_cancelled()
 }
 
 impl Progress for ObserverProgress<'_> {
@@ -151,6 +173,31 @@ impl Progress for ObserverProgress<'_> {
             observer.progress_end();
         }
     }
+    fn cancelled(&self) -> bool {
+        match self.observer.lock() {
+            Ok(mut observer) => stop_asked(&self.stop, &mut **observer),
+            Err(_) => self.stop.is_cancelled(),
+        }
+    }
+}
+
+/// A running request that can be stopped, registered with the service until it ends.
+struct RunningOperation<'c> {
+    core: &'c ServiceCore,
+    id: OperationId,
+    stop: CancelToken,
+}
+
+impl Drop for RunningOperation<'_> {
+    fn drop(&mut self) {
+        lock_ignoring_poison(&self.core.operations).remove(&self.id);
+    }
+}
+
+fn lock_ignoring_poison<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// What rewrites a whole volume, for the in-use check and its messages.
@@ -197,6 +244,9 @@ pub struct ServiceCore {
     exposures: Arc<LiveExposures>,
     /// Live volumes served read-write by `attach`, until `detach` or the service's end.
     attachments: Mutex<Exposures<VolumeId>>,
+    /// The running requests that can be stopped, by the name told to their requester. A
+    /// `cancel` arrives on another connection than its request, so this is shared.
+    operations: Mutex<std::collections::HashMap<OperationId, CancelToken>>,
 }
 
 impl ServiceCore {
@@ -222,7 +272,32 @@ impl ServiceCore {
             coordinator,
             exposures,
             attachments: Mutex::new(Exposures::default()),
+            operations: Mutex::new(std::collections::HashMap::new()),
         })
+    }
+
+    /// Registers a request that can be stopped and tells its requester its name.
+    fn begin_operation(&self, observer: &mut dyn ServiceObserver) -> RunningOperation<'_> {
+        let id = OperationId(uuid::Uuid::new_v4());
+        let stop = CancelToken::new();
+        lock_ignoring_poison(&self.operations).insert(id, stop.clone());
+        observer.cancellable(id);
+        RunningOperation {
+            core: self,
+            id,
+            stop,
+        }
+    }
+
+    /// Fires the stop of a running request; false when none runs under that name.
+    fn cancel_operation(&self, operation: OperationId) -> bool {
+        match lock_ignoring_poison(&self.operations).get(&operation) {
+            Some(stop) => {
+                stop.cancel();
+                true
+            }
+            None => false,
+        }
     }
 
     /// Where each shadow deleted to fit a diff-area limit is told (the service log), after
@@ -428,14 +503,17 @@ struct CoordinatorBridge<'o> {
     observer: Mutex<&'o mut dyn ServiceObserver>,
     step: bool,
     log: Mutex<Vec<String>>,
+    /// Stops the full copies after thaw, the one part of a creation that can stop.
+    stop: CancelToken,
 }
 
 impl<'o> CoordinatorBridge<'o> {
-    fn new(observer: &'o mut dyn ServiceObserver, step: bool) -> Self {
+    fn new(observer: &'o mut dyn ServiceObserver, step: bool, stop: CancelToken) -> Self {
         Self {
             observer: Mutex::new(observer),
             step,
             log: Mutex::new(Vec::new()),
+            stop,
         }
     }
 
@@ -475,6 +553,9 @@ impl Progress for CoordinatorBridge<'_> {
     }
     fn finish(&self) {
         self.with(|observer| observer.progress_end());
+    }
+    fn cancelled(&self) -> bool {
+        self.with(|observer| stop_asked(&self.stop, observer))
     }
 }
 
@@ -725,7 +806,9 @@ impl ShadowService for LocalService {
             default_metadata: request.default_metadata.clone(),
             flush_mount_points: self.core.filesystems_to_hold(&volume_ids),
         };
-        let bridge = CoordinatorBridge::new(observer, request.step);
+        let core = self.core.clone();
+        let operation = core.begin_operation(observer);
+        let bridge = CoordinatorBridge::new(observer, request.step, operation.stop.clone());
         let outcome = self
             .core
             .coordinator
@@ -736,6 +819,7 @@ impl ShadowService for LocalService {
             metadata_files: outcome.metadata_files,
             metadata_path: outcome.metadata_path,
             metadata_error: outcome.metadata_error,
+            copy_stopped: outcome.copy_stopped,
         })
     }
 
@@ -763,9 +847,9 @@ impl ShadowService for LocalService {
             self.core
                 .release_for_revert(&info.volume, shadow, force_dismount, observer)?;
         }
-        let progress = ObserverProgress {
-            observer: std::sync::Mutex::new(observer),
-        };
+        // A revert never stops halfway (as on Windows, it cannot be cancelled): it is not
+        // offered to the requester as cancellable, and never asks.
+        let progress = ObserverProgress::new(observer, CancelToken::new());
         self.core
             .coordinator
             .revert(shadow, &progress)
@@ -792,13 +876,37 @@ impl ShadowService for LocalService {
                 self.core.check_resync_destination(&volume)?;
             }
         }
-        let progress = ObserverProgress {
-            observer: std::sync::Mutex::new(observer),
-        };
-        let outcome = from_engine!(self.core.engine.resync(shadow, destination, &progress));
+        let core = self.core.clone();
+        let operation = core.begin_operation(observer);
+        let progress = ObserverProgress::new(observer, operation.stop.clone());
+        let outcome = self
+            .core
+            .engine
+            .resync(shadow, destination, &progress)
+            .map_err(|error| {
+                let stopped = matches!(error, crate::engine::resync::ResyncError::Stopped { .. });
+                let failure = engine_error(error.vss_code(), error.to_string());
+                if stopped {
+                    failure.with_help(
+                        "`resync` again takes the copy up where it stopped; until it ends, the volume cannot be reverted, shadowed or resynchronized from another shadow copy",
+                    )
+                } else {
+                    failure
+                }
+            });
         // Shadows deleted to fit a diff-area limit during the resync lose their exposures.
         self.core.coordinator.reap_exposures();
         outcome
+    }
+
+    fn cancel(&mut self, operation: OperationId) -> Result<(), ServiceError> {
+        if self.core.cancel_operation(operation) {
+            Ok(())
+        } else {
+            Err(ServiceError::not_found(format!(
+                "no request that can be stopped runs as {operation}; it has ended"
+            )))
+        }
     }
 
     fn providers(&mut self) -> Result<Vec<ProviderInfo>, ServiceError> {
@@ -1163,7 +1271,7 @@ impl ShadowService for LocalService {
     }
 
     fn end_backup(&mut self, observer: &mut dyn ServiceObserver) -> Result<(), ServiceError> {
-        let bridge = CoordinatorBridge::new(observer, false);
+        let bridge = CoordinatorBridge::new(observer, false, CancelToken::new());
         self.core
             .coordinator
             .end_backup(&mut self.state, &bridge)
@@ -1272,7 +1380,7 @@ impl ShadowService for LocalService {
         observer: &mut dyn ServiceObserver,
     ) -> Result<(), ServiceError> {
         let writers = self.restore_writers(verify)?;
-        let bridge = CoordinatorBridge::new(observer, false);
+        let bridge = CoordinatorBridge::new(observer, false, CancelToken::new());
         self.core
             .coordinator
             .begin_restore(&writers, &bridge)
@@ -1287,7 +1395,7 @@ impl ShadowService for LocalService {
                 .with_code(VssCode::VSS_E_BAD_STATE)
                 .with_help("`begin restore` starts one"));
         };
-        let bridge = CoordinatorBridge::new(observer, false);
+        let bridge = CoordinatorBridge::new(observer, false, CancelToken::new());
         self.core
             .coordinator
             .end_restore(&writers, &bridge)

@@ -9,8 +9,8 @@
 use std::path::Path;
 
 use super::api::{
-    CreateOutcome, CreateRequest, LoadedMetadata, ServiceObserver, ShadowService, StoreCheck,
-    WriterListing, WriterStatusView,
+    CreateOutcome, CreateRequest, LoadedMetadata, OperationId, ServiceObserver, ShadowService,
+    StoreCheck, WriterListing, WriterStatusView,
 };
 use super::error::ServiceError;
 use crate::engine::ids::{ProviderId, ShadowId, ShadowSetId};
@@ -68,6 +68,9 @@ impl ShadowService for RefusedService {
         self.refused()
     }
     fn shadows(&mut self) -> Result<Vec<ShadowInfo>, ServiceError> {
+        self.refused()
+    }
+    fn cancel(&mut self, _: OperationId) -> Result<(), ServiceError> {
         self.refused()
     }
     fn delete_shadows(&mut self, _: &DeleteSelector) -> Result<Vec<ShadowInfo>, ServiceError> {

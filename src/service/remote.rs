@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::api::{
-    CreateOutcome, CreateRequest, LoadedMetadata, ServiceObserver, ShadowService, WriterListing,
+    CreateOutcome, CreateRequest, LoadedMetadata, OperationId, ServiceObserver, ShadowService,
+    WriterListing,
 };
 use super::error::{ServiceError, ServiceErrorKind};
 use super::local::{LocalService, ServiceCore};
@@ -67,6 +68,11 @@ pub enum Request {
         no_volume_check: bool,
     },
     Providers,
+    /// Stops a running request of this requester (named by its `cancellable` event) at its
+    /// next safe point. Sent on a second connection while the first waits for the answer.
+    Cancel {
+        operation: OperationId,
+    },
     Storage,
     SetMaxDiffArea {
         volume: VolumeInfo,
@@ -193,6 +199,9 @@ impl ServiceObserver for EventObserver<'_> {
     }
     fn progress_end(&mut self) {
         let _ = self.events.send(json!({ "progress_end": true }));
+    }
+    fn cancellable(&mut self, operation: OperationId) {
+        let _ = self.events.send(json!({ "cancellable": operation }));
     }
     fn writer_reply(
         &mut self,
@@ -368,6 +377,10 @@ pub fn dispatch(
             no_volume_check,
         } => Reply::Resynced(service.resync(shadow, destination, no_volume_check, observer)?),
         Request::Providers => Reply::Providers(service.providers()?),
+        Request::Cancel { operation } => {
+            service.cancel(operation)?;
+            Reply::Done
+        }
         Request::Storage => Reply::Storage(service.storage()?),
         Request::SetMaxDiffArea { volume, max_bytes } => {
             Reply::Shadows(service.set_max_diff_area(&volume, max_bytes)?)
@@ -498,6 +511,63 @@ impl EngineHandler {
     }
 }
 
+/// How often a requester waiting for an answer looks whether its user asked to stop.
+const STOP_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The requester's half of stopping a request: remembers the name the service gave the
+/// running request (its `cancellable` event) and, once the user asks to stop (the observer's
+/// [`ServiceObserver::stop_requested`], Ctrl-C in the shell), sends `cancel` once on a second
+/// connection, since the first is busy waiting for the request's answer.
+struct Stopper {
+    socket: PathBuf,
+    operation: Option<OperationId>,
+    sent: bool,
+}
+
+impl Stopper {
+    fn new(socket: &Path) -> Self {
+        Self {
+            socket: socket.to_path_buf(),
+            operation: None,
+            sent: false,
+        }
+    }
+
+    fn offered(&mut self, observer: &mut dyn ServiceObserver, operation: &Value) {
+        if let Ok(operation) = serde_json::from_value::<OperationId>(operation.clone()) {
+            self.operation = Some(operation);
+            observer.cancellable(operation);
+        }
+    }
+
+    fn poll(&mut self, observer: &mut dyn ServiceObserver) {
+        let Some(operation) = self.operation.filter(|_| !self.sent) else {
+            return;
+        };
+        if !observer.stop_requested() {
+            return;
+        }
+        self.sent = true;
+        let sent = transport::Client::connect(&self.socket).and_then(|mut client| {
+            client
+                .call::<_, Result<Reply, ServiceError>>(&Request::Cancel { operation }, &mut |_| {
+                    None
+                })
+        });
+        match sent {
+            Ok(Ok(_)) => {}
+            // It ended meanwhile: its own answer follows on the first connection.
+            Ok(Err(error)) if error.kind == ServiceErrorKind::NotFound => {}
+            Ok(Err(error)) => {
+                observer.line(&format!("The service could not be asked to stop: {error}"))
+            }
+            Err(error) => {
+                observer.line(&format!("The service could not be asked to stop: {error}"))
+            }
+        }
+    }
+}
+
 /// The requester's side: every call goes over the socket.
 /// Connects (or reconnects) to the service, starting it if needed.
 pub type Connector = Box<dyn Fn() -> Result<transport::Client, ServiceError> + Send>;
@@ -554,12 +624,28 @@ impl RemoteService {
             )
             .with_help("start the shell again"));
         };
-        let answer: Result<(Result<Reply, ServiceError>, Vec<u8>), _> =
-            client.call_with_bytes(&request, request_bytes, &mut |incoming| match incoming {
-                transport::Incoming::Event(event) | transport::Incoming::Question(event) => {
-                    replay(observer, &event)
-                }
-            });
+        let mut stopper = Stopper::new(client.socket_path());
+        let answer: Result<(Result<Reply, ServiceError>, Vec<u8>), _> = client.call_waiting(
+            &request,
+            request_bytes,
+            STOP_POLL_INTERVAL,
+            &mut |incoming| {
+                let answer = match incoming {
+                    Some(
+                        transport::Incoming::Event(event) | transport::Incoming::Question(event),
+                    ) => match event.get("cancellable") {
+                        Some(operation) => {
+                            stopper.offered(observer, operation);
+                            None
+                        }
+                        None => replay(observer, &event),
+                    },
+                    None => None,
+                };
+                stopper.poll(observer);
+                answer
+            },
+        );
         match answer {
             Ok((reply, bytes)) => reply.map(|reply| (reply, bytes)),
             Err(error) => {
@@ -701,6 +787,9 @@ impl ShadowService for RemoteService {
             Reply::Resynced(outcome) => Ok(outcome),
             other => Err(unexpected(other)),
         }
+    }
+    fn cancel(&mut self, operation: OperationId) -> Result<(), ServiceError> {
+        self.quiet(Request::Cancel { operation }).map(|_| ())
     }
     fn providers(&mut self) -> Result<Vec<ProviderInfo>, ServiceError> {
         match self.quiet(Request::Providers)? {

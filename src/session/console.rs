@@ -31,6 +31,14 @@ pub trait Console: Send {
     fn interrupted(&mut self) -> bool {
         false
     }
+    /// Whether Ctrl-C was pressed, without clearing it (so that a script still stops after
+    /// the command): a running request that can be stopped is asked to stop.
+    fn stop_requested(&mut self) -> bool {
+        false
+    }
+    /// Whether the running request can be stopped where that is safe (true from the service's
+    /// word until the request ends), for what Ctrl-C is said to do.
+    fn set_stoppable(&mut self, _stoppable: bool) {}
     /// Whether errors may use colour and Unicode art (a terminal), or must be plain.
     fn is_terminal(&self) -> bool {
         false

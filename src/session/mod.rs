@@ -202,6 +202,8 @@ impl<'a> Session<'a> {
     /// blank line follows each command's output before the next prompt, as in DiskShadow.
     pub fn execute_line(&mut self, raw_line: &str) -> LineOutcome {
         let outcome = self.run_line(raw_line);
+        // Whatever the command's requests said about stopping ended with them.
+        self.console.set_stoppable(false);
         let trimmed = raw_line.trim();
         if self.config.mode == Mode::Interactive
             && outcome != LineOutcome::Exit

@@ -142,6 +142,12 @@ impl ServiceObserver for ConsoleObserver<'_> {
     fn progress_end(&mut self) {
         self.console.progress_end();
     }
+    fn cancellable(&mut self, _operation: crate::service::OperationId) {
+        self.console.set_stoppable(true);
+    }
+    fn stop_requested(&mut self) -> bool {
+        self.console.stop_requested()
+    }
     fn writer_reply(
         &mut self,
         writer: &str,
@@ -607,6 +613,11 @@ fn create(session: &mut Session<'_>, command: &Command) -> Result<LineOutcome, C
     session.out_lines(lines);
     session.state.volumes.clear();
     session.state.last_created_set = Some(outcome.set.set_id);
+    if let Some(state) = &outcome.copy_stopped {
+        return Err(CommandError::new(state.clone())
+            .with_code(VssCode::VSS_S_ASYNC_CANCELLED)
+            .with_help("`list shadows set %VSS_SHADOW_SET%` shows the set; its shadow copies can be used, exposed or deleted meanwhile"));
+    }
     DONE
 }
 

@@ -16,6 +16,8 @@ pub struct TerminalConsole {
     /// What the running progress is about, to say what goes on after Ctrl-C.
     progress_what: String,
     interrupt_told: bool,
+    /// The running request can be stopped (the service said so).
+    stoppable: bool,
 }
 
 impl TerminalConsole {
@@ -26,6 +28,7 @@ impl TerminalConsole {
             progress: None,
             progress_what: String::new(),
             interrupt_told: false,
+            stoppable: false,
         }
     }
 
@@ -105,10 +108,17 @@ impl Console for TerminalConsole {
         }
         if super::interrupt::pending() && !self.interrupt_told {
             self.interrupt_told = true;
-            let line = format!(
-                "Ctrl-C: {} cannot be stopped safely once begun; it goes on to its end.",
-                self.progress_what
-            );
+            let line = if self.stoppable {
+                format!(
+                    "Ctrl-C: the {} stops at its next safe point.",
+                    self.progress_what
+                )
+            } else {
+                format!(
+                    "Ctrl-C: {} cannot be stopped safely once begun; it goes on to its end.",
+                    self.progress_what
+                )
+            };
             match &self.progress {
                 Some(bar) => bar.println(&line),
                 None => eprintln!("{line}"),
@@ -145,6 +155,14 @@ impl Console for TerminalConsole {
 
     fn interrupted(&mut self) -> bool {
         super::interrupt::take()
+    }
+
+    fn stop_requested(&mut self) -> bool {
+        super::interrupt::pending()
+    }
+
+    fn set_stoppable(&mut self, stoppable: bool) {
+        self.stoppable = stoppable;
     }
 }
 

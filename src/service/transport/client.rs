@@ -16,8 +16,8 @@ use super::server::Incoming;
 use super::store::ServicePaths;
 use super::wire::{read_bytes, write_bytes, BytesHeader};
 use super::wire::{
-    read_frame_line, write_frame, ClientFrame, ControlRequest, Hello, RemoteErrorKind, ServerFrame,
-    ServiceStatus, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    read_frame_line_waiting, write_frame, ClientFrame, ControlRequest, Hello, RemoteErrorKind,
+    ServerFrame, ServiceStatus, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 
 /// How long [`connect_or_start`] waits for a started service to accept connections.
@@ -133,7 +133,16 @@ impl Client {
     }
 
     fn receive(&mut self) -> Result<ServerFrame, ServiceError> {
-        let line = read_frame_line(&mut self.reader, MAX_FRAME_BYTES)
+        self.receive_waiting(None)
+    }
+
+    /// Receives one frame; with `on_wait`, on a connection with a read timeout, calls it each
+    /// time the timeout passes before the frame is complete.
+    fn receive_waiting(
+        &mut self,
+        on_wait: Option<&mut dyn FnMut()>,
+    ) -> Result<ServerFrame, ServiceError> {
+        let line = read_frame_line_waiting(&mut self.reader, MAX_FRAME_BYTES, on_wait)
             .map_err(receive_error)?
             .ok_or(ServiceError::ConnectionClosed { peer: "service" })?;
         serde_json::from_slice(&line).map_err(|error| ServiceError::MalformedFrame {
@@ -176,6 +185,47 @@ impl Client {
         request_bytes: Option<&[u8]>,
         on_message: &mut dyn FnMut(Incoming) -> Option<serde_json::Value>,
     ) -> Result<(Resp, Vec<u8>), ServiceError> {
+        self.call_inner(
+            request,
+            request_bytes,
+            None,
+            &mut |incoming| match incoming {
+                Some(incoming) => on_message(incoming),
+                None => None,
+            },
+        )
+    }
+
+    /// Like [`Client::call_with_bytes`], but while it waits for the service, `on_message` is
+    /// also called with `None` every `interval` without a message, so the requester can act
+    /// meanwhile (send a `cancel` on another connection when its user pressed Ctrl-C).
+    pub fn call_waiting<Req: Serialize, Resp: DeserializeOwned>(
+        &mut self,
+        request: &Req,
+        request_bytes: Option<&[u8]>,
+        interval: Duration,
+        on_message: &mut dyn FnMut(Option<Incoming>) -> Option<serde_json::Value>,
+    ) -> Result<(Resp, Vec<u8>), ServiceError> {
+        let set_timeout = |client: &Client, timeout: Option<Duration>| {
+            client
+                .reader
+                .get_ref()
+                .set_read_timeout(timeout)
+                .map_err(receive_error)
+        };
+        set_timeout(self, Some(interval))?;
+        let answer = self.call_inner(request, request_bytes, Some(interval), on_message);
+        set_timeout(self, None)?;
+        answer
+    }
+
+    fn call_inner<Req: Serialize, Resp: DeserializeOwned>(
+        &mut self,
+        request: &Req,
+        request_bytes: Option<&[u8]>,
+        interval: Option<Duration>,
+        on_message: &mut dyn FnMut(Option<Incoming>) -> Option<serde_json::Value>,
+    ) -> Result<(Resp, Vec<u8>), ServiceError> {
         let request = serde_json::to_value(request).map_err(|source| ServiceError::Json {
             action: "encode the request",
             source,
@@ -192,19 +242,39 @@ impl Client {
         self.send(&ClientFrame::Request(request))?;
         let mut response_bytes = Vec::new();
         loop {
-            match self.receive()? {
+            let frame = match interval {
+                Some(_) => self.receive_waiting(Some(&mut || {
+                    on_message(None);
+                }))?,
+                None => self.receive()?,
+            };
+            match frame {
                 ServerFrame::Event(event) => {
-                    on_message(Incoming::Event(event));
+                    on_message(Some(Incoming::Event(event)));
                 }
                 ServerFrame::Ask(question) => {
-                    let reply = match on_message(Incoming::Question(question)) {
+                    let reply = match on_message(Some(Incoming::Question(question))) {
                         Some(answer) => ClientFrame::Answer(answer),
                         None => ClientFrame::Decline {},
                     };
                     self.send(&reply)?;
                 }
                 ServerFrame::Bytes(header) => {
+                    // The raw bytes follow at once: read them without the timeout, which
+                    // would cut them.
+                    if interval.is_some() {
+                        self.reader
+                            .get_ref()
+                            .set_read_timeout(None)
+                            .map_err(receive_error)?;
+                    }
                     response_bytes = read_bytes(&mut self.reader, header).map_err(receive_error)?;
+                    if interval.is_some() {
+                        self.reader
+                            .get_ref()
+                            .set_read_timeout(interval)
+                            .map_err(receive_error)?;
+                    }
                 }
                 ServerFrame::Response(response) => {
                     let response =

@@ -187,11 +187,33 @@ pub(crate) fn read_frame_line<R: BufRead>(
     reader: &mut R,
     limit: usize,
 ) -> io::Result<Option<Vec<u8>>> {
+    read_frame_line_waiting(reader, limit, None)
+}
+
+/// As [`read_frame_line`], on a reader with a read timeout: each time the timeout passes with
+/// the line not complete, `on_wait` is called and the read goes on, keeping what it has.
+/// Without `on_wait`, a timeout is an error as any other.
+pub(crate) fn read_frame_line_waiting<R: BufRead>(
+    reader: &mut R,
+    limit: usize,
+    mut on_wait: Option<&mut dyn FnMut()>,
+) -> io::Result<Option<Vec<u8>>> {
     let mut line = Vec::new();
     loop {
         let available = match reader.fill_buf() {
             Ok(available) => available,
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) && on_wait.is_some() =>
+            {
+                if let Some(on_wait) = on_wait.as_mut() {
+                    on_wait();
+                }
+                continue;
+            }
             Err(error) => return Err(error),
         };
         if available.is_empty() {
@@ -258,6 +280,41 @@ mod tests {
             control,
             ClientFrame::Control(ControlRequest::Status)
         ));
+    }
+
+    /// A reader that times out between the bytes it gives, as a socket with a read timeout.
+    struct Slow {
+        chunks: std::collections::VecDeque<Option<&'static [u8]>>,
+    }
+
+    impl io::Read for Slow {
+        fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+            match self.chunks.pop_front() {
+                Some(Some(bytes)) => {
+                    buffer[..bytes.len()].copy_from_slice(bytes);
+                    Ok(bytes.len())
+                }
+                Some(None) => Err(io::Error::new(io::ErrorKind::WouldBlock, "timed out")),
+                None => Ok(0),
+            }
+        }
+    }
+
+    #[test]
+    fn a_wait_inside_a_line_keeps_what_was_read() {
+        let slow = || Slow {
+            chunks: [Some(&b"{\"ev"[..]), None, None, Some(&b"ent\":1}\n"[..])]
+                .into_iter()
+                .collect(),
+        };
+        let mut waits = 0;
+        let mut reader = io::BufReader::new(slow());
+        let line = read_frame_line_waiting(&mut reader, 64, Some(&mut || waits += 1)).unwrap();
+        assert_eq!(line, Some(br#"{"event":1}"#.to_vec()));
+        assert_eq!(waits, 2);
+        let mut reader = io::BufReader::new(slow());
+        let error = read_frame_line(&mut reader, 64).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::WouldBlock);
     }
 
     #[test]
