@@ -1,6 +1,11 @@
 //! The service API over the store's socket: [`Request`] and [`Reply`] are the wire messages,
 //! [`EngineHandler`] serves them in the service process (one [`LocalService`] per requester
 //! connection), and [`RemoteService`] is the requester's side of the same trait.
+//!
+//! Stopping a request: the service names a request that can stop in a `{"cancellable": ID}`
+//! event; the requester's connection is busy until the answer, so [`RemoteService`] sends
+//! [`Request::Cancel`] naming it on a second connection when its observer says the user asked
+//! to stop. The request then answers on the first connection, with the state it left.
 
 use crate::engine::ids::ProviderId;
 use std::collections::HashMap;

@@ -1,8 +1,10 @@
 //! Ctrl-C in the shell. SIGINT never kills diskshadow: it is noted, and each place that can
 //! stop safely looks at the note. The step prompt aborts the writers' sequence (every frozen
-//! writer still gets its abort); a script stops at the end of the running command; the REPL
-//! returns to its prompt. Work that cannot be stopped halfway (a revert once begun) goes on,
-//! and the shell says so. Children run by `exec` share the terminal's process group, so they
+//! writer still gets its abort); a request the service offered as stoppable (a resync, the
+//! full copies after thaw) is asked to stop at its next safe point, and answers with the
+//! state it left; a script stops at the end of the running command; the REPL returns to its
+//! prompt. Work that cannot be stopped halfway (a revert once begun) goes on, and the shell
+//! says so. Children run by `exec` share the terminal's process group, so they
 //! get the signal themselves and end as they choose.
 
 use std::sync::atomic::{AtomicBool, Ordering};

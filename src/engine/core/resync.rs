@@ -10,6 +10,11 @@
 //! destination's own shadows stay intact, and the shadow itself is never changed: the same
 //! resync can run again.
 //!
+//! A requester may stop a resync (Ctrl-C): it stops between two chunks, flushes the
+//! destination, persists the per-chunk state, and stays active but paused: the destination
+//! still reads as described above, and a resync of the same pair takes it up where it stopped
+//! (so does the next open, as after a crash).
+//!
 //! **Invariant (durability):** the per-chunk state (`<store>/resync/<volume>.resync`, laid
 //! out in `src/engine/store/FORMAT.md`) is written only after the destination's data it
 //! describes is durable: a checkpoint, a flush of the destination and the end of the resync
