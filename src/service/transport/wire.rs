@@ -4,7 +4,7 @@
 //!
 //! | frame | meaning |
 //! |---|---|
-//! | `{"request": R}` | run one request; requests on a connection are sequential |
+//! | `{"request": R}` | run one request; requests on a connection are sequential (a running request that can stop is stopped by a `cancel` request on another connection) |
 //! | `{"bytes": {"length": N}}` then N raw bytes | the binary payload of the next request (`volume write` data) |
 //! | `{"answer": V}` | the answer to the pending `ask` |
 //! | `{"decline": {}}` | the requester will not answer the pending `ask` |
