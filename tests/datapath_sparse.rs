@@ -872,6 +872,197 @@ fn datapath_volume_read_and_write_carry_raw_bytes_and_keep_files_sparse() {
         .success();
 }
 
+/// `diskshadow --store STORE` as a plain command, for redirecting its standard streams.
+fn diskshadow_std(store: &Path) -> Command {
+    let mut command = Command::new(assert_cmd::cargo::cargo_bin("diskshadow"));
+    command
+        .arg("--store")
+        .arg(store)
+        .env_remove("DISKSHADOW_STORE")
+        .env("DISKSHADOW_IDLE_TIMEOUT", "5");
+    command
+}
+
+#[test]
+fn datapath_volume_read_and_write_pass_files_and_pipes_to_the_service() {
+    use std::process::Stdio;
+    let work = support::scratch("datapath_volume_descriptors");
+    let store = work.join("store");
+    let volume = work.join("data.img");
+    std::fs::File::create(&volume)
+        .unwrap()
+        .set_len(16 * MIB)
+        .unwrap();
+    let first = pattern(5 * MIB + 123, 7);
+    let second = pattern(MIB, 11);
+    let input_path = work.join("input.bin");
+    std::fs::write(&input_path, &first).unwrap();
+    let run = |command: &mut Command| {
+        let output = command.output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+        output
+    };
+    // Standard input from a regular file, and from a pipe.
+    run(diskshadow_std(&store)
+        .args(["volume", "write"])
+        .arg(&volume)
+        .args(["--offset", "1M"])
+        .stdin(std::fs::File::open(&input_path).unwrap()));
+    let mut piped = diskshadow_std(&store)
+        .args(["volume", "write"])
+        .arg(&volume)
+        .args(["--offset", "10M"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    piped.stdin.take().unwrap().write_all(&second).unwrap();
+    let piped = piped.wait_with_output().unwrap();
+    assert!(piped.status.success(), "{piped:?}");
+    let mut expected = vec![0u8; (16 * MIB) as usize];
+    expected[MIB as usize..MIB as usize + first.len()].copy_from_slice(&first);
+    expected[(10 * MIB) as usize..(11 * MIB) as usize].copy_from_slice(&second);
+    assert!(
+        std::fs::read(&volume).unwrap() == expected,
+        "the volume holds both writes"
+    );
+
+    // --output: a file with holes where the volume has none of its data.
+    let copy = work.join("copy.img");
+    run(diskshadow_std(&store)
+        .args(["volume", "read"])
+        .arg(&volume)
+        .arg("--output")
+        .arg(&copy));
+    assert!(std::fs::read(&copy).unwrap() == expected);
+    let file = std::fs::File::open(&copy).unwrap();
+    assert_eq!(
+        seek(&file, 0, libc::SEEK_HOLE),
+        Ok(0),
+        "the file starts with a hole"
+    );
+    assert_eq!(seek(&file, 0, libc::SEEK_DATA), Ok(MIB));
+    assert_eq!(seek(&file, 7 * MIB, libc::SEEK_DATA), Ok(10 * MIB));
+    let allocated = image_allocated_bytes(&copy);
+    assert!(
+        allocated <= 7 * MIB,
+        "{allocated} bytes allocated for 6 MiB of data in 16 MiB"
+    );
+    // --no-sparse writes every byte.
+    let dense = work.join("dense.img");
+    run(diskshadow_std(&store)
+        .args(["volume", "read", "--no-sparse"])
+        .arg(&volume)
+        .arg("--output")
+        .arg(&dense));
+    assert!(std::fs::read(&dense).unwrap() == expected);
+    assert!(image_allocated_bytes(&dense) >= 16 * MIB);
+
+    // Standard output redirected to a file after a header: the bytes follow the header.
+    let redirected = work.join("redirected.img");
+    {
+        let mut header = std::fs::File::create(&redirected).unwrap();
+        header.write_all(b"header").unwrap();
+        run(diskshadow_std(&store)
+            .args(["volume", "read"])
+            .arg(&volume)
+            .args(["--offset", "1M", "--length", "2M"])
+            .stdout(header.try_clone().unwrap()));
+        header.write_all(b"trailer").unwrap();
+    }
+    let mut wanted = b"header".to_vec();
+    wanted.extend_from_slice(&expected[MIB as usize..(3 * MIB) as usize]);
+    wanted.extend_from_slice(b"trailer");
+    assert!(std::fs::read(&redirected).unwrap() == wanted);
+
+    // A pipe (the service writes it) and a socket (bytes over the service socket).
+    let output = run(diskshadow_std(&store)
+        .args(["volume", "read"])
+        .arg(&volume)
+        .args(["--offset", "9M", "--length", "3M"]));
+    assert!(output.stdout == expected[(9 * MIB) as usize..(12 * MIB) as usize]);
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut ours = ours;
+        let mut bytes = Vec::new();
+        ours.read_to_end(&mut bytes).unwrap();
+        bytes
+    });
+    run(diskshadow_std(&store)
+        .args(["volume", "read"])
+        .arg(&volume)
+        .args(["--offset", "9M", "--length", "3M"])
+        .stdout(std::os::fd::OwnedFd::from(theirs)));
+    assert!(reader.join().unwrap() == expected[(9 * MIB) as usize..(12 * MIB) as usize]);
+
+    // Standard input from a socket: the bytes go over the service socket.
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let mut ours = ours;
+        ours.write_all(&pattern(MIB, 13)).unwrap();
+    });
+    run(diskshadow_std(&store)
+        .args(["volume", "write"])
+        .arg(&volume)
+        .args(["--offset", "10M"])
+        .stdin(std::os::fd::OwnedFd::from(theirs)));
+    feeder.join().unwrap();
+    expected[(10 * MIB) as usize..(11 * MIB) as usize].copy_from_slice(&pattern(MIB, 13));
+    assert!(std::fs::read(&volume).unwrap() == expected);
+
+    // Descriptors the service cannot use the needed way: clear errors, nothing changed.
+    let read_only = diskshadow_std(&store)
+        .args(["volume", "read"])
+        .arg(&volume)
+        .stdout(std::fs::File::open(&copy).unwrap())
+        .output()
+        .unwrap();
+    assert!(!read_only.status.success());
+    let stderr = String::from_utf8_lossy(&read_only.stderr);
+    assert!(
+        stderr.contains("the output is open for reading only"),
+        "{stderr}"
+    );
+    let write_only = diskshadow_std(&store)
+        .args(["volume", "write"])
+        .arg(&volume)
+        .args(["--offset", "0"])
+        .stdin(
+            std::fs::File::options()
+                .append(true)
+                .open(&input_path)
+                .unwrap(),
+        )
+        .output()
+        .unwrap();
+    assert!(!write_only.status.success());
+    let stderr = String::from_utf8_lossy(&write_only.stderr);
+    assert!(
+        stderr.contains("the input is open for writing only"),
+        "{stderr}"
+    );
+    // A file longer than the room left is refused before a byte is written.
+    let past_end = diskshadow_std(&store)
+        .args(["volume", "write"])
+        .arg(&volume)
+        .args(["--offset", "12M", "--input"])
+        .arg(&input_path)
+        .output()
+        .unwrap();
+    assert!(!past_end.status.success());
+    let stderr = String::from_utf8_lossy(&past_end.stderr);
+    assert!(stderr.contains("past the end of the volume"), "{stderr}");
+    assert!(
+        std::fs::read(&volume).unwrap() == expected,
+        "nothing was written"
+    );
+    support::process::diskshadow(&store)
+        .args(["service", "stop"])
+        .assert()
+        .success();
+}
+
 // ---- parallel requests on one connection ------------------------------------------------------
 
 /// A device whose reads wait (up to 5 s) until another read is in flight too, and which

@@ -1,6 +1,7 @@
 //! The requester side: connecting, calling, and starting the service on demand.
 
 use std::io::{self, BufReader};
+use std::os::fd::BorrowedFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::descriptor::send_with_descriptor;
 use super::error::ServiceError;
 use super::server::Incoming;
 use super::store::ServicePaths;
@@ -176,10 +178,37 @@ impl Client {
         request_bytes: Option<&[u8]>,
         on_message: &mut dyn FnMut(Incoming) -> Option<serde_json::Value>,
     ) -> Result<(Resp, Vec<u8>), ServiceError> {
+        self.call_with_payload(request, request_bytes, None, on_message)
+    }
+
+    /// Like [`Client::call_with_bytes`], and with `descriptor` (a file the request reads or
+    /// writes directly) passed to the service in a `descriptor` frame (`SCM_RIGHTS`).
+    pub fn call_with_payload<Req: Serialize, Resp: DeserializeOwned>(
+        &mut self,
+        request: &Req,
+        request_bytes: Option<&[u8]>,
+        descriptor: Option<BorrowedFd<'_>>,
+        on_message: &mut dyn FnMut(Incoming) -> Option<serde_json::Value>,
+    ) -> Result<(Resp, Vec<u8>), ServiceError> {
         let request = serde_json::to_value(request).map_err(|source| ServiceError::Json {
             action: "encode the request",
             source,
         })?;
+        if let Some(descriptor) = descriptor {
+            let mut line = serde_json::to_vec(&ClientFrame::Descriptor {}).map_err(|source| {
+                ServiceError::Json {
+                    action: "encode the descriptor frame",
+                    source,
+                }
+            })?;
+            line.push(b'\n');
+            send_with_descriptor(&self.writer, &line, descriptor).map_err(|source| {
+                ServiceError::Send {
+                    peer: "service",
+                    source,
+                }
+            })?;
+        }
         if let Some(bytes) = request_bytes {
             let header = ClientFrame::Bytes(BytesHeader {
                 length: bytes.len() as u64,
