@@ -763,6 +763,104 @@ fn datapath_trim_and_punch_hole_free_live_chunks_while_shadows_keep_their_bytes(
     assert!(shadow == fixture.shadow_bytes, "the shadow kept its bytes");
 }
 
+/// The file named `name` somewhere under `directory`.
+fn find_file(directory: &Path, name: &str) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(directory).ok()?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if let Some(found) = find_file(&path, name) {
+                return Some(found);
+            }
+        } else if path.file_name().is_some_and(|file| file == name) {
+            return Some(path);
+        }
+    }
+    None
+}
+
+#[test]
+fn datapath_trims_of_a_redirect_on_write_volume_free_its_diff_area() {
+    use diskshadow::engine::ids::ProviderId;
+    use diskshadow::engine::provider::ROW_PROVIDER_ID;
+    if !tool_available("qemu-io") {
+        support::skip("qemu-io is not installed (Debian package qemu-utils)");
+        return;
+    }
+    let directory = support::scratch("datapath_row_trim");
+    let image = directory.join("row.img");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(VOLUME_BYTES)
+        .unwrap();
+    let engine = Engine::open(&directory.join("store"), options()).unwrap();
+    let volume = engine
+        .register_volume_with_provider(&image, None, Some(ProviderId(ROW_PROVIDER_ID)))
+        .unwrap();
+    let live = engine.open_volume(volume.id).unwrap();
+    live.write_at(0, &pattern(4 * MIB, 3)).unwrap();
+    live.flush().unwrap();
+    let created = engine
+        .create_shadow_set(&CreateSpec {
+            volumes: vec![CreateVolume {
+                volume: volume.id,
+                provider: None,
+            }],
+            context: Context::Persistent,
+            extra_attributes: Attributes::default(),
+            requester: RequesterId(7),
+            set_id: None,
+        })
+        .unwrap();
+    // Redirected versions of [0, 4 MiB): they take diff-area storage.
+    live.write_at(0, &pattern(4 * MIB, 5)).unwrap();
+    live.flush().unwrap();
+    let data_file = find_file(&directory.join("store"), "row-chunks.dat").expect("diff area");
+    let before = image_allocated_bytes(&data_file);
+    assert!(before >= 4 * MIB, "{before} bytes before the trims");
+
+    let socket = directory.join("row.sock");
+    let export = serve_nbd(
+        Arc::clone(&live),
+        "live",
+        NbdListener::Unix(socket.clone()),
+        false,
+    )
+    .unwrap();
+    // The redirected versions (no shadow reads them) and chunks the shadow reads from the
+    // image (holes there), whole chunks both.
+    let output = Command::new("qemu-io")
+        .args(["-f", "raw"])
+        .args(["-c", "discard 0 4M"])
+        .args(["-c", "discard 8M 4M"])
+        .args(["-c", "flush"])
+        .arg(export.url())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        !String::from_utf8_lossy(&output.stdout).contains("failed"),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    drop(export);
+    let after = image_allocated_bytes(&data_file);
+    assert!(
+        after <= 64 * 1024,
+        "the diff area gave its storage back: {before} -> {after} bytes"
+    );
+    let mut bytes = vec![1u8; VOLUME_BYTES as usize];
+    live.read_at(0, &mut bytes).unwrap();
+    assert!(
+        bytes.iter().all(|byte| *byte == 0),
+        "the live volume reads zeros"
+    );
+    let shadow = engine.open_shadow(created.shadows[0].id).unwrap();
+    shadow.read_at(0, &mut bytes).unwrap();
+    let mut expected = vec![0u8; VOLUME_BYTES as usize];
+    expected[..(4 * MIB) as usize].copy_from_slice(&pattern(4 * MIB, 3));
+    assert!(bytes == expected, "the shadow kept its bytes");
+}
+
 #[test]
 fn datapath_punch_over_a_buffered_first_write_zeroes_it_and_survives_the_drain() {
     let fixture = sparse_fixture("datapath_punch_buffered");
