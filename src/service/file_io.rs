@@ -7,6 +7,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::sync::mpsc;
 
 use super::api::ServiceObserver;
 use super::error::ServiceError;
@@ -222,29 +223,58 @@ pub fn write_from(
     let write_error = |error: io::Error| ServiceError::io(format!("writing {volume}: {error}"));
     let input_error = |error: io::Error| ServiceError::io(format!("reading the input: {error}"));
     observer.progress_begin("writing", known.map_or(0, |(_, length)| length));
-    let mut buffer = vec![0u8; IO_CHUNK];
-    let mut done = 0u64;
-    loop {
-        let filled = match known {
-            Some((start, length)) => {
-                let want = ((length - done) as usize).min(IO_CHUNK);
-                read_full_at(&file, &mut buffer[..want], start + done).map_err(input_error)?
-            }
-            None => read_full(&mut file, &mut buffer).map_err(input_error)?,
-        };
-        if filled == 0 {
-            break;
-        }
-        let end = offset + done + filled as u64;
-        if end > size {
-            return Err(past_end(end));
-        }
-        device
-            .write_at(offset + done, &buffer[..filled])
-            .map_err(write_error)?;
-        done += filled as u64;
-        observer.progress_advance(filled as u64);
+    // A helper thread reads the next piece of the input while this one writes the last.
+    let (full_sender, full_receiver) = mpsc::sync_channel::<io::Result<Vec<u8>>>(1);
+    let (empty_sender, empty_receiver) = mpsc::channel::<Vec<u8>>();
+    for _ in 0..2 {
+        let _ = empty_sender.send(vec![0u8; IO_CHUNK]);
     }
+    let input_file = &file;
+    let mut done = 0u64;
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut read = 0u64;
+            while let Ok(mut buffer) = empty_receiver.recv() {
+                buffer.resize(IO_CHUNK, 0);
+                let filled = match known {
+                    Some((start, length)) => {
+                        let want = ((length - read) as usize).min(IO_CHUNK);
+                        read_full_at(input_file, &mut buffer[..want], start + read)
+                    }
+                    None => read_full(&mut &*input_file, &mut buffer),
+                };
+                let piece = filled.map(|filled| {
+                    buffer.truncate(filled);
+                    buffer
+                });
+                let last = !matches!(&piece, Ok(piece) if !piece.is_empty());
+                read += piece.as_ref().map_or(0, |piece| piece.len() as u64);
+                if full_sender.send(piece).is_err() || last {
+                    return;
+                }
+            }
+        });
+        // Dropping the receiving end (on return) stops the reader.
+        let full_receiver = full_receiver;
+        let empty_sender = empty_sender;
+        while let Ok(piece) = full_receiver.recv() {
+            let piece = piece.map_err(input_error)?;
+            if piece.is_empty() {
+                break;
+            }
+            let end = offset + done + piece.len() as u64;
+            if end > size {
+                return Err(past_end(end));
+            }
+            device
+                .write_at(offset + done, &piece)
+                .map_err(write_error)?;
+            done += piece.len() as u64;
+            observer.progress_advance(piece.len() as u64);
+            let _ = empty_sender.send(piece);
+        }
+        Ok(())
+    })?;
     device.flush().map_err(write_error)?;
     if let Some((start, _)) = known {
         file.seek(SeekFrom::Start(start + done))
