@@ -307,6 +307,7 @@ pub trait ShadowService {
     /// into `output`, the requester's regular file or pipe; returns the bytes delivered. With
     /// `sparse`, a file output ending where the bytes go gets holes where the device has
     /// holes or blocks of zeros. The bytes never cross the socket (the descriptor does).
+    #[allow(clippy::too_many_arguments)] // `read`'s arguments and the descriptor's.
     fn read_into(
         &mut self,
         target: &str,

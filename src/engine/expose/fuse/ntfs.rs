@@ -135,6 +135,13 @@ fn time_of(time: NtfsTime) -> SystemTime {
     }
 }
 
+/// Where a file's data stream has holes (`(offset, length)`, in order) and how many bytes
+/// its data runs allocate.
+struct SparseLayout {
+    holes: Vec<(u64, u64)>,
+    allocated: u64,
+}
+
 impl NtfsSource {
     /// A node's attributes from its MFT record (all data: `allocated` is left unknown).
     fn attributes_of_record(&mut self, record: u64) -> Result<NodeAttributes, Errno> {
@@ -184,7 +191,7 @@ impl NtfsSource {
     /// runs alone: a resident value, one spread over an attribute list, or a compressed one
     /// (whose sparse runs are the unused rest of compression units, not holes); such a file
     /// shows as all data.
-    fn sparse_layout(&mut self, record: u64) -> Result<Option<(Vec<(u64, u64)>, u64)>, Errno> {
+    fn sparse_layout(&mut self, record: u64) -> Result<Option<SparseLayout>, Errno> {
         let file = self
             .ntfs
             .file(&mut self.reader, record)
@@ -220,7 +227,7 @@ impl NtfsSource {
             }
             position = position.saturating_add(size);
         }
-        Ok(Some((holes, allocated)))
+        Ok(Some(SparseLayout { holes, allocated }))
     }
 }
 
@@ -229,7 +236,7 @@ impl TreeSource for NtfsSource {
         let record = self.resolve(path)?;
         let mut attributes = self.attributes_of_record(record)?;
         if attributes.kind == FileType::RegularFile {
-            attributes.allocated = self.sparse_layout(record)?.map(|(_, allocated)| allocated);
+            attributes.allocated = self.sparse_layout(record)?.map(|layout| layout.allocated);
         }
         Ok(attributes)
     }
@@ -342,7 +349,7 @@ impl TreeSource for NtfsSource {
         let record = *self.open_files.get(&handle).ok_or(Errno::EBADF)?;
         Ok(self
             .sparse_layout(record)?
-            .map(|(holes, _)| holes)
+            .map(|layout| layout.holes)
             .unwrap_or_default())
     }
 
