@@ -1161,6 +1161,51 @@ fn datapath_volume_read_and_write_pass_files_and_pipes_to_the_service() {
         .success();
 }
 
+#[test]
+fn datapath_a_descriptor_request_without_its_descriptor_is_refused_clearly() {
+    use std::io::BufRead;
+    let work = support::scratch("datapath_missing_descriptor");
+    let store = work.join("store");
+    let volume = work.join("data.img");
+    std::fs::File::create(&volume)
+        .unwrap()
+        .set_len(MIB)
+        .unwrap();
+    // Starts the service.
+    support::process::diskshadow(&store)
+        .args(["volume", "info"])
+        .arg(&volume)
+        .assert()
+        .success();
+    let socket =
+        diskshadow::service::transport::ServicePaths::for_store(&store).socket_for_requesters();
+    let mut stream = UnixStream::connect(socket).unwrap();
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.contains("hello"), "{line}");
+    // A descriptor frame with no descriptor attached, then a request that needs one.
+    let request = serde_json::json!({"request": {"read_into": {
+        "target": volume, "offset": 0, "length": 16, "sparse": true, "base_dir": "/"}}});
+    writeln!(stream, "{{\"descriptor\": {{}}}}").unwrap();
+    writeln!(stream, "{request}").unwrap();
+    line.clear();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.contains("none came with it"), "{line}");
+    // The connection still serves the next request.
+    let request = serde_json::json!({"request": {"write_from": {
+        "volume": volume, "offset": 0, "base_dir": "/"}}});
+    writeln!(stream, "{request}").unwrap();
+    line.clear();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.contains("none came with it"), "{line}");
+    drop(stream);
+    support::process::diskshadow(&store)
+        .args(["service", "stop"])
+        .assert()
+        .success();
+}
+
 // ---- parallel requests on one connection ------------------------------------------------------
 
 /// A device whose reads wait (up to 5 s) until another read is in flight too, and which
