@@ -7,8 +7,9 @@
 //! and share against `qemu-nbd` on a raw image and on a qcow2 image after
 //! `qemu-img snapshot -c`), `dd conv=fdatasync` for the FUSE attachment (against `dd` to a raw
 //! file), `qemu-img convert` for the sparse share, and the `diskshadow volume read|write`
-//! commands against `dd`/`cat`. Every write pass ends durable on both sides. A missing tool
-//! skips its rows and says so.
+//! commands against `dd`/`cat`. Every write pass ends durable on both sides; read phases start
+//! with the files involved dropped from the page cache on both sides. A missing tool skips its
+//! rows and says so.
 
 mod support;
 
@@ -67,6 +68,29 @@ fn have(program: &str) -> bool {
 fn settle() {
     // Dirty pages of one phase must not be written back during the next one.
     let _ = Command::new("sync").status();
+}
+
+/// Drops the cached pages of `paths` (files, or every file under a directory) after writing
+/// them back, so that a read phase starts cold on both sides alike: the engine drops the
+/// diff area's synced copies itself, and a raw baseline read from the page cache would not be
+/// a fair comparison. Per file (`POSIX_FADV_DONTNEED`), not the whole machine's cache.
+fn cold(paths: &[&Path]) {
+    use std::os::fd::AsRawFd;
+    settle();
+    let mut pending: Vec<PathBuf> = paths.iter().map(|path| path.to_path_buf()).collect();
+    let mut files: Vec<PathBuf> = Vec::new();
+    while let Some(path) = pending.pop() {
+        match std::fs::read_dir(&path) {
+            Ok(entries) => pending.extend(entries.flatten().map(|entry| entry.path())),
+            Err(_) => files.push(path),
+        }
+    }
+    for path in files {
+        if let Ok(file) = File::open(&path) {
+            // SAFETY: posix_fadvise on an open descriptor only advises the page cache.
+            unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        }
+    }
 }
 
 fn options() -> EngineOptions {
@@ -205,7 +229,7 @@ fn bench_nbd(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<()> {
         settle();
         nbdcopy_write(&input, &server.url)?
     };
-    settle();
+    cold(&[&raw]);
     let raw_read = {
         let server = QemuNbd::start(&raw, "raw", &dir.join("qemu-raw-ro.sock"), true)?;
         nbdcopy_read(&server.url)?
@@ -253,7 +277,7 @@ fn bench_nbd(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<()> {
     settle();
     let ours_rewrite = nbdcopy_write(&input, &export.url())?;
     drop(export);
-    settle();
+    cold(&[&live, &dir.join("store")]);
     let share = serve_nbd(
         engine.open_shadow(shadow)?,
         "share",
@@ -453,7 +477,9 @@ fn bench_fuse(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<()> {
 
 /// `diskshadow volume write|read` through the service against `dd`/`cat` of the same bytes.
 fn bench_cli(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<()> {
+    // Cargo builds the binary with the bench's own profile (release under `cargo bench`).
     let binary = PathBuf::from(env!("CARGO_BIN_EXE_diskshadow"));
+    println!("the volume rows run {}", binary.display());
     let store = dir.join("cli-store");
     let input = dir.join("input.bin");
     if !input.exists() {
@@ -506,7 +532,7 @@ fn bench_cli(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<()> {
     let _ = diskshadow(&["service", "stop"]);
     push(
         rows,
-        "`diskshadow volume write` (4 MiB requests, flushed), vs dd conv=fdatasync",
+        "`diskshadow volume write --input` (the service reads the file), vs dd conv=fdatasync",
         rate(sizes.pass, ours_write),
         rate(sizes.pass, dd_write),
         "MiB/s",
@@ -514,7 +540,7 @@ fn bench_cli(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<()> {
     );
     push(
         rows,
-        "`diskshadow volume read --output`, vs cat",
+        "`diskshadow volume read --output` (the service writes the file), vs cat",
         rate(sizes.pass, ours_read),
         rate(sizes.pass, cat_read),
         "MiB/s",

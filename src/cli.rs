@@ -167,6 +167,13 @@ pub enum VolumeCommand {
         length: Option<u64>,
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Leave holes in a file output where the volume has holes or blocks of zeros (the
+        /// default for files; a pipe gets every byte).
+        #[arg(long, overrides_with = "no_sparse")]
+        sparse: bool,
+        /// Write every byte into a file output, zeros too.
+        #[arg(long, overrides_with = "sparse")]
+        no_sparse: bool,
     },
     /// Describe a volume or a shadow copy.
     Info {

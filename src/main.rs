@@ -4,6 +4,8 @@
 
 use std::fs::File;
 use std::io::{IsTerminal, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -15,7 +17,8 @@ use diskshadow::cli::{
 };
 use diskshadow::engine::ids::parse_guid;
 use diskshadow::engine::model::DriveTarget;
-use diskshadow::service::{ServiceError, ShadowService};
+use diskshadow::service::file_io::{read_full, write_sparse, IO_CHUNK};
+use diskshadow::service::{ServiceError, ServiceObserver, ShadowService};
 use diskshadow::session::console::Console;
 use diskshadow::session::render::TimeZoneChoice;
 use diskshadow::session::{exit_status, render_syntax_error, Mode, Session, SessionConfig};
@@ -587,20 +590,60 @@ fn shell(cli: &Cli, store: &Path) -> i32 {
     }
 }
 
-const IO_CHUNK: usize = 4 << 20;
-/// The granularity at which `volume read` into a file skips zeros (leaves holes).
-const SPARSE_BLOCK: usize = 64 << 10;
+/// True when the service can use the descriptor directly: a regular file or a pipe (a
+/// terminal, socket or device goes over the socket as bytes).
+fn passable(descriptor: BorrowedFd<'_>) -> bool {
+    let Ok(owned) = descriptor.try_clone_to_owned() else {
+        return false;
+    };
+    File::from(owned)
+        .metadata()
+        .is_ok_and(|metadata| metadata.file_type().is_file() || metadata.file_type().is_fifo())
+}
 
-/// Writes `data` at `at` of a new file, skipping blocks that are all zeros.
-fn write_sparse(file: &File, at: u64, data: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    for (index, block) in data.chunks(SPARSE_BLOCK).enumerate() {
-        if block.iter().all(|byte| *byte == 0) {
-            continue;
-        }
-        file.write_all_at(block, at + (index * SPARSE_BLOCK) as u64)?;
+/// Renames a fully read output into place.
+fn persist_output(file: tempfile::NamedTempFile, path: &Path) -> Result<(), ServiceError> {
+    file.persist(path).map(|_| ()).map_err(|error| {
+        ServiceError::io(format!(
+            "{} cannot be written: {}",
+            path.display(),
+            error.error
+        ))
+    })
+}
+
+/// Shows the service's progress of a `volume read|write` as a bar (on a terminal only).
+struct BarObserver {
+    enabled: bool,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl BarObserver {
+    fn new(enabled: bool) -> BarObserver {
+        BarObserver { enabled, bar: None }
     }
-    Ok(())
+}
+
+impl ServiceObserver for BarObserver {
+    fn verbose_line(&mut self, _line: &str) {}
+    fn line(&mut self, line: &str) {
+        eprintln!("{line}");
+    }
+    fn progress_begin(&mut self, what: &str, total: u64) {
+        if self.enabled {
+            self.bar = ui::progress_bar(what, (total > 0).then_some(total));
+        }
+    }
+    fn progress_advance(&mut self, units: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(units);
+        }
+    }
+    fn progress_end(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 /// The sequence of the newest diff-area deletion the store remembers (0: none).
@@ -622,35 +665,49 @@ fn volume(service: &mut dyn ShadowService, command: VolumeCommand) -> Result<(),
             offset,
             input,
         } => {
-            let mut reader: Box<dyn Read> = match &input {
-                Some(path) => Box::new(File::open(path).map_err(|error| {
+            let file = match &input {
+                Some(path) => Some(File::open(path).map_err(|error| {
                     ServiceError::io(format!("{} cannot be read: {error}", path.display()))
                 })?),
-                None => Box::new(std::io::stdin()),
+                None => None,
             };
-            let total = input
-                .as_ref()
-                .and_then(|path| std::fs::metadata(path).ok())
-                .map(|meta| meta.len());
-            let progress = ui::progress_bar("writing", total);
+            let stdin = std::io::stdin();
+            let descriptor = match &file {
+                Some(file) => file.as_fd(),
+                None => stdin.as_fd(),
+            };
             let deletions_before = newest_deletion(service)?;
-            let mut position = offset;
-            let mut buffer = vec![0u8; IO_CHUNK];
-            let written = (|| loop {
-                let filled = read_full(&mut reader, &mut buffer)
-                    .map_err(|error| ServiceError::io(format!("reading the input: {error}")))?;
-                if filled == 0 {
-                    return Ok(());
+            let written = if passable(descriptor) {
+                // The service reads the file or pipe itself: no byte crosses the socket.
+                let mut observer = BarObserver::new(true);
+                service
+                    .write_from(&volume, offset, descriptor, &base, &mut observer)
+                    .map(|_| ())
+            } else {
+                let mut reader: Box<dyn Read> = match file {
+                    Some(file) => Box::new(file),
+                    None => Box::new(stdin.lock()),
+                };
+                let progress = ui::progress_bar("writing", None);
+                let mut position = offset;
+                let mut buffer = vec![0u8; IO_CHUNK];
+                let written = (|| loop {
+                    let filled = read_full(&mut reader, &mut buffer)
+                        .map_err(|error| ServiceError::io(format!("reading the input: {error}")))?;
+                    if filled == 0 {
+                        return Ok(());
+                    }
+                    service.write(&volume, position, &buffer[..filled], &base)?;
+                    position += filled as u64;
+                    if let Some(bar) = &progress {
+                        bar.inc(filled as u64);
+                    }
+                })();
+                if let Some(bar) = progress {
+                    bar.finish_and_clear();
                 }
-                service.write(&volume, position, &buffer[..filled], &base)?;
-                position += filled as u64;
-                if let Some(bar) = &progress {
-                    bar.inc(filled as u64);
-                }
-            })();
-            if let Some(bar) = progress {
-                bar.finish_and_clear();
-            }
+                written
+            };
             // Shadows deleted to make room are said, whether or not the write then succeeded.
             if let Ok(storage) = service.storage() {
                 for event in storage
@@ -668,8 +725,10 @@ fn volume(service: &mut dyn ShadowService, command: VolumeCommand) -> Result<(),
             offset,
             length,
             output,
+            no_sparse,
+            ..
         } => {
-            let size = target_size(service, &target, &base)?;
+            let sparse = !no_sparse;
             // A file output is written beside its final name and renamed into place only when
             // every byte was read: a failed read leaves no partial file and keeps an older one.
             let partial = match &output {
@@ -684,7 +743,31 @@ fn volume(service: &mut dyn ShadowService, command: VolumeCommand) -> Result<(),
                 }
                 None => None,
             };
-            let mut stdout = std::io::stdout().lock();
+            let stdout_handle = std::io::stdout();
+            let descriptor = match &partial {
+                Some(file) => Some(file.as_file().as_fd()),
+                None if passable(stdout_handle.as_fd()) => Some(stdout_handle.as_fd()),
+                None => None,
+            };
+            if let Some(descriptor) = descriptor {
+                // The service writes the file or pipe itself: no byte crosses the socket.
+                let mut observer = BarObserver::new(output.is_some());
+                service.read_into(
+                    &target,
+                    offset,
+                    length.unwrap_or(u64::MAX),
+                    descriptor,
+                    sparse,
+                    &base,
+                    &mut observer,
+                )?;
+                return match (partial, &output) {
+                    (Some(file), Some(path)) => persist_output(file, path),
+                    _ => Ok(()),
+                };
+            }
+            let size = target_size(service, &target, &base)?;
+            let mut stdout = stdout_handle.lock();
             let mut written_to_file: u64 = 0;
             let mut position = offset;
             let mut remaining = length.unwrap_or(u64::MAX).min(size.saturating_sub(offset));
@@ -703,7 +786,8 @@ fn volume(service: &mut dyn ShadowService, command: VolumeCommand) -> Result<(),
                 match &partial {
                     // A file stays sparse: blocks of zeros are skipped (the new file reads
                     // zeros there) and the length is set at the end.
-                    Some(file) => write_sparse(file.as_file(), written_to_file, &data),
+                    Some(file) if sparse => write_sparse(file.as_file(), written_to_file, &data),
+                    Some(file) => file.as_file().write_all_at(&data, written_to_file),
                     None => stdout.write_all(&data),
                 }
                 .map_err(|error| ServiceError::io(format!("writing the output: {error}")))?;
@@ -725,16 +809,10 @@ fn volume(service: &mut dyn ShadowService, command: VolumeCommand) -> Result<(),
                 None => stdout.flush(),
             }
             .map_err(|error| ServiceError::io(format!("writing the output: {error}")))?;
-            if let (Some(file), Some(path)) = (partial, &output) {
-                file.persist(path).map_err(|error| {
-                    ServiceError::io(format!(
-                        "{} cannot be written: {}",
-                        path.display(),
-                        error.error
-                    ))
-                })?;
+            match (partial, &output) {
+                (Some(file), Some(path)) => persist_output(file, path),
+                _ => Ok(()),
             }
-            Ok(())
         }
         VolumeCommand::Attach { volume, target } => {
             let attachment = service.attach(&volume, &target, &base)?;
@@ -847,19 +925,6 @@ fn target_size(
         }
     }
     Ok(service.resolve_volume(target, base)?.size)
-}
-
-fn read_full(reader: &mut dyn Read, buffer: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buffer.len() {
-        match reader.read(&mut buffer[filled..]) {
-            Ok(0) => break,
-            Ok(count) => filled += count,
-            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(filled)
 }
 
 /// No aliases outside a session: shadows are listed by ID alone.

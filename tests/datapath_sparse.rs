@@ -763,6 +763,104 @@ fn datapath_trim_and_punch_hole_free_live_chunks_while_shadows_keep_their_bytes(
     assert!(shadow == fixture.shadow_bytes, "the shadow kept its bytes");
 }
 
+/// The file named `name` somewhere under `directory`.
+fn find_file(directory: &Path, name: &str) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(directory).ok()?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if let Some(found) = find_file(&path, name) {
+                return Some(found);
+            }
+        } else if path.file_name().is_some_and(|file| file == name) {
+            return Some(path);
+        }
+    }
+    None
+}
+
+#[test]
+fn datapath_trims_of_a_redirect_on_write_volume_free_its_diff_area() {
+    use diskshadow::engine::ids::ProviderId;
+    use diskshadow::engine::provider::ROW_PROVIDER_ID;
+    if !tool_available("qemu-io") {
+        support::skip("qemu-io is not installed (Debian package qemu-utils)");
+        return;
+    }
+    let directory = support::scratch("datapath_row_trim");
+    let image = directory.join("row.img");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(VOLUME_BYTES)
+        .unwrap();
+    let engine = Engine::open(&directory.join("store"), options()).unwrap();
+    let volume = engine
+        .register_volume_with_provider(&image, None, Some(ProviderId(ROW_PROVIDER_ID)))
+        .unwrap();
+    let live = engine.open_volume(volume.id).unwrap();
+    live.write_at(0, &pattern(4 * MIB, 3)).unwrap();
+    live.flush().unwrap();
+    let created = engine
+        .create_shadow_set(&CreateSpec {
+            volumes: vec![CreateVolume {
+                volume: volume.id,
+                provider: None,
+            }],
+            context: Context::Persistent,
+            extra_attributes: Attributes::default(),
+            requester: RequesterId(7),
+            set_id: None,
+        })
+        .unwrap();
+    // Redirected versions of [0, 4 MiB): they take diff-area storage.
+    live.write_at(0, &pattern(4 * MIB, 5)).unwrap();
+    live.flush().unwrap();
+    let data_file = find_file(&directory.join("store"), "row-chunks.dat").expect("diff area");
+    let before = image_allocated_bytes(&data_file);
+    assert!(before >= 4 * MIB, "{before} bytes before the trims");
+
+    let socket = directory.join("row.sock");
+    let export = serve_nbd(
+        Arc::clone(&live),
+        "live",
+        NbdListener::Unix(socket.clone()),
+        false,
+    )
+    .unwrap();
+    // The redirected versions (no shadow reads them) and chunks the shadow reads from the
+    // image (holes there), whole chunks both.
+    let output = Command::new("qemu-io")
+        .args(["-f", "raw"])
+        .args(["-c", "discard 0 4M"])
+        .args(["-c", "discard 8M 4M"])
+        .args(["-c", "flush"])
+        .arg(export.url())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        !String::from_utf8_lossy(&output.stdout).contains("failed"),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    drop(export);
+    let after = image_allocated_bytes(&data_file);
+    assert!(
+        after <= 64 * 1024,
+        "the diff area gave its storage back: {before} -> {after} bytes"
+    );
+    let mut bytes = vec![1u8; VOLUME_BYTES as usize];
+    live.read_at(0, &mut bytes).unwrap();
+    assert!(
+        bytes.iter().all(|byte| *byte == 0),
+        "the live volume reads zeros"
+    );
+    let shadow = engine.open_shadow(created.shadows[0].id).unwrap();
+    shadow.read_at(0, &mut bytes).unwrap();
+    let mut expected = vec![0u8; VOLUME_BYTES as usize];
+    expected[..(4 * MIB) as usize].copy_from_slice(&pattern(4 * MIB, 3));
+    assert!(bytes == expected, "the shadow kept its bytes");
+}
+
 #[test]
 fn datapath_punch_over_a_buffered_first_write_zeroes_it_and_survives_the_drain() {
     let fixture = sparse_fixture("datapath_punch_buffered");
@@ -866,6 +964,242 @@ fn datapath_volume_read_and_write_carry_raw_bytes_and_keep_files_sparse() {
         allocated <= 6 * MIB + 128 * 1024,
         "the output allocates {allocated} bytes for 5 MiB of data in 16 MiB"
     );
+    support::process::diskshadow(&store)
+        .args(["service", "stop"])
+        .assert()
+        .success();
+}
+
+/// `diskshadow --store STORE` as a plain command, for redirecting its standard streams.
+fn diskshadow_std(store: &Path) -> Command {
+    let mut command = Command::new(assert_cmd::cargo::cargo_bin("diskshadow"));
+    command
+        .arg("--store")
+        .arg(store)
+        .env_remove("DISKSHADOW_STORE")
+        .env("DISKSHADOW_IDLE_TIMEOUT", "5");
+    command
+}
+
+#[test]
+fn datapath_volume_read_and_write_pass_files_and_pipes_to_the_service() {
+    use std::process::Stdio;
+    let work = support::scratch("datapath_volume_descriptors");
+    let store = work.join("store");
+    let volume = work.join("data.img");
+    std::fs::File::create(&volume)
+        .unwrap()
+        .set_len(16 * MIB)
+        .unwrap();
+    let first = pattern(5 * MIB + 123, 7);
+    let second = pattern(MIB, 11);
+    let input_path = work.join("input.bin");
+    std::fs::write(&input_path, &first).unwrap();
+    let run = |command: &mut Command| {
+        let output = command.output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+        output
+    };
+    // Standard input from a regular file, and from a pipe.
+    run(diskshadow_std(&store)
+        .args(["volume", "write"])
+        .arg(&volume)
+        .args(["--offset", "1M"])
+        .stdin(std::fs::File::open(&input_path).unwrap()));
+    let mut piped = diskshadow_std(&store)
+        .args(["volume", "write"])
+        .arg(&volume)
+        .args(["--offset", "10M"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    piped.stdin.take().unwrap().write_all(&second).unwrap();
+    let piped = piped.wait_with_output().unwrap();
+    assert!(piped.status.success(), "{piped:?}");
+    let mut expected = vec![0u8; (16 * MIB) as usize];
+    expected[MIB as usize..MIB as usize + first.len()].copy_from_slice(&first);
+    expected[(10 * MIB) as usize..(11 * MIB) as usize].copy_from_slice(&second);
+    assert!(
+        std::fs::read(&volume).unwrap() == expected,
+        "the volume holds both writes"
+    );
+
+    // --output: a file with holes where the volume has none of its data.
+    let copy = work.join("copy.img");
+    run(diskshadow_std(&store)
+        .args(["volume", "read"])
+        .arg(&volume)
+        .arg("--output")
+        .arg(&copy));
+    assert!(std::fs::read(&copy).unwrap() == expected);
+    let file = std::fs::File::open(&copy).unwrap();
+    assert_eq!(
+        seek(&file, 0, libc::SEEK_HOLE),
+        Ok(0),
+        "the file starts with a hole"
+    );
+    assert_eq!(seek(&file, 0, libc::SEEK_DATA), Ok(MIB));
+    assert_eq!(seek(&file, 7 * MIB, libc::SEEK_DATA), Ok(10 * MIB));
+    let allocated = image_allocated_bytes(&copy);
+    assert!(
+        allocated <= 7 * MIB,
+        "{allocated} bytes allocated for 6 MiB of data in 16 MiB"
+    );
+    // --no-sparse writes every byte.
+    let dense = work.join("dense.img");
+    run(diskshadow_std(&store)
+        .args(["volume", "read", "--no-sparse"])
+        .arg(&volume)
+        .arg("--output")
+        .arg(&dense));
+    assert!(std::fs::read(&dense).unwrap() == expected);
+    assert!(image_allocated_bytes(&dense) >= 16 * MIB);
+
+    // Standard output redirected to a file after a header: the bytes follow the header.
+    let redirected = work.join("redirected.img");
+    {
+        let mut header = std::fs::File::create(&redirected).unwrap();
+        header.write_all(b"header").unwrap();
+        run(diskshadow_std(&store)
+            .args(["volume", "read"])
+            .arg(&volume)
+            .args(["--offset", "1M", "--length", "2M"])
+            .stdout(header.try_clone().unwrap()));
+        header.write_all(b"trailer").unwrap();
+    }
+    let mut wanted = b"header".to_vec();
+    wanted.extend_from_slice(&expected[MIB as usize..(3 * MIB) as usize]);
+    wanted.extend_from_slice(b"trailer");
+    assert!(std::fs::read(&redirected).unwrap() == wanted);
+
+    // A pipe (the service writes it) and a socket (bytes over the service socket).
+    let output = run(diskshadow_std(&store)
+        .args(["volume", "read"])
+        .arg(&volume)
+        .args(["--offset", "9M", "--length", "3M"]));
+    assert!(output.stdout == expected[(9 * MIB) as usize..(12 * MIB) as usize]);
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut ours = ours;
+        let mut bytes = Vec::new();
+        ours.read_to_end(&mut bytes).unwrap();
+        bytes
+    });
+    run(diskshadow_std(&store)
+        .args(["volume", "read"])
+        .arg(&volume)
+        .args(["--offset", "9M", "--length", "3M"])
+        .stdout(std::os::fd::OwnedFd::from(theirs)));
+    assert!(reader.join().unwrap() == expected[(9 * MIB) as usize..(12 * MIB) as usize]);
+
+    // Standard input from a socket: the bytes go over the service socket.
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let mut ours = ours;
+        ours.write_all(&pattern(MIB, 13)).unwrap();
+    });
+    run(diskshadow_std(&store)
+        .args(["volume", "write"])
+        .arg(&volume)
+        .args(["--offset", "10M"])
+        .stdin(std::os::fd::OwnedFd::from(theirs)));
+    feeder.join().unwrap();
+    expected[(10 * MIB) as usize..(11 * MIB) as usize].copy_from_slice(&pattern(MIB, 13));
+    assert!(std::fs::read(&volume).unwrap() == expected);
+
+    // Descriptors the service cannot use the needed way: clear errors, nothing changed.
+    let read_only = diskshadow_std(&store)
+        .args(["volume", "read"])
+        .arg(&volume)
+        .stdout(std::fs::File::open(&copy).unwrap())
+        .output()
+        .unwrap();
+    assert!(!read_only.status.success());
+    let stderr = String::from_utf8_lossy(&read_only.stderr);
+    assert!(
+        stderr.contains("the output is open for reading only"),
+        "{stderr}"
+    );
+    let write_only = diskshadow_std(&store)
+        .args(["volume", "write"])
+        .arg(&volume)
+        .args(["--offset", "0"])
+        .stdin(
+            std::fs::File::options()
+                .append(true)
+                .open(&input_path)
+                .unwrap(),
+        )
+        .output()
+        .unwrap();
+    assert!(!write_only.status.success());
+    let stderr = String::from_utf8_lossy(&write_only.stderr);
+    assert!(
+        stderr.contains("the input is open for writing only"),
+        "{stderr}"
+    );
+    // A file longer than the room left is refused before a byte is written.
+    let past_end = diskshadow_std(&store)
+        .args(["volume", "write"])
+        .arg(&volume)
+        .args(["--offset", "12M", "--input"])
+        .arg(&input_path)
+        .output()
+        .unwrap();
+    assert!(!past_end.status.success());
+    let stderr = String::from_utf8_lossy(&past_end.stderr);
+    assert!(stderr.contains("past the end of the volume"), "{stderr}");
+    assert!(
+        std::fs::read(&volume).unwrap() == expected,
+        "nothing was written"
+    );
+    support::process::diskshadow(&store)
+        .args(["service", "stop"])
+        .assert()
+        .success();
+}
+
+#[test]
+fn datapath_a_descriptor_request_without_its_descriptor_is_refused_clearly() {
+    use std::io::BufRead;
+    let work = support::scratch("datapath_missing_descriptor");
+    let store = work.join("store");
+    let volume = work.join("data.img");
+    std::fs::File::create(&volume)
+        .unwrap()
+        .set_len(MIB)
+        .unwrap();
+    // Starts the service.
+    support::process::diskshadow(&store)
+        .args(["volume", "info"])
+        .arg(&volume)
+        .assert()
+        .success();
+    let socket =
+        diskshadow::service::transport::ServicePaths::for_store(&store).socket_for_requesters();
+    let mut stream = UnixStream::connect(socket).unwrap();
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.contains("hello"), "{line}");
+    // A descriptor frame with no descriptor attached, then a request that needs one.
+    let request = serde_json::json!({"request": {"read_into": {
+        "target": volume, "offset": 0, "length": 16, "sparse": true, "base_dir": "/"}}});
+    writeln!(stream, "{{\"descriptor\": {{}}}}").unwrap();
+    writeln!(stream, "{request}").unwrap();
+    line.clear();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.contains("none came with it"), "{line}");
+    // The connection still serves the next request.
+    let request = serde_json::json!({"request": {"write_from": {
+        "volume": volume, "offset": 0, "base_dir": "/"}}});
+    writeln!(stream, "{request}").unwrap();
+    line.clear();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.contains("none came with it"), "{line}");
+    drop(stream);
     support::process::diskshadow(&store)
         .args(["service", "stop"])
         .assert()

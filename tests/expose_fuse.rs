@@ -611,6 +611,14 @@ fn build_ntfs(directory: &Path) -> Option<(PathBuf, PathBuf)> {
         .arg(&filler)
         .status()
         .unwrap();
+    // A sparse file, written through ntfs-3g with a hole before its data (sparse data runs),
+    // and its bytes in the source for comparison.
+    for root in [&filler, &source] {
+        let mut sparse = File::create(root.join("Docs/Sub/sparse.bin")).unwrap();
+        sparse.seek(SeekFrom::Start(6 * 1024 * 1024)).unwrap();
+        sparse.write_all(&[0x5a; 64 * 1024]).unwrap();
+        sparse.set_len(8 * 1024 * 1024).unwrap();
+    }
     let unmounted = Command::new("fusermount3")
         .arg("-u")
         .arg(&filler)
@@ -659,6 +667,7 @@ fn ntfs_files_are_shown_read_only() {
     for relative in [
         "Docs/readme.txt",
         "Docs/Sub/leaf.txt",
+        "Docs/Sub/sparse.bin",
         "empty.dat",
         "big.bin",
         "A Long File Name With Spaces.txt",
@@ -676,6 +685,33 @@ fn ntfs_files_are_shown_read_only() {
         );
     }
     assert!(fs::metadata(mountpoint.join("Docs/Sub")).unwrap().is_dir());
+    // The sparse file's holes: st_blocks counts its data only, SEEK_DATA/SEEK_HOLE find them.
+    let sparse = File::open(mountpoint.join("Docs/Sub/sparse.bin")).unwrap();
+    let allocated = sparse.metadata().unwrap().blocks() * 512;
+    assert!(
+        (64 * 1024..1024 * 1024).contains(&allocated),
+        "{allocated} bytes allocated for 64 KiB of data in 8 MiB"
+    );
+    let seek = |offset: i64, whence: i32| {
+        // SAFETY: lseek on an open descriptor; no memory is touched.
+        unsafe { libc::lseek(std::os::fd::AsRawFd::as_raw_fd(&sparse), offset, whence) }
+    };
+    assert_eq!(seek(0, libc::SEEK_HOLE), 0);
+    let data = seek(0, libc::SEEK_DATA);
+    assert!(
+        (4 * 1024 * 1024..=6 * 1024 * 1024).contains(&data),
+        "data found at {data}"
+    );
+    assert!(seek(6 * 1024 * 1024 + 64 * 1024, libc::SEEK_HOLE) <= 8 * 1024 * 1024);
+    // A file without holes is all data.
+    let big = File::open(mountpoint.join("big.bin")).unwrap();
+    // SAFETY: as above.
+    let big_hole =
+        unsafe { libc::lseek(std::os::fd::AsRawFd::as_raw_fd(&big), 0, libc::SEEK_HOLE) };
+    assert_eq!(
+        big_hole,
+        fs::metadata(mountpoint.join("big.bin")).unwrap().len() as i64
+    );
     assert_eq!(
         fs::metadata(mountpoint.join("big.bin")).unwrap().mtime(),
         1_600_000_000

@@ -1,5 +1,6 @@
 //! The requests a requester can make, as one trait.
 
+use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -331,6 +332,32 @@ pub trait ShadowService {
         data: &[u8],
         base_dir: &Path,
     ) -> Result<(), ServiceError>;
+
+    /// Reads `length` bytes of a volume or shadow at `offset` (clamped to its end) straight
+    /// into `output`, the requester's regular file or pipe; returns the bytes delivered. With
+    /// `sparse`, a file output ending where the bytes go gets holes where the device has
+    /// holes or blocks of zeros. The bytes never cross the socket (the descriptor does).
+    #[allow(clippy::too_many_arguments)] // `read`'s arguments and the descriptor's.
+    fn read_into(
+        &mut self,
+        target: &str,
+        offset: u64,
+        length: u64,
+        output: BorrowedFd<'_>,
+        sparse: bool,
+        base_dir: &Path,
+        observer: &mut dyn ServiceObserver,
+    ) -> Result<u64, ServiceError>;
+    /// Writes all of `input` (the requester's regular file, from its position, or pipe)
+    /// through the provider at `offset`, then makes it durable; returns the bytes written.
+    fn write_from(
+        &mut self,
+        volume: &str,
+        offset: u64,
+        input: BorrowedFd<'_>,
+        base_dir: &Path,
+        observer: &mut dyn ServiceObserver,
+    ) -> Result<u64, ServiceError>;
 
     /// Checks the store's catalog and diff areas without changing anything.
     fn check_store(&mut self) -> Result<StoreCheck, ServiceError>;

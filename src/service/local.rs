@@ -3,6 +3,7 @@
 //! directly.
 
 use crate::engine::ids::ProviderId;
+use std::os::fd::BorrowedFd;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use super::api::{
     WriterListing,
 };
 use super::error::{ServiceError, ServiceErrorKind};
+use super::file_io;
 use crate::engine::clock::{IdSource, RandomIds};
 use crate::engine::coordinator::shadow_copy::{
     CreationObserver, ExposureKeeper, RequesterState, ShadowCopyCoordinator, ShadowCopyError,
@@ -1186,6 +1188,33 @@ impl ShadowService for LocalService {
             .write_at(offset, data)
             .and_then(|()| device.flush())
             .map_err(|error| ServiceError::io(format!("writing {volume}: {error}")))
+    }
+
+    fn read_into(
+        &mut self,
+        target: &str,
+        offset: u64,
+        length: u64,
+        output: BorrowedFd<'_>,
+        sparse: bool,
+        base_dir: &Path,
+        observer: &mut dyn ServiceObserver,
+    ) -> Result<u64, ServiceError> {
+        let device = self.open_target(target, base_dir)?;
+        file_io::read_into(&*device, target, offset, length, output, sparse, observer)
+    }
+
+    fn write_from(
+        &mut self,
+        volume: &str,
+        offset: u64,
+        input: BorrowedFd<'_>,
+        base_dir: &Path,
+        observer: &mut dyn ServiceObserver,
+    ) -> Result<u64, ServiceError> {
+        let info = from_engine!(self.core.engine.resolve_volume(volume, base_dir))?;
+        let device = from_engine!(self.core.engine.open_volume(info.id))?;
+        file_io::write_from(&*device, volume, offset, input, observer)
     }
 
     fn list_writers(&mut self, listing_kind: WriterListing) -> Result<Vec<String>, ServiceError> {

@@ -11,6 +11,7 @@
 pub mod api;
 pub mod error;
 pub mod exposure;
+pub mod file_io;
 pub mod local;
 pub mod refused;
 pub mod remote;

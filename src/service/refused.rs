@@ -6,6 +6,7 @@
 //! `set context …` and the other settings still run and the refusal is told where Windows
 //! tells it.
 
+use std::os::fd::BorrowedFd;
 use std::path::Path;
 
 use super::api::{
@@ -119,6 +120,28 @@ impl ShadowService for RefusedService {
         self.refused()
     }
     fn write(&mut self, _: &str, _: u64, _: &[u8], _: &Path) -> Result<(), ServiceError> {
+        self.refused()
+    }
+    fn read_into(
+        &mut self,
+        _: &str,
+        _: u64,
+        _: u64,
+        _: BorrowedFd<'_>,
+        _: bool,
+        _: &Path,
+        _: &mut dyn ServiceObserver,
+    ) -> Result<u64, ServiceError> {
+        self.refused()
+    }
+    fn write_from(
+        &mut self,
+        _: &str,
+        _: u64,
+        _: BorrowedFd<'_>,
+        _: &Path,
+        _: &mut dyn ServiceObserver,
+    ) -> Result<u64, ServiceError> {
         self.refused()
     }
     fn check_store(&mut self) -> Result<StoreCheck, ServiceError> {

@@ -9,6 +9,7 @@
 
 use crate::engine::ids::ProviderId;
 use std::collections::HashMap;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -104,6 +105,20 @@ pub enum Request {
         offset: u64,
         base_dir: PathBuf,
     },
+    /// The output file or pipe comes as the request's descriptor (`SCM_RIGHTS`).
+    ReadInto {
+        target: String,
+        offset: u64,
+        length: u64,
+        sparse: bool,
+        base_dir: PathBuf,
+    },
+    /// The input file or pipe comes as the request's descriptor (`SCM_RIGHTS`).
+    WriteFrom {
+        volume: String,
+        offset: u64,
+        base_dir: PathBuf,
+    },
     ReleaseRequester,
     CheckStore,
     Attach {
@@ -177,6 +192,8 @@ pub enum Reply {
     Array(Box<ArrayInfo>),
     Arrays(Vec<ArrayInfo>),
     Resynced(crate::engine::resync::ResyncOutcome),
+    /// Bytes moved between a volume and the requester's descriptor.
+    Transferred(u64),
 }
 
 /// Sends a service observer's reports to the requester as events.
@@ -336,11 +353,12 @@ impl EngineHandler {
 
 /// Runs one request against a requester's in-process service. `request_bytes` is the
 /// request's binary payload (the data of a `Write`); the bytes a `Read` returns are put in
-/// `response_bytes`.
+/// `response_bytes`; `request_descriptor` is the file a `ReadInto` or `WriteFrom` uses.
 pub fn dispatch(
     service: &mut dyn ShadowService,
     request: Request,
     request_bytes: Vec<u8>,
+    request_descriptor: Option<OwnedFd>,
     response_bytes: &mut Vec<u8>,
     observer: &mut dyn ServiceObserver,
 ) -> Result<Reply, ServiceError> {
@@ -415,6 +433,38 @@ pub fn dispatch(
             service.write(&volume, offset, &request_bytes, &base_dir)?;
             Reply::Done
         }
+        Request::ReadInto {
+            target,
+            offset,
+            length,
+            sparse,
+            base_dir,
+        } => {
+            let output = request_descriptor.ok_or_else(missing_descriptor)?;
+            Reply::Transferred(service.read_into(
+                &target,
+                offset,
+                length,
+                output.as_fd(),
+                sparse,
+                &base_dir,
+                observer,
+            )?)
+        }
+        Request::WriteFrom {
+            volume,
+            offset,
+            base_dir,
+        } => {
+            let input = request_descriptor.ok_or_else(missing_descriptor)?;
+            Reply::Transferred(service.write_from(
+                &volume,
+                offset,
+                input.as_fd(),
+                &base_dir,
+                observer,
+            )?)
+        }
         Request::ReleaseRequester => Reply::Shadows(service.release_requester()?),
         Request::CheckStore => Reply::Check(service.check_store()?),
         Request::Attach {
@@ -455,6 +505,11 @@ pub fn dispatch(
     })
 }
 
+fn missing_descriptor() -> ServiceError {
+    ServiceError::invalid("the request reads or writes a file descriptor, but none came with it")
+        .with_help("send the descriptor in a `descriptor` frame (SCM_RIGHTS) before the request")
+}
+
 impl Handler for EngineHandler {
     type Request = Request;
     type Response = Result<Reply, ServiceError>;
@@ -470,6 +525,7 @@ impl Handler for EngineHandler {
             &mut *service,
             request,
             events.take_request_bytes(),
+            events.take_request_descriptor(),
             &mut response_bytes,
             &mut observer,
         );
@@ -617,6 +673,18 @@ impl RemoteService {
         request_bytes: Option<&[u8]>,
         observer: &mut dyn ServiceObserver,
     ) -> Result<(Reply, Vec<u8>), ServiceError> {
+        self.call_with_payload(request, request_bytes, None, observer)
+    }
+
+    /// A request with binary payloads and a passed file descriptor (see
+    /// [`transport::Client::call_with_payload`]).
+    fn call_with_payload(
+        &mut self,
+        request: Request,
+        request_bytes: Option<&[u8]>,
+        descriptor: Option<BorrowedFd<'_>>,
+        observer: &mut dyn ServiceObserver,
+    ) -> Result<(Reply, Vec<u8>), ServiceError> {
         if self.client.is_none() {
             if let Some(reconnect) = &self.reconnect {
                 self.client = Some(reconnect()?);
@@ -633,6 +701,7 @@ impl RemoteService {
         let answer: Result<(Result<Reply, ServiceError>, Vec<u8>), _> = client.call_waiting(
             &request,
             request_bytes,
+            descriptor,
             STOP_POLL_INTERVAL,
             &mut |incoming| {
                 let answer = match incoming {
@@ -877,6 +946,46 @@ impl ShadowService for RemoteService {
         };
         self.call_with_bytes(request, Some(data), &mut super::api::SilentObserver)
             .map(|_| ())
+    }
+    fn read_into(
+        &mut self,
+        target: &str,
+        offset: u64,
+        length: u64,
+        output: BorrowedFd<'_>,
+        sparse: bool,
+        base_dir: &Path,
+        observer: &mut dyn ServiceObserver,
+    ) -> Result<u64, ServiceError> {
+        let request = Request::ReadInto {
+            target: target.to_string(),
+            offset,
+            length,
+            sparse,
+            base_dir: base_dir.to_path_buf(),
+        };
+        match self.call_with_payload(request, None, Some(output), observer)? {
+            (Reply::Transferred(bytes), _) => Ok(bytes),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+    fn write_from(
+        &mut self,
+        volume: &str,
+        offset: u64,
+        input: BorrowedFd<'_>,
+        base_dir: &Path,
+        observer: &mut dyn ServiceObserver,
+    ) -> Result<u64, ServiceError> {
+        let request = Request::WriteFrom {
+            volume: volume.to_string(),
+            offset,
+            base_dir: base_dir.to_path_buf(),
+        };
+        match self.call_with_payload(request, None, Some(input), observer)? {
+            (Reply::Transferred(bytes), _) => Ok(bytes),
+            (other, _) => Err(unexpected(other)),
+        }
     }
     fn check_store(&mut self) -> Result<super::api::StoreCheck, ServiceError> {
         match self.quiet(Request::CheckStore)? {

@@ -682,16 +682,90 @@ impl RowVolume {
         }
     }
 
-    /// Zeros a range through the write path: redirected chunks hold data, so nothing is
-    /// punched (the image keeps the shadows' bytes).
+    /// Zeros a range through the write path, freeing storage where no shadow needs it. A
+    /// whole chunk is never written with zeros: without a version and without shadows its
+    /// image chunk is punched; a version no shadow reads is punched in place in the diff area
+    /// (its slot keeps no storage); a chunk a shadow reads (the image's or an older version)
+    /// gets a new version whose slot is a hole. The ends of the range that cover a chunk only
+    /// partly are written with zeros.
     pub fn punch_hole(&mut self, offset: u64, length: u64) -> io::Result<()> {
+        let end = offset
+            .checked_add(length)
+            .filter(|end| *end <= self.size)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("zeroing past the end of the volume ({} bytes)", self.size),
+                )
+            })?;
+        if length == 0 {
+            return Ok(());
+        }
+        // The whole chunks: from the first chunk starting at or after `offset` to the last
+        // one ending at or before `end` (the volume's last chunk may be short).
+        let first_whole = offset.div_ceil(self.chunk_size);
+        let mut end_whole = end / self.chunk_size;
+        if end == self.size && self.size % self.chunk_size != 0 {
+            end_whole += 1;
+        }
+        if first_whole >= end_whole {
+            return self.write_zeros(offset, end);
+        }
+        let whole_start = first_whole * self.chunk_size;
+        let whole_end = (end_whole * self.chunk_size).min(self.size);
+        self.write_zeros(offset, whole_start)?;
+        let tag = self.write_tag();
+        let mut image_punched = false;
+        for chunk in first_whole..end_whole {
+            let chunk_start = chunk * self.chunk_size;
+            let chunk_length = self.chunk_length(chunk);
+            match self.write_target(chunk) {
+                Err(()) => {
+                    if !image_punched {
+                        self.write_stamp.cover_write()?;
+                        image_punched = true;
+                    }
+                    self.image_unsynced = true;
+                    self.live.punch_hole(chunk_start, chunk_length)?;
+                }
+                Ok(Some(slot)) => {
+                    self.unsynced = true;
+                    self.data
+                        .punch_hole(u64::from(slot) * self.chunk_size, chunk_length)?;
+                }
+                Ok(None) => {
+                    let slot = self.allocate_slot()?;
+                    // A reused slot may hold an old version's bytes: the hole zeroes them.
+                    if let Err(error) = self
+                        .data
+                        .punch_hole(u64::from(slot) * self.chunk_size, chunk_length)
+                    {
+                        self.free_slots.push(slot);
+                        return Err(error);
+                    }
+                    self.unsynced = true;
+                    self.record_version(chunk, tag, slot);
+                }
+            }
+        }
+        if image_punched {
+            self.refresh_fingerprint()?;
+        }
+        self.write_zeros(whole_end, end)?;
+        if self.record_buffer.len() / RECORD_BYTES >= self.sync_limit_records {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Writes zeros over `[from, to)` through [`RowVolume::write`].
+    fn write_zeros(&mut self, from: u64, to: u64) -> io::Result<()> {
         const ZERO_PIECE: u64 = 1 << 20;
-        let zeroes = vec![0u8; ZERO_PIECE.min(length) as usize];
-        let mut done = 0;
-        while done < length {
-            let piece = (length - done).min(ZERO_PIECE) as usize;
-            self.write(offset + done, &zeroes[..piece])?;
-            done += piece as u64;
+        let mut position = from;
+        while position < to {
+            let piece = (to - position).min(ZERO_PIECE) as usize;
+            self.write(position, &vec![0u8; piece])?;
+            position += piece as u64;
         }
         Ok(())
     }
@@ -1058,6 +1132,67 @@ mod tests {
         volume.write(0, &[3u8; CHUNK as usize]).expect("room again");
         assert_eq!(volume.used_bytes(), u64::from(CHUNK));
         assert_eq!(volume.check().expect("check"), Vec::new());
+    }
+
+    fn allocated(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).expect("metadata").blocks() * 512
+    }
+
+    #[test]
+    fn a_punch_frees_what_no_shadow_needs_and_shadows_keep_their_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let chunk = u64::from(CHUNK);
+        let image = dir.path().join("live.img");
+        std::fs::write(&image, vec![1u8; 16 * CHUNK as usize]).expect("img");
+        let mut volume = open(dir.path(), &[]);
+        // No shadow: the whole chunks become holes in the image, the partial ends zeros.
+        let before = allocated(&image);
+        volume.punch_hole(100, 3 * chunk).expect("punch");
+        volume.sync().expect("sync");
+        let mut expected = vec![1u8; 16 * CHUNK as usize];
+        expected[100..(3 * chunk + 100) as usize].fill(0);
+        assert!(read(&volume, None) == expected);
+        assert!(
+            allocated(&image) <= before - 2 * chunk,
+            "the image freed two chunks"
+        );
+        assert_eq!(volume.versions(), 0);
+
+        // A shadow: chunks it reads get versions that are holes; a version no shadow reads
+        // is punched in place. The diff area's data file allocates nothing for either.
+        volume.add_shadow(1);
+        let shadow_view = expected.clone();
+        volume
+            .write(8 * chunk, &vec![7u8; CHUNK as usize])
+            .expect("write");
+        volume.sync().expect("sync");
+        let data_file = dir.path().join("diff").join("row-chunks.dat");
+        assert!(allocated(&data_file) >= chunk);
+        volume
+            .punch_hole(4 * chunk, 2 * chunk)
+            .expect("punch read chunks");
+        volume
+            .punch_hole(8 * chunk, chunk)
+            .expect("punch own version");
+        volume.sync().expect("sync");
+        expected[(4 * chunk) as usize..(6 * chunk) as usize].fill(0);
+        expected[(8 * chunk) as usize..(9 * chunk) as usize].fill(0);
+        assert!(
+            read(&volume, None) == expected,
+            "the live volume reads zeros"
+        );
+        assert!(
+            read(&volume, Some(1)) == shadow_view,
+            "the shadow kept its bytes"
+        );
+        assert_eq!(volume.versions(), 3);
+        assert_eq!(allocated(&data_file), 0, "no version holds storage");
+        assert_eq!(volume.check().expect("check"), Vec::new());
+        drop(volume);
+        let volume = open(dir.path(), &[1]);
+        assert!(read(&volume, None) == expected, "the versions are durable");
+        assert!(read(&volume, Some(1)) == shadow_view);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The requester side: connecting, calling, and starting the service on demand.
 
 use std::io::{self, BufReader};
+use std::os::fd::BorrowedFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::descriptor::send_with_descriptor;
 use super::error::ServiceError;
 use super::server::Incoming;
 use super::store::ServicePaths;
@@ -189,6 +191,7 @@ impl Client {
             request,
             request_bytes,
             None,
+            None,
             &mut |incoming| match incoming {
                 Some(incoming) => on_message(incoming),
                 None => None,
@@ -196,13 +199,35 @@ impl Client {
         )
     }
 
-    /// Like [`Client::call_with_bytes`], but while it waits for the service, `on_message` is
-    /// also called with `None` every `interval` without a message, so the requester can act
-    /// meanwhile (send a `cancel` on another connection when its user pressed Ctrl-C).
+    /// Like [`Client::call_with_bytes`], and with `descriptor` (a file the request reads or
+    /// writes directly) passed to the service in a `descriptor` frame (`SCM_RIGHTS`).
+    pub fn call_with_payload<Req: Serialize, Resp: DeserializeOwned>(
+        &mut self,
+        request: &Req,
+        request_bytes: Option<&[u8]>,
+        descriptor: Option<BorrowedFd<'_>>,
+        on_message: &mut dyn FnMut(Incoming) -> Option<serde_json::Value>,
+    ) -> Result<(Resp, Vec<u8>), ServiceError> {
+        self.call_inner(
+            request,
+            request_bytes,
+            descriptor,
+            None,
+            &mut |incoming| match incoming {
+                Some(incoming) => on_message(incoming),
+                None => None,
+            },
+        )
+    }
+
+    /// Like [`Client::call_with_payload`], but while it waits for the service, `on_message`
+    /// is also called with `None` every `interval` without a message, so the requester can
+    /// act meanwhile (send a `cancel` on another connection when its user pressed Ctrl-C).
     pub fn call_waiting<Req: Serialize, Resp: DeserializeOwned>(
         &mut self,
         request: &Req,
         request_bytes: Option<&[u8]>,
+        descriptor: Option<BorrowedFd<'_>>,
         interval: Duration,
         on_message: &mut dyn FnMut(Option<Incoming>) -> Option<serde_json::Value>,
     ) -> Result<(Resp, Vec<u8>), ServiceError> {
@@ -214,7 +239,13 @@ impl Client {
                 .map_err(receive_error)
         };
         set_timeout(self, Some(interval))?;
-        let answer = self.call_inner(request, request_bytes, Some(interval), on_message);
+        let answer = self.call_inner(
+            request,
+            request_bytes,
+            descriptor,
+            Some(interval),
+            on_message,
+        );
         set_timeout(self, None)?;
         answer
     }
@@ -223,6 +254,7 @@ impl Client {
         &mut self,
         request: &Req,
         request_bytes: Option<&[u8]>,
+        descriptor: Option<BorrowedFd<'_>>,
         interval: Option<Duration>,
         on_message: &mut dyn FnMut(Option<Incoming>) -> Option<serde_json::Value>,
     ) -> Result<(Resp, Vec<u8>), ServiceError> {
@@ -230,6 +262,21 @@ impl Client {
             action: "encode the request",
             source,
         })?;
+        if let Some(descriptor) = descriptor {
+            let mut line = serde_json::to_vec(&ClientFrame::Descriptor {}).map_err(|source| {
+                ServiceError::Json {
+                    action: "encode the descriptor frame",
+                    source,
+                }
+            })?;
+            line.push(b'\n');
+            send_with_descriptor(&self.writer, &line, descriptor).map_err(|source| {
+                ServiceError::Send {
+                    peer: "service",
+                    source,
+                }
+            })?;
+        }
         if let Some(bytes) = request_bytes {
             let header = ClientFrame::Bytes(BytesHeader {
                 length: bytes.len() as u64,

@@ -40,6 +40,7 @@
 
 pub mod access;
 mod client;
+mod descriptor;
 mod error;
 mod log;
 mod server;

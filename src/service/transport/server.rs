@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, BufReader, Read, Write};
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::access::{peer_credentials, AccessControl, PeerCredentials};
+use super::descriptor::DescriptorStream;
 use super::error::ServiceError;
 use super::log::{log_to, ServiceLog};
 use super::signals;
@@ -144,7 +145,7 @@ pub enum Incoming {
 
 /// The reading and writing halves of one connection.
 pub(crate) struct ConnectionIo {
-    pub(crate) reader: BufReader<UnixStream>,
+    pub(crate) reader: BufReader<DescriptorStream>,
     pub(crate) writer: UnixStream,
 }
 
@@ -165,6 +166,8 @@ pub struct EventSink {
     request_bytes: Mutex<Vec<u8>>,
     /// The binary payload to send before the response, if the handler set one.
     response_bytes: Mutex<Option<Vec<u8>>>,
+    /// The file descriptor that came with the request (`descriptor` frame), until taken.
+    request_descriptor: Mutex<Option<OwnedFd>>,
 }
 
 fn lock_ignoring_poison<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -197,6 +200,7 @@ impl EventSink {
             target,
             request_bytes: Mutex::new(Vec::new()),
             response_bytes: Mutex::new(None),
+            request_descriptor: Mutex::new(None),
         }
     }
 
@@ -204,6 +208,17 @@ impl EventSink {
     pub fn with_request_bytes(self, bytes: Vec<u8>) -> EventSink {
         *lock_ignoring_poison(&self.request_bytes) = bytes;
         self
+    }
+
+    /// Gives the request the file descriptor the requester sent in a `descriptor` frame.
+    pub fn with_request_descriptor(self, descriptor: Option<OwnedFd>) -> EventSink {
+        *lock_ignoring_poison(&self.request_descriptor) = descriptor;
+        self
+    }
+
+    /// Takes the request's file descriptor, if it came with one.
+    pub fn take_request_descriptor(&self) -> Option<OwnedFd> {
+        lock_ignoring_poison(&self.request_descriptor).take()
     }
 
     /// Takes the request's binary payload (empty when it had none).
@@ -855,7 +870,7 @@ fn serve_session<H: Handler>(
         source,
     })?;
     let mut io = ConnectionIo {
-        reader: BufReader::new(stream),
+        reader: BufReader::new(DescriptorStream::new(stream)),
         writer,
     };
     send_to_requester(
@@ -867,6 +882,8 @@ fn serve_session<H: Handler>(
     )?;
     // The binary payload announced by a `bytes` frame, for the request that follows it.
     let mut request_bytes: Vec<u8> = Vec::new();
+    // The descriptor taken by a `descriptor` frame, for the request that follows it.
+    let mut request_descriptor: Option<OwnedFd> = None;
     loop {
         let line = match read_frame_line(&mut io.reader, MAX_FRAME_BYTES) {
             Ok(Some(line)) => line,
@@ -922,8 +939,20 @@ fn serve_session<H: Handler>(
                     })
                 }
             },
+            ClientFrame::Descriptor {} => match io.reader.get_mut().take_descriptor() {
+                Some(descriptor) => request_descriptor = Some(descriptor),
+                None => {
+                    // A request that needs a descriptor then fails saying so.
+                    request_descriptor = None;
+                    log_to(
+                        &control.log,
+                        &format!("{session} sent a descriptor frame without a descriptor"),
+                    );
+                }
+            },
             ClientFrame::Request(value) => {
                 let bytes = std::mem::take(&mut request_bytes);
+                let descriptor = request_descriptor.take();
                 let request = match serde_json::from_value::<H::Request>(value) {
                     Ok(request) => request,
                     Err(error) => {
@@ -941,7 +970,9 @@ fn serve_session<H: Handler>(
                         continue;
                     }
                 };
-                let sink = EventSink::connection(io).with_request_bytes(bytes);
+                let sink = EventSink::connection(io)
+                    .with_request_bytes(bytes)
+                    .with_request_descriptor(descriptor);
                 let outcome = catch_unwind(AssertUnwindSafe(|| {
                     shared.handler.handle(session, request, &sink)
                 }));

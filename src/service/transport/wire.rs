@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `{"request": R}` | run one request; requests on a connection are sequential (a running request that can stop is stopped by a `cancel` request on another connection) |
 //! | `{"bytes": {"length": N}}` then N raw bytes | the binary payload of the next request (`volume write` data) |
+//! | `{"descriptor": {}}`, one file descriptor attached (`SCM_RIGHTS`) | the file the next request reads or writes directly (`volume read|write` to or from a regular file or pipe) |
 //! | `{"answer": V}` | the answer to the pending `ask` |
 //! | `{"decline": {}}` | the requester will not answer the pending `ask` |
 //! | `{"control": "status"}` / `{"control": "stop"}` | transport-level status or graceful stop |
@@ -14,7 +15,7 @@
 //!
 //! | frame | meaning |
 //! |---|---|
-//! | `{"hello": {"protocol": 2, "pid": P}}` | sent once when the connection is accepted |
+//! | `{"hello": {"protocol": 3, "pid": P}}` | sent once when the connection is accepted |
 //! | `{"error": {"kind": "access_denied", …}}` | sent instead of `hello` to a user the service does not serve; the connection is closed |
 //! | `{"event": V}` | progress, log or step output of the running request |
 //! | `{"ask": V}` | a question; the requester replies with `answer` or `decline` |
@@ -34,7 +35,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// The protocol version in the `hello` frame. Bump it whenever a frame changes meaning.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The longest frame line accepted, in bytes. A longer line is refused rather than buffered,
 /// so a confused peer cannot make the other side allocate without bound.
@@ -46,6 +47,8 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 pub(crate) enum ClientFrame {
     Request(serde_json::Value),
     Bytes(BytesHeader),
+    /// Sent with one descriptor attached; the descriptor goes to the next request.
+    Descriptor {},
     Answer(serde_json::Value),
     Decline {},
     Control(ControlRequest),

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{Errno, FileType};
+use ntfs::attribute_value::NtfsAttributeValue;
 use ntfs::indexes::NtfsFileNameIndex;
 use ntfs::structured_values::NtfsFileNamespace;
-use ntfs::{Ntfs, NtfsReadSeek, NtfsTime};
+use ntfs::{Ntfs, NtfsAttributeFlags, NtfsReadSeek, NtfsTime};
 
 use super::tree::{ListedEntry, NodeAttributes, TreeSource};
 use crate::engine::device::BlockDevice;
@@ -134,9 +135,16 @@ fn time_of(time: NtfsTime) -> SystemTime {
     }
 }
 
-impl TreeSource for NtfsSource {
-    fn attributes(&mut self, path: &[u8]) -> Result<NodeAttributes, Errno> {
-        let record = self.resolve(path)?;
+/// Where a file's data stream has holes (`(offset, length)`, in order) and how many bytes
+/// its data runs allocate.
+struct SparseLayout {
+    holes: Vec<(u64, u64)>,
+    allocated: u64,
+}
+
+impl NtfsSource {
+    /// A node's attributes from its MFT record (all data: `allocated` is left unknown).
+    fn attributes_of_record(&mut self, record: u64) -> Result<NodeAttributes, Errno> {
         let file = self
             .ntfs
             .file(&mut self.reader, record)
@@ -174,7 +182,63 @@ impl TreeSource for NtfsSource {
             } else {
                 u32::from(file.hard_link_count().max(1))
             },
+            allocated: None,
         })
+    }
+
+    /// The holes of a file's unnamed data stream (its sparse data runs, within the stream's
+    /// length) and the bytes its other runs allocate. `None` where that is not known from the
+    /// runs alone: a resident value, one spread over an attribute list, or a compressed one
+    /// (whose sparse runs are the unused rest of compression units, not holes); such a file
+    /// shows as all data.
+    fn sparse_layout(&mut self, record: u64) -> Result<Option<SparseLayout>, Errno> {
+        let file = self
+            .ntfs
+            .file(&mut self.reader, record)
+            .map_err(|_| Errno::EIO)?;
+        let Some(item) = file.data(&mut self.reader, "") else {
+            return Ok(None);
+        };
+        let item = item.map_err(|_| Errno::EIO)?;
+        let attribute = item.to_attribute().map_err(|_| Errno::EIO)?;
+        if attribute.flags().contains(NtfsAttributeFlags::COMPRESSED) {
+            return Ok(None);
+        }
+        let NtfsAttributeValue::NonResident(value) =
+            attribute.value(&mut self.reader).map_err(|_| Errno::EIO)?
+        else {
+            return Ok(None);
+        };
+        let length = value.len();
+        let mut holes: Vec<(u64, u64)> = Vec::new();
+        let mut allocated = 0;
+        let mut position = 0u64;
+        for run in value.data_runs() {
+            let run = run.map_err(|_| Errno::EIO)?;
+            let size = run.allocated_size();
+            let end = position.saturating_add(size).min(length);
+            if run.data_position().value().is_some() {
+                allocated += size;
+            } else if end > position {
+                match holes.last_mut() {
+                    Some((start, hole)) if *start + *hole == position => *hole += end - position,
+                    _ => holes.push((position, end - position)),
+                }
+            }
+            position = position.saturating_add(size);
+        }
+        Ok(Some(SparseLayout { holes, allocated }))
+    }
+}
+
+impl TreeSource for NtfsSource {
+    fn attributes(&mut self, path: &[u8]) -> Result<NodeAttributes, Errno> {
+        let record = self.resolve(path)?;
+        let mut attributes = self.attributes_of_record(record)?;
+        if attributes.kind == FileType::RegularFile {
+            attributes.allocated = self.sparse_layout(record)?.map(|layout| layout.allocated);
+        }
+        Ok(attributes)
     }
 
     fn list_directory(&mut self, path: &[u8]) -> Result<Vec<ListedEntry>, Errno> {
@@ -279,6 +343,14 @@ impl TreeSource for NtfsSource {
 
     fn close_file(&mut self, handle: u64) {
         self.open_files.remove(&handle);
+    }
+
+    fn holes(&mut self, handle: u64) -> Result<Vec<(u64, u64)>, Errno> {
+        let record = *self.open_files.get(&handle).ok_or(Errno::EBADF)?;
+        Ok(self
+            .sparse_layout(record)?
+            .map(|layout| layout.holes)
+            .unwrap_or_default())
     }
 
     fn capacity(&mut self) -> (u64, u32) {

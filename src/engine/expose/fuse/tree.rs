@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, FopenFlags, Generation, INodeNo, LockOwner, OpenAccMode,
-    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
+    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
     ReplyStatfs, Request,
 };
 
@@ -37,6 +37,8 @@ pub(super) struct NodeAttributes {
     pub changed: SystemTime,
     pub created: SystemTime,
     pub links: u32,
+    /// Bytes backed by storage (`st_blocks`), when the reader knows; otherwise the size.
+    pub allocated: Option<u64>,
 }
 
 /// A directory entry as a reader lists it ("." and ".." excluded).
@@ -55,6 +57,12 @@ pub(super) trait TreeSource {
     /// Reads up to `size` bytes at `offset` (fewer only at the end of the file).
     fn read_file(&mut self, handle: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno>;
     fn close_file(&mut self, handle: u64);
+    /// The holes of an open file as `(offset, length)`, in order. None by default: a reader
+    /// that cannot see a file's extents (`ext4-view` does not expose them) shows it as data.
+    fn holes(&mut self, handle: u64) -> Result<Vec<(u64, u64)>, Errno> {
+        let _ = handle;
+        Ok(Vec::new())
+    }
     /// (total blocks, block size) for statfs.
     fn capacity(&mut self) -> (u64, u32);
 }
@@ -210,11 +218,51 @@ fn child_path(parent: &[u8], name: &[u8]) -> Vec<u8> {
     path
 }
 
+/// `SEEK_DATA` (`want_data`) or `SEEK_HOLE` from `offset` in a file of `size` bytes with
+/// `holes` (in order): the first data or hole at or after `offset`; the end of the file
+/// counts as a hole, and there is no data past it.
+fn seek_in(holes: &[(u64, u64)], size: u64, offset: u64, want_data: bool) -> Result<u64, Errno> {
+    if offset >= size {
+        return Err(Errno::ENXIO);
+    }
+    let hole_at = |position: u64| {
+        holes
+            .iter()
+            .find(|(start, length)| *start <= position && position < start + length)
+    };
+    let mut position = offset;
+    loop {
+        match (hole_at(position), want_data) {
+            (Some(_), false) | (None, true) => return Ok(position),
+            (Some((start, length)), true) => position = start + length,
+            (None, false) => {
+                // The next hole after `position`, or the end of the file.
+                return Ok(holes
+                    .iter()
+                    .map(|(start, _)| *start)
+                    .find(|start| *start > position)
+                    .unwrap_or(size)
+                    .min(size));
+            }
+        }
+        if position >= size {
+            return if want_data {
+                Err(Errno::ENXIO)
+            } else {
+                Ok(size)
+            };
+        }
+    }
+}
+
 fn file_attr(inode: INodeNo, attributes: &NodeAttributes) -> FileAttr {
     FileAttr {
         ino: inode,
         size: attributes.size,
-        blocks: attributes.size.div_ceil(512),
+        blocks: attributes
+            .allocated
+            .unwrap_or(attributes.size)
+            .div_ceil(512),
         atime: attributes.accessed,
         mtime: attributes.modified,
         ctime: attributes.changed,
@@ -281,6 +329,38 @@ impl fuser::Filesystem for TreeFileSystem {
             .and_then(|(path, _)| self.call(move |source| source.open_file(&path)));
         match result {
             Ok(handle) => reply.opened(FileHandle(handle), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(errno) => reply.error(errno),
+        }
+    }
+
+    fn lseek(
+        &self,
+        _request: &Request,
+        inode: INodeNo,
+        handle: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        let Ok(offset) = u64::try_from(offset) else {
+            return reply.error(Errno::ENXIO);
+        };
+        let want_data = match whence {
+            libc::SEEK_DATA => true,
+            libc::SEEK_HOLE => false,
+            // The kernel answers SEEK_SET, SEEK_CUR and SEEK_END itself.
+            _ => return reply.error(Errno::EINVAL),
+        };
+        let handle = handle.0;
+        let result = self.path_of(inode).and_then(|(path, _)| {
+            self.call(move |source| {
+                let size = source.attributes(&path)?.size;
+                let holes = source.holes(handle)?;
+                seek_in(&holes, size, offset, want_data)
+            })
+        });
+        match result {
+            Ok(found) => reply.offset(found as i64),
             Err(errno) => reply.error(errno),
         }
     }
@@ -395,5 +475,23 @@ impl fuser::Filesystem for TreeFileSystem {
             .paths
             .len() as u64;
         reply.statfs(blocks, 0, 0, files, 0, block_size, 255, block_size);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeking_data_and_holes_follows_the_hole_list() {
+        let holes = [(0, 10), (20, 5)];
+        assert_eq!(seek_in(&holes, 40, 0, true), Ok(10));
+        assert_eq!(seek_in(&holes, 40, 0, false), Ok(0));
+        assert_eq!(seek_in(&holes, 40, 12, false), Ok(20));
+        assert_eq!(seek_in(&holes, 40, 21, true), Ok(25));
+        assert_eq!(seek_in(&holes, 40, 30, false), Ok(40));
+        assert_eq!(seek_in(&holes, 40, 40, true), Err(Errno::ENXIO));
+        assert_eq!(seek_in(&[(30, 10)], 40, 31, true), Err(Errno::ENXIO));
+        assert_eq!(seek_in(&[], 40, 5, false), Ok(40));
     }
 }
