@@ -2,11 +2,14 @@
 //! script mode both feed lines to [`Session::execute_line`], so what a user sees interactively
 //! is what the transcript tests check.
 
+mod commands;
 pub mod console;
 pub mod expand;
-pub mod registry;
+mod observer;
+pub mod reference;
 pub mod render;
 pub mod state;
+mod step_prompt;
 
 use std::path::{Path, PathBuf};
 
@@ -252,7 +255,7 @@ impl<'a> Session<'a> {
                 return LineOutcome::Failed;
             }
         };
-        match registry::dispatch(self, &command) {
+        match commands::dispatch(self, &command) {
             Ok(outcome) => outcome,
             Err(error) => {
                 self.report_command_error(&expanded, &error);
