@@ -1,4 +1,4 @@
-//! The interpreter: requester state, the command registry and the script runner. The REPL and
+//! The interpreter: requester state, the command handlers (`commands/`) and the script runner. The REPL and
 //! script mode both feed lines to [`Session::execute_line`], so what a user sees interactively
 //! is what the transcript tests check.
 
@@ -63,7 +63,8 @@ pub enum LineOutcome {
     Failed,
 }
 
-/// Exit statuses (docs/cli.md): the one table that maps outcomes to codes.
+/// Exit statuses (docs/cli.md): the one table that maps outcomes to codes, for `diskshadow` and
+/// `vssadmin` alike.
 pub mod exit_status {
     /// Every command succeeded.
     pub const SUCCESS: i32 = 0;
