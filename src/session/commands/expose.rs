@@ -1,6 +1,6 @@
 //! `expose` (a drive letter, directory or NBD share) and `unexpose`.
 
-use super::super::{CommandError, Session};
+use super::super::{split_drive_path, CommandError, Session};
 use crate::engine::ids::{parse_guid, ShadowId};
 use crate::engine::model::ExposureKind;
 use crate::syntax::ast::Word;
@@ -48,12 +48,8 @@ pub(super) fn expose(
 /// `sub\dir`, doubled backslashes too) resolves as `exec` and `set metadata` resolve theirs; a
 /// bare letter (`p:`), a share (`\\host\name`) and anything else go as given.
 fn exposure_target(session: &mut Session<'_>, text: &str) -> Result<String, CommandError> {
-    let bytes = text.as_bytes();
-    let drive_path = bytes.len() > 3
-        && bytes[0].is_ascii_alphabetic()
-        && bytes[1] == b':'
-        && (bytes[2] == b'\\' || bytes[2] == b'/')
-        && !text[3..].trim_matches(['\\', '/']).is_empty();
+    let drive_path =
+        split_drive_path(text).is_some_and(|(_, path)| !path.trim_matches(['\\', '/']).is_empty());
     let relative_windows_path =
         text.contains('\\') && !text.starts_with("\\\\") && !text.contains(':');
     if drive_path || relative_windows_path {
