@@ -25,19 +25,14 @@ use crate::engine::store::{DurableBackend, DurableFile, FileFingerprint};
 
 use super::index::{BlockMap, ChunkIndex, Slot, Tag, MAX_SLOT, ZERO_SLOT};
 
-pub(super) const RECORD_BYTES: usize = 32;
-/// Index format 2: records carry the CRC-32 of their chunk slot.
-const RECORD_MAGIC: u32 = 0x4453_4932; // "DSI2"
-/// Index format 1 (no chunk checksums), refused with a clear message.
-const OLD_RECORD_MAGIC: u32 = 0x4453_4958; // "DSIX"
-pub(super) const KIND_PRESERVE: u8 = 1;
-pub(super) const KIND_FREE: u8 = 2;
-/// The most chunks `batch_run` puts in one run of fresh consecutive slots.
-const MAX_RUN_BYTES: u64 = 1 << 20;
-/// How much a helper copies before starting the write-back of what it copied.
-const WRITEBACK_PIECE_BYTES: u64 = 4 << 20;
-/// The most a sequential writer gets preserved ahead of it in one group commit.
-const MAX_AHEAD_BYTES: u64 = 64 << 20;
+mod ahead;
+mod index_log;
+mod slots;
+
+use ahead::AheadCopy;
+use index_log::RecordFault;
+pub(super) use index_log::{IndexRecord, KIND_FREE, KIND_PRESERVE, RECORD_BYTES};
+pub(super) use slots::slot_layout;
 
 /// The block-map tag of a shadow sequence number. The engine refuses to create shadows whose
 /// sequence does not fit.
@@ -47,74 +42,6 @@ pub fn tag_of(sequence: u64) -> Tag {
 
 /// The largest shadow sequence number the block map can tag.
 pub const MAX_SEQUENCE: u64 = Tag::MAX as u64 - 1;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct IndexRecord {
-    pub(super) kind: u8,
-    pub(super) tag: Tag,
-    pub(super) chunk: ChunkIndex,
-    pub(super) slot: Slot,
-    /// CRC-32 of the slot's `chunk_size` bytes (preserve records of real slots), else 0.
-    pub(super) slot_checksum: u32,
-}
-
-/// Why a 32-byte index record cannot be used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum RecordFault {
-    /// Bad magic, checksum or kind: torn or damaged.
-    Invalid,
-    /// A record of index format 1.
-    OldFormat,
-}
-
-impl IndexRecord {
-    pub(super) fn encode(&self) -> [u8; RECORD_BYTES] {
-        let mut bytes = [0u8; RECORD_BYTES];
-        bytes[0] = self.kind;
-        bytes[4..8].copy_from_slice(&self.tag.to_le_bytes());
-        bytes[8..16].copy_from_slice(&self.chunk.to_le_bytes());
-        bytes[16..20].copy_from_slice(&self.slot.to_le_bytes());
-        bytes[20..24].copy_from_slice(&self.slot_checksum.to_le_bytes());
-        let checksum = crc32fast::hash(&bytes[0..24]);
-        bytes[24..28].copy_from_slice(&checksum.to_le_bytes());
-        bytes[28..32].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
-        bytes
-    }
-
-    pub(super) fn decode(bytes: &[u8]) -> Result<IndexRecord, RecordFault> {
-        let field = |from: usize| -> Result<[u8; 4], RecordFault> {
-            bytes
-                .get(from..from + 4)
-                .and_then(|piece| piece.try_into().ok())
-                .ok_or(RecordFault::Invalid)
-        };
-        if bytes.len() != RECORD_BYTES {
-            return Err(RecordFault::Invalid);
-        }
-        let magic = u32::from_le_bytes(field(28)?);
-        let checksum = u32::from_le_bytes(field(24)?);
-        let checksum_matches = checksum == crc32fast::hash(&bytes[0..24]);
-        if magic == OLD_RECORD_MAGIC && checksum_matches {
-            return Err(RecordFault::OldFormat);
-        }
-        if magic != RECORD_MAGIC || !checksum_matches {
-            return Err(RecordFault::Invalid);
-        }
-        let kind = bytes[0];
-        if kind != KIND_PRESERVE && kind != KIND_FREE {
-            return Err(RecordFault::Invalid);
-        }
-        let mut chunk = [0u8; 8];
-        chunk.copy_from_slice(&bytes[8..16]);
-        Ok(IndexRecord {
-            kind,
-            tag: Tag::from_le_bytes(field(4)?),
-            chunk: ChunkIndex::from_le_bytes(chunk),
-            slot: Slot::from_le_bytes(field(16)?),
-            slot_checksum: u32::from_le_bytes(field(20)?),
-        })
-    }
-}
 
 /// Why a diff area cannot be opened.
 #[derive(Debug, thiserror::Error)]
@@ -180,24 +107,6 @@ fn read_only_error() -> io::Error {
     )
 }
 
-/// The free slots (to pop, lowest last), the high-water mark and the count of used slots of
-/// a data file whose used slots are `used` (any order, `ZERO_SLOT` ignored).
-pub(super) fn slot_layout(mut used: Vec<Slot>) -> (Vec<Slot>, u64, u64) {
-    used.retain(|slot| *slot != ZERO_SLOT);
-    used.sort_unstable();
-    used.dedup();
-    let high_water = used.last().map_or(0, |last| u64::from(*last) + 1);
-    let mut free = Vec::new();
-    let mut used_iter = used.iter().peekable();
-    for slot in 0..high_water as Slot {
-        if used_iter.next_if_eq(&&slot).is_none() {
-            free.push(slot);
-        }
-    }
-    free.reverse();
-    (free, high_water, used.len() as u64)
-}
-
 #[derive(Debug, Clone, Copy)]
 enum ReadSource {
     Live,
@@ -243,66 +152,6 @@ struct WriteJournal {
     buffered: Vec<BufferUndo>,
     preserved: Vec<ChunkIndex>,
     direct_runs: Vec<(u64, u64)>,
-}
-
-/// Makes `copies` from the live image into the diff area, then starts their write-back and the
-/// live image's. The start of write-back is a hint, never a sync point (see
-/// `DurableFile::start_writeback`): the copies are made durable by `sync_diff`, and every dirty
-/// live page may reach the disk at any time (its chunk's copy was synced before it was
-/// written), so no ordering changes.
-fn copy_and_start_writeback(
-    live: &dyn DurableFile,
-    data: &dyn DurableFile,
-    copies: &[RangeCopy],
-    chunk_size: u64,
-) -> io::Result<Vec<(Slot, u32)>> {
-    // Write-back starts after each piece, so the disk writes while the rest is copied. Each
-    // piece is read back (from the page cache) for the slot checksums of what was copied.
-    let mut checksums = Vec::new();
-    let mut buffer = vec![0u8; chunk_size as usize];
-    for copy in copies {
-        let mut done = 0;
-        while done < copy.length {
-            let piece = (copy.length - done).min(WRITEBACK_PIECE_BYTES);
-            live.copy_to(copy.source + done, data, copy.target + done, piece)?;
-            data.start_writeback()?;
-            let mut checked = 0;
-            while checked < piece {
-                let offset = copy.target + done + checked;
-                data.read_exact_or_zero(offset, &mut buffer)?;
-                let slot = Slot::try_from(offset / chunk_size).map_err(io::Error::other)?;
-                checksums.push((slot, crc32fast::hash(&buffer)));
-                checked += chunk_size;
-            }
-            done += piece;
-        }
-    }
-    live.start_writeback()?;
-    Ok(checksums)
-}
-
-/// `(slot, CRC-32 of its content)` of copied slots.
-type SlotChecksums = Vec<(Slot, u32)>;
-
-/// One in-kernel copy from the live image into the diff area.
-#[derive(Debug, Clone, Copy)]
-struct RangeCopy {
-    source: u64,
-    target: u64,
-    length: u64,
-}
-
-/// A window ahead of a sequential writer whose copies a helper thread is making.
-struct AheadCopy {
-    /// `None` when the copies were made without a helper.
-    handle: Option<std::thread::JoinHandle<io::Result<SlotChecksums>>>,
-    /// The slot checksums of copies made without a helper.
-    inline_checksums: Vec<(Slot, u32)>,
-    /// The versions the copies preserve, recorded when they are done.
-    versions: Vec<(ChunkIndex, Slot)>,
-    tag: Tag,
-    /// The chunks `[start, end)` the window covers: none of them needs preserving meanwhile.
-    chunks: (ChunkIndex, ChunkIndex),
 }
 
 /// What opening a diff area found and repaired.
@@ -391,14 +240,6 @@ fn io_context(error: io::Error, what: &str, path: &Path) -> io::Error {
 }
 
 impl CowVolume {
-    fn data_path(diff_dir: &Path) -> PathBuf {
-        diff_dir.join("chunks.dat")
-    }
-
-    fn index_path(diff_dir: &Path) -> PathBuf {
-        diff_dir.join("index.log")
-    }
-
     /// Opens the live image and the diff area, replays the index log, and drops versions that
     /// no shadow in `shadows` needs.
     ///
@@ -730,150 +571,6 @@ impl CowVolume {
         Ok((volume, recovery))
     }
 
-    /// Whether opening found versions to drop or a bloated log: the caller (which must first
-    /// make the catalog forget the log's recorded length) then calls `rewrite_index_log`.
-    pub fn index_rewrite_wanted(&self) -> bool {
-        self.index_rewrite_wanted && !self.read_only
-    }
-
-    /// The length of `index.log` that is durable (every record written was synced).
-    pub fn durable_index_bytes(&self) -> Option<u64> {
-        (!self.diff_unsynced && self.record_buffer.is_empty()).then_some(self.index_log_length)
-    }
-
-    fn rebuild_slots(&mut self) -> io::Result<()> {
-        let used = self.map.entries().into_iter().map(|(_, _, slot)| slot);
-        let (free, high_water, used_count) = slot_layout(used.collect());
-        self.data_slots_used = used_count;
-        self.slot_high_water = high_water;
-        self.free_slots = free;
-        self.slot_checksums.resize(self.slot_high_water as usize, 0);
-        self.slot_verified = (0..self.slot_high_water.div_ceil(64))
-            .map(|_| AtomicU64::new(0))
-            .collect();
-        // While the durable log still holds records of reclaimed versions (a rewrite is
-        // wanted), their slots may lie past the high water: the space goes after the rewrite,
-        // or a crash in between would leave records pointing past the end of the file.
-        if !self.index_rewrite_wanted {
-            self.cut_data_past_high_water()?;
-        }
-        Ok(())
-    }
-
-    /// Space past the last used slot is leaked by a crash (or freed by a rewrite of the
-    /// log); gives it back.
-    fn cut_data_past_high_water(&mut self) -> io::Result<()> {
-        if !self.read_only && self.data.size()? > self.slot_high_water * self.chunk_size {
-            self.data.set_len(self.slot_high_water * self.chunk_size)?;
-            self.data.sync_data()?;
-        }
-        Ok(())
-    }
-
-    /// Replaces the index log by one holding only the current versions (write, sync, rename,
-    /// sync directory: a crash leaves the old or the new log, both correct).
-    pub fn rewrite_index_log(&mut self) -> io::Result<()> {
-        if self.read_only {
-            return Err(read_only_error());
-        }
-        self.index_rewrite_wanted = false;
-        let index_path = Self::index_path(&self.diff_dir);
-        let new_path = self.diff_dir.join("index.log.new");
-        let mut bytes = Vec::with_capacity(self.map.len() * RECORD_BYTES);
-        for (chunk, tag, slot) in self.map.entries() {
-            bytes.extend_from_slice(
-                &IndexRecord {
-                    kind: KIND_PRESERVE,
-                    tag,
-                    chunk,
-                    slot,
-                    slot_checksum: self.slot_checksum(slot),
-                }
-                .encode(),
-            );
-        }
-        let file = self.backend.open_file(&new_path, true)?;
-        file.set_len(0)?;
-        file.write_at(0, &bytes)?;
-        file.sync_data()?;
-        self.backend.rename(&new_path, &index_path)?;
-        self.backend.sync_dir(&self.diff_dir)?;
-        self.index_log = file;
-        self.index_log_length = bytes.len() as u64;
-        self.cut_data_past_high_water()
-    }
-
-    fn slot_checksum(&self, slot: Slot) -> u32 {
-        self.slot_checksums.get(slot as usize).copied().unwrap_or(0)
-    }
-
-    /// Records the checksum of what was just written into `slot` (and that it is verified).
-    fn set_slot_checksum(&mut self, slot: Slot, checksum: u32) {
-        let index = slot as usize;
-        if self.slot_checksums.len() <= index {
-            self.slot_checksums.resize(index + 1, 0);
-        }
-        self.slot_checksums[index] = checksum;
-        let word = index / 64;
-        while self.slot_verified.len() <= word {
-            self.slot_verified.push(AtomicU64::new(0));
-        }
-        self.slot_verified[word].fetch_or(1 << (index % 64), Ordering::Relaxed);
-    }
-
-    fn slot_is_verified(&self, slot: Slot) -> bool {
-        let index = slot as usize;
-        self.slot_verified
-            .get(index / 64)
-            .is_some_and(|word| word.load(Ordering::Relaxed) & (1 << (index % 64)) != 0)
-    }
-
-    fn mark_slot_verified(&self, slot: Slot) {
-        let index = slot as usize;
-        if let Some(word) = self.slot_verified.get(index / 64) {
-            word.fetch_or(1 << (index % 64), Ordering::Relaxed);
-        }
-    }
-
-    /// Checks one slot's content (`chunk_size` bytes) against its recorded checksum.
-    fn verify_slot(&self, slot: Slot, content: &[u8]) -> io::Result<()> {
-        let expected = self.slot_checksum(slot);
-        let actual = crc32fast::hash(content);
-        if actual != expected {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "{} is damaged: slot {slot} (bytes {}..{}) has checksum {actual:08x}, but its \
-                     index record says {expected:08x}; the shadow copies reading it cannot be \
-                     served (run `diskshadow check-store`, restore the store from a backup)",
-                    Self::data_path(&self.diff_dir).display(),
-                    u64::from(slot) * self.chunk_size,
-                    (u64::from(slot) + 1) * self.chunk_size
-                ),
-            ));
-        }
-        self.mark_slot_verified(slot);
-        Ok(())
-    }
-
-    /// Queues an index record; records reach the log in one write just before the sync that
-    /// makes them durable (`sync_diff`), so a batch costs one system call.
-    fn append_record(&mut self, record: IndexRecord) -> io::Result<()> {
-        self.record_buffer.extend_from_slice(&record.encode());
-        self.diff_unsynced = true;
-        Ok(())
-    }
-
-    fn write_records(&mut self) -> io::Result<()> {
-        if !self.record_buffer.is_empty() {
-            self.index_log
-                .write_at(self.index_log_length, &self.record_buffer)?;
-            self.index_log_length += self.record_buffer.len() as u64;
-            self.record_buffer.clear();
-        }
-        Ok(())
-    }
-
     pub fn shadows(&self) -> &BTreeSet<u64> {
         &self.shadows
     }
@@ -958,20 +655,6 @@ impl CowVolume {
             None => true,
             Some(data_offset) => data_offset >= chunk_start + chunk_length,
         })
-    }
-
-    fn allocate_slot(&mut self) -> io::Result<Slot> {
-        if let Some(slot) = self.free_slots.pop() {
-            return Ok(slot);
-        }
-        if self.slot_high_water > u64::from(MAX_SLOT) {
-            return Err(io::Error::other(
-                "the diff area is full: it cannot address more chunks",
-            ));
-        }
-        let slot = self.slot_high_water as Slot;
-        self.slot_high_water += 1;
-        Ok(slot)
     }
 
     /// Writes through the provider. The caller has made room in the diff area.
@@ -1330,192 +1013,6 @@ impl CowVolume {
         self.unsynced_ahead = None;
         self.unsynced_preserved.clear();
         Ok(())
-    }
-
-    /// Plans the preservation of a window of chunks from `start` (doubling per window up to
-    /// `MAX_AHEAD_BYTES`, never past the diff-area limit) and hands the copying, then the
-    /// write-back, to a helper thread, so the writer writes its current window meanwhile. The
-    /// window is recorded in `unsynced_ahead` until the next sync, which first waits for the
-    /// helper and only then records the versions (`finish_ahead_copy`).
-    fn prepare_ahead(&mut self, start: ChunkIndex) -> io::Result<()> {
-        // Callers sync first: a second window in flight would lose the first one's guard.
-        debug_assert!(self.ahead_copy.is_none() && self.unsynced_ahead.is_none());
-        let chunk_count = self.size.div_ceil(self.chunk_size);
-        self.ahead_chunks = (self.ahead_chunks * 2).min((MAX_AHEAD_BYTES / self.chunk_size).max(1));
-        let end = (start + self.ahead_chunks).min(chunk_count);
-        let mut copies: Vec<RangeCopy> = Vec::new();
-        let mut versions: Vec<(ChunkIndex, Slot)> = Vec::new();
-        let mut chunk = start;
-        while chunk < end {
-            if self.pending.contains_key(&chunk) {
-                break;
-            }
-            if !self.needs_preservation(chunk) {
-                chunk += 1;
-                continue;
-            }
-            let room = self
-                .max_diff_bytes
-                .is_none_or(|max| self.used_bytes() + self.chunk_size <= max);
-            if !room {
-                break;
-            }
-            let chunk_length = self.chunk_length(chunk);
-            if self.chunk_is_hole(chunk * self.chunk_size, chunk_length)? {
-                versions.push((chunk, ZERO_SLOT));
-                chunk += 1;
-                continue;
-            }
-            let slot = self.allocate_slot()?;
-            self.data_slots_used += 1;
-            versions.push((chunk, slot));
-            // Whole slots: bytes past the end of the image copy as zeros.
-            self.plan_copy(&mut copies, chunk, slot, self.chunk_size);
-            let run = self.batch_run(chunk + 1, end)?.unwrap_or(0);
-            if self.slot_high_water + run > u64::from(MAX_SLOT) {
-                return Err(io::Error::other(
-                    "the diff area is full: it cannot address more chunks",
-                ));
-            }
-            for next in chunk + 1..chunk + 1 + run {
-                let slot = self.slot_high_water as Slot;
-                self.slot_high_water += 1;
-                self.data_slots_used += 1;
-                versions.push((next, slot));
-                self.plan_copy(&mut copies, next, slot, self.chunk_size);
-            }
-            chunk += 1 + run;
-        }
-        let prepared_end = chunk;
-        self.sequential_next = Some(prepared_end);
-        if versions.is_empty() {
-            return Ok(());
-        }
-        let (live, data, planned) = (self.live.clone(), self.data.clone(), copies.clone());
-        let chunk_size = self.chunk_size;
-        let mut inline_checksums = Vec::new();
-        let handle = match std::thread::Builder::new()
-            .name("diskshadow-preserve".into())
-            .spawn(move || copy_and_start_writeback(&*live, &*data, &planned, chunk_size))
-        {
-            Ok(handle) => Some(handle),
-            // No thread to be had: copy here instead.
-            Err(_) => {
-                inline_checksums =
-                    copy_and_start_writeback(&*self.live, &*self.data, &copies, chunk_size)?;
-                None
-            }
-        };
-        self.ahead_copy = Some(AheadCopy {
-            handle,
-            inline_checksums,
-            versions,
-            tag: tag_of(self.newest_shadow().unwrap_or(0)),
-            chunks: (start, prepared_end),
-        });
-        self.unsynced_ahead = Some((start, prepared_end));
-        Ok(())
-    }
-
-    /// Adds the copy of `chunk` into `slot` to `copies`, extending the last copy when both
-    /// follow on from it.
-    fn plan_copy(
-        &mut self,
-        copies: &mut Vec<RangeCopy>,
-        chunk: ChunkIndex,
-        slot: Slot,
-        length: u64,
-    ) {
-        let source = chunk * self.chunk_size;
-        let target = u64::from(slot) * self.chunk_size;
-        self.note_data_written(target, target + length);
-        if let Some(last) = copies.last_mut() {
-            if last.source + last.length == source && last.target + last.length == target {
-                last.length += length;
-                return;
-            }
-        }
-        copies.push(RangeCopy {
-            source,
-            target,
-            length,
-        });
-    }
-
-    /// Waits for the helper copying the window ahead and records its versions (in the block
-    /// map and, not yet durably, in the index log). Until then the window's chunks are neither
-    /// in the map (shadows read them from the live image, which keeps their old content until
-    /// the next sync) nor in need of preservation.
-    fn finish_ahead_copy(&mut self) -> io::Result<()> {
-        let Some(copy) = self.ahead_copy.take() else {
-            return Ok(());
-        };
-        let copied = match copy.handle {
-            Some(handle) => handle.join().unwrap_or_else(|_| {
-                Err(io::Error::other("the preservation helper thread panicked"))
-            }),
-            None => Ok(copy.inline_checksums),
-        };
-        let checksums = match copied {
-            Ok(checksums) => checksums,
-            Err(error) => {
-                // Nothing was recorded: the chunks still need preserving, and their slots
-                // are free.
-                for (_, slot) in copy.versions {
-                    if slot != ZERO_SLOT {
-                        self.free_slots.push(slot);
-                        self.data_slots_used -= 1;
-                    }
-                }
-                return Err(error);
-            }
-        };
-        for (slot, checksum) in checksums {
-            self.set_slot_checksum(slot, checksum);
-        }
-        for (chunk, slot) in copy.versions {
-            let slot_checksum = if slot == ZERO_SLOT {
-                0
-            } else {
-                self.slot_checksum(slot)
-            };
-            self.append_record(IndexRecord {
-                kind: KIND_PRESERVE,
-                tag: copy.tag,
-                chunk,
-                slot,
-                slot_checksum,
-            })?;
-            self.map.insert(chunk, copy.tag, slot);
-        }
-        Ok(())
-    }
-
-    /// How many chunks from `start` (below `end`, at most `MAX_RUN_BYTES`) can be preserved as
-    /// one run: full-size, not holes, needing preservation, with fresh consecutive slots after the one
-    /// just allocated, and room in the diff area.
-    fn batch_run(&self, start: ChunkIndex, end: ChunkIndex) -> io::Result<Option<u64>> {
-        if !self.free_slots.is_empty() {
-            return Ok(None);
-        }
-        let most = (MAX_RUN_BYTES / self.chunk_size).max(1);
-        let mut count = 0;
-        while count < most && start + count < end {
-            let chunk = start + count;
-            let room = self
-                .max_diff_bytes
-                .is_none_or(|max| self.used_bytes() + (count + 1) * self.chunk_size <= max);
-            if !room
-                || self.pending.contains_key(&chunk)
-                || !self.needs_preservation(chunk)
-                || self.chunk_length(chunk) != self.chunk_size
-                || self.chunk_is_hole(chunk * self.chunk_size, self.chunk_size)?
-            {
-                break;
-            }
-            count += 1;
-        }
-        Ok((count > 0).then_some(count))
     }
 
     /// Makes the preserved chunks and their index records durable, then writes the buffered
