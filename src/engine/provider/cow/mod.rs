@@ -26,10 +26,14 @@ use crate::engine::store::{DurableBackend, DurableFile, FileFingerprint};
 use super::index::{BlockMap, ChunkIndex, Slot, Tag, MAX_SLOT, ZERO_SLOT};
 
 mod ahead;
+mod buffer;
 mod index_log;
+mod open;
+mod read;
 mod slots;
 
 use ahead::AheadCopy;
+use buffer::{BufferUndo, PendingChunk, WriteJournal};
 use index_log::RecordFault;
 pub(super) use index_log::{IndexRecord, KIND_FREE, KIND_PRESERVE, RECORD_BYTES};
 pub(super) use slots::slot_layout;
@@ -69,89 +73,11 @@ pub struct OpenOptions {
     pub recorded_clean: bool,
 }
 
-/// A file that does not exist, opened read-only: empty, refusing writes.
-struct AbsentFile;
-
-impl DurableFile for AbsentFile {
-    fn read_at(&self, _offset: u64, _buffer: &mut [u8]) -> io::Result<usize> {
-        Ok(0)
-    }
-    fn write_at(&self, _offset: u64, _data: &[u8]) -> io::Result<()> {
-        Err(read_only_error())
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        Ok(())
-    }
-    fn size(&self) -> io::Result<u64> {
-        Ok(0)
-    }
-    fn set_len(&self, _length: u64) -> io::Result<()> {
-        Err(read_only_error())
-    }
-    fn next_data(&self, _offset: u64) -> io::Result<Option<u64>> {
-        Ok(None)
-    }
-    fn fingerprint(&self) -> io::Result<FileFingerprint> {
-        Ok(FileFingerprint {
-            size: 0,
-            modified_ns: 0,
-            inode: 0,
-        })
-    }
-}
-
 fn read_only_error() -> io::Error {
     io::Error::new(
         io::ErrorKind::PermissionDenied,
         "the store is open read-only (check-store changes nothing)",
     )
-}
-
-#[derive(Debug, Clone, Copy)]
-enum ReadSource {
-    Live,
-    Zero,
-    /// Byte offset in the diff-area data file.
-    Diff(u64),
-}
-
-/// A contiguous piece of a shadow read, `[from, to)` in volume bytes.
-#[derive(Debug, Clone, Copy)]
-struct ReadRun {
-    source: ReadSource,
-    from: u64,
-    to: u64,
-}
-
-/// A first write held back until its chunk's preserved copy is durable: the chunk's whole new
-/// content (what reads of the live volume see) and the byte range within it that was written,
-/// which is all the drain has to write (the rest is still on the live image unchanged).
-struct PendingChunk {
-    content: Vec<u8>,
-    written_from: usize,
-    written_to: usize,
-}
-
-/// A change a write made to the write-back buffer, and how to undo it.
-enum BufferUndo {
-    Remove {
-        chunk: ChunkIndex,
-    },
-    Restore {
-        chunk: ChunkIndex,
-        written_from: usize,
-        written_to: usize,
-        within: usize,
-        old_bytes: Vec<u8>,
-    },
-}
-
-/// What one write did so far (see `CowVolume::roll_back`).
-#[derive(Default)]
-struct WriteJournal {
-    buffered: Vec<BufferUndo>,
-    preserved: Vec<ChunkIndex>,
-    direct_runs: Vec<(u64, u64)>,
 }
 
 /// What opening a diff area found and repaired.
@@ -240,337 +166,6 @@ fn io_context(error: io::Error, what: &str, path: &Path) -> io::Error {
 }
 
 impl CowVolume {
-    /// Opens the live image and the diff area, replays the index log, and drops versions that
-    /// no shadow in `shadows` needs.
-    ///
-    /// A torn append (the tail after the last valid record, beyond what the catalog recorded
-    /// as durable, with no valid record after it) is ignored, and cut when not read-only.
-    /// Anything else wrong is damage ([`DiffAreaError::Corrupt`], naming the file and the
-    /// record): a bad record followed by a valid one, a bad or missing record the catalog
-    /// recorded as durable, a record for a sequence the catalog never handed out, a free of a
-    /// version a current shadow needs, a slot past the end of `chunks.dat`, a missing file a
-    /// shadow depends on. Nothing is written before the whole log has been judged.
-    #[allow(clippy::too_many_arguments)]
-    pub fn open(
-        backend: Arc<dyn DurableBackend>,
-        volume: VolumeId,
-        live_path: &Path,
-        diff_dir: &Path,
-        chunk_size: u32,
-        shadows: BTreeSet<u64>,
-        pending_limit: usize,
-        options: &OpenOptions,
-    ) -> Result<(CowVolume, Recovery), DiffAreaError> {
-        let read_only = options.read_only;
-        let live = if read_only {
-            backend.open_file_read_only(live_path)
-        } else {
-            backend.open_file(live_path, false)
-        }
-        .map_err(|error| io_context(error, "cannot open the image", live_path))?;
-        let data_path = Self::data_path(diff_dir);
-        let index_path = Self::index_path(diff_dir);
-        let corrupt = |path: &Path, detail: String| DiffAreaError::Corrupt {
-            path: path.to_path_buf(),
-            detail,
-        };
-        let data_exists = data_path.exists();
-        let index_exists = index_path.exists();
-        let data_length = std::fs::metadata(&data_path).map_or(0, |metadata| metadata.len());
-        let recorded_index_bytes = options.recorded_index_bytes.unwrap_or(0);
-        if !index_exists {
-            if recorded_index_bytes > 0 {
-                return Err(corrupt(
-                    &index_path,
-                    format!(
-                        "the file is missing, but the catalog recorded {recorded_index_bytes} \
-                         bytes of it"
-                    ),
-                ));
-            }
-            if !shadows.is_empty() {
-                return Err(corrupt(
-                    &index_path,
-                    format!(
-                        "the file is missing, but the volume has {} shadow copies that depend on it",
-                        shadows.len()
-                    ),
-                ));
-            }
-            if data_length > 0 {
-                return Err(corrupt(
-                    &index_path,
-                    format!("the file is missing, but chunks.dat holds {data_length} bytes of preserved chunks"),
-                ));
-            }
-        }
-        if !data_exists && !shadows.is_empty() {
-            return Err(corrupt(
-                &data_path,
-                format!(
-                    "the file is missing, but the volume has {} shadow copies that depend on it",
-                    shadows.len()
-                ),
-            ));
-        }
-        let open_store_file = |path: &Path, exists: bool| -> io::Result<Arc<dyn DurableFile>> {
-            if !read_only {
-                backend.open_file(path, true)
-            } else if exists {
-                backend.open_file_read_only(path)
-            } else {
-                Ok(Arc::new(AbsentFile))
-            }
-        };
-        if !read_only {
-            backend.create_dir_all(diff_dir)?;
-        }
-        let data = open_store_file(&data_path, data_exists)?;
-        let index_log = open_store_file(&index_path, index_exists)?;
-        if !read_only && (!data_exists || !index_exists) {
-            backend.sync_dir(diff_dir)?;
-        }
-        let fingerprint = live.fingerprint()?;
-        let write_stamp = super::stamp::WriteStamp::open(&backend, diff_dir, read_only)?;
-        let chunk_size = u64::from(chunk_size);
-
-        let mut recovery = Recovery::default();
-        let log_length = index_log.size()?;
-        if log_length < recorded_index_bytes {
-            return Err(corrupt(
-                &index_path,
-                format!(
-                    "the file is {log_length} bytes, but the catalog recorded {recorded_index_bytes} \
-                     bytes of it as durable: it was truncated"
-                ),
-            ));
-        }
-        let mut bytes = vec![0u8; log_length as usize];
-        index_log.read_exact_or_zero(0, &mut bytes)?;
-        let mut versions: BTreeMap<(ChunkIndex, Tag), (Slot, u32)> = BTreeMap::new();
-        let mut position = 0usize;
-        let describe = |position: usize| {
-            format!(
-                "record {} (bytes {}..{})",
-                position / RECORD_BYTES,
-                position,
-                position + RECORD_BYTES
-            )
-        };
-        while let Some(record_bytes) = bytes.get(position..position + RECORD_BYTES) {
-            let record = match IndexRecord::decode(record_bytes) {
-                Ok(record) => record,
-                Err(RecordFault::OldFormat) => {
-                    return Err(corrupt(
-                        &index_path,
-                        "it was written by an older diskshadow (index format 1, without chunk \
-                         checksums), which this version cannot read; delete its shadow copies \
-                         with the older version, or move the store aside"
-                            .to_string(),
-                    ))
-                }
-                Err(RecordFault::Invalid) => break,
-            };
-            if let Some(limit) = options.sequence_limit {
-                if u64::from(record.tag) >= limit {
-                    return Err(corrupt(
-                        &index_path,
-                        format!(
-                            "{} is for shadow sequence {}, but the catalog has handed out only \
-                             sequences below {limit}: the catalog (catalog/journal.log) lost \
-                             transactions",
-                            describe(position),
-                            record.tag
-                        ),
-                    ));
-                }
-            }
-            match record.kind {
-                KIND_PRESERVE => {
-                    if options.recorded_clean
-                        && options.recorded_index_bytes.is_some()
-                        && position as u64 >= recorded_index_bytes
-                    {
-                        return Err(corrupt(
-                            &index_path,
-                            format!(
-                                "{} preserves chunk {} after the end the catalog recorded (byte \
-                                 {recorded_index_bytes}) while the catalog says the image was \
-                                 not being written: the catalog (catalog/journal.log) lost \
-                                 transactions",
-                                describe(position),
-                                record.chunk
-                            ),
-                        ));
-                    }
-                    if record.slot != ZERO_SLOT && record.slot > MAX_SLOT {
-                        return Err(corrupt(
-                            &index_path,
-                            format!(
-                                "{} names slot {}, which no slot can be",
-                                describe(position),
-                                record.slot
-                            ),
-                        ));
-                    }
-                    versions.insert(
-                        (record.chunk, record.tag),
-                        (record.slot, record.slot_checksum),
-                    );
-                }
-                _ => {
-                    if versions.remove(&(record.chunk, record.tag)).is_some() {
-                        let previous_tag = versions
-                            .range((record.chunk, 0)..(record.chunk, record.tag))
-                            .next_back()
-                            .map_or(0, |(&(_, tag), _)| u64::from(tag));
-                        if let Some(needing) = shadows
-                            .range(previous_tag + 1..=u64::from(record.tag))
-                            .next()
-                        {
-                            return Err(corrupt(
-                                &index_path,
-                                format!(
-                                    "{} frees chunk {} of shadow sequence {}, which the catalog's \
-                                     shadow copy with sequence {needing} still needs: the catalog \
-                                     (catalog/journal.log) lost the delete",
-                                    describe(position),
-                                    record.chunk,
-                                    record.tag
-                                ),
-                            ));
-                        }
-                    }
-                }
-            }
-            position += RECORD_BYTES;
-        }
-        if (position as u64) < log_length {
-            if (position as u64) < recorded_index_bytes {
-                return Err(corrupt(
-                    &index_path,
-                    format!(
-                        "{} is damaged, but the catalog recorded the log as durable up to byte \
-                         {recorded_index_bytes}",
-                        describe(position)
-                    ),
-                ));
-            }
-            let mut later = position + RECORD_BYTES;
-            while let Some(record_bytes) = bytes.get(later..later + RECORD_BYTES) {
-                if IndexRecord::decode(record_bytes).is_ok() {
-                    return Err(corrupt(
-                        &index_path,
-                        format!(
-                            "{} is damaged, but valid records follow it (the first is {}): this \
-                             is damage, not an append torn by a crash",
-                            describe(position),
-                            describe(later)
-                        ),
-                    ));
-                }
-                later += RECORD_BYTES;
-            }
-            recovery.torn_records = (log_length - position as u64).div_ceil(RECORD_BYTES as u64);
-        }
-        // Every slot a version points at must lie within chunks.dat.
-        if let Some((&(chunk, tag), &(slot, _))) = versions
-            .iter()
-            .filter(|(_, (slot, _))| *slot != ZERO_SLOT)
-            .max_by_key(|(_, (slot, _))| *slot)
-        {
-            let slot_end = (u64::from(slot) + 1) * chunk_size;
-            if slot_end > data_length {
-                return Err(corrupt(
-                    &data_path,
-                    format!(
-                        "the file is {data_length} bytes, but slot {slot} (chunk {chunk}, shadow \
-                         sequence {tag}) ends at byte {slot_end}: it was truncated or replaced"
-                    ),
-                ));
-            }
-        }
-        if recovery.torn_records > 0 && !read_only {
-            // A torn record from a crash mid-append: it was never durable.
-            index_log.set_len(position as u64)?;
-            index_log.sync_data()?;
-        }
-        let records_read = (position / RECORD_BYTES) as u64;
-
-        // Keep a version only if some shadow reads it: one in (previous kept tag, tag].
-        let mut map = BlockMap::new();
-        let mut slot_checksums: Vec<u32> = Vec::new();
-        let mut previous: Option<(ChunkIndex, Tag)> = None;
-        for (&(chunk, tag), &(slot, checksum)) in &versions {
-            let previous_tag = match previous {
-                Some((previous_chunk, previous_tag)) if previous_chunk == chunk => {
-                    u64::from(previous_tag)
-                }
-                _ => 0,
-            };
-            if shadows
-                .range(previous_tag + 1..=u64::from(tag))
-                .next()
-                .is_some()
-            {
-                map.insert(chunk, tag, slot);
-                if slot != ZERO_SLOT {
-                    let index = slot as usize;
-                    if slot_checksums.len() <= index {
-                        slot_checksums.resize(index + 1, 0);
-                    }
-                    slot_checksums[index] = checksum;
-                }
-                previous = Some((chunk, tag));
-            } else {
-                recovery.reclaimed_versions += 1;
-            }
-        }
-
-        let mut volume = CowVolume {
-            volume,
-            chunk_size,
-            size: fingerprint.size,
-            backend,
-            diff_dir: diff_dir.to_path_buf(),
-            live,
-            data,
-            index_log,
-            index_log_length: position as u64,
-            map,
-            shadows,
-            free_slots: Vec::new(),
-            slot_high_water: 0,
-            data_slots_used: 0,
-            slot_checksums,
-            slot_verified: Vec::new(),
-            read_only,
-            index_rewrite_wanted: false,
-            pending: BTreeMap::new(),
-            pending_bytes: 0,
-            pending_limit,
-            diff_unsynced: false,
-            unsynced_data_range: None,
-            synced_data_range: None,
-            sequential_next: None,
-            ahead_chunks: 1,
-            unsynced_ahead: None,
-            ahead_copy: None,
-            copy_buffer: Vec::new(),
-            record_buffer: Vec::new(),
-            max_diff_bytes: None,
-            fingerprint,
-            persisted_clean: true,
-            suspect_through: 0,
-            unsynced_preserved: BTreeSet::new(),
-            write_stamp,
-        };
-        volume.index_rewrite_wanted =
-            recovery.reclaimed_versions > 0 || records_read > 2 * volume.map.len() as u64 + 4096;
-        volume.rebuild_slots()?;
-        Ok((volume, recovery))
-    }
-
     pub fn shadows(&self) -> &BTreeSet<u64> {
         &self.shadows
     }
@@ -749,61 +344,21 @@ impl CowVolume {
             if let Some(run) = direct_run.take() {
                 journal.direct_runs.push(run);
             }
+            // Three ways to take a piece that is not written straight through: into the
+            // chunk's buffered new content; preserved with the rest of a sequential run and
+            // written straight through; or preserved alone and buffered.
             if let Some(buffered) = self.pending.get_mut(&chunk) {
-                journal.buffered.push(BufferUndo::Restore {
-                    chunk,
-                    written_from: buffered.written_from,
-                    written_to: buffered.written_to,
-                    within,
-                    old_bytes: buffered.content[within..within + piece.len()].to_vec(),
-                });
-                buffered.content[within..within + piece.len()].copy_from_slice(piece);
-                buffered.written_from = buffered.written_from.min(within);
-                buffered.written_to = buffered.written_to.max(within + piece.len());
+                journal
+                    .buffered
+                    .push(buffered.overwrite(chunk, within, piece));
                 continue;
             }
             if self.sequential_next == Some(chunk) {
-                // A sequential writer: preserve the rest of this write with one group commit,
-                // write the live chunks directly (no buffering, no extra copy), and prepare a
-                // growing window ahead of the writer whose write-back overlaps its next writes.
-                // What the writer never reaches costs diff-area space, bounded by the window.
-                for ahead in chunk..=last {
-                    if self.needs_preservation(ahead) {
-                        self.preserve(ahead)?;
-                        journal.preserved.push(ahead);
-                    }
-                }
-                self.sync_diff()?;
-                if chunk == first {
-                    // Sequential across calls: worth preparing ahead.
-                    self.prepare_ahead(last + 1)?;
-                } else {
-                    self.sequential_next = Some(last + 1);
-                }
+                self.preserve_sequential_run(chunk, first, last, journal)?;
                 direct_run = Some((piece_start, piece_end));
                 continue;
             }
-            self.ahead_chunks = 1;
-            self.sequential_next = Some(chunk + 1);
-            self.preserve(chunk)?;
-            journal.preserved.push(chunk);
-            let content = if piece.len() as u64 == chunk_length {
-                piece.to_vec()
-            } else {
-                let mut content = self.copy_buffer[..chunk_length as usize].to_vec();
-                content[within..within + piece.len()].copy_from_slice(piece);
-                content
-            };
-            self.pending_bytes += content.len();
-            journal.buffered.push(BufferUndo::Remove { chunk });
-            self.pending.insert(
-                chunk,
-                PendingChunk {
-                    content,
-                    written_from: within,
-                    written_to: within + piece.len(),
-                },
-            );
+            self.buffer_first_write(chunk, within, piece, journal)?;
         }
         if let Some(run) = direct_run {
             journal.direct_runs.push(run);
@@ -811,41 +366,66 @@ impl CowVolume {
         Ok(())
     }
 
-    /// Undoes what a failed write did to the write-back buffer, newest change first, so that
-    /// a failed write leaves nothing to be read or to land later. Chunks it preserved keep
-    /// their versions (the chunk's current content, which the newest shadow reads either way);
-    /// while those are not yet durable, a later write to them syncs before touching the image.
-    fn roll_back(&mut self, journal: WriteJournal) {
-        for undo in journal.buffered.into_iter().rev() {
-            match undo {
-                BufferUndo::Remove { chunk } => {
-                    if let Some(removed) = self.pending.remove(&chunk) {
-                        self.pending_bytes -= removed.content.len();
-                    }
-                }
-                BufferUndo::Restore {
-                    chunk,
-                    written_from,
-                    written_to,
-                    within,
-                    old_bytes,
-                } => {
-                    if let Some(buffered) = self.pending.get_mut(&chunk) {
-                        buffered.content[within..within + old_bytes.len()]
-                            .copy_from_slice(&old_bytes);
-                        buffered.written_from = written_from;
-                        buffered.written_to = written_to;
-                    }
-                }
+    /// A sequential writer: preserve the rest of this write (chunks `chunk..=last`) with one
+    /// group commit, so its live chunks can be written directly (no buffering, no extra copy),
+    /// and prepare a growing window ahead of the writer whose write-back overlaps its next
+    /// writes. What the writer never reaches costs diff-area space, bounded by the window.
+    fn preserve_sequential_run(
+        &mut self,
+        chunk: ChunkIndex,
+        first: ChunkIndex,
+        last: ChunkIndex,
+        journal: &mut WriteJournal,
+    ) -> io::Result<()> {
+        for ahead in chunk..=last {
+            if self.needs_preservation(ahead) {
+                self.preserve(ahead)?;
+                journal.preserved.push(ahead);
             }
         }
-        if self.diff_unsynced {
-            for chunk in journal.preserved {
-                if !self.pending.contains_key(&chunk) {
-                    self.unsynced_preserved.insert(chunk);
-                }
-            }
+        self.sync_diff()?;
+        if chunk == first {
+            // Sequential across calls: worth preparing ahead.
+            self.prepare_ahead(last + 1)?;
+        } else {
+            self.sequential_next = Some(last + 1);
         }
+        Ok(())
+    }
+
+    /// A first write to `chunk` off any sequential run: preserve the chunk, then hold its new
+    /// content (`piece` at `within`, the rest as it was) in the write-back buffer until a sync
+    /// makes the preserved copy durable.
+    fn buffer_first_write(
+        &mut self,
+        chunk: ChunkIndex,
+        within: usize,
+        piece: &[u8],
+        journal: &mut WriteJournal,
+    ) -> io::Result<()> {
+        let chunk_length = self.chunk_length(chunk);
+        self.ahead_chunks = 1;
+        self.sequential_next = Some(chunk + 1);
+        self.preserve(chunk)?;
+        journal.preserved.push(chunk);
+        let content = if piece.len() as u64 == chunk_length {
+            piece.to_vec()
+        } else {
+            let mut content = self.copy_buffer[..chunk_length as usize].to_vec();
+            content[within..within + piece.len()].copy_from_slice(piece);
+            content
+        };
+        self.pending_bytes += content.len();
+        journal.buffered.push(BufferUndo::Remove { chunk });
+        self.pending.insert(
+            chunk,
+            PendingChunk {
+                content,
+                written_from: within,
+                written_to: within + piece.len(),
+            },
+        );
+        Ok(())
     }
 
     /// Makes `[offset, offset + length)` read as zeros and frees the live image's storage
@@ -1015,255 +595,10 @@ impl CowVolume {
         Ok(())
     }
 
-    /// Makes the preserved chunks and their index records durable, then writes the buffered
-    /// live chunks. The live writes themselves are not synced here.
-    pub fn drain(&mut self) -> io::Result<()> {
-        self.sync_diff()?;
-        if !self.pending.is_empty() {
-            self.write_stamp.cover_write()?;
-        }
-        while let Some((chunk, buffered)) = self.pending.pop_first() {
-            // Only the written bytes: a 4 KiB write into a 64 KiB chunk writes 4 KiB.
-            let written = self.live.write_at(
-                chunk * self.chunk_size + buffered.written_from as u64,
-                &buffered.content[buffered.written_from..buffered.written_to],
-            );
-            if let Err(error) = written {
-                // Acknowledged writes stay buffered (and visible) until a drain succeeds.
-                self.pending.insert(chunk, buffered);
-                let _ = self.refresh_fingerprint();
-                return Err(error);
-            }
-            self.pending_bytes -= buffered.content.len();
-        }
-        self.release_synced_copies()?;
-        self.refresh_fingerprint()
-    }
-
     /// Drains and syncs the live image.
     pub fn flush(&mut self) -> io::Result<()> {
         self.drain()?;
         self.live.sync_data()
-    }
-
-    pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
-    }
-
-    /// Reads the live volume (including buffered writes).
-    pub fn read_live(&self, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
-        self.live.read_exact_or_zero(offset, buffer)?;
-        if buffer.is_empty() || self.pending.is_empty() {
-            return Ok(());
-        }
-        let end = offset + buffer.len() as u64;
-        let first = offset / self.chunk_size;
-        let last = (end - 1) / self.chunk_size;
-        for (&chunk, buffered) in self.pending.range(first..=last) {
-            let content = &buffered.content;
-            let chunk_start = chunk * self.chunk_size;
-            let from = offset.max(chunk_start);
-            let to = end.min(chunk_start + content.len() as u64);
-            if from < to {
-                buffer[(from - offset) as usize..(to - offset) as usize].copy_from_slice(
-                    &content[(from - chunk_start) as usize..(to - chunk_start) as usize],
-                );
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads shadow `sequence`'s view: one block-map lookup per chunk.
-    pub fn read_shadow(&self, sequence: u64, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
-        if buffer.is_empty() {
-            return Ok(());
-        }
-        let tag = tag_of(sequence);
-        let end = offset + buffer.len() as u64;
-        let first = offset / self.chunk_size;
-        let last = (end - 1) / self.chunk_size;
-        // Adjacent pieces from the same place (the live image, or consecutive diff-area slots)
-        // are read with one call.
-        let mut run: Option<ReadRun> = None;
-        for chunk in first..=last {
-            let chunk_start = chunk * self.chunk_size;
-            let from = offset.max(chunk_start);
-            let to = end.min(chunk_start + self.chunk_size);
-            let source = match self.map.lookup(chunk, tag) {
-                None => ReadSource::Live,
-                Some(version) if version.slot == ZERO_SLOT => ReadSource::Zero,
-                Some(version) => ReadSource::Diff(
-                    u64::from(version.slot) * self.chunk_size + (from - chunk_start),
-                ),
-            };
-            if let Some(current) = &mut run {
-                let continues = match (current.source, source) {
-                    (ReadSource::Live, ReadSource::Live) | (ReadSource::Zero, ReadSource::Zero) => {
-                        true
-                    }
-                    (ReadSource::Diff(start), ReadSource::Diff(next)) => {
-                        start + (current.to - current.from) == next
-                    }
-                    _ => false,
-                };
-                if continues {
-                    current.to = to;
-                    continue;
-                }
-                self.read_run(current, offset, buffer)?;
-            }
-            run = Some(ReadRun { source, from, to });
-        }
-        if let Some(current) = &run {
-            self.read_run(current, offset, buffer)?;
-        }
-        Ok(())
-    }
-
-    fn read_run(&self, run: &ReadRun, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
-        let target = &mut buffer[(run.from - offset) as usize..(run.to - offset) as usize];
-        match run.source {
-            ReadSource::Live => self.read_live(run.from, target),
-            ReadSource::Zero => {
-                target.fill(0);
-                Ok(())
-            }
-            ReadSource::Diff(start) => {
-                self.data.read_exact_or_zero(start, target)?;
-                self.verify_run(start, target)
-            }
-        }
-    }
-
-    /// Checks every slot a diff-area read touched that was not checked since the open: one
-    /// CRC-32 per slot, over the bytes just read when the read covered the whole slot, else
-    /// over the whole slot read again. A damaged slot is an error, never its bytes.
-    fn verify_run(&self, start: u64, read: &[u8]) -> io::Result<()> {
-        let end = start + read.len() as u64;
-        let mut slot_start = start - start % self.chunk_size;
-        let mut whole_slot: Vec<u8> = Vec::new();
-        while slot_start < end {
-            let slot = Slot::try_from(slot_start / self.chunk_size).map_err(io::Error::other)?;
-            let slot_end = slot_start + self.chunk_size;
-            if !self.slot_is_verified(slot) {
-                if slot_start >= start && slot_end <= end {
-                    let from = (slot_start - start) as usize;
-                    self.verify_slot(slot, &read[from..from + self.chunk_size as usize])?;
-                } else {
-                    whole_slot.resize(self.chunk_size as usize, 0);
-                    self.data.read_exact_or_zero(slot_start, &mut whole_slot)?;
-                    self.verify_slot(slot, &whole_slot)?;
-                    // The bytes served must be the bytes checked.
-                    let from = start.max(slot_start);
-                    let to = end.min(slot_end);
-                    if read[(from - start) as usize..(to - start) as usize]
-                        != whole_slot[(from - slot_start) as usize..(to - slot_start) as usize]
-                    {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!(
-                                "{} changed while slot {slot} was read",
-                                Self::data_path(&self.diff_dir).display()
-                            ),
-                        ));
-                    }
-                }
-            }
-            slot_start = slot_end;
-        }
-        Ok(())
-    }
-
-    /// The live image's data and holes in `[offset, offset + length)` (clamped to the volume),
-    /// from `SEEK_DATA`/`SEEK_HOLE`, with chunks whose first write is still buffered counted as
-    /// data. A prefix of the range when it has very many extents.
-    pub fn allocation_live(&self, offset: u64, length: u64) -> io::Result<Vec<Extent>> {
-        let extents = self.live_image_extents(offset, length)?;
-        let Some(covered_end) = extents.last().map(Extent::end) else {
-            return Ok(extents);
-        };
-        if self.pending.is_empty() {
-            return Ok(extents);
-        }
-        let first = offset / self.chunk_size;
-        let last = (covered_end - 1) / self.chunk_size;
-        let buffered: Vec<(u64, u64)> = self
-            .pending
-            .range(first..=last)
-            .map(|(&chunk, buffered)| {
-                let start = chunk * self.chunk_size;
-                (start, start + buffered.content.len() as u64)
-            })
-            .collect();
-        Ok(mark_data(&extents, &buffered))
-    }
-
-    fn live_image_extents(&self, offset: u64, length: u64) -> io::Result<Vec<Extent>> {
-        let end = offset.saturating_add(length).min(self.size);
-        if offset >= end {
-            return Ok(Vec::new());
-        }
-        let live = &self.live;
-        file_extents(
-            offset,
-            end - offset,
-            |at| live.next_data(at),
-            |at| live.next_hole(at),
-        )
-    }
-
-    /// Shadow `sequence`'s data and holes in `[offset, offset + length)` (clamped to the
-    /// volume): a preserved chunk is data, a chunk preserved as never written is a hole, and
-    /// every other chunk is what the live image's map says. Chunks without any version are
-    /// skipped in one step, so the cost follows the preserved chunks, not the volume size.
-    pub fn allocation_shadow(
-        &self,
-        sequence: u64,
-        offset: u64,
-        length: u64,
-    ) -> io::Result<Vec<Extent>> {
-        let tag = tag_of(sequence);
-        let end = offset.saturating_add(length).min(self.size);
-        let mut extents = Vec::new();
-        let mut position = offset;
-        while position < end && extents.len() < MAX_EXTENTS_PER_CALL {
-            let chunk = position / self.chunk_size;
-            let live_until = match self.map.next_chunk_with_versions(chunk) {
-                Some(next) => next.saturating_mul(self.chunk_size).clamp(position, end),
-                None => end,
-            };
-            // By the buffer invariant no shadow reads a buffered chunk from the live image,
-            // so the image's own map is the truth for these chunks.
-            let (from, to) = if live_until > position {
-                (position, live_until)
-            } else {
-                let chunk_end = (chunk + 1).saturating_mul(self.chunk_size).min(end);
-                match self.map.lookup(chunk, tag) {
-                    None => (position, chunk_end),
-                    Some(version) => {
-                        let piece = if version.slot == ZERO_SLOT {
-                            Extent::hole(position, chunk_end - position)
-                        } else {
-                            Extent::data(position, chunk_end - position)
-                        };
-                        push_extent(&mut extents, piece);
-                        position = chunk_end;
-                        continue;
-                    }
-                }
-            };
-            for extent in self.live_image_extents(from, to - from)? {
-                push_extent(&mut extents, extent);
-            }
-            position = extents.last().map_or(to, Extent::end);
-        }
-        Ok(extents)
-    }
-
-    /// Chunks whose content differs (may differ) from shadow `sequence`'s: those written
-    /// since it was created.
-    pub fn chunks_changed_since(&self, sequence: u64) -> Vec<ChunkIndex> {
-        self.map.chunks_changed_since(tag_of(sequence))
     }
 
     /// Forgets shadow `sequence` and frees the versions only it needed: O(versions tagged
@@ -1310,86 +645,6 @@ impl CowVolume {
         }
         Ok(freed_count)
     }
-
-    /// Read-only consistency check of the block map against the diff area.
-    pub fn check(&self) -> io::Result<Vec<DiffAreaProblem>> {
-        let mut problems = Vec::new();
-        let data_length = self.data.size()?;
-        let data_path = Self::data_path(&self.diff_dir);
-        let mut content = Vec::new();
-        let mut seen_slots = BTreeSet::new();
-        let mut previous: Option<(ChunkIndex, Tag)> = None;
-        for (chunk, tag, slot) in self.map.entries() {
-            if slot != ZERO_SLOT {
-                let slot_end = (u64::from(slot) + 1) * self.chunk_size;
-                if slot_end > data_length {
-                    problems.push(DiffAreaProblem {
-                        description: format!(
-                            "{}: chunk {chunk} (shadow sequence {tag}) points at slot {slot}, \
-                             which ends at byte {slot_end}, past the end of the file \
-                             ({data_length} bytes)",
-                            data_path.display()
-                        ),
-                        leaked_bytes: 0,
-                    });
-                } else {
-                    content.resize(self.chunk_size as usize, 0);
-                    self.data
-                        .read_exact_or_zero(u64::from(slot) * self.chunk_size, &mut content)?;
-                    let actual = crc32fast::hash(&content);
-                    let expected = self.slot_checksum(slot);
-                    if actual != expected {
-                        problems.push(DiffAreaProblem {
-                            description: format!(
-                                "{}: slot {slot} (chunk {chunk}, shadow sequence {tag}) has \
-                                 checksum {actual:08x}, but its index record says {expected:08x}: \
-                                 the preserved chunk is damaged",
-                                data_path.display()
-                            ),
-                            leaked_bytes: 0,
-                        });
-                    }
-                }
-                if !seen_slots.insert(slot) {
-                    problems.push(DiffAreaProblem {
-                        description: format!("slot {slot} is used by more than one preserved chunk (chunk {chunk}, tag {tag})"),
-                        leaked_bytes: 0,
-                    });
-                }
-            }
-            let previous_tag = match previous {
-                Some((previous_chunk, previous_tag)) if previous_chunk == chunk => {
-                    u64::from(previous_tag)
-                }
-                _ => 0,
-            };
-            if self
-                .shadows
-                .range(previous_tag + 1..=u64::from(tag))
-                .next()
-                .is_none()
-            {
-                problems.push(DiffAreaProblem {
-                    description: format!(
-                        "chunk {chunk} preserved under tag {tag} is needed by no shadow (leaked)"
-                    ),
-                    leaked_bytes: if slot == ZERO_SLOT {
-                        0
-                    } else {
-                        self.chunk_size
-                    },
-                });
-            }
-            previous = Some((chunk, tag));
-        }
-        if self.free_slots.iter().any(|slot| seen_slots.contains(slot)) {
-            problems.push(DiffAreaProblem {
-                description: "a slot is both free and in use".to_string(),
-                leaked_bytes: 0,
-            });
-        }
-        Ok(problems)
-    }
 }
 
 impl Drop for CowVolume {
@@ -1403,212 +658,4 @@ impl Drop for CowVolume {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::engine::store::{CrashMode, FaultBackend, RealBackend};
-
-    const CHUNK: u32 = 4096;
-    /// Enough chunks for several windows ahead (2, 4, 8, ... chunks).
-    const CHUNKS: u64 = 200;
-    /// Chunks from here on are a hole in the image.
-    const DATA_CHUNKS: u64 = 150;
-
-    fn original() -> Vec<u8> {
-        (0..CHUNKS * u64::from(CHUNK))
-            .map(|index| {
-                let chunk = index / u64::from(CHUNK);
-                if chunk < DATA_CHUNKS {
-                    (chunk as u8) | 1
-                } else {
-                    0
-                }
-            })
-            .collect()
-    }
-
-    fn make_image(dir: &Path) -> PathBuf {
-        let path = dir.join("live.img");
-        let content = original();
-        let data_bytes = (DATA_CHUNKS * u64::from(CHUNK)) as usize;
-        std::fs::write(&path, &content[..data_bytes]).expect("write image");
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .expect("open image");
-        file.set_len(content.len() as u64).expect("extend image");
-        file.sync_all().expect("sync image");
-        create_diff_area(dir);
-        path
-    }
-
-    fn open(backend: Arc<dyn DurableBackend>, dir: &Path) -> io::Result<CowVolume> {
-        CowVolume::open(
-            backend,
-            VolumeId(uuid::Uuid::from_u128(1)),
-            &dir.join("live.img"),
-            &dir.join("diff"),
-            CHUNK,
-            BTreeSet::from([1]),
-            3 * CHUNK as usize,
-            &OpenOptions::default(),
-        )
-        .map(|(volume, _)| volume)
-        .map_err(|error| match error {
-            DiffAreaError::Io(error) => error,
-            other => io::Error::other(other.to_string()),
-        })
-    }
-
-    /// Creates the (empty) diff area the way registering a volume does, before any shadow.
-    fn create_diff_area(dir: &Path) {
-        CowVolume::open(
-            Arc::new(RealBackend),
-            VolumeId(uuid::Uuid::from_u128(1)),
-            &dir.join("live.img"),
-            &dir.join("diff"),
-            CHUNK,
-            BTreeSet::new(),
-            3 * CHUNK as usize,
-            &OpenOptions::default(),
-        )
-        .expect("create the diff area");
-    }
-
-    fn read_shadow_all(volume: &CowVolume) -> Vec<u8> {
-        let mut buffer = vec![0u8; volume.size as usize];
-        volume.read_shadow(1, 0, &mut buffer).expect("read shadow");
-        buffer
-    }
-
-    /// Chunk-aligned sequential writes over the whole volume, then a flush. Returns whether a
-    /// window was being copied ahead at some point.
-    fn sequential_run(volume: &mut CowVolume, expected_shadow: Option<&[u8]>) -> io::Result<bool> {
-        let mut copied_ahead = false;
-        for chunk in 0..CHUNKS {
-            volume.write(chunk * u64::from(CHUNK), &[0xEE; CHUNK as usize])?;
-            copied_ahead |= volume.ahead_copy.is_some();
-            if let Some(expected) = expected_shadow {
-                assert!(
-                    read_shadow_all(volume) == expected,
-                    "the shadow changed after the write of chunk {chunk}"
-                );
-            }
-        }
-        volume.flush()?;
-        Ok(copied_ahead)
-    }
-
-    #[test]
-    fn a_window_copied_ahead_keeps_the_shadow_exact_while_in_flight_and_after_reopening() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        make_image(dir.path());
-        let expected = original();
-        let mut volume = open(Arc::new(RealBackend), dir.path()).expect("open");
-        let copied_ahead = sequential_run(&mut volume, Some(&expected)).expect("run");
-        assert!(copied_ahead, "the run never copied a window ahead");
-        let mut live = vec![0u8; volume.size as usize];
-        volume.read_live(0, &mut live).expect("read live");
-        assert!(live.iter().all(|byte| *byte == 0xEE));
-        assert_eq!(volume.check().expect("check"), Vec::new());
-        // Holes are preserved as zero markers: only the data chunks take space.
-        assert_eq!(volume.used_bytes(), DATA_CHUNKS * u64::from(CHUNK));
-        drop(volume);
-        let volume = open(Arc::new(RealBackend), dir.path()).expect("reopen");
-        assert!(read_shadow_all(&volume) == expected);
-        assert_eq!(volume.check().expect("check"), Vec::new());
-    }
-
-    #[test]
-    fn a_damaged_slot_is_a_read_error_naming_chunks_dat_never_its_bytes() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        make_image(dir.path());
-        let mut volume = open(Arc::new(RealBackend), dir.path()).expect("open");
-        // Random first writes (preserve) and a sequential run (copies made ahead by a helper).
-        volume
-            .write(7 * u64::from(CHUNK) + 5, &[0xAB; 10])
-            .expect("write");
-        sequential_run(&mut volume, None).expect("run");
-        drop(volume);
-        let volume = open(Arc::new(RealBackend), dir.path()).expect("reopen");
-        assert!(
-            read_shadow_all(&volume) == original(),
-            "every slot checks out"
-        );
-        drop(volume);
-        let data_path = dir.path().join("diff").join("chunks.dat");
-        let mut bytes = std::fs::read(&data_path).expect("read");
-        bytes[3 * CHUNK as usize + 17] ^= 0x10;
-        std::fs::write(&data_path, &bytes).expect("write");
-        let volume = open(Arc::new(RealBackend), dir.path()).expect("reopen");
-        let chunk = (0..CHUNKS)
-            .find(|chunk| {
-                volume
-                    .map
-                    .lookup(*chunk, 1)
-                    .is_some_and(|version| version.slot == 3)
-            })
-            .expect("a chunk in slot 3");
-        // A one-byte read of the damaged slot is checked against the whole slot.
-        let mut byte = [0u8; 1];
-        let error = volume
-            .read_shadow(1, chunk * u64::from(CHUNK) + 1, &mut byte)
-            .expect_err("the damaged slot is not served");
-        let message = error.to_string();
-        assert!(
-            message.contains(&data_path.display().to_string()) && message.contains("slot 3"),
-            "{message}"
-        );
-        let mut buffer = vec![0u8; volume.size as usize];
-        assert!(volume.read_shadow(1, 0, &mut buffer).is_err());
-        // Other slots are still served.
-        let other = if chunk == 0 { 1 } else { 0 };
-        let mut piece = vec![0u8; CHUNK as usize];
-        volume
-            .read_shadow(1, other * u64::from(CHUNK), &mut piece)
-            .expect("an undamaged slot");
-        let start = (other * u64::from(CHUNK)) as usize;
-        assert!(piece == original()[start..start + CHUNK as usize]);
-        let problems = volume.check().expect("check");
-        assert!(
-            problems
-                .iter()
-                .any(|problem| problem.description.contains("slot 3")),
-            "{problems:?}"
-        );
-    }
-
-    #[test]
-    fn a_crash_at_any_sync_point_of_a_sequential_run_keeps_the_shadow_exact() {
-        let counting_dir = tempfile::tempdir().expect("tempdir");
-        make_image(counting_dir.path());
-        let counting = FaultBackend::new(None, CrashMode::DropUnsynced);
-        let mut volume = open(Arc::new(counting.clone()), counting_dir.path()).expect("open");
-        sequential_run(&mut volume, None).expect("run");
-        drop(volume);
-        let total = counting.sync_points();
-        assert!(total > 10, "the run has {total} sync points");
-        let expected = original();
-        for crash_point in 0..total {
-            let dir = tempfile::tempdir().expect("tempdir");
-            make_image(dir.path());
-            // The adversarial case: live writes reach the disk unsynced, the diff area's do not.
-            let backend = FaultBackend::new(
-                Some(crash_point),
-                CrashMode::KeepUnsyncedOutside(dir.path().join("diff")),
-            );
-            if let Ok(mut volume) = open(Arc::new(backend.clone()), dir.path()) {
-                let _ = sequential_run(&mut volume, None);
-            }
-            assert!(
-                backend.has_crashed(),
-                "sync point {crash_point} was reached"
-            );
-            let volume = open(Arc::new(RealBackend), dir.path()).expect("reopen");
-            assert!(
-                read_shadow_all(&volume) == expected,
-                "the shadow changed after a crash at sync point {crash_point} of {total}"
-            );
-            assert_eq!(volume.check().expect("check"), Vec::new());
-        }
-    }
-}
+mod tests;
