@@ -25,7 +25,7 @@ pub fn open_engine(store: &Path) -> Result<Engine, ServiceError> {
 
 fn open_engine_typed(store: &Path) -> Result<Engine, crate::engine::core::OpenError> {
     let mut options = EngineOptions::system();
-    options.machine_name = crate::ui::machine_name();
+    options.machine_name = crate::engine::core::host_name();
     Engine::open(store, options)
 }
 
@@ -43,7 +43,7 @@ pub fn check_store(store: &Path) -> Result<crate::service::api::StoreCheck, Serv
         }
     }
     let mut options = EngineOptions::system();
-    options.machine_name = crate::ui::machine_name();
+    options.machine_name = crate::engine::core::host_name();
     let engine = Engine::open_read_only(store, options).map_err(|error| {
         engine_error(error.vss_code(), error.to_string())
             .with_help("`check-store` opened the store read-only and changed nothing")

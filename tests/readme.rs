@@ -13,7 +13,7 @@ fn readme_language_reference_matches_the_registry() {
     let readme = fs::read_to_string(&path).expect("README.md");
     let start = readme.find(BEGIN).expect("README has the BEGIN marker") + BEGIN.len();
     let end = readme.find(END).expect("README has the END marker");
-    let generated = diskshadow::session::registry::markdown_reference();
+    let generated = diskshadow::session::reference::markdown_reference();
     if std::env::var_os("UPDATE_README").is_some() {
         let updated = format!("{}{}{}", &readme[..start], generated, &readme[end..]);
         fs::write(&path, updated).expect("README.md written");

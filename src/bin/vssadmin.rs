@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use diskshadow::session::exit_status;
 use diskshadow::session::render::TimeZoneChoice;
 use diskshadow::{connect, vssadmin};
 
@@ -23,7 +24,7 @@ fn main() -> ExitCode {
             if let Some(help) = &error.help {
                 eprintln!("  help: {help}");
             }
-            return ExitCode::from(1);
+            return ExitCode::from(exit_status::COMMAND_FAILED as u8);
         }
     };
     let stdin = std::io::stdin();

@@ -1,12 +1,15 @@
-//! The interpreter: requester state, the command registry and the script runner. The REPL and
+//! The interpreter: requester state, the command handlers (`commands/`) and the script runner. The REPL and
 //! script mode both feed lines to [`Session::execute_line`], so what a user sees interactively
 //! is what the transcript tests check.
 
+mod commands;
 pub mod console;
 pub mod expand;
-pub mod registry;
+mod observer;
+pub mod reference;
 pub mod render;
 pub mod state;
+mod step_prompt;
 
 use std::path::{Path, PathBuf};
 
@@ -60,7 +63,8 @@ pub enum LineOutcome {
     Failed,
 }
 
-/// Exit statuses (docs/cli.md): the one table that maps outcomes to codes.
+/// Exit statuses (docs/cli.md): the one table that maps outcomes to codes, for `diskshadow` and
+/// `vssadmin` alike.
 pub mod exit_status {
     /// Every command succeeded.
     pub const SUCCESS: i32 = 0;
@@ -252,7 +256,7 @@ impl<'a> Session<'a> {
                 return LineOutcome::Failed;
             }
         };
-        match registry::dispatch(self, &command) {
+        match commands::dispatch(self, &command) {
             Ok(outcome) => outcome,
             Err(error) => {
                 self.report_command_error(&expanded, &error);
@@ -425,16 +429,10 @@ impl<'a> Session<'a> {
     /// a directory is that directory's `dir/file`; on any other letter it is `dir/file` in the
     /// working directory; a relative `dir\file` is `dir/file`.
     pub(crate) fn resolve_file_path(&mut self, text: &str) -> Result<PathBuf, CommandError> {
-        let bytes = text.as_bytes();
-        let has_drive = bytes.len() >= 3
-            && bytes[0].is_ascii_alphabetic()
-            && bytes[1] == b':'
-            && (bytes[2] == b'\\' || bytes[2] == b'/');
-        if has_drive {
-            let letter = char::from(bytes[0]).to_ascii_uppercase();
+        if let Some((letter, path)) = split_drive_path(text) {
             // Doubled backslashes (`c:\\programdata\\test.cab`) mean single ones: empty
             // components go, and the rest stays relative to the letter's directory.
-            let rest = text[3..]
+            let rest = path
                 .split(['\\', '/'])
                 .filter(|part| !part.is_empty())
                 .collect::<Vec<_>>()
@@ -513,4 +511,15 @@ pub fn render_syntax_error(
         text = format!("{name}:{}:{}: {error}", error.line(), error.column());
     }
     text.trim_end().to_string()
+}
+
+/// A Windows path on a drive, `c:\\dir\\file` or `c:/dir/file`, as its upper-case letter and
+/// what follows the first separator; anything else (`c:`, `dir\\file`, `\\\\host\\share`) is not.
+pub(crate) fn split_drive_path(text: &str) -> Option<(char, &str)> {
+    let bytes = text.as_bytes();
+    let is_drive_path = bytes.len() >= 3
+        && bytes[0].is_ascii_alphabetic()
+        && bytes[1] == b':'
+        && (bytes[2] == b'\\' || bytes[2] == b'/');
+    is_drive_path.then(|| (char::from(bytes[0]).to_ascii_uppercase(), &text[3..]))
 }

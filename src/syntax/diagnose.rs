@@ -9,6 +9,7 @@ use super::error::{SyntaxError, SyntaxErrorKind};
 use super::grammar::{DiskShadowGrammar, Rule};
 use super::lower::word_of;
 use super::shape::{self, CommandShape, Cursor, Mismatch};
+use super::suggest::suggest;
 
 /// One word of a line.
 #[derive(Debug, Clone)]
@@ -347,39 +348,6 @@ fn one_of(keywords: &[&str]) -> String {
         [first, second] => format!("{first} or {second}"),
         _ => format!("one of {}", quoted.join(", ")),
     }
-}
-
-/// The candidate `word` was most likely meant to be: the only candidate it is a prefix of, or
-/// the closest by Damerau-Levenshtein distance within a tolerance that grows with its length.
-pub(crate) fn suggest(word: &str, candidates: &[&'static str]) -> Option<&'static str> {
-    let lower = word.to_lowercase();
-    if lower.is_empty() {
-        return None;
-    }
-    let prefixed: Vec<&'static str> = candidates
-        .iter()
-        .copied()
-        .filter(|candidate| candidate.starts_with(&lower))
-        .collect();
-    if lower.chars().count() >= 2 && prefixed.len() == 1 {
-        return prefixed.first().copied();
-    }
-    let tolerance = match lower.chars().count() {
-        0..=3 => 1,
-        4..=6 => 2,
-        _ => 3,
-    };
-    candidates
-        .iter()
-        .copied()
-        .map(|candidate| (strsim::damerau_levenshtein(&lower, candidate), candidate))
-        .filter(|(distance, _)| *distance <= tolerance)
-        .min_by(|(left_distance, left), (right_distance, right)| {
-            left_distance.cmp(right_distance).then_with(|| {
-                strsim::jaro_winkler(&lower, right).total_cmp(&strsim::jaro_winkler(&lower, left))
-            })
-        })
-        .map(|(_, candidate)| candidate)
 }
 
 /// Whether `text` holds a `%NAME%` reference, expanded only when the line runs.

@@ -9,10 +9,10 @@ use super::ast::{
     OptionSetting, SetCommand, ShadowSelector, Span, StepSetting, Word, WriterAction,
     WriterListDetail,
 };
-use super::diagnose::suggest;
 use super::error::{SyntaxError, SyntaxErrorKind};
 use super::grammar::Rule;
 use super::shape;
+use super::suggest::suggest;
 
 /// Lowering of one statement. `source` is the text the pair positions refer to.
 pub(crate) struct Lowering<'s> {

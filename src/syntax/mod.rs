@@ -17,6 +17,7 @@ mod error;
 mod grammar;
 mod lower;
 mod shape;
+mod suggest;
 
 use pest::iterators::Pair;
 use pest::Parser;

@@ -4,9 +4,10 @@
 use proptest::prelude::*;
 
 use super::ast::*;
-use super::diagnose::{check_words, suggest, tokenize};
+use super::diagnose::{check_words, tokenize};
 use super::grammar::{DiskShadowGrammar, Rule};
 use super::shape::{Node, COMMAND_SHAPES};
+use super::suggest::suggest;
 use super::*;
 
 /// One command of every variant. The exhaustive match in `variant_index` makes a new variant

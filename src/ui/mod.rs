@@ -44,11 +44,6 @@ pub fn progress_bar(what: &str, total: Option<u64>) -> Option<indicatif::Progres
     Some(bar)
 }
 
-/// This machine's name, as VSS shows the originating machine.
-pub fn machine_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_string())
-        .ok()
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "localhost".to_string())
-}
+/// This machine's name, as VSS shows the originating machine: the engine's one host-name
+/// function, under the name the binaries call it by.
+pub use crate::engine::core::host_name as machine_name;

@@ -1,383 +1,22 @@
-//! `vssadmin` with the Windows syntax (reference §2) over the same store: `list shadows
-//! /for=C:`, `create shadow /for=C:`, `delete shadows /for=C: /oldest`, `resize shadowstorage
-//! /for=C: /on=C: /maxsize=20%`, …
+//! One function per vssadmin command: each checks its switches, asks the service and writes
+//! the Windows tool's lines into the [`Outcome`].
 
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::engine::ids::{parse_guid, ShadowId, ShadowSetId};
+use super::parse::{parse_max_size, Switches};
+use super::render::{
+    context_type, human_size, volume_label, writer_error_text, writer_state_text, LineObserver,
+};
+use super::{failed, Failure, Outcome};
+use crate::engine::ids::{ShadowId, ShadowSetId};
 use crate::engine::model::{CreateVolume, ShadowInfo, StorageInfo, VolumeInfo};
-use crate::engine::vss::{providers, Attributes, Context, VssCode, WriterState};
-use crate::service::{CreateRequest, ServiceError, ServiceObserver, ShadowService, SilentObserver};
+use crate::engine::vss::{providers, Attributes, Context};
+use crate::service::{CreateRequest, ServiceError, ShadowService, SilentObserver};
+use crate::session::exit_status;
 use crate::session::render::TimeZoneChoice;
 
-pub const BANNER: [&str; 2] = [
-    "vssadmin 1.1 - Volume Shadow Copy Service administrative command-line tool",
-    "(diskshadow for Linux; the same store as the diskshadow shell)",
-];
-
-/// The commands, in the Windows server tool's order and wording.
-pub const COMMANDS: [(&str, &str); 12] = [
-    (
-        "Add ShadowStorage",
-        "Add a new volume shadow copy storage association",
-    ),
-    ("Create Shadow", "Create a new volume shadow copy"),
-    ("Delete Shadows", "Delete volume shadow copies"),
-    (
-        "Delete ShadowStorage",
-        "Delete volume shadow copy storage associations",
-    ),
-    (
-        "List Providers",
-        "List registered volume shadow copy providers",
-    ),
-    ("List Shadows", "List existing volume shadow copies"),
-    (
-        "List ShadowStorage",
-        "List volume shadow copy storage associations",
-    ),
-    ("List Volumes", "List volumes eligible for shadow copies"),
-    ("List Writers", "List subscribed volume shadow copy writers"),
-    (
-        "Resize ShadowStorage",
-        "Resize a volume shadow copy storage association",
-    ),
-    ("Revert Shadow", "Revert a volume to a shadow copy"),
-    (
-        "Query Reverts",
-        "Query the progress of in-progress revert operations.",
-    ),
-];
-
-/// Each command's syntax, as `vssadmin <command> /?` shows it.
-pub const SYNTAX: [(&str, &str); 12] = [
-    (
-        "add shadowstorage",
-        "Add ShadowStorage /For=ForVolumeSpec /On=OnVolumeSpec [/MaxSize=MaxSizeSpec]",
-    ),
-    (
-        "create shadow",
-        "Create Shadow /For=ForVolumeSpec [/AutoRetry=MaxRetryMinutes]",
-    ),
-    (
-        "delete shadows",
-        "Delete Shadows /For=ForVolumeSpec [/Oldest | /All | /Shadow=ShadowId] [/Quiet]",
-    ),
-    (
-        "delete shadowstorage",
-        "Delete ShadowStorage /For=ForVolumeSpec [/On=OnVolumeSpec] [/Quiet]",
-    ),
-    ("list providers", "List Providers"),
-    (
-        "list shadows",
-        "List Shadows [/For=ForVolumeSpec] [/Shadow=ShadowId|/Set=ShadowSetId]",
-    ),
-    (
-        "list shadowstorage",
-        "List ShadowStorage [/For=ForVolumeSpec|/On=OnVolumeSpec]",
-    ),
-    ("list volumes", "List Volumes"),
-    ("list writers", "List Writers"),
-    (
-        "resize shadowstorage",
-        "Resize ShadowStorage /For=ForVolumeSpec /On=OnVolumeSpec [/MaxSize=MaxSizeSpec]",
-    ),
-    (
-        "revert shadow",
-        "Revert Shadow /Shadow=ShadowId [/ForceDismount] [/Quiet]",
-    ),
-    ("query reverts", "Query Reverts [/For=ForVolumeSpec]"),
-];
-
-/// What a run printed and its exit status.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    pub stdout: Vec<String>,
-    pub stderr: Vec<String>,
-    pub status: i32,
-}
-
-impl Outcome {
-    fn out(&mut self, line: impl Into<String>) {
-        self.stdout.push(line.into());
-    }
-
-    fn fail(mut self, status: i32, message: impl Into<String>) -> Self {
-        self.stderr.push(message.into());
-        self.status = status;
-        self
-    }
-}
-
-/// Shows the service's lines (what a revert detached, say) and nothing of verbose mode or
-/// progress.
-struct LineObserver<'a> {
-    outcome: &'a mut Outcome,
-}
-
-impl ServiceObserver for LineObserver<'_> {
-    fn verbose_line(&mut self, _line: &str) {}
-    fn line(&mut self, line: &str) {
-        self.outcome.out(line);
-    }
-    fn progress_begin(&mut self, _what: &str, _total: u64) {}
-    fn progress_advance(&mut self, _units: u64) {}
-    fn progress_end(&mut self) {}
-}
-
-/// `/Name=value` and `/Name` switches, names case-insensitive.
-#[derive(Debug, Default)]
-struct Switches(Vec<(String, Option<String>)>);
-
-impl Switches {
-    fn parse(words: &[String]) -> Result<Self, String> {
-        let mut switches = Vec::new();
-        for word in words {
-            let Some(body) = word.strip_prefix('/').or_else(|| word.strip_prefix('-')) else {
-                return Err(format!("Error: Invalid option value: '{word}'"));
-            };
-            match body.split_once('=') {
-                Some((name, value)) => {
-                    switches.push((name.to_ascii_lowercase(), Some(value.to_string())))
-                }
-                None => switches.push((body.to_ascii_lowercase(), None)),
-            }
-        }
-        Ok(Self(switches))
-    }
-
-    fn value(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(key, _)| key == name)
-            .and_then(|(_, value)| value.as_deref())
-    }
-
-    /// A switch that must be given: `/For=…` is named `For` in the error.
-    fn required(&self, name: &str, shown: &str) -> Result<&str, Failure> {
-        self.value(name)
-            .ok_or_else(|| Failure::Usage(format!("Error: Missing /{shown} option.")))
-    }
-
-    /// A switch holding a GUID, if given.
-    fn guid(&self, name: &str) -> Result<Option<uuid::Uuid>, Failure> {
-        match self.value(name) {
-            None => Ok(None),
-            Some(text) => parse_guid(text)
-                .map(Some)
-                .ok_or_else(|| Failure::Usage(format!("Error: Invalid option value: '{text}'"))),
-        }
-    }
-
-    fn flag(&self, name: &str) -> bool {
-        self.0.iter().any(|(key, _)| key == name)
-    }
-
-    fn check_allowed(&self, allowed: &[&str]) -> Result<(), String> {
-        for (name, _) in &self.0 {
-            if !allowed.contains(&name.as_str()) {
-                return Err(format!("Error: Invalid option: '/{name}'"));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Parses a MaxSizeSpec: `UNBOUNDED`, `N%` of the volume, or bytes with an optional suffix
-/// (KB…EB or B, K…E). Byte sizes must be 320 MB or more, as the Windows binary requires.
-pub fn parse_max_size(spec: &str, volume_size: u64) -> Result<Option<u64>, String> {
-    let text = spec.trim();
-    if text.eq_ignore_ascii_case("unbounded") {
-        return Ok(None);
-    }
-    if let Some(percent) = text.strip_suffix('%') {
-        let value: f64 = percent
-            .trim()
-            .parse()
-            .map_err(|_| format!("Error: Invalid option value: '{spec}'"))?;
-        if !(0.0..=100.0).contains(&value) || value == 0.0 {
-            return Err(format!(
-                "Error: Invalid option value: '{spec}' (a percentage from 1 to 100)"
-            ));
-        }
-        return Ok(Some(((volume_size as f64) * value / 100.0) as u64));
-    }
-    let upper = text.to_ascii_uppercase();
-    let digits_end = upper
-        .find(|character: char| !character.is_ascii_digit() && character != '.')
-        .unwrap_or(upper.len());
-    let (number, suffix) = upper.split_at(digits_end);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("Error: Invalid option value: '{spec}'"))?;
-    let multiplier: u64 = match suffix.trim() {
-        "" | "B" => 1,
-        "K" | "KB" => 1 << 10,
-        "M" | "MB" => 1 << 20,
-        "G" | "GB" => 1 << 30,
-        "T" | "TB" => 1 << 40,
-        "P" | "PB" => 1 << 50,
-        "E" | "EB" => 1 << 60,
-        _ => return Err(format!("Error: Invalid option value: '{spec}'")),
-    };
-    let bytes = (number * multiplier as f64) as u64;
-    if bytes < 320 << 20 {
-        return Err(format!(
-            "Error: Invalid option value: '{spec}'. MaxSizeSpec must be 320MB or greater, UNBOUNDED, or a percentage"
-        ));
-    }
-    Ok(Some(bytes))
-}
-
-/// `20.2 GB`, as vssadmin shows sizes.
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KB", "MB", "GB", "TB", "PB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
-fn volume_label(volume: &VolumeInfo) -> String {
-    match volume.drive_letter {
-        Some(letter) => format!("({letter}:){}", volume.device_name()),
-        None => format!("({}){}", volume.path.display(), volume.device_name()),
-    }
-}
-
-fn context_type(context: Context) -> &'static str {
-    match context {
-        Context::ClientAccessible => "ClientAccessible",
-        Context::Persistent => "ApplicationRollback",
-        Context::PersistentNoWriters => "DataVolumeRollback",
-        Context::Volatile => "Backup",
-        Context::VolatileNoWriters => "FileShareBackup",
-    }
-}
-
-/// Runs one vssadmin command line (without the program name).
-pub fn run(
-    service: &mut dyn ShadowService,
-    arguments: &[String],
-    base_dir: &Path,
-    zone: TimeZoneChoice,
-    confirm: &mut dyn BufRead,
-) -> Outcome {
-    let mut outcome = Outcome::default();
-    // `list … --json` (diskshadow's own switch): the listing as JSON, for machine readers,
-    // with no banner.
-    if arguments.len() >= 2
-        && arguments[0].eq_ignore_ascii_case("list")
-        && arguments[2..].iter().any(|word| word == "--json")
-    {
-        return list_json(service, arguments, base_dir, outcome);
-    }
-    for line in BANNER {
-        outcome.out(line);
-    }
-    outcome.out("");
-    if arguments.len() < 2 {
-        return usage(
-            outcome,
-            arguments.is_empty() || arguments.iter().any(|word| word == "/?"),
-        );
-    }
-    let verb = format!(
-        "{} {}",
-        arguments[0].to_ascii_lowercase(),
-        arguments[1].to_ascii_lowercase()
-    );
-    if arguments[2..].iter().any(|word| word == "/?") {
-        if let Some((_, syntax)) = SYNTAX.iter().find(|(name, _)| *name == verb) {
-            outcome.out(format!("vssadmin {syntax}"));
-            return outcome;
-        }
-    }
-    let switches = match Switches::parse(&arguments[2..]) {
-        Ok(switches) => switches,
-        Err(message) => return outcome.fail(2, message),
-    };
-    let result = match verb.as_str() {
-        "list shadows" => list_shadows(service, &switches, base_dir, zone, &mut outcome),
-        "list providers" => list_providers(service, &switches, &mut outcome),
-        "list volumes" => list_volumes(service, &switches, &mut outcome),
-        "list shadowstorage" => list_storage(service, &switches, base_dir, &mut outcome),
-        "create shadow" => create_shadow(service, &switches, base_dir, &mut outcome),
-        "delete shadows" => delete_shadows(service, &switches, base_dir, confirm, &mut outcome),
-        "add shadowstorage" | "resize shadowstorage" => {
-            resize_storage(service, &switches, base_dir, &verb, &mut outcome)
-        }
-        "delete shadowstorage" => delete_storage(service, &switches, base_dir, &mut outcome),
-        "revert shadow" => revert_shadow(service, &switches, &mut outcome),
-        "query reverts" => switches
-            .check_allowed(&["for"])
-            .map_err(Failure::Usage)
-            .map(|()| {
-                // Reverts run to completion inside the request that started them, so none is ever
-                // left in progress for another requester to see.
-                outcome.out("No reverts are in progress.");
-            }),
-        "list writers" => list_writers(service, &switches, &mut outcome),
-        _ => return usage(outcome.fail(2, "Error: Invalid command."), true),
-    };
-    match result {
-        Ok(()) => outcome,
-        Err(failure) => failed(outcome, failure),
-    }
-}
-
-/// A failed command's outcome: a usage error exits 2, a service error 1 with its code and help.
-fn failed(outcome: Outcome, failure: Failure) -> Outcome {
-    match failure {
-        Failure::Usage(message) => outcome.fail(2, message),
-        Failure::Service(error) => {
-            let mut message = format!("Error: {}", error.message);
-            if let Some(code) = error.code {
-                message.push_str(&format!(" [{code}]"));
-            }
-            let mut outcome = outcome.fail(1, message);
-            if let Some(help) = error.help {
-                outcome.stderr.push(format!("Help: {help}"));
-            }
-            outcome
-        }
-    }
-}
-
-enum Failure {
-    Usage(String),
-    Service(ServiceError),
-}
-
-impl From<ServiceError> for Failure {
-    fn from(error: ServiceError) -> Self {
-        Failure::Service(error)
-    }
-}
-
-fn usage(mut outcome: Outcome, list: bool) -> Outcome {
-    if list {
-        outcome.out("---- Commands Supported ----");
-        outcome.out("");
-        for (name, summary) in COMMANDS {
-            outcome.out(format!("{name:<22}- {summary}"));
-        }
-    }
-    if outcome.status == 0 && !list {
-        outcome.status = 2;
-    }
-    outcome
-}
-
-fn resolve(
+pub(super) fn resolve(
     service: &mut dyn ShadowService,
     spec: &str,
     base_dir: &Path,
@@ -387,7 +26,7 @@ fn resolve(
 
 /// `vssadmin list shadows|providers|volumes|shadowstorage|writers … --json`: what the listing
 /// shows, with the same switches, as one JSON array.
-fn list_json(
+pub(super) fn list_json(
     service: &mut dyn ShadowService,
     arguments: &[String],
     base_dir: &Path,
@@ -405,7 +44,7 @@ fn list_json(
         .collect();
     let switches = match Switches::parse(&rest) {
         Ok(switches) => switches,
-        Err(message) => return outcome.fail(2, message),
+        Err(message) => return outcome.fail(exit_status::USAGE, message),
     };
     let no_switches = |switches: &Switches| switches.check_allowed(&[]).map_err(Failure::Usage);
     let value: Result<serde_json::Value, Failure> = (|| {
@@ -446,7 +85,7 @@ fn list_json(
             outcome
         }
         Ok(Err(error)) => outcome.fail(
-            1,
+            exit_status::COMMAND_FAILED,
             format!("Error: the listing cannot be written as JSON: {error}"),
         ),
         Err(failure) => failed(outcome, failure),
@@ -454,7 +93,7 @@ fn list_json(
 }
 
 /// The shadows `list shadows` shows: all, or those `/For=`, `/Shadow=` and `/Set=` select.
-fn filtered_shadows(
+pub(super) fn filtered_shadows(
     service: &mut dyn ShadowService,
     switches: &Switches,
     base_dir: &Path,
@@ -476,7 +115,7 @@ fn filtered_shadows(
     Ok(shadows)
 }
 
-fn list_shadows(
+pub(super) fn list_shadows(
     service: &mut dyn ShadowService,
     switches: &Switches,
     base_dir: &Path,
@@ -543,7 +182,7 @@ fn list_shadows(
     Ok(())
 }
 
-fn list_providers(
+pub(super) fn list_providers(
     service: &mut dyn ShadowService,
     switches: &Switches,
     outcome: &mut Outcome,
@@ -564,36 +203,7 @@ fn list_providers(
     Ok(())
 }
 
-/// vssadmin's words for a writer state: `[1] Stable`, `[5] Waiting for completion`, `[9] Failed`.
-fn writer_state_text(state: WriterState) -> String {
-    let words = match state {
-        WriterState::VSS_WS_STABLE => "Stable",
-        WriterState::VSS_WS_WAITING_FOR_FREEZE => "Waiting for freeze",
-        WriterState::VSS_WS_WAITING_FOR_THAW => "Waiting for thaw",
-        WriterState::VSS_WS_WAITING_FOR_POST_SNAPSHOT => "Waiting for post snapshot",
-        WriterState::VSS_WS_WAITING_FOR_BACKUP_COMPLETE => "Waiting for completion",
-        WriterState::VSS_WS_UNKNOWN => "Unknown",
-        _ => "Failed",
-    };
-    format!("[{}] {words}", state.value())
-}
-
-/// vssadmin's words for a writer's last error.
-fn writer_error_text(failure: Option<VssCode>) -> &'static str {
-    match failure {
-        None => "No error",
-        Some(VssCode::VSS_E_WRITERERROR_RETRYABLE) => "Retryable error",
-        Some(VssCode::VSS_E_WRITERERROR_NONRETRYABLE) => "Non-retryable error",
-        Some(VssCode::VSS_E_WRITERERROR_TIMEOUT) | Some(VssCode::VSS_E_WRITER_NOT_RESPONDING) => {
-            "Timed out"
-        }
-        Some(VssCode::VSS_E_WRITERERROR_INCONSISTENTSNAPSHOT) => "Inconsistent shadow copy",
-        Some(VssCode::VSS_E_WRITERERROR_OUTOFRESOURCES) => "Out of resources",
-        Some(_) => "Unexpected error",
-    }
-}
-
-fn list_writers(
+pub(super) fn list_writers(
     service: &mut dyn ShadowService,
     switches: &Switches,
     outcome: &mut Outcome,
@@ -622,7 +232,7 @@ fn list_writers(
     Ok(())
 }
 
-fn list_volumes(
+pub(super) fn list_volumes(
     service: &mut dyn ShadowService,
     switches: &Switches,
     outcome: &mut Outcome,
@@ -646,7 +256,7 @@ fn list_volumes(
 }
 
 /// The associations `list shadowstorage` shows: all, or the one `/For=` or `/On=` names.
-fn filtered_storage(
+pub(super) fn filtered_storage(
     service: &mut dyn ShadowService,
     switches: &Switches,
     base_dir: &Path,
@@ -665,7 +275,7 @@ fn filtered_storage(
         .collect())
 }
 
-fn list_storage(
+pub(super) fn list_storage(
     service: &mut dyn ShadowService,
     switches: &Switches,
     base_dir: &Path,
@@ -710,7 +320,7 @@ fn list_storage(
     Ok(())
 }
 
-fn create_shadow(
+pub(super) fn create_shadow(
     service: &mut dyn ShadowService,
     switches: &Switches,
     base_dir: &Path,
@@ -765,7 +375,7 @@ fn create_shadow(
     Ok(())
 }
 
-fn delete_shadows(
+pub(super) fn delete_shadows(
     service: &mut dyn ShadowService,
     switches: &Switches,
     base_dir: &Path,
@@ -852,7 +462,7 @@ fn delete_shadows(
     Ok(())
 }
 
-fn resize_storage(
+pub(super) fn resize_storage(
     service: &mut dyn ShadowService,
     switches: &Switches,
     base_dir: &Path,
@@ -896,7 +506,7 @@ fn resize_storage(
     Ok(())
 }
 
-fn delete_storage(
+pub(super) fn delete_storage(
     service: &mut dyn ShadowService,
     switches: &Switches,
     base_dir: &Path,
@@ -912,7 +522,7 @@ fn delete_storage(
     Ok(())
 }
 
-fn revert_shadow(
+pub(super) fn revert_shadow(
     service: &mut dyn ShadowService,
     switches: &Switches,
     outcome: &mut Outcome,
@@ -941,37 +551,4 @@ fn revert_shadow(
     outcome.stdout.extend(lines.stdout);
     outcome.out(format!("The volume has been reverted to shadow copy {id}."));
     Ok(())
-}
-
-/// The store the binaries use: `--store`, then `DISKSHADOW_STORE`, then the per-user default.
-pub fn default_store(explicit: Option<PathBuf>) -> PathBuf {
-    explicit
-        .or_else(|| std::env::var_os("DISKSHADOW_STORE").map(PathBuf::from))
-        .unwrap_or_else(|| {
-            dirs::data_dir()
-                .unwrap_or_else(|| std::env::temp_dir().join("diskshadow-data"))
-                .join("diskshadow")
-        })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn max_size_specs_follow_the_windows_binary() {
-        assert_eq!(parse_max_size("UNBOUNDED", 1000), Ok(None));
-        assert_eq!(parse_max_size("20%", 1000), Ok(Some(200)));
-        assert_eq!(parse_max_size("2GB", 0), Ok(Some(2 << 30)));
-        assert_eq!(parse_max_size("320M", 0), Ok(Some(320 << 20)));
-        assert!(parse_max_size("100MB", 0).is_err());
-        assert!(parse_max_size("12XB", 0).is_err());
-        assert!(parse_max_size("0%", 100).is_err());
-    }
-
-    #[test]
-    fn sizes_are_shown_with_one_decimal() {
-        assert_eq!(human_size(512), "512 B");
-        assert_eq!(human_size(20 * (1 << 30) + (1 << 29)), "20.5 GB");
-    }
 }
