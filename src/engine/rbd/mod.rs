@@ -266,6 +266,12 @@ impl Ceph {
     }
 }
 
+fn lock_connections() -> std::sync::MutexGuard<'static, Vec<(ClusterKey, Arc<Cluster>)>> {
+    CONNECTIONS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn open_library(
     file: &str,
     library: &'static str,
@@ -290,6 +296,14 @@ fn open_library(
         }
     })
 }
+
+/// How long connecting to a cluster may take before it counts as down.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The connections of this process, by configuration file and client: one per cluster and
+/// client, made on first use and kept (see [`Cluster::shared`]).
+type ClusterKey = (PathBuf, Option<String>);
+static CONNECTIONS: Mutex<Vec<(ClusterKey, Arc<Cluster>)>> = Mutex::new(Vec::new());
 
 /// One connection to a Ceph cluster.
 pub struct Cluster {
@@ -326,6 +340,30 @@ impl Cluster {
         timeout: Duration,
     ) -> Result<Arc<Cluster>, RbdError> {
         Cluster::connect_with(Ceph::load()?, conf, client_id, timeout)
+    }
+
+    /// This process's connection to the cluster of `conf` as `client_id`: made by
+    /// [`Cluster::connect`] on first use and kept for the life of the process, so every
+    /// pool, image and volume of a store shares one. A failed connection is not kept: the
+    /// next call tries again.
+    pub fn shared(
+        conf: &Path,
+        client_id: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Arc<Cluster>, RbdError> {
+        let key = (conf.to_path_buf(), client_id.map(str::to_string));
+        if let Some((_, cluster)) = lock_connections().iter().find(|(known, _)| *known == key) {
+            return Ok(cluster.clone());
+        }
+        // Connecting may take the whole timeout: not under the lock, so that a down cluster
+        // does not hold up the others. Two threads may both connect; the first one kept wins.
+        let cluster = Cluster::connect(conf, client_id, timeout)?;
+        let mut connections = lock_connections();
+        if let Some((_, kept)) = connections.iter().find(|(known, _)| *known == key) {
+            return Ok(kept.clone());
+        }
+        connections.push((key, cluster.clone()));
+        Ok(cluster)
     }
 
     /// [`Cluster::connect`] with the libraries given.
