@@ -32,6 +32,7 @@
 //!   that still has snapshots removes them with it.
 
 mod ffi;
+pub mod file;
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::path::{Path, PathBuf};
@@ -1086,6 +1087,24 @@ impl Image {
             format!("get the size of RBD image {}", self.spec())
         })?;
         Ok(size)
+    }
+
+    /// Its ID in the pool: stable for the image's life, new for an image created again under
+    /// the same name.
+    pub fn id(&self) -> Result<String, RbdError> {
+        let mut buffer = vec![0u8; 64];
+        // SAFETY: the image is open; the buffer holds `len` bytes.
+        let result = unsafe {
+            (self.rbd().rbd_get_id)(self.handle, buffer.as_mut_ptr().cast(), buffer.len())
+        };
+        check(result, || {
+            format!("get the ID of RBD image {}", self.spec())
+        })?;
+        let end = buffer
+            .iter()
+            .position(|byte| *byte == 0)
+            .unwrap_or(buffer.len());
+        Ok(String::from_utf8_lossy(&buffer[..end]).into_owned())
     }
 
     /// Its feature bits ([`features`]).
