@@ -279,6 +279,8 @@ fn an_rbd_volume_is_written_and_read_through_librbd() {
     let text = info.to_string();
     assert!(text.contains(&volume), "{text}");
     assert!(text.contains(&(16u64 << 20).to_string()), "{text}");
+    let registered = succeeds(&store, &["volume", "register", &volume]);
+    assert!(registered.contains("is registered with"), "{registered}");
     // Registered once: naming it again finds the same volume.
     let again: serde_json::Value =
         serde_json::from_str(&succeeds(&store, &["volume", "info", &volume, "--json"]))
