@@ -40,6 +40,7 @@ use crate::engine::transport::MetadataCabinet;
 use crate::engine::vss::{self, limits, Attributes, Context, VssCode};
 
 mod full_copy;
+mod rbd;
 /// LUN resync: a child of this module because it hooks the volume device and the one write
 /// path.
 pub mod resync;
@@ -229,6 +230,12 @@ pub enum VolumeError {
     },
     #[error("provider {provider} is not registered; list providers to see the available ones (cow, row, plex)")]
     UnknownProvider { provider: ProviderId },
+    #[error("{spec} cannot be used as a volume: {message}")]
+    Rbd {
+        spec: String,
+        code: VssCode,
+        message: String,
+    },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
 }
@@ -236,6 +243,7 @@ pub enum VolumeError {
 impl VolumeError {
     pub fn vss_code(&self) -> VssCode {
         match self {
+            VolumeError::Rbd { code, .. } => *code,
             VolumeError::NotFound { .. }
             | VolumeError::DriveNotMapped { .. }
             | VolumeError::Missing { .. }
@@ -624,6 +632,8 @@ struct Shared {
     machine_name: String,
     default_chunk_size: u32,
     backend: Arc<dyn DurableBackend>,
+    /// The Ceph pools this store is attached to, where `backend` opens `rbd:` volumes.
+    rbd_pools: crate::engine::rbd::file::AttachedPools,
     write_back_bytes: usize,
     catalog: Mutex<Catalog>,
     volumes: RwLock<BTreeMap<VolumeId, Arc<VolumeHandle>>>,
@@ -966,7 +976,13 @@ impl Engine {
         read_only: bool,
     ) -> Result<Engine, OpenError> {
         let layout = StoreLayout::new(store_dir);
-        let backend = options.backend.clone();
+        // `rbd:POOL/IMAGE` volumes open through librbd; every other file through the backend
+        // given.
+        let rbd_pools = crate::engine::rbd::file::AttachedPools::default();
+        let backend: Arc<dyn DurableBackend> = Arc::new(crate::engine::rbd::file::RbdRouting::new(
+            options.backend.clone(),
+            rbd_pools.clone(),
+        ));
         if read_only {
             if !layout.root.is_dir() {
                 return Err(OpenError::Io {
@@ -1009,6 +1025,7 @@ impl Engine {
         } else {
             Catalog::open(backend.clone(), &layout.catalog_dir())?
         };
+        rbd_pools.set(catalog.state().arrays.values());
 
         // Volatile shadows vanish with the process that made them, and so do shadows whose
         // creation a crash interrupted (their writers never finished thaw and post-snapshot).
@@ -1081,7 +1098,9 @@ impl Engine {
                         })?;
                 }
             }
-            let slot = if !record.path.is_file() {
+            let slot = if !record.path.is_file()
+                && !crate::engine::rbd::file::is_volume_path(&record.path)
+            {
                 VolumeSlot::Unavailable(format!(
                     "the image file {} is missing",
                     record.path.display()
@@ -1191,6 +1210,7 @@ impl Engine {
                 machine_name: options.machine_name,
                 default_chunk_size: options.default_chunk_size,
                 backend,
+                rbd_pools,
                 write_back_bytes: options.write_back_bytes,
                 catalog: Mutex::new(catalog),
                 volumes: RwLock::new(volumes),
@@ -1317,6 +1337,9 @@ impl Engine {
                 Some(DriveTarget::Volume(path)) => self.register_volume(&path, None),
             };
         }
+        if crate::engine::rbd::file::is_volume_path(Path::new(text)) {
+            return self.register_volume(Path::new(text), None);
+        }
         let mut characters = text.chars();
         if let (Some(letter), Some(':')) = (characters.next(), characters.next()) {
             if letter.is_ascii_alphabetic() && text.len() > 3 {
@@ -1391,48 +1414,52 @@ impl Engine {
         let chosen = provider_by_id(provider).ok_or_else(|| VolumeError::UnknownProvider {
             provider: provider.unwrap_or_else(ProviderId::nil),
         })?;
-        let metadata = std::fs::metadata(path).map_err(|source| {
-            if source.kind() == io::ErrorKind::NotFound {
-                VolumeError::Missing {
-                    path: path.to_path_buf(),
-                    base: PathBuf::from("."),
+        let path = if crate::engine::rbd::file::is_volume_path(path) {
+            self.check_rbd_volume(path)?
+        } else {
+            let metadata = std::fs::metadata(path).map_err(|source| {
+                if source.kind() == io::ErrorKind::NotFound {
+                    VolumeError::Missing {
+                        path: path.to_path_buf(),
+                        base: PathBuf::from("."),
+                    }
+                } else {
+                    VolumeError::Io {
+                        action: "inspect",
+                        path: path.to_path_buf(),
+                        source,
+                    }
                 }
-            } else {
-                VolumeError::Io {
-                    action: "inspect",
+            })?;
+            if metadata.is_dir() {
+                return Err(VolumeError::NotRegularFile {
                     path: path.to_path_buf(),
-                    source,
-                }
+                    kind: "a directory",
+                });
             }
-        })?;
-        if metadata.is_dir() {
-            return Err(VolumeError::NotRegularFile {
+            if !metadata.is_file() {
+                return Err(VolumeError::NotRegularFile {
+                    path: path.to_path_buf(),
+                    kind: "a device or special file",
+                });
+            }
+            if metadata.len() > limits::MAX_VOLUME_BYTES {
+                return Err(VolumeError::TooLarge {
+                    path: path.to_path_buf(),
+                    size: metadata.len(),
+                });
+            }
+            path.canonicalize().map_err(|source| VolumeError::Io {
+                action: "resolve",
                 path: path.to_path_buf(),
-                kind: "a directory",
-            });
-        }
-        if !metadata.is_file() {
-            return Err(VolumeError::NotRegularFile {
-                path: path.to_path_buf(),
-                kind: "a device or special file",
-            });
-        }
-        if metadata.len() > limits::MAX_VOLUME_BYTES {
-            return Err(VolumeError::TooLarge {
-                path: path.to_path_buf(),
-                size: metadata.len(),
-            });
-        }
+                source,
+            })?
+        };
+
         let chunk_size = chunk_size.unwrap_or(self.shared.default_chunk_size);
         if !check_chunk_size(chunk_size) {
             return Err(VolumeError::InvalidChunkSize { chunk_size });
         }
-        let path = path.canonicalize().map_err(|source| VolumeError::Io {
-            action: "resolve",
-            path: path.to_path_buf(),
-            source,
-        })?;
-
         let mut volumes = write_lock(&self.shared.volumes);
         {
             let catalog = lock_mutex(&self.shared.catalog);
@@ -2883,6 +2910,7 @@ impl Engine {
         let attachment = ArrayAttachment {
             id: catalog.id,
             path: root.clone(),
+            rbd: None,
         };
         let committed = lock_mutex(&self.shared.catalog).commit(vec![CatalogChange::AttachArray {
             name: name.clone(),
@@ -2911,10 +2939,17 @@ impl Engine {
             .shadows
             .values()
             .filter(|record| {
-                state.volumes.get(&record.volume).is_some_and(|volume| {
-                    array::array_root_of(&volume.path).as_deref() == Some(&*attachment.path)
-                }) && provider_of(record)
-                    .is_some_and(|provider| provider.info().kind == ProviderKind::Hardware)
+                state
+                    .volumes
+                    .get(&record.volume)
+                    .is_some_and(|volume| match &attachment.rbd {
+                        Some(pool) => rbd::volume_in_pool(&volume.path, &pool.pool),
+                        None => {
+                            array::array_root_of(&volume.path).as_deref() == Some(&*attachment.path)
+                        }
+                    })
+                    && provider_of(record)
+                        .is_some_and(|provider| provider.info().kind == ProviderKind::Hardware)
             })
             .count();
         if count > 0 {
@@ -2926,6 +2961,7 @@ impl Engine {
         catalog.commit(vec![CatalogChange::DetachArray {
             name: name.to_string(),
         }])?;
+        self.shared.rbd_pools.set(catalog.state().arrays.values());
         drop(catalog);
         // The array may be gone (shared storage unmounted): this store is detached anyway.
         let _ = array::detach_host(&attachment.path, &self.array_host());
@@ -2937,8 +2973,9 @@ impl Engine {
         let attached = lock_mutex(&self.shared.catalog).state().arrays.clone();
         attached
             .iter()
-            .map(|(name, attachment)| {
-                array::array_info(name, &attachment.path, array::read(&attachment.path))
+            .map(|(name, attachment)| match &attachment.rbd {
+                Some(pool) => self.rbd_array_info(name, attachment.id, pool),
+                None => array::array_info(name, &attachment.path, array::read(&attachment.path)),
             })
             .collect()
     }
@@ -2989,7 +3026,10 @@ impl Engine {
                 });
             }
             let mut holder = None;
-            for attachment in attached.values() {
+            for attachment in attached
+                .values()
+                .filter(|attachment| attachment.rbd.is_none())
+            {
                 let catalog = array::read(&attachment.path)?;
                 if let Some(entry) = catalog.shadows.get(&shadow.shadow_id) {
                     holder = Some((attachment.path.clone(), entry.clone()));
@@ -3462,7 +3502,11 @@ impl Engine {
         // A shadow LUN this store made that is neither in its catalog nor transportable (those
         // live only in their metadata file until imported): a create cut off between the clone
         // and the commit. Reported, never removed: the array is shared with other hosts.
-        for (name, attachment) in &state.arrays {
+        for (name, attachment) in state
+            .arrays
+            .iter()
+            .filter(|(_, attachment)| attachment.rbd.is_none())
+        {
             let Ok(array_catalog) = array::read(&attachment.path) else {
                 continue;
             };

@@ -22,6 +22,7 @@ pub mod model;
 pub mod overlay;
 pub mod progress;
 pub mod provider;
+pub mod rbd;
 pub mod store;
 pub mod transport;
 pub mod vss;

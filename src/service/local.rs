@@ -723,7 +723,10 @@ impl ShadowService for LocalService {
         provider: Option<ProviderId>,
         base_dir: &Path,
     ) -> Result<VolumeInfo, ServiceError> {
-        let full = if Path::new(path).is_absolute() {
+        // An RBD volume (`rbd:POOL/IMAGE`) is a name, not a path below `base_dir`.
+        let full = if Path::new(path).is_absolute()
+            || crate::engine::rbd::file::is_volume_path(Path::new(path))
+        {
             PathBuf::from(path)
         } else {
             base_dir.join(path)
@@ -1313,6 +1316,19 @@ impl ShadowService for LocalService {
         name: Option<&str>,
     ) -> Result<crate::engine::array::ArrayInfo, ServiceError> {
         from_engine!(self.core.engine.attach_array(dir, name))
+    }
+
+    fn attach_rbd_pool(
+        &mut self,
+        pool: &str,
+        conf: &Path,
+        client_id: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<crate::engine::array::ArrayInfo, ServiceError> {
+        from_engine!(self
+            .core
+            .engine
+            .attach_rbd_pool(pool, conf, client_id, name))
     }
 
     fn detach_array(&mut self, name: &str) -> Result<(), ServiceError> {

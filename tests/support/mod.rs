@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod cabs;
+pub mod ceph;
 pub mod inbox;
 pub mod nbd;
 pub mod process;
