@@ -290,12 +290,22 @@ pub enum DriveCommand {
 #[derive(Debug, Subcommand)]
 pub enum ArrayCommand {
     /// Attach this store to the array at DIR (a directory of LUN image files, possibly shared
-    /// with other stores); the directory becomes an array if it is not one yet.
+    /// with other stores; the directory becomes an array if it is not one yet), or to the Ceph
+    /// pool rbd:POOL of the cluster that --conf names.
     Attach {
+        /// DIR, or rbd:POOL for a Ceph pool.
+        #[arg(value_name = "DIR|rbd:POOL")]
         dir: PathBuf,
-        /// The name this store gives the array (default: the array's own name).
+        /// The name this store gives the array (default: the array's own name; for a Ceph
+        /// pool, the pool's name).
         #[arg(long)]
         name: Option<String>,
+        /// The Ceph cluster's configuration file (ceph.conf); needed for rbd:POOL.
+        #[arg(long, value_name = "FILE")]
+        conf: Option<PathBuf>,
+        /// The Ceph client ID to connect as (client.ID; default: admin).
+        #[arg(long = "id", value_name = "CLIENT")]
+        client_id: Option<String>,
     },
     /// List the arrays this store is attached to.
     List {

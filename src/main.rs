@@ -29,6 +29,14 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
+    // Which librbd to load (tests point it at a missing file); the service started from here
+    // inherits it.
+    if let Some(file) = std::env::var_os("DISKSHADOW_LIBRBD") {
+        diskshadow::engine::rbd::use_library_files(
+            &file.to_string_lossy(),
+            diskshadow::engine::rbd::LIBRADOS,
+        );
+    }
     let arguments = normalize_arguments(std::env::args_os());
     let cli = match Cli::try_parse_from(arguments) {
         Ok(cli) => cli,
@@ -983,7 +991,38 @@ fn drive(service: &mut dyn ShadowService, command: DriveCommand) -> Result<(), S
 
 fn array(service: &mut dyn ShadowService, command: ArrayCommand) -> Result<(), ServiceError> {
     match command {
-        ArrayCommand::Attach { dir, name } => {
+        ArrayCommand::Attach {
+            dir,
+            name,
+            conf,
+            client_id,
+        } => {
+            if let Some(pool) = dir.to_str().and_then(|text| text.strip_prefix("rbd:")) {
+                let Some(conf) = conf else {
+                    return Err(ServiceError::invalid(
+                        "a Ceph pool needs its cluster's configuration: array attach rbd:POOL --conf FILE",
+                    ));
+                };
+                let conf = if conf.is_absolute() {
+                    conf
+                } else {
+                    base_dir().join(conf)
+                };
+                let info =
+                    service.attach_rbd_pool(pool, &conf, client_id.as_deref(), name.as_deref())?;
+                println!(
+                    "Attached to the Ceph pool {pool} as the array {} ({{{}}}); cluster {}.",
+                    info.name,
+                    info.id.hyphenated(),
+                    conf.display()
+                );
+                return Ok(());
+            }
+            if conf.is_some() || client_id.is_some() {
+                return Err(ServiceError::invalid(
+                    "--conf and --id are for a Ceph pool (rbd:POOL), not an array directory",
+                ));
+            }
             let dir = if dir.is_absolute() {
                 dir
             } else {
@@ -1024,6 +1063,17 @@ fn array(service: &mut dyn ShadowService, command: ArrayCommand) -> Result<(), S
                     info.id.hyphenated(),
                     info.path.display()
                 );
+                if let Some(rbd) = &info.rbd {
+                    println!("    kind: rbd (Ceph pool {})", rbd.pool);
+                    println!("    conf: {}", rbd.conf.display());
+                    if let Some(client_id) = &rbd.client_id {
+                        println!("    client: client.{client_id}");
+                    }
+                    if let Some(problem) = &info.problem {
+                        println!("    unreachable: {problem}");
+                    }
+                    continue;
+                }
                 match &info.problem {
                     Some(problem) => println!("    unreadable: {problem}"),
                     None => {

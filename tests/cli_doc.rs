@@ -265,7 +265,19 @@ fn the_built_and_not_built_lists_match_the_parser() {
         }
     }
     let not_built = not_built();
-    assert!(!not_built.is_empty(), "the Not built yet list is empty");
+    // An empty list says so in words ("Not built yet: nothing"), so that a list the parser
+    // here fails to read is not mistaken for an empty one. Items that are not subcommands
+    // (`rbd:POOL/IMAGE` volume names) are not forms and are not checked here.
+    let says_nothing = DOC.contains("- Not built yet: nothing");
+    let names_other_items = DOC
+        .split("- Not built yet:")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").next())
+        .is_some_and(|bullet| bullet.contains('`'));
+    assert!(
+        !not_built.is_empty() || says_nothing || names_other_items,
+        "the Not built yet list is empty"
+    );
     for item in &not_built {
         if parser_has(item).is_ok() {
             problems.push(format!(

@@ -513,3 +513,57 @@ fn a_cluster_that_is_down_fails_within_seconds() {
         .expect("no configuration");
     assert!(matches!(error, RbdError::Config { .. }), "{error}");
 }
+
+#[test]
+fn an_image_as_a_durable_file() {
+    use diskshadow::engine::rbd::file::RbdFile;
+    use diskshadow::engine::store::backend::DurableFile;
+    let Some(ceph) = support::ceph::cluster() else {
+        return;
+    };
+    let cluster = ceph.connect();
+    let pool = cluster.pool(&ceph.pool).expect("pool");
+    let name = ceph.image("file", 16 * MIB, features::DEFAULT);
+    let file = RbdFile::new(pool.open(&name).expect("open")).expect("file");
+    assert_eq!(file.size().expect("size"), 16 * MIB);
+    assert_eq!(file.next_data(0).expect("next data"), None);
+    assert_eq!(file.next_hole(0).expect("next hole"), 0);
+
+    let data = pattern(5, 8192);
+    file.write_at(4 * MIB + 512, &data).expect("write");
+    file.sync_data().expect("flush");
+    let mut buffer = vec![0u8; 8192];
+    assert_eq!(
+        file.read_at(4 * MIB + 512, &mut buffer).expect("read"),
+        8192
+    );
+    assert_same(&buffer, &data, "read back");
+    let first_data = file.next_data(0).expect("next data").expect("some data");
+    assert!(first_data <= 4 * MIB + 512, "{first_data}");
+    let hole = file.next_hole(4 * MIB + 512).expect("next hole");
+    assert!(hole >= 4 * MIB + 512 + 8192 && hole <= 16 * MIB, "{hole}");
+    assert_eq!(file.next_data(12 * MIB).expect("tail"), None);
+
+    file.punch_hole(4 * MIB + 512, 8192).expect("punch");
+    assert_eq!(
+        file.read_at(4 * MIB + 512, &mut buffer).expect("read"),
+        8192
+    );
+    assert_same(&buffer, &[0u8; 8192], "punched");
+
+    let before = file.fingerprint().expect("fingerprint");
+    assert_eq!(before.size, 16 * MIB);
+    assert_eq!(file.fingerprint().expect("again"), before);
+    let refused = file.set_len(MIB).err().expect("no resize");
+    assert_eq!(refused.kind(), std::io::ErrorKind::Unsupported);
+    drop(file);
+    // The same name created again is another image.
+    pool.remove_image(&name).expect("remove");
+    pool.create_image(&name, 16 * MIB, features::DEFAULT)
+        .expect("create again");
+    let again = RbdFile::new(pool.open(&name).expect("open")).expect("file");
+    assert_ne!(
+        again.fingerprint().expect("fingerprint").inode,
+        before.inode
+    );
+}

@@ -40,6 +40,7 @@ use crate::engine::transport::MetadataCabinet;
 use crate::engine::vss::{self, limits, Attributes, Context, VssCode};
 
 mod full_copy;
+mod rbd;
 /// LUN resync: a child of this module because it hooks the volume device and the one write
 /// path.
 pub mod resync;
@@ -2915,6 +2916,7 @@ impl Engine {
         let attachment = ArrayAttachment {
             id: catalog.id,
             path: root.clone(),
+            rbd: None,
         };
         let committed = lock_mutex(&self.shared.catalog).commit(vec![CatalogChange::AttachArray {
             name: name.clone(),
@@ -2943,10 +2945,17 @@ impl Engine {
             .shadows
             .values()
             .filter(|record| {
-                state.volumes.get(&record.volume).is_some_and(|volume| {
-                    array::array_root_of(&volume.path).as_deref() == Some(&*attachment.path)
-                }) && provider_of(record)
-                    .is_some_and(|provider| provider.info().kind == ProviderKind::Hardware)
+                state
+                    .volumes
+                    .get(&record.volume)
+                    .is_some_and(|volume| match &attachment.rbd {
+                        Some(pool) => rbd::volume_in_pool(&volume.path, &pool.pool),
+                        None => {
+                            array::array_root_of(&volume.path).as_deref() == Some(&*attachment.path)
+                        }
+                    })
+                    && provider_of(record)
+                        .is_some_and(|provider| provider.info().kind == ProviderKind::Hardware)
             })
             .count();
         if count > 0 {
@@ -2969,8 +2978,9 @@ impl Engine {
         let attached = lock_mutex(&self.shared.catalog).state().arrays.clone();
         attached
             .iter()
-            .map(|(name, attachment)| {
-                array::array_info(name, &attachment.path, array::read(&attachment.path))
+            .map(|(name, attachment)| match &attachment.rbd {
+                Some(pool) => self.rbd_array_info(name, attachment.id, pool),
+                None => array::array_info(name, &attachment.path, array::read(&attachment.path)),
             })
             .collect()
     }
@@ -3036,7 +3046,10 @@ impl Engine {
                 continue;
             }
             let mut holder = None;
-            for attachment in attached.values() {
+            for attachment in attached
+                .values()
+                .filter(|attachment| attachment.rbd.is_none())
+            {
                 let catalog = array::read(&attachment.path)?;
                 if let Some(entry) = catalog.shadows.get(&shadow.shadow_id) {
                     holder = Some((attachment.path.clone(), entry.clone()));
@@ -3565,7 +3578,11 @@ impl Engine {
         // A shadow LUN this store made that is neither in its catalog nor transportable (those
         // live only in their metadata file until imported): a create cut off between the clone
         // and the commit. Reported, never removed: the array is shared with other hosts.
-        for (name, attachment) in &state.arrays {
+        for (name, attachment) in state
+            .arrays
+            .iter()
+            .filter(|(_, attachment)| attachment.rbd.is_none())
+        {
             let Ok(array_catalog) = array::read(&attachment.path) else {
                 continue;
             };

@@ -337,6 +337,15 @@ pub trait ShadowService {
         dir: &Path,
         name: Option<&str>,
     ) -> Result<crate::engine::array::ArrayInfo, ServiceError>;
+    /// `array attach rbd:POOL --conf FILE [--id CLIENT] [--name NAME]`: attaches this store
+    /// to a Ceph pool (`conf` absolute), which must be reachable and exist.
+    fn attach_rbd_pool(
+        &mut self,
+        pool: &str,
+        conf: &Path,
+        client_id: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<crate::engine::array::ArrayInfo, ServiceError>;
     /// `array detach NAME`.
     fn detach_array(&mut self, name: &str) -> Result<(), ServiceError>;
     /// `array list`.

@@ -1178,6 +1178,19 @@ impl ShadowService for LocalService {
         from_engine!(self.core.engine.attach_array(dir, name))
     }
 
+    fn attach_rbd_pool(
+        &mut self,
+        pool: &str,
+        conf: &Path,
+        client_id: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<crate::engine::array::ArrayInfo, ServiceError> {
+        from_engine!(self
+            .core
+            .engine
+            .attach_rbd_pool(pool, conf, client_id, name))
+    }
+
     fn detach_array(&mut self, name: &str) -> Result<(), ServiceError> {
         from_engine!(self.core.engine.detach_array(name))
     }

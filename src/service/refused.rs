@@ -157,6 +157,15 @@ impl ShadowService for RefusedService {
     ) -> Result<crate::engine::array::ArrayInfo, ServiceError> {
         self.refused()
     }
+    fn attach_rbd_pool(
+        &mut self,
+        _: &str,
+        _: &Path,
+        _: Option<&str>,
+        _: Option<&str>,
+    ) -> Result<crate::engine::array::ArrayInfo, ServiceError> {
+        self.refused()
+    }
     fn detach_array(&mut self, _: &str) -> Result<(), ServiceError> {
         self.refused()
     }

@@ -128,6 +128,12 @@ pub enum Request {
         dir: PathBuf,
         name: Option<String>,
     },
+    AttachRbdPool {
+        pool: String,
+        conf: PathBuf,
+        client_id: Option<String>,
+        name: Option<String>,
+    },
     DetachArray {
         name: String,
     },
@@ -426,6 +432,17 @@ pub fn dispatch(
         Request::AttachArray { dir, name } => {
             Reply::Array(Box::new(service.attach_array(&dir, name.as_deref())?))
         }
+        Request::AttachRbdPool {
+            pool,
+            conf,
+            client_id,
+            name,
+        } => Reply::Array(Box::new(service.attach_rbd_pool(
+            &pool,
+            &conf,
+            client_id.as_deref(),
+            name.as_deref(),
+        )?)),
         Request::DetachArray { name } => {
             service.detach_array(&name)?;
             Reply::Done
@@ -859,6 +876,23 @@ impl ShadowService for RemoteService {
     fn attach_array(&mut self, dir: &Path, name: Option<&str>) -> Result<ArrayInfo, ServiceError> {
         match self.quiet(Request::AttachArray {
             dir: dir.to_path_buf(),
+            name: name.map(str::to_string),
+        })? {
+            Reply::Array(info) => Ok(*info),
+            other => Err(unexpected(other)),
+        }
+    }
+    fn attach_rbd_pool(
+        &mut self,
+        pool: &str,
+        conf: &Path,
+        client_id: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<ArrayInfo, ServiceError> {
+        match self.quiet(Request::AttachRbdPool {
+            pool: pool.to_string(),
+            conf: conf.to_path_buf(),
+            client_id: client_id.map(str::to_string),
             name: name.map(str::to_string),
         })? {
             Reply::Array(info) => Ok(*info),

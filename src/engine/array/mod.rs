@@ -93,7 +93,29 @@ pub struct ArrayCatalog {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArrayAttachment {
     pub id: uuid::Uuid,
+    /// The array's directory; for a Ceph pool, `rbd:POOL` (no directory).
     pub path: PathBuf,
+    /// Set when the array is a Ceph pool (`array attach rbd:POOL --conf FILE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rbd: Option<RbdPool>,
+}
+
+/// A Ceph pool attached as an array: which pool of which cluster, reached as which client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RbdPool {
+    pub pool: String,
+    /// The cluster's `ceph.conf`, absolute.
+    pub conf: PathBuf,
+    /// The client ID (`client.<id>`); `None`: `client.admin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+}
+
+impl RbdPool {
+    /// The `path` an attachment of this pool records: `rbd:POOL`.
+    pub fn array_path(&self) -> PathBuf {
+        PathBuf::from(format!("rbd:{}", self.pool))
+    }
 }
 
 /// An attached array as `array list` shows it.
@@ -107,6 +129,9 @@ pub struct ArrayInfo {
     pub shadow_luns: usize,
     /// Why its catalog cannot be read now, if it cannot.
     pub problem: Option<String>,
+    /// Set when the array is a Ceph pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rbd: Option<RbdPool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +183,7 @@ pub fn array_info(name: &str, root: &Path, catalog: Result<ArrayCatalog, ArrayEr
             hosts: catalog.hosts,
             shadow_luns: catalog.shadows.len(),
             problem: None,
+            rbd: None,
         },
         Err(error) => ArrayInfo {
             name: name.to_string(),
@@ -166,6 +192,7 @@ pub fn array_info(name: &str, root: &Path, catalog: Result<ArrayCatalog, ArrayEr
             hosts: Vec::new(),
             shadow_luns: 0,
             problem: Some(error.to_string()),
+            rbd: None,
         },
     }
 }
@@ -187,12 +214,21 @@ pub enum ArrayAttachError {
     InUse { name: String, count: usize },
     #[error(transparent)]
     Catalog(#[from] crate::engine::catalog::CatalogError),
+    #[error(transparent)]
+    Rbd(#[from] crate::engine::rbd::RbdError),
+    #[error("the Ceph configuration {} does not exist", conf.display())]
+    RbdConfMissing { conf: PathBuf },
+    #[error("`{pool}` is not a usable Ceph pool name")]
+    InvalidPool { pool: String },
 }
 
 impl ArrayAttachError {
     pub fn vss_code(&self) -> VssCode {
         match self {
             ArrayAttachError::Array(error) => error.vss_code(),
+            ArrayAttachError::Rbd(error) => error.vss_code(),
+            ArrayAttachError::RbdConfMissing { .. } => VssCode::VSS_E_OBJECT_NOT_FOUND,
+            ArrayAttachError::InvalidPool { .. } => VssCode::VSS_E_BAD_STATE,
             ArrayAttachError::InvalidName { .. } => VssCode::VSS_E_BAD_STATE,
             ArrayAttachError::NameInUse { .. } | ArrayAttachError::AlreadyAttached { .. } => {
                 VssCode::VSS_E_OBJECT_ALREADY_EXISTS

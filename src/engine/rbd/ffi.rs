@@ -104,6 +104,7 @@ entry_points!(Rbd {
     rbd_close: fn(ImageT) -> c_int;
     rbd_get_size: fn(ImageT, *mut u64) -> c_int;
     rbd_get_features: fn(ImageT, *mut u64) -> c_int;
+    rbd_get_id: fn(ImageT, *mut c_char, usize) -> c_int;
     rbd_read: fn(ImageT, u64, usize, *mut c_char) -> isize;
     rbd_write: fn(ImageT, u64, usize, *const c_char) -> isize;
     rbd_flush: fn(ImageT) -> c_int;

@@ -32,6 +32,7 @@
 //!   that still has snapshots removes them with it.
 
 mod ffi;
+pub mod file;
 pub mod provider;
 
 pub use provider::{RbdProvider, RBD_PROVIDER_ID, RBD_PROVIDER_NAME};
@@ -269,6 +270,12 @@ impl Ceph {
     }
 }
 
+fn lock_connections() -> std::sync::MutexGuard<'static, Vec<(ClusterKey, Arc<Cluster>)>> {
+    CONNECTIONS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn open_library(
     file: &str,
     library: &'static str,
@@ -293,6 +300,14 @@ fn open_library(
         }
     })
 }
+
+/// How long connecting to a cluster may take before it counts as down.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The connections of this process, by configuration file and client: one per cluster and
+/// client, made on first use and kept (see [`Cluster::shared`]).
+type ClusterKey = (PathBuf, Option<String>);
+static CONNECTIONS: Mutex<Vec<(ClusterKey, Arc<Cluster>)>> = Mutex::new(Vec::new());
 
 /// One connection to a Ceph cluster.
 pub struct Cluster {
@@ -329,6 +344,30 @@ impl Cluster {
         timeout: Duration,
     ) -> Result<Arc<Cluster>, RbdError> {
         Cluster::connect_with(Ceph::load()?, conf, client_id, timeout)
+    }
+
+    /// This process's connection to the cluster of `conf` as `client_id`: made by
+    /// [`Cluster::connect`] on first use and kept for the life of the process, so every
+    /// pool, image and volume of a store shares one. A failed connection is not kept: the
+    /// next call tries again.
+    pub fn shared(
+        conf: &Path,
+        client_id: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Arc<Cluster>, RbdError> {
+        let key = (conf.to_path_buf(), client_id.map(str::to_string));
+        if let Some((_, cluster)) = lock_connections().iter().find(|(known, _)| *known == key) {
+            return Ok(cluster.clone());
+        }
+        // Connecting may take the whole timeout: not under the lock, so that a down cluster
+        // does not hold up the others. Two threads may both connect; the first one kept wins.
+        let cluster = Cluster::connect(conf, client_id, timeout)?;
+        let mut connections = lock_connections();
+        if let Some((_, kept)) = connections.iter().find(|(known, _)| *known == key) {
+            return Ok(kept.clone());
+        }
+        connections.push((key, cluster.clone()));
+        Ok(cluster)
     }
 
     /// [`Cluster::connect`] with the libraries given.
@@ -1051,6 +1090,24 @@ impl Image {
             format!("get the size of RBD image {}", self.spec())
         })?;
         Ok(size)
+    }
+
+    /// Its ID in the pool: stable for the image's life, new for an image created again under
+    /// the same name.
+    pub fn id(&self) -> Result<String, RbdError> {
+        let mut buffer = vec![0u8; 64];
+        // SAFETY: the image is open; the buffer holds `len` bytes.
+        let result = unsafe {
+            (self.rbd().rbd_get_id)(self.handle, buffer.as_mut_ptr().cast(), buffer.len())
+        };
+        check(result, || {
+            format!("get the ID of RBD image {}", self.spec())
+        })?;
+        let end = buffer
+            .iter()
+            .position(|byte| *byte == 0)
+            .unwrap_or(buffer.len());
+        Ok(String::from_utf8_lossy(&buffer[..end]).into_owned())
     }
 
     /// Its feature bits ([`features`]).
