@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 
 mod support;
 
+use diskshadow::engine::array::RbdPool;
 use diskshadow::engine::ids::{ProviderId, ShadowId, ShadowSetId};
 use diskshadow::engine::progress::NoProgress;
 use diskshadow::engine::rbd::features;
 use diskshadow::engine::rbd::provider::{
     break_off, group_snapshot_name, image_snapshot_name, leaked_snapshots, locate, open_snapshot,
-    remove_snapshot, snapshot_set, transported, unsnapshot_set, volume_path, Member, PoolAccess,
-    Pools, RBD_PROVIDER_ID,
+    remove_snapshot, snapshot_set, transported, unsnapshot_set, volume_path, Member, Pools,
+    RBD_PROVIDER_ID,
 };
 use diskshadow::engine::transport::ManifestShadow;
 use support::ceph::{self, TestCluster};
@@ -31,10 +32,11 @@ fn pattern(length: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
-fn access(cluster: &TestCluster) -> BTreeMap<String, PoolAccess> {
+fn access(cluster: &TestCluster) -> BTreeMap<String, RbdPool> {
     BTreeMap::from([(
         cluster.pool.clone(),
-        PoolAccess {
+        RbdPool {
+            pool: cluster.pool.clone(),
             conf: cluster.conf.clone(),
             client_id: None,
         },
@@ -529,7 +531,8 @@ fn ceph_provider_a_cluster_that_is_down_fails_within_seconds() {
     let work = support::scratch("ceph-provider-down");
     let pools_map = BTreeMap::from([(
         cluster.pool.clone(),
-        PoolAccess {
+        RbdPool {
+            pool: cluster.pool.clone(),
             conf: cluster.down_conf(&work),
             client_id: None,
         },

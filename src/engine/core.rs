@@ -2821,7 +2821,12 @@ impl Engine {
                 .values()
                 .map(|record| (record.id, record.set_id))
                 .collect(),
-            rbd_pools: BTreeMap::new(),
+            rbd_pools: state
+                .arrays
+                .values()
+                .filter_map(|attachment| attachment.rbd.clone())
+                .map(|pool| (pool.pool.clone(), pool))
+                .collect(),
         }
     }
 
@@ -2838,7 +2843,12 @@ impl Engine {
         if state.arrays.is_empty() {
             return None;
         }
-        let root = array::array_root_of(path)?;
+        // An RBD volume `rbd:POOL/IMAGE` is in the pool attached as `rbd:POOL`.
+        let root = array::array_root_of(path).or_else(|| {
+            path.to_str()?
+                .starts_with("rbd:")
+                .then(|| path.parent().map(Path::to_path_buf))?
+        })?;
         state
             .arrays
             .iter()

@@ -15,8 +15,7 @@ use crate::engine::store::{DurableBackend, DurableFile, FileFingerprint, StoreLa
 use crate::engine::transport::ManifestShadow;
 use crate::engine::vss::{providers as vss_providers, Attributes};
 
-use crate::engine::array::ArrayProvider;
-use crate::engine::rbd::provider::PoolAccess;
+use crate::engine::array::{ArrayProvider, RbdPool};
 use crate::engine::rbd::RbdProvider;
 
 use super::cow::{CowVolume, DiffAreaError, DiffAreaProblem, OpenOptions};
@@ -102,7 +101,7 @@ pub struct ProviderContext<'a> {
     /// with the last shadow of its set).
     pub shadow_sets: BTreeMap<ShadowId, ShadowSetId>,
     /// The Ceph pools the store is attached to, by name.
-    pub rbd_pools: BTreeMap<String, PoolAccess>,
+    pub rbd_pools: BTreeMap<String, RbdPool>,
 }
 
 impl ProviderContext<'_> {

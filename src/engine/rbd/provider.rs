@@ -24,6 +24,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::engine::array::RbdPool;
 use crate::engine::catalog::{ShadowRecord, VolumeRecord};
 use crate::engine::ids::{ProviderId, ShadowId, ShadowSetId};
 use crate::engine::model::{ProviderInfo, ProviderKind};
@@ -720,13 +721,6 @@ pub fn leaked_snapshots(
 
 // ---- reaching the cluster ------------------------------------------------------------------
 
-/// How this store reaches a pool it is attached to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolAccess {
-    pub conf: PathBuf,
-    pub client_id: Option<String>,
-}
-
 /// An RBD volume's pool and image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeSpec {
@@ -749,51 +743,26 @@ pub fn volume_path(pool: &str, image: &str) -> PathBuf {
     PathBuf::from(format!("rbd:{pool}/{image}"))
 }
 
-/// How long connecting to a cluster and each monitor operation may take.
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// The connections of this process, one per configuration and client.
-static CLUSTERS: std::sync::Mutex<Vec<(PoolAccess, Arc<super::Cluster>)>> =
-    std::sync::Mutex::new(Vec::new());
-
-/// The pools a store is attached to, reached through one connection per cluster and client
-/// in this process.
-pub struct Pools<'a>(pub &'a BTreeMap<String, PoolAccess>);
+/// The pools a store is attached to, by name.
+pub struct Pools<'a>(pub &'a BTreeMap<String, RbdPool>);
 
 impl Pools<'_> {
-    /// The pool `pool` (the store must be attached to it).
+    /// The pool `pool` (the store must be attached to it), through this process's
+    /// connection to its cluster.
     pub fn pool(&self, pool: &str) -> Result<super::Pool, super::RbdError> {
-        pool_for(self.0, pool)
+        let access = self
+            .0
+            .get(pool)
+            .ok_or_else(|| super::RbdError::PoolNotFound {
+                pool: format!("{pool} (this store is not attached to it: array attach rbd:{pool})"),
+            })?;
+        super::Cluster::shared(
+            &access.conf,
+            access.client_id.as_deref(),
+            super::CONNECT_TIMEOUT,
+        )?
+        .pool(pool)
     }
-}
-
-fn pool_for(
-    pools: &BTreeMap<String, PoolAccess>,
-    pool: &str,
-) -> Result<super::Pool, super::RbdError> {
-    let access = pools
-        .get(pool)
-        .ok_or_else(|| super::RbdError::PoolNotFound {
-            pool: format!("{pool} (this store is not attached to it: array attach rbd:{pool})"),
-        })?;
-    let cluster = {
-        let mut clusters = CLUSTERS
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match clusters.iter().find(|(known, _)| known == access) {
-            Some((_, cluster)) => cluster.clone(),
-            None => {
-                let cluster = super::Cluster::connect(
-                    &access.conf,
-                    access.client_id.as_deref(),
-                    CONNECT_TIMEOUT,
-                )?;
-                clusters.push((access.clone(), cluster.clone()));
-                cluster
-            }
-        }
-    };
-    cluster.pool(pool)
 }
 
 /// An image open read-only at a shadow's snapshot, as the engine reads independent shadows.
