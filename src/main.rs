@@ -968,6 +968,10 @@ fn drive(service: &mut dyn ShadowService, command: DriveCommand) -> Result<(), S
         }
         DriveCommand::Map { letter, target } => {
             let letter = letter_of(&letter)?;
+            // An RBD volume (`rbd:POOL/IMAGE`) is checked when the letter is used.
+            if diskshadow::engine::rbd::file::is_volume_path(&target) {
+                return service.map_drive(letter, DriveTarget::Volume(target));
+            }
             let path = if target.is_absolute() {
                 target
             } else {

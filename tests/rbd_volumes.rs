@@ -194,3 +194,204 @@ fn attaching_without_librbd_says_what_to_install() {
         "{stderr}"
     );
 }
+
+/// A store attached to the test cluster's pool, and a fresh image of `size` bytes in it.
+fn attached_store(
+    ceph: &support::ceph::TestCluster,
+    scratch: &str,
+    size: u64,
+) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let work = support::scratch(scratch);
+    let store = work.join("store");
+    succeeds(
+        &store,
+        &[
+            "array",
+            "attach",
+            "rbd:rbd",
+            "--conf",
+            ceph.conf.to_str().unwrap(),
+        ],
+    );
+    let image = ceph.image(scratch, size, diskshadow::engine::rbd::features::DEFAULT);
+    (work, store, image)
+}
+
+#[test]
+fn an_rbd_volume_is_written_and_read_through_librbd() {
+    let Some(ceph) = support::ceph::cluster() else {
+        return;
+    };
+    let (work, store, image) = attached_store(ceph, "rbd_volumes_io", 16 << 20);
+    let volume = format!("rbd:rbd/{image}");
+    let data: Vec<u8> = (0..(300 << 10)).map(|index| (index % 253) as u8).collect();
+    let input = work.join("input");
+    std::fs::write(&input, &data).expect("input");
+    succeeds(
+        &store,
+        &[
+            "volume",
+            "write",
+            &volume,
+            "--offset",
+            "1M",
+            "--input",
+            input.to_str().unwrap(),
+        ],
+    );
+    let output = work.join("output");
+    succeeds(
+        &store,
+        &[
+            "volume",
+            "read",
+            &volume,
+            "--offset",
+            "1M",
+            "--length",
+            &data.len().to_string(),
+            "--output",
+            output.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        std::fs::read(&output).expect("output") == data,
+        "read back differs"
+    );
+    // The cluster has it: `rbd export` agrees.
+    let exported = ceph.rbd(&["export", &format!("rbd/{image}"), "-"]);
+    assert_eq!(exported.len(), 16 << 20);
+    assert!(
+        exported[1 << 20..(1 << 20) + data.len()] == data[..],
+        "rbd export differs: {}",
+        support::describe(&exported[1 << 20..(1 << 20) + data.len()])
+    );
+    assert!(exported[..1 << 20].iter().all(|byte| *byte == 0));
+
+    let info: serde_json::Value =
+        serde_json::from_str(&succeeds(&store, &["volume", "info", &volume, "--json"]))
+            .expect("JSON");
+    let text = info.to_string();
+    assert!(text.contains(&volume), "{text}");
+    assert!(text.contains(&(16u64 << 20).to_string()), "{text}");
+    // Registered once: naming it again finds the same volume.
+    let again: serde_json::Value =
+        serde_json::from_str(&succeeds(&store, &["volume", "info", &volume, "--json"]))
+            .expect("JSON");
+    assert_eq!(info, again);
+}
+
+#[test]
+fn rbd_volume_names_refuse_a_missing_image_an_unattached_pool_and_software_providers() {
+    let Some(ceph) = support::ceph::cluster() else {
+        return;
+    };
+    let (work, store, image) = attached_store(ceph, "rbd_volumes_errors", 4 << 20);
+    let missing = fails(&store, &["volume", "info", "rbd:rbd/no-such-image"]);
+    assert!(
+        missing.contains("RBD image rbd/no-such-image does not exist"),
+        "{missing}"
+    );
+    let unattached = fails(&store, &["volume", "info", "rbd:otherpool/x"]);
+    assert!(
+        unattached.contains("this store is attached to no Ceph pool `otherpool`"),
+        "{unattached}"
+    );
+    let malformed = fails(&store, &["volume", "info", "rbd:rbd"]);
+    assert!(malformed.contains("rbd:POOL/IMAGE"), "{malformed}");
+
+    // The software providers do not shadow RBD volumes.
+    let refused = support::process::run_failing_script(
+        &store,
+        &work,
+        "software.dsh",
+        &format!("set context persistent nowriters\nadd volume rbd:rbd/{image}\ncreate\n"),
+    );
+    assert!(
+        refused.contains("VSS_E_VOLUME_NOT_SUPPORTED_BY_PROVIDER"),
+        "{refused}"
+    );
+}
+
+#[test]
+fn an_rbd_volume_attached_over_nbd_reads_as_the_cluster_has_it() {
+    let Some(ceph) = support::ceph::cluster() else {
+        return;
+    };
+    if !support::tool("qemu-img", "qemu-utils") {
+        return;
+    }
+    let (work, store, image) = attached_store(ceph, "rbd_volumes_nbd", 8 << 20);
+    let volume = format!("rbd:rbd/{image}");
+    let data: Vec<u8> = (0..(64 << 10))
+        .map(|index| (index % 241) as u8 ^ 0x5a)
+        .collect();
+    let input = work.join("input");
+    std::fs::write(&input, &data).expect("input");
+    succeeds(
+        &store,
+        &[
+            "volume",
+            "write",
+            &volume,
+            "--offset",
+            "3M",
+            "--input",
+            input.to_str().unwrap(),
+        ],
+    );
+    let socket = work.join("nbd.sock");
+    let target = format!("nbd+unix:///live?socket={}", socket.display());
+    succeeds(&store, &["volume", "attach", &volume, &target]);
+    let copy = work.join("copy.raw");
+    let converted = std::process::Command::new("qemu-img")
+        .args(["convert", "-f", "raw", "-O", "raw", &target])
+        .arg(&copy)
+        .output()
+        .expect("qemu-img runs");
+    let detached = run(&store, &["volume", "detach", &target]);
+    assert!(
+        converted.status.success(),
+        "qemu-img convert failed: {}",
+        String::from_utf8_lossy(&converted.stderr)
+    );
+    assert!(detached.0, "detach failed: {}{}", detached.1, detached.2);
+    let copied = std::fs::read(&copy).expect("copy");
+    let exported = ceph.rbd(&["export", &format!("rbd/{image}"), "-"]);
+    assert_eq!(copied.len(), 8 << 20);
+    assert!(
+        copied == exported,
+        "the NBD copy differs from rbd export: {} vs {}",
+        support::describe(&copied),
+        support::describe(&exported)
+    );
+    assert!(copied[3 << 20..(3 << 20) + data.len()] == data[..]);
+}
+
+#[test]
+fn a_drive_letter_maps_to_an_rbd_volume() {
+    let Some(ceph) = support::ceph::cluster() else {
+        return;
+    };
+    let (work, store, image) = attached_store(ceph, "rbd_volumes_drive", 4 << 20);
+    let volume = format!("rbd:rbd/{image}");
+    succeeds(&store, &["drive", "map", "E:", &volume]);
+    let listed = succeeds(&store, &["drive", "list"]);
+    assert!(listed.contains(&volume), "{listed}");
+    let input = work.join("input");
+    std::fs::write(&input, b"through a drive letter").expect("input");
+    succeeds(
+        &store,
+        &[
+            "volume",
+            "write",
+            "E:",
+            "--offset",
+            "0",
+            "--input",
+            input.to_str().unwrap(),
+        ],
+    );
+    let exported = ceph.rbd(&["export", &format!("rbd/{image}"), "-"]);
+    assert!(exported.starts_with(b"through a drive letter"));
+}

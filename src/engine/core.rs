@@ -230,6 +230,12 @@ pub enum VolumeError {
     },
     #[error("provider {provider} is not registered; list providers to see the available ones (cow, row, plex)")]
     UnknownProvider { provider: ProviderId },
+    #[error("{spec} cannot be used as a volume: {message}")]
+    Rbd {
+        spec: String,
+        code: VssCode,
+        message: String,
+    },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
 }
@@ -237,6 +243,7 @@ pub enum VolumeError {
 impl VolumeError {
     pub fn vss_code(&self) -> VssCode {
         match self {
+            VolumeError::Rbd { code, .. } => *code,
             VolumeError::NotFound { .. }
             | VolumeError::DriveNotMapped { .. }
             | VolumeError::Missing { .. }
@@ -625,6 +632,8 @@ struct Shared {
     machine_name: String,
     default_chunk_size: u32,
     backend: Arc<dyn DurableBackend>,
+    /// The Ceph pools this store is attached to, where `backend` opens `rbd:` volumes.
+    rbd_pools: crate::engine::rbd::file::AttachedPools,
     write_back_bytes: usize,
     catalog: Mutex<Catalog>,
     volumes: RwLock<BTreeMap<VolumeId, Arc<VolumeHandle>>>,
@@ -984,7 +993,13 @@ impl Engine {
         read_only: bool,
     ) -> Result<Engine, OpenError> {
         let layout = StoreLayout::new(store_dir);
-        let backend = options.backend.clone();
+        // `rbd:POOL/IMAGE` volumes open through librbd; every other file through the backend
+        // given.
+        let rbd_pools = crate::engine::rbd::file::AttachedPools::default();
+        let backend: Arc<dyn DurableBackend> = Arc::new(crate::engine::rbd::file::RbdRouting::new(
+            options.backend.clone(),
+            rbd_pools.clone(),
+        ));
         if read_only {
             if !layout.root.is_dir() {
                 return Err(OpenError::Io {
@@ -1027,6 +1042,7 @@ impl Engine {
         } else {
             Catalog::open(backend.clone(), &layout.catalog_dir())?
         };
+        rbd_pools.set(catalog.state().arrays.values());
 
         // Volatile shadows vanish with the process that made them, and so do shadows whose
         // creation a crash interrupted (their writers never finished thaw and post-snapshot).
@@ -1099,7 +1115,9 @@ impl Engine {
                         })?;
                 }
             }
-            let slot = if !record.path.is_file() {
+            let slot = if !record.path.is_file()
+                && !crate::engine::rbd::file::is_volume_path(&record.path)
+            {
                 VolumeSlot::Unavailable(format!(
                     "the image file {} is missing",
                     record.path.display()
@@ -1209,6 +1227,7 @@ impl Engine {
                 machine_name: options.machine_name,
                 default_chunk_size: options.default_chunk_size,
                 backend,
+                rbd_pools,
                 write_back_bytes: options.write_back_bytes,
                 catalog: Mutex::new(catalog),
                 volumes: RwLock::new(volumes),
@@ -1335,6 +1354,9 @@ impl Engine {
                 Some(DriveTarget::Volume(path)) => self.register_volume(&path, None),
             };
         }
+        if crate::engine::rbd::file::is_volume_path(Path::new(text)) {
+            return self.register_volume(Path::new(text), None);
+        }
         let mut characters = text.chars();
         if let (Some(letter), Some(':')) = (characters.next(), characters.next()) {
             if letter.is_ascii_alphabetic() && text.len() > 3 {
@@ -1409,48 +1431,52 @@ impl Engine {
         let chosen = provider_by_id(provider).ok_or_else(|| VolumeError::UnknownProvider {
             provider: provider.unwrap_or_else(ProviderId::nil),
         })?;
-        let metadata = std::fs::metadata(path).map_err(|source| {
-            if source.kind() == io::ErrorKind::NotFound {
-                VolumeError::Missing {
-                    path: path.to_path_buf(),
-                    base: PathBuf::from("."),
+        let path = if crate::engine::rbd::file::is_volume_path(path) {
+            self.check_rbd_volume(path)?
+        } else {
+            let metadata = std::fs::metadata(path).map_err(|source| {
+                if source.kind() == io::ErrorKind::NotFound {
+                    VolumeError::Missing {
+                        path: path.to_path_buf(),
+                        base: PathBuf::from("."),
+                    }
+                } else {
+                    VolumeError::Io {
+                        action: "inspect",
+                        path: path.to_path_buf(),
+                        source,
+                    }
                 }
-            } else {
-                VolumeError::Io {
-                    action: "inspect",
+            })?;
+            if metadata.is_dir() {
+                return Err(VolumeError::NotRegularFile {
                     path: path.to_path_buf(),
-                    source,
-                }
+                    kind: "a directory",
+                });
             }
-        })?;
-        if metadata.is_dir() {
-            return Err(VolumeError::NotRegularFile {
+            if !metadata.is_file() {
+                return Err(VolumeError::NotRegularFile {
+                    path: path.to_path_buf(),
+                    kind: "a device or special file",
+                });
+            }
+            if metadata.len() > limits::MAX_VOLUME_BYTES {
+                return Err(VolumeError::TooLarge {
+                    path: path.to_path_buf(),
+                    size: metadata.len(),
+                });
+            }
+            path.canonicalize().map_err(|source| VolumeError::Io {
+                action: "resolve",
                 path: path.to_path_buf(),
-                kind: "a directory",
-            });
-        }
-        if !metadata.is_file() {
-            return Err(VolumeError::NotRegularFile {
-                path: path.to_path_buf(),
-                kind: "a device or special file",
-            });
-        }
-        if metadata.len() > limits::MAX_VOLUME_BYTES {
-            return Err(VolumeError::TooLarge {
-                path: path.to_path_buf(),
-                size: metadata.len(),
-            });
-        }
+                source,
+            })?
+        };
+
         let chunk_size = chunk_size.unwrap_or(self.shared.default_chunk_size);
         if !check_chunk_size(chunk_size) {
             return Err(VolumeError::InvalidChunkSize { chunk_size });
         }
-        let path = path.canonicalize().map_err(|source| VolumeError::Io {
-            action: "resolve",
-            path: path.to_path_buf(),
-            source,
-        })?;
-
         let mut volumes = write_lock(&self.shared.volumes);
         {
             let catalog = lock_mutex(&self.shared.catalog);
@@ -2977,6 +3003,7 @@ impl Engine {
         catalog.commit(vec![CatalogChange::DetachArray {
             name: name.to_string(),
         }])?;
+        self.shared.rbd_pools.set(catalog.state().arrays.values());
         drop(catalog);
         // The array may be gone (shared storage unmounted): this store is detached anyway.
         let _ = array::detach_host(&attachment.path, &self.array_host());

@@ -5,9 +5,9 @@
 //! cluster's configuration and the client), so that volumes `rbd:POOL/IMAGE` of it can be
 //! named. Attaching checks that the cluster answers and has the pool.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::{lock_mutex, Engine};
+use super::{lock_mutex, Engine, VolumeError};
 use crate::engine::array::{self, ArrayAttachError, ArrayAttachment, ArrayInfo, RbdPool};
 use crate::engine::catalog::CatalogChange;
 use crate::engine::rbd::{self, Cluster};
@@ -76,11 +76,46 @@ impl Engine {
             rbd: Some(record.clone()),
         };
         let id = attachment.id;
-        lock_mutex(&self.shared.catalog).commit(vec![CatalogChange::AttachArray {
+        let mut catalog = lock_mutex(&self.shared.catalog);
+        catalog.commit(vec![CatalogChange::AttachArray {
             name: name.clone(),
             attachment,
         }])?;
+        self.shared.rbd_pools.set(catalog.state().arrays.values());
+        drop(catalog);
         Ok(self.rbd_array_info(&name, id, &record))
+    }
+
+    /// Checks that `path` (`rbd:POOL/IMAGE`) names an image of an attached pool that can be
+    /// opened, and returns it as the volume's path.
+    pub(super) fn check_rbd_volume(&self, path: &Path) -> Result<PathBuf, VolumeError> {
+        let spec = path.display().to_string();
+        let (pool, image) =
+            rbd::file::volume_path_parts(path).ok_or_else(|| VolumeError::NotAVolume {
+                spec: spec.clone(),
+                why: "an RBD volume is named rbd:POOL/IMAGE".to_string(),
+            })?;
+        let file = self
+            .shared
+            .rbd_pools
+            .open(pool, image, true)
+            .map_err(|error| VolumeError::Rbd {
+                spec: spec.clone(),
+                code: error.vss_code(),
+                message: error.to_string(),
+            })?;
+        let size = file.image().size().map_err(|error| VolumeError::Rbd {
+            spec: spec.clone(),
+            code: error.vss_code(),
+            message: error.to_string(),
+        })?;
+        if size > crate::engine::core::limits::MAX_VOLUME_BYTES {
+            return Err(VolumeError::TooLarge {
+                path: path.to_path_buf(),
+                size,
+            });
+        }
+        Ok(PathBuf::from(format!("rbd:{pool}/{image}")))
     }
 
     /// An attached pool as `array list` shows it, with why it cannot be reached now, if it

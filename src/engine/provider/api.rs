@@ -145,9 +145,11 @@ pub trait Provider: Send + Sync {
     /// Attribute bits a requester may ask for that it cannot honour.
     fn unsupported_attributes(&self) -> u32;
 
-    /// Whether it can shadow this volume (a hardware provider: only its array's LUNs).
-    fn supports(&self, _volume: &VolumeRecord) -> bool {
-        true
+    /// Whether it can shadow this volume (a hardware provider: only its array's LUNs). The
+    /// default refuses RBD image volumes (`rbd:POOL/IMAGE`): only the Ceph provider, which
+    /// overrides this, shadows them.
+    fn supports(&self, volume: &VolumeRecord) -> bool {
+        !crate::engine::rbd::file::is_volume_path(&volume.path)
     }
 
     /// Whether its shadows can be transported to another host.

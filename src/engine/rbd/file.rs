@@ -12,10 +12,15 @@
 //!   modification time is always 0, since RBD keeps none per write. Writes by other clients
 //!   of the shared cluster are not detectable here (FORMAT.md, "Change detection").
 
+use std::collections::BTreeMap;
 use std::io;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
 
-use super::{Image, RbdError};
-use crate::engine::store::backend::{DurableFile, FileFingerprint};
+use super::{Cluster, Image, RbdError, CONNECT_TIMEOUT};
+use crate::engine::array::{ArrayAttachment, RbdPool};
+use crate::engine::store::backend::{DurableBackend, DurableFile, FileFingerprint};
+use crate::engine::vss::VssCode;
 
 /// An open image (live, or at a snapshot when read-only) as a file.
 pub struct RbdFile {
@@ -125,5 +130,151 @@ impl DurableFile for RbdFile {
 
     fn punch_hole(&self, offset: u64, length: u64) -> io::Result<()> {
         self.image.write_zeroes(offset, length).map_err(io_error)
+    }
+}
+
+/// The pools a store is attached to, by pool name: where [`RbdRouting`] finds the cluster of
+/// an `rbd:POOL/IMAGE` path. Shared between the engine (which updates it as pools are
+/// attached and detached) and the routing backend.
+#[derive(Debug, Clone, Default)]
+pub struct AttachedPools(Arc<RwLock<BTreeMap<String, RbdPool>>>);
+
+impl AttachedPools {
+    /// Replaces the pools by those among `arrays` (a store's attached arrays).
+    pub fn set<'a>(&self, arrays: impl IntoIterator<Item = &'a ArrayAttachment>) {
+        let pools = arrays
+            .into_iter()
+            .filter_map(|attachment| attachment.rbd.clone())
+            .map(|pool| (pool.pool.clone(), pool))
+            .collect();
+        *self
+            .0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = pools;
+    }
+
+    /// The attached pool called `pool`.
+    pub fn get(&self, pool: &str) -> Option<RbdPool> {
+        self.0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(pool)
+            .cloned()
+    }
+
+    /// Opens image `image` of the attached pool `pool` (read-only or read-write), through this
+    /// process's connection to its cluster.
+    pub fn open(&self, pool: &str, image: &str, read_only: bool) -> Result<RbdFile, OpenError> {
+        let attached = self.get(pool).ok_or_else(|| OpenError::NotAttached {
+            pool: pool.to_string(),
+        })?;
+        let cluster = Cluster::shared(
+            &attached.conf,
+            attached.client_id.as_deref(),
+            CONNECT_TIMEOUT,
+        )?;
+        let pool = cluster.pool(pool)?;
+        let image = if read_only {
+            pool.open_read_only(image)?
+        } else {
+            pool.open(image)?
+        };
+        Ok(RbdFile::new(image)?)
+    }
+}
+
+/// Why an `rbd:POOL/IMAGE` volume cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("this store is attached to no Ceph pool `{pool}`; attach it first: diskshadow array attach rbd:{pool} --conf FILE")]
+    NotAttached { pool: String },
+    #[error(transparent)]
+    Rbd(#[from] RbdError),
+}
+
+impl OpenError {
+    pub fn vss_code(&self) -> VssCode {
+        match self {
+            OpenError::NotAttached { .. } => VssCode::VSS_E_OBJECT_NOT_FOUND,
+            OpenError::Rbd(error) => error.vss_code(),
+        }
+    }
+}
+
+/// `rbd:POOL/IMAGE` -> `(POOL, IMAGE)`; `None` for any other path (an image file).
+pub fn volume_path_parts(path: &Path) -> Option<(&str, &str)> {
+    let (pool, image) = path.to_str()?.strip_prefix("rbd:")?.split_once('/')?;
+    (!pool.is_empty() && !image.is_empty() && !image.contains('/') && !image.contains('@'))
+        .then_some((pool, image))
+}
+
+/// Whether `path` names an RBD image volume (`rbd:POOL/IMAGE`) rather than an image file.
+pub fn is_volume_path(path: &Path) -> bool {
+    path.to_str().is_some_and(|text| text.starts_with("rbd:"))
+}
+
+/// The store's backend with `rbd:POOL/IMAGE` paths opened through librbd: every other path
+/// and operation goes to the backend it wraps, so crash-testing backends still see every
+/// file of the store.
+pub struct RbdRouting {
+    inner: Arc<dyn DurableBackend>,
+    pools: AttachedPools,
+}
+
+impl RbdRouting {
+    pub fn new(inner: Arc<dyn DurableBackend>, pools: AttachedPools) -> RbdRouting {
+        RbdRouting { inner, pools }
+    }
+
+    fn open_rbd(&self, path: &Path, read_only: bool) -> Option<io::Result<Arc<dyn DurableFile>>> {
+        if !is_volume_path(path) {
+            return None;
+        }
+        let Some((pool, image)) = volume_path_parts(path) else {
+            return Some(Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is not an RBD volume name (rbd:POOL/IMAGE)",
+                    path.display()
+                ),
+            )));
+        };
+        Some(
+            self.pools
+                .open(pool, image, read_only)
+                .map(|file| Arc::new(file) as Arc<dyn DurableFile>)
+                .map_err(|error| match error {
+                    OpenError::Rbd(error) => io_error(error),
+                    other => io::Error::new(io::ErrorKind::NotFound, other.to_string()),
+                }),
+        )
+    }
+}
+
+impl DurableBackend for RbdRouting {
+    fn open_file(&self, path: &Path, create: bool) -> io::Result<Arc<dyn DurableFile>> {
+        self.open_rbd(path, false)
+            .unwrap_or_else(|| self.inner.open_file(path, create))
+    }
+
+    fn open_file_read_only(&self, path: &Path) -> io::Result<Arc<dyn DurableFile>> {
+        self.open_rbd(path, true)
+            .unwrap_or_else(|| self.inner.open_file_read_only(path))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner.rename(from, to)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove_file(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.inner.sync_dir(dir)
+    }
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(dir)
     }
 }
