@@ -1,9 +1,12 @@
-//! The Ceph RBD provider's cluster side against a real one-node cluster (`support::ceph`):
-//! a set of two images is ONE group snapshot and each shadow reads back byte-exact while the
-//! live images change; the group rule; a set of one image is an image snapshot; delete, break
-//! (clone + flatten, or a copy of a group snapshot), what `import` finds; and the faults: a
-//! snapshot removed behind diskshadow's back, a snapshot no shadow owns (a create cut off), a
-//! cluster that is down, an image without `layering`.
+//! The Ceph RBD provider against a real one-node cluster (`support::ceph`). The library
+//! side: a set of two images is ONE group snapshot and each shadow reads back byte-exact while
+//! the live images change; the group rule; a set of one image is an image snapshot; delete,
+//! break (clone + flatten, or a copy of a group snapshot), what `import` finds; the faults (a
+//! snapshot removed behind diskshadow's back, a snapshot no shadow owns, a cluster that is
+//! down, an image without `layering`). Then the whole story through the service: two stores
+//! attached to the pool, a set made with a writer, import, NBD, revert, resync, break writable,
+//! delete; a missing snapshot is not served; a service killed while the set thaws leaves its
+//! group snapshot reported by `check-store`.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -22,7 +25,11 @@ use diskshadow::engine::rbd::provider::{
     RBD_PROVIDER_ID,
 };
 use diskshadow::engine::transport::ManifestShadow;
+use std::fs;
+use std::path::Path;
+use std::process::Command as Process;
 use support::ceph::{self, TestCluster};
+use support::process::{diskshadow, run_failing_script, run_script, shadow_ids};
 
 const SIZE: u64 = 4 << 20;
 
@@ -565,4 +572,517 @@ fn ceph_provider_a_cluster_that_is_down_fails_within_seconds() {
         .pool(&cluster.pool)
         .expect_err("not attached");
     assert!(error.to_string().contains("not attached"), "{error}");
+}
+
+// ---- the whole story through the service ----------------------------------------------
+
+/// Stops the services of the test's stores when dropped, so none keeps a cluster connection.
+struct Services(Vec<PathBuf>);
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        for store in &self.0 {
+            let _ = diskshadow(store).args(["service", "stop"]).output();
+        }
+    }
+}
+
+/// `rbd -c CONF ARGS…`: its stdout; panics when it fails.
+fn rbd_tool(cluster: &TestCluster, args: &[&str]) -> String {
+    let output = Process::new("rbd")
+        .arg("-c")
+        .arg(&cluster.conf)
+        .args(args)
+        .output()
+        .expect("rbd runs");
+    assert!(
+        output.status.success(),
+        "rbd {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).to_string()
+}
+
+/// An image of the cluster's pool holding `data` (written through the `rbd` tool).
+fn cli_image_with(cluster: &TestCluster, work: &Path, name: &str, data: &[u8]) -> String {
+    let file = work.join(format!("{name}.src"));
+    fs::write(&file, data).expect("source");
+    let _ = Process::new("rbd")
+        .arg("-c")
+        .arg(&cluster.conf)
+        .args(["rm", &format!("{}/{name}", cluster.pool)])
+        .output();
+    rbd_tool(
+        cluster,
+        &[
+            "import",
+            "--no-progress",
+            &file.display().to_string(),
+            &format!("{}/{name}", cluster.pool),
+        ],
+    );
+    format!("rbd:{}/{name}", cluster.pool)
+}
+
+/// The image as it is now in the cluster (`rbd export`).
+fn exported(cluster: &TestCluster, work: &Path, spec: &str) -> Vec<u8> {
+    let file = work.join("export.img");
+    let _ = fs::remove_file(&file);
+    rbd_tool(
+        cluster,
+        &["export", "--no-progress", spec, &file.display().to_string()],
+    );
+    fs::read(&file).expect("export")
+}
+
+fn attach(store: &Path, cluster: &TestCluster) {
+    diskshadow(store)
+        .args([
+            "array",
+            "attach",
+            &format!("rbd:{}", cluster.pool),
+            "--conf",
+        ])
+        .arg(&cluster.conf)
+        .assert()
+        .success();
+}
+
+/// A store attached to the test cluster's pool, or `None` (skipped) where Ceph is missing.
+fn setup(name: &str) -> Option<(&'static TestCluster, PathBuf)> {
+    let cluster = ceph::cluster()?;
+    let work = support::scratch(name);
+    Some((cluster, work))
+}
+
+fn cli_volume_read(store: &Path, volume: &str) -> Vec<u8> {
+    let output = diskshadow(store)
+        .args(["volume", "read", volume])
+        .output()
+        .expect("volume read");
+    assert!(
+        output.status.success(),
+        "volume read {volume}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+fn volume_write(store: &Path, volume: &str, offset: u64, data: Vec<u8>) {
+    diskshadow(store)
+        .args(["volume", "write", volume, "--offset", &offset.to_string()])
+        .write_stdin(data)
+        .assert()
+        .success();
+}
+
+/// The set's ID from a `create` listing.
+fn set_id(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("- Shadow copy set: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("a shadow copy set line")
+        .trim_matches(['{', '}'])
+        .to_string()
+}
+
+/// The writer the set is made with: the test writer, recording the events it is sent.
+fn register_writer(store: &Path, work: &Path, volume: &str) -> PathBuf {
+    fs::create_dir_all(store.join("writers")).expect("writers dir");
+    let record = work.join("writer.events");
+    fs::write(
+        store.join("writers/rbd.toml"),
+        format!(
+            "name = \"RBD Test Writer\"\nid = \"{{7a7a7a7a-1111-4222-8333-444444444444}}\"\ncommand = [\"{}\", \"--component\", \"db={}\", \"--record\", \"{}\"]\n",
+            env!("CARGO_BIN_EXE_diskshadow-test-writer"),
+            volume,
+            record.display()
+        ),
+    )
+    .expect("writer registration");
+    record
+}
+
+#[test]
+fn ceph_two_images_one_group_snapshot_imported_revert_resync_break_delete() {
+    let Some((cluster, work)) = setup("ceph-provider-story") else {
+        return;
+    };
+    if !support::tool("qemu-img", "qemu-utils") {
+        return;
+    }
+    let host_a = work.join("hostA");
+    let host_b = work.join("hostB");
+    let _services = Services(vec![host_a.clone(), host_b.clone()]);
+    let size = 8 << 20;
+    let before_db = pattern(size, 1);
+    let before_log = pattern(size, 2);
+    let db = cli_image_with(cluster, &work, "story-db", &before_db);
+    let log = cli_image_with(cluster, &work, "story-log", &before_log);
+    attach(&host_a, cluster);
+    attach(&host_b, cluster);
+    let events = register_writer(&host_a, &work, &db);
+
+    // The provider is listed, and is VSS's automatic choice for RBD volumes.
+    let providers = run_script(&host_a, &work, "providers.dsh", "list providers\n");
+    assert!(
+        providers.contains("diskshadow Ceph RBD provider")
+            && providers.contains("{6e1b7c24-d83f-4a59-b1e6-2f9a0c4d8b73}"),
+        "{providers}"
+    );
+
+    // A persistent, transportable set of both images, with the writer.
+    run_script(
+        &host_a,
+        &work,
+        "create.dsh",
+        &format!(
+            "set context persistent\nset option transportable\nset metadata story.cab\n\
+             begin backup\nadd volume {db} alias DB\nadd volume {log} alias LOG\ncreate\n\
+             end backup\n"
+        ),
+    );
+    let recorded = fs::read_to_string(&events).expect("the writer took part");
+    assert!(
+        recorded.contains("\"freeze\"") && recorded.contains("\"thaw\""),
+        "{recorded}"
+    );
+    // One group snapshot in the cluster, of a group holding both images.
+    let groups = rbd_tool(cluster, &["group", "ls", &cluster.pool]);
+    // (Other tests of this binary share the pool: the story's group is the one holding its
+    // images.)
+    let group = groups
+        .lines()
+        .map(str::trim)
+        .filter(|line| line.starts_with("diskshadow."))
+        .find(|group| {
+            rbd_tool(
+                cluster,
+                &["group", "image", "ls", &format!("{}/{group}", cluster.pool)],
+            )
+            .contains("story-db")
+        })
+        .expect("the provider's group")
+        .to_string();
+    let group_spec = format!("{}/{group}", cluster.pool);
+    let snaps = rbd_tool(cluster, &["group", "snap", "ls", &group_spec]);
+    assert_eq!(
+        snaps.matches("diskshadow.").count(),
+        1,
+        "one group snapshot:\n{snaps}"
+    );
+    let members = rbd_tool(cluster, &["group", "image", "ls", &group_spec]);
+    assert!(
+        members.contains("story-db") && members.contains("story-log"),
+        "{members}"
+    );
+
+    // The live images keep changing after the point in time.
+    volume_write(&host_a, &db, 0, vec![0xeeu8; 1 << 20]);
+    volume_write(&host_a, &log, 4096, vec![0xddu8; 8192]);
+
+    // Host B, attached to the same pool, imports the transported set and serves both shadows
+    // over NBD: each reads as it was.
+    let output = run_script(
+        &host_b,
+        &work,
+        "import.dsh",
+        "load metadata story.cab\nimport\nexpose %DB% \\\\localhost\\db\n\
+         list shadows all\n",
+    );
+    for word in ["Hardware_Assisted", "Transportable", "Imported"] {
+        assert!(output.contains(word), "{word} missing:\n{output}");
+    }
+    let set = set_id(&output);
+    let group_snapshot = format!("diskshadow.{set}.t");
+    assert!(snaps.contains(&group_snapshot), "{snaps}");
+    assert!(
+        output.contains(&format!("(group {group_spec}@{group_snapshot})")),
+        "list shadows names the group snapshot:\n{output}"
+    );
+    // Import lists the set, then `list shadows all` lists it again: each ID once.
+    let ids = shadow_ids(&output);
+    let ids: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .filter(|(position, id)| !ids[..*position].contains(id))
+        .map(|(_, id)| id.clone())
+        .collect();
+    assert_eq!(ids.len(), 2, "{output}");
+    let read_share = |share: &str| {
+        let socket = host_b.join(format!("shares/{share}.sock"));
+        let copy = work.join(format!("{share}.copy"));
+        let status = Process::new("qemu-img")
+            .args(["convert", "-f", "raw", "-O", "raw"])
+            .arg(format!("nbd+unix:///{share}?socket={}", socket.display()))
+            .arg(&copy)
+            .status()
+            .expect("qemu-img");
+        assert!(status.success());
+        fs::read(&copy).expect("copy")
+    };
+    assert!(
+        read_share("db") == before_db,
+        "host B reads the db image as it was"
+    );
+    run_script(
+        &host_b,
+        &work,
+        "expose-log.dsh",
+        "load metadata story.cab\nunexpose \\\\localhost\\db\n\
+         expose %LOG% \\\\localhost\\log\n",
+    );
+    assert!(
+        read_share("log") == before_log,
+        "host B reads the log image as it was"
+    );
+    run_script(
+        &host_b,
+        &work,
+        "unexpose.dsh",
+        "load metadata story.cab\nunexpose \\\\localhost\\log\n",
+    );
+
+    // Revert on B: the db image is the point in time again.
+    run_script(
+        &host_b,
+        &work,
+        "revert.dsh",
+        "load metadata story.cab\nrevert %DB%\n",
+    );
+    assert!(exported(cluster, &work, &format!("{}/story-db", cluster.pool)) == before_db);
+
+    // Resync on B: the log shadow copied onto a new image.
+    let fresh = cli_image_with(cluster, &work, "story-fresh", &vec![0u8; size]);
+    let output = run_script(
+        &host_b,
+        &work,
+        "resync.dsh",
+        &format!("load metadata story.cab\nadd shadow %LOG% {fresh}\nresync novolcheck\n"),
+    );
+    assert!(output.contains("was resynchronized onto"), "{output}");
+    assert!(exported(cluster, &work, &format!("{}/story-fresh", cluster.pool)) == before_log);
+
+    // Break writable on B: each shadow becomes an ordinary, writable RBD volume, and the
+    // group snapshot leaves the cluster with the set.
+    let output = run_script(
+        &host_b,
+        &work,
+        "break.dsh",
+        "load metadata story.cab\nbreak writable %VSS_SHADOW_SET%\nlist shadows all\n",
+    );
+    assert!(output.contains("(read-write)"), "{output}");
+    assert!(
+        output.contains("Number of shadow copies listed: 0"),
+        "{output}"
+    );
+    let broken = format!(
+        "rbd:{}/story-db.shadow-{}",
+        cluster.pool,
+        ids[0].trim_matches(['{', '}'])
+    );
+    assert!(cli_volume_read(&host_b, &broken) == before_db);
+    volume_write(&host_b, &broken, 0, vec![0x5au8; 4096]);
+    let mut expected = before_db.clone();
+    expected[..4096].fill(0x5a);
+    assert!(cli_volume_read(&host_b, &broken) == expected);
+    let snaps = rbd_tool(cluster, &["group", "snap", "ls", &group_spec]);
+    assert!(!snaps.contains(&group_snapshot), "{snaps}");
+
+    // A second set of the same images on A reuses their group; delete removes its snapshot.
+    let output = run_script(
+        &host_a,
+        &work,
+        "second.dsh",
+        &format!("set context persistent nowriters\nadd volume {db}\nadd volume {log}\ncreate\n"),
+    );
+    let second = set_id(&output);
+    let snaps = rbd_tool(cluster, &["group", "snap", "ls", &group_spec]);
+    assert!(snaps.contains(&format!("diskshadow.{second}")), "{snaps}");
+    run_script(&host_a, &work, "delete.dsh", "delete shadows all\n");
+    let snaps = rbd_tool(cluster, &["group", "snap", "ls", &group_spec]);
+    assert!(!snaps.contains("diskshadow."), "{snaps}");
+}
+
+#[test]
+fn ceph_a_set_of_one_image_is_an_image_snapshot() {
+    let Some((cluster, work)) = setup("ceph-provider-single") else {
+        return;
+    };
+    let store = work.join("store");
+    let _services = Services(vec![store.clone()]);
+    let before = pattern(4 << 20, 3);
+    let volume = cli_image_with(cluster, &work, "single", &before);
+    attach(&store, cluster);
+    let output = run_script(
+        &store,
+        &work,
+        "create.dsh",
+        &format!(
+            "set context persistent nowriters\nadd volume {volume}\ncreate\nlist shadows all\n"
+        ),
+    );
+    let shadow = shadow_ids(&output)[0].trim_matches(['{', '}']).to_string();
+    let snaps = rbd_tool(
+        cluster,
+        &["snap", "ls", &format!("{}/single", cluster.pool)],
+    );
+    assert!(snaps.contains(&format!("diskshadow.{shadow}")), "{snaps}");
+    assert!(
+        output.contains(&format!(
+            "- RBD snapshot: {}/single@diskshadow.{shadow}",
+            cluster.pool
+        )),
+        "{output}"
+    );
+    volume_write(&store, &volume, 0, vec![1u8; 65536]);
+    let read = diskshadow(&store)
+        .args(["volume", "read", &format!("{{{shadow}}}")])
+        .output()
+        .expect("read shadow");
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    assert!(read.stdout == before, "the shadow reads as it was");
+    run_script(&store, &work, "delete.dsh", "delete shadows all\n");
+    let snaps = rbd_tool(
+        cluster,
+        &["snap", "ls", &format!("{}/single", cluster.pool)],
+    );
+    assert!(!snaps.contains("diskshadow."), "{snaps}");
+}
+
+#[test]
+fn ceph_a_snapshot_removed_behind_diskshadows_back_is_missing_and_not_served() {
+    let Some((cluster, work)) = setup("ceph-provider-removed") else {
+        return;
+    };
+    let store = work.join("store");
+    let _services = Services(vec![store.clone()]);
+    let volume = cli_image_with(cluster, &work, "removed", &pattern(1 << 20, 4));
+    attach(&store, cluster);
+    let output = run_script(
+        &store,
+        &work,
+        "create.dsh",
+        &format!("set context persistent nowriters\nadd volume {volume}\ncreate\n"),
+    );
+    let shadow = shadow_ids(&output)[0].clone();
+    let name = format!("diskshadow.{}", shadow.trim_matches(['{', '}']));
+    rbd_tool(
+        cluster,
+        &[
+            "snap",
+            "rm",
+            "--no-progress",
+            &format!("{}/removed@{name}", cluster.pool),
+        ],
+    );
+
+    let listed = run_script(&store, &work, "list.dsh", "list shadows all\n");
+    assert!(
+        listed.contains("is suspect and is not served")
+            && listed.contains("RBD snapshot is missing"),
+        "{listed}"
+    );
+    let refused = run_failing_script(
+        &store,
+        &work,
+        "expose.dsh",
+        &format!("expose {shadow} \\\\localhost\\gone\n"),
+    );
+    assert!(refused.contains("missing"), "{refused}");
+    let read = diskshadow(&store)
+        .args(["volume", "read", &shadow])
+        .output()
+        .expect("read");
+    assert!(!read.status.success());
+    assert!(
+        String::from_utf8_lossy(&read.stderr).contains("missing"),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let check = diskshadow(&store)
+        .arg("check-store")
+        .output()
+        .expect("check-store");
+    assert!(
+        String::from_utf8_lossy(&check.stdout).contains("RBD snapshot is missing"),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    // Deleting the shadow copy still works: there is nothing left to remove.
+    run_script(&store, &work, "delete.dsh", "delete shadows all\n");
+}
+
+#[test]
+fn ceph_a_service_killed_while_the_set_thaws_leaves_its_group_snapshot_reported() {
+    let Some((cluster, work)) = setup("ceph-provider-killed") else {
+        return;
+    };
+    let store = work.join("store");
+    let _services = Services(vec![store.clone()]);
+    let first = cli_image_with(cluster, &work, "killed-a", &pattern(1 << 20, 5));
+    let second = cli_image_with(cluster, &work, "killed-b", &pattern(1 << 20, 6));
+    attach(&store, cluster);
+    fs::create_dir_all(store.join("writers")).expect("writers dir");
+    let record = work.join("slow.events");
+    fs::write(
+        store.join("writers/slow.toml"),
+        format!(
+            "name = \"Slow Thaw Writer\"\nid = \"{{55555555-aaaa-4bbb-8ccc-777777777777}}\"\ncommand = [\"{}\", \"--component\", \"db={}\", \"--record\", \"{}\", \"--on\", \"thaw=delay:3000\"]\n",
+            env!("CARGO_BIN_EXE_diskshadow-test-writer"),
+            first,
+            record.display()
+        ),
+    )
+    .expect("registration");
+    let script = work.join("create.dsh");
+    fs::write(
+        &script,
+        format!("set context persistent\nadd volume {first}\nadd volume {second}\ncreate\n"),
+    )
+    .expect("script");
+    let mut client = Process::new(env!("CARGO_BIN_EXE_diskshadow"))
+        .arg("--store")
+        .arg(&store)
+        .arg("-s")
+        .arg(&script)
+        .current_dir(&work)
+        .env_remove("DISKSHADOW_STORE")
+        .env("DISKSHADOW_IDLE_TIMEOUT", "5")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("client");
+    support::process::wait_for(30, "the writer was sent thaw", || {
+        fs::read_to_string(&record).is_ok_and(|events| events.contains("\"thaw\""))
+    });
+    // The group snapshot is made and the set committed, its writers thawing: kill the service.
+    let pid: i32 = fs::read_to_string(store.join("service.lock"))
+        .expect("lock")
+        .trim()
+        .parse()
+        .expect("pid");
+    // SAFETY: kill(2) with a pid read from our own store's lock file.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let _ = client.wait();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+
+    // The interrupted set is gone from the store, its group snapshot is still in the cluster,
+    // and `check` reports it (never removes it: the pool is shared).
+    let listed = run_script(&store, &work, "list.dsh", "list shadows all\n");
+    assert!(shadow_ids(&listed).is_empty(), "{listed}");
+    let check = diskshadow(&store)
+        .arg("check-store")
+        .output()
+        .expect("check-store");
+    let report = String::from_utf8_lossy(&check.stdout).to_string();
+    assert!(
+        report.contains("belongs to no shadow copy set of this store"),
+        "{report}"
+    );
 }
