@@ -58,8 +58,7 @@ fn assert_same(actual: &[u8], expected: &[u8], what: &str) {
 #[test]
 fn missing_librbd_is_a_clear_error() {
     let error = Ceph::load_files("librbd-missing.so.1", LIBRADOS)
-        .err()
-        .expect("a missing librbd fails to load");
+        .expect_err("a missing librbd fails to load");
     assert_eq!(
         error.to_string(),
         "librbd is not installed (librbd-missing.so.1 not found): apt-get install librbd1"
@@ -123,8 +122,7 @@ fn image_write_read_snapshot_and_rollback() {
     // The snapshot is read-only.
     let refused = at_snapshot
         .write_at(b"x", 0)
-        .err()
-        .expect("write to a snapshot fails");
+        .expect_err("write to a snapshot fails");
     assert_eq!(refused.errno(), Some(libc::EROFS), "{refused}");
     drop(at_snapshot);
 
@@ -134,7 +132,7 @@ fn image_write_read_snapshot_and_rollback() {
     assert_eq!(*recorder.finished.lock().unwrap(), 1);
     assert!(recorder.begun.lock().unwrap()[0].0.contains(&name));
 
-    let missing = image.snap_remove("nope").err().expect("no such snapshot");
+    let missing = image.snap_remove("nope").expect_err("no such snapshot");
     assert!(missing.is_not_found(), "{missing}");
     assert!(
         missing.to_string().contains(&format!("rbd/{name}@nope")),
@@ -174,8 +172,7 @@ fn group_snapshot_reads_each_image_at_its_snap_id_while_live_images_change() {
     pool.create_group(&other_group).expect("create other group");
     let twice = pool
         .group_add_image(&other_group, &first)
-        .err()
-        .expect("second group refused");
+        .expect_err("second group refused");
     assert_eq!(twice.errno(), Some(libc::EEXIST), "{twice}");
     pool.remove_group(&other_group).expect("remove other group");
 
@@ -266,7 +263,7 @@ fn group_snapshot_reads_each_image_at_its_snap_id_while_live_images_change() {
     assert!(pool.group_snaps(&group).expect("group snaps").is_empty());
     assert!(live_a.snaps().expect("snaps of a").is_empty());
     assert!(live_b.snaps().expect("snaps of b").is_empty());
-    let missing = pool.group_snap_remove(&group, "set1").err().expect("gone");
+    let missing = pool.group_snap_remove(&group, "set1").expect_err("gone");
     assert!(missing.is_not_found(), "{missing}");
     pool.remove_group(&group).expect("remove group");
 }
@@ -369,8 +366,7 @@ fn clone_and_flatten() {
 
     let busy = live
         .snap_unprotect("base")
-        .err()
-        .expect("a snapshot with a clone stays protected");
+        .expect_err("a snapshot with a clone stays protected");
     assert_eq!(busy.errno(), Some(libc::EBUSY), "{busy}");
     let recorder = Recorder::default();
     clone.flatten(&recorder).expect("flatten");
@@ -437,7 +433,7 @@ fn missing_pool_and_image_are_their_own_errors() {
         return;
     };
     let cluster = ceph.connect();
-    let error = cluster.pool("no-such-pool").err().expect("missing pool");
+    let error = cluster.pool("no-such-pool").expect_err("missing pool");
     assert!(matches!(&error, RbdError::PoolNotFound { pool } if pool == "no-such-pool"));
     assert_eq!(
         error.to_string(),
@@ -446,7 +442,7 @@ fn missing_pool_and_image_are_their_own_errors() {
     assert_eq!(error.vss_code(), VssCode::VSS_E_OBJECT_NOT_FOUND);
 
     let pool = cluster.pool(&ceph.pool).expect("pool");
-    let error = pool.open("no-such-image").err().expect("missing image");
+    let error = pool.open("no-such-image").expect_err("missing image");
     assert_eq!(
         error.to_string(),
         "RBD image rbd/no-such-image does not exist"
@@ -454,20 +450,17 @@ fn missing_pool_and_image_are_their_own_errors() {
     assert_eq!(error.vss_code(), VssCode::VSS_E_OBJECT_NOT_FOUND);
     let error = pool
         .open_read_only("no-such-image")
-        .err()
-        .expect("missing image");
+        .expect_err("missing image");
     assert!(matches!(error, RbdError::ImageNotFound { .. }));
     let error = pool
         .remove_image("no-such-image")
-        .err()
-        .expect("missing image");
+        .expect_err("missing image");
     assert!(matches!(error, RbdError::ImageNotFound { .. }));
 
     let name = ceph.image("snapless", MIB, features::LAYERING);
     let error = pool
         .open_at_snap_id(&name, 123_456)
-        .err()
-        .expect("missing snapshot");
+        .expect_err("missing snapshot");
     assert!(error.is_not_found(), "{error}");
     assert!(
         error
@@ -478,8 +471,7 @@ fn missing_pool_and_image_are_their_own_errors() {
 
     let error = pool
         .create_image(&name, MIB, features::LAYERING)
-        .err()
-        .expect("exists");
+        .expect_err("exists");
     assert_eq!(
         error.vss_code(),
         VssCode::VSS_E_OBJECT_ALREADY_EXISTS,
@@ -495,9 +487,8 @@ fn a_cluster_that_is_down_fails_within_seconds() {
     let work = support::scratch("rbd_lib_down");
     let conf = ceph.down_conf(&work);
     let started = Instant::now();
-    let error = Cluster::connect(&conf, None, Duration::from_secs(3))
-        .err()
-        .expect("nothing listens there");
+    let error =
+        Cluster::connect(&conf, None, Duration::from_secs(3)).expect_err("nothing listens there");
     let elapsed = started.elapsed();
     assert!(elapsed < Duration::from_secs(8), "took {elapsed:?}");
     assert!(matches!(error, RbdError::Unreachable { .. }), "{error}");
@@ -509,8 +500,7 @@ fn a_cluster_that_is_down_fails_within_seconds() {
     );
 
     let error = Cluster::connect(&work.join("missing.conf"), None, Duration::from_secs(3))
-        .err()
-        .expect("no configuration");
+        .expect_err("no configuration");
     assert!(matches!(error, RbdError::Config { .. }), "{error}");
 }
 
@@ -541,7 +531,7 @@ fn an_image_as_a_durable_file() {
     let first_data = file.next_data(0).expect("next data").expect("some data");
     assert!(first_data <= 4 * MIB + 512, "{first_data}");
     let hole = file.next_hole(4 * MIB + 512).expect("next hole");
-    assert!(hole >= 4 * MIB + 512 + 8192 && hole <= 16 * MIB, "{hole}");
+    assert!((4 * MIB + 512 + 8192..=16 * MIB).contains(&hole), "{hole}");
     assert_eq!(file.next_data(12 * MIB).expect("tail"), None);
 
     file.punch_hole(4 * MIB + 512, 8192).expect("punch");
@@ -554,7 +544,7 @@ fn an_image_as_a_durable_file() {
     let before = file.fingerprint().expect("fingerprint");
     assert_eq!(before.size, 16 * MIB);
     assert_eq!(file.fingerprint().expect("again"), before);
-    let refused = file.set_len(MIB).err().expect("no resize");
+    let refused = file.set_len(MIB).expect_err("no resize");
     assert_eq!(refused.kind(), std::io::ErrorKind::Unsupported);
     drop(file);
     // The same name created again is another image.

@@ -195,6 +195,24 @@ fn attaching_without_librbd_says_what_to_install() {
     );
 }
 
+/// `volume write VOLUME --offset OFFSET` of `data` (through a file in `work`).
+fn write_volume(store: &Path, work: &Path, volume: &str, offset: &str, data: &[u8]) {
+    let input = work.join("input");
+    std::fs::write(&input, data).expect("input");
+    succeeds(
+        store,
+        &[
+            "volume",
+            "write",
+            volume,
+            "--offset",
+            offset,
+            "--input",
+            input.to_str().expect("input path"),
+        ],
+    );
+}
+
 /// A store attached to the test cluster's pool, and a fresh image of `size` bytes in it.
 fn attached_store(
     ceph: &support::ceph::TestCluster,
@@ -225,20 +243,7 @@ fn an_rbd_volume_is_written_and_read_through_librbd() {
     let (work, store, image) = attached_store(ceph, "rbd_volumes_io", 16 << 20);
     let volume = format!("rbd:rbd/{image}");
     let data: Vec<u8> = (0..(300 << 10)).map(|index| (index % 253) as u8).collect();
-    let input = work.join("input");
-    std::fs::write(&input, &data).expect("input");
-    succeeds(
-        &store,
-        &[
-            "volume",
-            "write",
-            &volume,
-            "--offset",
-            "1M",
-            "--input",
-            input.to_str().unwrap(),
-        ],
-    );
+    write_volume(&store, &work, &volume, "1M", &data);
     let output = work.join("output");
     succeeds(
         &store,
@@ -274,6 +279,8 @@ fn an_rbd_volume_is_written_and_read_through_librbd() {
     let text = info.to_string();
     assert!(text.contains(&volume), "{text}");
     assert!(text.contains(&(16u64 << 20).to_string()), "{text}");
+    let registered = succeeds(&store, &["volume", "register", &volume]);
+    assert!(registered.contains("is registered with"), "{registered}");
     // Registered once: naming it again finds the same volume.
     let again: serde_json::Value =
         serde_json::from_str(&succeeds(&store, &["volume", "info", &volume, "--json"]))
@@ -336,20 +343,7 @@ fn an_rbd_volume_attached_over_nbd_reads_as_the_cluster_has_it() {
     let data: Vec<u8> = (0..(64 << 10))
         .map(|index| (index % 241) as u8 ^ 0x5a)
         .collect();
-    let input = work.join("input");
-    std::fs::write(&input, &data).expect("input");
-    succeeds(
-        &store,
-        &[
-            "volume",
-            "write",
-            &volume,
-            "--offset",
-            "3M",
-            "--input",
-            input.to_str().unwrap(),
-        ],
-    );
+    write_volume(&store, &work, &volume, "3M", &data);
     let socket = work.join("nbd.sock");
     let target = format!("nbd+unix:///live?socket={}", socket.display());
     succeeds(&store, &["volume", "attach", &volume, &target]);
@@ -388,20 +382,75 @@ fn a_drive_letter_maps_to_an_rbd_volume() {
     succeeds(&store, &["drive", "map", "E:", &volume]);
     let listed = succeeds(&store, &["drive", "list"]);
     assert!(listed.contains(&volume), "{listed}");
-    let input = work.join("input");
-    std::fs::write(&input, b"through a drive letter").expect("input");
+    write_volume(&store, &work, "E:", "0", b"through a drive letter");
+    let exported = ceph.rbd(&["export", &format!("rbd/{image}"), "-"]);
+    assert!(exported.starts_with(b"through a drive letter"));
+}
+
+#[test]
+fn an_rbd_volume_of_a_cluster_gone_down_fails_within_seconds() {
+    let Some(ceph) = support::ceph::cluster() else {
+        return;
+    };
+    let work = support::scratch("rbd_volumes_gone_down");
+    let store = work.join("store");
+    let conf = work.join("ceph.conf");
+    std::fs::copy(&ceph.conf, &conf).expect("conf copy");
     succeeds(
         &store,
         &[
-            "volume",
-            "write",
-            "E:",
-            "--offset",
-            "0",
-            "--input",
-            input.to_str().unwrap(),
+            "array",
+            "attach",
+            "rbd:rbd",
+            "--conf",
+            conf.to_str().unwrap(),
         ],
     );
-    let exported = ceph.rbd(&["export", &format!("rbd/{image}"), "-"]);
-    assert!(exported.starts_with(b"through a drive letter"));
+    let image = ceph.image(
+        "gone-down",
+        1 << 20,
+        diskshadow::engine::rbd::features::LAYERING,
+    );
+    // The cluster this store knows moves away: its configuration now names a dead monitor.
+    succeeds(&store, &["service", "stop"]);
+    let down = ceph.down_conf(&work);
+    std::fs::copy(&down, &conf).expect("conf now names a dead monitor");
+    let started = Instant::now();
+    let error = fails(&store, &["volume", "info", &format!("rbd:rbd/{image}")]);
+    let elapsed = started.elapsed();
+    assert!(
+        error.contains(&format!(
+            "rbd:rbd/{image} cannot be used as a volume: cannot reach the Ceph cluster of {}",
+            conf.display()
+        )),
+        "{error}"
+    );
+    assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}");
+    let listed = succeeds(&store, &["array", "list"]);
+    assert!(
+        listed.contains("    unreachable: cannot reach the Ceph cluster"),
+        "{listed}"
+    );
+}
+
+#[test]
+fn an_rbd_volume_without_librbd_says_what_to_install() {
+    let Some(ceph) = support::ceph::cluster() else {
+        return;
+    };
+    let (_work, store, image) = attached_store(ceph, "rbd_volumes_lost_librbd", 1 << 20);
+    succeeds(&store, &["service", "stop"]);
+    let output = diskshadow(&store)
+        .env("DISKSHADOW_LIBRBD", "librbd-missing.so.1")
+        .args(["volume", "info", &format!("rbd:rbd/{image}")])
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "librbd is not installed (librbd-missing.so.1 not found): apt-get install librbd1"
+        ),
+        "{stderr}"
+    );
 }

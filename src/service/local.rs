@@ -640,7 +640,10 @@ impl ShadowService for LocalService {
         provider: Option<ProviderId>,
         base_dir: &Path,
     ) -> Result<VolumeInfo, ServiceError> {
-        let full = if Path::new(path).is_absolute() {
+        // An RBD volume (`rbd:POOL/IMAGE`) is a name, not a path below `base_dir`.
+        let full = if Path::new(path).is_absolute()
+            || crate::engine::rbd::file::is_volume_path(Path::new(path))
+        {
             PathBuf::from(path)
         } else {
             base_dir.join(path)

@@ -141,9 +141,11 @@ fn start() -> TestCluster {
     fs::create_dir_all(directory.join("osd/ceph-0")).expect("osd directory");
 
     // The watcher comes first, so that whatever happens next the daemons it hears of are
-    // stopped when this process ends.
+    // stopped when this process ends. It ignores the signals that end a test run (Ctrl-C, a
+    // `timeout` killing the process group), so that it outlives the test process and cleans
+    // up after it.
     let script = format!(
-        "pids=; while read pid; do pids=\"$pids $pid\"; done; \
+        "trap '' INT TERM HUP; pids=; while read pid; do pids=\"$pids $pid\"; done; \
          [ -n \"$pids\" ] && kill -TERM $pids 2>/dev/null; \
          for i in 1 2 3 4 5 6 7 8 9 10; do kill -0 $pids 2>/dev/null || break; sleep 0.5; done; \
          [ -n \"$pids\" ] && kill -KILL $pids 2>/dev/null; rm -rf '{}'",

@@ -211,6 +211,12 @@ pub struct Ceph {
     _rados_library: Library,
 }
 
+impl std::fmt::Debug for Ceph {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("Ceph (librados and librbd)")
+    }
+}
+
 /// Which files [`Ceph::load`] loads: set once per process, before the first load, by a binary
 /// that lets its user choose them (tests point them at a missing name).
 static LIBRARY_FILES: OnceLock<(String, String)> = OnceLock::new();
@@ -577,6 +583,52 @@ fn name_list(
     }
 }
 
+/// A `rbd_group_*_list` call: `(ioctx, group, entries, entry size, &mut count)`.
+type GroupListFn<Entry> =
+    unsafe extern "C" fn(ffi::IoctxT, *const c_char, *mut Entry, usize, *mut usize) -> c_int;
+/// Its cleanup: `(entries, entry size, count)`.
+type GroupListCleanupFn<Entry> = unsafe extern "C" fn(*mut Entry, usize, usize) -> c_int;
+
+/// Runs a group list call, growing the array on `ERANGE`, and turns each entry into an item
+/// before librbd's cleanup frees the entries' strings.
+fn group_list<Entry, Item>(
+    ioctx: ffi::IoctxT,
+    group: &CStr,
+    list: GroupListFn<Entry>,
+    cleanup: GroupListCleanupFn<Entry>,
+    item: impl Fn(&Entry) -> Item,
+    what: impl Fn() -> String,
+) -> Result<Vec<Item>, RbdError> {
+    let entry_size = std::mem::size_of::<Entry>();
+    let mut capacity = 16usize;
+    loop {
+        let mut entries: Vec<Entry> = Vec::with_capacity(capacity);
+        let mut count = capacity;
+        // SAFETY: the context is open; `entries` has room for `count` entries of the size
+        // given.
+        let result = unsafe {
+            list(
+                ioctx,
+                group.as_ptr(),
+                entries.as_mut_ptr(),
+                entry_size,
+                &mut count,
+            )
+        };
+        if result == -libc::ERANGE && count > capacity {
+            capacity = count;
+            continue;
+        }
+        check(result, &what)?;
+        // SAFETY: librbd filled `count` entries.
+        unsafe { entries.set_len(count) };
+        let items = entries.iter().map(&item).collect();
+        // SAFETY: the entries came from the list call; they are not used afterwards.
+        unsafe { cleanup(entries.as_mut_ptr(), entry_size, count) };
+        return Ok(items);
+    }
+}
+
 impl Pool {
     fn rbd(&self) -> &ffi::Rbd {
         &self.cluster.ceph.rbd
@@ -810,46 +862,19 @@ impl Pool {
     pub fn group_images(&self, group: &str) -> Result<Vec<GroupImage>, RbdError> {
         let what = || format!("list the images of RBD group {}/{group}", self.name);
         let group_text = c_string(group, &what())?;
-        let mut capacity = 16usize;
-        loop {
-            let mut entries: Vec<ffi::GroupImageInfo> = Vec::with_capacity(capacity);
-            let mut count = capacity;
-            // SAFETY: `entries` has room for `count` entries of the size given.
-            let result = unsafe {
-                (self.rbd().rbd_group_image_list)(
-                    self.ioctx,
-                    group_text.as_ptr(),
-                    entries.as_mut_ptr(),
-                    std::mem::size_of::<ffi::GroupImageInfo>(),
-                    &mut count,
-                )
-            };
-            if result == -libc::ERANGE && count > capacity {
-                capacity = count;
-                continue;
-            }
-            check(result, what)?;
-            // SAFETY: librbd filled `count` entries.
-            unsafe { entries.set_len(count) };
-            let images = entries
-                .iter()
-                .map(|entry| GroupImage {
-                    // SAFETY: librbd's strings, alive until the cleanup below.
-                    image: unsafe { owned(entry.name) },
-                    pool_id: entry.pool,
-                    attached: entry.state == 0,
-                })
-                .collect();
-            // SAFETY: the entries came from rbd_group_image_list.
-            unsafe {
-                (self.rbd().rbd_group_image_list_cleanup)(
-                    entries.as_mut_ptr(),
-                    std::mem::size_of::<ffi::GroupImageInfo>(),
-                    count,
-                )
-            };
-            return Ok(images);
-        }
+        group_list(
+            self.ioctx,
+            &group_text,
+            self.rbd().rbd_group_image_list,
+            self.rbd().rbd_group_image_list_cleanup,
+            // SAFETY (of `owned`): librbd's strings, alive until the cleanup.
+            |entry: &ffi::GroupImageInfo| GroupImage {
+                image: unsafe { owned(entry.name) },
+                pool_id: entry.pool,
+                attached: entry.state == 0,
+            },
+            what,
+        )
     }
 
     /// Takes group snapshot `snapshot` of `group`: one snapshot in every member image, all at
@@ -889,45 +914,18 @@ impl Pool {
     pub fn group_snaps(&self, group: &str) -> Result<Vec<GroupSnapshot>, RbdError> {
         let what = || format!("list the snapshots of RBD group {}/{group}", self.name);
         let group_text = c_string(group, &what())?;
-        let mut capacity = 16usize;
-        loop {
-            let mut entries: Vec<ffi::GroupSnapInfo> = Vec::with_capacity(capacity);
-            let mut count = capacity;
-            // SAFETY: `entries` has room for `count` entries of the size given.
-            let result = unsafe {
-                (self.rbd().rbd_group_snap_list)(
-                    self.ioctx,
-                    group_text.as_ptr(),
-                    entries.as_mut_ptr(),
-                    std::mem::size_of::<ffi::GroupSnapInfo>(),
-                    &mut count,
-                )
-            };
-            if result == -libc::ERANGE && count > capacity {
-                capacity = count;
-                continue;
-            }
-            check(result, what)?;
-            // SAFETY: librbd filled `count` entries.
-            unsafe { entries.set_len(count) };
-            let snapshots = entries
-                .iter()
-                .map(|entry| GroupSnapshot {
-                    // SAFETY: librbd's strings, alive until the cleanup below.
-                    name: unsafe { owned(entry.name) },
-                    complete: entry.state == ffi::GROUP_SNAP_STATE_COMPLETE,
-                })
-                .collect();
-            // SAFETY: the entries came from rbd_group_snap_list.
-            unsafe {
-                (self.rbd().rbd_group_snap_list_cleanup)(
-                    entries.as_mut_ptr(),
-                    std::mem::size_of::<ffi::GroupSnapInfo>(),
-                    count,
-                )
-            };
-            return Ok(snapshots);
-        }
+        group_list(
+            self.ioctx,
+            &group_text,
+            self.rbd().rbd_group_snap_list,
+            self.rbd().rbd_group_snap_list_cleanup,
+            // SAFETY (of `owned`): librbd's strings, alive until the cleanup.
+            |entry: &ffi::GroupSnapInfo| GroupSnapshot {
+                name: unsafe { owned(entry.name) },
+                complete: entry.state == ffi::GROUP_SNAP_STATE_COMPLETE,
+            },
+            what,
+        )
     }
 
     /// Rolls every member of `group` back to group snapshot `snapshot`, reporting progress.
