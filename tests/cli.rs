@@ -1169,7 +1169,7 @@ fn providers_volume_register_with_the_redirect_on_write_provider() {
         "row.dsh",
         "list providers\nset context persistent nowriters\nadd volume data.img\ncreate\n",
     );
-    assert!(stdout.contains("4 providers registered."), "{stdout}");
+    assert!(stdout.contains("5 providers registered."), "{stdout}");
     assert!(
         stdout.contains("- Provider ID: {3f0c6a1e-9d42-4b7a-8e15-6c2d9b7f4a30}"),
         "{stdout}"
@@ -1227,7 +1227,7 @@ fn fidelity_the_shell_leaves_two_blank_lines_after_the_banner_and_one_after_outp
         .unwrap_or_else(|| panic!("no banner: {stdout}"));
     assert!(after_banner.starts_with("\n\n"), "{stdout:?}");
     assert!(!after_banner.starts_with("\n\n\n"), "{stdout:?}");
-    assert!(stdout.contains("4 providers registered.\n\n"), "{stdout:?}");
+    assert!(stdout.contains("5 providers registered.\n\n"), "{stdout:?}");
 }
 
 /// Issue 11, item 15: the interactive shell's `-l` log holds the typed commands too, not only
@@ -1262,7 +1262,7 @@ fn fidelity_the_interactive_log_keeps_the_typed_commands() {
     assert_eq!(output.status.code(), Some(0));
     let logged = fs::read_to_string(&log).expect("log");
     assert!(logged.contains("DISKSHADOW> list providers"), "{logged}");
-    assert!(logged.contains("4 providers registered."), "{logged}");
+    assert!(logged.contains("5 providers registered."), "{logged}");
 }
 
 /// Issue 11, item 18: `--json` for lists and the drive map, `service status` fails when no

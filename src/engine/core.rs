@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::engine::array::{
-    self, ArrayAttachError, ArrayAttachment, ArrayError, ArrayHost, ArrayInfo, ArrayShadow,
-    ImportError, ImportedSetError, ShadowLun,
+    self, ArrayAttachError, ArrayAttachment, ArrayError, ArrayHost, ArrayInfo, ImportError,
+    ImportedSetError, ShadowLun,
 };
 use crate::engine::catalog::{
     Catalog, CatalogChange, CatalogError, CatalogState, RevertRecord, ShadowRecord, VolumeRecord,
@@ -831,6 +831,23 @@ fn shadow_info(
         context: record.context,
         health,
         owner: record.owner,
+        location: None,
+    }
+}
+
+/// Asks the provider of an independent shadow where it is held (`list shadows` shows it); a
+/// shadow whose provider cannot find it any more is missing, hence not served.
+fn locate_independent(context: &ProviderContext<'_>, record: &ShadowRecord, info: &mut ShadowInfo) {
+    let Some(provider) = provider_of(record).filter(|provider| provider.data_path().is_none())
+    else {
+        return;
+    };
+    match provider.locate_shadow(context, record) {
+        Ok(location) => info.location = location,
+        Err(reason) if info.health == ShadowHealth::Good => {
+            info.health = ShadowHealth::Suspect { reason }
+        }
+        Err(_) => {}
     }
 }
 
@@ -1679,6 +1696,12 @@ impl Engine {
                 )
             })
             .collect();
+        let records: Vec<ShadowRecord> = state.shadows.values().cloned().collect();
+        let context = self.provider_context(state);
+        drop(catalog);
+        for (shadow, record) in shadows.iter_mut().zip(&records) {
+            locate_independent(&context, record, shadow);
+        }
         shadows.sort_by_key(|shadow| shadow.sequence);
         shadows
     }
@@ -1697,13 +1720,16 @@ impl Engine {
         let unavailable = self.unavailable_reasons();
         let catalog = lock_mutex(&self.shared.catalog);
         let state = catalog.state();
-        state.shadows.get(&id).map(|record| {
-            shadow_info(
-                state,
-                record,
-                unavailable.get(&record.volume).map(String::as_str),
-            )
-        })
+        let record = state.shadows.get(&id)?.clone();
+        let mut info = shadow_info(
+            state,
+            &record,
+            unavailable.get(&record.volume).map(String::as_str),
+        );
+        let context = self.provider_context(state);
+        drop(catalog);
+        locate_independent(&context, &record, &mut info);
+        Some(info)
     }
 
     /// The provider commit: one shadow per volume, all at one point in time. O(1) in volume
@@ -2816,6 +2842,17 @@ impl Engine {
                 .values()
                 .map(|record| (record.id, record.path.clone()))
                 .collect(),
+            shadow_sets: state
+                .shadows
+                .values()
+                .map(|record| (record.id, record.set_id))
+                .collect(),
+            rbd_pools: state
+                .arrays
+                .values()
+                .filter_map(|attachment| attachment.rbd.clone())
+                .map(|pool| (pool.pool.clone(), pool))
+                .collect(),
         }
     }
 
@@ -2832,7 +2869,12 @@ impl Engine {
         if state.arrays.is_empty() {
             return None;
         }
-        let root = array::array_root_of(path)?;
+        // An RBD volume `rbd:POOL/IMAGE` is in the pool attached as `rbd:POOL`.
+        let root = array::array_root_of(path).or_else(|| {
+            path.to_str()?
+                .starts_with("rbd:")
+                .then(|| path.parent().map(Path::to_path_buf))?
+        })?;
         state
             .arrays
             .iter()
@@ -3006,7 +3048,9 @@ impl Engine {
         cabinet: &MetadataCabinet,
     ) -> Result<Vec<ShadowInfo>, ImportError> {
         let attached = lock_mutex(&self.shared.catalog).state().arrays.clone();
-        let mut found: Vec<(ShadowId, PathBuf, ArrayShadow)> = Vec::new();
+        // Each shadow with its LUN (the volume it is a shadow of), size and array (`None`: a
+        // provider that finds its shadows itself, such as the Ceph RBD provider).
+        let mut found: Vec<(ShadowId, PathBuf, u64, Option<PathBuf>)> = Vec::new();
         for shadow in &cabinet.shadows {
             if !provider_by_id(Some(shadow.provider_id))
                 .is_some_and(|provider| provider.transportable())
@@ -3024,6 +3068,19 @@ impl Engine {
                 return Err(ImportError::AlreadyImported {
                     shadow: shadow.shadow_id,
                 });
+            }
+            if let Some(provider) = provider_by_id(Some(shadow.provider_id))
+                .filter(|provider| provider.finds_own_shadows())
+            {
+                let context = self.provider_context(lock_mutex(&self.shared.catalog).state());
+                let (volume, size) = provider
+                    .find_transported(&context, shadow, cabinet.snapshot_set_id)
+                    .map_err(|reason| ImportError::NotFound {
+                        shadow: shadow.shadow_id,
+                        reason,
+                    })?;
+                found.push((shadow.shadow_id, volume, size, None));
+                continue;
             }
             let mut holder = None;
             for attachment in attached
@@ -3056,14 +3113,14 @@ impl Engine {
                     path: clone,
                 });
             }
-            found.push((shadow.shadow_id, root, entry));
+            let lun = array::inside(&root, &entry.lun)?;
+            found.push((shadow.shadow_id, lun, entry.size, Some(root)));
         }
         // The LUNs become volumes of this store (an existing registration is kept).
         let mut volumes = Vec::with_capacity(found.len());
-        for (_, root, entry) in &found {
-            let lun = array::inside(root, &entry.lun)?;
+        for (_, lun, _, _) in &found {
             let volume = self
-                .register_volume(&lun, None)
+                .register_volume(lun, None)
                 .map_err(|error| ImportError::Lun {
                     path: lun.clone(),
                     reason: error.to_string(),
@@ -3077,9 +3134,9 @@ impl Engine {
         };
         let mut catalog = lock_mutex(&self.shared.catalog);
         // Checked again under the catalog lock: two imports of one set may race.
-        if let Some((shadow, _, _)) = found
+        if let Some((shadow, _, _, _)) = found
             .iter()
-            .find(|(shadow, _, _)| catalog.state().shadows.contains_key(shadow))
+            .find(|(shadow, _, _, _)| catalog.state().shadows.contains_key(shadow))
         {
             return Err(ImportError::AlreadyImported { shadow: *shadow });
         }
@@ -3093,7 +3150,7 @@ impl Engine {
             .iter()
             .zip(&volumes)
             .enumerate()
-            .map(|(position, ((shadow, _, entry), volume))| {
+            .map(|(position, ((shadow, _, size, _), volume))| {
                 let provider_attributes = cabinet
                     .shadows
                     .iter()
@@ -3105,7 +3162,7 @@ impl Engine {
                     set_id: cabinet.snapshot_set_id,
                     original_count: cabinet.shadows.len() as u32,
                     volume: *volume,
-                    volume_size: entry.size,
+                    volume_size: *size,
                     created_at: now,
                     sequence: first_sequence + position as u64,
                     device_number: first_device + position as u64,
@@ -3143,7 +3200,10 @@ impl Engine {
         drop(catalog);
         // The arrays learn who imported what; if one cannot be told, the import is undone.
         let host = self.array_host();
-        for (shadow, root, _) in &found {
+        for (shadow, _, _, root) in &found {
+            let Some(root) = root else {
+                continue;
+            };
             let told = array::update(root, |array_catalog| {
                 if let Some(entry) = array_catalog.shadows.get_mut(shadow) {
                     if !entry.imported_by.contains(&host) {
@@ -3171,7 +3231,7 @@ impl Engine {
         state: &CatalogState,
         set_id: ShadowSetId,
         command: &'static str,
-    ) -> Result<Vec<(ShadowRecord, PathBuf)>, ImportedSetError> {
+    ) -> Result<Vec<(ShadowRecord, Option<PathBuf>)>, ImportedSetError> {
         let records: Vec<ShadowRecord> = state
             .shadows
             .values()
@@ -3193,13 +3253,18 @@ impl Engine {
                 if record.exposure.is_some() {
                     return Err(ImportedSetError::Exposed { shadow: record.id });
                 }
+                // A provider that finds its shadows itself (in a Ceph cluster, not an array
+                // directory).
+                if provider_of(&record).is_some_and(|provider| provider.finds_own_shadows()) {
+                    return Ok((record, None));
+                }
                 let root = state
                     .volumes
                     .get(&record.volume)
                     .and_then(|volume| Self::attached_array_of(state, &volume.path))
                     .map(|(_, root)| root)
                     .ok_or(ImportedSetError::NoArray { shadow: record.id })?;
-                Ok((record, root))
+                Ok((record, Some(root)))
             })
             .collect()
     }
@@ -3222,6 +3287,9 @@ impl Engine {
         drop(catalog);
         let host = self.array_host();
         for (record, root) in &members {
+            let Some(root) = root else {
+                continue;
+            };
             array::update(root, |array_catalog| {
                 if let Some(entry) = array_catalog.shadows.get_mut(&record.id) {
                     entry.imported_by.retain(|known| *known != host);
@@ -3260,6 +3328,7 @@ impl Engine {
         &self,
         set_id: ShadowSetId,
         writable: bool,
+        progress: &dyn Progress,
     ) -> Result<Vec<VolumeInfo>, ImportedSetError> {
         let members = {
             let catalog = lock_mutex(&self.shared.catalog);
@@ -3267,6 +3336,10 @@ impl Engine {
         };
         let mut volumes = Vec::with_capacity(members.len());
         for (record, root) in &members {
+            let Some(root) = root else {
+                volumes.push(self.break_own_shadow(record, writable, progress)?);
+                continue;
+            };
             let clone = array::clone_path(root, record.id);
             let lun = array::broken_lun_path(root, record.id);
             // The shadow LUN is renamed to an ordinary LUN (durably), then the array and this
@@ -3288,22 +3361,62 @@ impl Engine {
             })?;
             lock_mutex(&self.shared.catalog)
                 .commit(vec![CatalogChange::DeleteShadow(record.id)])?;
-            let volume =
-                self.register_volume(&lun, None)
-                    .map_err(|error| ImportedSetError::Volume {
-                        path: lun.clone(),
-                        reason: error.to_string(),
-                    })?;
-            if !writable {
-                let mut catalog = lock_mutex(&self.shared.catalog);
-                if let Some(mut volume_record) = catalog.state().volumes.get(&volume.id).cloned() {
-                    volume_record.read_only = true;
-                    catalog.commit(vec![CatalogChange::RegisterVolume(volume_record)])?;
-                }
-            }
-            volumes.push(volume);
+            volumes.push(self.register_broken_lun(&lun, writable)?);
         }
         Ok(volumes)
+    }
+
+    /// A shadow LUN broken off becomes a volume of this store, read-only unless `writable`.
+    fn register_broken_lun(
+        &self,
+        lun: &Path,
+        writable: bool,
+    ) -> Result<VolumeInfo, ImportedSetError> {
+        let volume = self
+            .register_volume(lun, None)
+            .map_err(|error| ImportedSetError::Volume {
+                path: lun.to_path_buf(),
+                reason: error.to_string(),
+            })?;
+        if !writable {
+            let mut catalog = lock_mutex(&self.shared.catalog);
+            if let Some(mut volume_record) = catalog.state().volumes.get(&volume.id).cloned() {
+                volume_record.read_only = true;
+                catalog.commit(vec![CatalogChange::RegisterVolume(volume_record)])?;
+            }
+        }
+        Ok(volume)
+    }
+
+    /// `break` of a shadow whose provider breaks it off itself (the Ceph RBD provider: a new
+    /// image holding the snapshot): the shadow leaves this store, its provider removes it,
+    /// and the new volume is registered.
+    fn break_own_shadow(
+        &self,
+        record: &ShadowRecord,
+        writable: bool,
+        progress: &dyn Progress,
+    ) -> Result<VolumeInfo, ImportedSetError> {
+        let context = self.provider_context(lock_mutex(&self.shared.catalog).state());
+        let provider =
+            provider_of(record).ok_or(ImportedSetError::NoArray { shadow: record.id })?;
+        let image = provider
+            .break_off(&context, record, progress)
+            .map_err(|source| ImportedSetError::Volume {
+                path: context.volume_path(record.volume).unwrap_or_default(),
+                reason: source.to_string(),
+            })?;
+        // The new image exists before the shadow is forgotten: a crash in between leaves a
+        // shadow and an extra image, never a lost point in time.
+        lock_mutex(&self.shared.catalog).commit(vec![CatalogChange::DeleteShadow(record.id)])?;
+        let context = self.provider_context(lock_mutex(&self.shared.catalog).state());
+        provider
+            .remove_shadow(&context, record)
+            .map_err(|source| ImportedSetError::Io {
+                path: image.clone(),
+                source,
+            })?;
+        self.register_broken_lun(&image, writable)
     }
 
     /// Sets (or clears) the maximum diff-area size of a volume; shadows are deleted oldest
@@ -3524,6 +3637,13 @@ impl Engine {
                     ));
                 }
             }
+        }
+        let is_shadow = |shadow: ShadowId| state.shadows.contains_key(&shadow);
+        let is_set = |set: ShadowSetId| state.shadows.values().any(|record| record.set_id == set);
+        for provider in providers() {
+            report
+                .problems
+                .extend(provider.leaked(&context, &is_shadow, &is_set));
         }
         for volume in state.volumes.keys() {
             for orphan in orphan_files(&self.shared.layout.diff_dir(*volume), state) {

@@ -145,6 +145,9 @@ pub struct ShadowInfo {
     pub health: ShadowHealth,
     /// The requester that owns a volatile shadow; `None` for persistent ones.
     pub owner: Option<RequesterId>,
+    /// Where a hardware provider holds it (`RBD snapshot: pool/image@snap`), when it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
 }
 
 /// One volume of a set to create.

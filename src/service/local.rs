@@ -1359,7 +1359,11 @@ impl ShadowService for LocalService {
         set_id: crate::engine::ids::ShadowSetId,
         writable: bool,
     ) -> Result<Vec<VolumeInfo>, ServiceError> {
-        from_engine!(self.core.engine.break_set(set_id, writable))
+        from_engine!(self.core.engine.break_set(
+            set_id,
+            writable,
+            &crate::engine::progress::NoProgress
+        ))
     }
 
     fn load_metadata(&mut self, cabinet: MetadataCabinet) -> Result<LoadedMetadata, ServiceError> {

@@ -84,6 +84,9 @@ pub fn shadow_block(
             shadow.attributes.diskshadow_words()
         ),
     ];
+    if let Some(location) = &shadow.location {
+        lines.push(format!("\t\t- {location}"));
+    }
     if let Some(exposure) = shadow
         .exposure
         .as_ref()

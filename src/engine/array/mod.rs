@@ -264,6 +264,8 @@ pub enum ImportError {
     Array(#[from] ArrayError),
     #[error("the LUN {} cannot be registered: {reason}", path.display())]
     Lun { path: PathBuf, reason: String },
+    #[error("shadow copy {shadow} cannot be imported: {reason}")]
+    NotFound { shadow: ShadowId, reason: String },
     #[error(transparent)]
     Catalog(#[from] crate::engine::catalog::CatalogError),
 }
@@ -276,9 +278,9 @@ impl ImportError {
                 VssCode::VSS_E_NOT_SUPPORTED
             }
             ImportError::AlreadyImported { .. } => VssCode::VSS_E_OBJECT_ALREADY_EXISTS,
-            ImportError::NotInAttachedArray { .. } | ImportError::CloneMissing { .. } => {
-                VssCode::VSS_E_NO_SNAPSHOTS_IMPORTED
-            }
+            ImportError::NotInAttachedArray { .. }
+            | ImportError::CloneMissing { .. }
+            | ImportError::NotFound { .. } => VssCode::VSS_E_NO_SNAPSHOTS_IMPORTED,
             ImportError::Array(error) => error.vss_code(),
             ImportError::Lun { .. } => VssCode::VSS_E_VOLUME_NOT_SUPPORTED,
             ImportError::Catalog(_) => VssCode::VSS_E_UNEXPECTED,

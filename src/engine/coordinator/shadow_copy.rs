@@ -950,6 +950,11 @@ impl fmt::Debug for ShadowCopyCoordinator {
 }
 
 fn manifest_volume_name(volume: &VolumeInfo) -> String {
+    // An RBD volume by its name in the cluster, which another store attached to the same
+    // pool reaches: `import` finds the shadow's snapshot through it.
+    if crate::engine::rbd::provider::volume_spec(&volume.path).is_some() {
+        return volume.path.display().to_string();
+    }
     match volume.drive_letter {
         Some(letter) => format!("{letter}:\\"),
         None => volume.path.display().to_string(),

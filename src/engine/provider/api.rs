@@ -12,9 +12,11 @@ use crate::engine::ids::{ProviderId, ShadowId, ShadowSetId, VolumeId};
 use crate::engine::model::{ProviderInfo, ProviderKind};
 use crate::engine::progress::Progress;
 use crate::engine::store::{DurableBackend, DurableFile, FileFingerprint, StoreLayout};
+use crate::engine::transport::ManifestShadow;
 use crate::engine::vss::{providers as vss_providers, Attributes};
 
-use crate::engine::array::ArrayProvider;
+use crate::engine::array::{ArrayProvider, RbdPool};
+use crate::engine::rbd::RbdProvider;
 
 use super::cow::{CowVolume, DiffAreaError, DiffAreaProblem, OpenOptions};
 use super::index::Tag;
@@ -95,6 +97,11 @@ pub struct ProviderContext<'a> {
     pub layout: &'a StoreLayout,
     /// Each registered volume's image file (where the array provider finds a LUN's array).
     pub volume_paths: BTreeMap<VolumeId, PathBuf>,
+    /// Every shadow in the catalog with its set (the RBD provider removes a group snapshot
+    /// with the last shadow of its set).
+    pub shadow_sets: BTreeMap<ShadowId, ShadowSetId>,
+    /// The Ceph pools the store is attached to, by name.
+    pub rbd_pools: BTreeMap<String, RbdPool>,
 }
 
 impl ProviderContext<'_> {
@@ -215,6 +222,65 @@ pub trait Provider: Send + Sync {
 
     /// Problems with an independent shadow (`check`).
     fn check_shadow(&self, _context: &ProviderContext<'_>, _shadow: &ShadowRecord) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Where an independent shadow is held, for its `list shadows` block (`Ok(None)`: nothing
+    /// to say); an error when it is gone, which makes the shadow missing (never served).
+    fn locate_shadow(
+        &self,
+        _context: &ProviderContext<'_>,
+        _shadow: &ShadowRecord,
+    ) -> Result<Option<String>, String> {
+        Ok(None)
+    }
+
+    /// Whether it finds its transportable shadows by itself, for `import` and `break`
+    /// ([`Provider::find_transported`], [`Provider::break_off`]), rather than through an
+    /// array's catalog (the array provider).
+    fn finds_own_shadows(&self) -> bool {
+        false
+    }
+
+    /// For `import`: the volume (as this store names it) and size of a transported shadow,
+    /// or why it cannot be imported.
+    fn find_transported(
+        &self,
+        _context: &ProviderContext<'_>,
+        shadow: &ManifestShadow,
+        _set: ShadowSetId,
+    ) -> Result<(PathBuf, u64), String> {
+        Err(format!(
+            "provider {} does not find transported shadow copies itself",
+            shadow.provider_id
+        ))
+    }
+
+    /// For `break`: makes an ordinary volume holding the shadow (complete when this returns)
+    /// and returns its path; the engine then forgets the shadow and removes it.
+    fn break_off(
+        &self,
+        _context: &ProviderContext<'_>,
+        shadow: &ShadowRecord,
+        _progress: &dyn Progress,
+    ) -> io::Result<PathBuf> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "provider {} does not break shadow copies off itself (shadow copy {})",
+                shadow.provider_id, shadow.id
+            ),
+        ))
+    }
+
+    /// For `check`: what it made that no shadow of this store owns (`is_shadow`, `is_set`
+    /// say what the catalog holds). Reported, never removed.
+    fn leaked(
+        &self,
+        _context: &ProviderContext<'_>,
+        _is_shadow: &dyn Fn(ShadowId) -> bool,
+        _is_set: &dyn Fn(ShadowSetId) -> bool,
+    ) -> Vec<String> {
         Vec::new()
     }
 
@@ -723,10 +789,11 @@ static SYSTEM: SystemProvider = SystemProvider;
 static REDIRECT_ON_WRITE: RedirectOnWriteProvider = RedirectOnWriteProvider;
 static FULL_COPY: FullCopyProvider = FullCopyProvider;
 static ARRAY: ArrayProvider = ArrayProvider;
+static RBD: RbdProvider = RbdProvider;
 
 /// Every provider, in `list providers` order.
-pub fn providers() -> [&'static dyn Provider; 4] {
-    [&SYSTEM, &REDIRECT_ON_WRITE, &FULL_COPY, &ARRAY]
+pub fn providers() -> [&'static dyn Provider; 5] {
+    [&SYSTEM, &REDIRECT_ON_WRITE, &FULL_COPY, &ARRAY, &RBD]
 }
 
 /// The provider with this ID; `None` (no ID) is the system provider.
@@ -744,6 +811,7 @@ pub fn provider_by_name(name: &str) -> Option<&'static dyn Provider> {
         "row" | "redirect-on-write" => Some(&REDIRECT_ON_WRITE),
         "plex" | "full-copy" => Some(&FULL_COPY),
         "array" | "hardware" => Some(&ARRAY),
+        "rbd" | "ceph" => Some(&RBD),
         other => crate::engine::ids::parse_guid(other)
             .and_then(|id| provider_by_id(Some(ProviderId(id)))),
     }

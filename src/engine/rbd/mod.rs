@@ -33,6 +33,9 @@
 
 mod ffi;
 pub mod file;
+pub mod provider;
+
+pub use provider::{RbdProvider, RBD_PROVIDER_ID, RBD_PROVIDER_NAME};
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::path::{Path, PathBuf};
