@@ -85,13 +85,25 @@ pub fn free_port() -> u16 {
 /// Runs a set-up command (given `timeout 60` in front, so nothing hangs the start); it must
 /// succeed. Returns its stdout.
 fn run(directory: &Path, what: &str, arguments: &[&str]) -> String {
-    let output = Command::new("timeout")
-        .arg("60")
-        .args(arguments)
-        .current_dir(directory)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|error| panic!("{what}: {error}"));
+    let attempt = || {
+        Command::new("timeout")
+            .arg("60")
+            .args(arguments)
+            .current_dir(directory)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|error| panic!("{what}: {error}"))
+    };
+    let mut output = attempt();
+    // A monitor that has just started can refuse a command before it has formed its quorum
+    // ("Error EPERM: problem getting command descriptions from mon."); every monitor command
+    // here is idempotent, so it is asked again for up to half a minute.
+    let asks_the_monitor = matches!(arguments.first(), Some(&"ceph") | Some(&"rbd"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while asks_the_monitor && !output.status.success() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        output = attempt();
+    }
     assert!(
         output.status.success(),
         "{what} failed ({}): {}\n{}\nthe monitor's log ends:\n{}\nthe OSD's log ends:\n{}",
