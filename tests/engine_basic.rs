@@ -543,7 +543,7 @@ fn the_full_copy_provider_keeps_an_independent_copy() {
     let engine = Engine::open(&store, options()).expect("open");
     let path = image(dir.path(), "a.img", 64 * 1024);
     let volume = engine.register_volume(&path, None).expect("vol");
-    assert_eq!(engine.providers().len(), 4);
+    assert_eq!(engine.providers().len(), 5);
     let device = engine.open_volume(volume.id).expect("open");
     device.write_at(0, &[1u8; 64 * 1024]).expect("fill");
     let mut plex = spec(&[volume.id], Context::Persistent);

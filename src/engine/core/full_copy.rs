@@ -228,11 +228,17 @@ impl Engine {
         }
         drop(catalog);
         if let Some(VolumeSlot::Ready(cow)) = guard.as_deref_mut() {
-            self.delete_in_data_path(&mut **cow, record.sequence)
-                .map_err(|failure| match failure {
-                    WriteFailure::Catalog(error) => FullCopyError::Catalog(error),
-                    other => io_error(other.into()),
-                })?;
+            // Copies preserved for the point in time may still wait in the write-back buffer:
+            // drained first, they are in the map when the release frees them (as a delete
+            // drains), instead of landing afterwards under a tag no shadow needs.
+            let release = |cow: &mut dyn super::VolumeProvider| {
+                self.drain_checked(cow)?;
+                self.delete_in_data_path(cow, record.sequence)
+            };
+            release(&mut **cow).map_err(|failure| match failure {
+                WriteFailure::Catalog(error) => FullCopyError::Catalog(error),
+                other => io_error(other.into()),
+            })?;
         }
         Ok(true)
     }
