@@ -387,6 +387,32 @@ fn a_drive_letter_maps_to_an_rbd_volume() {
     assert!(exported.starts_with(b"through a drive letter"));
 }
 
+/// The shell's `map` takes `rbd:POOL/IMAGE` as `drive map` does (the name is no path under
+/// the working directory), and `add volume` of the letter then shadows the image.
+#[test]
+fn the_shells_map_takes_an_rbd_volume() {
+    let Some(ceph) = support::ceph::cluster() else {
+        return;
+    };
+    let (work, store, image) = attached_store(ceph, "rbd_volumes_shell_map", 4 << 20);
+    let volume = format!("rbd:rbd/{image}");
+    let script = work.join("map.dsh");
+    std::fs::write(
+        &script,
+        format!("map e: {volume}\nmap\nset context persistent nowriters\nadd volume e:\ncreate\n"),
+    )
+    .expect("script");
+    let listed = succeeds(&store, &["-s", script.to_str().expect("script path")]);
+    assert!(
+        listed.contains(&format!("E:\\  volume     {volume}")),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("Provider ID: {6e1b7c24-d83f-4a59-b1e6-2f9a0c4d8b73}"),
+        "{listed}"
+    );
+}
+
 #[test]
 fn an_rbd_volume_of_a_cluster_gone_down_fails_within_seconds() {
     let Some(ceph) = support::ceph::cluster() else {

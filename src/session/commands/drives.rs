@@ -35,6 +35,15 @@ pub(super) fn map(session: &mut Session<'_>, map: &MapCommand) -> Result<(), Com
         }
         MapCommand::Map { drive, target } => {
             let letter = drive_letter(drive, "map")?;
+            // An RBD volume (`rbd:POOL/IMAGE`) names no local file: it is checked when the
+            // letter is used, as `drive map` does.
+            let named = std::path::Path::new(&target.text);
+            if crate::engine::rbd::file::is_volume_path(named) {
+                session
+                    .service
+                    .map_drive(letter, DriveTarget::Volume(named.to_path_buf()))?;
+                return Ok(());
+            }
             let path = session.resolve_path(&target.text);
             let target = if path.is_dir() {
                 DriveTarget::Directory(path)
@@ -42,7 +51,7 @@ pub(super) fn map(session: &mut Session<'_>, map: &MapCommand) -> Result<(), Com
                 DriveTarget::Volume(path)
             } else {
                 return Err(CommandError::new(format!("{} does not exist", path.display()))
-                    .with_help("map a letter to an existing image file (a volume) or directory (an exposure target)"));
+                    .with_help("map a letter to an existing image file (a volume), an RBD image (rbd:POOL/IMAGE) or a directory (an exposure target)"));
             };
             session.service.map_drive(letter, target)?;
         }
