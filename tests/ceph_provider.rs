@@ -1086,3 +1086,150 @@ fn ceph_a_service_killed_while_the_set_thaws_leaves_its_group_snapshot_reported(
         "{report}"
     );
 }
+
+// ---- FUSE through librbd ------------------------------------------------------------------
+
+/// `sh -c COMMAND`, asserting that it succeeds.
+fn shell(command: &str) {
+    let output = Process::new("sh")
+        .arg("-c")
+        .arg(command)
+        .output()
+        .expect("sh runs");
+    assert!(
+        output.status.success(),
+        "{command}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Unmounts the test's mount points (lazily, so a failed test leaves nothing behind), then
+/// stops the store's service (which ends its FUSE attachments and exposures).
+struct Mounts(Vec<PathBuf>, PathBuf);
+
+impl Drop for Mounts {
+    fn drop(&mut self) {
+        for mount in &self.0 {
+            let _ = Process::new("umount").arg("-l").arg(mount).output();
+        }
+        let _ = diskshadow(&self.1).args(["service", "stop"]).output();
+    }
+}
+
+/// Attaches `volume` as a FUSE file in `directory`, loop-mounts it on `mnt`, writes
+/// `report.txt` with `text`, unmounts and detaches: the live volume changes through librbd.
+fn write_through_fuse(store: &Path, volume: &str, directory: &Path, mnt: &Path, text: &str) {
+    diskshadow(store)
+        .args(["volume", "attach", volume])
+        .arg(directory)
+        .assert()
+        .success();
+    let file = directory.join(image_name(Path::new(volume)));
+    shell(&format!(
+        "mount -o loop {} {}",
+        file.display(),
+        mnt.display()
+    ));
+    fs::write(mnt.join("report.txt"), text).expect("write through the loop mount");
+    shell(&format!("sync && umount {}", mnt.display()));
+    diskshadow(store)
+        .args(["volume", "detach", volume])
+        .assert()
+        .success();
+}
+
+#[test]
+fn ceph_an_rbd_volume_attached_and_exposed_through_fuse_holds_an_ext4_file_system() {
+    let Some((cluster, work)) = setup("ceph-provider-fuse") else {
+        return;
+    };
+    if !support::tool("fusermount3", "fuse3")
+        || !support::tool("mkfs.ext4", "e2fsprogs")
+        || !Path::new("/dev/fuse").exists()
+    {
+        return;
+    }
+    let store = work.join("store");
+    let live = work.join("live");
+    let mnt = work.join("mnt");
+    let shadow_view = work.join("shadow");
+    for directory in [&live, &mnt, &shadow_view] {
+        fs::create_dir_all(directory).expect("directory");
+    }
+    let _mounts = Mounts(
+        vec![mnt.clone(), live.clone(), shadow_view.clone()],
+        store.clone(),
+    );
+    let spec = format!("{}/fuse", cluster.pool);
+    let _ = Process::new("rbd")
+        .arg("-c")
+        .arg(&cluster.conf)
+        .args(["rm", &spec])
+        .output();
+    rbd_tool(cluster, &["create", "--size", "32M", &spec]);
+    let volume = format!("rbd:{spec}");
+    attach(&store, cluster);
+
+    // (a) The live volume as a FUSE file: mkfs.ext4 on it, a file written through a loop
+    // mount, a clean e2fsck; what the file showed is what the cluster has after detach.
+    diskshadow(&store)
+        .args(["volume", "attach", &volume])
+        .arg(&live)
+        .assert()
+        .success();
+    let file = live.join("fuse");
+    assert_eq!(fs::metadata(&file).expect("the FUSE file").len(), 32 << 20);
+    shell(&format!("mkfs.ext4 -F -q {}", file.display()));
+    shell(&format!(
+        "mount -o loop {} {}",
+        file.display(),
+        mnt.display()
+    ));
+    fs::write(mnt.join("report.txt"), "version 1\n".repeat(1000)).expect("write");
+    shell(&format!("sync && umount {}", mnt.display()));
+    shell(&format!("e2fsck -fn {}", file.display()));
+    let shown = fs::read(&file).expect("read the FUSE file");
+    diskshadow(&store)
+        .args(["volume", "detach", &volume])
+        .assert()
+        .success();
+    assert!(
+        exported(cluster, &work, &spec) == shown,
+        "rbd export differs from what the FUSE file showed"
+    );
+
+    // (b) A shadow of it exposed as a FUSE view of its ext4 file system keeps the file as it
+    // was while the live volume changes.
+    run_script(
+        &store,
+        &work,
+        "expose.dsh",
+        &format!(
+            "set context persistent nowriters\nadd volume {volume} alias a\ncreate\nexpose %a% {}\n",
+            shadow_view.display()
+        ),
+    );
+    write_through_fuse(&store, &volume, &live, &mnt, "version 2\n");
+    assert_eq!(
+        fs::read_to_string(shadow_view.join("report.txt")).expect("the shadow's file"),
+        "version 1\n".repeat(1000)
+    );
+    let now = exported(cluster, &work, &spec);
+    let copy = work.join("now.img");
+    fs::write(&copy, now).expect("copy");
+    let live_text = Process::new("debugfs")
+        .args(["-R", "cat /report.txt"])
+        .arg(&copy)
+        .output()
+        .expect("debugfs");
+    assert_eq!(String::from_utf8_lossy(&live_text.stdout), "version 2\n");
+    let listing = run_script(
+        &store,
+        &work,
+        "unexpose.dsh",
+        &format!("unexpose {}\nlist shadows all\n", shadow_view.display()),
+    );
+    assert!(listing.contains("Not exposed"), "{listing}");
+    run_script(&store, &work, "delete.dsh", "delete shadows all\n");
+}
