@@ -694,7 +694,7 @@ impl RemoteService {
     }
 
     /// A request with binary payloads and a passed file descriptor (see
-    /// [`transport::Client::call_with_payload`]).
+    /// [`transport::Client::call_waiting`]).
     fn call_with_payload(
         &mut self,
         request: Request,

@@ -199,30 +199,11 @@ impl Client {
         )
     }
 
-    /// Like [`Client::call_with_bytes`], and with `descriptor` (a file the request reads or
-    /// writes directly) passed to the service in a `descriptor` frame (`SCM_RIGHTS`).
-    pub fn call_with_payload<Req: Serialize, Resp: DeserializeOwned>(
-        &mut self,
-        request: &Req,
-        request_bytes: Option<&[u8]>,
-        descriptor: Option<BorrowedFd<'_>>,
-        on_message: &mut dyn FnMut(Incoming) -> Option<serde_json::Value>,
-    ) -> Result<(Resp, Vec<u8>), ServiceError> {
-        self.call_inner(
-            request,
-            request_bytes,
-            descriptor,
-            None,
-            &mut |incoming| match incoming {
-                Some(incoming) => on_message(incoming),
-                None => None,
-            },
-        )
-    }
-
-    /// Like [`Client::call_with_payload`], but while it waits for the service, `on_message`
-    /// is also called with `None` every `interval` without a message, so the requester can
-    /// act meanwhile (send a `cancel` on another connection when its user pressed Ctrl-C).
+    /// Like [`Client::call_with_bytes`], with `descriptor` (a file the request reads or writes
+    /// directly) passed to the service in a `descriptor` frame (`SCM_RIGHTS`); while it waits
+    /// for the service, `on_message` is also called with `None` every `interval` without a
+    /// message, so the requester can act meanwhile (send a `cancel` on another connection when
+    /// its user pressed Ctrl-C).
     pub fn call_waiting<Req: Serialize, Resp: DeserializeOwned>(
         &mut self,
         request: &Req,
