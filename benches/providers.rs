@@ -247,6 +247,30 @@ fn bench_differential(
         raw.copy,
         "O(changed)",
     );
+
+    // Rolling shadows, the steady state of a schedule: each new shadow is followed by the
+    // deletion of the one before it, whose diff-area space the next first writes reuse.
+    engine.delete_shadows(&DeleteSelector::All)?;
+    engine.wait_for_folds(&NoProgress)?;
+    let mut previous = engine.create_shadow_set(&spec(volume))?.shadows[0].id;
+    engine_sequential(&*device, region, 30)?;
+    let (mut raw_writes, mut reused_writes) = (Vec::new(), Vec::new());
+    for repetition in 0..REPETITIONS {
+        let next = engine.create_shadow_set(&spec(volume))?.shadows[0].id;
+        engine.delete_shadows(&DeleteSelector::Id(previous))?;
+        engine.wait_for_folds(&NoProgress)?;
+        previous = next;
+        let seed = 31 + repetition as u8;
+        raw_writes.push(raw_sequential(&raw.file, region, seed)?);
+        reused_writes.push(engine_sequential(&*device, region, seed)?);
+    }
+    bench.throughput(
+        name,
+        "first write, rolling shadows (space reused)",
+        best(&reused_writes),
+        best(&raw_writes),
+        first_target,
+    );
     Ok(())
 }
 

@@ -598,7 +598,12 @@ impl RowVolume {
             }
             self.unsynced = false;
         }
-        self.free_slots.append(&mut self.released_slots);
+        if !self.released_slots.is_empty() {
+            self.free_slots.append(&mut self.released_slots);
+            // Lowest slot last (popped first): a stream of first writes gets consecutive
+            // slots, written with one call per run.
+            self.free_slots.sort_unstable_by(|a, b| b.cmp(a));
+        }
         Ok(())
     }
 
@@ -975,16 +980,24 @@ impl RowVolume {
         }
         self.sync()?;
         if self.map.is_empty() {
-            // Everything is folded and every free record durable: the diff area holds
-            // nothing, and an empty log tells the next open the volume is not redirected.
+            // Everything is folded and every free record durable: an empty log tells the
+            // next open the volume is not redirected.
             self.index_log.set_len(0)?;
             self.index_log.sync_data()?;
             self.index_log_length = 0;
-            self.data.set_len(0)?;
-            self.data.sync_data()?;
-            self.free_slots.clear();
-            self.released_slots.clear();
-            self.slot_high_water = 0;
+            if self.shadows.is_empty() {
+                // No shadow left to redirect writes for: the space goes back.
+                self.data.set_len(0)?;
+                self.data.sync_data()?;
+                self.free_slots.clear();
+                self.released_slots.clear();
+                self.slot_high_water = 0;
+            }
+            // With shadows left (rolling shadows: the oldest was deleted after a newer one
+            // was taken), the folded slots stay allocated, free, for the next first writes:
+            // writing into blocks the file already has costs about a plain overwrite, where
+            // a write past the end of the file also allocates them. An open gives back what
+            // lies past the last used slot.
         }
         Ok(freed_count)
     }
@@ -1266,6 +1279,62 @@ mod tests {
         );
         assert_eq!(volume.used_bytes(), 0);
         assert_folded(&volume, dir.path(), &live);
+    }
+
+    /// Rolling shadows: after the oldest is deleted and folded while a newer one remains, the
+    /// diff area keeps its blocks, and the next first writes reuse them in order (the file
+    /// does not grow); every view stays exact, and the last shadow's deletion gives the space
+    /// back.
+    #[test]
+    fn rolling_shadows_reuse_the_folded_space_in_order_and_the_last_deletion_frees_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let chunks = 16usize;
+        let size = chunks * CHUNK as usize;
+        std::fs::write(dir.path().join("live.img"), vec![1u8; size]).expect("img");
+        let data_file = data_path(&dir.path().join("diff"));
+        let data_length = || std::fs::metadata(&data_file).expect("data file").len();
+        let mut volume = open(dir.path(), &[]);
+        volume.add_shadow(1);
+        volume.write(0, &vec![2u8; size]).expect("write");
+        volume.flush().expect("flush");
+        assert_eq!(data_length(), size as u64);
+        volume.add_shadow(2);
+        volume.delete_shadow(1).expect("delete oldest");
+        volume.fold().expect("fold");
+        assert!(!has_versions(&dir.path().join("diff")));
+        assert_eq!(
+            data_length(),
+            size as u64,
+            "the folded space was given back"
+        );
+        assert_eq!(volume.used_bytes(), 0);
+        assert_eq!(volume.allocated_bytes(), size as u64);
+        assert_folded(&volume, dir.path(), &vec![2u8; size]);
+
+        volume.write(0, &vec![3u8; size]).expect("write");
+        volume.flush().expect("flush");
+        assert_eq!(
+            data_length(),
+            size as u64,
+            "the writes did not reuse the space"
+        );
+        // In order: chunk i went to slot i, so the stream was one run.
+        for chunk in 0..chunks as u64 {
+            let version = volume.map.lookup_below(chunk, Tag::MAX).expect("version");
+            assert_eq!(u64::from(version.slot), chunk);
+        }
+        assert!(read(&volume, Some(2)).iter().all(|byte| *byte == 2));
+        assert!(read(&volume, None).iter().all(|byte| *byte == 3));
+        assert_eq!(volume.check().expect("check"), Vec::new());
+        drop(volume);
+
+        let mut volume = open(dir.path(), &[2]);
+        assert!(read(&volume, Some(2)).iter().all(|byte| *byte == 2));
+        assert!(read(&volume, None).iter().all(|byte| *byte == 3));
+        volume.delete_shadow(2).expect("delete last");
+        volume.fold().expect("fold");
+        assert_eq!(data_length(), 0, "the last deletion kept the space");
+        assert_folded(&volume, dir.path(), &vec![3u8; size]);
     }
 
     /// A fold one chunk at a time, with writes and shadow reads between the steps (as the

@@ -643,6 +643,12 @@ impl CowVolume {
                 freed_count += 1;
             }
         }
+        if freed_count > 0 {
+            // Lowest slot last (popped first): the next first writes, a stream of them after
+            // rolling shadows, get consecutive slots, copied with one call per run into
+            // blocks the file already has.
+            self.free_slots.sort_unstable_by(|a, b| b.cmp(a));
+        }
         Ok(freed_count)
     }
 }

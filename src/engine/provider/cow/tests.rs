@@ -207,3 +207,67 @@ fn a_crash_at_any_sync_point_of_a_sequential_run_keeps_the_shadow_exact() {
         assert_eq!(volume.check().expect("check"), Vec::new());
     }
 }
+
+/// Rolling shadows: the slots the oldest shadow's deletion frees are reused lowest first, so
+/// the next sequential first writes fill them in order (one copy per run) before the data file
+/// grows; both shadows stay exact.
+#[test]
+fn rolling_shadows_reuse_the_freed_slots_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    make_image(dir.path());
+    let mut volume = open(Arc::new(RealBackend), dir.path()).expect("open");
+    sequential_run(&mut volume, None).expect("first run");
+    let data_length = volume.data.size().expect("size");
+    let high_water = volume.slot_high_water;
+    volume.add_shadow(2);
+    assert!(volume.delete_shadow(1).expect("delete oldest") > 0);
+    volume.flush().expect("flush");
+    let shadow_two = {
+        let mut buffer = vec![0u8; volume.size as usize];
+        volume
+            .read_shadow(2, 0, &mut buffer)
+            .expect("read shadow 2");
+        buffer
+    };
+    assert!(shadow_two.iter().all(|byte| *byte == 0xEE));
+    for chunk in 0..CHUNKS {
+        volume
+            .write(chunk * u64::from(CHUNK), &[0x5A; CHUNK as usize])
+            .expect("write");
+    }
+    volume.flush().expect("flush");
+    // Shadow 1 kept the holes as zero markers: only its data chunks freed slots, and the
+    // chunks that were holes then take new ones.
+    assert_eq!(high_water, DATA_CHUNKS, "the first run's slots");
+    assert_eq!(
+        volume.slot_high_water, CHUNKS,
+        "freed slots were left unused"
+    );
+    assert_eq!(
+        volume.data.size().expect("size"),
+        data_length + (CHUNKS - DATA_CHUNKS) * u64::from(CHUNK)
+    );
+    let slots: Vec<u64> = (0..CHUNKS)
+        .map(|chunk| {
+            u64::from(
+                volume
+                    .map
+                    .lookup_below(chunk, Tag::MAX)
+                    .expect("version")
+                    .slot,
+            )
+        })
+        .collect();
+    assert!(
+        slots.windows(2).all(|pair| pair[0] < pair[1]),
+        "the freed slots were not reused in order: {slots:?}"
+    );
+    let mut buffer = vec![0u8; volume.size as usize];
+    volume
+        .read_shadow(2, 0, &mut buffer)
+        .expect("read shadow 2");
+    assert!(buffer == shadow_two, "shadow 2 changed");
+    volume.read_live(0, &mut buffer).expect("read live");
+    assert!(buffer.iter().all(|byte| *byte == 0x5A));
+    assert_eq!(volume.check().expect("check"), Vec::new());
+}
