@@ -7,6 +7,8 @@
 //! - no shadow copy vanishes silently (it is served, or refused with the reason);
 //! - the read-only open and `check` change no byte and no modification time of the store.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -22,14 +24,7 @@ use diskshadow::engine::model::{
 use diskshadow::engine::store::RealBackend;
 use diskshadow::engine::vss::{Attributes, Context};
 use diskshadow::engine::Engine;
-
-/// A scratch directory at a fixed path (see `tests/support/mod.rs`).
-fn scratch(name: &str) -> PathBuf {
-    let directory = PathBuf::from("/tmp/diskshadow-tests").join(name);
-    let _ = std::fs::remove_dir_all(&directory);
-    std::fs::create_dir_all(&directory).expect("scratch directory");
-    directory
-}
+use support::scratch;
 
 const CHUNK: u32 = 4096;
 /// The whole loop must stay well inside this.

@@ -114,7 +114,7 @@ fn vssadmin_commands_over_the_same_store() {
         transcript.push_str(&format!("{out}\n"));
     }
     insta::with_settings!({snapshot_path => "../snapshots/vssadmin", prepend_module_to_snapshot => false, omit_expression => true}, {
-        insta::assert_snapshot!("vssadmin", transcript);
+        insta::assert_snapshot!("vssadmin", support::stable_paths(&transcript));
     });
 }
 

@@ -24,10 +24,34 @@ use diskshadow::session::console::TranscriptConsole;
 use diskshadow::session::render::TimeZoneChoice;
 use diskshadow::session::{Mode, Session, SessionConfig};
 
-/// A scratch directory at a fixed path per test, so that paths in transcripts are stable
-/// without filtering output.
+/// What transcripts show for the test root: [`stable_paths`] puts it in place of the root.
+pub const SHOWN_TEST_ROOT: &str = "/tmp/diskshadow-tests";
+
+/// The directory under which every test of this checkout makes its scratch directories:
+/// `/tmp/ds-tests-` and seven hex digits of a hash of the checkout's path, so two checkouts
+/// testing at once do not collide. It is exactly as long as [`SHOWN_TEST_ROOT`], so that
+/// putting one in place of the other keeps every column of a transcript where it was.
+pub fn test_root() -> PathBuf {
+    // FNV-1a: stable across Rust versions and runs, unlike the std hasher.
+    let hash = env!("CARGO_MANIFEST_DIR")
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    let root = format!("/tmp/ds-tests-{:07x}", hash & 0x0fff_ffff);
+    debug_assert_eq!(root.len(), SHOWN_TEST_ROOT.len());
+    PathBuf::from(root)
+}
+
+/// `text` with this checkout's test root shown as [`SHOWN_TEST_ROOT`], for snapshots.
+pub fn stable_paths(text: &str) -> String {
+    text.replace(&*test_root().to_string_lossy(), SHOWN_TEST_ROOT)
+}
+
+/// A scratch directory at a fixed path per test (under [`test_root`]), so that paths in
+/// transcripts are stable once [`stable_paths`] shows the root.
 pub fn scratch(name: &str) -> PathBuf {
-    let directory = PathBuf::from("/tmp/diskshadow-tests").join(name);
+    let directory = test_root().join(name);
     let _ = fs::remove_dir_all(&directory);
     fs::create_dir_all(&directory).expect("scratch directory");
     directory
@@ -249,7 +273,7 @@ pub fn transcript(path: &Path, default_mode: Mode, scratch_name: &str) -> String
             }
         }
     };
-    format!("{}[exit status: {status}]\n", console.text)
+    stable_paths(&format!("{}[exit status: {status}]\n", console.text))
 }
 
 /// `#! write VOLUME OFFSET LENGTH BYTE` and `#! read TARGET OFFSET LENGTH`, run where they
