@@ -19,6 +19,7 @@ pub mod index;
 pub mod plex;
 pub mod row;
 pub mod stamp;
+mod writeback;
 
 pub use api::{
     provider_by_id, provider_by_name, providers, DataPathKind, DeferredCopies, Provider,

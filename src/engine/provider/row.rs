@@ -32,6 +32,7 @@ use super::cow::{
 };
 use super::index::{BlockMap, ChunkIndex, Slot, Tag, MAX_SLOT, ZERO_SLOT};
 use super::stamp::WriteStamp;
+use super::writeback::WriteBackStarter;
 
 /// The files of a redirect-on-write diff area.
 pub fn data_path(diff_dir: &Path) -> PathBuf {
@@ -128,9 +129,6 @@ struct WriteRun {
     new_versions: Vec<(ChunkIndex, Slot)>,
 }
 
-/// Redirected bytes written before their write-back is started.
-const WRITEBACK_PIECE_BYTES: u64 = 4 << 20;
-
 /// One volume under the redirect-on-write provider.
 pub struct RowVolume {
     pub volume: VolumeId,
@@ -157,8 +155,6 @@ pub struct RowVolume {
     image_unsynced: bool,
     /// Records buffered before a sync is forced (bounds their memory).
     sync_limit_records: usize,
-    /// Bytes written to the data file since its write-back was last started.
-    unstarted_bytes: u64,
     /// Starts the data file's write-back off the writer's thread.
     write_back: WriteBackStarter,
     chunk_buffer: Vec<u8>,
@@ -167,40 +163,6 @@ pub struct RowVolume {
     pub persisted_clean: bool,
     pub suspect_through: u64,
     pub write_stamp: WriteStamp,
-}
-
-/// Starts a file's write-back (`DurableFile::start_writeback`, a hint that is no sync point)
-/// on a helper thread, so a stream of redirected writes does not wait for the kernel to queue
-/// it. A start asked for while one is pending is dropped: the pending one covers it. The
-/// thread ends when the volume is dropped.
-#[derive(Default)]
-struct WriteBackStarter {
-    sender: Option<std::sync::mpsc::SyncSender<Arc<dyn DurableFile>>>,
-}
-
-impl WriteBackStarter {
-    fn start(&mut self, file: &Arc<dyn DurableFile>) {
-        if self.sender.is_none() {
-            let (sender, receiver) = std::sync::mpsc::sync_channel::<Arc<dyn DurableFile>>(1);
-            let spawned = std::thread::Builder::new()
-                .name("diskshadow-row-writeback".to_string())
-                .spawn(move || {
-                    while let Ok(file) = receiver.recv() {
-                        // Only a hint: its failure loses nothing (the next sync writes all).
-                        let _ = file.start_writeback();
-                    }
-                });
-            if spawned.is_err() {
-                // No thread: start it here, as before.
-                let _ = file.start_writeback();
-                return;
-            }
-            self.sender = Some(sender);
-        }
-        if let Some(sender) = &self.sender {
-            let _ = sender.try_send(Arc::clone(file));
-        }
-    }
 }
 
 fn io_context(error: io::Error, what: &str, path: &Path) -> io::Error {
@@ -302,7 +264,6 @@ impl RowVolume {
             // The records buffered cost 32 bytes per chunk written: the write-back budget
             // bounds their memory, not a sync per budget of data (that would stall a stream).
             sync_limit_records: (write_back_bytes / RECORD_BYTES).max(16),
-            unstarted_bytes: 0,
             write_back: WriteBackStarter::default(),
             chunk_buffer: Vec::new(),
             max_diff_bytes: None,
@@ -568,13 +529,10 @@ impl RowVolume {
             self.unsynced = true;
             self.data
                 .write_at(current.target, &data[current.from..current.to])?;
-            self.unstarted_bytes += (current.to - current.from) as u64;
-            if self.unstarted_bytes >= WRITEBACK_PIECE_BYTES {
-                // A stream of redirected writes: their write-back starts now, overlapping the
-                // writer, instead of all at the next sync (a hint, not a sync point).
-                self.write_back.start(&self.data);
-                self.unstarted_bytes = 0;
-            }
+            // A stream of redirected writes: their write-back starts as they go, overlapping
+            // the writer, instead of all at the next sync (a hint, not a sync point).
+            self.write_back
+                .wrote(&self.data, (current.to - current.from) as u64);
         }
         if let Some(done) = run.take() {
             for (chunk, slot) in done.new_versions {

@@ -3,12 +3,11 @@
 //! sequential write pays one pair of syncs per window instead of one per batch.
 
 use super::*;
+// How much a helper copies before starting the write-back of what it copied.
+use crate::engine::provider::writeback::WRITEBACK_PIECE_BYTES;
 
 /// The most chunks `batch_run` puts in one run of fresh consecutive slots.
 pub(super) const MAX_RUN_BYTES: u64 = 1 << 20;
-
-/// How much a helper copies before starting the write-back of what it copied.
-pub(super) const WRITEBACK_PIECE_BYTES: u64 = 4 << 20;
 
 /// The most a sequential writer gets preserved ahead of it in one group commit.
 pub(super) const MAX_AHEAD_BYTES: u64 = 64 << 20;

@@ -114,6 +114,8 @@ pub struct CowVolume {
     shadows: BTreeSet<u64>,
     free_slots: Vec<Slot>,
     slot_high_water: u64,
+    /// Starts the live image's write-back as direct writes go (off the writer's thread).
+    live_write_back: super::writeback::WriteBackStarter,
     data_slots_used: u64,
     /// CRC-32 of each slot's content, by slot (as recorded in the index log).
     slot_checksums: Vec<u32>,
@@ -287,6 +289,10 @@ impl CowVolume {
                         *run_start,
                         &data[(run_start - offset) as usize..(run_end - offset) as usize],
                     )?;
+                    // Every chunk of a direct run has its old content durable (or needs
+                    // none), so its pages may reach the disk at any time: their write-back
+                    // starts as a stream goes, instead of all at the flush.
+                    self.live_write_back.wrote(&self.live, run_end - run_start);
                 }
                 Ok(())
             });

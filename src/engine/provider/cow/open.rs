@@ -337,6 +337,7 @@ impl CowVolume {
             shadows,
             free_slots: Vec::new(),
             slot_high_water: 0,
+            live_write_back: Default::default(),
             data_slots_used: 0,
             slot_checksums,
             slot_verified: Vec::new(),
