@@ -8,6 +8,11 @@
 //! the benchmark's file system (a streamed copy unless it has reflink) and, when run as root
 //! with `mkfs.xfs`, again on a loop-mounted XFS with `reflink=1`.
 //!
+//! First writes are also shown against raw writes into a new file, where the file system
+//! allocates every block as a fresh diff area's writes make it; the rolling-shadows row
+//! measures the steady state of a schedule, where each new shadow is followed by the
+//! deletion of the one before it and first writes reuse its diff-area space.
+//!
 //! Ratios: for throughput, raw time / diskshadow time (1.0 = as fast as raw I/O, higher is
 //! better); for create, delete and revert, diskshadow time / raw time (lower is better).
 
@@ -108,6 +113,9 @@ impl Bench {
 struct Raw {
     file: PathBuf,
     write: Duration,
+    /// The same writes into a new file: the file system allocates every block (what a
+    /// write into a fresh diff area also pays).
+    allocating_write: Duration,
     read: Duration,
     copy: Duration,
 }
@@ -119,17 +127,24 @@ impl Raw {
         let mut writes = Vec::new();
         let mut reads = Vec::new();
         let mut copies = Vec::new();
+        let mut allocating_writes = Vec::new();
         let reader = File::open(&file)?;
+        let fresh = dir.join("raw-new.img");
         for repetition in 0..REPETITIONS {
             writes.push(raw_sequential(&file, region, 2 + repetition as u8)?);
+            let _ = std::fs::remove_file(&fresh);
+            File::create(&fresh)?.sync_all()?;
+            allocating_writes.push(raw_sequential(&fresh, region, 5 + repetition as u8)?);
             reads.push(timed_read(region, |offset, buffer| {
                 reader.read_exact_at(buffer, offset)
             })?);
             copies.push(raw_copy(&file, &dir.join("raw-copy.img"), region)?);
         }
+        std::fs::remove_file(&fresh)?;
         Ok(Raw {
             file,
             write: best(&writes),
+            allocating_write: best(&allocating_writes),
             read: best(&reads),
             copy: median(copies),
         })
@@ -178,6 +193,13 @@ fn bench_differential(
         best(&first_writes),
         best(&raw_writes),
         first_target,
+    );
+    bench.throughput(
+        name,
+        "first write, vs raw writes to a new file",
+        best(&first_writes),
+        raw.allocating_write,
+        "(reported)",
     );
 
     let (mut raw_writes, mut rewrites) = (Vec::new(), Vec::new());
