@@ -57,9 +57,9 @@ fn unavailable(error: impl std::fmt::Display) -> ServiceError {
 
 /// A transport failure as the requester sees it; a refusal by the service's access control
 /// carries VSS's `E_ACCESSDENIED`.
-fn transport_error(store: &Path, error: transport::ServiceError) -> ServiceError {
+fn transport_error(store: &Path, error: transport::TransportError) -> ServiceError {
     match error {
-        transport::ServiceError::AccessDenied { message } => {
+        transport::TransportError::AccessDenied { message } => {
             ServiceError::new(ServiceErrorKind::Unavailable, message)
                 .with_code(crate::engine::vss::VssCode::E_ACCESSDENIED)
                 .with_help(format!(
@@ -167,7 +167,7 @@ fn connect_client(store: &Path) -> Result<transport::Client, ServiceError> {
         transport::spawn_detached(command, &paths.log_file)
     };
     transport::connect_or_start(store, &start).map_err(|error| match error {
-        transport::ServiceError::AccessDenied { .. } => transport_error(store, error),
+        transport::TransportError::AccessDenied { .. } => transport_error(store, error),
         other => {
             unavailable(other).with_help(format!("the service log is {}", paths.log_file.display()))
         }
@@ -255,7 +255,7 @@ pub fn run_service(store: &Path, idle_timeout: Option<u64>) -> Result<(), Servic
 pub fn service_status(store: &Path) -> Result<Option<transport::ServiceStatus>, ServiceError> {
     match transport::Client::connect_store(store) {
         Ok(mut client) => client.status().map(Some).map_err(unavailable),
-        Err(error @ transport::ServiceError::AccessDenied { .. }) => {
+        Err(error @ transport::TransportError::AccessDenied { .. }) => {
             Err(transport_error(store, error))
         }
         Err(_) => Ok(None),
@@ -266,7 +266,7 @@ pub fn service_status(store: &Path) -> Result<Option<transport::ServiceStatus>, 
 pub fn stop_service(store: &Path) -> Result<bool, ServiceError> {
     match transport::Client::connect_store(store) {
         Ok(mut client) => client.request_stop().map(|()| true).map_err(unavailable),
-        Err(error @ transport::ServiceError::AccessDenied { .. }) => {
+        Err(error @ transport::TransportError::AccessDenied { .. }) => {
             Err(transport_error(store, error))
         }
         Err(_) => Ok(false),

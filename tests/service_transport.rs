@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use diskshadow::service::transport::{
     connect_or_start, connect_or_start_within, serve, serve_store, spawn_detached, Client,
-    EventSink, Handler, Incoming, RemoteErrorKind, ServerOptions, ServiceError, ServicePaths,
-    SessionId, StopReason,
+    EventSink, Handler, Incoming, RemoteErrorKind, ServerOptions, ServicePaths, SessionId,
+    StopReason, TransportError,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -363,7 +363,9 @@ fn a_second_service_on_the_same_store_is_refused() {
     let store = tempfile::tempdir().unwrap();
     let first = serve_store(store.path(), Arc::new(ToyHandler::default()), never_idle()).unwrap();
     match serve_store(store.path(), Arc::new(ToyHandler::default()), never_idle()) {
-        Err(ServiceError::AlreadyRunning { pid, .. }) => assert_eq!(pid, Some(std::process::id())),
+        Err(TransportError::AlreadyRunning { pid, .. }) => {
+            assert_eq!(pid, Some(std::process::id()))
+        }
         other => panic!("expected AlreadyRunning, got {:?}", other.map(|_| ())),
     }
     // The refused one must not have disturbed the first.
@@ -391,7 +393,7 @@ fn a_stale_socket_file_is_removed_at_start() {
     let live = serve(&path, Arc::new(ToyHandler::default()), never_idle()).unwrap();
     assert!(matches!(
         serve(&path, Arc::new(ToyHandler::default()), never_idle()),
-        Err(ServiceError::AddressInUse { .. })
+        Err(TransportError::AddressInUse { .. })
     ));
     drop(live);
     drop(UnixListener::bind(&path).unwrap());
@@ -465,7 +467,7 @@ fn events_and_questions_reach_the_requester_before_the_response() {
         .unwrap();
     assert_eq!(
         response,
-        ToyResponse::Failed(ServiceError::AskDeclined.to_string())
+        ToyResponse::Failed(TransportError::AskDeclined.to_string())
     );
     assert_eq!(call(&mut client, ToyRequest::Add(1)), ToyResponse::Count(1));
 }
@@ -489,7 +491,7 @@ fn an_in_process_event_sink_runs_the_same_handler() {
     );
     assert!(matches!(
         EventSink::discard().ask(json!(1)),
-        Err(ServiceError::AskUnavailable)
+        Err(TransportError::AskUnavailable)
     ));
 }
 
@@ -547,7 +549,7 @@ fn malformed_frames_get_an_error_frame_and_the_connection_survives() {
     let refused = client.call::<_, ToyResponse>(&"not a toy request", &mut no_events);
     assert!(matches!(
         refused,
-        Err(ServiceError::Remote {
+        Err(TransportError::Remote {
             kind: RemoteErrorKind::MalformedRequest,
             ..
         })
@@ -566,7 +568,7 @@ fn a_panicking_handler_refuses_the_request_and_the_service_keeps_serving() {
     .unwrap();
     let mut client = Client::connect(server.socket_path()).unwrap();
     match client.call::<_, ToyResponse>(&ToyRequest::Panic, &mut no_events) {
-        Err(ServiceError::Remote {
+        Err(TransportError::Remote {
             kind: RemoteErrorKind::HandlerPanicked,
             message,
         }) => {
@@ -663,7 +665,7 @@ fn a_service_that_never_comes_up_is_reported_with_its_log() {
     let store = tempfile::tempdir().unwrap();
     let failing = || Command::new("sh").args(["-c", "exit 3"]).spawn();
     match connect_or_start(store.path(), &failing) {
-        Err(error @ ServiceError::ServiceExitedEarly { .. }) => {
+        Err(error @ TransportError::ServiceExitedEarly { .. }) => {
             assert!(error.to_string().contains("service.log"), "{error}")
         }
         other => panic!("expected ServiceExitedEarly, got {other:?}"),
@@ -671,7 +673,7 @@ fn a_service_that_never_comes_up_is_reported_with_its_log() {
     let silent = || Command::new("sleep").arg("1").spawn();
     let started = Instant::now();
     match connect_or_start_within(store.path(), &silent, Duration::from_millis(300)) {
-        Err(error @ ServiceError::StartTimedOut { .. }) => {
+        Err(error @ TransportError::StartTimedOut { .. }) => {
             assert!(error.to_string().contains("service.log"), "{error}")
         }
         other => panic!("expected StartTimedOut, got {other:?}"),
@@ -741,7 +743,7 @@ fn a_service_of_another_protocol_version_is_reported_not_restarted() {
         writeln!(stream, r#"{{"hello": {{"protocol": 99, "pid": 1}}}}"#).unwrap();
     });
     match connect_or_start(store.path(), &|| panic!("must not start a service")) {
-        Err(ServiceError::ProtocolMismatch { ours, theirs: 99 })
+        Err(TransportError::ProtocolMismatch { ours, theirs: 99 })
             if ours == diskshadow::service::transport::PROTOCOL_VERSION => {}
         other => panic!("expected ProtocolMismatch, got {other:?}"),
     }
@@ -759,6 +761,6 @@ fn a_store_named_through_a_symlink_reaches_the_same_service() {
     assert_eq!(client.status().unwrap().socket, server.socket_path());
     assert!(matches!(
         serve_store(&alias, Arc::new(ToyHandler::default()), never_idle()),
-        Err(ServiceError::AlreadyRunning { .. })
+        Err(TransportError::AlreadyRunning { .. })
     ));
 }

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::descriptor::send_with_descriptor;
-use super::error::ServiceError;
+use super::error::TransportError;
 use super::server::Incoming;
 use super::store::ServicePaths;
 use super::wire::{read_bytes, write_bytes, BytesHeader};
@@ -47,8 +47,8 @@ impl std::fmt::Debug for Client {
     }
 }
 
-fn receive_error(source: io::Error) -> ServiceError {
-    ServiceError::Receive {
+fn receive_error(source: io::Error) -> TransportError {
+    TransportError::Receive {
         peer: "service",
         source,
     }
@@ -56,14 +56,14 @@ fn receive_error(source: io::Error) -> ServiceError {
 
 impl Client {
     /// Connects to the socket at `socket_path` and waits for the service's greeting.
-    pub fn connect(socket_path: &Path) -> Result<Client, ServiceError> {
-        let connect_error = |source| ServiceError::Connect {
+    pub fn connect(socket_path: &Path) -> Result<Client, TransportError> {
+        let connect_error = |source| TransportError::Connect {
             path: socket_path.to_path_buf(),
             source,
         };
         let stream = UnixStream::connect(socket_path).map_err(|source| {
             if source.kind() == io::ErrorKind::PermissionDenied {
-                ServiceError::AccessDenied {
+                TransportError::AccessDenied {
                     message: format!(
                         "Access is denied. The diskshadow service socket {} does not let this user connect; the store's owner can allow users in its access.toml",
                         socket_path.display()
@@ -86,19 +86,19 @@ impl Client {
         let hello: Hello = match client.receive()? {
             ServerFrame::Hello(hello) => hello,
             ServerFrame::Error(error) if error.kind == RemoteErrorKind::AccessDenied => {
-                return Err(ServiceError::AccessDenied {
+                return Err(TransportError::AccessDenied {
                     message: error.message,
                 })
             }
             other => {
-                return Err(ServiceError::MalformedFrame {
+                return Err(TransportError::MalformedFrame {
                     peer: "service",
                     message: format!("expected a greeting, got {other:?}"),
                 })
             }
         };
         if hello.protocol != PROTOCOL_VERSION {
-            return Err(ServiceError::ProtocolMismatch {
+            return Err(TransportError::ProtocolMismatch {
                 ours: PROTOCOL_VERSION,
                 theirs: hello.protocol,
             });
@@ -113,7 +113,7 @@ impl Client {
     }
 
     /// Connects to the service of `store` (see [`ServicePaths::socket_for_requesters`]).
-    pub fn connect_store(store: &Path) -> Result<Client, ServiceError> {
+    pub fn connect_store(store: &Path) -> Result<Client, TransportError> {
         Client::connect(&ServicePaths::for_store(store).socket_for_requesters())
     }
 
@@ -127,14 +127,14 @@ impl Client {
         &self.socket_path
     }
 
-    fn send(&mut self, frame: &ClientFrame) -> Result<(), ServiceError> {
-        write_frame(&mut self.writer, frame).map_err(|source| ServiceError::Send {
+    fn send(&mut self, frame: &ClientFrame) -> Result<(), TransportError> {
+        write_frame(&mut self.writer, frame).map_err(|source| TransportError::Send {
             peer: "service",
             source,
         })
     }
 
-    fn receive(&mut self) -> Result<ServerFrame, ServiceError> {
+    fn receive(&mut self) -> Result<ServerFrame, TransportError> {
         self.receive_waiting(None)
     }
 
@@ -143,11 +143,11 @@ impl Client {
     fn receive_waiting(
         &mut self,
         on_wait: Option<&mut dyn FnMut()>,
-    ) -> Result<ServerFrame, ServiceError> {
+    ) -> Result<ServerFrame, TransportError> {
         let line = read_frame_line_waiting(&mut self.reader, MAX_FRAME_BYTES, on_wait)
             .map_err(receive_error)?
-            .ok_or(ServiceError::ConnectionClosed { peer: "service" })?;
-        serde_json::from_slice(&line).map_err(|error| ServiceError::MalformedFrame {
+            .ok_or(TransportError::ConnectionClosed { peer: "service" })?;
+        serde_json::from_slice(&line).map_err(|error| TransportError::MalformedFrame {
             peer: "service",
             message: error.to_string(),
         })
@@ -161,7 +161,7 @@ impl Client {
         &mut self,
         request: &Req,
         on_event: &mut dyn FnMut(serde_json::Value) -> Option<serde_json::Value>,
-    ) -> Result<Resp, ServiceError> {
+    ) -> Result<Resp, TransportError> {
         self.call_distinguishing(request, &mut |incoming| match incoming {
             Incoming::Event(event) => on_event(event),
             Incoming::Question(question) => on_event(question),
@@ -173,7 +173,7 @@ impl Client {
         &mut self,
         request: &Req,
         on_message: &mut dyn FnMut(Incoming) -> Option<serde_json::Value>,
-    ) -> Result<Resp, ServiceError> {
+    ) -> Result<Resp, TransportError> {
         self.call_with_bytes(request, None, on_message)
             .map(|(response, _)| response)
     }
@@ -186,7 +186,7 @@ impl Client {
         request: &Req,
         request_bytes: Option<&[u8]>,
         on_message: &mut dyn FnMut(Incoming) -> Option<serde_json::Value>,
-    ) -> Result<(Resp, Vec<u8>), ServiceError> {
+    ) -> Result<(Resp, Vec<u8>), TransportError> {
         self.call_inner(
             request,
             request_bytes,
@@ -211,7 +211,7 @@ impl Client {
         descriptor: Option<BorrowedFd<'_>>,
         interval: Duration,
         on_message: &mut dyn FnMut(Option<Incoming>) -> Option<serde_json::Value>,
-    ) -> Result<(Resp, Vec<u8>), ServiceError> {
+    ) -> Result<(Resp, Vec<u8>), TransportError> {
         let set_timeout = |client: &Client, timeout: Option<Duration>| {
             client
                 .reader
@@ -238,21 +238,21 @@ impl Client {
         descriptor: Option<BorrowedFd<'_>>,
         interval: Option<Duration>,
         on_message: &mut dyn FnMut(Option<Incoming>) -> Option<serde_json::Value>,
-    ) -> Result<(Resp, Vec<u8>), ServiceError> {
-        let request = serde_json::to_value(request).map_err(|source| ServiceError::Json {
+    ) -> Result<(Resp, Vec<u8>), TransportError> {
+        let request = serde_json::to_value(request).map_err(|source| TransportError::Json {
             action: "encode the request",
             source,
         })?;
         if let Some(descriptor) = descriptor {
             let mut line = serde_json::to_vec(&ClientFrame::Descriptor {}).map_err(|source| {
-                ServiceError::Json {
+                TransportError::Json {
                     action: "encode the descriptor frame",
                     source,
                 }
             })?;
             line.push(b'\n');
             send_with_descriptor(&self.writer, &line, descriptor).map_err(|source| {
-                ServiceError::Send {
+                TransportError::Send {
                     peer: "service",
                     source,
                 }
@@ -262,9 +262,11 @@ impl Client {
             let header = ClientFrame::Bytes(BytesHeader {
                 length: bytes.len() as u64,
             });
-            write_bytes(&mut self.writer, &header, bytes).map_err(|source| ServiceError::Send {
-                peer: "service",
-                source,
+            write_bytes(&mut self.writer, &header, bytes).map_err(|source| {
+                TransportError::Send {
+                    peer: "service",
+                    source,
+                }
             })?;
         }
         self.send(&ClientFrame::Request(request))?;
@@ -305,21 +307,22 @@ impl Client {
                     }
                 }
                 ServerFrame::Response(response) => {
-                    let response =
-                        serde_json::from_value(response).map_err(|source| ServiceError::Json {
+                    let response = serde_json::from_value(response).map_err(|source| {
+                        TransportError::Json {
                             action: "decode the response",
                             source,
-                        })?;
+                        }
+                    })?;
                     return Ok((response, response_bytes));
                 }
                 ServerFrame::Error(error) => {
-                    return Err(ServiceError::Remote {
+                    return Err(TransportError::Remote {
                         kind: error.kind,
                         message: error.message,
                     })
                 }
                 other => {
-                    return Err(ServiceError::MalformedFrame {
+                    return Err(TransportError::MalformedFrame {
                         peer: "service",
                         message: format!("unexpected frame during a request: {other:?}"),
                     })
@@ -329,15 +332,15 @@ impl Client {
     }
 
     /// The service's status (pid, uptime, sessions, store).
-    pub fn status(&mut self) -> Result<ServiceStatus, ServiceError> {
+    pub fn status(&mut self) -> Result<ServiceStatus, TransportError> {
         self.send(&ClientFrame::Control(ControlRequest::Status))?;
         match self.receive()? {
             ServerFrame::Status(status) => Ok(status),
-            ServerFrame::Error(error) => Err(ServiceError::Remote {
+            ServerFrame::Error(error) => Err(TransportError::Remote {
                 kind: error.kind,
                 message: error.message,
             }),
-            other => Err(ServiceError::MalformedFrame {
+            other => Err(TransportError::MalformedFrame {
                 peer: "service",
                 message: format!("expected a status, got {other:?}"),
             }),
@@ -346,15 +349,15 @@ impl Client {
 
     /// Asks the service to stop gracefully. Returns once the service acknowledged; running
     /// requests of other sessions still finish.
-    pub fn request_stop(&mut self) -> Result<(), ServiceError> {
+    pub fn request_stop(&mut self) -> Result<(), TransportError> {
         self.send(&ClientFrame::Control(ControlRequest::Stop))?;
         match self.receive()? {
             ServerFrame::Stopping {} => Ok(()),
-            ServerFrame::Error(error) => Err(ServiceError::Remote {
+            ServerFrame::Error(error) => Err(TransportError::Remote {
                 kind: error.kind,
                 message: error.message,
             }),
-            other => Err(ServiceError::MalformedFrame {
+            other => Err(TransportError::MalformedFrame {
                 peer: "service",
                 message: format!("expected a stop acknowledgement, got {other:?}"),
             }),
@@ -367,7 +370,7 @@ impl Client {
 pub fn connect_or_start(
     store: &Path,
     start: &dyn Fn() -> io::Result<Child>,
-) -> Result<Client, ServiceError> {
+) -> Result<Client, TransportError> {
     connect_or_start_within(store, start, DEFAULT_START_WAIT)
 }
 
@@ -389,14 +392,14 @@ pub fn connect_or_start_within(
     store: &Path,
     start: &dyn Fn() -> io::Result<Child>,
     wait: Duration,
-) -> Result<Client, ServiceError> {
+) -> Result<Client, TransportError> {
     let paths = ServicePaths::for_store(store);
     match Client::connect(&paths.socket_for_requesters()) {
         Ok(client) => return Ok(client),
         // A service of another version is running, or one refuses this user: starting one more
         // cannot help.
         Err(
-            error @ (ServiceError::ProtocolMismatch { .. } | ServiceError::AccessDenied { .. }),
+            error @ (TransportError::ProtocolMismatch { .. } | TransportError::AccessDenied { .. }),
         ) => return Err(error),
         Err(_) => {}
     }
@@ -407,7 +410,7 @@ pub fn connect_or_start_within(
     loop {
         if child.is_none() && starts < MAX_STARTS {
             starts += 1;
-            child = Some(start().map_err(|source| ServiceError::StartFailed {
+            child = Some(start().map_err(|source| TransportError::StartFailed {
                 log: paths.log_file.clone(),
                 source,
             })?);
@@ -422,7 +425,8 @@ pub fn connect_or_start_within(
                 return Ok(client);
             }
             Err(
-                error @ (ServiceError::ProtocolMismatch { .. } | ServiceError::AccessDenied { .. }),
+                error @ (TransportError::ProtocolMismatch { .. }
+                | TransportError::AccessDenied { .. }),
             ) => return Err(error),
             Err(_) => {}
         }
@@ -430,7 +434,7 @@ pub fn connect_or_start_within(
             match running.try_wait() {
                 Ok(Some(status)) if status.success() => child = None,
                 Ok(Some(status)) => {
-                    return Err(ServiceError::ServiceExitedEarly {
+                    return Err(TransportError::ServiceExitedEarly {
                         log: paths.log_file.clone(),
                         status,
                     })
@@ -443,7 +447,7 @@ pub fn connect_or_start_within(
             if let Some(child) = child.take() {
                 reap_in_background(child);
             }
-            return Err(ServiceError::StartTimedOut {
+            return Err(TransportError::StartTimedOut {
                 log: paths.log_file,
                 waited: wait,
             });

@@ -13,7 +13,7 @@ use super::wire::RemoteErrorKind;
 /// out of turn, so they carry no `VssCode`. Errors of the engine travel inside the handler's
 /// response type instead.
 #[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
+pub enum TransportError {
     /// Another service process holds the store's lock. `service run` should exit quietly
     /// (status 0) on this error: it is how the loser of a start race learns it lost.
     #[error("a diskshadow service is already running for the store {}{}", store.display(), pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default())]
@@ -131,9 +131,9 @@ pub enum ServiceError {
     StartTimedOut { log: PathBuf, waited: Duration },
 }
 
-impl ServiceError {
-    /// True when the error says another service owns the store (see [`ServiceError::AlreadyRunning`]).
+impl TransportError {
+    /// True when the error says another service owns the store (see [`TransportError::AlreadyRunning`]).
     pub fn is_already_running(&self) -> bool {
-        matches!(self, ServiceError::AlreadyRunning { .. })
+        matches!(self, TransportError::AlreadyRunning { .. })
     }
 }

@@ -10,7 +10,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::error::ServiceError;
+use super::error::TransportError;
 
 /// The size past which the log is rotated: `service.log` becomes `service.log.1` (replacing
 /// the previous one) and a new `service.log` is started, so a storm of events costs at most
@@ -25,12 +25,12 @@ pub struct ServiceLog {
     file: Mutex<File>,
 }
 
-fn open_for_append(path: &Path) -> Result<File, ServiceError> {
+fn open_for_append(path: &Path) -> Result<File, TransportError> {
     crate::engine::store::private_open_options()
         .create(true)
         .append(true)
         .open(path)
-        .map_err(|source| ServiceError::Log {
+        .map_err(|source| TransportError::Log {
             path: path.to_path_buf(),
             source,
         })
@@ -39,12 +39,12 @@ fn open_for_append(path: &Path) -> Result<File, ServiceError> {
 impl ServiceLog {
     /// Opens (creating it 0600 if needed) the log at `path` for appending, rotated at
     /// [`DEFAULT_LOG_LIMIT_BYTES`].
-    pub fn open(path: &Path) -> Result<ServiceLog, ServiceError> {
+    pub fn open(path: &Path) -> Result<ServiceLog, TransportError> {
         ServiceLog::open_with_limit(path, DEFAULT_LOG_LIMIT_BYTES)
     }
 
     /// Like [`ServiceLog::open`], rotating once the file would grow past `limit_bytes`.
-    pub fn open_with_limit(path: &Path, limit_bytes: u64) -> Result<ServiceLog, ServiceError> {
+    pub fn open_with_limit(path: &Path, limit_bytes: u64) -> Result<ServiceLog, TransportError> {
         Ok(ServiceLog {
             path: path.to_path_buf(),
             limit_bytes,

@@ -51,7 +51,7 @@ pub mod wire;
 pub use client::{
     connect_or_start, connect_or_start_within, spawn_detached, Client, DEFAULT_START_WAIT,
 };
-pub use error::ServiceError;
+pub use error::TransportError;
 pub use log::ServiceLog;
 pub use server::{
     serve, EventSink, Handler, Incoming, ServerHandle, ServerOptions, SessionId, StopReason,

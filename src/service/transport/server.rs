@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::access::{peer_credentials, AccessControl, PeerCredentials};
 use super::descriptor::DescriptorStream;
-use super::error::ServiceError;
+use super::error::TransportError;
 use super::log::{log_to, ServiceLog};
 use super::signals;
 use super::store::StoreGuard;
@@ -186,7 +186,7 @@ impl EventSink {
         EventSink::with_target(SinkTarget::Callback(Mutex::new(Box::new(callback))))
     }
 
-    /// A sink that drops events; questions fail with [`ServiceError::AskUnavailable`].
+    /// A sink that drops events; questions fail with [`TransportError::AskUnavailable`].
     pub fn discard() -> EventSink {
         EventSink::with_target(SinkTarget::Discard)
     }
@@ -247,12 +247,12 @@ impl EventSink {
     }
 
     /// Writes `{"event": event}` to the requester.
-    pub fn send(&self, event: serde_json::Value) -> Result<(), ServiceError> {
+    pub fn send(&self, event: serde_json::Value) -> Result<(), TransportError> {
         match &self.target {
             SinkTarget::Connection(io) => {
                 let mut io = lock_ignoring_poison(io);
                 write_frame(&mut io.writer, &ServerFrame::Event(event)).map_err(|source| {
-                    ServiceError::Send {
+                    TransportError::Send {
                         peer: "requester",
                         source,
                     }
@@ -267,30 +267,30 @@ impl EventSink {
     }
 
     /// Writes `{"ask": question}` and waits for the requester's answer.
-    pub fn ask(&self, question: serde_json::Value) -> Result<serde_json::Value, ServiceError> {
+    pub fn ask(&self, question: serde_json::Value) -> Result<serde_json::Value, TransportError> {
         match &self.target {
             SinkTarget::Connection(io) => {
                 let mut io = lock_ignoring_poison(io);
                 write_frame(&mut io.writer, &ServerFrame::Ask(question)).map_err(|source| {
-                    ServiceError::Send {
+                    TransportError::Send {
                         peer: "requester",
                         source,
                     }
                 })?;
                 let line = read_frame_line(&mut io.reader, MAX_FRAME_BYTES)
-                    .map_err(|source| ServiceError::Receive {
+                    .map_err(|source| TransportError::Receive {
                         peer: "requester",
                         source,
                     })?
-                    .ok_or(ServiceError::ConnectionClosed { peer: "requester" })?;
+                    .ok_or(TransportError::ConnectionClosed { peer: "requester" })?;
                 match serde_json::from_slice::<ClientFrame>(&line) {
                     Ok(ClientFrame::Answer(answer)) => Ok(answer),
-                    Ok(ClientFrame::Decline {}) => Err(ServiceError::AskDeclined),
-                    Ok(_) => Err(ServiceError::MalformedFrame {
+                    Ok(ClientFrame::Decline {}) => Err(TransportError::AskDeclined),
+                    Ok(_) => Err(TransportError::MalformedFrame {
                         peer: "requester",
                         message: "expected an answer to the pending question".to_string(),
                     }),
-                    Err(error) => Err(ServiceError::MalformedFrame {
+                    Err(error) => Err(TransportError::MalformedFrame {
                         peer: "requester",
                         message: error.to_string(),
                     }),
@@ -298,9 +298,9 @@ impl EventSink {
             }
             SinkTarget::Callback(callback) => {
                 (lock_ignoring_poison(callback))(Incoming::Question(question))
-                    .ok_or(ServiceError::AskDeclined)
+                    .ok_or(TransportError::AskDeclined)
             }
-            SinkTarget::Discard => Err(ServiceError::AskUnavailable),
+            SinkTarget::Discard => Err(TransportError::AskUnavailable),
         }
     }
 }
@@ -412,18 +412,18 @@ impl Drop for ServerHandle {
 /// Serves `handler` on a Unix socket at `socket_path`, without a store lock.
 ///
 /// An existing socket file at the path is removed if nothing answers on it (a stale socket of
-/// a killed service); if a service answers, this fails with [`ServiceError::AddressInUse`].
+/// a killed service); if a service answers, this fails with [`TransportError::AddressInUse`].
 /// For a store's service use [`serve_store`](super::serve_store), which adds the lock, the log
 /// and the long-path fallback.
 pub fn serve<H: Handler>(
     socket_path: &Path,
     handler: Arc<H>,
     options: ServerOptions,
-) -> Result<ServerHandle, ServiceError> {
+) -> Result<ServerHandle, TransportError> {
     check_socket_path_length(socket_path)?;
     if let Ok(metadata) = std::fs::symlink_metadata(socket_path) {
         if !metadata.file_type().is_socket() || UnixStream::connect(socket_path).is_ok() {
-            return Err(ServiceError::AddressInUse {
+            return Err(TransportError::AddressInUse {
                 path: socket_path.to_path_buf(),
             });
         }
@@ -432,10 +432,10 @@ pub fn serve<H: Handler>(
     start_server(socket_path, handler, options, None, None)
 }
 
-pub(crate) fn check_socket_path_length(socket_path: &Path) -> Result<(), ServiceError> {
+pub(crate) fn check_socket_path_length(socket_path: &Path) -> Result<(), TransportError> {
     let length = socket_path.as_os_str().len();
     if length > MAX_SOCKET_PATH_BYTES {
-        return Err(ServiceError::SocketPathTooLong {
+        return Err(TransportError::SocketPathTooLong {
             path: socket_path.to_path_buf(),
             length,
             limit: MAX_SOCKET_PATH_BYTES,
@@ -444,11 +444,11 @@ pub(crate) fn check_socket_path_length(socket_path: &Path) -> Result<(), Service
     Ok(())
 }
 
-pub(crate) fn remove_stale_socket(socket_path: &Path) -> Result<(), ServiceError> {
+pub(crate) fn remove_stale_socket(socket_path: &Path) -> Result<(), TransportError> {
     match std::fs::remove_file(socket_path) {
         Ok(()) => Ok(()),
         Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(ServiceError::Bind {
+        Err(source) => Err(TransportError::Bind {
             path: socket_path.to_path_buf(),
             source,
         }),
@@ -461,8 +461,8 @@ pub(crate) fn start_server<H: Handler>(
     options: ServerOptions,
     store: Option<PathBuf>,
     store_guard: Option<StoreGuard>,
-) -> Result<ServerHandle, ServiceError> {
-    let setup = |action: &'static str| move |source| ServiceError::ServerSetup { action, source };
+) -> Result<ServerHandle, TransportError> {
+    let setup = |action: &'static str| move |source| TransportError::ServerSetup { action, source };
     let signal_fd = if options.handle_termination_signals {
         Some(signals::install_termination_handler()?)
     } else {
@@ -472,13 +472,13 @@ pub(crate) fn start_server<H: Handler>(
     // decides about anyone else the socket mode lets through (see `access`).
     let access = AccessControl::new(store.clone());
     let listener = crate::engine::store::bind_private_socket(socket_path, access.socket_mode())
-        .map_err(|source| ServiceError::Bind {
+        .map_err(|source| TransportError::Bind {
             path: socket_path.to_path_buf(),
             source,
         })?;
     let socket_identity = std::fs::symlink_metadata(socket_path)
         .map(|metadata| (metadata.dev(), metadata.ino()))
-        .map_err(|source| ServiceError::Bind {
+        .map_err(|source| TransportError::Bind {
             path: socket_path.to_path_buf(),
             source,
         })?;
@@ -837,8 +837,8 @@ fn run_session<H: Handler>(
     log_to(&control.log, &format!("{session} ended: {ending}"));
 }
 
-fn send_to_requester(io: &mut ConnectionIo, frame: &ServerFrame) -> Result<(), ServiceError> {
-    write_frame(&mut io.writer, frame).map_err(|source| ServiceError::Send {
+fn send_to_requester(io: &mut ConnectionIo, frame: &ServerFrame) -> Result<(), TransportError> {
+    write_frame(&mut io.writer, frame).map_err(|source| TransportError::Send {
         peer: "requester",
         source,
     })
@@ -863,9 +863,9 @@ fn serve_session<H: Handler>(
     shared: &Shared<H>,
     session: SessionId,
     stream: UnixStream,
-) -> Result<&'static str, ServiceError> {
+) -> Result<&'static str, TransportError> {
     let control = &shared.control;
-    let writer = stream.try_clone().map_err(|source| ServiceError::Send {
+    let writer = stream.try_clone().map_err(|source| TransportError::Send {
         peer: "requester",
         source,
     })?;
@@ -898,7 +898,7 @@ fn serve_session<H: Handler>(
                 return Ok("the requester sent an oversized frame");
             }
             Err(source) => {
-                return Err(ServiceError::Receive {
+                return Err(TransportError::Receive {
                     peer: "requester",
                     source,
                 })
@@ -933,7 +933,7 @@ fn serve_session<H: Handler>(
                     return Ok("the requester sent an oversized binary payload");
                 }
                 Err(source) => {
-                    return Err(ServiceError::Receive {
+                    return Err(TransportError::Receive {
                         peer: "requester",
                         source,
                     })
@@ -979,13 +979,13 @@ fn serve_session<H: Handler>(
                 let response_bytes = sink.take_response_bytes();
                 io = sink
                     .into_connection()
-                    .ok_or(ServiceError::ConnectionClosed { peer: "requester" })?;
+                    .ok_or(TransportError::ConnectionClosed { peer: "requester" })?;
                 if let (Some(bytes), Ok(_)) = (response_bytes, &outcome) {
                     let header = ServerFrame::Bytes(BytesHeader {
                         length: bytes.len() as u64,
                     });
                     write_bytes(&mut io.writer, &header, &bytes).map_err(|source| {
-                        ServiceError::Send {
+                        TransportError::Send {
                             peer: "requester",
                             source,
                         }

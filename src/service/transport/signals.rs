@@ -10,7 +10,7 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::OnceLock;
 
-use super::error::ServiceError;
+use super::error::TransportError;
 
 static TERMINATION_REQUESTED: AtomicBool = AtomicBool::new(false);
 static PIPE_WRITE_END: AtomicI32 = AtomicI32::new(-1);
@@ -29,7 +29,7 @@ extern "C" fn on_termination_signal(_signal: libc::c_int) {
 }
 
 /// Installs the handlers once per process and returns the pipe's read end to poll.
-pub(crate) fn install_termination_handler() -> Result<RawFd, ServiceError> {
+pub(crate) fn install_termination_handler() -> Result<RawFd, TransportError> {
     let installed = PIPE_READ_END.get_or_init(|| {
         let mut ends = [-1 as RawFd; 2];
         // SAFETY: `ends` has room for the two descriptors pipe2 writes.
@@ -59,7 +59,7 @@ pub(crate) fn install_termination_handler() -> Result<RawFd, ServiceError> {
         }
         Ok(ends[0])
     });
-    (*installed).map_err(|errno| ServiceError::ServerSetup {
+    (*installed).map_err(|errno| TransportError::ServerSetup {
         action: "install its SIGTERM handler",
         source: io::Error::from_raw_os_error(errno),
     })

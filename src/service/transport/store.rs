@@ -25,7 +25,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::error::ServiceError;
+use super::error::TransportError;
 use super::log::ServiceLog;
 use super::server::{
     check_socket_path_length, remove_stale_socket, start_server, Handler, ServerHandle,
@@ -96,8 +96,8 @@ impl Drop for StoreGuard {
 }
 
 /// Takes the store's lock without waiting. `AlreadyRunning` when another service holds it.
-fn lock_store(paths: &ServicePaths) -> Result<File, ServiceError> {
-    let lock_error = |source| ServiceError::Lock {
+fn lock_store(paths: &ServicePaths) -> Result<File, TransportError> {
+    let lock_error = |source| TransportError::Lock {
         path: paths.lock_file.clone(),
         source,
     };
@@ -114,7 +114,7 @@ fn lock_store(paths: &ServicePaths) -> Result<File, ServiceError> {
         if error.kind() == io::ErrorKind::WouldBlock {
             let mut recorded = String::new();
             let _ = lock_file.read_to_string(&mut recorded);
-            return Err(ServiceError::AlreadyRunning {
+            return Err(TransportError::AlreadyRunning {
                 store: paths.store.clone(),
                 pid: recorded.trim().parse().ok(),
             });
@@ -129,10 +129,10 @@ fn lock_store(paths: &ServicePaths) -> Result<File, ServiceError> {
 
 /// Removes a socket file left by a dead service. Anything else at that path is refused rather
 /// than deleted.
-fn remove_if_stale_socket(path: &Path) -> Result<(), ServiceError> {
+fn remove_if_stale_socket(path: &Path) -> Result<(), TransportError> {
     match fs::symlink_metadata(path) {
         Ok(metadata) if metadata.file_type().is_socket() => remove_stale_socket(path),
-        Ok(_) => Err(ServiceError::AddressInUse {
+        Ok(_) => Err(TransportError::AddressInUse {
             path: path.to_path_buf(),
         }),
         Err(_) => Ok(()),
@@ -140,7 +140,7 @@ fn remove_if_stale_socket(path: &Path) -> Result<(), ServiceError> {
 }
 
 /// A private directory for sockets whose store path is too long.
-fn fallback_socket_directory() -> Result<PathBuf, ServiceError> {
+fn fallback_socket_directory() -> Result<PathBuf, TransportError> {
     // SAFETY: getuid cannot fail.
     let uid = unsafe { libc::getuid() };
     let directory = match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
@@ -150,7 +150,7 @@ fn fallback_socket_directory() -> Result<PathBuf, ServiceError> {
     // In a shared /tmp someone else could have made the directory first: use it only if it is
     // a real directory of ours that nobody else can use.
     crate::engine::store::ensure_private_directory(&directory, false).map_err(|source| {
-        ServiceError::SocketDirectory {
+        TransportError::SocketDirectory {
             path: directory.clone(),
             source,
         }
@@ -158,8 +158,8 @@ fn fallback_socket_directory() -> Result<PathBuf, ServiceError> {
     Ok(directory)
 }
 
-fn write_address_file(paths: &ServicePaths, socket: &Path) -> Result<(), ServiceError> {
-    let address_error = |source| ServiceError::AddressFile {
+fn write_address_file(paths: &ServicePaths, socket: &Path) -> Result<(), TransportError> {
+    let address_error = |source| TransportError::AddressFile {
         path: paths.address_file.clone(),
         source,
     };
@@ -180,15 +180,15 @@ fn write_address_file(paths: &ServicePaths, socket: &Path) -> Result<(), Service
 /// Serves `handler` as the one service of `store`.
 ///
 /// Creates the store directory if needed, takes `<store>/service.lock` (or fails with
-/// [`ServiceError::AlreadyRunning`]), opens `<store>/service.log` unless `options.log` is set,
+/// [`TransportError::AlreadyRunning`]), opens `<store>/service.log` unless `options.log` is set,
 /// removes stale sockets, and listens on `<store>/service.sock` (or a fallback recorded in
 /// `service.addr`, see the module documentation). The lock is held until the server stopped.
 pub fn serve_store<H: Handler>(
     store: &Path,
     handler: Arc<H>,
     mut options: ServerOptions,
-) -> Result<ServerHandle, ServiceError> {
-    create_private_dir_all(store).map_err(|source| ServiceError::StoreDirectory {
+) -> Result<ServerHandle, TransportError> {
+    create_private_dir_all(store).map_err(|source| TransportError::StoreDirectory {
         path: store.to_path_buf(),
         source,
     })?;
