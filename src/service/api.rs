@@ -21,12 +21,8 @@ pub struct SetVolume {
     pub provider: Option<ProviderId>,
 }
 
-/// Writer components chosen by `writer verify` / `writer exclude`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WriterSelection {
-    pub verify: Vec<String>,
-    pub exclude: Vec<String>,
-}
+/// Writer components chosen by `writer verify` / `writer exclude`: the coordinator's own type.
+pub use crate::engine::coordinator::WriterSelection;
 
 /// Everything `create` needs from the session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -24,7 +24,6 @@ use crate::engine::coordinator::shadow_copy::{
 };
 use crate::engine::coordinator::{
     CoordinatorObserver, CreationFailure, RestoreWriter, SelectionError, StepDecision,
-    WriterSelection,
 };
 use crate::engine::device::BlockDevice;
 use crate::engine::ids::VolumeId;
@@ -802,10 +801,7 @@ impl ShadowService for LocalService {
             context: request.context,
             extra_attributes: request.extra_attributes,
             backup_type: request.backup_type,
-            writers: WriterSelection {
-                verify: request.writers.verify.clone(),
-                exclude: request.writers.exclude.clone(),
-            },
+            writers: request.writers.clone(),
             aliases: request.aliases.clone(),
             metadata_path: request.metadata_path.clone(),
             default_metadata: request.default_metadata.clone(),

@@ -10,8 +10,9 @@ use crate::engine::writer::metadata::{Component, ComponentType, WriterMetadata};
 use crate::engine::writer::WriterIndex;
 
 /// `writer verify` and `writer exclude` entries, as the user typed them: a writer name, a
-/// writer ID `{GUID}`, or a component `Writer Name:\logical\path\component`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// writer ID `{GUID}`, or a component `Writer Name:\logical\path\component`. The service
+/// API carries it as it is (`CreateRequest::writers`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WriterSelection {
     pub verify: Vec<String>,
     pub exclude: Vec<String>,
