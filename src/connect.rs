@@ -32,6 +32,26 @@ fn open_engine_typed(store: &Path) -> Result<Engine, crate::engine::core::OpenEr
 /// How long a starting service waits for a stopping one to let go of the store.
 const HANDOVER_WAIT: Duration = Duration::from_secs(10);
 
+/// How long a stopping service waits for the engine's handles to close.
+const SERVICE_CLOSE_WAIT: Duration = Duration::from_secs(10);
+
+/// Drops `value` on a helper thread and waits at most `bound` for it; returns whether the
+/// drop finished. A drop still running is left to the process's exit.
+fn drop_within(value: Box<dyn Send>, bound: Duration) -> bool {
+    let (done, finished) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("diskshadow-close".to_string())
+        .spawn(move || {
+            drop(value);
+            let _ = done.send(());
+        });
+    match spawned {
+        Ok(_) => finished.recv_timeout(bound).is_ok(),
+        // No thread: close here, unbounded, as before.
+        Err(_) => true,
+    }
+}
+
 /// `check-store`: asks the store's running service, or, when none runs, opens the store
 /// read-only in this process. It never starts a service and never changes the store: a
 /// damaged store is looked at, not repaired.
@@ -239,6 +259,11 @@ pub fn run_service(store: &Path, idle_timeout: Option<u64>) -> Result<(), Servic
             // The background copier may still hold the engine, so its last handle may not be
             // dropped here: acknowledged writes are flushed now.
             let _ = engine.flush();
+            // Everything is durable: closing what the engine holds (librbd images and cluster
+            // connections among them) must not keep a stopped service alive when a cluster
+            // went away and its shutdown waits for it; past the bound the process exits with
+            // them open (the kernel closes them; the store's lock goes with the process).
+            drop_within(Box::new(engine), SERVICE_CLOSE_WAIT);
             match reason {
                 StopReason::Crashed => Err(unavailable(
                     "the service stopped after an internal failure; see service.log",
@@ -270,5 +295,33 @@ pub fn stop_service(store: &Path) -> Result<bool, ServiceError> {
             Err(transport_error(store, error))
         }
         Err(_) => Ok(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct SlowDrop(Duration, Arc<std::sync::atomic::AtomicBool>);
+
+    impl Drop for SlowDrop {
+        fn drop(&mut self) {
+            std::thread::sleep(self.0);
+            self.1.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_close_that_hangs_does_not_hold_the_stopping_service_past_the_bound() {
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let start = std::time::Instant::now();
+        let slow = SlowDrop(Duration::from_secs(30), dropped.clone());
+        assert!(!drop_within(Box::new(slow), Duration::from_millis(200)));
+        assert!(start.elapsed() < Duration::from_secs(5));
+        assert!(!dropped.load(std::sync::atomic::Ordering::SeqCst));
+
+        let quick = SlowDrop(Duration::from_millis(10), dropped.clone());
+        assert!(drop_within(Box::new(quick), Duration::from_secs(10)));
+        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
     }
 }
