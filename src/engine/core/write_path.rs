@@ -4,6 +4,7 @@
 //! the diff-area limit (deleting the oldest shadows, recorded as deletions), the provider's
 //! write, and the flush that records the volume clean.
 
+use super::devices::{check_range, unavailable};
 use super::*;
 
 pub(super) struct VolumeDevice {
