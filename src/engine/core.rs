@@ -1061,14 +1061,21 @@ impl Engine {
     pub fn check(&self) -> CheckReport {
         let mut report = CheckReport::default();
         let mut volume_shadows: BTreeMap<VolumeId, BTreeSet<u64>> = BTreeMap::new();
+        // Each volume's state as its lock shows it: why it is not served, or through which
+        // sequence its shadows are suspect. Read here, before the catalog is locked, because
+        // volume locks come before the catalog (the locking invariant above): the background
+        // fold holds a volume's lock while it commits to the catalog.
+        let mut volume_states: BTreeMap<VolumeId, Result<u64, String>> = BTreeMap::new();
         for handle in self.handles() {
             report.volumes_checked += 1;
             if let VolumeSlot::Unavailable(reason) = &*read_lock(&handle.state) {
                 report
                     .problems
                     .push(format!("volume {} is not served: {reason}", handle.id));
+                volume_states.insert(handle.id, Err(reason.clone()));
             }
             if let VolumeSlot::Ready(cow) = &*read_lock(&handle.state) {
+                volume_states.insert(handle.id, Ok(cow.suspect_through()));
                 report.preserved_chunks += cow.versions();
                 volume_shadows.insert(handle.id, cow.shadows().clone());
                 match cow.check() {
@@ -1174,15 +1181,16 @@ impl Engine {
         }
         for record in state.shadows.values() {
             let volume_unavailable =
-                self.handle(record.volume)
-                    .and_then(|handle| match &*read_lock(&handle.state) {
-                        VolumeSlot::Unavailable(reason) => Some(reason.clone()),
-                        VolumeSlot::Ready(cow) if record.sequence <= cow.suspect_through() => {
+                volume_states
+                    .get(&record.volume)
+                    .and_then(|volume_state| match volume_state {
+                        Err(reason) => Some(reason.clone()),
+                        Ok(suspect_through) if record.sequence <= *suspect_through => {
                             record.suspect.clone().or_else(|| {
                                 Some("the image was changed outside diskshadow".to_string())
                             })
                         }
-                        VolumeSlot::Ready(_) => None,
+                        Ok(_) => None,
                     });
             if let Some(reason) = record.suspect.clone().or(volume_unavailable) {
                 report.suspect_shadows.push((record.id, reason));
