@@ -20,7 +20,7 @@ pub enum OpenError {
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error(
-        "cannot open the diff area of volume {volume}: {source}; run `check` after fixing the disk"
+        "cannot open the diff area of volume {volume}: {source}; run `diskshadow check-store` after fixing the disk"
     )]
     DiffArea { volume: VolumeId, source: io::Error },
     #[error("cannot finish the revert interrupted by the last crash: {0}")]
@@ -229,7 +229,7 @@ impl CreateError {
 pub enum DeleteError {
     #[error("{what} was not found; list shadows to see the existing ones")]
     NotFound { what: String },
-    #[error("cannot free the diff area of volume {volume}: {source}; run `check`")]
+    #[error("cannot free the diff area of volume {volume}: {source}; run `diskshadow check-store`")]
     Io { volume: VolumeId, source: io::Error },
     #[error(
         "shadow copy {shadow} is being resynchronized onto volume {volume}; delete it when the \
