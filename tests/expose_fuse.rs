@@ -220,6 +220,21 @@ fn ext4_files_are_shown_read_only_with_modes_times_and_links() {
         .read_exact_at(&mut hole, 1024 * 1024)
         .unwrap();
     assert!(hole.iter().all(|byte| *byte == 0));
+    // mkfs.ext4 -d kept the hole: SEEK_DATA skips it and st_blocks counts the one data block.
+    let sparse = File::open(mountpoint.join("sparse.bin")).unwrap();
+    let seek = |offset: i64, whence: i32| {
+        // SAFETY: lseek on an open descriptor; no memory is touched.
+        unsafe { libc::lseek(std::os::fd::AsRawFd::as_raw_fd(&sparse), offset, whence) }
+    };
+    assert_eq!(seek(0, libc::SEEK_HOLE), 0);
+    assert_eq!(seek(0, libc::SEEK_DATA), 6 * 1024 * 1024);
+    let data_end = seek(6 * 1024 * 1024, libc::SEEK_HOLE);
+    assert!(
+        (6 * 1024 * 1024 + 17..=6 * 1024 * 1024 + 4096).contains(&data_end),
+        "data ends at {data_end}"
+    );
+    let allocated = sparse.metadata().unwrap().blocks() * 512;
+    assert_eq!(allocated, (data_end - 6 * 1024 * 1024) as u64);
 
     // cp copies a file out unchanged.
     let copied = directory.path().join("copied.bin");

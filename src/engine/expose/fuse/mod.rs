@@ -13,6 +13,7 @@
 //! cannot make the caller hang) and ends the session thread.
 
 mod ext4;
+mod ext4_extents;
 mod image;
 mod ntfs;
 mod tree;
