@@ -675,11 +675,10 @@ fn sparse_files_in_an_exposed_ext4_shadow_keep_their_holes() {
 }
 
 /// A crash-consistent copy of a mounted ext4 keeps metadata in its journal that is not yet in
-/// place. The view reads it through the journal, but the hole finder does not replay journals:
-/// such a shadow shows its sparse files as all data (never a hole where data is), with the
-/// bytes as written.
+/// place (here the new file's inode and directory entry). The view replays the journal in
+/// memory: the file is found, with its holes and its bytes as written.
 #[test]
-fn a_sparse_file_in_a_shadow_with_a_journal_to_replay_shows_as_all_data() {
+fn a_sparse_file_in_a_shadow_with_a_journal_to_replay_keeps_its_holes() {
     use std::os::unix::fs::{FileExt, MetadataExt};
     if !can_run() {
         return;
@@ -710,16 +709,27 @@ fn a_sparse_file_in_a_shadow_with_a_journal_to_replay_shows_as_all_data() {
     sparse.set_len(32 * MIB).expect("truncate");
     let data: Vec<u8> = (0..MIB).map(|index| (index % 253) as u8).collect();
     sparse.write_all_at(&data, 8 * MIB).expect("write");
+    // fsync commits the file's metadata to the journal only; its home blocks are written
+    // later. Copied now, while mounted, the image has the file in its journal alone.
+    sparse.sync_all().expect("fsync");
     drop(sparse);
-    // Copied while mounted: the journal is committed but not yet checkpointed.
     let copied = sh(&format!(
-        "sync && cp --sparse=always {} {}/copy.img",
+        "cp --sparse=always {} {}/copy.img",
         image.display(),
         work.path().display()
     ));
     assert!(copied.status.success());
+    let kernel_segments = segments(&fill.join("sparse.bin"));
     let expected = fs::read(fill.join("sparse.bin")).expect("read");
     assert!(sh(&format!("umount {}", fill.display())).status.success());
+    assert_eq!(
+        kernel_segments,
+        vec![
+            (0, 8 * MIB, false),
+            (8 * MIB, 9 * MIB, true),
+            (9 * MIB, 32 * MIB, false)
+        ]
+    );
     let header = sh(&format!(
         "dumpe2fs -h {}/copy.img 2>/dev/null",
         work.path().display()
@@ -728,6 +738,15 @@ fn a_sparse_file_in_a_shadow_with_a_journal_to_replay_shows_as_all_data() {
     assert!(
         header.contains("needs_recovery") && !header.contains("Journal start:            0\n"),
         "the copy has a journal to replay: {header}"
+    );
+    let in_place = sh(&format!(
+        "debugfs -R 'stat /sparse.bin' {}/copy.img 2>&1",
+        work.path().display()
+    ));
+    assert!(
+        String::from_utf8_lossy(&in_place.stdout).contains("not found"),
+        "without the journal the copy has no sparse.bin: {}",
+        String::from_utf8_lossy(&in_place.stdout)
     );
 
     run_script(
@@ -738,10 +757,7 @@ fn a_sparse_file_in_a_shadow_with_a_journal_to_replay_shows_as_all_data() {
     );
     let shown = shadow.join("sparse.bin");
     assert!(fs::read(&shown).expect("read") == expected);
-    assert_eq!(segments(&shown), vec![(0, 32 * MIB, true)]);
-    assert_eq!(
-        fs::metadata(&shown).expect("metadata").blocks() * 512,
-        32 * MIB
-    );
+    assert_eq!(segments(&shown), kernel_segments);
+    assert_eq!(fs::metadata(&shown).expect("metadata").blocks() * 512, MIB);
     run_script(&store, work.path(), "unexpose.dsh", "unexpose shadow\n");
 }

@@ -5,8 +5,9 @@
 //! if it were written: the stale blocks behind it, with the file blocks after it shifted. So
 //! where our own extent reader (`ext4_extents`) knows a regular file's map, that map answers:
 //! holes (`SEEK_HOLE`/`SEEK_DATA`), `st_blocks`, and the file's bytes (written extents from the
-//! device, everything else zeros). Where it does not know (block-mapped or inline files, a
-//! journal still to replay, damage), the file is read through `ext4-view` and shows as all data.
+//! device or the journal, everything else zeros). Where it does not know (block-mapped or
+//! inline files, a journal it cannot replay, damage), the file is read through `ext4-view` and
+//! shows as all data.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -162,8 +163,9 @@ impl TreeSource for Ext4Source {
     fn read_file(&mut self, handle: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
         let open = self.open_files.get_mut(&handle).ok_or(Errno::EBADF)?;
         if let Some(map) = &open.map {
-            return map
-                .read(self.extents.device(), offset, u64::from(size))
+            return self
+                .extents
+                .read(map, offset, u64::from(size))
                 .map_err(|_| Errno::EIO);
         }
         let file = &mut open.file;

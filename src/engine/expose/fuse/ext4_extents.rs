@@ -9,20 +9,25 @@
 //! directory keeps linear entries in its leaf blocks; its index lives in entries with inode 0,
 //! which are skipped).
 //!
+//! Committed journal transactions not yet written in place (a crash-consistent shadow of a
+//! mounted file system has them) are replayed in memory first (`ext4_journal`): every block
+//! this reader reads, metadata and data, comes from the journal where the journal has a newer
+//! copy, as `ext4-view` reads it.
+//!
 //! **Invariant:** a hole is reported only where this reader is sure of it. Whatever it cannot
-//! read with certainty (block-mapped or inline files, `meta_bg`, a journal with transactions
-//! still to replay, a damaged or oversized tree, a size that disagrees with `ext4-view`) answers
+//! read with certainty (block-mapped or inline files, `meta_bg`, a journal it does not fully
+//! understand, a damaged or oversized tree, a size that disagrees with `ext4-view`) answers
 //! `None`, and the caller shows the file as all data, read through `ext4-view`, as before.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use super::ext4_journal;
 use crate::engine::device::BlockDevice;
 
 const SUPERBLOCK_OFFSET: u64 = 1024;
 const SUPERBLOCK_MAGIC: u16 = 0xEF53;
 const EXTENT_MAGIC: u16 = 0xF30A;
-const JOURNAL_MAGIC: u32 = 0xC03B_3998;
 const ROOT_INODE: u32 = 2;
 
 const COMPAT_HAS_JOURNAL: u32 = 0x4;
@@ -51,7 +56,7 @@ const I_BLOCK_SIZE: usize = 60;
 const MAXIMUM_TREE_BLOCKS: usize = 1024;
 const MAXIMUM_DIRECTORY_BLOCKS: u64 = 16384;
 /// Cached paths (inode numbers and file maps); the caches start over past this.
-const MAXIMUM_CACHED_PATHS: usize = 65536;
+const MAXIMUM_CACHED_PATHS: usize = 1 << 20;
 
 /// One extent of a file: `length` blocks from file block `logical`, stored from device block
 /// `physical`. An uninitialized extent reads as zeros.
@@ -118,10 +123,12 @@ impl FileMap {
     }
 
     /// Reads up to `length` bytes at `offset` (fewer only at the end of the file): written
-    /// extents from the device, everything else as zeros.
+    /// extents from the device (a block the journal replaces from its journal block, as in
+    /// `data=journal` mode), everything else as zeros.
     pub(super) fn read(
         &self,
         device: &dyn BlockDevice,
+        journal: &BTreeMap<u64, u64>,
         offset: u64,
         length: u64,
     ) -> std::io::Result<Vec<u8>> {
@@ -143,13 +150,51 @@ impl FileMap {
             }
             let from = extent_start.max(offset);
             let to = ((extent.logical + extent.length) * self.block_size).min(end);
-            device.read_at(
+            read_mapped(
+                device,
+                journal,
+                self.block_size,
                 extent.physical * self.block_size + (from - extent_start),
                 &mut buffer[(from - offset) as usize..(to - offset) as usize],
             )?;
         }
         Ok(buffer)
     }
+}
+
+/// Reads `buffer` from device byte `offset`, taking each block the journal replaces from its
+/// journal block instead; one device read when the journal replaces none of them.
+fn read_mapped(
+    device: &dyn BlockDevice,
+    journal: &BTreeMap<u64, u64>,
+    block_size: u64,
+    offset: u64,
+    buffer: &mut [u8],
+) -> std::io::Result<()> {
+    let first_block = offset / block_size;
+    let end = offset + buffer.len() as u64;
+    if journal
+        .range(first_block..end.div_ceil(block_size))
+        .next()
+        .is_none()
+    {
+        return device.read_at(offset, buffer);
+    }
+    let mut position = offset;
+    while position < end {
+        let block = position / block_size;
+        let piece_end = ((block + 1) * block_size).min(end);
+        let source = match journal.get(&block) {
+            Some(replacement) => replacement * block_size + position % block_size,
+            None => position,
+        };
+        device.read_at(
+            source,
+            &mut buffer[(position - offset) as usize..(piece_end - offset) as usize],
+        )?;
+        position = piece_end;
+    }
+    Ok(())
 }
 
 fn u16_at(bytes: &[u8], offset: usize) -> Option<u16> {
@@ -280,6 +325,8 @@ struct RawInode {
 pub(super) struct ExtentReader {
     device: Arc<dyn BlockDevice>,
     geometry: Option<Geometry>,
+    /// File system block -> the device block of its newest copy in the journal.
+    journal: BTreeMap<u64, u64>,
     /// Path -> inode number, filled as directories are scanned.
     inodes: HashMap<Vec<u8>, u32>,
     /// Path -> the file's map (`None`: not known, all data). Shadows never change, so an
@@ -292,22 +339,38 @@ impl ExtentReader {
         let mut reader = ExtentReader {
             device,
             geometry: None,
+            journal: BTreeMap::new(),
             inodes: HashMap::new(),
             maps: HashMap::new(),
         };
         reader.geometry = reader.read_geometry();
-        if reader.geometry.is_some() && !reader.journal_is_clean() {
-            reader.geometry = None;
+        if reader.geometry.is_some() {
+            match reader.journal_map() {
+                Some(journal) => reader.journal = journal,
+                None => reader.geometry = None,
+            }
         }
         reader
     }
 
+    /// `length` bytes at device byte `offset`, through the journal's replacements.
     fn read_bytes(&self, offset: u64, length: usize) -> Option<Vec<u8>> {
         let mut buffer = vec![0u8; length];
         if offset.checked_add(length as u64)? > self.device.size() {
             return None;
         }
-        self.device.read_at(offset, &mut buffer).ok()?;
+        let block_size = self
+            .geometry
+            .as_ref()
+            .map_or(1024, |geometry| geometry.block_size);
+        read_mapped(
+            self.device.as_ref(),
+            &self.journal,
+            block_size,
+            offset,
+            &mut buffer,
+        )
+        .ok()?;
         Some(buffer)
     }
 
@@ -367,43 +430,47 @@ impl ExtentReader {
         })
     }
 
-    /// True unless the journal holds transactions still to replay (`ext4-view` applies them;
-    /// this reader does not, so it would read older metadata than the files show). A journal
-    /// that needs recovery but whose log is empty (`s_start` 0) is clean.
-    fn journal_is_clean(&self) -> bool {
-        let Some(superblock) = self.read_bytes(SUPERBLOCK_OFFSET, 1024) else {
-            return false;
-        };
-        let (Some(compatible), Some(incompatible)) =
-            (u32_at(&superblock, 0x5C), u32_at(&superblock, 0x60))
-        else {
-            return false;
-        };
+    /// The blocks the journal replaces (empty when it needs no recovery), as device blocks;
+    /// `None` for a journal this reader cannot replay with certainty. Called before any
+    /// replacement is known, so the journal inode is read in place, as the kernel reads it.
+    fn journal_map(&self) -> Option<BTreeMap<u64, u64>> {
+        let geometry = self.geometry.as_ref()?;
+        let superblock = self.read_bytes(SUPERBLOCK_OFFSET, 1024)?;
+        let compatible = u32_at(&superblock, 0x5C)?;
+        let incompatible = u32_at(&superblock, 0x60)?;
         if compatible & COMPAT_HAS_JOURNAL == 0 || incompatible & INCOMPAT_RECOVER == 0 {
-            return true;
+            return Some(BTreeMap::new());
         }
-        let Some(journal_inode) = u32_at(&superblock, 0xE0) else {
-            return false;
-        };
-        let journal_start = (|| {
-            let geometry = self.geometry.as_ref()?;
-            let inode = self.read_inode(journal_inode)?;
-            let extents = self.extents_of(&inode)?;
-            let first = extents
+        let inode = self.read_inode(u32_at(&superblock, 0xE0)?)?;
+        let extents = self.extents_of(&inode)?;
+        let journal_length = extents
+            .iter()
+            .map(|extent| extent.logical + extent.length)
+            .max()?;
+        let device_block = |journal_block: u64| {
+            extents
                 .iter()
-                .find(|extent| extent.logical == 0 && extent.initialized)?;
-            let header = self.read_bytes(first.physical * geometry.block_size, 1024)?;
-            let big_endian = |offset: usize| {
-                Some(u32::from_be_bytes(
-                    header.get(offset..offset + 4)?.try_into().ok()?,
-                ))
-            };
-            if big_endian(0)? != JOURNAL_MAGIC {
-                return None;
-            }
-            big_endian(0x1C)
-        })();
-        journal_start == Some(0)
+                .find(|extent| {
+                    extent.initialized
+                        && (extent.logical..extent.logical + extent.length).contains(&journal_block)
+                })
+                .map(|extent| extent.physical + journal_block - extent.logical)
+        };
+        let block_size = geometry.block_size;
+        let replaced =
+            ext4_journal::replay_map(journal_length, block_size, &mut |journal_block| {
+                self.read_bytes(
+                    device_block(journal_block)? * block_size,
+                    block_size as usize,
+                )
+            })?;
+        replaced
+            .into_iter()
+            .map(|(block, journal_block)| {
+                let source = device_block(journal_block)?;
+                (block < geometry.blocks_count).then_some((block, source))
+            })
+            .collect()
     }
 
     fn read_inode(&self, number: u32) -> Option<RawInode> {
@@ -480,12 +547,12 @@ impl ExtentReader {
                 }
             }
         }
+        // Every entry is kept (a directory's scan is bounded), so listing a large directory
+        // scans it once, not once per file.
         if self.inodes.len() + seen.len() > MAXIMUM_CACHED_PATHS {
             self.inodes.clear();
         }
-        if seen.len() <= MAXIMUM_CACHED_PATHS {
-            self.inodes.extend(seen);
-        }
+        self.inodes.extend(seen);
         found
     }
 
@@ -533,8 +600,9 @@ impl ExtentReader {
         FileMap::new(self.extents_of(&inode)?, geometry.block_size, size)
     }
 
-    pub(super) fn device(&self) -> &dyn BlockDevice {
-        self.device.as_ref()
+    /// Reads a file through its map (see [`FileMap::read`]).
+    pub(super) fn read(&self, map: &FileMap, offset: u64, length: u64) -> std::io::Result<Vec<u8>> {
+        map.read(self.device.as_ref(), &self.journal, offset, length)
     }
 }
 
@@ -836,14 +904,30 @@ mod tests {
         ];
         let map = FileMap::new(extents, 16, 90).unwrap();
         assert_eq!(map.holes, vec![(0, 16), (48, 32)]);
-        let whole = map.read(&device, 0, 1000).unwrap();
+        let no_journal = BTreeMap::new();
+        let whole = map.read(&device, &no_journal, 0, 1000).unwrap();
         let mut expected = vec![0u8; 90];
         expected[16..32].fill(10);
         expected[32..48].fill(11);
         expected[80..90].fill(30);
         assert_eq!(whole, expected);
-        assert_eq!(map.read(&device, 30, 20).unwrap(), expected[30..50]);
-        assert_eq!(map.read(&device, 85, 100).unwrap(), expected[85..90]);
-        assert!(map.read(&device, 90, 10).unwrap().is_empty());
+        assert_eq!(
+            map.read(&device, &no_journal, 30, 20).unwrap(),
+            expected[30..50]
+        );
+        assert_eq!(
+            map.read(&device, &no_journal, 85, 100).unwrap(),
+            expected[85..90]
+        );
+        assert!(map.read(&device, &no_journal, 90, 10).unwrap().is_empty());
+        // Device block 11 replaced by the journal's copy in block 40.
+        let journal = BTreeMap::from([(11, 40)]);
+        let mut replaced = expected.clone();
+        replaced[32..48].fill(40);
+        assert_eq!(map.read(&device, &journal, 0, 1000).unwrap(), replaced);
+        assert_eq!(
+            map.read(&device, &journal, 20, 20).unwrap(),
+            replaced[20..40]
+        );
     }
 }

@@ -14,6 +14,7 @@
 
 mod ext4;
 mod ext4_extents;
+mod ext4_journal;
 mod image;
 mod ntfs;
 mod tree;
