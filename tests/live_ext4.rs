@@ -442,6 +442,46 @@ fn segments(path: &Path) -> Vec<Segment> {
     found
 }
 
+/// A new, empty ext4 image `data.img` in `work`, loop-mounted at `fill` to be filled by the
+/// kernel, and the directory `shadow` to expose it at; both are unmounted on drop.
+struct LoopMounted {
+    store: PathBuf,
+    image: PathBuf,
+    fill: PathBuf,
+    shadow: PathBuf,
+    _cleanup: Cleanup,
+}
+
+fn loop_mount_new_ext4(work: &Path) -> LoopMounted {
+    let store = work.join("store");
+    let content = work.join("content");
+    fs::create_dir_all(&content).expect("content");
+    let image = work.join("data.img");
+    make_ext4(&image, &content);
+    let fill = work.join("fill");
+    let shadow = work.join("shadow");
+    fs::create_dir_all(&fill).expect("dir");
+    fs::create_dir_all(&shadow).expect("dir");
+    let cleanup = Cleanup(vec![fill.clone(), shadow.clone()], store.clone());
+    let mounted = sh(&format!(
+        "mount -o loop {} {}",
+        image.display(),
+        fill.display()
+    ));
+    assert!(
+        mounted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&mounted.stderr)
+    );
+    LoopMounted {
+        store,
+        image,
+        fill,
+        shadow,
+        _cleanup: cleanup,
+    }
+}
+
 /// Sparse files inside an exposed ext4 shadow keep their holes: `SEEK_DATA`/`SEEK_HOLE` find
 /// the same data as the kernel's ext4 did, `st_blocks` counts written blocks only, `qemu-img
 /// map` and `cp` see the holes, and every byte reads back as written: also in a file whose
@@ -455,26 +495,13 @@ fn sparse_files_in_an_exposed_ext4_shadow_keep_their_holes() {
     }
     const MIB: u64 = 1024 * 1024;
     let work = tempfile::tempdir().expect("tempdir");
-    let store = work.path().join("store");
-    let content = work.path().join("content");
-    fs::create_dir_all(&content).expect("content");
-    let image = work.path().join("data.img");
-    make_ext4(&image, &content);
-    let fill = work.path().join("fill");
-    let shadow = work.path().join("shadow");
-    fs::create_dir_all(&fill).expect("dir");
-    fs::create_dir_all(&shadow).expect("dir");
-    let _cleanup = Cleanup(vec![fill.clone(), shadow.clone()], store.clone());
-    let mounted = sh(&format!(
-        "mount -o loop {} {}",
-        image.display(),
-        fill.display()
-    ));
-    assert!(
-        mounted.status.success(),
-        "{}",
-        String::from_utf8_lossy(&mounted.stderr)
-    );
+    let LoopMounted {
+        store,
+        image,
+        fill,
+        shadow,
+        _cleanup,
+    } = loop_mount_new_ext4(work.path());
 
     let pattern = |seed: u64, length: u64| -> Vec<u8> {
         (0..length)
@@ -685,26 +712,13 @@ fn a_sparse_file_in_a_shadow_with_a_journal_to_replay_keeps_its_holes() {
     }
     const MIB: u64 = 1024 * 1024;
     let work = tempfile::tempdir().expect("tempdir");
-    let store = work.path().join("store");
-    let content = work.path().join("content");
-    fs::create_dir_all(&content).expect("content");
-    let image = work.path().join("data.img");
-    make_ext4(&image, &content);
-    let fill = work.path().join("fill");
-    let shadow = work.path().join("shadow");
-    fs::create_dir_all(&fill).expect("dir");
-    fs::create_dir_all(&shadow).expect("dir");
-    let _cleanup = Cleanup(vec![fill.clone(), shadow.clone()], store.clone());
-    let mounted = sh(&format!(
-        "mount -o loop {} {}",
-        image.display(),
-        fill.display()
-    ));
-    assert!(
-        mounted.status.success(),
-        "{}",
-        String::from_utf8_lossy(&mounted.stderr)
-    );
+    let LoopMounted {
+        store,
+        image,
+        fill,
+        shadow,
+        _cleanup,
+    } = loop_mount_new_ext4(work.path());
     let sparse = fs::File::create(fill.join("sparse.bin")).expect("sparse");
     sparse.set_len(32 * MIB).expect("truncate");
     let data: Vec<u8> = (0..MIB).map(|index| (index % 253) as u8).collect();

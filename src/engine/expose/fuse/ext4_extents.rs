@@ -23,6 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::ext4_journal;
+use super::tree::child_path;
 use crate::engine::device::BlockDevice;
 
 const SUPERBLOCK_OFFSET: u64 = 1024;
@@ -604,15 +605,6 @@ impl ExtentReader {
     pub(super) fn read(&self, map: &FileMap, offset: u64, length: u64) -> std::io::Result<Vec<u8>> {
         map.read(self.device.as_ref(), &self.journal, offset, length)
     }
-}
-
-fn child_path(parent: &[u8], name: &[u8]) -> Vec<u8> {
-    let mut path = parent.to_vec();
-    if !path.ends_with(b"/") {
-        path.push(b'/');
-    }
-    path.extend_from_slice(name);
-    path
 }
 
 /// The `(inode, name)` of every entry in use in one directory block ("." and ".." excluded);

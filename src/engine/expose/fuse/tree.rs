@@ -209,7 +209,8 @@ impl TreeFileSystem {
     }
 }
 
-fn child_path(parent: &[u8], name: &[u8]) -> Vec<u8> {
+/// The path of `name` in the directory at `parent`.
+pub(super) fn child_path(parent: &[u8], name: &[u8]) -> Vec<u8> {
     let mut path = parent.to_vec();
     if !path.ends_with(b"/") {
         path.push(b'/');
