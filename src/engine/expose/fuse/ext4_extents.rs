@@ -53,9 +53,10 @@ const ENTRY_SIZE: usize = 12;
 const I_BLOCK_SIZE: usize = 60;
 
 /// Work bounds per call, so that a huge or hostile tree cannot stall a FUSE call: past them
-/// the answer is `None` (all data).
-const MAXIMUM_TREE_BLOCKS: usize = 1024;
-const MAXIMUM_DIRECTORY_BLOCKS: u64 = 16384;
+/// the answer is `None` (all data). 64 tree blocks hold up to 21,760 extents (340 a 4 KiB
+/// block); each `SEEK_HOLE`/`SEEK_DATA` walks the hole list, so it must stay that short.
+const MAXIMUM_TREE_BLOCKS: usize = 64;
+const MAXIMUM_DIRECTORY_BLOCKS: u64 = 4096;
 /// Cached paths (inode numbers and file maps); the caches start over past this.
 const MAXIMUM_CACHED_PATHS: usize = 1 << 20;
 
