@@ -3,6 +3,7 @@
 //! shadows are taken; exposed shadows show their files as they were.
 
 use std::fs;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command as Process;
 
@@ -442,24 +443,23 @@ fn segments(path: &Path) -> Vec<Segment> {
     found
 }
 
-/// A new, empty ext4 image `data.img` in `work`, loop-mounted at `fill` to be filled by the
-/// kernel, and the directory `shadow` to expose it at; both are unmounted on drop.
-struct LoopMounted {
-    store: PathBuf,
-    image: PathBuf,
-    fill: PathBuf,
-    shadow: PathBuf,
-    _cleanup: Cleanup,
-}
+const MIB: u64 = 1024 * 1024;
 
-fn loop_mount_new_ext4(work: &Path) -> LoopMounted {
-    let store = work.join("store");
-    let content = work.join("content");
+/// A new, empty ext4 image in a new directory `work`, loop-mounted to be filled by the kernel:
+/// the paths of the store, the image, its mount point and a directory to expose a shadow at,
+/// and the guard that unmounts both (`None` where the tests cannot run).
+fn loop_mounted_ext4() -> Option<(tempfile::TempDir, [PathBuf; 4], Cleanup)> {
+    if !can_run() {
+        return None;
+    }
+    let work = tempfile::tempdir().expect("tempdir");
+    let store = work.path().join("store");
+    let content = work.path().join("content");
     fs::create_dir_all(&content).expect("content");
-    let image = work.join("data.img");
+    let image = work.path().join("data.img");
     make_ext4(&image, &content);
-    let fill = work.join("fill");
-    let shadow = work.join("shadow");
+    let fill = work.path().join("fill");
+    let shadow = work.path().join("shadow");
     fs::create_dir_all(&fill).expect("dir");
     fs::create_dir_all(&shadow).expect("dir");
     let cleanup = Cleanup(vec![fill.clone(), shadow.clone()], store.clone());
@@ -473,13 +473,7 @@ fn loop_mount_new_ext4(work: &Path) -> LoopMounted {
         "{}",
         String::from_utf8_lossy(&mounted.stderr)
     );
-    LoopMounted {
-        store,
-        image,
-        fill,
-        shadow,
-        _cleanup: cleanup,
-    }
+    Some((work, [store, image, fill, shadow], cleanup))
 }
 
 /// Sparse files inside an exposed ext4 shadow keep their holes: `SEEK_DATA`/`SEEK_HOLE` find
@@ -489,19 +483,9 @@ fn loop_mount_new_ext4(work: &Path) -> LoopMounted {
 /// second level.
 #[test]
 fn sparse_files_in_an_exposed_ext4_shadow_keep_their_holes() {
-    use std::os::unix::fs::{FileExt, MetadataExt};
-    if !can_run() {
+    let Some((work, [store, image, fill, shadow], _cleanup)) = loop_mounted_ext4() else {
         return;
-    }
-    const MIB: u64 = 1024 * 1024;
-    let work = tempfile::tempdir().expect("tempdir");
-    let LoopMounted {
-        store,
-        image,
-        fill,
-        shadow,
-        _cleanup,
-    } = loop_mount_new_ext4(work.path());
+    };
 
     let pattern = |seed: u64, length: u64| -> Vec<u8> {
         (0..length)
@@ -706,19 +690,9 @@ fn sparse_files_in_an_exposed_ext4_shadow_keep_their_holes() {
 /// memory: the file is found, with its holes and its bytes as written.
 #[test]
 fn a_sparse_file_in_a_shadow_with_a_journal_to_replay_keeps_its_holes() {
-    use std::os::unix::fs::{FileExt, MetadataExt};
-    if !can_run() {
+    let Some((work, [store, image, fill, shadow], _cleanup)) = loop_mounted_ext4() else {
         return;
-    }
-    const MIB: u64 = 1024 * 1024;
-    let work = tempfile::tempdir().expect("tempdir");
-    let LoopMounted {
-        store,
-        image,
-        fill,
-        shadow,
-        _cleanup,
-    } = loop_mount_new_ext4(work.path());
+    };
     let sparse = fs::File::create(fill.join("sparse.bin")).expect("sparse");
     sparse.set_len(32 * MIB).expect("truncate");
     let data: Vec<u8> = (0..MIB).map(|index| (index % 253) as u8).collect();
