@@ -19,7 +19,7 @@
 //! understand, a damaged or oversized tree, a size that disagrees with `ext4-view`) answers
 //! `None`, and the caller shows the file as all data, read through `ext4-view`, as before.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::ext4_journal;
@@ -331,6 +331,8 @@ pub(super) struct ExtentReader {
     journal: BTreeMap<u64, u64>,
     /// Path -> inode number, filled as directories are scanned.
     inodes: HashMap<Vec<u8>, u32>,
+    /// Directories already scanned (or found unreadable), by path.
+    scanned: HashSet<Vec<u8>>,
     /// Path -> the file's map (`None`: not known, all data). Shadows never change, so an
     /// answer stays true for the life of the view.
     maps: HashMap<Vec<u8>, Option<Arc<FileMap>>>,
@@ -343,6 +345,7 @@ impl ExtentReader {
             geometry: None,
             journal: BTreeMap::new(),
             inodes: HashMap::new(),
+            scanned: HashSet::new(),
             maps: HashMap::new(),
         };
         reader.geometry = reader.read_geometry();
@@ -521,17 +524,17 @@ impl ExtentReader {
         })
     }
 
-    /// The inode number of `name` in the directory with inode `directory`, scanning its
-    /// linear entries (and remembering every entry seen under `directory_path`).
-    fn look_up(&mut self, directory: u32, directory_path: &[u8], name: &[u8]) -> Option<u32> {
-        let geometry = self.geometry.clone()?;
+    /// The `(name, inode)` of every entry of the directory with inode `directory`, from its
+    /// linear entries; `None` if it is not a readable extent-mapped directory or is larger than
+    /// `MAXIMUM_DIRECTORY_BLOCKS`.
+    fn scan_directory(&self, directory: u32) -> Option<Vec<(Vec<u8>, u32)>> {
+        let geometry = self.geometry.as_ref()?;
         let inode = self.read_inode(directory)?;
         if inode.mode & MODE_TYPE_MASK != MODE_DIRECTORY {
             return None;
         }
         let extents = self.extents_of(&inode)?;
-        let mut found = None;
-        let mut seen = Vec::new();
+        let mut entries = Vec::new();
         let mut blocks_scanned = 0u64;
         for extent in extents.iter().filter(|extent| extent.initialized) {
             for block in extent.physical..extent.physical + extent.length {
@@ -542,20 +545,11 @@ impl ExtentReader {
                 let bytes =
                     self.read_bytes(block * geometry.block_size, geometry.block_size as usize)?;
                 for (entry_inode, entry_name) in directory_entries(&bytes)? {
-                    if entry_name == name {
-                        found = Some(entry_inode);
-                    }
-                    seen.push((child_path(directory_path, entry_name), entry_inode));
+                    entries.push((entry_name.to_vec(), entry_inode));
                 }
             }
         }
-        // Every entry is kept (a directory's scan is bounded), so listing a large directory
-        // scans it once, not once per file.
-        if self.inodes.len() + seen.len() > MAXIMUM_CACHED_PATHS {
-            self.inodes.clear();
-        }
-        self.inodes.extend(seen);
-        found
+        Some(entries)
     }
 
     /// The inode number behind an absolute path, walking down from the root.
@@ -572,8 +566,25 @@ impl ExtentReader {
         } else {
             &path[..split]
         };
+        // A directory is scanned once: what it did not hold then, it does not hold.
+        if self.scanned.contains(parent_path) {
+            return None;
+        }
         let parent = self.resolve(parent_path)?;
-        self.look_up(parent, parent_path, &path[split + 1..])
+        let entries = self.scan_directory(parent).unwrap_or_default();
+        // Every entry is kept (a directory's scan is bounded), so listing a large directory
+        // scans it once, not once per file.
+        if self.inodes.len() + entries.len() > MAXIMUM_CACHED_PATHS {
+            self.inodes.clear();
+            self.scanned.clear();
+        }
+        self.scanned.insert(parent_path.to_vec());
+        self.inodes.extend(
+            entries
+                .into_iter()
+                .map(|(name, inode)| (child_path(parent_path, &name), inode)),
+        );
+        self.inodes.get(path).copied()
     }
 
     /// The map of the regular file at `path` whose size `ext4-view` reports as `size`;
