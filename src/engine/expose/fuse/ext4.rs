@@ -5,9 +5,10 @@
 //! if it were written: the stale blocks behind it, with the file blocks after it shifted. So
 //! where our own extent reader (`ext4_extents`) knows a regular file's map, that map answers:
 //! holes (`SEEK_HOLE`/`SEEK_DATA`), `st_blocks`, and the file's bytes (written extents from the
-//! device or the journal, everything else zeros). Where it does not know (block-mapped or
-//! inline files, a journal it cannot replay, damage), the file is read through `ext4-view` and
-//! shows as all data.
+//! device or the journal, everything else zeros). That also serves sparse block-mapped
+//! (ext2/ext3) files, which `ext4-view` fails to read (EIO) where a hole spans an indirect
+//! block. Where our reader does not know (inline files, a journal it cannot replay, damage),
+//! the file is read through `ext4-view` and shows as all data.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -5,7 +5,8 @@
 //!
 //! Layout read here: the superblock (block size, inodes per group, inode size, the 64bit
 //! descriptor size), a group descriptor's inode table, the inode's `i_block` extent tree
-//! (header magic 0xF30A, depth, index and leaf entries), and linear directory entries (an htree
+//! (header magic 0xF30A, depth, index and leaf entries) or block map, and linear directory
+//! entries (an htree
 //! directory keeps linear entries in its leaf blocks; its index lives in entries with inode 0,
 //! which are skipped).
 //!
@@ -14,9 +15,12 @@
 //! this reader reads, metadata and data, comes from the journal where the journal has a newer
 //! copy, as `ext4-view` reads it.
 //!
+//! Block-mapped files (ext2/ext3, and ext4 files without the extents flag) are read through
+//! their direct and indirect block pointers the same way; a zero pointer is a hole.
+//!
 //! **Invariant:** a hole is reported only where this reader is sure of it. Whatever it cannot
-//! read with certainty (block-mapped or inline files, `meta_bg`, a journal it does not fully
-//! understand, a damaged or oversized tree, a size that disagrees with `ext4-view`) answers
+//! read with certainty (inline files, `meta_bg`, a journal it does not fully understand, a
+//! damaged or oversized tree or block map, a size that disagrees with `ext4-view`) answers
 //! `None`, and the caller shows the file as all data, read through `ext4-view`, as before.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -35,7 +39,6 @@ const COMPAT_HAS_JOURNAL: u32 = 0x4;
 const INCOMPAT_RECOVER: u32 = 0x4;
 const INCOMPAT_JOURNAL_DEV: u32 = 0x8;
 const INCOMPAT_META_BG: u32 = 0x10;
-const INCOMPAT_EXTENTS: u32 = 0x40;
 const INCOMPAT_64BIT: u32 = 0x80;
 
 const INODE_FLAG_EXTENTS: u32 = 0x0008_0000;
@@ -57,6 +60,10 @@ const I_BLOCK_SIZE: usize = 60;
 /// block); each `SEEK_HOLE`/`SEEK_DATA` walks the hole list, so it must stay that short.
 const MAXIMUM_TREE_BLOCKS: usize = 64;
 const MAXIMUM_DIRECTORY_BLOCKS: u64 = 4096;
+/// Indirect blocks of a block-mapped file (4 MiB of reads in 4 KiB blocks: a 4 GiB file), and
+/// the extents they may give (as many as 64 extent-tree blocks hold).
+const MAXIMUM_INDIRECT_BLOCKS: usize = 1024;
+const MAXIMUM_EXTENTS: usize = 64 * 340;
 /// Cached paths (inode numbers and file maps); the caches start over past this.
 const MAXIMUM_CACHED_PATHS: usize = 1 << 20;
 
@@ -300,6 +307,101 @@ fn walk_node(
     Some(())
 }
 
+/// The extents of a block-mapped (ext2/ext3) file of `file_blocks` blocks from its `i_block`:
+/// 12 direct pointers, then a single, a double and a triple indirect block, each holding
+/// `block_size / 4` pointers; a zero pointer is a hole (its whole subtree). Consecutive blocks
+/// stored consecutively become one extent. `None` for a pointer past `blocks_count`, more than
+/// `MAXIMUM_INDIRECT_BLOCKS` indirect blocks, more than `MAXIMUM_EXTENTS` extents or an
+/// indirect block that cannot be read.
+pub(super) fn parse_block_map(
+    i_block: &[u8],
+    block_size: u64,
+    blocks_count: u64,
+    file_blocks: u64,
+    read_block: &mut dyn FnMut(u64) -> Option<Vec<u8>>,
+) -> Option<Vec<Extent>> {
+    let mut walk = BlockMapWalk {
+        pointers_per_block: block_size / 4,
+        blocks_count,
+        file_blocks,
+        read_block,
+        indirect_blocks_read: 0,
+        extents: Vec::new(),
+    };
+    let mut logical = 0u64;
+    for (slot, depth) in (0..12)
+        .map(|slot| (slot, 0))
+        .chain([(12, 1), (13, 2), (14, 3)])
+    {
+        if logical >= file_blocks {
+            break;
+        }
+        let pointer = u64::from(u32_at(i_block, slot * 4)?);
+        walk.visit(pointer, depth, logical)?;
+        logical = logical.checked_add(walk.pointers_per_block.checked_pow(depth)?)?;
+    }
+    Some(walk.extents)
+}
+
+struct BlockMapWalk<'a> {
+    pointers_per_block: u64,
+    blocks_count: u64,
+    file_blocks: u64,
+    read_block: &'a mut dyn FnMut(u64) -> Option<Vec<u8>>,
+    indirect_blocks_read: usize,
+    extents: Vec<Extent>,
+}
+
+impl BlockMapWalk<'_> {
+    /// Visits `pointer`, which maps file blocks from `logical`: a data block at depth 0,
+    /// otherwise an indirect block of pointers one depth lower.
+    fn visit(&mut self, pointer: u64, depth: u32, logical: u64) -> Option<()> {
+        if pointer == 0 {
+            return Some(());
+        }
+        if pointer >= self.blocks_count {
+            return None;
+        }
+        if depth == 0 {
+            match self.extents.last_mut() {
+                Some(last)
+                    if last.logical + last.length == logical
+                        && last.physical + last.length == pointer =>
+                {
+                    last.length += 1;
+                }
+                _ => {
+                    if self.extents.len() >= MAXIMUM_EXTENTS {
+                        return None;
+                    }
+                    self.extents.push(Extent {
+                        logical,
+                        length: 1,
+                        physical: pointer,
+                        initialized: true,
+                    });
+                }
+            }
+            return Some(());
+        }
+        self.indirect_blocks_read += 1;
+        if self.indirect_blocks_read > MAXIMUM_INDIRECT_BLOCKS {
+            return None;
+        }
+        let block = (self.read_block)(pointer)?;
+        let child_span = self.pointers_per_block.checked_pow(depth - 1)?;
+        for index in 0..self.pointers_per_block {
+            let child_logical = logical.checked_add(index.checked_mul(child_span)?)?;
+            if child_logical >= self.file_blocks {
+                break;
+            }
+            let child = u64::from(u32_at(&block, (index * 4) as usize)?);
+            self.visit(child, depth - 1, child_logical)?;
+        }
+        Some(())
+    }
+}
+
 /// What the superblock and the group descriptors say about where inodes are.
 #[derive(Debug, Clone)]
 struct Geometry {
@@ -385,11 +487,8 @@ impl ExtentReader {
             return None;
         }
         let incompatible = u32_at(&superblock, 0x60)?;
-        // Without the extents feature no file has extents; meta_bg moves the descriptors and
-        // a journal device is elsewhere.
-        if incompatible & INCOMPAT_EXTENTS == 0
-            || incompatible & (INCOMPAT_META_BG | INCOMPAT_JOURNAL_DEV) != 0
-        {
+        // meta_bg moves the descriptors, and a journal device is elsewhere.
+        if incompatible & (INCOMPAT_META_BG | INCOMPAT_JOURNAL_DEV) != 0 {
             return None;
         }
         let log_block_size = u32_at(&superblock, 0x18)?;
@@ -515,13 +614,22 @@ impl ExtentReader {
     /// The extents of an inode that uses an extent tree (not inline data, not block maps).
     fn extents_of(&self, inode: &RawInode) -> Option<Vec<Extent>> {
         let geometry = self.geometry.as_ref()?;
-        if inode.flags & INODE_FLAG_EXTENTS == 0 || inode.flags & INODE_FLAG_INLINE_DATA != 0 {
+        if inode.flags & INODE_FLAG_INLINE_DATA != 0 {
             return None;
         }
         let block_size = geometry.block_size;
-        parse_extent_tree(&inode.i_block, geometry.blocks_count, &mut |block| {
-            self.read_bytes(block * block_size, block_size as usize)
-        })
+        let mut read_block = |block: u64| self.read_bytes(block * block_size, block_size as usize);
+        if inode.flags & INODE_FLAG_EXTENTS != 0 {
+            parse_extent_tree(&inode.i_block, geometry.blocks_count, &mut read_block)
+        } else {
+            parse_block_map(
+                &inode.i_block,
+                block_size,
+                geometry.blocks_count,
+                inode.size.div_ceil(block_size),
+                &mut read_block,
+            )
+        }
     }
 
     /// The `(name, inode)` of every entry of the directory with inode `directory`, from its
@@ -838,6 +946,96 @@ mod tests {
         });
         assert_eq!(answer, None);
         assert_eq!(reads, MAXIMUM_TREE_BLOCKS);
+    }
+
+    /// An `i_block` of 15 little-endian pointers.
+    fn pointers(values: &[u32]) -> Vec<u8> {
+        let mut bytes: Vec<u8> = values
+            .iter()
+            .flat_map(|value| value.to_le_bytes())
+            .collect();
+        bytes.resize(I_BLOCK_SIZE, 0);
+        bytes
+    }
+
+    #[test]
+    fn a_block_map_gives_merged_extents_and_holes() {
+        // 1 KiB blocks (256 pointers a block). Direct: blocks 0-1 at 500-501, a hole, block 3
+        // at 700. Single indirect (block 50): file block 12 at 800, 13 at 801. Double indirect
+        // (block 51 -> block 52 for file blocks 268..524): file block 270 at 900.
+        let i_block = pointers(&[500, 501, 0, 700, 0, 0, 0, 0, 0, 0, 0, 0, 50, 51, 0]);
+        let block_of = |values: &[(usize, u32)]| {
+            let mut bytes = vec![0u8; 1024];
+            for (index, value) in values {
+                bytes[index * 4..index * 4 + 4].copy_from_slice(&value.to_le_bytes());
+            }
+            bytes
+        };
+        let mut reads = Vec::new();
+        let extents = parse_block_map(&i_block, 1024, 10_000, 300, &mut |block| {
+            reads.push(block);
+            match block {
+                50 => Some(block_of(&[(0, 800), (1, 801)])),
+                51 => Some(block_of(&[(0, 52)])),
+                52 => Some(block_of(&[(2, 900)])),
+                _ => None,
+            }
+        })
+        .unwrap();
+        assert_eq!(reads, vec![50, 51, 52]);
+        assert_eq!(
+            extents,
+            vec![
+                extent(0, 2, 500, true),
+                extent(3, 1, 700, true),
+                extent(12, 2, 800, true),
+                extent(270, 1, 900, true),
+            ]
+        );
+        let map = FileMap::new(extents, 1024, 300 * 1024).unwrap();
+        assert_eq!(
+            map.holes,
+            vec![
+                (2048, 1024),
+                (4 * 1024, 8 * 1024),
+                (14 * 1024, 256 * 1024),
+                (271 * 1024, 29 * 1024)
+            ]
+        );
+    }
+
+    #[test]
+    fn damaged_block_maps_give_no_map() {
+        let past_the_device = pointers(&[5000]);
+        assert_eq!(
+            parse_block_map(&past_the_device, 1024, 1000, 1, &mut |_| None),
+            None
+        );
+        let unreadable = pointers(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
+        assert_eq!(
+            parse_block_map(&unreadable, 1024, 1000, 20, &mut |_| None),
+            None
+        );
+        // A full triple indirect tree (block 7 points at 256 double indirect blocks 8, each at
+        // 256 single indirect blocks 9, all holes): bounded.
+        let deep = pointers(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7]);
+        let mut reads = 0;
+        let answer = parse_block_map(&deep, 1024, 1000, u64::from(u32::MAX), &mut |block| {
+            reads += 1;
+            Some(match block {
+                7 => 8u32.to_le_bytes().repeat(256),
+                8 => 9u32.to_le_bytes().repeat(256),
+                _ => vec![0; 1024],
+            })
+        });
+        assert_eq!(answer, None);
+        assert_eq!(reads, MAXIMUM_INDIRECT_BLOCKS);
+        // Blocks past the file's size are not visited.
+        let short = pointers(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 9999]);
+        assert_eq!(
+            parse_block_map(&short, 1024, 1000, 12, &mut |_| None),
+            Some(vec![extent(0, 12, 1, true)])
+        );
     }
 
     #[test]
