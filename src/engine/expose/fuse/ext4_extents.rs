@@ -5,18 +5,16 @@
 //!
 //! Layout read here: the superblock (block size, inodes per group, inode size, the 64bit
 //! descriptor size), a group descriptor's inode table, the inode's `i_block` extent tree
-//! (header magic 0xF30A, depth, index and leaf entries) or block map, and linear directory
-//! entries (an htree
-//! directory keeps linear entries in its leaf blocks; its index lives in entries with inode 0,
-//! which are skipped).
+//! (header magic 0xF30A, depth, index and leaf entries), and linear directory entries (an
+//! htree directory keeps linear entries in its leaf blocks; its index lives in entries with
+//! inode 0, which are skipped). Block-mapped files (ext2/ext3, and ext4 files without the
+//! extents flag) are read through their direct and indirect block pointers instead; a zero
+//! pointer is a hole.
 //!
 //! Committed journal transactions not yet written in place (a crash-consistent shadow of a
 //! mounted file system has them) are replayed in memory first (`ext4_journal`): every block
 //! this reader reads, metadata and data, comes from the journal where the journal has a newer
 //! copy, as `ext4-view` reads it.
-//!
-//! Block-mapped files (ext2/ext3, and ext4 files without the extents flag) are read through
-//! their direct and indirect block pointers the same way; a zero pointer is a hole.
 //!
 //! **Invariant:** a hole is reported only where this reader is sure of it. Whatever it cannot
 //! read with certainty (inline files, `meta_bg`, a journal it does not fully understand, a
