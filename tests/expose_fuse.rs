@@ -95,19 +95,30 @@ fn populate(root: &Path) {
 }
 
 fn build_ext4(directory: &Path) -> Option<(PathBuf, PathBuf)> {
+    build_with_mkfs(directory, "ext4", "32M", populate)
+}
+
+/// Builds `<kind>.img` of `size` with `mkfs.ext4 -t kind -d` from the directory `source`,
+/// which `fill` fills first; `(source, image)`.
+fn build_with_mkfs(
+    directory: &Path,
+    kind: &str,
+    size: &str,
+    fill: fn(&Path),
+) -> Option<(PathBuf, PathBuf)> {
     if !tool_available("mkfs.ext4", "-V") {
         support::skip("mkfs.ext4 is not installed (Debian package e2fsprogs)");
         return None;
     }
     let source = directory.join("source");
     fs::create_dir(&source).unwrap();
-    populate(&source);
-    let image = directory.join("ext4.img");
+    fill(&source);
+    let image = directory.join(format!("{kind}.img"));
     let status = Command::new("mkfs.ext4")
-        .args(["-q", "-E", "root_owner=0:0", "-d"])
+        .args(["-q", "-t", kind, "-E", "root_owner=0:0", "-d"])
         .arg(&source)
         .arg(&image)
-        .arg("32M")
+        .arg(size)
         .status()
         .unwrap();
     assert!(status.success());
@@ -180,6 +191,27 @@ fn compare_trees(expected: &Path, actual: &Path) -> usize {
     compared
 }
 
+/// A file that holds one block of data (17 bytes written) at `data_start` and holes around it:
+/// `SEEK_DATA`/`SEEK_HOLE` find that block, and `st_blocks` counts it alone.
+fn assert_one_block_of_data_at(path: &Path, data_start: i64) {
+    let file = File::open(path).unwrap();
+    let seek = |offset: i64, whence: i32| {
+        // SAFETY: lseek on an open descriptor; no memory is touched.
+        unsafe { libc::lseek(std::os::fd::AsRawFd::as_raw_fd(&file), offset, whence) }
+    };
+    assert_eq!(seek(0, libc::SEEK_HOLE), 0);
+    assert_eq!(seek(0, libc::SEEK_DATA), data_start);
+    let data_end = seek(data_start, libc::SEEK_HOLE);
+    assert!(
+        (data_start + 17..=data_start + 4096).contains(&data_end),
+        "data ends at {data_end}"
+    );
+    assert_eq!(
+        file.metadata().unwrap().blocks() * 512,
+        (data_end - data_start) as u64
+    );
+}
+
 #[test]
 fn ext4_files_are_shown_read_only_with_modes_times_and_links() {
     if !fuse_available() {
@@ -220,6 +252,8 @@ fn ext4_files_are_shown_read_only_with_modes_times_and_links() {
         .read_exact_at(&mut hole, 1024 * 1024)
         .unwrap();
     assert!(hole.iter().all(|byte| *byte == 0));
+    // mkfs.ext4 -d kept the hole: SEEK_DATA skips it and st_blocks counts the one data block.
+    assert_one_block_of_data_at(&mountpoint.join("sparse.bin"), 6 * 1024 * 1024);
 
     // cp copies a file out unchanged.
     let copied = directory.path().join("copied.bin");
@@ -263,6 +297,32 @@ fn ext4_files_are_shown_read_only_with_modes_times_and_links() {
     mounted.unmount().unwrap();
     assert!(!is_mounted(&mountpoint));
     assert!(fs::read_dir(&mountpoint).unwrap().next().is_none());
+}
+
+/// ext3 maps blocks without extents, through direct and indirect block pointers: a sparse
+/// file shows its holes (a zero pointer, here one for a whole indirect block) and its bytes.
+#[test]
+fn ext3_block_mapped_sparse_files_show_their_holes() {
+    if !fuse_available() {
+        return;
+    }
+    let directory = tempfile::tempdir().unwrap();
+    let Some((source, image)) = build_with_mkfs(directory.path(), "ext3", "16M", |source| {
+        let mut sparse = File::create(source.join("sparse.bin")).unwrap();
+        sparse.seek(SeekFrom::Start(3 * 1024 * 1024)).unwrap();
+        sparse.write_all(b"data after a hole").unwrap();
+        sparse.set_len(4 * 1024 * 1024).unwrap();
+    }) else {
+        return;
+    };
+    let device = Arc::new(FileDevice::open(&image, true).unwrap());
+    let mountpoint = directory.path().join("mnt");
+    fs::create_dir(&mountpoint).unwrap();
+    let mounted = mount(device, &mountpoint, MountOptions::read_only_files("ext3")).unwrap();
+    let shown = mountpoint.join("sparse.bin");
+    assert!(fs::read(&shown).unwrap() == fs::read(source.join("sparse.bin")).unwrap());
+    assert_one_block_of_data_at(&shown, 3 * 1024 * 1024);
+    mounted.unmount().unwrap();
 }
 
 #[test]

@@ -1,5 +1,14 @@
 //! ext2/3/4 through `ext4-view`: the reader reads the device directly, a block at a time, so
 //! large files are never loaded whole and holes read as zeros.
+//!
+//! `ext4-view` keeps a file's extents private, and reads an uninitialized (unwritten) extent as
+//! if it were written: the stale blocks behind it, with the file blocks after it shifted. So
+//! where our own extent reader (`ext4_extents`) knows a regular file's map, that map answers:
+//! holes (`SEEK_HOLE`/`SEEK_DATA`), `st_blocks`, and the file's bytes (written extents from the
+//! device or the journal, everything else zeros). That also serves sparse block-mapped
+//! (ext2/ext3) files, which `ext4-view` fails to read (EIO) where a hole spans an indirect
+//! block. Where our reader does not know (inline files, a journal it cannot replay, damage),
+//! the file is read through `ext4-view` and shows as all data.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,6 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ext4_view::{Ext4, Ext4Error, Ext4Read};
 use fuser::{Errno, FileType};
 
+use super::ext4_extents::{ExtentReader, FileMap};
 use super::tree::{ListedEntry, NodeAttributes, TreeSource};
 use crate::engine::device::BlockDevice;
 
@@ -23,9 +33,16 @@ impl Ext4Read for DeviceReader {
     }
 }
 
+/// An open file: `ext4-view`'s handle, and the file's map when our extent reader knows it.
+struct OpenFile {
+    file: ext4_view::File,
+    map: Option<Arc<FileMap>>,
+}
+
 pub(super) struct Ext4Source {
     filesystem: Ext4,
-    open_files: HashMap<u64, ext4_view::File>,
+    extents: ExtentReader,
+    open_files: HashMap<u64, OpenFile>,
     next_handle: u64,
     device_size: u64,
 }
@@ -33,10 +50,12 @@ pub(super) struct Ext4Source {
 impl Ext4Source {
     pub(super) fn load(device: Arc<dyn BlockDevice>) -> Result<Ext4Source, String> {
         let device_size = device.size();
+        let extents = ExtentReader::new(device.clone());
         let filesystem =
             Ext4::load(Box::new(DeviceReader(device))).map_err(|error| error.to_string())?;
         Ok(Ext4Source {
             filesystem,
+            extents,
             open_files: HashMap::new(),
             next_handle: 1,
             device_size,
@@ -88,6 +107,13 @@ impl TreeSource for Ext4Source {
             .symlink_metadata(path_of(path)?)
             .map_err(errno_of)?;
         let modified = time_of(metadata.modified());
+        let allocated = if metadata.file_type() == ext4_view::FileType::Regular {
+            self.extents
+                .file_map(path, metadata.len())
+                .map(|map| map.allocated)
+        } else {
+            None
+        };
         Ok(NodeAttributes {
             kind: kind_of(metadata.file_type()),
             size: metadata.len(),
@@ -100,8 +126,7 @@ impl TreeSource for Ext4Source {
             changed: modified,
             created: metadata.created().map(time_of).unwrap_or(modified),
             links: if metadata.is_dir() { 2 } else { 1 },
-            // ext4-view does not expose a file's extents: every byte counts as data.
-            allocated: None,
+            allocated,
         })
     }
 
@@ -129,14 +154,22 @@ impl TreeSource for Ext4Source {
 
     fn open_file(&mut self, path: &[u8]) -> Result<u64, Errno> {
         let file = self.filesystem.open(path_of(path)?).map_err(errno_of)?;
+        let map = self.extents.file_map(path, file.metadata().len());
         let handle = self.next_handle;
         self.next_handle += 1;
-        self.open_files.insert(handle, file);
+        self.open_files.insert(handle, OpenFile { file, map });
         Ok(handle)
     }
 
     fn read_file(&mut self, handle: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
-        let file = self.open_files.get_mut(&handle).ok_or(Errno::EBADF)?;
+        let open = self.open_files.get_mut(&handle).ok_or(Errno::EBADF)?;
+        if let Some(map) = &open.map {
+            return self
+                .extents
+                .read(map, offset, u64::from(size))
+                .map_err(|_| Errno::EIO);
+        }
+        let file = &mut open.file;
         let file_size = file.metadata().len();
         if offset >= file_size {
             return Ok(Vec::new());
@@ -159,6 +192,15 @@ impl TreeSource for Ext4Source {
 
     fn close_file(&mut self, handle: u64) {
         self.open_files.remove(&handle);
+    }
+
+    fn holes(&mut self, handle: u64) -> Result<Vec<(u64, u64)>, Errno> {
+        let open = self.open_files.get(&handle).ok_or(Errno::EBADF)?;
+        Ok(open
+            .map
+            .as_ref()
+            .map(|map| map.holes.clone())
+            .unwrap_or_default())
     }
 
     fn capacity(&mut self) -> (u64, u32) {

@@ -13,6 +13,8 @@
 //! cannot make the caller hang) and ends the session thread.
 
 mod ext4;
+mod ext4_extents;
+mod ext4_journal;
 mod image;
 mod ntfs;
 mod tree;

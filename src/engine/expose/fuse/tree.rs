@@ -58,7 +58,7 @@ pub(super) trait TreeSource {
     fn read_file(&mut self, handle: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno>;
     fn close_file(&mut self, handle: u64);
     /// The holes of an open file as `(offset, length)`, in order. None by default: a reader
-    /// that cannot see a file's extents (`ext4-view` does not expose them) shows it as data.
+    /// that cannot see a file's extents (or is unsure of them) shows it as data.
     fn holes(&mut self, handle: u64) -> Result<Vec<(u64, u64)>, Errno> {
         let _ = handle;
         Ok(Vec::new())
@@ -209,7 +209,8 @@ impl TreeFileSystem {
     }
 }
 
-fn child_path(parent: &[u8], name: &[u8]) -> Vec<u8> {
+/// The path of `name` in the directory at `parent`.
+pub(super) fn child_path(parent: &[u8], name: &[u8]) -> Vec<u8> {
     let mut path = parent.to_vec();
     if !path.ends_with(b"/") {
         path.push(b'/');
