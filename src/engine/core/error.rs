@@ -229,7 +229,9 @@ impl CreateError {
 pub enum DeleteError {
     #[error("{what} was not found; list shadows to see the existing ones")]
     NotFound { what: String },
-    #[error("cannot free the diff area of volume {volume}: {source}; run `diskshadow check-store`")]
+    #[error(
+        "cannot free the diff area of volume {volume}: {source}; run `diskshadow check-store`"
+    )]
     Io { volume: VolumeId, source: io::Error },
     #[error(
         "shadow copy {shadow} is being resynchronized onto volume {volume}; delete it when the \
