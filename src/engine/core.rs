@@ -37,7 +37,7 @@ use crate::engine::provider::{
 use crate::engine::store::LockFailure;
 use crate::engine::store::{DurableBackend, FileFingerprint, RealBackend, StoreLayout, StoreLock};
 use crate::engine::transport::MetadataCabinet;
-use crate::engine::vss::{self, limits, Attributes, Context, VssCode};
+use crate::engine::vss::{self, limits, Attributes, Context};
 
 mod arrays;
 mod check;
