@@ -63,7 +63,6 @@ pub use error::{
     RevertError, StorageError, VolumeError,
 };
 pub use full_copy::FullCopyError;
-use write_path::VolumeDevice;
 
 /// The default copy-on-write granularity: 64 KiB, as qcow2 clusters and dm-thin chunks;
 /// `benches/engine.rs` measures it.
