@@ -37,9 +37,10 @@ use crate::engine::provider::{
 use crate::engine::store::LockFailure;
 use crate::engine::store::{DurableBackend, FileFingerprint, RealBackend, StoreLayout, StoreLock};
 use crate::engine::transport::MetadataCabinet;
-use crate::engine::vss::{self, limits, Attributes, Context, VssCode};
+use crate::engine::vss::{self, limits, Attributes, Context};
 
 mod arrays;
+mod check;
 mod create;
 mod delete;
 mod devices;
@@ -50,16 +51,18 @@ mod rbd;
 /// LUN resync: a child of this module because it hooks the volume device and the one write
 /// path.
 pub mod resync;
+mod revert;
+mod storage;
 mod volumes;
 mod write_path;
 
+pub use check::CheckReport;
 use error::WriteFailure;
 pub use error::{
     CreateError, DeleteError, DeviceError, DriveMapError, ExposureError, FoldError, OpenError,
     RevertError, StorageError, VolumeError,
 };
 pub use full_copy::FullCopyError;
-use write_path::VolumeDevice;
 
 /// The default copy-on-write granularity: 64 KiB, as qcow2 clusters and dm-thin chunks;
 /// `benches/engine.rs` measures it.
@@ -152,55 +155,6 @@ pub fn host_name() -> String {
         .position(|byte| *byte == 0)
         .unwrap_or(buffer.len());
     String::from_utf8_lossy(&buffer[..length]).into_owned()
-}
-
-// ---------------------------------------------------------------------------------------------
-// Check report
-// ---------------------------------------------------------------------------------------------
-
-/// What `check` found. Read-only: nothing is repaired.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CheckReport {
-    pub volumes_checked: usize,
-    pub shadows_checked: usize,
-    pub preserved_chunks: usize,
-    pub problems: Vec<String>,
-    /// Diff-area bytes no shadow needs.
-    pub leaked_bytes: u64,
-    /// Shadows that are not served, and why (changed image, damaged diff area, ...).
-    pub suspect_shadows: Vec<(ShadowId, String)>,
-    /// Directories under `diff/` of no registered volume.
-    pub orphaned_diff_areas: Vec<PathBuf>,
-}
-
-impl CheckReport {
-    pub fn is_clean(&self) -> bool {
-        self.problems.is_empty() && self.leaked_bytes == 0
-    }
-}
-
-impl fmt::Display for CheckReport {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            formatter,
-            "Checked {} volume(s), {} shadow copy(ies), {} preserved chunk(s).",
-            self.volumes_checked, self.shadows_checked, self.preserved_chunks
-        )?;
-        if self.is_clean() {
-            return writeln!(formatter, "No problems found.");
-        }
-        for problem in &self.problems {
-            writeln!(formatter, "- {problem}")?;
-        }
-        for (shadow, reason) in &self.suspect_shadows {
-            writeln!(formatter, "- shadow copy {shadow} is not served: {reason}")?;
-        }
-        writeln!(
-            formatter,
-            "Leaked diff-area space: {} bytes (reclaimed when the store is next opened).",
-            self.leaked_bytes
-        )
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -581,118 +535,7 @@ impl Engine {
         Some(info)
     }
 
-    /// Makes the volume's content the shadow's. O(chunks changed since the shadow); every chunk
-    /// is written through the normal write path, so all other shadows stay intact and the
-    /// shadow itself survives.
-    pub fn revert(&self, shadow: ShadowId, progress: &dyn Progress) -> Result<(), RevertError> {
-        let record = lock_mutex(&self.shared.catalog)
-            .state()
-            .shadows
-            .get(&shadow)
-            .cloned()
-            .ok_or(RevertError::NotFound { shadow })?;
-        if !record.context.is_persistent() {
-            return Err(RevertError::UnsupportedContext {
-                shadow,
-                context: record.context.name(),
-            });
-        }
-        let volume = record.volume;
-        let handle = self.handle(volume).ok_or(RevertError::VolumeUnavailable {
-            volume,
-            reason: "it is not registered".to_string(),
-        })?;
-        let mut guard = write_lock(&handle.state);
-        let cow = match &mut *guard {
-            VolumeSlot::Ready(cow) => cow,
-            VolumeSlot::Unavailable(reason) => {
-                return Err(RevertError::VolumeUnavailable {
-                    volume,
-                    reason: reason.clone(),
-                })
-            }
-        };
-        // A revert's writes would not be known to the resync, which would then overwrite them.
-        if let Some(running) = lock_mutex(&handle.resync).as_ref() {
-            return Err(RevertError::ResyncInProgress {
-                volume,
-                source_shadow: running.shadow,
-            });
-        }
-        let io_failure = |failure: WriteFailure| match failure {
-            WriteFailure::Io(source) => RevertError::Io { volume, source },
-            WriteFailure::Catalog(error) => RevertError::Catalog(error),
-            WriteFailure::WouldDeleteProtected => {
-                RevertError::InsufficientStorage { volume, shadow }
-            }
-        };
-        self.verify_unchanged(&mut **cow).map_err(io_failure)?;
-        if let Some(reason) = lock_mutex(&self.shared.catalog)
-            .state()
-            .shadows
-            .get(&shadow)
-            .and_then(|record| record.suspect.clone())
-        {
-            return Err(RevertError::Suspect { shadow, reason });
-        }
-        cow.drain()
-            .map_err(|source| RevertError::Io { volume, source })?;
-        lock_mutex(&self.shared.catalog).commit(vec![CatalogChange::RevertStarted(
-            RevertRecord { volume, shadow },
-        )])?;
-
-        // A data-path shadow differs from the volume exactly in the chunks written since it
-        // was made; an independent one (a full copy) is compared chunk by chunk and only
-        // differences are written.
-        let size = record.volume_size.min(cow.size());
-        let context = self.provider_context(lock_mutex(&self.shared.catalog).state());
-        let copy = match provider_of(&record) {
-            Some(provider) if !record.copy_pending => provider
-                .open_shadow(&context, &record)
-                .map_err(|source| RevertError::Io { volume, source })?,
-            _ => None,
-        };
-        let chunks: Vec<u64> = match &copy {
-            None => cow.chunks_changed_since(record.sequence),
-            Some(_) => (0..size.div_ceil(cow.chunk_size())).collect(),
-        };
-        let protected = copy.is_none().then_some(record.sequence);
-        progress.begin("revert", chunks.len() as u64);
-        let mut content = vec![0u8; cow.chunk_size() as usize];
-        let mut current = vec![0u8; cow.chunk_size() as usize];
-        for chunk in chunks {
-            let start = chunk * cow.chunk_size();
-            if start >= size {
-                progress.advance(1);
-                continue;
-            }
-            let length = (size - start).min(cow.chunk_size()) as usize;
-            let buffer = &mut content[..length];
-            match &copy {
-                None => cow.read_shadow(record.sequence, start, buffer),
-                Some(copy) => copy.read_exact_or_zero(start, buffer),
-            }
-            .map_err(|source| RevertError::Io { volume, source })?;
-            if copy.is_some() {
-                cow.read_live(start, &mut current[..length])
-                    .map_err(|source| RevertError::Io { volume, source })?;
-                if current[..length] == *buffer {
-                    progress.advance(1);
-                    continue;
-                }
-            }
-            let bytes = buffer.to_vec();
-            self.write_locked(&mut **cow, start, &bytes, protected)
-                .map_err(io_failure)?;
-            progress.advance(1);
-        }
-        self.flush_locked(&mut **cow).map_err(io_failure)?;
-        lock_mutex(&self.shared.catalog).commit(vec![CatalogChange::RevertFinished { volume }])?;
-        progress.finish();
-        Ok(())
-    }
-
-    // ---- exposure, providers, storage ---------------------------------------------------
+    // ---- exposure, providers ------------------------------------------------------------
 
     /// Records where a shadow is exposed (or that it no longer is).
     pub fn set_exposure(
@@ -713,284 +556,6 @@ impl Engine {
             .into_iter()
             .map(|provider| provider.info())
             .collect()
-    }
-
-    /// Sets (or clears) the maximum diff-area size of a volume; shadows are deleted oldest
-    /// first until the diff area fits. Returns the deleted shadows.
-    pub fn set_max_diff_area(
-        &self,
-        volume: VolumeId,
-        max_bytes: Option<u64>,
-    ) -> Result<Vec<ShadowInfo>, StorageError> {
-        let handle = self
-            .handle(volume)
-            .ok_or(StorageError::VolumeNotFound { volume })?;
-        let mut guard = write_lock(&handle.state);
-        lock_mutex(&self.shared.catalog)
-            .commit(vec![CatalogChange::SetMaxDiffArea { volume, max_bytes }])?;
-        if let VolumeSlot::Ready(cow) = &mut *guard {
-            cow.set_max_diff_bytes(max_bytes);
-        }
-        let mut deleted = Vec::new();
-        if let (VolumeSlot::Ready(cow), Some(max_bytes)) = (&mut *guard, max_bytes) {
-            let used_bytes = cow.used_bytes();
-            let mut outcome = Ok(());
-            while cow.used_bytes() > max_bytes {
-                match self.delete_oldest_locked(&mut **cow, None) {
-                    Ok(Some(info)) => deleted.push(info),
-                    Ok(None) => break,
-                    Err(WriteFailure::Catalog(error)) => {
-                        outcome = Err(StorageError::Catalog(error));
-                        break;
-                    }
-                    Err(other) => {
-                        outcome = Err(StorageError::Io {
-                            volume,
-                            source: other.into(),
-                        });
-                        break;
-                    }
-                }
-            }
-            self.record_deletions(
-                volume,
-                &deleted,
-                DeletionReason::LimitLowered {
-                    used_bytes,
-                    max_bytes,
-                },
-            );
-            outcome?;
-        }
-        Ok(deleted)
-    }
-
-    /// Diff-area use of every volume that has shadows or a maximum size.
-    pub fn storage(&self) -> Vec<StorageInfo> {
-        let mut usage = BTreeMap::new();
-        for handle in self.handles() {
-            if let VolumeSlot::Ready(cow) = &*read_lock(&handle.state) {
-                usage.insert(
-                    handle.id,
-                    (
-                        cow.used_bytes(),
-                        cow.allocated_bytes(),
-                        cow.shadows().len(),
-                        cow.size(),
-                    ),
-                );
-            }
-        }
-        let deletions = self.shared.deletions.events();
-        let catalog = lock_mutex(&self.shared.catalog);
-        let state = catalog.state();
-        state
-            .volumes
-            .values()
-            .filter_map(|record| {
-                let (used_bytes, allocated_bytes, shadow_count, size) =
-                    usage.get(&record.id).copied()?;
-                let recent_deletions: Vec<DiffAreaDeletion> = deletions
-                    .iter()
-                    .filter(|event| event.volume == record.id)
-                    .cloned()
-                    .collect();
-                if shadow_count == 0
-                    && record.max_diff_area_bytes.is_none()
-                    && used_bytes == 0
-                    && recent_deletions.is_empty()
-                {
-                    return None;
-                }
-                Some(StorageInfo {
-                    volume: volume_info(state, record, Some(size)),
-                    used_bytes,
-                    allocated_bytes,
-                    max_bytes: record.max_diff_area_bytes,
-                    recent_deletions,
-                })
-            })
-            .collect()
-    }
-
-    /// Bytes of block-map memory per preserved chunk, over all volumes (`None` when nothing is
-    /// preserved).
-    pub fn index_bytes_per_preserved_chunk(&self) -> Option<f64> {
-        let (mut bytes, mut chunks) = (0usize, 0usize);
-        for handle in self.handles() {
-            if let VolumeSlot::Ready(cow) = &*read_lock(&handle.state) {
-                bytes += cow.index_memory_bytes();
-                chunks += cow.versions();
-            }
-        }
-        (chunks > 0).then(|| bytes as f64 / chunks as f64)
-    }
-
-    /// Read-only consistency check of the catalog against the diff areas.
-    pub fn check(&self) -> CheckReport {
-        let mut report = CheckReport::default();
-        let mut volume_shadows: BTreeMap<VolumeId, BTreeSet<u64>> = BTreeMap::new();
-        // Each volume's state as its lock shows it: why it is not served, or through which
-        // sequence its shadows are suspect. Read here, before the catalog is locked, because
-        // volume locks come before the catalog (the locking invariant above): the background
-        // fold holds a volume's lock while it commits to the catalog.
-        let mut volume_states: BTreeMap<VolumeId, Result<u64, String>> = BTreeMap::new();
-        for handle in self.handles() {
-            report.volumes_checked += 1;
-            if let VolumeSlot::Unavailable(reason) = &*read_lock(&handle.state) {
-                report
-                    .problems
-                    .push(format!("volume {} is not served: {reason}", handle.id));
-                volume_states.insert(handle.id, Err(reason.clone()));
-            }
-            if let VolumeSlot::Ready(cow) = &*read_lock(&handle.state) {
-                volume_states.insert(handle.id, Ok(cow.suspect_through()));
-                report.preserved_chunks += cow.versions();
-                volume_shadows.insert(handle.id, cow.shadows().clone());
-                match cow.check() {
-                    Ok(problems) => {
-                        for problem in problems {
-                            report.leaked_bytes += problem.leaked_bytes;
-                            report
-                                .problems
-                                .push(format!("volume {}: {}", handle.id, problem.description));
-                        }
-                    }
-                    Err(error) => report.problems.push(format!(
-                        "volume {}: cannot read the diff area: {error}",
-                        handle.id
-                    )),
-                }
-            }
-        }
-        let catalog = lock_mutex(&self.shared.catalog);
-        let state = catalog.state();
-        let context = self.provider_context(state);
-        for record in state.shadows.values() {
-            report.shadows_checked += 1;
-            if !state.volumes.contains_key(&record.volume) {
-                report.problems.push(format!(
-                    "shadow copy {} belongs to unknown volume {}",
-                    record.id, record.volume
-                ));
-            } else if data_path_of(record).is_none() && !record.copy_pending {
-                if let Some(provider) = provider_of(record) {
-                    report
-                        .problems
-                        .extend(provider.check_shadow(&context, record));
-                }
-            } else if let Some(sequences) = volume_shadows.get(&record.volume) {
-                if !sequences.contains(&record.sequence) {
-                    report.problems.push(format!(
-                        "shadow copy {} is in the catalog but not in its volume's block map",
-                        record.id
-                    ));
-                }
-            }
-            if record.sequence >= state.next_sequence {
-                report.problems.push(format!(
-                    "shadow copy {} has sequence {} beyond the catalog's next",
-                    record.id, record.sequence
-                ));
-            }
-        }
-        for (volume, sequences) in &volume_shadows {
-            for sequence in sequences {
-                if !state
-                    .shadows
-                    .values()
-                    .any(|record| record.volume == *volume && record.sequence == *sequence)
-                {
-                    report.problems.push(format!("volume {volume}: shadow sequence {sequence} is in the block map but not in the catalog"));
-                }
-            }
-        }
-        // A shadow LUN this store made that is neither in its catalog nor transportable (those
-        // live only in their metadata file until imported): a create cut off between the clone
-        // and the commit. Reported, never removed: the array is shared with other hosts.
-        for (name, attachment) in state
-            .arrays
-            .iter()
-            .filter(|(_, attachment)| attachment.rbd.is_none())
-        {
-            let Ok(array_catalog) = array::read(&attachment.path) else {
-                continue;
-            };
-            for (shadow, entry) in &array_catalog.shadows {
-                if entry.created_by == self.shared.layout.root
-                    && !entry.transportable
-                    && !state.shadows.contains_key(shadow)
-                {
-                    let clone = array::clone_path(&attachment.path, *shadow);
-                    report.leaked_bytes +=
-                        std::fs::metadata(&clone).map_or(0, |metadata| metadata.len());
-                    report.problems.push(format!(
-                        "array {name}: the shadow LUN {} belongs to no shadow copy of this store (leaked)",
-                        clone.display()
-                    ));
-                }
-            }
-        }
-        let is_shadow = |shadow: ShadowId| state.shadows.contains_key(&shadow);
-        let is_set = |set: ShadowSetId| state.shadows.values().any(|record| record.set_id == set);
-        for provider in providers() {
-            report
-                .problems
-                .extend(provider.leaked(&context, &is_shadow, &is_set));
-        }
-        for volume in state.volumes.keys() {
-            for orphan in orphan_files(&self.shared.layout.diff_dir(*volume), state) {
-                report.leaked_bytes +=
-                    std::fs::metadata(&orphan).map_or(0, |metadata| metadata.len());
-                report.problems.push(format!(
-                    "volume {volume}: the full copy {} belongs to no shadow copy (leaked)",
-                    orphan.display()
-                ));
-            }
-        }
-        for record in state.shadows.values() {
-            let volume_unavailable =
-                volume_states
-                    .get(&record.volume)
-                    .and_then(|volume_state| match volume_state {
-                        Err(reason) => Some(reason.clone()),
-                        Ok(suspect_through) if record.sequence <= *suspect_through => {
-                            record.suspect.clone().or_else(|| {
-                                Some("the image was changed outside diskshadow".to_string())
-                            })
-                        }
-                        Ok(_) => None,
-                    });
-            if let Some(reason) = record.suspect.clone().or(volume_unavailable) {
-                report.suspect_shadows.push((record.id, reason));
-            }
-        }
-        for (name, diff_dir) in diff_areas(&self.shared.layout) {
-            if state
-                .volumes
-                .keys()
-                .any(|known| known.0.hyphenated().to_string() == name)
-            {
-                continue;
-            }
-            if diff_area_holds_data(&diff_dir) {
-                report.problems.push(format!(
-                    "the diff area {} belongs to no registered volume but holds data: the \
-                     catalog lost the volume's registration",
-                    diff_dir.display()
-                ));
-            }
-            report.orphaned_diff_areas.push(diff_dir);
-        }
-        for revert in &state.reverts_in_progress {
-            report.problems.push(format!(
-                "a revert of volume {} to {} is unfinished",
-                revert.volume, revert.shadow
-            ));
-        }
-        drop(catalog);
-        report.problems.extend(self.unfinished_resyncs());
-        report
     }
 }
 

@@ -999,12 +999,9 @@ impl ShadowService for LocalService {
                 } else {
                     base_dir.join(text)
                 };
-                let bare = text.trim_end_matches('\\');
-                let name = match bare.strip_suffix(':') {
-                    Some(letter) if letter.len() == 1 => {
-                        format!("{}:", letter.to_ascii_uppercase())
-                    }
-                    _ => text.to_string(),
+                let name = match crate::engine::model::parse_drive_letter(text) {
+                    Some(letter) => format!("{letter}:"),
+                    None => text.to_string(),
                 };
                 let found = self.core.exposures.lock().find(&name, &resolved);
                 found.ok_or_else(|| {

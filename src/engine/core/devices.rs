@@ -1,6 +1,6 @@
-//! Devices: a live volume or a shadow copy opened as a `BlockDevice`, what NBD, FUSE and
-//! `volume read|write` serve. A shadow reads through its volume's data path (or its own
-//! independent copy); the live volume's device and its writes are the write path
+//! Devices: a shadow copy opened as a `BlockDevice`, what NBD, FUSE and `volume read` serve,
+//! reading through its volume's data path (or its own independent copy), and the checks every
+//! device shares. The live volume's device (`Engine::open_volume`) is the write path's
 //! (`write_path.rs`).
 
 use super::*;
@@ -171,52 +171,6 @@ impl ShadowDevice {
 
 impl Engine {
     // ---- devices ------------------------------------------------------------------------
-
-    /// The live volume, read-write: every write passes the provider.
-    pub fn open_volume(&self, volume: VolumeId) -> Result<Arc<dyn BlockDevice>, DeviceError> {
-        let handle = self
-            .handle(volume)
-            .ok_or(DeviceError::VolumeNotFound { volume })?;
-        if self.shared.read_only {
-            return Err(DeviceError::Unavailable {
-                volume,
-                reason: "the store is open read-only (check-store changes nothing)".to_string(),
-            });
-        }
-        {
-            let mut guard = write_lock(&handle.state);
-            match &mut *guard {
-                VolumeSlot::Ready(cow) => {
-                    self.verify_unchanged(&mut **cow)
-                        .map_err(|failure| match failure {
-                            WriteFailure::Catalog(error) => DeviceError::Catalog(error),
-                            other => DeviceError::Io {
-                                volume,
-                                source: other.into(),
-                            },
-                        })?
-                }
-                VolumeSlot::Unavailable(reason) => {
-                    return Err(DeviceError::Unavailable {
-                        volume,
-                        reason: reason.clone(),
-                    })
-                }
-            }
-        }
-        let read_only = lock_mutex(&self.shared.catalog)
-            .state()
-            .volumes
-            .get(&volume)
-            .is_some_and(|record| record.read_only);
-        Ok(Arc::new(VolumeDevice {
-            engine: Engine {
-                shared: self.shared.clone(),
-            },
-            handle,
-            read_only,
-        }))
-    }
 
     /// A shadow copy, read-only. A suspect shadow is refused.
     pub fn open_shadow(&self, shadow: ShadowId) -> Result<Arc<dyn BlockDevice>, DeviceError> {

@@ -1,7 +1,12 @@
 //! The engine's errors: one enum per operation, each with its VSS code, and the failure
 //! inside the shared write path that the operations translate into theirs.
 
-use super::*;
+use std::io;
+use std::path::PathBuf;
+
+use crate::engine::catalog::CatalogError;
+use crate::engine::ids::{ProviderId, ShadowId, ShadowSetId, VolumeId};
+use crate::engine::vss::{limits, VssCode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {

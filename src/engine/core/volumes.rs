@@ -3,22 +3,10 @@
 //! the drive map.
 
 use super::*;
+use crate::engine::model::parse_drive_letter;
 
 fn check_chunk_size(chunk_size: u32) -> bool {
     chunk_size.is_power_of_two() && (MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size)
-}
-
-/// `C:`, `c:`, `C:\` or `C:/` -> `C`.
-fn drive_letter_of(text: &str) -> Option<char> {
-    let mut characters = text.chars();
-    let letter = characters.next()?;
-    if !letter.is_ascii_alphabetic() || characters.next()? != ':' {
-        return None;
-    }
-    match characters.as_str() {
-        "" | "\\" | "/" => Some(letter.to_ascii_uppercase()),
-        _ => None,
-    }
 }
 
 impl Engine {
@@ -29,7 +17,7 @@ impl Engine {
     /// `{GUID}`.
     pub fn resolve_volume(&self, spec: &str, base_dir: &Path) -> Result<VolumeInfo, VolumeError> {
         let text = spec.trim();
-        if let Some(letter) = drive_letter_of(text) {
+        if let Some(letter) = parse_drive_letter(text) {
             let target = lock_mutex(&self.shared.catalog)
                 .state()
                 .drives
@@ -46,15 +34,12 @@ impl Engine {
         if crate::engine::rbd::file::is_volume_path(Path::new(text)) {
             return self.register_volume(Path::new(text), None);
         }
-        let mut characters = text.chars();
-        if let (Some(letter), Some(':')) = (characters.next(), characters.next()) {
-            if letter.is_ascii_alphabetic() && text.len() > 3 {
+        // `C:` and more (not the drive's root, handled above): a path inside the drive.
+        if let Some(letter) = text.get(..2).and_then(parse_drive_letter) {
+            if text.len() > 3 {
                 return Err(VolumeError::NotAVolume {
                     spec: spec.to_string(),
-                    why: format!(
-                        "it names a path inside drive {}:",
-                        letter.to_ascii_uppercase()
-                    ),
+                    why: format!("it names a path inside drive {letter}:"),
                 });
             }
         }

@@ -7,11 +7,11 @@
 use super::devices::{check_range, unavailable};
 use super::*;
 
-pub(super) struct VolumeDevice {
-    pub(super) engine: Engine,
-    pub(super) handle: Arc<VolumeHandle>,
+struct VolumeDevice {
+    engine: Engine,
+    handle: Arc<VolumeHandle>,
     /// A shadow LUN broken off without `writable`.
-    pub(super) read_only: bool,
+    read_only: bool,
 }
 
 fn refuse_read_only(read_only: bool) -> io::Result<()> {
@@ -164,6 +164,52 @@ impl VolumeDevice {
 }
 
 impl Engine {
+    /// The live volume, read-write: every write passes the provider.
+    pub fn open_volume(&self, volume: VolumeId) -> Result<Arc<dyn BlockDevice>, DeviceError> {
+        let handle = self
+            .handle(volume)
+            .ok_or(DeviceError::VolumeNotFound { volume })?;
+        if self.shared.read_only {
+            return Err(DeviceError::Unavailable {
+                volume,
+                reason: "the store is open read-only (check-store changes nothing)".to_string(),
+            });
+        }
+        {
+            let mut guard = write_lock(&handle.state);
+            match &mut *guard {
+                VolumeSlot::Ready(cow) => {
+                    self.verify_unchanged(&mut **cow)
+                        .map_err(|failure| match failure {
+                            WriteFailure::Catalog(error) => DeviceError::Catalog(error),
+                            other => DeviceError::Io {
+                                volume,
+                                source: other.into(),
+                            },
+                        })?
+                }
+                VolumeSlot::Unavailable(reason) => {
+                    return Err(DeviceError::Unavailable {
+                        volume,
+                        reason: reason.clone(),
+                    })
+                }
+            }
+        }
+        let read_only = lock_mutex(&self.shared.catalog)
+            .state()
+            .volumes
+            .get(&volume)
+            .is_some_and(|record| record.read_only);
+        Ok(Arc::new(VolumeDevice {
+            engine: Engine {
+                shared: self.shared.clone(),
+            },
+            handle,
+            read_only,
+        }))
+    }
+
     // ---- change detection ---------------------------------------------------------------
 
     /// Compares the image with what diskshadow last left; a difference makes every current
