@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 mod support;
 
 use diskshadow::engine::array::RbdPool;
+use diskshadow::engine::cabinet::ManifestShadow;
 use diskshadow::engine::ids::{ProviderId, ShadowId, ShadowSetId};
 use diskshadow::engine::progress::NoProgress;
 use diskshadow::engine::rbd::features;
@@ -24,7 +25,6 @@ use diskshadow::engine::rbd::provider::{
     remove_snapshot, snapshot_set, transported, unsnapshot_set, volume_path, Member, Pools,
     RBD_PROVIDER_ID,
 };
-use diskshadow::engine::transport::ManifestShadow;
 use std::fs;
 use std::path::Path;
 use std::process::Command as Process;

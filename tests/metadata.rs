@@ -6,11 +6,11 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
-use diskshadow::engine::ids::{ProviderId, ShadowId, ShadowSetId, WriterId, WriterInstanceId};
-use diskshadow::engine::transport::{
+use diskshadow::engine::cabinet::{
     manifest_text, read_metadata_cab, write_metadata_cab, BackupComponent, BackupComponents,
     BackupComponentsWriter, ManifestShadow, MetadataCabinet, WriterDocument,
 };
+use diskshadow::engine::ids::{ProviderId, ShadowId, ShadowSetId, WriterId, WriterInstanceId};
 use diskshadow::engine::vss::{providers, BackupType, VssCode};
 use diskshadow::engine::writer::metadata::{
     Component, ComponentType, DataSource, FileSpec, RestoreMethod, RestoreMethodKind, Usage,

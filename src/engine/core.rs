@@ -16,6 +16,7 @@ use crate::engine::array::{
     self, ArrayAttachError, ArrayAttachment, ArrayError, ArrayHost, ArrayInfo, ImportError,
     ImportedSetError, ShadowLun,
 };
+use crate::engine::cabinet::MetadataCabinet;
 use crate::engine::catalog::{
     Catalog, CatalogChange, CatalogError, CatalogState, RevertRecord, ShadowRecord, VolumeRecord,
 };
@@ -36,7 +37,6 @@ use crate::engine::provider::{
 };
 use crate::engine::store::LockFailure;
 use crate::engine::store::{DurableBackend, FileFingerprint, RealBackend, StoreLayout, StoreLock};
-use crate::engine::transport::MetadataCabinet;
 use crate::engine::vss::{self, limits, Attributes, Context};
 
 mod arrays;

@@ -1,4 +1,4 @@
-//! The engine: store, catalog, volumes, providers, coordinator, writers, exposure, transport.
+//! The engine: store, catalog, volumes, providers, coordinator, writers, exposure, the metadata cabinet.
 //!
 //! **Architecture Invariant:** nothing in this module prints, reads the terminal or the process
 //! environment, or decides an exit code. It returns data, reports progress through
@@ -9,6 +9,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr, clippy::dbg_macro)]
 
 pub mod array;
+pub mod cabinet;
 pub mod catalog;
 pub mod clock;
 pub mod coordinator;
@@ -24,7 +25,6 @@ pub mod progress;
 pub mod provider;
 pub mod rbd;
 pub mod store;
-pub mod transport;
 pub mod vss;
 pub mod writer;
 

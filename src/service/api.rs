@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::error::ServiceError;
+use crate::engine::cabinet::{read_metadata_cab, MetadataCabinet};
 use crate::engine::ids::{ProviderId, ShadowId, ShadowSetId};
 use crate::engine::model::{
     CreatedSet, DeleteSelector, DriveTarget, Exposure, ProviderInfo, ShadowInfo, StorageInfo,
     VolumeInfo,
 };
-use crate::engine::transport::{read_metadata_cab, MetadataCabinet};
 use crate::engine::vss::{Attributes, BackupType, Context};
 
 /// One volume of the shadow copy set being built by `add volume`.

@@ -17,6 +17,7 @@ use super::api::{
 };
 use super::error::{ServiceError, ServiceErrorKind};
 use super::file_io;
+use crate::engine::cabinet::MetadataCabinet;
 use crate::engine::clock::{IdSource, RandomIds};
 use crate::engine::coordinator::shadow_copy::{
     CreationObserver, ExposureKeeper, RequesterState, ShadowCopyCoordinator, ShadowCopyError,
@@ -35,7 +36,6 @@ use crate::engine::model::{
 };
 use crate::engine::progress::{CancelToken, Progress};
 use crate::engine::resync::ResyncOutcome;
-use crate::engine::transport::MetadataCabinet;
 use crate::engine::vss::VssCode;
 use crate::engine::writer::host::{EventFailure, HostOptions, WriterHost, WriterStatus};
 use crate::engine::writer::listing;
@@ -1360,9 +1360,9 @@ impl ShadowService for LocalService {
     }
 
     fn load_metadata(&mut self, cabinet: MetadataCabinet) -> Result<LoadedMetadata, ServiceError> {
-        let mut files = vec![crate::engine::transport::MANIFEST_FILE.to_string()];
+        let mut files = vec![crate::engine::cabinet::MANIFEST_FILE.to_string()];
         if cabinet.backup_components.is_some() {
-            files.push(crate::engine::transport::BACKUP_COMPONENTS_FILE.to_string());
+            files.push(crate::engine::cabinet::BACKUP_COMPONENTS_FILE.to_string());
         }
         files.extend((0..cabinet.writers.len()).map(|index| format!("WM{index}.xml")));
         files.push(cabinet.log_name.clone());

@@ -14,11 +14,11 @@ use super::api::{
     StoreCheck, WriterListing, WriterStatusView,
 };
 use super::error::ServiceError;
+use crate::engine::cabinet::MetadataCabinet;
 use crate::engine::ids::{ProviderId, ShadowId, ShadowSetId};
 use crate::engine::model::{
     DeleteSelector, DriveTarget, Exposure, ProviderInfo, ShadowInfo, StorageInfo, VolumeInfo,
 };
-use crate::engine::transport::MetadataCabinet;
 
 /// A service connection the store's access control refused.
 #[derive(Debug, Clone)]

@@ -141,7 +141,7 @@ pub enum Request {
     EndBackup,
     /// Parsed by the requester: the service never reads a metadata file.
     LoadMetadata {
-        cabinet: Box<crate::engine::transport::MetadataCabinet>,
+        cabinet: Box<crate::engine::cabinet::MetadataCabinet>,
     },
     SimulateRestore {
         verify: Vec<String>,
@@ -1067,7 +1067,7 @@ impl ShadowService for RemoteService {
     }
     fn load_metadata(
         &mut self,
-        cabinet: crate::engine::transport::MetadataCabinet,
+        cabinet: crate::engine::cabinet::MetadataCabinet,
     ) -> Result<LoadedMetadata, ServiceError> {
         match self.quiet(Request::LoadMetadata {
             cabinet: Box::new(cabinet),

@@ -25,6 +25,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, TryLockError};
 
+use crate::engine::cabinet::{
+    log_file_name, write_metadata_cab, BackupComponents, ManifestShadow, MetadataCabinet,
+    MetadataWriteError, WriterDocument,
+};
 use crate::engine::clock::IdSource;
 use crate::engine::core::{
     CheckReport, CreateError, DeleteError, DeviceError, ExposureError, FullCopyError, RevertError,
@@ -39,10 +43,6 @@ use crate::engine::model::{
 };
 use crate::engine::overlay::{OverlayDevice, OverlayStore, OVERLAY_CHUNK};
 use crate::engine::progress::Progress;
-use crate::engine::transport::{
-    log_file_name, write_metadata_cab, BackupComponents, ManifestShadow, MetadataCabinet,
-    MetadataWriteError, WriterDocument,
-};
 use crate::engine::vss::{Attributes, BackupType, Context, VssCode};
 use crate::engine::writer::host::{HostOptions, WriterHost};
 use crate::engine::Engine;

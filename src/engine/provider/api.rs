@@ -6,13 +6,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::engine::cabinet::ManifestShadow;
 use crate::engine::catalog::{ShadowRecord, VolumeRecord};
 use crate::engine::device::{BlockDevice, Extent};
 use crate::engine::ids::{ProviderId, ShadowId, ShadowSetId, VolumeId};
 use crate::engine::model::{ProviderInfo, ProviderKind};
 use crate::engine::progress::Progress;
 use crate::engine::store::{DurableBackend, DurableFile, FileFingerprint, StoreLayout};
-use crate::engine::transport::ManifestShadow;
 use crate::engine::vss::{providers as vss_providers, Attributes};
 
 use crate::engine::array::{ArrayProvider, RbdPool};

@@ -25,13 +25,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::engine::array::RbdPool;
+use crate::engine::cabinet::ManifestShadow;
 use crate::engine::catalog::{ShadowRecord, VolumeRecord};
 use crate::engine::ids::{ProviderId, ShadowId, ShadowSetId};
 use crate::engine::model::{ProviderInfo, ProviderKind};
 use crate::engine::progress::Progress;
 use crate::engine::provider::{DataPathKind, DeferredCopies, Provider, ProviderContext, SetMember};
 use crate::engine::store::{DurableFile, FileFingerprint};
-use crate::engine::transport::ManifestShadow;
 use crate::engine::vss::Attributes;
 
 /// `{6e1b7c24-d83f-4a59-b1e6-2f9a0c4d8b73}`: diskshadow's Ceph RBD (hardware) provider.
