@@ -140,7 +140,7 @@ pub fn read_into(
         _ => (None, false),
     };
     observer.progress_begin("reading", total);
-    let mut buffer = vec![0u8; IO_CHUNK.min(total as usize).max(1)];
+    let piece_bytes = IO_CHUNK.min(total as usize).max(1);
     let mut done = 0u64;
     while done < total {
         let extents = if holes {
@@ -161,18 +161,22 @@ pub fn read_into(
                 observer.progress_advance(skipped);
                 continue;
             }
-            while offset + done < extent_end {
-                let piece = ((extent_end - offset - done) as usize).min(buffer.len());
-                let data = &mut buffer[..piece];
-                device.read_at(offset + done, data).map_err(read_error)?;
+            let from = offset + done;
+            let copied = copy_pipelined(device, from, extent_end, piece_bytes, |at, data| {
+                let written = at - offset;
                 match placed {
-                    Some(start) if holes => write_sparse(&file, start + done, data),
-                    Some(start) => file.write_all_at(data, start + done),
-                    None => file.write_all(data),
+                    Some(start) if holes => write_sparse(&file, start + written, data),
+                    Some(start) => file.write_all_at(data, start + written),
+                    None => (&file).write_all(data),
                 }
-                .map_err(output_error)?;
-                done += piece as u64;
-                observer.progress_advance(piece as u64);
+                .map_err(PipelineError::Sink)?;
+                observer.progress_advance(data.len() as u64);
+                Ok(())
+            });
+            match copied {
+                Ok(()) => done = extent_end - offset,
+                Err(PipelineError::Source(error)) => return Err(read_error(error)),
+                Err(PipelineError::Sink(error)) => return Err(output_error(error)),
             }
         }
     }
@@ -190,6 +194,66 @@ pub fn read_into(
     }
     observer.progress_end();
     Ok(total)
+}
+
+/// Which end of a pipelined copy failed.
+enum PipelineError {
+    Source(io::Error),
+    Sink(io::Error),
+}
+
+/// Reads `[from, to)` of `device` in pieces of `piece_bytes` on a helper thread and hands them
+/// to `sink` in order (with their device offset) on this one, so the device's reads overlap
+/// the sink's writes. Stops at the first error of either side.
+fn copy_pipelined(
+    device: &dyn BlockDevice,
+    from: u64,
+    to: u64,
+    piece_bytes: usize,
+    mut sink: impl FnMut(u64, &[u8]) -> Result<(), PipelineError>,
+) -> Result<(), PipelineError> {
+    if from >= to {
+        return Ok(());
+    }
+    let (full_sender, full_receiver) = mpsc::sync_channel::<io::Result<(u64, Vec<u8>)>>(1);
+    let (empty_sender, empty_receiver) = mpsc::channel::<Vec<u8>>();
+    for _ in 0..2 {
+        let _ = empty_sender.send(vec![0u8; piece_bytes]);
+    }
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut at = from;
+            while at < to {
+                let Ok(mut buffer) = empty_receiver.recv() else {
+                    return;
+                };
+                let piece = ((to - at) as usize).min(piece_bytes);
+                buffer.resize(piece, 0);
+                let read = device.read_at(at, &mut buffer).map(|()| (at, buffer));
+                let failed = read.is_err();
+                if full_sender.send(read).is_err() || failed {
+                    return;
+                }
+                at += piece as u64;
+            }
+        });
+        // Dropping the receiving end (on return) stops the reader.
+        let full_receiver = full_receiver;
+        let empty_sender = empty_sender;
+        let mut at = from;
+        while at < to {
+            let Ok(piece) = full_receiver.recv() else {
+                return Err(PipelineError::Source(io::Error::other(
+                    "the reading thread stopped",
+                )));
+            };
+            let (position, buffer) = piece.map_err(PipelineError::Source)?;
+            sink(position, &buffer)?;
+            at = position + buffer.len() as u64;
+            let _ = empty_sender.send(buffer);
+        }
+        Ok(())
+    })
 }
 
 /// Reads `input` to its end and writes it through `device` from `offset`, then makes it
@@ -309,4 +373,82 @@ fn read_full_at(file: &File, buffer: &mut [u8], at: u64) -> io::Result<usize> {
         }
     }
     Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A device whose byte at offset `n` is `n % 251`, failing reads at or past `fail_at`.
+    struct Pattern {
+        size: u64,
+        fail_at: u64,
+    }
+
+    impl BlockDevice for Pattern {
+        fn size(&self) -> u64 {
+            self.size
+        }
+        fn read_at(&self, offset: u64, buffer: &mut [u8]) -> io::Result<()> {
+            if offset + buffer.len() as u64 > self.fail_at {
+                return Err(io::Error::other("injected read failure"));
+            }
+            for (index, byte) in buffer.iter_mut().enumerate() {
+                *byte = ((offset + index as u64) % 251) as u8;
+            }
+            Ok(())
+        }
+        fn write_at(&self, _offset: u64, _data: &[u8]) -> io::Result<()> {
+            Err(io::Error::other("read-only"))
+        }
+        fn flush(&self) -> io::Result<()> {
+            Ok(())
+        }
+        fn is_read_only(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn a_pipelined_copy_hands_every_piece_in_order_and_stops_at_either_sides_failure() {
+        let device = Pattern {
+            size: 1000,
+            fail_at: u64::MAX,
+        };
+        let mut seen = Vec::new();
+        copy_pipelined(&device, 10, 1000, 64, |at, data| {
+            assert_eq!(at, 10 + seen.len() as u64);
+            seen.extend_from_slice(data);
+            Ok(())
+        })
+        .map_err(|_| "copy failed")
+        .unwrap_or_else(|error| panic!("{error}"));
+        let expected: Vec<u8> = (10..1000u64).map(|n| (n % 251) as u8).collect();
+        assert_eq!(seen, expected);
+
+        // A read failure: the pieces before it were handed over, nothing after it.
+        let failing = Pattern {
+            size: 1000,
+            fail_at: 300,
+        };
+        let mut handed = 0u64;
+        let result = copy_pipelined(&failing, 0, 1000, 64, |_, data| {
+            handed += data.len() as u64;
+            Ok(())
+        });
+        assert!(matches!(result, Err(PipelineError::Source(_))));
+        assert_eq!(handed, 256, "pieces past the failure were handed over");
+
+        // A sink failure stops the copy there (the reader is not left running).
+        let mut calls = 0;
+        let result = copy_pipelined(&device, 0, 1000, 64, |_, _| {
+            calls += 1;
+            if calls == 3 {
+                return Err(PipelineError::Sink(io::Error::other("disk full")));
+            }
+            Ok(())
+        });
+        assert!(matches!(result, Err(PipelineError::Sink(_))));
+        assert_eq!(calls, 3);
+    }
 }
