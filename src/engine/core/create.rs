@@ -178,33 +178,15 @@ impl Engine {
                 }
             }
             self.verify_unchanged(&mut **cow)
-                .map_err(|failure| match failure {
-                    WriteFailure::Catalog(error) => CreateError::Catalog(error),
-                    other => CreateError::Io {
-                        volume: *volume,
-                        source: other.into(),
-                    },
-                })?;
+                .map_err(|failure| CreateError::from_write(*volume, failure))?;
             // The point in time must be durable before a persistent shadow claims it (VSS
             // flushes the volume before the commit). Syncing clean data costs next to nothing.
             if spec.context.is_persistent() {
                 self.flush_locked(&mut **cow)
-                    .map_err(|failure| match failure {
-                        WriteFailure::Catalog(error) => CreateError::Catalog(error),
-                        other => CreateError::Io {
-                            volume: *volume,
-                            source: other.into(),
-                        },
-                    })?;
+                    .map_err(|failure| CreateError::from_write(*volume, failure))?;
             } else {
                 self.drain_checked(&mut **cow)
-                    .map_err(|failure| match failure {
-                        WriteFailure::Catalog(error) => CreateError::Catalog(error),
-                        other => CreateError::Io {
-                            volume: *volume,
-                            source: other.into(),
-                        },
-                    })?;
+                    .map_err(|failure| CreateError::from_write(*volume, failure))?;
             }
             let existing = lock_mutex(&self.shared.catalog)
                 .state()
@@ -417,13 +399,7 @@ impl Engine {
             .cloned()
             .ok_or(CreateError::UnknownVolume { volume })?;
         self.flush_locked(&mut **cow)
-            .map_err(|failure| match failure {
-                WriteFailure::Catalog(error) => CreateError::Catalog(error),
-                other => CreateError::Io {
-                    volume,
-                    source: other.into(),
-                },
-            })?;
+            .map_err(|failure| CreateError::from_write(volume, failure))?;
         let mut switched = kind
             .open(
                 self.shared.backend.clone(),
@@ -470,12 +446,6 @@ impl Engine {
             return Ok(());
         }
         self.fold_stepwise(&handle, progress)
-            .map_err(|failure| match failure {
-                WriteFailure::Catalog(error) => CreateError::Catalog(error),
-                other => CreateError::Io {
-                    volume,
-                    source: other.into(),
-                },
-            })
+            .map_err(|failure| CreateError::from_write(volume, failure))
     }
 }

@@ -402,6 +402,19 @@ impl StorageError {
     }
 }
 
+impl CreateError {
+    /// A failure of the shared write path while a set was created on `volume`.
+    pub(super) fn from_write(volume: VolumeId, failure: WriteFailure) -> CreateError {
+        match failure {
+            WriteFailure::Catalog(error) => CreateError::Catalog(error),
+            other => CreateError::Io {
+                volume,
+                source: other.into(),
+            },
+        }
+    }
+}
+
 /// What went wrong inside the shared write path.
 #[derive(Debug)]
 pub(super) enum WriteFailure {
