@@ -197,9 +197,48 @@ pub fn read_into(
 }
 
 /// Which end of a pipelined copy failed.
-enum PipelineError {
+enum PipelineError<E = io::Error> {
     Source(io::Error),
-    Sink(io::Error),
+    Sink(E),
+}
+
+/// Fills buffers of `piece_bytes` with `fill` on a helper thread (a buffer left empty ends
+/// the stream) and hands them in order to `sink` on this one, two buffers in flight, so the
+/// source's reads overlap the sink's writes. Stops at the first error of either side.
+fn pipelined<E>(
+    piece_bytes: usize,
+    mut fill: impl FnMut(&mut Vec<u8>) -> io::Result<()> + Send,
+    mut sink: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<(), PipelineError<E>> {
+    let (full_sender, full_receiver) = mpsc::sync_channel::<io::Result<Vec<u8>>>(1);
+    let (empty_sender, empty_receiver) = mpsc::channel::<Vec<u8>>();
+    for _ in 0..2 {
+        let _ = empty_sender.send(vec![0u8; piece_bytes]);
+    }
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            while let Ok(mut buffer) = empty_receiver.recv() {
+                buffer.resize(piece_bytes, 0);
+                let piece = fill(&mut buffer).map(|()| buffer);
+                let last = !matches!(&piece, Ok(piece) if !piece.is_empty());
+                if full_sender.send(piece).is_err() || last {
+                    return;
+                }
+            }
+        });
+        // Dropping the receiving end (on return) stops the reader.
+        let full_receiver = full_receiver;
+        let empty_sender = empty_sender;
+        while let Ok(piece) = full_receiver.recv() {
+            let piece = piece.map_err(PipelineError::Source)?;
+            if piece.is_empty() {
+                break;
+            }
+            sink(&piece).map_err(PipelineError::Sink)?;
+            let _ = empty_sender.send(piece);
+        }
+        Ok(())
+    })
 }
 
 /// Reads `[from, to)` of `device` in pieces of `piece_bytes` on a helper thread and hands them
@@ -212,48 +251,29 @@ fn copy_pipelined(
     piece_bytes: usize,
     mut sink: impl FnMut(u64, &[u8]) -> Result<(), PipelineError>,
 ) -> Result<(), PipelineError> {
-    if from >= to {
-        return Ok(());
-    }
-    let (full_sender, full_receiver) = mpsc::sync_channel::<io::Result<(u64, Vec<u8>)>>(1);
-    let (empty_sender, empty_receiver) = mpsc::channel::<Vec<u8>>();
-    for _ in 0..2 {
-        let _ = empty_sender.send(vec![0u8; piece_bytes]);
-    }
-    std::thread::scope(|scope| {
-        scope.spawn(move || {
-            let mut at = from;
-            while at < to {
-                let Ok(mut buffer) = empty_receiver.recv() else {
-                    return;
-                };
-                let piece = ((to - at) as usize).min(piece_bytes);
-                buffer.resize(piece, 0);
-                let read = device.read_at(at, &mut buffer).map(|()| (at, buffer));
-                let failed = read.is_err();
-                if full_sender.send(read).is_err() || failed {
-                    return;
-                }
-                at += piece as u64;
+    let mut read = from;
+    let mut handed = from;
+    let copied = pipelined(
+        piece_bytes,
+        |buffer| {
+            buffer.truncate((to.saturating_sub(read) as usize).min(piece_bytes));
+            if !buffer.is_empty() {
+                device.read_at(read, buffer)?;
+                read += buffer.len() as u64;
             }
-        });
-        // Dropping the receiving end (on return) stops the reader.
-        let full_receiver = full_receiver;
-        let empty_sender = empty_sender;
-        let mut at = from;
-        while at < to {
-            let Ok(piece) = full_receiver.recv() else {
-                return Err(PipelineError::Source(io::Error::other(
-                    "the reading thread stopped",
-                )));
-            };
-            let (position, buffer) = piece.map_err(PipelineError::Source)?;
-            sink(position, &buffer)?;
-            at = position + buffer.len() as u64;
-            let _ = empty_sender.send(buffer);
-        }
-        Ok(())
-    })
+            Ok(())
+        },
+        |data| {
+            sink(handed, data)?;
+            handed += data.len() as u64;
+            Ok(())
+        },
+    );
+    match copied {
+        Ok(()) => Ok(()),
+        Err(PipelineError::Source(error)) => Err(PipelineError::Source(error)),
+        Err(PipelineError::Sink(inner)) => Err(inner),
+    }
 }
 
 /// Reads `input` to its end and writes it through `device` from `offset`, then makes it
@@ -288,57 +308,39 @@ pub fn write_from(
     let input_error = |error: io::Error| ServiceError::io(format!("reading the input: {error}"));
     observer.progress_begin("writing", known.map_or(0, |(_, length)| length));
     // A helper thread reads the next piece of the input while this one writes the last.
-    let (full_sender, full_receiver) = mpsc::sync_channel::<io::Result<Vec<u8>>>(1);
-    let (empty_sender, empty_receiver) = mpsc::channel::<Vec<u8>>();
-    for _ in 0..2 {
-        let _ = empty_sender.send(vec![0u8; IO_CHUNK]);
-    }
     let input_file = &file;
+    let mut read = 0u64;
     let mut done = 0u64;
-    std::thread::scope(|scope| {
-        scope.spawn(move || {
-            let mut read = 0u64;
-            while let Ok(mut buffer) = empty_receiver.recv() {
-                buffer.resize(IO_CHUNK, 0);
-                let filled = match known {
-                    Some((start, length)) => {
-                        let want = ((length - read) as usize).min(IO_CHUNK);
-                        read_full_at(input_file, &mut buffer[..want], start + read)
-                    }
-                    None => read_full(&mut &*input_file, &mut buffer),
-                };
-                let piece = filled.map(|filled| {
-                    buffer.truncate(filled);
-                    buffer
-                });
-                let last = !matches!(&piece, Ok(piece) if !piece.is_empty());
-                read += piece.as_ref().map_or(0, |piece| piece.len() as u64);
-                if full_sender.send(piece).is_err() || last {
-                    return;
+    let copied = pipelined(
+        IO_CHUNK,
+        |buffer| {
+            let filled = match known {
+                Some((start, length)) => {
+                    let want = ((length - read) as usize).min(IO_CHUNK);
+                    read_full_at(input_file, &mut buffer[..want], start + read)?
                 }
-            }
-        });
-        // Dropping the receiving end (on return) stops the reader.
-        let full_receiver = full_receiver;
-        let empty_sender = empty_sender;
-        while let Ok(piece) = full_receiver.recv() {
-            let piece = piece.map_err(input_error)?;
-            if piece.is_empty() {
-                break;
-            }
+                None => read_full(&mut &*input_file, buffer)?,
+            };
+            buffer.truncate(filled);
+            read += filled as u64;
+            Ok(())
+        },
+        |piece| {
             let end = offset + done + piece.len() as u64;
             if end > size {
                 return Err(past_end(end));
             }
-            device
-                .write_at(offset + done, &piece)
-                .map_err(write_error)?;
+            device.write_at(offset + done, piece).map_err(write_error)?;
             done += piece.len() as u64;
             observer.progress_advance(piece.len() as u64);
-            let _ = empty_sender.send(piece);
-        }
-        Ok(())
-    })?;
+            Ok(())
+        },
+    );
+    match copied {
+        Ok(()) => {}
+        Err(PipelineError::Source(error)) => return Err(input_error(error)),
+        Err(PipelineError::Sink(error)) => return Err(error),
+    }
     device.flush().map_err(write_error)?;
     if let Some((start, _)) = known {
         file.seek(SeekFrom::Start(start + done))
