@@ -22,6 +22,8 @@ use crate::engine::model::{DriveTarget, Exposure, RequesterId};
 use crate::engine::store::{DurableBackend, DurableFile, FileFingerprint};
 use crate::engine::vss::{Attributes, Context};
 
+mod records;
+
 /// Format 2 adds `state_crc32`; format 1 bases (no checksum) are refused with a clear message.
 const BASE_FORMAT_VERSION: u32 = 2;
 const JOURNAL_MAGIC: u32 = 0x4453_4a31; // "DSJ1"
@@ -69,11 +71,15 @@ pub struct ShadowRecord {
     pub device_number: u64,
     pub originating_machine: String,
     pub service_machine: String,
+    #[serde(default, with = "records::via_option")]
     pub exposure: Option<Exposure>,
     pub provider_id: ProviderId,
     /// Context, extra and provider bits; exposure bits are derived from `exposure`.
+    #[serde(with = "records::via")]
     pub attributes: Attributes,
+    #[serde(with = "records::via")]
     pub context: Context,
+    #[serde(default, with = "records::via_option")]
     pub owner: Option<RequesterId>,
     pub suspect: Option<String>,
     /// The set's writers have not finished their part after the commit (thaw, post-snapshot):
@@ -102,6 +108,7 @@ pub struct RevertRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CatalogState {
     pub volumes: BTreeMap<VolumeId, VolumeRecord>,
+    #[serde(with = "records::via_map")]
     pub drives: BTreeMap<char, DriveTarget>,
     pub shadows: BTreeMap<ShadowId, ShadowRecord>,
     /// The next shadow sequence number; sequences start at 1 and never repeat.
@@ -122,6 +129,7 @@ pub enum CatalogChange {
     RegisterVolume(VolumeRecord),
     MapDrive {
         letter: char,
+        #[serde(with = "records::via")]
         target: DriveTarget,
     },
     UnmapDrive {
@@ -131,6 +139,7 @@ pub enum CatalogChange {
     DeleteShadow(ShadowId),
     SetExposure {
         shadow: ShadowId,
+        #[serde(default, with = "records::via_option")]
         exposure: Option<Exposure>,
     },
     SetMaxDiffArea {
@@ -695,189 +704,4 @@ impl DurableFile for ClosedJournal {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::engine::store::RealBackend;
-
-    fn volume(index: u128) -> VolumeRecord {
-        VolumeRecord {
-            id: VolumeId(uuid::Uuid::from_u128(index)),
-            path: PathBuf::from(format!(
-                "/images/{}/{index}.img",
-                "long-directory-name".repeat(50)
-            )),
-            size: 1 << 20,
-            chunk_size: 65536,
-            max_diff_area_bytes: None,
-            fingerprint: None,
-            writing: false,
-            provider: None,
-            index_log_bytes: None,
-            read_only: false,
-        }
-    }
-
-    #[test]
-    fn commits_survive_reopen_and_compaction() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let backend: Arc<dyn DurableBackend> = Arc::new(RealBackend);
-        let mut catalog = Catalog::open(backend.clone(), dir.path()).expect("open");
-        for index in 0..400u128 {
-            catalog
-                .commit(vec![CatalogChange::RegisterVolume(volume(index))])
-                .expect("commit");
-        }
-        assert!(
-            catalog.generation > 0,
-            "the journal was compacted at least once"
-        );
-        catalog
-            .commit(vec![CatalogChange::MapDrive {
-                letter: 'C',
-                target: DriveTarget::Directory("/x".into()),
-            }])
-            .expect("commit");
-        let expected = catalog.state().clone();
-        drop(catalog);
-        let reopened = Catalog::open(backend, dir.path()).expect("reopen");
-        assert_eq!(reopened.state(), &expected);
-        assert_eq!(reopened.state().volumes.len(), 400);
-    }
-
-    #[test]
-    fn a_torn_last_record_is_ignored() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let backend: Arc<dyn DurableBackend> = Arc::new(RealBackend);
-        let mut catalog = Catalog::open(backend.clone(), dir.path()).expect("open");
-        catalog
-            .commit(vec![CatalogChange::RegisterVolume(volume(1))])
-            .expect("commit");
-        catalog
-            .commit(vec![CatalogChange::RegisterVolume(volume(2))])
-            .expect("commit");
-        drop(catalog);
-        let journal = Catalog::journal_path(dir.path());
-        let length = std::fs::metadata(&journal).expect("meta").len();
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&journal)
-            .expect("open");
-        file.set_len(length - 3).expect("tear");
-        let reopened = Catalog::open(backend, dir.path()).expect("reopen");
-        assert_eq!(reopened.state().volumes.len(), 1);
-    }
-
-    #[test]
-    fn a_damaged_record_followed_by_a_valid_one_is_refused_and_nothing_is_cut() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let backend: Arc<dyn DurableBackend> = Arc::new(RealBackend);
-        let mut catalog = Catalog::open(backend.clone(), dir.path()).expect("open");
-        for index in 1..=3 {
-            catalog
-                .commit(vec![CatalogChange::RegisterVolume(volume(index))])
-                .expect("commit");
-        }
-        drop(catalog);
-        let journal = Catalog::journal_path(dir.path());
-        let mut bytes = std::fs::read(&journal).expect("read");
-        let length = bytes.len();
-        bytes[RECORD_HEADER_BYTES + 10] ^= 0x04;
-        std::fs::write(&journal, &bytes).expect("write");
-        for read_only in [true, false] {
-            match Catalog::open_with(backend.clone(), dir.path(), read_only) {
-                Err(CatalogError::Corrupt { path, detail }) => {
-                    assert_eq!(path, journal);
-                    assert!(detail.contains("byte 0"), "{detail}");
-                    assert!(detail.contains("valid record follows"), "{detail}");
-                }
-                Err(other) => panic!("expected Corrupt, got {other}"),
-                Ok(_) => panic!("a damaged journal was accepted"),
-            }
-            assert_eq!(std::fs::read(&journal).expect("read").len(), length);
-        }
-    }
-
-    #[test]
-    fn a_base_whose_state_or_generation_changed_is_refused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let backend: Arc<dyn DurableBackend> = Arc::new(RealBackend);
-        let mut catalog = Catalog::open(backend.clone(), dir.path()).expect("open");
-        catalog
-            .commit(vec![CatalogChange::RegisterVolume(volume(1))])
-            .expect("commit");
-        catalog.compact().expect("compact");
-        drop(catalog);
-        let base = Catalog::base_path(dir.path());
-        let original = std::fs::read_to_string(&base).expect("read");
-        for (from, to) in [
-            ("\"size\":1048576", "\"size\":1048577"),
-            ("\"generation\":1", "\"generation\":3"),
-        ] {
-            assert!(original.contains(from), "{original}");
-            std::fs::write(&base, original.replace(from, to)).expect("write");
-            match Catalog::open(backend.clone(), dir.path()) {
-                Err(CatalogError::Corrupt { path, detail }) => {
-                    assert_eq!(path, base);
-                    assert!(detail.contains("checksum"), "{detail}");
-                }
-                Err(other) => panic!("expected Corrupt, got {other}"),
-                Ok(_) => panic!("a changed base was accepted ({from} -> {to})"),
-            }
-        }
-        std::fs::write(&base, &original).expect("restore");
-        assert_eq!(
-            Catalog::open(backend, dir.path())
-                .expect("the original opens")
-                .state()
-                .volumes
-                .len(),
-            1
-        );
-    }
-
-    #[test]
-    fn a_crash_at_any_sync_point_of_commit_and_compaction_leaves_before_or_after() {
-        use crate::engine::store::{CrashMode, FaultBackend};
-        let mut crash_point = 0;
-        loop {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let real: Arc<dyn DurableBackend> = Arc::new(RealBackend);
-            let mut catalog = Catalog::open(real.clone(), dir.path()).expect("open");
-            for index in 0..3u128 {
-                catalog
-                    .commit(vec![CatalogChange::RegisterVolume(volume(index))])
-                    .expect("commit");
-            }
-            let before = catalog.state().clone();
-            drop(catalog);
-
-            let fault = FaultBackend::new(Some(crash_point), CrashMode::DropUnsynced);
-            let mut catalog = Catalog::open(Arc::new(fault.clone()), dir.path()).expect("open");
-            let outcome = catalog
-                .commit(vec![CatalogChange::RegisterVolume(volume(3))])
-                .and_then(|()| catalog.compact())
-                .and_then(|()| catalog.commit(vec![CatalogChange::UnmapDrive { letter: 'Z' }]));
-            let after = {
-                let mut state = before.clone();
-                state.apply(&CatalogChange::RegisterVolume(volume(3)));
-                state
-            };
-            drop(catalog);
-            let reopened = Catalog::open(real, dir.path()).expect("reopen");
-            assert!(
-                reopened.state() == &before || reopened.state() == &after,
-                "crash at sync point {crash_point}: the catalog is neither the state before nor after"
-            );
-            if outcome.is_ok() {
-                assert!(!fault.has_crashed());
-                assert_eq!(reopened.state(), &after);
-                break;
-            }
-            crash_point += 1;
-        }
-        assert!(
-            crash_point >= 4,
-            "commit, compaction and the next commit have several sync points"
-        );
-    }
-}
+mod tests;
