@@ -17,5 +17,14 @@ pub mod refused;
 pub mod remote;
 pub mod transport;
 
+/// This host's name, as VSS shows the originating machine.
+pub use crate::engine::core::host_name;
+/// Whether a volume name is an RBD image of an attached Ceph pool (`rbd:POOL/IMAGE`), which
+/// names no local file.
+pub use crate::engine::rbd::file::is_volume_path as is_rbd_volume;
+/// The vocabulary the API is spoken in (identifiers, the records it returns, VSS's codes,
+/// contexts and limits), as the engine defines it. Requesters (the session, vssadmin) name
+/// these types from here and never reach into the engine (tests/layering.rs).
+pub use crate::engine::{ids, model, vss};
 pub use api::*;
 pub use error::{ServiceError, ServiceErrorKind};

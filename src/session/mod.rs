@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use miette::{GraphicalReportHandler, GraphicalTheme, NamedSource};
 
-use crate::engine::vss::VssCode;
+use crate::service::vss::VssCode;
 use crate::service::{ServiceError, ServiceErrorKind, ShadowService};
 use crate::syntax::{self, SyntaxError};
 use console::Console;
@@ -439,7 +439,7 @@ impl<'a> Session<'a> {
                 .join("/");
             let map = self.service.drive_map()?;
             return Ok(match map.iter().find(|(mapped, _)| *mapped == letter) {
-                Some((_, crate::engine::model::DriveTarget::Directory(directory))) => {
+                Some((_, crate::service::model::DriveTarget::Directory(directory))) => {
                     directory.join(rest)
                 }
                 // A letter that names a volume (or nothing) has no directory of files here: the

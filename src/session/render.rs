@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, FixedOffset, Local, Utc};
 
-use crate::engine::model::{ExposureKind, ProviderInfo, ShadowHealth, ShadowInfo};
+use crate::service::model::{ExposureKind, ProviderInfo, ShadowHealth, ShadowInfo};
 
 /// How times are shown: the machine's local time zone, or a fixed offset (tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use crate::engine::ids::{ProviderId, ShadowId, ShadowSetId};
-use crate::engine::model::VolumeInfo;
-use crate::engine::vss::{Attributes, BackupType, Context};
+use crate::service::ids::{ProviderId, ShadowId, ShadowSetId};
+use crate::service::model::VolumeInfo;
+use crate::service::vss::{Attributes, BackupType, Context};
 use crate::syntax::ast::{CopyMethod, OptionSetting};
 
 /// A volume added to the shadow copy set being built.

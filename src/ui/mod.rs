@@ -46,4 +46,4 @@ pub fn progress_bar(what: &str, total: Option<u64>) -> Option<indicatif::Progres
 
 /// This machine's name, as VSS shows the originating machine: the engine's one host-name
 /// function, under the name the binaries call it by.
-pub use crate::engine::core::host_name as machine_name;
+pub use crate::service::host_name as machine_name;

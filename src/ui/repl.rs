@@ -260,7 +260,7 @@ fn completion_data(session: &mut Session<'_>, with_writers: bool) -> CompletionD
         .drive_map()
         .unwrap_or_default()
         .into_iter()
-        .filter(|(_, target)| matches!(target, crate::engine::model::DriveTarget::Volume(_)))
+        .filter(|(_, target)| matches!(target, crate::service::model::DriveTarget::Volume(_)))
         .map(|(letter, _)| format!("{letter}:"))
         .collect();
     volumes.extend(

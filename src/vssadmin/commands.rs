@@ -9,9 +9,9 @@ use super::render::{
     context_type, human_size, volume_label, writer_error_text, writer_state_text, LineObserver,
 };
 use super::{failed, Failure, Outcome};
-use crate::engine::ids::{ShadowId, ShadowSetId};
-use crate::engine::model::{CreateVolume, ShadowInfo, StorageInfo, VolumeInfo};
-use crate::engine::vss::{providers, Attributes, Context};
+use crate::service::ids::{ShadowId, ShadowSetId};
+use crate::service::model::{CreateVolume, ShadowInfo, StorageInfo, VolumeInfo};
+use crate::service::vss::{providers, Attributes, Context};
 use crate::service::{CreateRequest, ServiceError, ShadowService, SilentObserver};
 use crate::session::exit_status;
 use crate::session::render::TimeZoneChoice;
@@ -348,7 +348,7 @@ pub(super) fn create_shadow(
             Ok(created) => break created,
             Err(error)
                 if error.code
-                    == Some(crate::engine::vss::VssCode::VSS_E_SNAPSHOT_SET_IN_PROGRESS)
+                    == Some(crate::service::vss::VssCode::VSS_E_SNAPSHOT_SET_IN_PROGRESS)
                     && std::time::Instant::now() < deadline =>
             {
                 std::thread::sleep(std::time::Duration::from_secs(1));
@@ -453,7 +453,7 @@ pub(super) fn delete_shadows(
     let mut deleted = 0;
     for shadow in &deletable {
         deleted += service
-            .delete_shadows(&crate::engine::model::DeleteSelector::Id(shadow.id))?
+            .delete_shadows(&crate::service::model::DeleteSelector::Id(shadow.id))?
             .len();
     }
     outcome.out(format!(

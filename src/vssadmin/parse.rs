@@ -1,7 +1,7 @@
 //! The vssadmin command line: `/Name=value` switches and MaxSizeSpecs.
 
 use super::Failure;
-use crate::engine::ids::parse_guid;
+use crate::service::ids::parse_guid;
 
 /// `/Name=value` and `/Name` switches, names case-insensitive.
 #[derive(Debug, Default)]

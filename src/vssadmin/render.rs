@@ -2,8 +2,8 @@
 //! the observer that passes the service's lines through.
 
 use super::Outcome;
-use crate::engine::model::VolumeInfo;
-use crate::engine::vss::{Context, VssCode, WriterState};
+use crate::service::model::VolumeInfo;
+use crate::service::vss::{Context, VssCode, WriterState};
 use crate::service::ServiceObserver;
 
 /// Shows the service's lines (what a revert detached, say) and nothing of verbose mode or

@@ -217,11 +217,13 @@ fn the_catalog_format_does_not_follow_the_api_types() {
         copy_pending: true,
     };
     let mut state = CatalogState::new();
-    state.volumes.insert(VolumeId(uuid::Uuid::from_u128(0x33)), {
-        let mut record = volume(0x33);
-        record.path = "/images/c.img".into();
-        record
-    });
+    state
+        .volumes
+        .insert(VolumeId(uuid::Uuid::from_u128(0x33)), {
+            let mut record = volume(0x33);
+            record.path = "/images/c.img".into();
+            record
+        });
     state
         .drives
         .insert('C', DriveTarget::Volume("/images/c.img".into()));

@@ -2,8 +2,8 @@
 
 use super::super::state::{PendingVolume, ResyncPair};
 use super::super::{CommandError, Session};
-use crate::engine::ids::{parse_guid, ProviderId};
-use crate::engine::vss::{limits, VssCode};
+use crate::service::ids::{parse_guid, ProviderId};
+use crate::service::vss::{limits, VssCode};
 use crate::syntax::ast::{AddCommand, Word};
 
 pub(super) fn add(session: &mut Session<'_>, add: &AddCommand) -> Result<(), CommandError> {

@@ -3,7 +3,7 @@
 use super::super::observer::console_observer;
 use super::super::state::Phase;
 use super::super::{CommandError, Session};
-use crate::engine::vss::{BackupType, VssCode};
+use crate::service::vss::{BackupType, VssCode};
 use crate::syntax::ast::{Word, WriterAction};
 
 pub(super) fn begin_backup(session: &mut Session<'_>) -> Result<(), CommandError> {

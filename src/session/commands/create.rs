@@ -4,7 +4,7 @@ use super::super::observer::console_observer;
 use super::super::render;
 use super::super::{CommandError, Session};
 use super::SessionAliases;
-use crate::engine::vss::VssCode;
+use crate::service::vss::VssCode;
 use crate::service::{CreateRequest, SetVolume, WriterSelection};
 
 pub(super) fn create(session: &mut Session<'_>) -> Result<(), CommandError> {

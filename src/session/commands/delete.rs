@@ -2,9 +2,9 @@
 
 use super::super::render;
 use super::super::{CommandError, Session};
-use crate::engine::ids::{parse_guid, ShadowId};
-use crate::engine::model::{DeleteSelector, ExposureKind, ShadowInfo};
-use crate::engine::vss::VssCode;
+use crate::service::ids::{parse_guid, ShadowId};
+use crate::service::model::{DeleteSelector, ExposureKind, ShadowInfo};
+use crate::service::vss::VssCode;
 use crate::syntax::ast::DeleteShadows;
 
 pub(super) fn delete_shadows(

@@ -1,11 +1,11 @@
 //! diskshadow's own drive commands: `map`, `unmap`, `attach` and `detach`.
 
 use super::super::{CommandError, Session};
-use crate::engine::model::DriveTarget;
+use crate::service::model::DriveTarget;
 use crate::syntax::ast::{MapCommand, Word};
 
 fn drive_letter(word: &Word, command: &'static str) -> Result<char, CommandError> {
-    crate::engine::model::parse_drive_letter(&word.text).ok_or_else(|| {
+    crate::service::model::parse_drive_letter(&word.text).ok_or_else(|| {
         CommandError::usage(command, format!("`{}` is not a drive letter", word.text))
             .with_help("write a letter and a colon, for example `c:`")
     })
@@ -38,7 +38,7 @@ pub(super) fn map(session: &mut Session<'_>, map: &MapCommand) -> Result<(), Com
             // An RBD volume (`rbd:POOL/IMAGE`) names no local file: it is checked when the
             // letter is used, as `drive map` does.
             let named = std::path::Path::new(&target.text);
-            if crate::engine::rbd::file::is_volume_path(named) {
+            if crate::service::is_rbd_volume(named) {
                 session
                     .service
                     .map_drive(letter, DriveTarget::Volume(named.to_path_buf()))?;

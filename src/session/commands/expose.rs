@@ -1,8 +1,8 @@
 //! `expose` (a drive letter, directory or NBD share) and `unexpose`.
 
 use super::super::{split_drive_path, CommandError, Session};
-use crate::engine::ids::{parse_guid, ShadowId};
-use crate::engine::model::ExposureKind;
+use crate::service::ids::{parse_guid, ShadowId};
+use crate::service::model::ExposureKind;
 use crate::syntax::ast::Word;
 
 pub(super) fn expose(

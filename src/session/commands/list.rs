@@ -3,8 +3,8 @@
 use super::super::render;
 use super::super::{CommandError, Session};
 use super::SessionAliases;
-use crate::engine::model::ShadowInfo;
-use crate::engine::vss::VssCode;
+use crate::service::model::ShadowInfo;
+use crate::service::vss::VssCode;
 use crate::service::WriterListing;
 use crate::syntax::ast::{ListCommand, ShadowSelector, WriterListDetail};
 

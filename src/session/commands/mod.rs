@@ -25,7 +25,7 @@ mod transportable;
 
 use super::render::AliasLookup;
 use super::{CommandError, LineOutcome, Session};
-use crate::engine::ids::{parse_guid, ShadowId, ShadowSetId};
+use crate::service::ids::{parse_guid, ShadowId, ShadowSetId};
 use crate::syntax::ast::{Command, Word};
 
 /// Runs one parsed command.

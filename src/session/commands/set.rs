@@ -2,7 +2,7 @@
 
 use super::super::state::SessionState;
 use super::super::{CommandError, Session};
-use crate::engine::vss::Context;
+use crate::service::vss::Context;
 use crate::syntax::ast::{ContextSetting, SetCommand};
 
 pub(super) fn set(session: &mut Session<'_>, setting: &SetCommand) -> Result<(), CommandError> {
