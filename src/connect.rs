@@ -10,9 +10,10 @@ use std::time::Duration;
 use crate::engine::core::EngineOptions;
 use crate::engine::model::RequesterId;
 use crate::engine::Engine;
-use crate::service::local::{engine_error, LocalService};
+use crate::service::local::LocalService;
 use crate::service::remote::{EngineHandler, RemoteService};
 use crate::service::transport::{self, ServerOptions, ServicePaths, StopReason};
+use crate::service::way_out::{engine_error, engine_failure, EngineFailure};
 use crate::service::{ServiceError, ServiceErrorKind, ShadowService};
 
 /// The engine of a store, for this process.
@@ -20,6 +21,7 @@ pub fn open_engine(store: &Path) -> Result<Engine, ServiceError> {
     open_engine_typed(store).map_err(|error| {
         engine_error(error.vss_code(), error.to_string())
             .with_help("another diskshadow service may own this store: `diskshadow service status`")
+            .with_way_out(error.way_out())
     })
 }
 
@@ -213,11 +215,11 @@ pub fn run_service(store: &Path, idle_timeout: Option<u64>) -> Result<(), Servic
                     return Ok(());
                 }
                 if std::time::Instant::now() >= deadline {
-                    return Err(engine_error(error.vss_code(), error.to_string()));
+                    return Err(engine_failure(&error));
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            Err(error) => return Err(engine_error(error.vss_code(), error.to_string())),
+            Err(error) => return Err(engine_failure(&error)),
         }
     };
     let seconds = idle_timeout

@@ -3,6 +3,7 @@
 
 mod support;
 
+use diskshadow::service::way_out::EngineFailure;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
@@ -429,7 +430,10 @@ fn listeners_are_checked_before_serving() {
     std::fs::write(&plain, b"not a socket").unwrap();
     let error = serve_nbd(device.clone(), "x", NbdListener::Unix(plain.clone()), true).unwrap_err();
     assert!(matches!(error, NbdError::PathIsNotASocket { .. }));
-    assert!(error.to_string().contains("choose another path"));
+    assert!(error
+        .way_out()
+        .unwrap_or_default()
+        .contains("choose another path"));
 
     let socket = directory.path().join("export.sock");
     let first = serve_nbd(device.clone(), "x", NbdListener::Unix(socket.clone()), true).unwrap();

@@ -55,6 +55,15 @@ impl ServiceError {
         self
     }
 
+    /// Sets the help to an engine failure's way out, when it has one (it is more precise
+    /// than a help the caller chose for the whole kind of failure).
+    pub fn with_way_out(mut self, way_out: Option<String>) -> Self {
+        if way_out.is_some() {
+            self.help = way_out;
+        }
+        self
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ServiceErrorKind::NotFound, message).with_code(VssCode::VSS_E_OBJECT_NOT_FOUND)
     }

@@ -18,6 +18,7 @@ use crate::engine::expose::FuseMount;
 use crate::engine::ids::ShadowId;
 use crate::engine::model::{DriveTarget, Exposure, ExposureKind};
 use crate::engine::vss::VssCode;
+use crate::service::way_out::EngineFailure;
 use crate::service::ServiceError;
 
 /// Where a shadow is to be exposed, once the user's text is understood.
@@ -255,8 +256,10 @@ pub fn open_exposure(
     mounted_file: Option<&str>,
     failure_prefix: &str,
 ) -> Result<(Exposure, Handle), ServiceError> {
-    let failed = |name: &str, code: VssCode, error: &dyn std::fmt::Display| {
-        ServiceError::invalid(format!("{failure_prefix} {name}: {error}")).with_code(code)
+    let failed = |name: &str, error: &dyn EngineFailure| {
+        ServiceError::invalid(format!("{failure_prefix} {name}: {error}"))
+            .with_code(error.code())
+            .with_way_out(error.way_out())
     };
     match target {
         ExposureTarget::Share {
@@ -281,7 +284,7 @@ pub fn open_exposure(
             let tcp = matches!(listener, NbdListener::Tcp(_));
             let export =
                 crate::engine::expose::serve_nbd(device, &export_name, listener, share_read_only)
-                    .map_err(|error| failed(&name, error.vss_code(), &error))?;
+                    .map_err(|error| failed(&name, &error))?;
             // A TCP export is named by the address it really listens on: `nbd://127.0.0.1:0/x`
             // asked for any free port, and the user needs to know which one.
             let name = if tcp { export.url() } else { name };
@@ -298,7 +301,7 @@ pub fn open_exposure(
             directory,
         } => {
             let mount = crate::engine::expose::mount(device, &directory, mount_options)
-                .map_err(|error| failed(&name, error.vss_code(), &error))?;
+                .map_err(|error| failed(&name, &error))?;
             let location = match mounted_file {
                 Some(file) => directory.join(file),
                 None => directory,

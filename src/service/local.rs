@@ -43,24 +43,12 @@ use crate::engine::writer::protocol::WriterEvent;
 use crate::engine::Engine;
 use crate::service::exposure::{open_exposure, parse_target, Exposures};
 
-/// Maps an engine error (anything with a VSS code and a message) into the service error.
-pub fn engine_error(code: VssCode, message: String) -> ServiceError {
-    let kind = match code {
-        VssCode::VSS_E_OBJECT_NOT_FOUND => ServiceErrorKind::NotFound,
-        VssCode::VSS_E_NOT_SUPPORTED | VssCode::VSS_E_VOLUME_NOT_SUPPORTED_BY_PROVIDER => {
-            ServiceErrorKind::NotSupported
-        }
-        VssCode::VSS_E_UNEXPECTED_PROVIDER_ERROR | VssCode::VSS_E_INSUFFICIENT_STORAGE => {
-            ServiceErrorKind::Io
-        }
-        _ => ServiceErrorKind::Invalid,
-    };
-    ServiceError::new(kind, message).with_code(code)
-}
+pub use super::way_out::engine_error;
+use super::way_out::{engine_failure, EngineFailure};
 
 macro_rules! from_engine {
     ($result:expr) => {
-        $result.map_err(|error| engine_error(error.vss_code(), error.to_string()))
+        $result.map_err(|error| engine_failure(&error))
     };
 }
 
@@ -69,7 +57,22 @@ macro_rules! from_engine {
 pub fn coordinator_error(error: ShadowCopyError) -> ServiceError {
     let message = error.to_string();
     let code = error.vss_code();
-    match &error {
+    // The engine failure inside, if any, knows the more precise way out.
+    let way_out = match &error {
+        ShadowCopyError::Creation {
+            provider: Some(inner),
+            ..
+        } => inner.way_out(),
+        ShadowCopyError::NotKept { source } => source.way_out(),
+        ShadowCopyError::Delete(inner) => inner.way_out(),
+        ShadowCopyError::Revert(inner) => inner.way_out(),
+        ShadowCopyError::Device(inner) => inner.way_out(),
+        ShadowCopyError::Exposure(inner) => inner.way_out(),
+        ShadowCopyError::Storage(inner) => inner.way_out(),
+        ShadowCopyError::FullCopy { source } => source.way_out(),
+        _ => None,
+    };
+    let failure = match &error {
         ShadowCopyError::SetInProgress => ServiceError::invalid(message).with_code(code).with_help(
             "try again when it has finished (vssadmin create shadow /AutoRetry=N waits)",
         ),
@@ -128,7 +131,8 @@ pub fn coordinator_error(error: ShadowCopyError) -> ServiceError {
         | ShadowCopyError::Exposure(_)
         | ShadowCopyError::Storage(_)
         | ShadowCopyError::FullCopy { .. } => engine_error(code, message),
-    }
+    };
+    failure.with_way_out(way_out)
 }
 
 /// Forwards engine progress to an observer, and a stop the requester asked for (by
@@ -886,7 +890,7 @@ impl ShadowService for LocalService {
             .resync(shadow, destination, &progress)
             .map_err(|error| {
                 let stopped = matches!(error, crate::engine::resync::ResyncError::Stopped { .. });
-                let failure = engine_error(error.vss_code(), error.to_string());
+                let failure = engine_failure(&error);
                 if stopped {
                     failure.with_help(
                         "`resync` again takes the copy up where it stopped; until it ends, the volume cannot be reverted, shadowed or resynchronized from another shadow copy",
@@ -1335,7 +1339,7 @@ impl ShadowService for LocalService {
     fn import(&mut self) -> Result<Vec<ShadowInfo>, ServiceError> {
         let Some(cabinet) = self.loaded.as_ref() else {
             let error = crate::engine::array::ImportError::NothingLoaded;
-            return Err(engine_error(error.vss_code(), error.to_string()));
+            return Err(engine_failure(&error));
         };
         from_engine!(self.core.engine.import_shadows(cabinet))
     }

@@ -16,6 +16,7 @@ pub mod local;
 pub mod refused;
 pub mod remote;
 pub mod transport;
+pub mod way_out;
 
 /// This host's name, as VSS shows the originating machine.
 pub use crate::engine::core::host_name;

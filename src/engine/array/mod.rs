@@ -202,15 +202,15 @@ pub fn array_info(name: &str, root: &Path, catalog: Result<ArrayCatalog, ArrayEr
 pub enum ArrayAttachError {
     #[error(transparent)]
     Array(#[from] ArrayError),
-    #[error("`{name}` is not a usable array name; use letters, digits, `-`, `_` and `.`")]
+    #[error("`{name}` is not a usable array name")]
     InvalidName { name: String },
-    #[error("this store already calls another array `{name}` ({}); choose another name with --name", path.display())]
+    #[error("this store already calls another array `{name}` ({})", path.display())]
     NameInUse { name: String, path: PathBuf },
     #[error("this store is already attached to the array at {} as `{name}`", path.display())]
     AlreadyAttached { name: String, path: PathBuf },
-    #[error("this store is attached to no array called `{name}`; `diskshadow array list` shows its arrays")]
+    #[error("this store is attached to no array called `{name}`")]
     NotAttached { name: String },
-    #[error("the array `{name}` holds {count} shadow copies of this store; delete, mask or break them before detaching")]
+    #[error("the array `{name}` holds {count} shadow copies of this store")]
     InUse { name: String, count: usize },
     #[error(transparent)]
     Catalog(#[from] crate::engine::catalog::CatalogError),
@@ -243,20 +243,18 @@ impl ArrayAttachError {
 /// `import`.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
-    #[error("no metadata is loaded; `load metadata <file.cab>` first")]
+    #[error("no metadata is loaded")]
     NothingLoaded,
     #[error("shadow copy {shadow} was made by provider {provider}, which makes no transportable shadow copies; only hardware shadow copies are imported")]
     NotHardware {
         shadow: ShadowId,
         provider: crate::engine::ids::ProviderId,
     },
-    #[error(
-        "shadow copy {shadow} is not transportable; create it with `set option transportable`"
-    )]
+    #[error("shadow copy {shadow} is not transportable")]
     NotTransportable { shadow: ShadowId },
     #[error("shadow copy {shadow} is already imported on this store")]
     AlreadyImported { shadow: ShadowId },
-    #[error("shadow copy {shadow} is in no array this store is attached to ({attached}); `diskshadow array attach DIR` the array that holds it")]
+    #[error("shadow copy {shadow} is in no array this store is attached to ({attached})")]
     NotInAttachedArray { shadow: ShadowId, attached: String },
     #[error("the shadow LUN {} of shadow copy {shadow} is missing from its array", path.display())]
     CloneMissing { shadow: ShadowId, path: PathBuf },
@@ -291,14 +289,14 @@ impl ImportError {
 /// `mask` and `break`: what they do to an imported set.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportedSetError {
-    #[error("shadow copy set {set_id} was not found; list shadows to see the existing ones")]
+    #[error("shadow copy set {set_id} was not found")]
     SetNotFound { set_id: ShadowSetId },
     #[error("shadow copy {shadow} was not imported; `{command}` works on hardware shadow copies brought in by `import`")]
     NotImported {
         shadow: ShadowId,
         command: &'static str,
     },
-    #[error("shadow copy {shadow} is exposed; unexpose it first")]
+    #[error("shadow copy {shadow} is exposed")]
     Exposed { shadow: ShadowId },
     #[error("the shadow LUN of {shadow} is in no array this store is attached to")]
     NoArray { shadow: ShadowId },

@@ -302,8 +302,7 @@ pub enum CatalogError {
         source: io::Error,
     },
     #[error(
-        "the catalog file {} is damaged ({detail}); run `diskshadow check-store` for details, \
-         restore the store from a backup, or move the store aside to start an empty one",
+        "the catalog file {} is damaged ({detail})",
         path.display()
     )]
     Corrupt { path: PathBuf, detail: String },

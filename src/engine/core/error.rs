@@ -11,12 +11,11 @@ use crate::engine::vss::{limits, VssCode};
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error(
-        "the store {} is in use by another diskshadow process; stop that process (or let its \
-         service exit) and try again, or choose another store with --store",
+        "the store {} is in use by another diskshadow process",
         path.display()
     )]
     Locked { path: PathBuf },
-    #[error("cannot {action} {}: {source}; check that the store directory is writable", path.display())]
+    #[error("cannot {action} {}: {source}", path.display())]
     Io {
         action: &'static str,
         path: PathBuf,
@@ -24,18 +23,14 @@ pub enum OpenError {
     },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
-    #[error(
-        "cannot open the diff area of volume {volume}: {source}; run `diskshadow check-store` after fixing the disk"
-    )]
+    #[error("cannot open the diff area of volume {volume}: {source}")]
     DiffArea { volume: VolumeId, source: io::Error },
     #[error("cannot finish the revert interrupted by the last crash: {0}")]
     Revert(Box<RevertError>),
     #[error(
         "{} holds preserved chunks of volume {volume}, which the catalog ({}/base.json and \
          journal.log) does not know: \
-         the catalog lost transactions or was replaced; restore the store from a backup (run \
-         `diskshadow check-store` to see what it holds), or move that directory aside if it is \
-         not needed",
+         the catalog lost transactions or was replaced",
         diff_dir.display(),
         catalog_dir.display()
     )]
@@ -58,23 +53,21 @@ impl OpenError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
-    #[error("no volume '{spec}' is registered; name its image file to register it, or list volumes to see the known ones")]
+    #[error("no volume '{spec}' is registered")]
     NotFound { spec: String },
-    #[error(
-        "drive {letter}: is not mapped; map it to an image file in the store's drive map first"
-    )]
+    #[error("drive {letter}: is not mapped")]
     DriveNotMapped { letter: char },
-    #[error("drive {letter}: is mapped to the directory {}, not to a volume image; map it to an image file", path.display())]
+    #[error("drive {letter}: is mapped to the directory {}, not to a volume image", path.display())]
     DriveIsDirectory { letter: char, path: PathBuf },
-    #[error("'{spec}' is not a volume: {why}; name the whole volume (an image file, a drive letter or a volume GUID)")]
+    #[error("'{spec}' is not a volume: {why}")]
     NotAVolume { spec: String, why: String },
-    #[error("the image file {} does not exist; check the path (relative paths start at {})", path.display(), base.display())]
+    #[error("the image file {} does not exist (relative paths start at {})", path.display(), base.display())]
     Missing { path: PathBuf, base: PathBuf },
     #[error("{} is {kind}, not a regular file; a volume is an image file", path.display())]
     NotRegularFile { path: PathBuf, kind: &'static str },
     #[error("{} is {size} bytes, larger than the 64 TiB VSS allows for a volume", path.display())]
     TooLarge { path: PathBuf, size: u64 },
-    #[error("chunk size {chunk_size} is invalid; use a power of two from 4096 (4 KiB) to 1048576 (1 MiB)")]
+    #[error("chunk size {chunk_size} is invalid")]
     InvalidChunkSize { chunk_size: u32 },
     #[error("volume {volume} ({}) cannot be used: {reason}", path.display())]
     Unavailable {
@@ -88,7 +81,7 @@ pub enum VolumeError {
         path: PathBuf,
         source: io::Error,
     },
-    #[error("provider {provider} is not registered; list providers to see the available ones (cow, row, plex)")]
+    #[error("provider {provider} is not registered")]
     UnknownProvider { provider: ProviderId },
     #[error("{spec} cannot be used as a volume: {message}")]
     Rbd {
@@ -121,7 +114,7 @@ impl VolumeError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DriveMapError {
-    #[error("'{letter}' is not a drive letter; use A to Z")]
+    #[error("'{letter}' is not a drive letter")]
     InvalidLetter { letter: char },
     #[error("drive {letter}: is not mapped; nothing to unmap")]
     NotMapped { letter: char },
@@ -142,22 +135,22 @@ impl DriveMapError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CreateError {
-    #[error("the shadow copy set has no volumes; add a volume first")]
+    #[error("the shadow copy set has no volumes")]
     NoVolumes,
-    #[error("a shadow copy set holds at most {} volumes, this one has {count}; split it into several sets", limits::MAX_VOLUMES_PER_SET)]
+    #[error(
+        "a shadow copy set holds at most {} volumes, this one has {count}",
+        limits::MAX_VOLUMES_PER_SET
+    )]
     TooManyVolumes { count: usize },
-    #[error("volume {volume} is in the set twice; add each volume once")]
+    #[error("volume {volume} is in the set twice")]
     DuplicateVolume { volume: VolumeId },
-    #[error("volume {volume} is not registered; register its image file first")]
+    #[error("volume {volume} is not registered")]
     UnknownVolume { volume: VolumeId },
     #[error("volume {volume} cannot be shadowed: {reason}")]
     VolumeUnavailable { volume: VolumeId, reason: String },
-    #[error("provider {provider} is not registered; list providers to see the available ones")]
+    #[error("provider {provider} is not registered")]
     UnknownProvider { provider: ProviderId },
-    #[error(
-        "the provider {provider} cannot make {what} shadow copies of volume {volume}; choose a \
-         provider that can, or drop the attribute"
-    )]
+    #[error("the provider {provider} cannot make {what} shadow copies of volume {volume}")]
     UnsupportedByProvider {
         volume: VolumeId,
         provider: ProviderId,
@@ -165,29 +158,24 @@ pub enum CreateError {
     },
     #[error(
         "volume {volume} has {existing} shadow copies, so it cannot get {wanted} ones: a volume \
-         keeps one differential provider at a time; delete its {existing} shadow copies first, \
-         or use the same provider"
+         keeps one differential provider at a time"
     )]
     ProviderConflict {
         volume: VolumeId,
         wanted: &'static str,
         existing: &'static str,
     },
-    #[error("the attributes DIFFERENTIAL and PLEX exclude each other; ask for one of them")]
+    #[error("the attributes DIFFERENTIAL and PLEX exclude each other")]
     ConflictingAttributes,
-    #[error(
-        "volume {volume} already has {limit} shadow copies, the most VSS allows; delete old ones \
-         (delete shadows oldest) and try again"
-    )]
+    #[error("volume {volume} already has {limit} shadow copies, the most VSS allows")]
     TooManyShadows { volume: VolumeId, limit: usize },
     #[error(
-        "volume {volume} already has {limit} client-accessible shadow copies; delete old ones \
-         (delete shadows oldest) and try again"
+        "volume {volume} already has {limit} client-accessible shadow copies, the most VSS allows"
     )]
     TooManyClientAccessible { volume: VolumeId, limit: usize },
-    #[error("a shadow copy set {set_id} already exists; use a new set ID")]
+    #[error("a shadow copy set {set_id} already exists")]
     SetIdInUse { set_id: ShadowSetId },
-    #[error("the store has used up its shadow sequence numbers; move to a new store")]
+    #[error("the store has used up its shadow sequence numbers")]
     SequencesExhausted,
     #[error("cannot prepare volume {volume} for the shadow copy: {source}")]
     Io { volume: VolumeId, source: io::Error },
@@ -232,16 +220,11 @@ impl CreateError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeleteError {
-    #[error("{what} was not found; list shadows to see the existing ones")]
+    #[error("{what} was not found")]
     NotFound { what: String },
-    #[error(
-        "cannot free the diff area of volume {volume}: {source}; run `diskshadow check-store`"
-    )]
+    #[error("cannot free the diff area of volume {volume}: {source}")]
     Io { volume: VolumeId, source: io::Error },
-    #[error(
-        "shadow copy {shadow} is being resynchronized onto volume {volume}; delete it when the \
-         resync has finished"
-    )]
+    #[error("shadow copy {shadow} is being resynchronized onto volume {volume}")]
     ResyncSource { shadow: ShadowId, volume: VolumeId },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
@@ -263,8 +246,7 @@ impl DeleteError {
 pub enum FoldError {
     #[error(
         "cannot fold the redirected chunks of volume {volume} back into its image: {source}; \
-         the chunks stay where they are and are read from there: free space on the image's \
-         disk and run the command again"
+         the chunks stay where they are and are read from there"
     )]
     Io { volume: VolumeId, source: io::Error },
     #[error(transparent)]
@@ -286,31 +268,28 @@ impl FoldError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RevertError {
-    #[error("shadow copy {shadow} was not found; list shadows to see the existing ones")]
+    #[error("shadow copy {shadow} was not found")]
     NotFound { shadow: ShadowId },
     #[error(
         "shadow copy {shadow} was made in the {context} context; only persistent shadow copies \
-         can be reverted to (set context persistent before create)"
+         can be reverted to"
     )]
     UnsupportedContext {
         shadow: ShadowId,
         context: &'static str,
     },
-    #[error("shadow copy {shadow} is suspect ({reason}); it cannot be reverted to; delete it")]
+    #[error("shadow copy {shadow} is suspect ({reason}); it cannot be reverted to")]
     Suspect { shadow: ShadowId, reason: String },
     #[error("volume {volume} cannot be written: {reason}")]
     VolumeUnavailable { volume: VolumeId, reason: String },
     #[error(
         "the diff area of volume {volume} is too small to revert while keeping shadow copy \
-         {shadow}; raise its maximum size (resize shadowstorage) and try again"
+         {shadow}"
     )]
     InsufficientStorage { volume: VolumeId, shadow: ShadowId },
     #[error("revert of volume {volume} failed: {source}; the revert resumes when the store is opened again")]
     Io { volume: VolumeId, source: io::Error },
-    #[error(
-        "volume {volume} is being resynchronized from shadow copy {source_shadow}; revert it \
-         when the resync has finished"
-    )]
+    #[error("volume {volume} is being resynchronized from shadow copy {source_shadow}")]
     ResyncInProgress {
         volume: VolumeId,
         source_shadow: ShadowId,
@@ -340,9 +319,9 @@ impl RevertError {
 pub enum DeviceError {
     #[error("volume {volume} is not registered")]
     VolumeNotFound { volume: VolumeId },
-    #[error("shadow copy {shadow} was not found; list shadows to see the existing ones")]
+    #[error("shadow copy {shadow} was not found")]
     ShadowNotFound { shadow: ShadowId },
-    #[error("shadow copy {shadow} is suspect and is not served: {reason}; delete it and create a new one")]
+    #[error("shadow copy {shadow} is suspect and is not served: {reason}")]
     Suspect { shadow: ShadowId, reason: String },
     #[error("volume {volume} cannot be opened: {reason}")]
     Unavailable { volume: VolumeId, reason: String },
@@ -368,7 +347,7 @@ impl DeviceError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExposureError {
-    #[error("shadow copy {shadow} was not found; list shadows to see the existing ones")]
+    #[error("shadow copy {shadow} was not found")]
     NotFound { shadow: ShadowId },
     #[error(transparent)]
     Catalog(#[from] CatalogError),

@@ -25,7 +25,7 @@ use super::{CatalogError, DeviceError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FullCopyError {
-    #[error("shadow copy {shadow} was not found; list shadows to see the existing ones")]
+    #[error("shadow copy {shadow} was not found")]
     NotFound { shadow: ShadowId },
     #[error("shadow copy {shadow} was deleted while its full copy was being made; nothing of the copy is kept")]
     Deleted { shadow: ShadowId },

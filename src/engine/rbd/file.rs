@@ -186,7 +186,7 @@ impl AttachedPools {
 /// Why an `rbd:POOL/IMAGE` volume cannot be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("this store is attached to no Ceph pool `{pool}`; attach it first: diskshadow array attach rbd:{pool} --conf FILE")]
+    #[error("this store is attached to no Ceph pool `{pool}`")]
     NotAttached { pool: String },
     #[error(transparent)]
     Rbd(#[from] RbdError),

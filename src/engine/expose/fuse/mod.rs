@@ -98,24 +98,24 @@ pub enum MountedView {
 /// Why a mount failed.
 #[derive(Debug, Error)]
 pub enum MountError {
-    #[error("mount point {path} does not exist; create the directory first (mkdir -p {path})")]
+    #[error("mount point {path} does not exist")]
     MountPointMissing { path: PathBuf },
-    #[error("mount point {path} is not a directory; choose an empty directory")]
+    #[error("mount point {path} is not a directory")]
     MountPointNotADirectory { path: PathBuf },
-    #[error("mount point {path} is not empty (it holds {first:?}); a mount there would hide what it holds; choose an empty directory")]
+    #[error("mount point {path} is not empty (it holds {first:?}); a mount there would hide what it holds")]
     MountPointNotEmpty { path: PathBuf, first: String },
-    #[error("{path} is already a mount point; unexpose what is mounted there (or run `fusermount3 -uz {path}` if it is a leftover) or choose another directory")]
+    #[error("{path} is already a mount point")]
     MountPointInUse { path: PathBuf },
-    #[error("/dev/fuse cannot be opened ({source}); load the module (`modprobe fuse`), or give the container the device (`--device /dev/fuse`)")]
+    #[error("/dev/fuse cannot be opened ({source})")]
     DevFuseUnavailable {
         #[source]
         source: io::Error,
     },
-    #[error("fusermount3 is not installed and this process is not root, so it cannot mount; install it (Debian/Ubuntu: `apt-get install fuse3`)")]
+    #[error("fusermount3 is not installed and this process is not root, so it cannot mount")]
     FusermountMissing,
-    #[error("the file name {name:?} is not a valid single file name; use a plain name such as volume.img")]
+    #[error("the file name {name:?} is not a valid single file name")]
     InvalidFileName { name: String },
-    #[error("the device is read-only and cannot be mounted read-write; mount it read-only")]
+    #[error("the device is read-only and cannot be mounted read-write")]
     DeviceIsReadOnly,
     #[error("the {kind:?} filesystem on the device cannot be read: {reason}")]
     UnreadableFilesystem {
@@ -128,7 +128,7 @@ pub enum MountError {
         #[source]
         source: io::Error,
     },
-    #[error("unmounting {path} failed: {reason}; run `fusermount3 -uz {path}`")]
+    #[error("unmounting {path} failed: {reason}")]
     Unmount { path: PathBuf, reason: String },
 }
 

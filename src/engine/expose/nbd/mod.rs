@@ -44,15 +44,15 @@ pub enum NbdListener {
 /// Why an export could not be started.
 #[derive(Debug, Error)]
 pub enum NbdError {
-    #[error("the export name is empty or longer than 4096 bytes; give a short name such as the shadow ID")]
+    #[error("the export name is empty or longer than 4096 bytes")]
     InvalidExportName,
-    #[error("the device is read-only and cannot be exported read-write; export it read-only")]
+    #[error("the device is read-only and cannot be exported read-write")]
     DeviceIsReadOnly,
     #[error("NBD exports have no authentication, so they listen on loopback only; {address} is not a loopback address (use 127.0.0.1 or ::1)")]
     NotLoopback { address: SocketAddr },
-    #[error("{path} is already in use by a listening server; choose another socket path or stop that export first")]
+    #[error("{path} is already in use by a listening server")]
     SocketInUse { path: PathBuf },
-    #[error("{path} exists and is not a socket; choose another path or remove that file")]
+    #[error("{path} exists and is not a socket")]
     PathIsNotASocket { path: PathBuf },
     #[error("cannot listen on {location}: {source}")]
     Listen {
