@@ -13,6 +13,7 @@ pub mod error;
 pub mod exposure;
 pub mod file_io;
 pub mod local;
+pub mod protocol;
 pub mod refused;
 pub mod remote;
 pub mod transport;
