@@ -161,21 +161,8 @@ pub trait ServiceObserver: Send {
     /// A line shown whatever the verbose setting.
     fn line(&mut self, line: &str);
     /// A writer answered an event (the trace shows it with its latency).
-    fn writer_reply(
-        &mut self,
-        writer: &str,
-        event: &str,
-        latency: std::time::Duration,
-        outcome: Result<(), String>,
-    ) {
-        let shown = match outcome {
-            Ok(()) => "ok".to_string(),
-            Err(error) => format!("failed: {error}"),
-        };
-        self.trace_line(&format!(
-            "Writer \"{writer}\" answered {event} in {} ms: {shown}",
-            latency.as_millis()
-        ));
+    fn writer_reply(&mut self, reply: &super::events::WriterReply) {
+        self.trace_line(&reply.line(true));
     }
     /// Step-through mode: the coordinator is about to send `event`; `writers` are the
     /// `list writers status` lines. Returns false to abort the creation.

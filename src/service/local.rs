@@ -16,6 +16,7 @@ use super::api::{
     WriterListing,
 };
 use super::error::{ServiceError, ServiceErrorKind};
+use super::events::WriterReply;
 use super::file_io;
 use crate::engine::cabinet::MetadataCabinet;
 use crate::engine::clock::{IdSource, RandomIds};
@@ -584,13 +585,9 @@ impl CoordinatorObserver for CoordinatorBridge<'_> {
             .as_ref()
             .map(|_| ())
             .map_err(|failure| failure.to_string());
-        self.record(&format!(
-            "Writer \"{}\" answered {event}: {outcome:?}",
-            writer.name
-        ));
-        self.with(|observer| {
-            observer.writer_reply(&writer.name, &event.to_string(), latency, outcome)
-        });
+        let reply = WriterReply::new(&writer.name, &event.to_string(), latency, outcome);
+        self.record(&reply.line(false));
+        self.with(|observer| observer.writer_reply(&reply));
     }
 
     fn writer_log(&self, writer: &str, line: &str) {

@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod error;
+pub mod events;
 pub mod exposure;
 pub mod file_io;
 pub mod local;

@@ -13,131 +13,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
-use serde_json::{json, Value};
 
 use super::api::{OperationId, ServiceObserver, ShadowService};
 use super::error::{ServiceError, ServiceErrorKind};
+use super::events::{Event, EventObserver};
 use super::local::{LocalService, ServiceCore};
 use super::protocol::{dispatch, OutgoingPayload, Request, RequestPayload};
 use super::transport::{self, EventSink, Handler, SessionId};
 use crate::engine::model::RequesterId;
 use crate::engine::Engine;
-
-/// Sends a service observer's reports to the requester as events.
-struct EventObserver<'e> {
-    events: &'e EventSink,
-}
-
-impl ServiceObserver for EventObserver<'_> {
-    fn verbose_line(&mut self, line: &str) {
-        let _ = self.events.send(json!({ "verbose": line }));
-    }
-    fn trace_line(&mut self, line: &str) {
-        let _ = self.events.send(json!({ "trace": line }));
-    }
-    fn line(&mut self, line: &str) {
-        let _ = self.events.send(json!({ "line": line }));
-    }
-    fn progress_begin(&mut self, what: &str, total: u64) {
-        let _ = self
-            .events
-            .send(json!({ "progress_begin": { "what": what, "total": total } }));
-    }
-    fn progress_advance(&mut self, units: u64) {
-        let _ = self.events.send(json!({ "progress_advance": units }));
-    }
-    fn progress_end(&mut self) {
-        let _ = self.events.send(json!({ "progress_end": true }));
-    }
-    fn cancellable(&mut self, operation: OperationId) {
-        let _ = self.events.send(json!({ "cancellable": operation }));
-    }
-    fn writer_reply(
-        &mut self,
-        writer: &str,
-        event: &str,
-        latency: std::time::Duration,
-        outcome: Result<(), String>,
-    ) {
-        let _ = self.events.send(json!({ "writer_reply": {
-            "writer": writer, "event": event, "latency_ms": latency.as_millis() as u64, "error": outcome.err(),
-        } }));
-    }
-    fn step(
-        &mut self,
-        event: &str,
-        writers: &[String],
-        freeze_left: Option<std::time::Duration>,
-    ) -> bool {
-        // A requester that cannot answer (it went away) aborts, never leaves writers frozen.
-        let freeze_left_ms = freeze_left.map(|left| left.as_millis() as u64);
-        match self.events.ask(json!({ "step": {
-            "event": event, "writers": writers, "freeze_left_ms": freeze_left_ms,
-        } })) {
-            Ok(answer) => answer.as_bool().unwrap_or(false),
-            Err(_) => false,
-        }
-    }
-}
-
-/// Replays events from the service on the requester's observer; answers step questions.
-fn replay(observer: &mut dyn ServiceObserver, event: &Value) -> Option<Value> {
-    if let Some(step) = event.get("step") {
-        let name = step.get("event").and_then(Value::as_str).unwrap_or("");
-        let writers: Vec<String> = step
-            .get("writers")
-            .and_then(Value::as_array)
-            .map(|lines| {
-                lines
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let freeze_left = step
-            .get("freeze_left_ms")
-            .and_then(Value::as_u64)
-            .map(std::time::Duration::from_millis);
-        return Some(Value::Bool(observer.step(name, &writers, freeze_left)));
-    }
-    if let Some(reply) = event.get("writer_reply") {
-        let text = |key: &str| {
-            reply
-                .get(key)
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string()
-        };
-        let latency = std::time::Duration::from_millis(
-            reply.get("latency_ms").and_then(Value::as_u64).unwrap_or(0),
-        );
-        let outcome = match reply.get("error").and_then(Value::as_str) {
-            Some(error) => Err(error.to_string()),
-            None => Ok(()),
-        };
-        observer.writer_reply(&text("writer"), &text("event"), latency, outcome);
-        return None;
-    }
-    if let Some(line) = event.get("verbose").and_then(Value::as_str) {
-        observer.verbose_line(line);
-    } else if let Some(line) = event.get("trace").and_then(Value::as_str) {
-        observer.trace_line(line);
-    } else if let Some(line) = event.get("line").and_then(Value::as_str) {
-        observer.line(line);
-    } else if let Some(begin) = event.get("progress_begin") {
-        let what = begin.get("what").and_then(Value::as_str).unwrap_or("");
-        observer.progress_begin(
-            what,
-            begin.get("total").and_then(Value::as_u64).unwrap_or(0),
-        );
-    } else if let Some(units) = event.get("progress_advance").and_then(Value::as_u64) {
-        observer.progress_advance(units);
-    } else if event.get("progress_end").is_some() {
-        observer.progress_end();
-    }
-    None
-}
 
 /// The service process's handler: the engine, shared; one requester per connection.
 pub struct EngineHandler {
@@ -265,11 +149,9 @@ impl Stopper {
         }
     }
 
-    fn offered(&mut self, observer: &mut dyn ServiceObserver, operation: &Value) {
-        if let Ok(operation) = serde_json::from_value::<OperationId>(operation.clone()) {
-            self.operation = Some(operation);
-            observer.cancellable(operation);
-        }
+    fn offered(&mut self, observer: &mut dyn ServiceObserver, operation: OperationId) {
+        self.operation = Some(operation);
+        observer.cancellable(operation);
     }
 
     fn poll(&mut self, observer: &mut dyn ServiceObserver) {
@@ -357,12 +239,13 @@ impl RemoteService {
                 let answer = match incoming {
                     Some(
                         transport::Incoming::Event(event) | transport::Incoming::Question(event),
-                    ) => match event.get("cancellable") {
-                        Some(operation) => {
+                    ) => match Event::parse(event) {
+                        Some(Event::Cancellable(operation)) => {
                             stopper.offered(observer, operation);
                             None
                         }
-                        None => replay(observer, &event),
+                        Some(event) => event.replay(observer),
+                        None => None,
                     },
                     None => None,
                 };
