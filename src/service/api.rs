@@ -1,4 +1,5 @@
-//! The requests a requester can make, as one trait.
+//! The service API's own types: what requests carry and return, and the observer a request
+//! reports to. The requests themselves are the table in [`super::protocol`].
 
 use std::path::{Path, PathBuf};
 
