@@ -504,3 +504,57 @@ service_protocol! {
     Break { set_id: ShadowSetId => ShadowSetId, writable: bool => bool }
         => fn break_set -> Vec<VolumeInfo>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::ShadowService;
+
+    #[test]
+    fn requests_keep_their_wire_json() {
+        let encode = |request: &Request| serde_json::to_value(request).expect("encodes");
+        assert_eq!(encode(&Request::Volumes), serde_json::json!("volumes"));
+        assert_eq!(
+            encode(&Request::Write {
+                volume: "c:".into(),
+                offset: 512,
+                data: RequestBytes,
+                base_dir: PathBuf::from("/work"),
+            }),
+            serde_json::json!({"write": {"volume": "c:", "offset": 512, "base_dir": "/work"}}),
+        );
+        let register: Request = serde_json::from_value(serde_json::json!(
+            {"register_volume": {"path": "a.img", "chunk_size": null, "base_dir": "/"}}
+        ))
+        .expect("a request without the optional provider parses");
+        assert!(matches!(
+            register,
+            Request::RegisterVolume { provider: None, .. }
+        ));
+    }
+
+    #[test]
+    fn a_missing_descriptor_is_a_clear_error_not_a_panic() {
+        let payload = RequestPayload::default();
+        let error = <BorrowedFd<'_> as Argument<'_, RequestDescriptor>>::from_wire(
+            &RequestDescriptor,
+            &payload,
+        )
+        .expect_err("no descriptor came");
+        assert_eq!(error.kind, ServiceErrorKind::Invalid);
+        assert!(error.message.contains("file descriptor"), "{error}");
+    }
+
+    #[test]
+    fn a_refused_connection_refuses_every_request_but_has_nothing_to_release() {
+        let refusal = ServiceError::new(ServiceErrorKind::Unavailable, "Access is denied.");
+        let mut service = RefusedService::new(refusal.clone());
+        assert_eq!(service.volumes(), Err(refusal.clone()));
+        assert_eq!(
+            service.read("c:", 0, 1, Path::new("/")),
+            Err(refusal.clone())
+        );
+        assert_eq!(service.end_backup(&mut SilentObserver), Err(refusal));
+        assert_eq!(service.release_requester(), Ok(Vec::new()));
+    }
+}
