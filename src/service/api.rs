@@ -1,17 +1,14 @@
-//! The requests a requester can make, as one trait.
+//! The service API's own types: what requests carry and return, and the observer a request
+//! reports to. The requests themselves are the table in [`super::protocol`].
 
-use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::error::ServiceError;
 use crate::engine::cabinet::{read_metadata_cab, MetadataCabinet};
-use crate::engine::ids::{ProviderId, ShadowId, ShadowSetId};
-use crate::engine::model::{
-    CreatedSet, DeleteSelector, DriveTarget, Exposure, ProviderInfo, ShadowInfo, StorageInfo,
-    VolumeInfo,
-};
+use crate::engine::ids::{ProviderId, ShadowId};
+use crate::engine::model::{CreatedSet, VolumeInfo};
 use crate::engine::vss::{Attributes, BackupType, Context};
 
 /// One volume of the shadow copy set being built by `add volume`.
@@ -165,21 +162,8 @@ pub trait ServiceObserver: Send {
     /// A line shown whatever the verbose setting.
     fn line(&mut self, line: &str);
     /// A writer answered an event (the trace shows it with its latency).
-    fn writer_reply(
-        &mut self,
-        writer: &str,
-        event: &str,
-        latency: std::time::Duration,
-        outcome: Result<(), String>,
-    ) {
-        let shown = match outcome {
-            Ok(()) => "ok".to_string(),
-            Err(error) => format!("failed: {error}"),
-        };
-        self.trace_line(&format!(
-            "Writer \"{writer}\" answered {event} in {} ms: {shown}",
-            latency.as_millis()
-        ));
+    fn writer_reply(&mut self, reply: &super::events::WriterReply) {
+        self.trace_line(&reply.line(true));
     }
     /// Step-through mode: the coordinator is about to send `event`; `writers` are the
     /// `list writers status` lines. Returns false to abort the creation.
@@ -220,201 +204,8 @@ impl ServiceObserver for SilentObserver {
     fn progress_end(&mut self) {}
 }
 
-/// The service, as requesters see it. `base_dir` arguments are the requester's working
-/// directory, against which relative paths are resolved.
-pub trait ShadowService {
-    /// Resolves an image path, drive letter or volume GUID to a volume, registering an image
-    /// file the first time it is named.
-    fn resolve_volume(&mut self, spec: &str, base_dir: &Path) -> Result<VolumeInfo, ServiceError>;
-    fn volumes(&mut self) -> Result<Vec<VolumeInfo>, ServiceError>;
-    /// Registers an image file with a chosen copy-on-write chunk size (a power of two, 4 KiB to
-    /// 1 MiB; `None`: the default) and the provider its shadows get unless a create names
-    /// one (`None`: the system provider). Both are fixed at registration.
-    fn register_volume(
-        &mut self,
-        path: &str,
-        chunk_size: Option<u32>,
-        provider: Option<ProviderId>,
-        base_dir: &Path,
-    ) -> Result<VolumeInfo, ServiceError>;
-
-    fn drive_map(&mut self) -> Result<Vec<(char, DriveTarget)>, ServiceError>;
-    fn map_drive(&mut self, letter: char, target: DriveTarget) -> Result<(), ServiceError>;
-    fn unmap_drive(&mut self, letter: char) -> Result<(), ServiceError>;
-
-    /// Runs the whole creation sequence (writers, when the context has them) and commits.
-    fn create(
-        &mut self,
-        request: &CreateRequest,
-        observer: &mut dyn ServiceObserver,
-    ) -> Result<CreateOutcome, ServiceError>;
-    fn shadows(&mut self) -> Result<Vec<ShadowInfo>, ServiceError>;
-    fn delete_shadows(
-        &mut self,
-        selector: &DeleteSelector,
-    ) -> Result<Vec<ShadowInfo>, ServiceError>;
-    /// Reverts the shadow's volume to it. A volume in use (attached, or with a file system
-    /// mounted from it) is refused with `VSS_E_VOLUME_IN_USE`; `force_dismount` detaches
-    /// diskshadow's own attachment first (and says so), but never unmounts a file system.
-    fn revert(
-        &mut self,
-        shadow: ShadowId,
-        force_dismount: bool,
-        observer: &mut dyn ServiceObserver,
-    ) -> Result<(), ServiceError>;
-    /// LUN resync: copies the shadow onto `destination` (its original volume when `None`).
-    /// The destination stays usable while it runs; without `no_volume_check`, a destination
-    /// that is mounted, attached or open elsewhere is refused with `VSS_E_VOLUME_IN_USE`.
-    fn resync(
-        &mut self,
-        shadow: ShadowId,
-        destination: Option<crate::engine::ids::VolumeId>,
-        no_volume_check: bool,
-        observer: &mut dyn ServiceObserver,
-    ) -> Result<crate::engine::resync::ResyncOutcome, ServiceError>;
-    fn providers(&mut self) -> Result<Vec<ProviderInfo>, ServiceError>;
-    /// Asks a running request (named to its requester by [`ServiceObserver::cancellable`]) to
-    /// stop at its next safe point. Returns at once; the request itself answers with the
-    /// state it left. A request that already ended is `VSS_E_OBJECT_NOT_FOUND`.
-    fn cancel(&mut self, operation: OperationId) -> Result<(), ServiceError>;
-
-    fn storage(&mut self) -> Result<Vec<StorageInfo>, ServiceError>;
-    /// Sets (or with `None` removes) the diff-area limit; returns shadows deleted to fit.
-    fn set_max_diff_area(
-        &mut self,
-        volume: &VolumeInfo,
-        max_bytes: Option<u64>,
-    ) -> Result<Vec<ShadowInfo>, ServiceError>;
-
-    /// Exposes a persistent shadow at a directory, drive letter or share.
-    fn expose(
-        &mut self,
-        shadow: ShadowId,
-        target: &str,
-        base_dir: &Path,
-    ) -> Result<Exposure, ServiceError>;
-    /// Removes an exposure named by shadow ID, drive, directory or share; returns the shadow.
-    fn unexpose(&mut self, target: &str, base_dir: &Path) -> Result<ShadowInfo, ServiceError>;
-
-    /// Serves a live volume read-write at a target (a share or NBD URL, or a directory or
-    /// drive for a FUSE file); every write passes the provider.
-    fn attach(
-        &mut self,
-        volume: &str,
-        target: &str,
-        base_dir: &Path,
-    ) -> Result<Exposure, ServiceError>;
-    /// Ends an attachment named by its volume or target; returns the volume.
-    fn detach(&mut self, target: &str, base_dir: &Path) -> Result<VolumeInfo, ServiceError>;
-    /// The live attachments: volume and where it is served.
-    fn attachments(&mut self) -> Result<Vec<(VolumeInfo, Exposure)>, ServiceError>;
-    /// Who writes to a volume's image outside diskshadow (loop devices backed by it, other
-    /// processes holding it open for writing): each such write makes its shadows suspect.
-    fn outside_users(&mut self, volume: &VolumeInfo) -> Result<Vec<String>, ServiceError>;
-
-    /// Reads `length` bytes of a volume or shadow at `offset`.
-    fn read(
-        &mut self,
-        target: &str,
-        offset: u64,
-        length: u64,
-        base_dir: &Path,
-    ) -> Result<Vec<u8>, ServiceError>;
-    /// Writes through the provider, so every shadow keeps its content.
-    fn write(
-        &mut self,
-        volume: &str,
-        offset: u64,
-        data: &[u8],
-        base_dir: &Path,
-    ) -> Result<(), ServiceError>;
-
-    /// Reads `length` bytes of a volume or shadow at `offset` (clamped to its end) straight
-    /// into `output`, the requester's regular file or pipe; returns the bytes delivered. With
-    /// `sparse`, a file output ending where the bytes go gets holes where the device has
-    /// holes or blocks of zeros. The bytes never cross the socket (the descriptor does).
-    #[allow(clippy::too_many_arguments)] // `read`'s arguments and the descriptor's.
-    fn read_into(
-        &mut self,
-        target: &str,
-        offset: u64,
-        length: u64,
-        output: BorrowedFd<'_>,
-        sparse: bool,
-        base_dir: &Path,
-        observer: &mut dyn ServiceObserver,
-    ) -> Result<u64, ServiceError>;
-    /// Writes all of `input` (the requester's regular file, from its position, or pipe)
-    /// through the provider at `offset`, then makes it durable; returns the bytes written.
-    fn write_from(
-        &mut self,
-        volume: &str,
-        offset: u64,
-        input: BorrowedFd<'_>,
-        base_dir: &Path,
-        observer: &mut dyn ServiceObserver,
-    ) -> Result<u64, ServiceError>;
-
-    /// Checks the store's catalog and diff areas without changing anything.
-    fn check_store(&mut self) -> Result<StoreCheck, ServiceError>;
-
-    /// `list writers [metadata | detailed | status]`, in DiskShadow's layout.
-    fn list_writers(&mut self, listing: WriterListing) -> Result<Vec<String>, ServiceError>;
-    /// Every registered writer's state (identifying writers never identified).
-    fn writer_statuses(&mut self) -> Result<Vec<WriterStatusView>, ServiceError>;
-    /// `end backup`: BackupComplete, then BackupShutdown, to the writers of the last set.
-    fn end_backup(&mut self, observer: &mut dyn ServiceObserver) -> Result<(), ServiceError>;
-    /// `load metadata`: keeps a metadata .cab for `import` or a restore. The requester reads
-    /// and parses the file ([`read_metadata_file`]), so a hostile file can only fail the
-    /// requester that loads it, never the service and the other requesters' state.
-    fn load_metadata(&mut self, cabinet: MetadataCabinet) -> Result<LoadedMetadata, ServiceError>;
-    /// `simulate restore`: which writers a restore involves, sending no event. `verify` are
-    /// the `writer verify` entries, each of which must be present.
-    fn simulate_restore(&mut self, verify: &[String]) -> Result<Vec<String>, ServiceError>;
-    /// `begin restore` (PreRestore) and `end restore` (PostRestore).
-    fn begin_restore(
-        &mut self,
-        verify: &[String],
-        observer: &mut dyn ServiceObserver,
-    ) -> Result<(), ServiceError>;
-    fn end_restore(&mut self, observer: &mut dyn ServiceObserver) -> Result<(), ServiceError>;
-
-    /// Releases everything this requester owns (its volatile shadows). Called by `reset`,
-    /// `exit` and when the requester ends.
-    fn release_requester(&mut self) -> Result<Vec<ShadowInfo>, ServiceError>;
-
-    /// `array attach DIR [--name NAME]`: attaches this store (host) to a storage array (an
-    /// absolute directory), making the directory an array if it is not one yet.
-    fn attach_array(
-        &mut self,
-        dir: &Path,
-        name: Option<&str>,
-    ) -> Result<crate::engine::array::ArrayInfo, ServiceError>;
-    /// `array attach rbd:POOL --conf FILE [--id CLIENT] [--name NAME]`: attaches this store
-    /// to a Ceph pool (`conf` absolute), which must be reachable and exist.
-    fn attach_rbd_pool(
-        &mut self,
-        pool: &str,
-        conf: &Path,
-        client_id: Option<&str>,
-        name: Option<&str>,
-    ) -> Result<crate::engine::array::ArrayInfo, ServiceError>;
-    /// `array detach NAME`.
-    fn detach_array(&mut self, name: &str) -> Result<(), ServiceError>;
-    /// `array list`.
-    fn arrays(&mut self) -> Result<Vec<crate::engine::array::ArrayInfo>, ServiceError>;
-    /// `import`: surfaces the transportable shadows of the loaded metadata from the arrays
-    /// this store is attached to.
-    fn import(&mut self) -> Result<Vec<ShadowInfo>, ServiceError>;
-    /// `mask <setid>`: removes an imported set's shadows from this store.
-    fn mask(&mut self, set_id: ShadowSetId) -> Result<Vec<ShadowInfo>, ServiceError>;
-    /// `break [writable] <setid>`: an imported set's shadow LUNs become volumes of this store.
-    fn break_set(
-        &mut self,
-        set_id: ShadowSetId,
-        writable: bool,
-    ) -> Result<Vec<VolumeInfo>, ServiceError>;
-}
+/// The trait is generated from the protocol table, with the request enum and the client.
+pub use super::protocol::ShadowService;
 
 /// Reads and parses a metadata .cab for `load metadata`, in the requester's process (VSS's
 /// requester owns the document too). The parser is bounded and catches its readers' panics,

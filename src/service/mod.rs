@@ -1,6 +1,8 @@
 //! The service API: what a requester (the shell, `vssadmin`, `diskshadow volume …`) may ask of
 //! the service that owns a store. One trait, [`ShadowService`], implemented in-process by
-//! [`local::LocalService`] and over the store's Unix socket by the client in `remote`.
+//! [`local::LocalService`] and over the store's Unix socket by the client in `remote`. The
+//! trait, the wire requests, the service's dispatch and the client come from one table
+//! ([`protocol`]); what a running request reports travels as [`events::Event`]s.
 //!
 //! **Architecture Invariant:** requesters reach the engine only through this trait, so the same
 //! session code runs in-process (tests) and against the service process (users). Like the
@@ -10,9 +12,11 @@
 
 pub mod api;
 pub mod error;
+pub mod events;
 pub mod exposure;
 pub mod file_io;
 pub mod local;
+pub mod protocol;
 pub mod refused;
 pub mod remote;
 pub mod transport;

@@ -60,28 +60,10 @@ impl ServiceObserver for ConsoleObserver<'_> {
     fn stop_requested(&mut self) -> bool {
         self.console.stop_requested()
     }
-    fn writer_reply(
-        &mut self,
-        writer: &str,
-        event: &str,
-        latency: std::time::Duration,
-        outcome: Result<(), String>,
-    ) {
-        if !self.trace {
-            return;
+    fn writer_reply(&mut self, reply: &crate::service::events::WriterReply) {
+        if self.trace {
+            self.console.out(&reply.line(self.show_latencies));
         }
-        let shown = match outcome {
-            Ok(()) => "ok".to_string(),
-            Err(error) => format!("failed: {error}"),
-        };
-        let timing = if self.show_latencies {
-            format!(" in {} ms", latency.as_millis())
-        } else {
-            String::new()
-        };
-        self.console.out(&format!(
-            "Writer \"{writer}\" answered {event}{timing}: {shown}"
-        ));
     }
     fn step(
         &mut self,

@@ -38,10 +38,13 @@
 //! # Ok(()) }
 //! ```
 
+mod accept;
 pub mod access;
 mod client;
+mod connection;
 mod descriptor;
 mod error;
+mod events;
 mod log;
 mod server;
 mod signals;

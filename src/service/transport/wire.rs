@@ -15,7 +15,7 @@
 //!
 //! | frame | meaning |
 //! |---|---|
-//! | `{"hello": {"protocol": 3, "pid": P}}` | sent once when the connection is accepted |
+//! | `{"hello": {"protocol": 4, "pid": P}}` | sent once when the connection is accepted |
 //! | `{"error": {"kind": "access_denied", …}}` | sent instead of `hello` to a user the service does not serve; the connection is closed |
 //! | `{"event": V}` | progress, log or step output of the running request |
 //! | `{"ask": V}` | a question; the requester replies with `answer` or `decline` |
@@ -35,7 +35,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// The protocol version in the `hello` frame. Bump it whenever a frame changes meaning.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The longest frame line accepted, in bytes. A longer line is refused rather than buffered,
 /// so a confused peer cannot make the other side allocate without bound.
