@@ -6,6 +6,17 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::service::ServiceError;
+use crate::session::exit_status;
+
+pub mod array;
+pub mod check_store;
+pub mod drive;
+pub mod list;
+pub mod service;
+pub mod volume;
+pub mod writer;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "diskshadow",
@@ -261,6 +272,20 @@ pub fn parse_chunk_size(text: &str) -> Result<u32, String> {
         ));
     }
     Ok(bytes)
+}
+
+/// Reports a failed request of a subcommand: the error and its help, on standard error.
+pub fn fail(error: &ServiceError) -> i32 {
+    eprintln!("error: {error}");
+    if let Some(help) = &error.help {
+        eprintln!("  help: {help}");
+    }
+    exit_status::COMMAND_FAILED
+}
+
+/// The directory relative paths of the command line are relative to.
+pub fn base_dir() -> PathBuf {
+    std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"))
 }
 
 #[cfg(test)]

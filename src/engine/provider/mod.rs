@@ -14,6 +14,7 @@
 //! provider a shadow or a volume has.
 
 pub mod api;
+mod builtin;
 pub mod cow;
 pub mod index;
 pub mod plex;
