@@ -262,7 +262,10 @@ fn ctrl_c_stops_a_resync_where_it_is_safe_and_the_shell_goes_on() {
     let (out, err) = (text_of(&stdout), text_of(&stderr));
     assert_eq!(status.code(), Some(1), "stopped, not killed: {out}\n{err}");
     assert!(err.contains("was stopped (Ctrl-C) at"), "{out}\n{err}");
-    assert!(err.contains("run resync again to finish it"), "{err}");
+    assert!(
+        err.contains("help: `resync` again takes the copy up"),
+        "{err}"
+    );
     assert!(out.contains("interrupted (Ctrl-C)"), "{out}");
     assert!(
         !out.contains("-> list shadows all"),

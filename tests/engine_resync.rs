@@ -620,7 +620,10 @@ fn stopped_resync(engine: &Engine, setup: &Damaged) -> (VolumeId, Vec<u8>) {
     assert_eq!(bytes, VOLUME_BYTES as u64);
     assert_eq!(done, 5 * u64::from(CHUNK), "stopped between chunks 4 and 5");
     let message = error_text(setup.shadow, destination, done);
-    assert!(message.contains("run resync again"), "{message}");
+    assert!(
+        message.contains("the service finishes it when it next starts"),
+        "{message}"
+    );
     assert_eq!(
         engine.resyncs_in_progress(),
         vec![(setup.shadow, destination)]

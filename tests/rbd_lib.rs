@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use diskshadow::engine::progress::Progress;
 use diskshadow::engine::rbd::{features, Ceph, Cluster, RbdError, SnapNamespace, LIBRADOS};
 use diskshadow::engine::vss::VssCode;
+use diskshadow::service::way_out::EngineFailure;
 
 const MIB: u64 = 1 << 20;
 
@@ -61,7 +62,12 @@ fn missing_librbd_is_a_clear_error() {
         .expect_err("a missing librbd fails to load");
     assert_eq!(
         error.to_string(),
-        "librbd is not installed (librbd-missing.so.1 not found): apt-get install librbd1"
+        "librbd is not installed (librbd-missing.so.1 not found)"
+    );
+    assert_eq!(
+        error.way_out().as_deref(),
+        Some("apt-get install librbd1"),
+        "the service shows how to install it"
     );
     assert_eq!(error.vss_code(), VssCode::VSS_E_NOT_SUPPORTED);
 }

@@ -266,7 +266,14 @@ fn ctrl_c_over_the_socket_stops_a_resync_which_resync_again_finishes() {
     );
     assert!(observer.lines.is_empty(), "{:?}", observer.lines);
     assert_eq!(error.code, Some(VssCode::VSS_S_ASYNC_CANCELLED), "{error}");
-    assert!(error.message.contains("run resync again"), "{error}");
+    assert!(
+        error
+            .help
+            .as_deref()
+            .unwrap_or_default()
+            .contains("`resync` again"),
+        "{error:?}"
+    );
     assert!(observer.progressed < BIG, "it stopped before the end");
     let listed = service.shadows().expect("list");
     assert!(listed.iter().any(|info| info.id == shadow));

@@ -127,7 +127,8 @@ ways_out! {
         | VolumeError::TooLarge { .. }
         | VolumeError::Unavailable { .. }
         | VolumeError::Io { .. }
-        | VolumeError::Rbd { .. } => None,
+ => None,
+        VolumeError::Rbd { source, .. } => source.way_out(),
     };
     DriveMapError => |error| match error {
         DriveMapError::InvalidLetter { .. } => say("use A to Z"),
@@ -225,7 +226,10 @@ ways_out! {
         ImportedSetError::Exposed { .. } => say("unexpose it first"),
         _ => None,
     };
-    RbdError => |_error| None;
+    RbdError => |error| match error {
+        RbdError::NotInstalled { package, .. } => Some(format!("apt-get install {package}")),
+        _ => None,
+    };
     RbdOpenError => |error| match error {
         RbdOpenError::NotAttached { pool } => Some(format!(
             "attach it first: diskshadow array attach rbd:{pool} --conf FILE"
@@ -265,7 +269,23 @@ ways_out! {
         NbdError::PathIsNotASocket { .. } => say("choose another path or remove that file"),
         NbdError::NotLoopback { .. } | NbdError::Listen { .. } | NbdError::Thread(_) => None,
     };
-    ResyncError => |_error| None;
+    ResyncError => |error| match error {
+        ResyncError::NotFound { .. } => say(LIST_SHADOWS),
+        ResyncError::UnsupportedContext { .. } => say("set context persistent before create"),
+        ResyncError::Suspect { .. } => say("delete it"),
+        ResyncError::DestinationNotFound { .. } => say("name its image file to register it"),
+        ResyncError::TooSmall { .. } => say("resynchronize onto a volume at least as large"),
+        ResyncError::InProgress { .. } => say("wait for that resync to finish"),
+        ResyncError::InsufficientStorage { .. } => {
+            say("raise its maximum size (resize shadowstorage) and try again")
+        }
+        ResyncError::Stopped { .. } => say(
+            "`resync` again takes the copy up where it stopped; until it ends, the volume \
+             cannot be reverted, shadowed or resynchronized from another shadow copy",
+        ),
+        ResyncError::Catalog(inner) => inner.way_out(),
+        ResyncError::VolumeUnavailable { .. } | ResyncError::Io { .. } => None,
+    };
 }
 
 #[cfg(test)]

@@ -83,11 +83,10 @@ pub enum VolumeError {
     },
     #[error("provider {provider} is not registered")]
     UnknownProvider { provider: ProviderId },
-    #[error("{spec} cannot be used as a volume: {message}")]
+    #[error("{spec} cannot be used as a volume: {source}")]
     Rbd {
         spec: String,
-        code: VssCode,
-        message: String,
+        source: crate::engine::rbd::file::OpenError,
     },
     #[error(transparent)]
     Catalog(#[from] CatalogError),
@@ -96,7 +95,7 @@ pub enum VolumeError {
 impl VolumeError {
     pub fn vss_code(&self) -> VssCode {
         match self {
-            VolumeError::Rbd { code, .. } => *code,
+            VolumeError::Rbd { source, .. } => source.vss_code(),
             VolumeError::NotFound { .. }
             | VolumeError::DriveNotMapped { .. }
             | VolumeError::Missing { .. }

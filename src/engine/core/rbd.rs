@@ -99,15 +99,13 @@ impl Engine {
             .shared
             .rbd_pools
             .open(pool, image, true)
-            .map_err(|error| VolumeError::Rbd {
+            .map_err(|source| VolumeError::Rbd {
                 spec: spec.clone(),
-                code: error.vss_code(),
-                message: error.to_string(),
+                source,
             })?;
         let size = file.image().size().map_err(|error| VolumeError::Rbd {
             spec: spec.clone(),
-            code: error.vss_code(),
-            message: error.to_string(),
+            source: error.into(),
         })?;
         if size > crate::engine::core::limits::MAX_VOLUME_BYTES {
             return Err(VolumeError::TooLarge {

@@ -94,7 +94,7 @@ pub mod features {
 /// Why an RBD operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RbdError {
-    #[error("{library} is not installed ({file} not found): apt-get install {package}")]
+    #[error("{library} is not installed ({file} not found)")]
     NotInstalled {
         library: &'static str,
         file: String,

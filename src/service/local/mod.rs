@@ -355,17 +355,7 @@ impl ShadowService for LocalService {
             .core
             .engine
             .resync(shadow, destination, &progress)
-            .map_err(|error| {
-                let stopped = matches!(error, crate::engine::resync::ResyncError::Stopped { .. });
-                let failure = engine_failure(&error);
-                if stopped {
-                    failure.with_help(
-                        "`resync` again takes the copy up where it stopped; until it ends, the volume cannot be reverted, shadowed or resynchronized from another shadow copy",
-                    )
-                } else {
-                    failure
-                }
-            });
+            .map_err(|error| engine_failure(&error));
         // Shadows deleted to fit a diff-area limit during the resync lose their exposures.
         self.core.coordinator.reap_exposures();
         outcome

@@ -51,25 +51,25 @@ const CHECKPOINT_BYTES: u64 = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResyncError {
-    #[error("shadow copy {shadow} was not found; list shadows to see the existing ones")]
+    #[error("shadow copy {shadow} was not found")]
     NotFound { shadow: ShadowId },
     #[error(
         "shadow copy {shadow} was made in the {context} context; only persistent shadow copies \
-         can be resynchronized (set context persistent before create)"
+         can be resynchronized"
     )]
     UnsupportedContext {
         shadow: ShadowId,
         context: &'static str,
     },
-    #[error("shadow copy {shadow} is suspect ({reason}); it cannot be resynchronized; delete it")]
+    #[error("shadow copy {shadow} is suspect ({reason}); it cannot be resynchronized")]
     Suspect { shadow: ShadowId, reason: String },
-    #[error("volume {volume} is not registered; name its image file to register it")]
+    #[error("volume {volume} is not registered")]
     DestinationNotFound { volume: VolumeId },
     #[error("volume {volume} cannot be written: {reason}")]
     VolumeUnavailable { volume: VolumeId, reason: String },
     #[error(
         "volume {volume} holds {size} bytes, less than the {needed} bytes of shadow copy \
-         {shadow}; resynchronize onto a volume at least as large"
+         {shadow}"
     )]
     TooSmall {
         volume: VolumeId,
@@ -77,14 +77,11 @@ pub enum ResyncError {
         size: u64,
         needed: u64,
     },
-    #[error(
-        "volume {volume} is already being resynchronized from shadow copy {shadow}; wait for \
-         that resync to finish"
-    )]
+    #[error("volume {volume} is already being resynchronized from shadow copy {shadow}")]
     InProgress { volume: VolumeId, shadow: ShadowId },
     #[error(
         "the diff area of volume {volume} is too small to resynchronize while keeping shadow \
-         copy {shadow}; raise its maximum size (resize shadowstorage) and try again"
+         copy {shadow}"
     )]
     InsufficientStorage { volume: VolumeId, shadow: ShadowId },
     #[error(
@@ -96,8 +93,7 @@ pub enum ResyncError {
         "the resync of shadow copy {shadow} onto volume {volume} was stopped (Ctrl-C) at \
          {done} of {bytes} bytes; the volume already reads as the shadow copy (the chunks not \
          copied yet are read from it, writes to the volume are kept), and it stays in resync \
-         until the copy ends: run resync again to finish it, or it finishes when the service \
-         next starts"
+         until the copy ends (the service finishes it when it next starts)"
     )]
     Stopped {
         volume: VolumeId,
