@@ -18,7 +18,7 @@ use diskshadow::engine::ids::{ShadowId, ShadowSetId, VolumeId, WriterId};
 use diskshadow::engine::vss::{BackupType, Context, VssCode, WriterState};
 use diskshadow::engine::writer::{
     load_registrations, EventFailure, HostOptions, Registration, RegistrationSet, WriterEvent,
-    WriterHost, WriterStatus,
+    WriterHost, WriterObserver, WriterStatus,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -138,10 +138,11 @@ struct Recorder {
     abort_before: Option<WriterEvent>,
 }
 
-impl CoordinatorObserver for Recorder {
+impl WriterObserver for Recorder {
     fn event_sent(&self, writer: &WriterStatus, event: WriterEvent) {
         self.sent.borrow_mut().push((writer.name.clone(), event));
     }
+
     fn reply_received(
         &self,
         writer: &WriterStatus,
@@ -153,14 +154,19 @@ impl CoordinatorObserver for Recorder {
             .borrow_mut()
             .push((writer.name.clone(), event, outcome.clone()));
     }
+
     fn writer_log(&self, writer: &str, line: &str) {
         self.logs
             .borrow_mut()
             .push((writer.to_string(), line.to_string()));
     }
+}
+
+impl CoordinatorObserver for Recorder {
     fn verbose(&self, line: &str) {
         self.verbose.borrow_mut().push(line.to_string());
     }
+
     fn before_event(
         &self,
         event: WriterEvent,

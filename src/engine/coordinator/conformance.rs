@@ -2,6 +2,7 @@
 //! abort after freeze, a freeze that outlives its deadline, a restore and end of input, and
 //! every breach of `docs/writer-protocol.md` is reported.
 
+use crate::engine::writer::WriterObserver;
 use std::cell::RefCell;
 use std::fmt;
 use std::time::Duration;
@@ -123,7 +124,7 @@ impl CheckObserver {
     }
 }
 
-impl CoordinatorObserver for CheckObserver {
+impl WriterObserver for CheckObserver {
     fn reply_received(
         &self,
         _writer: &WriterStatus,
@@ -162,6 +163,8 @@ impl CoordinatorObserver for CheckObserver {
         self.add(kind, None, description.to_string());
     }
 }
+
+impl CoordinatorObserver for CheckObserver {}
 
 /// Every volume a writer names is taken to be in the set, so that all its components are
 /// selected.

@@ -11,7 +11,7 @@ use crate::engine::writer::host::{EventRequest, WriterIndex};
 use crate::engine::writer::protocol::WriterEvent;
 
 use super::{
-    BackupSession, Bridge, Coordinator, CreationFailure, CreationRequest, HeldFileSystems,
+    BackupSession, Coordinator, CreationFailure, CreationRequest, HeldFileSystems,
     PostSnapshotShadow, SelectedWriter, StepDecision, FREEZE_LIMIT,
 };
 
@@ -80,10 +80,10 @@ impl CreationRun<'_, '_> {
         if event == WriterEvent::Thaw {
             self.thawed = true;
         }
-        let replies =
-            self.coordinator
-                .host
-                .send(event, &requests, &Bridge(self.coordinator.observer));
+        let replies = self
+            .coordinator
+            .host
+            .send(event, &requests, self.coordinator.observer);
         let first_failure = self.session.writers.iter().find_map(|writer| {
             let reply = replies.iter().find(|reply| reply.writer == writer.index)?;
             let failure = reply.outcome.as_ref().err()?.clone();

@@ -54,20 +54,10 @@ pub enum StepDecision {
     Abort,
 }
 
-/// Hears the coordinator's work. Every method has a default that ignores it.
-pub trait CoordinatorObserver {
-    fn event_sent(&self, _writer: &WriterStatus, _event: WriterEvent) {}
-    fn reply_received(
-        &self,
-        _writer: &WriterStatus,
-        _event: WriterEvent,
-        _latency: Duration,
-        _outcome: &Result<(), EventFailure>,
-    ) {
-    }
-    fn writer_log(&self, _writer: &str, _line: &str) {}
-    /// A protocol breach that did not fail an event (a stray answer).
-    fn protocol_violation(&self, _writer: &str, _description: &str) {}
+/// Hears the coordinator's work: the writer traffic it runs (the [`WriterObserver`] it is,
+/// handed to the writer host as it is), and what the coordinator does around it. Every method
+/// has a default that ignores it.
+pub trait CoordinatorObserver: WriterObserver {
     /// A line DiskShadow prints in verbose mode (writer inclusion and exclusion).
     fn verbose(&self, _line: &str) {}
     /// A line of the writer trace for writer developers (not DiskShadow's): what the
@@ -90,30 +80,9 @@ pub trait CoordinatorObserver {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SilentObserver;
 
+impl WriterObserver for SilentObserver {}
+
 impl CoordinatorObserver for SilentObserver {}
-
-struct Bridge<'o>(&'o dyn CoordinatorObserver);
-
-impl WriterObserver for Bridge<'_> {
-    fn event_sent(&self, writer: &WriterStatus, event: WriterEvent) {
-        self.0.event_sent(writer, event);
-    }
-    fn reply_received(
-        &self,
-        writer: &WriterStatus,
-        event: WriterEvent,
-        latency: Duration,
-        outcome: &Result<(), EventFailure>,
-    ) {
-        self.0.reply_received(writer, event, latency, outcome);
-    }
-    fn writer_log(&self, writer: &str, line: &str) {
-        self.0.writer_log(writer, line);
-    }
-    fn protocol_violation(&self, writer: &str, description: &str) {
-        self.0.protocol_violation(writer, description);
-    }
-}
 
 /// The writers' metadata, gathered by `identify`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -336,7 +305,7 @@ impl<'a> Coordinator<'a> {
     /// GatherWriterMetadata: sends `identify` to every registered writer.
     pub fn gather_metadata(&self) -> GatheredMetadata {
         let mut gathered = GatheredMetadata::default();
-        for reply in self.host.identify_all(&Bridge(self.observer)) {
+        for reply in self.host.identify_all(self.observer) {
             let Some(status) = self.host.status(reply.writer) else {
                 continue;
             };
@@ -478,7 +447,7 @@ impl<'a> Coordinator<'a> {
         reason: &str,
     ) -> Result<(), Vec<WriterEventError>> {
         let requests = self.abort_requests(&session.writers, session.snapshot_set_id, reason);
-        let replies = self.host.abort(&requests, &Bridge(self.observer));
+        let replies = self.host.abort(&requests, self.observer);
         self.collect_errors(WriterEvent::Abort, replies)
     }
 
@@ -533,7 +502,7 @@ impl<'a> Coordinator<'a> {
                 timeout,
             })
             .collect();
-        let replies = self.host.send(event, &requests, &Bridge(self.observer));
+        let replies = self.host.send(event, &requests, self.observer);
         self.collect_errors(event, replies)
     }
 
@@ -652,13 +621,10 @@ impl<'a> Coordinator<'a> {
                 .collect();
             self.first_error(
                 WriterEvent::Identify,
-                self.host.identify(&identify, &Bridge(self.observer)),
+                self.host.identify(&identify, self.observer),
             )?;
         }
-        self.first_error(
-            event,
-            self.host.send(event, &requests, &Bridge(self.observer)),
-        )
+        self.first_error(event, self.host.send(event, &requests, self.observer))
     }
 
     fn first_error(

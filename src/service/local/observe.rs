@@ -10,6 +10,7 @@ use crate::engine::progress::{CancelToken, Progress};
 use crate::engine::writer::host::{EventFailure, WriterStatus};
 use crate::engine::writer::listing;
 use crate::engine::writer::protocol::WriterEvent;
+use crate::engine::writer::WriterObserver;
 use crate::service::api::ServiceObserver;
 use crate::service::events::WriterReply;
 
@@ -137,7 +138,7 @@ impl CreationObserver for CoordinatorBridge<'_> {
     }
 }
 
-impl CoordinatorObserver for CoordinatorBridge<'_> {
+impl WriterObserver for CoordinatorBridge<'_> {
     fn event_sent(&self, writer: &WriterStatus, event: WriterEvent) {
         let line = format!("Sent {event} to writer \"{}\".", writer.name);
         self.record(&line);
@@ -171,7 +172,9 @@ impl CoordinatorObserver for CoordinatorBridge<'_> {
         self.record(&line);
         self.with(|observer| observer.line(&line));
     }
+}
 
+impl CoordinatorObserver for CoordinatorBridge<'_> {
     fn verbose(&self, line: &str) {
         self.record(line);
         self.with(|observer| observer.verbose_line(line));
