@@ -304,7 +304,7 @@ fn a_full_backup_sends_every_event_once_in_order() {
     );
     let status = &host.statuses()[0];
     assert_eq!(status.state, WriterState::VSS_WS_STABLE);
-    assert_eq!(status.failure_code_text(), "0x00000000 (S_OK)");
+    assert_eq!(status.failure, None, "no failure code");
     assert_eq!(
         *observer.verbose.borrow(),
         events(&[

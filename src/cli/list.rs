@@ -41,9 +41,10 @@ pub fn list(
                 &service.writer_statuses()?,
             ))?]
         }
-        (ListWhat::Writers, false) => {
-            service.list_writers(crate::service::api::WriterListing::Status)?
-        }
+        (ListWhat::Writers, false) => crate::session::writer_listing::listing_lines(
+            &service.list_writers()?,
+            crate::session::writer_listing::WriterListing::Status,
+        ),
         (ListWhat::Providers, true) => {
             vec![to_json(serde_json::to_string_pretty(
                 &service.providers()?,

@@ -63,16 +63,29 @@ impl CreateRequest {
     }
 }
 
-/// Which `list writers` listing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WriterListing {
-    Metadata,
-    Detailed,
-    Status,
+/// The writers as the service's writer host knows them, for `list writers` (which the session
+/// renders in DiskShadow's layout).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriterReport {
+    /// Problems with the writer registrations, shown as warnings before the listing.
+    pub problems: Vec<String>,
+    pub writers: Vec<ReportedWriter>,
 }
 
-/// One writer's state, for `vssadmin list writers`.
+/// One writer of a [`WriterReport`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportedWriter {
+    pub status: WriterStatusView,
+    /// Why it did not identify itself, when it did not (its code is `status.failure`).
+    pub failure_message: Option<String>,
+    /// What it said of itself in `identify`; `None` when it did not identify itself.
+    pub metadata: Option<crate::engine::writer::metadata::WriterMetadata>,
+    /// The display name (`\\?\Volume{…}\ [C:\]`) of each volume its metadata names that
+    /// the store knows, by the name the writer gives it.
+    pub volume_names: std::collections::BTreeMap<String, String>,
+}
+
+/// One writer's state, for `list writers status`, the step prompt and `vssadmin list writers`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriterStatusView {
     pub name: String,
@@ -166,12 +179,12 @@ pub trait ServiceObserver: Send {
         self.trace_line(&reply.line(true));
     }
     /// Step-through mode: the coordinator is about to send `event`; `writers` are the
-    /// `list writers status` lines. Returns false to abort the creation.
+    /// participating writers' states. Returns false to abort the creation.
     /// `freeze_left`: while writers are frozen, what remains of their freeze deadline.
     fn step(
         &mut self,
         _event: &str,
-        _writers: &[String],
+        _writers: &[WriterStatusView],
         _freeze_left: Option<std::time::Duration>,
     ) -> bool {
         true

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::api::{OperationId, ServiceObserver};
+use super::api::{OperationId, ServiceObserver, WriterStatusView};
 use super::transport::EventSink;
 
 /// A writer's answer to one event, for the writer trace.
@@ -56,11 +56,11 @@ impl WriterReply {
 }
 
 /// Step-through mode's question: the coordinator is about to send `event`; `writers` are the
-/// `list writers status` lines.
+/// participating writers' states (what `list writers status` shows).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepQuestion {
     pub event: String,
-    pub writers: Vec<String>,
+    pub writers: Vec<WriterStatusView>,
     /// While writers are frozen, what remains of their freeze deadline.
     pub freeze_left_ms: Option<u64>,
 }
@@ -156,7 +156,12 @@ impl ServiceObserver for EventObserver<'_> {
     fn writer_reply(&mut self, reply: &WriterReply) {
         self.send(Event::WriterReply(reply.clone()));
     }
-    fn step(&mut self, event: &str, writers: &[String], freeze_left: Option<Duration>) -> bool {
+    fn step(
+        &mut self,
+        event: &str,
+        writers: &[WriterStatusView],
+        freeze_left: Option<Duration>,
+    ) -> bool {
         let question = Event::Step(StepQuestion {
             event: event.to_string(),
             writers: writers.to_vec(),
@@ -189,7 +194,7 @@ mod tests {
             )),
             Event::Step(StepQuestion {
                 event: "thaw".into(),
-                writers: vec!["a".into()],
+                writers: Vec::new(),
                 freeze_left_ms: Some(3),
             }),
             Event::ProgressBegin {

@@ -30,6 +30,7 @@ pub use crate::engine::rbd::file::is_volume_path as is_rbd_volume;
 /// The vocabulary the API is spoken in (identifiers, the records it returns, VSS's codes,
 /// contexts and limits), as the engine defines it. Requesters (the session, vssadmin) name
 /// these types from here and never reach into the engine (tests/layering.rs).
+pub use crate::engine::writer::metadata as writer_metadata;
 pub use crate::engine::{ids, model, vss};
 pub use api::*;
 pub use error::{ServiceError, ServiceErrorKind};

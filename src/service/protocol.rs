@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::api::{
     CreateOutcome, CreateRequest, LoadedMetadata, OperationId, ServiceObserver, SilentObserver,
-    StoreCheck, WriterListing, WriterStatusView,
+    StoreCheck, WriterReport, WriterStatusView,
 };
 use super::error::{ServiceError, ServiceErrorKind};
 use super::refused::RefusedService;
@@ -456,8 +456,9 @@ service_protocol! {
     /// Checks the store's catalog and diff areas without changing anything.
     CheckStore => fn check_store -> StoreCheck;
 
-    /// `list writers [metadata | detailed | status]`, in DiskShadow's layout.
-    ListWriters { listing: WriterListing => WriterListing } => fn list_writers -> Vec<String>;
+    /// The writers and what they said of themselves, for `list writers [metadata | detailed
+    /// | status]`.
+    ListWriters => fn list_writers -> WriterReport;
     /// Every registered writer's state (identifying writers never identified).
     WriterStatuses => fn writer_statuses -> Vec<WriterStatusView>;
     /// `end backup`: BackupComplete, then BackupShutdown, to the writers of the last set.

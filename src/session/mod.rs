@@ -10,6 +10,7 @@ pub mod reference;
 pub mod render;
 pub mod state;
 mod step_prompt;
+pub mod writer_listing;
 
 use std::path::{Path, PathBuf};
 

@@ -68,7 +68,7 @@ impl ServiceObserver for ConsoleObserver<'_> {
     fn step(
         &mut self,
         event: &str,
-        writers: &[String],
+        writers: &[crate::service::WriterStatusView],
         freeze_left: Option<std::time::Duration>,
     ) -> bool {
         super::step_prompt::ask(

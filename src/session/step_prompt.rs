@@ -4,14 +4,13 @@
 
 use super::console::{AskTimedOut, Console};
 
-/// Asks whether the writer event `event` may go ahead; `writers` are the status lines `s`
-/// shows. `freeze_left` is the time left before the frozen writers' deadline, when they are
+/// Asks whether the writer event `event` may go ahead; `s` shows the `writers`' states. `freeze_left` is the time left before the frozen writers' deadline, when they are
 /// frozen. Returns false to abort the shadow copy set.
 pub(super) fn ask(
     console: &mut dyn Console,
     step_hold: bool,
     event: &str,
-    writers: &[String],
+    writers: &[crate::service::WriterStatusView],
     freeze_left: Option<std::time::Duration>,
 ) -> bool {
     console.out(&format!("Step: the next writer event is {event}."));
@@ -57,8 +56,8 @@ pub(super) fn ask(
         {
             Some(text) if text.is_empty() || text == "c" || text == "continue" => return true,
             Some(text) if text == "s" || text == "status" => {
-                for line in writers {
-                    console.out(line);
+                for line in super::writer_listing::status_lines(writers) {
+                    console.out(&line);
                 }
             }
             Some(text) if text == "a" || text == "abort" => return false,

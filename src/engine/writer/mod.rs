@@ -2,7 +2,6 @@
 //! (`docs/writer-protocol.md`).
 
 pub mod host;
-pub mod listing;
 pub mod metadata;
 pub mod protocol;
 pub mod registration;

@@ -16,7 +16,6 @@ use std::path::PathBuf;
 
 use super::api::{
     CreateOutcome, CreateRequest, LoadedMetadata, OperationId, ServiceObserver, ShadowService,
-    WriterListing,
 };
 use super::error::{ServiceError, ServiceErrorKind};
 use super::file_io;
@@ -501,8 +500,8 @@ impl ShadowService for LocalService {
         file_io::write_from(&*device, volume, offset, input, observer)
     }
 
-    fn list_writers(&mut self, listing_kind: WriterListing) -> Result<Vec<String>, ServiceError> {
-        self.writer_listing(listing_kind)
+    fn list_writers(&mut self) -> Result<super::api::WriterReport, ServiceError> {
+        self.writer_report()
     }
 
     fn writer_statuses(&mut self) -> Result<Vec<super::api::WriterStatusView>, ServiceError> {

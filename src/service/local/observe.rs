@@ -4,14 +4,15 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use super::writers::status_view;
 use crate::engine::coordinator::shadow_copy::CreationObserver;
 use crate::engine::coordinator::{CoordinatorObserver, StepDecision};
 use crate::engine::progress::{CancelToken, Progress};
 use crate::engine::writer::host::{EventFailure, WriterStatus};
-use crate::engine::writer::listing;
 use crate::engine::writer::protocol::WriterEvent;
 use crate::engine::writer::WriterObserver;
 use crate::service::api::ServiceObserver;
+use crate::service::api::WriterStatusView;
 use crate::service::events::WriterReply;
 
 /// Forwards engine progress to an observer, and a stop the requester asked for (by
@@ -194,8 +195,8 @@ impl CoordinatorObserver for CoordinatorBridge<'_> {
         if !self.step {
             return StepDecision::Continue;
         }
-        let lines = listing::status_lines(writers);
-        if self.with(|observer| observer.step(&event.to_string(), &lines, freeze_left)) {
+        let writers: Vec<WriterStatusView> = writers.iter().cloned().map(status_view).collect();
+        if self.with(|observer| observer.step(&event.to_string(), &writers, freeze_left)) {
             StepDecision::Continue
         } else {
             StepDecision::Abort

@@ -1,14 +1,17 @@
 //! Writers outside creation: listings, `end backup`, and the restore sequence from loaded
 //! metadata.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::engine::cabinet::MetadataCabinet;
 use crate::engine::coordinator::RestoreWriter;
 use crate::engine::progress::CancelToken;
 use crate::engine::vss::VssCode;
-use crate::engine::writer::listing;
-use crate::service::api::{LoadedMetadata, ServiceObserver, WriterListing};
+use crate::engine::writer::WriterStatus;
+use crate::service::api::{
+    LoadedMetadata, ReportedWriter, ServiceObserver, WriterReport, WriterStatusView,
+};
 use crate::service::error::{ServiceError, ServiceErrorKind};
 
 use super::observe::CoordinatorBridge;
@@ -46,91 +49,41 @@ impl LocalService {
         Ok(writers)
     }
 
-    pub(super) fn writer_listing(
-        &mut self,
-        listing_kind: WriterListing,
-    ) -> Result<Vec<String>, ServiceError> {
+    pub(super) fn writer_report(&mut self) -> Result<WriterReport, ServiceError> {
         let host = self.core.coordinator.identified_writer_host();
-        let mut lines = Vec::new();
-        for problem in host.problems() {
-            lines.push(format!("Warning: {problem}"));
-        }
-        let statuses = host.statuses();
-        if listing_kind == WriterListing::Status {
-            lines.extend(listing::status_lines(&statuses));
-            return Ok(lines);
-        }
-        lines.push("Listing writer metadata ...".to_string());
         let engine = self.core.engine.clone();
-        let display = move |name: &str| match engine.resolve_volume(name, Path::new("/")) {
-            Ok(volume) => volume.display_name(),
-            Err(_) => name.to_string(),
-        };
-        let mut listed = 0;
-        for status in &statuses {
-            let (Some(instance_id), Some(metadata)) =
-                (status.instance_id, host.metadata(status.index))
-            else {
-                lines.push(format!(
-                    "* WRITER \"{}\" did not identify itself: {} [{}]",
-                    status.name,
-                    status
-                        .failure_message
-                        .clone()
-                        .unwrap_or_else(|| "no answer".to_string()),
-                    status.failure_code_text()
-                ));
-                continue;
-            };
-            listed += 1;
-            lines.extend(listing::metadata_lines(
-                &status.name,
-                status.writer_id,
-                instance_id,
-                &metadata,
-                &display,
-            ));
-            if listing_kind == WriterListing::Detailed {
-                for component in &metadata.components {
-                    lines.push(format!(
-                        "    - Files of component \"{}\":",
-                        component.full_path()
-                    ));
+        let writers = host
+            .statuses()
+            .into_iter()
+            .map(|status| {
+                let metadata = status.instance_id.and_then(|_| host.metadata(status.index));
+                let mut volume_names = BTreeMap::new();
+                for component in metadata.iter().flat_map(|metadata| &metadata.components) {
                     for file in &component.files {
-                        let recursive = if file.recursive { " (recursive)" } else { "" };
-                        lines.push(format!(
-                            "       - Volume {}, Path = {}, Filespec = {}{recursive}",
-                            display(&file.volume),
-                            file.path,
-                            file.filespec
-                        ));
+                        if let Ok(volume) = engine.resolve_volume(&file.volume, Path::new("/")) {
+                            volume_names.insert(file.volume.clone(), volume.display_name());
+                        }
                     }
                 }
-            }
-            lines.push(String::new());
-        }
-        lines.push(format!(
-            "{listed} writer{} listed.",
-            if listed == 1 { "" } else { "s" }
-        ));
-        Ok(lines)
+                ReportedWriter {
+                    failure_message: status.failure_message.clone(),
+                    metadata,
+                    volume_names,
+                    status: status_view(status),
+                }
+            })
+            .collect();
+        Ok(WriterReport {
+            problems: host.problems().iter().map(ToString::to_string).collect(),
+            writers,
+        })
     }
 
     pub(super) fn writer_status_views(
         &mut self,
     ) -> Result<Vec<crate::service::api::WriterStatusView>, ServiceError> {
         let host = self.core.coordinator.identified_writer_host();
-        Ok(host
-            .statuses()
-            .into_iter()
-            .map(|status| crate::service::api::WriterStatusView {
-                name: status.name,
-                writer_id: status.writer_id,
-                instance_id: status.instance_id,
-                state: status.state,
-                failure: status.failure,
-            })
-            .collect())
+        Ok(host.statuses().into_iter().map(status_view).collect())
     }
 
     pub(super) fn finish_backup(
@@ -236,5 +189,16 @@ impl LocalService {
             .coordinator
             .end_restore(&writers, &bridge)
             .map_err(coordinator_error)
+    }
+}
+
+/// A writer's state as the API shows it.
+pub(super) fn status_view(status: WriterStatus) -> WriterStatusView {
+    WriterStatusView {
+        name: status.name,
+        writer_id: status.writer_id,
+        instance_id: status.instance_id,
+        state: status.state,
+        failure: status.failure,
     }
 }

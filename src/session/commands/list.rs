@@ -5,7 +5,7 @@ use super::super::{CommandError, Session};
 use super::SessionAliases;
 use crate::service::model::ShadowInfo;
 use crate::service::vss::VssCode;
-use crate::service::WriterListing;
+use crate::session::writer_listing::{self, WriterListing};
 use crate::syntax::ast::{ListCommand, ShadowSelector, WriterListDetail};
 
 pub(super) fn list(
@@ -68,7 +68,8 @@ pub(super) fn list(
                 WriterListDetail::Detailed => WriterListing::Detailed,
                 WriterListDetail::Status => WriterListing::Status,
             };
-            let lines = session.service.list_writers(listing)?;
+            let report = session.service.list_writers()?;
+            let lines = writer_listing::listing_lines(&report, listing);
             session.out_lines(lines);
         }
     }

@@ -91,17 +91,6 @@ pub struct WriterStatus {
     pub running: bool,
 }
 
-impl WriterStatus {
-    /// `0x00000000 (S_OK)` or `0x800423F3 (VSS_E_WRITERERROR_RETRYABLE)`, as DiskShadow prints
-    /// the writer failure code.
-    pub fn failure_code_text(&self) -> String {
-        match self.failure {
-            None => "0x00000000 (S_OK)".to_string(),
-            Some(code) => format!("0x{:08X} ({})", code.hresult(), code.name()),
-        }
-    }
-}
-
 /// Hears what passes between the host and its writers.
 ///
 /// The methods are called while the host is busy with an exchange: they must not call back

@@ -1,13 +1,106 @@
-//! The lines of `list writers status` and `list writers metadata` in DiskShadow's layout
-//! (reference §4.5, §4.6). These are plain data (lines of text) for the shell to print; the
-//! engine itself prints nothing.
+//! `list writers [status|metadata|detailed]` and the step prompt's writer block, in
+//! DiskShadow's layout (reference §4.5, §4.6), from the writers the service reports.
 
-use super::host::WriterStatus;
-use super::metadata::{Component, WriterMetadata};
-use crate::engine::ids::{WriterId, WriterInstanceId};
+use crate::service::ids::{WriterId, WriterInstanceId};
+use crate::service::vss::VssCode;
+use crate::service::writer_metadata::{Component, WriterMetadata};
+use crate::service::{ReportedWriter, WriterReport, WriterStatusView};
+
+/// How much `list writers` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriterListing {
+    Metadata,
+    Detailed,
+    Status,
+}
+
+/// The lines of `list writers …`: the registrations' problems as warnings, then the listing.
+pub fn listing_lines(report: &WriterReport, listing: WriterListing) -> Vec<String> {
+    let mut lines: Vec<String> = report
+        .problems
+        .iter()
+        .map(|problem| format!("Warning: {problem}"))
+        .collect();
+    if listing == WriterListing::Status {
+        let statuses: Vec<WriterStatusView> = report
+            .writers
+            .iter()
+            .map(|writer| writer.status.clone())
+            .collect();
+        lines.extend(status_lines(&statuses));
+        return lines;
+    }
+    lines.push("Listing writer metadata ...".to_string());
+    let mut listed = 0;
+    for writer in &report.writers {
+        let status = &writer.status;
+        let (Some(instance_id), Some(metadata)) = (status.instance_id, &writer.metadata) else {
+            lines.push(format!(
+                "* WRITER \"{}\" did not identify itself: {} [{}]",
+                status.name,
+                writer
+                    .failure_message
+                    .clone()
+                    .unwrap_or_else(|| "no answer".to_string()),
+                failure_code_text(status.failure)
+            ));
+            continue;
+        };
+        listed += 1;
+        let display = |name: &str| volume_name(writer, name);
+        lines.extend(metadata_lines(
+            &status.name,
+            status.writer_id,
+            instance_id,
+            metadata,
+            &display,
+        ));
+        if listing == WriterListing::Detailed {
+            for component in &metadata.components {
+                lines.push(format!(
+                    "    - Files of component \"{}\":",
+                    component.full_path()
+                ));
+                for file in &component.files {
+                    let recursive = if file.recursive { " (recursive)" } else { "" };
+                    lines.push(format!(
+                        "       - Volume {}, Path = {}, Filespec = {}{recursive}",
+                        display(&file.volume),
+                        file.path,
+                        file.filespec
+                    ));
+                }
+            }
+        }
+        lines.push(String::new());
+    }
+    lines.push(format!(
+        "{listed} writer{} listed.",
+        if listed == 1 { "" } else { "s" }
+    ));
+    lines
+}
+
+/// A volume as the writer names it, in DiskShadow's display form when the service knew it.
+fn volume_name(writer: &ReportedWriter, name: &str) -> String {
+    writer
+        .volume_names
+        .get(name)
+        .cloned()
+        .unwrap_or_else(|| name.to_string())
+}
+
+/// `0x00000000 (S_OK)` or `0x800423F3 (VSS_E_WRITERERROR_RETRYABLE)`, as DiskShadow prints
+/// the writer failure code.
+pub fn failure_code_text(failure: Option<VssCode>) -> String {
+    match failure {
+        None => "0x00000000 (S_OK)".to_string(),
+        Some(code) => format!("0x{:08X} ({})", code.hresult(), code.name()),
+    }
+}
 
 /// `Listing writer status ...`, one block per writer, then `N writers listed.`.
-pub fn status_lines(statuses: &[WriterStatus]) -> Vec<String> {
+pub fn status_lines(statuses: &[WriterStatusView]) -> Vec<String> {
     let mut lines = vec!["Listing writer status ...".to_string()];
     for status in statuses {
         lines.push(format!("* WRITER {}", status.name));
@@ -18,7 +111,7 @@ pub fn status_lines(statuses: &[WriterStatus]) -> Vec<String> {
         ));
         lines.push(format!(
             "        - Writer Failure code: {}",
-            status.failure_code_text()
+            failure_code_text(status.failure)
         ));
         lines.push(format!("        - Writer ID: {}", status.writer_id));
         match status.instance_id {
@@ -59,7 +152,7 @@ fn is_top_level(component: &Component, metadata: &WriterMetadata) -> bool {
 
 /// One writer's `list writers metadata` block. `volume_display` turns a volume as the writer
 /// names it into DiskShadow's display form (`\\?\Volume{…}\ [C:\]`).
-pub fn metadata_lines(
+fn metadata_lines(
     name: &str,
     writer_id: WriterId,
     instance_id: WriterInstanceId,
@@ -158,17 +251,15 @@ pub fn metadata_lines(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::vss::{VssCode, WriterState};
-    use crate::engine::writer::host::WriterIndex;
-    use crate::engine::writer::metadata::{
+    use crate::service::vss::WriterState;
+    use crate::service::writer_metadata::{
         ComponentType, DataSource, FileSpec, RestoreMethod, RestoreMethodKind, Usage, WriterRestore,
     };
     use uuid::Uuid;
 
     #[test]
     fn status_lines_follow_list_writers_status() {
-        let status = WriterStatus {
-            index: WriterIndex(0),
+        let status = WriterStatusView {
             name: "System Writer".to_string(),
             writer_id: WriterId(Uuid::from_u128(0xe8132975_6f93_4464_a53e_1050253ae220)),
             instance_id: Some(WriterInstanceId(Uuid::from_u128(
@@ -176,8 +267,6 @@ mod tests {
             ))),
             state: WriterState::VSS_WS_FAILED_AT_FREEZE,
             failure: Some(VssCode::VSS_E_WRITER_NOT_RESPONDING),
-            failure_message: None,
-            running: false,
         };
         assert_eq!(
             status_lines(&[status]),
