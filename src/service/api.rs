@@ -225,7 +225,7 @@ pub use super::protocol::ShadowService;
 /// so a bad file is one error naming the file and member.
 pub fn read_metadata_file(path: &Path) -> Result<MetadataCabinet, ServiceError> {
     read_metadata_cab(path).map_err(|error| {
-        super::local::engine_error(
+        super::way_out::engine_error(
             error.vss_code(),
             format!("{} is not a usable metadata file: {error}", path.display()),
         )

@@ -4,12 +4,14 @@
 //! The engine's errors say what went wrong, with their VSS code, and nothing about the
 //! requesters' commands and options; the advice, in the words of the shell and the CLI, lives
 //! here, one `match` per engine error type. An error that wraps another takes the inner one's
-//! way out.
+//! way out; the shadow-copy coordinator's errors are mapped here too ([`coordinator_error`]).
 
 use std::fmt::Display;
 
 use crate::engine::array::{ArrayAttachError, ArrayError, ImportError, ImportedSetError};
 use crate::engine::catalog::CatalogError;
+use crate::engine::coordinator::shadow_copy::ShadowCopyError;
+use crate::engine::coordinator::{CreationFailure, SelectionError};
 use crate::engine::core::{
     CreateError, DeleteError, DeviceError, DriveMapError, ExposureError, FoldError, FullCopyError,
     OpenError, RevertError, StorageError, VolumeError,
@@ -47,6 +49,89 @@ pub fn engine_error(code: VssCode, message: String) -> ServiceError {
         _ => ServiceErrorKind::Invalid,
     };
     ServiceError::new(kind, message).with_code(code)
+}
+
+/// The one place a shadow-copy protocol error becomes a service error: its kind, VSS code
+/// and the way out the requester is shown.
+pub fn coordinator_error(error: ShadowCopyError) -> ServiceError {
+    let message = error.to_string();
+    let code = error.vss_code();
+    // The engine failure inside, if any, knows the more precise way out.
+    let way_out = match &error {
+        ShadowCopyError::Creation {
+            provider: Some(inner),
+            ..
+        } => inner.way_out(),
+        ShadowCopyError::NotKept { source } => source.way_out(),
+        ShadowCopyError::Delete(inner) => inner.way_out(),
+        ShadowCopyError::Revert(inner) => inner.way_out(),
+        ShadowCopyError::Device(inner) => inner.way_out(),
+        ShadowCopyError::Exposure(inner) => inner.way_out(),
+        ShadowCopyError::Storage(inner) => inner.way_out(),
+        ShadowCopyError::FullCopy { source } => source.way_out(),
+        _ => None,
+    };
+    let failure = match &error {
+        ShadowCopyError::SetInProgress => ServiceError::invalid(message).with_code(code).with_help(
+            "try again when it has finished (vssadmin create shadow /AutoRetry=N waits)",
+        ),
+        ShadowCopyError::Selection(selection) => {
+            let help = match selection {
+                SelectionError::EveryWriterFailedIdentify { .. } => {
+                    "`list writers status` shows why each writer failed; `writer exclude` them, or `set context … nowriters`, to create the set without writers"
+                }
+                _ => "`list writers` shows the writers and their components",
+            };
+            ServiceError::new(ServiceErrorKind::Writer, message)
+                .with_code(code)
+                .with_help(help)
+        }
+        ShadowCopyError::NotKept { .. } => ServiceError::new(ServiceErrorKind::Io, message)
+            .with_code(code)
+            .with_help("check the store's disk; no shadow copy of the set was kept"),
+        ShadowCopyError::Creation { failure, .. } => {
+            let (kind, help) = match &**failure {
+                CreationFailure::CommitFailed { .. } => (
+                    ServiceErrorKind::Invalid,
+                    "the provider refused the set: `list providers` shows the providers (plex needs the full-copy provider, `add volume … provider {…}`)",
+                ),
+                CreationFailure::StepAborted { .. } => (
+                    ServiceErrorKind::Writer,
+                    "you aborted in step mode; every writer was told, and no shadow copy of the set was kept",
+                ),
+                CreationFailure::FlushAndHold(_) | CreationFailure::CommitTooSlow { .. } => (
+                    ServiceErrorKind::Io,
+                    "a file system could not be held, or the commit was too slow; try again when the volumes are less busy",
+                ),
+                CreationFailure::WriterFailed { .. }
+                | CreationFailure::FreezeDeadlineExceeded { .. } => (
+                    ServiceErrorKind::Writer,
+                    "`list writers status` shows which writer failed; no shadow copy of the set was kept",
+                ),
+            };
+            ServiceError::new(kind, message)
+                .with_code(code)
+                .with_help(help)
+        }
+        ShadowCopyError::Restore(_) => {
+            ServiceError::new(ServiceErrorKind::Writer, message).with_code(code)
+        }
+        ShadowCopyError::Writers(_) => ServiceError::new(ServiceErrorKind::Writer, message)
+            .with_code(code)
+            .with_help("`list writers status` shows each writer's state and failure"),
+        ShadowCopyError::Overlay { .. }
+        | ShadowCopyError::OverlayRemoval { .. }
+        | ShadowCopyError::RevertRecovered { .. } => ServiceError::io(message),
+        ShadowCopyError::ShadowNotFound { .. } => ServiceError::not_found(message),
+        ShadowCopyError::Metadata { .. }
+        | ShadowCopyError::Delete(_)
+        | ShadowCopyError::Revert(_)
+        | ShadowCopyError::Device(_)
+        | ShadowCopyError::Exposure(_)
+        | ShadowCopyError::Storage(_)
+        | ShadowCopyError::FullCopy { .. } => engine_error(code, message),
+    };
+    failure.with_way_out(way_out)
 }
 
 /// Implements [`EngineFailure`] for an engine error type: its code is its own `vss_code`, its

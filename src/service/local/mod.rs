@@ -17,11 +17,11 @@ use std::path::PathBuf;
 use super::api::{
     CreateOutcome, CreateRequest, LoadedMetadata, OperationId, ServiceObserver, ShadowService,
 };
-use super::error::{ServiceError, ServiceErrorKind};
+use super::error::ServiceError;
 use super::file_io;
 use crate::engine::cabinet::MetadataCabinet;
-use crate::engine::coordinator::shadow_copy::{RequesterState, ShadowCopyError, ShadowSetRequest};
-use crate::engine::coordinator::{CreationFailure, RestoreWriter, SelectionError};
+use crate::engine::coordinator::shadow_copy::{RequesterState, ShadowSetRequest};
+use crate::engine::coordinator::RestoreWriter;
 use crate::engine::device::BlockDevice;
 use crate::engine::ids::VolumeId;
 use crate::engine::ids::{parse_guid, ShadowId};
@@ -34,8 +34,8 @@ use crate::engine::resync::ResyncOutcome;
 use crate::engine::vss::VssCode;
 use crate::engine::Engine;
 
-pub use super::way_out::engine_error;
-use super::way_out::{engine_failure, EngineFailure};
+pub(crate) use super::way_out::coordinator_error;
+use super::way_out::engine_failure;
 
 macro_rules! from_engine {
     ($result:expr) => {
@@ -50,89 +50,6 @@ mod writers;
 
 use observe::{CoordinatorBridge, ObserverProgress};
 pub use shared::{LiveExposures, ServiceCore};
-
-/// The one place a shadow-copy protocol error becomes a service error: its kind, VSS code
-/// and the way out the requester is shown.
-pub fn coordinator_error(error: ShadowCopyError) -> ServiceError {
-    let message = error.to_string();
-    let code = error.vss_code();
-    // The engine failure inside, if any, knows the more precise way out.
-    let way_out = match &error {
-        ShadowCopyError::Creation {
-            provider: Some(inner),
-            ..
-        } => inner.way_out(),
-        ShadowCopyError::NotKept { source } => source.way_out(),
-        ShadowCopyError::Delete(inner) => inner.way_out(),
-        ShadowCopyError::Revert(inner) => inner.way_out(),
-        ShadowCopyError::Device(inner) => inner.way_out(),
-        ShadowCopyError::Exposure(inner) => inner.way_out(),
-        ShadowCopyError::Storage(inner) => inner.way_out(),
-        ShadowCopyError::FullCopy { source } => source.way_out(),
-        _ => None,
-    };
-    let failure = match &error {
-        ShadowCopyError::SetInProgress => ServiceError::invalid(message).with_code(code).with_help(
-            "try again when it has finished (vssadmin create shadow /AutoRetry=N waits)",
-        ),
-        ShadowCopyError::Selection(selection) => {
-            let help = match selection {
-                SelectionError::EveryWriterFailedIdentify { .. } => {
-                    "`list writers status` shows why each writer failed; `writer exclude` them, or `set context … nowriters`, to create the set without writers"
-                }
-                _ => "`list writers` shows the writers and their components",
-            };
-            ServiceError::new(ServiceErrorKind::Writer, message)
-                .with_code(code)
-                .with_help(help)
-        }
-        ShadowCopyError::NotKept { .. } => ServiceError::new(ServiceErrorKind::Io, message)
-            .with_code(code)
-            .with_help("check the store's disk; no shadow copy of the set was kept"),
-        ShadowCopyError::Creation { failure, .. } => {
-            let (kind, help) = match &**failure {
-                CreationFailure::CommitFailed { .. } => (
-                    ServiceErrorKind::Invalid,
-                    "the provider refused the set: `list providers` shows the providers (plex needs the full-copy provider, `add volume … provider {…}`)",
-                ),
-                CreationFailure::StepAborted { .. } => (
-                    ServiceErrorKind::Writer,
-                    "you aborted in step mode; every writer was told, and no shadow copy of the set was kept",
-                ),
-                CreationFailure::FlushAndHold(_) | CreationFailure::CommitTooSlow { .. } => (
-                    ServiceErrorKind::Io,
-                    "a file system could not be held, or the commit was too slow; try again when the volumes are less busy",
-                ),
-                CreationFailure::WriterFailed { .. }
-                | CreationFailure::FreezeDeadlineExceeded { .. } => (
-                    ServiceErrorKind::Writer,
-                    "`list writers status` shows which writer failed; no shadow copy of the set was kept",
-                ),
-            };
-            ServiceError::new(kind, message)
-                .with_code(code)
-                .with_help(help)
-        }
-        ShadowCopyError::Restore(_) => {
-            ServiceError::new(ServiceErrorKind::Writer, message).with_code(code)
-        }
-        ShadowCopyError::Writers(_) => ServiceError::new(ServiceErrorKind::Writer, message)
-            .with_code(code)
-            .with_help("`list writers status` shows each writer's state and failure"),
-        ShadowCopyError::Overlay { .. }
-        | ShadowCopyError::OverlayRemoval { .. }
-        | ShadowCopyError::RevertRecovered { .. } => ServiceError::io(message),
-        ShadowCopyError::ShadowNotFound { .. } => ServiceError::not_found(message),
-        ShadowCopyError::Metadata { .. }
-        | ShadowCopyError::Delete(_)
-        | ShadowCopyError::Revert(_)
-        | ShadowCopyError::Device(_)
-        | ShadowCopyError::Exposure(_)
-        | ShadowCopyError::Storage(_)
-        | ShadowCopyError::FullCopy { .. } => engine_error(code, message),
-    };
-    failure.with_way_out(way_out)
-}
 
 /// One requester's view of the service, with what it holds between commands.
 pub struct LocalService {
