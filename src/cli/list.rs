@@ -42,7 +42,7 @@ pub fn list(
             ))?]
         }
         (ListWhat::Writers, false) => crate::session::writer_listing::listing_lines(
-            &service.list_writers()?,
+            &service.list_writers(false)?,
             crate::session::writer_listing::WriterListing::Status,
         ),
         (ListWhat::Providers, true) => {

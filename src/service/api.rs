@@ -78,7 +78,8 @@ pub struct ReportedWriter {
     pub status: WriterStatusView,
     /// Why it did not identify itself, when it did not (its code is `status.failure`).
     pub failure_message: Option<String>,
-    /// What it said of itself in `identify`; `None` when it did not identify itself.
+    /// What it said of itself in `identify`; `None` when it did not identify itself or the
+    /// report was asked without metadata.
     pub metadata: Option<crate::engine::writer::metadata::WriterMetadata>,
     /// The display name (`\\?\Volume{…}\ [C:\]`) of each volume its metadata names that
     /// the store knows, by the name the writer gives it.

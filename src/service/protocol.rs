@@ -456,9 +456,9 @@ service_protocol! {
     /// Checks the store's catalog and diff areas without changing anything.
     CheckStore => fn check_store -> StoreCheck;
 
-    /// The writers and what they said of themselves, for `list writers [metadata | detailed
-    /// | status]`.
-    ListWriters => fn list_writers -> WriterReport;
+    /// The writers, for `list writers [metadata | detailed | status]`; with `metadata`, also
+    /// what they said of themselves and the display names of the volumes they name.
+    ListWriters { metadata: bool => bool } => fn list_writers -> WriterReport;
     /// Every registered writer's state (identifying writers never identified).
     WriterStatuses => fn writer_statuses -> Vec<WriterStatusView>;
     /// `end backup`: BackupComplete, then BackupShutdown, to the writers of the last set.

@@ -417,8 +417,8 @@ impl ShadowService for LocalService {
         file_io::write_from(&*device, volume, offset, input, observer)
     }
 
-    fn list_writers(&mut self) -> Result<super::api::WriterReport, ServiceError> {
-        self.writer_report()
+    fn list_writers(&mut self, metadata: bool) -> Result<super::api::WriterReport, ServiceError> {
+        self.writer_report(metadata)
     }
 
     fn writer_statuses(&mut self) -> Result<Vec<super::api::WriterStatusView>, ServiceError> {

@@ -49,14 +49,21 @@ impl LocalService {
         Ok(writers)
     }
 
-    pub(super) fn writer_report(&mut self) -> Result<WriterReport, ServiceError> {
+    pub(super) fn writer_report(
+        &mut self,
+        with_metadata: bool,
+    ) -> Result<WriterReport, ServiceError> {
         let host = self.core.coordinator.identified_writer_host();
         let engine = self.core.engine.clone();
         let writers = host
             .statuses()
             .into_iter()
             .map(|status| {
-                let metadata = status.instance_id.and_then(|_| host.metadata(status.index));
+                // Only a metadata listing names volumes, and resolving one may register it.
+                let metadata = status
+                    .instance_id
+                    .filter(|_| with_metadata)
+                    .and_then(|_| host.metadata(status.index));
                 let mut volume_names = BTreeMap::new();
                 for component in metadata.iter().flat_map(|metadata| &metadata.components) {
                     for file in &component.files {

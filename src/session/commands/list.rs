@@ -68,7 +68,9 @@ pub(super) fn list(
                 WriterListDetail::Detailed => WriterListing::Detailed,
                 WriterListDetail::Status => WriterListing::Status,
             };
-            let report = session.service.list_writers()?;
+            let report = session
+                .service
+                .list_writers(listing != WriterListing::Status)?;
             let lines = writer_listing::listing_lines(&report, listing);
             session.out_lines(lines);
         }
