@@ -289,14 +289,53 @@ pub fn service_status(store: &Path) -> Result<Option<transport::ServiceStatus>, 
     }
 }
 
-/// `diskshadow service stop`.
+/// How long `service stop` waits for the service process to exit: its grace period for
+/// running requests, then the bound on closing the engine, and some slack.
+const STOP_WAIT: Duration = Duration::from_secs(50);
+
+/// `diskshadow service stop`: asks the service to stop and waits until its process has exited,
+/// so the next command starts a new service on a free store. False when none was running.
 pub fn stop_service(store: &Path) -> Result<bool, ServiceError> {
-    match transport::Client::connect_store(store) {
-        Ok(mut client) => client.request_stop().map(|()| true).map_err(unavailable),
-        Err(error @ transport::TransportError::AccessDenied { .. }) => {
-            Err(transport_error(store, error))
+    let pid = match transport::Client::connect_store(store) {
+        Ok(mut client) => {
+            client.request_stop().map_err(unavailable)?;
+            client.service_pid()
         }
-        Err(_) => Ok(false),
+        Err(error @ transport::TransportError::AccessDenied { .. }) => {
+            return Err(transport_error(store, error))
+        }
+        Err(_) => return Ok(false),
+    };
+    let deadline = std::time::Instant::now() + STOP_WAIT;
+    while process_lives(pid) {
+        if std::time::Instant::now() >= deadline {
+            return Err(unavailable(format!(
+                "the service (pid {pid}) is still stopping after {} s",
+                STOP_WAIT.as_secs()
+            ))
+            .with_help(format!(
+                "see {} for what it waits on; `kill {pid}` ends it at once (volatile shadow copies are lost)",
+                ServicePaths::for_store(store).log_file.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(true)
+}
+
+/// True while process `pid` runs: it exists and is not a zombie waiting to be reaped.
+fn process_lives(pid: u32) -> bool {
+    if pid == std::process::id() {
+        // A service in this very process (tests) stops with its server, not with a process.
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
     }
 }
 

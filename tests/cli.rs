@@ -1355,6 +1355,62 @@ fn fidelity_json_listings_status_exit_and_size_suffixes() {
     assert!(status["pid"].as_u64().is_some(), "{status}");
 }
 
+/// `service stop` returns once the service has exited, so the next command gets a new service
+/// on a free store, never a greeting from the one that is stopping; run back to back, each
+/// command after a stop is served.
+#[test]
+fn service_stop_waits_for_the_service_to_exit_and_the_next_command_is_served() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let store = work.path().join("store");
+    image(&work.path().join("data.img"), 1 << 20);
+    let service_pid = |store: &Path| {
+        let status = diskshadow(store)
+            .args(["service", "status", "--json"])
+            .output()
+            .expect("status");
+        let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
+        status["pid"].as_u64().expect("a running service has a pid")
+    };
+    let mut pids = Vec::new();
+    for round in 0..5 {
+        diskshadow(&store)
+            .args(["volume", "info", "data.img"])
+            .current_dir(work.path())
+            .assert()
+            .success();
+        let pid = service_pid(&store);
+        assert!(
+            !pids.contains(&pid),
+            "round {round}: a new service each time"
+        );
+        pids.push(pid);
+        let stopped = diskshadow(&store)
+            .args(["service", "stop"])
+            .output()
+            .expect("stop");
+        assert!(stopped.status.success());
+        assert!(
+            String::from_utf8_lossy(&stopped.stdout).contains("has stopped."),
+            "{}",
+            String::from_utf8_lossy(&stopped.stdout)
+        );
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next());
+        assert!(
+            matches!(state, None | Some("Z" | "X")),
+            "round {round}: pid {pid} still runs after the stop returned: {stat}"
+        );
+    }
+    let again = diskshadow(&store)
+        .args(["service", "stop"])
+        .output()
+        .expect("stop");
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("No service is running"));
+}
+
 /// Runs `create` in step mode with a writer whose freeze deadline is 2 s, answering `c` to each
 /// prompt until the one before Thaw, which gets no answer for `wait`; returns the output, the
 /// exit status and the writer's events.

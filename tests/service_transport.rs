@@ -600,6 +600,47 @@ fn status_and_stop_requests() {
     assert!(watcher.status().is_err());
 }
 
+/// A requester that connects after a stop was acknowledged is never greeted by the stopping
+/// service (it would get a session cut at once): its connection closes before the greeting or
+/// finds no socket, which `connect_or_start` answers by starting a new service. A flood of
+/// other connections keeps the accept loop busy accepting while the stop is acknowledged.
+#[test]
+fn a_requester_after_a_stop_is_never_greeted_by_the_stopping_service() {
+    for round in 0..10 {
+        let store = tempfile::tempdir().unwrap();
+        let server =
+            serve_store(store.path(), Arc::new(ToyHandler::default()), never_idle()).unwrap();
+        let mut stopper = Client::connect_store(store.path()).unwrap();
+        let socket = ServicePaths::for_store(store.path()).socket_for_requesters();
+        let flooding = Arc::new(AtomicBool::new(true));
+        let flood = {
+            let flooding = flooding.clone();
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                while flooding.load(Ordering::SeqCst) && held.len() < 3000 {
+                    match UnixStream::connect(&socket) {
+                        Ok(stream) => held.push(stream),
+                        Err(_) => break,
+                    }
+                }
+                held.len()
+            })
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        stopper.request_stop().unwrap();
+        let late = Client::connect_store(store.path());
+        flooding.store(false, Ordering::SeqCst);
+        let flooded = flood.join().unwrap();
+        if let Ok(mut late) = late {
+            panic!(
+                "round {round} ({flooded} connections flooded): greeted after the stop; its request: {:?}",
+                late.status()
+            );
+        }
+        assert_eq!(server.wait(), StopReason::StopRequested);
+    }
+}
+
 #[test]
 fn a_long_store_path_puts_the_socket_elsewhere_and_records_it() {
     let directory = tempfile::tempdir().unwrap();

@@ -44,7 +44,7 @@ pub fn service(store: &Path, command: ServiceCommand) -> i32 {
         },
         ServiceCommand::Stop => match connect::stop_service(store) {
             Ok(true) => {
-                println!("The service for {} is stopping.", store.display());
+                println!("The service for {} has stopped.", store.display());
                 exit_status::SUCCESS
             }
             Ok(false) => {

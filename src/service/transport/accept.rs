@@ -99,7 +99,7 @@ impl<H: Handler> AcceptLoop<H> {
                 let mut drained = [0u8; 64];
                 while matches!((&self.wake_reader).read(&mut drained), Ok(count) if count > 0) {}
             }
-            if self.control().stop_requested.load(Ordering::SeqCst) {
+            if self.stop_requested() {
                 return StopReason::StopRequested;
             }
             if descriptors[0].revents != 0 {
@@ -114,6 +114,10 @@ impl<H: Handler> AcceptLoop<H> {
 
     fn accept_pending(&mut self) {
         loop {
+            if self.stop_requested() {
+                // What is still queued is closed unserved by `shut_down`.
+                return;
+            }
             match self.listener.accept() {
                 Ok((stream, _)) => self.start_session(stream),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
@@ -172,7 +176,18 @@ impl<H: Handler> AcceptLoop<H> {
         None
     }
 
+    fn stop_requested(&self) -> bool {
+        self.control().stop_requested.load(Ordering::SeqCst)
+    }
+
     fn start_session(&mut self, stream: UnixStream) {
+        // A stop can be requested while this loop is busy accepting (a stop request runs on
+        // its session's thread). A connection taken after it is closed before the greeting, so
+        // its requester starts a new service instead of getting a session the stopping
+        // service cuts at once.
+        if self.stop_requested() {
+            return;
+        }
         let Some(peer) = self.admit(&stream) else {
             return;
         };
