@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod connect;
+pub mod drive_letter;
 pub mod engine;
 pub mod service;
 pub mod session;

@@ -26,6 +26,13 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ("session", &["engine", "ui", "cli", "vssadmin"]),
     ("ui", &["engine", "cli", "vssadmin"]),
     ("vssadmin", &["engine", "ui", "cli", "syntax"]),
+    // The one drive-letter parser is a leaf every room may use.
+    (
+        "drive_letter",
+        &[
+            "engine", "service", "session", "ui", "syntax", "cli", "connect", "vssadmin",
+        ],
+    ),
 ];
 
 fn rust_files(directory: &Path, found: &mut Vec<PathBuf>) {

@@ -358,6 +358,17 @@ fn extensions() {
             .map(|command| command.name()),
         Some("unmap")
     );
+    // The language takes the drive letters the engine and the commands take: one parser.
+    for drive in ["c:", "C:\\", "d:/"] {
+        assert!(parse_line(&format!("unmap {drive}")).is_ok(), "{drive}");
+    }
+    for drive in ["cc", "1:", "c:\\dir", "c:/dir"] {
+        assert_eq!(
+            error_of(&format!("unmap {drive}")).kind(),
+            SyntaxErrorKind::InvalidDriveLetter,
+            "{drive}"
+        );
+    }
 }
 
 #[test]

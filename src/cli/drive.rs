@@ -8,7 +8,7 @@ use super::{base_dir, DriveCommand};
 
 pub fn drive(service: &mut dyn ShadowService, command: DriveCommand) -> Result<(), ServiceError> {
     let letter_of = |text: &str| -> Result<char, ServiceError> {
-        crate::engine::model::parse_drive_letter(text).ok_or_else(|| {
+        crate::drive_letter::parse(text).ok_or_else(|| {
             ServiceError::invalid(format!("`{text}` is not a drive letter"))
                 .with_help("write a letter and a colon, for example C:")
         })

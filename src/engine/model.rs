@@ -44,20 +44,6 @@ impl VolumeInfo {
     }
 }
 
-/// `C:`, `c:`, `C:\` or `C:/` as an upper-case drive letter; anything else (`cc`, `1:`, a
-/// path inside the drive such as `C:\dir`) is not one. The one drive-letter parser of the
-/// engine, the service and the shell's commands.
-pub fn parse_drive_letter(text: &str) -> Option<char> {
-    let mut chars = text.chars();
-    let letter = chars.next()?;
-    if !letter.is_ascii_alphabetic() || chars.next()? != ':' {
-        return None;
-    }
-    let rest = chars.as_str();
-    let is_root = rest == "/" || rest.chars().all(|character| character == '\\');
-    is_root.then(|| letter.to_ascii_uppercase())
-}
-
 /// What a drive letter stands for in the store's drive map.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -242,21 +228,4 @@ pub struct StorageInfo {
     /// Shadows the engine deleted to fit the limit, the newest events kept by the store.
     #[serde(default)]
     pub recent_deletions: Vec<crate::engine::deletions::DiffAreaDeletion>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_drive_letter;
-
-    #[test]
-    fn a_drive_letter_is_a_letter_and_a_colon_at_the_drive_root() {
-        for (text, letter) in [("C:", 'C'), ("c:", 'C'), ("z:\\", 'Z'), ("d:/", 'D')] {
-            assert_eq!(parse_drive_letter(text), Some(letter), "{text}");
-        }
-        for text in [
-            "", "c", "cc", "1:", "é:", ":", "c:\\dir", "c:/dir", "c:x", "c:\\/",
-        ] {
-            assert_eq!(parse_drive_letter(text), None, "{text}");
-        }
-    }
 }

@@ -118,7 +118,7 @@ pub fn parse_target(
     drive_map: &[(char, DriveTarget)],
 ) -> Result<ExposureTarget, ServiceError> {
     let text = target.trim();
-    if let Some(letter) = crate::engine::model::parse_drive_letter(text) {
+    if let Some(letter) = crate::drive_letter::parse(text) {
         return match drive_map.iter().find(|(mapped, _)| *mapped == letter) {
             Some((_, DriveTarget::Directory(directory))) => Ok(ExposureTarget::Mount {
                 kind: ExposureKind::Drive,

@@ -430,7 +430,7 @@ impl<'a> Session<'a> {
     /// a directory is that directory's `dir/file`; on any other letter it is `dir/file` in the
     /// working directory; a relative `dir\file` is `dir/file`.
     pub(crate) fn resolve_file_path(&mut self, text: &str) -> Result<PathBuf, CommandError> {
-        if let Some((letter, path)) = split_drive_path(text) {
+        if let Some((letter, path)) = crate::drive_letter::split_path(text) {
             // Doubled backslashes (`c:\\programdata\\test.cab`) mean single ones: empty
             // components go, and the rest stays relative to the letter's directory.
             let rest = path
@@ -512,15 +512,4 @@ pub fn render_syntax_error(
         text = format!("{name}:{}:{}: {error}", error.line(), error.column());
     }
     text.trim_end().to_string()
-}
-
-/// A Windows path on a drive, `c:\\dir\\file` or `c:/dir/file`, as its upper-case letter and
-/// what follows the first separator; anything else (`c:`, `dir\\file`, `\\\\host\\share`) is not.
-pub(crate) fn split_drive_path(text: &str) -> Option<(char, &str)> {
-    let bytes = text.as_bytes();
-    let is_drive_path = bytes.len() >= 3
-        && bytes[0].is_ascii_alphabetic()
-        && bytes[1] == b':'
-        && (bytes[2] == b'\\' || bytes[2] == b'/');
-    is_drive_path.then(|| (char::from(bytes[0]).to_ascii_uppercase(), &text[3..]))
 }

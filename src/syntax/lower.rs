@@ -499,12 +499,10 @@ impl<'s> Lowering<'s> {
         Err(error)
     }
 
-    /// A drive letter is `X:` or `X:\`; `%NAME%` references are checked once expanded.
+    /// A drive letter as [`crate::drive_letter::parse`] reads it; `%NAME%` references are
+    /// checked once expanded.
     fn check_drive(&self, drive: &Word, command: &'static str) -> Result<(), SyntaxError> {
-        let bytes = drive.text.as_bytes();
-        let valid =
-            matches!(bytes, [letter, b':'] | [letter, b':', b'\\'] if letter.is_ascii_alphabetic());
-        if valid {
+        if crate::drive_letter::parse(&drive.text).is_some() {
             return Ok(());
         }
         let error = self

@@ -3,7 +3,7 @@
 //! the drive map.
 
 use super::*;
-use crate::engine::model::parse_drive_letter;
+use crate::drive_letter::parse as parse_drive_letter;
 
 fn check_chunk_size(chunk_size: u32) -> bool {
     chunk_size.is_power_of_two() && (MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size)

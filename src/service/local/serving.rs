@@ -88,7 +88,7 @@ impl LocalService {
                 } else {
                     base_dir.join(text)
                 };
-                let name = match crate::engine::model::parse_drive_letter(text) {
+                let name = match crate::drive_letter::parse(text) {
                     Some(letter) => format!("{letter}:"),
                     None => text.to_string(),
                 };

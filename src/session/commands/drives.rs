@@ -5,7 +5,7 @@ use crate::service::model::DriveTarget;
 use crate::syntax::ast::{MapCommand, Word};
 
 fn drive_letter(word: &Word, command: &'static str) -> Result<char, CommandError> {
-    crate::service::model::parse_drive_letter(&word.text).ok_or_else(|| {
+    crate::drive_letter::parse(&word.text).ok_or_else(|| {
         CommandError::usage(command, format!("`{}` is not a drive letter", word.text))
             .with_help("write a letter and a colon, for example `c:`")
     })

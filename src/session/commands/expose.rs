@@ -1,6 +1,7 @@
 //! `expose` (a drive letter, directory or NBD share) and `unexpose`.
 
-use super::super::{split_drive_path, CommandError, Session};
+use super::super::{CommandError, Session};
+use crate::drive_letter::split_path as split_drive_path;
 use crate::service::ids::{parse_guid, ShadowId};
 use crate::service::model::ExposureKind;
 use crate::syntax::ast::Word;
