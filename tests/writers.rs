@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use diskshadow::engine::clock::SeededIds;
 use diskshadow::engine::coordinator::{
-    BackupSession, Coordinator, CoordinatorObserver, CreationFailure, CreationRequest,
+    BackupSession, Coordinator, CreationFailure, CreationRequest, EngineObserver,
     PostSnapshotShadow, RestoreWriter, SelectionError, SelectionPlan, StepDecision,
     WriterSelection,
 };
@@ -18,7 +18,7 @@ use diskshadow::engine::ids::{ShadowId, ShadowSetId, VolumeId, WriterId};
 use diskshadow::engine::vss::{BackupType, Context, VssCode, WriterState};
 use diskshadow::engine::writer::{
     load_registrations, EventFailure, HostOptions, Registration, RegistrationSet, WriterEvent,
-    WriterHost, WriterObserver, WriterStatus,
+    WriterHost, WriterStatus,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -138,7 +138,7 @@ struct Recorder {
     abort_before: Option<WriterEvent>,
 }
 
-impl WriterObserver for Recorder {
+impl EngineObserver for Recorder {
     fn event_sent(&self, writer: &WriterStatus, event: WriterEvent) {
         self.sent.borrow_mut().push((writer.name.clone(), event));
     }
@@ -160,9 +160,7 @@ impl WriterObserver for Recorder {
             .borrow_mut()
             .push((writer.to_string(), line.to_string()));
     }
-}
 
-impl CoordinatorObserver for Recorder {
     fn verbose(&self, line: &str) {
         self.verbose.borrow_mut().push(line.to_string());
     }

@@ -2,13 +2,12 @@
 //! abort after freeze, a freeze that outlives its deadline, a restore and end of input, and
 //! every breach of `docs/writer-protocol.md` is reported.
 
-use crate::engine::writer::WriterObserver;
 use std::cell::RefCell;
 use std::fmt;
 use std::time::Duration;
 
 use super::{
-    Coordinator, CoordinatorObserver, CreationFailure, CreationRequest, PostSnapshotShadow,
+    Coordinator, CreationFailure, CreationRequest, EngineObserver, PostSnapshotShadow,
     WriterSelection,
 };
 use crate::engine::ids::{ShadowId, ShadowSetId, VolumeId};
@@ -124,7 +123,7 @@ impl CheckObserver {
     }
 }
 
-impl WriterObserver for CheckObserver {
+impl EngineObserver for CheckObserver {
     fn reply_received(
         &self,
         _writer: &WriterStatus,
@@ -163,8 +162,6 @@ impl WriterObserver for CheckObserver {
         self.add(kind, None, description.to_string());
     }
 }
-
-impl CoordinatorObserver for CheckObserver {}
 
 /// Every volume a writer names is taken to be in the set, so that all its components are
 /// selected.

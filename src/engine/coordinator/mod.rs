@@ -28,9 +28,8 @@ use serde_json::{Map, Value};
 
 use crate::engine::ids::{ShadowId, ShadowSetId, VolumeId, WriterId};
 use crate::engine::vss::{BackupType, Context, VssCode};
-use crate::engine::writer::host::{
-    EventFailure, EventRequest, WriterHost, WriterObserver, WriterStatus,
-};
+pub use crate::engine::writer::host::{EngineObserver, SilentObserver, StepDecision};
+use crate::engine::writer::host::{EventFailure, EventRequest, WriterHost, WriterStatus};
 use crate::engine::writer::metadata::WriterMetadata;
 use crate::engine::writer::protocol::WriterEvent;
 
@@ -46,43 +45,6 @@ pub use selection::{
 pub const COMMIT_LIMIT: Duration = Duration::from_secs(10);
 /// The longest freeze VSS allows (60 s).
 pub const FREEZE_LIMIT: Duration = Duration::from_secs(60);
-
-/// Whether to go on at a step (the shell's step-through mode).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepDecision {
-    Continue,
-    Abort,
-}
-
-/// Hears the coordinator's work: the writer traffic it runs (the [`WriterObserver`] it is,
-/// handed to the writer host as it is), and what the coordinator does around it. Every method
-/// has a default that ignores it.
-pub trait CoordinatorObserver: WriterObserver {
-    /// A line DiskShadow prints in verbose mode (writer inclusion and exclusion).
-    fn verbose(&self, _line: &str) {}
-    /// A line of the writer trace for writer developers (not DiskShadow's): what the
-    /// coordinator does around the writers, such as holding a file system's writes.
-    fn trace(&self, _line: &str) {}
-    /// Called before each writer event is sent to the participating writers. While writers
-    /// are frozen (from Freeze until Thaw is sent), `freeze_left` is what remains of their
-    /// freeze deadline: a step prompt must not hold them past it unless asked to.
-    fn before_event(
-        &self,
-        _event: WriterEvent,
-        _writers: &[WriterStatus],
-        _freeze_left: Option<Duration>,
-    ) -> StepDecision {
-        StepDecision::Continue
-    }
-}
-
-/// An observer that hears nothing and always continues.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SilentObserver;
-
-impl WriterObserver for SilentObserver {}
-
-impl CoordinatorObserver for SilentObserver {}
 
 /// The writers' metadata, gathered by `identify`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -276,12 +238,12 @@ impl RestoreError {
 /// Drives one requester's writer events through a [`WriterHost`].
 pub struct Coordinator<'a> {
     host: &'a WriterHost,
-    observer: &'a dyn CoordinatorObserver,
+    observer: &'a dyn EngineObserver,
     commit_limit: Duration,
 }
 
 impl<'a> Coordinator<'a> {
-    pub fn new(host: &'a WriterHost, observer: &'a dyn CoordinatorObserver) -> Self {
+    pub fn new(host: &'a WriterHost, observer: &'a dyn EngineObserver) -> Self {
         Self {
             host,
             observer,

@@ -7,8 +7,8 @@ pub mod protocol;
 pub mod registration;
 
 pub use host::{
-    EventFailure, EventReply, EventRequest, HostOptions, IgnoreWriterTraffic, WriterHost,
-    WriterIndex, WriterObserver, WriterStatus,
+    EngineObserver, EventFailure, EventReply, EventRequest, HostOptions, SilentObserver,
+    StepDecision, WriterHost, WriterIndex, WriterStatus,
 };
 pub use metadata::WriterMetadata;
 pub use protocol::{WriterErrorCode, WriterEvent};

@@ -1,16 +1,14 @@
-//! The adapters from the engine's and the coordinator's observers to the requester's
+//! The adapters from the engine's observer and progress to the requester's
 //! [`ServiceObserver`].
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use super::writers::status_view;
-use crate::engine::coordinator::shadow_copy::CreationObserver;
-use crate::engine::coordinator::{CoordinatorObserver, StepDecision};
+use crate::engine::coordinator::{EngineObserver, StepDecision};
 use crate::engine::progress::{CancelToken, Progress};
 use crate::engine::writer::host::{EventFailure, WriterStatus};
 use crate::engine::writer::protocol::WriterEvent;
-use crate::engine::writer::WriterObserver;
 use crate::service::api::ServiceObserver;
 use crate::service::api::WriterStatusView;
 use crate::service::events::WriterReply;
@@ -133,13 +131,7 @@ impl Progress for CoordinatorBridge<'_> {
     }
 }
 
-impl CreationObserver for CoordinatorBridge<'_> {
-    fn log_text(&self) -> String {
-        CoordinatorBridge::log_text(self)
-    }
-}
-
-impl WriterObserver for CoordinatorBridge<'_> {
+impl EngineObserver for CoordinatorBridge<'_> {
     fn event_sent(&self, writer: &WriterStatus, event: WriterEvent) {
         let line = format!("Sent {event} to writer \"{}\".", writer.name);
         self.record(&line);
@@ -173,9 +165,7 @@ impl WriterObserver for CoordinatorBridge<'_> {
         self.record(&line);
         self.with(|observer| observer.line(&line));
     }
-}
 
-impl CoordinatorObserver for CoordinatorBridge<'_> {
     fn verbose(&self, line: &str) {
         self.record(line);
         self.with(|observer| observer.verbose_line(line));
@@ -201,5 +191,13 @@ impl CoordinatorObserver for CoordinatorBridge<'_> {
         } else {
             StepDecision::Abort
         }
+    }
+
+    fn log_text(&self) -> String {
+        CoordinatorBridge::log_text(self)
+    }
+
+    fn progress(&self) -> &dyn Progress {
+        self
     }
 }

@@ -18,13 +18,12 @@ use crate::engine::overlay::OverlayDevice;
 use crate::engine::vss::Attributes;
 
 use crate::engine::coordinator::{
-    BackupSession, Coordinator, CreationFailure, CreationRequest, GatheredMetadata,
+    BackupSession, Coordinator, CreationFailure, CreationRequest, EngineObserver, GatheredMetadata,
     PostSnapshotShadow, SelectionPlan, SilentObserver,
 };
 
 use super::{
-    CreationObserver, RequesterState, ShadowCopyCoordinator, ShadowCopyError, ShadowSetOutcome,
-    ShadowSetRequest,
+    RequesterState, ShadowCopyCoordinator, ShadowCopyError, ShadowSetOutcome, ShadowSetRequest,
 };
 
 impl ShadowCopyCoordinator {
@@ -35,7 +34,7 @@ impl ShadowCopyCoordinator {
         requester_id: RequesterId,
         requester: &mut RequesterState,
         request: &ShadowSetRequest,
-        step_observer: &dyn CreationObserver,
+        step_observer: &dyn EngineObserver,
     ) -> Result<ShadowSetOutcome, ShadowCopyError> {
         let _creating = match self.creation.try_lock() {
             Ok(guard) => guard,
@@ -124,10 +123,10 @@ impl ShadowCopyCoordinator {
         let mut commit = || {
             let committed = if writers_after_commit {
                 self.engine
-                    .create_shadow_set_in_creation(&spec, step_observer)
+                    .create_shadow_set_in_creation(&spec, step_observer.progress())
             } else {
                 self.engine
-                    .create_shadow_set_with_progress(&spec, step_observer)
+                    .create_shadow_set_with_progress(&spec, step_observer.progress())
             };
             committed.map_err(|error| {
                 let message = error.to_string();
@@ -235,7 +234,7 @@ impl ShadowCopyCoordinator {
         let mut copy_stopped = None;
         match self
             .engine
-            .complete_full_copies(Some(set.set_id), step_observer)
+            .complete_full_copies(Some(set.set_id), step_observer.progress())
         {
             Ok(_) => {}
             // Stopped on request: nothing is wrong with the set, whose shadows are complete

@@ -46,9 +46,8 @@ use crate::engine::writer::host::{HostOptions, WriterHost};
 use crate::engine::Engine;
 
 use super::{
-    BackupSession, Coordinator, CoordinatorObserver, CreationFailure, RestoreError,
-    RestoreInvolvement, RestoreWriter, SelectionError, SilentObserver, WriterEventError,
-    WriterSelection,
+    BackupSession, Coordinator, CreationFailure, EngineObserver, RestoreError, RestoreInvolvement,
+    RestoreWriter, SelectionError, SilentObserver, WriterEventError, WriterSelection,
 };
 
 /// The live exposures of shadows, kept by the service (mounts and servers are its business).
@@ -58,13 +57,6 @@ pub trait ExposureKeeper: Send + Sync {
     /// Takes the exposure of `shadow` down (no listener, socket, mount or thread is left);
     /// returns it if there was one.
     fn take_down(&self, shadow: ShadowId) -> Option<Exposure>;
-}
-
-/// What a creation reports besides the writer events: progress of the commit, and the log
-/// saved in the metadata file.
-pub trait CreationObserver: CoordinatorObserver + Progress {
-    /// The creation's log so far (CRLF lines), for the metadata file.
-    fn log_text(&self) -> String;
 }
 
 /// One `create`, as the requester asked it.
@@ -388,7 +380,7 @@ impl ShadowCopyCoordinator {
     pub fn end_backup(
         &self,
         requester: &mut RequesterState,
-        observer: &dyn CoordinatorObserver,
+        observer: &dyn EngineObserver,
     ) -> Result<(), ShadowCopyError> {
         let Some(session) = requester.backup.take() else {
             return Ok(());
@@ -416,7 +408,7 @@ impl ShadowCopyCoordinator {
     pub fn begin_restore(
         &self,
         writers: &[RestoreWriter],
-        observer: &dyn CoordinatorObserver,
+        observer: &dyn EngineObserver,
     ) -> Result<(), ShadowCopyError> {
         let host = self.writer_host();
         Ok(Coordinator::new(&host, observer).pre_restore(writers)?)
@@ -426,7 +418,7 @@ impl ShadowCopyCoordinator {
     pub fn end_restore(
         &self,
         writers: &[RestoreWriter],
-        observer: &dyn CoordinatorObserver,
+        observer: &dyn EngineObserver,
     ) -> Result<(), ShadowCopyError> {
         let host = self.writer_host();
         Ok(Coordinator::new(&host, observer).post_restore(writers)?)

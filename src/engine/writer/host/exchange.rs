@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 use crate::engine::writer::protocol::{request_line, WriterErrorCode, WriterEvent, WriterLine};
 
 use super::{
-    stray_answer, EventFailure, EventReply, EventRequest, PendingAnswer, ProcessLine, SentRequest,
-    WriterHost, WriterObserver, WriterProcess, WriterSlot,
+    stray_answer, EngineObserver, EventFailure, EventReply, EventRequest, PendingAnswer,
+    ProcessLine, SentRequest, WriterHost, WriterProcess, WriterSlot,
 };
 
 impl WriterHost {
@@ -21,7 +21,7 @@ impl WriterHost {
         &self,
         event: WriterEvent,
         requests: &[EventRequest],
-        observer: &dyn WriterObserver,
+        observer: &dyn EngineObserver,
         mut accept: impl FnMut(&mut WriterSlot, &Map<String, Value>) -> Result<(), EventFailure>,
     ) -> Vec<EventReply> {
         let may_start = matches!(
@@ -137,7 +137,7 @@ impl WriterHost {
         event: WriterEvent,
         fields: &Map<String, Value>,
         may_start: bool,
-        observer: &dyn WriterObserver,
+        observer: &dyn EngineObserver,
     ) -> Result<u64, EventFailure> {
         let running = slot.process.as_mut().is_some_and(WriterProcess::is_running);
         if !running {
@@ -192,7 +192,7 @@ impl WriterHost {
         writer: &str,
         process: &WriterProcess,
         sent: &VecDeque<SentRequest>,
-        observer: &dyn WriterObserver,
+        observer: &dyn EngineObserver,
     ) -> Option<String> {
         let mut violation = None;
         while let Ok(line) = process.lines.try_recv() {
@@ -216,7 +216,7 @@ impl WriterHost {
     fn read_lines(
         slot: &mut WriterSlot,
         answer: &mut PendingAnswer,
-        observer: &dyn WriterObserver,
+        observer: &dyn EngineObserver,
     ) {
         let name = slot.registration.name.clone();
         loop {
@@ -289,7 +289,7 @@ impl WriterHost {
         &self,
         slot: &mut WriterSlot,
         request_id: u64,
-        observer: &dyn WriterObserver,
+        observer: &dyn EngineObserver,
     ) {
         let grace = self.options.late_answer_grace;
         if grace.is_zero() {

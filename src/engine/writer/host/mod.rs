@@ -16,6 +16,7 @@
 //!   input as `abort`), and a writer that has not exited after a grace period is killed.
 
 mod exchange;
+mod observer;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
@@ -26,6 +27,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
+
+pub use observer::{EngineObserver, SilentObserver, StepDecision};
 
 use super::metadata::WriterMetadata;
 use super::protocol::{WriterErrorCode, WriterEvent};
@@ -90,33 +93,6 @@ pub struct WriterStatus {
     pub failure_message: Option<String>,
     pub running: bool,
 }
-
-/// Hears what passes between the host and its writers.
-///
-/// The methods are called while the host is busy with an exchange: they must not call back
-/// into the [`WriterHost`] (that would wait for the exchange to end, forever).
-pub trait WriterObserver {
-    fn event_sent(&self, _writer: &WriterStatus, _event: WriterEvent) {}
-    fn reply_received(
-        &self,
-        _writer: &WriterStatus,
-        _event: WriterEvent,
-        _latency: Duration,
-        _outcome: &Result<(), EventFailure>,
-    ) {
-    }
-    /// A `{"log": ...}` line or a line of standard error.
-    fn writer_log(&self, _writer: &str, _line: &str) {}
-    /// A line that broke the protocol without failing an event (an answer to a request that
-    /// was not the current one).
-    fn protocol_violation(&self, _writer: &str, _description: &str) {}
-}
-
-/// An observer that ignores everything.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct IgnoreWriterTraffic;
-
-impl WriterObserver for IgnoreWriterTraffic {}
 
 /// Why a writer failed one event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -540,7 +516,7 @@ impl WriterHost {
     }
 
     /// Sends `identify` to every writer (starting it if needed) and keeps their metadata.
-    pub fn identify_all(&self, observer: &dyn WriterObserver) -> Vec<EventReply> {
+    pub fn identify_all(&self, observer: &dyn EngineObserver) -> Vec<EventReply> {
         let requests: Vec<EventRequest> = (0..self.len())
             .map(|index| EventRequest {
                 writer: WriterIndex(index),
@@ -555,7 +531,7 @@ impl WriterHost {
     pub fn identify(
         &self,
         requests: &[EventRequest],
-        observer: &dyn WriterObserver,
+        observer: &dyn EngineObserver,
     ) -> Vec<EventReply> {
         let mut replies =
             self.exchange(WriterEvent::Identify, requests, observer, |slot, fields| {
@@ -592,7 +568,7 @@ impl WriterHost {
         &self,
         event: WriterEvent,
         requests: &[EventRequest],
-        observer: &dyn WriterObserver,
+        observer: &dyn EngineObserver,
     ) -> Vec<EventReply> {
         self.exchange(event, requests, observer, |_, _| Ok(()))
     }
@@ -602,7 +578,7 @@ impl WriterHost {
     pub fn abort(
         &self,
         requests: &[EventRequest],
-        observer: &dyn WriterObserver,
+        observer: &dyn EngineObserver,
     ) -> Vec<EventReply> {
         let running: Vec<EventRequest> = {
             let mut slots = self.lock();
