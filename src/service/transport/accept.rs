@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 use super::access::{peer_credentials, PeerCredentials};
 use super::log::log_to;
 use super::signals;
-use super::store::StoreGuard;
 use super::wire::{write_frame, RemoteErrorKind};
 
 use super::connection::{refusal, run_session};
 use super::events::lock_ignoring_poison;
-use super::server::{Control, Handler, SessionId, Shared, StopReason, STOP_GRACE_PERIOD};
+use super::server::{
+    Control, Handler, SessionId, Shared, StopReason, StoreGuard, STOP_GRACE_PERIOD,
+};
 
 pub(super) struct AcceptLoop<H: Handler> {
     pub(super) shared: Arc<Shared<H>>,

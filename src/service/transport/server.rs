@@ -29,7 +29,6 @@ use super::access::AccessControl;
 use super::error::TransportError;
 use super::log::{log_to, ServiceLog};
 use super::signals;
-use super::store::StoreGuard;
 use super::wire::ServiceStatus;
 
 use super::accept::AcceptLoop;
@@ -281,6 +280,10 @@ pub(crate) fn remove_stale_socket(socket_path: &Path) -> Result<(), TransportErr
         }),
     }
 }
+
+/// What a server holds for its life and drops last, after its socket is gone: the store's lock
+/// when it serves a store (`store.rs`), so the socket path stays its own until then.
+pub(crate) type StoreGuard = Box<dyn Send>;
 
 pub(crate) fn start_server<H: Handler>(
     socket_path: &Path,

@@ -247,7 +247,7 @@ pub fn serve_store<H: Handler>(
         handler,
         options,
         Some(paths.store.clone()),
-        Some(guard),
+        Some(Box::new(guard)),
     )?;
     // Written after the bind, so a requester that finds the file finds a listening socket.
     if address_file.is_some() {
