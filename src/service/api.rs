@@ -164,60 +164,6 @@ pub struct SuspectShadow {
     pub reason: String,
 }
 
-/// What the service reports while it works on a request: verbose lines (writer inclusion and
-/// exclusion), the writer trace (events, replies, writer log lines) and progress. The shell
-/// renders them; the service never prints.
-pub trait ServiceObserver: Send {
-    /// A line for verbose mode: what DiskShadow's verbose mode prints (writer inclusion and
-    /// exclusion).
-    fn verbose_line(&mut self, line: &str);
-    /// A line of the writer trace (`set trace on`): each event sent, each writer log line.
-    fn trace_line(&mut self, _line: &str) {}
-    /// A line shown whatever the verbose setting.
-    fn line(&mut self, line: &str);
-    /// A writer answered an event (the trace shows it with its latency).
-    fn writer_reply(&mut self, reply: &super::events::WriterReply) {
-        self.trace_line(&reply.line(true));
-    }
-    /// Step-through mode: the coordinator is about to send `event`; `writers` are the
-    /// participating writers' states. Returns false to abort the creation.
-    /// `freeze_left`: while writers are frozen, what remains of their freeze deadline.
-    fn step(
-        &mut self,
-        _event: &str,
-        _writers: &[WriterStatusView],
-        _freeze_left: Option<std::time::Duration>,
-    ) -> bool {
-        true
-    }
-    /// The running request can be stopped where that is safe (resync, the full copies after
-    /// thaw), under this name: a requester that wants it stopped while its connection waits
-    /// for the answer asks [`ShadowService::cancel`] on another connection.
-    fn cancellable(&mut self, _operation: OperationId) {}
-    /// Whether the requester wants the running request stopped (Ctrl-C). Asked at the
-    /// request's safe points when the service runs in the requester's process; over the
-    /// socket the requester sends [`ShadowService::cancel`] instead.
-    fn stop_requested(&mut self) -> bool {
-        false
-    }
-    /// Long work started / advanced / ended.
-    fn progress_begin(&mut self, what: &str, total: u64);
-    fn progress_advance(&mut self, units: u64);
-    fn progress_end(&mut self);
-}
-
-/// An observer that keeps nothing.
-#[derive(Debug, Default)]
-pub struct SilentObserver;
-
-impl ServiceObserver for SilentObserver {
-    fn verbose_line(&mut self, _line: &str) {}
-    fn line(&mut self, _line: &str) {}
-    fn progress_begin(&mut self, _what: &str, _total: u64) {}
-    fn progress_advance(&mut self, _units: u64) {}
-    fn progress_end(&mut self) {}
-}
-
 /// The trait is generated from the protocol table, with the request enum and the client.
 pub use super::protocol::ShadowService;
 

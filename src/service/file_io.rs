@@ -9,8 +9,8 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::sync::mpsc;
 
-use super::api::ServiceObserver;
 use super::error::ServiceError;
+use super::events::ServiceObserver;
 use crate::engine::device::BlockDevice;
 
 /// Bytes per device read or write.

@@ -34,3 +34,4 @@ pub use crate::engine::writer::metadata as writer_metadata;
 pub use crate::engine::{ids, model, vss};
 pub use api::*;
 pub use error::{ServiceError, ServiceErrorKind};
+pub use events::{ServiceObserver, SilentObserver};

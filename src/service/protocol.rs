@@ -21,10 +21,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::api::{
-    CreateOutcome, CreateRequest, LoadedMetadata, OperationId, ServiceObserver, SilentObserver,
-    StoreCheck, WriterReport, WriterStatusView,
+    CreateOutcome, CreateRequest, LoadedMetadata, OperationId, StoreCheck, WriterReport,
+    WriterStatusView,
 };
 use super::error::{ServiceError, ServiceErrorKind};
+use super::events::{ServiceObserver, SilentObserver};
 use super::refused::RefusedService;
 use super::remote::RemoteService;
 use crate::engine::array::ArrayInfo;

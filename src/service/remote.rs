@@ -14,8 +14,9 @@ use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
 
-use super::api::{OperationId, ServiceObserver, ShadowService};
+use super::api::{OperationId, ShadowService};
 use super::error::{ServiceError, ServiceErrorKind};
+use super::events::ServiceObserver;
 use super::events::{Event, EventObserver};
 use super::local::{LocalService, ServiceCore};
 use super::protocol::{dispatch, OutgoingPayload, Request, RequestPayload};

@@ -14,10 +14,9 @@ use std::sync::Arc;
 
 use std::path::PathBuf;
 
-use super::api::{
-    CreateOutcome, CreateRequest, LoadedMetadata, OperationId, ServiceObserver, ShadowService,
-};
+use super::api::{CreateOutcome, CreateRequest, LoadedMetadata, OperationId, ShadowService};
 use super::error::ServiceError;
+use super::events::ServiceObserver;
 use super::file_io;
 use crate::engine::cabinet::MetadataCabinet;
 use crate::engine::coordinator::shadow_copy::{RequesterState, ShadowSetRequest};

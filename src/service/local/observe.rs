@@ -4,13 +4,12 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::writers::status_view;
 use crate::engine::coordinator::{EngineObserver, StepDecision};
 use crate::engine::progress::{CancelToken, Progress};
 use crate::engine::writer::host::{EventFailure, WriterStatus};
 use crate::engine::writer::protocol::WriterEvent;
-use crate::service::api::ServiceObserver;
 use crate::service::api::WriterStatusView;
+use crate::service::events::ServiceObserver;
 use crate::service::events::WriterReply;
 
 /// Forwards engine progress to an observer, and a stop the requester asked for (by
@@ -199,5 +198,16 @@ impl EngineObserver for CoordinatorBridge<'_> {
 
     fn progress(&self) -> &dyn Progress {
         self
+    }
+}
+
+/// A writer's state as the API shows it.
+pub(super) fn status_view(status: WriterStatus) -> WriterStatusView {
+    WriterStatusView {
+        name: status.name,
+        writer_id: status.writer_id,
+        instance_id: status.instance_id,
+        state: status.state,
+        failure: status.failure,
     }
 }

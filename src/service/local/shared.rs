@@ -18,8 +18,9 @@ use crate::engine::progress::CancelToken;
 use crate::engine::vss::VssCode;
 use crate::engine::writer::host::{HostOptions, WriterHost};
 use crate::engine::Engine;
-use crate::service::api::{OperationId, ServiceObserver};
+use crate::service::api::OperationId;
 use crate::service::error::ServiceError;
+use crate::service::events::ServiceObserver;
 use crate::service::exposure::Exposures;
 
 use super::coordinator_error;
@@ -170,7 +171,7 @@ impl ServiceCore {
     /// `VSS_E_VOLUME_IN_USE`, when a file system on it is mounted, when diskshadow attached
     /// it, or when a loop device (or another process) has its image open.
     pub(super) fn check_resync_destination(&self, volume: &VolumeInfo) -> Result<(), ServiceError> {
-        let mut silent = crate::service::api::SilentObserver;
+        let mut silent = crate::service::SilentObserver;
         self.release_volume(volume, Rewrite::Resync, false, &mut silent)?;
         let users = crate::service::exposure::outside_users(&volume.path);
         if let Some(first) = users.first() {

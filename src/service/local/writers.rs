@@ -8,13 +8,11 @@ use crate::engine::cabinet::MetadataCabinet;
 use crate::engine::coordinator::RestoreWriter;
 use crate::engine::progress::CancelToken;
 use crate::engine::vss::VssCode;
-use crate::engine::writer::WriterStatus;
-use crate::service::api::{
-    LoadedMetadata, ReportedWriter, ServiceObserver, WriterReport, WriterStatusView,
-};
+use crate::service::api::{LoadedMetadata, ReportedWriter, WriterReport};
 use crate::service::error::{ServiceError, ServiceErrorKind};
+use crate::service::events::ServiceObserver;
 
-use super::observe::CoordinatorBridge;
+use super::observe::{status_view, CoordinatorBridge};
 use super::{coordinator_error, LocalService};
 
 impl LocalService {
@@ -196,16 +194,5 @@ impl LocalService {
             .coordinator
             .end_restore(&writers, &bridge)
             .map_err(coordinator_error)
-    }
-}
-
-/// A writer's state as the API shows it.
-pub(super) fn status_view(status: WriterStatus) -> WriterStatusView {
-    WriterStatusView {
-        name: status.name,
-        writer_id: status.writer_id,
-        instance_id: status.instance_id,
-        state: status.state,
-        failure: status.failure,
     }
 }
