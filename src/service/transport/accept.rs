@@ -17,10 +17,10 @@ use super::signals;
 use super::wire::{write_frame, RemoteErrorKind};
 
 use super::connection::{refusal, run_session};
-use super::events::lock_ignoring_poison;
-use super::server::{
+use super::control::{
     Control, Handler, SessionId, Shared, StopReason, StoreGuard, STOP_GRACE_PERIOD,
 };
+use super::events::lock_ignoring_poison;
 
 pub(super) struct AcceptLoop<H: Handler> {
     pub(super) shared: Arc<Shared<H>>,

@@ -17,8 +17,8 @@ use super::wire::{
     ServerFrame, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 
+use super::control::{Handler, SessionId, Shared};
 use super::events::{lock_ignoring_poison, ConnectionIo, EventSink};
-use super::server::{Handler, SessionId, Shared};
 
 pub(super) fn run_session<H: Handler>(
     shared: &Shared<H>,

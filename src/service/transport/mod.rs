@@ -42,6 +42,7 @@ mod accept;
 pub mod access;
 mod client;
 mod connection;
+mod control;
 mod descriptor;
 mod error;
 mod events;
