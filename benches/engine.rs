@@ -130,7 +130,7 @@ const REPETITIONS: usize = 3;
 fn bench_provider() -> Result<Option<ProviderId>> {
     match std::env::var("DISKSHADOW_BENCH_PROVIDER") {
         Err(_) => Ok(None),
-        Ok(name) => diskshadow::engine::provider::provider_by_name(&name)
+        Ok(name) => diskshadow::engine::core::provider_by_name(&name)
             .map(|provider| Some(provider.id()))
             .ok_or_else(|| format!("DISKSHADOW_BENCH_PROVIDER={name}: use cow or row").into()),
     }

@@ -216,7 +216,7 @@ pub enum VolumeCommand {
 
 /// `cow`, `row`, `plex` or a provider ID.
 pub fn parse_provider(text: &str) -> Result<ProviderId, String> {
-    crate::engine::provider::provider_by_name(text)
+    crate::engine::core::provider_by_name(text)
         .map(|provider| provider.id())
         .ok_or_else(|| {
             format!(

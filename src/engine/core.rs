@@ -32,9 +32,7 @@ use crate::engine::model::{
 };
 use crate::engine::progress::{NoProgress, Progress};
 use crate::engine::provider::cow::{self, DiffAreaError, MAX_SEQUENCE};
-use crate::engine::provider::{
-    provider_by_id, providers, DataPathKind, Provider, ProviderContext, SetMember, VolumeProvider,
-};
+use crate::engine::provider::{DataPathKind, Provider, ProviderContext, SetMember, VolumeProvider};
 use crate::engine::store::LockFailure;
 use crate::engine::store::{DurableBackend, FileFingerprint, RealBackend, StoreLayout, StoreLock};
 use crate::engine::vss::{self, limits, Attributes, Context};
@@ -47,6 +45,7 @@ mod devices;
 mod error;
 mod full_copy;
 mod open;
+mod providers;
 mod rbd;
 /// LUN resync: a child of this module because it hooks the volume device and the one write
 /// path.
@@ -63,6 +62,7 @@ pub use error::{
     RevertError, StorageError, VolumeError,
 };
 pub use full_copy::FullCopyError;
+pub use providers::{provider_by_id, provider_by_name, providers};
 
 /// The default copy-on-write granularity: 64 KiB, as qcow2 clusters and dm-thin chunks;
 /// `benches/engine.rs` measures it.

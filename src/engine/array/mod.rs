@@ -89,34 +89,7 @@ pub struct ArrayCatalog {
     pub shadows: BTreeMap<ShadowId, ArrayShadow>,
 }
 
-/// An array as a store records it: the name this store gives it, its ID and directory.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ArrayAttachment {
-    pub id: uuid::Uuid,
-    /// The array's directory; for a Ceph pool, `rbd:POOL` (no directory).
-    pub path: PathBuf,
-    /// Set when the array is a Ceph pool (`array attach rbd:POOL --conf FILE`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rbd: Option<RbdPool>,
-}
-
-/// A Ceph pool attached as an array: which pool of which cluster, reached as which client.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RbdPool {
-    pub pool: String,
-    /// The cluster's `ceph.conf`, absolute.
-    pub conf: PathBuf,
-    /// The client ID (`client.<id>`); `None`: `client.admin`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_id: Option<String>,
-}
-
-impl RbdPool {
-    /// The `path` an attachment of this pool records: `rbd:POOL`.
-    pub fn array_path(&self) -> PathBuf {
-        PathBuf::from(format!("rbd:{}", self.pool))
-    }
-}
+pub use crate::engine::model::{ArrayAttachment, RbdPool};
 
 /// An attached array as `array list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

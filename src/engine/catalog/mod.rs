@@ -16,8 +16,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::array::ArrayAttachment;
 use crate::engine::ids::{ProviderId, ShadowId, ShadowSetId, VolumeId};
+use crate::engine::model::ArrayAttachment;
 use crate::engine::model::{DriveTarget, Exposure, RequesterId};
 use crate::engine::store::{DurableBackend, DurableFile, FileFingerprint};
 use crate::engine::vss::{Attributes, Context};

@@ -15,10 +15,8 @@ use crate::engine::progress::Progress;
 use crate::engine::store::{DurableBackend, DurableFile, FileFingerprint, StoreLayout};
 use crate::engine::vss::Attributes;
 
-use crate::engine::array::{ArrayProvider, RbdPool};
-use crate::engine::rbd::RbdProvider;
+use crate::engine::model::RbdPool;
 
-use super::builtin::{FullCopyProvider, RedirectOnWriteProvider, SystemProvider};
 use super::cow::{CowVolume, DiffAreaError, DiffAreaProblem, OpenOptions};
 use super::index::Tag;
 use super::row::{self, RowVolume};
@@ -607,36 +605,4 @@ pub(crate) fn copy_live_chunks(
         copy.write_at(start, &buffer[..length])?;
     }
     copy.sync_data()
-}
-
-static SYSTEM: SystemProvider = SystemProvider;
-static REDIRECT_ON_WRITE: RedirectOnWriteProvider = RedirectOnWriteProvider;
-static FULL_COPY: FullCopyProvider = FullCopyProvider;
-static ARRAY: ArrayProvider = ArrayProvider;
-static RBD: RbdProvider = RbdProvider;
-
-/// Every provider, in `list providers` order.
-pub fn providers() -> [&'static dyn Provider; 5] {
-    [&SYSTEM, &REDIRECT_ON_WRITE, &FULL_COPY, &ARRAY, &RBD]
-}
-
-/// The provider with this ID; `None` (no ID) is the system provider.
-pub fn provider_by_id(id: Option<ProviderId>) -> Option<&'static dyn Provider> {
-    match id {
-        None => Some(&SYSTEM),
-        Some(id) => providers().into_iter().find(|provider| provider.id() == id),
-    }
-}
-
-/// The provider a volume registration names: `cow`, `row`, `plex` or a provider ID.
-pub fn provider_by_name(name: &str) -> Option<&'static dyn Provider> {
-    match name.trim().to_ascii_lowercase().as_str() {
-        "cow" | "system" | "copy-on-write" => Some(&SYSTEM),
-        "row" | "redirect-on-write" => Some(&REDIRECT_ON_WRITE),
-        "plex" | "full-copy" => Some(&FULL_COPY),
-        "array" | "hardware" => Some(&ARRAY),
-        "rbd" | "ceph" => Some(&RBD),
-        other => crate::engine::ids::parse_guid(other)
-            .and_then(|id| provider_by_id(Some(ProviderId(id)))),
-    }
 }

@@ -15,6 +15,7 @@
 
 pub mod api;
 mod builtin;
+pub use builtin::{FullCopyProvider, RedirectOnWriteProvider, SystemProvider};
 pub mod cow;
 pub mod index;
 pub mod plex;
@@ -23,7 +24,6 @@ pub mod stamp;
 mod writeback;
 
 pub use api::{
-    provider_by_id, provider_by_name, providers, DataPathKind, DeferredCopies, Provider,
-    ProviderContext, SetMember, VolumeProvider, FULL_COPY_PROVIDER_ID, FULL_COPY_PROVIDER_NAME,
-    ROW_PROVIDER_ID, ROW_PROVIDER_NAME,
+    DataPathKind, DeferredCopies, Provider, ProviderContext, SetMember, VolumeProvider,
+    FULL_COPY_PROVIDER_ID, FULL_COPY_PROVIDER_NAME, ROW_PROVIDER_ID, ROW_PROVIDER_NAME,
 };
