@@ -128,7 +128,7 @@ pub struct CreateOutcome {
 
 /// Names one running request that can be stopped ([`ShadowService::cancel`]). The service
 /// makes it up at random and tells it only to the requester that made the request
-/// ([`ServiceObserver::cancellable`]), so only that requester can stop it.
+/// ([`super::ServiceObserver::cancellable`]), so only that requester can stop it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct OperationId(pub uuid::Uuid);
 

@@ -1,5 +1,5 @@
 //! What travels from the service to the requester while a request runs: who hears it (the
-//! requester's [`ServiceObserver`]) and one serde [`Event`] per report. [`EventObserver`] sends them in the service process;
+//! requester's [`ServiceObserver`]) and one serde [`Event`] per report. `EventObserver` sends them in the service process;
 //! [`Event::replay`] hands them to the requester's observer and answers step questions.
 //!
 //! On the wire an event is the payload of an `event` frame (a `step` rides in an `ask` frame,

@@ -19,7 +19,7 @@ use super::error::{ServiceError, ServiceErrorKind};
 use super::events::ServiceObserver;
 use super::events::{Event, EventObserver};
 use super::local::{LocalService, ServiceCore};
-use super::protocol::{dispatch, OutgoingPayload, Request, RequestPayload};
+use super::protocol::*;
 use super::transport::{self, EventSink, Handler, SessionId};
 use crate::engine::model::RequesterId;
 use crate::engine::Engine;
@@ -272,3 +272,7 @@ impl RemoteService {
         }
     }
 }
+
+// The socket client's methods, one per line of the protocol table: each sends its request and
+// reads its reply back as the type it asked for.
+with_service_table!(service_protocol remote);

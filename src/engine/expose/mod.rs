@@ -1,4 +1,4 @@
-//! Exposure: serving a [`BlockDevice`] to the rest of the system.
+//! Exposure: serving a [`BlockDevice`](crate::engine::device::BlockDevice) to the rest of the system.
 //!
 //! - [`nbd`]: an NBD server on a Unix socket or loopback TCP port (DiskShadow's "share" target),
 //!   read-only for shadow copies, read-write for attached live volumes.

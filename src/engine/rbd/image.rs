@@ -133,7 +133,7 @@ impl Image {
         Ok(String::from_utf8_lossy(&buffer[..end]).into_owned())
     }
 
-    /// Its feature bits ([`features`]).
+    /// Its feature bits ([`features`](super::features)).
     pub fn features(&self) -> Result<u64, RbdError> {
         let mut bits = 0u64;
         // SAFETY: the image is open.

@@ -171,7 +171,7 @@ impl Pool {
         Ok(names)
     }
 
-    /// Creates image `name` of `size` bytes with the feature bits `features` ([`features`]).
+    /// Creates image `name` of `size` bytes with the feature bits `features` ([`features`](super::features)).
     pub fn create_image(&self, name: &str, size: u64, features: u64) -> Result<(), RbdError> {
         let what = || format!("create RBD image {}/{name}", self.name);
         let name_text = c_string(name, &what())?;

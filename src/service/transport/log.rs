@@ -38,7 +38,7 @@ fn open_for_append(path: &Path) -> Result<File, TransportError> {
 
 impl ServiceLog {
     /// Opens (creating it 0600 if needed) the log at `path` for appending, rotated at
-    /// [`DEFAULT_LOG_LIMIT_BYTES`].
+    /// `DEFAULT_LOG_LIMIT_BYTES`.
     pub fn open(path: &Path) -> Result<ServiceLog, TransportError> {
         ServiceLog::open_with_limit(path, DEFAULT_LOG_LIMIT_BYTES)
     }
