@@ -2,7 +2,7 @@
 //! These types cross the service boundary (in-process or over the socket), so they are plain
 //! serializable data.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -257,4 +257,9 @@ impl RbdPool {
     pub fn array_path(&self) -> PathBuf {
         PathBuf::from(format!("rbd:{}", self.pool))
     }
+}
+
+/// Whether `path` names an RBD image volume (`rbd:POOL/IMAGE`) rather than an image file.
+pub fn is_rbd_volume_path(path: &Path) -> bool {
+    path.to_str().is_some_and(|text| text.starts_with("rbd:"))
 }

@@ -14,6 +14,7 @@
 //!   remain.
 //! - `nowriters` contexts send no writer event at all.
 
+mod cabinet;
 pub mod conformance;
 mod creation;
 pub mod flush;

@@ -147,7 +147,7 @@ pub trait Provider: Send + Sync {
     /// default refuses RBD image volumes (`rbd:POOL/IMAGE`): only the Ceph provider, which
     /// overrides this, shadows them.
     fn supports(&self, volume: &VolumeRecord) -> bool {
-        !crate::engine::rbd::file::is_volume_path(&volume.path)
+        !crate::engine::model::is_rbd_volume_path(&volume.path)
     }
 
     /// Whether its shadows can be transported to another host.

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use super::{Cluster, Image, RbdError, CONNECT_TIMEOUT};
-use crate::engine::array::{ArrayAttachment, RbdPool};
+use crate::engine::model::{ArrayAttachment, RbdPool};
 use crate::engine::store::backend::{DurableBackend, DurableFile, FileFingerprint};
 use crate::engine::vss::VssCode;
 
@@ -208,10 +208,7 @@ pub fn volume_path_parts(path: &Path) -> Option<(&str, &str)> {
         .then_some((pool, image))
 }
 
-/// Whether `path` names an RBD image volume (`rbd:POOL/IMAGE`) rather than an image file.
-pub fn is_volume_path(path: &Path) -> bool {
-    path.to_str().is_some_and(|text| text.starts_with("rbd:"))
-}
+pub use crate::engine::model::is_rbd_volume_path as is_volume_path;
 
 /// The store's backend with `rbd:POOL/IMAGE` paths opened through librbd: every other path
 /// and operation goes to the backend it wraps, so crash-testing backends still see every

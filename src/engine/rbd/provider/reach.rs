@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::engine::array::RbdPool;
+use crate::engine::model::RbdPool;
 use crate::engine::store::{DurableFile, FileFingerprint};
 
 use super::to_io;
