@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use support::process::{diskshadow, shadow_ids, wait_for};
 
-/// Data of the resync's source: long enough in a test build (several seconds) that a Ctrl-C
-/// sent a second after it started finds it running.
+/// Data of the resync's source: a copy of several chunks and checkpoints (the test holds the
+/// service still while the Ctrl-C travels, see [`HeldService`]).
 const DATA_BYTES: usize = 256 << 20;
 const VOLUME_BYTES: u64 = 320 << 20;
 
@@ -67,10 +67,17 @@ fn images(work: &Path) -> (PathBuf, PathBuf, PathBuf) {
 }
 
 /// Collects what a reader gives on a thread, so a test can wait for text while it runs.
-fn collect(mut reader: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+fn collect(reader: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    collect_to_end(reader).0
+}
+
+/// Like [`collect`], with the thread: joined, it has read everything up to end of file.
+fn collect_to_end(
+    mut reader: impl Read + Send + 'static,
+) -> (Arc<Mutex<String>>, std::thread::JoinHandle<()>) {
     let text = Arc::new(Mutex::new(String::new()));
     let sink = Arc::clone(&text);
-    std::thread::spawn(move || {
+    let reading = std::thread::spawn(move || {
         let mut buffer = [0u8; 4096];
         while let Ok(read) = reader.read(&mut buffer) {
             if read == 0 {
@@ -81,7 +88,7 @@ fn collect(mut reader: impl Read + Send + 'static) -> Arc<Mutex<String>> {
                 .push_str(&String::from_utf8_lossy(&buffer[..read]));
         }
     });
-    text
+    (text, reading)
 }
 
 fn text_of(output: &Arc<Mutex<String>>) -> String {
@@ -218,6 +225,32 @@ impl Drop for Terminal {
 /// then the same resync taken up at the interactive prompt and stopped again with a typed
 /// Ctrl-C (the prompt comes back, the shell lives on, the shadow is listed, the target reads
 /// as the shadow while only part of it was copied), then finished by a last resync.
+/// Holds the store's service still (SIGSTOP) until dropped (SIGCONT): a resync caught at its
+/// start stays there while the Ctrl-C travels, as on a volume large enough that the copy takes
+/// minutes, so the test does not race a 256 MiB copy that ends in well under a second. The
+/// requester's stop request waits in the socket's queue meanwhile (its greeting wait is 5 s).
+struct HeldService(i32);
+
+impl HeldService {
+    fn hold(store: &Path) -> HeldService {
+        let pid: i32 = fs::read_to_string(store.join("service.lock"))
+            .expect("the service's lock file")
+            .trim()
+            .parse()
+            .expect("the service's pid");
+        // SAFETY: kill(2) on the service this test started.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+        HeldService(pid)
+    }
+}
+
+impl Drop for HeldService {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the service this test stopped.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
 #[test]
 fn ctrl_c_stops_a_resync_where_it_is_safe_and_the_shell_goes_on() {
     let work = support::scratch("ctrl-c-resync");
@@ -225,7 +258,7 @@ fn ctrl_c_stops_a_resync_where_it_is_safe_and_the_shell_goes_on() {
     let _service = ServiceGuard(store.clone());
     let (source, target, shell_target) = images(&work);
 
-    // A script: create a shadow, pair it with the target, resync; SIGINT a second in.
+    // A script: create a shadow, pair it with the target, resync; SIGINT once it started.
     let script = work.join("resync.dsh");
     fs::write(
         &script,
@@ -248,17 +281,22 @@ fn ctrl_c_stops_a_resync_where_it_is_safe_and_the_shell_goes_on() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("diskshadow -s");
-    let stdout = collect(child.stdout.take().expect("stdout"));
-    let stderr = collect(child.stderr.take().expect("stderr"));
+    let (stdout, stdout_read) = collect_to_end(child.stdout.take().expect("stdout"));
+    let (stderr, stderr_read) = collect_to_end(child.stderr.take().expect("stderr"));
     wait_for(60, "the resync started", || {
         !resyncs_recorded(&store).is_empty()
     });
+    let held = HeldService::hold(&store);
     // SAFETY: kill(2) on our own child's pid.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    // The shell notices within its 100 ms poll and queues its stop request.
+    std::thread::sleep(Duration::from_millis(1000));
+    drop(held);
     let status = child.wait().expect("wait");
-    wait_for(5, "the output ended", || {
-        text_of(&stdout).contains("DiskShadow is exiting.")
-    });
+    // Both pipes read to their end: the two readers run apart, and the one of standard error
+    // may lag behind the other's last line.
+    stdout_read.join().expect("stdout read");
+    stderr_read.join().expect("stderr read");
     let (out, err) = (text_of(&stdout), text_of(&stderr));
     assert_eq!(status.code(), Some(1), "stopped, not killed: {out}\n{err}");
     assert!(err.contains("was stopped (Ctrl-C) at"), "{out}\n{err}");
@@ -302,7 +340,10 @@ fn ctrl_c_stops_a_resync_where_it_is_safe_and_the_shell_goes_on() {
             .iter()
             .any(|path| !before.contains(path))
     });
+    let held = HeldService::hold(&store);
     terminal.ctrl_c();
+    std::thread::sleep(Duration::from_millis(1000));
+    drop(held);
     seen = terminal.wait_for_text(seen, "was stopped (Ctrl-C) at", 60);
     seen = terminal.wait_for_text(seen, "DISKSHADOW>", 30);
     assert!(
