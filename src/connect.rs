@@ -291,7 +291,8 @@ pub fn service_status(store: &Path) -> Result<Option<transport::ServiceStatus>, 
 
 /// How long `service stop` waits for the service process to exit: its grace period for
 /// running requests, then the bound on closing the engine, and some slack.
-const STOP_WAIT: Duration = Duration::from_secs(50);
+const STOP_WAIT: Duration =
+    Duration::from_secs(transport::STOP_GRACE_PERIOD.as_secs() + SERVICE_CLOSE_WAIT.as_secs() + 10);
 
 /// `diskshadow service stop`: asks the service to stop and waits until its process has exited,
 /// so the next command starts a new service on a free store. False when none was running.

@@ -102,16 +102,6 @@ impl<'o> CoordinatorBridge<'o> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .push(line.to_string());
     }
-
-    pub(super) fn log_text(&self) -> String {
-        let log = self
-            .log
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut text = log.join("\r\n");
-        text.push_str("\r\n");
-        text
-    }
 }
 
 /// A full copy (plex) inside the commit reports its progress to the requester.
@@ -193,7 +183,13 @@ impl EngineObserver for CoordinatorBridge<'_> {
     }
 
     fn log_text(&self) -> String {
-        CoordinatorBridge::log_text(self)
+        let log = self
+            .log
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut text = log.join("\r\n");
+        text.push_str("\r\n");
+        text
     }
 
     fn progress(&self) -> &dyn Progress {

@@ -115,11 +115,13 @@ impl<H: Handler> AcceptLoop<H> {
 
     fn accept_pending(&mut self) {
         loop {
-            if self.stop_requested() {
-                // What is still queued is closed unserved by `shut_down`.
-                return;
-            }
             match self.listener.accept() {
+                // A stop can be requested while this loop accepts (a stop request runs on its
+                // session's thread). A connection taken after it is closed before the
+                // greeting, so its requester starts a new service instead of getting a session
+                // the stopping service cuts at once; what is still queued is closed unserved
+                // by `shut_down`.
+                Ok(_) if self.stop_requested() => return,
                 Ok((stream, _)) => self.start_session(stream),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
@@ -182,13 +184,6 @@ impl<H: Handler> AcceptLoop<H> {
     }
 
     fn start_session(&mut self, stream: UnixStream) {
-        // A stop can be requested while this loop is busy accepting (a stop request runs on
-        // its session's thread). A connection taken after it is closed before the greeting, so
-        // its requester starts a new service instead of getting a session the stopping
-        // service cuts at once.
-        if self.stop_requested() {
-            return;
-        }
         let Some(peer) = self.admit(&stream) else {
             return;
         };

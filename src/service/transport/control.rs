@@ -19,7 +19,7 @@ use super::log::ServiceLog;
 use super::wire::ServiceStatus;
 
 /// How long a stop waits for running requests to finish before it cuts their connections.
-pub(super) const STOP_GRACE_PERIOD: Duration = Duration::from_secs(30);
+pub const STOP_GRACE_PERIOD: Duration = Duration::from_secs(30);
 
 /// One requester connection, unique for the lifetime of a service process (counting from 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -55,6 +55,7 @@ pub mod wire;
 pub use client::{
     connect_or_start, connect_or_start_within, spawn_detached, Client, DEFAULT_START_WAIT,
 };
+pub use control::STOP_GRACE_PERIOD;
 pub use error::TransportError;
 pub use log::ServiceLog;
 pub use server::{
