@@ -3,6 +3,8 @@
 //!
 //! `cargo bench --bench providers` uses a 1 GiB volume; `cargo bench --bench providers --
 //! --quick` (or `DISKSHADOW_BENCH_QUICK=1`) a 128 MiB one and finishes in under a minute.
+//! Providers named after `--` (`cow`, `row`, `plex`) run alone: `cargo bench --bench providers
+//! -- cow`.
 //! Every timed write ends durable (a flush / `fdatasync`) on both sides; reads come from the
 //! page cache on both sides (nothing is dropped: the machine is shared). The full copy runs on
 //! the benchmark's file system (a streamed copy unless it has reflink) and, when run as root
@@ -352,23 +354,45 @@ fn main() -> Result<()> {
         region,
         figures: Vec::new(),
     };
+    // Providers named on the command line (`cow`, `row`, `plex`) run alone; none named: all.
+    let named: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|argument| !argument.starts_with('-'))
+        .collect();
+    let runs = |provider: &str| named.is_empty() || named.iter().any(|name| name == provider);
     let raw = Raw::measure(dir, region)?;
-    bench_differential(&mut bench, dir, "cow", SYSTEM_PROVIDER_ID, &raw)?;
-    bench_differential(&mut bench, dir, "row", ROW_PROVIDER_ID, &raw)?;
+    if runs("cow") {
+        bench_differential(&mut bench, dir, "cow", SYSTEM_PROVIDER_ID, &raw)?;
+    }
+    if runs("row") {
+        bench_differential(&mut bench, dir, "row", ROW_PROVIDER_ID, &raw)?;
+    }
+    if runs("plex") {
+        bench_plex(&mut bench, dir, region, &raw)?;
+    }
+    print_figures(&bench, quick, region, started);
+    Ok(())
+}
+
+/// The full copy on the benchmark's file system and, where it can be mounted, on XFS.
+fn bench_plex(bench: &mut Bench, dir: &Path, region: u64, raw: &Raw) -> Result<()> {
     let plex_name = if has_reflink(dir) {
         "plex (reflink)"
     } else {
         "plex (streamed copy)"
     };
-    bench_full_copy(&mut bench, dir, plex_name, &raw)?;
+    bench_full_copy(bench, dir, plex_name, raw)?;
     match XfsReflink::mount(dir, 4 * region + 512 * MIB) {
         Ok(xfs) => {
             let raw = Raw::measure(&xfs.mount, region)?;
-            bench_full_copy(&mut bench, &xfs.mount, "plex (reflink, XFS)", &raw)?;
+            bench_full_copy(bench, &xfs.mount, "plex (reflink, XFS)", &raw)?;
         }
         Err(reason) => eprintln!("skipped: the full copy on XFS with reflink: {reason}"),
     }
+    Ok(())
+}
 
+fn print_figures(bench: &Bench, quick: bool, region: u64, started: Instant) {
     println!(
         "diskshadow providers benchmark ({} mode, {} MiB volume, {:.0} s)",
         if quick { "quick" } else { "full" },
@@ -385,5 +409,4 @@ fn main() -> Result<()> {
             figure.provider, figure.operation, figure.ours, figure.raw, figure.ratio, figure.target
         );
     }
-    Ok(())
 }
