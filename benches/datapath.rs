@@ -3,13 +3,14 @@
 //! `cargo bench --bench datapath` writes 512 MiB passes and converts a 16 GiB sparse share
 //! with 1 GiB of data; `cargo bench --bench datapath -- --quick` (or
 //! `DISKSHADOW_BENCH_QUICK=1`) scales that to 64 MiB and 1 GiB with 64 MiB of data, as CI's
-//! smoke test does. Clients are the real tools: `nbdcopy --flush` for NBD (diskshadow's attach
-//! and share against `qemu-nbd` on a raw image and on a qcow2 image after
-//! `qemu-img snapshot -c`), `dd conv=fdatasync` for the FUSE attachment (against `dd` to a raw
-//! file), `qemu-img convert` for the sparse share, and the `diskshadow volume read|write`
-//! commands against `dd`/`cat`. Every write pass ends durable on both sides; read phases start
-//! with the files involved dropped from the page cache on both sides. A missing tool skips its
-//! rows and says so.
+//! smoke test does; parts named after `--` (`nbd`, `convert`, `fuse`, `cli`) run alone.
+//! Clients are the real tools: `nbdcopy --flush` for NBD (diskshadow's attach, with the
+//! copy-on-write and the redirect-on-write provider, and share against `qemu-nbd` on a raw
+//! image and on a qcow2 image after `qemu-img snapshot -c`), `dd conv=fdatasync` for the FUSE
+//! attachment (against `dd` to a raw file), `qemu-img convert` for the sparse share, and the
+//! `diskshadow volume read|write` commands against `dd`/`cat`. Every write pass ends durable
+//! on both sides; read phases start with the files involved dropped from the page cache on
+//! both sides. A missing tool skips its rows and says so.
 
 mod support;
 
@@ -25,8 +26,9 @@ use diskshadow::engine::clock::{RandomIds, SystemClock};
 use diskshadow::engine::core::{EngineOptions, DEFAULT_CHUNK_SIZE};
 use diskshadow::engine::device::BlockDevice;
 use diskshadow::engine::expose::{mount, serve_nbd, MountOptions, NbdListener};
-use diskshadow::engine::ids::VolumeId;
+use diskshadow::engine::ids::{ProviderId, ShadowId, VolumeId};
 use diskshadow::engine::model::{CreateSpec, CreateVolume, RequesterId};
+use diskshadow::engine::provider::ROW_PROVIDER_ID;
 use diskshadow::engine::store::RealBackend;
 use diskshadow::engine::vss::{Attributes, Context};
 use diskshadow::engine::Engine;
@@ -105,7 +107,7 @@ fn options() -> EngineOptions {
     )
 }
 
-fn shadow_of(engine: &Engine, volume: VolumeId) -> Result<diskshadow::engine::ids::ShadowId> {
+fn shadow_of(engine: &Engine, volume: VolumeId) -> Result<ShadowId> {
     let created = engine.create_shadow_set(&CreateSpec {
         volumes: vec![CreateVolume {
             volume,
@@ -239,7 +241,7 @@ fn bench_nbd(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<()> {
     // qemu-nbd on a raw image.
     let raw = dir.join("qemu-raw.img");
     image(&raw, sizes.pass, sizes.pass, 3)?;
-    // Write phases: three rounds of each side, the best of each (other work on the machine
+    // Write phases: `ROUNDS` rounds of each side, the best of each (other work on the machine
     // only ever slows a run down); a new snapshot or shadow before each round's first write.
     let raw_write = {
         let server = QemuNbd::start(&raw, "raw", &dir.join("qemu-raw.sock"), false)?;
@@ -287,30 +289,13 @@ fn bench_nbd(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<()> {
     }
     let (qcow2_first, qcow2_rewrite) = (best(&qcow2_firsts), best(&qcow2_rewrites));
 
-    // diskshadow: the same image content, a shadow, then an NBD attachment.
-    let live = dir.join("live.img");
-    image(&live, sizes.pass, sizes.pass, 3)?;
-    let engine = Engine::open(&dir.join("store"), options())?;
-    let volume = engine.register_volume(&live, None)?;
-    let device = engine.open_volume(volume.id)?;
-    let export = serve_nbd(
-        Arc::clone(&device),
-        "live",
-        NbdListener::Unix(dir.join("attach.sock")),
-        false,
-    )?;
-    let (mut firsts, mut rewrites, mut shadows) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..ROUNDS {
-        shadows.push(shadow_of(&engine, volume.id)?);
-        settle();
-        firsts.push(nbdcopy_write(&input, &export.url())?);
-        settle();
-        rewrites.push(nbdcopy_write(&input, &export.url())?);
-    }
-    let (ours_first, ours_rewrite) = (best(&firsts), best(&rewrites));
-    let shadow = shadows[0];
-    drop(export);
-    cold(&[&live, &dir.join("store")]);
+    // diskshadow: the same image content, a shadow, then an NBD attachment; with the default
+    // provider (copy-on-write), then with redirect-on-write (the design of qcow2's internal
+    // snapshots: new data goes to new space, the snapshot keeps the old).
+    let cow = attach_rounds(dir, "cow", None, sizes, &input)?;
+    let row = attach_rounds(dir, "row", Some(ROW_PROVIDER_ID), sizes, &input)?;
+    let (engine, shadow) = (&cow.engine, cow.first_shadow);
+    cold(&[&cow.live, &dir.join("store-cow")]);
     let share = serve_nbd(
         engine.open_shadow(shadow)?,
         "share",
@@ -321,30 +306,34 @@ fn bench_nbd(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<()> {
     drop(share);
 
     let bytes = sizes.pass;
-    push(
-        rows,
-        "NBD attach, first write after a shadow, vs qemu-nbd qcow2 after snapshot -c",
-        rate(bytes, ours_first),
-        rate(bytes, qcow2_first),
-        "MiB/s",
-        ">= 2",
-    );
-    push(
-        rows,
-        "NBD attach, first write after a shadow, vs qemu-nbd raw",
-        rate(bytes, ours_first),
-        rate(bytes, raw_write),
-        "MiB/s",
-        ">= 0.5",
-    );
-    push(
-        rows,
-        "NBD attach, rewrite, vs qemu-nbd raw",
-        rate(bytes, ours_rewrite),
-        rate(bytes, raw_write),
-        "MiB/s",
-        ">= 0.9",
-    );
+    for (attached, provider) in [(&cow, "copy-on-write"), (&row, "redirect-on-write")] {
+        push(
+            rows,
+            &format!(
+                "NBD attach ({provider}), first write after a shadow, vs qemu-nbd qcow2 after snapshot -c"
+            ),
+            rate(bytes, attached.first),
+            rate(bytes, qcow2_first),
+            "MiB/s",
+            ">= 2",
+        );
+        push(
+            rows,
+            &format!("NBD attach ({provider}), first write after a shadow, vs qemu-nbd raw"),
+            rate(bytes, attached.first),
+            rate(bytes, raw_write),
+            "MiB/s",
+            ">= 0.5",
+        );
+        push(
+            rows,
+            &format!("NBD attach ({provider}), rewrite, vs qemu-nbd raw"),
+            rate(bytes, attached.rewrite),
+            rate(bytes, raw_write),
+            "MiB/s",
+            ">= 0.9",
+        );
+    }
     push(
         rows,
         "qemu-nbd qcow2 rewrite after snapshot -c, vs qemu-nbd raw (reference)",
@@ -362,6 +351,54 @@ fn bench_nbd(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<()> {
         ">= 0.9",
     );
     Ok(())
+}
+
+/// A volume attached over NBD and written through it after new shadows.
+struct Attached {
+    engine: Engine,
+    live: PathBuf,
+    /// The best of `ROUNDS` first writes after a new shadow, and of the rewrites after them.
+    first: Duration,
+    rewrite: Duration,
+    /// The first round's shadow: every chunk of it differs from the live volume.
+    first_shadow: ShadowId,
+}
+
+/// `ROUNDS` rounds of a new shadow, an `nbdcopy` first write and a rewrite into an NBD
+/// attachment of a volume registered with `provider` (`None`: the default).
+fn attach_rounds(
+    dir: &Path,
+    name: &str,
+    provider: Option<uuid::Uuid>,
+    sizes: &Sizes,
+    input: &Path,
+) -> Result<Attached> {
+    let live = dir.join(format!("live-{name}.img"));
+    image(&live, sizes.pass, sizes.pass, 3)?;
+    let engine = Engine::open(&dir.join(format!("store-{name}")), options())?;
+    let volume = engine.register_volume_with_provider(&live, None, provider.map(ProviderId))?;
+    let export = serve_nbd(
+        engine.open_volume(volume.id)?,
+        "live",
+        NbdListener::Unix(dir.join(format!("attach-{name}.sock"))),
+        false,
+    )?;
+    let (mut firsts, mut rewrites, mut shadows) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        shadows.push(shadow_of(&engine, volume.id)?);
+        settle();
+        firsts.push(nbdcopy_write(input, &export.url())?);
+        settle();
+        rewrites.push(nbdcopy_write(input, &export.url())?);
+    }
+    drop(export);
+    Ok(Attached {
+        engine,
+        live,
+        first: best(&firsts),
+        rewrite: best(&rewrites),
+        first_shadow: shadows[0],
+    })
 }
 
 /// `qemu-img convert` of a sparse share against converting the raw sparse image.
@@ -480,7 +517,7 @@ fn bench_fuse(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<()> {
         &mountpoint,
         MountOptions::image_file("live", "disk.img", false),
     )?;
-    // Three rounds (a new shadow each), the raw baseline in each; the best of each (other
+    // `ROUNDS` rounds (a new shadow each), the raw baseline in each; the best of each (other
     // work on the machine only ever slows a run down).
     let (mut raw_writes, mut firsts, mut rewrites) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..3 {
@@ -538,7 +575,7 @@ fn bench_cli(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<()> {
     image(&dd_target, sizes.pass, 0, 0)?;
     let output = dir.join("cli-read.bin");
     let output_arg = output.to_string_lossy().to_string();
-    // Three rounds, each side in turn; the best of each (other work on the machine only ever
+    // `ROUNDS` rounds, each side in turn; the best of each (other work on the machine only ever
     // slows a run down). The first round allocates both images' blocks, the others overwrite
     // them: the same work on both sides in every round.
     let (mut ours_writes, mut dd_writes, mut ours_reads, mut cat_reads) =
@@ -620,10 +657,24 @@ fn main() -> Result<()> {
     };
     let dir = tempfile::tempdir()?;
     let mut rows = Vec::new();
-    bench_nbd(dir.path(), &sizes, &mut rows)?;
-    bench_convert(dir.path(), &sizes, &mut rows)?;
-    bench_fuse(dir.path(), &sizes, &mut rows)?;
-    bench_cli(dir.path(), &sizes, &mut rows)?;
+    // Parts named on the command line (`nbd`, `convert`, `fuse`, `cli`) run alone; none: all.
+    let named: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|argument| !argument.starts_with('-'))
+        .collect();
+    let runs = |part: &str| named.is_empty() || named.iter().any(|name| name == part);
+    if runs("nbd") {
+        bench_nbd(dir.path(), &sizes, &mut rows)?;
+    }
+    if runs("convert") {
+        bench_convert(dir.path(), &sizes, &mut rows)?;
+    }
+    if runs("fuse") {
+        bench_fuse(dir.path(), &sizes, &mut rows)?;
+    }
+    if runs("cli") {
+        bench_cli(dir.path(), &sizes, &mut rows)?;
+    }
     println!(
         "\n{} run ({} MiB passes):\n",
         if quick { "quick" } else { "full" },
