@@ -33,7 +33,7 @@ use diskshadow::engine::store::RealBackend;
 use diskshadow::engine::vss::{Attributes, Context};
 use diskshadow::engine::Engine;
 
-use support::{best, run};
+use support::{best, run, NamedParts};
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
@@ -295,7 +295,7 @@ fn bench_nbd(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<()> {
     let cow = attach_rounds(dir, "cow", None, sizes, &input)?;
     let row = attach_rounds(dir, "row", Some(ROW_PROVIDER_ID), sizes, &input)?;
     let (engine, shadow) = (&cow.engine, cow.first_shadow);
-    cold(&[&cow.live, &dir.join("store-cow")]);
+    cold(&[&cow.live, &cow.store]);
     let share = serve_nbd(
         engine.open_shadow(shadow)?,
         "share",
@@ -357,6 +357,7 @@ fn bench_nbd(dir: &Path, sizes: &Sizes, rows: &mut Vec<Row>) -> Result<()> {
 struct Attached {
     engine: Engine,
     live: PathBuf,
+    store: PathBuf,
     /// The best of `ROUNDS` first writes after a new shadow, and of the rewrites after them.
     first: Duration,
     rewrite: Duration,
@@ -375,7 +376,8 @@ fn attach_rounds(
 ) -> Result<Attached> {
     let live = dir.join(format!("live-{name}.img"));
     image(&live, sizes.pass, sizes.pass, 3)?;
-    let engine = Engine::open(&dir.join(format!("store-{name}")), options())?;
+    let store = dir.join(format!("store-{name}"));
+    let engine = Engine::open(&store, options())?;
     let volume = engine.register_volume_with_provider(&live, None, provider.map(ProviderId))?;
     let export = serve_nbd(
         engine.open_volume(volume.id)?,
@@ -395,6 +397,7 @@ fn attach_rounds(
     Ok(Attached {
         engine,
         live,
+        store,
         first: best(&firsts),
         rewrite: best(&rewrites),
         first_shadow: shadows[0],
@@ -658,21 +661,17 @@ fn main() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut rows = Vec::new();
     // Parts named on the command line (`nbd`, `convert`, `fuse`, `cli`) run alone; none: all.
-    let named: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|argument| !argument.starts_with('-'))
-        .collect();
-    let runs = |part: &str| named.is_empty() || named.iter().any(|name| name == part);
-    if runs("nbd") {
+    let parts = NamedParts::from_args();
+    if parts.runs("nbd") {
         bench_nbd(dir.path(), &sizes, &mut rows)?;
     }
-    if runs("convert") {
+    if parts.runs("convert") {
         bench_convert(dir.path(), &sizes, &mut rows)?;
     }
-    if runs("fuse") {
+    if parts.runs("fuse") {
         bench_fuse(dir.path(), &sizes, &mut rows)?;
     }
-    if runs("cli") {
+    if parts.runs("cli") {
         bench_cli(dir.path(), &sizes, &mut rows)?;
     }
     println!(

@@ -36,7 +36,7 @@ use std::os::unix::fs::FileExt;
 
 use support::{
     best, engine_sequential, has_reflink, image, median, millis, options, rate, raw_copy,
-    raw_sequential, seconds, spec, timed_read, Result, XfsReflink, MIB,
+    raw_sequential, seconds, spec, timed_read, NamedParts, Result, XfsReflink, MIB,
 };
 
 /// Repetitions of each measurement: the best is kept for throughput (other work on the
@@ -355,19 +355,15 @@ fn main() -> Result<()> {
         figures: Vec::new(),
     };
     // Providers named on the command line (`cow`, `row`, `plex`) run alone; none named: all.
-    let named: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|argument| !argument.starts_with('-'))
-        .collect();
-    let runs = |provider: &str| named.is_empty() || named.iter().any(|name| name == provider);
+    let parts = NamedParts::from_args();
     let raw = Raw::measure(dir, region)?;
-    if runs("cow") {
+    if parts.runs("cow") {
         bench_differential(&mut bench, dir, "cow", SYSTEM_PROVIDER_ID, &raw)?;
     }
-    if runs("row") {
+    if parts.runs("row") {
         bench_differential(&mut bench, dir, "row", ROW_PROVIDER_ID, &raw)?;
     }
-    if runs("plex") {
+    if parts.runs("plex") {
         bench_plex(&mut bench, dir, region, &raw)?;
     }
     print_figures(&bench, quick, region, started);

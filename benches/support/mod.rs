@@ -107,6 +107,25 @@ pub fn image(path: &Path, size: u64, data: u64, seed: u8) -> Result<()> {
 
 /// Writes every dirty page of the machine back, so that each timed run starts from the same
 /// state instead of paying for write-back left by the previous one.
+/// The parts of a benchmark named on its command line (arguments after `--` that are not
+/// options); `runs(part)` is true for every part when none is named.
+pub struct NamedParts(Vec<String>);
+
+impl NamedParts {
+    pub fn from_args() -> NamedParts {
+        NamedParts(
+            std::env::args()
+                .skip(1)
+                .filter(|argument| !argument.starts_with('-'))
+                .collect(),
+        )
+    }
+
+    pub fn runs(&self, part: &str) -> bool {
+        self.0.is_empty() || self.0.iter().any(|name| name == part)
+    }
+}
+
 pub fn settle() {
     // SAFETY: sync(2) takes no arguments and cannot fail.
     unsafe { libc::sync() };
